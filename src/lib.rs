@@ -1,0 +1,6 @@
+//! lakebackup: keeps an Azure data lake recoverable with ETag-diffed snapshots and version-keeping
+//! backups in a second storage account. See `ARCHITECTURE.md` for the map.
+
+pub mod core;
+pub mod settings;
+pub mod storage;

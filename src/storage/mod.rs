@@ -1,0 +1,233 @@
+//! The storage seam: the only place that turns connection settings into SDK clients, so auth,
+//! retries and error reporting are decided once.
+//!
+//! Everything else asks a [`StorageAccount`] for a container or queue client and reports SDK
+//! errors as [`StorageError`], whose text never contains a key or signature.
+
+pub mod connection;
+pub mod listing;
+pub mod redact;
+pub mod sas;
+pub mod shared_key;
+
+use std::sync::Arc;
+
+use azure_core::{
+    credentials::TokenCredential,
+    http::{
+        policies::Policy, ClientOptions, ExponentialRetryOptions, RetryOptions, StatusCode, Url,
+    },
+    time::Duration,
+};
+use azure_identity::{
+    DeveloperToolsCredential, ManagedIdentityCredential, ManagedIdentityCredentialOptions,
+    UserAssignedId,
+};
+use azure_storage_blob::{BlobContainerClient, BlobContainerClientOptions};
+use azure_storage_queue::{QueueClient, QueueClientOptions};
+use thiserror::Error;
+
+pub use connection::{StorageAuth, StorageConnection};
+
+use crate::settings::{Settings, SettingsError};
+use redact::redact_secrets;
+use shared_key::SharedKeyPolicy;
+
+/// A storage operation that failed, with what was being done; secrets are redacted.
+#[derive(Debug, Error)]
+#[error("{operation}: {detail}")]
+pub struct StorageError {
+    pub operation: String,
+    /// The HTTP status, when the service answered.
+    pub status: Option<u16>,
+    /// The service's error code (`ContainerNotFound`, `ConditionNotMet`, ...), when it gave one.
+    pub code: Option<String>,
+    detail: String,
+}
+
+impl StorageError {
+    pub fn new(operation: impl Into<String>, error: azure_core::Error) -> Self {
+        let (status, code) = match error.kind() {
+            azure_core::error::ErrorKind::HttpResponse {
+                status, error_code, ..
+            } => (Some(u16::from(*status)), error_code.clone()),
+            _ => (None, None),
+        };
+        Self {
+            operation: operation.into(),
+            status,
+            code,
+            detail: redact_secrets(&error.to_string()),
+        }
+    }
+
+    pub fn is_status(&self, status: StatusCode) -> bool {
+        self.status == Some(u16::from(status))
+    }
+
+    pub fn has_code(&self, code: &str) -> bool {
+        self.code.as_deref() == Some(code)
+    }
+
+    /// The service did not answer at all (connection refused, DNS, timeout).
+    pub fn is_unreachable(&self) -> bool {
+        self.status.is_none()
+    }
+}
+
+/// Attaches what was being done to an SDK result.
+pub trait StorageResultExt<T> {
+    fn during(self, operation: impl FnOnce() -> String) -> Result<T, StorageError>;
+}
+
+impl<T> StorageResultExt<T> for azure_core::Result<T> {
+    fn during(self, operation: impl FnOnce() -> String) -> Result<T, StorageError> {
+        self.map_err(|error| StorageError::new(operation(), error))
+    }
+}
+
+/// One storage account, ready to hand out clients.
+pub struct StorageAccount {
+    connection: StorageConnection,
+    client_options: ClientOptions,
+    token_credential: Option<Arc<dyn TokenCredential>>,
+}
+
+impl std::fmt::Debug for StorageAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageAccount")
+            .field("connection", &self.connection)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StorageAccount {
+    /// Reads connection `name` and prepares its credentials; fails on a missing or malformed
+    /// setting.
+    pub fn connect(name: &str, settings: &Settings) -> Result<Self, SettingsError> {
+        Self::from_connection(StorageConnection::from_settings(name, settings)?)
+    }
+
+    pub fn from_connection(connection: StorageConnection) -> Result<Self, SettingsError> {
+        let mut client_options = ClientOptions {
+            // A few quick retries: a worker invocation should fail fast and let the host retry
+            // rather than block for minutes on an unreachable account.
+            retry: RetryOptions::exponential(ExponentialRetryOptions {
+                initial_delay: Duration::milliseconds(200),
+                max_retries: 3,
+                max_total_elapsed: Duration::seconds(20),
+                max_delay: Duration::seconds(5),
+            }),
+            ..ClientOptions::default()
+        };
+        let mut token_credential = None;
+        match &connection.auth {
+            StorageAuth::SharedKey { account, key } => {
+                let policy: Arc<dyn Policy> =
+                    Arc::new(SharedKeyPolicy::new(account.clone(), key.clone()));
+                client_options.per_try_policies.push(policy);
+            }
+            StorageAuth::Sas { .. } => {}
+            StorageAuth::Identity { client_id } => {
+                token_credential = Some(identity_credential(&connection.name, client_id)?);
+            }
+        }
+        Ok(Self {
+            connection,
+            client_options,
+            token_credential,
+        })
+    }
+
+    pub fn connection(&self) -> &StorageConnection {
+        &self.connection
+    }
+
+    /// A client for `container` of this account's blob service.
+    pub fn container(&self, container: &str) -> Result<BlobContainerClient, StorageError> {
+        let url = self.resource_url(self.blob_endpoint()?, container);
+        BlobContainerClient::new(
+            url,
+            self.token_credential.clone(),
+            Some(BlobContainerClientOptions {
+                client_options: self.client_options.clone(),
+                ..Default::default()
+            }),
+        )
+        .during(|| format!("preparing a client for container {container}"))
+    }
+
+    /// A client for `queue` of this account's queue service.
+    pub fn queue(&self, queue: &str) -> Result<QueueClient, StorageError> {
+        let endpoint = self
+            .connection
+            .require_queue_endpoint()
+            .map_err(settings_as_storage_error)?;
+        let url = self.resource_url(endpoint, queue);
+        QueueClient::new(
+            url,
+            self.token_credential.clone(),
+            Some(QueueClientOptions {
+                client_options: self.client_options.clone(),
+                ..Default::default()
+            }),
+        )
+        .during(|| format!("preparing a client for queue {queue}"))
+    }
+
+    fn blob_endpoint(&self) -> Result<&Url, StorageError> {
+        self.connection
+            .require_blob_endpoint()
+            .map_err(settings_as_storage_error)
+    }
+
+    /// `endpoint/name`, carrying the connection's SAS when it has one.
+    fn resource_url(&self, endpoint: &Url, name: &str) -> Url {
+        let mut url = endpoint.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop_if_empty().push(name);
+        }
+        if let StorageAuth::Sas { query } = &self.connection.auth {
+            url.set_query(Some(query.secret()));
+        }
+        url
+    }
+}
+
+fn settings_as_storage_error(error: SettingsError) -> StorageError {
+    StorageError {
+        operation: "reading the connection".into(),
+        status: None,
+        code: None,
+        detail: error.to_string(),
+    }
+}
+
+/// Managed identity where the platform offers one (App Service / Functions set
+/// `IDENTITY_ENDPOINT`) or a user-assigned identity is named; the developer-tools chain
+/// (Azure CLI, azd) on a workstation.
+fn identity_credential(
+    setting: &str,
+    client_id: &Option<String>,
+) -> Result<Arc<dyn TokenCredential>, SettingsError> {
+    let on_platform = std::env::var_os("IDENTITY_ENDPOINT").is_some();
+    let credential: azure_core::Result<Arc<dyn TokenCredential>> =
+        if on_platform || client_id.is_some() {
+            ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
+                user_assigned_id: client_id.clone().map(UserAssignedId::ClientId),
+                ..Default::default()
+            }))
+            .map(|c| c as Arc<dyn TokenCredential>)
+        } else {
+            DeveloperToolsCredential::new(None).map(|c| c as Arc<dyn TokenCredential>)
+        };
+    credential.map_err(|e| {
+        SettingsError::new(
+            setting,
+            format!(
+                "identity-based connection has no usable credential: {}",
+                redact_secrets(&e.to_string())
+            ),
+        )
+    })
+}

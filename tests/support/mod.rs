@@ -1,0 +1,48 @@
+//! Shared test support: Azurite, and small helpers over the SDK for arranging and checking data.
+#![allow(dead_code)]
+
+pub mod azurite;
+
+use azure_core::http::RequestContent;
+use azure_storage_blob::BlobContainerClient;
+use futures::TryStreamExt;
+
+pub use azurite::Azurite;
+
+pub async fn upload(container: &BlobContainerClient, name: &str, bytes: &[u8]) {
+    container
+        .blob_client(name)
+        .upload(RequestContent::from(bytes.to_vec()), None)
+        .await
+        .unwrap_or_else(|e| panic!("upload {name}: {e}"));
+}
+
+pub async fn download(container: &BlobContainerClient, name: &str) -> Vec<u8> {
+    container
+        .blob_client(name)
+        .download(None)
+        .await
+        .unwrap_or_else(|e| panic!("download {name}: {e}"))
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .to_vec()
+}
+
+/// `(name, snapshot)` of every entry, snapshots included.
+pub async fn list_all(container: &BlobContainerClient) -> Vec<(String, Option<String>)> {
+    use azure_storage_blob::models::{BlobContainerClientListBlobsOptions, ListBlobsIncludeItem};
+    let options = BlobContainerClientListBlobsOptions {
+        include: Some(vec![ListBlobsIncludeItem::Snapshots]),
+        ..Default::default()
+    };
+    let mut pages = container.list_blobs(Some(options)).unwrap().into_pages();
+    let mut entries = Vec::new();
+    while let Some(page) = pages.try_next().await.unwrap() {
+        for item in page.into_model().unwrap().blob_items {
+            entries.push((item.name.unwrap(), item.snapshot.filter(|s| !s.is_empty())));
+        }
+    }
+    entries
+}
