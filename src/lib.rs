@@ -1,6 +1,11 @@
 //! lakebackup: keeps an Azure data lake recoverable with ETag-diffed snapshots and version-keeping
 //! backups in a second storage account. See `ARCHITECTURE.md` for the map.
 
+pub mod app;
+pub mod azurite;
 pub mod core;
+pub mod demo;
+pub mod functions;
+pub mod host;
 pub mod settings;
 pub mod storage;

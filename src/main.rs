@@ -1,3 +1,133 @@
-fn main() {
-    println!("Hello, world!");
+//! The `lakebackup` command: `serve` runs the Functions custom handler; `produce` runs the
+//! producer once from the command line.
+
+use std::{io::IsTerminal, net::SocketAddr, process::ExitCode, sync::Arc};
+
+use clap::{Parser, Subcommand};
+use lakebackup::{
+    app::App,
+    functions::producer::{self, ProducerError},
+    host::server,
+    settings::Settings,
+};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Keeps an Azure data lake recoverable: ETag-diffed snapshots and version-keeping backups"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the three functions to the Azure Functions host (custom handler).
+    Serve {
+        /// Port on 127.0.0.1; the host passes it in FUNCTIONS_CUSTOMHANDLER_PORT.
+        #[arg(long, env = "FUNCTIONS_CUSTOMHANDLER_PORT")]
+        port: u16,
+    },
+    /// Run the whole flow against a throw-away Azurite and print what happened.
+    Demo,
+    /// Snapshot the new and changed blobs of one container and queue their backups, once.
+    Produce {
+        #[arg(long)]
+        container: String,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            EnvFilter::new("info,azure_core=warn,azure_identity=warn,typespec_client_core=warn")
+        }))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("lakebackup: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    if let Command::Demo = cli.command {
+        let root = std::env::current_dir().unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+        return match lakebackup::demo::run(&root).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lakebackup demo: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let app = match App::from_settings(&Settings::from_env()) {
+        Ok(app) => Arc::new(app),
+        Err(e) => {
+            eprintln!("lakebackup: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Command::Serve { port } => {
+            let address = SocketAddr::from(([127, 0, 0, 1], port));
+            let served = match tokio::net::TcpListener::bind(address).await {
+                Ok(listener) => server::serve(app, listener, shutdown_signal()).await,
+                Err(e) => Err(e),
+            };
+            match served {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("lakebackup: cannot serve on {address}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Demo => unreachable!("handled before the settings are read"),
+        Command::Produce { container } => match producer::produce(&app, &container).await {
+            Ok(summary) => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&summary).unwrap_or_default()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(ProducerError::Storage { source, done }) => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&done).unwrap_or_default()
+                );
+                eprintln!("lakebackup: {source}");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("lakebackup: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// Completes on SIGINT or SIGTERM (the host stops its worker with SIGTERM).
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = terminate => {},
+    }
 }

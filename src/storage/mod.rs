@@ -57,7 +57,7 @@ impl StorageError {
             operation: operation.into(),
             status,
             code,
-            detail: redact_secrets(&error.to_string()),
+            detail: redact_secrets(&error_chain(&error)),
         }
     }
 
@@ -73,6 +73,21 @@ impl StorageError {
     pub fn is_unreachable(&self) -> bool {
         self.status.is_none()
     }
+}
+
+/// The error and its causes, outermost first: "retry policy expired" alone hides the refused
+/// connection behind it.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![error.to_string()];
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let text = inner.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cause = inner.source();
+    }
+    parts.join(": ")
 }
 
 /// Attaches what was being done to an SDK result.

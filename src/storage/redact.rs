@@ -29,7 +29,7 @@ pub fn redact_secrets(text: &str) -> String {
         match found {
             Some(value_start) => {
                 let value_end = text[value_start..]
-                    .find(|c: char| matches!(c, '&' | ';' | ' ' | '"' | '\'' | ')' | '\n' | ','))
+                    .find(['&', ';', ' ', '"', '\'', ')', '\n', ','])
                     .map_or(text.len(), |i| value_start + i);
                 out.push_str(&text[copied..value_start]);
                 out.push_str("REDACTED");

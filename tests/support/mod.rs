@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod azurite;
+pub mod worker;
 
 use azure_core::http::RequestContent;
 use azure_storage_blob::BlobContainerClient;
@@ -45,4 +46,29 @@ pub async fn list_all(container: &BlobContainerClient) -> Vec<(String, Option<St
         }
     }
     entries
+}
+
+/// Takes every message off `queue` (hidden for five minutes, so each is read once) and returns
+/// their texts.
+pub async fn drain_queue(queue: &azure_storage_queue::QueueClient) -> Vec<String> {
+    use azure_storage_queue::models::QueueClientReceiveMessagesOptions;
+    let mut texts = Vec::new();
+    loop {
+        let batch = queue
+            .receive_messages(Some(QueueClientReceiveMessagesOptions {
+                number_of_messages: Some(32),
+                visibility_timeout: Some(300),
+                ..Default::default()
+            }))
+            .await
+            .expect("receive messages")
+            .into_model()
+            .expect("messages parse")
+            .items
+            .unwrap_or_default();
+        if batch.is_empty() {
+            return texts;
+        }
+        texts.extend(batch.into_iter().filter_map(|m| m.message_text));
+    }
 }

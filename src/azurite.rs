@@ -1,0 +1,146 @@
+//! Azurite, the real storage emulator from the project's pinned npm dependency, run in memory on
+//! free loopback ports with separate `source`, `backup` and `jobs` accounts (and the well-known
+//! development account); stopped on drop. The demo and the tests use it; the worker never does.
+
+use std::{
+    io::{BufRead, BufReader},
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+pub const SOURCE_KEY: &str =
+    "qq54xS2mAdwrit/waE2mVPa28ad3YM381vw77qV3Zi60VEMEIVOeaUPZDwv3Y2mpz+NvyGkk5fqS3UpK3lECeQ==";
+pub const BACKUP_KEY: &str =
+    "Sb5gFBLLWGteCJKibeQBz46a8dS4R6u5Rh99oklYHIbjy8Tu30oWkXsnnYDP1Uxw4SPeQZYEZj+hATFlNEKUPg==";
+pub const JOBS_KEY: &str =
+    "f8gS7NllCgQSThF16KjNSPHmrYloLX4csqnwJjZFZHI1VSawQSNetMH00YCn+Aa7sCqMJF7GeBi89DpL/Zl6PQ==";
+
+/// The development account's well-known key; naming extra accounts replaces the default one.
+pub const DEV_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AzuriteError {
+    #[error("Azurite is not installed: run `npm ci` in {}", .0.display())]
+    NotInstalled(PathBuf),
+    #[error("cannot start node to run Azurite: {0}")]
+    Spawn(std::io::Error),
+    #[error("Azurite did not report its listening ports within 60 s")]
+    NoPorts,
+}
+
+pub struct Azurite {
+    child: Child,
+    pub blob_port: u16,
+    pub queue_port: u16,
+}
+
+impl Azurite {
+    /// Starts Azurite from `project_root/node_modules`.
+    pub fn start_in(project_root: &Path) -> Result<Azurite, AzuriteError> {
+        let script = project_root.join("node_modules/azurite/dist/src/azurite.js");
+        if !script.exists() {
+            return Err(AzuriteError::NotInstalled(project_root.to_owned()));
+        }
+        let mut command = Command::new("node");
+        command
+            .arg(script)
+            .args(["--inMemoryPersistence", "--silent", "--disableProductStyleUrl"])
+            .args(["--blobHost", "127.0.0.1", "--blobPort", "0"])
+            .args(["--queueHost", "127.0.0.1", "--queuePort", "0"])
+            .args(["--tableHost", "127.0.0.1", "--tablePort", "0"])
+            .env(
+                "AZURITE_ACCOUNTS",
+                format!(
+                    "source:{SOURCE_KEY};backup:{BACKUP_KEY};jobs:{JOBS_KEY};devstoreaccount1:{DEV_KEY}"
+                ),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        // If our process dies without dropping us, the kernel still ends Azurite.
+        // SAFETY: the closure runs in the forked child before exec and calls only prctl, which
+        // is async-signal-safe; it touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().map_err(AzuriteError::Spawn)?;
+        let Some(stdout) = child.stdout.take() else {
+            let _ = child.kill();
+            return Err(AzuriteError::NoPorts);
+        };
+        let (lines_tx, lines_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = lines_tx.send(line);
+            }
+        });
+        let (mut blob_port, mut queue_port) = (None, None);
+        while blob_port.is_none() || queue_port.is_none() {
+            let Ok(line) = lines_rx.recv_timeout(Duration::from_secs(60)) else {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(AzuriteError::NoPorts);
+            };
+            let port = || line.rsplit(':').next().and_then(|p| p.trim().parse().ok());
+            if line.contains("Blob service is successfully listening") {
+                blob_port = port();
+            } else if line.contains("Queue service is successfully listening") {
+                queue_port = port();
+            }
+        }
+        Ok(Azurite {
+            child,
+            blob_port: blob_port.unwrap_or_default(),
+            queue_port: queue_port.unwrap_or_default(),
+        })
+    }
+
+    /// Starts Azurite from this source tree (tests); panics with the fix when it cannot.
+    pub fn start() -> Azurite {
+        Self::start_in(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn blob_endpoint(&self, account: &str) -> String {
+        format!("http://127.0.0.1:{}/{account}", self.blob_port)
+    }
+
+    pub fn queue_endpoint(&self, account: &str) -> String {
+        format!("http://127.0.0.1:{}/{account}", self.queue_port)
+    }
+
+    /// An account-key connection string with explicit endpoints.
+    pub fn connection_string(&self, account: &str, key: &str) -> String {
+        format!(
+            "DefaultEndpointsProtocol=http;AccountName={account};AccountKey={key};BlobEndpoint={};QueueEndpoint={};",
+            self.blob_endpoint(account),
+            self.queue_endpoint(account)
+        )
+    }
+
+    pub fn source(&self) -> String {
+        self.connection_string("source", SOURCE_KEY)
+    }
+
+    pub fn backup(&self) -> String {
+        self.connection_string("backup", BACKUP_KEY)
+    }
+
+    pub fn jobs(&self) -> String {
+        self.connection_string("jobs", JOBS_KEY)
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        // In-memory: nothing to flush. SIGTERM can hang on keep-alive clients, so kill outright.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,193 @@
+//! `lakebackup serve`: the axum server the Functions host calls. Handlers only translate between
+//! the protocol and the functions' typed inputs and summaries.
+//!
+//! Routes: `POST /{FunctionName}` with an invocation payload (every trigger), and, for the HTTP
+//! trigger with `enableForwardingHttpRequest`, the raw request at `/api/{FunctionName}`.
+
+use std::{future::Future, sync::Arc};
+
+use tokio::net::TcpListener;
+
+use axum::{
+    body::Bytes,
+    extract::{RawQuery, State},
+    http::{HeaderMap, Method, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{any, post},
+    Json, Router,
+};
+use serde_json::{json, Value};
+use tracing::{error, warn};
+
+use super::protocol::{
+    HttpTriggerRequest, InvokeRequest, InvokeResponse, JsonReply, HTTP_RESPONSE_BINDING,
+};
+use crate::{
+    app::App,
+    functions::producer::{self, ProducerError},
+};
+
+pub const CONSUMER_FUNCTION: &str = "QueueCreateBlobBackupADFv2";
+pub const RECONCILER_FUNCTION: &str = "HttpSnapshotIncBackupStorageReconciliation";
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route(
+            &format!("/{}", producer::FUNCTION_NAME),
+            post(producer_invocation),
+        )
+        .route(
+            &format!("/api/{}", producer::FUNCTION_NAME),
+            any(producer_forwarded),
+        )
+        .route(&format!("/{CONSUMER_FUNCTION}"), post(not_in_this_build))
+        .route(&format!("/{RECONCILER_FUNCTION}"), post(not_in_this_build))
+        .with_state(app)
+}
+
+/// Serves on `listener` until `shutdown` completes.
+pub async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if let Ok(address) = listener.local_addr() {
+        tracing::info!(%address, "custom handler listening");
+    }
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Parses an invocation payload; a malformed one fails the invocation with a reason.
+fn parse_invocation(body: &Bytes) -> Result<InvokeRequest, Box<Response>> {
+    serde_json::from_slice(body).map_err(|e| {
+        warn!(error = %e, "invocation payload is not valid JSON");
+        Box::new(failed_invocation(
+            StatusCode::BAD_REQUEST,
+            format!("invocation payload is not valid JSON: {e}"),
+        ))
+    })
+}
+
+fn failed_invocation(status: StatusCode, log: String) -> Response {
+    let reply = InvokeResponse {
+        logs: vec![log],
+        ..Default::default()
+    };
+    (status, Json(reply)).into_response()
+}
+
+async fn producer_invocation(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let invoke = match parse_invocation(&body) {
+        Ok(invoke) => invoke,
+        Err(response) => return *response,
+    };
+    let reply = match HttpTriggerRequest::from_invoke(&invoke) {
+        Ok(request) => run_producer(&app, &request).await,
+        Err(e) => error_reply(400, e.to_string()),
+    };
+    let log = format!(
+        "{} answered {}: {}",
+        producer::FUNCTION_NAME,
+        reply.status,
+        reply.body
+    );
+    let mut response = InvokeResponse {
+        logs: vec![log],
+        ..Default::default()
+    };
+    // The HTTP caller's status travels in the binding; the invocation itself succeeded.
+    response
+        .outputs
+        .insert(HTTP_RESPONSE_BINDING.to_owned(), reply.into_output());
+    Json(response).into_response()
+}
+
+async fn producer_forwarded(
+    State(app): State<Arc<App>>,
+    method: Method,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let reply = match String::from_utf8(body.to_vec()) {
+        Ok(body) => {
+            let request = HttpTriggerRequest {
+                method: method.as_str().to_owned(),
+                url: String::new(),
+                query: url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+                    .into_owned()
+                    .collect(),
+                headers: headers
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                    .collect(),
+                body: (!body.is_empty()).then_some(body),
+            };
+            run_producer(&app, &request).await
+        }
+        Err(_) => error_reply(400, "request body is not UTF-8".into()),
+    };
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, Json(reply.body)).into_response()
+}
+
+/// The producer behind either HTTP route: reads the container from the JSON body
+/// (`{"container": "…"}`, as the ADF activity sends it) or from `?container=`.
+async fn run_producer(app: &App, request: &HttpTriggerRequest) -> JsonReply {
+    if !matches!(request.method.as_str(), "GET" | "POST" | "") {
+        return error_reply(
+            405,
+            format!("method {} is not allowed; use GET or POST", request.method),
+        );
+    }
+    let from_body = match request.json_body() {
+        Ok(body) => body.and_then(|b| b.get("container").cloned()),
+        Err(e) => return error_reply(400, e.to_string()),
+    };
+    let container = match from_body {
+        Some(Value::String(name)) => name,
+        Some(_) => return error_reply(400, "\"container\" must be a string".into()),
+        None => match request.query.get("container") {
+            Some(name) => name.clone(),
+            None => {
+                return error_reply(
+                    400,
+                    "missing container: POST {\"container\": \"…\"} or GET ?container=…".into(),
+                )
+            }
+        },
+    };
+    match producer::produce(app, &container).await {
+        Ok(summary) => JsonReply {
+            status: 200,
+            body: serde_json::to_value(summary).unwrap_or(Value::Null),
+        },
+        Err(ProducerError::InvalidContainer(e)) => error_reply(400, e.to_string()),
+        Err(e @ ProducerError::ContainerNotFound(_)) => error_reply(404, e.to_string()),
+        Err(ProducerError::Storage { source, done }) => {
+            error!(error = %source, "producer failed");
+            let status = if source.is_unreachable() { 503 } else { 502 };
+            let mut body = json!({"status": "error", "error": source.to_string()});
+            body["done"] = serde_json::to_value(&done).unwrap_or(Value::Null);
+            JsonReply { status, body }
+        }
+    }
+}
+
+fn error_reply(status: u16, message: String) -> JsonReply {
+    JsonReply {
+        status,
+        body: json!({"status": "error", "error": message}),
+    }
+}
+
+/// Routed so that the host's calls are answered clearly, but handled by a later build: the
+/// invocation fails and the host keeps the message for retry.
+async fn not_in_this_build() -> Response {
+    failed_invocation(
+        StatusCode::NOT_IMPLEMENTED,
+        "this function is not implemented in this build of lakebackup".into(),
+    )
+}

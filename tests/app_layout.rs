@@ -1,0 +1,71 @@
+//! The Function App files agree with the server: every function folder is routed, bindings use
+//! the names the handlers read, and host.json starts `lakebackup serve`.
+
+use std::{fs, path::Path};
+
+use serde_json::Value;
+
+fn read_json(path: &str) -> Value {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    serde_json::from_str(&fs::read_to_string(&full).unwrap())
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn host_json_runs_the_custom_handler() {
+    let host = read_json("host.json");
+    assert_eq!(host["version"], "2.0");
+    assert_eq!(
+        host["extensionBundle"]["id"],
+        "Microsoft.Azure.Functions.ExtensionBundle"
+    );
+    assert!(host["extensionBundle"]["version"]
+        .as_str()
+        .unwrap()
+        .starts_with("[4."));
+    let handler = &host["customHandler"]["description"];
+    assert_eq!(handler["defaultExecutablePath"], "lakebackup");
+    assert_eq!(handler["arguments"][0], "serve");
+    let settings = read_json("local.settings.json");
+    assert_eq!(settings["Values"]["FUNCTIONS_WORKER_RUNTIME"], "custom");
+}
+
+#[test]
+fn function_folders_match_the_routes_and_binding_names() {
+    let producer = read_json("HttpSnapshotIncBackupContainerProducer/function.json");
+    let bindings = producer["bindings"].as_array().unwrap();
+    assert_eq!(bindings[0]["type"], "httpTrigger");
+    assert_eq!(
+        bindings[0]["name"],
+        lakebackup::host::protocol::HTTP_REQUEST_BINDING
+    );
+    assert_eq!(bindings[0]["authLevel"], "function");
+    assert_eq!(bindings[0]["methods"], serde_json::json!(["get", "post"]));
+    assert_eq!(
+        bindings[1]["name"],
+        lakebackup::host::protocol::HTTP_RESPONSE_BINDING
+    );
+
+    let consumer = read_json("QueueCreateBlobBackupADFv2/function.json");
+    assert_eq!(consumer["bindings"][0]["type"], "queueTrigger");
+    assert_eq!(consumer["bindings"][0]["queueName"], "%BACKUP_QUEUE_NAME%");
+    assert_eq!(consumer["bindings"][0]["connection"], "AzureWebJobsStorage");
+
+    let reconciler = read_json("HttpSnapshotIncBackupStorageReconciliation/function.json");
+    assert_eq!(reconciler["bindings"][0]["type"], "timerTrigger");
+    assert_eq!(
+        reconciler["bindings"][0]["schedule"],
+        "%RECONCILE_SCHEDULE%"
+    );
+
+    for name in [
+        lakebackup::functions::producer::FUNCTION_NAME,
+        lakebackup::host::server::CONSUMER_FUNCTION,
+        lakebackup::host::server::RECONCILER_FUNCTION,
+    ] {
+        assert!(Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(name)
+            .join("function.json")
+            .exists());
+    }
+}

@@ -1,0 +1,100 @@
+//! Runs the real `lakebackup` binary as the Functions host would: `serve` on a free loopback
+//! port with the app settings in its environment.
+
+use std::{
+    collections::HashMap,
+    net::TcpListener,
+    os::unix::process::CommandExt,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use super::Azurite;
+
+pub struct Worker {
+    child: Child,
+    pub port: u16,
+}
+
+/// The settings a Function App would have, pointing at `azurite`.
+pub fn settings(azurite: &Azurite) -> HashMap<String, String> {
+    HashMap::from([
+        ("SOURCE_STORAGE".to_owned(), azurite.source()),
+        ("BACKUP_STORAGE".to_owned(), azurite.backup()),
+        ("AzureWebJobsStorage".to_owned(), azurite.jobs()),
+    ])
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+fn command(settings: &HashMap<String, String>, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lakebackup"));
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info")
+        .envs(settings);
+    // SAFETY: only prctl, async-signal-safe, runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    command
+}
+
+impl Worker {
+    /// Starts `lakebackup serve` and waits until it accepts connections.
+    pub fn serve(settings: &HashMap<String, String>) -> Worker {
+        let port = free_port();
+        let child = command(settings, &["serve"])
+            .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("lakebackup starts");
+        let mut worker = Worker { child, port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = worker.child.try_wait() {
+                panic!("lakebackup serve exited early with {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "lakebackup serve did not listen in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        worker
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `lakebackup ARGS` to completion: (exit code, stdout, stderr).
+pub fn run_once(settings: &HashMap<String, String>, args: &[&str]) -> (i32, String, String) {
+    let output = command(settings, args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("lakebackup runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
