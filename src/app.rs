@@ -1,6 +1,8 @@
 //! The worker's shared state: validated settings and the three storage accounts, built once at
 //! start-up so that a missing or malformed setting stops the worker before any trigger fires.
 
+use std::{collections::HashSet, sync::Mutex, time::Duration};
+
 use azure_core::http::RequestContent;
 use azure_storage_queue::{
     models::{QueueClientSendMessageOptions, QueueMessage},
@@ -9,6 +11,7 @@ use azure_storage_queue::{
 use tokio::sync::OnceCell;
 
 use crate::{
+    adf::{AdfClient, AdfConfig},
     core::{message::BackupRequest, naming},
     settings::{Settings, SettingsError},
     storage::{StorageAccount, StorageError, StorageResultExt},
@@ -30,6 +33,25 @@ pub struct Config {
     pub backup_container_suffix: String,
     /// `SNAPSHOT_CONCURRENCY`: snapshots and enqueues in flight at once.
     pub snapshot_concurrency: usize,
+    /// `BACKUP_COPY_ENGINE`: how the consumer copies a version.
+    pub copy_engine: CopyEngine,
+    /// `BACKUP_USE_LEASE`: hold a lease on the source blob during an ADF copy.
+    pub use_lease: bool,
+    /// `COPY_TIMEOUT_SECONDS`: how long a direct copy may take.
+    pub copy_timeout: Duration,
+    /// `COPY_POLL_INTERVAL_MS`: how often a pending direct copy is checked.
+    pub copy_poll_interval: Duration,
+    /// The ADF pipeline, when `ADF_*` settings name one.
+    pub adf: Option<AdfConfig>,
+}
+
+/// How the consumer copies a version to the backup account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyEngine {
+    /// Trigger the ADF pipeline and follow its run.
+    Adf,
+    /// Server-side Copy Blob from a SAS URL of the exact source version.
+    Direct,
 }
 
 impl Config {
@@ -51,12 +73,41 @@ impl Config {
                 "must be lowercase letters, digits and hyphens that keep container names valid",
             )
         })?;
-        let snapshot_concurrency =
-            settings.get_number("SNAPSHOT_CONCURRENCY", 16, 1..=256)? as usize;
+        let snapshot_concurrency = settings.get_number("SNAPSHOT_CONCURRENCY", 16, 1..=256)? as usize;
+        let adf = AdfConfig::from_settings(settings)?;
+        let copy_engine = match settings.get("BACKUP_COPY_ENGINE").map(str::to_ascii_lowercase) {
+            None if adf.is_some() => CopyEngine::Adf,
+            None => CopyEngine::Direct,
+            Some(engine) if engine == "direct" => CopyEngine::Direct,
+            Some(engine) if engine == "adf" && adf.is_some() => CopyEngine::Adf,
+            Some(engine) if engine == "adf" => {
+                return Err(SettingsError::new(
+                    "BACKUP_COPY_ENGINE",
+                    "is adf, but ADF_SUBSCRIPTION_ID, ADF_RESOURCE_GROUP, ADF_FACTORY_NAME and \
+                     ADF_PIPELINE_NAME are not set",
+                ))
+            }
+            Some(_) => return Err(SettingsError::new("BACKUP_COPY_ENGINE", "must be adf or direct")),
+        };
+        // A direct copy needs no lock: its source condition pins the version.
+        let use_lease = copy_engine == CopyEngine::Adf && settings.get_bool("BACKUP_USE_LEASE", true)?;
         Ok(Self {
             backup_queue,
             backup_container_suffix,
             snapshot_concurrency,
+            copy_engine,
+            use_lease,
+            copy_timeout: Duration::from_secs(settings.get_number(
+                "COPY_TIMEOUT_SECONDS",
+                3_600,
+                1..=86_400,
+            )?),
+            copy_poll_interval: Duration::from_millis(settings.get_number(
+                "COPY_POLL_INTERVAL_MS",
+                1_000,
+                10..=60_000,
+            )?),
+            adf,
         })
     }
 }
@@ -67,7 +118,12 @@ pub struct App {
     pub source: StorageAccount,
     pub backup: StorageAccount,
     pub jobs: StorageAccount,
+    /// Present when the copy engine is ADF.
+    pub adf: Option<AdfClient>,
     backup_queue: OnceCell<QueueClient>,
+    poison_queue: OnceCell<QueueClient>,
+    /// Backup containers known to exist, so each is created once per process.
+    backup_containers: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for App {
@@ -90,39 +146,75 @@ impl App {
         backup.connection().require_blob_endpoint()?;
         let jobs = StorageAccount::connect(JOBS_STORAGE, settings)?;
         jobs.connection().require_queue_endpoint()?;
+        let adf = match (&config.copy_engine, &config.adf) {
+            (CopyEngine::Adf, Some(adf)) => Some(AdfClient::new(adf.clone())?),
+            _ => None,
+        };
         Ok(Self {
             config,
             source,
             backup,
             jobs,
+            adf,
             backup_queue: OnceCell::new(),
+            poison_queue: OnceCell::new(),
+            backup_containers: Mutex::new(HashSet::new()),
         })
     }
 
     /// The backup-request queue, created on first use (once per process).
     pub async fn backup_queue(&self) -> Result<&QueueClient, StorageError> {
-        self.backup_queue
-            .get_or_try_init(|| async {
-                let name = &self.config.backup_queue;
-                let queue = self.jobs.queue(name)?;
-                queue
-                    .create(None)
-                    .await
-                    .during(|| format!("creating queue {name}"))?;
-                Ok(queue)
-            })
+        self.created_queue(&self.backup_queue, &self.config.backup_queue)
             .await
     }
 
-    /// Puts one backup request on the queue, base64-encoded as the queue trigger expects. It
-    /// never expires: a request that vanished unprocessed would be a version never backed up.
-    pub async fn enqueue_backup(&self, request: &BackupRequest) -> Result<(), StorageError> {
-        let queue = self.backup_queue().await?;
+    /// `{BACKUP_QUEUE_NAME}-poison`, the host's poison queue, created on first use.
+    pub async fn poison_queue(&self) -> Result<&QueueClient, StorageError> {
+        let name = format!("{}-poison", self.config.backup_queue);
+        self.created_queue(&self.poison_queue, &name).await
+    }
+
+    async fn created_queue<'a>(
+        &'a self,
+        cell: &'a OnceCell<QueueClient>,
+        name: &str,
+    ) -> Result<&'a QueueClient, StorageError> {
+        cell.get_or_try_init(|| async {
+            let queue = self.jobs.queue(name)?;
+            queue
+                .create(None)
+                .await
+                .during(|| format!("creating queue {name}"))?;
+            Ok(queue)
+        })
+        .await
+    }
+
+    /// Creates backup container `name` unless this process already did.
+    pub async fn ensure_backup_container(&self, name: &str) -> Result<(), StorageError> {
+        let known = |set: &HashSet<String>| set.contains(name);
+        if self.backup_containers.lock().map(|s| known(&s)).unwrap_or(false) {
+            return Ok(());
+        }
+        match self.backup.container(name)?.create(None).await {
+            Ok(_) => {}
+            Err(e) if e.http_status() == Some(azure_core::http::StatusCode::Conflict) => {}
+            Err(e) => return Err(StorageError::new(format!("creating backup container {name}"), e)),
+        }
+        if let Ok(mut set) = self.backup_containers.lock() {
+            set.insert(name.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Puts `text` on `queue` as the queue trigger encodes it (base64); it never expires.
+    async fn send_text(&self, queue: &QueueClient, text: &str, what: &str) -> Result<(), StorageError> {
+        use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
         let message: RequestContent<QueueMessage, _> = QueueMessage {
-            message_text: Some(request.to_queue_text()),
+            message_text: Some(BASE64.encode(text)),
         }
         .try_into()
-        .during(|| "encoding a backup request".to_owned())?;
+        .during(|| format!("encoding {what}"))?;
         queue
             .send_message(
                 message,
@@ -132,13 +224,22 @@ impl App {
                 }),
             )
             .await
-            .during(|| {
-                format!(
-                    "queueing the backup of {}/{}",
-                    request.container, request.blob_name
-                )
-            })?;
+            .during(|| format!("queueing {what}"))?;
         Ok(())
+    }
+
+    /// Moves a message the consumer cannot act on to the poison queue, unchanged.
+    pub async fn poison(&self, text: &str) -> Result<(), StorageError> {
+        let queue = self.poison_queue().await?;
+        self.send_text(queue, text, "a message to the poison queue").await
+    }
+
+    /// Puts one backup request on the queue. It never expires: a request that vanished
+    /// unprocessed would be a version never backed up.
+    pub async fn enqueue_backup(&self, request: &BackupRequest) -> Result<(), StorageError> {
+        let queue = self.backup_queue().await?;
+        let what = format!("the backup of {}/{}", request.container, request.blob_name);
+        self.send_text(queue, &request.to_json(), &what).await
     }
 }
 

@@ -1,6 +1,7 @@
 //! lakebackup: keeps an Azure data lake recoverable with ETag-diffed snapshots and version-keeping
 //! backups in a second storage account. See `ARCHITECTURE.md` for the map.
 
+pub mod adf;
 pub mod app;
 pub mod azurite;
 pub mod core;

@@ -5,7 +5,6 @@
 //! serde so that any blob name (quotes, backslashes, unicode) round-trips. On the queue it is
 //! base64-encoded, the Functions queue trigger's default encoding.
 
-use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use serde::{Deserialize, Serialize};
 
 use super::etag::normalize_etag;
@@ -30,11 +29,6 @@ impl BackupRequest {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a struct of strings always serializes")
     }
-
-    /// The queue message text: the JSON, base64-encoded.
-    pub fn to_queue_text(&self) -> String {
-        BASE64.encode(self.to_json())
-    }
 }
 
 #[cfg(test)]
@@ -48,7 +42,7 @@ mod tests {
             "a \"quoted\" name\\with # ? % ünïcødé/数据.csv",
             "\"0x8DC1\"",
         );
-        let json = String::from_utf8(BASE64.decode(request.to_queue_text()).unwrap()).unwrap();
+        let json = request.to_json();
         let value: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(value["blob_name"], request.blob_name);
         assert_eq!(value["etag"], "0x8DC1");

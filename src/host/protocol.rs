@@ -137,6 +137,41 @@ fn string_map(
         .collect()
 }
 
+/// The binding name of the queue trigger in `QueueCreateBlobBackupADFv2/function.json`.
+pub const QUEUE_MESSAGE_BINDING: &str = "message";
+
+/// A queue trigger's message and the metadata the handler logs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueTrigger {
+    pub message: Value,
+    pub message_id: String,
+    pub dequeue_count: u64,
+}
+
+impl QueueTrigger {
+    /// Reads `Data.message` (or the only binding) with `Metadata.Id` and `Metadata.DequeueCount`.
+    pub fn from_invoke(invoke: &InvokeRequest) -> Result<Self, ProtocolError> {
+        let message = invoke
+            .data
+            .get(QUEUE_MESSAGE_BINDING)
+            .or_else(|| match invoke.data.len() {
+                1 => invoke.data.values().next(),
+                _ => None,
+            })
+            .ok_or(ProtocolError::Malformed("Data (expected the queue message binding)"))?;
+        let number = |v: &Value| v.as_u64().or_else(|| v.as_str()?.trim().parse().ok());
+        Ok(Self {
+            message: message.clone(),
+            message_id: match invoke.metadata.get("Id") {
+                Some(Value::String(id)) => id.clone(),
+                Some(other) => other.to_string(),
+                None => String::new(),
+            },
+            dequeue_count: invoke.metadata.get("DequeueCount").and_then(number).unwrap_or(1),
+        })
+    }
+}
+
 /// An HTTP reply with a JSON body: the ADF Azure Function activity accepts only JSON objects.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JsonReply {
@@ -210,6 +245,19 @@ mod tests {
             ..Default::default()
         };
         assert!(bad_body.json_body().is_err());
+    }
+
+    #[test]
+    fn queue_trigger_reads_message_and_metadata() {
+        let trigger = QueueTrigger::from_invoke(&invoke(json!({
+            "Data": {"message": "{\"container\":\"a\"}"},
+            "Metadata": {"Id": "m-1", "DequeueCount": "3", "PopReceipt": "p"}
+        })))
+        .unwrap();
+        assert_eq!(trigger.message_id, "m-1");
+        assert_eq!(trigger.dequeue_count, 3);
+        assert_eq!(trigger.message, json!("{\"container\":\"a\"}"));
+        assert!(QueueTrigger::from_invoke(&invoke(json!({"Data": {}}))).is_err());
     }
 
     #[test]

@@ -20,14 +20,18 @@ use serde_json::{json, Value};
 use tracing::{error, warn};
 
 use super::protocol::{
-    HttpTriggerRequest, InvokeRequest, InvokeResponse, JsonReply, HTTP_RESPONSE_BINDING,
+    HttpTriggerRequest, InvokeRequest, InvokeResponse, JsonReply, QueueTrigger,
+    HTTP_RESPONSE_BINDING,
 };
 use crate::{
     app::App,
-    functions::producer::{self, ProducerError},
+    functions::{
+        consumer::{self, QueueDelivery},
+        producer::{self, ProducerError},
+    },
 };
 
-pub const CONSUMER_FUNCTION: &str = "QueueCreateBlobBackupADFv2";
+pub const CONSUMER_FUNCTION: &str = consumer::FUNCTION_NAME;
 pub const RECONCILER_FUNCTION: &str = "HttpSnapshotIncBackupStorageReconciliation";
 
 pub fn router(app: Arc<App>) -> Router {
@@ -40,7 +44,7 @@ pub fn router(app: Arc<App>) -> Router {
             &format!("/api/{}", producer::FUNCTION_NAME),
             any(producer_forwarded),
         )
-        .route(&format!("/{CONSUMER_FUNCTION}"), post(not_in_this_build))
+        .route(&format!("/{CONSUMER_FUNCTION}"), post(consumer_invocation))
         .route(&format!("/{RECONCILER_FUNCTION}"), post(not_in_this_build))
         .with_state(app)
 }
@@ -180,6 +184,41 @@ fn error_reply(status: u16, message: String) -> JsonReply {
     JsonReply {
         status,
         body: json!({"status": "error", "error": message}),
+    }
+}
+
+async fn consumer_invocation(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let invoke = match parse_invocation(&body) {
+        Ok(invoke) => invoke,
+        Err(response) => return *response,
+    };
+    let trigger = match QueueTrigger::from_invoke(&invoke) {
+        Ok(trigger) => trigger,
+        Err(e) => return failed_invocation(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let delivery = QueueDelivery {
+        text: consumer::message_text(&trigger.message),
+        message_id: trigger.message_id,
+        dequeue_count: trigger.dequeue_count,
+    };
+    match consumer::consume(&app, &delivery).await {
+        Ok(outcome) => {
+            let return_value = serde_json::to_value(&outcome).unwrap_or(Value::Null);
+            Json(InvokeResponse {
+                logs: vec![format!(
+                    "{CONSUMER_FUNCTION} message {}: {return_value}",
+                    delivery.message_id
+                )],
+                return_value,
+                ..Default::default()
+            })
+            .into_response()
+        }
+        // A failed invocation: the host makes the message visible again and retries it.
+        Err(e) => failed_invocation(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{CONSUMER_FUNCTION} message {}: {e}", delivery.message_id),
+        ),
     }
 }
 

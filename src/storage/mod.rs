@@ -4,7 +4,9 @@
 //! Everything else asks a [`StorageAccount`] for a container or queue client and reports SDK
 //! errors as [`StorageError`], whose text never contains a key or signature.
 
+pub mod blobs;
 pub mod connection;
+pub mod lease;
 pub mod listing;
 pub mod redact;
 pub mod sas;
@@ -221,7 +223,7 @@ fn settings_as_storage_error(error: SettingsError) -> StorageError {
 /// Managed identity where the platform offers one (App Service / Functions set
 /// `IDENTITY_ENDPOINT`) or a user-assigned identity is named; the developer-tools chain
 /// (Azure CLI, azd) on a workstation.
-fn identity_credential(
+pub(crate) fn identity_credential(
     setting: &str,
     client_id: &Option<String>,
 ) -> Result<Arc<dyn TokenCredential>, SettingsError> {

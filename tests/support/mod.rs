@@ -72,3 +72,64 @@ pub async fn drain_queue(queue: &azure_storage_queue::QueueClient) -> Vec<String
         texts.extend(batch.into_iter().filter_map(|m| m.message_text));
     }
 }
+
+/// (ETag without quotes, last-modified, metadata) of a blob.
+pub async fn properties(
+    container: &BlobContainerClient,
+    name: &str,
+) -> (
+    String,
+    time::OffsetDateTime,
+    std::collections::HashMap<String, String>,
+) {
+    use azure_storage_blob::models::BlobClientGetPropertiesResultHeaders;
+    let response = container
+        .blob_client(name)
+        .get_properties(None)
+        .await
+        .unwrap_or_else(|e| panic!("properties of {name}: {e}"));
+    (
+        response
+            .etag()
+            .unwrap()
+            .unwrap()
+            .to_string()
+            .trim_matches('"')
+            .to_owned(),
+        response.last_modified().unwrap().unwrap(),
+        response.metadata().unwrap(),
+    )
+}
+
+/// Delivers a queue message to the consumer the way the Functions host does; returns the
+/// invocation's HTTP status and reply.
+pub async fn deliver(
+    worker: &worker::Worker,
+    text: &str,
+    message_id: &str,
+    dequeue_count: u32,
+) -> (u16, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .post(worker.url("/QueueCreateBlobBackupADFv2"))
+        .json(&serde_json::json!({
+            "Data": {"message": text},
+            "Metadata": {
+                "Id": message_id,
+                "DequeueCount": dequeue_count,
+                "PopReceipt": "receipt",
+                "InsertionTime": "2026-11-25T12:00:00+00:00",
+                "sys": {"MethodName": "QueueCreateBlobBackupADFv2"}
+            }
+        }))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+/// The backup request for the current version of `name`.
+pub async fn request_for(container: &BlobContainerClient, container_name: &str, name: &str) -> String {
+    let (etag, _, _) = properties(container, name).await;
+    serde_json::json!({"container": container_name, "blob_name": name, "etag": etag}).to_string()
+}

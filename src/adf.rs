@@ -1,0 +1,312 @@
+//! Azure Data Factory over REST: start a pipeline run and follow it to its end, authenticated with
+//! a bearer token for the management resource from `azure_identity` (managed identity in Azure).
+//! Reference: Data Factory REST API 2018-06-01, Pipelines - Create Run and Pipeline Runs - Get.
+
+use std::{sync::Arc, time::Duration};
+
+use azure_core::credentials::TokenCredential;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tracing::{debug, info};
+use url::Url;
+
+use crate::{
+    settings::{Settings, SettingsError},
+    storage::{identity_credential, redact::redact_secrets},
+};
+
+const API_VERSION: &str = "2018-06-01";
+/// The settings that name the pipeline; all or none must be set.
+const PIPELINE_SETTINGS: [&str; 4] = [
+    "ADF_SUBSCRIPTION_ID",
+    "ADF_RESOURCE_GROUP",
+    "ADF_FACTORY_NAME",
+    "ADF_PIPELINE_NAME",
+];
+
+#[derive(Debug, Clone)]
+pub struct AdfConfig {
+    pub management_endpoint: Url,
+    pub subscription_id: String,
+    pub resource_group: String,
+    pub factory_name: String,
+    pub pipeline_name: String,
+    pub client_id: Option<String>,
+    pub poll_interval: Duration,
+    pub run_timeout: Duration,
+}
+
+impl AdfConfig {
+    /// `None` when no pipeline setting is present; an error naming what is missing when only
+    /// some are.
+    pub fn from_settings(settings: &Settings) -> Result<Option<Self>, SettingsError> {
+        let values: Vec<Option<&str>> = PIPELINE_SETTINGS.iter().map(|s| settings.get(s)).collect();
+        if values.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        if let Some(i) = values.iter().position(Option::is_none) {
+            return Err(SettingsError::new(
+                PIPELINE_SETTINGS[i],
+                "is not set, but other ADF_* settings are: the ADF copy engine needs all of \
+                 ADF_SUBSCRIPTION_ID, ADF_RESOURCE_GROUP, ADF_FACTORY_NAME, ADF_PIPELINE_NAME",
+            ));
+        }
+        let value = |i: usize| values[i].unwrap_or_default().to_owned();
+        let endpoint_setting = "ADF_MANAGEMENT_ENDPOINT";
+        let management_endpoint =
+            Url::parse(settings.get_or(endpoint_setting, "https://management.azure.com"))
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && !u.cannot_be_a_base())
+                .ok_or_else(|| SettingsError::new(endpoint_setting, "is not an http(s) URL"))?;
+        Ok(Some(Self {
+            management_endpoint,
+            subscription_id: value(0),
+            resource_group: value(1),
+            factory_name: value(2),
+            pipeline_name: value(3),
+            client_id: settings.get("ADF_CLIENT_ID").map(str::to_owned),
+            poll_interval: Duration::from_millis(settings.get_number(
+                "ADF_POLL_INTERVAL_MS",
+                15_000,
+                10..=600_000,
+            )?),
+            run_timeout: Duration::from_secs(settings.get_number(
+                "ADF_RUN_TIMEOUT_SECONDS",
+                3_600,
+                1..=86_400,
+            )?),
+        }))
+    }
+
+    /// `…/factories/{factory}` followed by `tail`, each part percent-encoded.
+    fn factory_url(&self, tail: &[&str]) -> Url {
+        let mut url = self.management_endpoint.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop_if_empty().extend([
+                "subscriptions",
+                &self.subscription_id,
+                "resourceGroups",
+                &self.resource_group,
+                "providers",
+                "Microsoft.DataFactory",
+                "factories",
+                &self.factory_name,
+            ]);
+            segments.extend(tail);
+        }
+        url.query_pairs_mut().append_pair("api-version", API_VERSION);
+        url
+    }
+
+    /// The token scope of the management endpoint (`https://management.azure.com/.default`).
+    fn scope(&self) -> String {
+        format!(
+            "{}/.default",
+            self.management_endpoint.as_str().trim_end_matches('/')
+        )
+    }
+}
+
+/// The pipeline's four parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipelineParameters {
+    pub container: String,
+    pub container_backup: String,
+    pub blob_name: String,
+    pub blob_name_backup: String,
+}
+
+#[derive(Debug, Error)]
+pub enum AdfError {
+    #[error("getting a management token: {0}")]
+    Token(String),
+    #[error("Data Factory is unreachable: {0}")]
+    Unreachable(String),
+    #[error("Data Factory answered {status} to {operation}: {body}")]
+    Http {
+        operation: &'static str,
+        status: u16,
+        body: String,
+    },
+    #[error("Data Factory sent an unexpected reply to {operation}: {detail}")]
+    BadReply {
+        operation: &'static str,
+        detail: String,
+    },
+    #[error("pipeline run {run_id} ended {status}: {message}")]
+    RunEnded {
+        run_id: String,
+        status: String,
+        message: String,
+    },
+    #[error("pipeline run {run_id} did not finish within {waited:?}")]
+    Timeout { run_id: String, waited: Duration },
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateRunReply {
+    #[serde(rename = "runId")]
+    run_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct PipelineRun {
+    status: String,
+    #[serde(default)]
+    message: String,
+}
+
+pub struct AdfClient {
+    config: AdfConfig,
+    http: reqwest::Client,
+    credential: Arc<dyn TokenCredential>,
+}
+
+impl AdfClient {
+    pub fn new(config: AdfConfig) -> Result<Self, SettingsError> {
+        let credential = identity_credential("ADF_CLIENT_ID", &config.client_id)?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| SettingsError::new("ADF_MANAGEMENT_ENDPOINT", e.to_string()))?;
+        Ok(Self {
+            config,
+            http,
+            credential,
+        })
+    }
+
+    pub fn config(&self) -> &AdfConfig {
+        &self.config
+    }
+
+    async fn bearer(&self) -> Result<String, AdfError> {
+        let scope = self.config.scope();
+        let token = self
+            .credential
+            .get_token(&[&scope], None)
+            .await
+            .map_err(|e| AdfError::Token(redact_secrets(&e.to_string())))?;
+        Ok(format!("Bearer {}", token.token.secret()))
+    }
+
+    /// Starts a run of the pipeline; returns its run id.
+    pub async fn create_run(&self, parameters: &PipelineParameters) -> Result<String, AdfError> {
+        const OPERATION: &str = "createRun";
+        let url = self
+            .config
+            .factory_url(&["pipelines", &self.config.pipeline_name, "createRun"]);
+        let response = self
+            .http
+            .post(url)
+            .header("authorization", self.bearer().await?)
+            .json(parameters)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let reply: CreateRunReply = read_json(OPERATION, response).await?;
+        info!(run_id = reply.run_id, "pipeline run started");
+        Ok(reply.run_id)
+    }
+
+    /// Polls the run until `Succeeded`, `Failed` or `Cancelled`, or the run timeout.
+    pub async fn wait_for_run(&self, run_id: &str) -> Result<(), AdfError> {
+        const OPERATION: &str = "pipelineruns";
+        let started = tokio::time::Instant::now();
+        loop {
+            let url = self.config.factory_url(&["pipelineruns", run_id]);
+            let response = self
+                .http
+                .get(url)
+                .header("authorization", self.bearer().await?)
+                .send()
+                .await
+                .map_err(unreachable)?;
+            let run: PipelineRun = read_json(OPERATION, response).await?;
+            debug!(run_id, status = run.status, "pipeline run polled");
+            match run.status.as_str() {
+                "Succeeded" => return Ok(()),
+                "Failed" | "Cancelled" | "Canceled" => {
+                    return Err(AdfError::RunEnded {
+                        run_id: run_id.to_owned(),
+                        status: run.status,
+                        message: run.message,
+                    })
+                }
+                _ => {}
+            }
+            if started.elapsed() >= self.config.run_timeout {
+                return Err(AdfError::Timeout {
+                    run_id: run_id.to_owned(),
+                    waited: self.config.run_timeout,
+                });
+            }
+            tokio::time::sleep(self.config.poll_interval).await;
+        }
+    }
+}
+
+fn unreachable(error: reqwest::Error) -> AdfError {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(&error);
+    while let Some(inner) = cause {
+        text.push_str(&format!(": {inner}"));
+        cause = inner.source();
+    }
+    AdfError::Unreachable(redact_secrets(&text))
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(
+    operation: &'static str,
+    response: reqwest::Response,
+) -> Result<T, AdfError> {
+    let status = response.status().as_u16();
+    let body = response.text().await.map_err(unreachable)?;
+    if !(200..300).contains(&status) {
+        return Err(AdfError::Http {
+            operation,
+            status,
+            body: redact_secrets(&body.chars().take(500).collect::<String>()),
+        });
+    }
+    serde_json::from_str(&body).map_err(|e| AdfError::BadReply {
+        operation,
+        detail: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Settings {
+        Settings::from_pairs(pairs.iter().copied())
+    }
+
+    #[test]
+    fn pipeline_settings_are_all_or_nothing() {
+        assert!(AdfConfig::from_settings(&Settings::default()).unwrap().is_none());
+        let err = AdfConfig::from_settings(&settings(&[("ADF_FACTORY_NAME", "f")])).unwrap_err();
+        assert_eq!(err.setting, "ADF_SUBSCRIPTION_ID");
+    }
+
+    #[test]
+    fn urls_follow_the_rest_api_and_encode_names() {
+        let config = AdfConfig::from_settings(&settings(&[
+            ("ADF_SUBSCRIPTION_ID", "sub"),
+            ("ADF_RESOURCE_GROUP", "rg (prod)"),
+            ("ADF_FACTORY_NAME", "factory"),
+            ("ADF_PIPELINE_NAME", "copy blob"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            config
+                .factory_url(&["pipelines", &config.pipeline_name, "createRun"])
+                .as_str(),
+            "https://management.azure.com/subscriptions/sub/resourceGroups/rg%20(prod)/providers/\
+             Microsoft.DataFactory/factories/factory/pipelines/copy%20blob/createRun?api-version=2018-06-01"
+        );
+        assert_eq!(config.scope(), "https://management.azure.com/.default");
+    }
+}
