@@ -94,7 +94,8 @@ impl AdfConfig {
             ]);
             segments.extend(tail);
         }
-        url.query_pairs_mut().append_pair("api-version", API_VERSION);
+        url.query_pairs_mut()
+            .append_pair("api-version", API_VERSION);
         url
     }
 
@@ -285,7 +286,9 @@ mod tests {
 
     #[test]
     fn pipeline_settings_are_all_or_nothing() {
-        assert!(AdfConfig::from_settings(&Settings::default()).unwrap().is_none());
+        assert!(AdfConfig::from_settings(&Settings::default())
+            .unwrap()
+            .is_none());
         let err = AdfConfig::from_settings(&settings(&[("ADF_FACTORY_NAME", "f")])).unwrap_err();
         assert_eq!(err.setting, "ADF_SUBSCRIPTION_ID");
     }

@@ -73,24 +73,33 @@ impl Config {
                 "must be lowercase letters, digits and hyphens that keep container names valid",
             )
         })?;
-        let snapshot_concurrency = settings.get_number("SNAPSHOT_CONCURRENCY", 16, 1..=256)? as usize;
+        let snapshot_concurrency =
+            settings.get_number("SNAPSHOT_CONCURRENCY", 16, 1..=256)? as usize;
         let adf = AdfConfig::from_settings(settings)?;
-        let copy_engine = match settings.get("BACKUP_COPY_ENGINE").map(str::to_ascii_lowercase) {
-            None if adf.is_some() => CopyEngine::Adf,
-            None => CopyEngine::Direct,
-            Some(engine) if engine == "direct" => CopyEngine::Direct,
-            Some(engine) if engine == "adf" && adf.is_some() => CopyEngine::Adf,
-            Some(engine) if engine == "adf" => {
-                return Err(SettingsError::new(
+        let copy_engine =
+            match settings
+                .get("BACKUP_COPY_ENGINE")
+                .map(str::to_ascii_lowercase)
+            {
+                None if adf.is_some() => CopyEngine::Adf,
+                None => CopyEngine::Direct,
+                Some(engine) if engine == "direct" => CopyEngine::Direct,
+                Some(engine) if engine == "adf" && adf.is_some() => CopyEngine::Adf,
+                Some(engine) if engine == "adf" => return Err(SettingsError::new(
                     "BACKUP_COPY_ENGINE",
                     "is adf, but ADF_SUBSCRIPTION_ID, ADF_RESOURCE_GROUP, ADF_FACTORY_NAME and \
                      ADF_PIPELINE_NAME are not set",
-                ))
-            }
-            Some(_) => return Err(SettingsError::new("BACKUP_COPY_ENGINE", "must be adf or direct")),
-        };
+                )),
+                Some(_) => {
+                    return Err(SettingsError::new(
+                        "BACKUP_COPY_ENGINE",
+                        "must be adf or direct",
+                    ))
+                }
+            };
         // A direct copy needs no lock: its source condition pins the version.
-        let use_lease = copy_engine == CopyEngine::Adf && settings.get_bool("BACKUP_USE_LEASE", true)?;
+        let use_lease =
+            copy_engine == CopyEngine::Adf && settings.get_bool("BACKUP_USE_LEASE", true)?;
         Ok(Self {
             backup_queue,
             backup_container_suffix,
@@ -193,13 +202,23 @@ impl App {
     /// Creates backup container `name` unless this process already did.
     pub async fn ensure_backup_container(&self, name: &str) -> Result<(), StorageError> {
         let known = |set: &HashSet<String>| set.contains(name);
-        if self.backup_containers.lock().map(|s| known(&s)).unwrap_or(false) {
+        if self
+            .backup_containers
+            .lock()
+            .map(|s| known(&s))
+            .unwrap_or(false)
+        {
             return Ok(());
         }
         match self.backup.container(name)?.create(None).await {
             Ok(_) => {}
             Err(e) if e.http_status() == Some(azure_core::http::StatusCode::Conflict) => {}
-            Err(e) => return Err(StorageError::new(format!("creating backup container {name}"), e)),
+            Err(e) => {
+                return Err(StorageError::new(
+                    format!("creating backup container {name}"),
+                    e,
+                ))
+            }
         }
         if let Ok(mut set) = self.backup_containers.lock() {
             set.insert(name.to_owned());
@@ -208,7 +227,12 @@ impl App {
     }
 
     /// Puts `text` on `queue` as the queue trigger encodes it (base64); it never expires.
-    async fn send_text(&self, queue: &QueueClient, text: &str, what: &str) -> Result<(), StorageError> {
+    async fn send_text(
+        &self,
+        queue: &QueueClient,
+        text: &str,
+        what: &str,
+    ) -> Result<(), StorageError> {
         use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
         let message: RequestContent<QueueMessage, _> = QueueMessage {
             message_text: Some(BASE64.encode(text)),
@@ -231,7 +255,8 @@ impl App {
     /// Moves a message the consumer cannot act on to the poison queue, unchanged.
     pub async fn poison(&self, text: &str) -> Result<(), StorageError> {
         let queue = self.poison_queue().await?;
-        self.send_text(queue, text, "a message to the poison queue").await
+        self.send_text(queue, text, "a message to the poison queue")
+            .await
     }
 
     /// Puts one backup request on the queue. It never expires: a request that vanished

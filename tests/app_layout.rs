@@ -69,3 +69,60 @@ fn function_folders_match_the_routes_and_binding_names() {
             .exists());
     }
 }
+
+#[test]
+fn adf_artifacts_take_the_parameters_the_consumer_sends() {
+    let pipeline = read_json("QueueCreateBlobBackupADFv2/adf/pipeline/lakebackup-copy-blob.json");
+    let sent = serde_json::to_value(lakebackup::adf::PipelineParameters {
+        container: String::new(),
+        container_backup: String::new(),
+        blob_name: String::new(),
+        blob_name_backup: String::new(),
+    })
+    .unwrap();
+    let mut sent: Vec<&String> = sent.as_object().unwrap().keys().collect();
+    let mut declared: Vec<&String> = pipeline["properties"]["parameters"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    sent.sort();
+    declared.sort();
+    assert_eq!(sent, declared);
+
+    let copy = &pipeline["properties"]["activities"][0];
+    assert_eq!(copy["type"], "Copy");
+    assert_eq!(copy["typeProperties"]["source"]["type"], "BinarySource");
+    assert_eq!(copy["typeProperties"]["sink"]["type"], "BinarySink");
+    for reference in [&copy["inputs"][0], &copy["outputs"][0]] {
+        let name = reference["referenceName"].as_str().unwrap();
+        let dataset = read_json(&format!(
+            "QueueCreateBlobBackupADFv2/adf/dataset/{name}.json"
+        ));
+        assert_eq!(dataset["properties"]["type"], "Binary");
+        let linked = dataset["properties"]["linkedServiceName"]["referenceName"]
+            .as_str()
+            .unwrap();
+        let service = read_json(&format!(
+            "QueueCreateBlobBackupADFv2/adf/linkedService/{linked}.json"
+        ));
+        assert_eq!(service["properties"]["type"], "AzureBlobStorage");
+        // Managed identity: an endpoint and no secret of any kind.
+        let properties = service["properties"]["typeProperties"].as_object().unwrap();
+        assert!(properties.contains_key("serviceEndpoint"));
+        assert!(!properties
+            .keys()
+            .any(|k| k.contains("connectionString") || k.contains("sasUri")));
+        let declared: Vec<&String> = dataset["properties"]["parameters"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect();
+        let passed: Vec<&String> = reference["parameters"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect();
+        assert_eq!(declared, passed);
+    }
+}

@@ -24,7 +24,12 @@ async fn setup() -> Setup {
     let azurite = Azurite::start();
     let settings = Settings::from_pairs(worker::settings(&azurite));
     let source = StorageAccount::connect("SOURCE_STORAGE", &settings).unwrap();
-    source.container("lake").unwrap().create(None).await.unwrap();
+    source
+        .container("lake")
+        .unwrap()
+        .create(None)
+        .await
+        .unwrap();
     Setup {
         backup: StorageAccount::connect("BACKUP_STORAGE", &settings).unwrap(),
         jobs: StorageAccount::connect("AzureWebJobsStorage", &settings).unwrap(),
@@ -41,7 +46,9 @@ fn serve(setup: &Setup) -> Worker {
 
 /// Every byte value, then a pattern, so a truncated or re-encoded copy shows.
 fn content(seed: usize, len: usize) -> Vec<u8> {
-    (0..len).map(|i| ((i * 31 + seed * 7) % 256) as u8).collect()
+    (0..len)
+        .map(|i| ((i * 31 + seed * 7) % 256) as u8)
+        .collect()
 }
 
 /// Backup name → (bytes, metadata), for every blob of `lakebak`.
@@ -91,7 +98,10 @@ async fn backup_is_byte_identical_stamped_and_never_copied_twice() {
         assert_eq!(reply["ReturnValue"]["backup_container"], "lakebak");
     }
     let landed = backups(&setup).await;
-    assert_eq!(landed.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>());
+    assert_eq!(
+        landed.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>()
+    );
     for (backup_name, (bytes, metadata)) in &landed {
         let (name, etag, source_bytes) = &expected[backup_name];
         assert!(bytes == source_bytes, "{backup_name} is not byte-identical");
@@ -116,7 +126,11 @@ async fn backup_is_byte_identical_stamped_and_never_copied_twice() {
     for name in names {
         let request = support::request_for(&lake, "lake", name).await;
         let (status, reply) = support::deliver(&worker, &request, "m-2", 2).await;
-        assert_eq!((status, outcome(&reply)), (200, "already_backed_up"), "{reply}");
+        assert_eq!(
+            (status, outcome(&reply)),
+            (200, "already_backed_up"),
+            "{reply}"
+        );
     }
     for (name, etag) in landed.keys().zip(before) {
         assert_eq!(support::properties(&backup_container, name).await.0, etag);
@@ -137,12 +151,18 @@ async fn outdated_and_deleted_sources_land_nothing() {
 
     let (status, reply) = support::deliver(&worker, &old_request, "m-old", 1).await;
     assert_eq!((status, outcome(&reply)), (200, "outdated"), "{reply}");
-    assert!(reply["ReturnValue"]["reason"].as_str().unwrap().contains("changed"));
+    assert!(reply["ReturnValue"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("changed"));
     let (status, reply) = support::deliver(&worker, &deleted_request, "m-del", 1).await;
     assert_eq!((status, outcome(&reply)), (200, "outdated"), "{reply}");
     assert!(backups(&setup).await.is_empty());
     let poison = setup.jobs.queue("backup-requests-poison").unwrap();
-    assert!(!poison.exists().await.unwrap(), "outdated requests are not poison");
+    assert!(
+        !poison.exists().await.unwrap(),
+        "outdated requests are not poison"
+    );
 }
 
 #[tokio::test]
@@ -195,14 +215,21 @@ async fn racing_writer_and_parallel_consumers_land_exactly_the_right_versions() 
     for (status, reply) in &results {
         assert_eq!(*status, 200, "{reply}");
         assert!(
-            matches!(outcome(reply), "backed_up" | "already_backed_up" | "outdated"),
+            matches!(
+                outcome(reply),
+                "backed_up" | "already_backed_up" | "outdated"
+            ),
             "{reply}"
         );
     }
 
     let landed = backups(&setup).await;
     let steady_backups: Vec<_> = landed.keys().filter(|n| n.starts_with("steady")).collect();
-    assert_eq!(steady_backups.len(), 1, "one backup per version: {landed:?}");
+    assert_eq!(
+        steady_backups.len(),
+        1,
+        "one backup per version: {landed:?}"
+    );
     for (backup_name, (bytes, metadata)) in &landed {
         let parsed = naming::parse_backup_blob_name(backup_name).unwrap();
         assert_eq!(&metadata["source_etag"], &parsed.etag);
@@ -242,7 +269,10 @@ async fn bad_messages_go_to_the_poison_queue_unchanged() {
         let (status, reply) = support::deliver(&worker, text, &format!("bad-{i}"), 1).await;
         assert_eq!(status, 200, "{reply}");
         assert_eq!(outcome(&reply), "poisoned", "{text}: {reply}");
-        assert!(reply["Logs"][0].as_str().unwrap().contains(&format!("bad-{i}")));
+        assert!(reply["Logs"][0]
+            .as_str()
+            .unwrap()
+            .contains(&format!("bad-{i}")));
     }
     let poison = setup.jobs.queue("backup-requests-poison").unwrap();
     let poisoned: Vec<String> = support::drain_queue(&poison)
@@ -264,7 +294,11 @@ async fn unreachable_backup_account_fails_the_invocation_for_a_retry() {
     support::upload(&lake, "a.csv", b"a").await;
     let request = support::request_for(&lake, "lake", "a.csv").await;
     let mut settings = worker::settings(&setup.azurite);
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     settings.insert(
         "BACKUP_STORAGE".into(),
         format!(
@@ -279,5 +313,8 @@ async fn unreachable_backup_account_fails_the_invocation_for_a_retry() {
     assert!(log.contains("m-retry") && log.contains("lakebak"), "{log}");
     assert!(!log.contains(support::azurite::BACKUP_KEY));
     let poison = setup.jobs.queue("backup-requests-poison").unwrap();
-    assert!(!poison.exists().await.unwrap(), "a transient failure is not poison");
+    assert!(
+        !poison.exists().await.unwrap(),
+        "a transient failure is not poison"
+    );
 }

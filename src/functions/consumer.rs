@@ -97,7 +97,10 @@ pub enum ConsumerError {
 }
 
 /// Handles one delivery.
-pub async fn consume(app: &App, delivery: &QueueDelivery) -> Result<ConsumerOutcome, ConsumerError> {
+pub async fn consume(
+    app: &App,
+    delivery: &QueueDelivery,
+) -> Result<ConsumerOutcome, ConsumerError> {
     let span = tracing::info_span!(
         "consumer",
         function = FUNCTION_NAME,
@@ -109,7 +112,8 @@ pub async fn consume(app: &App, delivery: &QueueDelivery) -> Result<ConsumerOutc
             Ok(request) => request,
             Err(reason) => return poison(app, delivery, reason).await,
         };
-        let span = tracing::info_span!("blob", container = %request.container, blob = %request.blob_name);
+        let span =
+            tracing::info_span!("blob", container = %request.container, blob = %request.blob_name);
         match back_up(app, &request).instrument(span).await {
             Ok(outcome) => Ok(outcome),
             Err(Failure::Rejected(reason)) => poison(app, delivery, reason).await,
@@ -206,7 +210,10 @@ async fn back_up(app: &App, request: &BackupRequest) -> Result<ConsumerOutcome, 
 }
 
 fn outdated(reason: String) -> ConsumerOutcome {
-    info!(reason, "request outdated; a newer request or the reconciler covers the new version");
+    info!(
+        reason,
+        "request outdated; a newer request or the reconciler covers the new version"
+    );
     ConsumerOutcome::Outdated { reason }
 }
 
@@ -229,7 +236,9 @@ enum Existing {
 
 impl CopyJob<'_> {
     async fn run(self) -> Result<ConsumerOutcome, ConsumerError> {
-        self.app.ensure_backup_container(&self.backup_container).await?;
+        self.app
+            .ensure_backup_container(&self.backup_container)
+            .await?;
         let backup = self
             .app
             .backup
@@ -307,14 +316,17 @@ impl CopyJob<'_> {
 
     /// Server-side copy of exactly the requested version: the source condition refuses any
     /// other, and `If-None-Match: *` refuses to overwrite a backup that appeared meanwhile.
-    async fn copy_direct(&self, backup: &BlobClient) -> Result<Option<ConsumerOutcome>, ConsumerError> {
-        let expiry = OffsetDateTime::now_utc()
-            + self.app.config.copy_timeout
-            + time::Duration::minutes(15);
-        let source_url =
-            self.app
-                .source
-                .readable_blob_url(&self.request.container, &self.request.blob_name, expiry)?;
+    async fn copy_direct(
+        &self,
+        backup: &BlobClient,
+    ) -> Result<Option<ConsumerOutcome>, ConsumerError> {
+        let expiry =
+            OffsetDateTime::now_utc() + self.app.config.copy_timeout + time::Duration::minutes(15);
+        let source_url = self.app.source.readable_blob_url(
+            &self.request.container,
+            &self.request.blob_name,
+            expiry,
+        )?;
         let started = backup
             .start_copy_from_url(
                 source_url.to_string(),
@@ -352,7 +364,10 @@ impl CopyJob<'_> {
 
     /// Triggers the pipeline and follows its run, holding a lease on the source throughout when
     /// lease mode is on; the lease is released on every path.
-    async fn copy_with_adf(&self, backup: &BlobClient) -> Result<Option<ConsumerOutcome>, ConsumerError> {
+    async fn copy_with_adf(
+        &self,
+        backup: &BlobClient,
+    ) -> Result<Option<ConsumerOutcome>, ConsumerError> {
         let Some(adf) = &self.app.adf else {
             return Err(ConsumerError::Copy {
                 what: self.backup_what(),
@@ -360,10 +375,13 @@ impl CopyJob<'_> {
             });
         };
         let lease = if self.app.config.use_lease {
-            match HeldLease::acquire(self.source.clone(), &self.state.etag, &self.source_what).await {
+            match HeldLease::acquire(self.source.clone(), &self.state.etag, &self.source_what).await
+            {
                 Ok(lease) => Some(lease),
                 Err(e) if e.is_status(azure_core::http::StatusCode::PreconditionFailed) => {
-                    return Ok(Some(outdated("the blob changed before it could be leased".into())))
+                    return Ok(Some(outdated(
+                        "the blob changed before it could be leased".into(),
+                    )))
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -392,10 +410,12 @@ impl CopyJob<'_> {
             // this version, or the backup would hold newer content under this version's name.
             let now = blob_state(&self.source, &self.source_what).await?;
             if now.as_ref().map(|s| s.etag.as_str()) != Some(self.state.etag.as_str()) {
-                backup
-                    .delete(None)
-                    .await
-                    .during(|| format!("removing a backup of the wrong version {}", self.backup_what()))?;
+                backup.delete(None).await.during(|| {
+                    format!(
+                        "removing a backup of the wrong version {}",
+                        self.backup_what()
+                    )
+                })?;
                 return Ok(Some(outdated(
                     "the blob changed while the pipeline copied it; its copy was removed".into(),
                 )));
@@ -428,7 +448,10 @@ impl CopyJob<'_> {
         let metadata = source_metadata(self.request, &self.state);
         let what = self.backup_what();
         if let Some(existing) = blob_state(backup, &what).await? {
-            if metadata.iter().all(|(k, v)| existing.metadata.get(k) == Some(v)) {
+            if metadata
+                .iter()
+                .all(|(k, v)| existing.metadata.get(k) == Some(v))
+            {
                 return Ok(());
             }
         }
@@ -488,9 +511,18 @@ mod tests {
         for (text, why) in [
             ("not json", "not a backup request"),
             (r#"{"container":"lake"}"#, "not a backup request"),
-            (r#"{"container":"Lake!","blob_name":"a","etag":"0x1"}"#, "invalid container name"),
-            (r#"{"container":"lake","blob_name":"","etag":"0x1"}"#, "must not be empty"),
-            (r#"{"container":"lake","blob_name":"a","etag":"\"\""}"#, "etag is empty"),
+            (
+                r#"{"container":"Lake!","blob_name":"a","etag":"0x1"}"#,
+                "invalid container name",
+            ),
+            (
+                r#"{"container":"lake","blob_name":"","etag":"0x1"}"#,
+                "must not be empty",
+            ),
+            (
+                r#"{"container":"lake","blob_name":"a","etag":"\"\""}"#,
+                "etag is empty",
+            ),
         ] {
             let reason = parse_request(text).unwrap_err();
             assert!(reason.contains(why), "{text}: {reason}");
@@ -523,7 +555,9 @@ mod tests {
         let encoded = &metadata[META_SOURCE_BLOB];
         assert!(encoded.is_ascii());
         assert_eq!(
-            percent_encoding::percent_decode_str(encoded).decode_utf8().unwrap(),
+            percent_encoding::percent_decode_str(encoded)
+                .decode_utf8()
+                .unwrap(),
             request.blob_name
         );
         assert_eq!(metadata[META_SOURCE_LAST_MODIFIED], "2026-11-24T14:17:34Z");

@@ -158,7 +158,9 @@ impl QueueTrigger {
                 1 => invoke.data.values().next(),
                 _ => None,
             })
-            .ok_or(ProtocolError::Malformed("Data (expected the queue message binding)"))?;
+            .ok_or(ProtocolError::Malformed(
+                "Data (expected the queue message binding)",
+            ))?;
         let number = |v: &Value| v.as_u64().or_else(|| v.as_str()?.trim().parse().ok());
         Ok(Self {
             message: message.clone(),
@@ -167,7 +169,11 @@ impl QueueTrigger {
                 Some(other) => other.to_string(),
                 None => String::new(),
             },
-            dequeue_count: invoke.metadata.get("DequeueCount").and_then(number).unwrap_or(1),
+            dequeue_count: invoke
+                .metadata
+                .get("DequeueCount")
+                .and_then(number)
+                .unwrap_or(1),
         })
     }
 }

@@ -54,7 +54,7 @@ pub async fn blob_state(blob: &BlobClient, what: &str) -> Result<Option<BlobStat
         etag: response
             .etag()
             .during(read)?
-            .map(|e| normalize_etag(&e.to_string()).to_owned())
+            .map(|e| normalize_etag(e.as_ref()).to_owned())
             .ok_or_else(|| missing("ETag"))?,
         last_modified: response
             .last_modified()

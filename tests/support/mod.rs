@@ -1,6 +1,7 @@
 //! Shared test support: Azurite, and small helpers over the SDK for arranging and checking data.
 #![allow(dead_code)]
 
+pub mod adf;
 pub mod azurite;
 pub mod worker;
 
@@ -129,7 +130,11 @@ pub async fn deliver(
 }
 
 /// The backup request for the current version of `name`.
-pub async fn request_for(container: &BlobContainerClient, container_name: &str, name: &str) -> String {
+pub async fn request_for(
+    container: &BlobContainerClient,
+    container_name: &str,
+    name: &str,
+) -> String {
     let (etag, _, _) = properties(container, name).await;
     serde_json::json!({"container": container_name, "blob_name": name, "etag": etag}).to_string()
 }

@@ -1,0 +1,259 @@
+//! The consumer with the ADF engine: the real worker calls local stand-ins of the managed-identity
+//! token endpoint and the two Data Factory REST calls (which copy on Azurite as ADF would).
+
+mod support;
+
+use std::sync::Arc;
+
+use azure_storage_blob::models::{BlobClientGetPropertiesResultHeaders, LeaseState};
+use lakebackup::{core::naming, settings::Settings, storage::StorageAccount};
+use serde_json::Value;
+use support::{
+    adf::{AdfStandIn, RunEnd},
+    worker::{self, Worker},
+    Azurite,
+};
+
+struct Setup {
+    azurite: Azurite,
+    standin: AdfStandIn,
+    settings: Settings,
+}
+
+impl Setup {
+    async fn new(polls_before_done: usize, end: RunEnd) -> Setup {
+        let azurite = Azurite::start();
+        let settings = Settings::from_pairs(worker::settings(&azurite));
+        let account = |name| StorageAccount::connect(name, &settings).unwrap();
+        account("SOURCE_STORAGE")
+            .container("lake")
+            .unwrap()
+            .create(None)
+            .await
+            .unwrap();
+        let standin = AdfStandIn::start(
+            account("SOURCE_STORAGE"),
+            account("BACKUP_STORAGE"),
+            polls_before_done,
+            end,
+        )
+        .await;
+        Setup {
+            azurite,
+            standin,
+            settings,
+        }
+    }
+
+    fn account(&self, name: &str) -> StorageAccount {
+        StorageAccount::connect(name, &self.settings).unwrap()
+    }
+
+    fn worker(&self, extra: &[(&str, &str)]) -> Worker {
+        let mut settings = worker::settings(&self.azurite);
+        settings.extend(self.standin.settings());
+        settings.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Worker::serve(&settings)
+    }
+
+    async fn lease_state(&self, name: &str) -> Option<LeaseState> {
+        self.account("SOURCE_STORAGE")
+            .container("lake")
+            .unwrap()
+            .blob_client(name)
+            .get_properties(None)
+            .await
+            .unwrap()
+            .lease_state()
+            .unwrap()
+    }
+
+    async fn backup_names(&self) -> Vec<String> {
+        let container = self.account("BACKUP_STORAGE").container("lakebak").unwrap();
+        if !container.exists().await.unwrap() {
+            return Vec::new();
+        }
+        support::list_all(&container)
+            .await
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect()
+    }
+
+    fn assert_no_violations(&self) {
+        let violations = self.standin.record(|r| r.violations.clone());
+        assert!(
+            violations.is_empty(),
+            "the stand-in was called wrongly: {violations:?}"
+        );
+    }
+}
+
+fn outcome(reply: &Value) -> &str {
+    reply["ReturnValue"]["outcome"].as_str().unwrap_or("none")
+}
+
+#[tokio::test]
+async fn pipeline_copies_the_version_while_the_lease_is_held_throughout() {
+    let setup = Setup::new(3, RunEnd::Succeeded).await;
+    let lake = setup.account("SOURCE_STORAGE").container("lake").unwrap();
+    let name = "raw/2026/sales \"q4\".v2.csv";
+    let bytes: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+    support::upload(&lake, name, &bytes).await;
+    let (etag, last_modified, _) = support::properties(&lake, name).await;
+    let expected_backup = naming::backup_blob_name(name, last_modified, &etag).unwrap();
+    let worker = setup.worker(&[]);
+
+    let request = support::request_for(&lake, "lake", name).await;
+    let (status, reply) = support::deliver(&worker, &request, "adf-1", 1).await;
+    assert_eq!((status, outcome(&reply)), (200, "backed_up"), "{reply}");
+    setup.assert_no_violations();
+
+    let runs = setup.standin.record(|r| r.runs.clone());
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].container, "lake");
+    assert_eq!(runs[0].container_backup, "lakebak");
+    assert_eq!(runs[0].blob_name, name);
+    assert_eq!(runs[0].blob_name_backup, expected_backup);
+    assert!(setup.standin.record(|r| r.token_requests) >= 1);
+
+    // Leased at every poll of the run, including the last one (the seed released at once).
+    let polls = setup.standin.record(|r| r.polls.clone());
+    assert_eq!(polls.len(), 3, "{polls:?}");
+    assert!(polls.iter().all(|p| p.source_leased), "{polls:?}");
+    assert_eq!(setup.lease_state(name).await, Some(LeaseState::Available));
+
+    let backup = setup
+        .account("BACKUP_STORAGE")
+        .container("lakebak")
+        .unwrap();
+    assert!(support::download(&backup, &expected_backup).await == bytes);
+    let (_, _, metadata) = support::properties(&backup, &expected_backup).await;
+    assert_eq!(metadata["source_etag"], etag);
+    assert_eq!(metadata["source_container"], "lake");
+
+    let (status, reply) = support::deliver(&worker, &request, "adf-2", 1).await;
+    assert_eq!(
+        (status, outcome(&reply)),
+        (200, "already_backed_up"),
+        "{reply}"
+    );
+    assert_eq!(setup.standin.record(|r| r.runs.len()), 1, "no second run");
+}
+
+#[tokio::test]
+async fn failed_run_fails_the_invocation_and_releases_the_lease() {
+    let setup = Setup::new(2, RunEnd::Failed).await;
+    let lake = setup.account("SOURCE_STORAGE").container("lake").unwrap();
+    support::upload(&lake, "a.csv", b"abc").await;
+    let worker = setup.worker(&[]);
+    let request = support::request_for(&lake, "lake", "a.csv").await;
+    let (status, reply) = support::deliver(&worker, &request, "adf-fail", 1).await;
+    assert_eq!(status, 500, "{reply}");
+    let log = reply["Logs"][0].as_str().unwrap();
+    assert!(
+        log.contains("ended Failed") && log.contains("stand-in failure"),
+        "{log}"
+    );
+    setup.assert_no_violations();
+    assert!(setup
+        .standin
+        .record(|r| r.polls.iter().all(|p| p.source_leased)));
+    assert_eq!(
+        setup.lease_state("a.csv").await,
+        Some(LeaseState::Available)
+    );
+    assert!(setup.backup_names().await.is_empty());
+}
+
+#[tokio::test]
+async fn unreachable_factory_fails_the_invocation_and_releases_the_lease() {
+    let setup = Setup::new(1, RunEnd::Succeeded).await;
+    let lake = setup.account("SOURCE_STORAGE").container("lake").unwrap();
+    support::upload(&lake, "a.csv", b"abc").await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("http://127.0.0.1:{closed}");
+    let worker = setup.worker(&[("ADF_MANAGEMENT_ENDPOINT", &endpoint)]);
+    let request = support::request_for(&lake, "lake", "a.csv").await;
+    let (status, reply) = support::deliver(&worker, &request, "adf-down", 1).await;
+    assert_eq!(status, 500, "{reply}");
+    let log = reply["Logs"][0].as_str().unwrap();
+    assert!(log.contains("unreachable"), "{log}");
+    assert!(!log.contains(support::adf::ACCESS_TOKEN));
+    assert_eq!(
+        setup.lease_state("a.csv").await,
+        Some(LeaseState::Available)
+    );
+}
+
+#[tokio::test]
+async fn a_blob_leased_by_someone_else_is_retried_later_not_copied() {
+    let setup = Setup::new(1, RunEnd::Succeeded).await;
+    let lake = setup.account("SOURCE_STORAGE").container("lake").unwrap();
+    support::upload(&lake, "busy.csv", b"abc").await;
+    let request = support::request_for(&lake, "lake", "busy.csv").await;
+    let (etag, _, _) = support::properties(&lake, "busy.csv").await;
+    let blob = Arc::new(lake.blob_client("busy.csv"));
+    let other = lakebackup::storage::lease::HeldLease::acquire(blob, &etag, "busy.csv")
+        .await
+        .unwrap();
+    let worker = setup.worker(&[]);
+    let (status, reply) = support::deliver(&worker, &request, "adf-busy", 1).await;
+    assert_eq!(status, 500, "{reply}");
+    assert!(
+        reply["Logs"][0]
+            .as_str()
+            .unwrap()
+            .contains("LeaseAlreadyPresent"),
+        "{reply}"
+    );
+    assert_eq!(setup.standin.record(|r| r.runs.len()), 0);
+    other.release().await.unwrap();
+    let (status, reply) = support::deliver(&worker, &request, "adf-busy", 2).await;
+    assert_eq!((status, outcome(&reply)), (200, "backed_up"), "{reply}");
+}
+
+#[tokio::test]
+async fn without_lease_mode_the_copy_runs_unlocked() {
+    let setup = Setup::new(2, RunEnd::Succeeded).await;
+    let lake = setup.account("SOURCE_STORAGE").container("lake").unwrap();
+    support::upload(&lake, "free.csv", b"free").await;
+    let worker = setup.worker(&[("BACKUP_USE_LEASE", "false")]);
+    let request = support::request_for(&lake, "lake", "free.csv").await;
+    let (status, reply) = support::deliver(&worker, &request, "adf-free", 1).await;
+    assert_eq!((status, outcome(&reply)), (200, "backed_up"), "{reply}");
+    assert!(setup
+        .standin
+        .record(|r| r.polls.iter().all(|p| !p.source_leased)));
+    assert_eq!(setup.backup_names().await.len(), 1);
+}
+
+/// A holder that panics still releases its lease (Drop releases from a task).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_lease_holder_still_releases_the_lease() {
+    let setup = Setup::new(1, RunEnd::Succeeded).await;
+    let lake = setup.account("SOURCE_STORAGE").container("lake").unwrap();
+    support::upload(&lake, "p.csv", b"p").await;
+    let (etag, _, _) = support::properties(&lake, "p.csv").await;
+    let blob = Arc::new(lake.blob_client("p.csv"));
+    let task = tokio::spawn(async move {
+        let _lease = lakebackup::storage::lease::HeldLease::acquire(blob, &etag, "p.csv")
+            .await
+            .unwrap();
+        panic!("the work under the lease panicked");
+    });
+    assert!(task.await.unwrap_err().is_panic());
+    let mut state = None;
+    for _ in 0..50 {
+        state = setup.lease_state("p.csv").await;
+        if state == Some(LeaseState::Available) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(state, Some(LeaseState::Available));
+}
