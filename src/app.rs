@@ -43,6 +43,10 @@ pub struct Config {
     pub copy_poll_interval: Duration,
     /// The ADF pipeline, when `ADF_*` settings name one.
     pub adf: Option<AdfConfig>,
+    /// `RECONCILE_CONTAINERS`: the reconciler's scope; every container when unset.
+    pub reconcile_containers: Option<Vec<String>>,
+    /// `RECONCILE_CONTAINER_CONCURRENCY`: containers reconciled at once.
+    pub reconcile_container_concurrency: usize,
 }
 
 /// How the consumer copies a version to the backup account.
@@ -117,6 +121,18 @@ impl Config {
                 10..=60_000,
             )?),
             adf,
+            reconcile_containers: settings.get("RECONCILE_CONTAINERS").map(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|name| !name.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }),
+            reconcile_container_concurrency: settings.get_number(
+                "RECONCILE_CONTAINER_CONCURRENCY",
+                4,
+                1..=64,
+            )? as usize,
         })
     }
 }

@@ -6,7 +6,10 @@ use std::{io::IsTerminal, net::SocketAddr, process::ExitCode, sync::Arc};
 use clap::{Parser, Subcommand};
 use lakebackup::{
     app::App,
-    functions::producer::{self, ProducerError},
+    functions::{
+        producer::{self, ProducerError},
+        reconciler,
+    },
     host::server,
     settings::Settings,
 };
@@ -29,6 +32,15 @@ enum Command {
         /// Port on 127.0.0.1; the host passes it in FUNCTIONS_CUSTOMHANDLER_PORT.
         #[arg(long, env = "FUNCTIONS_CUSTOMHANDLER_PORT")]
         port: u16,
+    },
+    /// Repair missing snapshots and backups once, and print the JSON summary.
+    Reconcile {
+        /// Limit to these containers (repeatable); default RECONCILE_CONTAINERS, else all.
+        #[arg(long = "container")]
+        containers: Vec<String>,
+        /// Report what would be done and change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Run the whole flow against a throw-away Azurite and print what happened.
     Demo,
@@ -92,6 +104,26 @@ async fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Demo => unreachable!("handled before the settings are read"),
+        Command::Reconcile {
+            containers,
+            dry_run,
+        } => {
+            let scope = if containers.is_empty() {
+                app.config.reconcile_containers.clone()
+            } else {
+                Some(containers)
+            };
+            let summary = reconciler::reconcile(&app, scope.as_deref(), dry_run).await;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&summary).unwrap_or_default()
+            );
+            if summary.succeeded() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Command::Produce { container } => match producer::produce(&app, &container).await {
             Ok(summary) => {
                 println!(

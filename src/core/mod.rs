@@ -1,6 +1,7 @@
 //! The pure core: the ETag diff, backup naming and the queue message. No I/O here; everything is
 //! unit-tested in place.
 
+pub mod backup_index;
 pub mod diff;
 pub mod etag;
 pub mod message;

@@ -29,7 +29,10 @@ use crate::{
     core::{
         etag::{normalize_etag, quoted_etag},
         message::BackupRequest,
-        naming,
+        naming::{
+            self, META_SOURCE_BLOB, META_SOURCE_CONTAINER, META_SOURCE_ETAG,
+            META_SOURCE_LAST_MODIFIED,
+        },
     },
     storage::{
         blobs::{blob_state, BlobState},
@@ -39,14 +42,6 @@ use crate::{
 };
 
 pub const FUNCTION_NAME: &str = "QueueCreateBlobBackupADFv2";
-
-/// Metadata stamped on every backup version; restore and reconcile read it.
-pub const META_SOURCE_CONTAINER: &str = "source_container";
-/// Percent-encoded: metadata values are ASCII.
-pub const META_SOURCE_BLOB: &str = "source_blob";
-pub const META_SOURCE_ETAG: &str = "source_etag";
-/// RFC 3339.
-pub const META_SOURCE_LAST_MODIFIED: &str = "source_last_modified";
 
 /// Everything but letters, digits and `-._~/` is encoded, so the name reads back exactly.
 const METADATA_ENCODE: &AsciiSet = &NON_ALPHANUMERIC

@@ -3,3 +3,5 @@
 
 pub mod consumer;
 pub mod producer;
+pub mod reconciler;
+pub mod sweep;

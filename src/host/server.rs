@@ -28,11 +28,12 @@ use crate::{
     functions::{
         consumer::{self, QueueDelivery},
         producer::{self, ProducerError},
+        reconciler,
     },
 };
 
 pub const CONSUMER_FUNCTION: &str = consumer::FUNCTION_NAME;
-pub const RECONCILER_FUNCTION: &str = "HttpSnapshotIncBackupStorageReconciliation";
+pub const RECONCILER_FUNCTION: &str = reconciler::FUNCTION_NAME;
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
@@ -45,7 +46,10 @@ pub fn router(app: Arc<App>) -> Router {
             any(producer_forwarded),
         )
         .route(&format!("/{CONSUMER_FUNCTION}"), post(consumer_invocation))
-        .route(&format!("/{RECONCILER_FUNCTION}"), post(not_in_this_build))
+        .route(
+            &format!("/{RECONCILER_FUNCTION}"),
+            post(reconciler_invocation),
+        )
         .with_state(app)
 }
 
@@ -222,11 +226,33 @@ async fn consumer_invocation(State(app): State<Arc<App>>, body: Bytes) -> Respon
     }
 }
 
-/// Routed so that the host's calls are answered clearly, but handled by a later build: the
-/// invocation fails and the host keeps the message for retry.
-async fn not_in_this_build() -> Response {
-    failed_invocation(
-        StatusCode::NOT_IMPLEMENTED,
-        "this function is not implemented in this build of lakebackup".into(),
-    )
+/// The timer fires the reconciler over `RECONCILE_CONTAINERS` (or every container). Any failed
+/// container fails the invocation, so monitoring sees it; the summary is returned either way.
+async fn reconciler_invocation(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let invoke = match parse_invocation(&body) {
+        Ok(invoke) => invoke,
+        Err(response) => return *response,
+    };
+    let past_due = invoke
+        .data
+        .values()
+        .find_map(|timer| timer.get("IsPastDue").and_then(Value::as_bool))
+        .unwrap_or(false);
+    if past_due {
+        warn!("the reconciliation timer is past due");
+    }
+    let summary =
+        reconciler::reconcile(&app, app.config.reconcile_containers.as_deref(), false).await;
+    let return_value = serde_json::to_value(&summary).unwrap_or(Value::Null);
+    let status = if summary.succeeded() {
+        StatusCode::OK
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    let reply = InvokeResponse {
+        logs: vec![format!("{RECONCILER_FUNCTION}: {return_value}")],
+        return_value,
+        ..Default::default()
+    };
+    (status, Json(reply)).into_response()
 }

@@ -25,7 +25,9 @@ use azure_identity::{
     DeveloperToolsCredential, ManagedIdentityCredential, ManagedIdentityCredentialOptions,
     UserAssignedId,
 };
-use azure_storage_blob::{BlobContainerClient, BlobContainerClientOptions};
+use azure_storage_blob::{
+    BlobContainerClient, BlobContainerClientOptions, BlobServiceClient, BlobServiceClientOptions,
+};
 use azure_storage_queue::{QueueClient, QueueClientOptions};
 use thiserror::Error;
 
@@ -172,6 +174,30 @@ impl StorageAccount {
             }),
         )
         .during(|| format!("preparing a client for container {container}"))
+    }
+
+    /// A client for this account's blob service (listing containers).
+    pub fn blob_service(&self) -> Result<BlobServiceClient, StorageError> {
+        let mut url = self.blob_endpoint()?.clone();
+        if let StorageAuth::Sas { query } = &self.connection.auth {
+            url.set_query(Some(query.secret()));
+        }
+        BlobServiceClient::new(
+            url,
+            self.token_credential.clone(),
+            Some(BlobServiceClientOptions {
+                client_options: self.client_options.clone(),
+                ..Default::default()
+            }),
+        )
+        .during(|| "preparing a blob service client".to_owned())
+    }
+
+    /// Whether `other` reaches the same blob service (local development often uses one account
+    /// for source and backup).
+    pub fn same_blob_service(&self, other: &StorageAccount) -> bool {
+        self.connection.blob_endpoint.is_some()
+            && self.connection.blob_endpoint == other.connection.blob_endpoint
     }
 
     /// A client for `queue` of this account's queue service.

@@ -34,6 +34,17 @@ pub async fn download(container: &BlobContainerClient, name: &str) -> Vec<u8> {
 
 /// `(name, snapshot)` of every entry, snapshots included.
 pub async fn list_all(container: &BlobContainerClient) -> Vec<(String, Option<String>)> {
+    list_versions(container)
+        .await
+        .into_iter()
+        .map(|(name, snapshot, _)| (name, snapshot))
+        .collect()
+}
+
+/// `(name, snapshot, etag without quotes)` of every entry, snapshots included.
+pub async fn list_versions(
+    container: &BlobContainerClient,
+) -> Vec<(String, Option<String>, String)> {
     use azure_storage_blob::models::{BlobContainerClientListBlobsOptions, ListBlobsIncludeItem};
     let options = BlobContainerClientListBlobsOptions {
         include: Some(vec![ListBlobsIncludeItem::Snapshots]),
@@ -43,7 +54,12 @@ pub async fn list_all(container: &BlobContainerClient) -> Vec<(String, Option<St
     let mut entries = Vec::new();
     while let Some(page) = pages.try_next().await.unwrap() {
         for item in page.into_model().unwrap().blob_items {
-            entries.push((item.name.unwrap(), item.snapshot.filter(|s| !s.is_empty())));
+            let etag = item.properties.unwrap().etag.unwrap().to_string();
+            entries.push((
+                item.name.unwrap(),
+                item.snapshot.filter(|s| !s.is_empty()),
+                etag.trim_matches('"').to_owned(),
+            ));
         }
     }
     entries

@@ -1,0 +1,286 @@
+//! `HttpSnapshotIncBackupStorageReconciliation`: find every blob without a snapshot of its current
+//! version and every current version without a backup, and repair both.
+//!
+//! Per container it costs what listing costs: the backup container is listed once (with metadata)
+//! into a [`BackupIndex`] of compact per-version entries, then the source is swept with its
+//! snapshots; no request is made per blob except the repairs themselves.
+
+use std::time::Instant;
+
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+use tracing::{info, warn, Instrument};
+
+use super::sweep::{sweep, Repair, SweepCounts, SweepError};
+use crate::{
+    app::App,
+    core::{backup_index::BackupIndex, naming},
+    storage::{
+        listing::{list_backups, list_container_names},
+        StorageError,
+    },
+};
+
+pub const FUNCTION_NAME: &str = "HttpSnapshotIncBackupStorageReconciliation";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerStatus {
+    Ok,
+    /// Named in the scope but absent from the account: reported, not fatal.
+    NotFound,
+    Error,
+}
+
+/// One container's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContainerReport {
+    pub container: String,
+    pub status: ContainerStatus,
+    #[serde(flatten)]
+    pub counts: SweepCounts,
+    /// Base blobs whose current version already has a complete backup.
+    pub backups_present: u64,
+    pub errors: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub error_messages: Vec<String>,
+    pub duration_ms: u64,
+}
+
+/// Sums over all containers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    pub containers: u64,
+    #[serde(flatten)]
+    pub counts: SweepCounts,
+    pub backups_present: u64,
+    pub errors: u64,
+}
+
+/// The whole run; the JSON the CLI prints and the timer invocation returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReconcileSummary {
+    /// `ok`, or `failed` when any container (or the container listing) failed.
+    pub status: &'static str,
+    pub dry_run: bool,
+    pub total: Totals,
+    pub containers: Vec<ContainerReport>,
+    pub failed_containers: Vec<String>,
+    pub not_found: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+impl ReconcileSummary {
+    pub fn succeeded(&self) -> bool {
+        self.status == "ok"
+    }
+}
+
+/// Reconciles `scope` (container names; every container of `SOURCE_STORAGE` when `None`).
+pub async fn reconcile(app: &App, scope: Option<&[String]>, dry_run: bool) -> ReconcileSummary {
+    let span = tracing::info_span!("reconciler", function = FUNCTION_NAME, dry_run);
+    async {
+        let started = Instant::now();
+        let mut summary = ReconcileSummary {
+            status: "ok",
+            dry_run,
+            total: Totals::default(),
+            containers: Vec::new(),
+            failed_containers: Vec::new(),
+            not_found: Vec::new(),
+            error: None,
+            duration_ms: 0,
+        };
+        let containers = match containers_in_scope(app, scope).await {
+            Ok(containers) => containers,
+            Err(error) => {
+                warn!(%error, "cannot list the source containers");
+                summary.status = "failed";
+                summary.error = Some(error.to_string());
+                summary.duration_ms = started.elapsed().as_millis() as u64;
+                return summary;
+            }
+        };
+        let mut reports: Vec<ContainerReport> = futures::stream::iter(containers)
+            .map(|(container, exists)| async move {
+                if exists {
+                    reconcile_container(app, &container, dry_run).await
+                } else {
+                    missing(container)
+                }
+            })
+            .buffer_unordered(app.config.reconcile_container_concurrency)
+            .collect()
+            .await;
+        reports.sort_by(|a, b| a.container.cmp(&b.container));
+        for report in &reports {
+            let total = &mut summary.total;
+            total.containers += 1;
+            total.counts.blobs += report.counts.blobs;
+            total.counts.snapshots_created += report.counts.snapshots_created;
+            total.counts.backup_requests += report.counts.backup_requests;
+            total.counts.changed_during_run += report.counts.changed_during_run;
+            total.backups_present += report.backups_present;
+            total.errors += report.errors;
+            match report.status {
+                ContainerStatus::Ok => {}
+                ContainerStatus::NotFound => summary.not_found.push(report.container.clone()),
+                ContainerStatus::Error => summary.failed_containers.push(report.container.clone()),
+            }
+        }
+        if !summary.failed_containers.is_empty() {
+            summary.status = "failed";
+        }
+        summary.containers = reports;
+        summary.duration_ms = started.elapsed().as_millis() as u64;
+        info!(
+            status = summary.status,
+            total = ?summary.total,
+            failed = ?summary.failed_containers,
+            not_found = ?summary.not_found,
+            duration_ms = summary.duration_ms,
+            "reconciliation finished"
+        );
+        summary
+    }
+    .instrument(span)
+    .await
+}
+
+/// The containers to reconcile, each with whether it exists.
+async fn containers_in_scope(
+    app: &App,
+    scope: Option<&[String]>,
+) -> Result<Vec<(String, bool)>, StorageError> {
+    let existing = list_container_names(&app.source.blob_service()?).await?;
+    Ok(match scope {
+        Some(names) => names
+            .iter()
+            .map(|name| (name.clone(), existing.contains(name)))
+            .collect(),
+        None => {
+            // With one account for both, the backup containers are in the listing too; backing
+            // them up again would nest backups forever.
+            let same_account = app.source.same_blob_service(&app.backup);
+            let suffix = &app.config.backup_container_suffix;
+            existing
+                .iter()
+                .filter(|name| {
+                    !(same_account
+                        && name
+                            .strip_suffix(suffix.as_str())
+                            .is_some_and(|base| existing.iter().any(|e| e == base)))
+                })
+                .map(|name| (name.clone(), true))
+                .collect()
+        }
+    })
+}
+
+fn fail(report: &mut ContainerReport, message: String) {
+    warn!(error = message, "reconciliation of the container failed");
+    report.status = ContainerStatus::Error;
+    report.errors += 1;
+    report.error_messages.push(message);
+}
+
+fn missing(container: String) -> ContainerReport {
+    warn!(
+        container,
+        "container in RECONCILE_CONTAINERS does not exist"
+    );
+    ContainerReport {
+        container,
+        status: ContainerStatus::NotFound,
+        counts: SweepCounts::default(),
+        backups_present: 0,
+        errors: 0,
+        error_messages: Vec::new(),
+        duration_ms: 0,
+    }
+}
+
+async fn reconcile_container(app: &App, container: &str, dry_run: bool) -> ContainerReport {
+    let span = tracing::info_span!("container", container);
+    async {
+        let started = Instant::now();
+        let mut report = ContainerReport {
+            container: container.to_owned(),
+            status: ContainerStatus::Ok,
+            counts: SweepCounts::default(),
+            backups_present: 0,
+            errors: 0,
+            error_messages: Vec::new(),
+            duration_ms: 0,
+        };
+        if let Err(e) = naming::validate_container_name(container) {
+            fail(&mut report, e.to_string());
+            return report;
+        }
+        // Without the backup side, snapshots can still be repaired; backups are then unknown and
+        // no request is queued, and the container is reported as failed.
+        let index = match backup_index(app, container).await {
+            Ok(index) => Some(index),
+            Err(message) => {
+                fail(&mut report, message);
+                None
+            }
+        };
+        let mut backups_present = 0;
+        let result = sweep(app, container, dry_run, |verdict| {
+            let backed_up = index
+                .as_ref()
+                .map(|index| index.contains(&verdict.blob.name, &verdict.blob.etag));
+            backups_present += u64::from(backed_up == Some(true));
+            Repair {
+                snapshot: verdict.needs_snapshot,
+                request: backed_up == Some(false),
+            }
+        })
+        .await;
+        report.backups_present = backups_present;
+        match result {
+            Ok(counts) => report.counts = counts,
+            Err(SweepError::ContainerNotFound(_)) => {
+                report.status = ContainerStatus::NotFound;
+            }
+            Err(SweepError::Storage { source, done }) => {
+                report.counts = done;
+                fail(&mut report, source.to_string());
+            }
+        }
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        report
+    }
+    .instrument(span)
+    .await
+}
+
+/// The complete backups of `container`'s versions; empty when its backup container does not
+/// exist yet.
+async fn backup_index(app: &App, container: &str) -> Result<BackupIndex, String> {
+    let backup_container =
+        naming::backup_container_name(container, &app.config.backup_container_suffix)
+            .map_err(|e| e.to_string())?;
+    let client = app
+        .backup
+        .container(&backup_container)
+        .map_err(|e| e.to_string())?;
+    let mut index = BackupIndex::new();
+    let pages = list_backups(&client, &backup_container).map_err(|e| e.to_string())?;
+    futures::pin_mut!(pages);
+    loop {
+        match pages.try_next().await {
+            Ok(Some(page)) => {
+                for backup in page {
+                    index.insert_backup(&backup.name, backup.stamped_etag.as_deref());
+                }
+            }
+            Ok(None) => return Ok(index),
+            Err(e) if e.has_code("ContainerNotFound") => return Ok(BackupIndex::new()),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! The reconciler against Azurite: `lakebackup reconcile` (the admins' command) and the timer
+//! invocation, on lakes in every state of disrepair.
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+
+use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
+use lakebackup::{
+    app::App,
+    functions::consumer::{self, ConsumerOutcome, QueueDelivery},
+    settings::Settings,
+};
+use serde_json::Value;
+use support::{
+    worker::{self, Worker},
+    Azurite,
+};
+
+struct Lake {
+    azurite: Azurite,
+    app: App,
+}
+
+impl Lake {
+    async fn new() -> Lake {
+        let azurite = Azurite::start();
+        let app = App::from_settings(&Settings::from_pairs(worker::settings(&azurite))).unwrap();
+        for container in ["lake", "other"] {
+            app.source
+                .container(container)
+                .unwrap()
+                .create(None)
+                .await
+                .unwrap();
+        }
+        Lake { azurite, app }
+    }
+
+    fn container(&self, name: &str) -> azure_storage_blob::BlobContainerClient {
+        self.app.source.container(name).unwrap()
+    }
+
+    async fn put(&self, name: &str, bytes: &[u8]) {
+        support::upload(&self.container("lake"), name, bytes).await;
+    }
+
+    async fn snapshot(&self, name: &str) {
+        self.container("lake")
+            .blob_client(name)
+            .create_snapshot(None)
+            .await
+            .unwrap();
+    }
+
+    /// Backs up the current version of `name` with the real consumer.
+    async fn back_up(&self, name: &str) {
+        let text = support::request_for(&self.container("lake"), "lake", name).await;
+        let outcome = self.consume(&text).await;
+        assert!(
+            matches!(outcome, ConsumerOutcome::BackedUp { .. }),
+            "{outcome:?}"
+        );
+    }
+
+    async fn consume(&self, text: &str) -> ConsumerOutcome {
+        let delivery = QueueDelivery {
+            text: text.to_owned(),
+            message_id: "test".into(),
+            dequeue_count: 1,
+        };
+        consumer::consume(&self.app, &delivery).await.unwrap()
+    }
+
+    /// Takes the queued requests off the queue: blob name → etag.
+    async fn take_requests(&self) -> BTreeMap<String, String> {
+        let queue = self.app.jobs.queue("backup-requests").unwrap();
+        if !queue.exists().await.unwrap() {
+            return BTreeMap::new();
+        }
+        support::drain_queue(&queue)
+            .await
+            .into_iter()
+            .map(|t| {
+                let v: Value = serde_json::from_slice(&BASE64.decode(t).unwrap()).unwrap();
+                (
+                    v["blob_name"].as_str().unwrap().to_owned(),
+                    v["etag"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// Processes every queued request with the consumer; returns their texts.
+    async fn process_queue(&self) -> Vec<ConsumerOutcome> {
+        let queue = self.app.jobs.queue("backup-requests").unwrap();
+        let mut outcomes = Vec::new();
+        for text in support::drain_queue(&queue).await {
+            let json = String::from_utf8(BASE64.decode(text).unwrap()).unwrap();
+            outcomes.push(self.consume(&json).await);
+        }
+        outcomes
+    }
+
+    /// Base name → whether some snapshot carries its current ETag (checked independently of
+    /// the diff under test: current ETags come from the blobs' own properties).
+    async fn snapshots_of_current(&self, container: &str) -> HashMap<String, bool> {
+        let client = self.container(container);
+        let versions = support::list_versions(&client).await;
+        let mut has = HashMap::new();
+        for (name, snapshot, _) in &versions {
+            if snapshot.is_none() {
+                let (etag, _, _) = support::properties(&client, name).await;
+                let covered = versions
+                    .iter()
+                    .any(|(n, s, e)| n == name && s.is_some() && *e == etag);
+                has.insert(name.clone(), covered);
+            }
+        }
+        has
+    }
+
+    fn reconcile(&self, args: &[&str], extra: &[(&str, &str)]) -> (i32, Value) {
+        let mut settings = worker::settings(&self.azurite);
+        settings.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let mut full = vec!["reconcile"];
+        full.extend(args);
+        let (code, stdout, stderr) = worker::run_once(&settings, &full);
+        let summary = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("summary is JSON ({e}): {stdout}\n{stderr}"));
+        (code, summary)
+    }
+}
+
+fn container<'a>(summary: &'a Value, name: &str) -> &'a Value {
+    summary["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["container"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {summary}"))
+}
+
+/// Every state a blob can be in before a reconcile.
+async fn lake_in_disrepair() -> Lake {
+    let lake = Lake::new().await;
+    lake.put("new.csv", b"never seen").await;
+
+    lake.put("changed.csv", b"v1").await;
+    lake.snapshot("changed.csv").await;
+    lake.back_up("changed.csv").await;
+    lake.put("changed.csv", b"v2").await;
+
+    lake.put("same.csv", b"steady").await;
+    lake.snapshot("same.csv").await;
+    lake.back_up("same.csv").await;
+
+    lake.put("nobackup.csv", b"snapshotted only").await;
+    lake.snapshot("nobackup.csv").await;
+
+    lake.put("nosnap.csv", b"backed up only").await;
+    lake.back_up("nosnap.csv").await;
+
+    // Many snapshots around the base: Azurite interleaves them in the listing.
+    for round in 0..3 {
+        lake.put("interleaved.csv", format!("round {round}").as_bytes())
+            .await;
+        lake.snapshot("interleaved.csv").await;
+    }
+    lake.snapshot("interleaved.csv").await;
+    lake.back_up("interleaved.csv").await;
+
+    // A backup blob without its stamp is an unfinished copy, not a backup.
+    lake.put("incomplete.csv", b"half copied").await;
+    lake.snapshot("incomplete.csv").await;
+    let (etag, last_modified, _) =
+        support::properties(&lake.container("lake"), "incomplete.csv").await;
+    let backup_name =
+        lakebackup::core::naming::backup_blob_name("incomplete.csv", last_modified, &etag).unwrap();
+    support::upload(
+        &lake.app.backup.container("lakebak").unwrap(),
+        &backup_name,
+        b"half",
+    )
+    .await;
+
+    support::upload(&lake.container("other"), "x/y.bin", b"other").await;
+    lake
+}
+
+#[tokio::test]
+async fn one_pass_repairs_everything_and_a_second_finds_nothing() {
+    let lake = lake_in_disrepair().await;
+    let (code, summary) = lake.reconcile(&[], &[]);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["status"], "ok");
+    let report = container(&summary, "lake");
+    assert_eq!(report["status"], "ok");
+    assert_eq!(report["blobs"], 7, "{report}");
+    assert_eq!(
+        report["snapshots_created"], 3,
+        "new, changed, nosnap: {report}"
+    );
+    assert_eq!(
+        report["backup_requests"], 4,
+        "new, changed, nobackup, incomplete: {report}"
+    );
+    assert_eq!(
+        report["backups_present"], 3,
+        "same, nosnap, interleaved: {report}"
+    );
+    assert_eq!(container(&summary, "other")["backup_requests"], 1);
+    assert_eq!(summary["total"]["containers"], 2);
+    assert!(
+        summary["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["container"] != "lakebak"),
+        "backup containers are not reconciled: {summary}"
+    );
+
+    let requests = lake.take_requests().await;
+    let mut expected = BTreeMap::new();
+    for name in [
+        "changed.csv",
+        "incomplete.csv",
+        "new.csv",
+        "nobackup.csv",
+        "x/y.bin",
+    ] {
+        let client = lake.container(if name == "x/y.bin" { "other" } else { "lake" });
+        expected.insert(name.to_owned(), support::properties(&client, name).await.0);
+    }
+    assert_eq!(requests, expected);
+    assert!(lake
+        .snapshots_of_current("lake")
+        .await
+        .values()
+        .all(|&has| has));
+
+    // Requeue them by reconciling again (nothing was processed), then process the queue.
+    let (_, again) = lake.reconcile(&[], &[]);
+    assert_eq!(container(&again, "lake")["snapshots_created"], 0);
+    assert_eq!(container(&again, "lake")["backup_requests"], 4);
+    for outcome in lake.process_queue().await {
+        assert!(
+            matches!(outcome, ConsumerOutcome::BackedUp { .. }),
+            "{outcome:?}"
+        );
+    }
+
+    let (code, last) = lake.reconcile(&[], &[]);
+    assert_eq!(code, 0);
+    assert_eq!(last["total"]["snapshots_created"], 0, "{last}");
+    assert_eq!(last["total"]["backup_requests"], 0, "{last}");
+    assert_eq!(last["total"]["backups_present"], 8, "{last}");
+    assert!(lake.take_requests().await.is_empty());
+}
+
+#[tokio::test]
+async fn dry_run_reports_and_changes_nothing() {
+    let lake = lake_in_disrepair().await;
+    let before = support::list_all(&lake.container("lake")).await;
+    let (code, summary) = lake.reconcile(&["--dry-run", "--container", "lake"], &[]);
+    assert_eq!(code, 0);
+    assert_eq!(summary["dry_run"], true);
+    let report = container(&summary, "lake");
+    assert_eq!(report["snapshots_created"], 3, "{report}");
+    assert_eq!(report["backup_requests"], 4, "{report}");
+    assert_eq!(summary["total"]["containers"], 1);
+    assert_eq!(support::list_all(&lake.container("lake")).await, before);
+    assert!(lake.take_requests().await.is_empty());
+}
+
+#[tokio::test]
+async fn unknown_containers_are_reported_not_fatal() {
+    let lake = Lake::new().await;
+    lake.put("a.csv", b"a").await;
+    let (code, summary) = lake.reconcile(&[], &[("RECONCILE_CONTAINERS", "lake, ghost")]);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["not_found"], serde_json::json!(["ghost"]));
+    assert_eq!(container(&summary, "ghost")["status"], "not_found");
+    assert_eq!(container(&summary, "lake")["backup_requests"], 1);
+    assert_eq!(summary["total"]["containers"], 2);
+}
+
+#[tokio::test]
+async fn unreachable_backup_account_fails_loudly_with_partial_results() {
+    let lake = Lake::new().await;
+    lake.put("a.csv", b"a").await;
+    lake.put("b.csv", b"b").await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let unreachable = format!(
+        "AccountName=backup;AccountKey={};BlobEndpoint=http://127.0.0.1:{closed}/backup",
+        support::azurite::BACKUP_KEY
+    );
+    let (code, summary) = lake.reconcile(&[], &[("BACKUP_STORAGE", &unreachable)]);
+    assert_eq!(code, 1, "{summary}");
+    assert_eq!(summary["status"], "failed");
+    let mut failed = summary["failed_containers"].as_array().unwrap().clone();
+    failed.sort_by_key(|v| v.to_string());
+    assert_eq!(
+        failed,
+        [serde_json::json!("lake"), serde_json::json!("other")]
+    );
+    let report = container(&summary, "lake");
+    assert_eq!(report["status"], "error");
+    assert!(report["error_messages"][0]
+        .as_str()
+        .unwrap()
+        .contains("listing backup container lakebak"));
+    // The snapshots could still be repaired; nothing was queued without knowing the backups.
+    assert_eq!(report["snapshots_created"], 2, "{report}");
+    assert_eq!(report["backup_requests"], 0);
+    assert!(!summary.to_string().contains(support::azurite::BACKUP_KEY));
+}
+
+#[tokio::test]
+async fn blobs_deleted_while_it_runs_are_no_error() {
+    let lake = Lake::new().await;
+    let client = lake.container("lake");
+    let names: Vec<String> = (0..240)
+        .map(|i| format!("d{}/blob-{i:03}.bin", i % 7))
+        .collect();
+    futures::future::join_all(names.iter().map(|n| support::upload(&client, n, b"x"))).await;
+
+    let reconcile = {
+        let settings = worker::settings(&lake.azurite);
+        std::thread::spawn(move || {
+            worker::run_once(&settings, &["reconcile", "--container", "lake"])
+        })
+    };
+    let doomed = names.iter().step_by(2).collect::<Vec<_>>();
+    futures::future::join_all(doomed.iter().map(|n| async {
+        let _ = client.blob_client(n).delete(None).await;
+    }))
+    .await;
+    let (code, stdout, stderr) = reconcile.join().unwrap();
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let summary: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["status"], "ok");
+
+    for outcome in lake.process_queue().await {
+        assert!(
+            matches!(
+                outcome,
+                ConsumerOutcome::BackedUp { .. } | ConsumerOutcome::Outdated { .. }
+            ),
+            "{outcome:?}"
+        );
+    }
+    // Every survivor was repaired by the one pass; the deleted ones are simply gone.
+    let (_, last) = lake.reconcile(&["--container", "lake"], &[]);
+    let report = container(&last, "lake");
+    assert_eq!(report["blobs"], 120, "{last}");
+    assert_eq!(report["snapshots_created"], 0, "{last}");
+    assert_eq!(report["backup_requests"], 0, "{last}");
+    assert_eq!(report["backups_present"], 120);
+}
+
+#[tokio::test]
+async fn the_timer_invocation_runs_a_reconciliation() {
+    let lake = Lake::new().await;
+    lake.put("a.csv", b"a").await;
+    let worker = Worker::serve(&worker::settings(&lake.azurite));
+    let response = reqwest::Client::new()
+        .post(worker.url("/HttpSnapshotIncBackupStorageReconciliation"))
+        .json(&serde_json::json!({
+            "Data": {"timer": {
+                "Schedule": {"AdjustForDST": true},
+                "ScheduleStatus": {"Last": "2026-11-24T02:00:00Z", "Next": "2026-11-25T02:00:00Z", "LastUpdated": "2026-11-24T02:00:00Z"},
+                "IsPastDue": true
+            }},
+            "Metadata": {"sys": {"MethodName": "HttpSnapshotIncBackupStorageReconciliation"}}
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let reply: Value = response.json().await.unwrap();
+    assert_eq!(reply["ReturnValue"]["status"], "ok", "{reply}");
+    assert_eq!(reply["ReturnValue"]["total"]["snapshots_created"], 1);
+    assert_eq!(reply["ReturnValue"]["total"]["backup_requests"], 1);
+    assert_eq!(lake.take_requests().await.len(), 1);
+}
