@@ -104,13 +104,7 @@ pub async fn reconcile(app: &App, scope: Option<&[String]>, dry_run: bool) -> Re
             }
         };
         let mut reports: Vec<ContainerReport> = futures::stream::iter(containers)
-            .map(|(container, exists)| async move {
-                if exists {
-                    reconcile_container(app, &container, dry_run).await
-                } else {
-                    missing(container)
-                }
-            })
+            .map(|container| async move { reconcile_container(app, &container, dry_run).await })
             .buffer_unordered(app.config.reconcile_container_concurrency)
             .collect()
             .await;
@@ -149,34 +143,31 @@ pub async fn reconcile(app: &App, scope: Option<&[String]>, dry_run: bool) -> Re
     .await
 }
 
-/// The containers to reconcile, each with whether it exists.
+/// The containers to reconcile. A named container that does not exist is found out by its
+/// sweep (and reported as not found), so only the whole-account scope lists containers.
 async fn containers_in_scope(
     app: &App,
     scope: Option<&[String]>,
-) -> Result<Vec<(String, bool)>, StorageError> {
+) -> Result<Vec<String>, StorageError> {
+    if let Some(names) = scope {
+        return Ok(names.to_vec());
+    }
     let existing = list_container_names(&app.source.blob_service()?).await?;
-    Ok(match scope {
-        Some(names) => names
-            .iter()
-            .map(|name| (name.clone(), existing.contains(name)))
-            .collect(),
-        None => {
-            // With one account for both, the backup containers are in the listing too; backing
-            // them up again would nest backups forever.
-            let same_account = app.source.same_blob_service(&app.backup);
-            let suffix = &app.config.backup_container_suffix;
-            existing
-                .iter()
-                .filter(|name| {
-                    !(same_account
-                        && name
-                            .strip_suffix(suffix.as_str())
-                            .is_some_and(|base| existing.iter().any(|e| e == base)))
-                })
-                .map(|name| (name.clone(), true))
-                .collect()
-        }
-    })
+    // With one account for both, the backup containers are in the listing too; backing them up
+    // again would nest backups forever.
+    let same_account = app.source.same_blob_service(&app.backup);
+    let suffix = app.config.backup_container_suffix.as_str();
+    let is_backup_container = |name: &str| {
+        same_account
+            && name
+                .strip_suffix(suffix)
+                .is_some_and(|base| existing.iter().any(|e| e == base))
+    };
+    Ok(existing
+        .iter()
+        .filter(|name| !is_backup_container(name))
+        .cloned()
+        .collect())
 }
 
 fn fail(report: &mut ContainerReport, message: String) {
@@ -184,22 +175,6 @@ fn fail(report: &mut ContainerReport, message: String) {
     report.status = ContainerStatus::Error;
     report.errors += 1;
     report.error_messages.push(message);
-}
-
-fn missing(container: String) -> ContainerReport {
-    warn!(
-        container,
-        "container in RECONCILE_CONTAINERS does not exist"
-    );
-    ContainerReport {
-        container,
-        status: ContainerStatus::NotFound,
-        counts: SweepCounts::default(),
-        backups_present: 0,
-        errors: 0,
-        error_messages: Vec::new(),
-        duration_ms: 0,
-    }
 }
 
 async fn reconcile_container(app: &App, container: &str, dry_run: bool) -> ContainerReport {
@@ -244,6 +219,7 @@ async fn reconcile_container(app: &App, container: &str, dry_run: bool) -> Conta
         match result {
             Ok(counts) => report.counts = counts,
             Err(SweepError::ContainerNotFound(_)) => {
+                warn!("container in the reconcile scope does not exist");
                 report.status = ContainerStatus::NotFound;
             }
             Err(SweepError::Storage { source, done }) => {
