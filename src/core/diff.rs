@@ -26,6 +26,8 @@ pub struct ListedBlob {
     pub etag: String,
     pub last_modified: OffsetDateTime,
     pub content_length: u64,
+    /// Content-MD5, when the service has one.
+    pub content_md5: Option<Vec<u8>>,
 }
 
 /// The current version of a blob.
@@ -137,6 +139,7 @@ mod tests {
             etag: etag.into(),
             last_modified: datetime!(2026-11-24 12:00 UTC),
             content_length: 1,
+            content_md5: None,
         }
     }
 

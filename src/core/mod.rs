@@ -6,3 +6,4 @@ pub mod diff;
 pub mod etag;
 pub mod message;
 pub mod naming;
+pub mod restore_plan;

@@ -35,7 +35,7 @@ use crate::{
         },
     },
     storage::{
-        blobs::{blob_state, BlobState},
+        blobs::{blob_state, wait_for_copy, BlobState},
         lease::HeldLease,
         StorageError, StorageResultExt,
     },
@@ -270,43 +270,39 @@ impl CopyJob<'_> {
     /// Waits out a copy another invocation has in flight; removes a failed or wrong-length one.
     async fn settle_existing(&self, backup: &BlobClient) -> Result<Existing, ConsumerError> {
         let what = self.backup_what();
-        let deadline = tokio::time::Instant::now() + self.app.config.copy_timeout;
-        loop {
-            let Some(existing) = blob_state(backup, &what).await? else {
-                return Ok(Existing::Absent);
-            };
-            match existing.copy_status {
-                Some(CopyStatus::Pending) if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(self.app.config.copy_poll_interval).await;
-                    continue;
-                }
-                Some(CopyStatus::Pending) => {
-                    return Err(ConsumerError::Copy {
-                        what,
-                        detail: "another copy to it is still pending".into(),
-                    })
-                }
-                Some(CopyStatus::Failed | CopyStatus::Aborted) => {}
-                _ if existing.content_length == self.state.content_length => {
-                    return Ok(Existing::Complete)
-                }
-                _ => {}
-            }
-            warn!(
-                backup = what,
-                status = ?existing.copy_status,
-                length = existing.content_length,
-                "removing an incomplete backup before copying again"
-            );
-            backup
-                .delete(Some(BlobClientDeleteOptions {
-                    if_match: Some(quoted_etag(&existing.etag).into()),
-                    ..Default::default()
-                }))
-                .await
-                .during(|| format!("removing incomplete backup {what}"))?;
+        let config = &self.app.config;
+        let waited =
+            wait_for_copy(backup, &what, config.copy_timeout, config.copy_poll_interval).await?;
+        let Some(existing) = waited else {
             return Ok(Existing::Absent);
+        };
+        match existing.copy_status {
+            Some(CopyStatus::Pending) => {
+                return Err(ConsumerError::Copy {
+                    what,
+                    detail: "a copy to it is still pending".into(),
+                })
+            }
+            Some(CopyStatus::Failed | CopyStatus::Aborted) => {}
+            _ if existing.content_length == self.state.content_length => {
+                return Ok(Existing::Complete)
+            }
+            _ => {}
         }
+        warn!(
+            backup = what,
+            status = ?existing.copy_status,
+            length = existing.content_length,
+            "removing an incomplete backup before copying again"
+        );
+        backup
+            .delete(Some(BlobClientDeleteOptions {
+                if_match: Some(quoted_etag(&existing.etag).into()),
+                ..Default::default()
+            }))
+            .await
+            .during(|| format!("removing incomplete backup {what}"))?;
+        Ok(Existing::Absent)
     }
 
     /// Server-side copy of exactly the requested version: the source condition refuses any
@@ -542,6 +538,7 @@ mod tests {
             etag: "0x1".into(),
             last_modified: time::macros::datetime!(2026-11-24 14:17:34 UTC),
             content_length: 3,
+            content_md5: None,
             metadata: HashMap::new(),
             copy_status: None,
             copy_status_description: None,

@@ -245,13 +245,13 @@ async fn backup_index(app: &App, container: &str) -> Result<BackupIndex, String>
         .container(&backup_container)
         .map_err(|e| e.to_string())?;
     let mut index = BackupIndex::new();
-    let pages = list_backups(&client, &backup_container).map_err(|e| e.to_string())?;
+    let pages = list_backups(&client, &backup_container, None).map_err(|e| e.to_string())?;
     futures::pin_mut!(pages);
     loop {
         match pages.try_next().await {
             Ok(Some(page)) => {
                 for backup in page {
-                    index.insert_backup(&backup.name, backup.stamped_etag.as_deref());
+                    index.insert_backup(&backup.name, backup.stamped_etag());
                 }
             }
             Ok(None) => return Ok(index),

@@ -79,7 +79,7 @@ pub async fn sweep(
         .source
         .container(container)
         .map_err(|e| failed(e, &counts))?;
-    let pages = list_with_snapshots(&client, container).map_err(|e| failed(e, &counts))?;
+    let pages = list_with_snapshots(&client, container, None).map_err(|e| failed(e, &counts))?;
     futures::pin_mut!(pages);
 
     let mut diff = SnapshotDiff::new();

@@ -23,6 +23,7 @@ pub struct BlobState {
     pub etag: String,
     pub last_modified: OffsetDateTime,
     pub content_length: u64,
+    pub content_md5: Option<Vec<u8>>,
     pub metadata: HashMap<String, String>,
     /// `Some` when the blob is (or was) the destination of a copy.
     pub copy_status: Option<CopyStatus>,
@@ -61,6 +62,7 @@ pub async fn blob_state(blob: &BlobClient, what: &str) -> Result<Option<BlobStat
             .during(read)?
             .ok_or_else(|| missing("Last-Modified"))?,
         content_length: response.content_length().during(read)?.unwrap_or(0),
+        content_md5: response.content_md5().during(read)?,
         metadata: response.metadata().during(read)?,
         copy_status: response.copy_status().during(read)?,
         copy_status_description: response.copy_status_description().during(read)?,
@@ -105,5 +107,27 @@ impl StorageAccount {
             }
         }
         Ok(url)
+    }
+}
+
+/// Polls a copy destination until its copy is no longer pending, or `timeout` passes; returns its
+/// final state (`None` when it vanished).
+pub async fn wait_for_copy(
+    blob: &BlobClient,
+    what: &str,
+    timeout: std::time::Duration,
+    interval: std::time::Duration,
+) -> Result<Option<BlobState>, StorageError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let state = blob_state(blob, what).await?;
+        let pending = matches!(
+            state.as_ref().and_then(|s| s.copy_status.as_ref()),
+            Some(CopyStatus::Pending)
+        );
+        if !pending || tokio::time::Instant::now() >= deadline {
+            return Ok(state);
+        }
+        tokio::time::sleep(interval).await;
     }
 }

@@ -1,30 +1,37 @@
 //! Listings, a page at a time: a container with its snapshots (for the diff), a backup container
 //! with its metadata (for the backup index), and the containers of an account.
 
+use std::collections::HashMap;
+
 use azure_storage_blob::{
     models::{BlobContainerClientListBlobsOptions, BlobItem, ListBlobsIncludeItem},
     BlobContainerClient,
 };
-use futures::{Stream, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 
 use super::{StorageError, StorageResultExt};
 use crate::core::{diff::ListedBlob, naming::META_SOURCE_ETAG};
 
-/// The container's blobs and snapshots, one listing page (up to 5,000 entries) per item.
+/// The container's blobs and snapshots (under `prefix`, if given), one listing page (up to 5,000
+/// entries) per item.
 pub fn list_with_snapshots(
     container: &BlobContainerClient,
     container_name: &str,
+    prefix: Option<&str>,
 ) -> Result<impl Stream<Item = Result<Vec<ListedBlob>, StorageError>> + Send + 'static, StorageError>
 {
     let options = BlobContainerClientListBlobsOptions {
         include: Some(vec![ListBlobsIncludeItem::Snapshots]),
+        prefix: prefix.map(str::to_owned),
         ..Default::default()
     };
     let operation = format!("listing container {container_name}");
-    let pages = container
-        .list_blobs(Some(options))
-        .during(|| operation.clone())?
-        .into_pages();
+    let pages = prefetched(
+        container
+            .list_blobs(Some(options))
+            .during(|| operation.clone())?
+            .into_pages(),
+    );
     Ok(pages
         .map_err({
             let operation = operation.clone();
@@ -60,35 +67,50 @@ fn listed_blob(item: BlobItem, operation: &str) -> Result<ListedBlob, StorageErr
             .last_modified
             .ok_or_else(|| incomplete("a last-modified time"))?,
         content_length: properties.content_length.unwrap_or(0),
+        content_md5: properties.content_md5,
         snapshot: item.snapshot.filter(|s| !s.is_empty()),
         name,
     })
 }
 
-/// One backup blob: its name and the `source_etag` it was stamped with, if any.
+/// One backup blob: its name, metadata and content facts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedBackup {
     pub name: String,
-    pub stamped_etag: Option<String>,
+    pub metadata: HashMap<String, String>,
+    pub content_length: u64,
+    pub content_md5: Option<Vec<u8>>,
 }
 
-/// The blobs of a backup container with their metadata, one listing page per item.
+impl ListedBackup {
+    /// The source ETag the consumer stamped once the copy was verified.
+    pub fn stamped_etag(&self) -> Option<&str> {
+        self.metadata.get(META_SOURCE_ETAG).map(String::as_str)
+    }
+}
+
+/// The blobs of a backup container (under `prefix`, if given) with their metadata, one listing
+/// page per item.
 pub fn list_backups(
     container: &BlobContainerClient,
     container_name: &str,
+    prefix: Option<&str>,
 ) -> Result<
     impl Stream<Item = Result<Vec<ListedBackup>, StorageError>> + Send + 'static,
     StorageError,
 > {
     let options = BlobContainerClientListBlobsOptions {
         include: Some(vec![ListBlobsIncludeItem::Metadata]),
+        prefix: prefix.map(str::to_owned),
         ..Default::default()
     };
     let operation = format!("listing backup container {container_name}");
-    let pages = container
-        .list_blobs(Some(options))
-        .during(|| operation.clone())?
-        .into_pages();
+    let pages = prefetched(
+        container
+            .list_blobs(Some(options))
+            .during(|| operation.clone())?
+            .into_pages(),
+    );
     Ok(pages
         .map_err({
             let operation = operation.clone();
@@ -102,13 +124,12 @@ pub fn list_backups(
                     .blob_items
                     .into_iter()
                     .filter_map(|item| {
-                        let stamped_etag = item
-                            .metadata
-                            .and_then(|m| m.values)
-                            .and_then(|mut values| values.remove(META_SOURCE_ETAG));
+                        let properties = item.properties.unwrap_or_default();
                         Some(ListedBackup {
                             name: item.name?,
-                            stamped_etag,
+                            metadata: item.metadata.and_then(|m| m.values).unwrap_or_default(),
+                            content_length: properties.content_length.unwrap_or(0),
+                            content_md5: properties.content_md5,
                         })
                     })
                     .collect())
@@ -131,4 +152,23 @@ pub async fn list_container_names(
         names.extend(page.container_items.into_iter().filter_map(|c| c.name));
     }
     Ok(names)
+}
+
+/// Fetches the next page while the caller parses and works through the current one: listing
+/// time is then the service's, not the service's plus ours. At most two pages are held.
+fn prefetched<T: Send + 'static>(
+    pages: impl Stream<Item = T> + Send + 'static,
+) -> impl Stream<Item = T> + Send + 'static {
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        futures::pin_mut!(pages);
+        while let Some(page) = pages.next().await {
+            if sender.send(page).await.is_err() {
+                break; // the caller stopped listening
+            }
+        }
+    });
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|page| (page, receiver))
+    })
 }

@@ -1,0 +1,139 @@
+//! Restore decisions, pure: which version of a blob was current at an instant, and whether the
+//! blob in the target needs it written back.
+
+use time::OffsetDateTime;
+
+use super::etag::normalize_etag;
+
+/// Where a restorable version lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionSource {
+    /// The base blob itself (the version in place now).
+    Base,
+    /// A snapshot of the blob, by its snapshot timestamp.
+    Snapshot(String),
+    /// A backup blob in the backup container, by name.
+    Backup(String),
+}
+
+/// One version of one blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    /// The ETag the version had in the source.
+    pub etag: String,
+    pub last_modified: OffsetDateTime,
+    pub content_length: u64,
+    pub content_md5: Option<Vec<u8>>,
+    pub source: VersionSource,
+}
+
+/// The blob now in the restore target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetBlob {
+    pub etag: String,
+    pub content_length: u64,
+    pub content_md5: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    Restore(Version),
+    Unchanged,
+    /// The blob has no version at or before the instant (it was created later).
+    MissingVersion,
+}
+
+/// The newest version last modified at or before `as_of` (the newest of all when `None`).
+/// Between versions with the same instant, the base wins, then the later snapshot or backup name.
+pub fn version_at(versions: &[Version], as_of: Option<OffsetDateTime>) -> Option<&Version> {
+    let rank = |v: &Version| match &v.source {
+        VersionSource::Base => (v.last_modified, 1, String::new()),
+        VersionSource::Snapshot(id) | VersionSource::Backup(id) => (v.last_modified, 0, id.clone()),
+    };
+    versions
+        .iter()
+        .filter(|v| as_of.is_none_or(|t| v.last_modified <= t))
+        .max_by_key(|v| rank(v))
+}
+
+/// What to do for one blob, given its chosen version and what the target holds now.
+pub fn plan(chosen: Option<&Version>, target: Option<&TargetBlob>) -> Plan {
+    let Some(chosen) = chosen else {
+        return Plan::MissingVersion;
+    };
+    if let Some(target) = target {
+        if normalize_etag(&target.etag) == normalize_etag(&chosen.etag) {
+            return Plan::Unchanged;
+        }
+        let same_content = matches!(
+            (&target.content_md5, &chosen.content_md5),
+            (Some(a), Some(b)) if a == b
+        ) && target.content_length == chosen.content_length;
+        if same_content {
+            return Plan::Unchanged;
+        }
+    }
+    Plan::Restore(chosen.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn version(etag: &str, at: OffsetDateTime, md5: u8, source: VersionSource) -> Version {
+        Version {
+            etag: etag.into(),
+            last_modified: at,
+            content_length: 10,
+            content_md5: Some(vec![md5]),
+            source,
+        }
+    }
+
+    fn history() -> Vec<Version> {
+        vec![
+            version("0x1", datetime!(2026-11-20 10:00 UTC), 1, VersionSource::Snapshot("s1".into())),
+            version("0x2", datetime!(2026-11-21 10:00 UTC), 2, VersionSource::Snapshot("s2".into())),
+            version("0x3", datetime!(2026-11-22 10:00 UTC), 3, VersionSource::Base),
+        ]
+    }
+
+    #[test]
+    fn the_version_current_at_an_instant_is_chosen() {
+        let versions = history();
+        let at = |t| version_at(&versions, Some(t)).map(|v| v.etag.as_str());
+        assert_eq!(at(datetime!(2026-11-19 00:00 UTC)), None);
+        assert_eq!(at(datetime!(2026-11-20 10:00 UTC)), Some("0x1"));
+        assert_eq!(at(datetime!(2026-11-21 23:00 UTC)), Some("0x2"));
+        assert_eq!(at(datetime!(2026-12-01 00:00 UTC)), Some("0x3"));
+        assert_eq!(version_at(&versions, None).unwrap().etag, "0x3");
+    }
+
+    #[test]
+    fn restore_only_what_differs() {
+        let versions = history();
+        let old = version_at(&versions, Some(datetime!(2026-11-20 12:00 UTC)));
+        let current = TargetBlob {
+            etag: "\"0x3\"".into(),
+            content_length: 10,
+            content_md5: Some(vec![3]),
+        };
+        assert!(matches!(plan(old, Some(&current)), Plan::Restore(v) if v.etag == "0x1"));
+        assert_eq!(plan(version_at(&versions, None), Some(&current)), Plan::Unchanged);
+        let same_bytes_new_etag = TargetBlob {
+            etag: "0x9".into(),
+            content_md5: Some(vec![1]),
+            ..current.clone()
+        };
+        assert_eq!(plan(old, Some(&same_bytes_new_etag)), Plan::Unchanged);
+        let unknown_md5 = TargetBlob {
+            etag: "0x9".into(),
+            content_md5: None,
+            ..current
+        };
+        assert!(matches!(plan(old, Some(&unknown_md5)), Plan::Restore(_)));
+        assert!(matches!(plan(old, None), Plan::Restore(_)), "deleted blobs come back");
+        assert_eq!(plan(None, None), Plan::MissingVersion);
+    }
+}
