@@ -9,6 +9,7 @@ use lakebackup::{
     functions::{
         producer::{self, ProducerError},
         reconciler,
+        restore::{self, RestoreFrom, RestoreRequest},
     },
     host::server,
     settings::Settings,
@@ -39,6 +40,25 @@ enum Command {
         #[arg(long = "container")]
         containers: Vec<String>,
         /// Report what would be done and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Restore a container (or a prefix) to an instant, from snapshots or the backup account.
+    Restore {
+        #[arg(long)]
+        container: String,
+        /// Only blobs whose names start with this.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// The instant, RFC 3339 (e.g. 2026-11-24T14:00:00Z); default: the newest versions.
+        #[arg(long, value_parser = parse_instant)]
+        as_of: Option<time::OffsetDateTime>,
+        #[arg(long, value_enum, default_value = "backup")]
+        from: RestoreFrom,
+        /// Restore into this container instead of in place.
+        #[arg(long)]
+        to_container: Option<String>,
+        /// List what would be restored and change nothing.
         #[arg(long)]
         dry_run: bool,
     },
@@ -104,6 +124,33 @@ async fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Demo => unreachable!("handled before the settings are read"),
+        Command::Restore {
+            container,
+            prefix,
+            as_of,
+            from,
+            to_container,
+            dry_run,
+        } => {
+            let request = RestoreRequest {
+                container,
+                prefix,
+                as_of,
+                from,
+                to_container,
+                dry_run,
+            };
+            let summary = restore::restore(&app, &request).await;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&summary).unwrap_or_default()
+            );
+            if summary.succeeded() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Command::Reconcile {
             containers,
             dry_run,
@@ -146,6 +193,11 @@ async fn run(cli: Cli) -> ExitCode {
             }
         },
     }
+}
+
+fn parse_instant(text: &str) -> Result<time::OffsetDateTime, String> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("not an RFC 3339 instant like 2026-11-24T14:00:00Z: {e}"))
 }
 
 /// Completes on SIGINT or SIGTERM (the host stops its worker with SIGTERM).

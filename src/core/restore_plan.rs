@@ -93,9 +93,24 @@ mod tests {
 
     fn history() -> Vec<Version> {
         vec![
-            version("0x1", datetime!(2026-11-20 10:00 UTC), 1, VersionSource::Snapshot("s1".into())),
-            version("0x2", datetime!(2026-11-21 10:00 UTC), 2, VersionSource::Snapshot("s2".into())),
-            version("0x3", datetime!(2026-11-22 10:00 UTC), 3, VersionSource::Base),
+            version(
+                "0x1",
+                datetime!(2026-11-20 10:00 UTC),
+                1,
+                VersionSource::Snapshot("s1".into()),
+            ),
+            version(
+                "0x2",
+                datetime!(2026-11-21 10:00 UTC),
+                2,
+                VersionSource::Snapshot("s2".into()),
+            ),
+            version(
+                "0x3",
+                datetime!(2026-11-22 10:00 UTC),
+                3,
+                VersionSource::Base,
+            ),
         ]
     }
 
@@ -120,7 +135,10 @@ mod tests {
             content_md5: Some(vec![3]),
         };
         assert!(matches!(plan(old, Some(&current)), Plan::Restore(v) if v.etag == "0x1"));
-        assert_eq!(plan(version_at(&versions, None), Some(&current)), Plan::Unchanged);
+        assert_eq!(
+            plan(version_at(&versions, None), Some(&current)),
+            Plan::Unchanged
+        );
         let same_bytes_new_etag = TargetBlob {
             etag: "0x9".into(),
             content_md5: Some(vec![1]),
@@ -133,7 +151,10 @@ mod tests {
             ..current
         };
         assert!(matches!(plan(old, Some(&unknown_md5)), Plan::Restore(_)));
-        assert!(matches!(plan(old, None), Plan::Restore(_)), "deleted blobs come back");
+        assert!(
+            matches!(plan(old, None), Plan::Restore(_)),
+            "deleted blobs come back"
+        );
         assert_eq!(plan(None, None), Plan::MissingVersion);
     }
 }

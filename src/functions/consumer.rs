@@ -271,8 +271,13 @@ impl CopyJob<'_> {
     async fn settle_existing(&self, backup: &BlobClient) -> Result<Existing, ConsumerError> {
         let what = self.backup_what();
         let config = &self.app.config;
-        let waited =
-            wait_for_copy(backup, &what, config.copy_timeout, config.copy_poll_interval).await?;
+        let waited = wait_for_copy(
+            backup,
+            &what,
+            config.copy_timeout,
+            config.copy_poll_interval,
+        )
+        .await?;
         let Some(existing) = waited else {
             return Ok(Existing::Absent);
         };

@@ -4,4 +4,5 @@
 pub mod consumer;
 pub mod producer;
 pub mod reconciler;
+pub mod restore;
 pub mod sweep;

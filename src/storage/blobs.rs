@@ -45,12 +45,7 @@ pub async fn blob_state(blob: &BlobClient, what: &str) -> Result<Option<BlobStat
         }
     };
     let read = || format!("reading properties of {what}");
-    let missing = |field: &str| StorageError {
-        operation: read(),
-        status: None,
-        code: None,
-        detail: format!("the service sent no {field}"),
-    };
+    let missing = |field: &str| StorageError::other(read(), format!("the service sent no {field}"));
     Ok(Some(BlobState {
         etag: response
             .etag()
@@ -96,14 +91,11 @@ impl StorageAccount {
             // The URL already carries the connection's SAS.
             StorageAuth::Sas { .. } => {}
             StorageAuth::Identity { .. } => {
-                return Err(StorageError {
-                    operation: format!("authorizing a copy from {container}/{blob}"),
-                    status: None,
-                    code: None,
-                    detail: "the direct copy engine needs a key- or SAS-based SOURCE_STORAGE \
-                             connection; with an identity-based one use BACKUP_COPY_ENGINE=adf"
-                        .into(),
-                })
+                return Err(StorageError::other(
+                    format!("authorizing a copy from {container}/{blob}"),
+                    "the direct copy engine needs a key- or SAS-based SOURCE_STORAGE \
+                             connection; with an identity-based one use BACKUP_COPY_ENGINE=adf",
+                ))
             }
         }
         Ok(url)

@@ -45,11 +45,11 @@ impl HeldLease {
         let lease_id = response
             .lease_id()
             .during(|| format!("leasing {what}"))?
-            .ok_or_else(|| StorageError {
-                operation: format!("leasing {what}"),
-                status: None,
-                code: None,
-                detail: "the service returned no lease id".into(),
+            .ok_or_else(|| {
+                StorageError::other(
+                    format!("leasing {what}"),
+                    "the service returned no lease id",
+                )
             })?;
         debug!(lease_id, "lease acquired");
         let renewer = tokio::spawn(renew_forever(

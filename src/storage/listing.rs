@@ -50,11 +50,11 @@ pub fn list_with_snapshots(
 }
 
 fn listed_blob(item: BlobItem, operation: &str) -> Result<ListedBlob, StorageError> {
-    let incomplete = |what: &str| StorageError {
-        operation: operation.to_owned(),
-        status: None,
-        code: None,
-        detail: format!("the service listed an entry without {what}"),
+    let incomplete = |what: &str| {
+        StorageError::other(
+            operation.to_owned(),
+            format!("the service listed an entry without {what}"),
+        )
     };
     let name = item.name.ok_or_else(|| incomplete("a name"))?;
     let properties = item.properties.ok_or_else(|| incomplete("properties"))?;

@@ -65,6 +65,16 @@ impl StorageError {
         }
     }
 
+    /// A failure found by us rather than reported by the SDK.
+    pub fn other(operation: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            operation: operation.into(),
+            status: None,
+            code: None,
+            detail: detail.into(),
+        }
+    }
+
     pub fn is_status(&self, status: StatusCode) -> bool {
         self.status == Some(u16::from(status))
     }
@@ -238,12 +248,7 @@ impl StorageAccount {
 }
 
 fn settings_as_storage_error(error: SettingsError) -> StorageError {
-    StorageError {
-        operation: "reading the connection".into(),
-        status: None,
-        code: None,
-        detail: error.to_string(),
-    }
+    StorageError::other("reading the connection", error.to_string())
 }
 
 /// Managed identity where the platform offers one (App Service / Functions set

@@ -1,0 +1,460 @@
+//! `lakebackup restore`: bring a container (or a prefix of it) back to what it held at an
+//! instant, from its snapshots or from the backup account.
+//!
+//! For each blob the version current at the instant is chosen (`core::restore_plan`); it is
+//! written back with a server-side copy only where the target's content differs. Nothing is
+//! ever deleted: a blob created after the instant stays, and is reported as having no version.
+
+use std::{collections::HashMap, time::Instant};
+
+use azure_storage_blob::models::CopyStatus;
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+use tracing::{info, warn, Instrument};
+use url::Url;
+
+use crate::{
+    app::App,
+    core::{
+        diff::ListedBlob,
+        naming::{self, META_SOURCE_LAST_MODIFIED},
+        restore_plan::{plan, version_at, Plan, TargetBlob, Version, VersionSource},
+    },
+    storage::{
+        blobs::{blob_state, wait_for_copy},
+        listing::{list_backups, list_with_snapshots},
+        StorageError, StorageResultExt,
+    },
+};
+
+/// Where versions are restored from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum RestoreFrom {
+    /// The source container's own snapshots (same account).
+    Snapshots,
+    /// The backup container in the backup account; also brings back deleted blobs.
+    Backup,
+}
+
+#[derive(Debug, Clone)]
+pub struct RestoreRequest {
+    pub container: String,
+    pub prefix: Option<String>,
+    /// The instant to restore to; the newest versions when `None`.
+    pub as_of: Option<OffsetDateTime>,
+    pub from: RestoreFrom,
+    /// Restore into this container instead of in place.
+    pub to_container: Option<String>,
+    pub dry_run: bool,
+}
+
+/// One blob the restore acted on (or, in a dry run, would act on).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RestoreAction {
+    pub blob: String,
+    /// `restore`, `missing_version` or `error`.
+    pub action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version_etag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version_last_modified: Option<String>,
+    /// The snapshot timestamp or backup blob it came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RestoreSummary {
+    pub status: &'static str,
+    pub container: String,
+    pub target_container: String,
+    pub from: RestoreFrom,
+    pub as_of: Option<String>,
+    pub dry_run: bool,
+    pub restored: u64,
+    pub unchanged: u64,
+    pub missing_version: u64,
+    pub errors: u64,
+    /// Every blob restored, to be restored, without a version, or failed (unchanged ones are
+    /// only counted).
+    pub actions: Vec<RestoreAction>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+impl RestoreSummary {
+    pub fn succeeded(&self) -> bool {
+        self.errors == 0 && self.error.is_none()
+    }
+}
+
+/// One blob's chosen version (or none) and what its target holds.
+struct Candidate {
+    blob: String,
+    plan: Plan,
+}
+
+pub async fn restore(app: &App, request: &RestoreRequest) -> RestoreSummary {
+    let span = tracing::info_span!("restore", container = %request.container, from = ?request.from);
+    async {
+        let started = Instant::now();
+        let target = request
+            .to_container
+            .clone()
+            .unwrap_or_else(|| request.container.clone());
+        let mut summary = RestoreSummary {
+            status: "ok",
+            container: request.container.clone(),
+            target_container: target.clone(),
+            from: request.from,
+            as_of: request.as_of.and_then(|t| t.format(&Rfc3339).ok()),
+            dry_run: request.dry_run,
+            restored: 0,
+            unchanged: 0,
+            missing_version: 0,
+            errors: 0,
+            actions: Vec::new(),
+            error: None,
+            duration_ms: 0,
+        };
+        let names_valid = naming::validate_container_name(&request.container)
+            .and_then(|()| naming::validate_container_name(&target));
+        if let Err(e) = names_valid {
+            summary.status = "failed";
+            summary.error = Some(e.to_string());
+            return summary;
+        }
+        let planned = match plan_restore(app, request, &target).await {
+            Ok(planned) => planned,
+            Err(error) => {
+                warn!(%error, "restore could not be planned");
+                summary.status = "failed";
+                summary.error = Some(error.to_string());
+                summary.duration_ms = started.elapsed().as_millis() as u64;
+                return summary;
+            }
+        };
+        let mut to_copy = Vec::new();
+        for candidate in planned {
+            match candidate.plan {
+                Plan::Unchanged => summary.unchanged += 1,
+                Plan::MissingVersion => {
+                    summary.missing_version += 1;
+                    summary
+                        .actions
+                        .push(action(candidate.blob, "missing_version", None));
+                }
+                Plan::Restore(version) => to_copy.push((candidate.blob, version)),
+            }
+        }
+        if !request.dry_run && !to_copy.is_empty() {
+            if let Err(error) = ensure_container(app, &target).await {
+                summary.status = "failed";
+                summary.error = Some(error.to_string());
+                summary.duration_ms = started.elapsed().as_millis() as u64;
+                return summary;
+            }
+        }
+        let results: Vec<RestoreAction> = futures::stream::iter(to_copy)
+            .map(|(blob, version)| {
+                let target = &target;
+                async move {
+                    let mut done = action(blob.clone(), "restore", Some(&version));
+                    if !request.dry_run {
+                        if let Err(error) = copy_back(app, request, target, &blob, &version).await {
+                            warn!(blob, %error, "restoring the blob failed");
+                            done.action = "error";
+                            done.error = Some(error.to_string());
+                        }
+                    }
+                    done
+                }
+            })
+            .buffer_unordered(app.config.snapshot_concurrency)
+            .collect()
+            .await;
+        for result in results {
+            match result.action {
+                "error" => summary.errors += 1,
+                _ => summary.restored += 1,
+            }
+            summary.actions.push(result);
+        }
+        summary.actions.sort_by(|a, b| a.blob.cmp(&b.blob));
+        if !summary.succeeded() {
+            summary.status = "failed";
+        }
+        summary.duration_ms = started.elapsed().as_millis() as u64;
+        info!(
+            restored = summary.restored,
+            unchanged = summary.unchanged,
+            missing_version = summary.missing_version,
+            errors = summary.errors,
+            dry_run = summary.dry_run,
+            "restore finished"
+        );
+        summary
+    }
+    .instrument(span)
+    .await
+}
+
+fn action(blob: String, kind: &'static str, version: Option<&Version>) -> RestoreAction {
+    RestoreAction {
+        blob,
+        action: kind,
+        version_etag: version.map(|v| v.etag.clone()),
+        version_last_modified: version.and_then(|v| v.last_modified.format(&Rfc3339).ok()),
+        from: version.and_then(|v| match &v.source {
+            VersionSource::Base => None,
+            VersionSource::Snapshot(id) => Some(format!("snapshot {id}")),
+            VersionSource::Backup(name) => Some(format!("backup {name}")),
+        }),
+        error: None,
+    }
+}
+
+async fn plan_restore(
+    app: &App,
+    request: &RestoreRequest,
+    target: &str,
+) -> Result<Vec<Candidate>, StorageError> {
+    let in_place = target == request.container;
+    let mut candidates = Vec::new();
+    match request.from {
+        RestoreFrom::Snapshots => {
+            let client = app.source.container(&request.container)?;
+            let pages =
+                list_with_snapshots(&client, &request.container, request.prefix.as_deref())?;
+            futures::pin_mut!(pages);
+            // Listings keep one name's entries together: hold one name's versions at a time.
+            let mut group: Vec<ListedBlob> = Vec::new();
+            while let Some(page) = pages.try_next().await? {
+                for entry in page {
+                    if group.first().is_some_and(|first| first.name != entry.name) {
+                        let versions = std::mem::take(&mut group);
+                        candidates.push(
+                            snapshot_candidate(app, versions, request, target, in_place).await?,
+                        );
+                    }
+                    group.push(entry);
+                }
+            }
+            if !group.is_empty() {
+                candidates.push(snapshot_candidate(app, group, request, target, in_place).await?);
+            }
+        }
+        RestoreFrom::Backup => {
+            for (blob, chosen) in backup_choices(app, request).await? {
+                let current = target_blob(app, target, &blob).await?;
+                let plan = plan(chosen.as_ref(), current.as_ref());
+                candidates.push(Candidate { blob, plan });
+            }
+        }
+    }
+    Ok(candidates)
+}
+
+async fn snapshot_candidate(
+    app: &App,
+    entries: Vec<ListedBlob>,
+    request: &RestoreRequest,
+    target: &str,
+    in_place: bool,
+) -> Result<Candidate, StorageError> {
+    let blob = entries[0].name.clone();
+    let mut base = None;
+    let versions: Vec<Version> = entries
+        .into_iter()
+        .map(|entry| {
+            let source = match entry.snapshot {
+                Some(id) => VersionSource::Snapshot(id),
+                None => VersionSource::Base,
+            };
+            let version = Version {
+                etag: crate::core::etag::normalize_etag(&entry.etag).to_owned(),
+                last_modified: entry.last_modified,
+                content_length: entry.content_length,
+                content_md5: entry.content_md5,
+                source,
+            };
+            if version.source == VersionSource::Base {
+                base = Some(TargetBlob {
+                    etag: version.etag.clone(),
+                    content_length: version.content_length,
+                    content_md5: version.content_md5.clone(),
+                });
+            }
+            version
+        })
+        .collect();
+    let current = if in_place {
+        base
+    } else {
+        target_blob(app, target, &blob).await?
+    };
+    let chosen = version_at(&versions, request.as_of);
+    Ok(Candidate {
+        plan: plan(chosen, current.as_ref()),
+        blob,
+    })
+}
+
+/// Per source blob, the backup version current at the instant (`None`: backups exist, but all
+/// are newer). Holds one entry per source name in scope.
+async fn backup_choices(
+    app: &App,
+    request: &RestoreRequest,
+) -> Result<Vec<(String, Option<Version>)>, StorageError> {
+    let backup_container = match naming::backup_container_name(
+        &request.container,
+        &app.config.backup_container_suffix,
+    ) {
+        Ok(name) => name,
+        Err(e) => {
+            return Err(StorageError::other(
+                "naming the backup container",
+                e.to_string(),
+            ))
+        }
+    };
+    let client = app.backup.container(&backup_container)?;
+    // Backup names keep the source's directories, so the prefix's directory part narrows the
+    // listing; the full prefix is matched against the parsed source names.
+    let directory = request
+        .prefix
+        .as_deref()
+        .and_then(|p| p.rfind('/').map(|i| &p[..=i]));
+    let pages = list_backups(&client, &backup_container, directory)?;
+    futures::pin_mut!(pages);
+    let mut best: HashMap<String, Option<Version>> = HashMap::new();
+    while let Some(page) = pages.try_next().await? {
+        for backup in page {
+            let Ok(parsed) = naming::parse_backup_blob_name(&backup.name) else {
+                continue;
+            };
+            // Only complete backups: the stamp is written once the copy is verified.
+            if backup.stamped_etag() != Some(parsed.etag.as_str()) {
+                continue;
+            }
+            if let Some(prefix) = &request.prefix {
+                if !parsed.source_name.starts_with(prefix.as_str()) {
+                    continue;
+                }
+            }
+            let last_modified = backup
+                .metadata
+                .get(META_SOURCE_LAST_MODIFIED)
+                .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+                .unwrap_or(parsed.last_modified);
+            let version = Version {
+                etag: parsed.etag,
+                last_modified,
+                content_length: backup.content_length,
+                content_md5: backup.content_md5,
+                source: VersionSource::Backup(backup.name),
+            };
+            let slot = best.entry(parsed.source_name).or_insert(None);
+            let candidates: Vec<Version> = slot.take().into_iter().chain([version]).collect();
+            *slot = version_at(&candidates, request.as_of).cloned();
+        }
+    }
+    let mut choices: Vec<_> = best.into_iter().collect();
+    choices.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(choices)
+}
+
+async fn target_blob(
+    app: &App,
+    target: &str,
+    blob: &str,
+) -> Result<Option<TargetBlob>, StorageError> {
+    let client = app.source.container(target)?.blob_client(blob);
+    let state = match blob_state(&client, &format!("{target}/{blob}")).await {
+        Ok(state) => state,
+        Err(e) if e.has_code("ContainerNotFound") => None,
+        Err(e) => return Err(e),
+    };
+    Ok(state.map(|s| TargetBlob {
+        etag: s.etag,
+        content_length: s.content_length,
+        content_md5: s.content_md5,
+    }))
+}
+
+async fn ensure_container(app: &App, name: &str) -> Result<(), StorageError> {
+    match app.source.container(name)?.create(None).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.http_status() == Some(azure_core::http::StatusCode::Conflict) => Ok(()),
+        Err(e) => Err(StorageError::new(format!("creating container {name}"), e)),
+    }
+}
+
+/// Server-side copy of the chosen version onto the target blob, waited to completion.
+async fn copy_back(
+    app: &App,
+    request: &RestoreRequest,
+    target: &str,
+    blob: &str,
+    version: &Version,
+) -> Result<(), StorageError> {
+    let expiry = OffsetDateTime::now_utc() + app.config.copy_timeout + time::Duration::minutes(15);
+    let source_url: Url = match &version.source {
+        VersionSource::Snapshot(id) => {
+            let mut url = app
+                .source
+                .readable_blob_url(&request.container, blob, expiry)?;
+            url.query_pairs_mut().append_pair("snapshot", id);
+            url
+        }
+        VersionSource::Backup(name) => {
+            let backup_container = naming::backup_container_name(
+                &request.container,
+                &app.config.backup_container_suffix,
+            )
+            .unwrap_or_default();
+            app.backup
+                .readable_blob_url(&backup_container, name, expiry)?
+        }
+        VersionSource::Base => return Ok(()),
+    };
+    let what = format!("{target}/{blob}");
+    let destination = app.source.container(target)?.blob_client(blob);
+    destination
+        .start_copy_from_url(source_url.to_string(), None)
+        .await
+        .during(|| format!("restoring {what}"))?;
+    let config = &app.config;
+    let done = wait_for_copy(
+        &destination,
+        &what,
+        config.copy_timeout,
+        config.copy_poll_interval,
+    )
+    .await?;
+    let failed = |detail: String| StorageError::other(format!("restoring {what}"), detail);
+    match done {
+        Some(state) if matches!(state.copy_status, Some(CopyStatus::Success) | None) => {
+            if state.content_length != version.content_length {
+                return Err(failed(format!(
+                    "the restored blob has {} bytes, the version {}",
+                    state.content_length, version.content_length
+                )));
+            }
+            Ok(())
+        }
+        Some(state) => Err(failed(format!(
+            "the copy ended {:?}: {}",
+            state.copy_status,
+            state.copy_status_description.unwrap_or_default()
+        ))),
+        None => Err(failed(
+            "the restored blob does not exist after the copy".into(),
+        )),
+    }
+}
