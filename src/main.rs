@@ -11,7 +11,10 @@ use lakebackup::{
         reconciler,
         restore::{self, RestoreFrom, RestoreRequest},
     },
-    host::server,
+    host::{
+        server,
+        standalone::{self, QueueBehaviour},
+    },
     settings::Settings,
 };
 use tracing_subscriber::EnvFilter;
@@ -33,6 +36,17 @@ enum Command {
         /// Port on 127.0.0.1; the host passes it in FUNCTIONS_CUSTOMHANDLER_PORT.
         #[arg(long, env = "FUNCTIONS_CUSTOMHANDLER_PORT")]
         port: u16,
+    },
+    /// Run the three functions without the Functions host: take backup requests off the queue,
+    /// reconcile on RECONCILE_SCHEDULE, and serve the producer over HTTP.
+    Run {
+        /// Serve the producer at http://ADDR/api/HttpSnapshotIncBackupContainerProducer
+        /// (e.g. 127.0.0.1:8080, or 0.0.0.0:8080 in a container).
+        #[arg(long, env = "LAKEBACKUP_HTTP")]
+        http: Option<SocketAddr>,
+        /// The Function App's host.json, for the queue trigger's settings (maxDequeueCount, ...).
+        #[arg(long, default_value = "host.json")]
+        host_json: std::path::PathBuf,
     },
     /// Repair missing snapshots and backups once, and print the JSON summary.
     Reconcile {
@@ -101,7 +115,8 @@ async fn run(cli: Cli) -> ExitCode {
             }
         };
     }
-    let app = match App::from_settings(&Settings::from_env()) {
+    let settings = Settings::from_env();
+    let app = match App::from_settings(&settings) {
         Ok(app) => Arc::new(app),
         Err(e) => {
             eprintln!("lakebackup: {e}");
@@ -124,6 +139,34 @@ async fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Demo => unreachable!("handled before the settings are read"),
+        Command::Run { http, host_json } => {
+            let prepared = QueueBehaviour::from_host_json(&host_json)
+                .and_then(|b| Ok((b, standalone::reconcile_schedule(&settings)?)));
+            let (behaviour, schedule) = match prepared {
+                Ok(prepared) => prepared,
+                Err(e) => {
+                    eprintln!("lakebackup: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let listener = match http {
+                Some(address) => match tokio::net::TcpListener::bind(address).await {
+                    Ok(listener) => Some(listener),
+                    Err(e) => {
+                        eprintln!("lakebackup: cannot serve on {address}: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+                None => None,
+            };
+            match standalone::run(app, behaviour, schedule, listener, shutdown_signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("lakebackup: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Restore {
             container,
             prefix,

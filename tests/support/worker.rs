@@ -98,3 +98,57 @@ pub fn run_once(settings: &HashMap<String, String>, args: &[&str]) -> (i32, Stri
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// `lakebackup run` (standalone mode) in `dir`, whose `host.json` configures the queue trigger.
+pub struct Standalone {
+    child: Child,
+}
+
+impl Standalone {
+    pub fn start(settings: &HashMap<String, String>, dir: &std::path::Path, args: &[&str]) -> Self {
+        let mut full = vec!["run"];
+        full.extend(args);
+        let child = command(settings, &full)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("lakebackup run starts");
+        Standalone { child }
+    }
+
+    fn signal(&mut self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, signal);
+        }
+    }
+
+    /// SIGTERM, then the exit code once it has drained (at most 60 s).
+    pub fn terminate(mut self) -> i32 {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "lakebackup run did not stop within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: the worker dies mid-work, as on a crash or eviction.
+    pub fn kill(mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,400 @@
+//! `lakebackup run`: the three functions without the Functions host, doing what the host would.
+//!
+//! - the queue trigger: poll `BACKUP_QUEUE_NAME` in batches with a visibility timeout and bounded
+//!   parallelism, hand each message to the consumer, delete it on success, let it reappear after
+//!   the retry delay on failure, and move it to `{queue}-poison` once it has failed
+//!   `maxDequeueCount` times (read from `host.json`, as the host does);
+//! - the timer: the reconciler on `RECONCILE_SCHEDULE` (6-field NCRONTAB);
+//! - the HTTP trigger: the producer at `/api/HttpSnapshotIncBackupContainerProducer`.
+//!
+//! On shutdown it stops taking messages and lets in-flight ones finish (their leases are released
+//! by the consumer); a message never taken stays on the queue, so nothing is lost.
+
+use std::{future::Future, path::Path, sync::Arc, time::Duration};
+
+use azure_storage_queue::models::{QueueClientReceiveMessagesOptions, ReceivedMessage};
+use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
+use croner::{parser::CronParser, parser::Seconds, Cron};
+use serde_json::Value;
+use thiserror::Error;
+use tokio::{
+    net::TcpListener,
+    sync::{watch, Semaphore},
+};
+use tracing::{error, info, warn, Instrument};
+
+use super::server;
+use crate::{
+    app::App,
+    functions::{
+        consumer::{self, QueueDelivery},
+        reconciler,
+    },
+    settings::{Settings, SettingsError},
+    storage::{StorageError, StorageResultExt},
+};
+
+/// The queue trigger's behaviour, as `host.json` configures the host's.
+#[derive(Debug, Clone)]
+pub struct QueueBehaviour {
+    /// `extensions.queues.maxDequeueCount` (default 5).
+    pub max_dequeue_count: u64,
+    /// `extensions.queues.batchSize` (default 16): messages in flight at once.
+    pub batch_size: usize,
+    /// `extensions.queues.visibilityTimeout` (default 0): how long a failed message waits.
+    pub retry_delay: Duration,
+    /// How long a taken message stays hidden while it is processed (`functionTimeout`).
+    pub processing_timeout: Duration,
+    /// `extensions.queues.maxPollingInterval` (default 1 s here): wait when the queue is empty.
+    pub poll_interval: Duration,
+}
+
+impl Default for QueueBehaviour {
+    fn default() -> Self {
+        Self {
+            max_dequeue_count: 5,
+            batch_size: 16,
+            retry_delay: Duration::ZERO,
+            processing_timeout: Duration::from_secs(600),
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum StandaloneError {
+    #[error("{path}: {reason}")]
+    HostJson { path: String, reason: String },
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("serving HTTP: {0}")]
+    Http(std::io::Error),
+}
+
+impl QueueBehaviour {
+    /// Reads `host.json` at `path`; a missing file gives the host's defaults.
+    pub fn from_host_json(path: &Path) -> Result<Self, StandaloneError> {
+        let mut behaviour = Self::default();
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(behaviour),
+            Err(e) => return Err(host_json_error(path, e.to_string())),
+        };
+        let host: Value =
+            serde_json::from_str(&text).map_err(|e| host_json_error(path, e.to_string()))?;
+        let queues = &host["extensions"]["queues"];
+        let number = |field: &str| queues[field].as_u64();
+        if let Some(n) = number("maxDequeueCount") {
+            behaviour.max_dequeue_count = n.max(1);
+        }
+        if let Some(n) = number("batchSize") {
+            behaviour.batch_size = n.clamp(1, 32) as usize;
+        }
+        let timespan = |value: &Value, field: &str| -> Result<Option<Duration>, StandaloneError> {
+            value
+                .as_str()
+                .map(|t| {
+                    parse_timespan(t)
+                        .ok_or_else(|| host_json_error(path, format!("{field} is not hh:mm:ss")))
+                })
+                .transpose()
+        };
+        if let Some(delay) = timespan(&queues["visibilityTimeout"], "visibilityTimeout")? {
+            behaviour.retry_delay = delay;
+        }
+        if let Some(interval) = timespan(&queues["maxPollingInterval"], "maxPollingInterval")? {
+            behaviour.poll_interval = interval.max(Duration::from_millis(100));
+        }
+        if let Some(timeout) = timespan(&host["functionTimeout"], "functionTimeout")? {
+            behaviour.processing_timeout = timeout.max(Duration::from_secs(1));
+        }
+        Ok(behaviour)
+    }
+}
+
+fn host_json_error(path: &Path, reason: String) -> StandaloneError {
+    StandaloneError::HostJson {
+        path: path.display().to_string(),
+        reason,
+    }
+}
+
+/// `hh:mm:ss` (optionally `d.hh:mm:ss`), the .NET TimeSpan form host.json uses.
+fn parse_timespan(text: &str) -> Option<Duration> {
+    let (days, clock) = match text.split_once('.') {
+        Some((d, rest)) if rest.contains(':') && !d.contains(':') => (d.parse::<u64>().ok()?, rest),
+        _ => (0, text),
+    };
+    let parts: Vec<f64> = clock
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let [h, m, s] = parts[..] else { return None };
+    Some(Duration::from_secs_f64(
+        days as f64 * 86_400.0 + h * 3600.0 + m * 60.0 + s,
+    ))
+}
+
+/// `RECONCILE_SCHEDULE`, a 6-field NCRONTAB expression (seconds first).
+pub fn reconcile_schedule(settings: &Settings) -> Result<Option<Cron>, SettingsError> {
+    let Some(text) = settings.get("RECONCILE_SCHEDULE") else {
+        return Ok(None);
+    };
+    CronParser::builder()
+        .seconds(Seconds::Required)
+        .build()
+        .parse(text)
+        .map(Some)
+        .map_err(|e| {
+            SettingsError::new(
+                "RECONCILE_SCHEDULE",
+                format!(
+                    "is not a 6-field NCRONTAB expression (sec min hour day month weekday): {e}"
+                ),
+            )
+        })
+}
+
+/// Runs until `shutdown` completes, then drains in-flight work.
+pub async fn run(
+    app: Arc<App>,
+    behaviour: QueueBehaviour,
+    schedule: Option<Cron>,
+    http: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StandaloneError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        info!("shutting down: no new messages are taken; in-flight work finishes");
+        let _ = stop_tx.send(true);
+    });
+    let http_task = http.map(|listener| {
+        let mut stop = stop_rx.clone();
+        tokio::spawn(server::serve(app.clone(), listener, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }))
+    });
+    let timer_task =
+        schedule.map(|cron| tokio::spawn(run_timer(app.clone(), cron, stop_rx.clone())));
+    let queue_result = run_queue(app, behaviour, stop_rx).await;
+    if let Some(task) = timer_task {
+        let _ = task.await;
+    }
+    if let Some(task) = http_task {
+        match task.await {
+            Ok(Err(e)) => return Err(StandaloneError::Http(e)),
+            Ok(Ok(())) | Err(_) => {}
+        }
+    }
+    queue_result
+}
+
+async fn run_queue(
+    app: Arc<App>,
+    behaviour: QueueBehaviour,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), StandaloneError> {
+    let queue = app.backup_queue().await?;
+    let slots = Arc::new(Semaphore::new(behaviour.batch_size));
+    let visibility = behaviour.processing_timeout.as_secs().clamp(1, 7 * 86_400) as i32;
+    info!(
+        queue = app.config.backup_queue,
+        ?behaviour,
+        "taking backup requests"
+    );
+    while !*stop.borrow() {
+        // Take only as many messages as there are free slots: none waits hidden unprocessed.
+        let free = slots.available_permits();
+        if free == 0 {
+            tokio::select! {
+                permit = slots.clone().acquire_owned() => drop(permit),
+                _ = stop.wait_for(|s| *s) => break,
+            }
+            continue;
+        }
+        let received = queue
+            .receive_messages(Some(QueueClientReceiveMessagesOptions {
+                number_of_messages: Some(free.min(32) as i32),
+                visibility_timeout: Some(visibility),
+                ..Default::default()
+            }))
+            .await
+            .and_then(|r| r.into_model());
+        let messages = match received {
+            Ok(batch) => batch.items.unwrap_or_default(),
+            Err(e) => {
+                warn!(error = %StorageError::new("receiving backup requests", e), "queue poll failed; retrying");
+                Vec::new()
+            }
+        };
+        if messages.is_empty() {
+            tokio::select! {
+                _ = tokio::time::sleep(behaviour.poll_interval) => {}
+                _ = stop.wait_for(|s| *s) => break,
+            }
+            continue;
+        }
+        for message in messages {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            let (app, behaviour) = (app.clone(), behaviour.clone());
+            tokio::spawn(async move {
+                // Created on start-up above, so this is the cached client.
+                if let Ok(queue) = app.backup_queue().await {
+                    handle_message(&app, queue, &behaviour, message).await;
+                }
+                drop(permit);
+            });
+        }
+    }
+    // Wait for every in-flight message to finish.
+    let _ = slots.acquire_many(behaviour.batch_size as u32).await;
+    info!("queue processing stopped; nothing in flight");
+    Ok(())
+}
+
+async fn handle_message(
+    app: &App,
+    queue: &azure_storage_queue::QueueClient,
+    behaviour: &QueueBehaviour,
+    message: ReceivedMessage,
+) {
+    let (Some(id), Some(receipt)) = (message.message_id.clone(), message.pop_receipt.clone())
+    else {
+        warn!("received a message without id or pop receipt; it will reappear");
+        return;
+    };
+    let raw = message.message_text.unwrap_or_default();
+    let dequeue_count = message.dequeue_count.unwrap_or(1).max(1) as u64;
+    let span = tracing::info_span!("queue_trigger", message_id = %id, dequeue_count);
+    async {
+        // The queue trigger decodes base64; text that is not base64 is handed over as it is.
+        let text = BASE64
+            .decode(raw.trim())
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .unwrap_or_else(|| raw.clone());
+        let delete = || async {
+            queue
+                .delete_message(&id, &receipt, None)
+                .await
+                .during(|| format!("deleting message {id}"))
+        };
+        if dequeue_count > behaviour.max_dequeue_count {
+            // Taken too often without completing (e.g. the worker died each time).
+            move_to_poison(app, &text, &id, delete().await.map(|_| ())).await;
+            return;
+        }
+        let delivery = QueueDelivery {
+            text: text.clone(),
+            message_id: id.clone(),
+            dequeue_count,
+        };
+        match consumer::consume(app, &delivery).await {
+            Ok(outcome) => {
+                if let Err(e) = delete().await {
+                    warn!(error = %e, ?outcome, "processed, but the message could not be deleted; it will be processed again (idempotent)");
+                }
+            }
+            Err(e) if dequeue_count >= behaviour.max_dequeue_count => {
+                error!(error = %e, "failed on its last allowed attempt; moving it to the poison queue");
+                move_to_poison(app, &text, &id, delete().await.map(|_| ())).await;
+            }
+            Err(e) => {
+                warn!(error = %e, "failed; it will be retried");
+                let delay = behaviour.retry_delay.as_secs() as i32;
+                if let Err(e) = queue.update_message(&id, &receipt, delay, None).await {
+                    warn!(error = %StorageError::new("scheduling the retry", e), "the message reappears when its visibility timeout ends");
+                }
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn move_to_poison(app: &App, text: &str, id: &str, deleted: Result<(), StorageError>) {
+    if let Err(e) = deleted {
+        warn!(error = %e, "could not take the message off the queue; not poisoning it twice");
+        return;
+    }
+    if let Err(e) = app.poison(text).await {
+        // Deleted but not poisoned would lose it: log the whole message so it can be requeued.
+        error!(error = %e, message_id = id, message = text, "could not write to the poison queue");
+    }
+}
+
+async fn run_timer(app: Arc<App>, cron: Cron, mut stop: watch::Receiver<bool>) {
+    loop {
+        let now = chrono::Utc::now();
+        let next = match cron.find_next_occurrence(&now, false) {
+            Ok(next) => next,
+            Err(e) => {
+                error!(error = %e, "RECONCILE_SCHEDULE has no next occurrence; the timer stops");
+                return;
+            }
+        };
+        let wait = (next - now).to_std().unwrap_or_default();
+        info!(next = %next, "next reconciliation");
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let scope = app.config.reconcile_containers.clone();
+        // A reconciliation cut short by shutdown is safe: each repair is idempotent.
+        tokio::select! {
+            summary = reconciler::reconcile(&app, scope.as_deref(), false) => {
+                if !summary.succeeded() {
+                    error!(failed = ?summary.failed_containers, error = ?summary.error, "scheduled reconciliation failed");
+                }
+            }
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_json_configures_the_queue_trigger() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("host.json");
+        std::fs::write(
+            &path,
+            r#"{"version":"2.0","functionTimeout":"00:10:00","extensions":{"queues":{"maxDequeueCount":2,"batchSize":4,"visibilityTimeout":"00:00:01.5"}}}"#,
+        )
+        .unwrap();
+        let behaviour = QueueBehaviour::from_host_json(&path).unwrap();
+        assert_eq!(behaviour.max_dequeue_count, 2);
+        assert_eq!(behaviour.batch_size, 4);
+        assert_eq!(behaviour.retry_delay, Duration::from_millis(1500));
+        assert_eq!(behaviour.processing_timeout, Duration::from_secs(600));
+        let missing = QueueBehaviour::from_host_json(&dir.path().join("none.json")).unwrap();
+        assert_eq!(missing.max_dequeue_count, 5);
+        std::fs::write(&path, "{not json").unwrap();
+        assert!(QueueBehaviour::from_host_json(&path).is_err());
+    }
+
+    #[test]
+    fn timespans_and_schedules_are_read() {
+        assert_eq!(parse_timespan("00:00:30"), Some(Duration::from_secs(30)));
+        assert_eq!(
+            parse_timespan("1.00:00:00"),
+            Some(Duration::from_secs(86_400))
+        );
+        assert_eq!(parse_timespan("soon"), None);
+        let daily = Settings::from_pairs([("RECONCILE_SCHEDULE", "0 0 2 * * *")]);
+        assert!(reconcile_schedule(&daily).unwrap().is_some());
+        let five_fields = Settings::from_pairs([("RECONCILE_SCHEDULE", "0 2 * * *")]);
+        assert_eq!(
+            reconcile_schedule(&five_fields).unwrap_err().setting,
+            "RECONCILE_SCHEDULE"
+        );
+    }
+}
