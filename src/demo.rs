@@ -1,20 +1,33 @@
-//! `lakebackup demo`: the whole flow on this machine in one command. Starts Azurite, makes a small
-//! lake with awkward names, serves the functions, calls the producer the way the Functions host
-//! and ADF do, changes the lake, calls again, prints what happened, and stops everything.
+//! `lakebackup demo`: the whole story on this machine in one command. It starts Azurite, makes a
+//! small lake with awkward names, runs the functions (the producer called as the Functions host
+//! and ADF call it, the queue processed as in `lakebackup run`), then has an incident — a blob
+//! corrupted, one deleted — reconciles, restores the container to the instant before the incident,
+//! checks the restore is byte-identical, prints what happened, and stops everything.
 
-use std::{path::Path, sync::Arc};
+use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
 
 use azure_core::http::RequestContent;
+use azure_storage_blob::models::{BlobClientDeleteOptions, DeleteSnapshotsOptionType};
+use futures::TryStreamExt;
 use serde_json::{json, Value};
 use thiserror::Error;
+use time::OffsetDateTime;
 
 use crate::{
     app::App,
     azurite::{Azurite, AzuriteError},
-    functions::producer::FUNCTION_NAME as PRODUCER,
-    host::server,
+    core::naming,
+    functions::{
+        producer::FUNCTION_NAME as PRODUCER,
+        reconciler,
+        restore::{self, RestoreFrom, RestoreRequest},
+    },
+    host::standalone::{self, QueueBehaviour},
     settings::{Settings, SettingsError},
-    storage::{StorageError, StorageResultExt},
+    storage::{
+        listing::{list_backups, list_with_snapshots},
+        StorageError, StorageResultExt,
+    },
 };
 
 /// The sample lake: container → blobs.
@@ -31,6 +44,9 @@ const SAMPLE_LAKE: [(&str, &[&str]); 2] = [
     ),
     ("curated", &["dim/customers.parquet", "fact/sales.parquet"]),
 ];
+const CORRUPTED: &str = "sales/2026/11/orders.csv";
+const DELETED: &str = "ünïcødé/données #1.json";
+const CREATED: &str = "sales/2026/11/returns.csv";
 
 #[derive(Debug, Error)]
 pub enum DemoError {
@@ -46,36 +62,55 @@ pub enum DemoError {
     Check(String),
 }
 
+/// One line of the result table.
 struct Row {
-    step: &'static str,
-    container: String,
-    summary: Value,
+    step: String,
+    container: &'static str,
+    blobs: u64,
+    snapshots: u64,
+    backup_versions: u64,
+    note: String,
 }
 
 /// Runs the demo; prints progress to stderr and the result table to stdout.
 pub async fn run(project_root: &Path) -> Result<(), DemoError> {
-    eprintln!("[1/5] starting Azurite (in memory, free ports)…");
+    let steps = 8;
+    let step = |n: usize, text: &str| eprintln!("[{n}/{steps}] {text}");
+    step(1, "starting Azurite (in memory, free loopback ports)…");
     let azurite = Azurite::start_in(project_root)?;
     let settings = Settings::from_pairs([
         ("SOURCE_STORAGE", azurite.source()),
         ("BACKUP_STORAGE", azurite.backup()),
         ("AzureWebJobsStorage", azurite.jobs()),
+        ("COPY_POLL_INTERVAL_MS", "50".to_owned()),
     ]);
     let app = Arc::new(App::from_settings(&settings)?);
 
-    eprintln!("[2/5] creating the sample lake…");
+    step(
+        2,
+        "creating a sample lake: 2 containers, nested paths, awkward names…",
+    );
     for (container, names) in SAMPLE_LAKE {
-        let client = app.source.container(container)?;
-        client
+        app.source
+            .container(container)?
             .create(None)
             .await
             .during(|| format!("creating container {container}"))?;
         for name in names {
-            upload(&app, container, name, format!("{name} v1").into_bytes()).await?;
+            upload(
+                &app,
+                container,
+                name,
+                format!("{container}/{name}, version 1\n").into_bytes(),
+            )
+            .await?;
         }
     }
 
-    eprintln!("[3/5] serving the functions on a free loopback port…");
+    step(
+        3,
+        "starting the functions: HTTP producer and queue processing (as `lakebackup run`)…",
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| DemoError::Http(e.to_string()))?;
@@ -86,68 +121,170 @@ pub async fn run(project_root: &Path) -> Result<(), DemoError> {
             .map_err(|e| DemoError::Http(e.to_string()))?
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(server::serve(app.clone(), listener, async {
-        let _ = stop_rx.await;
-    }));
+    let behaviour = QueueBehaviour {
+        poll_interval: Duration::from_millis(100),
+        ..QueueBehaviour::default()
+    };
+    let worker = tokio::spawn(standalone::run(
+        app.clone(),
+        behaviour,
+        None,
+        Some(listener),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
     let http = reqwest::Client::new();
-
-    eprintln!("[4/5] calling the producer as the Functions host and ADF would…");
     let mut rows = Vec::new();
-    for (container, _) in SAMPLE_LAKE {
+
+    step(
+        4,
+        "calling the producer as the Functions host (POST) and by hand (GET)…",
+    );
+    for (container, names) in SAMPLE_LAKE {
         let summary = host_invocation(&http, &base, container).await?;
-        rows.push(Row {
-            step: "first run (host POST)",
-            container: container.into(),
-            summary,
-        });
-    }
-    for (container, _) in SAMPLE_LAKE {
-        let summary = forwarded_get(&http, &base, container).await?;
         expect(
             &summary,
             "snapshots_created",
-            0,
-            "a second run with no change",
+            names.len() as u64,
+            "a first run",
         )?;
-        rows.push(Row {
-            step: "again, nothing changed (GET)",
-            container: container.into(),
-            summary,
-        });
+        wait_for_backups(&app, container, names.len() as u64).await?;
+        rows.push(
+            row(
+                &app,
+                "producer, first run",
+                container,
+                "every blob: snapshot + backup",
+            )
+            .await?,
+        );
     }
-    upload(
-        &app,
-        "raw",
-        "sales/2026/11/orders.csv",
-        b"orders v2".to_vec(),
-    )
-    .await?;
-    upload(
-        &app,
-        "raw",
-        "sales/2026/11/returns.csv",
-        b"returns v1".to_vec(),
-    )
-    .await?;
-    let summary = host_invocation(&http, &base, "raw").await?;
+    let summary = forwarded_get(&http, &base, "raw").await?;
     expect(
         &summary,
         "snapshots_created",
-        2,
-        "one changed and one new blob",
+        0,
+        "a second run with no change",
     )?;
-    rows.push(Row {
-        step: "after 1 change + 1 new blob",
-        container: "raw".into(),
-        summary,
-    });
+    rows.push(row(&app, "producer, nothing changed", "raw", "nothing to do").await?);
 
-    eprintln!("[5/5] stopping the server and Azurite…");
+    let before = contents(&app, "raw").await?;
+    // Last-Modified has one-second resolution: keep the incident clearly after the instant.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let instant = OffsetDateTime::now_utc();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    step(
+        5,
+        "an incident: one blob corrupted, one deleted, one created — nobody calls the producer…",
+    );
+    upload(&app, "raw", CORRUPTED, b"\0\0 CORRUPTED \0\0".to_vec()).await?;
+    upload(
+        &app,
+        "raw",
+        CREATED,
+        b"returns, created after the instant\n".to_vec(),
+    )
+    .await?;
+    app.source
+        .container("raw")?
+        .blob_client(DELETED)
+        .delete(Some(BlobClientDeleteOptions {
+            delete_snapshots: Some(DeleteSnapshotsOptionType::Include),
+            ..Default::default()
+        }))
+        .await
+        .during(|| format!("deleting raw/{DELETED}"))?;
+    rows.push(
+        row(
+            &app,
+            "after the incident",
+            "raw",
+            "1 corrupted, 1 deleted, 1 new",
+        )
+        .await?,
+    );
+
+    step(6, "the scheduled reconciler catches up…");
+    let reconciled = reconciler::reconcile(&app, None, false).await;
+    if !reconciled.succeeded() {
+        return Err(DemoError::Check(format!(
+            "reconciliation failed: {:?}",
+            reconciled.error
+        )));
+    }
+    let expected_versions = SAMPLE_LAKE[0].1.len() as u64 + 2;
+    wait_for_backups(&app, "raw", expected_versions).await?;
+    rows.push(
+        row(
+            &app,
+            "reconciler",
+            "raw",
+            &format!(
+                "{} snapshots, {} backup requests",
+                reconciled.total.counts.snapshots_created, reconciled.total.counts.backup_requests
+            ),
+        )
+        .await?,
+    );
+
+    step(
+        7,
+        "restoring raw to the instant before the incident, from the backup account…",
+    );
+    let restored = restore::restore(
+        &app,
+        &RestoreRequest {
+            container: "raw".into(),
+            prefix: None,
+            as_of: Some(instant),
+            from: RestoreFrom::Backup,
+            to_container: None,
+            dry_run: false,
+        },
+    )
+    .await;
+    if !restored.succeeded() {
+        return Err(DemoError::Check(format!(
+            "restore failed: {:?} {:?}",
+            restored.error, restored.actions
+        )));
+    }
+    let after = contents(&app, "raw").await?;
+    for (name, bytes) in &before {
+        if after.get(name) != Some(bytes) {
+            return Err(DemoError::Check(format!(
+                "raw/{name} is not byte-identical after the restore"
+            )));
+        }
+    }
+    rows.push(
+        row(
+            &app,
+            "restore --as-of (backup)",
+            "raw",
+            &format!(
+                "{} restored, {} unchanged, {} newer kept",
+                restored.restored, restored.unchanged, restored.missing_version
+            ),
+        )
+        .await?,
+    );
+
+    step(8, "stopping the functions and Azurite…");
     let _ = stop_tx.send(());
-    let _ = server.await;
+    let _ = worker.await;
     drop(azurite);
 
     print_table(&rows);
+    println!(
+        "\nRestore check: all {} blobs of raw are byte-identical to {}; the blob created later is kept.",
+        before.len(),
+        instant
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    );
     Ok(())
 }
 
@@ -164,6 +301,92 @@ async fn upload(
         .await
         .during(|| format!("uploading {container}/{name}"))?;
     Ok(())
+}
+
+/// Base blob name → content.
+async fn contents(app: &App, container: &str) -> Result<BTreeMap<String, Vec<u8>>, StorageError> {
+    let client = app.source.container(container)?;
+    let pages = list_with_snapshots(&client, container, None)?;
+    futures::pin_mut!(pages);
+    let mut contents = BTreeMap::new();
+    while let Some(page) = pages.try_next().await? {
+        for entry in page.into_iter().filter(|e| e.snapshot.is_none()) {
+            let bytes = client
+                .blob_client(&entry.name)
+                .download(None)
+                .await
+                .during(|| format!("reading {container}/{}", entry.name))?
+                .body
+                .collect()
+                .await
+                .during(|| format!("reading {container}/{}", entry.name))?;
+            contents.insert(entry.name, bytes.to_vec());
+        }
+    }
+    Ok(contents)
+}
+
+/// Complete backup versions of `container`.
+async fn backup_versions(app: &App, container: &str) -> Result<u64, StorageError> {
+    let name = naming::backup_container_name(container, &app.config.backup_container_suffix)
+        .map_err(|e| StorageError::other("naming the backup container", e.to_string()))?;
+    let pages = list_backups(&app.backup.container(&name)?, &name, None)?;
+    futures::pin_mut!(pages);
+    let mut count = 0;
+    loop {
+        match pages.try_next().await {
+            Ok(Some(page)) => {
+                count += page.iter().filter(|b| b.stamped_etag().is_some()).count() as u64
+            }
+            Ok(None) => return Ok(count),
+            Err(e) if e.has_code("ContainerNotFound") => return Ok(0),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn wait_for_backups(app: &App, container: &str, expected: u64) -> Result<(), DemoError> {
+    for _ in 0..300 {
+        let done = backup_versions(app, container).await?;
+        eprint!("\r      queue processing: {done}/{expected} backup versions of {container}   ");
+        if done >= expected {
+            eprintln!();
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!();
+    Err(DemoError::Check(format!(
+        "{container}: fewer than {expected} backup versions after 30 s"
+    )))
+}
+
+async fn row(
+    app: &App,
+    step: &str,
+    container: &'static str,
+    note: &str,
+) -> Result<Row, StorageError> {
+    let client = app.source.container(container)?;
+    let pages = list_with_snapshots(&client, container, None)?;
+    futures::pin_mut!(pages);
+    let (mut blobs, mut snapshots) = (0, 0);
+    while let Some(page) = pages.try_next().await? {
+        for entry in page {
+            match entry.snapshot {
+                Some(_) => snapshots += 1,
+                None => blobs += 1,
+            }
+        }
+    }
+    Ok(Row {
+        step: step.to_owned(),
+        container,
+        blobs,
+        snapshots,
+        backup_versions: backup_versions(app, container).await?,
+        note: note.to_owned(),
+    })
 }
 
 async fn host_invocation(
@@ -223,22 +446,14 @@ fn expect(summary: &Value, field: &str, expected: u64, what: &str) -> Result<(),
 
 fn print_table(rows: &[Row]) {
     println!(
-        "\n{:<30} {:<9} {:>6} {:>10} {:>16}",
-        "step", "container", "blobs", "snapshots", "backup requests"
+        "\n{:<27} {:<9} {:>6} {:>10} {:>16}  what happened",
+        "step", "container", "blobs", "snapshots", "backup versions"
     );
-    println!("{}", "-".repeat(75));
+    println!("{}", "-".repeat(105));
     for row in rows {
-        let number = |field: &str| row.summary[field].as_u64().unwrap_or(0);
         println!(
-            "{:<30} {:<9} {:>6} {:>10} {:>16}",
-            row.step,
-            row.container,
-            number("blobs"),
-            number("snapshots_created"),
-            number("backup_requests")
+            "{:<27} {:<9} {:>6} {:>10} {:>16}  {}",
+            row.step, row.container, row.blobs, row.snapshots, row.backup_versions, row.note
         );
     }
-    println!(
-        "\nEvery new or changed blob got one snapshot and one backup request; unchanged blobs got none."
-    );
 }

@@ -184,9 +184,8 @@ pub async fn run(
         let _ = task.await;
     }
     if let Some(task) = http_task {
-        match task.await {
-            Ok(Err(e)) => return Err(StandaloneError::Http(e)),
-            Ok(Ok(())) | Err(_) => {}
+        if let Ok(Err(e)) = task.await {
+            return Err(StandaloneError::Http(e));
         }
     }
     queue_result
