@@ -184,15 +184,7 @@ async fn run(cli: Cli) -> ExitCode {
                 dry_run,
             };
             let summary = restore::restore(&app, &request).await;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&summary).unwrap_or_default()
-            );
-            if summary.succeeded() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
+            print_summary(&summary, summary.succeeded())
         }
         Command::Reconcile {
             containers,
@@ -204,37 +196,32 @@ async fn run(cli: Cli) -> ExitCode {
                 Some(containers)
             };
             let summary = reconciler::reconcile(&app, scope.as_deref(), dry_run).await;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&summary).unwrap_or_default()
-            );
-            if summary.succeeded() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
+            print_summary(&summary, summary.succeeded())
         }
         Command::Produce { container } => match producer::produce(&app, &container).await {
-            Ok(summary) => {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&summary).unwrap_or_default()
-                );
-                ExitCode::SUCCESS
-            }
+            Ok(summary) => print_summary(&summary, true),
             Err(ProducerError::Storage { source, done }) => {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&done).unwrap_or_default()
-                );
                 eprintln!("lakebackup: {source}");
-                ExitCode::FAILURE
+                print_summary(&done, false)
             }
             Err(e) => {
                 eprintln!("lakebackup: {e}");
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// Prints a command's JSON summary on stdout; the exit code says whether it succeeded.
+fn print_summary(summary: &impl serde::Serialize, succeeded: bool) -> ExitCode {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(summary).unwrap_or_default()
+    );
+    if succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -171,12 +171,7 @@ async fn unreachable_factory_fails_the_invocation_and_releases_the_lease() {
     let setup = Setup::new(1, RunEnd::Succeeded).await;
     let lake = setup.account("SOURCE_STORAGE").container("lake").unwrap();
     support::upload(&lake, "a.csv", b"abc").await;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let endpoint = format!("http://127.0.0.1:{closed}");
+    let endpoint = format!("http://127.0.0.1:{}", support::closed_port());
     let worker = setup.worker(&[("ADF_MANAGEMENT_ENDPOINT", &endpoint)]);
     let request = support::request_for(&lake, "lake", "a.csv").await;
     let (status, reply) = support::deliver(&worker, &request, "adf-down", 1).await;

@@ -294,17 +294,9 @@ async fn unreachable_backup_account_fails_the_invocation_for_a_retry() {
     support::upload(&lake, "a.csv", b"a").await;
     let request = support::request_for(&lake, "lake", "a.csv").await;
     let mut settings = worker::settings(&setup.azurite);
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     settings.insert(
         "BACKUP_STORAGE".into(),
-        format!(
-            "AccountName=backup;AccountKey={};BlobEndpoint=http://127.0.0.1:{closed}/backup",
-            support::azurite::BACKUP_KEY
-        ),
+        support::unreachable_connection("backup", support::azurite::BACKUP_KEY),
     );
     let worker = Worker::serve(&settings);
     let (status, reply) = support::deliver(&worker, &request, "m-retry", 1).await;

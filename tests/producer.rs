@@ -275,16 +275,7 @@ async fn bad_requests_get_json_errors() {
 async fn unreachable_storage_is_a_5xx_with_the_cause_and_no_secret() {
     let azurite = Azurite::start();
     let mut settings = worker::settings(&azurite);
-    // A port nobody listens on: bind one, then let it go.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let unreachable = format!(
-        "AccountName=source;AccountKey={};BlobEndpoint=http://127.0.0.1:{closed}/source",
-        support::azurite::SOURCE_KEY
-    );
+    let unreachable = support::unreachable_connection("source", support::azurite::SOURCE_KEY);
     settings.insert("SOURCE_STORAGE".into(), unreachable);
     let worker = Worker::serve(&settings);
     let (status, res) = invoke(&worker, post_body("lake")).await;

@@ -290,15 +290,7 @@ async fn unreachable_backup_account_fails_loudly_with_partial_results() {
     let lake = Lake::new().await;
     lake.put("a.csv", b"a").await;
     lake.put("b.csv", b"b").await;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let unreachable = format!(
-        "AccountName=backup;AccountKey={};BlobEndpoint=http://127.0.0.1:{closed}/backup",
-        support::azurite::BACKUP_KEY
-    );
+    let unreachable = support::unreachable_connection("backup", support::azurite::BACKUP_KEY);
     let (code, summary) = lake.reconcile(&[], &[("BACKUP_STORAGE", &unreachable)]);
     assert_eq!(code, 1, "{summary}");
     assert_eq!(summary["status"], "failed");

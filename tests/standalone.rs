@@ -156,15 +156,7 @@ async fn failing_and_malformed_messages_end_in_the_poison_queue_unchanged() {
         .unwrap();
 
     // The backup account is unreachable: every attempt at the real request fails.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let unreachable = format!(
-        "AccountName=backup;AccountKey={};BlobEndpoint=http://127.0.0.1:{closed}/backup",
-        support::azurite::BACKUP_KEY
-    );
+    let unreachable = support::unreachable_connection("backup", support::azurite::BACKUP_KEY);
     let runner = lake.start(&[("BACKUP_STORAGE", &unreachable)], &[]);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     let mut poisoned = Vec::new();

@@ -20,36 +20,16 @@ pub fn list_with_snapshots(
     prefix: Option<&str>,
 ) -> Result<impl Stream<Item = Result<Vec<ListedBlob>, StorageError>> + Send + 'static, StorageError>
 {
-    let options = BlobContainerClientListBlobsOptions {
-        include: Some(vec![ListBlobsIncludeItem::Snapshots]),
-        prefix: prefix.map(str::to_owned),
-        ..Default::default()
-    };
-    let operation = format!("listing container {container_name}");
-    let pages = prefetched(
-        container
-            .list_blobs(Some(options))
-            .during(|| operation.clone())?
-            .into_pages(),
-    );
-    Ok(pages
-        .map_err({
-            let operation = operation.clone();
-            move |e| StorageError::new(operation.clone(), e)
-        })
-        .and_then(move |page| {
-            let operation = operation.clone();
-            async move {
-                let page = page.into_model().during(|| operation.clone())?;
-                page.blob_items
-                    .into_iter()
-                    .map(|item| listed_blob(item, &operation))
-                    .collect()
-            }
-        }))
+    list_pages(
+        container,
+        format!("listing container {container_name}"),
+        ListBlobsIncludeItem::Snapshots,
+        prefix,
+        listed_blob,
+    )
 }
 
-fn listed_blob(item: BlobItem, operation: &str) -> Result<ListedBlob, StorageError> {
+fn listed_blob(item: BlobItem, operation: &str) -> Result<Option<ListedBlob>, StorageError> {
     let incomplete = |what: &str| {
         StorageError::other(
             operation.to_owned(),
@@ -58,7 +38,7 @@ fn listed_blob(item: BlobItem, operation: &str) -> Result<ListedBlob, StorageErr
     };
     let name = item.name.ok_or_else(|| incomplete("a name"))?;
     let properties = item.properties.ok_or_else(|| incomplete("properties"))?;
-    Ok(ListedBlob {
+    Ok(Some(ListedBlob {
         etag: properties
             .etag
             .map(|e| e.to_string())
@@ -70,7 +50,7 @@ fn listed_blob(item: BlobItem, operation: &str) -> Result<ListedBlob, StorageErr
         content_md5: properties.content_md5,
         snapshot: item.snapshot.filter(|s| !s.is_empty()),
         name,
-    })
+    }))
 }
 
 /// One backup blob: its name, metadata and content facts.
@@ -99,40 +79,55 @@ pub fn list_backups(
     impl Stream<Item = Result<Vec<ListedBackup>, StorageError>> + Send + 'static,
     StorageError,
 > {
+    list_pages(
+        container,
+        format!("listing backup container {container_name}"),
+        ListBlobsIncludeItem::Metadata,
+        prefix,
+        |item, _| {
+            let properties = item.properties.unwrap_or_default();
+            Ok(item.name.map(|name| ListedBackup {
+                name,
+                metadata: item.metadata.and_then(|m| m.values).unwrap_or_default(),
+                content_length: properties.content_length.unwrap_or(0),
+                content_md5: properties.content_md5,
+            }))
+        },
+    )
+}
+
+/// A blob listing as a stream of pages, each entry turned into `T` by `convert` (`None` skips
+/// it), the next page prefetched.
+fn list_pages<T: Send + 'static>(
+    container: &BlobContainerClient,
+    operation: String,
+    include: ListBlobsIncludeItem,
+    prefix: Option<&str>,
+    convert: fn(BlobItem, &str) -> Result<Option<T>, StorageError>,
+) -> Result<impl Stream<Item = Result<Vec<T>, StorageError>> + Send + 'static, StorageError> {
     let options = BlobContainerClientListBlobsOptions {
-        include: Some(vec![ListBlobsIncludeItem::Metadata]),
+        include: Some(vec![include]),
         prefix: prefix.map(str::to_owned),
         ..Default::default()
     };
-    let operation = format!("listing backup container {container_name}");
     let pages = prefetched(
         container
             .list_blobs(Some(options))
             .during(|| operation.clone())?
             .into_pages(),
     );
+    let failed = operation.clone();
     Ok(pages
-        .map_err({
-            let operation = operation.clone();
-            move |e| StorageError::new(operation.clone(), e)
-        })
+        .map_err(move |e| StorageError::new(failed.clone(), e))
         .and_then(move |page| {
             let operation = operation.clone();
             async move {
                 let page = page.into_model().during(|| operation.clone())?;
-                Ok(page
-                    .blob_items
-                    .into_iter()
-                    .filter_map(|item| {
-                        let properties = item.properties.unwrap_or_default();
-                        Some(ListedBackup {
-                            name: item.name?,
-                            metadata: item.metadata.and_then(|m| m.values).unwrap_or_default(),
-                            content_length: properties.content_length.unwrap_or(0),
-                            content_md5: properties.content_md5,
-                        })
-                    })
-                    .collect())
+                let mut entries = Vec::with_capacity(page.blob_items.len());
+                for item in page.blob_items {
+                    entries.extend(convert(item, &operation)?);
+                }
+                Ok(entries)
             }
         }))
 }

@@ -154,3 +154,19 @@ pub async fn request_for(
     let (etag, _, _) = properties(container, name).await;
     serde_json::json!({"container": container_name, "blob_name": name, "etag": etag}).to_string()
 }
+
+/// A loopback port nobody listens on (bound, then released).
+pub fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// An account-key connection string for `account` whose blob endpoint nobody answers.
+pub fn unreachable_connection(account: &str, key: &str) -> String {
+    format!(
+        "AccountName={account};AccountKey={key};BlobEndpoint=http://127.0.0.1:{}/{account}",
+        closed_port()
+    )
+}
