@@ -6,7 +6,7 @@
 //! (b) the floor: the same list requests (source with snapshots, backup with metadata) fetched
 //!     and discarded without parsing,
 //! (c) the reconcile process's peak RSS.
-//! Each is run three times, interleaved; the table shows medians.
+//! Each is run `BENCH_ROUNDS` times (default 3), interleaved; the table shows medians.
 //!
 //! Run: `scripts/bench.sh` or `cargo bench --bench reconcile -- 10000 100000`.
 
@@ -33,7 +33,14 @@ use lakebackup::{
 
 const CONTAINER: &str = "bench";
 const SEED_CONCURRENCY: usize = 64;
-const ROUNDS: usize = 3;
+/// Rounds per N (`BENCH_ROUNDS`, default 3): reconcile and floor alternate, medians reported.
+fn rounds() -> usize {
+    std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .filter(|&r| r > 0)
+        .unwrap_or(3)
+}
 
 fn main() {
     let sizes: Vec<usize> = std::env::args()
@@ -92,7 +99,7 @@ async fn bench(n: usize) -> Row {
     let mut reconcile_times = Vec::new();
     let mut floor_times = Vec::new();
     let mut peak_rss_kib = 0;
-    for round in 0..ROUNDS {
+    for round in 0..rounds() {
         let (elapsed, rss) = reconcile_once(&settings, n);
         reconcile_times.push(elapsed);
         peak_rss_kib = peak_rss_kib.max(rss);

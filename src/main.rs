@@ -127,7 +127,9 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Serve { port } => {
             let address = SocketAddr::from(([127, 0, 0, 1], port));
             let served = match tokio::net::TcpListener::bind(address).await {
-                Ok(listener) => server::serve(app, listener, shutdown_signal()).await,
+                Ok(listener) => {
+                    server::serve(server::router(app), listener, shutdown_signal()).await
+                }
                 Err(e) => Err(e),
             };
             match served {
@@ -141,7 +143,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Demo => unreachable!("handled before the settings are read"),
         Command::Run { http, host_json } => {
             let prepared = QueueBehaviour::from_host_json(&host_json)
-                .and_then(|b| Ok((b, standalone::reconcile_schedule(&settings)?)));
+                .and_then(|b| Ok((b, Some(standalone::reconcile_schedule(&settings)?))));
             let (behaviour, schedule) = match prepared {
                 Ok(prepared) => prepared,
                 Err(e) => {

@@ -35,15 +35,12 @@ use crate::{
 pub const CONSUMER_FUNCTION: &str = consumer::FUNCTION_NAME;
 pub const RECONCILER_FUNCTION: &str = reconciler::FUNCTION_NAME;
 
+/// Every route the Functions host calls.
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
+    producer_http_router()
         .route(
             &format!("/{}", producer::FUNCTION_NAME),
             post(producer_invocation),
-        )
-        .route(
-            &format!("/api/{}", producer::FUNCTION_NAME),
-            any(producer_forwarded),
         )
         .route(&format!("/{CONSUMER_FUNCTION}"), post(consumer_invocation))
         .route(
@@ -53,16 +50,25 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// Serves on `listener` until `shutdown` completes.
+/// Only the producer as a plain HTTP endpoint (standalone mode): the invocation routes of the
+/// queue and timer functions are for the host alone.
+pub fn producer_http_router() -> Router<Arc<App>> {
+    Router::new().route(
+        &format!("/api/{}", producer::FUNCTION_NAME),
+        any(producer_forwarded),
+    )
+}
+
+/// Serves `routes` on `listener` until `shutdown` completes.
 pub async fn serve(
-    app: Arc<App>,
+    routes: Router,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     if let Ok(address) = listener.local_addr() {
-        tracing::info!(%address, "custom handler listening");
+        tracing::info!(%address, "listening");
     }
-    axum::serve(listener, router(app))
+    axum::serve(listener, routes)
         .with_graceful_shutdown(shutdown)
         .await
 }

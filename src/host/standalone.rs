@@ -137,16 +137,16 @@ fn parse_timespan(text: &str) -> Option<Duration> {
     ))
 }
 
-/// `RECONCILE_SCHEDULE`, a 6-field NCRONTAB expression (seconds first).
-pub fn reconcile_schedule(settings: &Settings) -> Result<Option<Cron>, SettingsError> {
-    let Some(text) = settings.get("RECONCILE_SCHEDULE") else {
-        return Ok(None);
-    };
+/// The reconciler's schedule when `RECONCILE_SCHEDULE` is unset: daily at 02:00 UTC.
+pub const DEFAULT_RECONCILE_SCHEDULE: &str = "0 0 2 * * *";
+
+/// `RECONCILE_SCHEDULE`, a 6-field NCRONTAB expression (seconds first); daily by default.
+pub fn reconcile_schedule(settings: &Settings) -> Result<Cron, SettingsError> {
+    let text = settings.get_or("RECONCILE_SCHEDULE", DEFAULT_RECONCILE_SCHEDULE);
     CronParser::builder()
         .seconds(Seconds::Required)
         .build()
         .parse(text)
-        .map(Some)
         .map_err(|e| {
             SettingsError::new(
                 "RECONCILE_SCHEDULE",
@@ -173,7 +173,8 @@ pub async fn run(
     });
     let http_task = http.map(|listener| {
         let mut stop = stop_rx.clone();
-        tokio::spawn(server::serve(app.clone(), listener, async move {
+        let routes = server::producer_http_router().with_state(app.clone());
+        tokio::spawn(server::serve(routes, listener, async move {
             let _ = stop.wait_for(|s| *s).await;
         }))
     });
@@ -388,8 +389,14 @@ mod tests {
             Some(Duration::from_secs(86_400))
         );
         assert_eq!(parse_timespan("soon"), None);
-        let daily = Settings::from_pairs([("RECONCILE_SCHEDULE", "0 0 2 * * *")]);
-        assert!(reconcile_schedule(&daily).unwrap().is_some());
+        let every_minute = Settings::from_pairs([("RECONCILE_SCHEDULE", "0 * * * * *")]);
+        let next = reconcile_schedule(&every_minute)
+            .unwrap()
+            .find_next_occurrence(&chrono::Utc::now(), false)
+            .unwrap();
+        assert!(next - chrono::Utc::now() <= chrono::Duration::seconds(60));
+        let default = reconcile_schedule(&Settings::default()).unwrap();
+        assert_eq!(default.pattern.to_string(), DEFAULT_RECONCILE_SCHEDULE);
         let five_fields = Settings::from_pairs([("RECONCILE_SCHEDULE", "0 2 * * *")]);
         assert_eq!(
             reconcile_schedule(&five_fields).unwrap_err().setting,
