@@ -22,7 +22,10 @@ use crate::{
         reconciler,
         restore::{self, RestoreFrom, RestoreRequest},
     },
-    host::standalone::{self, QueueBehaviour},
+    host::{
+        server,
+        standalone::{self, QueueBehaviour},
+    },
     settings::{Settings, SettingsError},
     storage::{
         listing::{list_backups, list_with_snapshots},
@@ -109,7 +112,7 @@ pub async fn run(project_root: &Path) -> Result<(), DemoError> {
 
     step(
         3,
-        "starting the functions: HTTP producer and queue processing (as `lakebackup run`)…",
+        "starting the functions: custom handler (as `serve`), queue processing (as `run`)…",
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -120,19 +123,25 @@ pub async fn run(project_root: &Path) -> Result<(), DemoError> {
             .local_addr()
             .map_err(|e| DemoError::Http(e.to_string()))?
     );
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    let handler = tokio::spawn(server::serve(
+        server::router(app.clone()),
+        listener,
+        stopped(stop_rx.clone()),
+    ));
     let behaviour = QueueBehaviour {
         poll_interval: Duration::from_millis(100),
         ..QueueBehaviour::default()
     };
-    let worker = tokio::spawn(standalone::run(
+    let queue_worker = tokio::spawn(standalone::run(
         app.clone(),
         behaviour,
         None,
-        Some(listener),
-        async {
-            let _ = stop_rx.await;
-        },
+        None,
+        stopped(stop_rx),
     ));
     let http = reqwest::Client::new();
     let mut rows = Vec::new();
@@ -273,8 +282,9 @@ pub async fn run(project_root: &Path) -> Result<(), DemoError> {
     );
 
     step(8, "stopping the functions and Azurite…");
-    let _ = stop_tx.send(());
-    let _ = worker.await;
+    let _ = stop_tx.send(true);
+    let _ = handler.await;
+    let _ = queue_worker.await;
     drop(azurite);
 
     print_table(&rows);
