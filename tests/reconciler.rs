@@ -9,7 +9,6 @@ use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use lakebackup::{
     app::App,
     functions::consumer::{self, ConsumerOutcome, QueueDelivery},
-    settings::Settings,
 };
 use serde_json::Value;
 use support::{
@@ -24,16 +23,7 @@ struct Lake {
 
 impl Lake {
     async fn new() -> Lake {
-        let azurite = Azurite::start();
-        let app = App::from_settings(&Settings::from_pairs(worker::settings(&azurite))).unwrap();
-        for container in ["lake", "other"] {
-            app.source
-                .container(container)
-                .unwrap()
-                .create(None)
-                .await
-                .unwrap();
-        }
+        let (azurite, app) = support::app_on_azurite(&["lake", "other"]).await;
         Lake { azurite, app }
     }
 

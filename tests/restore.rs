@@ -14,7 +14,6 @@ use lakebackup::{
         consumer::{self, QueueDelivery},
         producer,
     },
-    settings::Settings,
 };
 use serde_json::Value;
 use support::{worker, Azurite};
@@ -32,14 +31,7 @@ struct Before {
 
 impl Lake {
     async fn new() -> Lake {
-        let azurite = Azurite::start();
-        let app = App::from_settings(&Settings::from_pairs(worker::settings(&azurite))).unwrap();
-        app.source
-            .container("lake")
-            .unwrap()
-            .create(None)
-            .await
-            .unwrap();
+        let (azurite, app) = support::app_on_azurite(&["lake"]).await;
         Lake { azurite, app }
     }
 

@@ -6,7 +6,7 @@ mod support;
 use std::{collections::HashMap, time::Duration};
 
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
-use lakebackup::{app::App, core::message::BackupRequest, functions::producer, settings::Settings};
+use lakebackup::{app::App, core::message::BackupRequest, functions::producer};
 use support::{
     worker::{self, Standalone},
     Azurite,
@@ -20,14 +20,7 @@ struct Lake {
 
 impl Lake {
     async fn new(host_json: &str) -> Lake {
-        let azurite = Azurite::start();
-        let app = App::from_settings(&Settings::from_pairs(worker::settings(&azurite))).unwrap();
-        app.source
-            .container("lake")
-            .unwrap()
-            .create(None)
-            .await
-            .unwrap();
+        let (azurite, app) = support::app_on_azurite(&["lake"]).await;
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("host.json"), host_json).unwrap();
         Lake { azurite, app, dir }

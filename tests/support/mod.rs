@@ -170,3 +170,20 @@ pub fn unreachable_connection(account: &str, key: &str) -> String {
         closed_port()
     )
 }
+
+/// Azurite, the worker's `App` on it (settings as a Function App would have them), and
+/// `containers` created in the source account.
+pub async fn app_on_azurite(containers: &[&str]) -> (Azurite, lakebackup::app::App) {
+    let azurite = Azurite::start();
+    let settings = lakebackup::settings::Settings::from_pairs(worker::settings(&azurite));
+    let app = lakebackup::app::App::from_settings(&settings).unwrap();
+    for container in containers {
+        app.source
+            .container(container)
+            .unwrap()
+            .create(None)
+            .await
+            .unwrap_or_else(|e| panic!("create {container}: {e}"));
+    }
+    (azurite, app)
+}
