@@ -225,7 +225,8 @@ struct CopyJob<'a> {
 
 /// What an existing backup blob turned out to be.
 enum Existing {
-    Complete,
+    /// Complete, as it stands now.
+    Complete(BlobState),
     Absent,
 }
 
@@ -239,8 +240,8 @@ impl CopyJob<'_> {
             .backup
             .container(&self.backup_container)?
             .blob_client(&self.backup_name);
-        if let Existing::Complete = self.settle_existing(&backup).await? {
-            self.stamp(&backup).await?;
+        if let Existing::Complete(existing) = self.settle_existing(&backup).await? {
+            self.stamp(&backup, &existing).await?;
             info!(backup = self.backup_name, "version already backed up");
             return Ok(ConsumerOutcome::AlreadyBackedUp {
                 backup_container: self.backup_container,
@@ -254,8 +255,8 @@ impl CopyJob<'_> {
         if let Some(outcome) = copied {
             return Ok(outcome);
         }
-        self.verify(&backup).await?;
-        self.stamp(&backup).await?;
+        let landed = self.verify(&backup).await?;
+        self.stamp(&backup, &landed).await?;
         info!(backup = self.backup_name, "version backed up");
         Ok(ConsumerOutcome::BackedUp {
             backup_container: self.backup_container,
@@ -290,7 +291,7 @@ impl CopyJob<'_> {
             }
             Some(CopyStatus::Failed | CopyStatus::Aborted) => {}
             _ if existing.content_length == self.state.content_length => {
-                return Ok(Existing::Complete)
+                return Ok(Existing::Complete(existing))
             }
             _ => {}
         }
@@ -342,7 +343,7 @@ impl CopyJob<'_> {
             }
             // Either the source changed or another invocation created the backup first.
             return match self.settle_existing(backup).await? {
-                Existing::Complete => Ok(None),
+                Existing::Complete(_) => Ok(None),
                 Existing::Absent => Ok(Some(outdated(format!(
                     "the blob changed before it could be copied ({})",
                     error.code.unwrap_or_default()
@@ -350,7 +351,7 @@ impl CopyJob<'_> {
             };
         }
         match self.settle_existing(backup).await? {
-            Existing::Complete => Ok(None),
+            Existing::Complete(_) => Ok(None),
             Existing::Absent => Err(ConsumerError::Copy {
                 what: self.backup_what(),
                 detail: "the copy failed and its result was removed".into(),
@@ -420,11 +421,11 @@ impl CopyJob<'_> {
         Ok(None)
     }
 
-    /// The backup exists and has the source version's length.
-    async fn verify(&self, backup: &BlobClient) -> Result<(), ConsumerError> {
+    /// The backup exists and has the source version's length; returns its state.
+    async fn verify(&self, backup: &BlobClient) -> Result<BlobState, ConsumerError> {
         let what = self.backup_what();
         match blob_state(backup, &what).await? {
-            Some(state) if state.content_length == self.state.content_length => Ok(()),
+            Some(state) if state.content_length == self.state.content_length => Ok(state),
             Some(state) => Err(ConsumerError::Copy {
                 what,
                 detail: format!(
@@ -439,17 +440,16 @@ impl CopyJob<'_> {
         }
     }
 
-    /// Writes where the backup came from into its metadata (unless it already says so).
-    async fn stamp(&self, backup: &BlobClient) -> Result<(), ConsumerError> {
+    /// Writes where the backup came from into its metadata, unless `current` (the backup's
+    /// state as just read) already says so.
+    async fn stamp(&self, backup: &BlobClient, current: &BlobState) -> Result<(), ConsumerError> {
         let metadata = source_metadata(self.request, &self.state);
         let what = self.backup_what();
-        if let Some(existing) = blob_state(backup, &what).await? {
-            if metadata
-                .iter()
-                .all(|(k, v)| existing.metadata.get(k) == Some(v))
-            {
-                return Ok(());
-            }
+        if metadata
+            .iter()
+            .all(|(k, v)| current.metadata.get(k) == Some(v))
+        {
+            return Ok(());
         }
         backup
             .set_metadata(&metadata, None)

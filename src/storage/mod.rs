@@ -188,10 +188,7 @@ impl StorageAccount {
 
     /// A client for this account's blob service (listing containers).
     pub fn blob_service(&self) -> Result<BlobServiceClient, StorageError> {
-        let mut url = self.blob_endpoint()?.clone();
-        if let StorageAuth::Sas { query } = &self.connection.auth {
-            url.set_query(Some(query.secret()));
-        }
+        let url = self.with_sas(self.blob_endpoint()?.clone());
         BlobServiceClient::new(
             url,
             self.token_credential.clone(),
@@ -240,6 +237,11 @@ impl StorageAccount {
         if let Ok(mut segments) = url.path_segments_mut() {
             segments.pop_if_empty().push(name);
         }
+        self.with_sas(url)
+    }
+
+    /// `url` carrying the connection's SAS when it has one.
+    fn with_sas(&self, mut url: Url) -> Url {
         if let StorageAuth::Sas { query } = &self.connection.auth {
             url.set_query(Some(query.secret()));
         }
