@@ -23,7 +23,7 @@ use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use futures::StreamExt;
 use lakebackup::{
     azurite::{Azurite, BACKUP_KEY, SOURCE_KEY},
-    core::naming::{self, META_SOURCE_ETAG},
+    core::{naming, stamp::STAMP_ETAG},
     settings::Settings,
     storage::{
         sas::{account_sas, AccountSasGrant},
@@ -154,7 +154,7 @@ async fn seed(source: &StorageAccount, backup: &StorageAccount, n: usize) {
                         RequestContent::from(body.clone()),
                         Some(BlobClientUploadOptions {
                             metadata: Some(HashMap::from([(
-                                META_SOURCE_ETAG.to_owned(),
+                                STAMP_ETAG.to_owned(),
                                 etag.trim_matches('"').to_owned(),
                             )])),
                             ..Default::default()

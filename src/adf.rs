@@ -1,13 +1,17 @@
 //! Azure Data Factory over REST: start a pipeline run and follow it to its end, authenticated with
 //! a bearer token for the management resource from `azure_identity` (managed identity in Azure).
-//! Reference: Data Factory REST API 2018-06-01, Pipelines - Create Run and Pipeline Runs - Get.
+//! A poll that fails transiently (throttled, 5xx, no answer) is retried with backoff until the
+//! run timeout; a run that is not followed to success is cancelled, so it never copies on after
+//! its invocation gave up (and released the source's lease).
+//! Reference: Data Factory REST API 2018-06-01, Pipelines - Create Run, Pipeline Runs - Get and
+//! Pipeline Runs - Cancel.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use azure_core::credentials::TokenCredential;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 use url::Url;
 
 use crate::{
@@ -56,8 +60,15 @@ impl AdfConfig {
         let management_endpoint =
             Url::parse(settings.get_or(endpoint_setting, "https://management.azure.com"))
                 .ok()
-                .filter(|u| matches!(u.scheme(), "http" | "https") && !u.cannot_be_a_base())
-                .ok_or_else(|| SettingsError::new(endpoint_setting, "is not an http(s) URL"))?;
+                .filter(|u| !u.cannot_be_a_base())
+                .filter(|u| u.scheme() == "https" || (u.scheme() == "http" && is_loopback(u)))
+                .ok_or_else(|| {
+                    SettingsError::new(
+                        endpoint_setting,
+                        "is not an https URL (http is allowed only on loopback: a bearer token \
+                         must not travel in clear text)",
+                    )
+                })?;
         Ok(Some(Self {
             management_endpoint,
             subscription_id: value(0),
@@ -72,7 +83,7 @@ impl AdfConfig {
             )?),
             run_timeout: Duration::from_secs(settings.get_number(
                 "ADF_RUN_TIMEOUT_SECONDS",
-                3_600,
+                DEFAULT_RUN_TIMEOUT_SECONDS,
                 1..=86_400,
             )?),
         }))
@@ -108,6 +119,19 @@ impl AdfConfig {
     }
 }
 
+/// `ADF_RUN_TIMEOUT_SECONDS` when unset: a run and its checks fit the default 10-minute
+/// `functionTimeout`.
+pub const DEFAULT_RUN_TIMEOUT_SECONDS: u64 = 480;
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 /// The pipeline's four parameters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PipelineParameters {
@@ -140,8 +164,21 @@ pub enum AdfError {
         status: String,
         message: String,
     },
-    #[error("pipeline run {run_id} did not finish within {waited:?}")]
+    #[error("pipeline run {run_id} did not finish within {waited:?}; it was cancelled")]
     Timeout { run_id: String, waited: Duration },
+    #[error("pipeline run {run_id} was abandoned and cancelled: {reason}")]
+    Abandoned { run_id: String, reason: String },
+}
+
+impl AdfError {
+    /// Worth polling again: throttled, a server error, or no answer.
+    fn is_transient(&self) -> bool {
+        match self {
+            AdfError::Unreachable(_) => true,
+            AdfError::Http { status, .. } => *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -210,20 +247,34 @@ impl AdfClient {
         Ok(reply.run_id)
     }
 
-    /// Polls the run until `Succeeded`, `Failed` or `Cancelled`, or the run timeout.
-    pub async fn wait_for_run(&self, run_id: &str) -> Result<(), AdfError> {
-        const OPERATION: &str = "pipelineruns";
-        let started = tokio::time::Instant::now();
+    /// Follows the run until `Succeeded`; `Failed`/`Cancelled` end it with an error. It is
+    /// cancelled when the run timeout passes or `abandon` resolves (with its reason) first, and
+    /// on any other failure, so that no run outlives the wait for it.
+    pub async fn follow_run(
+        &self,
+        run_id: &str,
+        abandon: impl Future<Output = String>,
+    ) -> Result<(), AdfError> {
+        let result = tokio::select! {
+            result = tokio::time::timeout(self.config.run_timeout, self.wait_for_end(run_id)) => {
+                result.unwrap_or_else(|_| Err(AdfError::Timeout {
+                    run_id: run_id.to_owned(),
+                    waited: self.config.run_timeout,
+                }))
+            }
+            reason = abandon => Err(AdfError::Abandoned { run_id: run_id.to_owned(), reason }),
+        };
+        if matches!(&result, Err(e) if !matches!(e, AdfError::RunEnded { .. })) {
+            if let Err(e) = self.cancel_run(run_id).await {
+                warn!(run_id, error = %e, "could not cancel the pipeline run");
+            }
+        }
+        result
+    }
+
+    async fn wait_for_end(&self, run_id: &str) -> Result<(), AdfError> {
         loop {
-            let url = self.config.factory_url(&["pipelineruns", run_id]);
-            let response = self
-                .http
-                .get(url)
-                .header("authorization", self.bearer().await?)
-                .send()
-                .await
-                .map_err(unreachable)?;
-            let run: PipelineRun = read_json(OPERATION, response).await?;
+            let run = self.poll_with_retries(run_id).await?;
             debug!(run_id, status = run.status, "pipeline run polled");
             match run.status.as_str() {
                 "Succeeded" => return Ok(()),
@@ -234,16 +285,71 @@ impl AdfClient {
                         message: run.message,
                     })
                 }
-                _ => {}
+                _ => tokio::time::sleep(self.config.poll_interval).await,
             }
-            if started.elapsed() >= self.config.run_timeout {
-                return Err(AdfError::Timeout {
-                    run_id: run_id.to_owned(),
-                    waited: self.config.run_timeout,
-                });
-            }
-            tokio::time::sleep(self.config.poll_interval).await;
         }
+    }
+
+    /// One status read; throttling, server errors and silence are retried with backoff
+    /// (`Retry-After` honoured) until the caller's deadline ends the wait.
+    async fn poll_with_retries(&self, run_id: &str) -> Result<PipelineRun, AdfError> {
+        const OPERATION: &str = "pipelineruns";
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let url = self.config.factory_url(&["pipelineruns", run_id]);
+            let sent = self
+                .http
+                .get(url)
+                .header("authorization", self.bearer().await?)
+                .send()
+                .await
+                .map_err(unreachable);
+            let (result, retry_after) = match sent {
+                Ok(response) => {
+                    let retry_after = response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(Duration::from_secs);
+                    (read_json(OPERATION, response).await, retry_after)
+                }
+                Err(e) => (Err(e), None),
+            };
+            match result {
+                Err(e) if e.is_transient() => {
+                    let wait = retry_after.unwrap_or(backoff).min(Duration::from_secs(60));
+                    warn!(run_id, error = %e, ?wait, "polling the pipeline run failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Asks Data Factory to cancel the run.
+    pub async fn cancel_run(&self, run_id: &str) -> Result<(), AdfError> {
+        let url = self.config.factory_url(&["pipelineruns", run_id, "cancel"]);
+        let response = self
+            .http
+            .post(url)
+            .header("authorization", self.bearer().await?)
+            .header("content-length", "0")
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            let body = response.text().await.unwrap_or_default();
+            return Err(AdfError::Http {
+                operation: "cancel",
+                status,
+                body: redact_secrets(&body.chars().take(500).collect::<String>()),
+            });
+        }
+        info!(run_id, "pipeline run cancelled");
+        Ok(())
     }
 }
 
@@ -311,5 +417,24 @@ mod tests {
              Microsoft.DataFactory/factories/factory/pipelines/copy%20blob/createRun?api-version=2018-06-01"
         );
         assert_eq!(config.scope(), "https://management.azure.com/.default");
+    }
+
+    #[test]
+    fn a_token_never_travels_in_clear_text_off_loopback() {
+        let with_endpoint = |endpoint: &str| {
+            AdfConfig::from_settings(&settings(&[
+                ("ADF_SUBSCRIPTION_ID", "sub"),
+                ("ADF_RESOURCE_GROUP", "rg"),
+                ("ADF_FACTORY_NAME", "factory"),
+                ("ADF_PIPELINE_NAME", "copy"),
+                ("ADF_MANAGEMENT_ENDPOINT", endpoint),
+            ]))
+        };
+        assert!(with_endpoint("https://management.usgovcloudapi.net").is_ok());
+        assert!(with_endpoint("http://127.0.0.1:8080").is_ok());
+        assert!(with_endpoint("http://localhost:8080").is_ok());
+        let err = with_endpoint("http://management.example.com").unwrap_err();
+        assert_eq!(err.setting, "ADF_MANAGEMENT_ENDPOINT");
+        assert!(with_endpoint("ftp://127.0.0.1").is_err());
     }
 }

@@ -24,6 +24,10 @@ pub const BACKUP_STORAGE: &str = "BACKUP_STORAGE";
 /// Connection holding the backup-request queue (the Functions host's own storage).
 pub const JOBS_STORAGE: &str = "AzureWebJobsStorage";
 
+/// `COPY_TIMEOUT_SECONDS` when unset: a copy and its checks fit the default 10-minute
+/// `functionTimeout`.
+pub const DEFAULT_COPY_TIMEOUT_SECONDS: u64 = 480;
+
 /// Tunables, with the defaults a Function App gets when it sets nothing.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -59,6 +63,39 @@ pub enum CopyEngine {
 }
 
 impl Config {
+    /// Refuses timeouts that cannot finish inside one invocation of `function_timeout`
+    /// (`None`: unbounded), naming the setting: the host would kill the invocation first, and the
+    /// work would be retried forever.
+    pub fn check_fits_invocation(
+        &self,
+        function_timeout: Option<Duration>,
+    ) -> Result<(), SettingsError> {
+        let Some(limit) = function_timeout else {
+            return Ok(());
+        };
+        // Room for the checks before and after a copy.
+        let margin = (limit / 10).min(Duration::from_secs(60));
+        let mut timeouts = vec![("COPY_TIMEOUT_SECONDS", self.copy_timeout)];
+        if let (CopyEngine::Adf, Some(adf)) = (self.copy_engine, &self.adf) {
+            timeouts.push(("ADF_RUN_TIMEOUT_SECONDS", adf.run_timeout));
+        }
+        for (setting, timeout) in timeouts {
+            if timeout + margin > limit {
+                return Err(SettingsError::new(
+                    setting,
+                    format!(
+                        "is {}s, which with {}s for the checks around a copy does not fit \
+                         host.json's functionTimeout of {}s: lower it or raise functionTimeout",
+                        timeout.as_secs(),
+                        margin.as_secs(),
+                        limit.as_secs()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn from_settings(settings: &Settings) -> Result<Self, SettingsError> {
         let backup_queue = settings
             .get_or("BACKUP_QUEUE_NAME", "backup-requests")
@@ -112,7 +149,7 @@ impl Config {
             use_lease,
             copy_timeout: Duration::from_secs(settings.get_number(
                 "COPY_TIMEOUT_SECONDS",
-                3_600,
+                DEFAULT_COPY_TIMEOUT_SECONDS,
                 1..=86_400,
             )?),
             copy_poll_interval: Duration::from_millis(settings.get_number(
@@ -242,6 +279,12 @@ impl App {
         Ok(())
     }
 
+    /// Until when a copy source URL signed now must stay valid: the longest a copy may take,
+    /// and a few minutes for clock skew.
+    pub fn copy_source_expiry(&self) -> time::OffsetDateTime {
+        time::OffsetDateTime::now_utc() + self.config.copy_timeout + time::Duration::minutes(5)
+    }
+
     /// Puts `text` on `queue` as the queue trigger encodes it (base64); it never expires.
     async fn send_text(
         &self,
@@ -250,22 +293,7 @@ impl App {
         what: &str,
     ) -> Result<(), StorageError> {
         use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
-        let message: RequestContent<QueueMessage, _> = QueueMessage {
-            message_text: Some(BASE64.encode(text)),
-        }
-        .try_into()
-        .during(|| format!("encoding {what}"))?;
-        queue
-            .send_message(
-                message,
-                Some(QueueClientSendMessageOptions {
-                    message_time_to_live: Some(-1),
-                    ..Default::default()
-                }),
-            )
-            .await
-            .during(|| format!("queueing {what}"))?;
-        Ok(())
+        send_raw(queue, BASE64.encode(text), None, what).await
     }
 
     /// Moves a message the consumer cannot act on to the poison queue, unchanged.
@@ -275,6 +303,29 @@ impl App {
             .await
     }
 
+    /// Writes `raw`, a message's text exactly as it was received from the queue, to the poison
+    /// queue byte for byte.
+    pub async fn poison_raw(&self, raw: &str) -> Result<(), StorageError> {
+        let queue = self.poison_queue().await?;
+        send_raw(queue, raw.to_owned(), None, "a message to the poison queue").await
+    }
+
+    /// Puts `request` back on the backup queue, invisible for `delay`: a new message, so waiting
+    /// for another invocation's copy never counts toward the poison threshold.
+    pub async fn defer_backup(
+        &self,
+        request: &BackupRequest,
+        delay: Duration,
+    ) -> Result<(), StorageError> {
+        use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
+        let queue = self.backup_queue().await?;
+        let what = format!(
+            "the deferred backup of {}/{}",
+            request.container, request.blob_name
+        );
+        send_raw(queue, BASE64.encode(request.to_json()), Some(delay), &what).await
+    }
+
     /// Puts one backup request on the queue. It never expires: a request that vanished
     /// unprocessed would be a version never backed up.
     pub async fn enqueue_backup(&self, request: &BackupRequest) -> Result<(), StorageError> {
@@ -282,6 +333,32 @@ impl App {
         let what = format!("the backup of {}/{}", request.container, request.blob_name);
         self.send_text(queue, &request.to_json(), &what).await
     }
+}
+
+/// Puts `text` on `queue` as it is, optionally invisible for `delay`; it never expires.
+async fn send_raw(
+    queue: &QueueClient,
+    text: String,
+    delay: Option<Duration>,
+    what: &str,
+) -> Result<(), StorageError> {
+    let message: RequestContent<QueueMessage, _> = QueueMessage {
+        message_text: Some(text),
+    }
+    .try_into()
+    .during(|| format!("encoding {what}"))?;
+    queue
+        .send_message(
+            message,
+            Some(QueueClientSendMessageOptions {
+                message_time_to_live: Some(-1),
+                visibility_timeout: delay.map(|d| d.as_secs().min(7 * 86_400) as i32),
+                ..Default::default()
+            }),
+        )
+        .await
+        .during(|| format!("queueing {what}"))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -302,6 +379,22 @@ mod tests {
             let err = Config::from_settings(&Settings::from_pairs([(name, value)])).unwrap_err();
             assert_eq!(err.setting, name);
         }
+    }
+
+    #[test]
+    fn copy_timeouts_must_fit_the_function_timeout() {
+        let defaults = Config::from_settings(&Settings::default()).unwrap();
+        defaults
+            .check_fits_invocation(Some(Duration::from_secs(600)))
+            .unwrap();
+        defaults.check_fits_invocation(None).unwrap();
+        let hour = Config::from_settings(&Settings::from_pairs([("COPY_TIMEOUT_SECONDS", "3600")]))
+            .unwrap();
+        let err = hour
+            .check_fits_invocation(Some(Duration::from_secs(600)))
+            .unwrap_err();
+        assert_eq!(err.setting, "COPY_TIMEOUT_SECONDS");
+        hour.check_fits_invocation(None).unwrap();
     }
 
     #[test]

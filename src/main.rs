@@ -125,6 +125,18 @@ async fn run(cli: Cli) -> ExitCode {
     };
     match cli.command {
         Command::Serve { port } => {
+            // The host runs the handler in the app's folder, beside its host.json.
+            let fits = standalone::function_timeout_of(std::path::Path::new("host.json"))
+                .map_err(|e| e.to_string())
+                .and_then(|limit| {
+                    app.config
+                        .check_fits_invocation(limit)
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(e) = fits {
+                eprintln!("lakebackup: {e}");
+                return ExitCode::from(2);
+            }
             let address = SocketAddr::from(([127, 0, 0, 1], port));
             let served = match tokio::net::TcpListener::bind(address).await {
                 Ok(listener) => {
@@ -142,8 +154,15 @@ async fn run(cli: Cli) -> ExitCode {
         }
         Command::Demo => unreachable!("handled before the settings are read"),
         Command::Run { http, host_json } => {
-            let prepared = QueueBehaviour::from_host_json(&host_json)
-                .and_then(|b| Ok((b, Some(standalone::reconcile_schedule(&settings)?))));
+            let prepared = QueueBehaviour::from_host_json(&host_json).and_then(|mut b| {
+                b.visibility_window = std::time::Duration::from_secs(settings.get_number(
+                    "RUN_VISIBILITY_SECONDS",
+                    600,
+                    2..=7 * 86_400,
+                )?);
+                app.config.check_fits_invocation(b.function_timeout)?;
+                Ok((b, Some(standalone::reconcile_schedule(&settings)?)))
+            });
             let (behaviour, schedule) = match prepared {
                 Ok(prepared) => prepared,
                 Err(e) => {

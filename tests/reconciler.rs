@@ -55,6 +55,7 @@ impl Lake {
 
     async fn consume(&self, text: &str) -> ConsumerOutcome {
         let delivery = QueueDelivery {
+            raw: None,
             text: text.to_owned(),
             message_id: "test".into(),
             dequeue_count: 1,

@@ -45,6 +45,7 @@ impl Lake {
         let queue = self.app.jobs.queue("backup-requests").unwrap();
         for text in support::drain_queue(&queue).await {
             let delivery = QueueDelivery {
+                raw: None,
                 text: String::from_utf8(BASE64.decode(text).unwrap()).unwrap(),
                 message_id: "m".into(),
                 dequeue_count: 1,

@@ -15,6 +15,14 @@ pub struct BackupRequest {
     pub container: String,
     pub blob_name: String,
     pub etag: String,
+    /// How often the consumer put this request back because another invocation was copying the
+    /// same version (lease mode); absent in a first request, so the contract stays the seed's.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub deferrals: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl BackupRequest {
@@ -23,6 +31,7 @@ impl BackupRequest {
             container: container.to_owned(),
             blob_name: blob_name.to_owned(),
             etag: normalize_etag(etag).to_owned(),
+            deferrals: 0,
         }
     }
 

@@ -7,3 +7,4 @@ pub mod etag;
 pub mod message;
 pub mod naming;
 pub mod restore_plan;
+pub mod stamp;

@@ -16,15 +16,6 @@ pub const MAX_BLOB_NAME_CHARS: usize = 1024;
 /// Azure's limits on a container name, in characters.
 pub const CONTAINER_NAME_CHARS: std::ops::RangeInclusive<usize> = 3..=63;
 
-/// Metadata stamped on every backup version, saying where it came from; restore and reconcile
-/// read it. The stamp is written after the copy is verified, so it also marks a complete backup.
-pub const META_SOURCE_CONTAINER: &str = "source_container";
-/// Percent-encoded: metadata values are ASCII.
-pub const META_SOURCE_BLOB: &str = "source_blob";
-pub const META_SOURCE_ETAG: &str = "source_etag";
-/// RFC 3339.
-pub const META_SOURCE_LAST_MODIFIED: &str = "source_last_modified";
-
 const TIMESTAMP_FORMAT: &[BorrowedFormatItem<'static>] =
     format_description!("[year][month][day]T[hour][minute][second]Z");
 /// `_YYYYMMDDTHHMMSSZ_`: the marker between stem and ETag.
@@ -131,6 +122,11 @@ pub fn backup_blob_name(
         });
     }
     Ok(backup)
+}
+
+/// The prefix every backup name of `name` starts with (`{stem}_`), to list one blob's backups.
+pub fn backup_name_prefix(name: &str) -> String {
+    format!("{}_", split_extension(name).0)
 }
 
 /// What a backup name says about the version it holds.

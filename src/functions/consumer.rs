@@ -1,26 +1,30 @@
 //! `QueueCreateBlobBackupADFv2`: turn one backup request into one immutable backup version.
 //!
-//! A request names `(container, blob_name, etag)`. It is outdated when the source blob is gone or
-//! has another ETag (a newer request or the reconciler covers the newer version). Otherwise the
-//! version is copied — by an ADF pipeline run or a direct server-side copy — to its own backup
-//! name, verified, and stamped with metadata saying where it came from.
+//! A request names `(container, blob_name, etag)`. The version is copied — by a direct
+//! server-side copy or an ADF pipeline run — to its own backup name. The direct copy carries the
+//! stamp (bookkeeping metadata, beside the source's own) in the copy request itself, so a backup
+//! is complete and stamped at once or does not exist. An ADF copy is judged before it is stamped.
+//!
+//! When the blob has moved on, the request is not simply "outdated": a backup already under that
+//! version's name is settled first (waited for, verified and stamped, or removed when it holds
+//! another version), and a version that lives on in a snapshot is backed up from the snapshot.
 //!
 //! Outcomes: a message that can never succeed (not the contract, invalid names) is moved to the
 //! poison queue unchanged and the invocation succeeds; a transient failure fails the invocation so
 //! the host retries it. No path drops a request silently.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use azure_storage_blob::{
-    models::{BlobClientDeleteOptions, BlobClientStartCopyFromUrlOptions, CopyStatus},
+    models::{BlobClientDeleteOptions, BlobClientSetMetadataOptions, CopyStatus},
     BlobClient,
 };
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use futures::TryStreamExt;
 use serde::Serialize;
 use serde_json::Value;
 use thiserror::Error;
-use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+use time::OffsetDateTime;
 use tracing::{info, warn, Instrument};
 
 use crate::{
@@ -29,33 +33,38 @@ use crate::{
     core::{
         etag::{normalize_etag, quoted_etag},
         message::BackupRequest,
-        naming::{
-            self, META_SOURCE_BLOB, META_SOURCE_CONTAINER, META_SOURCE_ETAG,
-            META_SOURCE_LAST_MODIFIED,
-        },
+        naming,
+        stamp::Stamp,
     },
     storage::{
-        blobs::{blob_state, wait_for_copy, BlobState},
+        blobs::{
+            blob_state, copy_version, wait_for_copy, BlobState, CopyStart, MAX_SYNC_COPY_BYTES,
+        },
         lease::HeldLease,
+        listing::{find_snapshot, list_backups},
         StorageError, StorageResultExt,
     },
 };
 
 pub const FUNCTION_NAME: &str = "QueueCreateBlobBackupADFv2";
 
-/// Everything but letters, digits and `-._~/` is encoded, so the name reads back exactly.
-const METADATA_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~')
-    .remove(b'/');
+/// How long a request waits for another invocation's lease on the same blob before it is put
+/// back on the queue.
+const LEASE_WAIT: Duration = Duration::from_secs(30);
+/// How long a deferred request stays invisible.
+const DEFER_DELAY: Duration = Duration::from_secs(60);
+/// After this many deferrals a busy blob fails like any other failure (and can end poisoned):
+/// a lease held for hours is not another invocation's copy.
+const MAX_DEFERRALS: u32 = 30;
 
 /// One queue message as the trigger delivers it.
 #[derive(Debug, Clone)]
 pub struct QueueDelivery {
     /// The message text, decoded from the queue's base64 by the host.
     pub text: String,
+    /// The text exactly as it was on the queue, when the caller has it (`lakebackup run`): the
+    /// poison copy is then byte-identical.
+    pub raw: Option<String>,
     pub message_id: String,
     pub dequeue_count: u64,
 }
@@ -67,6 +76,9 @@ pub enum ConsumerOutcome {
     BackedUp {
         backup_container: String,
         backup_name: String,
+        /// Set when the blob had moved on and the version was copied from its snapshot.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from_snapshot: Option<String>,
     },
     AlreadyBackedUp {
         backup_container: String,
@@ -74,6 +86,16 @@ pub enum ConsumerOutcome {
     },
     Outdated {
         reason: String,
+    },
+    /// The source is in the archive tier: it cannot be read until it is rehydrated.
+    Archived {
+        tier: String,
+        reason: String,
+    },
+    /// Another invocation holds the lease on this blob; the request was put back on the queue.
+    Deferred {
+        reason: String,
+        deferrals: u32,
     },
     Poisoned {
         reason: String,
@@ -164,44 +186,589 @@ async fn poison(
     delivery: &QueueDelivery,
     reason: String,
 ) -> Result<ConsumerOutcome, ConsumerError> {
-    app.poison(&delivery.text).await?;
+    match &delivery.raw {
+        Some(raw) => app.poison_raw(raw).await?,
+        None => app.poison(&delivery.text).await?,
+    }
     warn!(reason, "message moved to the poison queue unchanged");
     Ok(ConsumerOutcome::Poisoned { reason })
 }
 
+/// Decides from the facts as they are now; a copy refused by a condition (409/412) means the
+/// facts changed under it, so they are read once more.
 async fn back_up(app: &App, request: &BackupRequest) -> Result<ConsumerOutcome, Failure> {
-    let etag = normalize_etag(&request.etag);
     let backup_container =
         naming::backup_container_name(&request.container, &app.config.backup_container_suffix)
             .map_err(|e| Failure::Rejected(e.to_string()))?;
-    let source_what = format!("{}/{}", request.container, request.blob_name);
-    let source = Arc::new(
-        app.source
-            .container(&request.container)?
-            .blob_client(&request.blob_name),
-    );
-    let state = match blob_state(&source, &source_what).await? {
-        Some(state) if state.etag == etag => state,
-        Some(state) => {
-            return Ok(outdated(format!(
-                "the blob changed: its ETag is now {}, not {etag}",
-                state.etag
-            )))
-        }
-        None => return Ok(outdated("the blob no longer exists".into())),
-    };
-    let backup_name = naming::backup_blob_name(&request.blob_name, state.last_modified, etag)
-        .map_err(|e| Failure::Rejected(e.to_string()))?;
-    let job = CopyJob {
+    let job = Job {
         app,
         request,
-        source,
-        source_what,
-        state,
+        etag: normalize_etag(&request.etag).to_owned(),
         backup_container,
-        backup_name,
     };
-    Ok(job.run().await?)
+    match job.attempt().await {
+        Err(Failure::Retry(ConsumerError::Storage(e))) if is_condition_conflict(&e) => {
+            info!(error = %e, "a condition refused the copy; reading the facts again");
+            job.attempt().await
+        }
+        other => other,
+    }
+}
+
+fn is_condition_conflict(error: &StorageError) -> bool {
+    matches!(error.status, Some(409 | 412)) && !error.has_code("BlobArchived")
+}
+
+/// One exact version of a blob, as the copy needs it.
+#[derive(Debug, Clone)]
+struct Version {
+    last_modified: OffsetDateTime,
+    content_length: u64,
+    content_md5: Option<Vec<u8>>,
+    /// The source's own metadata, kept on the backup.
+    metadata: HashMap<String, String>,
+    /// `None`: the current blob; `Some`: its snapshot of that id.
+    snapshot: Option<String>,
+}
+
+/// What an existing blob under a version's backup name turned out to be.
+enum Settled {
+    /// Complete and stamped as that version.
+    Complete,
+    Absent,
+    /// Unstamped, and nothing can tell which version it holds: left alone, counted by nothing.
+    Unverifiable,
+}
+
+/// Whether a blob holds a given version, judged by what the service records.
+#[derive(Debug, PartialEq, Eq)]
+enum Judgement {
+    Same,
+    Different,
+    Unknown,
+}
+
+/// `source_unchanged`: the source has carried the version's ETag from before the copy until now,
+/// so whatever landed under the version's name was read from that version.
+fn judge(landed: &BlobState, version: &Version, source_unchanged: bool) -> Judgement {
+    if landed.content_length != version.content_length {
+        return Judgement::Different;
+    }
+    match (&landed.content_md5, &version.content_md5) {
+        (Some(a), Some(b)) if !a.is_empty() && !b.is_empty() => {
+            if a == b {
+                Judgement::Same
+            } else {
+                Judgement::Different
+            }
+        }
+        _ if source_unchanged => Judgement::Same,
+        _ => Judgement::Unknown,
+    }
+}
+
+struct Job<'a> {
+    app: &'a App,
+    request: &'a BackupRequest,
+    /// Without quotes.
+    etag: String,
+    backup_container: String,
+}
+
+impl Job<'_> {
+    fn source_what(&self) -> String {
+        format!("{}/{}", self.request.container, self.request.blob_name)
+    }
+
+    fn source(&self) -> Result<BlobClient, StorageError> {
+        Ok(self
+            .app
+            .source
+            .container(&self.request.container)?
+            .blob_client(&self.request.blob_name))
+    }
+
+    fn stamp(&self, version: &Version) -> Stamp {
+        Stamp::new(
+            &self.request.container,
+            &self.request.blob_name,
+            &self.etag,
+            version.last_modified,
+        )
+    }
+
+    fn backup_name(&self, version: &Version) -> Result<String, Failure> {
+        naming::backup_blob_name(&self.request.blob_name, version.last_modified, &self.etag)
+            .map_err(|e| Failure::Rejected(e.to_string()))
+    }
+
+    fn backup_client(&self, name: &str) -> Result<BlobClient, StorageError> {
+        Ok(self
+            .app
+            .backup
+            .container(&self.backup_container)?
+            .blob_client(name))
+    }
+
+    fn backup_what(&self, name: &str) -> String {
+        format!("{}/{name}", self.backup_container)
+    }
+
+    fn backed_up(&self, name: String, from_snapshot: Option<String>) -> ConsumerOutcome {
+        info!(backup = name, from_snapshot, "version backed up");
+        ConsumerOutcome::BackedUp {
+            backup_container: self.backup_container.clone(),
+            backup_name: name,
+            from_snapshot,
+        }
+    }
+
+    fn already(&self, name: String) -> ConsumerOutcome {
+        info!(backup = name, "version already backed up");
+        ConsumerOutcome::AlreadyBackedUp {
+            backup_container: self.backup_container.clone(),
+            backup_name: name,
+        }
+    }
+
+    async fn attempt(&self) -> Result<ConsumerOutcome, Failure> {
+        let source = self.source()?;
+        match blob_state(&source, &self.source_what()).await? {
+            Some(state) if state.etag == self.etag => self.back_up_current(source, state).await,
+            Some(state) => {
+                let reason = format!(
+                    "the blob changed: its ETag is now {}, not {}",
+                    state.etag, self.etag
+                );
+                self.back_up_past(reason).await
+            }
+            None => self.back_up_past("the blob no longer exists".into()).await,
+        }
+    }
+
+    /// The source still carries the requested version.
+    async fn back_up_current(
+        &self,
+        source: BlobClient,
+        state: BlobState,
+    ) -> Result<ConsumerOutcome, Failure> {
+        let version = Version {
+            last_modified: state.last_modified,
+            content_length: state.content_length,
+            content_md5: state.content_md5.clone(),
+            metadata: state.metadata.clone(),
+            snapshot: None,
+        };
+        let name = self.backup_name(&version)?;
+        self.app
+            .ensure_backup_container(&self.backup_container)
+            .await?;
+        let backup = self.backup_client(&name)?;
+        if let Settled::Complete = self.settle(&backup, &name, Some(&version), true).await? {
+            return Ok(self.already(name));
+        }
+        if state.is_archived() {
+            return Ok(archived(&state));
+        }
+        match self.app.config.copy_engine {
+            CopyEngine::Direct => self.copy_direct(&backup, name, &version).await,
+            CopyEngine::Adf => {
+                self.copy_with_adf(Arc::new(source), &backup, name, &version)
+                    .await
+            }
+        }
+    }
+
+    /// The source moved on (or is gone). Settles a backup already under this version's name,
+    /// and backs the version up from a snapshot of it when one exists; otherwise it is outdated.
+    async fn back_up_past(&self, reason: String) -> Result<ConsumerOutcome, Failure> {
+        let container = self.app.source.container(&self.request.container)?;
+        let snapshot = match find_snapshot(
+            &container,
+            &self.request.container,
+            &self.request.blob_name,
+            &self.etag,
+        )
+        .await
+        {
+            Ok(snapshot) => snapshot,
+            Err(e) if e.has_code("ContainerNotFound") => None,
+            Err(e) => return Err(e.into()),
+        };
+        let version = snapshot.map(|s| Version {
+            last_modified: s.last_modified,
+            content_length: s.content_length,
+            content_md5: s.content_md5,
+            metadata: s.metadata,
+            snapshot: Some(s.snapshot),
+        });
+        let existing = match &version {
+            Some(version) => Some(self.backup_name(version)?),
+            None => self.find_backup_by_name().await?,
+        };
+        if let Some(name) = &existing {
+            let backup = self.backup_client(name)?;
+            match self.settle(&backup, name, version.as_ref(), false).await? {
+                Settled::Complete => return Ok(self.already(name.clone())),
+                Settled::Absent => {}
+                Settled::Unverifiable => {
+                    return Ok(outdated(format!(
+                        "{reason}; an unstamped copy under its backup name {name} cannot be \
+                         verified without the version, and is left alone"
+                    )))
+                }
+            }
+        }
+        match (version, self.app.config.copy_engine) {
+            (Some(version), CopyEngine::Direct) => {
+                let name = self.backup_name(&version)?;
+                self.app
+                    .ensure_backup_container(&self.backup_container)
+                    .await?;
+                let backup = self.backup_client(&name)?;
+                self.copy_direct(&backup, name, &version).await
+            }
+            // The pipeline copies a blob by name; it cannot address a snapshot.
+            _ => Ok(outdated(reason)),
+        }
+    }
+
+    /// A backup of this version whose name is not known from the source any more (no snapshot
+    /// of it): listed by the name's prefix, matched by what the name says.
+    async fn find_backup_by_name(&self) -> Result<Option<String>, StorageError> {
+        let client = self.app.backup.container(&self.backup_container)?;
+        let prefix = naming::backup_name_prefix(&self.request.blob_name);
+        let pages = list_backups(&client, &self.backup_container, Some(&prefix))?;
+        futures::pin_mut!(pages);
+        loop {
+            match pages.try_next().await {
+                Ok(Some(page)) => {
+                    if let Some(found) = page.into_iter().find(|b| {
+                        naming::parse_backup_blob_name(&b.name).is_ok_and(|p| {
+                            p.source_name == self.request.blob_name && p.etag == self.etag
+                        })
+                    }) {
+                        return Ok(Some(found.name));
+                    }
+                }
+                Ok(None) => return Ok(None),
+                Err(e) if e.has_code("ContainerNotFound") => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// What stands under a version's backup name now: a copy still pending is waited for; a
+    /// failed one, or one that holds another version, is removed (If-Match on its own ETag);
+    /// an unstamped one that holds this version is stamped. `version` is what to judge by
+    /// (`None`: only a stamp proves anything); `source_unchanged` as for [`judge`].
+    async fn settle(
+        &self,
+        backup: &BlobClient,
+        name: &str,
+        version: Option<&Version>,
+        source_unchanged: bool,
+    ) -> Result<Settled, ConsumerError> {
+        let what = self.backup_what(name);
+        let config = &self.app.config;
+        let waited = wait_for_copy(
+            backup,
+            &what,
+            config.copy_timeout,
+            config.copy_poll_interval,
+        )
+        .await?;
+        let Some(existing) = waited else {
+            return Ok(Settled::Absent);
+        };
+        if existing.copy_status == Some(CopyStatus::Pending) {
+            return Err(ConsumerError::Copy {
+                what,
+                detail: "a copy to it is still pending".into(),
+            });
+        }
+        if !existing.copy_complete() {
+            self.remove(backup, &existing, &what, "an incomplete copy")
+                .await?;
+            return Ok(Settled::Absent);
+        }
+        let stamp_etag = crate::core::stamp::stamped_etag(&existing.metadata);
+        if stamp_etag == Some(self.etag.as_str()) {
+            return Ok(Settled::Complete);
+        }
+        // Unstamped: landed by ADF, or by an earlier release between its copy and its stamp.
+        let Some(version) = version else {
+            return Ok(Settled::Unverifiable);
+        };
+        match judge(&existing, version, source_unchanged) {
+            Judgement::Same => {
+                self.write_stamp(backup, &existing, version, &what).await?;
+                Ok(Settled::Complete)
+            }
+            Judgement::Different => {
+                self.remove(backup, &existing, &what, "a copy of another version")
+                    .await?;
+                Ok(Settled::Absent)
+            }
+            Judgement::Unknown => Ok(Settled::Unverifiable),
+        }
+    }
+
+    async fn remove(
+        &self,
+        backup: &BlobClient,
+        existing: &BlobState,
+        what: &str,
+        why: &str,
+    ) -> Result<(), StorageError> {
+        warn!(backup = what, status = ?existing.copy_status, length = existing.content_length, why, "removing a backup blob that is not this version");
+        match backup
+            .delete(Some(BlobClientDeleteOptions {
+                if_match: Some(quoted_etag(&existing.etag).into()),
+                ..Default::default()
+            }))
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Changed or removed meanwhile by another invocation: judged again next time.
+            Err(e) if e.http_status() == Some(azure_core::http::StatusCode::NotFound) => Ok(()),
+            Err(e) => Err(StorageError::new(format!("removing {why} at {what}"), e)),
+        }
+    }
+
+    /// Stamps a backup judged to hold `version`, only if it is still the blob that was judged.
+    async fn write_stamp(
+        &self,
+        backup: &BlobClient,
+        judged: &BlobState,
+        version: &Version,
+        what: &str,
+    ) -> Result<(), StorageError> {
+        let metadata = self.stamp(version).backup_metadata(&version.metadata);
+        backup
+            .set_metadata(
+                &metadata,
+                Some(BlobClientSetMetadataOptions {
+                    if_match: Some(quoted_etag(&judged.etag).into()),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .during(|| format!("stamping {what}"))?;
+        Ok(())
+    }
+
+    /// Server-side copy of exactly this version with its stamp, in one request: synchronous up to
+    /// 256 MiB, asynchronous above (the stamp still travels with the request; the backup counts
+    /// once its copy status is `success`).
+    async fn copy_direct(
+        &self,
+        backup: &BlobClient,
+        name: String,
+        version: &Version,
+    ) -> Result<ConsumerOutcome, Failure> {
+        let what = self.backup_what(&name);
+        let source_url = self.app.source.readable_blob_url(
+            &self.request.container,
+            &self.request.blob_name,
+            version.snapshot.as_deref(),
+            self.app.copy_source_expiry(),
+        )?;
+        let metadata = self.stamp(version).backup_metadata(&version.metadata);
+        let sync = version.content_length <= MAX_SYNC_COPY_BYTES;
+        let started = copy_version(backup, &source_url, &self.etag, metadata, sync, &what).await;
+        match started {
+            Ok(CopyStart::Done) => Ok(self.backed_up(name, version.snapshot.clone())),
+            Ok(CopyStart::Pending) => {
+                let config = &self.app.config;
+                let landed = wait_for_copy(
+                    backup,
+                    &what,
+                    config.copy_timeout,
+                    config.copy_poll_interval,
+                )
+                .await?;
+                match landed {
+                    Some(state) if state.copy_status == Some(CopyStatus::Success) => {
+                        Ok(self.backed_up(name, version.snapshot.clone()))
+                    }
+                    Some(state) if state.copy_status == Some(CopyStatus::Pending) => {
+                        Err(Failure::Retry(ConsumerError::Copy {
+                            what,
+                            detail: format!(
+                                "still pending after {}s (COPY_TIMEOUT_SECONDS)",
+                                config.copy_timeout.as_secs()
+                            ),
+                        }))
+                    }
+                    Some(state) => {
+                        self.remove(backup, &state, &what, "a failed copy").await?;
+                        Err(Failure::Retry(ConsumerError::Copy {
+                            what,
+                            detail: format!(
+                                "the copy ended {:?}: {}; its result was removed",
+                                state.copy_status,
+                                state.copy_status_description.unwrap_or_default()
+                            ),
+                        }))
+                    }
+                    None => Err(Failure::Retry(ConsumerError::Copy {
+                        what,
+                        detail: "the copy's destination vanished".into(),
+                    })),
+                }
+            }
+            Err(e) if e.has_code("BlobArchived") => Ok(ConsumerOutcome::Archived {
+                tier: "Archive".into(),
+                reason: format!("the service refused to copy an archived blob ({e})"),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Triggers the pipeline and follows its run, holding a lease on the source throughout when
+    /// lease mode is on (released on every path; a lost lease abandons and cancels the run).
+    /// What landed is then judged against the version before it is stamped.
+    async fn copy_with_adf(
+        &self,
+        source: Arc<BlobClient>,
+        backup: &BlobClient,
+        name: String,
+        version: &Version,
+    ) -> Result<ConsumerOutcome, Failure> {
+        let what = self.backup_what(&name);
+        let Some(adf) = &self.app.adf else {
+            return Err(Failure::Retry(ConsumerError::Copy {
+                what,
+                detail: "the ADF engine is selected but not configured".into(),
+            }));
+        };
+        let lease = if self.app.config.use_lease {
+            match self.lease_source(&source, backup, &name).await? {
+                Leased::Held(lease) => Some(lease),
+                Leased::Done(outcome) => return Ok(outcome),
+            }
+        } else {
+            None
+        };
+        let parameters = PipelineParameters {
+            container: self.request.container.clone(),
+            container_backup: self.backup_container.clone(),
+            blob_name: self.request.blob_name.clone(),
+            blob_name_backup: name.clone(),
+        };
+        let run = async {
+            let run_id = adf.create_run(&parameters).await?;
+            match &lease {
+                Some(lease) => adf.follow_run(&run_id, lease.lost()).await,
+                None => adf.follow_run(&run_id, std::future::pending()).await,
+            }
+        }
+        .await;
+        let released = match lease {
+            Some(lease) => lease.release().await,
+            None => Ok(()),
+        };
+        run?;
+        released?;
+        // ETags never repeat: a source that carries the version's ETag now carried it throughout.
+        let now = blob_state(&source, &self.source_what()).await?;
+        let source_unchanged = now.as_ref().is_some_and(|s| s.etag == self.etag);
+        let Some(landed) = blob_state(backup, &what).await? else {
+            return Err(Failure::Retry(ConsumerError::Copy {
+                what,
+                detail: "the pipeline run succeeded but the backup does not exist".into(),
+            }));
+        };
+        match judge(&landed, version, source_unchanged) {
+            Judgement::Same => {
+                self.write_stamp(backup, &landed, version, &what).await?;
+                Ok(self.backed_up(name, None))
+            }
+            Judgement::Different if source_unchanged => {
+                self.remove(backup, &landed, &what, "an incomplete copy")
+                    .await?;
+                Err(Failure::Retry(ConsumerError::Copy {
+                    what,
+                    detail: format!(
+                        "it has {} bytes, the source version {}; it was removed",
+                        landed.content_length, version.content_length
+                    ),
+                }))
+            }
+            Judgement::Different => {
+                self.remove(backup, &landed, &what, "a copy of a newer version")
+                    .await?;
+                Ok(outdated(
+                    "the blob changed while the pipeline copied it; its copy held the newer \
+                     version and was removed"
+                        .into(),
+                ))
+            }
+            Judgement::Unknown => Ok(outdated(format!(
+                "the blob changed while the pipeline copied it, and without an MD5 the copy at \
+                 {what} cannot be verified: it is left unstamped, so nothing counts it"
+            ))),
+        }
+    }
+
+    /// Leases the source for the run. A lease held by someone else is usually another invocation
+    /// copying the same version: wait for it a little, then put the request back on the queue
+    /// rather than fail toward poison.
+    async fn lease_source(
+        &self,
+        source: &Arc<BlobClient>,
+        backup: &BlobClient,
+        name: &str,
+    ) -> Result<Leased, Failure> {
+        let deadline = tokio::time::Instant::now() + LEASE_WAIT;
+        loop {
+            match HeldLease::acquire(source.clone(), &self.etag, &self.source_what()).await {
+                Ok(lease) => return Ok(Leased::Held(lease)),
+                Err(e) if e.has_code("LeaseAlreadyPresent") => {}
+                Err(e) => return Err(e.into()),
+            }
+            // Another invocation may have finished this very version meanwhile.
+            if let Some(state) = blob_state(backup, &self.backup_what(name)).await? {
+                if state.copy_complete()
+                    && crate::core::stamp::stamped_etag(&state.metadata) == Some(self.etag.as_str())
+                {
+                    return Ok(Leased::Done(self.already(name.to_owned())));
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let deferrals = self.request.deferrals + 1;
+        if deferrals > MAX_DEFERRALS {
+            return Err(Failure::Retry(ConsumerError::Copy {
+                what: self.source_what(),
+                detail: format!(
+                    "the source has been leased by someone else through {MAX_DEFERRALS} deferrals"
+                ),
+            }));
+        }
+        let mut again = self.request.clone();
+        again.deferrals = deferrals;
+        self.app.defer_backup(&again, DEFER_DELAY).await?;
+        let reason = format!(
+            "the source is leased by another invocation (usually one copying this version); \
+             the request was put back on the queue for {}s",
+            DEFER_DELAY.as_secs()
+        );
+        info!(deferrals, "{reason}");
+        Ok(Leased::Done(ConsumerOutcome::Deferred {
+            reason,
+            deferrals,
+        }))
+    }
+}
+
+enum Leased {
+    Held(HeldLease),
+    Done(ConsumerOutcome),
 }
 
 fn outdated(reason: String) -> ConsumerOutcome {
@@ -212,269 +779,14 @@ fn outdated(reason: String) -> ConsumerOutcome {
     ConsumerOutcome::Outdated { reason }
 }
 
-/// One version on its way to the backup account.
-struct CopyJob<'a> {
-    app: &'a App,
-    request: &'a BackupRequest,
-    source: Arc<BlobClient>,
-    source_what: String,
-    state: BlobState,
-    backup_container: String,
-    backup_name: String,
-}
-
-/// What an existing backup blob turned out to be.
-enum Existing {
-    /// Complete, as it stands now.
-    Complete(BlobState),
-    Absent,
-}
-
-impl CopyJob<'_> {
-    async fn run(self) -> Result<ConsumerOutcome, ConsumerError> {
-        self.app
-            .ensure_backup_container(&self.backup_container)
-            .await?;
-        let backup = self
-            .app
-            .backup
-            .container(&self.backup_container)?
-            .blob_client(&self.backup_name);
-        if let Existing::Complete(existing) = self.settle_existing(&backup).await? {
-            self.stamp(&backup, &existing).await?;
-            info!(backup = self.backup_name, "version already backed up");
-            return Ok(ConsumerOutcome::AlreadyBackedUp {
-                backup_container: self.backup_container,
-                backup_name: self.backup_name,
-            });
-        }
-        let copied = match self.app.config.copy_engine {
-            CopyEngine::Direct => self.copy_direct(&backup).await?,
-            CopyEngine::Adf => self.copy_with_adf(&backup).await?,
-        };
-        if let Some(outcome) = copied {
-            return Ok(outcome);
-        }
-        let landed = self.verify(&backup).await?;
-        self.stamp(&backup, &landed).await?;
-        info!(backup = self.backup_name, "version backed up");
-        Ok(ConsumerOutcome::BackedUp {
-            backup_container: self.backup_container,
-            backup_name: self.backup_name,
-        })
-    }
-
-    fn backup_what(&self) -> String {
-        format!("{}/{}", self.backup_container, self.backup_name)
-    }
-
-    /// Waits out a copy another invocation has in flight; removes a failed or wrong-length one.
-    async fn settle_existing(&self, backup: &BlobClient) -> Result<Existing, ConsumerError> {
-        let what = self.backup_what();
-        let config = &self.app.config;
-        let waited = wait_for_copy(
-            backup,
-            &what,
-            config.copy_timeout,
-            config.copy_poll_interval,
-        )
-        .await?;
-        let Some(existing) = waited else {
-            return Ok(Existing::Absent);
-        };
-        match existing.copy_status {
-            Some(CopyStatus::Pending) => {
-                return Err(ConsumerError::Copy {
-                    what,
-                    detail: "a copy to it is still pending".into(),
-                })
-            }
-            Some(CopyStatus::Failed | CopyStatus::Aborted) => {}
-            _ if existing.content_length == self.state.content_length => {
-                return Ok(Existing::Complete(existing))
-            }
-            _ => {}
-        }
-        warn!(
-            backup = what,
-            status = ?existing.copy_status,
-            length = existing.content_length,
-            "removing an incomplete backup before copying again"
-        );
-        backup
-            .delete(Some(BlobClientDeleteOptions {
-                if_match: Some(quoted_etag(&existing.etag).into()),
-                ..Default::default()
-            }))
-            .await
-            .during(|| format!("removing incomplete backup {what}"))?;
-        Ok(Existing::Absent)
-    }
-
-    /// Server-side copy of exactly the requested version: the source condition refuses any
-    /// other, and `If-None-Match: *` refuses to overwrite a backup that appeared meanwhile.
-    async fn copy_direct(
-        &self,
-        backup: &BlobClient,
-    ) -> Result<Option<ConsumerOutcome>, ConsumerError> {
-        let expiry =
-            OffsetDateTime::now_utc() + self.app.config.copy_timeout + time::Duration::minutes(15);
-        let source_url = self.app.source.readable_blob_url(
-            &self.request.container,
-            &self.request.blob_name,
-            expiry,
-        )?;
-        let started = backup
-            .start_copy_from_url(
-                source_url.to_string(),
-                Some(BlobClientStartCopyFromUrlOptions {
-                    source_if_match: Some(quoted_etag(&self.state.etag).into()),
-                    if_none_match: Some("*".into()),
-                    ..Default::default()
-                }),
-            )
-            .await;
-        if let Err(e) = started {
-            let error = StorageError::new(format!("copying to {}", self.backup_what()), e);
-            if !(error.is_status(azure_core::http::StatusCode::PreconditionFailed)
-                || error.is_status(azure_core::http::StatusCode::Conflict))
-            {
-                return Err(error.into());
-            }
-            // Either the source changed or another invocation created the backup first.
-            return match self.settle_existing(backup).await? {
-                Existing::Complete(_) => Ok(None),
-                Existing::Absent => Ok(Some(outdated(format!(
-                    "the blob changed before it could be copied ({})",
-                    error.code.unwrap_or_default()
-                )))),
-            };
-        }
-        match self.settle_existing(backup).await? {
-            Existing::Complete(_) => Ok(None),
-            Existing::Absent => Err(ConsumerError::Copy {
-                what: self.backup_what(),
-                detail: "the copy failed and its result was removed".into(),
-            }),
-        }
-    }
-
-    /// Triggers the pipeline and follows its run, holding a lease on the source throughout when
-    /// lease mode is on; the lease is released on every path.
-    async fn copy_with_adf(
-        &self,
-        backup: &BlobClient,
-    ) -> Result<Option<ConsumerOutcome>, ConsumerError> {
-        let Some(adf) = &self.app.adf else {
-            return Err(ConsumerError::Copy {
-                what: self.backup_what(),
-                detail: "the ADF engine is selected but not configured".into(),
-            });
-        };
-        let lease = if self.app.config.use_lease {
-            match HeldLease::acquire(self.source.clone(), &self.state.etag, &self.source_what).await
-            {
-                Ok(lease) => Some(lease),
-                Err(e) if e.is_status(azure_core::http::StatusCode::PreconditionFailed) => {
-                    return Ok(Some(outdated(
-                        "the blob changed before it could be leased".into(),
-                    )))
-                }
-                Err(e) => return Err(e.into()),
-            }
-        } else {
-            None
-        };
-        let parameters = PipelineParameters {
-            container: self.request.container.clone(),
-            container_backup: self.backup_container.clone(),
-            blob_name: self.request.blob_name.clone(),
-            blob_name_backup: self.backup_name.clone(),
-        };
-        let run = async {
-            let run_id = adf.create_run(&parameters).await?;
-            adf.wait_for_run(&run_id).await
-        }
-        .await;
-        let released = match lease {
-            Some(lease) => lease.release().await,
-            None => Ok(()),
-        };
-        run?;
-        released?;
-        if !self.app.config.use_lease {
-            // Unleased, ADF copies whatever is current when it runs: make sure that was still
-            // this version, or the backup would hold newer content under this version's name.
-            let now = blob_state(&self.source, &self.source_what).await?;
-            if now.as_ref().map(|s| s.etag.as_str()) != Some(self.state.etag.as_str()) {
-                backup.delete(None).await.during(|| {
-                    format!(
-                        "removing a backup of the wrong version {}",
-                        self.backup_what()
-                    )
-                })?;
-                return Ok(Some(outdated(
-                    "the blob changed while the pipeline copied it; its copy was removed".into(),
-                )));
-            }
-        }
-        Ok(None)
-    }
-
-    /// The backup exists and has the source version's length; returns its state.
-    async fn verify(&self, backup: &BlobClient) -> Result<BlobState, ConsumerError> {
-        let what = self.backup_what();
-        match blob_state(backup, &what).await? {
-            Some(state) if state.content_length == self.state.content_length => Ok(state),
-            Some(state) => Err(ConsumerError::Copy {
-                what,
-                detail: format!(
-                    "it has {} bytes, the source version {}",
-                    state.content_length, self.state.content_length
-                ),
-            }),
-            None => Err(ConsumerError::Copy {
-                what,
-                detail: "the copy reported success but the backup does not exist".into(),
-            }),
-        }
-    }
-
-    /// Writes where the backup came from into its metadata, unless `current` (the backup's
-    /// state as just read) already says so.
-    async fn stamp(&self, backup: &BlobClient, current: &BlobState) -> Result<(), ConsumerError> {
-        let metadata = source_metadata(self.request, &self.state);
-        let what = self.backup_what();
-        if metadata
-            .iter()
-            .all(|(k, v)| current.metadata.get(k) == Some(v))
-        {
-            return Ok(());
-        }
-        backup
-            .set_metadata(&metadata, None)
-            .await
-            .during(|| format!("stamping metadata on {what}"))?;
-        Ok(())
-    }
-}
-
-fn source_metadata(request: &BackupRequest, state: &BlobState) -> HashMap<String, String> {
-    HashMap::from([
-        (META_SOURCE_CONTAINER.to_owned(), request.container.clone()),
-        (
-            META_SOURCE_BLOB.to_owned(),
-            utf8_percent_encode(&request.blob_name, METADATA_ENCODE).to_string(),
-        ),
-        (META_SOURCE_ETAG.to_owned(), state.etag.clone()),
-        (
-            META_SOURCE_LAST_MODIFIED.to_owned(),
-            state
-                .last_modified
-                .format(&Rfc3339)
-                .unwrap_or_else(|_| state.last_modified.to_string()),
-        ),
-    ])
+fn archived(state: &BlobState) -> ConsumerOutcome {
+    let tier = state.access_tier.clone().unwrap_or_default();
+    let reason =
+        "the blob is in the archive tier; rehydrate it (or wait for its rehydration) and the \
+         next reconciliation backs it up"
+            .to_owned();
+    warn!(tier, reason, "source archived; not backed up");
+    ConsumerOutcome::Archived { tier, reason }
 }
 
 /// The message text from a queue trigger's binding value: a string (possibly JSON-quoted once
@@ -536,27 +848,57 @@ mod tests {
         assert_eq!(message_text(&object), object.to_string());
     }
 
-    #[test]
-    fn metadata_names_the_source_in_ascii() {
-        let request = BackupRequest::new("lake", "dir/ünï cødé \"q\".csv", "0x1");
-        let state = BlobState {
-            etag: "0x1".into(),
+    fn version(length: u64, md5: Option<&[u8]>) -> Version {
+        Version {
             last_modified: time::macros::datetime!(2026-11-24 14:17:34 UTC),
-            content_length: 3,
-            content_md5: None,
+            content_length: length,
+            content_md5: md5.map(<[u8]>::to_vec),
+            metadata: HashMap::new(),
+            snapshot: None,
+        }
+    }
+
+    fn landed(length: u64, md5: Option<&[u8]>) -> BlobState {
+        BlobState {
+            etag: "0xB".into(),
+            last_modified: time::macros::datetime!(2026-11-24 14:17:40 UTC),
+            content_length: length,
+            content_md5: md5.map(<[u8]>::to_vec),
             metadata: HashMap::new(),
             copy_status: None,
             copy_status_description: None,
-        };
-        let metadata = source_metadata(&request, &state);
-        let encoded = &metadata[META_SOURCE_BLOB];
-        assert!(encoded.is_ascii());
+            access_tier: None,
+        }
+    }
+
+    #[test]
+    fn a_landed_copy_is_judged_by_length_and_a_real_md5_only() {
+        let md5: &[u8] = b"0123456789abcdef";
+        let other: &[u8] = b"fedcba9876543210";
         assert_eq!(
-            percent_encoding::percent_decode_str(encoded)
-                .decode_utf8()
-                .unwrap(),
-            request.blob_name
+            judge(&landed(3, None), &version(4, None), true),
+            Judgement::Different
         );
-        assert_eq!(metadata[META_SOURCE_LAST_MODIFIED], "2026-11-24T14:17:34Z");
+        assert_eq!(
+            judge(&landed(3, Some(md5)), &version(3, Some(md5)), false),
+            Judgement::Same
+        );
+        assert_eq!(
+            judge(&landed(3, Some(other)), &version(3, Some(md5)), true),
+            Judgement::Different
+        );
+        // Same length, no digest: only an unchanged source vouches for it.
+        assert_eq!(
+            judge(&landed(3, None), &version(3, Some(md5)), false),
+            Judgement::Unknown
+        );
+        assert_eq!(
+            judge(&landed(3, Some(b"")), &version(3, Some(b"")), false),
+            Judgement::Unknown
+        );
+        assert_eq!(
+            judge(&landed(3, None), &version(3, None), true),
+            Judgement::Same
+        );
     }
 }

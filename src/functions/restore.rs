@@ -18,8 +18,9 @@ use crate::{
     app::App,
     core::{
         diff::ListedBlob,
-        naming::{self, META_SOURCE_LAST_MODIFIED},
+        naming,
         restore_plan::{plan, version_at, Plan, TargetBlob, Version, VersionSource},
+        stamp,
     },
     storage::{
         blobs::{blob_state, wait_for_copy},
@@ -347,11 +348,8 @@ async fn backup_choices(
                     continue;
                 }
             }
-            let last_modified = backup
-                .metadata
-                .get(META_SOURCE_LAST_MODIFIED)
-                .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
-                .unwrap_or(parsed.last_modified);
+            let last_modified =
+                stamp::stamped_last_modified(&backup.metadata).unwrap_or(parsed.last_modified);
             let version = Version {
                 etag: parsed.etag,
                 last_modified,
@@ -406,11 +404,8 @@ async fn copy_back(
     let expiry = OffsetDateTime::now_utc() + app.config.copy_timeout + time::Duration::minutes(15);
     let source_url: Url = match &version.source {
         VersionSource::Snapshot(id) => {
-            let mut url = app
-                .source
-                .readable_blob_url(&request.container, blob, expiry)?;
-            url.query_pairs_mut().append_pair("snapshot", id);
-            url
+            app.source
+                .readable_blob_url(&request.container, blob, Some(id), expiry)?
         }
         VersionSource::Backup(name) => {
             let backup_container = naming::backup_container_name(
@@ -419,7 +414,7 @@ async fn copy_back(
             )
             .unwrap_or_default();
             app.backup
-                .readable_blob_url(&backup_container, name, expiry)?
+                .readable_blob_url(&backup_container, name, None, expiry)?
         }
         VersionSource::Base => return Ok(()),
     };

@@ -208,6 +208,7 @@ async fn consumer_invocation(State(app): State<Arc<App>>, body: Bytes) -> Respon
     };
     let delivery = QueueDelivery {
         text: consumer::message_text(&trigger.message),
+        raw: None,
         message_id: trigger.message_id,
         dequeue_count: trigger.dequeue_count,
     };

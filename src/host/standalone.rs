@@ -7,6 +7,12 @@
 //! - the timer: the reconciler on `RECONCILE_SCHEDULE` (6-field NCRONTAB);
 //! - the HTTP trigger: the producer at `/api/HttpSnapshotIncBackupContainerProducer`.
 //!
+//! Like the host, it keeps a taken message hidden for a window (`RUN_VISIBILITY_SECONDS`, 10
+//! minutes as the host's) and renews that window at its half while the invocation runs, so a long
+//! copy is never taken twice; and like the host it ends an invocation at `functionTimeout`
+//! (`-1`: never). A message to poison is written to the poison queue, byte for byte as received,
+//! before it is deleted.
+//!
 //! On shutdown it stops taking messages and lets in-flight ones finish (their leases are released
 //! by the consumer); a message never taken stays on the queue, so nothing is lost.
 
@@ -43,8 +49,11 @@ pub struct QueueBehaviour {
     pub batch_size: usize,
     /// `extensions.queues.visibilityTimeout` (default 0): how long a failed message waits.
     pub retry_delay: Duration,
-    /// How long a taken message stays hidden while it is processed (`functionTimeout`).
-    pub processing_timeout: Duration,
+    /// How long one invocation may run (`functionTimeout`; `None` for `-1`, unbounded).
+    pub function_timeout: Option<Duration>,
+    /// How long a taken message stays hidden before its window is renewed
+    /// (`RUN_VISIBILITY_SECONDS`; renewed at half, while the invocation runs).
+    pub visibility_window: Duration,
     /// `extensions.queues.maxPollingInterval` (default 1 s here): wait when the queue is empty.
     pub poll_interval: Duration,
 }
@@ -55,7 +64,8 @@ impl Default for QueueBehaviour {
             max_dequeue_count: 5,
             batch_size: 16,
             retry_delay: Duration::ZERO,
-            processing_timeout: Duration::from_secs(600),
+            function_timeout: Some(Duration::from_secs(600)),
+            visibility_window: Duration::from_secs(600),
             poll_interval: Duration::from_secs(1),
         }
     }
@@ -107,11 +117,31 @@ impl QueueBehaviour {
         if let Some(interval) = timespan(&queues["maxPollingInterval"], "maxPollingInterval")? {
             behaviour.poll_interval = interval.max(Duration::from_millis(100));
         }
-        if let Some(timeout) = timespan(&host["functionTimeout"], "functionTimeout")? {
-            behaviour.processing_timeout = timeout.max(Duration::from_secs(1));
-        }
+        behaviour.function_timeout = function_timeout(&host)
+            .map_err(|reason| host_json_error(path, reason))?
+            .unwrap_or(behaviour.function_timeout);
         Ok(behaviour)
     }
+}
+
+/// `functionTimeout` of a parsed host.json: `None` when absent, `Some(None)` for `-1`
+/// (unbounded), else the duration.
+fn function_timeout(host: &Value) -> Result<Option<Option<Duration>>, String> {
+    match &host["functionTimeout"] {
+        Value::Null => Ok(None),
+        Value::String(text) if text.trim() == "-1" => Ok(Some(None)),
+        Value::String(text) => parse_timespan(text)
+            .filter(|d| !d.is_zero())
+            .map(|d| Some(Some(d)))
+            .ok_or_else(|| "functionTimeout is not hh:mm:ss or -1".to_owned()),
+        _ => Err("functionTimeout is not a string (hh:mm:ss or -1)".to_owned()),
+    }
+}
+
+/// `functionTimeout` from the host.json at `path` (the host's default of 10 minutes when the
+/// file or the field is absent; `None` for `-1`).
+pub fn function_timeout_of(path: &Path) -> Result<Option<Duration>, StandaloneError> {
+    Ok(QueueBehaviour::from_host_json(path)?.function_timeout)
 }
 
 fn host_json_error(path: &Path, reason: String) -> StandaloneError {
@@ -123,6 +153,9 @@ fn host_json_error(path: &Path, reason: String) -> StandaloneError {
 
 /// `hh:mm:ss` (optionally `d.hh:mm:ss`), the .NET TimeSpan form host.json uses.
 fn parse_timespan(text: &str) -> Option<Duration> {
+    if text.contains('-') {
+        return None;
+    }
     let (days, clock) = match text.split_once('.') {
         Some((d, rest)) if rest.contains(':') && !d.contains(':') => (d.parse::<u64>().ok()?, rest),
         _ => (0, text),
@@ -132,9 +165,10 @@ fn parse_timespan(text: &str) -> Option<Duration> {
         .map(|p| p.parse().ok())
         .collect::<Option<_>>()?;
     let [h, m, s] = parts[..] else { return None };
-    Some(Duration::from_secs_f64(
-        days as f64 * 86_400.0 + h * 3600.0 + m * 60.0 + s,
-    ))
+    if [h, m, s].iter().any(|p| !p.is_finite() || *p < 0.0) {
+        return None;
+    }
+    Duration::try_from_secs_f64(days as f64 * 86_400.0 + h * 3600.0 + m * 60.0 + s).ok()
 }
 
 /// The reconciler's schedule when `RECONCILE_SCHEDULE` is unset: daily at 02:00 UTC.
@@ -199,7 +233,7 @@ async fn run_queue(
 ) -> Result<(), StandaloneError> {
     let queue = app.backup_queue().await?;
     let slots = Arc::new(Semaphore::new(behaviour.batch_size));
-    let visibility = behaviour.processing_timeout.as_secs().clamp(1, 7 * 86_400) as i32;
+    let visibility = window_seconds(&behaviour);
     info!(
         queue = app.config.backup_queue,
         ?behaviour,
@@ -257,6 +291,72 @@ async fn run_queue(
     Ok(())
 }
 
+fn window_seconds(behaviour: &QueueBehaviour) -> i32 {
+    behaviour.visibility_window.as_secs().clamp(1, 7 * 86_400) as i32
+}
+
+/// A taken message's pop receipt, renewed with its visibility while the invocation runs.
+struct TakenMessage {
+    id: String,
+    receipt: tokio::sync::Mutex<String>,
+}
+
+impl TakenMessage {
+    async fn receipt(&self) -> String {
+        self.receipt.lock().await.clone()
+    }
+
+    /// Hides the message for `seconds` more; the service answers with a new pop receipt.
+    async fn extend(
+        &self,
+        queue: &azure_storage_queue::QueueClient,
+        seconds: i32,
+    ) -> Result<(), StorageError> {
+        let mut receipt = self.receipt.lock().await;
+        let response = queue
+            .update_message(&self.id, &receipt, seconds, None)
+            .await
+            .during(|| format!("extending the visibility of message {}", self.id))?;
+        if let Some(new) = response.headers().get_optional_str(
+            &azure_core::http::headers::HeaderName::from_static("x-ms-popreceipt"),
+        ) {
+            *receipt = new.to_owned();
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, queue: &azure_storage_queue::QueueClient) -> Result<(), StorageError> {
+        let receipt = self.receipt().await;
+        queue
+            .delete_message(&self.id, &receipt, None)
+            .await
+            .during(|| format!("deleting message {}", self.id))?;
+        Ok(())
+    }
+}
+
+/// Keeps `message` hidden while `work` runs, as the host does, renewing at half the window.
+async fn while_hidden<T>(
+    queue: &azure_storage_queue::QueueClient,
+    message: &TakenMessage,
+    behaviour: &QueueBehaviour,
+    work: impl Future<Output = T>,
+) -> T {
+    let seconds = window_seconds(behaviour);
+    let renew = async {
+        loop {
+            tokio::time::sleep(Duration::from_secs(seconds as u64) / 2).await;
+            if let Err(e) = message.extend(queue, seconds).await {
+                warn!(error = %e, "could not renew the message's visibility; it may be taken again");
+            }
+        }
+    };
+    tokio::select! {
+        result = work => result,
+        _ = renew => unreachable!("renewing never ends"),
+    }
+}
+
 async fn handle_message(
     app: &App,
     queue: &azure_storage_queue::QueueClient,
@@ -268,47 +368,59 @@ async fn handle_message(
         warn!("received a message without id or pop receipt; it will reappear");
         return;
     };
+    let taken = TakenMessage {
+        id: id.clone(),
+        receipt: tokio::sync::Mutex::new(receipt),
+    };
     let raw = message.message_text.unwrap_or_default();
     let dequeue_count = message.dequeue_count.unwrap_or(1).max(1) as u64;
     let span = tracing::info_span!("queue_trigger", message_id = %id, dequeue_count);
     async {
+        if dequeue_count > behaviour.max_dequeue_count {
+            // Taken too often without completing (e.g. the worker died each time).
+            move_to_poison(app, queue, &taken, &raw).await;
+            return;
+        }
         // The queue trigger decodes base64; text that is not base64 is handed over as it is.
         let text = BASE64
             .decode(raw.trim())
             .ok()
             .and_then(|bytes| String::from_utf8(bytes).ok())
             .unwrap_or_else(|| raw.clone());
-        let delete = || async {
-            queue
-                .delete_message(&id, &receipt, None)
-                .await
-                .during(|| format!("deleting message {id}"))
-        };
-        if dequeue_count > behaviour.max_dequeue_count {
-            // Taken too often without completing (e.g. the worker died each time).
-            move_to_poison(app, &text, &id, delete().await.map(|_| ())).await;
-            return;
-        }
         let delivery = QueueDelivery {
-            text: text.clone(),
+            text,
+            raw: Some(raw.clone()),
             message_id: id.clone(),
             dequeue_count,
         };
-        match consumer::consume(app, &delivery).await {
+        let invocation = async {
+            match behaviour.function_timeout {
+                Some(limit) => tokio::time::timeout(limit, consumer::consume(app, &delivery))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(consumer::ConsumerError::Copy {
+                            what: "the invocation".into(),
+                            detail: format!("functionTimeout ({limit:?}) reached"),
+                        })
+                    }),
+                None => consumer::consume(app, &delivery).await,
+            }
+        };
+        match while_hidden(queue, &taken, behaviour, invocation).await {
             Ok(outcome) => {
-                if let Err(e) = delete().await {
+                if let Err(e) = taken.delete(queue).await {
                     warn!(error = %e, ?outcome, "processed, but the message could not be deleted; it will be processed again (idempotent)");
                 }
             }
             Err(e) if dequeue_count >= behaviour.max_dequeue_count => {
                 error!(error = %e, "failed on its last allowed attempt; moving it to the poison queue");
-                move_to_poison(app, &text, &id, delete().await.map(|_| ())).await;
+                move_to_poison(app, queue, &taken, &raw).await;
             }
             Err(e) => {
                 warn!(error = %e, "failed; it will be retried");
                 let delay = behaviour.retry_delay.as_secs() as i32;
-                if let Err(e) = queue.update_message(&id, &receipt, delay, None).await {
-                    warn!(error = %StorageError::new("scheduling the retry", e), "the message reappears when its visibility timeout ends");
+                if let Err(e) = taken.extend(queue, delay).await {
+                    warn!(error = %e, "the message reappears when its visibility timeout ends");
                 }
             }
         }
@@ -317,14 +429,20 @@ async fn handle_message(
     .await
 }
 
-async fn move_to_poison(app: &App, text: &str, id: &str, deleted: Result<(), StorageError>) {
-    if let Err(e) = deleted {
-        warn!(error = %e, "could not take the message off the queue; not poisoning it twice");
+/// Writes the message, exactly as received, to the poison queue, and only then deletes it: a
+/// failure in between leaves a duplicate, never a loss.
+async fn move_to_poison(
+    app: &App,
+    queue: &azure_storage_queue::QueueClient,
+    taken: &TakenMessage,
+    raw: &str,
+) {
+    if let Err(e) = app.poison_raw(raw).await {
+        error!(error = %e, message_id = taken.id, "could not write to the poison queue; the message stays on its queue and reappears");
         return;
     }
-    if let Err(e) = app.poison(text).await {
-        // Deleted but not poisoned would lose it: log the whole message so it can be requeued.
-        error!(error = %e, message_id = id, message = text, "could not write to the poison queue");
+    if let Err(e) = taken.delete(queue).await {
+        warn!(error = %e, message_id = taken.id, "poisoned, but the original could not be deleted; it may be poisoned twice");
     }
 }
 
@@ -374,11 +492,28 @@ mod tests {
         assert_eq!(behaviour.max_dequeue_count, 2);
         assert_eq!(behaviour.batch_size, 4);
         assert_eq!(behaviour.retry_delay, Duration::from_millis(1500));
-        assert_eq!(behaviour.processing_timeout, Duration::from_secs(600));
+        assert_eq!(behaviour.function_timeout, Some(Duration::from_secs(600)));
         let missing = QueueBehaviour::from_host_json(&dir.path().join("none.json")).unwrap();
         assert_eq!(missing.max_dequeue_count, 5);
         std::fs::write(&path, "{not json").unwrap();
         assert!(QueueBehaviour::from_host_json(&path).is_err());
+        std::fs::write(&path, r#"{"functionTimeout":"-1"}"#).unwrap();
+        assert_eq!(
+            QueueBehaviour::from_host_json(&path)
+                .unwrap()
+                .function_timeout,
+            None
+        );
+        for bad in [
+            "-00:00:01",
+            "99999999999999999999:00:00",
+            "NaN:00:00",
+            "00:00:00",
+            "soon",
+        ] {
+            std::fs::write(&path, format!(r#"{{"functionTimeout":"{bad}"}}"#)).unwrap();
+            assert!(QueueBehaviour::from_host_json(&path).is_err(), "{bad}");
+        }
     }
 
     #[test]

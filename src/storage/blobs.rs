@@ -1,20 +1,28 @@
-//! Blob-level operations the functions share: reading a blob's state, and a URL another party
-//! (the copy engine) can read a blob through.
+//! Blob-level operations the functions share: reading a blob's state, a URL another party (the
+//! copy engine) can read exactly one blob through, and the copy of one exact version.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
+use async_trait::async_trait;
+use azure_core::http::{
+    policies::{Policy, PolicyResult},
+    ClientMethodOptions, Context, Request,
+};
 use azure_storage_blob::{
-    models::{BlobClientGetPropertiesResultHeaders, CopyStatus},
+    models::{
+        BlobClientGetPropertiesResultHeaders, BlobClientStartCopyFromUrlOptions,
+        BlobClientStartCopyFromUrlResultHeaders, CopyStatus,
+    },
     BlobClient,
 };
 use time::OffsetDateTime;
 use url::Url;
 
-use super::{
-    sas::{account_sas, AccountSasGrant},
-    StorageAccount, StorageAuth, StorageError, StorageResultExt,
-};
-use crate::core::etag::normalize_etag;
+use super::{sas::read_blob_sas, StorageAccount, StorageAuth, StorageError, StorageResultExt};
+use crate::core::etag::{normalize_etag, quoted_etag};
+
+/// The largest source Copy Blob From URL copies synchronously (Azure's limit).
+pub const MAX_SYNC_COPY_BYTES: u64 = 256 * 1024 * 1024;
 
 /// What the consumer needs to know about one blob.
 #[derive(Debug, Clone)]
@@ -28,6 +36,22 @@ pub struct BlobState {
     /// `Some` when the blob is (or was) the destination of a copy.
     pub copy_status: Option<CopyStatus>,
     pub copy_status_description: Option<String>,
+    /// `Hot`, `Cool`, `Cold`, `Archive`, ... when the service says.
+    pub access_tier: Option<String>,
+}
+
+impl BlobState {
+    /// An archived blob cannot be read (or copied) until it is rehydrated.
+    pub fn is_archived(&self) -> bool {
+        self.access_tier
+            .as_deref()
+            .is_some_and(|tier| tier.eq_ignore_ascii_case("archive"))
+    }
+
+    /// Not the destination of a copy still pending, failed or aborted.
+    pub fn copy_complete(&self) -> bool {
+        matches!(self.copy_status, None | Some(CopyStatus::Success))
+    }
 }
 
 /// The blob's state, or `None` when it does not exist.
@@ -61,32 +85,38 @@ pub async fn blob_state(blob: &BlobClient, what: &str) -> Result<Option<BlobStat
         metadata: response.metadata().during(read)?,
         copy_status: response.copy_status().during(read)?,
         copy_status_description: response.copy_status_description().during(read)?,
+        access_tier: response.access_tier().during(read)?,
     }))
 }
 
 impl StorageAccount {
-    /// A URL that lets its holder read `container/blob` until `expiry`, for a server-side copy
-    /// from this account: an account SAS signed with the key, or the connection's own SAS.
+    /// A URL that lets its holder read exactly `container/blob` (or its snapshot `snapshot`)
+    /// until `expiry`, for a server-side copy from this account: a read-only service SAS for
+    /// that one blob signed with the key, or the connection's own SAS.
     pub fn readable_blob_url(
         &self,
         container: &str,
         blob: &str,
+        snapshot: Option<&str>,
         expiry: OffsetDateTime,
     ) -> Result<Url, StorageError> {
-        let mut url = self.container(container)?.blob_client(blob).url().clone();
+        let mut client = self.container(container)?.blob_client(blob);
+        if let Some(snapshot) = snapshot {
+            client = client
+                .with_snapshot(snapshot)
+                .during(|| format!("addressing a snapshot of {container}/{blob}"))?;
+        }
+        let mut url = client.url().clone();
         match &self.connection().auth {
             StorageAuth::SharedKey { account, key } => {
-                let sas = account_sas(
-                    account,
-                    key,
-                    AccountSasGrant {
-                        services: "b",
-                        resource_types: "o",
-                        permissions: "r",
-                        expiry,
-                    },
-                );
-                url.set_query(Some(sas.secret()));
+                let sas = read_blob_sas(account, key, container, blob, snapshot, expiry);
+                let query = match url.query() {
+                    Some(existing) if !existing.is_empty() => {
+                        format!("{existing}&{}", sas.secret())
+                    }
+                    _ => sas.secret().to_owned(),
+                };
+                url.set_query(Some(&query));
             }
             // The URL already carries the connection's SAS.
             StorageAuth::Sas { .. } => {}
@@ -100,6 +130,85 @@ impl StorageAccount {
         }
         Ok(url)
     }
+}
+
+/// Headers a call adds to its request, carried in the call's context; [`RequestHeadersPolicy`]
+/// puts them on. The SDK has no option for some headers (`x-ms-requires-sync`).
+#[derive(Debug, Clone, Default)]
+pub struct RequestHeaders(pub Vec<(&'static str, String)>);
+
+/// Adds a call's [`RequestHeaders`]; runs per call, before signing.
+#[derive(Debug)]
+pub struct RequestHeadersPolicy;
+
+#[async_trait]
+impl Policy for RequestHeadersPolicy {
+    async fn send(
+        &self,
+        ctx: &Context,
+        request: &mut Request,
+        next: &[Arc<dyn Policy>],
+    ) -> PolicyResult {
+        if let Some(RequestHeaders(headers)) = ctx.value::<RequestHeaders>() {
+            for (name, value) in headers {
+                request.insert_header(*name, value.clone());
+            }
+        }
+        next[0].send(ctx, request, &next[1..]).await
+    }
+}
+
+/// How a copy request ended at the service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyStart {
+    /// Complete: the destination holds the source version and the metadata sent.
+    Done,
+    /// Accepted and still running (the asynchronous path); poll the destination.
+    Pending,
+}
+
+/// Copies the version `source_etag` of the blob at `source_url` to `destination`, with
+/// `metadata`, in one request: synchronously (Copy Blob From URL) when `sync`, else as an
+/// asynchronous Copy Blob. The source condition refuses any other version, and
+/// `If-None-Match: *` refuses to overwrite anything at the destination.
+pub async fn copy_version(
+    destination: &BlobClient,
+    source_url: &Url,
+    source_etag: &str,
+    metadata: HashMap<String, String>,
+    sync: bool,
+    what: &str,
+) -> Result<CopyStart, StorageError> {
+    let mut context = Context::new();
+    if sync {
+        context.insert(RequestHeaders(vec![("x-ms-requires-sync", "true".into())]));
+    }
+    let response = destination
+        .start_copy_from_url(
+            source_url.to_string(),
+            Some(BlobClientStartCopyFromUrlOptions {
+                source_if_match: Some(quoted_etag(source_etag).into()),
+                if_none_match: Some("*".into()),
+                metadata: Some(metadata),
+                method_options: ClientMethodOptions { context },
+                ..Default::default()
+            }),
+        )
+        .await
+        .during(|| format!("copying to {what}"))?;
+    let status = response
+        .copy_status()
+        .during(|| format!("copying to {what}"))?;
+    Ok(match status {
+        Some(CopyStatus::Success) => CopyStart::Done,
+        _ if sync => {
+            return Err(StorageError::other(
+                format!("copying to {what}"),
+                format!("a synchronous copy answered with copy status {status:?}"),
+            ))
+        }
+        _ => CopyStart::Pending,
+    })
 }
 
 /// Polls a copy destination until its copy is no longer pending, or `timeout` passes; returns its

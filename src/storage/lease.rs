@@ -1,6 +1,7 @@
 //! A blob lease held for as long as a piece of work runs: renewed in the background, released on
 //! every path — explicitly on success and failure, and from `Drop` when the holder is cancelled
-//! or panics.
+//! or panics. A renewal that hangs or fails is retried while the lease still runs; once it may
+//! have lapsed the holder is told ([`HeldLease::lost`]), because the blob is then unprotected.
 
 use std::{sync::Arc, time::Duration};
 
@@ -8,19 +9,24 @@ use azure_storage_blob::{
     models::{BlobClientAcquireLeaseOptions, BlobClientAcquireLeaseResultHeaders},
     BlobClient,
 };
-use tokio::task::JoinHandle;
+use tokio::{sync::watch, task::JoinHandle};
 use tracing::{debug, warn};
 
 use super::{StorageError, StorageResultExt};
 use crate::core::etag::quoted_etag;
 
-/// Lease length; renewed every third of it.
+/// Lease length; renewed every quarter of it.
 const LEASE_SECONDS: i32 = 60;
+/// How long one renewal may take before it counts as failed.
+const RENEWAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Without a successful renewal for this long the lease may lapse before the next one lands.
+const LOST_AFTER: Duration = Duration::from_secs(LEASE_SECONDS as u64 - 15);
 
 pub struct HeldLease {
     blob: Arc<BlobClient>,
     lease_id: String,
     renewer: Option<JoinHandle<()>>,
+    lost: watch::Receiver<Option<String>>,
     what: String,
 }
 
@@ -52,17 +58,37 @@ impl HeldLease {
                 )
             })?;
         debug!(lease_id, "lease acquired");
-        let renewer = tokio::spawn(renew_forever(
+        let (lost_tx, lost) = watch::channel(None);
+        let renewer = tokio::spawn(renew_until_lost(
             blob.clone(),
             lease_id.clone(),
             what.to_owned(),
+            lost_tx,
         ));
         Ok(Self {
             blob,
             lease_id,
             renewer: Some(renewer),
+            lost,
             what: what.to_owned(),
         })
+    }
+
+    /// Resolves, with the reason, once the lease can no longer be trusted to be held; never
+    /// while renewals succeed.
+    pub fn lost(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        let mut lost = self.lost.clone();
+        async move {
+            let reason = match lost.wait_for(Option::is_some).await {
+                Ok(reason) => reason.clone(),
+                Err(_) => None,
+            };
+            match reason {
+                Some(reason) => reason,
+                // The renewer is gone only when the lease was released.
+                None => std::future::pending().await,
+            }
+        }
     }
 
     pub fn lease_id(&self) -> &str {
@@ -110,12 +136,36 @@ impl Drop for HeldLease {
     }
 }
 
-async fn renew_forever(blob: Arc<BlobClient>, lease_id: String, what: String) {
-    let period = Duration::from_secs(LEASE_SECONDS as u64 / 3);
+async fn renew_until_lost(
+    blob: Arc<BlobClient>,
+    lease_id: String,
+    what: String,
+    lost: watch::Sender<Option<String>>,
+) {
+    let period = Duration::from_secs(LEASE_SECONDS as u64 / 4);
+    let mut last_renewed = tokio::time::Instant::now();
+    let mut wait = period;
     loop {
-        tokio::time::sleep(period).await;
-        if let Err(e) = blob.renew_lease(lease_id.clone(), None).await {
-            warn!(error = %StorageError::new("renewing a lease", e), what, "lease renewal failed");
+        tokio::time::sleep(wait).await;
+        let attempt =
+            tokio::time::timeout(RENEWAL_TIMEOUT, blob.renew_lease(lease_id.clone(), None)).await;
+        let failure = match attempt {
+            Ok(Ok(_)) => {
+                last_renewed = tokio::time::Instant::now();
+                wait = period;
+                continue;
+            }
+            Ok(Err(e)) => StorageError::new("renewing a lease", e),
+            Err(_) => StorageError::other("renewing a lease", "no answer within 10 s"),
+        };
+        // The service says the lease is gone (broken, expired, taken): no retry brings it back.
+        let gone = matches!(failure.status, Some(409 | 412));
+        if gone || last_renewed.elapsed() >= LOST_AFTER {
+            warn!(error = %failure, what, "the lease on the source is lost");
+            let _ = lost.send(Some(format!("the lease on {what} was lost: {failure}")));
+            return;
         }
+        warn!(error = %failure, what, "lease renewal failed; trying again");
+        wait = Duration::from_secs(2);
     }
 }

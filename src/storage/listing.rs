@@ -11,7 +11,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use serde::Deserialize;
 
 use super::{StorageError, StorageResultExt};
-use crate::core::{diff::ListedBlob, naming::META_SOURCE_ETAG};
+use crate::core::{diff::ListedBlob, etag::normalize_etag, stamp};
 
 /// The container's blobs and snapshots (under `prefix`, if given), one listing page (up to 5,000
 /// entries) per item.
@@ -24,7 +24,7 @@ pub fn list_with_snapshots(
     list_pages(
         container,
         format!("listing container {container_name}"),
-        ListBlobsIncludeItem::Snapshots,
+        &[ListBlobsIncludeItem::Snapshots],
         prefix,
         listed_blob,
     )
@@ -51,6 +51,72 @@ fn listed_blob(item: ListedItem, operation: &str) -> Result<Option<ListedBlob>, 
     }))
 }
 
+/// One snapshot of a blob, with what it takes to back it up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedSnapshot {
+    pub snapshot: String,
+    pub etag: String,
+    pub last_modified: time::OffsetDateTime,
+    pub content_length: u64,
+    pub content_md5: Option<Vec<u8>>,
+    pub metadata: HashMap<String, String>,
+}
+
+/// The newest snapshot of `container_name/name` that carries `etag` (a snapshot keeps the ETag
+/// of the version it was taken of), found by listing that one name.
+pub async fn find_snapshot(
+    container: &BlobContainerClient,
+    container_name: &str,
+    name: &str,
+    etag: &str,
+) -> Result<Option<ListedSnapshot>, StorageError> {
+    let pages = list_pages(
+        container,
+        format!("listing the snapshots of {container_name}/{name}"),
+        &[
+            ListBlobsIncludeItem::Snapshots,
+            ListBlobsIncludeItem::Metadata,
+        ],
+        Some(name),
+        |item, operation| {
+            let entry_name = item.name(operation)?;
+            let (Some(snapshot), Some(etag), Some(last_modified)) = (
+                item.snapshot.filter(|s| !s.is_empty()),
+                item.properties.etag,
+                item.properties.last_modified,
+            ) else {
+                return Ok(None);
+            };
+            Ok(Some((
+                entry_name,
+                ListedSnapshot {
+                    snapshot,
+                    etag: normalize_etag(&etag).to_owned(),
+                    last_modified,
+                    content_length: item.properties.content_length.unwrap_or(0),
+                    content_md5: item.properties.content_md5,
+                    metadata: item.metadata.unwrap_or_default(),
+                },
+            )))
+        },
+    )?;
+    futures::pin_mut!(pages);
+    let mut newest: Option<ListedSnapshot> = None;
+    while let Some(page) = pages.try_next().await? {
+        for (entry_name, snapshot) in page {
+            if entry_name == name
+                && snapshot.etag == normalize_etag(etag)
+                && newest
+                    .as_ref()
+                    .is_none_or(|n| n.snapshot < snapshot.snapshot)
+            {
+                newest = Some(snapshot);
+            }
+        }
+    }
+    Ok(newest)
+}
+
 /// One backup blob: its name, metadata and content facts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedBackup {
@@ -58,12 +124,18 @@ pub struct ListedBackup {
     pub metadata: HashMap<String, String>,
     pub content_length: u64,
     pub content_md5: Option<Vec<u8>>,
+    /// The blob is the destination of a copy that is pending, failed or aborted.
+    pub copy_incomplete: bool,
 }
 
 impl ListedBackup {
-    /// The source ETag the consumer stamped once the copy was verified.
+    /// The source ETag the backup is stamped with, when it is complete: the stamp travels with
+    /// the copy, so a copy still pending or failed carries one but does not count.
     pub fn stamped_etag(&self) -> Option<&str> {
-        self.metadata.get(META_SOURCE_ETAG).map(String::as_str)
+        if self.copy_incomplete {
+            return None;
+        }
+        stamp::stamped_etag(&self.metadata)
     }
 }
 
@@ -80,13 +152,18 @@ pub fn list_backups(
     list_pages(
         container,
         format!("listing backup container {container_name}"),
-        ListBlobsIncludeItem::Metadata,
+        &[ListBlobsIncludeItem::Metadata, ListBlobsIncludeItem::Copy],
         prefix,
         |item, operation| {
             Ok(Some(ListedBackup {
                 name: item.name(operation)?,
                 metadata: item.metadata.unwrap_or_default(),
                 content_length: item.properties.content_length.unwrap_or(0),
+                copy_incomplete: item
+                    .properties
+                    .copy_status
+                    .as_deref()
+                    .is_some_and(|status| status != "success"),
                 content_md5: item.properties.content_md5,
             }))
         },
@@ -133,6 +210,8 @@ struct ListedProperties {
     content_length: Option<u64>,
     #[serde(rename = "Content-MD5", default, deserialize_with = "base64_bytes")]
     content_md5: Option<Vec<u8>>,
+    #[serde(rename = "CopyStatus", default)]
+    copy_status: Option<String>,
 }
 
 impl ListedItem {
@@ -158,7 +237,10 @@ fn base64_bytes<'de, D: serde::Deserializer<'de>>(
 ) -> Result<Option<Vec<u8>>, D::Error> {
     use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
     let text = Option::<String>::deserialize(deserializer)?;
-    Ok(text.and_then(|t| BASE64.decode(t.trim()).ok()))
+    // Azure lists a blob without an MD5 as an empty `<Content-MD5 />`: that is no digest at all.
+    Ok(text
+        .and_then(|t| BASE64.decode(t.trim()).ok())
+        .filter(|digest| !digest.is_empty()))
 }
 
 /// A blob listing as a stream of pages, each entry turned into `T` by `convert` (`None` skips
@@ -166,12 +248,12 @@ fn base64_bytes<'de, D: serde::Deserializer<'de>>(
 fn list_pages<T: Send + 'static>(
     container: &BlobContainerClient,
     operation: String,
-    include: ListBlobsIncludeItem,
+    include: &[ListBlobsIncludeItem],
     prefix: Option<&str>,
     convert: fn(ListedItem, &str) -> Result<Option<T>, StorageError>,
 ) -> Result<impl Stream<Item = Result<Vec<T>, StorageError>> + Send + 'static, StorageError> {
     let options = BlobContainerClientListBlobsOptions {
-        include: Some(vec![include]),
+        include: Some(include.to_vec()),
         prefix: prefix.map(str::to_owned),
         ..Default::default()
     };

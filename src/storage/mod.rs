@@ -147,6 +147,8 @@ impl StorageAccount {
                 max_total_elapsed: Duration::seconds(20),
                 max_delay: Duration::seconds(5),
             }),
+            // Per call, before signing: headers the SDK has no option for.
+            per_call_policies: vec![Arc::new(blobs::RequestHeadersPolicy)],
             ..ClientOptions::default()
         };
         let mut token_credential = None;

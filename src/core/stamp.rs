@@ -1,0 +1,201 @@
+//! The stamp: the bookkeeping metadata a backup carries to say which source version it holds.
+//!
+//! It travels in the same request as the copy, so a backup is either complete and stamped or it
+//! does not exist. Every bookkeeping key starts with [`STAMP_PREFIX`], so it never collides with a
+//! user's own metadata (which the backup keeps) and restore can leave it out. Backups stamped by
+//! earlier releases carry `source_*` keys; they are still read.
+
+use std::collections::HashMap;
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+
+use super::etag::normalize_etag;
+
+/// What every bookkeeping key starts with (metadata names are case-insensitive in Azure).
+pub const STAMP_PREFIX: &str = "lakebackup_";
+pub const STAMP_CONTAINER: &str = "lakebackup_container";
+/// Percent-encoded: metadata values are ASCII.
+pub const STAMP_BLOB: &str = "lakebackup_blob";
+pub const STAMP_ETAG: &str = "lakebackup_etag";
+/// RFC 3339, with the sub-second part when the service gave one.
+pub const STAMP_LAST_MODIFIED: &str = "lakebackup_last_modified";
+
+/// The keys earlier releases stamped after the copy, in the order of the current ones.
+const LEGACY_KEYS: [&str; 4] = [
+    "source_container",
+    "source_blob",
+    "source_etag",
+    "source_last_modified",
+];
+
+/// Everything but letters, digits and `-._~/` is encoded, so the name reads back exactly.
+const METADATA_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+
+/// The source version a backup holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    pub container: String,
+    pub blob: String,
+    /// Without quotes.
+    pub etag: String,
+    pub last_modified: OffsetDateTime,
+}
+
+impl Stamp {
+    pub fn new(container: &str, blob: &str, etag: &str, last_modified: OffsetDateTime) -> Self {
+        Self {
+            container: container.to_owned(),
+            blob: blob.to_owned(),
+            etag: normalize_etag(etag).to_owned(),
+            last_modified,
+        }
+    }
+
+    /// The backup's whole metadata: the source's own (any bookkeeping-shaped key dropped) plus
+    /// the stamp.
+    pub fn backup_metadata(
+        &self,
+        source_metadata: &HashMap<String, String>,
+    ) -> HashMap<String, String> {
+        let mut metadata: HashMap<String, String> = source_metadata
+            .iter()
+            .filter(|(key, _)| !is_stamp_key(key))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        metadata.extend([
+            (STAMP_CONTAINER.to_owned(), self.container.clone()),
+            (
+                STAMP_BLOB.to_owned(),
+                utf8_percent_encode(&self.blob, METADATA_ENCODE).to_string(),
+            ),
+            (STAMP_ETAG.to_owned(), self.etag.clone()),
+            (
+                STAMP_LAST_MODIFIED.to_owned(),
+                self.last_modified
+                    .to_offset(time::UtcOffset::UTC)
+                    .format(&Rfc3339)
+                    .unwrap_or_default(),
+            ),
+        ]);
+        metadata
+    }
+
+    /// Whether `metadata` carries exactly this stamp.
+    pub fn is_on(&self, metadata: &HashMap<String, String>) -> bool {
+        stamped_etag(metadata) == Some(self.etag.as_str())
+            && stamped_value(metadata, 0) == Some(self.container.as_str())
+            && stamped_value(metadata, 1)
+                .and_then(|b| percent_encoding::percent_decode_str(b).decode_utf8().ok())
+                .is_some_and(|b| b == self.blob)
+    }
+}
+
+fn is_stamp_key(key: &str) -> bool {
+    key.len() >= STAMP_PREFIX.len() && key[..STAMP_PREFIX.len()].eq_ignore_ascii_case(STAMP_PREFIX)
+}
+
+/// The value of stamp field `index` (container, blob, etag, last modified): the current key, or
+/// the legacy one on a backup stamped by an earlier release.
+fn stamped_value(metadata: &HashMap<String, String>, index: usize) -> Option<&str> {
+    let current = [STAMP_CONTAINER, STAMP_BLOB, STAMP_ETAG, STAMP_LAST_MODIFIED][index];
+    let found = |key: &str| {
+        metadata
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_str())
+    };
+    if metadata.keys().any(|k| is_stamp_key(k)) {
+        found(current)
+    } else {
+        found(LEGACY_KEYS[index])
+    }
+}
+
+/// The source ETag a backup is stamped with; `None` on an unstamped (incomplete) backup.
+pub fn stamped_etag(metadata: &HashMap<String, String>) -> Option<&str> {
+    stamped_value(metadata, 2).map(normalize_etag)
+}
+
+/// The full last-modified time of the source version, when the stamp carries one.
+pub fn stamped_last_modified(metadata: &HashMap<String, String>) -> Option<OffsetDateTime> {
+    stamped_value(metadata, 3).and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+}
+
+/// The user's own metadata of a backup: the stamp (current or legacy) left out.
+pub fn user_metadata(metadata: &HashMap<String, String>) -> HashMap<String, String> {
+    let legacy = !metadata.keys().any(|k| is_stamp_key(k));
+    metadata
+        .iter()
+        .filter(|(key, _)| {
+            let legacy_key = legacy && LEGACY_KEYS.iter().any(|l| key.eq_ignore_ascii_case(l));
+            !(is_stamp_key(key) || legacy_key)
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn stamp() -> Stamp {
+        Stamp::new(
+            "lake",
+            "dir/ünï cødé \"q\".csv",
+            "\"0x1\"",
+            datetime!(2026-11-24 14:17:34.25 UTC),
+        )
+    }
+
+    #[test]
+    fn the_stamp_keeps_user_metadata_and_reads_back() {
+        let source = HashMap::from([
+            ("owner".to_owned(), "team-a".to_owned()),
+            ("LakeBackup_etag".to_owned(), "forged".to_owned()),
+        ]);
+        let metadata = stamp().backup_metadata(&source);
+        assert_eq!(metadata["owner"], "team-a");
+        assert!(!metadata.contains_key("LakeBackup_etag"));
+        assert!(metadata[STAMP_BLOB].is_ascii());
+        assert_eq!(stamped_etag(&metadata), Some("0x1"));
+        assert_eq!(
+            stamped_last_modified(&metadata),
+            Some(datetime!(2026-11-24 14:17:34.25 UTC))
+        );
+        assert!(stamp().is_on(&metadata));
+        assert_eq!(
+            user_metadata(&metadata),
+            HashMap::from([("owner".to_owned(), "team-a".to_owned())])
+        );
+        let other = Stamp::new("lake", "other.csv", "0x1", stamp().last_modified);
+        assert!(!other.is_on(&metadata));
+    }
+
+    #[test]
+    fn legacy_stamps_are_read_and_a_users_source_keys_are_kept() {
+        let legacy = HashMap::from([
+            ("source_container".to_owned(), "lake".to_owned()),
+            ("source_blob".to_owned(), "a.csv".to_owned()),
+            ("source_etag".to_owned(), "0x9".to_owned()),
+            (
+                "source_last_modified".to_owned(),
+                "2026-11-24T14:17:34Z".to_owned(),
+            ),
+        ]);
+        assert_eq!(stamped_etag(&legacy), Some("0x9"));
+        assert!(user_metadata(&legacy).is_empty());
+        // On a current stamp, `source_etag` is the user's own key.
+        let mut users = stamp().backup_metadata(&HashMap::new());
+        users.insert("source_etag".to_owned(), "mine".to_owned());
+        assert_eq!(stamped_etag(&users), Some("0x1"));
+        assert_eq!(user_metadata(&users)["source_etag"], "mine");
+        assert_eq!(stamped_etag(&HashMap::new()), None);
+    }
+}
