@@ -6,6 +6,7 @@ mod support;
 use std::sync::Arc;
 
 use azure_storage_blob::models::{BlobClientGetPropertiesResultHeaders, LeaseState};
+use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use lakebackup::{core::naming, settings::Settings, storage::StorageAccount};
 use serde_json::Value;
 use support::{
@@ -129,8 +130,8 @@ async fn pipeline_copies_the_version_while_the_lease_is_held_throughout() {
         .unwrap();
     assert!(support::download(&backup, &expected_backup).await == bytes);
     let (_, _, metadata) = support::properties(&backup, &expected_backup).await;
-    assert_eq!(metadata["source_etag"], etag);
-    assert_eq!(metadata["source_container"], "lake");
+    assert_eq!(metadata["lakebackup_etag"], etag);
+    assert_eq!(metadata["lakebackup_container"], "lake");
 
     let (status, reply) = support::deliver(&worker, &request, "adf-2", 1).await;
     assert_eq!(
@@ -186,7 +187,7 @@ async fn unreachable_factory_fails_the_invocation_and_releases_the_lease() {
 }
 
 #[tokio::test]
-async fn a_blob_leased_by_someone_else_is_retried_later_not_copied() {
+async fn a_blob_leased_by_someone_else_is_deferred_not_failed_toward_poison() {
     let setup = Setup::new(1, RunEnd::Succeeded).await;
     let lake = setup.account("SOURCE_STORAGE").container("lake").unwrap();
     support::upload(&lake, "busy.csv", b"abc").await;
@@ -197,19 +198,150 @@ async fn a_blob_leased_by_someone_else_is_retried_later_not_copied() {
         .await
         .unwrap();
     let worker = setup.worker(&[]);
-    let (status, reply) = support::deliver(&worker, &request, "adf-busy", 1).await;
+    let (status, reply) = support::deliver(&worker, &request, "adf-busy", 5).await;
+    assert_eq!((status, outcome(&reply)), (200, "deferred"), "{reply}");
+    assert_eq!(reply["ReturnValue"]["deferrals"], 1);
+    assert_eq!(setup.standin.record(|r| r.runs.len()), 0);
+    // Put back as a new message (its dequeue count starts again), still the same version.
+    let queue = setup
+        .account("AzureWebJobsStorage")
+        .queue("backup-requests")
+        .unwrap();
+    let requeued = support::drain_queue_after(&queue, 40).await;
+    assert_eq!(requeued.len(), 1, "{requeued:?}");
+    let requeued: Value = serde_json::from_slice(&BASE64.decode(&requeued[0]).unwrap()).unwrap();
+    let original: Value = serde_json::from_str(&request).unwrap();
+    assert_eq!(requeued["etag"], original["etag"]);
+    assert_eq!(requeued["blob_name"], "busy.csv");
+    assert_eq!(requeued["deferrals"], 1);
+    other.release().await.unwrap();
+    let (status, reply) = support::deliver(
+        &worker,
+        &serde_json::to_string(&requeued).unwrap(),
+        "adf-busy-2",
+        1,
+    )
+    .await;
+    assert_eq!((status, outcome(&reply)), (200, "backed_up"), "{reply}");
+}
+
+#[tokio::test]
+async fn duplicate_requests_in_lease_mode_wait_for_each_other_and_copy_once() {
+    let setup = Setup::new(30, RunEnd::Succeeded).await;
+    let lake = setup.account("SOURCE_STORAGE").container("lake").unwrap();
+    support::upload(&lake, "twice.csv", b"requested by producer and reconciler").await;
+    let request = support::request_for(&lake, "lake", "twice.csv").await;
+    let worker = setup.worker(&[]);
+    let (first, second) = tokio::join!(
+        support::deliver(&worker, &request, "from-producer", 1),
+        async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            support::deliver(&worker, &request, "from-reconciler", 1).await
+        }
+    );
+    assert_eq!(
+        (first.0, outcome(&first.1)),
+        (200, "backed_up"),
+        "{}",
+        first.1
+    );
+    assert_eq!(
+        (second.0, outcome(&second.1)),
+        (200, "already_backed_up"),
+        "{}",
+        second.1
+    );
+    assert_eq!(
+        setup.standin.record(|r| r.runs.len()),
+        1,
+        "one pipeline run"
+    );
+    assert_eq!(setup.backup_names().await.len(), 1);
+    assert_eq!(
+        setup.lease_state("twice.csv").await,
+        Some(LeaseState::Available)
+    );
+}
+
+#[tokio::test]
+async fn throttled_and_failing_polls_are_retried_until_the_run_ends() {
+    let setup = Setup::new(3, RunEnd::Succeeded).await;
+    let lake = setup.account("SOURCE_STORAGE").container("lake").unwrap();
+    support::upload(&lake, "a.csv", b"abc").await;
+    setup.standin.fail_next_polls(&[429, 500, 503]);
+    let worker = setup.worker(&[]);
+    let request = support::request_for(&lake, "lake", "a.csv").await;
+    let (status, reply) = support::deliver(&worker, &request, "adf-flaky", 1).await;
+    assert_eq!((status, outcome(&reply)), (200, "backed_up"), "{reply}");
+    setup.assert_no_violations();
+    assert!(setup.standin.record(|r| r.cancels.is_empty()));
+    assert!(setup
+        .standin
+        .record(|r| r.polls.iter().all(|p| p.source_leased)));
+    assert_eq!(
+        setup.lease_state("a.csv").await,
+        Some(LeaseState::Available)
+    );
+}
+
+#[tokio::test]
+async fn a_run_that_outlives_the_wait_is_cancelled_and_the_lease_released() {
+    let setup = Setup::new(usize::MAX, RunEnd::Succeeded).await;
+    let lake = setup.account("SOURCE_STORAGE").container("lake").unwrap();
+    support::upload(&lake, "slow.csv", b"abc").await;
+    let worker = setup.worker(&[("ADF_RUN_TIMEOUT_SECONDS", "2")]);
+    let request = support::request_for(&lake, "lake", "slow.csv").await;
+    let (status, reply) = support::deliver(&worker, &request, "adf-slow", 1).await;
     assert_eq!(status, 500, "{reply}");
     assert!(
-        reply["Logs"][0]
-            .as_str()
-            .unwrap()
-            .contains("LeaseAlreadyPresent"),
+        reply["Logs"][0].as_str().unwrap().contains("cancelled"),
         "{reply}"
     );
-    assert_eq!(setup.standin.record(|r| r.runs.len()), 0);
-    other.release().await.unwrap();
-    let (status, reply) = support::deliver(&worker, &request, "adf-busy", 2).await;
-    assert_eq!((status, outcome(&reply)), (200, "backed_up"), "{reply}");
+    assert_eq!(
+        setup.standin.record(|r| r.cancels.clone()),
+        vec!["run-1".to_owned()]
+    );
+    assert_eq!(
+        setup.lease_state("slow.csv").await,
+        Some(LeaseState::Available)
+    );
+    assert!(setup.backup_names().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_lost_lease_abandons_and_cancels_the_run() {
+    let setup = Setup::new(usize::MAX, RunEnd::Succeeded).await;
+    let lake = setup.account("SOURCE_STORAGE").container("lake").unwrap();
+    support::upload(&lake, "hot.csv", b"v1").await;
+    let worker = setup.worker(&[("ADF_RUN_TIMEOUT_SECONDS", "60")]);
+    let request = support::request_for(&lake, "lake", "hot.csv").await;
+    let breaker = async {
+        // Once the run is being polled, someone breaks the lease (as an operator would).
+        while setup.standin.record(|r| r.polls.is_empty()) {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        lake.blob_client("hot.csv")
+            .break_lease(Some(
+                azure_storage_blob::models::BlobClientBreakLeaseOptions {
+                    break_period: Some(0),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap();
+    };
+    let ((status, reply), ()) =
+        tokio::join!(support::deliver(&worker, &request, "adf-lost", 1), breaker);
+    assert_eq!(status, 500, "{reply}");
+    assert!(
+        reply["Logs"][0].as_str().unwrap().contains("lease"),
+        "{reply}"
+    );
+    assert_eq!(
+        setup.standin.record(|r| r.cancels.clone()),
+        vec!["run-1".to_owned()]
+    );
+    assert!(setup.backup_names().await.is_empty());
 }
 
 #[tokio::test]

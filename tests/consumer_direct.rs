@@ -5,6 +5,7 @@ mod support;
 
 use std::collections::{BTreeMap, HashMap};
 
+use azure_storage_blob::BlobContainerClient;
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use lakebackup::{core::naming, settings::Settings, storage::StorageAccount};
 use serde_json::{json, Value};
@@ -105,13 +106,13 @@ async fn backup_is_byte_identical_stamped_and_never_copied_twice() {
     for (backup_name, (bytes, metadata)) in &landed {
         let (name, etag, source_bytes) = &expected[backup_name];
         assert!(bytes == source_bytes, "{backup_name} is not byte-identical");
-        assert_eq!(metadata["source_container"], "lake");
-        let decoded = percent_encoding::percent_decode_str(&metadata["source_blob"])
+        assert_eq!(metadata["lakebackup_container"], "lake");
+        let decoded = percent_encoding::percent_decode_str(&metadata["lakebackup_blob"])
             .decode_utf8()
             .unwrap();
         assert_eq!(&decoded, name);
-        assert_eq!(&metadata["source_etag"], etag);
-        assert!(metadata["source_last_modified"].ends_with('Z'));
+        assert_eq!(&metadata["lakebackup_etag"], etag);
+        assert!(metadata["lakebackup_last_modified"].ends_with('Z'));
     }
 
     // Again: nothing is copied, the backups keep their ETags.
@@ -232,7 +233,7 @@ async fn racing_writer_and_parallel_consumers_land_exactly_the_right_versions() 
     );
     for (backup_name, (bytes, metadata)) in &landed {
         let parsed = naming::parse_backup_blob_name(backup_name).unwrap();
-        assert_eq!(&metadata["source_etag"], &parsed.etag);
+        assert_eq!(&metadata["lakebackup_etag"], &parsed.etag);
         if parsed.source_name == "hot.bin" {
             assert!(
                 versions[&parsed.etag] == *bytes,
@@ -309,4 +310,192 @@ async fn unreachable_backup_account_fails_the_invocation_for_a_retry() {
         !poison.exists().await.unwrap(),
         "a transient failure is not poison"
     );
+}
+
+async fn upload_with_metadata(
+    lake: &BlobContainerClient,
+    name: &str,
+    bytes: &[u8],
+    metadata: &[(&str, &str)],
+) {
+    use azure_storage_blob::models::BlockBlobClientUploadOptions;
+    lake.blob_client(name)
+        .upload(
+            azure_core::http::RequestContent::from(bytes.to_vec()),
+            Some(BlockBlobClientUploadOptions {
+                metadata: Some(
+                    metadata
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap();
+}
+
+async fn snapshot(lake: &BlobContainerClient, name: &str) {
+    lake.blob_client(name).create_snapshot(None).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_stamp_lands_with_the_copy_and_the_sources_own_metadata_is_kept() {
+    let setup = setup().await;
+    let worker = serve(&setup);
+    let lake = setup.source.container("lake").unwrap();
+    upload_with_metadata(
+        &lake,
+        "m.csv",
+        b"with metadata",
+        &[("owner", "team-a"), ("pii", "false")],
+    )
+    .await;
+    let request = support::request_for(&lake, "lake", "m.csv").await;
+    let (status, reply) = support::deliver(&worker, &request, "meta", 1).await;
+    assert_eq!((status, outcome(&reply)), (200, "backed_up"), "{reply}");
+    let landed = backups(&setup).await;
+    let (_, metadata) = landed.values().next().unwrap();
+    assert_eq!(metadata["owner"], "team-a");
+    assert_eq!(metadata["pii"], "false");
+    assert!(metadata.contains_key("lakebackup_etag"));
+    assert!(
+        !metadata.contains_key("source_etag"),
+        "no bookkeeping outside the prefix"
+    );
+}
+
+/// An earlier release copied first and stamped afterwards; a worker that died in between left
+/// an unstamped backup, and once the source changed every retry answered "outdated" without
+/// looking at it. It is now verified against the version's snapshot and stamped.
+#[tokio::test]
+async fn an_unstamped_backup_left_by_a_crash_is_settled_after_the_source_moved_on() {
+    let setup = setup().await;
+    let worker = serve(&setup);
+    let lake = setup.source.container("lake").unwrap();
+    let v1 = content(1, 4000);
+    support::upload(&lake, "crash.bin", &v1).await;
+    snapshot(&lake, "crash.bin").await;
+    let request = support::request_for(&lake, "lake", "crash.bin").await;
+    let (etag, last_modified, _) = support::properties(&lake, "crash.bin").await;
+    let backup_name = naming::backup_blob_name("crash.bin", last_modified, &etag).unwrap();
+    let backup = setup.backup.container("lakebak").unwrap();
+    backup.create(None).await.unwrap();
+    support::upload(&backup, &backup_name, &v1).await; // the copy landed; the stamp never did
+    support::upload(&lake, "crash.bin", &content(2, 4000)).await;
+
+    let (status, reply) = support::deliver(&worker, &request, "retry", 2).await;
+    assert_eq!(
+        (status, outcome(&reply)),
+        (200, "already_backed_up"),
+        "{reply}"
+    );
+    let landed = backups(&setup).await;
+    assert_eq!(landed.len(), 1);
+    assert!(landed[&backup_name].0 == v1);
+    assert_eq!(landed[&backup_name].1["lakebackup_etag"], etag);
+}
+
+#[tokio::test]
+async fn a_version_that_lives_on_in_its_snapshot_is_backed_up_from_it() {
+    let setup = setup().await;
+    let worker = serve(&setup);
+    let lake = setup.source.container("lake").unwrap();
+    let v1 = content(3, 3000);
+    upload_with_metadata(&lake, "fast.bin", &v1, &[("owner", "team-b")]).await;
+    snapshot(&lake, "fast.bin").await; // the producer's snapshot
+    let request = support::request_for(&lake, "lake", "fast.bin").await;
+    let (etag, _, _) = support::properties(&lake, "fast.bin").await;
+    support::upload(&lake, "fast.bin", &content(4, 3000)).await;
+
+    let (status, reply) = support::deliver(&worker, &request, "late", 1).await;
+    assert_eq!((status, outcome(&reply)), (200, "backed_up"), "{reply}");
+    assert!(reply["ReturnValue"]["from_snapshot"].is_string(), "{reply}");
+    let landed = backups(&setup).await;
+    assert_eq!(landed.len(), 1, "{:?}", landed.keys());
+    let (bytes, metadata) = landed.values().next().unwrap();
+    assert!(*bytes == v1, "the backup holds the requested version");
+    assert_eq!(metadata["lakebackup_etag"], etag);
+    assert_eq!(metadata["owner"], "team-b");
+}
+
+#[tokio::test]
+async fn a_copy_of_another_version_under_a_versions_name_is_replaced() {
+    let setup = setup().await;
+    let worker = serve(&setup);
+    let lake = setup.source.container("lake").unwrap();
+    let v1 = content(5, 2500);
+    support::upload(&lake, "wrong.bin", &v1).await;
+    snapshot(&lake, "wrong.bin").await;
+    let request = support::request_for(&lake, "lake", "wrong.bin").await;
+    let (etag, last_modified, _) = support::properties(&lake, "wrong.bin").await;
+    let backup_name = naming::backup_blob_name("wrong.bin", last_modified, &etag).unwrap();
+    let v2 = content(6, 2500);
+    let backup = setup.backup.container("lakebak").unwrap();
+    backup.create(None).await.unwrap();
+    support::upload(&backup, &backup_name, &v2).await; // a newer version landed under v1's name
+    support::upload(&lake, "wrong.bin", &v2).await;
+
+    let (status, reply) = support::deliver(&worker, &request, "wrong", 1).await;
+    assert_eq!((status, outcome(&reply)), (200, "backed_up"), "{reply}");
+    let landed = backups(&setup).await;
+    assert!(
+        landed[&backup_name].0 == v1,
+        "the wrong copy was replaced by the version"
+    );
+    assert_eq!(landed[&backup_name].1["lakebackup_etag"], etag);
+}
+
+#[tokio::test]
+async fn an_archived_source_is_reported_not_called_outdated() {
+    let setup = setup().await;
+    let worker = serve(&setup);
+    let lake = setup.source.container("lake").unwrap();
+    support::upload(&lake, "cold.bin", b"archived").await;
+    let request = support::request_for(&lake, "lake", "cold.bin").await;
+    lake.blob_client("cold.bin")
+        .set_tier(azure_storage_blob::models::AccessTier::Archive, None)
+        .await
+        .expect("Azurite sets the archive tier");
+    let (status, reply) = support::deliver(&worker, &request, "cold", 1).await;
+    assert_eq!((status, outcome(&reply)), (200, "archived"), "{reply}");
+    assert_eq!(reply["ReturnValue"]["tier"], "Archive");
+    assert!(backups(&setup).await.is_empty());
+}
+
+#[tokio::test]
+async fn the_copy_source_url_reads_that_one_blob_and_nothing_else() {
+    let setup = setup().await;
+    let lake = setup.source.container("lake").unwrap();
+    support::upload(&lake, "dir/one file.csv", b"one").await;
+    support::upload(&lake, "dir/other.csv", b"other").await;
+    let expiry = time::OffsetDateTime::now_utc() + time::Duration::minutes(5);
+    let url = setup
+        .source
+        .readable_blob_url("lake", "dir/one file.csv", None, expiry)
+        .unwrap();
+    let query = url.query().unwrap().to_owned();
+    assert!(query.contains("sr=b") && query.contains("sp=r"), "{query}");
+    assert!(!query.contains("srt="), "not an account SAS: {query}");
+    let read = reqwest::get(url.clone()).await.unwrap();
+    assert_eq!(read.status(), 200);
+    assert_eq!(read.bytes().await.unwrap().as_ref(), b"one");
+    let mut other = url.clone();
+    other.set_path(&url.path().replace("one%20file.csv", "other.csv"));
+    assert_ne!(other.path(), url.path());
+    assert_eq!(
+        reqwest::get(other).await.unwrap().status(),
+        403,
+        "another blob"
+    );
+    let client = reqwest::Client::new();
+    let write = client
+        .put(url)
+        .header("x-ms-blob-type", "BlockBlob")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(write.status(), 403, "a write");
 }

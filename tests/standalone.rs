@@ -29,6 +29,10 @@ impl Lake {
     fn settings(&self, extra: &[(&str, &str)]) -> HashMap<String, String> {
         let mut settings = worker::settings(&self.azurite);
         settings.insert("COPY_POLL_INTERVAL_MS".into(), "50".into());
+        settings.insert("COPY_TIMEOUT_SECONDS".into(), "20".into());
+        // A taken message stays hidden 3 s at a time (renewed while it is worked on), so one
+        // taken by a worker that died reappears quickly.
+        settings.insert("RUN_VISIBILITY_SECONDS".into(), "3".into());
         settings.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         settings
     }
@@ -58,7 +62,7 @@ impl Lake {
         let mut complete = 0;
         for (name, _) in support::list_all(&container).await {
             let (_, _, metadata) = support::properties(&container, &name).await;
-            complete += usize::from(metadata.contains_key("source_etag"));
+            complete += usize::from(metadata.contains_key("lakebackup_etag"));
         }
         complete
     }
@@ -87,7 +91,7 @@ impl Lake {
     }
 }
 
-const FAST_HOST_JSON: &str = r#"{"version": "2.0", "functionTimeout": "00:00:03",
+const FAST_HOST_JSON: &str = r#"{"version": "2.0", "functionTimeout": "00:00:30",
   "extensions": {"queues": {"maxDequeueCount": 5, "batchSize": 4, "visibilityTimeout": "00:00:00.5", "maxPollingInterval": "00:00:00.2"}}}"#;
 
 #[tokio::test]
@@ -180,7 +184,7 @@ async fn restarts_mid_batch_lose_nothing() {
     lake.upload_many("r", 40).await;
     producer::produce(&lake.app, "lake").await.unwrap();
 
-    // A crash mid-batch: taken messages reappear after functionTimeout (3 s here).
+    // A crash mid-batch: taken messages reappear after RUN_VISIBILITY_SECONDS (3 s here).
     let runner = lake.start(&[], &[]);
     let first = lake.wait_for_backups(1, Duration::from_secs(60)).await;
     runner.kill();
@@ -205,4 +209,83 @@ async fn restarts_mid_batch_lose_nothing() {
         lake.queue_texts("backup-requests-poison").await.is_empty(),
         "nothing poisoned"
     );
+}
+
+#[tokio::test]
+async fn a_copy_longer_than_the_visibility_window_is_kept_hidden_and_taken_once() {
+    // functionTimeout -1: no limit, as on a Premium plan.
+    let lake = Lake::new(
+        r#"{"version": "2.0", "functionTimeout": "-1", "extensions": {"queues": {"maxPollingInterval": "00:00:00.2"}}}"#,
+    )
+    .await;
+    let standin = support::adf::AdfStandIn::start(
+        lakebackup::storage::StorageAccount::connect(
+            "SOURCE_STORAGE",
+            &lakebackup::settings::Settings::from_pairs(worker::settings(&lake.azurite)),
+        )
+        .unwrap(),
+        lakebackup::storage::StorageAccount::connect(
+            "BACKUP_STORAGE",
+            &lakebackup::settings::Settings::from_pairs(worker::settings(&lake.azurite)),
+        )
+        .unwrap(),
+        // About 6 s of polls at 50 ms: three visibility windows of 2 s.
+        120,
+        support::adf::RunEnd::Succeeded,
+    )
+    .await;
+    lake.upload_many("long", 1).await;
+    producer::produce(&lake.app, "lake").await.unwrap();
+    let mut extra: Vec<(String, String)> = standin.settings().into_iter().collect();
+    // Unleased, a second taking of the message would start a second pipeline run.
+    extra.push(("BACKUP_USE_LEASE".into(), "false".into()));
+    extra.push(("RUN_VISIBILITY_SECONDS".into(), "2".into()));
+    let extra: Vec<(&str, &str)> = extra
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let runner = lake.start(&extra, &[]);
+    lake.wait_for_backups(1, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(runner.terminate(), 0);
+    assert_eq!(
+        standin.record(|r| r.runs.len()),
+        1,
+        "the message was taken twice"
+    );
+    assert!(lake.queue_texts("backup-requests").await.is_empty());
+    assert!(lake.queue_texts("backup-requests-poison").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_poisoned_message_is_byte_identical_to_what_was_queued() {
+    let lake = Lake::new(
+        r#"{"version": "2.0", "extensions": {"queues": {"maxPollingInterval": "00:00:00.2"}}}"#,
+    )
+    .await;
+    let queue = lake.app.backup_queue().await.unwrap();
+    // Plain text, not base64: re-encoding it would change its bytes.
+    let raw = r#"{"container": "lake", "blob_name": "x.csv"}"#;
+    queue
+        .send_message(
+            azure_storage_queue::models::QueueMessage {
+                message_text: Some(raw.to_owned()),
+            }
+            .try_into()
+            .unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+    let runner = lake.start(&[], &[]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut poisoned = Vec::new();
+    while poisoned.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "nothing poisoned");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        poisoned = lake.queue_texts("backup-requests-poison").await;
+    }
+    assert_eq!(runner.terminate(), 0);
+    assert_eq!(poisoned, [raw.to_owned()]);
+    assert!(lake.queue_texts("backup-requests").await.is_empty());
 }

@@ -34,7 +34,7 @@ use crate::{
         etag::{normalize_etag, quoted_etag},
         message::BackupRequest,
         naming,
-        stamp::Stamp,
+        stamp::{stamped_etag, Stamp},
     },
     storage::{
         blobs::{
@@ -52,7 +52,7 @@ pub const FUNCTION_NAME: &str = "QueueCreateBlobBackupADFv2";
 /// back on the queue.
 const LEASE_WAIT: Duration = Duration::from_secs(30);
 /// How long a deferred request stays invisible.
-const DEFER_DELAY: Duration = Duration::from_secs(60);
+const DEFER_DELAY: Duration = Duration::from_secs(30);
 /// After this many deferrals a busy blob fails like any other failure (and can end poisoned):
 /// a lease held for hours is not another invocation's copy.
 const MAX_DEFERRALS: u32 = 30;
@@ -492,7 +492,7 @@ impl Job<'_> {
                 .await?;
             return Ok(Settled::Absent);
         }
-        let stamp_etag = crate::core::stamp::stamped_etag(&existing.metadata);
+        let stamp_etag = stamped_etag(&existing.metadata);
         if stamp_etag == Some(self.etag.as_str()) {
             return Ok(Settled::Complete);
         }
@@ -665,14 +665,31 @@ impl Job<'_> {
             }
         }
         .await;
+        // Judged and stamped while the lease still pins the source, so that a duplicate request
+        // waiting for the lease finds the backup complete.
+        let judged = match run {
+            Ok(()) => self.judge_adf_copy(&source, backup, name, version).await,
+            Err(e) => Err(e.into()),
+        };
         let released = match lease {
             Some(lease) => lease.release().await,
             None => Ok(()),
         };
-        run?;
+        let outcome = judged?;
         released?;
+        Ok(outcome)
+    }
+
+    async fn judge_adf_copy(
+        &self,
+        source: &BlobClient,
+        backup: &BlobClient,
+        name: String,
+        version: &Version,
+    ) -> Result<ConsumerOutcome, Failure> {
+        let what = self.backup_what(&name);
         // ETags never repeat: a source that carries the version's ETag now carried it throughout.
-        let now = blob_state(&source, &self.source_what()).await?;
+        let now = blob_state(source, &self.source_what()).await?;
         let source_unchanged = now.as_ref().is_some_and(|s| s.etag == self.etag);
         let Some(landed) = blob_state(backup, &what).await? else {
             return Err(Failure::Retry(ConsumerError::Copy {
@@ -722,23 +739,22 @@ impl Job<'_> {
         name: &str,
     ) -> Result<Leased, Failure> {
         let deadline = tokio::time::Instant::now() + LEASE_WAIT;
+        let mut waited = false;
         loop {
+            // After a wait: the holder may have been another invocation that finished this very
+            // version (it stamps before it releases).
+            if waited && self.stamped_backup_exists(backup, name).await? {
+                return Ok(Leased::Done(self.already(name.to_owned())));
+            }
             match HeldLease::acquire(source.clone(), &self.etag, &self.source_what()).await {
                 Ok(lease) => return Ok(Leased::Held(lease)),
                 Err(e) if e.has_code("LeaseAlreadyPresent") => {}
                 Err(e) => return Err(e.into()),
             }
-            // Another invocation may have finished this very version meanwhile.
-            if let Some(state) = blob_state(backup, &self.backup_what(name)).await? {
-                if state.copy_complete()
-                    && crate::core::stamp::stamped_etag(&state.metadata) == Some(self.etag.as_str())
-                {
-                    return Ok(Leased::Done(self.already(name.to_owned())));
-                }
-            }
             if tokio::time::Instant::now() >= deadline {
                 break;
             }
+            waited = true;
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         let deferrals = self.request.deferrals + 1;
@@ -763,6 +779,20 @@ impl Job<'_> {
             reason,
             deferrals,
         }))
+    }
+}
+
+impl Job<'_> {
+    async fn stamped_backup_exists(
+        &self,
+        backup: &BlobClient,
+        name: &str,
+    ) -> Result<bool, StorageError> {
+        Ok(blob_state(backup, &self.backup_what(name))
+            .await?
+            .is_some_and(|state| {
+                state.copy_complete() && stamped_etag(&state.metadata) == Some(self.etag.as_str())
+            }))
     }
 }
 

@@ -46,6 +46,10 @@ pub struct Record {
     pub token_requests: usize,
     pub runs: Vec<PipelineParameters>,
     pub polls: Vec<Poll>,
+    /// Run ids whose cancellation was asked for.
+    pub cancels: Vec<String>,
+    /// Statuses the next polls answer with instead of the run's (429 carries `Retry-After: 1`).
+    pub poll_failures: std::collections::VecDeque<u16>,
     /// Anything received that the real service would refuse.
     pub violations: Vec<String>,
 }
@@ -89,6 +93,10 @@ impl AdfStandIn {
                 &format!("{factory}/pipelineruns/{{run_id}}"),
                 get(run_status),
             )
+            .route(
+                &format!("{factory}/pipelineruns/{{run_id}}/cancel"),
+                post(cancel_run),
+            )
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
@@ -121,6 +129,16 @@ impl AdfStandIn {
 
     pub fn record<T>(&self, read: impl FnOnce(&Record) -> T) -> T {
         read(&self.inner.record.lock().unwrap())
+    }
+
+    /// The next polls answer with these statuses, in order, before the run's own.
+    pub fn fail_next_polls(&self, statuses: &[u16]) {
+        self.inner
+            .record
+            .lock()
+            .unwrap()
+            .poll_failures
+            .extend(statuses);
     }
 }
 
@@ -226,16 +244,47 @@ async fn create_run(
     Ok(Json(json!({"runId": format!("run-{}", record.runs.len())})))
 }
 
+async fn cancel_run(
+    State(inner): State<Arc<Inner>>,
+    Path(path): Path<HashMap<String, String>>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> StatusCode {
+    if let Some(wrong) = check_call(&path, &query, &headers) {
+        return violation(&inner, format!("cancel: {wrong}"));
+    }
+    let run_id = path.get("run_id").cloned().unwrap_or_default();
+    inner.record.lock().unwrap().cancels.push(run_id);
+    StatusCode::OK
+}
+
 async fn run_status(
     State(inner): State<Arc<Inner>>,
     Path(path): Path<HashMap<String, String>>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
-) -> Result<Json<Value>, StatusCode> {
+) -> Result<axum::response::Response, StatusCode> {
+    use axum::response::IntoResponse;
     if let Some(wrong) = check_call(&path, &query, &headers) {
         return Err(violation(&inner, format!("pipelineruns: {wrong}")));
     }
     let run_id = path.get("run_id").cloned().unwrap_or_default();
+    let failure = inner.record.lock().unwrap().poll_failures.pop_front();
+    if let Some(status) = failure {
+        let status = StatusCode::from_u16(status).unwrap();
+        return Ok((status, [("retry-after", "1")], "stand-in transient failure").into_response());
+    }
+    if inner.record.lock().unwrap().cancels.contains(&run_id) {
+        return Ok(
+            Json(json!({"runId": run_id, "status": "Cancelled", "message": ""})).into_response(),
+        );
+    }
+    run_status_of(inner, run_id)
+        .await
+        .map(IntoResponse::into_response)
+}
+
+async fn run_status_of(inner: Arc<Inner>, run_id: String) -> Result<Json<Value>, StatusCode> {
     let index: usize = match run_id
         .strip_prefix("run-")
         .and_then(|n| n.parse::<usize>().ok())

@@ -90,6 +90,22 @@ pub async fn drain_queue(queue: &azure_storage_queue::QueueClient) -> Vec<String
     }
 }
 
+/// Waits until messages put on `queue` with a visibility delay of up to `seconds` have become
+/// visible, then takes them all.
+pub async fn drain_queue_after(
+    queue: &azure_storage_queue::QueueClient,
+    seconds: u64,
+) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        let texts = drain_queue(queue).await;
+        if !texts.is_empty() || std::time::Instant::now() >= deadline {
+            return texts;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
 /// (ETag without quotes, last-modified, metadata) of a blob.
 pub async fn properties(
     container: &BlobContainerClient,
