@@ -26,7 +26,7 @@ pub const JOBS_STORAGE: &str = "AzureWebJobsStorage";
 
 /// `COPY_TIMEOUT_SECONDS` when unset: a copy and its checks fit the default 10-minute
 /// `functionTimeout`.
-pub const DEFAULT_COPY_TIMEOUT_SECONDS: u64 = 480;
+pub const DEFAULT_COPY_TIMEOUT_SECONDS: u64 = 300;
 
 /// Tunables, with the defaults a Function App gets when it sets nothing.
 #[derive(Debug, Clone)]
@@ -51,6 +51,13 @@ pub struct Config {
     pub reconcile_containers: Option<Vec<String>>,
     /// `RECONCILE_CONTAINER_CONCURRENCY`: containers reconciled at once.
     pub reconcile_container_concurrency: usize,
+    /// `{BACKUP_QUEUE_NAME}-shards`: where directory shards go.
+    pub shard_queue: String,
+    /// `SHARD_TIME_BUDGET_SECONDS`: when a shard stops and queues its continuation.
+    pub shard_budget: Duration,
+    /// `SHARD_PAGE_SIZE`: listing entries a shard takes at a time (its budget is checked
+    /// between pages).
+    pub shard_page_size: u32,
 }
 
 /// How the consumer copies a version to the backup account.
@@ -75,7 +82,14 @@ impl Config {
         };
         // Room for the checks before and after a copy.
         let margin = (limit / 10).min(Duration::from_secs(60));
-        let mut timeouts = vec![("COPY_TIMEOUT_SECONDS", self.copy_timeout)];
+        let mut timeouts = vec![
+            ("COPY_TIMEOUT_SECONDS", self.copy_timeout),
+            // A shard copies inside its budget; the last copy may start just before it ends.
+            (
+                "SHARD_TIME_BUDGET_SECONDS",
+                self.shard_budget + self.copy_timeout,
+            ),
+        ];
         if let (CopyEngine::Adf, Some(adf)) = (self.copy_engine, &self.adf) {
             timeouts.push(("ADF_RUN_TIMEOUT_SECONDS", adf.run_timeout));
         }
@@ -100,13 +114,17 @@ impl Config {
         let backup_queue = settings
             .get_or("BACKUP_QUEUE_NAME", "backup-requests")
             .to_owned();
-        // The host's poison queue is `{queue}-poison`, so that name must be valid too.
-        naming::validate_container_name(&format!("{backup_queue}-poison")).map_err(|_| {
-            SettingsError::new(
+        // The host's poison queues are `{queue}-poison` and `{queue}-shards-poison`, so those
+        // names must be valid too.
+        naming::validate_container_name(&format!("{backup_queue}-shards-poison")).map_err(
+            |_| {
+                SettingsError::new(
                 "BACKUP_QUEUE_NAME",
-                "must be 3 to 56 lowercase letters, digits and single hyphens (the host adds -poison)",
+                "must be 3 to 49 lowercase letters, digits and single hyphens (the shard queue's \
+                 poison queue adds -shards-poison)",
             )
-        })?;
+            },
+        )?;
         let backup_container_suffix = settings.get_or("BACKUP_CONTAINER_SUFFIX", "bak").to_owned();
         naming::backup_container_name("abc", &backup_container_suffix).map_err(|_| {
             SettingsError::new(
@@ -142,7 +160,6 @@ impl Config {
         let use_lease =
             copy_engine == CopyEngine::Adf && settings.get_bool("BACKUP_USE_LEASE", true)?;
         Ok(Self {
-            backup_queue,
             backup_container_suffix,
             snapshot_concurrency,
             copy_engine,
@@ -170,6 +187,14 @@ impl Config {
                 4,
                 1..=64,
             )? as usize,
+            shard_queue: format!("{backup_queue}-shards"),
+            shard_budget: Duration::from_secs(settings.get_number(
+                "SHARD_TIME_BUDGET_SECONDS",
+                120,
+                1..=3_600,
+            )?),
+            shard_page_size: settings.get_number("SHARD_PAGE_SIZE", 1_000, 1..=5_000)? as u32,
+            backup_queue,
         })
     }
 }
@@ -184,6 +209,8 @@ pub struct App {
     pub adf: Option<AdfClient>,
     backup_queue: OnceCell<QueueClient>,
     poison_queue: OnceCell<QueueClient>,
+    shard_queue: OnceCell<QueueClient>,
+    shard_poison_queue: OnceCell<QueueClient>,
     /// Backup containers known to exist, so each is created once per process.
     backup_containers: Mutex<HashSet<String>>,
 }
@@ -220,6 +247,8 @@ impl App {
             adf,
             backup_queue: OnceCell::new(),
             poison_queue: OnceCell::new(),
+            shard_queue: OnceCell::new(),
+            shard_poison_queue: OnceCell::new(),
             backup_containers: Mutex::new(HashSet::new()),
         })
     }
@@ -234,6 +263,28 @@ impl App {
     pub async fn poison_queue(&self) -> Result<&QueueClient, StorageError> {
         let name = format!("{}-poison", self.config.backup_queue);
         self.created_queue(&self.poison_queue, &name).await
+    }
+
+    /// `{BACKUP_QUEUE_NAME}-shards`, the shard queue, created on first use.
+    pub async fn shard_queue(&self) -> Result<&QueueClient, StorageError> {
+        self.created_queue(&self.shard_queue, &self.config.shard_queue)
+            .await
+    }
+
+    /// `{BACKUP_QUEUE_NAME}-shards-poison`, created on first use.
+    pub async fn shard_poison_queue(&self) -> Result<&QueueClient, StorageError> {
+        let name = format!("{}-poison", self.config.shard_queue);
+        self.created_queue(&self.shard_poison_queue, &name).await
+    }
+
+    /// Puts one shard on the shard queue (base64, never expiring).
+    pub async fn enqueue_shard(
+        &self,
+        shard: &crate::core::shard::Shard,
+    ) -> Result<(), StorageError> {
+        let queue = self.shard_queue().await?;
+        let what = format!("the shard {}/{}", shard.container, shard.prefix);
+        self.send_text(queue, &shard.to_json(), &what).await
     }
 
     async fn created_queue<'a>(
@@ -336,7 +387,7 @@ impl App {
 }
 
 /// Puts `text` on `queue` as it is, optionally invisible for `delay`; it never expires.
-async fn send_raw(
+pub(crate) async fn send_raw(
     queue: &QueueClient,
     text: String,
     delay: Option<Duration>,

@@ -83,6 +83,16 @@ enum Command {
         #[arg(long)]
         container: String,
     },
+    /// Start a sharded backup job: queue the root shard of a container (or of one directory);
+    /// `lakebackup run` processes (or the Function App's QueueSnapshotBackupShard function)
+    /// fan it out, directory by directory, each shard within SHARD_TIME_BUDGET_SECONDS.
+    Shard {
+        #[arg(long)]
+        container: String,
+        /// Only this directory tree (e.g. raw/2026/11/).
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -182,6 +192,31 @@ async fn run(cli: Cli) -> ExitCode {
             };
             match standalone::run(app, behaviour, schedule, listener, shutdown_signal()).await {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("lakebackup: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Shard { container, prefix } => {
+            if let Err(e) = lakebackup::core::naming::validate_container_name(&container) {
+                eprintln!("lakebackup: {e}");
+                return ExitCode::from(2);
+            }
+            let job = lakebackup::core::shard::new_job_id();
+            let root = lakebackup::core::shard::Shard::root(
+                &job,
+                &container,
+                &lakebackup::core::shard::directory_prefix(&prefix),
+            );
+            match app.enqueue_shard(&root).await {
+                Ok(()) => {
+                    println!(
+                        "{}",
+                        serde_json::json!({"status": "queued", "job": job, "shard": root})
+                    );
+                    ExitCode::SUCCESS
+                }
                 Err(e) => {
                     eprintln!("lakebackup: {e}");
                     ExitCode::FAILURE

@@ -51,6 +51,17 @@ fn function_folders_match_the_routes_and_binding_names() {
     assert_eq!(consumer["bindings"][0]["queueName"], "%BACKUP_QUEUE_NAME%");
     assert_eq!(consumer["bindings"][0]["connection"], "AzureWebJobsStorage");
 
+    let shards = read_json("QueueSnapshotBackupShard/function.json");
+    assert_eq!(shards["bindings"][0]["type"], "queueTrigger");
+    assert_eq!(
+        shards["bindings"][0]["queueName"],
+        "%BACKUP_QUEUE_NAME%-shards"
+    );
+    assert_eq!(
+        shards["bindings"][0]["name"],
+        consumer["bindings"][0]["name"]
+    );
+
     let reconciler = read_json("HttpSnapshotIncBackupStorageReconciliation/function.json");
     assert_eq!(reconciler["bindings"][0]["type"], "timerTrigger");
     assert_eq!(
@@ -62,6 +73,7 @@ fn function_folders_match_the_routes_and_binding_names() {
         lakebackup::functions::producer::FUNCTION_NAME,
         lakebackup::host::server::CONSUMER_FUNCTION,
         lakebackup::host::server::RECONCILER_FUNCTION,
+        lakebackup::host::server::SHARD_FUNCTION,
     ] {
         assert!(Path::new(env!("CARGO_MANIFEST_DIR"))
             .join(name)

@@ -7,4 +7,5 @@ pub mod etag;
 pub mod message;
 pub mod naming;
 pub mod restore_plan;
+pub mod shard;
 pub mod stamp;

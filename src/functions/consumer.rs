@@ -111,6 +111,9 @@ pub enum ConsumerError {
     Adf(#[from] AdfError),
     #[error("copy of {what} did not complete: {detail}")]
     Copy { what: String, detail: String },
+    /// The request can never succeed (the backup name would break Azure's limits).
+    #[error("{what} cannot be backed up: {reason}")]
+    Unusable { what: String, reason: String },
 }
 
 /// Handles one delivery.
@@ -142,6 +145,22 @@ pub async fn consume(
     }
     .instrument(span)
     .await
+}
+
+/// Backs up one version now, in this invocation (a shard copying what it found): the
+/// consumer's own path, without a queue message. A request that can never succeed is an error.
+pub async fn back_up_now(
+    app: &App,
+    request: &BackupRequest,
+) -> Result<ConsumerOutcome, ConsumerError> {
+    match back_up(app, request).await {
+        Ok(outcome) => Ok(outcome),
+        Err(Failure::Retry(error)) => Err(error),
+        Err(Failure::Rejected(reason)) => Err(ConsumerError::Unusable {
+            what: format!("{}/{}", request.container, request.blob_name),
+            reason,
+        }),
+    }
 }
 
 enum Failure {

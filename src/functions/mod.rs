@@ -5,4 +5,5 @@ pub mod consumer;
 pub mod producer;
 pub mod reconciler;
 pub mod restore;
+pub mod shard;
 pub mod sweep;

@@ -28,12 +28,13 @@ use crate::{
     functions::{
         consumer::{self, QueueDelivery},
         producer::{self, ProducerError},
-        reconciler,
+        reconciler, shard,
     },
 };
 
 pub const CONSUMER_FUNCTION: &str = consumer::FUNCTION_NAME;
 pub const RECONCILER_FUNCTION: &str = reconciler::FUNCTION_NAME;
+pub const SHARD_FUNCTION: &str = shard::FUNCTION_NAME;
 
 /// Every route the Functions host calls.
 pub fn router(app: Arc<App>) -> Router {
@@ -43,6 +44,7 @@ pub fn router(app: Arc<App>) -> Router {
             post(producer_invocation),
         )
         .route(&format!("/{CONSUMER_FUNCTION}"), post(consumer_invocation))
+        .route(&format!("/{SHARD_FUNCTION}"), post(shard_invocation))
         .route(
             &format!("/{RECONCILER_FUNCTION}"),
             post(reconciler_invocation),
@@ -198,7 +200,32 @@ fn error_reply(status: u16, message: String) -> JsonReply {
 }
 
 async fn consumer_invocation(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    let invoke = match parse_invocation(&body) {
+    queue_invocation(&body, CONSUMER_FUNCTION, |delivery| async move {
+        consumer::consume(&app, &delivery).await
+    })
+    .await
+}
+
+async fn shard_invocation(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    queue_invocation(&body, SHARD_FUNCTION, |delivery| async move {
+        shard::consume(&app, &delivery).await
+    })
+    .await
+}
+
+/// A queue-triggered invocation: the message to `handle`, its outcome as the return value; a
+/// failure fails the invocation, and the host makes the message visible again and retries it.
+async fn queue_invocation<T, E, F>(
+    body: &Bytes,
+    function: &str,
+    handle: impl FnOnce(QueueDelivery) -> F,
+) -> Response
+where
+    T: serde::Serialize,
+    E: std::fmt::Display,
+    F: Future<Output = Result<T, E>>,
+{
+    let invoke = match parse_invocation(body) {
         Ok(invoke) => invoke,
         Err(response) => return *response,
     };
@@ -206,29 +233,26 @@ async fn consumer_invocation(State(app): State<Arc<App>>, body: Bytes) -> Respon
         Ok(trigger) => trigger,
         Err(e) => return failed_invocation(StatusCode::BAD_REQUEST, e.to_string()),
     };
+    let message_id = trigger.message_id.clone();
     let delivery = QueueDelivery {
         text: consumer::message_text(&trigger.message),
         raw: None,
         message_id: trigger.message_id,
         dequeue_count: trigger.dequeue_count,
     };
-    match consumer::consume(&app, &delivery).await {
+    match handle(delivery).await {
         Ok(outcome) => {
             let return_value = serde_json::to_value(&outcome).unwrap_or(Value::Null);
             Json(InvokeResponse {
-                logs: vec![format!(
-                    "{CONSUMER_FUNCTION} message {}: {return_value}",
-                    delivery.message_id
-                )],
+                logs: vec![format!("{function} message {message_id}: {return_value}")],
                 return_value,
                 ..Default::default()
             })
             .into_response()
         }
-        // A failed invocation: the host makes the message visible again and retries it.
         Err(e) => failed_invocation(
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("{CONSUMER_FUNCTION} message {}: {e}", delivery.message_id),
+            format!("{function} message {message_id}: {e}"),
         ),
     }
 }

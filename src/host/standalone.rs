@@ -34,7 +34,7 @@ use crate::{
     app::App,
     functions::{
         consumer::{self, QueueDelivery},
-        reconciler,
+        reconciler, shard,
     },
     settings::{Settings, SettingsError},
     storage::{StorageError, StorageResultExt},
@@ -214,7 +214,14 @@ pub async fn run(
     });
     let timer_task =
         schedule.map(|cron| tokio::spawn(run_timer(app.clone(), cron, stop_rx.clone())));
-    let queue_result = run_queue(app, behaviour, stop_rx).await;
+    let shards = tokio::spawn(run_queue(
+        app.clone(),
+        QueueFunction::Shards,
+        behaviour.clone(),
+        stop_rx.clone(),
+    ));
+    let queue_result = run_queue(app, QueueFunction::Backups, behaviour, stop_rx).await;
+    let shard_result = shards.await.unwrap_or(Ok(()));
     if let Some(task) = timer_task {
         let _ = task.await;
     }
@@ -223,15 +230,59 @@ pub async fn run(
             return Err(StandaloneError::Http(e));
         }
     }
-    queue_result
+    queue_result.and(shard_result)
+}
+
+/// The queue-triggered functions `run` hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QueueFunction {
+    /// `QueueCreateBlobBackupADFv2` on `BACKUP_QUEUE_NAME`.
+    Backups,
+    /// `QueueSnapshotBackupShard` on `{BACKUP_QUEUE_NAME}-shards`.
+    Shards,
+}
+
+impl QueueFunction {
+    async fn queue(self, app: &App) -> Result<&azure_storage_queue::QueueClient, StorageError> {
+        match self {
+            QueueFunction::Backups => app.backup_queue().await,
+            QueueFunction::Shards => app.shard_queue().await,
+        }
+    }
+
+    async fn poison(self, app: &App, raw: &str) -> Result<(), StorageError> {
+        match self {
+            QueueFunction::Backups => app.poison_raw(raw).await,
+            QueueFunction::Shards => {
+                let queue = app.shard_poison_queue().await?;
+                crate::app::send_raw(queue, raw.to_owned(), None, "a shard to the poison queue")
+                    .await
+            }
+        }
+    }
+
+    /// Runs the function on one delivery; the error text on failure.
+    async fn invoke(self, app: &App, delivery: &QueueDelivery) -> Result<String, String> {
+        match self {
+            QueueFunction::Backups => consumer::consume(app, delivery)
+                .await
+                .map(|o| format!("{o:?}"))
+                .map_err(|e| e.to_string()),
+            QueueFunction::Shards => shard::consume(app, delivery)
+                .await
+                .map(|o| format!("{o:?}"))
+                .map_err(|e| e.to_string()),
+        }
+    }
 }
 
 async fn run_queue(
     app: Arc<App>,
+    function: QueueFunction,
     behaviour: QueueBehaviour,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), StandaloneError> {
-    let queue = app.backup_queue().await?;
+    let queue = function.queue(&app).await?;
     let slots = Arc::new(Semaphore::new(behaviour.batch_size));
     let visibility = window_seconds(&behaviour);
     info!(
@@ -278,8 +329,8 @@ async fn run_queue(
             let (app, behaviour) = (app.clone(), behaviour.clone());
             tokio::spawn(async move {
                 // Created on start-up above, so this is the cached client.
-                if let Ok(queue) = app.backup_queue().await {
-                    handle_message(&app, queue, &behaviour, message).await;
+                if let Ok(queue) = function.queue(&app).await {
+                    handle_message(&app, function, queue, &behaviour, message).await;
                 }
                 drop(permit);
             });
@@ -359,6 +410,7 @@ async fn while_hidden<T>(
 
 async fn handle_message(
     app: &App,
+    function: QueueFunction,
     queue: &azure_storage_queue::QueueClient,
     behaviour: &QueueBehaviour,
     message: ReceivedMessage,
@@ -378,7 +430,7 @@ async fn handle_message(
     async {
         if dequeue_count > behaviour.max_dequeue_count {
             // Taken too often without completing (e.g. the worker died each time).
-            move_to_poison(app, queue, &taken, &raw).await;
+            move_to_poison(app, function, queue, &taken, &raw).await;
             return;
         }
         // The queue trigger decodes base64; text that is not base64 is handed over as it is.
@@ -395,15 +447,10 @@ async fn handle_message(
         };
         let invocation = async {
             match behaviour.function_timeout {
-                Some(limit) => tokio::time::timeout(limit, consumer::consume(app, &delivery))
+                Some(limit) => tokio::time::timeout(limit, function.invoke(app, &delivery))
                     .await
-                    .unwrap_or_else(|_| {
-                        Err(consumer::ConsumerError::Copy {
-                            what: "the invocation".into(),
-                            detail: format!("functionTimeout ({limit:?}) reached"),
-                        })
-                    }),
-                None => consumer::consume(app, &delivery).await,
+                    .unwrap_or_else(|_| Err(format!("functionTimeout ({limit:?}) reached"))),
+                None => function.invoke(app, &delivery).await,
             }
         };
         match while_hidden(queue, &taken, behaviour, invocation).await {
@@ -414,7 +461,7 @@ async fn handle_message(
             }
             Err(e) if dequeue_count >= behaviour.max_dequeue_count => {
                 error!(error = %e, "failed on its last allowed attempt; moving it to the poison queue");
-                move_to_poison(app, queue, &taken, &raw).await;
+                move_to_poison(app, function, queue, &taken, &raw).await;
             }
             Err(e) => {
                 warn!(error = %e, "failed; it will be retried");
@@ -433,11 +480,12 @@ async fn handle_message(
 /// failure in between leaves a duplicate, never a loss.
 async fn move_to_poison(
     app: &App,
+    function: QueueFunction,
     queue: &azure_storage_queue::QueueClient,
     taken: &TakenMessage,
     raw: &str,
 ) {
-    if let Err(e) = app.poison_raw(raw).await {
+    if let Err(e) = function.poison(app, raw).await {
         error!(error = %e, message_id = taken.id, "could not write to the poison queue; the message stays on its queue and reappears");
         return;
     }

@@ -137,7 +137,12 @@ impl StorageAccount {
 #[derive(Debug, Clone, Default)]
 pub struct RequestHeaders(pub Vec<(&'static str, String)>);
 
-/// Adds a call's [`RequestHeaders`]; runs per call, before signing.
+/// Query parameters a call adds to each of its requests (every page of a listing), likewise:
+/// the SDK's listing has no `delimiter`.
+#[derive(Debug, Clone, Default)]
+pub struct RequestQuery(pub Vec<(&'static str, String)>);
+
+/// Adds a call's [`RequestHeaders`] and [`RequestQuery`]; runs per call, before signing.
 #[derive(Debug)]
 pub struct RequestHeadersPolicy;
 
@@ -153,6 +158,16 @@ impl Policy for RequestHeadersPolicy {
             for (name, value) in headers {
                 request.insert_header(*name, value.clone());
             }
+        }
+        if let Some(RequestQuery(pairs)) = ctx.value::<RequestQuery>() {
+            let mut url = request.url().clone();
+            {
+                let mut query = url.query_pairs_mut();
+                for (name, value) in pairs {
+                    query.append_pair(name, value);
+                }
+            }
+            *request.url_mut() = url;
         }
         next[0].send(ctx, request, &next[1..]).await
     }

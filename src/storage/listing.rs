@@ -154,20 +154,22 @@ pub fn list_backups(
         format!("listing backup container {container_name}"),
         &[ListBlobsIncludeItem::Metadata, ListBlobsIncludeItem::Copy],
         prefix,
-        |item, operation| {
-            Ok(Some(ListedBackup {
-                name: item.name(operation)?,
-                metadata: item.metadata.unwrap_or_default(),
-                content_length: item.properties.content_length.unwrap_or(0),
-                copy_incomplete: item
-                    .properties
-                    .copy_status
-                    .as_deref()
-                    .is_some_and(|status| status != "success"),
-                content_md5: item.properties.content_md5,
-            }))
-        },
+        listed_backup,
     )
+}
+
+fn listed_backup(item: ListedItem, operation: &str) -> Result<Option<ListedBackup>, StorageError> {
+    Ok(Some(ListedBackup {
+        name: item.name(operation)?,
+        metadata: item.metadata.unwrap_or_default(),
+        content_length: item.properties.content_length.unwrap_or(0),
+        copy_incomplete: item
+            .properties
+            .copy_status
+            .as_deref()
+            .is_some_and(|status| status != "success"),
+        content_md5: item.properties.content_md5,
+    }))
 }
 
 /// One listing page, reading only what the functions use: the SDK's full model costs about a
@@ -176,12 +178,90 @@ pub fn list_backups(
 struct ListedPage {
     #[serde(rename = "Blobs", default)]
     blobs: ListedItems,
+    #[serde(rename = "NextMarker", default)]
+    next_marker: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
 struct ListedItems {
-    #[serde(rename = "Blob", default)]
-    items: Vec<ListedItem>,
+    /// Blobs and (with a delimiter) directory prefixes, interleaved in name order.
+    #[serde(rename = "$value", default)]
+    entries: Vec<ListedEntry>,
+}
+
+#[derive(Deserialize)]
+enum ListedEntry {
+    Blob(ListedItem),
+    BlobPrefix(ListedPrefix),
+}
+
+#[derive(Deserialize)]
+struct ListedPrefix {
+    #[serde(rename = "Name", default)]
+    name: Option<BlobName>,
+}
+
+/// One page of a listing, with what a caller needs to go on from it.
+#[derive(Debug, Clone, Default)]
+pub struct ListingPage<T> {
+    pub items: Vec<T>,
+    /// With a delimiter: the sub-directories (`dir/sub/`) on this page.
+    pub prefixes: Vec<String>,
+    /// Where the next page starts; `None` on the last page.
+    pub next_marker: Option<String>,
+}
+
+/// How much of a container to list, and where from.
+#[derive(Debug, Clone, Default)]
+pub struct ListingScope<'a> {
+    pub prefix: Option<&'a str>,
+    /// List one directory level (`/`): sub-directories come back as prefixes.
+    pub one_level: bool,
+    pub marker: Option<&'a str>,
+    pub page_size: Option<i32>,
+}
+
+/// One directory level of a container with snapshots, a page at a time, from `scope.marker`.
+pub fn list_directory_with_snapshots(
+    container: &BlobContainerClient,
+    container_name: &str,
+    scope: ListingScope<'_>,
+) -> Result<
+    impl Stream<Item = Result<ListingPage<ListedBlob>, StorageError>> + Send + 'static,
+    StorageError,
+> {
+    list_scoped_pages(
+        container,
+        format!("listing container {container_name}"),
+        &[ListBlobsIncludeItem::Snapshots],
+        ListingScope {
+            one_level: true,
+            ..scope
+        },
+        listed_blob,
+    )
+}
+
+/// One directory level of a backup container with metadata, every page.
+pub fn list_backup_directory(
+    container: &BlobContainerClient,
+    container_name: &str,
+    prefix: Option<&str>,
+) -> Result<
+    impl Stream<Item = Result<ListingPage<ListedBackup>, StorageError>> + Send + 'static,
+    StorageError,
+> {
+    list_scoped_pages(
+        container,
+        format!("listing backup container {container_name}"),
+        &[ListBlobsIncludeItem::Metadata, ListBlobsIncludeItem::Copy],
+        ListingScope {
+            prefix,
+            one_level: true,
+            ..Default::default()
+        },
+        listed_backup,
+    )
 }
 
 #[derive(Deserialize)]
@@ -215,21 +295,24 @@ struct ListedProperties {
 }
 
 impl ListedItem {
-    /// The blob name, percent-decoded when the service marked it `Encoded` (names with
-    /// characters XML cannot carry).
     fn name(&self, operation: &str) -> Result<String, StorageError> {
-        let missing =
-            || StorageError::other(operation, "the service listed an entry without a name");
-        let name = self.name.as_ref().ok_or_else(missing)?;
-        let content = name.content.clone().ok_or_else(missing)?;
-        if !name.encoded.unwrap_or_default() {
-            return Ok(content);
-        }
-        percent_encoding::percent_decode_str(&content)
-            .decode_utf8()
-            .map(|decoded| decoded.into_owned())
-            .map_err(|_| StorageError::other(operation, "an encoded blob name is not UTF-8"))
+        decoded_name(self.name.as_ref(), operation)
     }
+}
+
+/// The name, percent-decoded when the service marked it `Encoded` (names with characters XML
+/// cannot carry).
+fn decoded_name(name: Option<&BlobName>, operation: &str) -> Result<String, StorageError> {
+    let missing = || StorageError::other(operation, "the service listed an entry without a name");
+    let name = name.ok_or_else(missing)?;
+    let content = name.content.clone().ok_or_else(missing)?;
+    if !name.encoded.unwrap_or_default() {
+        return Ok(content);
+    }
+    percent_encoding::percent_decode_str(&content)
+        .decode_utf8()
+        .map(|decoded| decoded.into_owned())
+        .map_err(|_| StorageError::other(operation, "an encoded blob name is not UTF-8"))
 }
 
 fn base64_bytes<'de, D: serde::Deserializer<'de>>(
@@ -252,9 +335,35 @@ fn list_pages<T: Send + 'static>(
     prefix: Option<&str>,
     convert: fn(ListedItem, &str) -> Result<Option<T>, StorageError>,
 ) -> Result<impl Stream<Item = Result<Vec<T>, StorageError>> + Send + 'static, StorageError> {
+    let scope = ListingScope {
+        prefix,
+        ..Default::default()
+    };
+    Ok(list_scoped_pages(container, operation, include, scope, convert)?.map_ok(|page| page.items))
+}
+
+/// Like [`list_pages`], within `scope`, with each page's prefixes and next marker.
+fn list_scoped_pages<T: Send + 'static>(
+    container: &BlobContainerClient,
+    operation: String,
+    include: &[ListBlobsIncludeItem],
+    scope: ListingScope<'_>,
+    convert: fn(ListedItem, &str) -> Result<Option<T>, StorageError>,
+) -> Result<impl Stream<Item = Result<ListingPage<T>, StorageError>> + Send + 'static, StorageError>
+{
+    let mut context = azure_core::http::Context::new();
+    if scope.one_level {
+        context.insert(super::blobs::RequestQuery(vec![("delimiter", "/".into())]));
+    }
     let options = BlobContainerClientListBlobsOptions {
         include: Some(include.to_vec()),
-        prefix: prefix.map(str::to_owned),
+        prefix: scope.prefix.map(str::to_owned),
+        marker: scope.marker.map(str::to_owned),
+        maxresults: scope.page_size,
+        method_options: azure_core::http::pager::PagerOptions {
+            context,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let pages = prefetched(
@@ -273,11 +382,20 @@ fn list_pages<T: Send + 'static>(
                 let page: ListedPage =
                     azure_core::xml::from_xml(&body).during(|| operation.clone())?;
                 drop(body);
-                let mut entries = Vec::with_capacity(page.blobs.items.len());
-                for item in page.blobs.items {
-                    entries.extend(convert(item, &operation)?);
+                let mut listed = ListingPage {
+                    items: Vec::with_capacity(page.blobs.entries.len()),
+                    prefixes: Vec::new(),
+                    next_marker: page.next_marker.filter(|m| !m.is_empty()),
+                };
+                for entry in page.blobs.entries {
+                    match entry {
+                        ListedEntry::Blob(item) => listed.items.extend(convert(item, &operation)?),
+                        ListedEntry::BlobPrefix(prefix) => listed
+                            .prefixes
+                            .push(decoded_name(prefix.name.as_ref(), &operation)?),
+                    }
                 }
-                Ok(entries)
+                Ok(listed)
             }
         }))
 }

@@ -1,0 +1,123 @@
+//! The shard: the unit of work at lake scale. One shard is one directory level of one container,
+//! from a continuation marker on: `(job, container, prefix, marker)`. It repairs the blobs at its
+//! own level, queues each sub-directory as a new shard (the fan-out) and, when its time budget is
+//! spent, queues its own continuation. Built with serde like the backup request. Pure.
+
+use serde::{Deserialize, Serialize};
+
+use super::naming::{self, NamingError};
+
+/// One directory level of a container, from `marker` on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    /// The job this shard belongs to (every shard a root shard fans out into carries its id).
+    pub job: String,
+    pub container: String,
+    /// The directory: empty for the container's root, else ending in `/`.
+    #[serde(default)]
+    pub prefix: String,
+    /// Where the listing goes on; absent at the start of the directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marker: Option<String>,
+}
+
+impl Shard {
+    /// The first shard of a job over `container` (or just its directory `prefix`).
+    pub fn root(job: &str, container: &str, prefix: &str) -> Self {
+        Self {
+            job: job.to_owned(),
+            container: container.to_owned(),
+            prefix: prefix.to_owned(),
+            marker: None,
+        }
+    }
+
+    /// The shard of sub-directory `prefix` (as listed under this one).
+    pub fn child(&self, prefix: &str) -> Self {
+        Self::root(&self.job, &self.container, prefix)
+    }
+
+    /// The rest of this directory, from `marker`.
+    pub fn continuation(&self, marker: &str) -> Self {
+        Self {
+            marker: Some(marker.to_owned()),
+            ..self.clone()
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a struct of strings always serializes")
+    }
+
+    /// Reads and checks a shard message.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let shard: Shard = serde_json::from_str(text.trim()).map_err(|e| {
+            format!("not a shard {{\"job\",\"container\",\"prefix\",\"marker\"}}: {e}")
+        })?;
+        shard.validate().map_err(|e| e.to_string())?;
+        if shard.job.trim().is_empty() {
+            return Err("the shard's job id is empty".into());
+        }
+        Ok(shard)
+    }
+
+    fn validate(&self) -> Result<(), NamingError> {
+        naming::validate_container_name(&self.container)?;
+        if !self.prefix.is_empty() {
+            naming::validate_blob_name(&self.prefix)?;
+        }
+        Ok(())
+    }
+}
+
+/// A job id unique enough to tell jobs apart: the start time, in nanoseconds, in hex.
+pub fn new_job_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("job-{nanos:x}")
+}
+
+/// A directory prefix as a user may give it: `raw/2026` and `raw/2026/` both mean the directory.
+pub fn directory_prefix(prefix: &str) -> String {
+    let trimmed = prefix.trim_start_matches('/');
+    if trimmed.is_empty() || trimmed.ends_with('/') {
+        trimmed.to_owned()
+    } else {
+        format!("{trimmed}/")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_round_trip_and_fan_out() {
+        let root = Shard::root("job-1", "lake", "");
+        assert_eq!(
+            root.to_json(),
+            r#"{"job":"job-1","container":"lake","prefix":""}"#
+        );
+        let child = root.child("raw/\"q\" 2026/");
+        let next = child.continuation("2!84!MDAwMDQ2");
+        assert_eq!(Shard::parse(&next.to_json()).unwrap(), next);
+        assert_eq!(next.job, "job-1");
+        assert_eq!(next.prefix, "raw/\"q\" 2026/");
+        for bad in [
+            "nope",
+            r#"{"job":"j","container":"Bad!","prefix":""}"#,
+            r#"{"job":" ","container":"lake","prefix":""}"#,
+        ] {
+            assert!(Shard::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn user_prefixes_name_directories() {
+        assert_eq!(directory_prefix(""), "");
+        assert_eq!(directory_prefix("raw/2026"), "raw/2026/");
+        assert_eq!(directory_prefix("/raw/2026/"), "raw/2026/");
+    }
+}

@@ -1,0 +1,349 @@
+//! `QueueSnapshotBackupShard`: one directory shard — one directory level of one container, from
+//! a continuation marker on, repaired within a time budget.
+//!
+//! The shard lists its level of the source with snapshots (delimiter `/`) and the same level of
+//! `{c}bak` with metadata; backups keep the source's directories, so this is a merge of two
+//! listings of one directory, and memory grows with one directory, never with the container.
+//! Each sub-directory is queued as a new shard (the fan-out). A blob without a snapshot of its
+//! current version gets one; a current version without a complete backup is backed up — copied in
+//! the shard with the `direct` engine (the consumer's own path, stamp in the copy request), or
+//! queued as a per-blob request for the `adf` engine. Between listing pages the budget
+//! (`SHARD_TIME_BUDGET_SECONDS`) is checked; once it is spent the rest of the directory is queued
+//! as a continuation. Every step is idempotent, so a shard that fails or dies is simply retried.
+
+use std::time::Instant;
+
+use azure_storage_blob::{models::BlobClientCreateSnapshotOptions, BlobContainerClient};
+use futures::{stream::FuturesUnordered, StreamExt, TryStreamExt};
+use serde::Serialize;
+use thiserror::Error;
+use tracing::{info, warn, Instrument};
+
+use super::consumer::{self, ConsumerError, ConsumerOutcome};
+use crate::{
+    app::{App, CopyEngine},
+    core::{
+        backup_index::BackupIndex,
+        diff::{BaseBlob, BlobVerdict, SnapshotDiff},
+        etag::quoted_etag,
+        message::BackupRequest,
+        naming,
+        shard::Shard,
+    },
+    storage::{
+        listing::{list_backup_directory, list_directory_with_snapshots, ListingScope},
+        StorageError, StorageResultExt,
+    },
+};
+
+pub const FUNCTION_NAME: &str = "QueueSnapshotBackupShard";
+
+/// What one shard did; the invocation's return value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ShardReport {
+    pub job: String,
+    pub container: String,
+    pub prefix: String,
+    /// Base blobs judged at this level.
+    pub blobs: u64,
+    pub snapshots_created: u64,
+    /// Versions copied by this shard (direct engine).
+    pub backups_copied: u64,
+    /// Per-blob requests queued (ADF engine).
+    pub backup_requests: u64,
+    /// Versions whose complete backup was already there.
+    pub backups_present: u64,
+    /// Other outcomes of a copy (outdated, archived): the blob moved on or cannot be read.
+    pub backups_skipped: u64,
+    pub subdirectories_queued: u64,
+    /// The budget ran out and the rest of the directory was queued.
+    pub continued: bool,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Error)]
+pub enum ShardError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Copy(#[from] ConsumerError),
+}
+
+/// Runs one shard. A failure fails the whole shard: the host retries it, and what it had done
+/// is found done the next time.
+pub async fn run_shard(app: &App, shard: &Shard) -> Result<ShardReport, ShardError> {
+    let span = tracing::info_span!(
+        "shard",
+        function = FUNCTION_NAME,
+        job = %shard.job,
+        container = %shard.container,
+        prefix = %shard.prefix,
+    );
+    async {
+        let started = Instant::now();
+        let mut report = ShardReport {
+            job: shard.job.clone(),
+            container: shard.container.clone(),
+            prefix: shard.prefix.clone(),
+            ..Default::default()
+        };
+        let source = app.source.container(&shard.container)?;
+        let index = backup_index(app, shard).await?;
+        let prefix = (!shard.prefix.is_empty()).then_some(shard.prefix.as_str());
+        let pages = list_directory_with_snapshots(
+            &source,
+            &shard.container,
+            ListingScope {
+                prefix,
+                marker: shard.marker.as_deref(),
+                page_size: Some(app.config.shard_page_size as i32),
+                ..Default::default()
+            },
+        )?;
+        futures::pin_mut!(pages);
+        let mut diff = SnapshotDiff::new();
+        loop {
+            let page = match pages.try_next().await {
+                Ok(page) => page,
+                Err(e) if e.has_code("ContainerNotFound") => {
+                    warn!("the shard's container does not exist; nothing to do");
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let Some(page) = page else {
+                let rest = std::mem::take(&mut diff).finish();
+                repair_all(
+                    app,
+                    &source,
+                    shard,
+                    &index,
+                    rest.into_iter().collect(),
+                    &mut report,
+                )
+                .await?;
+                break;
+            };
+            for sub in &page.prefixes {
+                app.enqueue_shard(&shard.child(sub)).await?;
+                report.subdirectories_queued += 1;
+            }
+            let verdicts: Vec<BlobVerdict> = page
+                .items
+                .into_iter()
+                .filter_map(|e| diff.push(e))
+                .collect();
+            repair_all(app, &source, shard, &index, verdicts, &mut report).await?;
+            match page.next_marker {
+                Some(marker) if started.elapsed() >= app.config.shard_budget => {
+                    // A name whose entries straddle the cut is judged on what was seen: at worst
+                    // one snapshot too many, never one too few.
+                    let rest = std::mem::take(&mut diff).finish();
+                    repair_all(
+                        app,
+                        &source,
+                        shard,
+                        &index,
+                        rest.into_iter().collect(),
+                        &mut report,
+                    )
+                    .await?;
+                    app.enqueue_shard(&shard.continuation(&marker)).await?;
+                    report.continued = true;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        info!(report = ?report, "shard finished");
+        Ok(report)
+    }
+    .instrument(span)
+    .await
+}
+
+/// The complete backups at the shard's directory level (one level of `{c}bak`).
+async fn backup_index(app: &App, shard: &Shard) -> Result<BackupIndex, ShardError> {
+    let mut index = BackupIndex::new();
+    let backup_container =
+        naming::backup_container_name(&shard.container, &app.config.backup_container_suffix)
+            .map_err(|e| StorageError::other("naming the backup container", e.to_string()))?;
+    let client = app.backup.container(&backup_container)?;
+    let prefix = (!shard.prefix.is_empty()).then_some(shard.prefix.as_str());
+    let pages = list_backup_directory(&client, &backup_container, prefix)?;
+    futures::pin_mut!(pages);
+    loop {
+        match pages.try_next().await {
+            Ok(Some(page)) => {
+                for backup in page.items {
+                    index.insert_backup(&backup.name, backup.stamped_etag());
+                }
+            }
+            Ok(None) => return Ok(index),
+            Err(e) if e.has_code("ContainerNotFound") => return Ok(index),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+enum Repaired {
+    Snapshot,
+    Copied,
+    Requested,
+    Skipped,
+}
+
+/// Repairs one page's blobs, up to `SNAPSHOT_CONCURRENCY` at once.
+async fn repair_all(
+    app: &App,
+    source: &BlobContainerClient,
+    shard: &Shard,
+    index: &BackupIndex,
+    verdicts: Vec<BlobVerdict>,
+    report: &mut ShardReport,
+) -> Result<(), ShardError> {
+    let mut work = FuturesUnordered::new();
+    let mut failure = None;
+    for verdict in verdicts {
+        report.blobs += 1;
+        let backed_up = index.contains(&verdict.blob.name, &verdict.blob.etag);
+        report.backups_present += u64::from(backed_up);
+        if backed_up && !verdict.needs_snapshot {
+            continue;
+        }
+        while work.len() >= app.config.snapshot_concurrency {
+            if let Some(result) = work.next().await {
+                tally(result, report, &mut failure);
+            }
+        }
+        work.push(repair(app, source, shard, verdict, !backed_up));
+    }
+    while let Some(result) = work.next().await {
+        tally(result, report, &mut failure);
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+fn tally(
+    result: Result<Vec<Repaired>, ShardError>,
+    report: &mut ShardReport,
+    failure: &mut Option<ShardError>,
+) {
+    match result {
+        Ok(done) => {
+            for repaired in done {
+                match repaired {
+                    Repaired::Snapshot => report.snapshots_created += 1,
+                    Repaired::Copied => report.backups_copied += 1,
+                    Repaired::Requested => report.backup_requests += 1,
+                    Repaired::Skipped => report.backups_skipped += 1,
+                }
+            }
+        }
+        Err(e) => {
+            failure.get_or_insert(e);
+        }
+    }
+}
+
+/// The backup first, then the snapshot: a failure between the two is redone by the next pass,
+/// never leaving a snapshot whose backup nobody will make.
+async fn repair(
+    app: &App,
+    source: &BlobContainerClient,
+    shard: &Shard,
+    verdict: BlobVerdict,
+    back_up: bool,
+) -> Result<Vec<Repaired>, ShardError> {
+    let blob: BaseBlob = verdict.blob;
+    let span = tracing::info_span!("blob", blob = %blob.name, etag = %blob.etag);
+    async move {
+        let mut done = Vec::new();
+        if back_up {
+            let request = BackupRequest::new(&shard.container, &blob.name, &blob.etag);
+            match app.config.copy_engine {
+                CopyEngine::Adf => {
+                    app.enqueue_backup(&request).await?;
+                    done.push(Repaired::Requested);
+                }
+                CopyEngine::Direct => match consumer::back_up_now(app, &request).await {
+                    Ok(
+                        ConsumerOutcome::BackedUp { .. } | ConsumerOutcome::AlreadyBackedUp { .. },
+                    ) => done.push(Repaired::Copied),
+                    Ok(other) => {
+                        info!(outcome = ?other, "not backed up by the shard");
+                        done.push(Repaired::Skipped);
+                    }
+                    // A name whose backup name would break Azure's limits can never be copied:
+                    // reported, not a reason to fail the directory forever.
+                    Err(ConsumerError::Unusable { what, reason }) => {
+                        warn!(what, reason, "cannot be backed up");
+                        done.push(Repaired::Skipped);
+                    }
+                    Err(e) => return Err(e.into()),
+                },
+            }
+        }
+        if verdict.needs_snapshot {
+            let result = source
+                .blob_client(&blob.name)
+                .create_snapshot(Some(BlobClientCreateSnapshotOptions {
+                    if_match: Some(quoted_etag(&blob.etag).into()),
+                    ..Default::default()
+                }))
+                .await
+                .during(|| format!("snapshotting {}/{}", shard.container, blob.name));
+            match result {
+                Ok(_) => done.push(Repaired::Snapshot),
+                Err(e) if e.has_code("ConditionNotMet") || e.has_code("BlobNotFound") => {
+                    info!("blob changed since it was listed; left for the next pass");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(done)
+    }
+    .instrument(span)
+    .await
+}
+
+/// What became of one shard message; the invocation's return value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ShardOutcome {
+    Done {
+        #[serde(flatten)]
+        report: ShardReport,
+    },
+    Poisoned {
+        reason: String,
+    },
+}
+
+/// Handles one delivery from the shard queue: a message that is not a shard goes to
+/// `{shard queue}-poison` unchanged; a failed shard fails the invocation for a retry.
+pub async fn consume(
+    app: &App,
+    delivery: &consumer::QueueDelivery,
+) -> Result<ShardOutcome, ShardError> {
+    let shard = match Shard::parse(&delivery.text) {
+        Ok(shard) => shard,
+        Err(reason) => {
+            let queue = app.shard_poison_queue().await?;
+            let raw = delivery.raw.clone().unwrap_or_else(|| {
+                use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
+                BASE64.encode(&delivery.text)
+            });
+            crate::app::send_raw(queue, raw, None, "a shard to the poison queue").await?;
+            warn!(
+                reason,
+                message_id = delivery.message_id,
+                "shard message moved to the poison queue unchanged"
+            );
+            return Ok(ShardOutcome::Poisoned { reason });
+        }
+    };
+    let report = run_shard(app, &shard).await?;
+    Ok(ShardOutcome::Done { report })
+}

@@ -1,0 +1,281 @@
+//! Directory shards on Azurite: fan-out over nested directories, continuations within a time
+//! budget, exactly one snapshot and one stamped backup per version, and several `lakebackup run`
+//! processes sharing one job, one of them killed mid-way.
+
+mod support;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
+use lakebackup::{
+    app::App,
+    core::{naming, shard::Shard, stamp},
+    functions::shard::{run_shard, ShardReport},
+    settings::Settings,
+};
+use support::{
+    worker::{self, Standalone},
+    Azurite,
+};
+
+/// A lake of nested directories: `(name, bytes)`.
+fn lake_layout() -> Vec<(String, Vec<u8>)> {
+    let mut blobs = vec![
+        ("top.csv".to_owned(), b"top".to_vec()),
+        ("a/one.csv".to_owned(), b"one".to_vec()),
+        ("a/b/c/deep \"q\" #1.parquet".to_owned(), b"deep".to_vec()),
+        ("a/b/two.bin".to_owned(), vec![7u8; 3000]),
+        ("ünï/数据.json".to_owned(), b"{}".to_vec()),
+    ];
+    for i in 0..60 {
+        blobs.push((
+            format!("wide/part-{i:04}.bin"),
+            format!("part {i}").into_bytes(),
+        ));
+    }
+    blobs
+}
+
+async fn seed(app: &App) -> Vec<(String, Vec<u8>)> {
+    let lake = app.source.container("lake").unwrap();
+    let blobs = lake_layout();
+    for (name, bytes) in &blobs {
+        support::upload(&lake, name, bytes).await;
+    }
+    blobs
+}
+
+/// Checks every blob has exactly one snapshot and exactly one stamped backup holding its bytes.
+async fn assert_each_version_once(app: &App, blobs: &[(String, Vec<u8>)]) {
+    let lake = app.source.container("lake").unwrap();
+    let mut snapshots: BTreeMap<String, usize> = BTreeMap::new();
+    for (name, snapshot) in support::list_all(&lake).await {
+        if snapshot.is_some() {
+            *snapshots.entry(name).or_default() += 1;
+        }
+    }
+    let backup = app.backup.container("lakebak").unwrap();
+    let mut backups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, _) in support::list_all(&backup).await {
+        let parsed = naming::parse_backup_blob_name(&name).unwrap();
+        backups.entry(parsed.source_name).or_default().push(name);
+    }
+    for (name, bytes) in blobs {
+        assert_eq!(snapshots.get(name), Some(&1), "snapshots of {name}");
+        let names = &backups[name];
+        assert_eq!(names.len(), 1, "backups of {name}: {names:?}");
+        let (etag, _, _) = support::properties(&lake, name).await;
+        let (_, _, metadata) = support::properties(&backup, &names[0]).await;
+        assert_eq!(
+            stamp::stamped_etag(&metadata),
+            Some(etag.as_str()),
+            "{name}"
+        );
+        assert!(
+            support::download(&backup, &names[0]).await == *bytes,
+            "{name}"
+        );
+    }
+    assert_eq!(backups.len(), blobs.len());
+}
+
+fn settings(azurite: &Azurite, extra: &[(&str, &str)]) -> Settings {
+    let mut pairs = worker::settings(azurite);
+    pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Settings::from_pairs(pairs)
+}
+
+/// Takes shards off the queue and runs them in-process until none is left.
+async fn run_job_in_process(app: &App) -> Vec<ShardReport> {
+    let queue = app.shard_queue().await.unwrap();
+    let mut reports = Vec::new();
+    loop {
+        let texts = support::drain_queue(queue).await;
+        if texts.is_empty() {
+            return reports;
+        }
+        for text in texts {
+            let shard =
+                Shard::parse(&String::from_utf8(BASE64.decode(text).unwrap()).unwrap()).unwrap();
+            reports.push(run_shard(app, &shard).await.unwrap());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_job_fans_out_over_directories_and_continues_within_its_budget() {
+    let azurite = Azurite::start();
+    let app = App::from_settings(&settings(
+        &azurite,
+        &[("SHARD_TIME_BUDGET_SECONDS", "1"), ("SHARD_PAGE_SIZE", "2")],
+    ))
+    .unwrap();
+    app.source
+        .container("lake")
+        .unwrap()
+        .create(None)
+        .await
+        .unwrap();
+    let blobs = seed(&app).await;
+
+    app.enqueue_shard(&Shard::root("job-1", "lake", ""))
+        .await
+        .unwrap();
+    let reports = run_job_in_process(&app).await;
+    assert_each_version_once(&app, &blobs).await;
+
+    let prefixes: Vec<&str> = reports.iter().map(|r| r.prefix.as_str()).collect();
+    for directory in ["", "a/", "a/b/", "a/b/c/", "ünï/", "wide/"] {
+        assert!(
+            prefixes.contains(&directory),
+            "{directory:?} not sharded: {prefixes:?}"
+        );
+    }
+    assert!(reports.iter().all(|r| r.job == "job-1"));
+    assert!(
+        reports.iter().any(|r| r.continued),
+        "60 blobs two a page in a 1 s budget must continue: {reports:?}"
+    );
+    for report in &reports {
+        assert!(
+            report.duration_ms < 6_000,
+            "far over its 1 s budget: {report:?}"
+        );
+    }
+    let copied: u64 = reports.iter().map(|r| r.backups_copied).sum();
+    assert_eq!(copied, blobs.len() as u64);
+
+    // Again: everything is there; a pass costs listings only. (With default pages: Azurite's
+    // listing marker is a blob name, so a page ending between a blob's snapshot and its base
+    // skips the rest of that name; Azure's marker is opaque and does not.)
+    let app = App::from_settings(&settings(&azurite, &[])).unwrap();
+    app.enqueue_shard(&Shard::root("job-2", "lake", ""))
+        .await
+        .unwrap();
+    let again = run_job_in_process(&app).await;
+    assert!(
+        again
+            .iter()
+            .all(|r| r.backups_copied == 0 && r.snapshots_created == 0),
+        "{again:?}"
+    );
+    let present: u64 = again.iter().map(|r| r.backups_present).sum();
+    assert_eq!(present, blobs.len() as u64);
+    assert_each_version_once(&app, &blobs).await;
+}
+
+#[tokio::test]
+async fn a_prefix_limits_the_job_to_that_directory_tree() {
+    let azurite = Azurite::start();
+    let app = App::from_settings(&settings(&azurite, &[])).unwrap();
+    app.source
+        .container("lake")
+        .unwrap()
+        .create(None)
+        .await
+        .unwrap();
+    seed(&app).await;
+    app.enqueue_shard(&Shard::root("job-a", "lake", "a/"))
+        .await
+        .unwrap();
+    let reports = run_job_in_process(&app).await;
+    let copied: u64 = reports.iter().map(|r| r.backups_copied).sum();
+    assert_eq!(copied, 3, "a/one.csv, a/b/two.bin, a/b/c/deep: {reports:?}");
+    let backup = app.backup.container("lakebak").unwrap();
+    let names: Vec<String> = support::list_all(&backup)
+        .await
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert!(names.iter().all(|n| n.starts_with("a/")), "{names:?}");
+}
+
+#[tokio::test]
+async fn an_unreachable_backup_account_fails_the_shard_and_marks_nothing_done() {
+    let azurite = Azurite::start();
+    let unreachable = support::unreachable_connection("backup", support::azurite::BACKUP_KEY);
+    let app = App::from_settings(&settings(&azurite, &[("BACKUP_STORAGE", &unreachable)])).unwrap();
+    app.source
+        .container("lake")
+        .unwrap()
+        .create(None)
+        .await
+        .unwrap();
+    support::upload(&app.source.container("lake").unwrap(), "x.csv", b"x").await;
+    let error = run_shard(&app, &Shard::root("job-x", "lake", ""))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("lakebak"), "{error}");
+    let lake = app.source.container("lake").unwrap();
+    assert!(
+        support::list_all(&lake)
+            .await
+            .iter()
+            .all(|(_, s)| s.is_none()),
+        "no snapshot without its backup"
+    );
+}
+
+#[tokio::test]
+async fn two_run_processes_share_one_job_and_a_killed_one_loses_nothing() {
+    let azurite = Azurite::start();
+    let extra = [
+        ("SHARD_TIME_BUDGET_SECONDS", "1"),
+        // Default pages: a shard taken again after the dead worker's snapshots exist must not
+        // meet Azurite's name-based listing marker (see the test above).
+        ("RUN_VISIBILITY_SECONDS", "3"),
+        ("COPY_TIMEOUT_SECONDS", "20"),
+    ];
+    let app = App::from_settings(&settings(&azurite, &extra)).unwrap();
+    app.source
+        .container("lake")
+        .unwrap()
+        .create(None)
+        .await
+        .unwrap();
+    let blobs = seed(&app).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("host.json"),
+        r#"{"version": "2.0", "functionTimeout": "00:01:00", "extensions": {"queues": {"batchSize": 4, "maxPollingInterval": "00:00:00.2"}}}"#,
+    )
+    .unwrap();
+    let mut process_settings = worker::settings(&azurite);
+    process_settings.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+
+    let (code, out, err) = worker::run_once(&process_settings, &["shard", "--container", "lake"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("\"job\""), "{out}");
+    let first = Standalone::start(&process_settings, dir.path(), &[]);
+    let second = Standalone::start(&process_settings, dir.path(), &[]);
+    // One worker dies early, mid-job; its shards reappear and the other finishes them.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    first.kill();
+    let backup = app.backup.container("lakebak").unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let count = if backup.exists().await.unwrap() {
+            support::list_all(&backup).await.len()
+        } else {
+            0
+        };
+        if count >= blobs.len() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{count} of {} backed up",
+            blobs.len()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Let any shard the dead worker held reappear and be found done.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(second.terminate(), 0);
+    assert_each_version_once(&app, &blobs).await;
+    assert!(support::drain_queue(app.shard_queue().await.unwrap())
+        .await
+        .is_empty());
+    let poison = app.jobs.queue("backup-requests-shards-poison").unwrap();
+    assert!(!poison.exists().await.unwrap() || support::drain_queue(&poison).await.is_empty());
+}
