@@ -347,11 +347,13 @@ async fn blobs_deleted_while_it_runs_are_no_error() {
 }
 
 #[tokio::test]
-async fn the_timer_invocation_runs_a_reconciliation() {
+async fn the_timer_queues_root_shards_that_the_shard_function_works_off() {
     let lake = Lake::new().await;
     lake.put("a.csv", b"a").await;
+    lake.put("dir/b.csv", b"b").await;
     let worker = Worker::serve(&worker::settings(&lake.azurite));
-    let response = reqwest::Client::new()
+    let client = reqwest::Client::new();
+    let response = client
         .post(worker.url("/HttpSnapshotIncBackupStorageReconciliation"))
         .json(&serde_json::json!({
             "Data": {"timer": {
@@ -366,8 +368,59 @@ async fn the_timer_invocation_runs_a_reconciliation() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 200);
     let reply: Value = response.json().await.unwrap();
-    assert_eq!(reply["ReturnValue"]["status"], "ok", "{reply}");
-    assert_eq!(reply["ReturnValue"]["total"]["snapshots_created"], 1);
-    assert_eq!(reply["ReturnValue"]["total"]["backup_requests"], 1);
-    assert_eq!(lake.take_requests().await.len(), 1);
+    assert_eq!(reply["ReturnValue"]["status"], "queued", "{reply}");
+    assert_eq!(
+        reply["ReturnValue"]["containers"],
+        serde_json::json!(["lake", "other"])
+    );
+
+    // The host delivers each shard to QueueSnapshotBackupShard; sub-directories fan out.
+    let shards = lake.app.jobs.queue("backup-requests-shards").unwrap();
+    let mut reports = Vec::new();
+    loop {
+        let texts = support::drain_queue(&shards).await;
+        if texts.is_empty() {
+            break;
+        }
+        for text in texts {
+            let decoded = String::from_utf8(BASE64.decode(text).unwrap()).unwrap();
+            let response = client
+                .post(worker.url("/QueueSnapshotBackupShard"))
+                .json(&serde_json::json!({
+                    "Data": {"message": decoded},
+                    "Metadata": {"Id": "shard-1", "DequeueCount": 1, "sys": {"MethodName": "QueueSnapshotBackupShard"}}
+                }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status().as_u16(), 200);
+            let reply: Value = response.json().await.unwrap();
+            assert_eq!(reply["ReturnValue"]["outcome"], "done", "{reply}");
+            reports.push(reply["ReturnValue"].clone());
+        }
+    }
+    let mut shards_run: Vec<(&str, &str)> = reports
+        .iter()
+        .map(|r| {
+            (
+                r["container"].as_str().unwrap(),
+                r["prefix"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    shards_run.sort();
+    assert_eq!(shards_run, [("lake", ""), ("lake", "dir/"), ("other", "")]);
+    let copied: u64 = reports
+        .iter()
+        .map(|r| r["backups_copied"].as_u64().unwrap())
+        .sum();
+    let snapshots: u64 = reports
+        .iter()
+        .map(|r| r["snapshots_created"].as_u64().unwrap())
+        .sum();
+    assert_eq!((copied, snapshots), (2, 2), "{reports:?}");
+    let (_, after) = lake.reconcile(&["--container", "lake", "--dry-run"], &[]);
+    let report = container(&after, "lake");
+    assert_eq!(report["backups_present"], 2, "{after}");
+    assert_eq!(report["snapshots_created"], 0, "{after}");
 }

@@ -143,6 +143,56 @@ pub async fn reconcile(app: &App, scope: Option<&[String]>, dry_run: bool) -> Re
     .await
 }
 
+/// What the timer did: the job it started, one root shard per container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScheduledReconciliation {
+    /// `queued`, or `failed` when the containers could not be listed or a shard not queued.
+    pub status: &'static str,
+    pub job: String,
+    /// Containers whose root shard was queued.
+    pub containers: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The timer's reconciliation: queues one root shard per container in scope and returns within
+/// seconds; the shards (`QueueSnapshotBackupShard`) do the work, directory by directory, each
+/// within its budget, on as many instances as the host runs.
+pub async fn schedule(app: &App, scope: Option<&[String]>) -> ScheduledReconciliation {
+    let job = crate::core::shard::new_job_id();
+    let span = tracing::info_span!("reconciler", function = FUNCTION_NAME, job);
+    async {
+        let mut scheduled = ScheduledReconciliation {
+            status: "queued",
+            job: job.clone(),
+            containers: Vec::new(),
+            error: None,
+        };
+        let result = async {
+            for container in containers_in_scope(app, scope).await? {
+                if let Err(e) = naming::validate_container_name(&container) {
+                    warn!(error = %e, "not a container name; skipped");
+                    continue;
+                }
+                app.enqueue_shard(&crate::core::shard::Shard::root(&job, &container, ""))
+                    .await?;
+                scheduled.containers.push(container);
+            }
+            Ok::<_, StorageError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            warn!(error = %e, "scheduling the reconciliation failed");
+            scheduled.status = "failed";
+            scheduled.error = Some(e.to_string());
+        }
+        info!(containers = ?scheduled.containers, status = scheduled.status, "reconciliation scheduled as shards");
+        scheduled
+    }
+    .instrument(span)
+    .await
+}
+
 /// The containers to reconcile. A named container that does not exist is found out by its
 /// sweep (and reported as not found), so only the whole-account scope lists containers.
 async fn containers_in_scope(

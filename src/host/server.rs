@@ -257,8 +257,9 @@ where
     }
 }
 
-/// The timer fires the reconciler over `RECONCILE_CONTAINERS` (or every container). Any failed
-/// container fails the invocation, so monitoring sees it; the summary is returned either way.
+/// The timer starts a reconciliation of `RECONCILE_CONTAINERS` (or every container) as one
+/// root shard per container, and returns within seconds. A failure to queue fails the
+/// invocation, so monitoring sees it.
 async fn reconciler_invocation(State(app): State<Arc<App>>, body: Bytes) -> Response {
     let invoke = match parse_invocation(&body) {
         Ok(invoke) => invoke,
@@ -272,10 +273,9 @@ async fn reconciler_invocation(State(app): State<Arc<App>>, body: Bytes) -> Resp
     if past_due {
         warn!("the reconciliation timer is past due");
     }
-    let summary =
-        reconciler::reconcile(&app, app.config.reconcile_containers.as_deref(), false).await;
+    let summary = reconciler::schedule(&app, app.config.reconcile_containers.as_deref()).await;
     let return_value = serde_json::to_value(&summary).unwrap_or(Value::Null);
-    let status = if summary.succeeded() {
+    let status = if summary.status == "queued" {
         StatusCode::OK
     } else {
         StatusCode::INTERNAL_SERVER_ERROR

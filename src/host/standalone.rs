@@ -511,14 +511,9 @@ async fn run_timer(app: Arc<App>, cron: Cron, mut stop: watch::Receiver<bool>) {
             _ = stop.wait_for(|s| *s) => return,
         }
         let scope = app.config.reconcile_containers.clone();
-        // A reconciliation cut short by shutdown is safe: each repair is idempotent.
-        tokio::select! {
-            summary = reconciler::reconcile(&app, scope.as_deref(), false) => {
-                if !summary.succeeded() {
-                    error!(failed = ?summary.failed_containers, error = ?summary.error, "scheduled reconciliation failed");
-                }
-            }
-            _ = stop.wait_for(|s| *s) => return,
+        let scheduled = reconciler::schedule(&app, scope.as_deref()).await;
+        if scheduled.status != "queued" {
+            error!(error = ?scheduled.error, "scheduling the reconciliation failed");
         }
     }
 }
