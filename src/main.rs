@@ -31,14 +31,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the three functions to the Azure Functions host (custom handler).
+    /// Serve the four functions to the Azure Functions host (custom handler).
     Serve {
         /// Port on 127.0.0.1; the host passes it in FUNCTIONS_CUSTOMHANDLER_PORT.
         #[arg(long, env = "FUNCTIONS_CUSTOMHANDLER_PORT")]
         port: u16,
     },
-    /// Run the three functions without the Functions host: take backup requests off the queue,
-    /// reconcile on RECONCILE_SCHEDULE, and serve the producer over HTTP.
+    /// Run the four functions without the Functions host: take backup requests and shards off
+    /// their queues, start reconciliations on RECONCILE_SCHEDULE, and serve the producer.
     Run {
         /// Serve the producer at http://ADDR/api/HttpSnapshotIncBackupContainerProducer
         /// (e.g. 127.0.0.1:8080, or 0.0.0.0:8080 in a container).

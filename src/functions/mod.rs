@@ -1,4 +1,4 @@
-//! The three functions, one module each; each takes typed input and returns a typed summary,
+//! The four functions (and restore), one module each; each takes typed input and returns a typed summary,
 //! knowing nothing of the protocol that triggered it.
 
 pub mod consumer;

@@ -1,10 +1,10 @@
-//! `lakebackup run`: the three functions without the Functions host, doing what the host would.
+//! `lakebackup run`: the four functions without the Functions host, doing what the host would.
 //!
-//! - the queue trigger: poll `BACKUP_QUEUE_NAME` in batches with a visibility timeout and bounded
-//!   parallelism, hand each message to the consumer, delete it on success, let it reappear after
-//!   the retry delay on failure, and move it to `{queue}-poison` once it has failed
+//! - the queue triggers: poll `BACKUP_QUEUE_NAME` (the consumer) and `{BACKUP_QUEUE_NAME}-shards`
+//!   (the shard function) in batches with bounded parallelism, delete a message on success, let it
+//!   reappear after the retry delay on failure, and move it to `{queue}-poison` once it has failed
 //!   `maxDequeueCount` times (read from `host.json`, as the host does);
-//! - the timer: the reconciler on `RECONCILE_SCHEDULE` (6-field NCRONTAB);
+//! - the timer: the reconciler's root shards on `RECONCILE_SCHEDULE` (6-field NCRONTAB);
 //! - the HTTP trigger: the producer at `/api/HttpSnapshotIncBackupContainerProducer`.
 //!
 //! Like the host, it keeps a taken message hidden for a window (`RUN_VISIBILITY_SECONDS`, 10
@@ -285,11 +285,7 @@ async fn run_queue(
     let queue = function.queue(&app).await?;
     let slots = Arc::new(Semaphore::new(behaviour.batch_size));
     let visibility = window_seconds(&behaviour);
-    info!(
-        queue = app.config.backup_queue,
-        ?behaviour,
-        "taking backup requests"
-    );
+    info!(?function, ?behaviour, "taking messages");
     while !*stop.borrow() {
         // Take only as many messages as there are free slots: none waits hidden unprocessed.
         let free = slots.available_permits();
