@@ -41,6 +41,12 @@ pub struct Azurite {
 impl Azurite {
     /// Starts Azurite from `project_root/node_modules`.
     pub fn start_in(project_root: &Path) -> Result<Azurite, AzuriteError> {
+        Self::start_in_with(project_root, &[])
+    }
+
+    /// Like [`Azurite::start_in`], with extra Azurite arguments (a benchmark's peer may send an
+    /// API version this Azurite does not know: `--skipApiVersionCheck`).
+    pub fn start_in_with(project_root: &Path, extra: &[&str]) -> Result<Azurite, AzuriteError> {
         let script = project_root.join("node_modules/azurite/dist/src/azurite.js");
         if !script.exists() {
             return Err(AzuriteError::NotInstalled(project_root.to_owned()));
@@ -52,6 +58,7 @@ impl Azurite {
             .args(["--blobHost", "127.0.0.1", "--blobPort", "0"])
             .args(["--queueHost", "127.0.0.1", "--queuePort", "0"])
             .args(["--tableHost", "127.0.0.1", "--tablePort", "0"])
+            .args(extra)
             .env(
                 "AZURITE_ACCOUNTS",
                 format!(

@@ -11,7 +11,7 @@
 //! group, the diff errs on the safe side: the base is judged against the snapshots it was seen
 //! with, which at worst takes one snapshot too many and never skips one.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use time::OffsetDateTime;
 
@@ -28,6 +28,8 @@ pub struct ListedBlob {
     pub content_length: u64,
     /// Content-MD5, when the service has one.
     pub content_md5: Option<Vec<u8>>,
+    /// The blob's own metadata, when the listing included it.
+    pub metadata: Option<HashMap<String, String>>,
 }
 
 /// The current version of a blob.
@@ -38,6 +40,8 @@ pub struct BaseBlob {
     pub etag: String,
     pub last_modified: OffsetDateTime,
     pub content_length: u64,
+    /// The blob's own metadata, when the listing included it.
+    pub metadata: Option<HashMap<String, String>>,
 }
 
 /// The diff's answer for one base blob.
@@ -95,6 +99,7 @@ impl SnapshotDiff {
                     etag,
                     last_modified: entry.last_modified,
                     content_length: entry.content_length,
+                    metadata: entry.metadata,
                 });
             }
         }
@@ -134,6 +139,7 @@ mod tests {
 
     fn base(name: &str, etag: &str) -> ListedBlob {
         ListedBlob {
+            metadata: None,
             name: name.into(),
             snapshot: None,
             etag: etag.into(),
@@ -145,6 +151,7 @@ mod tests {
 
     fn snap(name: &str, etag: &str, at: &str) -> ListedBlob {
         ListedBlob {
+            metadata: None,
             snapshot: Some(at.into()),
             ..base(name, etag)
         }

@@ -163,6 +163,56 @@ pub async fn back_up_now(
     }
 }
 
+/// Backs up the current version of a blob a shard has just listed: the listing already says the
+/// version (ETag, time, length, the source's metadata) and that no stamped backup of it exists,
+/// so it is copied at once, in one request carrying the stamp. Anything a condition refuses
+/// (the blob changed, a backup appeared) goes the consumer's whole way, from the facts.
+pub async fn back_up_listed(
+    app: &App,
+    container: &str,
+    blob: &crate::core::diff::BaseBlob,
+) -> Result<ConsumerOutcome, ConsumerError> {
+    let request = BackupRequest::new(container, &blob.name, &blob.etag);
+    let Some(metadata) = &blob.metadata else {
+        return back_up_now(app, &request).await;
+    };
+    let unusable = |reason: String| ConsumerError::Unusable {
+        what: format!("{container}/{}", blob.name),
+        reason,
+    };
+    let backup_container =
+        naming::backup_container_name(container, &app.config.backup_container_suffix)
+            .map_err(|e| unusable(e.to_string()))?;
+    let job = Job {
+        app,
+        request: &request,
+        etag: request.etag.clone(),
+        backup_container,
+    };
+    let version = Version {
+        last_modified: blob.last_modified,
+        content_length: blob.content_length,
+        content_md5: None,
+        metadata: metadata.clone(),
+        snapshot: None,
+    };
+    let copied = async {
+        let name = job.backup_name(&version)?;
+        app.ensure_backup_container(&job.backup_container).await?;
+        let backup = job.backup_client(&name)?;
+        job.copy_direct(&backup, name, &version).await
+    }
+    .await;
+    match copied {
+        Ok(outcome) => Ok(outcome),
+        Err(Failure::Retry(ConsumerError::Storage(e))) if is_condition_conflict(&e) => {
+            back_up_now(app, &request).await
+        }
+        Err(Failure::Retry(error)) => Err(error),
+        Err(Failure::Rejected(reason)) => Err(unusable(reason)),
+    }
+}
+
 enum Failure {
     /// The request can never succeed: poison it.
     Rejected(String),

@@ -267,7 +267,9 @@ async fn repair(
                     app.enqueue_backup(&request).await?;
                     done.push(Repaired::Requested);
                 }
-                CopyEngine::Direct => match consumer::back_up_now(app, &request).await {
+                CopyEngine::Direct => match consumer::back_up_listed(app, &shard.container, &blob)
+                    .await
+                {
                     Ok(
                         ConsumerOutcome::BackedUp { .. } | ConsumerOutcome::AlreadyBackedUp { .. },
                     ) => done.push(Repaired::Copied),

@@ -47,6 +47,7 @@ fn listed_blob(item: ListedItem, operation: &str) -> Result<Option<ListedBlob>, 
         content_length: properties.content_length.unwrap_or(0),
         content_md5: properties.content_md5,
         snapshot: item.snapshot.filter(|s| !s.is_empty()),
+        metadata: item.metadata,
         name,
     }))
 }
@@ -233,7 +234,12 @@ pub fn list_directory_with_snapshots(
     list_scoped_pages(
         container,
         format!("listing container {container_name}"),
-        &[ListBlobsIncludeItem::Snapshots],
+        // The metadata too: a shard copies with the source's own metadata and the stamp in one
+        // request, without reading the blob first.
+        &[
+            ListBlobsIncludeItem::Snapshots,
+            ListBlobsIncludeItem::Metadata,
+        ],
         ListingScope {
             one_level: true,
             ..scope
