@@ -277,6 +277,12 @@ impl App {
         self.created_queue(&self.shard_poison_queue, &name).await
     }
 
+    /// Writes a shard message, exactly as it was received, to the shard queue's poison queue.
+    pub async fn poison_shard_raw(&self, raw: &str) -> Result<(), StorageError> {
+        let queue = self.shard_poison_queue().await?;
+        send_raw(queue, raw.to_owned(), None, "a shard to the poison queue").await
+    }
+
     /// Puts one shard on the shard queue (base64, never expiring).
     pub async fn enqueue_shard(
         &self,
@@ -387,7 +393,7 @@ impl App {
 }
 
 /// Puts `text` on `queue` as it is, optionally invisible for `delay`; it never expires.
-pub(crate) async fn send_raw(
+async fn send_raw(
     queue: &QueueClient,
     text: String,
     delay: Option<Duration>,

@@ -47,6 +47,12 @@ async fn seed(app: &App) -> Vec<(String, Vec<u8>)> {
 
 /// Checks every blob has exactly one snapshot and exactly one stamped backup holding its bytes.
 async fn assert_each_version_once(app: &App, blobs: &[(String, Vec<u8>)]) {
+    assert_versions(app, blobs, true).await
+}
+
+/// Checks every blob has a snapshot (exactly one when `one_snapshot`) and exactly one stamped
+/// backup holding its bytes.
+async fn assert_versions(app: &App, blobs: &[(String, Vec<u8>)], one_snapshot: bool) {
     let lake = app.source.container("lake").unwrap();
     let mut snapshots: BTreeMap<String, usize> = BTreeMap::new();
     for (name, snapshot) in support::list_all(&lake).await {
@@ -61,7 +67,12 @@ async fn assert_each_version_once(app: &App, blobs: &[(String, Vec<u8>)]) {
         backups.entry(parsed.source_name).or_default().push(name);
     }
     for (name, bytes) in blobs {
-        assert_eq!(snapshots.get(name), Some(&1), "snapshots of {name}");
+        let taken = snapshots.get(name).copied().unwrap_or(0);
+        if one_snapshot {
+            assert_eq!(taken, 1, "snapshots of {name}");
+        } else {
+            assert!(taken >= 1, "no snapshot of {name}");
+        }
         let names = &backups[name];
         assert_eq!(names.len(), 1, "backups of {name}: {names:?}");
         let (etag, _, _) = support::properties(&lake, name).await;
@@ -272,7 +283,10 @@ async fn two_run_processes_share_one_job_and_a_killed_one_loses_nothing() {
     // Let any shard the dead worker held reappear and be found done.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(second.terminate(), 0);
-    assert_each_version_once(&app, &blobs).await;
+    // A shard taken again after its worker died may run beside a copy of one of its
+    // sub-directories' shards: a backup is still made once (If-None-Match: *), a snapshot may
+    // be taken twice.
+    assert_versions(&app, &blobs, false).await;
     assert!(support::drain_queue(app.shard_queue().await.unwrap())
         .await
         .is_empty());

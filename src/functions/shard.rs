@@ -102,27 +102,16 @@ pub async fn run_shard(app: &App, shard: &Shard) -> Result<ShardReport, ShardErr
         )?;
         futures::pin_mut!(pages);
         let mut diff = SnapshotDiff::new();
+        let mut continuation = None;
         loop {
             let page = match pages.try_next().await {
-                Ok(page) => page,
+                Ok(Some(page)) => page,
+                Ok(None) => break,
                 Err(e) if e.has_code("ContainerNotFound") => {
                     warn!("the shard's container does not exist; nothing to do");
                     break;
                 }
                 Err(e) => return Err(e.into()),
-            };
-            let Some(page) = page else {
-                let rest = std::mem::take(&mut diff).finish();
-                repair_all(
-                    app,
-                    &source,
-                    shard,
-                    &index,
-                    rest.into_iter().collect(),
-                    &mut report,
-                )
-                .await?;
-                break;
             };
             for sub in &page.prefixes {
                 app.enqueue_shard(&shard.child(sub)).await?;
@@ -134,26 +123,18 @@ pub async fn run_shard(app: &App, shard: &Shard) -> Result<ShardReport, ShardErr
                 .filter_map(|e| diff.push(e))
                 .collect();
             repair_all(app, &source, shard, &index, verdicts, &mut report).await?;
-            match page.next_marker {
-                Some(marker) if started.elapsed() >= app.config.shard_budget => {
-                    // A name whose entries straddle the cut is judged on what was seen: at worst
-                    // one snapshot too many, never one too few.
-                    let rest = std::mem::take(&mut diff).finish();
-                    repair_all(
-                        app,
-                        &source,
-                        shard,
-                        &index,
-                        rest.into_iter().collect(),
-                        &mut report,
-                    )
-                    .await?;
-                    app.enqueue_shard(&shard.continuation(&marker)).await?;
-                    report.continued = true;
-                    break;
-                }
-                _ => {}
+            if page.next_marker.is_some() && started.elapsed() >= app.config.shard_budget {
+                continuation = page.next_marker;
+                break;
             }
+        }
+        // The last name; at a cut, a name whose entries straddle it is judged on what was seen:
+        // at worst one snapshot too many, never one too few.
+        let rest: Vec<BlobVerdict> = diff.finish().into_iter().collect();
+        repair_all(app, &source, shard, &index, rest, &mut report).await?;
+        if let Some(marker) = continuation {
+            app.enqueue_shard(&shard.continuation(&marker)).await?;
+            report.continued = true;
         }
         report.duration_ms = started.elapsed().as_millis() as u64;
         info!(report = ?report, "shard finished");
@@ -332,12 +313,11 @@ pub async fn consume(
     let shard = match Shard::parse(&delivery.text) {
         Ok(shard) => shard,
         Err(reason) => {
-            let queue = app.shard_poison_queue().await?;
             let raw = delivery.raw.clone().unwrap_or_else(|| {
                 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
                 BASE64.encode(&delivery.text)
             });
-            crate::app::send_raw(queue, raw, None, "a shard to the poison queue").await?;
+            app.poison_shard_raw(&raw).await?;
             warn!(
                 reason,
                 message_id = delivery.message_id,

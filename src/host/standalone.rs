@@ -253,11 +253,7 @@ impl QueueFunction {
     async fn poison(self, app: &App, raw: &str) -> Result<(), StorageError> {
         match self {
             QueueFunction::Backups => app.poison_raw(raw).await,
-            QueueFunction::Shards => {
-                let queue = app.shard_poison_queue().await?;
-                crate::app::send_raw(queue, raw.to_owned(), None, "a shard to the poison queue")
-                    .await
-            }
+            QueueFunction::Shards => app.poison_shard_raw(raw).await,
         }
     }
 
