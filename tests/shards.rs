@@ -293,3 +293,25 @@ async fn two_run_processes_share_one_job_and_a_killed_one_loses_nothing() {
     let poison = app.jobs.queue("backup-requests-shards-poison").unwrap();
     assert!(!poison.exists().await.unwrap() || support::drain_queue(&poison).await.is_empty());
 }
+
+#[tokio::test]
+async fn an_archived_blob_is_counted_not_copied() {
+    let azurite = Azurite::start();
+    let app = App::from_settings(&settings(&azurite, &[])).unwrap();
+    let lake = app.source.container("lake").unwrap();
+    lake.create(None).await.unwrap();
+    support::upload(&lake, "cold/old.bin", b"archived").await;
+    support::upload(&lake, "cold/new.bin", b"hot").await;
+    lake.blob_client("cold/old.bin")
+        .set_tier(azure_storage_blob::models::AccessTier::Archive, None)
+        .await
+        .unwrap();
+    let report = run_shard(&app, &Shard::root("job-c", "lake", "cold/"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.archived, report.backups_copied),
+        (1, 1),
+        "{report:?}"
+    );
+}

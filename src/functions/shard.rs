@@ -53,7 +53,9 @@ pub struct ShardReport {
     pub backup_requests: u64,
     /// Versions whose complete backup was already there.
     pub backups_present: u64,
-    /// Other outcomes of a copy (outdated, archived): the blob moved on or cannot be read.
+    /// Sources in the archive tier: not readable until rehydrated (logged with the tier).
+    pub archived: u64,
+    /// Other outcomes of a copy (outdated, a name too long to back up).
     pub backups_skipped: u64,
     pub subdirectories_queued: u64,
     /// The budget ran out and the rest of the directory was queued.
@@ -172,6 +174,7 @@ enum Repaired {
     Snapshot,
     Copied,
     Requested,
+    Archived,
     Skipped,
 }
 
@@ -218,6 +221,7 @@ fn tally(
                     Repaired::Snapshot => report.snapshots_created += 1,
                     Repaired::Copied => report.backups_copied += 1,
                     Repaired::Requested => report.backup_requests += 1,
+                    Repaired::Archived => report.archived += 1,
                     Repaired::Skipped => report.backups_skipped += 1,
                 }
             }
@@ -254,6 +258,7 @@ async fn repair(
                     Ok(
                         ConsumerOutcome::BackedUp { .. } | ConsumerOutcome::AlreadyBackedUp { .. },
                     ) => done.push(Repaired::Copied),
+                    Ok(ConsumerOutcome::Archived { .. }) => done.push(Repaired::Archived),
                     Ok(other) => {
                         info!(outcome = ?other, "not backed up by the shard");
                         done.push(Repaired::Skipped);
