@@ -30,6 +30,8 @@ impl Lake {
         let mut settings = worker::settings(&self.azurite);
         settings.insert("COPY_POLL_INTERVAL_MS".into(), "50".into());
         settings.insert("COPY_TIMEOUT_SECONDS".into(), "20".into());
+        // A shard's budget and a copy must fit the 30 s functionTimeout below.
+        settings.insert("SHARD_TIME_BUDGET_SECONDS".into(), "5".into());
         // A taken message stays hidden 3 s at a time (renewed while it is worked on), so one
         // taken by a worker that died reappears quickly.
         settings.insert("RUN_VISIBILITY_SECONDS".into(), "3".into());
