@@ -483,7 +483,8 @@ impl Job<'_> {
                 Settled::Unverifiable => {
                     return Ok(outdated(format!(
                         "{reason}; an unstamped copy under its backup name {name} cannot be \
-                         verified without the version, and is left alone"
+                         verified (no snapshot of the version, or no MD5 to compare), and is \
+                         left alone"
                     )))
                 }
             }
