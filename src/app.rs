@@ -353,13 +353,6 @@ impl App {
         send_raw(queue, BASE64.encode(text), None, what).await
     }
 
-    /// Moves a message the consumer cannot act on to the poison queue, unchanged.
-    pub async fn poison(&self, text: &str) -> Result<(), StorageError> {
-        let queue = self.poison_queue().await?;
-        self.send_text(queue, text, "a message to the poison queue")
-            .await
-    }
-
     /// Writes `raw`, a message's text exactly as it was received from the queue, to the poison
     /// queue byte for byte.
     pub async fn poison_raw(&self, raw: &str) -> Result<(), StorageError> {

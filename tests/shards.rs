@@ -96,6 +96,18 @@ fn settings(azurite: &Azurite, extra: &[(&str, &str)]) -> Settings {
     Settings::from_pairs(pairs)
 }
 
+/// The worker's `App` on `azurite` with `extra` settings, and the container `lake`.
+async fn lake_app(azurite: &Azurite, extra: &[(&str, &str)]) -> App {
+    let app = App::from_settings(&settings(azurite, extra)).unwrap();
+    app.source
+        .container("lake")
+        .unwrap()
+        .create(None)
+        .await
+        .unwrap();
+    app
+}
+
 /// Takes shards off the queue and runs them in-process until none is left.
 async fn run_job_in_process(app: &App) -> Vec<ShardReport> {
     let queue = app.shard_queue().await.unwrap();
@@ -116,17 +128,11 @@ async fn run_job_in_process(app: &App) -> Vec<ShardReport> {
 #[tokio::test]
 async fn a_job_fans_out_over_directories_and_continues_within_its_budget() {
     let azurite = Azurite::start();
-    let app = App::from_settings(&settings(
+    let app = lake_app(
         &azurite,
         &[("SHARD_TIME_BUDGET_SECONDS", "1"), ("SHARD_PAGE_SIZE", "2")],
-    ))
-    .unwrap();
-    app.source
-        .container("lake")
-        .unwrap()
-        .create(None)
-        .await
-        .unwrap();
+    )
+    .await;
     let blobs = seed(&app).await;
 
     app.enqueue_shard(&Shard::root("job-1", "lake", ""))
@@ -178,13 +184,7 @@ async fn a_job_fans_out_over_directories_and_continues_within_its_budget() {
 #[tokio::test]
 async fn a_prefix_limits_the_job_to_that_directory_tree() {
     let azurite = Azurite::start();
-    let app = App::from_settings(&settings(&azurite, &[])).unwrap();
-    app.source
-        .container("lake")
-        .unwrap()
-        .create(None)
-        .await
-        .unwrap();
+    let app = lake_app(&azurite, &[]).await;
     seed(&app).await;
     app.enqueue_shard(&Shard::root("job-a", "lake", "a/"))
         .await
@@ -205,13 +205,7 @@ async fn a_prefix_limits_the_job_to_that_directory_tree() {
 async fn an_unreachable_backup_account_fails_the_shard_and_marks_nothing_done() {
     let azurite = Azurite::start();
     let unreachable = support::unreachable_connection("backup", support::azurite::BACKUP_KEY);
-    let app = App::from_settings(&settings(&azurite, &[("BACKUP_STORAGE", &unreachable)])).unwrap();
-    app.source
-        .container("lake")
-        .unwrap()
-        .create(None)
-        .await
-        .unwrap();
+    let app = lake_app(&azurite, &[("BACKUP_STORAGE", &unreachable)]).await;
     support::upload(&app.source.container("lake").unwrap(), "x.csv", b"x").await;
     let error = run_shard(&app, &Shard::root("job-x", "lake", ""))
         .await
@@ -237,13 +231,7 @@ async fn two_run_processes_share_one_job_and_a_killed_one_loses_nothing() {
         ("RUN_VISIBILITY_SECONDS", "3"),
         ("COPY_TIMEOUT_SECONDS", "20"),
     ];
-    let app = App::from_settings(&settings(&azurite, &extra)).unwrap();
-    app.source
-        .container("lake")
-        .unwrap()
-        .create(None)
-        .await
-        .unwrap();
+    let app = lake_app(&azurite, &extra).await;
     let blobs = seed(&app).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -297,9 +285,8 @@ async fn two_run_processes_share_one_job_and_a_killed_one_loses_nothing() {
 #[tokio::test]
 async fn an_archived_blob_is_counted_not_copied() {
     let azurite = Azurite::start();
-    let app = App::from_settings(&settings(&azurite, &[])).unwrap();
+    let app = lake_app(&azurite, &[]).await;
     let lake = app.source.container("lake").unwrap();
-    lake.create(None).await.unwrap();
     support::upload(&lake, "cold/old.bin", b"archived").await;
     support::upload(&lake, "cold/new.bin", b"hot").await;
     lake.blob_client("cold/old.bin")

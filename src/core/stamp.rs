@@ -85,15 +85,6 @@ impl Stamp {
         ]);
         metadata
     }
-
-    /// Whether `metadata` carries exactly this stamp.
-    pub fn is_on(&self, metadata: &HashMap<String, String>) -> bool {
-        stamped_etag(metadata) == Some(self.etag.as_str())
-            && stamped_value(metadata, 0) == Some(self.container.as_str())
-            && stamped_value(metadata, 1)
-                .and_then(|b| percent_encoding::percent_decode_str(b).decode_utf8().ok())
-                .is_some_and(|b| b == self.blob)
-    }
 }
 
 fn is_stamp_key(key: &str) -> bool {
@@ -169,13 +160,10 @@ mod tests {
             stamped_last_modified(&metadata),
             Some(datetime!(2026-11-24 14:17:34.25 UTC))
         );
-        assert!(stamp().is_on(&metadata));
         assert_eq!(
             user_metadata(&metadata),
             HashMap::from([("owner".to_owned(), "team-a".to_owned())])
         );
-        let other = Stamp::new("lake", "other.csv", "0x1", stamp().last_modified);
-        assert!(!other.is_on(&metadata));
     }
 
     #[test]

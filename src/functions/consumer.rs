@@ -34,7 +34,7 @@ use crate::{
         etag::{normalize_etag, quoted_etag},
         message::BackupRequest,
         naming,
-        stamp::{stamped_etag, Stamp},
+        stamp::Stamp,
     },
     storage::{
         blobs::{
@@ -67,6 +67,16 @@ pub struct QueueDelivery {
     pub raw: Option<String>,
     pub message_id: String,
     pub dequeue_count: u64,
+}
+
+impl QueueDelivery {
+    /// The message as it stood on the queue: the text received, or else the decoded text
+    /// encoded again as the queue trigger expects (base64).
+    pub fn as_queued(&self) -> String {
+        self.raw
+            .clone()
+            .unwrap_or_else(|| BASE64.encode(&self.text))
+    }
 }
 
 /// What happened to a request; the invocation's return value.
@@ -255,10 +265,7 @@ async fn poison(
     delivery: &QueueDelivery,
     reason: String,
 ) -> Result<ConsumerOutcome, ConsumerError> {
-    match &delivery.raw {
-        Some(raw) => app.poison_raw(raw).await?,
-        None => app.poison(&delivery.text).await?,
-    }
+    app.poison_raw(&delivery.as_queued()).await?;
     warn!(reason, "message moved to the poison queue unchanged");
     Ok(ConsumerOutcome::Poisoned { reason })
 }
@@ -528,6 +535,17 @@ impl Job<'_> {
         }
     }
 
+    /// The copy destination's state once its copy is no longer pending, or
+    /// `COPY_TIMEOUT_SECONDS` has passed.
+    async fn wait_for_copy(
+        &self,
+        backup: &BlobClient,
+        what: &str,
+    ) -> Result<Option<BlobState>, StorageError> {
+        let config = &self.app.config;
+        wait_for_copy(backup, what, config.copy_timeout, config.copy_poll_interval).await
+    }
+
     /// What stands under a version's backup name now: a copy still pending is waited for; a
     /// failed one, or one that holds another version, is removed (If-Match on its own ETag);
     /// an unstamped one that holds this version is stamped. `version` is what to judge by
@@ -540,14 +558,7 @@ impl Job<'_> {
         source_unchanged: bool,
     ) -> Result<Settled, ConsumerError> {
         let what = self.backup_what(name);
-        let config = &self.app.config;
-        let waited = wait_for_copy(
-            backup,
-            &what,
-            config.copy_timeout,
-            config.copy_poll_interval,
-        )
-        .await?;
+        let waited = self.wait_for_copy(backup, &what).await?;
         let Some(existing) = waited else {
             return Ok(Settled::Absent);
         };
@@ -562,8 +573,7 @@ impl Job<'_> {
                 .await?;
             return Ok(Settled::Absent);
         }
-        let stamp_etag = stamped_etag(&existing.metadata);
-        if stamp_etag == Some(self.etag.as_str()) {
+        if existing.complete_stamp() == Some(self.etag.as_str()) {
             return Ok(Settled::Complete);
         }
         // Unstamped: landed by ADF, or by an earlier release between its copy and its stamp.
@@ -650,14 +660,7 @@ impl Job<'_> {
         match started {
             Ok(CopyStart::Done) => Ok(self.backed_up(name, version.snapshot.clone())),
             Ok(CopyStart::Pending) => {
-                let config = &self.app.config;
-                let landed = wait_for_copy(
-                    backup,
-                    &what,
-                    config.copy_timeout,
-                    config.copy_poll_interval,
-                )
-                .await?;
+                let landed = self.wait_for_copy(backup, &what).await?;
                 match landed {
                     Some(state) if state.copy_status == Some(CopyStatus::Success) => {
                         Ok(self.backed_up(name, version.snapshot.clone()))
@@ -667,7 +670,7 @@ impl Job<'_> {
                             what,
                             detail: format!(
                                 "still pending after {}s (COPY_TIMEOUT_SECONDS)",
-                                config.copy_timeout.as_secs()
+                                self.app.config.copy_timeout.as_secs()
                             ),
                         }))
                     }
@@ -860,9 +863,7 @@ impl Job<'_> {
     ) -> Result<bool, StorageError> {
         Ok(blob_state(backup, &self.backup_what(name))
             .await?
-            .is_some_and(|state| {
-                state.copy_complete() && stamped_etag(&state.metadata) == Some(self.etag.as_str())
-            }))
+            .is_some_and(|state| state.complete_stamp() == Some(self.etag.as_str())))
     }
 }
 

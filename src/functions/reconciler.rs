@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use serde::Serialize;
 use tracing::{info, warn, Instrument};
 
@@ -16,7 +16,7 @@ use crate::{
     app::App,
     core::{backup_index::BackupIndex, naming},
     storage::{
-        listing::{list_backups, list_container_names},
+        listing::{index_backups, list_backups, list_container_names},
         StorageError,
     },
 };
@@ -294,19 +294,6 @@ async fn backup_index(app: &App, container: &str) -> Result<BackupIndex, String>
         .backup
         .container(&backup_container)
         .map_err(|e| e.to_string())?;
-    let mut index = BackupIndex::new();
     let pages = list_backups(&client, &backup_container, None).map_err(|e| e.to_string())?;
-    futures::pin_mut!(pages);
-    loop {
-        match pages.try_next().await {
-            Ok(Some(page)) => {
-                for backup in page {
-                    index.insert_backup(&backup.name, backup.stamped_etag());
-                }
-            }
-            Ok(None) => return Ok(index),
-            Err(e) if e.has_code("ContainerNotFound") => return Ok(BackupIndex::new()),
-            Err(e) => return Err(e.to_string()),
-        }
-    }
+    index_backups(pages).await.map_err(|e| e.to_string())
 }

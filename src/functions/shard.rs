@@ -31,7 +31,9 @@ use crate::{
         shard::Shard,
     },
     storage::{
-        listing::{list_backup_directory, list_directory_with_snapshots, ListingScope},
+        listing::{
+            index_backups, list_backup_directory, list_directory_with_snapshots, ListingScope,
+        },
         StorageError, StorageResultExt,
     },
 };
@@ -148,26 +150,13 @@ pub async fn run_shard(app: &App, shard: &Shard) -> Result<ShardReport, ShardErr
 
 /// The complete backups at the shard's directory level (one level of `{c}bak`).
 async fn backup_index(app: &App, shard: &Shard) -> Result<BackupIndex, ShardError> {
-    let mut index = BackupIndex::new();
     let backup_container =
         naming::backup_container_name(&shard.container, &app.config.backup_container_suffix)
             .map_err(|e| StorageError::other("naming the backup container", e.to_string()))?;
     let client = app.backup.container(&backup_container)?;
     let prefix = (!shard.prefix.is_empty()).then_some(shard.prefix.as_str());
     let pages = list_backup_directory(&client, &backup_container, prefix)?;
-    futures::pin_mut!(pages);
-    loop {
-        match pages.try_next().await {
-            Ok(Some(page)) => {
-                for backup in page.items {
-                    index.insert_backup(&backup.name, backup.stamped_etag());
-                }
-            }
-            Ok(None) => return Ok(index),
-            Err(e) if e.has_code("ContainerNotFound") => return Ok(index),
-            Err(e) => return Err(e.into()),
-        }
-    }
+    Ok(index_backups(pages.map_ok(|page| page.items)).await?)
 }
 
 enum Repaired {
@@ -318,11 +307,7 @@ pub async fn consume(
     let shard = match Shard::parse(&delivery.text) {
         Ok(shard) => shard,
         Err(reason) => {
-            let raw = delivery.raw.clone().unwrap_or_else(|| {
-                use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
-                BASE64.encode(&delivery.text)
-            });
-            app.poison_shard_raw(&raw).await?;
+            app.poison_shard_raw(&delivery.as_queued()).await?;
             warn!(
                 reason,
                 message_id = delivery.message_id,

@@ -52,6 +52,15 @@ impl BlobState {
     pub fn copy_complete(&self) -> bool {
         matches!(self.copy_status, None | Some(CopyStatus::Success))
     }
+
+    /// The source ETag a backup is stamped with, when its copy is complete (the stamp travels
+    /// with the copy, so one still pending carries it too).
+    pub fn complete_stamp(&self) -> Option<&str> {
+        if !self.copy_complete() {
+            return None;
+        }
+        crate::core::stamp::stamped_etag(&self.metadata)
+    }
 }
 
 /// The blob's state, or `None` when it does not exist.

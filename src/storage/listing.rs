@@ -11,7 +11,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use serde::Deserialize;
 
 use super::{StorageError, StorageResultExt};
-use crate::core::{diff::ListedBlob, etag::normalize_etag, stamp};
+use crate::core::{backup_index::BackupIndex, diff::ListedBlob, etag::normalize_etag, stamp};
 
 /// The container's blobs and snapshots (under `prefix`, if given), one listing page (up to 5,000
 /// entries) per item.
@@ -171,6 +171,27 @@ fn listed_backup(item: ListedItem, operation: &str) -> Result<Option<ListedBacku
             .is_some_and(|status| status != "success"),
         content_md5: item.properties.content_md5,
     }))
+}
+
+/// The complete backups of a backup listing, as a [`BackupIndex`]; empty when the backup
+/// container does not exist yet.
+pub async fn index_backups(
+    pages: impl Stream<Item = Result<Vec<ListedBackup>, StorageError>>,
+) -> Result<BackupIndex, StorageError> {
+    futures::pin_mut!(pages);
+    let mut index = BackupIndex::new();
+    loop {
+        match pages.try_next().await {
+            Ok(Some(page)) => {
+                for backup in page {
+                    index.insert_backup(&backup.name, backup.stamped_etag());
+                }
+            }
+            Ok(None) => return Ok(index),
+            Err(e) if e.has_code("ContainerNotFound") => return Ok(BackupIndex::new()),
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// One listing page, reading only what the functions use: the SDK's full model costs about a
