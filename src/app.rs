@@ -4,6 +4,7 @@
 use std::{collections::HashSet, sync::Mutex, time::Duration};
 
 use azure_core::http::RequestContent;
+use azure_storage_blob::BlobContainerClient;
 use azure_storage_queue::{
     models::{QueueClientSendMessageOptions, QueueMessage},
     QueueClient,
@@ -58,6 +59,13 @@ pub struct Config {
     /// `SHARD_PAGE_SIZE`: listing entries a shard takes at a time (its budget is checked
     /// between pages).
     pub shard_page_size: u32,
+    /// `{BACKUP_QUEUE_NAME}-jobs`: the container (in `AzureWebJobsStorage`) of the jobs' ledgers.
+    pub job_ledger: String,
+    /// `PRODUCER_WAIT_SECONDS`: how long the producer waits for its job before answering 202.
+    pub producer_wait: Duration,
+    /// host.json's `extensions.queues.maxDequeueCount`: the delivery after which a failed shard
+    /// is given up (recorded as failed in its job's ledger).
+    pub max_dequeue_count: u64,
 }
 
 /// How the consumer copies a version to the backup account.
@@ -194,6 +202,15 @@ impl Config {
                 1..=3_600,
             )?),
             shard_page_size: settings.get_number("SHARD_PAGE_SIZE", 1_000, 1..=5_000)? as u32,
+            job_ledger: format!("{backup_queue}-jobs"),
+            // ADF's Azure Function activity and Azure's front end give up on an HTTP call after
+            // 230 s.
+            producer_wait: Duration::from_secs(settings.get_number(
+                "PRODUCER_WAIT_SECONDS",
+                200,
+                0..=220,
+            )?),
+            max_dequeue_count: 5,
             backup_queue,
         })
     }
@@ -211,6 +228,7 @@ pub struct App {
     poison_queue: OnceCell<QueueClient>,
     shard_queue: OnceCell<QueueClient>,
     shard_poison_queue: OnceCell<QueueClient>,
+    job_ledger: OnceCell<BlobContainerClient>,
     /// Backup containers known to exist, so each is created once per process.
     backup_containers: Mutex<HashSet<String>>,
 }
@@ -235,6 +253,7 @@ impl App {
         backup.connection().require_blob_endpoint()?;
         let jobs = StorageAccount::connect(JOBS_STORAGE, settings)?;
         jobs.connection().require_queue_endpoint()?;
+        jobs.connection().require_blob_endpoint()?;
         let adf = match (&config.copy_engine, &config.adf) {
             (CopyEngine::Adf, Some(adf)) => Some(AdfClient::new(adf.clone())?),
             _ => None,
@@ -249,6 +268,7 @@ impl App {
             poison_queue: OnceCell::new(),
             shard_queue: OnceCell::new(),
             shard_poison_queue: OnceCell::new(),
+            job_ledger: OnceCell::new(),
             backup_containers: Mutex::new(HashSet::new()),
         })
     }
@@ -275,6 +295,23 @@ impl App {
     pub async fn shard_poison_queue(&self) -> Result<&QueueClient, StorageError> {
         let name = format!("{}-poison", self.config.shard_queue);
         self.created_queue(&self.shard_poison_queue, &name).await
+    }
+
+    /// The container of the jobs' ledgers, created on first use (once per process).
+    pub async fn job_ledger(&self) -> Result<&BlobContainerClient, StorageError> {
+        self.job_ledger
+            .get_or_try_init(|| async {
+                let name = &self.config.job_ledger;
+                let container = self.jobs.container(name)?;
+                match container.create(None).await {
+                    Ok(_) => Ok(container),
+                    Err(e) if e.http_status() == Some(azure_core::http::StatusCode::Conflict) => {
+                        Ok(container)
+                    }
+                    Err(e) => Err(StorageError::new(format!("creating container {name}"), e)),
+                }
+            })
+            .await
     }
 
     /// Writes a shard message, exactly as it was received, to the shard queue's poison queue.

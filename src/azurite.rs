@@ -7,7 +7,10 @@ use std::{
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::mpsc,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        mpsc, Arc,
+    },
     time::Duration,
 };
 
@@ -36,6 +39,8 @@ pub struct Azurite {
     child: Child,
     pub blob_port: u16,
     pub queue_port: u16,
+    /// Requests served so far (blob and queue), when started with its access log.
+    served: Arc<AtomicU64>,
 }
 
 impl Azurite {
@@ -47,6 +52,40 @@ impl Azurite {
     /// Like [`Azurite::start_in`], with extra Azurite arguments (a benchmark's peer may send an
     /// API version this Azurite does not know: `--skipApiVersionCheck`).
     pub fn start_in_with(project_root: &Path, extra: &[&str]) -> Result<Azurite, AzuriteError> {
+        Self::spawn(project_root, extra, false)
+    }
+
+    /// Like [`Azurite::start_in_with`], with Azurite's access log on, so that
+    /// [`Azurite::requests_served`] counts every request it serves — including those it makes
+    /// to itself, such as the source check of a cross-account copy (benchmarks).
+    pub fn start_counting(project_root: &Path, extra: &[&str]) -> Result<Azurite, AzuriteError> {
+        Self::spawn(project_root, extra, true)
+    }
+
+    /// CPU time Azurite (one Node.js process) has used so far, from `/proc`; `None` where that
+    /// cannot be read. Benchmarks compare it with wall time to see whether Azurite was the
+    /// bottleneck.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        // Fields after the command name (which is in parentheses and may hold spaces).
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks: f64 =
+            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        // SAFETY: sysconf only reads a system constant.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        (per_second > 0).then(|| ticks / per_second as f64)
+    }
+
+    /// Requests served so far; 0 unless started with [`Azurite::start_counting`].
+    pub fn requests_served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    fn spawn(
+        project_root: &Path,
+        extra: &[&str],
+        access_log: bool,
+    ) -> Result<Azurite, AzuriteError> {
         let script = project_root.join("node_modules/azurite/dist/src/azurite.js");
         if !script.exists() {
             return Err(AzuriteError::NotInstalled(project_root.to_owned()));
@@ -54,7 +93,8 @@ impl Azurite {
         let mut command = Command::new("node");
         command
             .arg(script)
-            .args(["--inMemoryPersistence", "--silent", "--disableProductStyleUrl"])
+            .args(["--inMemoryPersistence", "--disableProductStyleUrl"])
+            .args((!access_log).then_some("--silent"))
             .args(["--blobHost", "127.0.0.1", "--blobPort", "0"])
             .args(["--queueHost", "127.0.0.1", "--queuePort", "0"])
             .args(["--tableHost", "127.0.0.1", "--tablePort", "0"])
@@ -83,9 +123,25 @@ impl Azurite {
             return Err(AzuriteError::NoPorts);
         };
         let (lines_tx, lines_rx) = mpsc::channel();
+        let served = Arc::new(AtomicU64::new(0));
+        let counter = served.clone();
+        // `AZURITE_ACCESS_LOG=path` keeps the access log of a counting Azurite, to see which
+        // requests a benchmark makes.
+        let mut keep = std::env::var_os("AZURITE_ACCESS_LOG")
+            .filter(|_| access_log)
+            .and_then(|path| std::fs::File::create(path).ok());
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = lines_tx.send(line);
+                // An access-log line: `127.0.0.1 - - [time] "GET /account/... HTTP/1.1" 200 -`.
+                if line.contains(" HTTP/1.1\"") {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    if let Some(file) = keep.as_mut() {
+                        use std::io::Write as _;
+                        let _ = writeln!(file, "{line}");
+                    }
+                } else {
+                    let _ = lines_tx.send(line);
+                }
             }
         });
         let (mut blob_port, mut queue_port) = (None, None);
@@ -106,6 +162,7 @@ impl Azurite {
             child,
             blob_port: blob_port.unwrap_or_default(),
             queue_port: queue_port.unwrap_or_default(),
+            served,
         })
     }
 

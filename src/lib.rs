@@ -8,5 +8,6 @@ pub mod core;
 pub mod demo;
 pub mod functions;
 pub mod host;
+pub mod job_ledger;
 pub mod settings;
 pub mod storage;

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use lakebackup::{
     app::App,
     functions::{
-        producer::{self, ProducerError},
+        producer::{self, ProduceRequest},
         reconciler,
         restore::{self, RestoreFrom, RestoreRequest},
     },
@@ -78,10 +78,14 @@ enum Command {
     },
     /// Run the whole flow against a throw-away Azurite and print what happened.
     Demo,
-    /// Snapshot the new and changed blobs of one container and queue their backups, once.
+    /// Snapshot and back up the new and changed blobs of one container (or one directory tree)
+    /// now, in this process, shard by shard; print the totals.
     Produce {
         #[arg(long)]
         container: String,
+        /// Only this directory tree (e.g. raw/2026/11/).
+        #[arg(long, default_value = "")]
+        prefix: String,
     },
     /// Start a sharded backup job: queue the root shard of a container (or of one directory);
     /// `lakebackup run` processes (or the Function App's QueueSnapshotBackupShard function)
@@ -126,13 +130,22 @@ async fn run(cli: Cli) -> ExitCode {
         };
     }
     let settings = Settings::from_env();
-    let app = match App::from_settings(&settings) {
-        Ok(app) => Arc::new(app),
+    let mut app = match App::from_settings(&settings) {
+        Ok(app) => app,
         Err(e) => {
             eprintln!("lakebackup: {e}");
             return ExitCode::from(2);
         }
     };
+    // The host (and `run`) give a message up after host.json's maxDequeueCount deliveries.
+    let host_json = match &cli.command {
+        Command::Run { host_json, .. } => host_json.clone(),
+        _ => "host.json".into(),
+    };
+    if let Ok(behaviour) = QueueBehaviour::from_host_json(&host_json) {
+        app.config.max_dequeue_count = behaviour.max_dequeue_count;
+    }
+    let app = Arc::new(app);
     match cli.command {
         Command::Serve { port } => {
             // The host runs the handler in the app's folder, beside its host.json.
@@ -209,7 +222,12 @@ async fn run(cli: Cli) -> ExitCode {
                 &container,
                 &lakebackup::core::shard::directory_prefix(&prefix),
             );
-            match app.enqueue_shard(&root).await {
+            let started = lakebackup::job_ledger::start_job(
+                &app,
+                lakebackup::job_ledger::JobKind::Command,
+                &root,
+            );
+            match started.await {
                 Ok(()) => {
                     println!(
                         "{}",
@@ -254,17 +272,24 @@ async fn run(cli: Cli) -> ExitCode {
             let summary = reconciler::reconcile(&app, scope.as_deref(), dry_run).await;
             print_summary(&summary, summary.succeeded())
         }
-        Command::Produce { container } => match producer::produce(&app, &container).await {
-            Ok(summary) => print_summary(&summary, true),
-            Err(ProducerError::Storage { source, done }) => {
-                eprintln!("lakebackup: {source}");
-                print_summary(&done, false)
+        Command::Produce { container, prefix } => {
+            let request = ProduceRequest { container, prefix };
+            match producer::produce_here(&app, &request).await {
+                Ok((totals, shards)) => {
+                    let mut summary = serde_json::json!({"status": "done", "shards": shards});
+                    if let (Some(summary), Ok(serde_json::Value::Object(totals))) =
+                        (summary.as_object_mut(), serde_json::to_value(totals))
+                    {
+                        summary.extend(totals);
+                    }
+                    print_summary(&summary, true)
+                }
+                Err(e) => {
+                    eprintln!("lakebackup: {e}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(e) => {
-                eprintln!("lakebackup: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        }
     }
 }
 

@@ -138,3 +138,30 @@ fn adf_artifacts_take_the_parameters_the_consumer_sends() {
         assert_eq!(declared, passed);
     }
 }
+
+#[test]
+fn the_web_activity_pipeline_posts_what_the_producer_reads_and_follows_its_202() {
+    let pipeline = read_json(
+        "HttpSnapshotIncBackupContainerProducer/adf/pipeline/lakebackup-snapshot-after-ingestion.json",
+    );
+    let web = &pipeline["properties"]["activities"][0];
+    assert_eq!(web["type"], "WebActivity");
+    let properties = &web["typeProperties"];
+    assert_eq!(properties["method"], "POST");
+    // A JSON object (ADF escapes each value), never JSON built by string concatenation.
+    let body = properties["body"].as_object().unwrap();
+    let mut fields: Vec<&String> = body.keys().collect();
+    fields.sort();
+    assert_eq!(fields, ["container", "prefix"]);
+    assert_eq!(
+        properties["turnOffAsync"], false,
+        "the activity must follow the 202's Location"
+    );
+    // Each call is answered within PRODUCER_WAIT_SECONDS (default 200) plus a few seconds.
+    let timeout = properties["httpRequestTimeout"].as_str().unwrap();
+    let seconds: u64 = timeout
+        .split(':')
+        .map(|part| part.parse::<u64>().unwrap())
+        .fold(0, |total, part| total * 60 + part);
+    assert!((210..=600).contains(&seconds), "{timeout}");
+}

@@ -1,16 +1,19 @@
 //! The producer end to end: the real `lakebackup serve` binary, called the way the Functions
-//! host calls it, against Azurite.
+//! host calls it (the HTTP trigger, and the shard queue's trigger), against Azurite.
 
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
-use lakebackup::{settings::Settings, storage::StorageAccount};
+use lakebackup::{
+    core::{naming, stamp},
+    settings::Settings,
+    storage::StorageAccount,
+};
 use serde_json::{json, Value};
 use support::{
     worker::{self, Worker},
-    Azurite,
+    Azurite, ShardPump,
 };
 
 const FUNCTION: &str = "HttpSnapshotIncBackupContainerProducer";
@@ -31,6 +34,7 @@ const AWKWARD_NAMES: [&str; 9] = [
 struct Lake {
     azurite: Azurite,
     source: StorageAccount,
+    backup: StorageAccount,
     jobs: StorageAccount,
 }
 
@@ -39,6 +43,7 @@ impl Lake {
         let azurite = Azurite::start();
         let settings = Settings::from_pairs(worker::settings(&azurite));
         let source = StorageAccount::connect("SOURCE_STORAGE", &settings).unwrap();
+        let backup = StorageAccount::connect("BACKUP_STORAGE", &settings).unwrap();
         let jobs = StorageAccount::connect("AzureWebJobsStorage", &settings).unwrap();
         let client = source.container(container).unwrap();
         client.create(None).await.unwrap();
@@ -48,6 +53,7 @@ impl Lake {
         Lake {
             azurite,
             source,
+            backup,
             jobs,
         }
     }
@@ -65,23 +71,26 @@ impl Lake {
         counts
     }
 
-    /// The backup requests on the queue, decoded: (container, blob_name, etag).
-    async fn requests(&self) -> Vec<(String, String, String)> {
+    /// The stamped backups in `{container}bak`: source name → the ETags they are stamped with.
+    async fn backups(&self, container: &str) -> BTreeMap<String, Vec<String>> {
+        let vault = self.backup.container(&format!("{container}bak")).unwrap();
+        let mut backups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        if !vault.exists().await.unwrap() {
+            return backups;
+        }
+        for (name, _) in support::list_all(&vault).await {
+            let (_, _, metadata) = support::properties(&vault, &name).await;
+            let source = naming::parse_backup_blob_name(&name).unwrap().source_name;
+            let etag = stamp::stamped_etag(&metadata).expect("stamped").to_owned();
+            backups.entry(source).or_default().push(etag);
+        }
+        backups
+    }
+
+    /// Nothing left on the per-blob backup queue (the direct engine copies in the shards).
+    async fn no_requests(&self) -> bool {
         let queue = self.jobs.queue("backup-requests").unwrap();
-        support::drain_queue(&queue)
-            .await
-            .into_iter()
-            .map(|text| {
-                let json = BASE64.decode(text).expect("messages are base64");
-                let value: Value = serde_json::from_slice(&json).expect("messages are JSON");
-                assert_eq!(value.as_object().unwrap().len(), 3, "{value}");
-                (
-                    value["container"].as_str().unwrap().to_owned(),
-                    value["blob_name"].as_str().unwrap().to_owned(),
-                    value["etag"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect()
+        !queue.exists().await.unwrap() || support::drain_queue(&queue).await.is_empty()
     }
 
     async fn etag(&self, container: &str, name: &str) -> String {
@@ -146,21 +155,34 @@ async fn forwarded_get(worker: &Worker, query: &str) -> (u16, Value) {
     (response.status().as_u16(), response.json().await.unwrap())
 }
 
+/// `lakebackup serve` on the lake, with the host's queue trigger for the shard function.
+fn serve_with_shards(lake: &Lake, extra: &[(&str, &str)]) -> (Worker, ShardPump) {
+    let mut settings = worker::settings(&lake.azurite);
+    settings.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let worker = Worker::serve(&settings);
+    let pump = ShardPump::start(&worker, &lake.jobs);
+    (worker, pump)
+}
+
 #[tokio::test]
-async fn host_post_snapshots_and_queues_every_awkward_blob_once() {
+async fn host_post_snapshots_and_backs_up_every_awkward_blob_once() {
     let lake = Lake::new("lake", &AWKWARD_NAMES).await;
-    let worker = Worker::serve(&worker::settings(&lake.azurite));
+    let (worker, _pump) = serve_with_shards(&lake, &[]);
 
     let (status, res) = invoke(&worker, post_body("lake")).await;
     assert_eq!(status, 200);
     let (code, summary) = res_parts(&res);
     assert_eq!(code, 200, "{summary}");
-    assert_eq!(summary["status"], "ok");
+    assert_eq!(summary["status"], "done");
     assert_eq!(summary["container"], "lake");
+    assert_eq!(summary["kind"], "producer");
     assert_eq!(summary["blobs"], 9);
     assert_eq!(summary["snapshots_created"], 9);
-    assert_eq!(summary["backup_requests"], 9);
-    assert!(summary["duration_ms"].is_u64());
+    assert_eq!(summary["backups_copied"], 9);
+    assert!(
+        summary["shards_finished"].as_u64().unwrap() > 1,
+        "nested: {summary}"
+    );
 
     let snapshots = lake.snapshots("lake").await;
     let expected_names: BTreeSet<String> = AWKWARD_NAMES.iter().map(|s| s.to_string()).collect();
@@ -169,30 +191,21 @@ async fn host_post_snapshots_and_queues_every_awkward_blob_once() {
         expected_names
     );
     assert!(snapshots.values().all(|&n| n == 1), "{snapshots:?}");
-
-    let mut expected = Vec::new();
+    let backups = lake.backups("lake").await;
     for name in AWKWARD_NAMES {
-        expected.push((
-            "lake".to_owned(),
-            name.to_owned(),
-            lake.etag("lake", name).await,
-        ));
+        assert_eq!(backups[name], [lake.etag("lake", name).await], "{name}");
     }
-    let mut requests = lake.requests().await;
-    requests.sort();
-    expected.sort();
-    assert_eq!(requests, expected);
+    assert!(lake.no_requests().await);
 }
 
 #[tokio::test]
 async fn second_call_creates_nothing_and_changes_are_picked_up() {
     let lake = Lake::new("lake", &AWKWARD_NAMES[..4]).await;
-    let worker = Worker::serve(&worker::settings(&lake.azurite));
+    let (worker, _pump) = serve_with_shards(&lake, &[]);
     let container = lake.source.container("lake").unwrap();
 
     let (_, first) = forwarded_get(&worker, "container=lake").await;
     assert_eq!(first["snapshots_created"], 4, "{first}");
-    lake.requests().await;
 
     // Several rounds of change: the listing then holds a base among many snapshots, in whatever
     // order Azurite returns them; an unchanged blob must never be snapshotted again.
@@ -201,8 +214,7 @@ async fn second_call_creates_nothing_and_changes_are_picked_up() {
         assert_eq!(status, 200);
         assert_eq!(again["blobs"], 4 + round, "{again}");
         assert_eq!(again["snapshots_created"], 0, "round {round}: {again}");
-        assert_eq!(again["backup_requests"], 0, "round {round}: {again}");
-        assert!(lake.requests().await.is_empty());
+        assert_eq!(again["backups_copied"], 0, "round {round}: {again}");
 
         support::upload(&container, "plain.csv", format!("v{round}").as_bytes()).await;
         let new_name = format!("new-{round}.csv");
@@ -210,24 +222,130 @@ async fn second_call_creates_nothing_and_changes_are_picked_up() {
         let (_, res) = invoke(&worker, post_body("lake")).await;
         let (_, changed) = res_parts(&res);
         assert_eq!(changed["snapshots_created"], 2, "{changed}");
-        let etag = lake.etag("lake", "plain.csv").await;
-        let mut requests = lake.requests().await;
-        requests.sort();
-        assert_eq!(
-            requests,
-            [
-                (
-                    "lake".into(),
-                    new_name.clone(),
-                    lake.etag("lake", &new_name).await
-                ),
-                ("lake".into(), "plain.csv".into(), etag),
-            ]
-        );
+        assert_eq!(changed["backups_copied"], 2, "{changed}");
+        let backups = lake.backups("lake").await;
+        assert_eq!(backups[&new_name], [lake.etag("lake", &new_name).await]);
+        assert!(backups["plain.csv"].contains(&lake.etag("lake", "plain.csv").await));
     }
     let snapshots = lake.snapshots("lake").await;
     assert_eq!(snapshots["plain.csv"], 4);
     assert_eq!(snapshots["quote\"d/it's \"here\".json"], 1);
+    assert_eq!(lake.backups("lake").await["plain.csv"].len(), 4);
+}
+
+#[tokio::test]
+async fn a_prefix_limits_the_job_to_that_directory_tree() {
+    let lake = Lake::new("lake", &AWKWARD_NAMES).await;
+    let (worker, _pump) = serve_with_shards(&lake, &[]);
+    let mut req = post_body("lake");
+    req["Body"] = json!({"container": "lake", "prefix": "deep/a/b"})
+        .to_string()
+        .into();
+    let (_, res) = invoke(&worker, req).await;
+    let (code, summary) = res_parts(&res);
+    assert_eq!(code, 200, "{summary}");
+    assert_eq!(summary["prefix"], "deep/a/b/");
+    assert_eq!(
+        (
+            summary["blobs"].as_u64(),
+            summary["backups_copied"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    let (_, by_query) = forwarded_get(
+        &worker,
+        "container=lake&prefix=%C3%BCn%C3%AFc%C3%B8d%C3%A9%2F",
+    )
+    .await;
+    assert_eq!(by_query["backups_copied"], 1, "{by_query}");
+    let snapshotted: Vec<String> = lake
+        .snapshots("lake")
+        .await
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(
+        snapshotted,
+        [
+            "deep/a/b/c/d/e/f/g/h/i/j/k/l/m.txt",
+            "ünïcødé/数据/файл.parquet"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_job_longer_than_the_wait_is_answered_202_and_its_status_url_leads_to_the_totals() {
+    let lake = Lake::new("lake", &AWKWARD_NAMES).await;
+    // No wait at all, and at first nobody to run the shards: the job cannot be done.
+    let mut settings = worker::settings(&lake.azurite);
+    settings.insert("PRODUCER_WAIT_SECONDS".into(), "0".into());
+    let worker = Worker::serve(&settings);
+    let mut req = post_body("lake");
+    req["Url"] = format!("https://app.azurewebsites.net/api/{FUNCTION}?code=key-1").into();
+    req["Query"] = json!({"code": "key-1"});
+    let (_, res) = invoke(&worker, req).await;
+    let (code, accepted) = res_parts(&res);
+    assert_eq!(code, 202, "{accepted}");
+    assert_eq!(accepted["status"], "running");
+    let job = accepted["job"].as_str().unwrap().to_owned();
+    let location = res["headers"]["Location"].as_str().unwrap().to_owned();
+    assert_eq!(accepted["statusQueryGetUri"], location.as_str());
+    assert_eq!(
+        location,
+        format!("https://app.azurewebsites.net/api/{FUNCTION}?code=key-1&job={job}"),
+        "the status URL keeps the function key, so ADF's Web activity is let in"
+    );
+
+    // What ADF's Web activity does: GET the Location until it is no longer 202.
+    let get_status = |url: String| {
+        let worker = &worker;
+        async move {
+            let query: serde_json::Map<String, Value> = url::Url::parse(&url)
+                .unwrap()
+                .query_pairs()
+                .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+                .collect();
+            let (_, res) = invoke(
+                worker,
+                json!({"Url": url, "Method": "GET", "Query": query, "Headers": {}, "Body": ""}),
+            )
+            .await;
+            res
+        }
+    };
+    let (code, running) = res_parts(&get_status(location.clone()).await);
+    assert_eq!(code, 202, "{running}");
+    assert_eq!(
+        (
+            running["shards_queued"].as_u64(),
+            running["shards_finished"].as_u64()
+        ),
+        (Some(1), Some(0))
+    );
+
+    let _pump = ShardPump::start(&worker, &lake.jobs);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let done = loop {
+        let res = get_status(location.clone()).await;
+        let (code, body) = res_parts(&res);
+        if code != 202 {
+            assert_eq!(code, 200, "{body}");
+            break body;
+        }
+        assert_eq!(res["headers"]["Location"], location.as_str());
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(done["status"], "done");
+    assert_eq!(done["job"], job.as_str());
+    assert_eq!(done["backups_copied"], 9, "{done}");
+    assert_eq!(done["shards_queued"], done["shards_finished"]);
+    assert_eq!(lake.backups("lake").await.len(), 9);
+
+    // Standalone's plain route answers with the header itself.
+    let (status, unknown) = forwarded_get(&worker, "job=job-nope").await;
+    assert_eq!((status, unknown["status"].as_str()), (404, Some("error")));
 }
 
 #[tokio::test]
@@ -239,7 +357,10 @@ async fn bad_requests_get_json_errors() {
     let invalid = post_body("Not_A_Container");
     let absent = post_body("nosuchcontainer");
     let not_json = json!({"Method": "POST", "Body": "container=lake"});
+    let mut bad_prefix = post_body("lake");
+    bad_prefix["Body"] = json!({"container": "lake", "prefix": 7}).to_string().into();
     for (req, expected, mentions) in [
+        (bad_prefix, 400, "\"prefix\" must be a string"),
         (missing, 400, "missing container"),
         (invalid, 400, "invalid container name"),
         (absent, 404, "does not exist"),
@@ -283,13 +404,12 @@ async fn unreachable_storage_is_a_5xx_with_the_cause_and_no_secret() {
     let (code, body) = res_parts(&res);
     assert_eq!(code, 503, "{body}");
     let error = body["error"].as_str().unwrap();
-    assert!(error.contains("listing container lake"), "{error}");
+    assert!(error.contains("reading container lake"), "{error}");
     assert!(
         error.to_lowercase().contains("connect"),
         "the cause is named: {error}"
     );
     assert!(!res.to_string().contains(support::azurite::SOURCE_KEY));
-    assert_eq!(body["done"]["snapshots_created"], 0);
 }
 
 #[test]

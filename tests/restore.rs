@@ -7,13 +7,9 @@ mod support;
 use std::{collections::BTreeMap, time::Duration};
 
 use azure_storage_blob::models::{BlobClientDeleteOptions, DeleteSnapshotsOptionType};
-use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use lakebackup::{
     app::App,
-    functions::{
-        consumer::{self, QueueDelivery},
-        producer,
-    },
+    functions::producer::{self, ProduceRequest},
 };
 use serde_json::Value;
 use support::{worker, Azurite};
@@ -39,19 +35,14 @@ impl Lake {
         self.app.source.container("lake").unwrap()
     }
 
-    /// Producer, then every queued request through the consumer: what the Function App does.
+    /// A producer job over the whole lake, in-process: a snapshot and a backup of every new
+    /// version.
     async fn back_up(&self) {
-        producer::produce(&self.app, "lake").await.unwrap();
-        let queue = self.app.jobs.queue("backup-requests").unwrap();
-        for text in support::drain_queue(&queue).await {
-            let delivery = QueueDelivery {
-                raw: None,
-                text: String::from_utf8(BASE64.decode(text).unwrap()).unwrap(),
-                message_id: "m".into(),
-                dequeue_count: 1,
-            };
-            consumer::consume(&self.app, &delivery).await.unwrap();
-        }
+        let request = ProduceRequest {
+            container: "lake".into(),
+            prefix: String::new(),
+        };
+        producer::produce_here(&self.app, &request).await.unwrap();
     }
 
     async fn contents(&self, container: &str) -> BTreeMap<String, Vec<u8>> {

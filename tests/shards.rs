@@ -9,14 +9,26 @@ use std::{collections::BTreeMap, time::Duration};
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use lakebackup::{
     app::App,
-    core::{naming, shard::Shard, stamp},
-    functions::shard::{run_shard, ShardReport},
+    core::{
+        job::{JobState, ShardCounts},
+        naming,
+        shard::Shard,
+        stamp,
+    },
+    functions::{
+        consumer::QueueDelivery,
+        shard::{self, run_shard, Fanout, ShardOutcome, ShardReport},
+    },
+    job_ledger::{self, JobKind, JobStatus},
     settings::Settings,
 };
 use support::{
     worker::{self, Standalone},
     Azurite,
 };
+
+/// Blobs in the lake's widest directory.
+const WIDE: usize = 200;
 
 /// A lake of nested directories: `(name, bytes)`.
 fn lake_layout() -> Vec<(String, Vec<u8>)> {
@@ -27,7 +39,8 @@ fn lake_layout() -> Vec<(String, Vec<u8>)> {
         ("a/b/two.bin".to_owned(), vec![7u8; 3000]),
         ("ünï/数据.json".to_owned(), b"{}".to_vec()),
     ];
-    for i in 0..60 {
+    // Enough that a directory outlasts a 1 s budget even on a fast machine.
+    for i in 0..WIDE {
         blobs.push((
             format!("wide/part-{i:04}.bin"),
             format!("part {i}").into_bytes(),
@@ -108,21 +121,39 @@ async fn lake_app(azurite: &Azurite, extra: &[(&str, &str)]) -> App {
     app
 }
 
-/// Takes shards off the queue and runs them in-process until none is left.
-async fn run_job_in_process(app: &App) -> Vec<ShardReport> {
+/// Starts job `job` at `prefix`, then, as the host would, takes its shards off the queue and
+/// hands each to the shard function until none is left; returns each shard's report and the
+/// job's status from its ledger.
+async fn run_job_in_process(app: &App, job: &str, prefix: &str) -> (Vec<ShardReport>, JobStatus) {
+    job_ledger::start_job(app, JobKind::Command, &Shard::root(job, "lake", prefix))
+        .await
+        .unwrap();
     let queue = app.shard_queue().await.unwrap();
     let mut reports = Vec::new();
     loop {
+        let status = job_ledger::job_status(app, job).await.unwrap().unwrap();
         let texts = support::drain_queue(queue).await;
         if texts.is_empty() {
-            return reports;
+            return (reports, status);
         }
+        assert_eq!(status.progress.state, JobState::Running, "{status:?}");
         for text in texts {
-            let shard =
-                Shard::parse(&String::from_utf8(BASE64.decode(text).unwrap()).unwrap()).unwrap();
-            reports.push(run_shard(app, &shard).await.unwrap());
+            let delivery = QueueDelivery {
+                text: String::from_utf8(BASE64.decode(text).unwrap()).unwrap(),
+                raw: None,
+                message_id: "m".into(),
+                dequeue_count: 1,
+            };
+            match shard::consume(app, &delivery).await.unwrap() {
+                ShardOutcome::Done { report } => reports.push(report),
+                other => panic!("{other:?}"),
+            }
         }
     }
+}
+
+fn total(reports: &[ShardReport], count: fn(&ShardCounts) -> u64) -> u64 {
+    reports.iter().map(|r| count(&r.counts)).sum()
 }
 
 #[tokio::test]
@@ -135,10 +166,7 @@ async fn a_job_fans_out_over_directories_and_continues_within_its_budget() {
     .await;
     let blobs = seed(&app).await;
 
-    app.enqueue_shard(&Shard::root("job-1", "lake", ""))
-        .await
-        .unwrap();
-    let reports = run_job_in_process(&app).await;
+    let (reports, status) = run_job_in_process(&app, "job-1", "").await;
     assert_each_version_once(&app, &blobs).await;
 
     let prefixes: Vec<&str> = reports.iter().map(|r| r.prefix.as_str()).collect();
@@ -151,7 +179,7 @@ async fn a_job_fans_out_over_directories_and_continues_within_its_budget() {
     assert!(reports.iter().all(|r| r.job == "job-1"));
     assert!(
         reports.iter().any(|r| r.continued),
-        "60 blobs two a page in a 1 s budget must continue: {reports:?}"
+        "{WIDE} blobs two a page in a 1 s budget must continue: {reports:?}"
     );
     for report in &reports {
         assert!(
@@ -159,25 +187,25 @@ async fn a_job_fans_out_over_directories_and_continues_within_its_budget() {
             "far over its 1 s budget: {report:?}"
         );
     }
-    let copied: u64 = reports.iter().map(|r| r.backups_copied).sum();
-    assert_eq!(copied, blobs.len() as u64);
+    assert_eq!(total(&reports, |c| c.backups_copied), blobs.len() as u64);
+    // The ledger adds up to the same: every shard queued has finished.
+    assert_eq!(status.progress.state, JobState::Done, "{status:?}");
+    assert_eq!(status.progress.shards_queued, reports.len() as u64);
+    assert_eq!(status.progress.totals.backups_copied, blobs.len() as u64);
+    assert_eq!(status.progress.totals.snapshots_created, blobs.len() as u64);
 
     // Again: everything is there; a pass costs listings only. (With default pages: Azurite's
     // listing marker is a blob name, so a page ending between a blob's snapshot and its base
     // skips the rest of that name; Azure's marker is opaque and does not.)
     let app = App::from_settings(&settings(&azurite, &[])).unwrap();
-    app.enqueue_shard(&Shard::root("job-2", "lake", ""))
-        .await
-        .unwrap();
-    let again = run_job_in_process(&app).await;
+    let (again, _) = run_job_in_process(&app, "job-2", "").await;
     assert!(
         again
             .iter()
-            .all(|r| r.backups_copied == 0 && r.snapshots_created == 0),
+            .all(|r| r.counts.backups_copied == 0 && r.counts.snapshots_created == 0),
         "{again:?}"
     );
-    let present: u64 = again.iter().map(|r| r.backups_present).sum();
-    assert_eq!(present, blobs.len() as u64);
+    assert_eq!(total(&again, |c| c.backups_present), blobs.len() as u64);
     assert_each_version_once(&app, &blobs).await;
 }
 
@@ -186,11 +214,8 @@ async fn a_prefix_limits_the_job_to_that_directory_tree() {
     let azurite = Azurite::start();
     let app = lake_app(&azurite, &[]).await;
     seed(&app).await;
-    app.enqueue_shard(&Shard::root("job-a", "lake", "a/"))
-        .await
-        .unwrap();
-    let reports = run_job_in_process(&app).await;
-    let copied: u64 = reports.iter().map(|r| r.backups_copied).sum();
+    let (reports, _) = run_job_in_process(&app, "job-a", "a/").await;
+    let copied = total(&reports, |c| c.backups_copied);
     assert_eq!(copied, 3, "a/one.csv, a/b/two.bin, a/b/c/deep: {reports:?}");
     let backup = app.backup.container("lakebak").unwrap();
     let names: Vec<String> = support::list_all(&backup)
@@ -207,9 +232,25 @@ async fn an_unreachable_backup_account_fails_the_shard_and_marks_nothing_done() 
     let unreachable = support::unreachable_connection("backup", support::azurite::BACKUP_KEY);
     let app = lake_app(&azurite, &[("BACKUP_STORAGE", &unreachable)]).await;
     support::upload(&app.source.container("lake").unwrap(), "x.csv", b"x").await;
-    let error = run_shard(&app, &Shard::root("job-x", "lake", ""))
+    let root = Shard::root("job-x", "lake", "");
+    job_ledger::start_job(&app, JobKind::Command, &root)
         .await
-        .unwrap_err();
+        .unwrap();
+    let delivery = |dequeue_count| QueueDelivery {
+        text: root.to_json(),
+        raw: None,
+        message_id: "m".into(),
+        dequeue_count,
+    };
+    let status = || async {
+        job_ledger::job_status(&app, "job-x")
+            .await
+            .unwrap()
+            .unwrap()
+    };
+
+    // A failed delivery fails the invocation (the host retries it) and marks nothing done.
+    let error = shard::consume(&app, &delivery(1)).await.unwrap_err();
     assert!(error.to_string().contains("lakebak"), "{error}");
     let lake = app.source.container("lake").unwrap();
     assert!(
@@ -219,6 +260,20 @@ async fn an_unreachable_backup_account_fails_the_shard_and_marks_nothing_done() 
             .all(|(_, s)| s.is_none()),
         "no snapshot without its backup"
     );
+    let after_first = status().await;
+    assert_eq!(
+        after_first.progress.state,
+        JobState::Running,
+        "{after_first:?}"
+    );
+    assert_eq!(after_first.progress.shards_finished, 0);
+
+    // The last delivery the host allows (maxDequeueCount, 5) fails too: the job says failed
+    // instead of waiting for it forever.
+    shard::consume(&app, &delivery(5)).await.unwrap_err();
+    let given_up = status().await;
+    assert_eq!(given_up.progress.state, JobState::Failed, "{given_up:?}");
+    assert_eq!(given_up.progress.shards_failed, 1);
 }
 
 #[tokio::test]
@@ -244,32 +299,25 @@ async fn two_run_processes_share_one_job_and_a_killed_one_loses_nothing() {
 
     let (code, out, err) = worker::run_once(&process_settings, &["shard", "--container", "lake"]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("\"job\""), "{out}");
+    let queued: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let job = queued["job"].as_str().unwrap().to_owned();
     let first = Standalone::start(&process_settings, dir.path(), &[]);
     let second = Standalone::start(&process_settings, dir.path(), &[]);
     // One worker dies early, mid-job; its shards reappear and the other finishes them.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     first.kill();
-    let backup = app.backup.container("lakebak").unwrap();
+    // The job's ledger says when it is done: every shard queued, the dead worker's included,
+    // has finished.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let count = if backup.exists().await.unwrap() {
-            support::list_all(&backup).await.len()
-        } else {
-            0
-        };
-        if count >= blobs.len() {
-            break;
+    let status = loop {
+        let status = job_ledger::job_status(&app, &job).await.unwrap().unwrap();
+        if status.progress.state != JobState::Running {
+            break status;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{count} of {} backed up",
-            blobs.len()
-        );
+        assert!(tokio::time::Instant::now() < deadline, "{status:?}");
         tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    // Let any shard the dead worker held reappear and be found done.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    };
+    assert_eq!(status.progress.state, JobState::Done, "{status:?}");
     assert_eq!(second.terminate(), 0);
     // A shard taken again after its worker died may run beside a copy of one of its
     // sub-directories' shards: a backup is still made once (If-None-Match: *), a snapshot may
@@ -293,11 +341,11 @@ async fn an_archived_blob_is_counted_not_copied() {
         .set_tier(azure_storage_blob::models::AccessTier::Archive, None)
         .await
         .unwrap();
-    let report = run_shard(&app, &Shard::root("job-c", "lake", "cold/"))
+    let report = run_shard(&app, &Shard::root("job-c", "lake", "cold/"), &Fanout::Queue)
         .await
         .unwrap();
     assert_eq!(
-        (report.archived, report.backups_copied),
+        (report.counts.archived, report.counts.backups_copied),
         (1, 1),
         "{report:?}"
     );

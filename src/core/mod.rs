@@ -4,6 +4,7 @@
 pub mod backup_index;
 pub mod diff;
 pub mod etag;
+pub mod job;
 pub mod message;
 pub mod naming;
 pub mod restore_plan;

@@ -19,6 +19,15 @@ pub struct Shard {
     /// Where the listing goes on; absent at the start of the directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub marker: Option<String>,
+    /// Which part of the directory this is: 0 for its start, n for its n-th continuation. It
+    /// names the part in the job's ledger (a marker may differ between retries; the part does
+    /// not).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub part: u32,
+}
+
+fn is_zero(part: &u32) -> bool {
+    *part == 0
 }
 
 impl Shard {
@@ -29,6 +38,7 @@ impl Shard {
             container: container.to_owned(),
             prefix: prefix.to_owned(),
             marker: None,
+            part: 0,
         }
     }
 
@@ -41,6 +51,7 @@ impl Shard {
     pub fn continuation(&self, marker: &str) -> Self {
         Self {
             marker: Some(marker.to_owned()),
+            part: self.part.saturating_add(1),
             ..self.clone()
         }
     }
@@ -55,8 +66,11 @@ impl Shard {
             format!("not a shard {{\"job\",\"container\",\"prefix\",\"marker\"}}: {e}")
         })?;
         shard.validate().map_err(|e| e.to_string())?;
-        if shard.job.trim().is_empty() {
-            return Err("the shard's job id is empty".into());
+        if !is_job_id(&shard.job) {
+            return Err(format!(
+                "the shard's job id {:?} is not 1 to 64 letters, digits, '-' and '_'",
+                shard.job
+            ));
         }
         Ok(shard)
     }
@@ -68,6 +82,14 @@ impl Shard {
         }
         Ok(())
     }
+}
+
+/// Whether `job` has the shape of a job id (it names blobs in the job's ledger).
+pub fn is_job_id(job: &str) -> bool {
+    (1..=64).contains(&job.len())
+        && job
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// A job id unique enough to tell jobs apart: the start time, in nanoseconds, in hex.
@@ -105,10 +127,15 @@ mod tests {
         assert_eq!(Shard::parse(&next.to_json()).unwrap(), next);
         assert_eq!(next.job, "job-1");
         assert_eq!(next.prefix, "raw/\"q\" 2026/");
+        assert_eq!(
+            (child.part, next.part, next.continuation("m2").part),
+            (0, 1, 2)
+        );
         for bad in [
             "nope",
             r#"{"job":"j","container":"Bad!","prefix":""}"#,
             r#"{"job":" ","container":"lake","prefix":""}"#,
+            r#"{"job":"../x","container":"lake","prefix":""}"#,
         ] {
             assert!(Shard::parse(bad).is_err(), "{bad}");
         }

@@ -15,6 +15,7 @@ use super::sweep::{sweep, Repair, SweepCounts, SweepError};
 use crate::{
     app::App,
     core::{backup_index::BackupIndex, naming},
+    job_ledger::{self, JobKind},
     storage::{
         listing::{index_backups, list_backups, list_container_names},
         StorageError,
@@ -148,9 +149,10 @@ pub async fn reconcile(app: &App, scope: Option<&[String]>, dry_run: bool) -> Re
 pub struct ScheduledReconciliation {
     /// `queued`, or `failed` when the containers could not be listed or a shard not queued.
     pub status: &'static str,
-    pub job: String,
     /// Containers whose root shard was queued.
     pub containers: Vec<String>,
+    /// Each container's job (its status: [`crate::job_ledger::job_status`]), in the same order.
+    pub jobs: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -159,13 +161,12 @@ pub struct ScheduledReconciliation {
 /// seconds; the shards (`QueueSnapshotBackupShard`) do the work, directory by directory, each
 /// within its budget, on as many instances as the host runs.
 pub async fn schedule(app: &App, scope: Option<&[String]>) -> ScheduledReconciliation {
-    let job = crate::core::shard::new_job_id();
-    let span = tracing::info_span!("reconciler", function = FUNCTION_NAME, job);
+    let span = tracing::info_span!("reconciler", function = FUNCTION_NAME);
     async {
         let mut scheduled = ScheduledReconciliation {
             status: "queued",
-            job: job.clone(),
             containers: Vec::new(),
+            jobs: Vec::new(),
             error: None,
         };
         let result = async {
@@ -174,9 +175,11 @@ pub async fn schedule(app: &App, scope: Option<&[String]>) -> ScheduledReconcili
                     warn!(error = %e, "not a container name; skipped");
                     continue;
                 }
-                app.enqueue_shard(&crate::core::shard::Shard::root(&job, &container, ""))
-                    .await?;
+                let job = crate::core::shard::new_job_id();
+                let root = crate::core::shard::Shard::root(&job, &container, "");
+                job_ledger::start_job(app, JobKind::Reconcile, &root).await?;
                 scheduled.containers.push(container);
+                scheduled.jobs.push(job);
             }
             Ok::<_, StorageError>(())
         }

@@ -10,8 +10,11 @@
 //! queued as a per-blob request for the `adf` engine. Between listing pages the budget
 //! (`SHARD_TIME_BUDGET_SECONDS`) is checked; once it is spent the rest of the directory is queued
 //! as a continuation. Every step is idempotent, so a shard that fails or dies is simply retried.
+//!
+//! On the queue, a shard belongs to a job whose ledger (see [`crate::job_ledger`]) records each
+//! shard queued and each shard finished; `lakebackup produce` runs a job's shards in-process.
 
-use std::time::Instant;
+use std::{sync::Mutex, time::Instant};
 
 use azure_storage_blob::{models::BlobClientCreateSnapshotOptions, BlobContainerClient};
 use futures::{stream::FuturesUnordered, StreamExt, TryStreamExt};
@@ -26,10 +29,12 @@ use crate::{
         backup_index::BackupIndex,
         diff::{BaseBlob, BlobVerdict, SnapshotDiff},
         etag::quoted_etag,
+        job::ShardCounts,
         message::BackupRequest,
         naming,
         shard::Shard,
     },
+    job_ledger,
     storage::{
         listing::{
             index_backups, list_backup_directory, list_directory_with_snapshots, ListingScope,
@@ -46,23 +51,33 @@ pub struct ShardReport {
     pub job: String,
     pub container: String,
     pub prefix: String,
-    /// Base blobs judged at this level.
-    pub blobs: u64,
-    pub snapshots_created: u64,
-    /// Versions copied by this shard (direct engine).
-    pub backups_copied: u64,
-    /// Per-blob requests queued (ADF engine).
-    pub backup_requests: u64,
-    /// Versions whose complete backup was already there.
-    pub backups_present: u64,
-    /// Sources in the archive tier: not readable until rehydrated (logged with the tier).
-    pub archived: u64,
-    /// Other outcomes of a copy (outdated, a name too long to back up).
-    pub backups_skipped: u64,
-    pub subdirectories_queued: u64,
+    #[serde(flatten)]
+    pub counts: ShardCounts,
     /// The budget ran out and the rest of the directory was queued.
     pub continued: bool,
     pub duration_ms: u64,
+}
+
+/// Where a shard puts the shards it spawns (sub-directories, its continuation).
+pub enum Fanout<'a> {
+    /// On the shard queue, entered in the job's ledger first (the functions).
+    Queue,
+    /// On a list in this process (`lakebackup produce`).
+    Local(&'a Mutex<Vec<Shard>>),
+}
+
+impl Fanout<'_> {
+    async fn push(&self, app: &App, shard: Shard) -> Result<(), StorageError> {
+        match self {
+            Fanout::Queue => job_ledger::queue_shard(app, &shard).await,
+            Fanout::Local(list) => {
+                list.lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .push(shard);
+                Ok(())
+            }
+        }
+    }
 }
 
 #[derive(Debug, Error)]
@@ -75,7 +90,11 @@ pub enum ShardError {
 
 /// Runs one shard. A failure fails the whole shard: the host retries it, and what it had done
 /// is found done the next time.
-pub async fn run_shard(app: &App, shard: &Shard) -> Result<ShardReport, ShardError> {
+pub async fn run_shard(
+    app: &App,
+    shard: &Shard,
+    fanout: &Fanout<'_>,
+) -> Result<ShardReport, ShardError> {
     let span = tracing::info_span!(
         "shard",
         function = FUNCTION_NAME,
@@ -118,15 +137,15 @@ pub async fn run_shard(app: &App, shard: &Shard) -> Result<ShardReport, ShardErr
                 Err(e) => return Err(e.into()),
             };
             for sub in &page.prefixes {
-                app.enqueue_shard(&shard.child(sub)).await?;
-                report.subdirectories_queued += 1;
+                fanout.push(app, shard.child(sub)).await?;
+                report.counts.subdirectories_queued += 1;
             }
             let verdicts: Vec<BlobVerdict> = page
                 .items
                 .into_iter()
                 .filter_map(|e| diff.push(e))
                 .collect();
-            repair_all(app, &source, shard, &index, verdicts, &mut report).await?;
+            repair_all(app, &source, shard, &index, verdicts, &mut report.counts).await?;
             if page.next_marker.is_some() && started.elapsed() >= app.config.shard_budget {
                 continuation = page.next_marker;
                 break;
@@ -135,9 +154,9 @@ pub async fn run_shard(app: &App, shard: &Shard) -> Result<ShardReport, ShardErr
         // The last name; at a cut, a name whose entries straddle it is judged on what was seen:
         // at worst one snapshot too many, never one too few.
         let rest: Vec<BlobVerdict> = diff.finish().into_iter().collect();
-        repair_all(app, &source, shard, &index, rest, &mut report).await?;
+        repair_all(app, &source, shard, &index, rest, &mut report.counts).await?;
         if let Some(marker) = continuation {
-            app.enqueue_shard(&shard.continuation(&marker)).await?;
+            fanout.push(app, shard.continuation(&marker)).await?;
             report.continued = true;
         }
         report.duration_ms = started.elapsed().as_millis() as u64;
@@ -174,7 +193,7 @@ async fn repair_all(
     shard: &Shard,
     index: &BackupIndex,
     verdicts: Vec<BlobVerdict>,
-    report: &mut ShardReport,
+    report: &mut ShardCounts,
 ) -> Result<(), ShardError> {
     let mut work = FuturesUnordered::new();
     let mut failure = None;
@@ -200,7 +219,7 @@ async fn repair_all(
 
 fn tally(
     result: Result<Vec<Repaired>, ShardError>,
-    report: &mut ShardReport,
+    report: &mut ShardCounts,
     failure: &mut Option<ShardError>,
 ) {
     match result {
@@ -316,6 +335,52 @@ pub async fn consume(
             return Ok(ShardOutcome::Poisoned { reason });
         }
     };
-    let report = run_shard(app, &shard).await?;
+    let report = match run_shard(app, &shard, &Fanout::Queue).await {
+        Ok(report) => report,
+        Err(e) => {
+            if delivery.dequeue_count >= app.config.max_dequeue_count {
+                // The host gives the message up now: say so in the job's ledger, or the job
+                // would wait for it forever.
+                if let Err(ledger) = job_ledger::record_failed(app, &shard).await {
+                    warn!(error = %ledger, "could not record the failed shard in its job's ledger");
+                }
+            }
+            return Err(e);
+        }
+    };
+    job_ledger::record_finished(app, &shard, &report.counts).await?;
     Ok(ShardOutcome::Done { report })
+}
+
+/// Runs a whole job in this process, starting at `root`, up to `concurrency` shards at once;
+/// returns the counts summed over every shard, and how many shards ran.
+pub async fn run_job_here(
+    app: &App,
+    root: Shard,
+    concurrency: usize,
+) -> Result<(ShardCounts, u64), ShardError> {
+    let pending = Mutex::new(vec![root]);
+    let take = || {
+        pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop()
+    };
+    let fanout = Fanout::Local(&pending);
+    let mut running = FuturesUnordered::new();
+    let (mut totals, mut shards) = (ShardCounts::default(), 0);
+    loop {
+        while running.len() < concurrency.max(1) {
+            let Some(shard) = take() else { break };
+            let fanout = &fanout;
+            running.push(async move { run_shard(app, &shard, fanout).await });
+        }
+        match running.next().await {
+            Some(report) => {
+                totals.add(&report?.counts);
+                shards += 1;
+            }
+            None => return Ok((totals, shards)),
+        }
+    }
 }

@@ -183,15 +183,29 @@ impl QueueTrigger {
 pub struct JsonReply {
     pub status: u16,
     pub body: Value,
+    /// A `Location` header (a 202's status URL).
+    pub location: Option<String>,
 }
 
 impl JsonReply {
+    pub fn new(status: u16, body: Value) -> Self {
+        Self {
+            status,
+            body,
+            location: None,
+        }
+    }
+
     /// The reply as the `res` output binding.
     pub fn into_output(self) -> Value {
+        let mut headers = serde_json::json!({ "Content-Type": "application/json; charset=utf-8" });
+        if let Some(location) = self.location {
+            headers["Location"] = Value::String(location);
+        }
         serde_json::json!({
             "statusCode": self.status,
             "body": self.body.to_string(),
-            "headers": { "Content-Type": "application/json; charset=utf-8" },
+            "headers": headers,
         })
     }
 }
@@ -268,12 +282,15 @@ mod tests {
 
     #[test]
     fn reply_is_a_res_binding_with_json_body() {
-        let output = JsonReply {
-            status: 404,
-            body: json!({"status": "error"}),
-        }
-        .into_output();
+        let output = JsonReply::new(404, json!({"status": "error"})).into_output();
         assert_eq!(output["statusCode"], 404);
         assert_eq!(output["body"], "{\"status\":\"error\"}");
+        assert!(output["headers"].get("Location").is_none());
+        let accepted = JsonReply {
+            location: Some("https://x/api/f?job=j".into()),
+            ..JsonReply::new(202, json!({"status": "running"}))
+        }
+        .into_output();
+        assert_eq!(accepted["headers"]["Location"], "https://x/api/f?job=j");
     }
 }

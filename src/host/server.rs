@@ -25,11 +25,14 @@ use super::protocol::{
 };
 use crate::{
     app::App,
+    core::job::JobState,
     functions::{
         consumer::{self, QueueDelivery},
-        producer::{self, ProducerError},
-        reconciler, shard,
+        producer::{self, ProduceRequest, ProducerError},
+        reconciler,
+        shard::{self, ShardError},
     },
+    job_ledger::JobStatus,
 };
 
 pub const CONSUMER_FUNCTION: &str = consumer::FUNCTION_NAME;
@@ -146,11 +149,21 @@ async fn producer_forwarded(
         Err(_) => error_reply(400, "request body is not UTF-8".into()),
     };
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, Json(reply.body)).into_response()
+    let location = reply.location.clone();
+    let mut response = (status, Json(reply.body)).into_response();
+    if let Some(value) = location.and_then(|l| axum::http::HeaderValue::from_str(&l).ok()) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::LOCATION, value);
+    }
+    response
 }
 
-/// The producer behind either HTTP route: reads the container from the JSON body
-/// (`{"container": "…"}`, as the ADF activity sends it) or from `?container=`.
+/// The producer behind either HTTP route. `?job=` asks for a job's status; otherwise the
+/// container (and optional prefix) come from the JSON body (`{"container": "…", "prefix": "…"}`,
+/// as ADF sends it) or from `?container=&prefix=`. 200 with the totals when the job is done
+/// within `PRODUCER_WAIT_SECONDS`; else 202 with `Location` (the status URL), which ADF's Web
+/// activity follows until it gets a 200.
 async fn run_producer(app: &App, request: &HttpTriggerRequest) -> JsonReply {
     if !matches!(request.method.as_str(), "GET" | "POST" | "") {
         return error_reply(
@@ -158,45 +171,112 @@ async fn run_producer(app: &App, request: &HttpTriggerRequest) -> JsonReply {
             format!("method {} is not allowed; use GET or POST", request.method),
         );
     }
-    let from_body = match request.json_body() {
-        Ok(body) => body.and_then(|b| b.get("container").cloned()),
+    if let Some(job) = request.query.get("job") {
+        return match producer::status(app, job).await {
+            Ok(status) => job_reply(request, status),
+            Err(e) => producer_error(e),
+        };
+    }
+    let body = match request.json_body() {
+        Ok(body) => body,
         Err(e) => return error_reply(400, e.to_string()),
     };
-    let container = match from_body {
-        Some(Value::String(name)) => name,
-        Some(_) => return error_reply(400, "\"container\" must be a string".into()),
-        None => match request.query.get("container") {
-            Some(name) => name.clone(),
-            None => {
-                return error_reply(
-                    400,
-                    "missing container: POST {\"container\": \"…\"} or GET ?container=…".into(),
-                )
-            }
-        },
+    let field = |name: &str| -> Result<Option<String>, JsonReply> {
+        match body.as_ref().and_then(|b| b.get(name)) {
+            Some(Value::String(text)) => Ok(Some(text.clone())),
+            Some(Value::Null) | None => Ok(request.query.get(name).cloned()),
+            Some(_) => Err(error_reply(400, format!("\"{name}\" must be a string"))),
+        }
     };
-    match producer::produce(app, &container).await {
-        Ok(summary) => JsonReply {
-            status: 200,
-            body: serde_json::to_value(summary).unwrap_or(Value::Null),
-        },
-        Err(ProducerError::InvalidContainer(e)) => error_reply(400, e.to_string()),
-        Err(e @ ProducerError::ContainerNotFound(_)) => error_reply(404, e.to_string()),
-        Err(ProducerError::Storage { source, done }) => {
+    let (container, prefix) = match (field("container"), field("prefix")) {
+        (Ok(Some(container)), Ok(prefix)) => (container, prefix.unwrap_or_default()),
+        (Ok(None), _) => {
+            return error_reply(
+                400,
+                "missing container: POST {\"container\": \"…\", \"prefix\": \"…\"} or GET \
+                 ?container=…&prefix=…"
+                    .into(),
+            )
+        }
+        (Err(reply), _) | (_, Err(reply)) => return reply,
+    };
+    let request_for = ProduceRequest { container, prefix };
+    match producer::produce(app, &request_for).await {
+        Ok(status) => job_reply(request, status),
+        Err(e) => producer_error(e),
+    }
+}
+
+/// A job's status as the HTTP reply: 200 when done, 500 when a shard failed for good, 202 with
+/// the status URL while it runs.
+fn job_reply(request: &HttpTriggerRequest, status: JobStatus) -> JsonReply {
+    let mut body = serde_json::to_value(&status).unwrap_or(Value::Null);
+    match status.progress.state {
+        JobState::Done => JsonReply::new(200, body),
+        JobState::Failed => JsonReply::new(500, body),
+        JobState::Running => {
+            let url = status_url(request, &status.job);
+            body["statusQueryGetUri"] = Value::String(url.clone());
+            JsonReply {
+                location: Some(url),
+                ..JsonReply::new(202, body)
+            }
+        }
+    }
+}
+
+/// The producer's own URL with `?job=`, keeping the caller's function key (`code`) so that the
+/// status call is let in as the first call was.
+fn status_url(request: &HttpTriggerRequest, job: &str) -> String {
+    let base = url::Url::parse(&request.url).ok().or_else(|| {
+        let host = request.headers.get("host")?;
+        let scheme = request
+            .headers
+            .get("x-forwarded-proto")
+            .map_or("http", String::as_str);
+        url::Url::parse(&format!(
+            "{scheme}://{host}/api/{}",
+            producer::FUNCTION_NAME
+        ))
+        .ok()
+    });
+    let Some(mut url) = base else {
+        return format!("/api/{}?job={job}", producer::FUNCTION_NAME);
+    };
+    let code = request.query.get("code").cloned();
+    url.set_query(None);
+    {
+        let mut query = url.query_pairs_mut();
+        if let Some(code) = code {
+            query.append_pair("code", &code);
+        }
+        query.append_pair("job", job);
+    }
+    url.to_string()
+}
+
+fn producer_error(error: ProducerError) -> JsonReply {
+    match error {
+        ProducerError::InvalidContainer(_) | ProducerError::InvalidPrefix(_) => {
+            error_reply(400, error.to_string())
+        }
+        ProducerError::ContainerNotFound(_) | ProducerError::UnknownJob(_) => {
+            error_reply(404, error.to_string())
+        }
+        ProducerError::Storage(source) | ProducerError::Shard(ShardError::Storage(source)) => {
             error!(error = %source, "producer failed");
             let status = if source.is_unreachable() { 503 } else { 502 };
-            let mut body = json!({"status": "error", "error": source.to_string()});
-            body["done"] = serde_json::to_value(&done).unwrap_or(Value::Null);
-            JsonReply { status, body }
+            error_reply(status, source.to_string())
+        }
+        ProducerError::Shard(other) => {
+            error!(error = %other, "producer failed");
+            error_reply(502, other.to_string())
         }
     }
 }
 
 fn error_reply(status: u16, message: String) -> JsonReply {
-    JsonReply {
-        status,
-        body: json!({"status": "error", "error": message}),
-    }
+    JsonReply::new(status, json!({"status": "error", "error": message}))
 }
 
 async fn consumer_invocation(State(app): State<Arc<App>>, body: Bytes) -> Response {

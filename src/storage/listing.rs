@@ -173,6 +173,36 @@ fn listed_backup(item: ListedItem, operation: &str) -> Result<Option<ListedBacku
     }))
 }
 
+/// A blob's name and metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedMetadata {
+    pub name: String,
+    pub metadata: HashMap<String, String>,
+}
+
+/// The blobs of a container under `prefix` with their metadata, one listing page per item.
+pub fn list_with_metadata(
+    container: &BlobContainerClient,
+    container_name: &str,
+    prefix: &str,
+) -> Result<
+    impl Stream<Item = Result<Vec<NamedMetadata>, StorageError>> + Send + 'static,
+    StorageError,
+> {
+    list_pages(
+        container,
+        format!("listing container {container_name}"),
+        &[ListBlobsIncludeItem::Metadata],
+        Some(prefix),
+        |item, operation| {
+            Ok(Some(NamedMetadata {
+                name: item.name(operation)?,
+                metadata: item.metadata.unwrap_or_default(),
+            }))
+        },
+    )
+}
+
 /// The complete backups of a backup listing, as a [`BackupIndex`]; empty when the backup
 /// container does not exist yet.
 pub async fn index_backups(
@@ -265,8 +295,20 @@ pub fn list_directory_with_snapshots(
             one_level: true,
             ..scope
         },
-        listed_blob,
+        listed_blob_with_metadata,
     )
+}
+
+/// Like [`listed_blob`], for a listing that asked for metadata: a blob listed without any has
+/// none (Azurite leaves the element out), which is not the same as "not asked for".
+fn listed_blob_with_metadata(
+    item: ListedItem,
+    operation: &str,
+) -> Result<Option<ListedBlob>, StorageError> {
+    Ok(listed_blob(item, operation)?.map(|blob| ListedBlob {
+        metadata: Some(blob.metadata.unwrap_or_default()),
+        ..blob
+    }))
 }
 
 /// One directory level of a backup container with metadata, every page.

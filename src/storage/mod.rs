@@ -17,7 +17,8 @@ use std::sync::Arc;
 use azure_core::{
     credentials::TokenCredential,
     http::{
-        policies::Policy, ClientOptions, ExponentialRetryOptions, RetryOptions, StatusCode, Url,
+        new_http_client, policies::Policy, ClientOptions, ExponentialRetryOptions, HttpClient,
+        RetryOptions, StatusCode, Transport, Url,
     },
     time::Duration,
 };
@@ -115,6 +116,14 @@ impl<T> StorageResultExt<T> for azure_core::Result<T> {
     }
 }
 
+/// The process's one HTTP client. Without it the SDK builds a client, with its own connection
+/// pool and a fresh read of the system's root certificates, for every blob or container client:
+/// that cost more CPU than the requests themselves, and no connection was ever reused.
+fn shared_http_client() -> Arc<dyn HttpClient> {
+    static CLIENT: std::sync::OnceLock<Arc<dyn HttpClient>> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| new_http_client(None)).clone()
+}
+
 /// One storage account, ready to hand out clients.
 pub struct StorageAccount {
     connection: StorageConnection,
@@ -149,6 +158,7 @@ impl StorageAccount {
             }),
             // Per call, before signing: headers the SDK has no option for.
             per_call_policies: vec![Arc::new(blobs::RequestHeadersPolicy)],
+            transport: Some(Transport::new(shared_http_client())),
             ..ClientOptions::default()
         };
         let mut token_credential = None;

@@ -203,3 +203,67 @@ pub async fn app_on_azurite(containers: &[&str]) -> (Azurite, lakebackup::app::A
     }
     (azurite, app)
 }
+
+/// The Functions host's queue trigger for the shard function, as far as the tests need it:
+/// takes shards off `{BACKUP_QUEUE_NAME}-shards`, delivers each to the worker's
+/// `/QueueSnapshotBackupShard` route as the host does, and deletes it once the invocation
+/// succeeds. Stops when dropped.
+pub struct ShardPump(tokio::task::JoinHandle<()>);
+
+impl ShardPump {
+    pub fn start(worker: &worker::Worker, jobs: &lakebackup::storage::StorageAccount) -> Self {
+        use azure_storage_queue::models::QueueClientReceiveMessagesOptions;
+        let queue = jobs.queue("backup-requests-shards").unwrap();
+        let url = worker.url("/QueueSnapshotBackupShard");
+        ShardPump(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            loop {
+                let received = queue
+                    .receive_messages(Some(QueueClientReceiveMessagesOptions {
+                        number_of_messages: Some(16),
+                        visibility_timeout: Some(60),
+                        ..Default::default()
+                    }))
+                    .await
+                    .ok()
+                    .and_then(|r| r.into_model().ok())
+                    .and_then(|m| m.items)
+                    .unwrap_or_default();
+                if received.is_empty() {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+                for message in received {
+                    use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
+                    let text = message.message_text.clone().unwrap_or_default();
+                    let decoded = String::from_utf8(BASE64.decode(&text).unwrap()).unwrap();
+                    let response = client
+                        .post(&url)
+                        .json(&serde_json::json!({
+                            "Data": {"message": decoded},
+                            "Metadata": {
+                                "Id": message.message_id,
+                                "DequeueCount": message.dequeue_count,
+                                "sys": {"MethodName": "QueueSnapshotBackupShard"}
+                            }
+                        }))
+                        .send()
+                        .await;
+                    if response.is_ok_and(|r| r.status().is_success()) {
+                        let (Some(id), Some(receipt)) = (message.message_id, message.pop_receipt)
+                        else {
+                            continue;
+                        };
+                        let _ = queue.delete_message(&id, &receipt, None).await;
+                    }
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for ShardPump {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
