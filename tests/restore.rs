@@ -231,3 +231,96 @@ async fn a_failure_is_reported_and_exits_non_zero() {
         "{summary}"
     );
 }
+
+/// (content type, content encoding, content language, content disposition, cache control,
+/// user metadata) of a blob.
+type Properties = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    BTreeMap<String, String>,
+);
+
+async fn blob_properties(
+    container: &azure_storage_blob::BlobContainerClient,
+    name: &str,
+) -> Properties {
+    use azure_storage_blob::models::BlobClientGetPropertiesResultHeaders;
+    let p = container
+        .blob_client(name)
+        .get_properties(None)
+        .await
+        .unwrap();
+    (
+        p.content_type().unwrap(),
+        p.content_encoding().unwrap(),
+        p.content_language().unwrap(),
+        p.content_disposition().unwrap(),
+        p.cache_control().unwrap(),
+        p.metadata().unwrap().into_iter().collect(),
+    )
+}
+
+#[tokio::test]
+async fn metadata_and_content_properties_come_back_and_the_stamp_never_does() {
+    use azure_core::http::RequestContent;
+    use azure_storage_blob::models::BlobClientUploadOptions;
+    let lake = Lake::new().await;
+    let client = lake.lake();
+    let described = BlobClientUploadOptions {
+        blob_content_type: Some("text/csv; charset=utf-8".into()),
+        blob_content_encoding: Some("identity".into()),
+        blob_content_language: Some("en-GB".into()),
+        blob_content_disposition: Some("attachment; filename=\"sales.csv\"".into()),
+        blob_cache_control: Some("no-cache".into()),
+        metadata: Some(
+            [
+                ("owner", "team-a"),
+                ("pii", "false"),
+                ("hdi_isfolder", "false"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into(),
+        ),
+        ..Default::default()
+    };
+    client
+        .blob_client("sales.csv")
+        .upload(
+            RequestContent::from(b"a,b\n1,2\n".to_vec()),
+            Some(described),
+        )
+        .await
+        .unwrap();
+    support::upload(&client, "plain.bin", b"no metadata at all").await;
+    lake.back_up().await;
+    let originals = [
+        blob_properties(&client, "sales.csv").await,
+        blob_properties(&client, "plain.bin").await,
+    ];
+    assert_eq!(originals[0].5["owner"], "team-a");
+
+    // Into a fresh container, and in place after the lake lost both.
+    let (code, summary) = lake.restore(&["--to-container", "fresh"]);
+    assert_eq!(code, 0, "{summary}");
+    for (name, bytes) in [("sales.csv", b"OOPS".as_slice()), ("plain.bin", b"OOPS")] {
+        support::upload(&client, name, bytes).await;
+    }
+    let (code, in_place) = lake.restore(&[]);
+    assert_eq!(code, 0, "{in_place}");
+    assert_eq!(in_place["restored"], 2, "{in_place}");
+    let fresh = lake.app.source.container("fresh").unwrap();
+    for target in [&fresh, &client] {
+        for (name, original) in ["sales.csv", "plain.bin"].iter().zip(&originals) {
+            let restored = blob_properties(target, name).await;
+            assert_eq!(&restored, original, "{name}");
+            assert!(
+                restored.5.keys().all(|k| !k.starts_with("lakebackup_")),
+                "bookkeeping leaked into the lake: {:?}",
+                restored.5
+            );
+        }
+    }
+}

@@ -1,6 +1,8 @@
 //! Restore decisions, pure: which version of a blob was current at an instant, and whether the
 //! blob in the target needs it written back.
 
+use std::collections::HashMap;
+
 use time::OffsetDateTime;
 
 use super::etag::normalize_etag;
@@ -25,6 +27,9 @@ pub struct Version {
     pub content_length: u64,
     pub content_md5: Option<Vec<u8>>,
     pub source: VersionSource,
+    /// The user metadata to write back with it; `None`: the copy keeps its source's (a
+    /// snapshot's own). A backup's carries the stamp, which never goes back into the lake.
+    pub metadata: Option<HashMap<String, String>>,
 }
 
 /// The blob now in the restore target.
@@ -88,6 +93,7 @@ mod tests {
             content_length: 10,
             content_md5: Some(vec![md5]),
             source,
+            metadata: None,
         }
     }
 

@@ -7,7 +7,9 @@
 
 use std::{collections::HashMap, time::Instant};
 
-use azure_storage_blob::models::CopyStatus;
+use azure_storage_blob::models::{
+    BlobClientSetMetadataOptions, BlobClientStartCopyFromUrlOptions, CopyStatus,
+};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
@@ -18,6 +20,7 @@ use crate::{
     app::App,
     core::{
         diff::ListedBlob,
+        etag::quoted_etag,
         naming,
         restore_plan::{plan, version_at, Plan, TargetBlob, Version, VersionSource},
         stamp,
@@ -79,6 +82,8 @@ pub struct RestoreSummary {
     pub restored: u64,
     pub unchanged: u64,
     pub missing_version: u64,
+    /// Blobs written to (or created) in the target between planning and copying: left alone.
+    pub changed_since_plan: u64,
     pub errors: u64,
     /// Every blob restored, to be restored, without a version, or failed (unchanged ones are
     /// only counted).
@@ -98,6 +103,8 @@ impl RestoreSummary {
 struct Candidate {
     blob: String,
     plan: Plan,
+    /// The target's ETag the plan was made against; `None`: the target had no such blob.
+    planned_against: Option<String>,
 }
 
 pub async fn restore(app: &App, request: &RestoreRequest) -> RestoreSummary {
@@ -118,6 +125,7 @@ pub async fn restore(app: &App, request: &RestoreRequest) -> RestoreSummary {
             restored: 0,
             unchanged: 0,
             missing_version: 0,
+            changed_since_plan: 0,
             errors: 0,
             actions: Vec::new(),
             error: None,
@@ -150,7 +158,9 @@ pub async fn restore(app: &App, request: &RestoreRequest) -> RestoreSummary {
                         .actions
                         .push(action(candidate.blob, "missing_version", None));
                 }
-                Plan::Restore(version) => to_copy.push((candidate.blob, version)),
+                Plan::Restore(version) => {
+                    to_copy.push((candidate.blob, version, candidate.planned_against))
+                }
             }
         }
         if !request.dry_run && !to_copy.is_empty() {
@@ -162,15 +172,31 @@ pub async fn restore(app: &App, request: &RestoreRequest) -> RestoreSummary {
             }
         }
         let results: Vec<RestoreAction> = futures::stream::iter(to_copy)
-            .map(|(blob, version)| {
+            .map(|(blob, version, planned_against)| {
                 let target = &target;
                 async move {
                     let mut done = action(blob.clone(), "restore", Some(&version));
                     if !request.dry_run {
-                        if let Err(error) = copy_back(app, request, target, &blob, &version).await {
-                            warn!(blob, %error, "restoring the blob failed");
-                            done.action = "error";
-                            done.error = Some(error.to_string());
+                        let copied = copy_back(
+                            app,
+                            request,
+                            target,
+                            &blob,
+                            &version,
+                            planned_against.as_deref(),
+                        )
+                        .await;
+                        match copied {
+                            Ok(CopyBack::Written) => {}
+                            Ok(CopyBack::ChangedSincePlan) => {
+                                info!(blob, "written to since the plan was made; left alone");
+                                done.action = "changed_since_plan";
+                            }
+                            Err(error) => {
+                                warn!(blob, %error, "restoring the blob failed");
+                                done.action = "error";
+                                done.error = Some(error.to_string());
+                            }
                         }
                     }
                     done
@@ -182,6 +208,7 @@ pub async fn restore(app: &App, request: &RestoreRequest) -> RestoreSummary {
         for result in results {
             match result.action {
                 "error" => summary.errors += 1,
+                "changed_since_plan" => summary.changed_since_plan += 1,
                 _ => summary.restored += 1,
             }
             summary.actions.push(result);
@@ -254,7 +281,11 @@ async fn plan_restore(
             for (blob, chosen) in backup_choices(app, request).await? {
                 let current = target_blob(app, target, &blob).await?;
                 let plan = plan(chosen.as_ref(), current.as_ref());
-                candidates.push(Candidate { blob, plan });
+                candidates.push(Candidate {
+                    blob,
+                    plan,
+                    planned_against: current.map(|c| c.etag),
+                });
             }
         }
     }
@@ -283,6 +314,7 @@ async fn snapshot_candidate(
                 content_length: entry.content_length,
                 content_md5: entry.content_md5,
                 source,
+                metadata: None,
             };
             if version.source == VersionSource::Base {
                 base = Some(TargetBlob {
@@ -302,6 +334,7 @@ async fn snapshot_candidate(
     let chosen = version_at(&versions, request.as_of);
     Ok(Candidate {
         plan: plan(chosen, current.as_ref()),
+        planned_against: current.map(|c| c.etag),
         blob,
     })
 }
@@ -355,6 +388,7 @@ async fn backup_choices(
                 last_modified,
                 content_length: backup.content_length,
                 content_md5: backup.content_md5,
+                metadata: Some(stamp::user_metadata(&backup.metadata)),
                 source: VersionSource::Backup(backup.name),
             };
             let slot = best.entry(parsed.source_name).or_insert(None);
@@ -393,14 +427,24 @@ async fn ensure_container(app: &App, name: &str) -> Result<(), StorageError> {
     }
 }
 
-/// Server-side copy of the chosen version onto the target blob, waited to completion.
+enum CopyBack {
+    Written,
+    /// The target blob is no longer what the plan saw: nothing was written.
+    ChangedSincePlan,
+}
+
+/// Server-side copy of the chosen version onto the target blob, waited to completion. The copy
+/// is conditional on the target being what the plan saw (`If-Match` on its ETag, or
+/// `If-None-Match: *` for a blob that was absent), so a write by ingestion since is never
+/// overwritten; and it carries the version's user metadata, never the stamp.
 async fn copy_back(
     app: &App,
     request: &RestoreRequest,
     target: &str,
     blob: &str,
     version: &Version,
-) -> Result<(), StorageError> {
+    planned_against: Option<&str>,
+) -> Result<CopyBack, StorageError> {
     let expiry = OffsetDateTime::now_utc() + app.config.copy_timeout + time::Duration::minutes(15);
     let source_url: Url = match &version.source {
         VersionSource::Snapshot(id) => {
@@ -416,14 +460,31 @@ async fn copy_back(
             app.backup
                 .readable_blob_url(&backup_container, name, None, expiry)?
         }
-        VersionSource::Base => return Ok(()),
+        VersionSource::Base => return Ok(CopyBack::Written),
     };
     let what = format!("{target}/{blob}");
     let destination = app.source.container(target)?.blob_client(blob);
-    destination
-        .start_copy_from_url(source_url.to_string(), None)
+    // Copy Blob copies the source's metadata when the request names none: a version without
+    // user metadata is cleared after the copy, so no stamp key stays behind.
+    let metadata = version.metadata.clone().filter(|m| !m.is_empty());
+    let clear_metadata = version.metadata.as_ref().is_some_and(|m| m.is_empty());
+    let options = BlobClientStartCopyFromUrlOptions {
+        if_match: planned_against.map(|etag| quoted_etag(etag).into()),
+        if_none_match: planned_against.is_none().then(|| "*".into()),
+        metadata,
+        ..Default::default()
+    };
+    match destination
+        .start_copy_from_url(source_url.to_string(), Some(options))
         .await
-        .during(|| format!("restoring {what}"))?;
+        .during(|| format!("restoring {what}"))
+    {
+        Ok(_) => {}
+        Err(e) if e.has_code("ConditionNotMet") || e.has_code("BlobAlreadyExists") => {
+            return Ok(CopyBack::ChangedSincePlan)
+        }
+        Err(e) => return Err(e),
+    }
     let config = &app.config;
     let done = wait_for_copy(
         &destination,
@@ -441,7 +502,19 @@ async fn copy_back(
                     state.content_length, version.content_length
                 )));
             }
-            Ok(())
+            if clear_metadata {
+                destination
+                    .set_metadata(
+                        &HashMap::new(),
+                        Some(BlobClientSetMetadataOptions {
+                            if_match: Some(quoted_etag(&state.etag).into()),
+                            ..Default::default()
+                        }),
+                    )
+                    .await
+                    .during(|| format!("clearing the bookkeeping metadata of {what}"))?;
+            }
+            Ok(CopyBack::Written)
         }
         Some(state) => Err(failed(format!(
             "the copy ended {:?}: {}",

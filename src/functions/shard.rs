@@ -184,9 +184,13 @@ enum Repaired {
     Requested,
     Archived,
     Skipped,
+    /// The blob changed since it was listed: left for the next pass.
+    Nothing,
 }
 
-/// Repairs one page's blobs, up to `SNAPSHOT_CONCURRENCY` at once.
+/// Repairs one page's blobs, up to `SNAPSHOT_CONCURRENCY` at once: first every missing backup,
+/// then every missing snapshot. A failed backup fails the page before any snapshot is taken, so
+/// no snapshot stands without its backup.
 async fn repair_all(
     app: &App,
     source: &BlobContainerClient,
@@ -195,21 +199,46 @@ async fn repair_all(
     verdicts: Vec<BlobVerdict>,
     report: &mut ShardCounts,
 ) -> Result<(), ShardError> {
-    let mut work = FuturesUnordered::new();
-    let mut failure = None;
+    let mut backups = Vec::new();
+    let mut snapshots = Vec::new();
     for verdict in verdicts {
         report.blobs += 1;
         let backed_up = index.contains(&verdict.blob.name, &verdict.blob.etag);
         report.backups_present += u64::from(backed_up);
-        if backed_up && !verdict.needs_snapshot {
-            continue;
+        if !backed_up {
+            backups.push(verdict.blob.clone());
         }
+        if verdict.needs_snapshot {
+            snapshots.push(verdict.blob);
+        }
+    }
+    let copies = backups.into_iter().map(Repair::Backup).collect();
+    run_repairs(app, source, shard, copies, report).await?;
+    let snapshots = snapshots.into_iter().map(Repair::Snapshot).collect();
+    run_repairs(app, source, shard, snapshots, report).await
+}
+
+enum Repair {
+    Backup(BaseBlob),
+    Snapshot(BaseBlob),
+}
+
+async fn run_repairs(
+    app: &App,
+    source: &BlobContainerClient,
+    shard: &Shard,
+    repairs: Vec<Repair>,
+    report: &mut ShardCounts,
+) -> Result<(), ShardError> {
+    let mut work = FuturesUnordered::new();
+    let mut failure = None;
+    for todo in repairs {
         while work.len() >= app.config.snapshot_concurrency {
             if let Some(result) = work.next().await {
                 tally(result, report, &mut failure);
             }
         }
-        work.push(repair(app, source, shard, verdict, !backed_up));
+        work.push(repair(app, source, shard, todo));
     }
     while let Some(result) = work.next().await {
         tally(result, report, &mut failure);
@@ -218,90 +247,86 @@ async fn repair_all(
 }
 
 fn tally(
-    result: Result<Vec<Repaired>, ShardError>,
+    result: Result<Repaired, ShardError>,
     report: &mut ShardCounts,
     failure: &mut Option<ShardError>,
 ) {
     match result {
-        Ok(done) => {
-            for repaired in done {
-                match repaired {
-                    Repaired::Snapshot => report.snapshots_created += 1,
-                    Repaired::Copied => report.backups_copied += 1,
-                    Repaired::Requested => report.backup_requests += 1,
-                    Repaired::Archived => report.archived += 1,
-                    Repaired::Skipped => report.backups_skipped += 1,
-                }
-            }
-        }
+        Ok(repaired) => match repaired {
+            Repaired::Snapshot => report.snapshots_created += 1,
+            Repaired::Copied => report.backups_copied += 1,
+            Repaired::Requested => report.backup_requests += 1,
+            Repaired::Archived => report.archived += 1,
+            Repaired::Skipped => report.backups_skipped += 1,
+            Repaired::Nothing => {}
+        },
         Err(e) => {
             failure.get_or_insert(e);
         }
     }
 }
 
-/// The backup first, then the snapshot: a failure between the two is redone by the next pass,
-/// never leaving a snapshot whose backup nobody will make.
+/// One repair: a backup (copied, or requested for ADF), or a snapshot of the listed version.
 async fn repair(
     app: &App,
     source: &BlobContainerClient,
     shard: &Shard,
-    verdict: BlobVerdict,
-    back_up: bool,
-) -> Result<Vec<Repaired>, ShardError> {
-    let blob: BaseBlob = verdict.blob;
+    todo: Repair,
+) -> Result<Repaired, ShardError> {
+    let blob = match &todo {
+        Repair::Backup(blob) | Repair::Snapshot(blob) => blob,
+    };
     let span = tracing::info_span!("blob", blob = %blob.name, etag = %blob.etag);
     async move {
-        let mut done = Vec::new();
-        if back_up {
-            let request = BackupRequest::new(&shard.container, &blob.name, &blob.etag);
-            match app.config.copy_engine {
-                CopyEngine::Adf => {
-                    app.enqueue_backup(&request).await?;
-                    done.push(Repaired::Requested);
-                }
-                CopyEngine::Direct => match consumer::back_up_listed(app, &shard.container, &blob)
+        match todo {
+            Repair::Backup(blob) => back_up(app, shard, &blob).await,
+            Repair::Snapshot(blob) => {
+                let result = source
+                    .blob_client(&blob.name)
+                    .create_snapshot(Some(BlobClientCreateSnapshotOptions {
+                        if_match: Some(quoted_etag(&blob.etag).into()),
+                        ..Default::default()
+                    }))
                     .await
-                {
-                    Ok(
-                        ConsumerOutcome::BackedUp { .. } | ConsumerOutcome::AlreadyBackedUp { .. },
-                    ) => done.push(Repaired::Copied),
-                    Ok(ConsumerOutcome::Archived { .. }) => done.push(Repaired::Archived),
-                    Ok(other) => {
-                        info!(outcome = ?other, "not backed up by the shard");
-                        done.push(Repaired::Skipped);
+                    .during(|| format!("snapshotting {}/{}", shard.container, blob.name));
+                match result {
+                    Ok(_) => Ok(Repaired::Snapshot),
+                    Err(e) if e.has_code("ConditionNotMet") || e.has_code("BlobNotFound") => {
+                        info!("blob changed since it was listed; left for the next pass");
+                        Ok(Repaired::Nothing)
                     }
-                    // A name whose backup name would break Azure's limits can never be copied:
-                    // reported, not a reason to fail the directory forever.
-                    Err(ConsumerError::Unusable { what, reason }) => {
-                        warn!(what, reason, "cannot be backed up");
-                        done.push(Repaired::Skipped);
-                    }
-                    Err(e) => return Err(e.into()),
-                },
-            }
-        }
-        if verdict.needs_snapshot {
-            let result = source
-                .blob_client(&blob.name)
-                .create_snapshot(Some(BlobClientCreateSnapshotOptions {
-                    if_match: Some(quoted_etag(&blob.etag).into()),
-                    ..Default::default()
-                }))
-                .await
-                .during(|| format!("snapshotting {}/{}", shard.container, blob.name));
-            match result {
-                Ok(_) => done.push(Repaired::Snapshot),
-                Err(e) if e.has_code("ConditionNotMet") || e.has_code("BlobNotFound") => {
-                    info!("blob changed since it was listed; left for the next pass");
+                    Err(e) => Err(e.into()),
                 }
-                Err(e) => return Err(e.into()),
             }
         }
-        Ok(done)
     }
     .instrument(span)
     .await
+}
+
+async fn back_up(app: &App, shard: &Shard, blob: &BaseBlob) -> Result<Repaired, ShardError> {
+    if app.config.copy_engine == CopyEngine::Adf {
+        let request = BackupRequest::new(&shard.container, &blob.name, &blob.etag);
+        app.enqueue_backup(&request).await?;
+        return Ok(Repaired::Requested);
+    }
+    match consumer::back_up_listed(app, &shard.container, blob).await {
+        Ok(ConsumerOutcome::BackedUp { .. } | ConsumerOutcome::AlreadyBackedUp { .. }) => {
+            Ok(Repaired::Copied)
+        }
+        Ok(ConsumerOutcome::Archived { .. }) => Ok(Repaired::Archived),
+        Ok(other) => {
+            info!(outcome = ?other, "not backed up by the shard");
+            Ok(Repaired::Skipped)
+        }
+        // A name whose backup name would break Azure's limits can never be copied: reported,
+        // not a reason to fail the directory forever.
+        Err(ConsumerError::Unusable { what, reason }) => {
+            warn!(what, reason, "cannot be backed up");
+            Ok(Repaired::Skipped)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// What became of one shard message; the invocation's return value.
