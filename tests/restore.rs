@@ -324,3 +324,82 @@ async fn metadata_and_content_properties_come_back_and_the_stamp_never_does() {
         }
     }
 }
+
+#[tokio::test]
+async fn as_of_an_instant_leaves_out_what_had_been_seen_deleted_and_brings_back_later_deletions() {
+    let lake = Lake::new().await;
+    let client = lake.lake();
+    let pass = || async {
+        let request = ProduceRequest {
+            container: "lake".into(),
+            prefix: String::new(),
+        };
+        producer::produce_here(&lake.app, &request).await.unwrap().0
+    };
+    let instant = || async {
+        // Last-Modified has one-second resolution: keep versions clearly on either side.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let t = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        t
+    };
+    for (name, bytes) in [
+        ("dir/a.csv", b"a v1".as_slice()),
+        ("dir/b.csv", b"b v1"),
+        ("keep.csv", b"kept"),
+    ] {
+        support::upload(&client, name, bytes).await;
+    }
+    pass().await;
+    let delete = |name: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .blob_client(name)
+                .delete(Some(BlobClientDeleteOptions {
+                    delete_snapshots: Some(DeleteSnapshotsOptionType::Include),
+                    ..Default::default()
+                }))
+                .await
+                .unwrap();
+        }
+    };
+    // b is deleted, and a reconcile sees it, before T1.
+    delete("dir/b.csv").await;
+    assert_eq!(pass().await.deletions_recorded, 1);
+    assert_eq!(
+        pass().await.deletions_recorded,
+        0,
+        "one marker per deletion"
+    );
+    let t1 = instant().await;
+    // After T1: a is deleted, and b is created again (a new life).
+    delete("dir/a.csv").await;
+    support::upload(&client, "dir/b.csv", b"b v2, a new life").await;
+    assert_eq!(pass().await.deletions_recorded, 1);
+    let t2 = instant().await;
+
+    let (code, at_t1) = lake.restore(&["--as-of", &t1, "--to-container", "att1"]);
+    assert_eq!(code, 0, "{at_t1}");
+    assert_eq!(at_t1["deleted"], 1, "{at_t1}");
+    assert_eq!(
+        lake.contents("att1").await,
+        BTreeMap::from([
+            ("dir/a.csv".to_owned(), b"a v1".to_vec()),
+            ("keep.csv".to_owned(), b"kept".to_vec()),
+        ]),
+        "the lake as it was at T1: b had been deleted, a not yet"
+    );
+
+    let (code, at_t2) = lake.restore(&["--as-of", &t2, "--to-container", "att2"]);
+    assert_eq!(code, 0, "{at_t2}");
+    assert_eq!(
+        lake.contents("att2").await,
+        BTreeMap::from([
+            ("dir/b.csv".to_owned(), b"b v2, a new life".to_vec()),
+            ("keep.csv".to_owned(), b"kept".to_vec()),
+        ])
+    );
+}

@@ -27,10 +27,12 @@ pub struct ShardCounts {
     /// Other outcomes of a copy (outdated, a name too long to back up).
     pub backups_skipped: u64,
     pub subdirectories_queued: u64,
+    /// Blobs with backups found gone from the lake, whose deletion marker this shard wrote.
+    pub deletions_recorded: u64,
 }
 
 impl ShardCounts {
-    const FIELDS: [&'static str; 8] = [
+    const FIELDS: [&'static str; 9] = [
         "blobs",
         "snapshots_created",
         "backups_copied",
@@ -39,9 +41,10 @@ impl ShardCounts {
         "archived",
         "backups_skipped",
         "subdirectories_queued",
+        "deletions_recorded",
     ];
 
-    fn fields(&self) -> [u64; 8] {
+    fn fields(&self) -> [u64; 9] {
         [
             self.blobs,
             self.snapshots_created,
@@ -51,10 +54,11 @@ impl ShardCounts {
             self.archived,
             self.backups_skipped,
             self.subdirectories_queued,
+            self.deletions_recorded,
         ]
     }
 
-    fn from_fields(f: [u64; 8]) -> Self {
+    fn from_fields(f: [u64; 9]) -> Self {
         Self {
             blobs: f[0],
             snapshots_created: f[1],
@@ -64,6 +68,7 @@ impl ShardCounts {
             archived: f[5],
             backups_skipped: f[6],
             subdirectories_queued: f[7],
+            deletions_recorded: f[8],
         }
     }
 
@@ -216,11 +221,11 @@ mod tests {
             shard_id(&again),
             "the job is not part of it"
         );
-        let next = root.continuation("marker-a");
+        let next = root.continuation("marker-a", None);
         assert_ne!(shard_id(&root), shard_id(&next));
         assert_eq!(
             shard_id(&next),
-            shard_id(&root.continuation("marker-b")),
+            shard_id(&root.continuation("marker-b", Some("x"))),
             "a retried shard's continuation is the same part whatever its marker"
         );
         assert_ne!(shard_id(&root.child("a/")), shard_id(&root));

@@ -2,6 +2,7 @@
 //! unit-tested in place.
 
 pub mod backup_index;
+pub mod deletion;
 pub mod diff;
 pub mod etag;
 pub mod job;

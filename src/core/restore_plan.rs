@@ -46,6 +46,8 @@ pub enum Plan {
     Unchanged,
     /// The blob has no version at or before the instant (it was created later).
     MissingVersion,
+    /// The blob's life had ended by the instant: it was seen deleted before it. Not restored.
+    Deleted,
 }
 
 /// The newest version last modified at or before `as_of` (the newest of all when `None`).

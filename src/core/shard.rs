@@ -24,6 +24,10 @@ pub struct Shard {
     /// not).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub part: u32,
+    /// The last name the previous part listed: where this part's range of names begins
+    /// (exclusive), so that it can tell which names with backups are gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
 }
 
 fn is_zero(part: &u32) -> bool {
@@ -39,6 +43,7 @@ impl Shard {
             prefix: prefix.to_owned(),
             marker: None,
             part: 0,
+            after: None,
         }
     }
 
@@ -47,11 +52,12 @@ impl Shard {
         Self::root(&self.job, &self.container, prefix)
     }
 
-    /// The rest of this directory, from `marker`.
-    pub fn continuation(&self, marker: &str) -> Self {
+    /// The rest of this directory, from `marker`; `after` is the last name listed before it.
+    pub fn continuation(&self, marker: &str, after: Option<&str>) -> Self {
         Self {
             marker: Some(marker.to_owned()),
             part: self.part.saturating_add(1),
+            after: after.map(str::to_owned),
             ..self.clone()
         }
     }
@@ -123,12 +129,12 @@ mod tests {
             r#"{"job":"job-1","container":"lake","prefix":""}"#
         );
         let child = root.child("raw/\"q\" 2026/");
-        let next = child.continuation("2!84!MDAwMDQ2");
+        let next = child.continuation("2!84!MDAwMDQ2", Some("raw/x"));
         assert_eq!(Shard::parse(&next.to_json()).unwrap(), next);
         assert_eq!(next.job, "job-1");
         assert_eq!(next.prefix, "raw/\"q\" 2026/");
         assert_eq!(
-            (child.part, next.part, next.continuation("m2").part),
+            (child.part, next.part, next.continuation("m2", None).part),
             (0, 1, 2)
         );
         for bad in [

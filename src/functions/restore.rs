@@ -19,6 +19,7 @@ use url::Url;
 use crate::{
     app::App,
     core::{
+        deletion,
         diff::ListedBlob,
         etag::quoted_etag,
         naming,
@@ -27,7 +28,7 @@ use crate::{
     },
     storage::{
         blobs::{blob_state, wait_for_copy},
-        listing::{list_backups, list_with_snapshots},
+        listing::{list_backups, list_with_metadata, list_with_snapshots},
         StorageError, StorageResultExt,
     },
 };
@@ -82,6 +83,8 @@ pub struct RestoreSummary {
     pub restored: u64,
     pub unchanged: u64,
     pub missing_version: u64,
+    /// Blobs whose deletion was seen before the instant: left out, as the lake was then.
+    pub deleted: u64,
     /// Blobs written to (or created) in the target between planning and copying: left alone.
     pub changed_since_plan: u64,
     pub errors: u64,
@@ -125,6 +128,7 @@ pub async fn restore(app: &App, request: &RestoreRequest) -> RestoreSummary {
             restored: 0,
             unchanged: 0,
             missing_version: 0,
+            deleted: 0,
             changed_since_plan: 0,
             errors: 0,
             actions: Vec::new(),
@@ -152,6 +156,12 @@ pub async fn restore(app: &App, request: &RestoreRequest) -> RestoreSummary {
         for candidate in planned {
             match candidate.plan {
                 Plan::Unchanged => summary.unchanged += 1,
+                Plan::Deleted => {
+                    summary.deleted += 1;
+                    summary
+                        .actions
+                        .push(action(candidate.blob, "deleted", None));
+                }
                 Plan::MissingVersion => {
                     summary.missing_version += 1;
                     summary
@@ -278,9 +288,20 @@ async fn plan_restore(
             }
         }
         RestoreFrom::Backup => {
+            let deletions = deletions_seen(app, request).await?;
             for (blob, chosen) in backup_choices(app, request).await? {
                 let current = target_blob(app, target, &blob).await?;
-                let plan = plan(chosen.as_ref(), current.as_ref());
+                let deleted_by_then = match (&chosen, request.as_of) {
+                    (Some(version), Some(instant)) => deletions
+                        .get(&(blob.clone(), version.etag.clone()))
+                        .is_some_and(|seen| *seen <= instant),
+                    _ => false,
+                };
+                let plan = if deleted_by_then {
+                    Plan::Deleted
+                } else {
+                    plan(chosen.as_ref(), current.as_ref())
+                };
                 candidates.push(Candidate {
                     blob,
                     plan,
@@ -337,6 +358,53 @@ async fn snapshot_candidate(
         planned_against: current.map(|c| c.etag),
         blob,
     })
+}
+
+/// The deletions recorded for the container (under the request's directory): (name, the ETag
+/// its life ended with) → when it was first seen gone.
+async fn deletions_seen(
+    app: &App,
+    request: &RestoreRequest,
+) -> Result<HashMap<(String, String), OffsetDateTime>, StorageError> {
+    let Ok(backup_container) =
+        naming::backup_container_name(&request.container, &app.config.backup_container_suffix)
+    else {
+        return Ok(HashMap::new());
+    };
+    let client = app.backup.container(&backup_container)?;
+    let directory = request
+        .prefix
+        .as_deref()
+        .and_then(|p| p.rfind('/').map(|i| &p[..=i]))
+        .unwrap_or("");
+    let pages = list_with_metadata(
+        &client,
+        &backup_container,
+        &format!("{}{directory}", deletion::MARKER_PREFIX),
+    )?;
+    futures::pin_mut!(pages);
+    let mut seen = HashMap::new();
+    loop {
+        let page = match pages.try_next().await {
+            Ok(Some(page)) => page,
+            Ok(None) => return Ok(seen),
+            Err(e) if e.has_code("ContainerNotFound") => return Ok(seen),
+            Err(e) => return Err(e),
+        };
+        for marker in page {
+            let Some((name, etag)) = deletion::parse_marker_name(&marker.name) else {
+                continue;
+            };
+            let when = marker
+                .metadata
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(deletion::SEEN_KEY))
+                .and_then(|(_, v)| OffsetDateTime::parse(v, &Rfc3339).ok());
+            if let Some(when) = when {
+                seen.insert((name.to_owned(), etag.to_owned()), when);
+            }
+        }
+    }
 }
 
 /// Per source blob, the backup version current at the instant (`None`: backups exist, but all

@@ -14,9 +14,18 @@
 //! On the queue, a shard belongs to a job whose ledger (see [`crate::job_ledger`]) records each
 //! shard queued and each shard finished; `lakebackup produce` runs a job's shards in-process.
 
-use std::{sync::Mutex, time::Instant};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Mutex,
+    time::Instant,
+};
 
-use azure_storage_blob::{models::BlobClientCreateSnapshotOptions, BlobContainerClient};
+use azure_core::http::RequestContent;
+
+use azure_storage_blob::{
+    models::{BlobClientCreateSnapshotOptions, BlobClientUploadOptions},
+    BlobContainerClient,
+};
 use futures::{stream::FuturesUnordered, StreamExt, TryStreamExt};
 use serde::Serialize;
 use thiserror::Error;
@@ -27,17 +36,19 @@ use crate::{
     app::{App, CopyEngine},
     core::{
         backup_index::BackupIndex,
+        deletion,
         diff::{BaseBlob, BlobVerdict, SnapshotDiff},
         etag::quoted_etag,
         job::ShardCounts,
         message::BackupRequest,
         naming,
         shard::Shard,
+        stamp,
     },
     job_ledger,
     storage::{
         listing::{
-            index_backups, list_backup_directory, list_directory_with_snapshots, ListingScope,
+            index_backups_with, list_backup_directory, list_directory_with_snapshots, ListingScope,
         },
         StorageError, StorageResultExt,
     },
@@ -111,7 +122,8 @@ pub async fn run_shard(
             ..Default::default()
         };
         let source = app.source.container(&shard.container)?;
-        let index = backup_index(app, shard).await?;
+        let level = backup_level(app, shard).await?;
+        let index = &level.index;
         let prefix = (!shard.prefix.is_empty()).then_some(shard.prefix.as_str());
         let pages = list_directory_with_snapshots(
             &source,
@@ -126,6 +138,8 @@ pub async fn run_shard(
         futures::pin_mut!(pages);
         let mut diff = SnapshotDiff::new();
         let mut continuation = None;
+        // The last name listed so far: the (exclusive) start of the next page's range.
+        let mut after = shard.after.clone();
         loop {
             let page = match pages.try_next().await {
                 Ok(Some(page)) => page,
@@ -140,12 +154,29 @@ pub async fn run_shard(
                 fanout.push(app, shard.child(sub)).await?;
                 report.counts.subdirectories_queued += 1;
             }
+            // Names with backups inside the range this page covers, but not listed, are gone.
+            // The last page of the directory covers everything after its previous one.
+            let listed: HashSet<String> = page.items.iter().map(|e| e.name.clone()).collect();
+            let last_listed = page.items.last().map(|e| e.name.clone());
+            let before = match (&page.next_marker, &last_listed) {
+                (None, _) => None,
+                (Some(_), Some(last)) => Some(last.as_str()),
+                // A page of sub-directories only: it says nothing about names.
+                (Some(_), None) => Some(after.as_deref().unwrap_or("")),
+            };
+            let gone = deletion::gone_in_range(&level.newest, after.as_deref(), before, &listed);
+            if !gone.is_empty() {
+                report.counts.deletions_recorded += record_deletions(app, &level, gone).await?;
+            }
+            if last_listed.is_some() {
+                after = last_listed;
+            }
             let verdicts: Vec<BlobVerdict> = page
                 .items
                 .into_iter()
                 .filter_map(|e| diff.push(e))
                 .collect();
-            repair_all(app, &source, shard, &index, verdicts, &mut report.counts).await?;
+            repair_all(app, &source, shard, index, verdicts, &mut report.counts).await?;
             if page.next_marker.is_some() && started.elapsed() >= app.config.shard_budget {
                 continuation = page.next_marker;
                 break;
@@ -154,9 +185,11 @@ pub async fn run_shard(
         // The last name; at a cut, a name whose entries straddle it is judged on what was seen:
         // at worst one snapshot too many, never one too few.
         let rest: Vec<BlobVerdict> = diff.finish().into_iter().collect();
-        repair_all(app, &source, shard, &index, rest, &mut report.counts).await?;
+        repair_all(app, &source, shard, index, rest, &mut report.counts).await?;
         if let Some(marker) = continuation {
-            fanout.push(app, shard.continuation(&marker)).await?;
+            fanout
+                .push(app, shard.continuation(&marker, after.as_deref()))
+                .await?;
             report.continued = true;
         }
         report.duration_ms = started.elapsed().as_millis() as u64;
@@ -167,15 +200,88 @@ pub async fn run_shard(
     .await
 }
 
-/// The complete backups at the shard's directory level (one level of `{c}bak`).
-async fn backup_index(app: &App, shard: &Shard) -> Result<BackupIndex, ShardError> {
+/// The shard's directory level of `{c}bak`: its complete backups, and per source name the ETag
+/// of its newest one (to tell which names with backups are gone from the lake).
+struct BackupLevel {
+    container: String,
+    index: BackupIndex,
+    newest: BTreeMap<String, String>,
+}
+
+async fn backup_level(app: &App, shard: &Shard) -> Result<BackupLevel, ShardError> {
     let backup_container =
         naming::backup_container_name(&shard.container, &app.config.backup_container_suffix)
             .map_err(|e| StorageError::other("naming the backup container", e.to_string()))?;
     let client = app.backup.container(&backup_container)?;
     let prefix = (!shard.prefix.is_empty()).then_some(shard.prefix.as_str());
     let pages = list_backup_directory(&client, &backup_container, prefix)?;
-    Ok(index_backups(pages.map_ok(|page| page.items)).await?)
+    let mut newest: BTreeMap<String, (time::OffsetDateTime, String)> = BTreeMap::new();
+    let index = index_backups_with(pages.map_ok(|page| page.items), |backup| {
+        let Ok(parsed) = naming::parse_backup_blob_name(&backup.name) else {
+            return;
+        };
+        let when = stamp::stamped_last_modified(&backup.metadata).unwrap_or(parsed.last_modified);
+        let slot = newest
+            .entry(parsed.source_name)
+            .or_insert((when, parsed.etag.clone()));
+        if when > slot.0 {
+            *slot = (when, parsed.etag);
+        }
+    })
+    .await?;
+    Ok(BackupLevel {
+        container: backup_container,
+        index,
+        newest: newest
+            .into_iter()
+            .map(|(name, (_, etag))| (name, etag))
+            .collect(),
+    })
+}
+
+/// Records that each of `gone` (name, last backed-up ETag) was found deleted from the lake: one
+/// marker per life, the first pass to see it setting the time. Returns how many were new.
+async fn record_deletions(
+    app: &App,
+    level: &BackupLevel,
+    gone: Vec<(&str, &str)>,
+) -> Result<u64, StorageError> {
+    let client = app.backup.container(&level.container)?;
+    let seen = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let mut recorded = 0;
+    for (name, etag) in gone {
+        let Some(marker) = deletion::marker_name(name, etag) else {
+            warn!(
+                blob = name,
+                "the deletion marker's name would be too long; not recorded"
+            );
+            continue;
+        };
+        let metadata = HashMap::from([(deletion::SEEN_KEY.to_owned(), seen.clone())]);
+        let written = client
+            .blob_client(&marker)
+            .upload(
+                RequestContent::from(Vec::new()),
+                Some(BlobClientUploadOptions {
+                    if_none_match: Some("*".into()),
+                    metadata: Some(metadata),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .during(|| format!("recording the deletion of {}/{name}", level.container));
+        match written {
+            Ok(_) => {
+                info!(blob = name, etag, "gone from the lake; deletion recorded");
+                recorded += 1;
+            }
+            Err(e) if e.has_code("BlobAlreadyExists") => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(recorded)
 }
 
 enum Repaired {

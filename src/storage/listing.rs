@@ -208,13 +208,23 @@ pub fn list_with_metadata(
 pub async fn index_backups(
     pages: impl Stream<Item = Result<Vec<ListedBackup>, StorageError>>,
 ) -> Result<BackupIndex, StorageError> {
+    index_backups_with(pages, |_| {}).await
+}
+
+/// Like [`index_backups`], handing each complete backup to `counted` as well.
+pub async fn index_backups_with(
+    pages: impl Stream<Item = Result<Vec<ListedBackup>, StorageError>>,
+    mut counted: impl FnMut(&ListedBackup),
+) -> Result<BackupIndex, StorageError> {
     futures::pin_mut!(pages);
     let mut index = BackupIndex::new();
     loop {
         match pages.try_next().await {
             Ok(Some(page)) => {
                 for backup in page {
-                    index.insert_backup(&backup.name, backup.stamped_etag());
+                    if index.insert_backup(&backup.name, backup.stamped_etag()) {
+                        counted(&backup);
+                    }
                 }
             }
             Ok(None) => return Ok(index),
