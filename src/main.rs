@@ -1,5 +1,6 @@
-//! The `lakebackup` command: `serve` runs the Functions custom handler; `produce` runs the
-//! producer once from the command line.
+//! The `lakebackup` command: `serve` runs the Functions custom handler, `run` the same functions
+//! without the host; `produce`, `shard`, `reconcile`, `restore`, `verify` and `demo` are for
+//! admins and first-time users.
 
 use std::{io::IsTerminal, net::SocketAddr, process::ExitCode, sync::Arc};
 
@@ -10,6 +11,7 @@ use lakebackup::{
         producer::{self, ProduceRequest},
         reconciler,
         restore::{self, RestoreFrom, RestoreRequest},
+        verify,
     },
     host::{
         server,
@@ -75,6 +77,19 @@ enum Command {
         /// List what would be restored and change nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Check that every current blob has a complete backup of its current version and a
+    /// snapshot of it; report the gaps and the RPO (the age of the oldest change without a
+    /// backup). Exit 1 on any gap or mismatch.
+    Verify {
+        #[arg(long)]
+        container: String,
+        /// Only blobs whose names start with this.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Also read each backup's bytes and check them against the version.
+        #[arg(long)]
+        deep: bool,
     },
     /// Run the whole flow against a throw-away Azurite and print what happened.
     Demo,
@@ -258,6 +273,30 @@ async fn run(cli: Cli) -> ExitCode {
                 dry_run,
             };
             let summary = restore::restore(&app, &request).await;
+            print_summary(&summary, summary.succeeded())
+        }
+        Command::Verify {
+            container,
+            prefix,
+            deep,
+        } => {
+            let request = verify::VerifyRequest {
+                container,
+                prefix,
+                deep,
+            };
+            let summary = verify::verify(&app, &request).await;
+            for gap in &summary.gaps {
+                eprintln!(
+                    "{:<16} {}{}",
+                    gap.problem,
+                    gap.blob,
+                    gap.detail
+                        .as_deref()
+                        .map(|d| format!(" ({d})"))
+                        .unwrap_or_default()
+                );
+            }
             print_summary(&summary, summary.succeeded())
         }
         Command::Reconcile {

@@ -40,6 +40,9 @@ pub struct BaseBlob {
     pub etag: String,
     pub last_modified: OffsetDateTime,
     pub content_length: u64,
+    /// The service's MD5 of the content, when it has one (Put Blob computes it; a block list
+    /// does not).
+    pub content_md5: Option<Vec<u8>>,
     /// The blob's own metadata, when the listing included it.
     pub metadata: Option<HashMap<String, String>>,
 }
@@ -99,6 +102,7 @@ impl SnapshotDiff {
                     etag,
                     last_modified: entry.last_modified,
                     content_length: entry.content_length,
+                    content_md5: entry.content_md5,
                     metadata: entry.metadata,
                 });
             }

@@ -1,4 +1,4 @@
-//! The four functions (and restore), one module each; each takes typed input and returns a typed summary,
+//! The four functions (and restore and verify), one module each; each takes typed input and returns a typed summary,
 //! knowing nothing of the protocol that triggered it.
 
 pub mod consumer;
@@ -7,3 +7,4 @@ pub mod reconciler;
 pub mod restore;
 pub mod shard;
 pub mod sweep;
+pub mod verify;

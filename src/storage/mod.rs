@@ -18,7 +18,7 @@ use azure_core::{
     credentials::TokenCredential,
     http::{
         new_http_client, policies::Policy, ClientOptions, ExponentialRetryOptions, HttpClient,
-        RetryOptions, StatusCode, Transport, Url,
+        HttpClientOptions, RetryOptions, StatusCode, Transport, Url,
     },
     time::Duration,
 };
@@ -121,7 +121,18 @@ impl<T> StorageResultExt<T> for azure_core::Result<T> {
 /// that cost more CPU than the requests themselves, and no connection was ever reused.
 fn shared_http_client() -> Arc<dyn HttpClient> {
     static CLIENT: std::sync::OnceLock<Arc<dyn HttpClient>> = std::sync::OnceLock::new();
-    CLIENT.get_or_init(|| new_http_client(None)).clone()
+    // As the SDK's own default: no automatic decompression (a partitioned download of a blob
+    // stored with Content-Encoding would fail), bytes exactly as stored.
+    CLIENT
+        .get_or_init(|| {
+            // Further options may come; the SDK writes it the same way.
+            #[allow(clippy::needless_update)]
+            new_http_client(Some(HttpClientOptions {
+                automatic_decompression: false,
+                ..Default::default()
+            }))
+        })
+        .clone()
 }
 
 /// One storage account, ready to hand out clients.

@@ -1,0 +1,313 @@
+//! `lakebackup verify`: proof that the backups are there. For every current blob of a container
+//! (or a directory tree): is there a complete backup of its current version, and a snapshot of
+//! it? The age of the oldest current version without a backup is the recovery point the lake
+//! actually has. With `deep`, each backup's bytes are read and checked: against the version's MD5
+//! where the source carried one, against an MD5 recorded by an earlier deep check, or else
+//! against the source version's own bytes — and that MD5 is then recorded in the backup's stamp,
+//! so later checks need only the backup.
+
+use std::{collections::HashMap, time::Instant};
+
+use azure_storage_blob::models::{BlobClientDownloadOptions, BlobClientSetMetadataOptions};
+use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
+use futures::{StreamExt, TryStreamExt};
+use md5::{Digest, Md5};
+use serde::Serialize;
+use time::OffsetDateTime;
+use tracing::{info, Instrument};
+
+use crate::{
+    app::App,
+    core::{
+        backup_index::BackupIndex,
+        diff::{BaseBlob, BlobVerdict, SnapshotDiff},
+        etag::quoted_etag,
+        naming,
+    },
+    storage::{
+        listing::{index_backups, list_backups, list_with_snapshots},
+        StorageError, StorageResultExt,
+    },
+};
+
+/// The stamp key holding the MD5 a deep check computed for a backup (base64).
+pub const VERIFIED_MD5_KEY: &str = "lakebackup_md5";
+
+#[derive(Debug, Clone)]
+pub struct VerifyRequest {
+    pub container: String,
+    pub prefix: Option<String>,
+    pub deep: bool,
+}
+
+/// One blob that is not protected as it should be.
+#[derive(Debug, Clone, Serialize)]
+pub struct Gap {
+    pub blob: String,
+    /// `no_backup`, `no_snapshot`, `backup_mismatch`, `unchecked`.
+    pub problem: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifySummary {
+    /// `ok`, `gaps` (some blob is not protected or a backup does not match) or `failed`.
+    pub status: &'static str,
+    pub container: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    pub deep: bool,
+    pub blobs: u64,
+    pub backed_up: u64,
+    pub without_backup: u64,
+    pub without_snapshot: u64,
+    /// Backups whose bytes were checked (deep).
+    pub checked: u64,
+    pub mismatched: u64,
+    /// Seconds since the oldest current version without a backup was written: the data a loss
+    /// now would take with it. `None` when every current version has a backup.
+    pub rpo_seconds: Option<i64>,
+    pub gaps: Vec<Gap>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+impl VerifySummary {
+    pub fn succeeded(&self) -> bool {
+        self.status == "ok"
+    }
+}
+
+pub async fn verify(app: &App, request: &VerifyRequest) -> VerifySummary {
+    let span = tracing::info_span!("verify", container = %request.container, deep = request.deep);
+    async {
+        let started = Instant::now();
+        let mut summary = VerifySummary {
+            status: "ok",
+            container: request.container.clone(),
+            prefix: request.prefix.clone(),
+            deep: request.deep,
+            blobs: 0,
+            backed_up: 0,
+            without_backup: 0,
+            without_snapshot: 0,
+            checked: 0,
+            mismatched: 0,
+            rpo_seconds: None,
+            gaps: Vec::new(),
+            error: None,
+            duration_ms: 0,
+        };
+        if let Err(error) = check_all(app, request, &mut summary).await {
+            summary.status = "failed";
+            summary.error = Some(error.to_string());
+        } else if !summary.gaps.is_empty() {
+            summary.status = "gaps";
+        }
+        summary.gaps.sort_by(|a, b| a.blob.cmp(&b.blob));
+        summary.duration_ms = started.elapsed().as_millis() as u64;
+        info!(
+            status = summary.status,
+            blobs = summary.blobs,
+            gaps = summary.gaps.len(),
+            "verify finished"
+        );
+        summary
+    }
+    .instrument(span)
+    .await
+}
+
+async fn check_all(
+    app: &App,
+    request: &VerifyRequest,
+    summary: &mut VerifySummary,
+) -> Result<(), StorageError> {
+    naming::validate_container_name(&request.container)
+        .map_err(|e| StorageError::other("verifying", e.to_string()))?;
+    let backup_container =
+        naming::backup_container_name(&request.container, &app.config.backup_container_suffix)
+            .map_err(|e| StorageError::other("naming the backup container", e.to_string()))?;
+    let vault = app.backup.container(&backup_container)?;
+    let directory = request
+        .prefix
+        .as_deref()
+        .and_then(|p| p.rfind('/').map(|i| &p[..=i]));
+    let index: BackupIndex =
+        index_backups(list_backups(&vault, &backup_container, directory)?).await?;
+    let source = app.source.container(&request.container)?;
+    let pages = list_with_snapshots(&source, &request.container, request.prefix.as_deref())?;
+    futures::pin_mut!(pages);
+    let mut diff = SnapshotDiff::new();
+    let mut oldest_unprotected: Option<OffsetDateTime> = None;
+    let mut last = false;
+    while !last {
+        let verdicts: Vec<BlobVerdict> = match pages.try_next().await? {
+            Some(page) => page.into_iter().filter_map(|e| diff.push(e)).collect(),
+            None => {
+                last = true;
+                std::mem::take(&mut diff).finish().into_iter().collect()
+            }
+        };
+        let mut to_check = Vec::new();
+        for verdict in verdicts {
+            summary.blobs += 1;
+            let blob = verdict.blob;
+            if verdict.needs_snapshot {
+                summary.without_snapshot += 1;
+                summary.gaps.push(gap(&blob.name, "no_snapshot", None));
+            }
+            if index.contains(&blob.name, &blob.etag) {
+                summary.backed_up += 1;
+                if request.deep {
+                    to_check.push(blob);
+                }
+            } else {
+                summary.without_backup += 1;
+                let written = blob.last_modified;
+                oldest_unprotected = Some(oldest_unprotected.map_or(written, |t| t.min(written)));
+                summary.gaps.push(gap(&blob.name, "no_backup", None));
+            }
+        }
+        let checks: Vec<(String, Result<Checked, StorageError>)> = futures::stream::iter(to_check)
+            .map(|blob| {
+                let (vault, backup_container) = (&vault, &backup_container);
+                let source = &source;
+                async move {
+                    let checked = check_bytes(source, vault, backup_container, &blob).await;
+                    (blob.name, checked)
+                }
+            })
+            .buffer_unordered(app.config.snapshot_concurrency)
+            .collect()
+            .await;
+        for (name, checked) in checks {
+            match checked? {
+                Checked::Matches => summary.checked += 1,
+                Checked::Mismatch(detail) => {
+                    summary.checked += 1;
+                    summary.mismatched += 1;
+                    summary
+                        .gaps
+                        .push(gap(&name, "backup_mismatch", Some(detail)));
+                }
+                Checked::Unchecked(detail) => {
+                    summary.gaps.push(gap(&name, "unchecked", Some(detail)));
+                }
+            }
+        }
+    }
+    summary.rpo_seconds =
+        oldest_unprotected.map(|t| (OffsetDateTime::now_utc() - t).whole_seconds().max(0));
+    Ok(())
+}
+
+fn gap(blob: &str, problem: &'static str, detail: Option<String>) -> Gap {
+    Gap {
+        blob: blob.to_owned(),
+        problem,
+        detail,
+    }
+}
+
+enum Checked {
+    Matches,
+    Mismatch(String),
+    /// Nothing to compare with: the source moved on and neither it nor an earlier check left an
+    /// MD5.
+    Unchecked(String),
+}
+
+/// Reads the backup of `blob`'s current version and checks its bytes.
+async fn check_bytes(
+    source: &azure_storage_blob::BlobContainerClient,
+    vault: &azure_storage_blob::BlobContainerClient,
+    backup_container: &str,
+    blob: &BaseBlob,
+) -> Result<Checked, StorageError> {
+    let name = naming::backup_blob_name(&blob.name, blob.last_modified, &blob.etag)
+        .map_err(|e| StorageError::other("naming a backup", e.to_string()))?;
+    let backup = vault.blob_client(&name);
+    let what = format!("{backup_container}/{name}");
+    let downloaded = backup
+        .download(None)
+        .await
+        .during(|| format!("reading {what}"))?;
+    let backup_etag = downloaded
+        .properties
+        .etag
+        .as_ref()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    let metadata = downloaded.properties.metadata.clone();
+    let bytes = downloaded
+        .body
+        .collect()
+        .await
+        .during(|| format!("reading {what}"))?;
+    let digest = Md5::digest(&bytes).to_vec();
+    if bytes.len() as u64 != blob.content_length {
+        return Ok(Checked::Mismatch(format!(
+            "{} bytes, the version has {}",
+            bytes.len(),
+            blob.content_length
+        )));
+    }
+    let recorded = metadata
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(VERIFIED_MD5_KEY))
+        .and_then(|(_, v)| BASE64.decode(v).ok());
+    let expected = match recorded.or_else(|| blob.content_md5.clone()) {
+        Some(expected) => expected,
+        None => {
+            // No MD5 anywhere: compare with the source version's own bytes, and record the
+            // result so that the next check needs only the backup.
+            let read = source
+                .blob_client(&blob.name)
+                .download(Some(BlobClientDownloadOptions {
+                    if_match: Some(quoted_etag(&blob.etag).into()),
+                    ..Default::default()
+                }))
+                .await;
+            let original = match read {
+                Ok(original) => original
+                    .body
+                    .collect()
+                    .await
+                    .during(|| format!("reading {}", blob.name))?,
+                Err(e) => {
+                    let e = StorageError::new(format!("reading {}", blob.name), e);
+                    if e.has_code("ConditionNotMet") || e.has_code("BlobNotFound") {
+                        return Ok(Checked::Unchecked(
+                            "the source changed during the check".into(),
+                        ));
+                    }
+                    return Err(e);
+                }
+            };
+            let expected = Md5::digest(&original).to_vec();
+            if expected == digest {
+                let mut stamped: HashMap<String, String> = metadata;
+                stamped.insert(VERIFIED_MD5_KEY.to_owned(), BASE64.encode(&digest));
+                backup
+                    .set_metadata(
+                        &stamped,
+                        Some(BlobClientSetMetadataOptions {
+                            if_match: Some(quoted_etag(&backup_etag).into()),
+                            ..Default::default()
+                        }),
+                    )
+                    .await
+                    .during(|| format!("recording the checked MD5 of {what}"))?;
+            }
+            expected
+        }
+    };
+    Ok(if expected == digest {
+        Checked::Matches
+    } else {
+        Checked::Mismatch("its bytes differ from the version's".into())
+    })
+}
