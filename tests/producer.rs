@@ -284,7 +284,19 @@ async fn a_job_longer_than_the_wait_is_answered_202_and_its_status_url_leads_to_
     let mut req = post_body("lake");
     req["Url"] = format!("https://app.azurewebsites.net/api/{FUNCTION}?code=key-1").into();
     req["Query"] = json!({"code": "key-1"});
-    let (_, res) = invoke(&worker, req).await;
+    let response = reqwest::Client::new()
+        .post(worker.url(&format!("/{FUNCTION}")))
+        .json(&json!({"Data": {"req": req}, "Metadata": {}}))
+        .send()
+        .await
+        .unwrap();
+    let reply: Value = response.json().await.unwrap();
+    assert!(
+        !reply["Logs"].to_string().contains("key-1"),
+        "the function key must not reach the logs: {}",
+        reply["Logs"]
+    );
+    let res = reply["Outputs"]["res"].clone();
     let (code, accepted) = res_parts(&res);
     assert_eq!(code, 202, "{accepted}");
     assert_eq!(accepted["status"], "running");

@@ -349,6 +349,8 @@ async fn as_of_an_instant_leaves_out_what_had_been_seen_deleted_and_brings_back_
         ("dir/a.csv", b"a v1".as_slice()),
         ("dir/b.csv", b"b v1"),
         ("keep.csv", b"kept"),
+        // Named like a backup: it must round-trip through its backup's name.
+        ("exp.csv_20250101T000000Z_abc", b"looks like a backup"),
     ] {
         support::upload(&client, name, bytes).await;
     }
@@ -388,6 +390,10 @@ async fn as_of_an_instant_leaves_out_what_had_been_seen_deleted_and_brings_back_
         lake.contents("att1").await,
         BTreeMap::from([
             ("dir/a.csv".to_owned(), b"a v1".to_vec()),
+            (
+                "exp.csv_20250101T000000Z_abc".to_owned(),
+                b"looks like a backup".to_vec(),
+            ),
             ("keep.csv".to_owned(), b"kept".to_vec()),
         ]),
         "the lake as it was at T1: b had been deleted, a not yet"
@@ -399,6 +405,10 @@ async fn as_of_an_instant_leaves_out_what_had_been_seen_deleted_and_brings_back_
         lake.contents("att2").await,
         BTreeMap::from([
             ("dir/b.csv".to_owned(), b"b v2, a new life".to_vec()),
+            (
+                "exp.csv_20250101T000000Z_abc".to_owned(),
+                b"looks like a backup".to_vec(),
+            ),
             ("keep.csv".to_owned(), b"kept".to_vec()),
         ])
     );

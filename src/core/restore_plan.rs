@@ -50,7 +50,7 @@ pub enum Plan {
     Deleted,
 }
 
-/// The newest version last modified at or before `as_of` (the newest of all when `None`).
+/// The newest version certainly written at or before `as_of` (the newest of all when `None`).
 /// Between versions with the same instant, the base wins, then the later snapshot or backup name.
 pub fn version_at(versions: &[Version], as_of: Option<OffsetDateTime>) -> Option<&Version> {
     let rank = |v: &Version| match &v.source {
@@ -59,8 +59,20 @@ pub fn version_at(versions: &[Version], as_of: Option<OffsetDateTime>) -> Option
     };
     versions
         .iter()
-        .filter(|v| as_of.is_none_or(|t| v.last_modified <= t))
+        .filter(|v| as_of.is_none_or(|t| written_by(v.last_modified) <= t))
         .max_by_key(|v| rank(v))
+}
+
+/// The latest instant a version with this last-modified time may have been written. Azure
+/// reports last-modified times to the second, so a whole second stands for any instant in it:
+/// a version written at 12:00:00.7 is listed as 12:00:00 and must not be chosen for
+/// 12:00:00.3. A time with a fraction is exact.
+fn written_by(last_modified: OffsetDateTime) -> OffsetDateTime {
+    if last_modified.nanosecond() == 0 {
+        last_modified + time::Duration::seconds(1) - time::Duration::nanoseconds(1)
+    } else {
+        last_modified
+    }
 }
 
 /// What to do for one blob, given its chosen version and what the target holds now.
@@ -127,10 +139,25 @@ mod tests {
         let versions = history();
         let at = |t| version_at(&versions, Some(t)).map(|v| v.etag.as_str());
         assert_eq!(at(datetime!(2026-11-19 00:00 UTC)), None);
-        assert_eq!(at(datetime!(2026-11-20 10:00 UTC)), Some("0x1"));
+        // Listed as 10:00:00, it may have been written up to 10:00:00.999999999.
+        assert_eq!(at(datetime!(2026-11-20 10:00 UTC)), None);
+        assert_eq!(at(datetime!(2026-11-20 10:00:00.5 UTC)), None);
+        assert_eq!(at(datetime!(2026-11-20 10:00:01 UTC)), Some("0x1"));
         assert_eq!(at(datetime!(2026-11-21 23:00 UTC)), Some("0x2"));
         assert_eq!(at(datetime!(2026-12-01 00:00 UTC)), Some("0x3"));
         assert_eq!(version_at(&versions, None).unwrap().etag, "0x3");
+        // An exact time (with a fraction) is compared as it is.
+        let exact = [version(
+            "0x4",
+            datetime!(2026-11-20 10:00:00.25 UTC),
+            4,
+            VersionSource::Snapshot("s4".into()),
+        )];
+        assert_eq!(
+            version_at(&exact, Some(datetime!(2026-11-20 10:00:00.2 UTC))),
+            None
+        );
+        assert!(version_at(&exact, Some(datetime!(2026-11-20 10:00:00.25 UTC))).is_some());
     }
 
     #[test]

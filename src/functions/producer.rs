@@ -24,6 +24,9 @@ use crate::{
 
 pub const FUNCTION_NAME: &str = "HttpSnapshotIncBackupContainerProducer";
 
+/// Shards `lakebackup produce` runs at once, each with `SNAPSHOT_CONCURRENCY` repairs in flight.
+const LOCAL_SHARDS_AT_ONCE: usize = 4;
+
 /// The status poll starts fast (a small job is done in well under a second) and slows down to
 /// this.
 const SLOWEST_POLL: Duration = Duration::from_secs(1);
@@ -124,7 +127,7 @@ pub async fn produce_here(
 ) -> Result<(ShardCounts, u64), ProducerError> {
     let root = request.root(&new_job_id())?;
     check_container(app, &root.container).await?;
-    Ok(run_job_here(app, root, app.config.reconcile_container_concurrency).await?)
+    Ok(run_job_here(app, root, LOCAL_SHARDS_AT_ONCE).await?)
 }
 
 async fn check_container(app: &App, container: &str) -> Result<(), ProducerError> {

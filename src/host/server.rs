@@ -106,11 +106,16 @@ async fn producer_invocation(State(app): State<Arc<App>>, body: Bytes) -> Respon
         Ok(request) => run_producer(&app, &request).await,
         Err(e) => error_reply(400, e.to_string()),
     };
+    // The status URL carries the caller's function key: the reply has it, the log must not.
+    let mut logged = reply.body.clone();
+    if let Some(body) = logged.as_object_mut() {
+        body.remove("statusQueryGetUri");
+    }
     let log = format!(
         "{} answered {}: {}",
         producer::FUNCTION_NAME,
         reply.status,
-        reply.body
+        logged
     );
     let mut response = InvokeResponse {
         logs: vec![log],
