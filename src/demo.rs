@@ -251,6 +251,7 @@ pub async fn run(project_root: &Path) -> Result<(), DemoError> {
             from: RestoreFrom::Backup,
             to_container: None,
             dry_run: false,
+            verify_content: false,
         },
     )
     .await;

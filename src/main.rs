@@ -77,6 +77,9 @@ enum Command {
         /// List what would be restored and change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Where a blob and its version cannot be compared by MD5, read both before writing.
+        #[arg(long)]
+        verify_content: bool,
     },
     /// Check that every current blob has a complete backup of its current version and a
     /// snapshot of it; report the gaps and the RPO (the age of the oldest change without a
@@ -263,6 +266,7 @@ async fn run(cli: Cli) -> ExitCode {
             from,
             to_container,
             dry_run,
+            verify_content,
         } => {
             let request = RestoreRequest {
                 container,
@@ -271,6 +275,7 @@ async fn run(cli: Cli) -> ExitCode {
                 from,
                 to_container,
                 dry_run,
+                verify_content,
             };
             let summary = restore::restore(&app, &request).await;
             print_summary(&summary, summary.succeeded())

@@ -53,6 +53,9 @@ pub struct RestoreRequest {
     /// Restore into this container instead of in place.
     pub to_container: Option<String>,
     pub dry_run: bool,
+    /// Where the content cannot be compared by MD5 (a side has none), read both sides' bytes
+    /// before writing, instead of writing whenever the ETags differ.
+    pub verify_content: bool,
 }
 
 /// One blob the restore acted on (or, in a dry run, would act on).
@@ -106,8 +109,8 @@ impl RestoreSummary {
 struct Candidate {
     blob: String,
     plan: Plan,
-    /// The target's ETag the plan was made against; `None`: the target had no such blob.
-    planned_against: Option<String>,
+    /// The target blob the plan was made against; `None`: the target had no such blob.
+    target: Option<TargetBlob>,
 }
 
 pub async fn restore(app: &App, request: &RestoreRequest) -> RestoreSummary {
@@ -169,7 +172,28 @@ pub async fn restore(app: &App, request: &RestoreRequest) -> RestoreSummary {
                         .push(action(candidate.blob, "missing_version", None));
                 }
                 Plan::Restore(version) => {
-                    to_copy.push((candidate.blob, version, candidate.planned_against))
+                    let unprovable = candidate.target.as_ref().is_some_and(|t| {
+                        t.content_md5.is_none() || version.content_md5.is_none()
+                    });
+                    if request.verify_content && unprovable {
+                        match same_bytes(app, request, &target, &candidate.blob, &version).await {
+                            Ok(true) => {
+                                summary.unchanged += 1;
+                                continue;
+                            }
+                            Ok(false) => {}
+                            Err(error) => {
+                                warn!(blob = candidate.blob, %error, "could not compare the content");
+                                summary.errors += 1;
+                                let mut failed = action(candidate.blob, "error", Some(&version));
+                                failed.error = Some(error.to_string());
+                                summary.actions.push(failed);
+                                continue;
+                            }
+                        }
+                    }
+                    let planned_against = candidate.target.map(|t| t.etag);
+                    to_copy.push((candidate.blob, version, planned_against))
                 }
             }
         }
@@ -305,7 +329,7 @@ async fn plan_restore(
                 candidates.push(Candidate {
                     blob,
                     plan,
-                    planned_against: current.map(|c| c.etag),
+                    target: current,
                 });
             }
         }
@@ -355,7 +379,7 @@ async fn snapshot_candidate(
     let chosen = version_at(&versions, request.as_of);
     Ok(Candidate {
         plan: plan(chosen, current.as_ref()),
-        planned_against: current.map(|c| c.etag),
+        target: current,
         blob,
     })
 }
@@ -493,6 +517,51 @@ async fn ensure_container(app: &App, name: &str) -> Result<(), StorageError> {
         Err(e) if e.http_status() == Some(azure_core::http::StatusCode::Conflict) => Ok(()),
         Err(e) => Err(StorageError::new(format!("creating container {name}"), e)),
     }
+}
+
+/// Whether the target blob holds exactly the bytes of `version` (both read in full).
+async fn same_bytes(
+    app: &App,
+    request: &RestoreRequest,
+    target: &str,
+    blob: &str,
+    version: &Version,
+) -> Result<bool, StorageError> {
+    let source = match &version.source {
+        VersionSource::Base => return Ok(true),
+        VersionSource::Snapshot(id) => app
+            .source
+            .container(&request.container)?
+            .blob_client(blob)
+            .with_snapshot(id)
+            .during(|| format!("addressing a snapshot of {blob}"))?,
+        VersionSource::Backup(name) => {
+            let backup_container = naming::backup_container_name(
+                &request.container,
+                &app.config.backup_container_suffix,
+            )
+            .map_err(|e| StorageError::other("naming the backup container", e.to_string()))?;
+            app.backup.container(&backup_container)?.blob_client(name)
+        }
+    };
+    let read = |client: azure_storage_blob::BlobClient, what: String| async move {
+        let downloaded = client
+            .download(None)
+            .await
+            .during(|| format!("reading {what}"))?;
+        let bytes = downloaded
+            .body
+            .collect()
+            .await
+            .during(|| format!("reading {what}"))?;
+        Ok::<_, StorageError>(bytes)
+    };
+    let current = app.source.container(target)?.blob_client(blob);
+    let (theirs, ours) = futures::try_join!(
+        read(current, format!("{target}/{blob}")),
+        read(source, format!("the version of {blob}"))
+    )?;
+    Ok(theirs == ours)
 }
 
 enum CopyBack {
