@@ -351,6 +351,9 @@ async fn as_of_an_instant_leaves_out_what_had_been_seen_deleted_and_brings_back_
         ("keep.csv", b"kept"),
         // Named like a backup: it must round-trip through its backup's name.
         ("exp.csv_20250101T000000Z_abc", b"looks like a backup"),
+        // A partition that will be deleted whole: the lake's listing then has no such directory.
+        ("part=1/x.csv", b"x"),
+        ("part=1/deeper/y.csv", b"y"),
     ] {
         support::upload(&client, name, bytes).await;
     }
@@ -368,9 +371,11 @@ async fn as_of_an_instant_leaves_out_what_had_been_seen_deleted_and_brings_back_
                 .unwrap();
         }
     };
-    // b is deleted, and a reconcile sees it, before T1.
-    delete("dir/b.csv").await;
-    assert_eq!(pass().await.deletions_recorded, 1);
+    // b and the whole partition are deleted, and a reconcile sees it, before T1.
+    for name in ["dir/b.csv", "part=1/x.csv", "part=1/deeper/y.csv"] {
+        delete(name).await;
+    }
+    assert_eq!(pass().await.deletions_recorded, 3);
     assert_eq!(
         pass().await.deletions_recorded,
         0,
@@ -385,7 +390,7 @@ async fn as_of_an_instant_leaves_out_what_had_been_seen_deleted_and_brings_back_
 
     let (code, at_t1) = lake.restore(&["--as-of", &t1, "--to-container", "att1"]);
     assert_eq!(code, 0, "{at_t1}");
-    assert_eq!(at_t1["deleted"], 1, "{at_t1}");
+    assert_eq!(at_t1["deleted"], 3, "{at_t1}");
     assert_eq!(
         lake.contents("att1").await,
         BTreeMap::from([

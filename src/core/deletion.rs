@@ -7,7 +7,7 @@
 //! names are gone is decided per listing page of one directory, from the names the page covers.
 //! Pure.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use super::naming::MAX_BLOB_NAME_CHARS;
 
@@ -51,6 +51,25 @@ pub fn gone_in_range<'a>(
         .collect()
 }
 
+/// The sub-directories of `{c}bak` (markers aside) inside the range `(after, before)` that the
+/// lake's listing did not show: directories deleted from the lake, whose names must be visited
+/// all the same to record their deletions.
+pub fn gone_directories<'a>(
+    backed_up: &'a BTreeSet<String>,
+    after: Option<&str>,
+    before: Option<&str>,
+    listed: &HashSet<String>,
+) -> Vec<&'a str> {
+    backed_up
+        .iter()
+        .filter(|dir| !dir.starts_with(MARKER_PREFIX))
+        .filter(|dir| after.is_none_or(|a| dir.as_str() > a))
+        .filter(|dir| before.is_none_or(|b| dir.as_str() < b))
+        .filter(|dir| !listed.contains(dir.as_str()))
+        .map(String::as_str)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +108,16 @@ mod tests {
         );
         // The bounds themselves were listed names: never judged here.
         assert!(gone_in_range(&backed_up, Some("c"), Some("d"), &listed).is_empty());
+    }
+
+    #[test]
+    fn backup_directories_the_lake_no_longer_has_are_found() {
+        let dirs: BTreeSet<String> = ["a/", "b/", ".lakebackup-deleted/", "c/"]
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        let listed: HashSet<String> = ["b/"].iter().map(|d| d.to_string()).collect();
+        assert_eq!(gone_directories(&dirs, None, None, &listed), ["a/", "c/"]);
+        assert_eq!(gone_directories(&dirs, Some("a/"), None, &listed), ["c/"]);
     }
 }

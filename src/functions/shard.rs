@@ -15,7 +15,7 @@
 //! shard queued and each shard finished; `lakebackup produce` runs a job's shards in-process.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     sync::Mutex,
     time::Instant,
 };
@@ -154,10 +154,19 @@ pub async fn run_shard(
                 fanout.push(app, shard.child(sub)).await?;
                 report.counts.subdirectories_queued += 1;
             }
-            // Names with backups inside the range this page covers, but not listed, are gone.
+            // Names with backups inside the range this page covers, but not listed, are gone;
+            // so are backed-up directories it does not show, which are visited all the same.
             // The last page of the directory covers everything after its previous one.
-            let listed: HashSet<String> = page.items.iter().map(|e| e.name.clone()).collect();
-            let last_listed = page.items.last().map(|e| e.name.clone());
+            let mut listed: HashSet<String> = page.items.iter().map(|e| e.name.clone()).collect();
+            listed.extend(page.prefixes.iter().cloned());
+            let last_listed = page
+                .items
+                .last()
+                .map(|e| &e.name)
+                .into_iter()
+                .chain(page.prefixes.last())
+                .max()
+                .cloned();
             let before = match (&page.next_marker, &last_listed) {
                 (None, _) => None,
                 (Some(_), Some(last)) => Some(last.as_str()),
@@ -167,6 +176,16 @@ pub async fn run_shard(
             let gone = deletion::gone_in_range(&level.newest, after.as_deref(), before, &listed);
             if !gone.is_empty() {
                 report.counts.deletions_recorded += record_deletions(app, &level, gone).await?;
+            }
+            let gone_directories = deletion::gone_directories(
+                &level.subdirectories,
+                after.as_deref(),
+                before,
+                &listed,
+            );
+            for sub in gone_directories {
+                fanout.push(app, shard.child(sub)).await?;
+                report.counts.subdirectories_queued += 1;
             }
             if last_listed.is_some() {
                 after = last_listed;
@@ -206,6 +225,8 @@ struct BackupLevel {
     container: String,
     index: BackupIndex,
     newest: BTreeMap<String, String>,
+    /// Its sub-directories: one the lake no longer has is visited all the same.
+    subdirectories: BTreeSet<String>,
 }
 
 async fn backup_level(app: &App, shard: &Shard) -> Result<BackupLevel, ShardError> {
@@ -216,7 +237,12 @@ async fn backup_level(app: &App, shard: &Shard) -> Result<BackupLevel, ShardErro
     let prefix = (!shard.prefix.is_empty()).then_some(shard.prefix.as_str());
     let pages = list_backup_directory(&client, &backup_container, prefix)?;
     let mut newest: BTreeMap<String, (time::OffsetDateTime, String)> = BTreeMap::new();
-    let index = index_backups_with(pages.map_ok(|page| page.items), |backup| {
+    let mut subdirectories = BTreeSet::new();
+    let pages = pages.map_ok(|page| {
+        subdirectories.extend(page.prefixes);
+        page.items
+    });
+    let index = index_backups_with(pages, |backup| {
         let Ok(parsed) = naming::parse_backup_blob_name(&backup.name) else {
             return;
         };
@@ -236,6 +262,7 @@ async fn backup_level(app: &App, shard: &Shard) -> Result<BackupLevel, ShardErro
             .into_iter()
             .map(|(name, (_, etag))| (name, etag))
             .collect(),
+        subdirectories,
     })
 }
 
