@@ -231,10 +231,19 @@ async fn check_bytes(
         .map_err(|e| StorageError::other("naming a backup", e.to_string()))?;
     let backup = vault.blob_client(&name);
     let what = format!("{backup_container}/{name}");
-    let downloaded = backup
+    let downloaded = match backup
         .download(None)
         .await
-        .during(|| format!("reading {what}"))?;
+        .during(|| format!("reading {what}"))
+    {
+        Ok(downloaded) => downloaded,
+        Err(e) if e.has_code("BlobNotFound") => {
+            return Ok(Checked::Unchecked(
+                "the backup vanished during the check".into(),
+            ))
+        }
+        Err(e) => return Err(e),
+    };
     let backup_etag = downloaded
         .properties
         .etag
