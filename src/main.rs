@@ -137,6 +137,16 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
+    // Only the long-running commands take SIGINT/SIGTERM over (to stop cleanly), and from the
+    // start; the others keep the default, so Ctrl-C ends them.
+    let takes_signals = matches!(cli.command, Command::Serve { .. } | Command::Run { .. });
+    let signalled = takes_signals.then(shutdown_signal);
+    let shutdown = async move {
+        match signalled {
+            Some(signal) => signal.await,
+            None => std::future::pending().await,
+        }
+    };
     if let Command::Demo = cli.command {
         let root = std::env::current_dir().unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
         return match lakebackup::demo::run(&root).await {
@@ -180,9 +190,7 @@ async fn run(cli: Cli) -> ExitCode {
             }
             let address = SocketAddr::from(([127, 0, 0, 1], port));
             let served = match tokio::net::TcpListener::bind(address).await {
-                Ok(listener) => {
-                    server::serve(server::router(app), listener, shutdown_signal()).await
-                }
+                Ok(listener) => server::serve(server::router(app), listener, shutdown).await,
                 Err(e) => Err(e),
             };
             match served {
@@ -221,7 +229,7 @@ async fn run(cli: Cli) -> ExitCode {
                 },
                 None => None,
             };
-            match standalone::run(app, behaviour, schedule, listener, shutdown_signal()).await {
+            match standalone::run(app, behaviour, schedule, listener, shutdown).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("lakebackup: {e}");
@@ -356,17 +364,24 @@ fn parse_instant(text: &str) -> Result<time::OffsetDateTime, String> {
 }
 
 /// Completes on SIGINT or SIGTERM (the host stops its worker with SIGTERM).
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    // Registered now, before any work starts: a SIGTERM that comes early (the host stopping a
+    // worker that has just started) must stop it cleanly, not kill it with messages in flight.
+    use tokio::signal::unix::{signal, SignalKind};
+    let terminate = signal(SignalKind::terminate()).ok();
+    let interrupt = signal(SignalKind::interrupt()).ok();
+    async move {
+        let wait = |stream: Option<tokio::signal::unix::Signal>| async move {
+            match stream {
+                Some(mut stream) => {
+                    stream.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            _ = wait(terminate) => {},
+            _ = wait(interrupt) => {},
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = terminate => {},
     }
 }
