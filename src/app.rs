@@ -15,7 +15,7 @@ use crate::{
     adf::{AdfClient, AdfConfig},
     core::{message::BackupRequest, naming},
     settings::{Settings, SettingsError},
-    storage::{StorageAccount, StorageError, StorageResultExt},
+    storage::{create_container_if_missing, StorageAccount, StorageError, StorageResultExt},
 };
 
 /// Connection holding the lake.
@@ -303,13 +303,8 @@ impl App {
             .get_or_try_init(|| async {
                 let name = &self.config.job_ledger;
                 let container = self.jobs.container(name)?;
-                match container.create(None).await {
-                    Ok(_) => Ok(container),
-                    Err(e) if e.http_status() == Some(azure_core::http::StatusCode::Conflict) => {
-                        Ok(container)
-                    }
-                    Err(e) => Err(StorageError::new(format!("creating container {name}"), e)),
-                }
+                create_container_if_missing(&container, &format!("container {name}")).await?;
+                Ok::<_, StorageError>(container)
             })
             .await
     }
@@ -346,6 +341,12 @@ impl App {
         .await
     }
 
+    /// The backup container of `container` (`{container}{BACKUP_CONTAINER_SUFFIX}`).
+    pub fn backup_container_of(&self, container: &str) -> Result<String, StorageError> {
+        naming::backup_container_name(container, &self.config.backup_container_suffix)
+            .map_err(|e| StorageError::other("naming the backup container", e.to_string()))
+    }
+
     /// Creates backup container `name` unless this process already did.
     pub async fn ensure_backup_container(&self, name: &str) -> Result<(), StorageError> {
         let known = |set: &HashSet<String>| set.contains(name);
@@ -357,16 +358,8 @@ impl App {
         {
             return Ok(());
         }
-        match self.backup.container(name)?.create(None).await {
-            Ok(_) => {}
-            Err(e) if e.http_status() == Some(azure_core::http::StatusCode::Conflict) => {}
-            Err(e) => {
-                return Err(StorageError::new(
-                    format!("creating backup container {name}"),
-                    e,
-                ))
-            }
-        }
+        let container = self.backup.container(name)?;
+        create_container_if_missing(&container, &format!("backup container {name}")).await?;
         if let Ok(mut set) = self.backup_containers.lock() {
             set.insert(name.to_owned());
         }

@@ -124,6 +124,13 @@ pub fn backup_blob_name(
     Ok(backup)
 }
 
+/// The directory part of a name prefix, up to and including its last `/` (`raw/2026/sal` →
+/// `raw/2026/`); `None` when it has none. Backups keep the source's directories, so this narrows
+/// a backup listing to the prefix's directory.
+pub fn directory_of(prefix: &str) -> Option<&str> {
+    prefix.rfind('/').map(|i| &prefix[..=i])
+}
+
 /// The prefix every backup name of `name` starts with (`{stem}_`), to list one blob's backups.
 pub fn backup_name_prefix(name: &str) -> String {
     format!("{}_", split_extension(name).0)
@@ -384,6 +391,13 @@ mod tests {
         assert!(validate_blob_name("").is_err());
         assert!(validate_blob_name("a\u{0}b").is_err());
         assert!(validate_blob_name("ok name/with spaces.csv").is_ok());
+    }
+
+    #[test]
+    fn a_prefix_narrows_to_its_directory() {
+        assert_eq!(directory_of("raw/2026/sal"), Some("raw/2026/"));
+        assert_eq!(directory_of("raw/2026/"), Some("raw/2026/"));
+        assert_eq!(directory_of("sal"), None);
     }
 
     #[test]

@@ -28,6 +28,7 @@ use crate::{
     },
     storage::{
         blobs::{blob_state, wait_for_copy},
+        create_container_if_missing,
         listing::{list_backups, list_with_metadata, list_with_snapshots},
         StorageError, StorageResultExt,
     },
@@ -390,16 +391,12 @@ async fn deletions_seen(
     app: &App,
     request: &RestoreRequest,
 ) -> Result<HashMap<(String, String), OffsetDateTime>, StorageError> {
-    let Ok(backup_container) =
-        naming::backup_container_name(&request.container, &app.config.backup_container_suffix)
-    else {
-        return Ok(HashMap::new());
-    };
+    let backup_container = app.backup_container_of(&request.container)?;
     let client = app.backup.container(&backup_container)?;
     let directory = request
         .prefix
         .as_deref()
-        .and_then(|p| p.rfind('/').map(|i| &p[..=i]))
+        .and_then(naming::directory_of)
         .unwrap_or("");
     let pages = list_with_metadata(
         &client,
@@ -437,25 +434,11 @@ async fn backup_choices(
     app: &App,
     request: &RestoreRequest,
 ) -> Result<Vec<(String, Option<Version>)>, StorageError> {
-    let backup_container = match naming::backup_container_name(
-        &request.container,
-        &app.config.backup_container_suffix,
-    ) {
-        Ok(name) => name,
-        Err(e) => {
-            return Err(StorageError::other(
-                "naming the backup container",
-                e.to_string(),
-            ))
-        }
-    };
+    let backup_container = app.backup_container_of(&request.container)?;
     let client = app.backup.container(&backup_container)?;
     // Backup names keep the source's directories, so the prefix's directory part narrows the
     // listing; the full prefix is matched against the parsed source names.
-    let directory = request
-        .prefix
-        .as_deref()
-        .and_then(|p| p.rfind('/').map(|i| &p[..=i]));
+    let directory = request.prefix.as_deref().and_then(naming::directory_of);
     let pages = list_backups(&client, &backup_container, directory)?;
     futures::pin_mut!(pages);
     let mut best: HashMap<String, Option<Version>> = HashMap::new();
@@ -512,11 +495,7 @@ async fn target_blob(
 }
 
 async fn ensure_container(app: &App, name: &str) -> Result<(), StorageError> {
-    match app.source.container(name)?.create(None).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.http_status() == Some(azure_core::http::StatusCode::Conflict) => Ok(()),
-        Err(e) => Err(StorageError::new(format!("creating container {name}"), e)),
-    }
+    create_container_if_missing(&app.source.container(name)?, &format!("container {name}")).await
 }
 
 /// Whether the target blob holds exactly the bytes of `version` (both read in full).
@@ -535,14 +514,10 @@ async fn same_bytes(
             .blob_client(blob)
             .with_snapshot(id)
             .during(|| format!("addressing a snapshot of {blob}"))?,
-        VersionSource::Backup(name) => {
-            let backup_container = naming::backup_container_name(
-                &request.container,
-                &app.config.backup_container_suffix,
-            )
-            .map_err(|e| StorageError::other("naming the backup container", e.to_string()))?;
-            app.backup.container(&backup_container)?.blob_client(name)
-        }
+        VersionSource::Backup(name) => app
+            .backup
+            .container(&app.backup_container_of(&request.container)?)?
+            .blob_client(name),
     };
     let read = |client: azure_storage_blob::BlobClient, what: String| async move {
         let downloaded = client
@@ -589,11 +564,7 @@ async fn copy_back(
                 .readable_blob_url(&request.container, blob, Some(id), expiry)?
         }
         VersionSource::Backup(name) => {
-            let backup_container = naming::backup_container_name(
-                &request.container,
-                &app.config.backup_container_suffix,
-            )
-            .unwrap_or_default();
+            let backup_container = app.backup_container_of(&request.container)?;
             app.backup
                 .readable_blob_url(&backup_container, name, None, expiry)?
         }

@@ -230,9 +230,7 @@ struct BackupLevel {
 }
 
 async fn backup_level(app: &App, shard: &Shard) -> Result<BackupLevel, ShardError> {
-    let backup_container =
-        naming::backup_container_name(&shard.container, &app.config.backup_container_suffix)
-            .map_err(|e| StorageError::other("naming the backup container", e.to_string()))?;
+    let backup_container = app.backup_container_of(&shard.container)?;
     let client = app.backup.container(&backup_container)?;
     let prefix = (!shard.prefix.is_empty()).then_some(shard.prefix.as_str());
     let pages = list_backup_directory(&client, &backup_container, prefix)?;

@@ -127,14 +127,9 @@ async fn check_all(
 ) -> Result<(), StorageError> {
     naming::validate_container_name(&request.container)
         .map_err(|e| StorageError::other("verifying", e.to_string()))?;
-    let backup_container =
-        naming::backup_container_name(&request.container, &app.config.backup_container_suffix)
-            .map_err(|e| StorageError::other("naming the backup container", e.to_string()))?;
+    let backup_container = app.backup_container_of(&request.container)?;
     let vault = app.backup.container(&backup_container)?;
-    let directory = request
-        .prefix
-        .as_deref()
-        .and_then(|p| p.rfind('/').map(|i| &p[..=i]));
+    let directory = request.prefix.as_deref().and_then(naming::directory_of);
     let index: BackupIndex =
         index_backups(list_backups(&vault, &backup_container, directory)?).await?;
     let source = app.source.container(&request.container)?;

@@ -135,6 +135,18 @@ fn shared_http_client() -> Arc<dyn HttpClient> {
         .clone()
 }
 
+/// Creates `container` unless it exists already (another instance may have just made it).
+pub async fn create_container_if_missing(
+    container: &BlobContainerClient,
+    what: &str,
+) -> Result<(), StorageError> {
+    match container.create(None).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.http_status() == Some(StatusCode::Conflict) => Ok(()),
+        Err(e) => Err(StorageError::new(format!("creating {what}"), e)),
+    }
+}
+
 /// One storage account, ready to hand out clients.
 pub struct StorageAccount {
     connection: StorageConnection,
