@@ -275,38 +275,70 @@ async fn record_deletions(
     let seen = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
-    let mut recorded = 0;
+    // A directory deleted whole gives a page of them: written as many at once as repairs are.
+    let mut writes = FuturesUnordered::new();
+    let (mut recorded, mut failure) = (0, None);
     for (name, etag) in gone {
-        let Some(marker) = deletion::marker_name(name, etag) else {
-            warn!(
-                blob = name,
-                "the deletion marker's name would be too long; not recorded"
-            );
-            continue;
-        };
-        let metadata = HashMap::from([(deletion::SEEN_KEY.to_owned(), seen.clone())]);
-        let written = client
-            .blob_client(&marker)
-            .upload(
-                RequestContent::from(Vec::new()),
-                Some(BlobClientUploadOptions {
-                    if_none_match: Some("*".into()),
-                    metadata: Some(metadata),
-                    ..Default::default()
-                }),
-            )
-            .await
-            .during(|| format!("recording the deletion of {}/{name}", level.container));
-        match written {
-            Ok(_) => {
-                info!(blob = name, etag, "gone from the lake; deletion recorded");
-                recorded += 1;
+        while writes.len() >= app.config.snapshot_concurrency {
+            match writes.next().await {
+                Some(Ok(new)) => recorded += u64::from(new),
+                Some(Err(e)) => failure = failure.or(Some(e)),
+                None => {}
             }
-            Err(e) if e.has_code("BlobAlreadyExists") => {}
-            Err(e) => return Err(e),
+        }
+        writes.push(record_deletion(
+            &client,
+            &level.container,
+            &seen,
+            name,
+            etag,
+        ));
+    }
+    while let Some(result) = writes.next().await {
+        match result {
+            Ok(new) => recorded += u64::from(new),
+            Err(e) => failure = failure.or(Some(e)),
         }
     }
-    Ok(recorded)
+    failure.map_or(Ok(recorded), Err)
+}
+
+/// Writes one deletion marker; `false` when it was there already (or cannot be named).
+async fn record_deletion(
+    client: &BlobContainerClient,
+    container: &str,
+    seen: &str,
+    name: &str,
+    etag: &str,
+) -> Result<bool, StorageError> {
+    let Some(marker) = deletion::marker_name(name, etag) else {
+        warn!(
+            blob = name,
+            "the deletion marker's name would be too long; not recorded"
+        );
+        return Ok(false);
+    };
+    let metadata = HashMap::from([(deletion::SEEN_KEY.to_owned(), seen.to_owned())]);
+    let written = client
+        .blob_client(&marker)
+        .upload(
+            RequestContent::from(Vec::new()),
+            Some(BlobClientUploadOptions {
+                if_none_match: Some("*".into()),
+                metadata: Some(metadata),
+                ..Default::default()
+            }),
+        )
+        .await
+        .during(|| format!("recording the deletion of {container}/{name}"));
+    match written {
+        Ok(_) => {
+            info!(blob = name, etag, "gone from the lake; deletion recorded");
+            Ok(true)
+        }
+        Err(e) if e.has_code("BlobAlreadyExists") => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 enum Repaired {
