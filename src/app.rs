@@ -29,6 +29,12 @@ pub const JOBS_STORAGE: &str = "AzureWebJobsStorage";
 /// `functionTimeout`.
 pub const DEFAULT_COPY_TIMEOUT_SECONDS: u64 = 300;
 
+/// Versions up to this size are copied through the worker by default: one read and one write
+/// cost the service less than a server-side copy, which reads the source again to authorize it.
+pub const DEFAULT_COPY_THROUGH_MAX_BYTES: u64 = 1 << 20;
+/// Held in memory while copied, `SNAPSHOT_CONCURRENCY` at once per shard: kept small.
+pub const MAX_COPY_THROUGH_BYTES: u64 = 16 << 20;
+
 /// Tunables, with the defaults a Function App gets when it sets nothing.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -46,6 +52,9 @@ pub struct Config {
     pub copy_timeout: Duration,
     /// `COPY_POLL_INTERVAL_MS`: how often a pending direct copy is checked.
     pub copy_poll_interval: Duration,
+    /// `COPY_THROUGH_WORKER_MAX_BYTES`: the direct engine reads and writes versions up to this
+    /// size itself instead of a server-side copy (0: never).
+    pub copy_through_max_bytes: u64,
     /// The ADF pipeline, when `ADF_*` settings name one.
     pub adf: Option<AdfConfig>,
     /// `RECONCILE_CONTAINERS`: the reconciler's scope; every container when unset.
@@ -182,6 +191,11 @@ impl Config {
                 1_000,
                 10..=60_000,
             )?),
+            copy_through_max_bytes: settings.get_number(
+                "COPY_THROUGH_WORKER_MAX_BYTES",
+                DEFAULT_COPY_THROUGH_MAX_BYTES,
+                0..=MAX_COPY_THROUGH_BYTES,
+            )?,
             adf,
             reconcile_containers: settings.get("RECONCILE_CONTAINERS").map(|list| {
                 list.split(',')

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use azure_storage_blob::BlobContainerClient;
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use lakebackup::{core::naming, settings::Settings, storage::StorageAccount};
+use md5::Digest as _;
 use serde_json::{json, Value};
 use support::{
     worker::{self, Worker},
@@ -84,7 +85,9 @@ async fn backup_is_byte_identical_stamped_and_never_copied_twice() {
     ];
     let mut expected = BTreeMap::new();
     for (i, name) in names.iter().enumerate() {
-        let bytes = content(i, if i == 0 { 1 << 20 } else { 300 + i });
+        // The first is over COPY_THROUGH_WORKER_MAX_BYTES: a server-side copy. The others are
+        // read and written by the worker.
+        let bytes = content(i, if i == 0 { (1 << 20) + 1 } else { 300 + i });
         support::upload(&lake, name, &bytes).await;
         let (etag, last_modified, _) = support::properties(&lake, name).await;
         let backup_name = naming::backup_blob_name(name, last_modified, &etag).unwrap();
@@ -113,6 +116,13 @@ async fn backup_is_byte_identical_stamped_and_never_copied_twice() {
         assert_eq!(&decoded, name);
         assert_eq!(&metadata["lakebackup_etag"], etag);
         assert!(metadata["lakebackup_last_modified"].ends_with('Z'));
+        // Bytes that passed through the worker were hashed on the way.
+        let through_worker = source_bytes.len() <= 1 << 20;
+        assert_eq!(
+            metadata.get("lakebackup_md5").cloned(),
+            through_worker.then(|| BASE64.encode(md5::Md5::digest(source_bytes))),
+            "{backup_name}"
+        );
     }
 
     // Again: nothing is copied, the backups keep their ETags.

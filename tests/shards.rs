@@ -350,3 +350,89 @@ async fn an_archived_blob_is_counted_not_copied() {
         "{report:?}"
     );
 }
+
+/// Blobs in the directory the deletion test drops whole.
+const DROPPED: usize = 600;
+
+#[tokio::test]
+async fn a_directory_deleted_whole_is_recorded_within_budgets_and_only_once() {
+    use azure_storage_blob::models::{BlobClientDeleteOptions, DeleteSnapshotsOptionType};
+    use lakebackup::core::deletion;
+
+    let azurite =
+        Azurite::start_counting(std::path::Path::new(env!("CARGO_MANIFEST_DIR")), &[]).unwrap();
+    let app = lake_app(&azurite, &[]).await;
+    let lake = app.source.container("lake").unwrap();
+    support::upload(&lake, "kept.csv", b"kept").await;
+    let names: Vec<String> = (0..DROPPED)
+        .map(|i| format!("dropped/part-{i:04}.bin"))
+        .collect();
+    futures::future::join_all(
+        names
+            .iter()
+            .map(|name| support::upload(&lake, name, name.as_bytes())),
+    )
+    .await;
+    let (first, _) = run_job_in_process(&app, "job-1", "").await;
+    assert_eq!(total(&first, |c| c.backups_copied), DROPPED as u64 + 1);
+    let mut etags = BTreeMap::new();
+    for name in &names {
+        etags.insert(name.clone(), support::properties(&lake, name).await.0);
+        lake.blob_client(name)
+            .delete(Some(BlobClientDeleteOptions {
+                delete_snapshots: Some(DeleteSnapshotsOptionType::Include),
+                ..Default::default()
+            }))
+            .await
+            .unwrap();
+    }
+
+    // One marker at a time in a 1 s budget: the directory's one page of names is cut, and its
+    // continuations record the rest.
+    let slow = App::from_settings(&settings(
+        &azurite,
+        &[
+            ("SHARD_TIME_BUDGET_SECONDS", "1"),
+            ("SNAPSHOT_CONCURRENCY", "1"),
+        ],
+    ))
+    .unwrap();
+    let (second, status) = run_job_in_process(&slow, "job-2", "").await;
+    assert_eq!(status.progress.state, JobState::Done, "{status:?}");
+    assert_eq!(total(&second, |c| c.deletions_recorded), DROPPED as u64);
+    let dropped: Vec<&ShardReport> = second.iter().filter(|r| r.prefix == "dropped/").collect();
+    assert!(
+        dropped.len() > 1 && dropped.iter().any(|r| r.continued),
+        "{DROPPED} markers one at a time must outlast a 1 s budget: {dropped:?}"
+    );
+    for report in &second {
+        assert!(
+            report.duration_ms < 6_000,
+            "far over its budget: {report:?}"
+        );
+    }
+    let vault = app.backup.container("lakebak").unwrap();
+    let mut recorded = BTreeMap::new();
+    for (marker, _) in support::list_all(&vault).await {
+        if let Some((name, etag)) = deletion::parse_marker_name(&marker) {
+            assert!(
+                recorded.insert(name.to_owned(), etag.to_owned()).is_none(),
+                "two markers for {name}"
+            );
+        }
+    }
+    assert_eq!(
+        recorded, etags,
+        "one marker per deleted blob, naming its last version"
+    );
+
+    // A later pass finds them recorded: it lists them, and writes nothing.
+    let before = azurite.requests_served();
+    let (third, _) = run_job_in_process(&app, "job-3", "").await;
+    let served = azurite.requests_served() - before;
+    assert_eq!(total(&third, |c| c.deletions_recorded), 0);
+    assert!(
+        served < DROPPED as u64 / 4,
+        "{served} requests for a pass over {DROPPED} recorded deletions"
+    );
+}

@@ -1,11 +1,12 @@
 //! Deletion markers: the record, in the backup container, that a blob with backups was seen gone
 //! from the lake — so that a restore "as of T" leaves out what had been deleted by then.
 //!
-//! A marker is `.lakebackup-deleted/{source name}/{etag}` in `{c}bak`, where `etag` is the last
+//! A marker is `.lakebackup-deleted/{source name}@{etag}` in `{c}bak`, where `etag` is the last
 //! backed-up version's: one marker per life of a name (a re-created blob has another ETag), and
-//! written with `If-None-Match: *`, so the first pass to see the deletion sets its time. Which
-//! names are gone is decided per listing page of one directory, from the names the page covers.
-//! Pure.
+//! written with `If-None-Match: *`, so the first pass to see the deletion sets its time. The
+//! markers of one directory sit in one directory level (`.lakebackup-deleted/{directory}`), so a
+//! pass lists them beside the backups and writes only the new ones. Which names are gone is
+//! decided per listing page of one directory, from the names the page covers. Pure.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -21,15 +22,22 @@ pub const SEEN_KEY: &str = "lakebackup_deleted_seen";
 /// The marker's blob name for the life of `source_name` that ended at version `etag`; `None` when
 /// it would exceed Azure's name limit (the deletion is then not recorded).
 pub fn marker_name(source_name: &str, etag: &str) -> Option<String> {
-    let name = format!("{MARKER_PREFIX}{source_name}/{etag}");
+    let name = format!("{MARKER_PREFIX}{source_name}@{etag}");
     (name.chars().count() <= MAX_BLOB_NAME_CHARS).then_some(name)
 }
 
-/// Reads a marker's name back: `(source name, etag)`.
+/// Reads a marker's name back: `(source name, etag)`. An ETag never holds `@` or `/`; a source
+/// name may.
 pub fn parse_marker_name(name: &str) -> Option<(&str, &str)> {
     let rest = name.strip_prefix(MARKER_PREFIX)?;
-    let (source, etag) = rest.rsplit_once('/')?;
-    (!source.is_empty() && !etag.is_empty()).then_some((source, etag))
+    let (source, etag) = rest.rsplit_once('@')?;
+    (!source.is_empty() && !source.ends_with('/') && !etag.is_empty() && !etag.contains('/'))
+        .then_some((source, etag))
+}
+
+/// Where the markers of the names directly in directory `prefix` sit (one directory level).
+pub fn markers_directory(prefix: &str) -> String {
+    format!("{MARKER_PREFIX}{prefix}")
 }
 
 /// The names with backups (name → newest backed-up ETag) that fall in the listing range
@@ -76,16 +84,20 @@ mod tests {
 
     #[test]
     fn marker_names_round_trip() {
-        let name = marker_name("raw/2026/part \"q\".parquet", "0x8DC1").unwrap();
+        let name = marker_name("raw/2026/part \"q\"@v2.parquet", "0x8DC1").unwrap();
         assert_eq!(
             name,
-            ".lakebackup-deleted/raw/2026/part \"q\".parquet/0x8DC1"
+            ".lakebackup-deleted/raw/2026/part \"q\"@v2.parquet@0x8DC1"
         );
         assert_eq!(
             parse_marker_name(&name),
-            Some(("raw/2026/part \"q\".parquet", "0x8DC1"))
+            Some(("raw/2026/part \"q\"@v2.parquet", "0x8DC1"))
         );
+        // A directory's markers are one level of the marker tree.
+        assert!(name.starts_with(&markers_directory("raw/2026/")));
+        assert!(!name[markers_directory("raw/2026/").len()..].contains('/'));
         assert_eq!(parse_marker_name("raw/x_20260101T000000Z_0x1.csv"), None);
+        assert_eq!(parse_marker_name(".lakebackup-deleted/raw/x@0x1/y"), None);
         assert!(marker_name(&"a".repeat(1010), "0x1").is_none());
     }
 

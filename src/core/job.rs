@@ -221,11 +221,11 @@ mod tests {
             shard_id(&again),
             "the job is not part of it"
         );
-        let next = root.continuation("marker-a", None);
+        let next = root.continuation(Some("marker-a"), None);
         assert_ne!(shard_id(&root), shard_id(&next));
         assert_eq!(
             shard_id(&next),
-            shard_id(&root.continuation("marker-b", Some("x"))),
+            shard_id(&root.continuation(Some("marker-b"), Some("x"))),
             "a retried shard's continuation is the same part whatever its marker"
         );
         assert_ne!(shard_id(&root.child("a/")), shard_id(&root));

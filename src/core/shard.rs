@@ -24,8 +24,9 @@ pub struct Shard {
     /// not).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub part: u32,
-    /// The last name the previous part listed: where this part's range of names begins
-    /// (exclusive), so that it can tell which names with backups are gone.
+    /// The last name the previous part dealt with: where this part's range of names begins
+    /// (exclusive). Names up to it that its listing shows again are skipped, and only names
+    /// after it can be judged gone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<String>,
 }
@@ -52,10 +53,11 @@ impl Shard {
         Self::root(&self.job, &self.container, prefix)
     }
 
-    /// The rest of this directory, from `marker`; `after` is the last name listed before it.
-    pub fn continuation(&self, marker: &str, after: Option<&str>) -> Self {
+    /// The rest of this directory, listed from `marker` (`None`: from its start); every name up
+    /// to `after` has been dealt with.
+    pub fn continuation(&self, marker: Option<&str>, after: Option<&str>) -> Self {
         Self {
-            marker: Some(marker.to_owned()),
+            marker: marker.map(str::to_owned),
             part: self.part.saturating_add(1),
             after: after.map(str::to_owned),
             ..self.clone()
@@ -129,12 +131,16 @@ mod tests {
             r#"{"job":"job-1","container":"lake","prefix":""}"#
         );
         let child = root.child("raw/\"q\" 2026/");
-        let next = child.continuation("2!84!MDAwMDQ2", Some("raw/x"));
+        let next = child.continuation(Some("2!84!MDAwMDQ2"), Some("raw/x"));
         assert_eq!(Shard::parse(&next.to_json()).unwrap(), next);
         assert_eq!(next.job, "job-1");
         assert_eq!(next.prefix, "raw/\"q\" 2026/");
         assert_eq!(
-            (child.part, next.part, next.continuation("m2", None).part),
+            (
+                child.part,
+                next.part,
+                next.continuation(None, Some("raw/y")).part
+            ),
             (0, 1, 2)
         );
         for bad in [

@@ -21,6 +21,10 @@ pub const STAMP_ETAG: &str = "lakebackup_etag";
 /// RFC 3339, with the sub-second part when the service gave one.
 pub const STAMP_LAST_MODIFIED: &str = "lakebackup_last_modified";
 
+/// The MD5 (base64) of the backup's bytes, recorded when they were read to copy or to verify
+/// them; lets `verify --deep` check a backup without reading its source again.
+pub const COPIED_MD5_KEY: &str = "lakebackup_md5";
+
 /// The keys earlier releases stamped after the copy, in the order of the current ones.
 const LEGACY_KEYS: [&str; 4] = [
     "source_container",

@@ -38,7 +38,8 @@ use crate::{
     },
     storage::{
         blobs::{
-            blob_state, copy_version, wait_for_copy, BlobState, CopyStart, MAX_SYNC_COPY_BYTES,
+            blob_state, copy_version, copy_version_through, wait_for_copy, BlobState, CopyStart,
+            MAX_SYNC_COPY_BYTES,
         },
         lease::HeldLease,
         listing::{find_snapshot, list_backups},
@@ -215,11 +216,24 @@ pub async fn back_up_listed(
     .await;
     match copied {
         Ok(outcome) => Ok(outcome),
-        Err(Failure::Retry(ConsumerError::Storage(e))) if is_condition_conflict(&e) => {
+        // The blob changed or went since it was listed, or a backup appeared: decided again
+        // from the facts.
+        Err(Failure::Retry(ConsumerError::Storage(e)))
+            if is_condition_conflict(&e) || e.has_code("BlobNotFound") =>
+        {
             back_up_now(app, &request).await
         }
         Err(Failure::Retry(error)) => Err(error),
         Err(Failure::Rejected(reason)) => Err(unusable(reason)),
+    }
+}
+
+/// The service refused to read the source: it is in the archive tier (found only at the copy
+/// when the tier changed after it was read).
+fn archived_refused(error: &StorageError) -> ConsumerOutcome {
+    ConsumerOutcome::Archived {
+        tier: "Archive".into(),
+        reason: format!("the service refused to copy an archived blob ({error})"),
     }
 }
 
@@ -648,13 +662,35 @@ impl Job<'_> {
         version: &Version,
     ) -> Result<ConsumerOutcome, Failure> {
         let what = self.backup_what(&name);
+        let metadata = self.stamp(version).backup_metadata(&version.metadata);
+        if version.content_length <= self.app.config.copy_through_max_bytes {
+            let mut source = self.source()?;
+            if let Some(snapshot) = &version.snapshot {
+                source = source
+                    .with_snapshot(snapshot)
+                    .during(|| format!("addressing a snapshot of {}", self.source_what()))?;
+            }
+            let copied = copy_version_through(
+                &source,
+                backup,
+                &self.etag,
+                metadata,
+                &self.source_what(),
+                &what,
+            )
+            .await;
+            return match copied {
+                Ok(_) => Ok(self.backed_up(name, version.snapshot.clone())),
+                Err(e) if e.has_code("BlobArchived") => Ok(archived_refused(&e)),
+                Err(e) => Err(e.into()),
+            };
+        }
         let source_url = self.app.source.readable_blob_url(
             &self.request.container,
             &self.request.blob_name,
             version.snapshot.as_deref(),
             self.app.copy_source_expiry(),
         )?;
-        let metadata = self.stamp(version).backup_metadata(&version.metadata);
         let sync = version.content_length <= MAX_SYNC_COPY_BYTES;
         let started = copy_version(backup, &source_url, &self.etag, metadata, sync, &what).await;
         match started {
@@ -691,10 +727,7 @@ impl Job<'_> {
                     })),
                 }
             }
-            Err(e) if e.has_code("BlobArchived") => Ok(ConsumerOutcome::Archived {
-                tier: "Archive".into(),
-                reason: format!("the service refused to copy an archived blob ({e})"),
-            }),
+            Err(e) if e.has_code("BlobArchived") => Ok(archived_refused(&e)),
             Err(e) => Err(e.into()),
         }
     }

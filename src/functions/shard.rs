@@ -137,8 +137,11 @@ pub async fn run_shard(
         )?;
         futures::pin_mut!(pages);
         let mut diff = SnapshotDiff::new();
-        let mut continuation = None;
-        // The last name listed so far: the (exclusive) start of the next page's range.
+        // Where the rest of the directory is listed from, and up to which name it is done.
+        let mut continuation: Option<(Option<String>, Option<String>)> = None;
+        // The marker the current page was listed from.
+        let mut page_marker = shard.marker.clone();
+        // The last name dealt with so far: the (exclusive) start of the next page's range.
         let mut after = shard.after.clone();
         loop {
             let page = match pages.try_next().await {
@@ -150,10 +153,6 @@ pub async fn run_shard(
                 }
                 Err(e) => return Err(e.into()),
             };
-            for sub in &page.prefixes {
-                fanout.push(app, shard.child(sub)).await?;
-                report.counts.subdirectories_queued += 1;
-            }
             // Names with backups inside the range this page covers, but not listed, are gone;
             // so are backed-up directories it does not show, which are visited all the same.
             // The last page of the directory covers everything after its previous one.
@@ -173,41 +172,62 @@ pub async fn run_shard(
                 // A page of sub-directories only: it says nothing about names.
                 (Some(_), None) => Some(after.as_deref().unwrap_or("")),
             };
-            let gone = deletion::gone_in_range(&level.newest, after.as_deref(), before, &listed);
+            // Deletions first: a directory deleted whole gives one page a marker per name, so
+            // the budget may cut the page at the last name recorded. This part then deals with
+            // the page up to that name, and the continuation lists the page again after it.
+            let gone =
+                deletion::gone_in_range(&level.unrecorded, after.as_deref(), before, &listed);
+            let mut cut = None;
             if !gone.is_empty() {
-                report.counts.deletions_recorded += record_deletions(app, &level, gone).await?;
+                let recorded = record_deletions(app, &level, gone, started).await?;
+                report.counts.deletions_recorded += recorded.new;
+                cut = recorded.cut_after;
+            }
+            let in_part = |name: &str| {
+                after.as_deref().is_none_or(|a| name > a)
+                    && cut.as_deref().is_none_or(|c| name <= c)
+            };
+            for sub in page.prefixes.iter().filter(|sub| in_part(sub)) {
+                fanout.push(app, shard.child(sub)).await?;
+                report.counts.subdirectories_queued += 1;
             }
             let gone_directories = deletion::gone_directories(
                 &level.subdirectories,
                 after.as_deref(),
-                before,
+                cut.as_deref().or(before),
                 &listed,
             );
             for sub in gone_directories {
                 fanout.push(app, shard.child(sub)).await?;
                 report.counts.subdirectories_queued += 1;
             }
-            if last_listed.is_some() {
-                after = last_listed;
-            }
             let verdicts: Vec<BlobVerdict> = page
                 .items
                 .into_iter()
+                .filter(|e| in_part(&e.name))
                 .filter_map(|e| diff.push(e))
                 .collect();
             repair_all(app, &source, shard, index, verdicts, &mut report.counts).await?;
-            if page.next_marker.is_some() && started.elapsed() >= app.config.shard_budget {
-                continuation = page.next_marker;
+            if let Some(cut) = cut {
+                continuation = Some((page_marker, Some(cut)));
                 break;
             }
+            if last_listed.is_some() {
+                after = last_listed;
+            }
+            if page.next_marker.is_some() && started.elapsed() >= app.config.shard_budget {
+                continuation = Some((page.next_marker, after.clone()));
+                break;
+            }
+            page_marker = page.next_marker;
         }
         // The last name; at a cut, a name whose entries straddle it is judged on what was seen:
         // at worst one snapshot too many, never one too few.
         let rest: Vec<BlobVerdict> = diff.finish().into_iter().collect();
         repair_all(app, &source, shard, index, rest, &mut report.counts).await?;
-        if let Some(marker) = continuation {
+        if let Some((marker, after)) = continuation {
             fanout
-                .push(app, shard.continuation(&marker, after.as_deref()))
+                .push(app, shard.continuation(marker.as_deref(), after.as_deref()))
                 .await?;
             report.continued = true;
         }
@@ -224,7 +244,8 @@ pub async fn run_shard(
 struct BackupLevel {
     container: String,
     index: BackupIndex,
-    newest: BTreeMap<String, String>,
+    /// Per source name whose newest backed-up version has no deletion marker yet: that ETag.
+    unrecorded: BTreeMap<String, String>,
     /// Its sub-directories: one the lake no longer has is visited all the same.
     subdirectories: BTreeSet<String>,
 }
@@ -251,56 +272,92 @@ async fn backup_level(app: &App, shard: &Shard) -> Result<BackupLevel, ShardErro
         if when > slot.0 {
             *slot = (when, parsed.etag);
         }
-    })
-    .await?;
+    });
+    let (index, recorded) = futures::try_join!(
+        index,
+        recorded_deletions(&client, &backup_container, &shard.prefix)
+    )?;
     Ok(BackupLevel {
         container: backup_container,
         index,
-        newest: newest
+        unrecorded: newest
             .into_iter()
             .map(|(name, (_, etag))| (name, etag))
+            .filter(|(name, etag)| !recorded.contains(&(name.clone(), etag.clone())))
             .collect(),
         subdirectories,
     })
 }
 
-/// Records that each of `gone` (name, last backed-up ETag) was found deleted from the lake: one
-/// marker per life, the first pass to see it setting the time. Returns how many were new.
+/// The deletions already recorded for names directly in directory `prefix`: (name, ETag).
+async fn recorded_deletions(
+    client: &BlobContainerClient,
+    backup_container: &str,
+    prefix: &str,
+) -> Result<HashSet<(String, String)>, StorageError> {
+    let directory = deletion::markers_directory(prefix);
+    let pages = list_backup_directory(client, backup_container, Some(&directory))?;
+    futures::pin_mut!(pages);
+    let mut recorded = HashSet::new();
+    loop {
+        match pages.try_next().await {
+            Ok(Some(page)) => recorded.extend(page.items.iter().filter_map(|marker| {
+                let (name, etag) = deletion::parse_marker_name(&marker.name)?;
+                Some((name.to_owned(), etag.to_owned()))
+            })),
+            Ok(None) => return Ok(recorded),
+            // No backups yet.
+            Err(e) if e.has_code("ContainerNotFound") => return Ok(recorded),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// What [`record_deletions`] did.
+struct Recorded {
+    /// Markers written (not there already).
+    new: u64,
+    /// The budget ran out: the last name recorded, when names after it are left.
+    cut_after: Option<String>,
+}
+
+/// Records that each of `gone` (name, last backed-up ETag; in name order) was found deleted from
+/// the lake: one marker per life, the first pass to see it setting the time. Written in rounds
+/// of as many at once as repairs; once the shard's budget is spent, the rest is left to the
+/// continuation (at least one round is always written, so every part makes progress).
 async fn record_deletions(
     app: &App,
     level: &BackupLevel,
     gone: Vec<(&str, &str)>,
-) -> Result<u64, StorageError> {
+    started: Instant,
+) -> Result<Recorded, StorageError> {
     let client = app.backup.container(&level.container)?;
     let seen = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
-    // A directory deleted whole gives a page of them: written as many at once as repairs are.
-    let mut writes = FuturesUnordered::new();
-    let (mut recorded, mut failure) = (0, None);
-    for (name, etag) in gone {
-        while writes.len() >= app.config.snapshot_concurrency {
-            match writes.next().await {
-                Some(Ok(new)) => recorded += u64::from(new),
-                Some(Err(e)) => failure = failure.or(Some(e)),
-                None => {}
-            }
+    let mut recorded = Recorded {
+        new: 0,
+        cut_after: None,
+    };
+    let mut rounds = gone
+        .chunks(app.config.snapshot_concurrency.max(1))
+        .peekable();
+    while let Some(round) = rounds.next() {
+        let written = futures::future::join_all(
+            round
+                .iter()
+                .map(|(name, etag)| record_deletion(&client, &level.container, &seen, name, etag)),
+        )
+        .await;
+        for new in written {
+            recorded.new += u64::from(new?);
         }
-        writes.push(record_deletion(
-            &client,
-            &level.container,
-            &seen,
-            name,
-            etag,
-        ));
-    }
-    while let Some(result) = writes.next().await {
-        match result {
-            Ok(new) => recorded += u64::from(new),
-            Err(e) => failure = failure.or(Some(e)),
+        if rounds.peek().is_some() && started.elapsed() >= app.config.shard_budget {
+            recorded.cut_after = round.last().map(|(name, _)| (*name).to_owned());
+            break;
         }
     }
-    failure.map_or(Ok(recorded), Err)
+    Ok(recorded)
 }
 
 /// Writes one deletion marker; `false` when it was there already (or cannot be named).

@@ -31,7 +31,7 @@ use crate::{
 };
 
 /// The stamp key holding the MD5 a deep check computed for a backup (base64).
-pub const VERIFIED_MD5_KEY: &str = "lakebackup_md5";
+pub use crate::core::stamp::COPIED_MD5_KEY as VERIFIED_MD5_KEY;
 
 #[derive(Debug, Clone)]
 pub struct VerifyRequest {
