@@ -242,6 +242,7 @@ pub async fn run(project_root: &Path) -> Result<(), DemoError> {
         7,
         "restoring raw to the instant before the incident, from the backup account…",
     );
+    let mut failures = Vec::new();
     let restored = restore::restore(
         &app,
         &RestoreRequest {
@@ -253,12 +254,17 @@ pub async fn run(project_root: &Path) -> Result<(), DemoError> {
             dry_run: false,
             verify_content: false,
         },
+        &mut |action| {
+            if action.error.is_some() {
+                failures.push(action);
+            }
+        },
     )
     .await;
     if !restored.succeeded() {
         return Err(DemoError::Check(format!(
-            "restore failed: {:?} {:?}",
-            restored.error, restored.actions
+            "restore failed: {:?} {failures:?}",
+            restored.error
         )));
     }
     let after = contents(&app, "raw").await?;

@@ -285,8 +285,18 @@ async fn run(cli: Cli) -> ExitCode {
                 dry_run,
                 verify_content,
             };
-            let summary = restore::restore(&app, &request).await;
-            print_summary(&summary, summary.succeeded())
+            // One line per action as it is settled, then the summary: a restore of a whole
+            // lake never holds its actions in memory.
+            let summary = restore::restore(&app, &request, &mut |action| {
+                println!("{}", serde_json::to_string(&action).unwrap_or_default());
+            })
+            .await;
+            println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+            if summary.succeeded() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Command::Verify {
             container,

@@ -83,17 +83,6 @@ impl Lake {
             .collect()
     }
 
-    /// Processes every queued request with the consumer; returns their texts.
-    async fn process_queue(&self) -> Vec<ConsumerOutcome> {
-        let queue = self.app.jobs.queue("backup-requests").unwrap();
-        let mut outcomes = Vec::new();
-        for text in support::drain_queue(&queue).await {
-            let json = String::from_utf8(BASE64.decode(text).unwrap()).unwrap();
-            outcomes.push(self.consume(&json).await);
-        }
-        outcomes
-    }
-
     /// Base name → whether some snapshot carries its current ETag (checked independently of
     /// the diff under test: current ETags come from the blobs' own properties).
     async fn snapshots_of_current(&self, container: &str) -> HashMap<String, bool> {
@@ -194,14 +183,15 @@ async fn one_pass_repairs_everything_and_a_second_finds_nothing() {
         "new, changed, nosnap: {report}"
     );
     assert_eq!(
-        report["backup_requests"], 4,
+        report["backups_copied"], 4,
         "new, changed, nobackup, incomplete: {report}"
     );
+    assert_eq!(report["backup_requests"], 0, "copied in place: {report}");
     assert_eq!(
         report["backups_present"], 3,
         "same, nosnap, interleaved: {report}"
     );
-    assert_eq!(container(&summary, "other")["backup_requests"], 1);
+    assert_eq!(container(&summary, "other")["backups_copied"], 1);
     assert_eq!(summary["total"]["containers"], 2);
     assert!(
         summary["containers"]
@@ -212,42 +202,42 @@ async fn one_pass_repairs_everything_and_a_second_finds_nothing() {
         "backup containers are not reconciled: {summary}"
     );
 
-    let requests = lake.take_requests().await;
-    let mut expected = BTreeMap::new();
-    for name in [
-        "changed.csv",
-        "incomplete.csv",
-        "new.csv",
-        "nobackup.csv",
-        "x/y.bin",
-    ] {
-        let client = lake.container(if name == "x/y.bin" { "other" } else { "lake" });
-        expected.insert(name.to_owned(), support::properties(&client, name).await.0);
-    }
-    assert_eq!(requests, expected);
+    assert!(
+        lake.take_requests().await.is_empty(),
+        "nothing left to a queue"
+    );
     assert!(lake
         .snapshots_of_current("lake")
         .await
         .values()
         .all(|&has| has));
 
-    // Requeue them by reconciling again (nothing was processed), then process the queue.
-    let (_, again) = lake.reconcile(&[], &[]);
-    assert_eq!(container(&again, "lake")["snapshots_created"], 0);
-    assert_eq!(container(&again, "lake")["backup_requests"], 4);
-    for outcome in lake.process_queue().await {
-        assert!(
-            matches!(outcome, ConsumerOutcome::BackedUp { .. }),
-            "{outcome:?}"
-        );
-    }
-
     let (code, last) = lake.reconcile(&[], &[]);
     assert_eq!(code, 0);
     assert_eq!(last["total"]["snapshots_created"], 0, "{last}");
-    assert_eq!(last["total"]["backup_requests"], 0, "{last}");
+    assert_eq!(last["total"]["backups_copied"], 0, "{last}");
     assert_eq!(last["total"]["backups_present"], 8, "{last}");
-    assert!(lake.take_requests().await.is_empty());
+    // The versions copied are the current ones, stamped (the index counts only those).
+    let (_, dry) = lake.reconcile(&["--dry-run"], &[]);
+    assert_eq!(dry["total"]["backup_requests"], 0, "{dry}");
+
+    // A blob deleted from the lake is recorded as deleted, once.
+    lake.container("lake")
+        .blob_client("same.csv")
+        .delete(Some(BlobClientDeleteOptions {
+            delete_snapshots: Some(DeleteSnapshotsOptionType::Include),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    let (_, seen) = lake.reconcile(&["--container", "lake"], &[]);
+    assert_eq!(container(&seen, "lake")["deletions_recorded"], 1, "{seen}");
+    let (_, again) = lake.reconcile(&["--container", "lake"], &[]);
+    assert_eq!(
+        container(&again, "lake")["deletions_recorded"],
+        0,
+        "{again}"
+    );
 }
 
 #[tokio::test]
@@ -273,12 +263,12 @@ async fn unknown_containers_are_reported_not_fatal() {
     assert_eq!(code, 0, "{summary}");
     assert_eq!(summary["not_found"], serde_json::json!(["ghost"]));
     assert_eq!(container(&summary, "ghost")["status"], "not_found");
-    assert_eq!(container(&summary, "lake")["backup_requests"], 1);
+    assert_eq!(container(&summary, "lake")["backups_copied"], 1);
     assert_eq!(summary["total"]["containers"], 2);
 }
 
 #[tokio::test]
-async fn unreachable_backup_account_fails_loudly_with_partial_results() {
+async fn unreachable_backup_account_fails_loudly_and_writes_nothing() {
     let lake = Lake::new().await;
     lake.put("a.csv", b"a").await;
     lake.put("b.csv", b"b").await;
@@ -298,9 +288,9 @@ async fn unreachable_backup_account_fails_loudly_with_partial_results() {
         .as_str()
         .unwrap()
         .contains("listing backup container lakebak"));
-    // The snapshots could still be repaired; nothing was queued without knowing the backups.
-    assert_eq!(report["snapshots_created"], 2, "{report}");
-    assert_eq!(report["backup_requests"], 0);
+    // A shard judges nothing without the backup side.
+    assert_eq!(report["snapshots_created"], 0, "{report}");
+    assert_eq!(report["backups_copied"], 0);
     assert!(!summary.to_string().contains(support::azurite::BACKUP_KEY));
 }
 
@@ -338,15 +328,6 @@ async fn blobs_deleted_while_it_runs_are_no_error() {
     let summary: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(summary["status"], "ok");
 
-    for outcome in lake.process_queue().await {
-        assert!(
-            matches!(
-                outcome,
-                ConsumerOutcome::BackedUp { .. } | ConsumerOutcome::Outdated { .. }
-            ),
-            "{outcome:?}"
-        );
-    }
     // Every survivor was repaired by the one pass; the deleted ones are simply gone.
     let (_, last) = lake.reconcile(&["--container", "lake"], &[]);
     let report = container(&last, "lake");

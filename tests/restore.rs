@@ -98,8 +98,22 @@ impl Lake {
         let mut full = vec!["restore", "--container", "lake"];
         full.extend(args);
         let (code, stdout, stderr) = worker::run_once(&worker::settings(&self.azurite), &full);
-        let summary = serde_json::from_str(&stdout)
-            .unwrap_or_else(|e| panic!("summary is JSON ({e}): {stdout}\n{stderr}"));
+        // One JSON line per action, then the summary's: gathered here as one value.
+        let mut lines: Vec<Value> = stdout
+            .lines()
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("a JSON line ({e}): {line}\n{stderr}"))
+            })
+            .collect();
+        let mut summary = lines
+            .pop()
+            .unwrap_or_else(|| panic!("no summary: {stderr}"));
+        assert!(
+            summary.get("status").is_some(),
+            "the last line is the summary: {summary}"
+        );
+        summary["actions"] = Value::Array(lines);
         (code, summary)
     }
 }
@@ -481,4 +495,63 @@ async fn verify_content_reads_both_sides_where_no_md5_can_tell() {
         "x holds the version's bytes: not written"
     );
     assert_eq!(support::download(&client, "y.csv").await, b"y as backed up");
+}
+
+/// Restore plans a batch of blobs, then writes them. A blob written by someone else in between
+/// is left alone: each write is conditional on what the plan saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_written_between_plan_and_copy_is_left_alone() {
+    use lakebackup::functions::restore::{self, RestoreFrom, RestoreRequest};
+
+    let lake = Lake::new().await;
+    let client = lake.lake();
+    for name in ["a.csv", "b.csv"] {
+        support::upload(&client, name, format!("{name} v1").as_bytes()).await;
+    }
+    lake.back_up().await;
+    for name in ["a.csv", "b.csv"] {
+        support::upload(&client, name, b"corrupted").await;
+    }
+    // One write at a time, in name order: a.csv is written before b.csv.
+    let mut settings = worker::settings(&lake.azurite);
+    settings.insert("SNAPSHOT_CONCURRENCY".into(), "1".into());
+    let app = App::from_settings(&lakebackup::settings::Settings::from_pairs(settings)).unwrap();
+    let request = RestoreRequest {
+        container: "lake".into(),
+        prefix: None,
+        as_of: None,
+        from: RestoreFrom::Backup,
+        to_container: None,
+        dry_run: false,
+        verify_content: false,
+    };
+    let mut actions = Vec::new();
+    let summary = restore::restore(&app, &request, &mut |action| {
+        if action.blob == "a.csv" {
+            // Ingestion writes b.csv after the plan was made, before its copy.
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(support::upload(
+                    &client,
+                    "b.csv",
+                    b"written meanwhile",
+                ))
+            });
+        }
+        actions.push((action.blob, action.action));
+    })
+    .await;
+    assert_eq!(
+        actions,
+        [
+            ("a.csv".into(), "restore"),
+            ("b.csv".into(), "changed_since_plan")
+        ]
+    );
+    assert_eq!((summary.restored, summary.changed_since_plan), (1, 1));
+    assert_eq!(support::download(&client, "a.csv").await, b"a.csv v1");
+    assert_eq!(
+        support::download(&client, "b.csv").await,
+        b"written meanwhile",
+        "never overwritten"
+    );
 }

@@ -25,7 +25,7 @@ use crate::{
 pub const FUNCTION_NAME: &str = "HttpSnapshotIncBackupContainerProducer";
 
 /// Shards `lakebackup produce` runs at once, each with `SNAPSHOT_CONCURRENCY` repairs in flight.
-const LOCAL_SHARDS_AT_ONCE: usize = 4;
+pub const LOCAL_SHARDS_AT_ONCE: usize = 4;
 
 /// The status poll starts fast (a small job is done in well under a second) and slows down to
 /// this.

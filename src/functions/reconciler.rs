@@ -1,9 +1,10 @@
 //! `HttpSnapshotIncBackupStorageReconciliation`: find every blob without a snapshot of its current
-//! version and every current version without a backup, and repair both.
+//! version and every current version without a backup, and repair both; record the deletions.
 //!
-//! Per container it costs what listing costs: the backup container is listed once (with metadata)
-//! into a [`BackupIndex`] of compact per-version entries, then the source is swept with its
-//! snapshots; no request is made per blob except the repairs themselves.
+//! The timer queues one job per container: directory shards (`functions::shard`) do the work.
+//! `lakebackup reconcile` runs the same shards in this process. Its `--dry-run` is a sweep that
+//! writes nothing: the backup container is listed once (with metadata) into a [`BackupIndex`] of
+//! compact per-version entries, then the source is swept with its snapshots.
 
 use std::time::Instant;
 
@@ -11,14 +12,23 @@ use futures::StreamExt;
 use serde::Serialize;
 use tracing::{info, warn, Instrument};
 
-use super::sweep::{sweep, Repair, SweepCounts, SweepError};
+use super::{
+    producer::LOCAL_SHARDS_AT_ONCE,
+    shard::run_job_here,
+    sweep::{survey, Repair, SweepCounts, SweepError},
+};
 use crate::{
     app::App,
-    core::{backup_index::BackupIndex, naming},
+    core::{
+        backup_index::BackupIndex,
+        job::ShardCounts,
+        naming,
+        shard::{new_job_id, Shard},
+    },
     job_ledger::{self, JobKind},
     storage::{
         listing::{index_backups, list_backups, list_container_names},
-        StorageError,
+        StorageError, StorageResultExt,
     },
 };
 
@@ -33,15 +43,15 @@ pub enum ContainerStatus {
     Error,
 }
 
-/// One container's result.
+/// One container's result (its job's shard counts summed). In a dry run, `snapshots_created`
+/// and `backup_requests` say what would be done (a backup the direct engine would copy counts as
+/// a request).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ContainerReport {
     pub container: String,
     pub status: ContainerStatus,
     #[serde(flatten)]
-    pub counts: SweepCounts,
-    /// Base blobs whose current version already has a complete backup.
-    pub backups_present: u64,
+    pub counts: ShardCounts,
     pub errors: u64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub error_messages: Vec<String>,
@@ -53,8 +63,7 @@ pub struct ContainerReport {
 pub struct Totals {
     pub containers: u64,
     #[serde(flatten)]
-    pub counts: SweepCounts,
-    pub backups_present: u64,
+    pub counts: ShardCounts,
     pub errors: u64,
 }
 
@@ -113,11 +122,7 @@ pub async fn reconcile(app: &App, scope: Option<&[String]>, dry_run: bool) -> Re
         for report in &reports {
             let total = &mut summary.total;
             total.containers += 1;
-            total.counts.blobs += report.counts.blobs;
-            total.counts.snapshots_created += report.counts.snapshots_created;
-            total.counts.backup_requests += report.counts.backup_requests;
-            total.counts.changed_during_run += report.counts.changed_during_run;
-            total.backups_present += report.backups_present;
+            total.counts.add(&report.counts);
             total.errors += report.errors;
             match report.status {
                 ContainerStatus::Ok => {}
@@ -237,8 +242,7 @@ async fn reconcile_container(app: &App, container: &str, dry_run: bool) -> Conta
         let mut report = ContainerReport {
             container: container.to_owned(),
             status: ContainerStatus::Ok,
-            counts: SweepCounts::default(),
-            backups_present: 0,
+            counts: ShardCounts::default(),
             errors: 0,
             error_messages: Vec::new(),
             duration_ms: 0,
@@ -247,44 +251,83 @@ async fn reconcile_container(app: &App, container: &str, dry_run: bool) -> Conta
             fail(&mut report, e.to_string());
             return report;
         }
-        // Without the backup side, snapshots can still be repaired; backups are then unknown and
-        // no request is queued, and the container is reported as failed.
-        let index = match backup_index(app, container).await {
-            Ok(index) => Some(index),
-            Err(message) => {
-                fail(&mut report, message);
-                None
-            }
-        };
-        let mut backups_present = 0;
-        let result = sweep(app, container, dry_run, |verdict| {
-            let backed_up = index
-                .as_ref()
-                .map(|index| index.contains(&verdict.blob.name, &verdict.blob.etag));
-            backups_present += u64::from(backed_up == Some(true));
-            Repair {
-                snapshot: verdict.needs_snapshot,
-                request: backed_up == Some(false),
-            }
-        })
-        .await;
-        report.backups_present = backups_present;
-        match result {
-            Ok(counts) => report.counts = counts,
-            Err(SweepError::ContainerNotFound(_)) => {
-                warn!("container in the reconcile scope does not exist");
-                report.status = ContainerStatus::NotFound;
-            }
-            Err(SweepError::Storage { source, done }) => {
-                report.counts = done;
-                fail(&mut report, source.to_string());
-            }
+        if dry_run {
+            dry_run_container(app, container, &mut report).await;
+        } else {
+            run_container_job(app, container, &mut report).await;
         }
         report.duration_ms = started.elapsed().as_millis() as u64;
         report
     }
     .instrument(span)
     .await
+}
+
+/// The container's job, its shards run here as the shard function runs them: snapshots, copies
+/// (or requests for ADF) and deletion markers.
+async fn run_container_job(app: &App, container: &str, report: &mut ContainerReport) {
+    let exists = async {
+        app.source
+            .container(container)?
+            .exists()
+            .await
+            .during(|| format!("reading container {container}"))
+    };
+    match exists.await {
+        Ok(true) => {}
+        Ok(false) => {
+            warn!("container in the reconcile scope does not exist");
+            report.status = ContainerStatus::NotFound;
+            return;
+        }
+        Err(e) => return fail(report, e.to_string()),
+    }
+    let root = Shard::root(&new_job_id(), container, "");
+    match run_job_here(app, root, LOCAL_SHARDS_AT_ONCE).await {
+        Ok((counts, _)) => report.counts = counts,
+        Err(e) => fail(report, e.to_string()),
+    }
+}
+
+/// What a pass would do, exactly, with nothing written.
+async fn dry_run_container(app: &App, container: &str, report: &mut ContainerReport) {
+    // Without the backup side, the snapshots can still be judged; backups are then unknown and
+    // the container is reported as failed.
+    let index = match backup_index(app, container).await {
+        Ok(index) => Some(index),
+        Err(message) => {
+            fail(report, message);
+            None
+        }
+    };
+    let mut backups_present = 0;
+    let result = survey(app, container, |verdict| {
+        let backed_up = index
+            .as_ref()
+            .map(|index| index.contains(&verdict.blob.name, &verdict.blob.etag));
+        backups_present += u64::from(backed_up == Some(true));
+        Repair {
+            snapshot: verdict.needs_snapshot,
+            request: backed_up == Some(false),
+        }
+    })
+    .await;
+    report.counts.backups_present = backups_present;
+    let swept = match result {
+        Ok(counts) => counts,
+        Err(SweepError::ContainerNotFound(_)) => {
+            warn!("container in the reconcile scope does not exist");
+            report.status = ContainerStatus::NotFound;
+            SweepCounts::default()
+        }
+        Err(SweepError::Storage { source, done }) => {
+            fail(report, source.to_string());
+            done
+        }
+    };
+    report.counts.blobs = swept.blobs;
+    report.counts.snapshots_created = swept.snapshots_created;
+    report.counts.backup_requests = swept.backup_requests;
 }
 
 /// The complete backups of `container`'s versions; empty when its backup container does not

@@ -5,7 +5,10 @@
 //! written back with a server-side copy only where the target's content differs. Nothing is
 //! ever deleted: a blob created after the instant stays, and is reported as having no version.
 
-use std::{collections::HashMap, time::Instant};
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Instant,
+};
 
 use azure_storage_blob::models::{
     BlobClientSetMetadataOptions, BlobClientStartCopyFromUrlOptions, CopyStatus,
@@ -29,7 +32,7 @@ use crate::{
     storage::{
         blobs::{blob_state, wait_for_copy},
         create_container_if_missing,
-        listing::{list_backups, list_with_metadata, list_with_snapshots},
+        listing::{list_backup_directory, list_with_snapshots},
         StorageError, StorageResultExt,
     },
 };
@@ -59,11 +62,12 @@ pub struct RestoreRequest {
     pub verify_content: bool,
 }
 
-/// One blob the restore acted on (or, in a dry run, would act on).
+/// One blob the restore acted on (or, in a dry run, would act on); every blob restored, to be
+/// restored, without a version, deleted by then, or failed (unchanged ones are only counted).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RestoreAction {
     pub blob: String,
-    /// `restore`, `missing_version` or `error`.
+    /// `restore`, `missing_version`, `deleted`, `changed_since_plan` or `error`.
     pub action: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version_etag: Option<String>,
@@ -92,9 +96,6 @@ pub struct RestoreSummary {
     /// Blobs written to (or created) in the target between planning and copying: left alone.
     pub changed_since_plan: u64,
     pub errors: u64,
-    /// Every blob restored, to be restored, without a version, or failed (unchanged ones are
-    /// only counted).
-    pub actions: Vec<RestoreAction>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub duration_ms: u64,
@@ -114,7 +115,16 @@ struct Candidate {
     target: Option<TargetBlob>,
 }
 
-pub async fn restore(app: &App, request: &RestoreRequest) -> RestoreSummary {
+/// Candidates planned before their writes are made: what restore holds at once.
+const BATCH: usize = 1_000;
+
+/// Restores `request`, reporting each action to `report` as it is settled (the summary only
+/// counts them, so memory does not grow with the container).
+pub async fn restore(
+    app: &App,
+    request: &RestoreRequest,
+    report: &mut (dyn FnMut(RestoreAction) + Send),
+) -> RestoreSummary {
     let span = tracing::info_span!("restore", container = %request.container, from = ?request.from);
     async {
         let started = Instant::now();
@@ -135,7 +145,6 @@ pub async fn restore(app: &App, request: &RestoreRequest) -> RestoreSummary {
             deleted: 0,
             changed_since_plan: 0,
             errors: 0,
-            actions: Vec::new(),
             error: None,
             duration_ms: 0,
         };
@@ -146,49 +155,91 @@ pub async fn restore(app: &App, request: &RestoreRequest) -> RestoreSummary {
             summary.error = Some(e.to_string());
             return summary;
         }
-        let planned = match plan_restore(app, request, &target).await {
-            Ok(planned) => planned,
-            Err(error) => {
-                warn!(%error, "restore could not be planned");
-                summary.status = "failed";
-                summary.error = Some(error.to_string());
-                summary.duration_ms = started.elapsed().as_millis() as u64;
-                return summary;
-            }
+        let mut progress = Progress {
+            app,
+            request,
+            target: &target,
+            summary: &mut summary,
+            report,
+            target_ready: false,
         };
+        let walked = match request.from {
+            RestoreFrom::Snapshots => restore_from_snapshots(&mut progress).await,
+            RestoreFrom::Backup => restore_from_backup(&mut progress).await,
+        };
+        if let Err(error) = walked {
+            warn!(%error, "restore stopped");
+            summary.error = Some(error.to_string());
+        }
+        if !summary.succeeded() {
+            summary.status = "failed";
+        }
+        summary.duration_ms = started.elapsed().as_millis() as u64;
+        info!(
+            restored = summary.restored,
+            unchanged = summary.unchanged,
+            missing_version = summary.missing_version,
+            deleted = summary.deleted,
+            errors = summary.errors,
+            dry_run = summary.dry_run,
+            "restore finished"
+        );
+        summary
+    }
+    .instrument(span)
+    .await
+}
+
+/// A restore under way: its counts so far, and where its actions go.
+struct Progress<'a> {
+    app: &'a App,
+    request: &'a RestoreRequest,
+    target: &'a str,
+    summary: &'a mut RestoreSummary,
+    report: &'a mut (dyn FnMut(RestoreAction) + Send),
+    /// The target container is known to exist.
+    target_ready: bool,
+}
+
+impl Progress<'_> {
+    fn act(&mut self, action: RestoreAction) {
+        match action.action {
+            "deleted" => self.summary.deleted += 1,
+            "missing_version" => self.summary.missing_version += 1,
+            "error" => self.summary.errors += 1,
+            "changed_since_plan" => self.summary.changed_since_plan += 1,
+            _ => self.summary.restored += 1,
+        }
+        (self.report)(action);
+    }
+
+    /// Carries out a batch of plans: counts what needs nothing, compares content where asked,
+    /// then writes the rest, `SNAPSHOT_CONCURRENCY` at once.
+    async fn settle(&mut self, planned: Vec<Candidate>) -> Result<(), StorageError> {
+        let (app, request, target) = (self.app, self.request, self.target);
         let mut to_copy = Vec::new();
         for candidate in planned {
             match candidate.plan {
-                Plan::Unchanged => summary.unchanged += 1,
-                Plan::Deleted => {
-                    summary.deleted += 1;
-                    summary
-                        .actions
-                        .push(action(candidate.blob, "deleted", None));
-                }
-                Plan::MissingVersion => {
-                    summary.missing_version += 1;
-                    summary
-                        .actions
-                        .push(action(candidate.blob, "missing_version", None));
-                }
+                Plan::Unchanged => self.summary.unchanged += 1,
+                Plan::Deleted => self.act(action(candidate.blob, "deleted", None)),
+                Plan::MissingVersion => self.act(action(candidate.blob, "missing_version", None)),
                 Plan::Restore(version) => {
-                    let unprovable = candidate.target.as_ref().is_some_and(|t| {
-                        t.content_md5.is_none() || version.content_md5.is_none()
-                    });
+                    let unprovable = candidate
+                        .target
+                        .as_ref()
+                        .is_some_and(|t| t.content_md5.is_none() || version.content_md5.is_none());
                     if request.verify_content && unprovable {
-                        match same_bytes(app, request, &target, &candidate.blob, &version).await {
+                        match same_bytes(app, request, target, &candidate.blob, &version).await {
                             Ok(true) => {
-                                summary.unchanged += 1;
+                                self.summary.unchanged += 1;
                                 continue;
                             }
                             Ok(false) => {}
                             Err(error) => {
                                 warn!(blob = candidate.blob, %error, "could not compare the content");
-                                summary.errors += 1;
                                 let mut failed = action(candidate.blob, "error", Some(&version));
                                 failed.error = Some(error.to_string());
-                                summary.actions.push(failed);
+                                self.act(failed);
                                 continue;
                             }
                         }
@@ -198,73 +249,48 @@ pub async fn restore(app: &App, request: &RestoreRequest) -> RestoreSummary {
                 }
             }
         }
-        if !request.dry_run && !to_copy.is_empty() {
-            if let Err(error) = ensure_container(app, &target).await {
-                summary.status = "failed";
-                summary.error = Some(error.to_string());
-                summary.duration_ms = started.elapsed().as_millis() as u64;
-                return summary;
-            }
+        if to_copy.is_empty() {
+            return Ok(());
         }
-        let results: Vec<RestoreAction> = futures::stream::iter(to_copy)
-            .map(|(blob, version, planned_against)| {
-                let target = &target;
-                async move {
-                    let mut done = action(blob.clone(), "restore", Some(&version));
-                    if !request.dry_run {
-                        let copied = copy_back(
-                            app,
-                            request,
-                            target,
-                            &blob,
-                            &version,
-                            planned_against.as_deref(),
-                        )
-                        .await;
-                        match copied {
-                            Ok(CopyBack::Written) => {}
-                            Ok(CopyBack::ChangedSincePlan) => {
-                                info!(blob, "written to since the plan was made; left alone");
-                                done.action = "changed_since_plan";
-                            }
-                            Err(error) => {
-                                warn!(blob, %error, "restoring the blob failed");
-                                done.action = "error";
-                                done.error = Some(error.to_string());
-                            }
-                        }
-                    }
-                    done
+        if !request.dry_run && !self.target_ready {
+            ensure_container(app, target).await?;
+            self.target_ready = true;
+        }
+        let mut results = futures::stream::iter(to_copy)
+            .map(|(blob, version, planned_against)| async move {
+                let mut done = action(blob.clone(), "restore", Some(&version));
+                if request.dry_run {
+                    return done;
                 }
+                let copied = copy_back(
+                    app,
+                    request,
+                    target,
+                    &blob,
+                    &version,
+                    planned_against.as_deref(),
+                )
+                .await;
+                match copied {
+                    Ok(CopyBack::Written) => {}
+                    Ok(CopyBack::ChangedSincePlan) => {
+                        info!(blob, "written to since the plan was made; left alone");
+                        done.action = "changed_since_plan";
+                    }
+                    Err(error) => {
+                        warn!(blob, %error, "restoring the blob failed");
+                        done.action = "error";
+                        done.error = Some(error.to_string());
+                    }
+                }
+                done
             })
-            .buffer_unordered(app.config.snapshot_concurrency)
-            .collect()
-            .await;
-        for result in results {
-            match result.action {
-                "error" => summary.errors += 1,
-                "changed_since_plan" => summary.changed_since_plan += 1,
-                _ => summary.restored += 1,
-            }
-            summary.actions.push(result);
+            .buffer_unordered(app.config.snapshot_concurrency);
+        while let Some(done) = results.next().await {
+            self.act(done);
         }
-        summary.actions.sort_by(|a, b| a.blob.cmp(&b.blob));
-        if !summary.succeeded() {
-            summary.status = "failed";
-        }
-        summary.duration_ms = started.elapsed().as_millis() as u64;
-        info!(
-            restored = summary.restored,
-            unchanged = summary.unchanged,
-            missing_version = summary.missing_version,
-            errors = summary.errors,
-            dry_run = summary.dry_run,
-            "restore finished"
-        );
-        summary
+        Ok(())
     }
-    .instrument(span)
-    .await
 }
 
 fn action(blob: String, kind: &'static str, version: Option<&Version>) -> RestoreAction {
@@ -282,60 +308,83 @@ fn action(blob: String, kind: &'static str, version: Option<&Version>) -> Restor
     }
 }
 
-async fn plan_restore(
-    app: &App,
-    request: &RestoreRequest,
-    target: &str,
-) -> Result<Vec<Candidate>, StorageError> {
+/// From the container's own snapshots: one listing, one name's versions at a time, written in
+/// batches.
+async fn restore_from_snapshots(progress: &mut Progress<'_>) -> Result<(), StorageError> {
+    let (app, request, target) = (progress.app, progress.request, progress.target);
     let in_place = target == request.container;
-    let mut candidates = Vec::new();
-    match request.from {
-        RestoreFrom::Snapshots => {
-            let client = app.source.container(&request.container)?;
-            let pages =
-                list_with_snapshots(&client, &request.container, request.prefix.as_deref())?;
-            futures::pin_mut!(pages);
-            // Listings keep one name's entries together: hold one name's versions at a time.
-            let mut group: Vec<ListedBlob> = Vec::new();
-            while let Some(page) = pages.try_next().await? {
-                for entry in page {
-                    if group.first().is_some_and(|first| first.name != entry.name) {
-                        let versions = std::mem::take(&mut group);
-                        candidates.push(
-                            snapshot_candidate(app, versions, request, target, in_place).await?,
-                        );
-                    }
-                    group.push(entry);
+    let client = app.source.container(&request.container)?;
+    let pages = list_with_snapshots(&client, &request.container, request.prefix.as_deref())?;
+    futures::pin_mut!(pages);
+    // Listings keep one name's entries together: hold one name's versions at a time.
+    let mut group: Vec<ListedBlob> = Vec::new();
+    let mut batch = Vec::new();
+    while let Some(page) = pages.try_next().await? {
+        for entry in page {
+            if group.first().is_some_and(|first| first.name != entry.name) {
+                let versions = std::mem::take(&mut group);
+                batch.push(snapshot_candidate(app, versions, request, target, in_place).await?);
+                if batch.len() >= BATCH {
+                    progress.settle(std::mem::take(&mut batch)).await?;
                 }
             }
-            if !group.is_empty() {
-                candidates.push(snapshot_candidate(app, group, request, target, in_place).await?);
-            }
-        }
-        RestoreFrom::Backup => {
-            let deletions = deletions_seen(app, request).await?;
-            for (blob, chosen) in backup_choices(app, request).await? {
-                let current = target_blob(app, target, &blob).await?;
-                let deleted_by_then = match (&chosen, request.as_of) {
-                    (Some(version), Some(instant)) => deletions
-                        .get(&(blob.clone(), version.etag.clone()))
-                        .is_some_and(|seen| *seen <= instant),
-                    _ => false,
-                };
-                let plan = if deleted_by_then {
-                    Plan::Deleted
-                } else {
-                    plan(chosen.as_ref(), current.as_ref())
-                };
-                candidates.push(Candidate {
-                    blob,
-                    plan,
-                    target: current,
-                });
-            }
+            group.push(entry);
         }
     }
-    Ok(candidates)
+    if !group.is_empty() {
+        batch.push(snapshot_candidate(app, group, request, target, in_place).await?);
+    }
+    progress.settle(batch).await
+}
+
+/// From the backup account, directory by directory (backups keep the source's directories): a
+/// directory's backups and deletion markers are listed one level at a time, so memory holds
+/// one directory, never the container.
+async fn restore_from_backup(progress: &mut Progress<'_>) -> Result<(), StorageError> {
+    let (app, request, target) = (progress.app, progress.request, progress.target);
+    let prefix = request.prefix.as_deref().unwrap_or("");
+    let mut directories = vec![naming::directory_of(prefix).unwrap_or("").to_owned()];
+    while let Some(directory) = directories.pop() {
+        let level = backup_choices(app, request, &directory).await?;
+        // Visited in name order: the stack takes the last pushed first.
+        directories.extend(
+            level
+                .subdirectories
+                .into_iter()
+                .filter(|sub| !sub.starts_with(deletion::MARKER_PREFIX))
+                .filter(|sub| sub.starts_with(prefix) || prefix.starts_with(sub.as_str()))
+                .rev(),
+        );
+        if level.choices.is_empty() {
+            continue;
+        }
+        let deletions = deletions_seen(app, request, &directory).await?;
+        let mut batch = Vec::new();
+        for (blob, chosen) in level.choices {
+            let current = target_blob(app, target, &blob).await?;
+            let deleted_by_then = match (&chosen, request.as_of) {
+                (Some(version), Some(instant)) => deletions
+                    .get(&(blob.clone(), version.etag.clone()))
+                    .is_some_and(|seen| *seen <= instant),
+                _ => false,
+            };
+            let plan = if deleted_by_then {
+                Plan::Deleted
+            } else {
+                plan(chosen.as_ref(), current.as_ref())
+            };
+            batch.push(Candidate {
+                blob,
+                plan,
+                target: current,
+            });
+            if batch.len() >= BATCH {
+                progress.settle(std::mem::take(&mut batch)).await?;
+            }
+        }
+        progress.settle(batch).await?;
+    }
+    Ok(())
 }
 
 async fn snapshot_candidate(
@@ -385,24 +434,17 @@ async fn snapshot_candidate(
     })
 }
 
-/// The deletions recorded for the container (under the request's directory): (name, the ETag
-/// its life ended with) → when it was first seen gone.
+/// The deletions recorded for the names directly in `directory`: (name, the ETag its life
+/// ended with) → when it was first seen gone.
 async fn deletions_seen(
     app: &App,
     request: &RestoreRequest,
+    directory: &str,
 ) -> Result<HashMap<(String, String), OffsetDateTime>, StorageError> {
     let backup_container = app.backup_container_of(&request.container)?;
     let client = app.backup.container(&backup_container)?;
-    let directory = request
-        .prefix
-        .as_deref()
-        .and_then(naming::directory_of)
-        .unwrap_or("");
-    let pages = list_with_metadata(
-        &client,
-        &backup_container,
-        &format!("{}{directory}", deletion::MARKER_PREFIX),
-    )?;
+    let markers = deletion::markers_directory(directory);
+    let pages = list_backup_directory(&client, &backup_container, Some(&markers))?;
     futures::pin_mut!(pages);
     let mut seen = HashMap::new();
     loop {
@@ -412,7 +454,7 @@ async fn deletions_seen(
             Err(e) if e.has_code("ContainerNotFound") => return Ok(seen),
             Err(e) => return Err(e),
         };
-        for marker in page {
+        for marker in page.items {
             let Some((name, etag)) = deletion::parse_marker_name(&marker.name) else {
                 continue;
             };
@@ -428,22 +470,32 @@ async fn deletions_seen(
     }
 }
 
-/// Per source blob, the backup version current at the instant (`None`: backups exist, but all
-/// are newer). Holds one entry per source name in scope.
+/// One directory level of the backup container.
+struct BackupLevel {
+    /// Per source name in scope, the backup version current at the instant (`None`: backups
+    /// exist, but all are newer); in name order.
+    choices: Vec<(String, Option<Version>)>,
+    subdirectories: Vec<String>,
+}
+
 async fn backup_choices(
     app: &App,
     request: &RestoreRequest,
-) -> Result<Vec<(String, Option<Version>)>, StorageError> {
+    directory: &str,
+) -> Result<BackupLevel, StorageError> {
     let backup_container = app.backup_container_of(&request.container)?;
     let client = app.backup.container(&backup_container)?;
-    // Backup names keep the source's directories, so the prefix's directory part narrows the
-    // listing; the full prefix is matched against the parsed source names.
-    let directory = request.prefix.as_deref().and_then(naming::directory_of);
-    let pages = list_backups(&client, &backup_container, directory)?;
+    let pages = list_backup_directory(
+        &client,
+        &backup_container,
+        (!directory.is_empty()).then_some(directory),
+    )?;
     futures::pin_mut!(pages);
-    let mut best: HashMap<String, Option<Version>> = HashMap::new();
+    let mut best: BTreeMap<String, Option<Version>> = BTreeMap::new();
+    let mut subdirectories = Vec::new();
     while let Some(page) = pages.try_next().await? {
-        for backup in page {
+        subdirectories.extend(page.prefixes);
+        for backup in page.items {
             let Ok(parsed) = naming::parse_backup_blob_name(&backup.name) else {
                 continue;
             };
@@ -471,9 +523,10 @@ async fn backup_choices(
             *slot = version_at(&candidates, request.as_of).cloned();
         }
     }
-    let mut choices: Vec<_> = best.into_iter().collect();
-    choices.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(choices)
+    Ok(BackupLevel {
+        choices: best.into_iter().collect(),
+        subdirectories,
+    })
 }
 
 async fn target_blob(

@@ -272,11 +272,14 @@ async fn backup_level(app: &App, shard: &Shard) -> Result<BackupLevel, ShardErro
         if when > slot.0 {
             *slot = (when, parsed.etag);
         }
-    });
-    let (index, recorded) = futures::try_join!(
-        index,
-        recorded_deletions(&client, &backup_container, &shard.prefix)
-    )?;
+    })
+    .await?;
+    // No backups at this level (a first backup): no name can be gone, no marker is needed.
+    let recorded = if newest.is_empty() {
+        HashSet::new()
+    } else {
+        recorded_deletions(&client, &backup_container, &shard.prefix).await?
+    };
     Ok(BackupLevel {
         container: backup_container,
         index,
