@@ -3,8 +3,8 @@
 //! For each N (default 10,000 and 100,000): seed Azurite with N blobs of 1 KiB spread over
 //! directories, each with a snapshot of its current version and a complete backup, then time
 //! (a) `lakebackup reconcile` (the release binary, a pass that finds nothing to do),
-//! (b) the floor: the same list requests (source with snapshots, backup with metadata) fetched
-//!     and discarded without parsing,
+//! (b) the floor: the same list requests its shards make (per directory: the `{c}bak` level, its
+//!     deletion markers, the source level with snapshots) fetched and discarded unparsed,
 //! (c) the reconcile process's peak RSS.
 //! Each is run `BENCH_ROUNDS` times (default 3), interleaved; the table shows medians.
 //!
@@ -205,16 +205,14 @@ fn reconcile_once(settings: &HashMap<String, String>, n: usize) -> (Duration, i6
     (elapsed, usage.ru_maxrss)
 }
 
-/// The same list requests the reconcile makes, bodies fetched and dropped; pages are followed by
-/// finding `<NextMarker>` in the raw text.
+/// The same list requests the reconcile's shards make, bodies fetched and dropped: per
+/// directory, 4 directories at once, the `{c}bak` level (metadata), its deletion markers where
+/// it has backups, and the source level (snapshots and metadata, 1,000 a page); pages are
+/// followed, and sub-directories found, by scanning the raw text.
 async fn floor_once(azurite: &Azurite) -> Duration {
     let http = reqwest::Client::new();
-    let started = Instant::now();
-    for (account, key, container, include) in [
-        ("backup", BACKUP_KEY, "benchbak", "metadata"),
-        ("source", SOURCE_KEY, CONTAINER, "snapshots"),
-    ] {
-        let sas = account_sas(
+    let sas = |account: &str, key: &str| {
+        account_sas(
             account,
             &azure_core::credentials::SecretBytes::new(BASE64.decode(key).unwrap()),
             AccountSasGrant {
@@ -223,38 +221,105 @@ async fn floor_once(azurite: &Azurite) -> Duration {
                 permissions: "rl",
                 expiry: time::OffsetDateTime::now_utc() + time::Duration::hours(1),
             },
+        )
+        .secret()
+        .to_owned()
+    };
+    let (source_sas, backup_sas) = (sas("source", SOURCE_KEY), sas("backup", BACKUP_KEY));
+    let list = |account: &'static str,
+                sas: &str,
+                container: &str,
+                prefix: String,
+                include: &str,
+                size: u32| {
+        let base = format!(
+            "{}/{container}?restype=container&comp=list&delimiter=%2F&maxresults={size}&include={include}&prefix={}&{sas}",
+            azurite.blob_endpoint(account),
+            url::form_urlencoded::byte_serialize(prefix.as_bytes()).collect::<String>(),
         );
-        let mut marker = String::new();
-        loop {
-            let mut url = format!(
-                "{}/{container}?restype=container&comp=list&include={include}&{}",
-                azurite.blob_endpoint(account),
-                sas.secret()
-            );
-            if !marker.is_empty() {
-                url.push_str("&marker=");
-                url.push_str(
-                    &url::form_urlencoded::byte_serialize(marker.as_bytes()).collect::<String>(),
-                );
-            }
-            let body = http
-                .get(url)
-                .header("x-ms-version", "2026-04-06")
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            marker = body
-                .split_once("<NextMarker>")
-                .and_then(|(_, rest)| rest.split_once("</NextMarker>"))
-                .map(|(m, _)| m.to_owned())
-                .unwrap_or_default();
-            if marker.is_empty() {
-                break;
+        let http = &http;
+        async move {
+            let mut bodies = String::new();
+            let mut marker = String::new();
+            loop {
+                let mut url = base.clone();
+                if !marker.is_empty() {
+                    url.push_str("&marker=");
+                    url.push_str(
+                        &url::form_urlencoded::byte_serialize(marker.as_bytes())
+                            .collect::<String>(),
+                    );
+                }
+                let body = http
+                    .get(url)
+                    .header("x-ms-version", "2026-04-06")
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                marker = body
+                    .split_once("<NextMarker>")
+                    .and_then(|(_, rest)| rest.split_once("</NextMarker>"))
+                    .map(|(m, _)| m.to_owned())
+                    .unwrap_or_default();
+                bodies.push_str(&body);
+                if marker.is_empty() {
+                    return bodies;
+                }
             }
         }
+    };
+    let directory = |prefix: String| {
+        let (list, source_sas, backup_sas) = (&list, &source_sas, &backup_sas);
+        async move {
+            let backups = list(
+                "backup",
+                backup_sas,
+                "benchbak",
+                prefix.clone(),
+                "metadata,copy",
+                5000,
+            )
+            .await;
+            if backups.contains("<Blob>") {
+                list(
+                    "backup",
+                    backup_sas,
+                    "benchbak",
+                    format!(".lakebackup-deleted/{prefix}"),
+                    "metadata,copy",
+                    5000,
+                )
+                .await;
+            }
+            let lake = list(
+                "source",
+                source_sas,
+                CONTAINER,
+                prefix,
+                "snapshots,metadata",
+                1000,
+            )
+            .await;
+            lake.split("<BlobPrefix><Name>")
+                .skip(1)
+                .filter_map(|rest| rest.split_once("</Name>").map(|(name, _)| name.to_owned()))
+                .collect::<Vec<String>>()
+        }
+    };
+    let started = Instant::now();
+    let mut pending = vec![String::new()];
+    let mut running = futures::stream::FuturesUnordered::new();
+    loop {
+        while running.len() < 4 {
+            let Some(prefix) = pending.pop() else { break };
+            running.push(directory(prefix));
+        }
+        match running.next().await {
+            Some(subdirectories) => pending.extend(subdirectories),
+            None => return started.elapsed(),
+        }
     }
-    started.elapsed()
 }

@@ -13,7 +13,7 @@ use tokio::sync::OnceCell;
 
 use crate::{
     adf::{AdfClient, AdfConfig},
-    core::{message::BackupRequest, naming},
+    core::{message::BackupRequest, naming, retention::RetentionPolicy},
     settings::{Settings, SettingsError},
     storage::{create_container_if_missing, StorageAccount, StorageError, StorageResultExt},
 };
@@ -72,9 +72,31 @@ pub struct Config {
     pub job_ledger: String,
     /// `PRODUCER_WAIT_SECONDS`: how long the producer waits for its job before answering 202.
     pub producer_wait: Duration,
+    /// `RETENTION_*`: what pruning keeps (nothing is pruned when none is set).
+    pub retention: RetentionPolicy,
     /// host.json's `extensions.queues.maxDequeueCount`: the delivery after which a failed shard
     /// is given up (recorded as failed in its job's ledger).
     pub max_dequeue_count: u64,
+}
+
+/// The retention policy from `RETENTION_*`; a rule that is not set does not apply.
+fn retention_policy(settings: &Settings) -> Result<RetentionPolicy, SettingsError> {
+    let days = |name: &str| -> Result<Option<u32>, SettingsError> {
+        settings
+            .get(name)
+            .map(|_| settings.get_number(name, 0, 0..=36_500).map(|d| d as u32))
+            .transpose()
+    };
+    let count = |name: &str| settings.get_number(name, 0, 0..=10_000).map(|n| n as u32);
+    Ok(RetentionPolicy {
+        keep_days: days("RETENTION_KEEP_DAYS")?,
+        keep_daily: count("RETENTION_KEEP_DAILY")?,
+        keep_weekly: count("RETENTION_KEEP_WEEKLY")?,
+        keep_monthly: count("RETENTION_KEEP_MONTHLY")?,
+        keep_yearly: count("RETENTION_KEEP_YEARLY")?,
+        deleted_days: days("RETENTION_DELETED_DAYS")?,
+        snapshot_days: days("RETENTION_SNAPSHOT_DAYS")?,
+    })
 }
 
 /// How the consumer copies a version to the backup account.
@@ -191,6 +213,7 @@ impl Config {
                 1_000,
                 10..=60_000,
             )?),
+            retention: retention_policy(settings)?,
             copy_through_max_bytes: settings.get_number(
                 "COPY_THROUGH_WORKER_MAX_BYTES",
                 DEFAULT_COPY_THROUGH_MAX_BYTES,

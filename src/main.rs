@@ -9,7 +9,7 @@ use lakebackup::{
     app::App,
     functions::{
         producer::{self, ProduceRequest},
-        reconciler,
+        prune, reconciler,
         restore::{self, RestoreFrom, RestoreRequest},
         verify,
     },
@@ -56,6 +56,19 @@ enum Command {
         #[arg(long = "container")]
         containers: Vec<String>,
         /// Report what would be done and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete the backup versions and snapshots the retention policy (RETENTION_*) no longer
+    /// keeps; one JSON line per deletion, then the summary.
+    Prune {
+        /// Limit to these containers (repeatable); default RECONCILE_CONTAINERS, else all.
+        #[arg(long = "container")]
+        containers: Vec<String>,
+        /// Only blobs whose names start with this.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Print what would be deleted and delete nothing.
         #[arg(long)]
         dry_run: bool,
     },
@@ -333,6 +346,28 @@ async fn run(cli: Cli) -> ExitCode {
             };
             let summary = reconciler::reconcile(&app, scope.as_deref(), dry_run).await;
             print_summary(&summary, summary.succeeded())
+        }
+        Command::Prune {
+            containers,
+            prefix,
+            dry_run,
+        } => {
+            let scope = if containers.is_empty() {
+                app.config.reconcile_containers.clone()
+            } else {
+                Some(containers)
+            };
+            let summary =
+                prune::prune_all(&app, scope.as_deref(), prefix, dry_run, &mut |action| {
+                    println!("{}", serde_json::to_string(&action).unwrap_or_default());
+                })
+                .await;
+            println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+            if summary.status == "ok" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Command::Produce { container, prefix } => {
             let request = ProduceRequest { container, prefix };

@@ -29,10 +29,13 @@ pub struct ShardCounts {
     pub subdirectories_queued: u64,
     /// Blobs with backups found gone from the lake, whose deletion marker this shard wrote.
     pub deletions_recorded: u64,
+    /// Backup versions and snapshots the retention policy no longer keeps, deleted by the shard.
+    pub versions_pruned: u64,
+    pub snapshots_pruned: u64,
 }
 
 impl ShardCounts {
-    const FIELDS: [&'static str; 9] = [
+    const FIELDS: [&'static str; 11] = [
         "blobs",
         "snapshots_created",
         "backups_copied",
@@ -42,9 +45,11 @@ impl ShardCounts {
         "backups_skipped",
         "subdirectories_queued",
         "deletions_recorded",
+        "versions_pruned",
+        "snapshots_pruned",
     ];
 
-    fn fields(&self) -> [u64; 9] {
+    fn fields(&self) -> [u64; 11] {
         [
             self.blobs,
             self.snapshots_created,
@@ -55,10 +60,12 @@ impl ShardCounts {
             self.backups_skipped,
             self.subdirectories_queued,
             self.deletions_recorded,
+            self.versions_pruned,
+            self.snapshots_pruned,
         ]
     }
 
-    fn from_fields(f: [u64; 9]) -> Self {
+    fn from_fields(f: [u64; 11]) -> Self {
         Self {
             blobs: f[0],
             snapshots_created: f[1],
@@ -69,6 +76,8 @@ impl ShardCounts {
             backups_skipped: f[6],
             subdirectories_queued: f[7],
             deletions_recorded: f[8],
+            versions_pruned: f[9],
+            snapshots_pruned: f[10],
         }
     }
 

@@ -9,5 +9,6 @@ pub mod job;
 pub mod message;
 pub mod naming;
 pub mod restore_plan;
+pub mod retention;
 pub mod shard;
 pub mod stamp;

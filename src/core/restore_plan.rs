@@ -67,7 +67,7 @@ pub fn version_at(versions: &[Version], as_of: Option<OffsetDateTime>) -> Option
 /// reports last-modified times to the second, so a whole second stands for any instant in it:
 /// a version written at 12:00:00.7 is listed as 12:00:00 and must not be chosen for
 /// 12:00:00.3. A time with a fraction is exact.
-fn written_by(last_modified: OffsetDateTime) -> OffsetDateTime {
+pub(crate) fn written_by(last_modified: OffsetDateTime) -> OffsetDateTime {
     if last_modified.nanosecond() == 0 {
         last_modified + time::Duration::seconds(1) - time::Duration::nanoseconds(1)
     } else {

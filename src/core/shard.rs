@@ -29,6 +29,11 @@ pub struct Shard {
     /// after it can be judged gone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<String>,
+    /// A reconciliation's shard: it also prunes what the retention policy no longer keeps
+    /// (a producer's job, which ingestion waits for, does not). Inherited by the shards it
+    /// spawns.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prune: bool,
 }
 
 fn is_zero(part: &u32) -> bool {
@@ -45,12 +50,24 @@ impl Shard {
             marker: None,
             part: 0,
             after: None,
+            prune: false,
+        }
+    }
+
+    /// The root shard of a reconciliation, which prunes as it goes.
+    pub fn reconciliation(job: &str, container: &str) -> Self {
+        Self {
+            prune: true,
+            ..Self::root(job, container, "")
         }
     }
 
     /// The shard of sub-directory `prefix` (as listed under this one).
     pub fn child(&self, prefix: &str) -> Self {
-        Self::root(&self.job, &self.container, prefix)
+        Self {
+            prune: self.prune,
+            ..Self::root(&self.job, &self.container, prefix)
+        }
     }
 
     /// The rest of this directory, listed from `marker` (`None`: from its start); every name up
@@ -133,6 +150,9 @@ mod tests {
         let child = root.child("raw/\"q\" 2026/");
         let next = child.continuation(Some("2!84!MDAwMDQ2"), Some("raw/x"));
         assert_eq!(Shard::parse(&next.to_json()).unwrap(), next);
+        let pruning = Shard::reconciliation("job-2", "lake").child("a/");
+        assert!(pruning.prune && pruning.continuation(None, Some("a/x")).prune);
+        assert!(pruning.to_json().contains(r#""prune":true"#));
         assert_eq!(next.job, "job-1");
         assert_eq!(next.prefix, "raw/\"q\" 2026/");
         assert_eq!(

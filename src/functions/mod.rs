@@ -1,8 +1,9 @@
-//! The four functions (and restore and verify), one module each; each takes typed input and returns a typed summary,
+//! The four functions (and restore, verify and prune), one module each; each takes typed input and returns a typed summary,
 //! knowing nothing of the protocol that triggered it.
 
 pub mod consumer;
 pub mod producer;
+pub mod prune;
 pub mod reconciler;
 pub mod restore;
 pub mod shard;

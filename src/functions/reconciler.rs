@@ -181,7 +181,7 @@ pub async fn schedule(app: &App, scope: Option<&[String]>) -> ScheduledReconcili
                     continue;
                 }
                 let job = crate::core::shard::new_job_id();
-                let root = crate::core::shard::Shard::root(&job, &container, "");
+                let root = crate::core::shard::Shard::reconciliation(&job, &container);
                 job_ledger::start_job(app, JobKind::Reconcile, &root).await?;
                 scheduled.containers.push(container);
                 scheduled.jobs.push(job);
@@ -203,7 +203,7 @@ pub async fn schedule(app: &App, scope: Option<&[String]>) -> ScheduledReconcili
 
 /// The containers to reconcile. A named container that does not exist is found out by its
 /// sweep (and reported as not found), so only the whole-account scope lists containers.
-async fn containers_in_scope(
+pub(crate) async fn containers_in_scope(
     app: &App,
     scope: Option<&[String]>,
 ) -> Result<Vec<String>, StorageError> {
@@ -282,7 +282,7 @@ async fn run_container_job(app: &App, container: &str, report: &mut ContainerRep
         }
         Err(e) => return fail(report, e.to_string()),
     }
-    let root = Shard::root(&new_job_id(), container, "");
+    let root = Shard::reconciliation(&new_job_id(), container);
     match run_job_here(app, root, LOCAL_SHARDS_AT_ONCE).await {
         Ok((counts, _)) => report.counts = counts,
         Err(e) => fail(report, e.to_string()),

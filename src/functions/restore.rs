@@ -32,7 +32,7 @@ use crate::{
     storage::{
         blobs::{blob_state, wait_for_copy},
         create_container_if_missing,
-        listing::{list_backup_directory, list_with_snapshots},
+        listing::{deletion_markers, list_backup_directory, list_with_snapshots},
         StorageError, StorageResultExt,
     },
 };
@@ -443,31 +443,11 @@ async fn deletions_seen(
 ) -> Result<HashMap<(String, String), OffsetDateTime>, StorageError> {
     let backup_container = app.backup_container_of(&request.container)?;
     let client = app.backup.container(&backup_container)?;
-    let markers = deletion::markers_directory(directory);
-    let pages = list_backup_directory(&client, &backup_container, Some(&markers))?;
-    futures::pin_mut!(pages);
-    let mut seen = HashMap::new();
-    loop {
-        let page = match pages.try_next().await {
-            Ok(Some(page)) => page,
-            Ok(None) => return Ok(seen),
-            Err(e) if e.has_code("ContainerNotFound") => return Ok(seen),
-            Err(e) => return Err(e),
-        };
-        for marker in page.items {
-            let Some((name, etag)) = deletion::parse_marker_name(&marker.name) else {
-                continue;
-            };
-            let when = marker
-                .metadata
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(deletion::SEEN_KEY))
-                .and_then(|(_, v)| OffsetDateTime::parse(v, &Rfc3339).ok());
-            if let Some(when) = when {
-                seen.insert((name.to_owned(), etag.to_owned()), when);
-            }
-        }
-    }
+    let markers = deletion_markers(&client, &backup_container, directory).await?;
+    Ok(markers
+        .into_iter()
+        .filter_map(|(key, seen)| Some((key, seen?)))
+        .collect())
 }
 
 /// One directory level of the backup container.

@@ -31,7 +31,10 @@ use serde::Serialize;
 use thiserror::Error;
 use tracing::{info, warn, Instrument};
 
-use super::consumer::{self, ConsumerError, ConsumerOutcome};
+use super::{
+    consumer::{self, ConsumerError, ConsumerOutcome},
+    prune,
+};
 use crate::{
     app::{App, CopyEngine},
     core::{
@@ -48,7 +51,8 @@ use crate::{
     job_ledger,
     storage::{
         listing::{
-            index_backups_with, list_backup_directory, list_directory_with_snapshots, ListingScope,
+            deletion_markers, index_backups_with, list_backup_directory,
+            list_directory_with_snapshots, ListingScope,
         },
         StorageError, StorageResultExt,
     },
@@ -137,6 +141,9 @@ pub async fn run_shard(
         )?;
         futures::pin_mut!(pages);
         let mut diff = SnapshotDiff::new();
+        let backup_vault = app.backup.container(&level.container)?;
+        // The deletions already recorded at this level: (name, ETag).
+        let mut recorded: Option<HashSet<(String, String)>> = None;
         // Where the rest of the directory is listed from, and up to which name it is done.
         let mut continuation: Option<(Option<String>, Option<String>)> = None;
         // The marker the current page was listed from.
@@ -175,8 +182,24 @@ pub async fn run_shard(
             // Deletions first: a directory deleted whole gives one page a marker per name, so
             // the budget may cut the page at the last name recorded. This part then deals with
             // the page up to that name, and the continuation lists the page again after it.
-            let gone =
-                deletion::gone_in_range(&level.unrecorded, after.as_deref(), before, &listed);
+            let mut gone =
+                deletion::gone_in_range(&level.newest, after.as_deref(), before, &listed);
+            if !gone.is_empty() {
+                // Listed once, and only when something is gone: a pass that finds nothing
+                // missing costs no listing of markers.
+                if recorded.is_none() {
+                    recorded = Some(
+                        deletion_markers(&backup_vault, &level.container, &shard.prefix)
+                            .await?
+                            .into_keys()
+                            .collect(),
+                    );
+                }
+                let recorded = recorded.as_ref().expect("listed just above");
+                gone.retain(|(name, etag)| {
+                    !recorded.contains(&((*name).to_owned(), (*etag).to_owned()))
+                });
+            }
             let mut cut = None;
             if !gone.is_empty() {
                 let recorded = record_deletions(app, &level, gone, started).await?;
@@ -225,6 +248,27 @@ pub async fn run_shard(
         // at worst one snapshot too many, never one too few.
         let rest: Vec<BlobVerdict> = diff.finish().into_iter().collect();
         repair_all(app, &source, shard, index, rest, &mut report.counts).await?;
+        // The directory is done: what the retention policy no longer keeps goes, within what
+        // is left of the budget (the next pass takes the rest).
+        let policy = &app.config.retention;
+        let prunes = policy.prunes_backups() || policy.prunes_snapshots();
+        if shard.prune
+            && prunes
+            && continuation.is_none()
+            && started.elapsed() < app.config.shard_budget
+        {
+            let scope = prune::DirectoryScope {
+                container: &shard.container,
+                directory: &shard.prefix,
+                prefix: "",
+                dry_run: false,
+                now: time::OffsetDateTime::now_utc(),
+                deadline: Some(started + app.config.shard_budget),
+            };
+            let (pruned, _) = prune::prune_directory(app, &scope, &mut |_| {}).await?;
+            report.counts.versions_pruned += pruned.versions_deleted;
+            report.counts.snapshots_pruned += pruned.snapshots_deleted;
+        }
         if let Some((marker, after)) = continuation {
             fanout
                 .push(app, shard.continuation(marker.as_deref(), after.as_deref()))
@@ -244,8 +288,8 @@ pub async fn run_shard(
 struct BackupLevel {
     container: String,
     index: BackupIndex,
-    /// Per source name whose newest backed-up version has no deletion marker yet: that ETag.
-    unrecorded: BTreeMap<String, String>,
+    /// Per source name, the ETag of its newest backed-up version.
+    newest: BTreeMap<String, String>,
     /// Its sub-directories: one the lake no longer has is visited all the same.
     subdirectories: BTreeSet<String>,
 }
@@ -274,46 +318,15 @@ async fn backup_level(app: &App, shard: &Shard) -> Result<BackupLevel, ShardErro
         }
     })
     .await?;
-    // No backups at this level (a first backup): no name can be gone, no marker is needed.
-    let recorded = if newest.is_empty() {
-        HashSet::new()
-    } else {
-        recorded_deletions(&client, &backup_container, &shard.prefix).await?
-    };
     Ok(BackupLevel {
         container: backup_container,
         index,
-        unrecorded: newest
+        newest: newest
             .into_iter()
             .map(|(name, (_, etag))| (name, etag))
-            .filter(|(name, etag)| !recorded.contains(&(name.clone(), etag.clone())))
             .collect(),
         subdirectories,
     })
-}
-
-/// The deletions already recorded for names directly in directory `prefix`: (name, ETag).
-async fn recorded_deletions(
-    client: &BlobContainerClient,
-    backup_container: &str,
-    prefix: &str,
-) -> Result<HashSet<(String, String)>, StorageError> {
-    let directory = deletion::markers_directory(prefix);
-    let pages = list_backup_directory(client, backup_container, Some(&directory))?;
-    futures::pin_mut!(pages);
-    let mut recorded = HashSet::new();
-    loop {
-        match pages.try_next().await {
-            Ok(Some(page)) => recorded.extend(page.items.iter().filter_map(|marker| {
-                let (name, etag) = deletion::parse_marker_name(&marker.name)?;
-                Some((name.to_owned(), etag.to_owned()))
-            })),
-            Ok(None) => return Ok(recorded),
-            // No backups yet.
-            Err(e) if e.has_code("ContainerNotFound") => return Ok(recorded),
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 /// What [`record_deletions`] did.

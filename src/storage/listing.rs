@@ -122,6 +122,8 @@ pub async fn find_snapshot(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedBackup {
     pub name: String,
+    /// The backup blob's own ETag (without quotes), for a deletion conditional on it.
+    pub etag: String,
     pub metadata: HashMap<String, String>,
     pub content_length: u64,
     pub content_md5: Option<Vec<u8>>,
@@ -162,6 +164,12 @@ pub fn list_backups(
 fn listed_backup(item: ListedItem, operation: &str) -> Result<Option<ListedBackup>, StorageError> {
     Ok(Some(ListedBackup {
         name: item.name(operation)?,
+        etag: item
+            .properties
+            .etag
+            .as_deref()
+            .map(|etag| crate::core::etag::normalize_etag(etag).to_owned())
+            .unwrap_or_default(),
         metadata: item.metadata.unwrap_or_default(),
         content_length: item.properties.content_length.unwrap_or(0),
         copy_incomplete: item
@@ -513,4 +521,41 @@ fn prefetched<T: Send + 'static>(
     futures::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|page| (page, receiver))
     })
+}
+
+/// The deletion markers of the names directly in `directory` of a backup container: (source
+/// name, ETag its life ended with) → when the deletion was first seen (`None` when the marker
+/// carries no readable time). Empty when the container does not exist yet.
+pub async fn deletion_markers(
+    container: &BlobContainerClient,
+    container_name: &str,
+    directory: &str,
+) -> Result<HashMap<(String, String), Option<time::OffsetDateTime>>, StorageError> {
+    use crate::core::deletion;
+    let markers = deletion::markers_directory(directory);
+    let pages = list_backup_directory(container, container_name, Some(&markers))?;
+    futures::pin_mut!(pages);
+    let mut seen = HashMap::new();
+    loop {
+        let page = match pages.try_next().await {
+            Ok(Some(page)) => page,
+            Ok(None) => return Ok(seen),
+            Err(e) if e.has_code("ContainerNotFound") => return Ok(seen),
+            Err(e) => return Err(e),
+        };
+        for marker in page.items {
+            let Some((name, etag)) = deletion::parse_marker_name(&marker.name) else {
+                continue;
+            };
+            let when = marker
+                .metadata
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(deletion::SEEN_KEY))
+                .and_then(|(_, v)| {
+                    time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+                        .ok()
+                });
+            seen.insert((name.to_owned(), etag.to_owned()), when);
+        }
+    }
 }

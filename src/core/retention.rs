@@ -1,0 +1,270 @@
+//! Retention: which versions of one blob a policy keeps, so that every instant it promises can
+//! still be restored, and never the last good copy. Pure.
+//!
+//! A version's life runs from when it was written (as restore reads it: a whole-second time
+//! stands for the end of its second) until the next version was written, or until its blob was
+//! seen deleted, or on while it is current. The policy keeps:
+//! - every version whose life overlaps the last `keep_days` days (any instant in the window
+//!   restores);
+//! - the version current at the end of each of the last N days, weeks (ISO, ending Sunday
+//!   24:00 UTC), months and years (grandfather-father-son);
+//! - the newest version of a blob that still exists (or whose fate is unknown), always;
+//! - the last version of a deleted blob for `deleted_days` after its deletion was seen
+//!   (forever when unset).
+//!
+//! With no rule for versions set, every version of a blob that exists is kept.
+
+use time::{Date, Duration, Month, OffsetDateTime, Time};
+
+use super::restore_plan::written_by;
+
+/// `RETENTION_*` settings. All unset: nothing is ever pruned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    pub keep_days: Option<u32>,
+    pub keep_daily: u32,
+    pub keep_weekly: u32,
+    pub keep_monthly: u32,
+    pub keep_yearly: u32,
+    pub deleted_days: Option<u32>,
+    pub snapshot_days: Option<u32>,
+}
+
+impl RetentionPolicy {
+    /// Whether backups may be pruned at all.
+    pub fn prunes_backups(&self) -> bool {
+        self.limits_versions() || self.deleted_days.is_some()
+    }
+
+    /// Whether snapshots in the lake may be pruned.
+    pub fn prunes_snapshots(&self) -> bool {
+        self.snapshot_days.is_some()
+    }
+
+    fn limits_versions(&self) -> bool {
+        self.keep_days.is_some()
+            || self.keep_daily + self.keep_weekly + self.keep_monthly + self.keep_yearly > 0
+    }
+
+    /// The instants whose current versions the grandfather-father-son rules keep.
+    pub fn kept_instants(&self, now: OffsetDateTime) -> Vec<OffsetDateTime> {
+        let today = now.date();
+        let midnight = |date: Date| date.with_time(Time::MIDNIGHT).assume_utc();
+        let mut instants = Vec::new();
+        for k in 0..self.keep_daily {
+            instants.push(midnight(today) - Duration::days(i64::from(k)));
+        }
+        let monday = today - Duration::days(i64::from(today.weekday().number_days_from_monday()));
+        for k in 0..self.keep_weekly {
+            instants.push(midnight(monday) - Duration::weeks(i64::from(k)));
+        }
+        let (mut year, mut month) = (today.year(), today.month());
+        for _ in 0..self.keep_monthly {
+            if let Ok(first) = Date::from_calendar_date(year, month, 1) {
+                instants.push(midnight(first));
+            }
+            if month == Month::January {
+                year -= 1;
+            }
+            month = month.previous();
+        }
+        for k in 0..self.keep_yearly {
+            if let Ok(first) = Date::from_calendar_date(today.year() - k as i32, Month::January, 1)
+            {
+                instants.push(midnight(first));
+            }
+        }
+        instants
+    }
+}
+
+/// One complete version of a blob: when it was written, per its stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VersionTime {
+    pub last_modified: OffsetDateTime,
+}
+
+/// What became of the blob in the lake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// It exists (whatever its version), or nothing says otherwise.
+    Present,
+    /// Its newest version was seen deleted at this instant.
+    DeletedAt(OffsetDateTime),
+}
+
+/// Which of `versions` (in any order) the policy keeps, in the same order. `instants` are the
+/// policy's [`RetentionPolicy::kept_instants`] for `now`.
+pub fn keep(
+    policy: &RetentionPolicy,
+    versions: &[VersionTime],
+    fate: Fate,
+    now: OffsetDateTime,
+    instants: &[OffsetDateTime],
+) -> Vec<bool> {
+    let mut order: Vec<usize> = (0..versions.len()).collect();
+    order.sort_by_key(|&i| versions[i].last_modified);
+    let mut kept = vec![false; versions.len()];
+    let Some(&newest) = order.last() else {
+        return kept;
+    };
+    let deleted_at = match fate {
+        Fate::Present => None,
+        Fate::DeletedAt(seen) => Some(seen),
+    };
+    // The newest version: kept while its blob exists, or for `deleted_days` after its deletion.
+    kept[newest] = match (deleted_at, policy.deleted_days) {
+        (None, _) | (Some(_), None) => true,
+        (Some(seen), Some(days)) => now < seen + Duration::days(i64::from(days)),
+    };
+    let expired = deleted_at.is_some() && !kept[newest];
+    if !policy.limits_versions() && !expired {
+        return vec![true; versions.len()];
+    }
+    let window_start = policy
+        .keep_days
+        .map(|days| now - Duration::days(i64::from(days)));
+    for (position, &i) in order.iter().enumerate() {
+        let start = written_by(versions[i].last_modified);
+        let end = match order.get(position + 1) {
+            Some(&next) => Some(written_by(versions[next].last_modified)),
+            None => deleted_at,
+        };
+        let alive_at = |t: OffsetDateTime| start <= t && end.is_none_or(|end| t < end);
+        let in_window = window_start.is_some_and(|from| end.is_none_or(|end| end > from));
+        if in_window || instants.iter().any(|&t| alive_at(t)) {
+            kept[i] = true;
+        }
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+
+    fn versions(times: &[OffsetDateTime]) -> Vec<VersionTime> {
+        times
+            .iter()
+            .map(|&last_modified| VersionTime { last_modified })
+            .collect()
+    }
+
+    const NOW: OffsetDateTime = datetime!(2026-11-27 12:00 UTC);
+
+    #[test]
+    fn no_policy_keeps_everything() {
+        let policy = RetentionPolicy::default();
+        assert!(!policy.prunes_backups() && !policy.prunes_snapshots());
+        let v = versions(&[
+            datetime!(2020-01-01 0:00 UTC),
+            datetime!(2021-01-01 0:00 UTC),
+        ]);
+        assert_eq!(keep(&policy, &v, Fate::Present, NOW, &[]), [true, true]);
+        // A deleted blob's versions too, when nothing says how long to keep them.
+        let deleted = Fate::DeletedAt(datetime!(2022-01-01 0:00 UTC));
+        assert_eq!(keep(&policy, &v, deleted, NOW, &[]), [true, true]);
+    }
+
+    #[test]
+    fn the_window_keeps_every_version_alive_in_it_and_the_newest_always() {
+        let policy = RetentionPolicy {
+            keep_days: Some(7),
+            ..Default::default()
+        };
+        let v = versions(&[
+            datetime!(2026-11-01 0:00 UTC), // replaced 11-15: outside
+            datetime!(2026-11-15 0:00 UTC), // replaced 11-22, the window starts 11-20: inside
+            datetime!(2026-11-22 0:00 UTC),
+            datetime!(2026-11-26 0:00 UTC),
+        ]);
+        assert_eq!(
+            keep(&policy, &v, Fate::Present, NOW, &[]),
+            [false, true, true, true]
+        );
+        // The newest version of a blob that exists is kept however old.
+        let old = versions(&[
+            datetime!(2020-01-01 0:00 UTC),
+            datetime!(2019-01-01 0:00 UTC),
+        ]);
+        assert_eq!(keep(&policy, &old, Fate::Present, NOW, &[]), [true, false]);
+    }
+
+    #[test]
+    fn deleted_blobs_keep_their_last_version_for_deleted_days() {
+        let policy = RetentionPolicy {
+            keep_days: Some(7),
+            deleted_days: Some(30),
+            ..Default::default()
+        };
+        let v = versions(&[datetime!(2026-01-01 0:00 UTC)]);
+        let recent = Fate::DeletedAt(datetime!(2026-11-01 0:00 UTC));
+        assert_eq!(keep(&policy, &v, recent, NOW, &[]), [true]);
+        let long_ago = Fate::DeletedAt(datetime!(2026-10-01 0:00 UTC));
+        assert_eq!(keep(&policy, &v, long_ago, NOW, &[]), [false]);
+        // Deleted inside the window: its last version was alive in it.
+        let in_window = Fate::DeletedAt(datetime!(2026-11-25 0:00 UTC));
+        let policy = RetentionPolicy {
+            deleted_days: Some(0),
+            ..policy
+        };
+        assert_eq!(keep(&policy, &v, in_window, NOW, &[]), [true]);
+    }
+
+    #[test]
+    fn grandfather_father_son_keeps_the_version_current_at_each_period_end() {
+        let policy = RetentionPolicy {
+            keep_daily: 2,
+            keep_weekly: 1,
+            keep_monthly: 2,
+            keep_yearly: 1,
+            ..Default::default()
+        };
+        // 2026-11-27 is a Friday.
+        assert_eq!(
+            policy.kept_instants(NOW),
+            [
+                datetime!(2026-11-27 0:00 UTC),
+                datetime!(2026-11-26 0:00 UTC),
+                datetime!(2026-11-23 0:00 UTC),
+                datetime!(2026-11-01 0:00 UTC),
+                datetime!(2026-10-01 0:00 UTC),
+                datetime!(2026-01-01 0:00 UTC),
+            ]
+        );
+        let instants = policy.kept_instants(NOW);
+        let v = versions(&[
+            datetime!(2025-12-31 23:00 UTC), // current at 2026-01-01
+            datetime!(2026-03-01 0:00 UTC),  // current at no kept instant
+            datetime!(2026-09-15 0:00 UTC),  // current at 10-01
+            datetime!(2026-10-01 0:00 UTC),  // written at 00:00:00: counts as 00:00:00.999
+            datetime!(2026-11-24 0:00 UTC),  // current at 11-26 and 11-27
+            datetime!(2026-11-27 6:00 UTC),  // the newest
+        ]);
+        assert_eq!(
+            keep(&policy, &v, Fate::Present, NOW, &instants),
+            [true, false, true, true, true, true]
+        );
+    }
+
+    #[test]
+    fn a_version_written_on_the_stroke_of_an_instant_is_not_current_at_it() {
+        let policy = RetentionPolicy {
+            keep_daily: 1,
+            ..Default::default()
+        };
+        let instants = policy.kept_instants(NOW);
+        let v = versions(&[
+            datetime!(2026-11-20 0:00 UTC),
+            datetime!(2026-11-27 0:00 UTC),
+            datetime!(2026-11-27 8:00 UTC),
+        ]);
+        // Restore as of 11-27 00:00 picks the 11-20 version (the next counts as 00:00:00.999).
+        assert_eq!(
+            keep(&policy, &v, Fate::Present, NOW, &instants),
+            [true, false, true]
+        );
+    }
+}
