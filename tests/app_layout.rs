@@ -62,6 +62,14 @@ fn function_folders_match_the_routes_and_binding_names() {
         consumer["bindings"][0]["name"]
     );
 
+    let events = read_json("QueueBlobEvents/function.json");
+    assert_eq!(events["bindings"][0]["type"], "queueTrigger");
+    assert_eq!(events["bindings"][0]["queueName"], "%EVENTS_QUEUE_NAME%");
+    assert_eq!(
+        events["bindings"][0]["name"],
+        consumer["bindings"][0]["name"]
+    );
+
     let reconciler = read_json("HttpSnapshotIncBackupStorageReconciliation/function.json");
     assert_eq!(reconciler["bindings"][0]["type"], "timerTrigger");
     assert_eq!(
@@ -74,6 +82,7 @@ fn function_folders_match_the_routes_and_binding_names() {
         lakebackup::host::server::CONSUMER_FUNCTION,
         lakebackup::host::server::RECONCILER_FUNCTION,
         lakebackup::host::server::SHARD_FUNCTION,
+        lakebackup::host::server::EVENTS_FUNCTION,
     ] {
         assert!(Path::new(env!("CARGO_MANIFEST_DIR"))
             .join(name)

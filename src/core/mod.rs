@@ -5,6 +5,7 @@ pub mod backup_index;
 pub mod deletion;
 pub mod diff;
 pub mod etag;
+pub mod event;
 pub mod job;
 pub mod message;
 pub mod naming;

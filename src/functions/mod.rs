@@ -1,7 +1,8 @@
-//! The four functions (and restore, verify and prune), one module each; each takes typed input and returns a typed summary,
+//! The five functions (and restore, verify and prune), one module each; each takes typed input and returns a typed summary,
 //! knowing nothing of the protocol that triggered it.
 
 pub mod consumer;
+pub mod events;
 pub mod producer;
 pub mod prune;
 pub mod reconciler;

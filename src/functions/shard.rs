@@ -377,7 +377,7 @@ async fn record_deletions(
 }
 
 /// Writes one deletion marker; `false` when it was there already (or cannot be named).
-async fn record_deletion(
+pub(crate) async fn record_deletion(
     client: &BlobContainerClient,
     container: &str,
     seen: &str,

@@ -28,6 +28,7 @@ use crate::{
     core::job::JobState,
     functions::{
         consumer::{self, QueueDelivery},
+        events,
         producer::{self, ProduceRequest, ProducerError},
         reconciler,
         shard::{self, ShardError},
@@ -38,6 +39,7 @@ use crate::{
 pub const CONSUMER_FUNCTION: &str = consumer::FUNCTION_NAME;
 pub const RECONCILER_FUNCTION: &str = reconciler::FUNCTION_NAME;
 pub const SHARD_FUNCTION: &str = shard::FUNCTION_NAME;
+pub const EVENTS_FUNCTION: &str = events::FUNCTION_NAME;
 
 /// Every route the Functions host calls.
 pub fn router(app: Arc<App>) -> Router {
@@ -48,6 +50,7 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route(&format!("/{CONSUMER_FUNCTION}"), post(consumer_invocation))
         .route(&format!("/{SHARD_FUNCTION}"), post(shard_invocation))
+        .route(&format!("/{EVENTS_FUNCTION}"), post(events_invocation))
         .route(
             &format!("/{RECONCILER_FUNCTION}"),
             post(reconciler_invocation),
@@ -294,6 +297,13 @@ async fn consumer_invocation(State(app): State<Arc<App>>, body: Bytes) -> Respon
 async fn shard_invocation(State(app): State<Arc<App>>, body: Bytes) -> Response {
     queue_invocation(&body, SHARD_FUNCTION, |delivery| async move {
         shard::consume(&app, &delivery).await
+    })
+    .await
+}
+
+async fn events_invocation(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    queue_invocation(&body, EVENTS_FUNCTION, |delivery| async move {
+        events::consume(&app, &delivery).await
     })
     .await
 }

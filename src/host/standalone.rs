@@ -34,7 +34,7 @@ use crate::{
     app::App,
     functions::{
         consumer::{self, QueueDelivery},
-        reconciler, shard,
+        events, reconciler, shard,
     },
     settings::{Settings, SettingsError},
     storage::{StorageError, StorageResultExt},
@@ -220,8 +220,20 @@ pub async fn run(
         behaviour.clone(),
         stop_rx.clone(),
     ));
+    let events = app.config.events.queue.is_some().then(|| {
+        tokio::spawn(run_queue(
+            app.clone(),
+            QueueFunction::Events,
+            behaviour.clone(),
+            stop_rx.clone(),
+        ))
+    });
     let queue_result = run_queue(app, QueueFunction::Backups, behaviour, stop_rx).await;
     let shard_result = shards.await.unwrap_or(Ok(()));
+    let events_result = match events {
+        Some(task) => task.await.unwrap_or(Ok(())),
+        None => Ok(()),
+    };
     if let Some(task) = timer_task {
         let _ = task.await;
     }
@@ -230,7 +242,7 @@ pub async fn run(
             return Err(StandaloneError::Http(e));
         }
     }
-    queue_result.and(shard_result)
+    queue_result.and(shard_result).and(events_result)
 }
 
 /// The queue-triggered functions `run` hosts.
@@ -240,6 +252,8 @@ enum QueueFunction {
     Backups,
     /// `QueueSnapshotBackupShard` on `{BACKUP_QUEUE_NAME}-shards`.
     Shards,
+    /// `QueueBlobEvents` on `EVENTS_QUEUE_NAME` (only when it is set).
+    Events,
 }
 
 impl QueueFunction {
@@ -247,6 +261,9 @@ impl QueueFunction {
         match self {
             QueueFunction::Backups => app.backup_queue().await,
             QueueFunction::Shards => app.shard_queue().await,
+            QueueFunction::Events => app.events_queue().await?.ok_or_else(|| {
+                StorageError::other("taking blob events", "EVENTS_QUEUE_NAME is not set")
+            }),
         }
     }
 
@@ -254,6 +271,7 @@ impl QueueFunction {
         match self {
             QueueFunction::Backups => app.poison_raw(raw).await,
             QueueFunction::Shards => app.poison_shard_raw(raw).await,
+            QueueFunction::Events => app.poison_event_raw(raw).await,
         }
     }
 
@@ -265,6 +283,10 @@ impl QueueFunction {
                 .map(|o| format!("{o:?}"))
                 .map_err(|e| e.to_string()),
             QueueFunction::Shards => shard::consume(app, delivery)
+                .await
+                .map(|o| format!("{o:?}"))
+                .map_err(|e| e.to_string()),
+            QueueFunction::Events => events::consume(app, delivery)
                 .await
                 .map(|o| format!("{o:?}"))
                 .map_err(|e| e.to_string()),

@@ -237,6 +237,21 @@ impl StorageAccount {
 
     /// Whether `other` reaches the same blob service (local development often uses one account
     /// for source and backup).
+    /// The account's name, from its blob endpoint: the host's first label
+    /// (`{account}.blob.core.windows.net`), or the first path segment of a path-style endpoint
+    /// (an IP address or `localhost`, as the emulator's).
+    pub fn account_name(&self) -> Option<String> {
+        let endpoint = self.connection.blob_endpoint.as_ref()?;
+        let host = endpoint.host_str()?;
+        let path_style = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok();
+        let name = if path_style {
+            endpoint.path_segments()?.next()?
+        } else {
+            host.split('.').next()?
+        };
+        (!name.is_empty()).then(|| name.to_owned())
+    }
+
     pub fn same_blob_service(&self, other: &StorageAccount) -> bool {
         self.connection.blob_endpoint.is_some()
             && self.connection.blob_endpoint == other.connection.blob_endpoint
