@@ -231,8 +231,9 @@ pub async fn run(project_root: &Path) -> Result<(), DemoError> {
             "reconciler",
             "raw",
             &format!(
-                "{} snapshots, {} backup requests",
-                reconciled.total.counts.snapshots_created, reconciled.total.counts.backup_requests
+                "{} snapshots, {} backups",
+                reconciled.total.counts.snapshots_created,
+                reconciled.total.counts.backups_copied + reconciled.total.counts.backup_requests
             ),
         )
         .await?,

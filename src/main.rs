@@ -14,7 +14,7 @@ use lakebackup::{
         verify,
     },
     host::{
-        server,
+        bindings, server,
         standalone::{self, QueueBehaviour},
     },
     settings::Settings,
@@ -200,6 +200,11 @@ async fn run(cli: Cli) -> ExitCode {
             if let Err(e) = fits {
                 eprintln!("lakebackup: {e}");
                 return ExitCode::from(2);
+            }
+            // The host resolves the triggers' %Setting% names itself; one it cannot resolve, or
+            // a queue it binds under another name than ours, would only show as silence.
+            for problem in bindings::check(std::path::Path::new("."), &settings, &app.config) {
+                tracing::error!(function = problem.function, "{}", problem.message);
             }
             let address = SocketAddr::from(([127, 0, 0, 1], port));
             let served = match tokio::net::TcpListener::bind(address).await {

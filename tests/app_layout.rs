@@ -174,3 +174,77 @@ fn the_web_activity_pipeline_posts_what_the_producer_reads_and_follows_its_202()
         .fold(0, |total, part| total * 60 + part);
     assert!((210..=600).contains(&seconds), "{timeout}");
 }
+
+/// The `%Setting%` names the Functions host resolves in host.json and each function.json.
+fn host_resolved_settings() -> std::collections::BTreeSet<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut names = std::collections::BTreeSet::new();
+    let mut files = vec![root.join("host.json")];
+    for entry in std::fs::read_dir(root).unwrap() {
+        let function = entry.unwrap().path().join("function.json");
+        if function.exists() {
+            files.push(function);
+        }
+    }
+    for file in files {
+        let text = std::fs::read_to_string(file).unwrap();
+        names.extend(lakebackup::host::bindings::referenced_settings(&text));
+    }
+    names
+}
+
+#[test]
+fn every_setting_the_host_resolves_has_a_local_value_and_a_readme_row() {
+    let names = host_resolved_settings();
+    for expected in [
+        "BACKUP_QUEUE_NAME",
+        "RECONCILE_SCHEDULE",
+        "EVENTS_QUEUE_NAME",
+    ] {
+        assert!(names.contains(expected), "{names:?}");
+    }
+    let local = read_json("local.settings.json");
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    for name in &names {
+        let value = local["Values"][name].as_str().unwrap_or_default();
+        assert!(
+            !value.is_empty(),
+            "{name} has no value in local.settings.json"
+        );
+        assert!(
+            readme.contains(&format!("| `{name}` |")),
+            "{name} has no row in the README's settings table"
+        );
+    }
+}
+
+#[test]
+fn serve_finds_the_bindings_the_host_could_not_resolve_or_names_otherwise() {
+    use lakebackup::{app::Config, host::bindings, settings::Settings};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let local = read_json("local.settings.json");
+    let values: std::collections::HashMap<String, String> = local["Values"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+        .collect();
+    let settings = Settings::from_pairs(values.clone());
+    let config = Config::from_settings(&settings).unwrap();
+    assert_eq!(bindings::check(root, &settings, &config), []);
+
+    // Without the setting, the worker would use its default; the host could bind nothing.
+    let mut unset = values.clone();
+    unset.remove("BACKUP_QUEUE_NAME");
+    let settings = Settings::from_pairs(unset);
+    let config = Config::from_settings(&settings).unwrap();
+    let problems = bindings::check(root, &settings, &config);
+    let functions: Vec<&str> = problems.iter().map(|p| p.function.as_str()).collect();
+    assert_eq!(
+        functions,
+        ["QueueCreateBlobBackupADFv2", "QueueSnapshotBackupShard"],
+        "{problems:?}"
+    );
+    assert!(problems[0].message.contains("BACKUP_QUEUE_NAME"));
+}
