@@ -303,18 +303,8 @@ async fn run(cli: Cli) -> ExitCode {
                 dry_run,
                 verify_content,
             };
-            // One line per action as it is settled, then the summary: a restore of a whole
-            // lake never holds its actions in memory.
-            let summary = restore::restore(&app, &request, &mut |action| {
-                println!("{}", serde_json::to_string(&action).unwrap_or_default());
-            })
-            .await;
-            println!("{}", serde_json::to_string(&summary).unwrap_or_default());
-            if summary.succeeded() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
+            let summary = restore::restore(&app, &request, &mut print_json_line).await;
+            print_last_line(&summary, summary.succeeded())
         }
         Command::Verify {
             container,
@@ -344,11 +334,7 @@ async fn run(cli: Cli) -> ExitCode {
             containers,
             dry_run,
         } => {
-            let scope = if containers.is_empty() {
-                app.config.reconcile_containers.clone()
-            } else {
-                Some(containers)
-            };
+            let scope = container_scope(&app, containers);
             let summary = reconciler::reconcile(&app, scope.as_deref(), dry_run).await;
             print_summary(&summary, summary.succeeded())
         }
@@ -357,22 +343,16 @@ async fn run(cli: Cli) -> ExitCode {
             prefix,
             dry_run,
         } => {
-            let scope = if containers.is_empty() {
-                app.config.reconcile_containers.clone()
-            } else {
-                Some(containers)
-            };
-            let summary =
-                prune::prune_all(&app, scope.as_deref(), prefix, dry_run, &mut |action| {
-                    println!("{}", serde_json::to_string(&action).unwrap_or_default());
-                })
-                .await;
-            println!("{}", serde_json::to_string(&summary).unwrap_or_default());
-            if summary.status == "ok" {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
+            let scope = container_scope(&app, containers);
+            let summary = prune::prune_all(
+                &app,
+                scope.as_deref(),
+                prefix,
+                dry_run,
+                &mut print_json_line,
+            )
+            .await;
+            print_last_line(&summary, summary.status == "ok")
         }
         Command::Produce { container, prefix } => {
             let request = ProduceRequest { container, prefix };
@@ -396,6 +376,30 @@ async fn run(cli: Cli) -> ExitCode {
 }
 
 /// Prints a command's JSON summary on stdout; the exit code says whether it succeeded.
+/// `--container` given on the command line, else `RECONCILE_CONTAINERS`, else every container.
+fn container_scope(app: &App, containers: Vec<String>) -> Option<Vec<String>> {
+    if containers.is_empty() {
+        app.config.reconcile_containers.clone()
+    } else {
+        Some(containers)
+    }
+}
+
+/// One action as a JSON line, as it happens: a long run never holds its actions in memory.
+fn print_json_line(action: impl serde::Serialize) {
+    println!("{}", serde_json::to_string(&action).unwrap_or_default());
+}
+
+/// The summary as the last JSON line, after the actions' lines.
+fn print_last_line(summary: &impl serde::Serialize, succeeded: bool) -> ExitCode {
+    print_json_line(summary);
+    if succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 fn print_summary(summary: &impl serde::Serialize, succeeded: bool) -> ExitCode {
     println!(
         "{}",

@@ -206,11 +206,15 @@ pub async fn run_shard(
                 report.counts.deletions_recorded += recorded.new;
                 cut = recorded.cut_after;
             }
-            let in_part = |name: &str| {
-                after.as_deref().is_none_or(|a| name > a)
-                    && cut.as_deref().is_none_or(|c| name <= c)
-            };
-            for sub in page.prefixes.iter().filter(|sub| in_part(sub)) {
+            // This part deals with the names up to the cut; a cut part's continuation lists the
+            // page again and skips what came before its `after`. A blob's entries may straddle
+            // two pages (its name is then the previous page's last): they are kept.
+            let before_cut = |name: &str| cut.as_deref().is_none_or(|c| name <= c);
+            let blob_in_part =
+                |name: &str| after.as_deref().is_none_or(|a| name >= a) && before_cut(name);
+            let directory_in_part =
+                |name: &str| after.as_deref().is_none_or(|a| name > a) && before_cut(name);
+            for sub in page.prefixes.iter().filter(|sub| directory_in_part(sub)) {
                 fanout.push(app, shard.child(sub)).await?;
                 report.counts.subdirectories_queued += 1;
             }
@@ -227,7 +231,7 @@ pub async fn run_shard(
             let verdicts: Vec<BlobVerdict> = page
                 .items
                 .into_iter()
-                .filter(|e| in_part(&e.name))
+                .filter(|e| blob_in_part(&e.name))
                 .filter_map(|e| diff.push(e))
                 .collect();
             repair_all(app, &source, shard, index, verdicts, &mut report.counts).await?;
