@@ -559,3 +559,29 @@ async fn lake_level(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(status: u16, code: &str) -> StorageError {
+        let mut error = StorageError::other("pruning", "refused");
+        error.status = Some(status);
+        error.code = Some(code.to_owned());
+        error
+    }
+
+    #[test]
+    fn immutable_held_or_leased_blobs_are_refusals_not_errors() {
+        for (status, code, verdict) in [
+            (409, "BlobImmutableDueToPolicy", "refused"),
+            (409, "BlobImmutableDueToLegalHold", "refused"),
+            (412, "LeaseIdMissing", "refused"),
+            (412, "ConditionNotMet", "changed"),
+            (404, "BlobNotFound", "changed"),
+            (403, "AuthorizationPermissionMismatch", "error"),
+        ] {
+            assert_eq!(judge_refusal(&refusal(status, code)).0, verdict, "{code}");
+        }
+    }
+}

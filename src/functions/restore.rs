@@ -358,7 +358,11 @@ async fn restore_from_backup(progress: &mut Progress<'_>) -> Result<(), StorageE
         if level.choices.is_empty() {
             continue;
         }
-        let deletions = deletions_seen(app, request, &directory).await?;
+        // Deletions count only for an instant: without one, restore brings back every blob.
+        let deletions = match request.as_of {
+            Some(_) => deletions_seen(app, request, &directory).await?,
+            None => HashMap::new(),
+        };
         let mut batch = Vec::new();
         for (blob, chosen) in level.choices {
             let current = target_blob(app, target, &blob).await?;
