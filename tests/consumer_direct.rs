@@ -509,3 +509,29 @@ async fn the_copy_source_url_reads_that_one_blob_and_nothing_else() {
         .unwrap();
     assert_eq!(write.status(), 403, "a write");
 }
+
+/// A version read through the worker in several ranges (the SDK reads 4 MiB at a time) lands
+/// whole, with its MD5 recorded.
+#[tokio::test]
+async fn a_version_read_in_several_ranges_is_copied_whole() {
+    let setup = setup().await;
+    let mut settings = worker::settings(&setup.azurite);
+    settings.insert(
+        "COPY_THROUGH_WORKER_MAX_BYTES".into(),
+        (16 << 20).to_string(),
+    );
+    let worker = Worker::serve(&settings);
+    let lake = setup.source.container("lake").unwrap();
+    let bytes = content(9, (9 << 20) + 7);
+    support::upload(&lake, "big/ranges.bin", &bytes).await;
+    let request = support::request_for(&lake, "lake", "big/ranges.bin").await;
+    let (status, reply) = support::deliver(&worker, &request, "ranges", 1).await;
+    assert_eq!((status, outcome(&reply)), (200, "backed_up"), "{reply}");
+    let landed = backups(&setup).await;
+    let (copied, metadata) = landed.values().next().unwrap();
+    assert!(*copied == bytes, "not byte-identical");
+    assert_eq!(
+        metadata["lakebackup_md5"],
+        BASE64.encode(md5::Md5::digest(&bytes))
+    );
+}

@@ -674,6 +674,7 @@ impl Job<'_> {
                 &source,
                 backup,
                 &self.etag,
+                version.content_length,
                 metadata,
                 &self.source_what(),
                 &what,

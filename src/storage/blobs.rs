@@ -248,11 +248,12 @@ pub async fn copy_version(
 /// less than a server-side copy (the service reads the source once more to check the copy's
 /// authorization) and need no SAS. Returns the MD5 of the bytes copied.
 ///
-/// Bytes that do not match the source's own MD5 or length are never written.
+/// Bytes that do not match the source's own MD5 or the version's length are never written.
 pub async fn copy_version_through(
     source: &BlobClient,
     destination: &BlobClient,
     source_etag: &str,
+    length: u64,
     mut metadata: HashMap<String, String>,
     what_source: &str,
     what: &str,
@@ -280,13 +281,13 @@ pub async fn copy_version_through(
             ));
         }
     }
-    if let Some(length) = properties.content_length {
-        if length != bytes.len() as u64 {
-            return Err(StorageError::other(
-                read(),
-                format!("read {} bytes of {length}", bytes.len()),
-            ));
-        }
+    // (The SDK reads in ranges, every one conditional on the ETag: the response's own length
+    // is only its first range's.)
+    if length != bytes.len() as u64 {
+        return Err(StorageError::other(
+            read(),
+            format!("read {} bytes of {length}", bytes.len()),
+        ));
     }
     metadata.insert(COPIED_MD5_KEY.to_owned(), BASE64.encode(&digest));
     destination
