@@ -1,9 +1,9 @@
 //! `QueueCreateBlobBackupADFv2`: turn one backup request into one immutable backup version.
 //!
-//! A request names `(container, blob_name, etag)`. The version is copied — by a direct
-//! server-side copy or an ADF pipeline run — to its own backup name. The direct copy carries the
-//! stamp (bookkeeping metadata, beside the source's own) in the copy request itself, so a backup
-//! is complete and stamped at once or does not exist. An ADF copy is judged before it is stamped.
+//! A request names `(container, blob_name, etag)`. The version is copied — directly (through
+//! the worker for small versions, server-side for the rest) or by an ADF pipeline run — to its
+//! own backup name. The direct copy carries the stamp (bookkeeping metadata, beside the source's
+//! own) in its one write, so a backup is complete and stamped at once or does not exist. An ADF copy is judged before it is stamped.
 //!
 //! When the blob has moved on, the request is not simply "outdated": a backup already under that
 //! version's name is settled first (waited for, verified and stamped, or removed when it holds
@@ -652,9 +652,10 @@ impl Job<'_> {
         Ok(())
     }
 
-    /// Server-side copy of exactly this version with its stamp, in one request: synchronous up to
-    /// 256 MiB, asynchronous above (the stamp still travels with the request; the backup counts
-    /// once its copy status is `success`).
+    /// Copies exactly this version with its stamp in one write: through this worker up to
+    /// `COPY_THROUGH_WORKER_MAX_BYTES` (a conditional read, then one Put Blob), else server-side,
+    /// synchronous up to 256 MiB and asynchronous above (the stamp still travels with the
+    /// request; the backup counts once its copy status is `success`).
     async fn copy_direct(
         &self,
         backup: &BlobClient,
