@@ -370,3 +370,50 @@ async fn directory_placeholders_are_skipped_and_a_renamed_directory_gets_a_job()
         (Some("lake"), Some("tables/new/"))
     );
 }
+
+#[tokio::test]
+async fn events_outside_the_containers_and_prefix_filters_are_ignored() {
+    let (azurite, _) = lake().await;
+    let mut filtered = settings(&azurite);
+    filtered.insert("EVENTS_CONTAINERS".into(), "lake, other".into());
+    filtered.insert("EVENTS_PREFIX".into(), "raw/".into());
+    let app = App::from_settings(&Settings::from_pairs(filtered)).unwrap();
+    let lake = app.source.container("lake").unwrap();
+    for blob in ["raw/in.csv", "curated/out.csv"] {
+        support::upload(&lake, blob, blob.as_bytes()).await;
+    }
+    let etag = |blob: &'static str| {
+        let lake = &lake;
+        async move { support::properties(lake, blob).await.0 }
+    };
+    let inside = event_grid(
+        "BlobCreated",
+        "source",
+        "lake",
+        "raw/in.csv",
+        &etag("raw/in.csv").await,
+    );
+    assert!(matches!(
+        deliver(&app, inside.to_string()).await,
+        EventOutcome::Protected { .. }
+    ));
+    let outside_prefix = event_grid(
+        "BlobCreated",
+        "source",
+        "lake",
+        "curated/out.csv",
+        &etag("curated/out.csv").await,
+    );
+    let outcome = deliver(&app, outside_prefix.to_string()).await;
+    assert!(
+        matches!(outcome, EventOutcome::Ignored { .. }),
+        "{outcome:?}"
+    );
+    let other_container = event_grid("BlobCreated", "source", "scratch", "raw/x.csv", "0x1");
+    let outcome = deliver(&app, other_container.to_string()).await;
+    assert!(
+        matches!(outcome, EventOutcome::Ignored { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(protection(&app, "curated/out.csv").await, (vec![], vec![]));
+}
