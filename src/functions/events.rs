@@ -32,12 +32,11 @@ use crate::{
         message::BackupRequest,
         naming,
         shard::{directory_prefix, new_job_id, Shard},
-        stamp,
     },
     job_ledger::{self, JobKind},
     storage::{
         blobs::blob_state,
-        listing::{list_backups, list_with_snapshots},
+        listing::{find_snapshot, list_backups, until_container_missing},
         StorageError, StorageResultExt,
     },
 };
@@ -243,7 +242,10 @@ async fn protect(app: &App, event: &BlobEvent) -> Result<EventOutcome, EventErro
             }
         }
     };
-    let snapshot_taken = if has_snapshot_of(&source, container, name, &state.etag).await? {
+    let snapshot_taken = if find_snapshot(&source, container, name, &state.etag)
+        .await?
+        .is_some()
+    {
         false
     } else {
         match blob
@@ -273,58 +275,25 @@ async fn protect(app: &App, event: &BlobEvent) -> Result<EventOutcome, EventErro
     })
 }
 
-/// Whether some snapshot of `name` carries `etag`.
-async fn has_snapshot_of(
-    source: &azure_storage_blob::BlobContainerClient,
-    container: &str,
-    name: &str,
-    etag: &str,
-) -> Result<bool, StorageError> {
-    let pages = list_with_snapshots(source, container, Some(name))?;
-    futures::pin_mut!(pages);
-    while let Some(page) = pages.try_next().await? {
-        let found = page.iter().any(|entry| {
-            entry.name == name
-                && entry.snapshot.is_some()
-                && crate::core::etag::normalize_etag(&entry.etag) == etag
-        });
-        if found {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
 /// A deleted blob: the marker for the life of its newest backed-up version.
 async fn record(app: &App, event: &BlobEvent) -> Result<EventOutcome, EventError> {
     let (container, name) = (&event.container, &event.path);
     let backup_container = app.backup_container_of(container)?;
     let vault = app.backup.container(&backup_container)?;
-    let pages = list_backups(
+    let pages = until_container_missing(list_backups(
         &vault,
         &backup_container,
         Some(&naming::backup_name_prefix(name)),
-    )?;
+    )?);
     futures::pin_mut!(pages);
     let mut newest: Option<(time::OffsetDateTime, String)> = None;
-    loop {
-        let page = match pages.try_next().await {
-            Ok(Some(page)) => page,
-            Ok(None) => break,
-            Err(e) if e.has_code("ContainerNotFound") => break,
-            Err(e) => return Err(e.into()),
-        };
+    while let Some(page) = pages.try_next().await? {
         for backup in page {
-            let Ok(parsed) = naming::parse_backup_blob_name(&backup.name) else {
+            let Some((parsed, written)) = backup.complete_version() else {
                 continue;
             };
-            if parsed.source_name != *name || backup.stamped_etag() != Some(parsed.etag.as_str()) {
-                continue;
-            }
-            let when =
-                stamp::stamped_last_modified(&backup.metadata).unwrap_or(parsed.last_modified);
-            if newest.as_ref().is_none_or(|(t, _)| when > *t) {
-                newest = Some((when, parsed.etag));
+            if parsed.source_name == *name && newest.as_ref().is_none_or(|(t, _)| written > *t) {
+                newest = Some((written, parsed.etag));
             }
         }
     }

@@ -28,11 +28,11 @@ use crate::{
         etag::quoted_etag,
         naming,
         retention::{self, Fate, RetentionPolicy, VersionTime},
-        stamp,
     },
     storage::{
         listing::{
-            deletion_markers, list_backup_directory, list_directory_with_snapshots, ListingScope,
+            deletion_markers, list_backup_directory, list_directory_with_snapshots,
+            until_container_missing, ListingScope,
         },
         StorageError, StorageResultExt,
     },
@@ -484,33 +484,23 @@ async fn backup_versions(
     directory: &str,
     prefix: &str,
 ) -> Result<(BTreeMap<String, Vec<BackupVersion>>, Vec<String>), StorageError> {
-    let pages = list_backup_directory(
+    let pages = until_container_missing(list_backup_directory(
         vault,
         backup_container,
         (!directory.is_empty()).then_some(directory),
-    )?;
+    )?);
     futures::pin_mut!(pages);
     let mut versions: BTreeMap<String, Vec<BackupVersion>> = BTreeMap::new();
     let mut subdirectories = Vec::new();
-    loop {
-        let page = match pages.try_next().await {
-            Ok(Some(page)) => page,
-            Ok(None) => break,
-            Err(e) if e.has_code("ContainerNotFound") => break,
-            Err(e) => return Err(e),
-        };
+    while let Some(page) = pages.try_next().await? {
         subdirectories.extend(page.prefixes);
         for backup in page.items {
-            let Ok(parsed) = naming::parse_backup_blob_name(&backup.name) else {
+            let Some((parsed, last_modified)) = backup.complete_version() else {
                 continue;
             };
-            if !parsed.source_name.starts_with(prefix)
-                || backup.stamped_etag() != Some(parsed.etag.as_str())
-            {
+            if !parsed.source_name.starts_with(prefix) {
                 continue;
             }
-            let last_modified =
-                stamp::stamped_last_modified(&backup.metadata).unwrap_or(parsed.last_modified);
             versions
                 .entry(parsed.source_name)
                 .or_default()
@@ -534,30 +524,24 @@ async fn lake_level(
     directory: &str,
     prefix: &str,
 ) -> Result<BTreeMap<String, Vec<ListedBlob>>, StorageError> {
-    let pages = list_directory_with_snapshots(
+    let pages = until_container_missing(list_directory_with_snapshots(
         source,
         container,
         ListingScope {
             prefix: (!directory.is_empty()).then_some(directory),
             ..Default::default()
         },
-    )?;
+    )?);
     futures::pin_mut!(pages);
     let mut lake: BTreeMap<String, Vec<ListedBlob>> = BTreeMap::new();
-    loop {
-        match pages.try_next().await {
-            Ok(Some(page)) => {
-                for entry in page.items {
-                    if entry.name.starts_with(prefix) {
-                        lake.entry(entry.name.clone()).or_default().push(entry);
-                    }
-                }
+    while let Some(page) = pages.try_next().await? {
+        for entry in page.items {
+            if entry.name.starts_with(prefix) {
+                lake.entry(entry.name.clone()).or_default().push(entry);
             }
-            Ok(None) => return Ok(lake),
-            Err(e) if e.has_code("ContainerNotFound") => return Ok(lake),
-            Err(e) => return Err(e),
         }
     }
+    Ok(lake)
 }
 
 #[cfg(test)]

@@ -480,20 +480,15 @@ async fn backup_choices(
     while let Some(page) = pages.try_next().await? {
         subdirectories.extend(page.prefixes);
         for backup in page.items {
-            let Ok(parsed) = naming::parse_backup_blob_name(&backup.name) else {
+            // Only complete backups: the stamp is written once the copy is verified.
+            let Some((parsed, last_modified)) = backup.complete_version() else {
                 continue;
             };
-            // Only complete backups: the stamp is written once the copy is verified.
-            if backup.stamped_etag() != Some(parsed.etag.as_str()) {
-                continue;
-            }
             if let Some(prefix) = &request.prefix {
                 if !parsed.source_name.starts_with(prefix.as_str()) {
                     continue;
                 }
             }
-            let last_modified =
-                stamp::stamped_last_modified(&backup.metadata).unwrap_or(parsed.last_modified);
             let version = Version {
                 etag: parsed.etag,
                 last_modified,

@@ -11,7 +11,22 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use serde::Deserialize;
 
 use super::{StorageError, StorageResultExt};
-use crate::core::{backup_index::BackupIndex, diff::ListedBlob, etag::normalize_etag, stamp};
+use crate::core::{
+    backup_index::BackupIndex,
+    diff::ListedBlob,
+    etag::normalize_etag,
+    naming::{parse_backup_blob_name, ParsedBackupName},
+    stamp,
+};
+
+/// Ends a listing quietly where its container does not exist (yet): nothing is listed.
+pub fn until_container_missing<T>(
+    pages: impl Stream<Item = Result<T, StorageError>>,
+) -> impl Stream<Item = Result<T, StorageError>> {
+    pages.take_while(|page| {
+        std::future::ready(!matches!(page, Err(e) if e.has_code("ContainerNotFound")))
+    })
+}
 
 /// The container's blobs and snapshots (under `prefix`, if given), one listing page (up to 5,000
 /// entries) per item.
@@ -132,6 +147,18 @@ pub struct ListedBackup {
 }
 
 impl ListedBackup {
+    /// The source version this backup holds completely — its parsed name and when the version
+    /// was written (the stamp's full time, else the name's second) — or `None` for a blob that
+    /// is not a backup or not a complete, stamped one.
+    pub fn complete_version(&self) -> Option<(ParsedBackupName, time::OffsetDateTime)> {
+        let parsed = parse_backup_blob_name(&self.name).ok()?;
+        if self.stamped_etag() != Some(parsed.etag.as_str()) {
+            return None;
+        }
+        let written = stamp::stamped_last_modified(&self.metadata).unwrap_or(parsed.last_modified);
+        Some((parsed, written))
+    }
+
     /// The source ETag the backup is stamped with, when it is complete: the stamp travels with
     /// the copy, so a copy still pending or failed carries one but does not count.
     pub fn stamped_etag(&self) -> Option<&str> {
@@ -533,16 +560,14 @@ pub async fn deletion_markers(
 ) -> Result<HashMap<(String, String), Option<time::OffsetDateTime>>, StorageError> {
     use crate::core::deletion;
     let markers = deletion::markers_directory(directory);
-    let pages = list_backup_directory(container, container_name, Some(&markers))?;
+    let pages = until_container_missing(list_backup_directory(
+        container,
+        container_name,
+        Some(&markers),
+    )?);
     futures::pin_mut!(pages);
     let mut seen = HashMap::new();
-    loop {
-        let page = match pages.try_next().await {
-            Ok(Some(page)) => page,
-            Ok(None) => return Ok(seen),
-            Err(e) if e.has_code("ContainerNotFound") => return Ok(seen),
-            Err(e) => return Err(e),
-        };
+    while let Some(page) = pages.try_next().await? {
         for marker in page.items {
             let Some((name, etag)) = deletion::parse_marker_name(&marker.name) else {
                 continue;
@@ -558,4 +583,5 @@ pub async fn deletion_markers(
             seen.insert((name.to_owned(), etag.to_owned()), when);
         }
     }
+    Ok(seen)
 }
