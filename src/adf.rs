@@ -202,7 +202,7 @@ pub struct AdfClient {
 
 impl AdfClient {
     pub fn new(config: AdfConfig) -> Result<Self, SettingsError> {
-        let credential = identity_credential("ADF_CLIENT_ID", &config.client_id)?;
+        let credential = identity_credential("ADF_CLIENT_ID", "ADF_CLIENT_ID", &config.client_id)?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()

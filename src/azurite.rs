@@ -35,8 +35,20 @@ pub enum AzuriteError {
     NoPorts,
 }
 
+/// HTTPS for Azurite, which its OAuth mode requires: the certificate it serves, its key, and
+/// the CA that signed it. Azurite trusts the CA too (`NODE_EXTRA_CA_CERTS`): a copy between two
+/// of its accounts makes it call its own endpoint.
+#[derive(Debug, Clone)]
+pub struct AzuriteTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
 pub struct Azurite {
     child: Child,
+    /// `http`, or `https` when started with [`Azurite::start_keys_off`].
+    scheme: &'static str,
     pub blob_port: u16,
     pub queue_port: u16,
     /// Requests served so far (blob and queue), when started with its access log.
@@ -52,14 +64,21 @@ impl Azurite {
     /// Like [`Azurite::start_in`], with extra Azurite arguments (a benchmark's peer may send an
     /// API version this Azurite does not know: `--skipApiVersionCheck`).
     pub fn start_in_with(project_root: &Path, extra: &[&str]) -> Result<Azurite, AzuriteError> {
-        Self::spawn(project_root, extra, false)
+        Self::spawn(project_root, extra, false, None)
+    }
+
+    /// Azurite over HTTPS in OAuth mode (`--oauth basic`): it accepts bearer tokens whose
+    /// audience, issuer and validity are right (it does not check their signature), and issues
+    /// user delegation keys. Account keys keep working alongside, for the tests' own checks.
+    pub fn start_keys_off(project_root: &Path, tls: &AzuriteTls) -> Result<Azurite, AzuriteError> {
+        Self::spawn(project_root, &[], false, Some(tls))
     }
 
     /// Like [`Azurite::start_in_with`], with Azurite's access log on, so that
     /// [`Azurite::requests_served`] counts every request it serves — including those it makes
     /// to itself, such as the source check of a cross-account copy (benchmarks).
     pub fn start_counting(project_root: &Path, extra: &[&str]) -> Result<Azurite, AzuriteError> {
-        Self::spawn(project_root, extra, true)
+        Self::spawn(project_root, extra, true, None)
     }
 
     /// CPU time Azurite (one Node.js process) has used so far, from `/proc`; `None` where that
@@ -85,6 +104,7 @@ impl Azurite {
         project_root: &Path,
         extra: &[&str],
         access_log: bool,
+        tls: Option<&AzuriteTls>,
     ) -> Result<Azurite, AzuriteError> {
         let script = project_root.join("node_modules/azurite/dist/src/azurite.js");
         if !script.exists() {
@@ -108,6 +128,14 @@ impl Azurite {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        if let Some(tls) = tls {
+            command
+                .args(["--oauth", "basic", "--cert"])
+                .arg(&tls.cert)
+                .arg("--key")
+                .arg(&tls.key)
+                .env("NODE_EXTRA_CA_CERTS", &tls.ca);
+        }
         // If our process dies without dropping us, the kernel still ends Azurite.
         // SAFETY: the closure runs in the forked child before exec and calls only prctl, which
         // is async-signal-safe; it touches no memory of the parent.
@@ -160,6 +188,7 @@ impl Azurite {
         }
         Ok(Azurite {
             child,
+            scheme: if tls.is_some() { "https" } else { "http" },
             blob_port: blob_port.unwrap_or_default(),
             queue_port: queue_port.unwrap_or_default(),
             served,
@@ -172,17 +201,18 @@ impl Azurite {
     }
 
     pub fn blob_endpoint(&self, account: &str) -> String {
-        format!("http://127.0.0.1:{}/{account}", self.blob_port)
+        format!("{}://127.0.0.1:{}/{account}", self.scheme, self.blob_port)
     }
 
     pub fn queue_endpoint(&self, account: &str) -> String {
-        format!("http://127.0.0.1:{}/{account}", self.queue_port)
+        format!("{}://127.0.0.1:{}/{account}", self.scheme, self.queue_port)
     }
 
     /// An account-key connection string with explicit endpoints.
     pub fn connection_string(&self, account: &str, key: &str) -> String {
         format!(
-            "DefaultEndpointsProtocol=http;AccountName={account};AccountKey={key};BlobEndpoint={};QueueEndpoint={};",
+            "DefaultEndpointsProtocol={};AccountName={account};AccountKey={key};BlobEndpoint={};QueueEndpoint={};",
+            self.scheme,
             self.blob_endpoint(account),
             self.queue_endpoint(account)
         )

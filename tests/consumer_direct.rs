@@ -484,6 +484,7 @@ async fn the_copy_source_url_reads_that_one_blob_and_nothing_else() {
     let url = setup
         .source
         .readable_blob_url("lake", "dir/one file.csv", None, expiry)
+        .await
         .unwrap();
     let query = url.query().unwrap().to_owned();
     assert!(query.contains("sr=b") && query.contains("sp=r"), "{query}");

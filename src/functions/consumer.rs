@@ -687,12 +687,16 @@ impl Job<'_> {
                 Err(e) => Err(e.into()),
             };
         }
-        let source_url = self.app.source.readable_blob_url(
-            &self.request.container,
-            &self.request.blob_name,
-            version.snapshot.as_deref(),
-            self.app.copy_source_expiry(),
-        )?;
+        let source_url = self
+            .app
+            .source
+            .readable_blob_url(
+                &self.request.container,
+                &self.request.blob_name,
+                version.snapshot.as_deref(),
+                self.app.copy_source_expiry(),
+            )
+            .await?;
         let sync = version.content_length <= MAX_SYNC_COPY_BYTES;
         let started = copy_version(backup, &source_url, &self.etag, metadata, sync, &what).await;
         match started {

@@ -593,12 +593,14 @@ async fn copy_back(
     let source_url: Url = match &version.source {
         VersionSource::Snapshot(id) => {
             app.source
-                .readable_blob_url(&request.container, blob, Some(id), expiry)?
+                .readable_blob_url(&request.container, blob, Some(id), expiry)
+                .await?
         }
         VersionSource::Backup(name) => {
             let backup_container = app.backup_container_of(&request.container)?;
             app.backup
-                .readable_blob_url(&backup_container, name, None, expiry)?
+                .readable_blob_url(&backup_container, name, None, expiry)
+                .await?
         }
         VersionSource::Base => return Ok(CopyBack::Written),
     };

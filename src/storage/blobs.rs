@@ -21,7 +21,10 @@ use md5::{Digest, Md5};
 use time::OffsetDateTime;
 use url::Url;
 
-use super::{sas::read_blob_sas, StorageAccount, StorageAuth, StorageError, StorageResultExt};
+use super::{
+    sas::{read_blob_delegation_sas, read_blob_sas},
+    StorageAccount, StorageAuth, StorageError, StorageResultExt,
+};
 use crate::core::{
     etag::{normalize_etag, quoted_etag},
     stamp::COPIED_MD5_KEY,
@@ -106,9 +109,10 @@ pub async fn blob_state(blob: &BlobClient, what: &str) -> Result<Option<BlobStat
 
 impl StorageAccount {
     /// A URL that lets its holder read exactly `container/blob` (or its snapshot `snapshot`)
-    /// until `expiry`, for a server-side copy from this account: a read-only service SAS for
-    /// that one blob signed with the key, or the connection's own SAS.
-    pub fn readable_blob_url(
+    /// until `expiry`, for a server-side copy from this account: a read-only SAS for that one
+    /// blob, signed with the account key or, keys off, with a user delegation key the account
+    /// issued to this app's identity; or the connection's own SAS.
+    pub async fn readable_blob_url(
         &self,
         container: &str,
         blob: &str,
@@ -122,27 +126,28 @@ impl StorageAccount {
                 .during(|| format!("addressing a snapshot of {container}/{blob}"))?;
         }
         let mut url = client.url().clone();
-        match &self.connection().auth {
+        let sas = match &self.connection().auth {
             StorageAuth::SharedKey { account, key } => {
-                let sas = read_blob_sas(account, key, container, blob, snapshot, expiry);
-                let query = match url.query() {
-                    Some(existing) if !existing.is_empty() => {
-                        format!("{existing}&{}", sas.secret())
-                    }
-                    _ => sas.secret().to_owned(),
-                };
-                url.set_query(Some(&query));
+                read_blob_sas(account, key, container, blob, snapshot, expiry)
             }
             // The URL already carries the connection's SAS.
-            StorageAuth::Sas { .. } => {}
+            StorageAuth::Sas { .. } => return Ok(url),
             StorageAuth::Identity { .. } => {
-                return Err(StorageError::other(
-                    format!("authorizing a copy from {container}/{blob}"),
-                    "the direct copy engine needs a key- or SAS-based SOURCE_STORAGE \
-                             connection; with an identity-based one use BACKUP_COPY_ENGINE=adf",
-                ))
+                let account = self.account_name().ok_or_else(|| {
+                    StorageError::other(
+                        format!("authorizing a copy from {container}/{blob}"),
+                        "the blob endpoint names no account",
+                    )
+                })?;
+                let key = self.delegation_key(expiry).await?;
+                read_blob_delegation_sas(&account, &key, container, blob, snapshot, expiry)
             }
-        }
+        };
+        let query = match url.query() {
+            Some(existing) if !existing.is_empty() => format!("{existing}&{}", sas.secret()),
+            _ => sas.secret().to_owned(),
+        };
+        url.set_query(Some(&query));
         Ok(url)
     }
 }

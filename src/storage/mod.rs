@@ -6,6 +6,8 @@
 
 pub mod blobs;
 pub mod connection;
+mod delegation;
+pub(crate) mod identity;
 pub mod lease;
 pub mod listing;
 pub mod redact;
@@ -22,10 +24,6 @@ use azure_core::{
     },
     time::Duration,
 };
-use azure_identity::{
-    DeveloperToolsCredential, ManagedIdentityCredential, ManagedIdentityCredentialOptions,
-    UserAssignedId,
-};
 use azure_storage_blob::{
     BlobContainerClient, BlobContainerClientOptions, BlobServiceClient, BlobServiceClientOptions,
 };
@@ -35,6 +33,7 @@ use thiserror::Error;
 pub use connection::{StorageAuth, StorageConnection};
 
 use crate::settings::{Settings, SettingsError};
+pub(crate) use identity::identity_credential;
 use redact::redact_secrets;
 use shared_key::SharedKeyPolicy;
 
@@ -152,6 +151,8 @@ pub struct StorageAccount {
     connection: StorageConnection,
     client_options: ClientOptions,
     token_credential: Option<Arc<dyn TokenCredential>>,
+    /// Keys-off copy sources: the user delegation key, reused until shortly before it expires.
+    delegation_keys: delegation::DelegationKeyCache,
 }
 
 impl std::fmt::Debug for StorageAccount {
@@ -193,13 +194,23 @@ impl StorageAccount {
             }
             StorageAuth::Sas { .. } => {}
             StorageAuth::Identity { client_id } => {
-                token_credential = Some(identity_credential(&connection.name, client_id)?);
+                token_credential = Some(identity_credential(
+                    &connection.name,
+                    &format!("{}__clientId", connection.name),
+                    client_id,
+                )?);
+                client_options
+                    .per_try_policies
+                    .push(Arc::new(identity::RefusalHintPolicy {
+                        connection: connection.name.clone(),
+                    }));
             }
         }
         Ok(Self {
             connection,
             client_options,
             token_credential,
+            delegation_keys: delegation::DelegationKeyCache::default(),
         })
     }
 
@@ -301,33 +312,4 @@ impl StorageAccount {
 
 fn settings_as_storage_error(error: SettingsError) -> StorageError {
     StorageError::other("reading the connection", error.to_string())
-}
-
-/// Managed identity where the platform offers one (App Service / Functions set
-/// `IDENTITY_ENDPOINT`) or a user-assigned identity is named; the developer-tools chain
-/// (Azure CLI, azd) on a workstation.
-pub(crate) fn identity_credential(
-    setting: &str,
-    client_id: &Option<String>,
-) -> Result<Arc<dyn TokenCredential>, SettingsError> {
-    let on_platform = std::env::var_os("IDENTITY_ENDPOINT").is_some();
-    let credential: azure_core::Result<Arc<dyn TokenCredential>> =
-        if on_platform || client_id.is_some() {
-            ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
-                user_assigned_id: client_id.clone().map(UserAssignedId::ClientId),
-                ..Default::default()
-            }))
-            .map(|c| c as Arc<dyn TokenCredential>)
-        } else {
-            DeveloperToolsCredential::new(None).map(|c| c as Arc<dyn TokenCredential>)
-        };
-    credential.map_err(|e| {
-        SettingsError::new(
-            setting,
-            format!(
-                "identity-based connection has no usable credential: {}",
-                redact_secrets(&e.to_string())
-            ),
-        )
-    })
 }

@@ -3,6 +3,7 @@
 
 pub mod adf;
 pub mod azurite;
+pub mod keys_off;
 pub mod worker;
 
 use azure_core::http::RequestContent;
