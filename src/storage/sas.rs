@@ -82,36 +82,13 @@ pub fn read_blob_sas(
     snapshot: Option<&str>,
     expiry: OffsetDateTime,
 ) -> Secret {
-    let expiry = sas_time(expiry);
-    let resource = if snapshot.is_some() { "bs" } else { "b" };
-    let canonical = format!("/blob/{account}/{container}/{blob}");
-    let string_to_sign = [
-        "r",
-        "", // start: valid from now
-        &expiry,
-        &canonical,
-        "", // no stored access policy
-        "", // any IP
-        "", // any protocol: Azurite serves http
-        SAS_VERSION,
-        resource,
-        snapshot.unwrap_or_default(),
-        "", // encryption scope
-        "", // rscc, rscd, rsce, rscl, rsct: no response header overrides
-        "",
-        "",
-        "",
-        "",
-    ]
-    .join("\n");
-    let query = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("sv", SAS_VERSION)
-        .append_pair("sr", resource)
-        .append_pair("sp", "r")
-        .append_pair("se", &expiry)
-        .append_pair("sig", &sign(key, &string_to_sign))
-        .finish();
-    Secret::new(query)
+    let one_blob = OneBlob {
+        canonical: format!("/blob/{account}/{container}/{blob}"),
+        snapshot,
+        expiry: sas_time(expiry),
+    };
+    // Signed by the account key, the only field between resource and IP: no stored policy.
+    one_blob.sign(key, &[""], &[])
 }
 
 /// A user delegation key: what the account issued to an identity (Get User Delegation Key),
@@ -142,7 +119,7 @@ impl std::fmt::Debug for DelegationKey {
 /// A read-only user delegation SAS query string (without `?`) for blob `container/blob` of
 /// `account`, or for its snapshot `snapshot`: the keys-off counterpart of [`read_blob_sas`],
 /// signed with a delegation key instead of the account key ("Create a user delegation SAS",
-/// string to sign of version 2020-12-06 and later).
+/// string to sign of version 2020-12-06 and later). It never outlives the key.
 pub fn read_blob_delegation_sas(
     account: &str,
     key: &DelegationKey,
@@ -151,51 +128,72 @@ pub fn read_blob_delegation_sas(
     snapshot: Option<&str>,
     expiry: OffsetDateTime,
 ) -> Secret {
-    let expiry = sas_time(expiry.min(key.expiry));
+    let one_blob = OneBlob {
+        canonical: format!("/blob/{account}/{container}/{blob}"),
+        snapshot,
+        expiry: sas_time(expiry.min(key.expiry)),
+    };
     let (key_start, key_expiry) = (sas_time(key.start), sas_time(key.expiry));
-    let resource = if snapshot.is_some() { "bs" } else { "b" };
-    let canonical = format!("/blob/{account}/{container}/{blob}");
-    let string_to_sign = [
-        "r",
-        "", // start: valid from now
-        &expiry,
-        &canonical,
-        &key.object_id,
-        &key.tenant_id,
-        &key_start,
-        &key_expiry,
-        &key.service,
-        &key.version,
-        "", // no authorized user object id
-        "", // no unauthorized user object id
-        "", // no correlation id
-        "", // any IP
-        "", // any protocol: Azurite serves http
-        SAS_VERSION,
-        resource,
-        snapshot.unwrap_or_default(),
-        "", // encryption scope
-        "", // rscc, rscd, rsce, rscl, rsct: no response header overrides
-        "",
-        "",
-        "",
-        "",
-    ]
-    .join("\n");
-    let query = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("sv", SAS_VERSION)
-        .append_pair("sr", resource)
-        .append_pair("sp", "r")
-        .append_pair("se", &expiry)
-        .append_pair("skoid", &key.object_id)
-        .append_pair("sktid", &key.tenant_id)
-        .append_pair("skt", &key_start)
-        .append_pair("ske", &key_expiry)
-        .append_pair("sks", &key.service)
-        .append_pair("skv", &key.version)
-        .append_pair("sig", &sign(&key.value, &string_to_sign))
-        .finish();
-    Secret::new(query)
+    let key_fields = [
+        ("skoid", key.object_id.as_str()),
+        ("sktid", &key.tenant_id),
+        ("skt", &key_start),
+        ("ske", &key_expiry),
+        ("sks", &key.service),
+        ("skv", &key.version),
+    ];
+    let signed: Vec<&str> = key_fields
+        .iter()
+        .map(|(_, value)| *value)
+        // No authorized or unauthorized user object id, no correlation id.
+        .chain(["", "", ""])
+        .collect();
+    one_blob.sign(&key.value, &signed, &key_fields)
+}
+
+/// What a read-only SAS for one blob (or snapshot) signs, whoever signs it.
+struct OneBlob<'a> {
+    canonical: String,
+    snapshot: Option<&'a str>,
+    /// `se`, already in SAS form.
+    expiry: String,
+}
+
+impl OneBlob<'_> {
+    /// The query string: `signer_fields` are the lines the signer puts between the canonical
+    /// resource and the IP range in the string to sign, `signer_query` the pairs it adds.
+    fn sign(
+        &self,
+        key: &SecretBytes,
+        signer_fields: &[&str],
+        signer_query: &[(&str, &str)],
+    ) -> Secret {
+        let resource = if self.snapshot.is_some() { "bs" } else { "b" };
+        let mut lines = vec!["r", "", &self.expiry, &self.canonical]; // start: valid from now
+        lines.extend_from_slice(signer_fields);
+        lines.extend_from_slice(&[
+            "", // any IP
+            "", // any protocol: Azurite serves http
+            SAS_VERSION,
+            resource,
+            self.snapshot.unwrap_or_default(),
+            "", // encryption scope
+            "", // rscc, rscd, rsce, rscl, rsct: no response header overrides
+            "",
+            "",
+            "",
+            "",
+        ]);
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        query
+            .append_pair("sv", SAS_VERSION)
+            .append_pair("sr", resource)
+            .append_pair("sp", "r")
+            .append_pair("se", &self.expiry)
+            .extend_pairs(signer_query)
+            .append_pair("sig", &sign(key, &lines.join("\n")));
+        Secret::new(query.finish())
+    }
 }
 
 #[cfg(test)]
