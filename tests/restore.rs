@@ -433,6 +433,54 @@ async fn as_of_an_instant_leaves_out_what_had_been_seen_deleted_and_brings_back_
     );
 }
 
+#[tokio::test]
+async fn a_deletion_marker_names_the_newest_complete_backup_never_an_unfinished_copy() {
+    let lake = Lake::new().await;
+    let client = lake.lake();
+    support::upload(&client, "c.csv", b"c v1").await;
+    lake.back_up().await;
+    let (v1, _, _) = support::properties(&client, "c.csv").await;
+    // v2 is written, and a copy of it starts but never finishes (no stamp), before the blob is
+    // deleted: its newest *complete* backup is still v1.
+    support::upload(&client, "c.csv", b"c v2").await;
+    let (v2, v2_written, _) = support::properties(&client, "c.csv").await;
+    let vault = lake.app.backup.container("lakebak").unwrap();
+    let unfinished = lakebackup::core::naming::backup_blob_name("c.csv", v2_written, &v2).unwrap();
+    support::upload(&vault, &unfinished, b"c v").await;
+    client
+        .blob_client("c.csv")
+        .delete(Some(BlobClientDeleteOptions {
+            delete_snapshots: Some(DeleteSnapshotsOptionType::Include),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    let request = ProduceRequest {
+        container: "lake".into(),
+        prefix: String::new(),
+    };
+    let (pass, _) = producer::produce_here(&lake.app, &request).await.unwrap();
+    assert_eq!(pass.deletions_recorded, 1);
+    let markers: Vec<String> = support::list_all(&vault)
+        .await
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| name.starts_with(".lakebackup-deleted/"))
+        .collect();
+    assert_eq!(markers, [format!(".lakebackup-deleted/c.csv@{v1}")]);
+
+    // So a restore of the lake as it is now does not bring the deleted blob back (a marker for
+    // v2 would match no complete version, and v1 would come back).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let (code, now) = lake.restore(&["--as-of", &now, "--to-container", "now"]);
+    assert_eq!(code, 0, "{now}");
+    assert_eq!(now["restored"], 0, "{now}");
+    assert_eq!(now["deleted"], 1, "{now}");
+}
+
 /// Writes `bytes` to `name` as a block list: the service keeps no MD5 for it (as for blobs ADF,
 /// DFS and large uploads write).
 async fn upload_as_block_list(
