@@ -139,12 +139,18 @@ const REFUSAL_CODES: [&str; 5] = [
     "NoAuthenticationInformation",
 ];
 
-/// On an identity-based account, turns a 401 or 403 that refuses the identity into an error
-/// naming the connection and the role to grant; status and error code are kept, so callers
-/// still tell a refusal from other failures. Runs after the bearer token policy, per try.
+/// Refused by an account with shared key access turned off.
+const KEYS_OFF_CODE: &str = "KeyBasedAuthenticationNotPermitted";
+
+/// Turns a 401 or 403 that refuses the connection's credential into an error naming the
+/// connection and what to do: for an identity, the role to grant; for a key or SAS on an account
+/// with keys off, the identity-based settings. Status and error code are kept, so callers still
+/// tell a refusal from other failures. Runs after the authorization policy, per try.
 #[derive(Debug)]
 pub(super) struct RefusalHintPolicy {
     pub connection: String,
+    /// The connection is identity-based (else a key or a SAS).
+    pub identity: bool,
 }
 
 #[async_trait]
@@ -163,18 +169,24 @@ impl Policy for RefusalHintPolicy {
         let code = response
             .headers()
             .get_optional_string(&HeaderName::from_static("x-ms-error-code"));
-        if code
+        let message = if !self.identity {
+            if code.as_deref() != Some(KEYS_OFF_CODE) {
+                return Ok(response);
+            }
+            keys_off_hint(&self.connection)
+        } else if code
             .as_deref()
             .is_some_and(|code| !REFUSAL_CODES.contains(&code))
         {
             return Ok(response);
-        }
-        let message = refusal_hint(
-            &self.connection,
-            status,
-            code.as_deref(),
-            request.url().as_str(),
-        );
+        } else {
+            refusal_hint(
+                &self.connection,
+                status,
+                code.as_deref(),
+                request.url().as_str(),
+            )
+        };
         Err(azure_core::Error::with_message(
             ErrorKind::HttpResponse {
                 status,
@@ -184,6 +196,15 @@ impl Policy for RefusalHintPolicy {
             message,
         ))
     }
+}
+
+/// One line for a key or SAS refused by an account that allows only Entra ID.
+fn keys_off_hint(connection: &str) -> String {
+    format!(
+        "{connection} was refused ({KEYS_OFF_CODE}): the account has shared key access turned \
+         off, so its key or SAS cannot be used; give {connection}__blobServiceUri (and \
+         {connection}__queueServiceUri) instead, for an identity-based connection"
+    )
 }
 
 /// One line: which connection was refused, with which code, and what to grant or check.
@@ -255,5 +276,10 @@ mod tests {
             "https://bak.blob.core.windows.net/lakebak/x",
         );
         assert!(expired.contains("expired"), "{expired}");
+        let keys_off = keys_off_hint("SOURCE_STORAGE");
+        assert!(
+            keys_off.contains("SOURCE_STORAGE__blobServiceUri"),
+            "{keys_off}"
+        );
     }
 }

@@ -199,13 +199,14 @@ impl StorageAccount {
                     &format!("{}__clientId", connection.name),
                     client_id,
                 )?);
-                client_options
-                    .per_try_policies
-                    .push(Arc::new(identity::RefusalHintPolicy {
-                        connection: connection.name.clone(),
-                    }));
             }
         }
+        client_options
+            .per_try_policies
+            .push(Arc::new(identity::RefusalHintPolicy {
+                connection: connection.name.clone(),
+                identity: token_credential.is_some(),
+            }));
         Ok(Self {
             connection,
             client_options,
