@@ -150,10 +150,12 @@ async fn identity_only_settings_back_up_reconcile_and_restore_byte_identical() {
             assert!(!value.contains(field), "{name} carries {field}");
         }
     }
-    assert!(
-        !settings.contains_key("SOURCE_STORAGE") && !settings.contains_key("BACKUP_STORAGE"),
-        "no connection strings at all"
-    );
+    for connection in ["SOURCE_STORAGE", "BACKUP_STORAGE", "AzureWebJobsStorage"] {
+        assert!(
+            !settings.contains_key(connection),
+            "no connection string at all: {connection}"
+        );
+    }
 
     // Azurite refuses a request that carries no token: what worked below used one.
     let anonymous = azure_storage_blob::BlobContainerClient::new(
