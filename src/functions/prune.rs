@@ -31,8 +31,8 @@ use crate::{
     },
     storage::{
         listing::{
-            deletion_markers, list_backup_directory, list_directory_with_snapshots,
-            until_container_missing, ListingScope,
+            deletion_markers, each_complete_backup, list_backup_directory,
+            list_directory_with_snapshots, until_container_missing, ListingScope,
         },
         StorageError, StorageResultExt,
     },
@@ -489,30 +489,20 @@ async fn backup_versions(
         backup_container,
         (!directory.is_empty()).then_some(directory),
     )?);
-    futures::pin_mut!(pages);
     let mut versions: BTreeMap<String, Vec<BackupVersion>> = BTreeMap::new();
-    let mut subdirectories = Vec::new();
-    while let Some(page) = pages.try_next().await? {
-        subdirectories.extend(page.prefixes);
-        for backup in page.items {
-            let Some((parsed, last_modified)) = backup.complete_version() else {
-                continue;
-            };
-            if !parsed.source_name.starts_with(prefix) {
-                continue;
-            }
-            versions
-                .entry(parsed.source_name)
-                .or_default()
-                .push(BackupVersion {
-                    name: backup.name,
-                    etag: backup.etag,
-                    source_etag: parsed.etag,
-                    last_modified,
-                    bytes: backup.content_length,
-                });
-        }
-    }
+    let subdirectories = each_complete_backup(pages, prefix, |parsed, last_modified, backup| {
+        versions
+            .entry(parsed.source_name)
+            .or_default()
+            .push(BackupVersion {
+                name: backup.name,
+                etag: backup.etag,
+                source_etag: parsed.etag,
+                last_modified,
+                bytes: backup.content_length,
+            });
+    })
+    .await?;
     Ok((versions, subdirectories))
 }
 

@@ -32,7 +32,9 @@ use crate::{
     storage::{
         blobs::{blob_state, wait_for_copy},
         create_container_if_missing,
-        listing::{deletion_markers, list_backup_directory, list_with_snapshots},
+        listing::{
+            deletion_markers, each_complete_backup, list_backup_directory, list_with_snapshots,
+        },
         StorageError, StorageResultExt,
     },
 };
@@ -474,34 +476,22 @@ async fn backup_choices(
         &backup_container,
         (!directory.is_empty()).then_some(directory),
     )?;
-    futures::pin_mut!(pages);
     let mut best: BTreeMap<String, Option<Version>> = BTreeMap::new();
-    let mut subdirectories = Vec::new();
-    while let Some(page) = pages.try_next().await? {
-        subdirectories.extend(page.prefixes);
-        for backup in page.items {
-            // Only complete backups: the stamp is written once the copy is verified.
-            let Some((parsed, last_modified)) = backup.complete_version() else {
-                continue;
-            };
-            if let Some(prefix) = &request.prefix {
-                if !parsed.source_name.starts_with(prefix.as_str()) {
-                    continue;
-                }
-            }
-            let version = Version {
-                etag: parsed.etag,
-                last_modified,
-                content_length: backup.content_length,
-                content_md5: backup.content_md5,
-                metadata: Some(stamp::user_metadata(&backup.metadata)),
-                source: VersionSource::Backup(backup.name),
-            };
-            let slot = best.entry(parsed.source_name).or_insert(None);
-            let candidates: Vec<Version> = slot.take().into_iter().chain([version]).collect();
-            *slot = version_at(&candidates, request.as_of).cloned();
-        }
-    }
+    let prefix = request.prefix.as_deref().unwrap_or_default();
+    let subdirectories = each_complete_backup(pages, prefix, |parsed, last_modified, backup| {
+        let version = Version {
+            etag: parsed.etag,
+            last_modified,
+            content_length: backup.content_length,
+            content_md5: backup.content_md5,
+            metadata: Some(stamp::user_metadata(&backup.metadata)),
+            source: VersionSource::Backup(backup.name),
+        };
+        let slot = best.entry(parsed.source_name).or_insert(None);
+        let candidates: Vec<Version> = slot.take().into_iter().chain([version]).collect();
+        *slot = version_at(&candidates, request.as_of).cloned();
+    })
+    .await?;
     Ok(BackupLevel {
         choices: best.into_iter().collect(),
         subdirectories,

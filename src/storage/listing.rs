@@ -378,6 +378,32 @@ pub fn list_backup_directory(
     )
 }
 
+/// Walks the pages of one `{c}bak` directory level ([`list_backup_directory`]): calls `each`
+/// with every complete backup whose source name starts with `prefix`, its parsed name and the
+/// time its version was written ([`ListedBackup::complete_version`]); returns the level's
+/// sub-directories.
+pub async fn each_complete_backup(
+    pages: impl Stream<Item = Result<ListingPage<ListedBackup>, StorageError>>,
+    prefix: &str,
+    mut each: impl FnMut(ParsedBackupName, time::OffsetDateTime, ListedBackup),
+) -> Result<Vec<String>, StorageError> {
+    futures::pin_mut!(pages);
+    let mut subdirectories = Vec::new();
+    while let Some(page) = pages.try_next().await? {
+        subdirectories.extend(page.prefixes);
+        for backup in page.items {
+            // Only complete backups: the stamp is written once the copy is verified.
+            let Some((parsed, written)) = backup.complete_version() else {
+                continue;
+            };
+            if parsed.source_name.starts_with(prefix) {
+                each(parsed, written, backup);
+            }
+        }
+    }
+    Ok(subdirectories)
+}
+
 #[derive(Deserialize)]
 struct ListedItem {
     #[serde(rename = "Name", default)]

@@ -46,7 +46,7 @@ impl TestTls {
 
     /// A CA, and a leaf for `IP:127.0.0.1` signed by it (rustls refuses a self-signed
     /// certificate that is its own CA).
-    pub fn make() -> TestTls {
+    fn make() -> TestTls {
         let dir = tempfile::tempdir().unwrap();
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
