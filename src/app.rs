@@ -79,6 +79,13 @@ pub struct Config {
     /// host.json's `extensions.queues.maxDequeueCount`: the delivery after which a failed shard
     /// is given up (recorded as failed in its job's ledger).
     pub max_dequeue_count: u64,
+    /// host.json's `functionTimeout` (`None`: unbounded): a shard's last delivery that has not
+    /// ended by then was killed.
+    pub function_timeout: Option<Duration>,
+    /// `BACKUP_TAGS` (default on): list and keep blob index tags. Reading tags takes its own
+    /// permission (the role Storage Blob Data Owner, or a SAS with `t`); turn it off only where
+    /// the identity cannot have it, knowing that tags are then not backed up.
+    pub list_tags: bool,
 }
 
 /// Where blob events arrive, and which ones count.
@@ -276,6 +283,8 @@ impl Config {
                 0..=220,
             )?),
             max_dequeue_count: 5,
+            function_timeout: Some(Duration::from_secs(600)),
+            list_tags: settings.get_bool("BACKUP_TAGS", true)?,
             backup_queue,
         })
     }

@@ -185,6 +185,7 @@ async fn run(cli: Cli) -> ExitCode {
     };
     if let Ok(behaviour) = QueueBehaviour::from_host_json(&host_json) {
         app.config.max_dequeue_count = behaviour.max_dequeue_count;
+        app.config.function_timeout = behaviour.function_timeout;
     }
     let app = Arc::new(app);
     match cli.command {
@@ -269,7 +270,7 @@ async fn run(cli: Cli) -> ExitCode {
             let started = lakebackup::job_ledger::start_job(
                 &app,
                 lakebackup::job_ledger::JobKind::Command,
-                &root,
+                std::slice::from_ref(&root),
             );
             match started.await {
                 Ok(()) => {
@@ -357,14 +358,27 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Produce { container, prefix } => {
             let request = ProduceRequest { container, prefix };
             match producer::produce_here(&app, &request).await {
-                Ok((totals, shards)) => {
-                    let mut summary = serde_json::json!({"status": "done", "shards": shards});
+                Ok(job) => {
+                    let status = if job.succeeded() { "done" } else { "failed" };
+                    let mut summary = serde_json::json!({
+                        "status": status,
+                        "shards": job.shards,
+                        "shards_failed": job.shards_failed,
+                    });
                     if let (Some(summary), Ok(serde_json::Value::Object(totals))) =
-                        (summary.as_object_mut(), serde_json::to_value(totals))
+                        (summary.as_object_mut(), serde_json::to_value(job.totals))
                     {
                         summary.extend(totals);
                     }
-                    print_summary(&summary, true)
+                    if !job.notes.failures.is_empty() {
+                        summary["failures"] =
+                            serde_json::to_value(&job.notes.failures).unwrap_or_default();
+                    }
+                    if !job.notes.warnings.is_empty() {
+                        summary["warnings"] =
+                            serde_json::to_value(&job.notes.warnings).unwrap_or_default();
+                    }
+                    print_summary(&summary, job.succeeded())
                 }
                 Err(e) => {
                     eprintln!("lakebackup: {e}");

@@ -13,7 +13,10 @@ use azure_storage_blob::models::{BlobClientDeleteOptions, DeleteSnapshotsOptionT
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use lakebackup::{
     app::App,
-    core::{deletion, naming, stamp},
+    core::{
+        life::{Change, Record},
+        naming, stamp,
+    },
     functions::{
         consumer::QueueDelivery,
         events::{self, EventOutcome},
@@ -45,12 +48,18 @@ fn topic(account: &str) -> String {
     format!("/subscriptions/0000/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/{account}")
 }
 
+/// The subject Azure writes: the blob's name literally, not encoded.
 fn subject(container: &str, blob: &str) -> String {
+    format!("/blobServices/default/containers/{container}/blobs/{blob}")
+}
+
+/// A blob's URL with its path percent-encoded.
+fn url(account: &str, container: &str, blob: &str) -> String {
     let path: String =
         percent_encoding::utf8_percent_encode(blob, percent_encoding::NON_ALPHANUMERIC)
             .to_string()
             .replace("%2F", "/");
-    format!("/blobServices/default/containers/{container}/blobs/{path}")
+    format!("https://{account}.blob.core.windows.net/{container}/{path}")
 }
 
 /// An event in the Event Grid schema.
@@ -63,7 +72,7 @@ fn event_grid(event_type: &str, account: &str, container: &str, blob: &str, etag
         "id": format!("{event_type}-{blob}-{etag}"),
         "data": {
             "api": "PutBlob", "eTag": etag, "contentType": "text/csv", "contentLength": 3,
-            "blobType": "BlockBlob", "url": format!("https://{account}.blob.core.windows.net/{container}/{blob}"),
+            "blobType": "BlockBlob", "url": url(account, container, blob),
             "sequencer": "00000000000000000000000000000001"
         },
         "dataVersion": "", "metadataVersion": "1"
@@ -206,15 +215,19 @@ async fn a_delete_event_records_the_marker_that_restore_honours() {
         "{outcome:?}"
     );
     let vault = app.backup.container("lakebak").unwrap();
-    let markers: Vec<String> = support::list_all(&vault)
+    let records: Vec<Record> = support::life_records(&vault)
         .await
         .into_iter()
-        .map(|(name, _)| name)
-        .filter(|name| name.starts_with(deletion::MARKER_PREFIX))
+        .map(|(record, _)| record)
         .collect();
     assert_eq!(
-        markers,
-        [deletion::marker_name("t/gone.csv", &gone_etag).unwrap()]
+        records,
+        [Record {
+            name: "t/gone.csv".into(),
+            etag: gone_etag.clone(),
+            change: Change::Deleted,
+            sequence: 1,
+        }]
     );
 
     tokio::time::sleep(Duration::from_millis(1100)).await;

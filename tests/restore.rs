@@ -348,7 +348,10 @@ async fn as_of_an_instant_leaves_out_what_had_been_seen_deleted_and_brings_back_
             container: "lake".into(),
             prefix: String::new(),
         };
-        producer::produce_here(&lake.app, &request).await.unwrap().0
+        producer::produce_here(&lake.app, &request)
+            .await
+            .unwrap()
+            .totals
     };
     let instant = || async {
         // Last-Modified has one-second resolution: keep versions clearly on either side.
@@ -459,15 +462,14 @@ async fn a_deletion_marker_names_the_newest_complete_backup_never_an_unfinished_
         container: "lake".into(),
         prefix: String::new(),
     };
-    let (pass, _) = producer::produce_here(&lake.app, &request).await.unwrap();
-    assert_eq!(pass.deletions_recorded, 1);
-    let markers: Vec<String> = support::list_all(&vault)
+    let pass = producer::produce_here(&lake.app, &request).await.unwrap();
+    assert_eq!(pass.totals.deletions_recorded, 1);
+    let records: Vec<(String, String)> = support::life_records(&vault)
         .await
         .into_iter()
-        .map(|(name, _)| name)
-        .filter(|name| name.starts_with(".lakebackup-deleted/"))
+        .map(|(record, _)| (record.name, record.etag))
         .collect();
-    assert_eq!(markers, [format!(".lakebackup-deleted/c.csv@{v1}")]);
+    assert_eq!(records, [("c.csv".to_owned(), v1.clone())]);
 
     // So a restore of the lake as it is now does not bring the deleted blob back (a marker for
     // v2 would match no complete version, and v1 would come back).

@@ -125,7 +125,7 @@ async fn lake_app(azurite: &Azurite, extra: &[(&str, &str)]) -> App {
 /// hands each to the shard function until none is left; returns each shard's report and the
 /// job's status from its ledger.
 async fn run_job_in_process(app: &App, job: &str, prefix: &str) -> (Vec<ShardReport>, JobStatus) {
-    job_ledger::start_job(app, JobKind::Command, &Shard::root(job, "lake", prefix))
+    job_ledger::start_job(app, JobKind::Command, &[Shard::root(job, "lake", prefix)])
         .await
         .unwrap();
     let queue = app.shard_queue().await.unwrap();
@@ -145,7 +145,7 @@ async fn run_job_in_process(app: &App, job: &str, prefix: &str) -> (Vec<ShardRep
                 dequeue_count: 1,
             };
             match shard::consume(app, &delivery).await.unwrap() {
-                ShardOutcome::Done { report } => reports.push(report),
+                ShardOutcome::Done { report } => reports.push(*report),
                 other => panic!("{other:?}"),
             }
         }
@@ -233,7 +233,7 @@ async fn an_unreachable_backup_account_fails_the_shard_and_marks_nothing_done() 
     let app = lake_app(&azurite, &[("BACKUP_STORAGE", &unreachable)]).await;
     support::upload(&app.source.container("lake").unwrap(), "x.csv", b"x").await;
     let root = Shard::root("job-x", "lake", "");
-    job_ledger::start_job(&app, JobKind::Command, &root)
+    job_ledger::start_job(&app, JobKind::Command, std::slice::from_ref(&root))
         .await
         .unwrap();
     let delivery = |dequeue_count| QueueDelivery {
@@ -357,7 +357,6 @@ const DROPPED: usize = 600;
 #[tokio::test]
 async fn a_directory_deleted_whole_is_recorded_within_budgets_and_only_once() {
     use azure_storage_blob::models::{BlobClientDeleteOptions, DeleteSnapshotsOptionType};
-    use lakebackup::core::deletion;
 
     let azurite =
         Azurite::start_counting(std::path::Path::new(env!("CARGO_MANIFEST_DIR")), &[]).unwrap();
@@ -413,13 +412,13 @@ async fn a_directory_deleted_whole_is_recorded_within_budgets_and_only_once() {
     }
     let vault = app.backup.container("lakebak").unwrap();
     let mut recorded = BTreeMap::new();
-    for (marker, _) in support::list_all(&vault).await {
-        if let Some((name, etag)) = deletion::parse_marker_name(&marker) {
-            assert!(
-                recorded.insert(name.to_owned(), etag.to_owned()).is_none(),
-                "two markers for {name}"
-            );
-        }
+    for (record, _) in support::life_records(&vault).await {
+        assert_eq!(record.change, lakebackup::core::life::Change::Deleted);
+        assert!(
+            recorded.insert(record.name.clone(), record.etag).is_none(),
+            "two records for {}",
+            record.name
+        );
     }
     assert_eq!(
         recorded, etags,

@@ -5,8 +5,9 @@
 //! listing, snapshots included, entry by entry and keeps only the current name's entries: memory
 //! is bounded by one blob's snapshots, not by the container.
 //!
-//! Listings are sorted by name, so all entries of one name are adjacent; *within* a name the order
-//! of the base blob and its snapshots is not relied on (Azure lists snapshots oldest first and the
+//! A listing keeps all entries of one name together (whatever order the service sorts names in,
+//! which the diff never compares); *within* a name the order of the base blob and its snapshots
+//! is not relied on (Azure lists snapshots oldest first and the
 //! base last, Azurite interleaves the base among them). Should a name ever reappear apart from its
 //! group, the diff errs on the safe side: the base is judged against the snapshots it was seen
 //! with, which at worst takes one snapshot too many and never skips one.
@@ -15,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 
 use time::OffsetDateTime;
 
-use super::etag::normalize_etag;
+use super::{etag::normalize_etag, properties::BlobProperties};
 
 /// One entry of a listing that includes snapshots.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +31,15 @@ pub struct ListedBlob {
     pub content_md5: Option<Vec<u8>>,
     /// The blob's own metadata, when the listing included it.
     pub metadata: Option<HashMap<String, String>>,
+    /// Type, tier, content headers (and tags, when the listing included them).
+    pub properties: BlobProperties,
+}
+
+impl AsRef<str> for ListedBlob {
+    /// The entry's name, which identifies it in its listing (with its snapshot, if any).
+    fn as_ref(&self) -> &str {
+        &self.name
+    }
 }
 
 /// The current version of a blob.
@@ -45,6 +55,7 @@ pub struct BaseBlob {
     pub content_md5: Option<Vec<u8>>,
     /// The blob's own metadata, when the listing included it.
     pub metadata: Option<HashMap<String, String>>,
+    pub properties: BlobProperties,
 }
 
 /// The diff's answer for one base blob.
@@ -104,10 +115,16 @@ impl SnapshotDiff {
                     content_length: entry.content_length,
                     content_md5: entry.content_md5,
                     metadata: entry.metadata,
+                    properties: entry.properties,
                 });
             }
         }
         finished
+    }
+
+    /// The name whose entries the diff is gathering, if any.
+    pub fn current_name(&self) -> Option<&str> {
+        self.group.as_ref().map(|group| group.name.as_str())
     }
 
     /// Ends the listing; returns the verdict on the last name, if it has a base blob.
@@ -150,6 +167,7 @@ mod tests {
             last_modified: datetime!(2026-11-24 12:00 UTC),
             content_length: 1,
             content_md5: None,
+            properties: BlobProperties::default(),
         }
     }
 

@@ -35,6 +35,8 @@ pub struct BlobEvent {
     /// The ETag the event saw, without quotes: a hint only.
     pub etag: Option<String>,
     pub time: Option<OffsetDateTime>,
+    /// The event is about a snapshot or a version of the blob (its URL names one), not the blob.
+    pub of_snapshot: bool,
 }
 
 /// The fields both schemas share under one name or another.
@@ -66,6 +68,12 @@ struct RawEvent {
 struct RawData {
     #[serde(rename = "eTag", default)]
     etag: Option<String>,
+    /// The blob's URL, its path percent-encoded: the name exactly, whatever characters it has.
+    #[serde(default)]
+    url: Option<String>,
+    /// A rename's new URL (`BlobRenamed`, `DirectoryRenamed`): the name now.
+    #[serde(rename = "destinationUrl", default)]
+    destination_url: Option<String>,
 }
 
 /// Reads one queue message as a blob event; the reason it is not one otherwise.
@@ -101,8 +109,22 @@ pub fn parse_event(text: &str) -> Result<BlobEvent, String> {
         .ok_or("the event has no topic (Event Grid) or source (CloudEvents)")?;
     let account = account_of_topic(&topic)
         .ok_or_else(|| format!("the event's topic {topic:?} names no storage account"))?;
-    let subject = raw.subject.ok_or("the event has no subject")?;
-    let (container, path) = parse_subject(&subject)?;
+    let data = raw.data.unwrap_or_default();
+    // The subject holds the blob's name literally (`/blobServices/default/containers/{c}/blobs/
+    // {name}`); `data.url` is not reliably encoded (a `#` in a name has been seen raw there, which
+    // cuts the name), so it is read only for what the subject lacks: the snapshot it names.
+    let url = match kind {
+        EventKind::Renamed | EventKind::DirectoryRenamed => data.destination_url.as_deref(),
+        EventKind::Created | EventKind::Deleted => data.url.as_deref(),
+    };
+    let from_url = url.map(parse_url);
+    let (container, path) = match (&raw.subject, &from_url) {
+        (Some(subject), _) => parse_subject(subject)?,
+        (None, Some(Ok((container, path, _)))) => (container.clone(), path.clone()),
+        (None, Some(Err(reason))) => return Err(reason.clone()),
+        (None, None) => return Err("the event has no subject or data.url".into()),
+    };
+    let of_snapshot = matches!(from_url, Some(Ok((_, _, true))));
     let time = raw
         .event_time
         .or(raw.time)
@@ -113,13 +135,12 @@ pub fn parse_event(text: &str) -> Result<BlobEvent, String> {
         account,
         container,
         path,
-        etag: raw
-            .data
-            .unwrap_or_default()
+        etag: data
             .etag
             .map(|e| normalize_etag(&e).to_owned())
             .filter(|e| !e.is_empty()),
         time,
+        of_snapshot,
     })
 }
 
@@ -142,7 +163,35 @@ fn account_of_topic(topic: &str) -> Option<String> {
     (!account.is_empty()).then(|| account.to_owned())
 }
 
-/// `/blobServices/default/containers/{c}/blobs/{path}` → (`c`, `path` percent-decoded).
+/// `https://{account}.blob.core.windows.net/{c}/{path}` (or the emulator's path-style
+/// `http://127.0.0.1:port/{account}/{c}/{path}`) → (`c`, `path` percent-decoded).
+fn parse_url(text: &str) -> Result<(String, String, bool), String> {
+    let malformed = || format!("the event's data.url {text:?} is not a blob URL");
+    let url = url::Url::parse(text).map_err(|_| malformed())?;
+    let host = url.host_str().ok_or_else(malformed)?;
+    let path_style = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok();
+    let mut rest = url.path().trim_start_matches('/');
+    if path_style {
+        rest = rest.split_once('/').ok_or_else(malformed)?.1;
+    }
+    let (container, path) = rest.split_once('/').ok_or_else(malformed)?;
+    let path = percent_decode_str(path)
+        .decode_utf8()
+        .map_err(|_| malformed())?
+        .into_owned();
+    if container.is_empty() || path.is_empty() {
+        return Err(malformed());
+    }
+    let of_snapshot = url.query_pairs().any(|(key, _)| {
+        key.eq_ignore_ascii_case("snapshot") || key.eq_ignore_ascii_case("versionid")
+    });
+    Ok((container.to_owned(), path, of_snapshot))
+}
+
+/// `/blobServices/default/containers/{c}/blobs/{path}` → (`c`, `path`), the path exactly as
+/// written: the subject carries the name literally, so `%41` in it is three characters of the
+/// name, not an encoded `A`. A container name never holds `/`, so the first `/blobs/` after it
+/// ends it; the name may hold `/blobs/` itself.
 fn parse_subject(subject: &str) -> Result<(String, String), String> {
     let malformed = || {
         format!(
@@ -152,15 +201,12 @@ fn parse_subject(subject: &str) -> Result<(String, String), String> {
     let rest = subject
         .strip_prefix("/blobServices/default/containers/")
         .ok_or_else(malformed)?;
-    let (container, path) = rest.split_once("/blobs/").ok_or_else(malformed)?;
-    let path = percent_decode_str(path)
-        .decode_utf8()
-        .map_err(|_| malformed())?
-        .into_owned();
+    let (container, path) = rest.split_once('/').ok_or_else(malformed)?;
+    let path = path.strip_prefix("blobs/").ok_or_else(malformed)?;
     if container.is_empty() || path.is_empty() {
         return Err(malformed());
     }
-    Ok((container.to_owned(), path))
+    Ok((container.to_owned(), path.to_owned()))
 }
 
 #[cfg(test)]
@@ -187,11 +233,11 @@ mod tests {
     fn both_schemas_plain_or_base64_read_the_same() {
         let grid = event_grid(
             "Microsoft.Storage.BlobCreated",
-            "/blobServices/default/containers/lake/blobs/a%20b/c.csv",
+            "/blobServices/default/containers/lake/blobs/a b/c.csv",
         );
         let cloud = serde_json::json!({
             "specversion": "1.0", "type": "Microsoft.Storage.BlobCreated", "source": TOPIC,
-            "subject": "/blobServices/default/containers/lake/blobs/a%20b/c.csv",
+            "subject": "/blobServices/default/containers/lake/blobs/a b/c.csv",
             "id": "e-1", "time": "2026-11-27T10:00:00.1234567Z",
             "data": {"api": "FlushWithClose", "eTag": "\"0x8DC1\""}
         });
@@ -209,6 +255,40 @@ mod tests {
                 assert!(event.time.is_some());
             }
         }
+    }
+
+    #[test]
+    fn the_name_is_the_subjects_literally() {
+        // The subject carries the name as it is: "%41" is three characters of it, and a "#" or
+        // "?" that a raw data.url would cut the name at are part of it.
+        let mut grid = event_grid(
+            "Microsoft.Storage.BlobDeleted",
+            "/blobServices/default/containers/lake/blobs/raw/100%41 #?/blobs/😀｡.csv",
+        );
+        grid["data"]["url"] =
+            "https://lakeacct.blob.core.windows.net/lake/raw/100%41 #?/blobs/😀｡.csv".into();
+        let event = parse_event(&grid.to_string()).unwrap();
+        assert_eq!(event.path, "raw/100%41 #?/blobs/😀｡.csv");
+        assert_eq!(event.kind, EventKind::Deleted);
+        assert!(!event.of_snapshot);
+        grid["data"]["url"] =
+            "https://lakeacct.blob.core.windows.net/lake/a.csv?snapshot=2026-11-27T10:00:00.1234567Z"
+                .into();
+        assert!(parse_event(&grid.to_string()).unwrap().of_snapshot);
+        // Without a subject, the URL's path is read, percent-decoded.
+        let mut no_subject = grid.clone();
+        no_subject.as_object_mut().unwrap().remove("subject");
+        no_subject["data"]["url"] =
+            "http://127.0.0.1:10000/lakeacct/lake/%F0%9F%98%80/%EF%BD%A1".into();
+        let event = parse_event(&no_subject.to_string()).unwrap();
+        assert_eq!(
+            (event.container.as_str(), event.path.as_str()),
+            ("lake", "😀/｡")
+        );
+        no_subject["data"]["url"] = "not a url".into();
+        assert!(parse_event(&no_subject.to_string())
+            .unwrap_err()
+            .contains("data.url"));
     }
 
     #[test]

@@ -5,8 +5,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
 
 use super::shard::Shard;
 
@@ -32,10 +33,18 @@ pub struct ShardCounts {
     /// Backup versions and snapshots the retention policy no longer keeps, deleted by the shard.
     pub versions_pruned: u64,
     pub snapshots_pruned: u64,
+    /// Blobs whose backup or snapshot failed: named, with the reason, in the job's ledger. The
+    /// rest of their directory went on.
+    pub failed: u64,
+    /// Blobs whose stored Content-MD5 does not match their bytes: backed up all the same (the
+    /// bytes as the lake holds them, the MD5 property as stored), and named in the ledger.
+    pub md5_mismatches: u64,
+    /// Names seen again with a version whose deletion had been recorded (an undelete).
+    pub revivals_recorded: u64,
 }
 
 impl ShardCounts {
-    const FIELDS: [&'static str; 11] = [
+    const FIELDS: [&'static str; 14] = [
         "blobs",
         "snapshots_created",
         "backups_copied",
@@ -47,9 +56,12 @@ impl ShardCounts {
         "deletions_recorded",
         "versions_pruned",
         "snapshots_pruned",
+        "failed",
+        "md5_mismatches",
+        "revivals_recorded",
     ];
 
-    fn fields(&self) -> [u64; 11] {
+    fn fields(&self) -> [u64; 14] {
         [
             self.blobs,
             self.snapshots_created,
@@ -62,10 +74,13 @@ impl ShardCounts {
             self.deletions_recorded,
             self.versions_pruned,
             self.snapshots_pruned,
+            self.failed,
+            self.md5_mismatches,
+            self.revivals_recorded,
         ]
     }
 
-    fn from_fields(f: [u64; 11]) -> Self {
+    fn from_fields(f: [u64; 14]) -> Self {
         Self {
             blobs: f[0],
             snapshots_created: f[1],
@@ -78,6 +93,9 @@ impl ShardCounts {
             deletions_recorded: f[8],
             versions_pruned: f[9],
             snapshots_pruned: f[10],
+            failed: f[11],
+            md5_mismatches: f[12],
+            revivals_recorded: f[13],
         }
     }
 
@@ -122,10 +140,59 @@ pub fn shard_id(shard: &Shard) -> String {
     ] {
         hash.update(part);
     }
+    if let Some(name) = &shard.only {
+        hash.update(b"\0only\0");
+        hash.update(name.as_bytes());
+    }
     hash.finalize()[..16]
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// One blob a shard could not protect, or protected with a warning: named in the job's status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobNote {
+    pub blob: String,
+    /// What went wrong (or what is wrong with the blob), in words.
+    pub reason: String,
+}
+
+/// What a finished shard leaves in its ledger entry besides its counts: the blobs it could not
+/// protect and those it warns about, at most [`NOTES_PER_SHARD`] of each.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardNotes {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<BlobNote>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<BlobNote>,
+}
+
+/// How many failures (and warnings) one shard names; its counts hold the rest.
+pub const NOTES_PER_SHARD: usize = 100;
+
+impl ShardNotes {
+    pub fn is_empty(&self) -> bool {
+        self.failures.is_empty() && self.warnings.is_empty()
+    }
+
+    pub fn fail(&mut self, blob: &str, reason: impl Into<String>) {
+        if self.failures.len() < NOTES_PER_SHARD {
+            self.failures.push(BlobNote {
+                blob: blob.to_owned(),
+                reason: reason.into(),
+            });
+        }
+    }
+
+    pub fn warn(&mut self, blob: &str, reason: impl Into<String>) {
+        if self.warnings.len() < NOTES_PER_SHARD {
+            self.warnings.push(BlobNote {
+                blob: blob.to_owned(),
+                reason: reason.into(),
+            });
+        }
+    }
 }
 
 /// One entry of a job's ledger.
@@ -137,10 +204,19 @@ pub enum LedgerEntry {
     Finished {
         shard: String,
         counts: ShardCounts,
+        notes: ShardNotes,
     },
     /// The shard gave up for good (its message went to the poison queue).
     Failed {
         shard: String,
+        reason: String,
+    },
+    /// The shard's last allowed delivery started, and must end by `deadline` (the invocation's
+    /// timeout): a shard that has neither finished nor failed by then was killed or timed out,
+    /// and the host poisons its message without telling anyone.
+    LastAttempt {
+        shard: String,
+        deadline: OffsetDateTime,
     },
 }
 
@@ -148,11 +224,15 @@ pub enum LedgerEntry {
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     Running,
-    /// Every shard queued has finished.
+    /// Every shard queued has finished, and every blob it judged is protected.
     Done,
-    /// Every shard queued has ended, and at least one of them failed for good.
+    /// Every shard queued has ended, and a shard failed for good or a blob could not be
+    /// protected: named in `failures`.
     Failed,
 }
+
+/// How many failures and warnings a job's status names; its counts hold the rest.
+pub const NOTES_PER_STATUS: usize = 100;
 
 /// A job's progress as its ledger says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -164,47 +244,87 @@ pub struct JobProgress {
     pub shards_failed: u64,
     #[serde(flatten)]
     pub totals: ShardCounts,
+    /// Why shards failed, and which blobs could not be protected and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<BlobNote>,
+    /// Blobs protected with a warning (a stored MD5 that does not match the bytes).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<BlobNote>,
 }
 
 impl JobProgress {
-    /// Adds the ledger up. A shard finished twice (run again after a crash) counts once, with
-    /// the counts of its last entry; an entry for a shard never queued still counts as work done.
-    pub fn from_ledger(entries: impl IntoIterator<Item = LedgerEntry>) -> Self {
+    /// Adds the ledger up at `now`. A shard finished twice (run again after a crash) counts
+    /// once, with the counts of its last entry; an entry for a shard never queued still counts
+    /// as work done. A shard whose last delivery passed its deadline without ending failed.
+    pub fn from_ledger(
+        entries: impl IntoIterator<Item = LedgerEntry>,
+        now: OffsetDateTime,
+    ) -> Self {
         let mut queued = BTreeSet::new();
-        let mut finished: BTreeMap<String, ShardCounts> = BTreeMap::new();
-        let mut failed = BTreeSet::new();
+        let mut finished: BTreeMap<String, (ShardCounts, ShardNotes)> = BTreeMap::new();
+        let mut failed: BTreeMap<String, String> = BTreeMap::new();
+        let mut last_attempts: BTreeMap<String, OffsetDateTime> = BTreeMap::new();
         for entry in entries {
             match entry {
                 LedgerEntry::Queued { shard } => {
                     queued.insert(shard);
                 }
-                LedgerEntry::Finished { shard, counts } => {
-                    finished.insert(shard, counts);
+                LedgerEntry::Finished {
+                    shard,
+                    counts,
+                    notes,
+                } => {
+                    finished.insert(shard, (counts, notes));
                 }
-                LedgerEntry::Failed { shard } => {
-                    failed.insert(shard);
+                LedgerEntry::Failed { shard, reason } => {
+                    failed.insert(shard, reason);
+                }
+                LedgerEntry::LastAttempt { shard, deadline } => {
+                    last_attempts.insert(shard, deadline);
                 }
             }
         }
-        failed.retain(|shard| !finished.contains_key(shard));
-        let ended = |shard: &String| finished.contains_key(shard) || failed.contains(shard);
+        for (shard, deadline) in last_attempts {
+            if deadline < now && !finished.contains_key(&shard) {
+                failed.entry(shard).or_insert_with(|| {
+                    "its last allowed delivery did not end within the invocation's timeout: the \
+                     worker was stopped or the shard ran out of time, and the host gave it up"
+                        .to_owned()
+                });
+            }
+        }
+        failed.retain(|shard, _| !finished.contains_key(shard));
+        let ended = |shard: &String| finished.contains_key(shard) || failed.contains_key(shard);
+        let mut totals = ShardCounts::default();
+        let (mut failures, mut warnings) = (Vec::new(), Vec::new());
+        for (shard, reason) in &failed {
+            failures.push(BlobNote {
+                blob: String::new(),
+                reason: format!("shard {shard} failed: {reason}"),
+            });
+        }
+        for (counts, notes) in finished.values() {
+            totals.add(counts);
+            failures.extend(notes.failures.iter().cloned());
+            warnings.extend(notes.warnings.iter().cloned());
+        }
+        failures.truncate(NOTES_PER_STATUS);
+        warnings.truncate(NOTES_PER_STATUS);
         let state = if !queued.iter().all(ended) {
             JobState::Running
-        } else if failed.is_empty() {
+        } else if failed.is_empty() && totals.failed == 0 {
             JobState::Done
         } else {
             JobState::Failed
         };
-        let mut totals = ShardCounts::default();
-        for counts in finished.values() {
-            totals.add(counts);
-        }
         Self {
             state,
             shards_queued: queued.len() as u64,
             shards_finished: finished.len() as u64,
             shards_failed: failed.len() as u64,
             totals,
+            failures,
+            warnings,
         }
     }
 }
@@ -263,30 +383,90 @@ mod tests {
         let f = |s: &str, n| Finished {
             shard: s.into(),
             counts: counts(n, n),
+            notes: ShardNotes::default(),
         };
-        let running = JobProgress::from_ledger([q("root"), f("root", 2), q("a")]);
+        let now = time::macros::datetime!(2026-11-28 12:00 UTC);
+        let failed_for = |s: &str| Failed {
+            shard: s.into(),
+            reason: "listing failed".into(),
+        };
+        let running = JobProgress::from_ledger([q("root"), f("root", 2), q("a")], now);
         assert_eq!(running.state, JobState::Running);
         assert_eq!((running.shards_queued, running.shards_finished), (2, 1));
         assert_eq!(running.totals.blobs, 2);
 
         // Order does not matter, and a shard finished twice counts once.
         let done =
-            JobProgress::from_ledger([f("a", 5), f("root", 2), q("a"), q("root"), f("a", 5)]);
+            JobProgress::from_ledger([f("a", 5), f("root", 2), q("a"), q("root"), f("a", 5)], now);
         assert_eq!(done.state, JobState::Done);
         assert_eq!(done.totals.blobs, 7);
 
-        let failed = JobProgress::from_ledger([
-            q("root"),
-            f("root", 1),
-            q("a"),
-            Failed { shard: "a".into() },
-        ]);
+        let failed =
+            JobProgress::from_ledger([q("root"), f("root", 1), q("a"), failed_for("a")], now);
         assert_eq!(failed.state, JobState::Failed);
         assert_eq!(failed.shards_failed, 1);
+        assert!(failed.failures[0].reason.contains("listing failed"));
         // A failure later made good by a run that finished is not a failure.
-        let healed = JobProgress::from_ledger([q("a"), Failed { shard: "a".into() }, f("a", 1)]);
+        let healed = JobProgress::from_ledger([q("a"), failed_for("a"), f("a", 1)], now);
         assert_eq!(healed.state, JobState::Done);
         assert_eq!(healed.shards_failed, 0);
-        assert_eq!(JobProgress::from_ledger([]).state, JobState::Done);
+        assert_eq!(JobProgress::from_ledger([], now).state, JobState::Done);
+    }
+
+    #[test]
+    fn a_shard_whose_last_delivery_never_ended_fails_its_job() {
+        use LedgerEntry::*;
+        let now = time::macros::datetime!(2026-11-28 12:00 UTC);
+        let attempt = |minutes: i64| LastAttempt {
+            shard: "a".into(),
+            deadline: now + time::Duration::minutes(minutes),
+        };
+        let queued = Queued { shard: "a".into() };
+        let still_running = JobProgress::from_ledger([queued.clone(), attempt(5)], now);
+        assert_eq!(still_running.state, JobState::Running);
+        let killed = JobProgress::from_ledger([queued.clone(), attempt(-1)], now);
+        assert_eq!(killed.state, JobState::Failed);
+        assert!(killed.failures[0].reason.contains("did not end"));
+        let finished_late = JobProgress::from_ledger(
+            [
+                queued,
+                attempt(-1),
+                Finished {
+                    shard: "a".into(),
+                    counts: ShardCounts::default(),
+                    notes: ShardNotes::default(),
+                },
+            ],
+            now,
+        );
+        assert_eq!(finished_late.state, JobState::Done);
+    }
+
+    #[test]
+    fn a_blob_that_could_not_be_protected_fails_the_job_by_name() {
+        use LedgerEntry::*;
+        let now = time::macros::datetime!(2026-11-28 12:00 UTC);
+        let mut notes = ShardNotes::default();
+        notes.fail("raw/cpk.bin", "encrypted with a customer-provided key");
+        notes.warn("raw/bad-md5.csv", "stored Content-MD5 does not match");
+        let progress = JobProgress::from_ledger(
+            [
+                Queued { shard: "a".into() },
+                Finished {
+                    shard: "a".into(),
+                    counts: ShardCounts {
+                        blobs: 3,
+                        failed: 1,
+                        md5_mismatches: 1,
+                        ..Default::default()
+                    },
+                    notes,
+                },
+            ],
+            now,
+        );
+        assert_eq!(progress.state, JobState::Failed);
+        assert_eq!(progress.failures[0].blob, "raw/cpk.bin");
+        assert_eq!(progress.warnings[0].blob, "raw/bad-md5.csv");
     }
 }

@@ -151,30 +151,76 @@ pub fn parse_backup_blob_name(backup: &str) -> Result<ParsedBackupName, NamingEr
         name: backup.to_owned(),
         reason,
     };
-    let segment_start = backup.rfind('/').map_or(0, |i| i + 1);
-    // The extension is the source's, from its last dot: the marker and the ETag hold none, so it
-    // is from the backup's last dot too, and the marker is searched before it — an extension
-    // may look like a backup name itself (`exp.csv_20250101T000000Z_abc`).
-    let (head, ext) = split_extension(backup);
-    let segment = &head[segment_start..];
-    // The marker nearest the end is ours: an ETag never contains one, a stem may.
-    let marker_at = (0..segment.len().saturating_sub(MARKER_LEN - 1))
-        .rev()
-        .find(|&i| is_marker(&segment.as_bytes()[i..i + MARKER_LEN]))
+    let marked = split_marked(backup)
         .ok_or_else(|| not_backup("no _YYYYMMDDTHHMMSSZ_ marker in the last path segment"))?;
-    let stem_end = segment_start + marker_at;
-    let timestamp = &backup[stem_end + 1..stem_end + MARKER_LEN - 1];
-    let etag = &head[stem_end + MARKER_LEN..];
-    if etag.is_empty() {
+    if marked.field.is_empty() {
         return Err(not_backup("no ETag after the timestamp"));
     }
-    let last_modified = time::PrimitiveDateTime::parse(timestamp, TIMESTAMP_FORMAT)
+    let last_modified = time::PrimitiveDateTime::parse(marked.timestamp, TIMESTAMP_FORMAT)
         .map_err(|_| not_backup("the timestamp is not a valid date"))?
         .assume_utc();
     Ok(ParsedBackupName {
-        source_name: format!("{}{ext}", &backup[..stem_end]),
+        source_name: marked.source_name,
         last_modified,
-        etag: etag.to_owned(),
+        etag: marked.field.to_owned(),
+    })
+}
+
+/// The timestamp of a bookkeeping record's name: no version is ever written at it (month 00 is
+/// no date), so a record's name can never be the backup name of any lake blob.
+const RECORD_TIMESTAMP: &str = "00000000T000000Z";
+
+/// The blob name, beside the backups of `name`, of a bookkeeping record about it:
+/// `{stem}_00000000T000000Z_{field}{ext}`. `field` follows the rules of an ETag in a backup
+/// name (no `.`, `/`, `\`, `"`, control character or marker).
+pub fn record_blob_name(name: &str, field: &str) -> Result<String, NamingError> {
+    validate_blob_name(name)?;
+    check_etag_fits_name(field)?;
+    let (stem, ext) = split_extension(name);
+    let record = format!("{stem}_{RECORD_TIMESTAMP}_{field}{ext}");
+    let length = record.chars().count();
+    if length > MAX_BLOB_NAME_CHARS {
+        return Err(NamingError::BackupNameTooLong {
+            name: name.to_owned(),
+            length,
+        });
+    }
+    Ok(record)
+}
+
+/// Reads a name made by [`record_blob_name`]: the source name and the field; `None` for any
+/// other name (backups included).
+pub fn parse_record_blob_name(record: &str) -> Option<(String, &str)> {
+    let marked = split_marked(record)?;
+    (marked.timestamp == RECORD_TIMESTAMP && !marked.field.is_empty())
+        .then_some((marked.source_name, marked.field))
+}
+
+/// A name with a `_YYYYMMDDTHHMMSSZ_` marker in its last segment, split at the marker nearest
+/// the end before the extension.
+struct Marked<'a> {
+    source_name: String,
+    timestamp: &'a str,
+    /// Between the marker and the extension: a backup's ETag, a record's field.
+    field: &'a str,
+}
+
+fn split_marked(name: &str) -> Option<Marked<'_>> {
+    let segment_start = name.rfind('/').map_or(0, |i| i + 1);
+    // The extension is the source's, from its last dot: the marker and the field hold none, so
+    // it is from the whole name's last dot too, and the marker is searched before it — an
+    // extension may look like a backup name itself (`exp.csv_20250101T000000Z_abc`).
+    let (head, ext) = split_extension(name);
+    let segment = &head[segment_start..];
+    // The marker nearest the end is ours: a field never contains one, a stem may.
+    let marker_at = (0..segment.len().saturating_sub(MARKER_LEN - 1))
+        .rev()
+        .find(|&i| is_marker(&segment.as_bytes()[i..i + MARKER_LEN]))?;
+    let stem_end = segment_start + marker_at;
+    Some(Marked {
+        source_name: format!("{}{ext}", &name[..stem_end]),
+        timestamp: &name[stem_end + 1..stem_end + MARKER_LEN - 1],
+        field: &head[stem_end + MARKER_LEN..],
     })
 }
 
@@ -423,6 +469,20 @@ mod tests {
         }
     }
 
+    #[test]
+    fn record_names_are_never_backup_names() {
+        let record = record_blob_name("raw/a.v1.csv", "0x1~d1").unwrap();
+        assert_eq!(record, "raw/a.v1_00000000T000000Z_0x1~d1.csv");
+        assert_eq!(
+            parse_record_blob_name(&record),
+            Some(("raw/a.v1.csv".to_owned(), "0x1~d1"))
+        );
+        assert!(parse_backup_blob_name(&record).is_err());
+        let backup = backup_blob_name("raw/a.v1.csv", WHEN, ETAG).unwrap();
+        assert_eq!(parse_record_blob_name(&backup), None);
+        assert!(record_blob_name("x", "a.b").is_err());
+    }
+
     proptest::proptest! {
         /// For any valid name, version time and ETag: parse(backup_name(x)) == x (to the second,
         /// the name's precision).
@@ -445,6 +505,32 @@ mod tests {
             proptest::prop_assert_eq!(&parsed.source_name, &name, "backup {}", backup);
             proptest::prop_assert_eq!(&parsed.etag, &etag);
             proptest::prop_assert_eq!(parsed.last_modified, when);
+        }
+
+        /// No lake name's backup name is ever a record name, and no record name parses as a
+        /// backup: the bookkeeping can never take a name a backup needs.
+        #[test]
+        fn records_and_backups_never_share_a_name(
+            segments in proptest::collection::vec(
+                "([a-z._ éT]|Z|_|[0-9]|_20250101T000000Z_|_00000000T000000Z_|\\.csv){0,12}",
+                1..4,
+            ),
+            seconds in 0i64..4_102_444_800,
+            etag in "0x[0-9A-F]{1,16}",
+            field in "0x[0-9A-F]{1,16}~[dr][1-9]",
+        ) {
+            let name = segments.join("/");
+            proptest::prop_assume!(validate_blob_name(&name).is_ok());
+            let when = OffsetDateTime::from_unix_timestamp(seconds).unwrap();
+            if let Ok(backup) = backup_blob_name(&name, when, &etag) {
+                proptest::prop_assert_eq!(parse_record_blob_name(&backup), None);
+            }
+            if let Ok(record) = record_blob_name(&name, &field) {
+                proptest::prop_assert!(parse_backup_blob_name(&record).is_err());
+                let (source, parsed_field) = parse_record_blob_name(&record).unwrap();
+                proptest::prop_assert_eq!(source, name);
+                proptest::prop_assert_eq!(parsed_field, field.as_str());
+            }
         }
     }
 }

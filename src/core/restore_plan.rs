@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use time::OffsetDateTime;
 
-use super::etag::normalize_etag;
+use super::{etag::normalize_etag, properties::BlobProperties};
 
 /// Where a restorable version lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,9 +27,11 @@ pub struct Version {
     pub content_length: u64,
     pub content_md5: Option<Vec<u8>>,
     pub source: VersionSource,
-    /// The user metadata to write back with it; `None`: the copy keeps its source's (a
-    /// snapshot's own). A backup's carries the stamp, which never goes back into the lake.
+    /// The version's user metadata (a backup's without the stamp, which never goes back into
+    /// the lake); `None` when it was not read.
     pub metadata: Option<HashMap<String, String>>,
+    /// Its type, tier, content headers and tags; `None` when they were not read.
+    pub properties: Option<BlobProperties>,
 }
 
 /// The blob now in the restore target.
@@ -38,11 +40,15 @@ pub struct TargetBlob {
     pub etag: String,
     pub content_length: u64,
     pub content_md5: Option<Vec<u8>>,
+    /// `None` when it was not read: the blob then counts as differing unless its ETag is the
+    /// version's.
+    pub metadata: Option<HashMap<String, String>>,
+    pub properties: Option<BlobProperties>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
-    Restore(Version),
+    Restore(Box<Version>),
     Unchanged,
     /// The blob has no version at or before the instant (it was created later).
     MissingVersion,
@@ -67,7 +73,7 @@ pub fn version_at(versions: &[Version], as_of: Option<OffsetDateTime>) -> Option
 /// reports last-modified times to the second, so a whole second stands for any instant in it:
 /// a version written at 12:00:00.7 is listed as 12:00:00 and must not be chosen for
 /// 12:00:00.3. A time with a fraction is exact.
-pub(crate) fn written_by(last_modified: OffsetDateTime) -> OffsetDateTime {
+pub fn written_by(last_modified: OffsetDateTime) -> OffsetDateTime {
     if last_modified.nanosecond() == 0 {
         last_modified + time::Duration::seconds(1) - time::Duration::nanoseconds(1)
     } else {
@@ -80,19 +86,43 @@ pub fn plan(chosen: Option<&Version>, target: Option<&TargetBlob>) -> Plan {
     let Some(chosen) = chosen else {
         return Plan::MissingVersion;
     };
-    if let Some(target) = target {
-        if normalize_etag(&target.etag) == normalize_etag(&chosen.etag) {
-            return Plan::Unchanged;
-        }
-        let same_content = matches!(
-            (&target.content_md5, &chosen.content_md5),
-            (Some(a), Some(b)) if a == b
-        ) && target.content_length == chosen.content_length;
-        if same_content {
-            return Plan::Unchanged;
-        }
+    match target {
+        Some(target) if holds(target, chosen) => Plan::Unchanged,
+        _ => Plan::Restore(Box::new(chosen.clone())),
     }
-    Plan::Restore(chosen.clone())
+}
+
+/// Whether `target` already is `version` in everything a restore writes: bytes, user metadata,
+/// content headers, type, and the tags and tier where both sides know them. The same ETag
+/// vouches for all but tags and tier (setting those keeps the ETag); another ETag with the
+/// same real MD5 and length vouches for the bytes only.
+fn holds(target: &TargetBlob, version: &Version) -> bool {
+    let properties_match = |strict: bool| match (&target.properties, &version.properties) {
+        (Some(theirs), Some(ours)) => theirs.differences(ours).is_empty(),
+        _ => !strict,
+    };
+    if normalize_etag(&target.etag) == normalize_etag(&version.etag) {
+        return properties_match(false);
+    }
+    let same_bytes = matches!(
+        (&target.content_md5, &version.content_md5),
+        (Some(a), Some(b)) if a == b && !a.is_empty()
+    ) && target.content_length == version.content_length;
+    let same_metadata = match (&target.metadata, &version.metadata) {
+        (Some(theirs), Some(ours)) => same_metadata(theirs, ours),
+        _ => false,
+    };
+    same_bytes && same_metadata && properties_match(true)
+}
+
+/// Metadata names are case-insensitive in Azure; values are compared exactly.
+fn same_metadata(a: &HashMap<String, String>, b: &HashMap<String, String>) -> bool {
+    let lower = |m: &HashMap<String, String>| -> std::collections::BTreeMap<String, String> {
+        m.iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect()
+    };
+    lower(a) == lower(b)
 }
 
 #[cfg(test)]
@@ -107,7 +137,8 @@ mod tests {
             content_length: 10,
             content_md5: Some(vec![md5]),
             source,
-            metadata: None,
+            metadata: Some(HashMap::new()),
+            properties: Some(BlobProperties::default()),
         }
     }
 
@@ -168,6 +199,8 @@ mod tests {
             etag: "\"0x3\"".into(),
             content_length: 10,
             content_md5: Some(vec![3]),
+            metadata: Some(HashMap::new()),
+            properties: Some(BlobProperties::default()),
         };
         assert!(matches!(plan(old, Some(&current)), Plan::Restore(v) if v.etag == "0x1"));
         assert_eq!(
@@ -191,5 +224,82 @@ mod tests {
             "deleted blobs come back"
         );
         assert_eq!(plan(None, None), Plan::MissingVersion);
+    }
+
+    #[test]
+    fn metadata_headers_type_and_tags_count_as_differences() {
+        use crate::core::properties::{BlobType, Tags};
+        let versions = history();
+        let old = version_at(&versions, Some(datetime!(2026-11-20 12:00 UTC))).unwrap();
+        let same = TargetBlob {
+            etag: "0x9".into(),
+            content_length: 10,
+            content_md5: Some(vec![1]),
+            metadata: Some(HashMap::new()),
+            properties: Some(BlobProperties::default()),
+        };
+        assert_eq!(plan(Some(old), Some(&same)), Plan::Unchanged);
+        // Set Blob Metadata made a new ETag over the same bytes: the metadata goes back.
+        let relabelled = TargetBlob {
+            metadata: Some(HashMap::from([("owner".into(), "mallory".into())])),
+            ..same.clone()
+        };
+        assert!(matches!(
+            plan(Some(old), Some(&relabelled)),
+            Plan::Restore(_)
+        ));
+        let key_case = Version {
+            metadata: Some(HashMap::from([("Owner".into(), "x".into())])),
+            ..old.clone()
+        };
+        let lower = TargetBlob {
+            metadata: Some(HashMap::from([("owner".into(), "x".into())])),
+            ..same.clone()
+        };
+        assert_eq!(plan(Some(&key_case), Some(&lower)), Plan::Unchanged);
+        let unknown_metadata = TargetBlob {
+            metadata: None,
+            ..same.clone()
+        };
+        assert!(matches!(
+            plan(Some(old), Some(&unknown_metadata)),
+            Plan::Restore(_)
+        ));
+        let block_now = Version {
+            properties: Some(BlobProperties {
+                blob_type: BlobType::Append,
+                ..Default::default()
+            }),
+            ..old.clone()
+        };
+        assert!(matches!(
+            plan(Some(&block_now), Some(&same)),
+            Plan::Restore(_)
+        ));
+        // Tags do not change the ETag: compared even when the ETags agree.
+        let tagged = Version {
+            properties: Some(BlobProperties {
+                tags: Some(Tags::from([("k".into(), "v".into())])),
+                ..Default::default()
+            }),
+            ..old.clone()
+        };
+        let untagged_same_etag = TargetBlob {
+            etag: old.etag.clone(),
+            properties: Some(BlobProperties {
+                tags: Some(Tags::new()),
+                ..Default::default()
+            }),
+            ..same.clone()
+        };
+        assert!(matches!(
+            plan(Some(&tagged), Some(&untagged_same_etag)),
+            Plan::Restore(_)
+        ));
+        let no_md5 = TargetBlob {
+            content_md5: None,
+            ..same
+        };
+        assert!(matches!(plan(Some(old), Some(&no_md5)), Plan::Restore(_)));
     }
 }

@@ -2,6 +2,11 @@
 //! from a continuation marker on: `(job, container, prefix, marker)`. It repairs the blobs at its
 //! own level, queues each sub-directory as a new shard (the fan-out) and, when its time budget is
 //! spent, queues its own continuation. Built with serde like the backup request. Pure.
+//!
+//! A continuation says where to go on by the service's own marker and the identity of the last
+//! entry dealt with, never by comparing names: the service lists in an order of its own (UTF-16
+//! code units on flat accounts, path segment by segment with a hierarchical namespace), which no
+//! byte-wise comparison reproduces.
 
 use serde::{Deserialize, Serialize};
 
@@ -24,16 +29,42 @@ pub struct Shard {
     /// not).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub part: u32,
-    /// The last name the previous part dealt with: where this part's range of names begins
-    /// (exclusive). Names up to it that its listing shows again are skipped, and only names
-    /// after it can be judged gone.
+    /// The name (a blob's, or a sub-directory's) of the last entry the previous part dealt
+    /// with, on the first page listed from `marker`: that page's entries up to and including
+    /// that name's run are skipped. Found by equality, never by order; when the page no longer
+    /// holds it, nothing is skipped (redoing is harmless, every step is idempotent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<String>,
+    /// What is left of the directory: its listing, or only its deletions.
+    #[serde(default, skip_serializing_if = "Phase::is_listing")]
+    pub phase: Phase,
     /// A reconciliation's shard: it also prunes what the retention policy no longer keeps
     /// (a producer's job, which ingestion waits for, does not). Inherited by the shards it
     /// spawns.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub prune: bool,
+    /// A job over one blob of the directory (a producer `prefix` that names a blob): only that
+    /// name is backed up and snapshotted; nothing is fanned out, judged gone or pruned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only: Option<String>,
+}
+
+/// What a shard part does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// List the directory level and repair what it shows.
+    #[default]
+    Listing,
+    /// The listing was spread over several parts, or the deletions did not fit the budget: list
+    /// the whole level again, names only, and record which backed-up names it no longer holds.
+    Deletions,
+}
+
+impl Phase {
+    fn is_listing(&self) -> bool {
+        *self == Phase::Listing
+    }
 }
 
 fn is_zero(part: &u32) -> bool {
@@ -50,7 +81,18 @@ impl Shard {
             marker: None,
             part: 0,
             after: None,
+            phase: Phase::Listing,
             prune: false,
+            only: None,
+        }
+    }
+
+    /// The job over the one blob `name`.
+    pub fn one_blob(job: &str, container: &str, name: &str) -> Self {
+        let directory = naming::directory_of(name).unwrap_or("");
+        Self {
+            only: Some(name.to_owned()),
+            ..Self::root(job, container, directory)
         }
     }
 
@@ -70,8 +112,8 @@ impl Shard {
         }
     }
 
-    /// The rest of this directory, listed from `marker` (`None`: from its start); every name up
-    /// to `after` has been dealt with.
+    /// The rest of this directory, listed from `marker` (`None`: from its start), the first
+    /// page's entries through `after`'s run skipped.
     pub fn continuation(&self, marker: Option<&str>, after: Option<&str>) -> Self {
         Self {
             marker: marker.map(str::to_owned),
@@ -79,6 +121,22 @@ impl Shard {
             after: after.map(str::to_owned),
             ..self.clone()
         }
+    }
+
+    /// The part that records the directory's deletions (its listing is done).
+    pub fn deletions(&self) -> Self {
+        Self {
+            marker: None,
+            after: None,
+            phase: Phase::Deletions,
+            part: self.part.saturating_add(1),
+            ..self.clone()
+        }
+    }
+
+    /// The start of the level this shard lists: its directory, or its one blob's name.
+    pub fn listing_prefix(&self) -> &str {
+        self.only.as_deref().unwrap_or(&self.prefix)
     }
 
     pub fn to_json(&self) -> String {
@@ -104,6 +162,15 @@ impl Shard {
         naming::validate_container_name(&self.container)?;
         if !self.prefix.is_empty() {
             naming::validate_blob_name(&self.prefix)?;
+        }
+        if let Some(name) = &self.only {
+            naming::validate_blob_name(name)?;
+            if naming::directory_of(name).unwrap_or("") != self.prefix {
+                return Err(NamingError::InvalidBlob {
+                    name: name.clone(),
+                    reason: "is not directly in the shard's directory",
+                });
+            }
         }
         Ok(())
     }
@@ -154,6 +221,21 @@ mod tests {
         assert!(pruning.prune && pruning.continuation(None, Some("a/x")).prune);
         assert!(pruning.to_json().contains(r#""prune":true"#));
         assert_eq!(next.job, "job-1");
+        let deletions = next.deletions();
+        assert_eq!(
+            (deletions.phase, deletions.part, deletions.marker.as_deref()),
+            (Phase::Deletions, 2, None)
+        );
+        assert_eq!(Shard::parse(&deletions.to_json()).unwrap(), deletions);
+        let one = Shard::one_blob("job-3", "lake", "raw/a.csv");
+        assert_eq!(
+            (one.prefix.as_str(), one.listing_prefix()),
+            ("raw/", "raw/a.csv")
+        );
+        assert_eq!(Shard::parse(&one.to_json()).unwrap(), one);
+        let mut stray = one.clone();
+        stray.prefix = "other/".into();
+        assert!(Shard::parse(&stray.to_json()).is_err());
         assert_eq!(next.prefix, "raw/\"q\" 2026/");
         assert_eq!(
             (

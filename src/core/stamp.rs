@@ -10,7 +10,10 @@ use std::collections::HashMap;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
-use super::etag::normalize_etag;
+use super::{
+    etag::normalize_etag,
+    properties::{BlobProperties, BlobType},
+};
 
 /// What every bookkeeping key starts with (metadata names are case-insensitive in Azure).
 pub const STAMP_PREFIX: &str = "lakebackup_";
@@ -20,6 +23,11 @@ pub const STAMP_BLOB: &str = "lakebackup_blob";
 pub const STAMP_ETAG: &str = "lakebackup_etag";
 /// RFC 3339, with the sub-second part when the service gave one.
 pub const STAMP_LAST_MODIFIED: &str = "lakebackup_last_modified";
+
+/// The source's blob type (`BlockBlob`, `AppendBlob`, `PageBlob`): a restore recreates it.
+pub const STAMP_BLOB_TYPE: &str = "lakebackup_blob_type";
+/// The access tier set on the source version, when one was: a restore sets it again.
+pub const STAMP_ACCESS_TIER: &str = "lakebackup_access_tier";
 
 /// The MD5 (base64) of the backup's bytes, recorded when they were read to copy or to verify
 /// them; lets `verify --deep` check a backup without reading its source again.
@@ -49,6 +57,9 @@ pub struct Stamp {
     /// Without quotes.
     pub etag: String,
     pub last_modified: OffsetDateTime,
+    pub blob_type: BlobType,
+    /// The tier set on the source, when one was.
+    pub access_tier: Option<String>,
 }
 
 impl Stamp {
@@ -58,7 +69,16 @@ impl Stamp {
             blob: blob.to_owned(),
             etag: normalize_etag(etag).to_owned(),
             last_modified,
+            blob_type: BlobType::Block,
+            access_tier: None,
         }
+    }
+
+    /// The stamp of a version with these properties (its type and tier are recorded).
+    pub fn with_properties(mut self, properties: &BlobProperties) -> Self {
+        self.blob_type = properties.blob_type;
+        self.access_tier = properties.access_tier.clone();
+        self
     }
 
     /// The backup's whole metadata: the source's own (any bookkeeping-shaped key dropped) plus
@@ -86,7 +106,14 @@ impl Stamp {
                     .format(&Rfc3339)
                     .unwrap_or_default(),
             ),
+            (
+                STAMP_BLOB_TYPE.to_owned(),
+                self.blob_type.as_str().to_owned(),
+            ),
         ]);
+        if let Some(tier) = &self.access_tier {
+            metadata.insert(STAMP_ACCESS_TIER.to_owned(), tier.clone());
+        }
         metadata
     }
 }
@@ -120,6 +147,27 @@ pub fn stamped_etag(metadata: &HashMap<String, String>) -> Option<&str> {
 /// The full last-modified time of the source version, when the stamp carries one.
 pub fn stamped_last_modified(metadata: &HashMap<String, String>) -> Option<OffsetDateTime> {
     stamped_value(metadata, 3).and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+}
+
+/// The stamp key `key`'s value, on a current stamp.
+fn stamp_field<'a>(metadata: &'a HashMap<String, String>, key: &str) -> Option<&'a str> {
+    metadata
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .map(|(_, v)| v.as_str())
+}
+
+/// The blob type the stamp records; a stamp from before types were recorded held a block blob
+/// (the only kind backed up then kept its type).
+pub fn stamped_blob_type(metadata: &HashMap<String, String>) -> BlobType {
+    stamp_field(metadata, STAMP_BLOB_TYPE)
+        .and_then(BlobType::parse)
+        .unwrap_or_default()
+}
+
+/// The access tier the source version had set, when the stamp records one.
+pub fn stamped_access_tier(metadata: &HashMap<String, String>) -> Option<String> {
+    stamp_field(metadata, STAMP_ACCESS_TIER).map(str::to_owned)
 }
 
 /// The user's own metadata of a backup: the stamp (current or legacy) left out.
@@ -157,6 +205,20 @@ mod tests {
         ]);
         let metadata = stamp().backup_metadata(&source);
         assert_eq!(metadata["owner"], "team-a");
+        assert_eq!(stamped_blob_type(&metadata), BlobType::Block);
+        assert_eq!(stamped_access_tier(&metadata), None);
+        let append = stamp()
+            .with_properties(&BlobProperties {
+                blob_type: BlobType::Append,
+                access_tier: Some("Cool".into()),
+                ..Default::default()
+            })
+            .backup_metadata(&source);
+        assert_eq!(stamped_blob_type(&append), BlobType::Append);
+        assert_eq!(stamped_access_tier(&append).as_deref(), Some("Cool"));
+        assert!(!user_metadata(&append)
+            .keys()
+            .any(|k| k.starts_with("lakebackup")));
         assert!(!metadata.contains_key("LakeBackup_etag"));
         assert!(metadata[STAMP_BLOB].is_ascii());
         assert_eq!(stamped_etag(&metadata), Some("0x1"));

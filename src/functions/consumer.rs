@@ -34,12 +34,13 @@ use crate::{
         etag::{normalize_etag, quoted_etag},
         message::BackupRequest,
         naming,
+        properties::{BlobProperties, BlobType},
         stamp::Stamp,
     },
     storage::{
         blobs::{
-            blob_state, copy_version, copy_version_through, wait_for_copy, BlobState, CopyStart,
-            MAX_SYNC_COPY_BYTES,
+            blob_state, copy_version, copy_version_through, is_tags_refusal, read_tags,
+            wait_for_copy, BlobState, Copied, CopyAttributes, CopyStart, ServerCopy,
         },
         lease::HeldLease,
         listing::{find_snapshot, list_backups},
@@ -90,6 +91,13 @@ pub enum ConsumerOutcome {
         /// Set when the blob had moved on and the version was copied from its snapshot.
         #[serde(skip_serializing_if = "Option::is_none")]
         from_snapshot: Option<String>,
+        /// The source's stored Content-MD5 does not match its bytes: the bytes were backed up
+        /// as the lake holds them, the MD5 property as stored.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        md5_mismatch: bool,
+        /// The backup account refused to set the blob's tags: they are not on the backup.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        tags_refused: bool,
     },
     AlreadyBackedUp {
         backup_container: String,
@@ -205,6 +213,7 @@ pub async fn back_up_listed(
         content_length: blob.content_length,
         content_md5: None,
         metadata: metadata.clone(),
+        properties: blob.properties.clone(),
         snapshot: None,
     };
     let copied = async {
@@ -296,17 +305,33 @@ async fn back_up(app: &App, request: &BackupRequest) -> Result<ConsumerOutcome, 
         etag: normalize_etag(&request.etag).to_owned(),
         backup_container,
     };
-    match job.attempt().await {
+    let attempted = match job.attempt().await {
         Err(Failure::Retry(ConsumerError::Storage(e))) if is_condition_conflict(&e) => {
             info!(error = %e, "a condition refused the copy; reading the facts again");
             job.attempt().await
+        }
+        other => other,
+    };
+    match attempted {
+        Err(Failure::Retry(ConsumerError::Storage(e))) if is_customer_key(&e) => {
+            Err(Failure::Rejected(format!(
+                "the blob is encrypted with a customer-provided key, which this worker does not \
+                 hold: it cannot be read to be backed up ({e})"
+            )))
         }
         other => other,
     }
 }
 
 fn is_condition_conflict(error: &StorageError) -> bool {
-    matches!(error.status, Some(409 | 412)) && !error.has_code("BlobArchived")
+    matches!(error.status, Some(409 | 412))
+        && !error.has_code("BlobArchived")
+        && !is_customer_key(error)
+}
+
+/// The blob is encrypted with a key its owner supplies with every request.
+fn is_customer_key(error: &StorageError) -> bool {
+    error.has_code("BlobUsesCustomerSpecifiedEncryption")
 }
 
 /// One exact version of a blob, as the copy needs it.
@@ -317,6 +342,8 @@ struct Version {
     content_md5: Option<Vec<u8>>,
     /// The source's own metadata, kept on the backup.
     metadata: HashMap<String, String>,
+    /// Its type, tier, content headers and (when read) tags.
+    properties: BlobProperties,
     /// `None`: the current blob; `Some`: its snapshot of that id.
     snapshot: Option<String>,
 }
@@ -385,6 +412,7 @@ impl Job<'_> {
             &self.etag,
             version.last_modified,
         )
+        .with_properties(&version.properties)
     }
 
     fn backup_name(&self, version: &Version) -> Result<String, Failure> {
@@ -404,12 +432,25 @@ impl Job<'_> {
         format!("{}/{name}", self.backup_container)
     }
 
-    fn backed_up(&self, name: String, from_snapshot: Option<String>) -> ConsumerOutcome {
-        info!(backup = name, from_snapshot, "version backed up");
+    fn backed_up(
+        &self,
+        name: String,
+        from_snapshot: Option<String>,
+        copied: &Copied,
+    ) -> ConsumerOutcome {
+        info!(
+            backup = name,
+            from_snapshot,
+            md5_mismatch = copied.md5_mismatch,
+            tags_refused = copied.tags_refused,
+            "version backed up"
+        );
         ConsumerOutcome::BackedUp {
             backup_container: self.backup_container.clone(),
             backup_name: name,
             from_snapshot,
+            md5_mismatch: copied.md5_mismatch,
+            tags_refused: copied.tags_refused,
         }
     }
 
@@ -442,11 +483,24 @@ impl Job<'_> {
         source: BlobClient,
         state: BlobState,
     ) -> Result<ConsumerOutcome, Failure> {
+        let mut properties = state.properties.clone();
+        if state.tag_count > 0 && self.app.config.list_tags {
+            properties.tags = match read_tags(&source, &self.source_what()).await {
+                Ok(tags) => Some(tags),
+                // Without the right to read tags the version is backed up all the same.
+                Err(e) if is_tags_refusal(&e) => {
+                    warn!(error = %e, "the lake refused to show the blob's tags: backed up without them");
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            };
+        }
         let version = Version {
             last_modified: state.last_modified,
             content_length: state.content_length,
             content_md5: state.content_md5.clone(),
             metadata: state.metadata.clone(),
+            properties,
             snapshot: None,
         };
         let name = self.backup_name(&version)?;
@@ -490,6 +544,7 @@ impl Job<'_> {
             content_length: s.content_length,
             content_md5: s.content_md5,
             metadata: s.metadata,
+            properties: s.properties,
             snapshot: Some(s.snapshot),
         });
         let existing = match &version {
@@ -652,10 +707,12 @@ impl Job<'_> {
         Ok(())
     }
 
-    /// Copies exactly this version with its stamp in one write: through this worker up to
-    /// `COPY_THROUGH_WORKER_MAX_BYTES` (a conditional read, then one Put Blob), else server-side,
-    /// synchronous up to 256 MiB and asynchronous above (the stamp still travels with the
-    /// request; the backup counts once its copy status is `success`).
+    /// Copies exactly this version with its stamp in one write: a block blob through this worker
+    /// up to `COPY_THROUGH_WORKER_MAX_BYTES` (a conditional read, then one create-only write),
+    /// else server-side — synchronous for block blobs up to 256 MiB, asynchronous for every
+    /// other type and size (the stamp still travels with the request; the backup counts once its
+    /// copy status is `success`). The backup keeps the version's type, content headers,
+    /// Content-MD5 as stored, metadata and tags.
     async fn copy_direct(
         &self,
         backup: &BlobClient,
@@ -663,8 +720,15 @@ impl Job<'_> {
         version: &Version,
     ) -> Result<ConsumerOutcome, Failure> {
         let what = self.backup_what(&name);
-        let metadata = self.stamp(version).backup_metadata(&version.metadata);
-        if version.content_length <= self.app.config.copy_through_max_bytes {
+        let attributes = CopyAttributes {
+            metadata: self.stamp(version).backup_metadata(&version.metadata),
+            tags: version.properties.tags.clone(),
+            tier: None,
+        };
+        let blob_type = version.properties.blob_type;
+        if blob_type == BlobType::Block
+            && version.content_length <= self.app.config.copy_through_max_bytes
+        {
             let mut source = self.source()?;
             if let Some(snapshot) = &version.snapshot {
                 source = source
@@ -676,13 +740,13 @@ impl Job<'_> {
                 backup,
                 &self.etag,
                 version.content_length,
-                metadata,
+                &attributes,
                 &self.source_what(),
                 &what,
             )
             .await;
             return match copied {
-                Ok(_) => Ok(self.backed_up(name, version.snapshot.clone())),
+                Ok(copied) => Ok(self.backed_up(name, version.snapshot.clone(), &copied)),
                 Err(e) if e.has_code("BlobArchived") => Ok(archived_refused(&e)),
                 Err(e) => Err(e.into()),
             };
@@ -697,21 +761,24 @@ impl Job<'_> {
                 self.app.copy_source_expiry(),
             )
             .await?;
-        let sync = version.content_length <= MAX_SYNC_COPY_BYTES;
-        let started = copy_version(backup, &source_url, &self.etag, metadata, sync, &what).await;
+        let path = ServerCopy::for_source(blob_type, version.content_length);
+        let started = copy_version(backup, &source_url, &self.etag, &attributes, path, &what).await;
         match started {
-            Ok(CopyStart::Done) => Ok(self.backed_up(name, version.snapshot.clone())),
-            Ok(CopyStart::Pending) => {
+            Ok(copied) if copied.state == CopyStart::Done => {
+                Ok(self.backed_up(name, version.snapshot.clone(), &copied))
+            }
+            Ok(copied) => {
                 let landed = self.wait_for_copy(backup, &what).await?;
                 match landed {
                     Some(state) if state.copy_status == Some(CopyStatus::Success) => {
-                        Ok(self.backed_up(name, version.snapshot.clone()))
+                        Ok(self.backed_up(name, version.snapshot.clone(), &copied))
                     }
                     Some(state) if state.copy_status == Some(CopyStatus::Pending) => {
                         Err(Failure::Retry(ConsumerError::Copy {
                             what,
                             detail: format!(
-                                "still pending after {}s (COPY_TIMEOUT_SECONDS)",
+                                "still pending after {}s (COPY_TIMEOUT_SECONDS); it goes on \
+                                 server-side and counts once it is complete",
                                 self.app.config.copy_timeout.as_secs()
                             ),
                         }))
@@ -812,7 +879,7 @@ impl Job<'_> {
         match judge(&landed, version, source_unchanged) {
             Judgement::Same => {
                 self.write_stamp(backup, &landed, version, &what).await?;
-                Ok(self.backed_up(name, None))
+                Ok(self.backed_up(name, None, &Copied::default()))
             }
             Judgement::Different if source_unchanged => {
                 self.remove(backup, &landed, &what, "an incomplete copy")
@@ -994,6 +1061,7 @@ mod tests {
             content_length: length,
             content_md5: md5.map(<[u8]>::to_vec),
             metadata: HashMap::new(),
+            properties: BlobProperties::default(),
             snapshot: None,
         }
     }
@@ -1006,8 +1074,11 @@ mod tests {
             content_md5: md5.map(<[u8]>::to_vec),
             metadata: HashMap::new(),
             copy_status: None,
+            copy_source: None,
             copy_status_description: None,
             access_tier: None,
+            properties: BlobProperties::default(),
+            tag_count: 0,
         }
     }
 

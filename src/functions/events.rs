@@ -15,15 +15,11 @@
 //! directory placeholders are ignored, so nothing loops.
 
 use azure_storage_blob::models::BlobClientCreateSnapshotOptions;
-use futures::TryStreamExt;
 use serde::Serialize;
 use thiserror::Error;
 use tracing::{info, warn, Instrument};
 
-use super::{
-    consumer::{self, ConsumerError, ConsumerOutcome, QueueDelivery},
-    shard::record_deletion,
-};
+use super::consumer::{self, ConsumerError, ConsumerOutcome, QueueDelivery};
 use crate::{
     app::{App, CopyEngine},
     core::{
@@ -31,12 +27,13 @@ use crate::{
         event::{parse_event, BlobEvent, EventKind},
         message::BackupRequest,
         naming,
+        restore_plan::written_by,
         shard::{directory_prefix, new_job_id, Shard},
     },
     job_ledger::{self, JobKind},
     storage::{
-        blobs::blob_state,
-        listing::{find_snapshot, list_backups, until_container_missing},
+        blobs::{blob_state, write_record},
+        listing::{backups_of_name, find_snapshot},
         StorageError, StorageResultExt,
     },
 };
@@ -127,6 +124,11 @@ pub async fn consume(app: &App, delivery: &QueueDelivery) -> Result<EventOutcome
             if let Err(e) = names_valid {
                 return poison(app, delivery, e.to_string()).await;
             }
+            if event.of_snapshot {
+                return Ok(EventOutcome::Ignored {
+                    reason: "an event about a snapshot or version, not the blob".into(),
+                });
+            }
             match event.kind {
                 EventKind::Created | EventKind::Renamed => protect(app, &event).await,
                 EventKind::Deleted => record(app, &event).await,
@@ -134,7 +136,8 @@ pub async fn consume(app: &App, delivery: &QueueDelivery) -> Result<EventOutcome
                     let prefix = directory_prefix(&event.path);
                     let job = new_job_id();
                     let root = Shard::root(&job, &event.container, &prefix);
-                    job_ledger::start_job(app, JobKind::Command, &root).await?;
+                    job_ledger::start_job(app, JobKind::Command, std::slice::from_ref(&root))
+                        .await?;
                     info!(job, prefix, "directory renamed: a job over its new name");
                     Ok(EventOutcome::DirectoryQueued {
                         container: event.container,
@@ -275,50 +278,61 @@ async fn protect(app: &App, event: &BlobEvent) -> Result<EventOutcome, EventErro
     })
 }
 
-/// A deleted blob: the marker for the life of its newest backed-up version.
+/// A deleted blob: the end of the life of the version the lake held when it was deleted — the
+/// newest backed-up version certainly written before the event — recorded with the event's
+/// time. Events come late and twice: one older than that life's last record changes nothing,
+/// and a version the lake holds again now is recorded as seen again at once.
 async fn record(app: &App, event: &BlobEvent) -> Result<EventOutcome, EventError> {
     let (container, name) = (&event.container, &event.path);
     let backup_container = app.backup_container_of(container)?;
     let vault = app.backup.container(&backup_container)?;
-    let pages = until_container_missing(list_backups(
-        &vault,
-        &backup_container,
-        Some(&naming::backup_name_prefix(name)),
-    )?);
-    futures::pin_mut!(pages);
-    let mut newest: Option<(time::OffsetDateTime, String)> = None;
-    while let Some(page) = pages.try_next().await? {
-        for backup in page {
-            let Some((parsed, written)) = backup.complete_version() else {
-                continue;
-            };
-            if parsed.source_name == *name && newest.as_ref().is_none_or(|(t, _)| written > *t) {
-                newest = Some((written, parsed.etag));
+    let (backups, lives) = backups_of_name(&vault, &backup_container, name, false).await?;
+    let deleted_at = event.time.unwrap_or_else(time::OffsetDateTime::now_utc);
+    let ended = backups
+        .iter()
+        .filter(|(_, written, _)| written_by(*written) <= deleted_at)
+        .max_by_key(|(_, written, backup)| (*written, backup.name.clone()));
+    let ignored = |reason: &str| {
+        Ok(EventOutcome::Ignored {
+            reason: reason.to_owned(),
+        })
+    };
+    let Some((parsed, written, _)) = ended else {
+        return ignored("no version of the blob backed up before it was deleted: no life to end");
+    };
+    let etag = parsed.etag.clone();
+    // (The same event again finds its own record: that is no later one.)
+    if lives
+        .last_seen(name, &etag)
+        .is_some_and(|last| last > deleted_at)
+    {
+        return ignored("the life's last record is newer than the event: a late event");
+    }
+    // Read, never guessed: an error here fails the invocation, which the host retries.
+    let now = blob_state(
+        &app.source.container(container)?.blob_client(name),
+        &format!("{container}/{name}"),
+    )
+    .await;
+    let lives_on = match now {
+        Ok(state) => state.is_some_and(|state| state.etag == etag),
+        Err(e) if e.has_code("ContainerNotFound") => false,
+        Err(e) => return Err(e.into()),
+    };
+    let mut new = false;
+    if let Some(deletion) = lives.next_deletion(name, &etag) {
+        let seen = deleted_at.max(*written);
+        new = write_record(&vault, &backup_container, &deletion, seen).await?;
+        if lives_on {
+            // Deleted at the event's time, and here again now (undeleted): both are true.
+            let mut after = lives.clone();
+            after.insert(&deletion, Some(seen));
+            if let Some(revival) = after.next_revival(name, &etag) {
+                let again = time::OffsetDateTime::now_utc().max(seen);
+                write_record(&vault, &backup_container, &revival, again).await?;
             }
         }
     }
-    let Some((_, etag)) = newest else {
-        return Ok(EventOutcome::Ignored {
-            reason: "no backup of the blob: no life to end".into(),
-        });
-    };
-    // A late event for a blob that lives on in that very version records nothing.
-    let now = blob_state(&app.source.container(container)?.blob_client(name), name).await;
-    if let Ok(Some(state)) = &now {
-        if state.etag == etag {
-            return Ok(EventOutcome::Stale {
-                container: container.clone(),
-                blob: name.clone(),
-                reason: "the blob exists, in the version backed up last".into(),
-            });
-        }
-    }
-    let seen = event
-        .time
-        .unwrap_or_else(time::OffsetDateTime::now_utc)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
-    let new = record_deletion(&vault, &backup_container, &seen, name, &etag).await?;
     Ok(EventOutcome::DeletionRecorded {
         container: container.clone(),
         blob: name.clone(),

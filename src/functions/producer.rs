@@ -10,16 +10,18 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use tracing::{info, Instrument};
 
-use super::shard::{run_job_here, ShardError};
+use futures::TryStreamExt;
+
+use super::shard::{run_job_here, LocalJob, ShardError};
 use crate::{
     app::App,
     core::{
-        job::{JobState, ShardCounts},
+        job::JobState,
         naming::{self, NamingError},
         shard::{directory_prefix, new_job_id, Shard},
     },
     job_ledger::{self, JobKind, JobStatus},
-    storage::{StorageError, StorageResultExt},
+    storage::{blobs::blob_state, listing::list_directory_names, StorageError, StorageResultExt},
 };
 
 pub const FUNCTION_NAME: &str = "HttpSnapshotIncBackupContainerProducer";
@@ -39,6 +41,11 @@ pub enum ProducerError {
     InvalidPrefix(NamingError),
     #[error("container {0:?} does not exist in SOURCE_STORAGE")]
     ContainerNotFound(String),
+    #[error(
+        "nothing in container {container:?} under prefix {prefix:?}: no blob has that name and no \
+         directory starts with it"
+    )]
+    NothingUnderPrefix { container: String, prefix: String },
     #[error("no job {0:?}")]
     UnknownJob(String),
     #[error(transparent)]
@@ -51,21 +58,62 @@ pub enum ProducerError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProduceRequest {
     pub container: String,
-    /// A directory (`raw/2026/11/` or `raw/2026/11`); empty for the whole container.
+    /// A directory (`raw/2026/11/` or `raw/2026/11`), or the name of one blob; empty for the
+    /// whole container.
     pub prefix: String,
 }
 
 impl ProduceRequest {
-    /// The job's root shard, after checking the names.
-    fn root(&self, job: &str) -> Result<Shard, ProducerError> {
+    /// The job's root shards, after checking the names against the lake: the container; or the
+    /// directory the prefix names; or, for a prefix without a trailing `/` that names a blob,
+    /// that blob (and the directory of the same name too, when the lake has both). A prefix
+    /// under which the lake holds nothing is an error that names it: an ingestion pipeline must
+    /// never be told that data it mistyped is safe.
+    async fn roots(&self, app: &App, job: &str) -> Result<Vec<Shard>, ProducerError> {
         naming::validate_container_name(&self.container)
             .map_err(ProducerError::InvalidContainer)?;
-        let prefix = directory_prefix(&self.prefix);
-        if !prefix.is_empty() {
-            naming::validate_blob_name(&prefix).map_err(ProducerError::InvalidPrefix)?;
+        check_container(app, &self.container).await?;
+        let given = self.prefix.trim_start_matches('/');
+        if given.is_empty() {
+            return Ok(vec![Shard::root(job, &self.container, "")]);
         }
-        Ok(Shard::root(job, &self.container, &prefix))
+        let directory = directory_prefix(given);
+        naming::validate_blob_name(&directory).map_err(ProducerError::InvalidPrefix)?;
+        let mut roots = Vec::new();
+        if lists_anything(app, &self.container, &directory).await? {
+            roots.push(Shard::root(job, &self.container, &directory));
+        }
+        if !given.ends_with('/') && blob_exists(app, &self.container, given).await? {
+            roots.push(Shard::one_blob(job, &self.container, given));
+        }
+        if roots.is_empty() {
+            return Err(ProducerError::NothingUnderPrefix {
+                container: self.container.clone(),
+                prefix: self.prefix.clone(),
+            });
+        }
+        Ok(roots)
     }
+}
+
+/// Whether the lake lists anything under `directory`.
+async fn lists_anything(app: &App, container: &str, directory: &str) -> Result<bool, StorageError> {
+    let client = app.source.container(container)?;
+    let pages = list_directory_names(&client, container, Some(directory))?;
+    futures::pin_mut!(pages);
+    while let Some(page) = pages.try_next().await? {
+        if !page.entries.is_empty() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+async fn blob_exists(app: &App, container: &str, name: &str) -> Result<bool, StorageError> {
+    let client = app.source.container(container)?.blob_client(name);
+    Ok(blob_state(&client, &format!("{container}/{name}"))
+        .await?
+        .is_some())
 }
 
 /// Starts a job for `request` and waits up to `PRODUCER_WAIT_SECONDS` for it; the status says
@@ -81,9 +129,8 @@ pub async fn produce(app: &App, request: &ProduceRequest) -> Result<JobStatus, P
     );
     async {
         let started = Instant::now();
-        let root = request.root(&job)?;
-        check_container(app, &root.container).await?;
-        job_ledger::start_job(app, JobKind::Producer, &root).await?;
+        let roots = request.roots(app, &job).await?;
+        job_ledger::start_job(app, JobKind::Producer, &roots).await?;
         let status = wait_for(
             app,
             &job,
@@ -120,14 +167,14 @@ pub async fn wait_for(app: &App, job: &str, wait: Duration) -> Result<JobStatus,
 }
 
 /// The whole job in this process (`lakebackup produce`): no queue, no ledger; the totals of
-/// every shard, and how many ran.
-pub async fn produce_here(
-    app: &App,
-    request: &ProduceRequest,
-) -> Result<(ShardCounts, u64), ProducerError> {
-    let root = request.root(&new_job_id())?;
-    check_container(app, &root.container).await?;
-    Ok(run_job_here(app, root, LOCAL_SHARDS_AT_ONCE).await?)
+/// every shard, how many ran, and what could not be protected.
+pub async fn produce_here(app: &App, request: &ProduceRequest) -> Result<LocalJob, ProducerError> {
+    let roots = request.roots(app, &new_job_id()).await?;
+    let mut job = LocalJob::default();
+    for root in roots {
+        job.add(run_job_here(app, root, LOCAL_SHARDS_AT_ONCE).await);
+    }
+    Ok(job)
 }
 
 async fn check_container(app: &App, container: &str) -> Result<(), ProducerError> {

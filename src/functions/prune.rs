@@ -9,7 +9,7 @@
 //! immutability policy, a legal hold, a lease) is reported and skipped.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashSet},
     time::Instant,
 };
 
@@ -23,16 +23,16 @@ use super::reconciler::containers_in_scope;
 use crate::{
     app::App,
     core::{
-        deletion,
         diff::ListedBlob,
         etag::quoted_etag,
+        life::Lives,
         naming,
         retention::{self, Fate, RetentionPolicy, VersionTime},
     },
     storage::{
         listing::{
-            deletion_markers, each_complete_backup, list_backup_directory,
-            list_directory_with_snapshots, until_container_missing, ListingScope,
+            each_complete_backup, list_backup_directory, list_directory_with_snapshots,
+            until_container_missing, ListingScope,
         },
         StorageError, StorageResultExt,
     },
@@ -198,7 +198,6 @@ pub async fn prune(
                     directories.extend(
                         subdirectories
                             .into_iter()
-                            .filter(|sub| !sub.starts_with(deletion::MARKER_PREFIX))
                             .filter(|sub| {
                                 sub.starts_with(prefix) || prefix.starts_with(sub.as_str())
                             })
@@ -248,16 +247,13 @@ pub async fn prune_directory(
     let backup_container = app.backup_container_of(scope.container)?;
     let vault = app.backup.container(&backup_container)?;
     let source = app.source.container(scope.container)?;
-    let (versions, subdirectories) =
+    let (versions, lives, subdirectories) =
         backup_versions(&vault, &backup_container, scope.directory, scope.prefix).await?;
     let lake = lake_level(&source, scope.container, scope.directory, scope.prefix).await?;
-    let deletions = if policy.prunes_backups() && !versions.is_empty() {
-        deletion_markers(&vault, &backup_container, scope.directory).await?
-    } else {
-        HashMap::new()
-    };
     let instants = policy.kept_instants(scope.now);
     let mut doomed = Vec::new();
+    // The versions whose backup stays: a snapshot of any other version may be its only copy.
+    let mut kept_backups: HashSet<(&str, &str)> = HashSet::new();
     for (name, backups) in &versions {
         let times: Vec<VersionTime> = backups
             .iter()
@@ -269,10 +265,8 @@ pub async fn prune_directory(
             let newest = backups.iter().max_by_key(|b| b.last_modified);
             let fate = match (lake.get(name), newest) {
                 (Some(entries), _) if entries.iter().any(|e| e.snapshot.is_none()) => Fate::Present,
-                (_, Some(newest)) => deletions
-                    .get(&(name.clone(), newest.source_etag.clone()))
-                    .copied()
-                    .flatten()
+                (_, Some(newest)) if lives.ended_now(name, &newest.source_etag) => lives
+                    .last_seen(name, &newest.source_etag)
                     .map_or(Fate::Present, Fate::DeletedAt),
                 _ => Fate::Present,
             };
@@ -284,6 +278,7 @@ pub async fn prune_directory(
             if kept {
                 counts.versions_kept += 1;
                 counts.bytes_kept += backup.bytes;
+                kept_backups.insert((name.as_str(), backup.source_etag.as_str()));
             } else {
                 doomed.push(Doomed {
                     blob: name.clone(),
@@ -325,9 +320,17 @@ pub async fn prune_directory(
                 last_modified: base.last_modified,
             });
             let kept = retention::keep(&snapshot_policy, &times, Fate::Present, scope.now, &[]);
-            for ((_, snapshots), kept) in older.iter().zip(kept) {
+            for ((etag, snapshots), kept) in older.iter().zip(kept) {
+                // Never the only copy: a version without a backup that stays keeps its snapshots.
+                let only_copy = !kept_backups.contains(&(name.as_str(), *etag));
+                if only_copy && !kept {
+                    info!(
+                        blob = name,
+                        etag, "snapshot kept: its version has no backup that stays"
+                    );
+                }
                 for snapshot in snapshots.iter() {
-                    if kept {
+                    if kept || only_copy {
                         counts.snapshots_kept += 1;
                         counts.bytes_kept += snapshot.content_length;
                     } else {
@@ -476,21 +479,22 @@ struct BackupVersion {
     bytes: u64,
 }
 
-/// The complete backups directly in `directory`, per source name (names under `prefix`), and
-/// the level's sub-directories.
+/// The complete backups directly in `directory`, per source name (names under `prefix`), the
+/// lives recorded there, and the level's sub-directories.
 async fn backup_versions(
     vault: &azure_storage_blob::BlobContainerClient,
     backup_container: &str,
     directory: &str,
     prefix: &str,
-) -> Result<(BTreeMap<String, Vec<BackupVersion>>, Vec<String>), StorageError> {
+) -> Result<(BTreeMap<String, Vec<BackupVersion>>, Lives, Vec<String>), StorageError> {
     let pages = until_container_missing(list_backup_directory(
         vault,
         backup_container,
         (!directory.is_empty()).then_some(directory),
+        false,
     )?);
     let mut versions: BTreeMap<String, Vec<BackupVersion>> = BTreeMap::new();
-    let subdirectories = each_complete_backup(pages, prefix, |parsed, last_modified, backup| {
+    let level = each_complete_backup(pages, prefix, |parsed, last_modified, backup| {
         versions
             .entry(parsed.source_name)
             .or_default()
@@ -503,7 +507,7 @@ async fn backup_versions(
             });
     })
     .await?;
-    Ok((versions, subdirectories))
+    Ok((versions, level.lives, level.subdirectories))
 }
 
 /// The lake's blobs directly in `directory` (names under `prefix`): each name's base and
@@ -525,7 +529,7 @@ async fn lake_level(
     futures::pin_mut!(pages);
     let mut lake: BTreeMap<String, Vec<ListedBlob>> = BTreeMap::new();
     while let Some(page) = pages.try_next().await? {
-        for entry in page.items {
+        for entry in page.into_items() {
             if entry.name.starts_with(prefix) {
                 lake.entry(entry.name.clone()).or_default().push(entry);
             }

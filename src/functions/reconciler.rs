@@ -182,7 +182,7 @@ pub async fn schedule(app: &App, scope: Option<&[String]>) -> ScheduledReconcili
                 }
                 let job = crate::core::shard::new_job_id();
                 let root = crate::core::shard::Shard::reconciliation(&job, &container);
-                job_ledger::start_job(app, JobKind::Reconcile, &root).await?;
+                job_ledger::start_job(app, JobKind::Reconcile, std::slice::from_ref(&root)).await?;
                 scheduled.containers.push(container);
                 scheduled.jobs.push(job);
             }
@@ -283,9 +283,23 @@ async fn run_container_job(app: &App, container: &str, report: &mut ContainerRep
         Err(e) => return fail(report, e.to_string()),
     }
     let root = Shard::reconciliation(&new_job_id(), container);
-    match run_job_here(app, root, LOCAL_SHARDS_AT_ONCE).await {
-        Ok((counts, _)) => report.counts = counts,
-        Err(e) => fail(report, e.to_string()),
+    let job = run_job_here(app, root, LOCAL_SHARDS_AT_ONCE).await;
+    report.counts = job.totals;
+    for failure in job
+        .notes
+        .failures
+        .iter()
+        .take(crate::core::job::NOTES_PER_STATUS)
+    {
+        let message = match failure.blob.as_str() {
+            "" => failure.reason.clone(),
+            blob => format!("{blob}: {}", failure.reason),
+        };
+        report.error_messages.push(message);
+    }
+    if !job.succeeded() {
+        report.status = ContainerStatus::Error;
+        report.errors += job.shards_failed + job.totals.failed;
     }
 }
 

@@ -10,9 +10,7 @@ use std::{
     time::Instant,
 };
 
-use azure_storage_blob::models::{
-    BlobClientSetMetadataOptions, BlobClientStartCopyFromUrlOptions, CopyStatus,
-};
+use azure_storage_blob::models::{BlobClientSetMetadataOptions, CopyStatus};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
@@ -22,19 +20,21 @@ use url::Url;
 use crate::{
     app::App,
     core::{
-        deletion,
         diff::ListedBlob,
         etag::quoted_etag,
+        life::Lives,
         naming,
+        properties::{BlobProperties, Tags},
         restore_plan::{plan, version_at, Plan, TargetBlob, Version, VersionSource},
         stamp,
     },
     storage::{
-        blobs::{blob_state, wait_for_copy},
-        create_container_if_missing,
-        listing::{
-            deletion_markers, each_complete_backup, list_backup_directory, list_with_snapshots,
+        blobs::{
+            blob_state, copy_server_side, is_tags_refusal, read_tags, wait_for_copy,
+            CopyAttributes, Overwrite, ServerCopy,
         },
+        create_container_if_missing,
+        listing::{each_complete_backup, list_backup_directory, list_with_snapshots},
         StorageError, StorageResultExt,
     },
 };
@@ -246,6 +246,28 @@ impl Progress<'_> {
                             }
                         }
                     }
+                    let target_type = candidate
+                        .target
+                        .as_ref()
+                        .and_then(|t| t.properties.as_ref())
+                        .map(|p| p.blob_type);
+                    let version_type = version.properties.as_ref().map(|p| p.blob_type);
+                    if let (Some(theirs), Some(ours)) = (target_type, version_type) {
+                        if theirs != ours {
+                            // Azure copies onto a blob of the same type only (409 InvalidBlobType);
+                            // restore never deletes, so it says what stands in the way.
+                            let mut refused = action(candidate.blob, "error", Some(&version));
+                            refused.error = Some(format!(
+                                "the target is a {}, the version a {}: Azure cannot copy over a \
+                                 blob of another type; delete the target (soft delete keeps it) \
+                                 or restore to another container",
+                                theirs.as_str(),
+                                ours.as_str()
+                            ));
+                            self.act(refused);
+                            continue;
+                        }
+                    }
                     let planned_against = candidate.target.map(|t| t.etag);
                     to_copy.push((candidate.blob, version, planned_against))
                 }
@@ -347,31 +369,33 @@ async fn restore_from_backup(progress: &mut Progress<'_>) -> Result<(), StorageE
     let prefix = request.prefix.as_deref().unwrap_or("");
     let mut directories = vec![naming::directory_of(prefix).unwrap_or("").to_owned()];
     while let Some(directory) = directories.pop() {
-        let level = backup_choices(app, request, &directory).await?;
+        let level = match backup_choices(app, request, &directory, app.config.list_tags).await {
+            // Without the right to read the backups' tags, they are restored without them.
+            Err(e) if is_tags_refusal(&e) => {
+                warn!(error = %e, "the backup account refused to show tags: restoring without them");
+                backup_choices(app, request, &directory, false).await?
+            }
+            other => other?,
+        };
         // Visited in name order: the stack takes the last pushed first.
         directories.extend(
             level
                 .subdirectories
                 .into_iter()
-                .filter(|sub| !sub.starts_with(deletion::MARKER_PREFIX))
                 .filter(|sub| sub.starts_with(prefix) || prefix.starts_with(sub.as_str()))
                 .rev(),
         );
         if level.choices.is_empty() {
             continue;
         }
-        // Deletions count only for an instant: without one, restore brings back every blob.
-        let deletions = match request.as_of {
-            Some(_) => deletions_seen(app, request, &directory).await?,
-            None => HashMap::new(),
-        };
         let mut batch = Vec::new();
         for (blob, chosen) in level.choices {
-            let current = target_blob(app, target, &blob).await?;
+            let current = target_blob(app, target, &blob, chosen.as_ref()).await?;
+            // Deletions count only for an instant: without one, restore brings back every blob.
             let deleted_by_then = match (&chosen, request.as_of) {
-                (Some(version), Some(instant)) => deletions
-                    .get(&(blob.clone(), version.etag.clone()))
-                    .is_some_and(|seen| *seen <= instant),
+                (Some(version), Some(instant)) => {
+                    level.lives.ended_by(&blob, &version.etag, instant)
+                }
                 _ => false,
             };
             let plan = if deleted_by_then {
@@ -415,24 +439,31 @@ async fn snapshot_candidate(
                 content_length: entry.content_length,
                 content_md5: entry.content_md5,
                 source,
-                metadata: None,
+                metadata: entry.metadata,
+                // A snapshot has no tags of its own: the blob's stay as they are.
+                properties: Some(BlobProperties {
+                    tags: None,
+                    ..entry.properties
+                }),
             };
             if version.source == VersionSource::Base {
                 base = Some(TargetBlob {
                     etag: version.etag.clone(),
                     content_length: version.content_length,
                     content_md5: version.content_md5.clone(),
+                    metadata: version.metadata.clone(),
+                    properties: version.properties.clone(),
                 });
             }
             version
         })
         .collect();
+    let chosen = version_at(&versions, request.as_of);
     let current = if in_place {
         base
     } else {
-        target_blob(app, target, &blob).await?
+        target_blob(app, target, &blob, chosen).await?
     };
-    let chosen = version_at(&versions, request.as_of);
     Ok(Candidate {
         plan: plan(chosen, current.as_ref()),
         target: current,
@@ -440,27 +471,13 @@ async fn snapshot_candidate(
     })
 }
 
-/// The deletions recorded for the names directly in `directory`: (name, the ETag its life
-/// ended with) → when it was first seen gone.
-async fn deletions_seen(
-    app: &App,
-    request: &RestoreRequest,
-    directory: &str,
-) -> Result<HashMap<(String, String), OffsetDateTime>, StorageError> {
-    let backup_container = app.backup_container_of(&request.container)?;
-    let client = app.backup.container(&backup_container)?;
-    let markers = deletion_markers(&client, &backup_container, directory).await?;
-    Ok(markers
-        .into_iter()
-        .filter_map(|(key, seen)| Some((key, seen?)))
-        .collect())
-}
-
 /// One directory level of the backup container.
 struct BackupLevel {
     /// Per source name in scope, the backup version current at the instant (`None`: backups
     /// exist, but all are newer); in name order.
     choices: Vec<(String, Option<Version>)>,
+    /// The lives recorded for the level's names.
+    lives: Lives,
     subdirectories: Vec<String>,
 }
 
@@ -468,6 +485,7 @@ async fn backup_choices(
     app: &App,
     request: &RestoreRequest,
     directory: &str,
+    tags: bool,
 ) -> Result<BackupLevel, StorageError> {
     let backup_container = app.backup_container_of(&request.container)?;
     let client = app.backup.container(&backup_container)?;
@@ -475,16 +493,24 @@ async fn backup_choices(
         &client,
         &backup_container,
         (!directory.is_empty()).then_some(directory),
+        tags,
     )?;
     let mut best: BTreeMap<String, Option<Version>> = BTreeMap::new();
     let prefix = request.prefix.as_deref().unwrap_or_default();
-    let subdirectories = each_complete_backup(pages, prefix, |parsed, last_modified, backup| {
+    let level = each_complete_backup(pages, prefix, |parsed, last_modified, backup| {
+        // The backup carries the version's type, headers, MD5 and tags; its stamp the tier.
+        let properties = BlobProperties {
+            access_tier: stamp::stamped_access_tier(&backup.metadata),
+            blob_type: backup.properties.blob_type,
+            ..backup.properties.clone()
+        };
         let version = Version {
             etag: parsed.etag,
             last_modified,
             content_length: backup.content_length,
             content_md5: backup.content_md5,
             metadata: Some(stamp::user_metadata(&backup.metadata)),
+            properties: Some(properties),
             source: VersionSource::Backup(backup.name),
         };
         let slot = best.entry(parsed.source_name).or_insert(None);
@@ -494,25 +520,48 @@ async fn backup_choices(
     .await?;
     Ok(BackupLevel {
         choices: best.into_iter().collect(),
-        subdirectories,
+        lives: level.lives,
+        subdirectories: level.subdirectories,
     })
 }
 
+/// The blob now at `target/blob`, with its tags when they could matter (the version has some,
+/// or the blob does).
 async fn target_blob(
     app: &App,
     target: &str,
     blob: &str,
+    version: Option<&Version>,
 ) -> Result<Option<TargetBlob>, StorageError> {
     let client = app.source.container(target)?.blob_client(blob);
-    let state = match blob_state(&client, &format!("{target}/{blob}")).await {
+    let what = format!("{target}/{blob}");
+    let state = match blob_state(&client, &what).await {
         Ok(state) => state,
         Err(e) if e.has_code("ContainerNotFound") => None,
         Err(e) => return Err(e),
     };
-    Ok(state.map(|s| TargetBlob {
-        etag: s.etag,
-        content_length: s.content_length,
-        content_md5: s.content_md5,
+    let Some(state) = state else {
+        return Ok(None);
+    };
+    let version_tags = version
+        .and_then(|v| v.properties.as_ref())
+        .and_then(|p| p.tags.as_ref());
+    let mut properties = state.properties;
+    properties.tags = match (state.tag_count, version_tags) {
+        (0, _) => Some(Tags::new()),
+        (_, None) => None,
+        (_, Some(_)) => match read_tags(&client, &what).await {
+            Ok(tags) => Some(tags),
+            Err(e) if is_tags_refusal(&e) => None,
+            Err(e) => return Err(e),
+        },
+    };
+    Ok(Some(TargetBlob {
+        etag: state.etag,
+        content_length: state.content_length,
+        content_md5: state.content_md5,
+        metadata: Some(state.metadata),
+        properties: Some(properties),
     }))
 }
 
@@ -570,7 +619,8 @@ enum CopyBack {
 /// Server-side copy of the chosen version onto the target blob, waited to completion. The copy
 /// is conditional on the target being what the plan saw (`If-Match` on its ETag, or
 /// `If-None-Match: *` for a blob that was absent), so a write by ingestion since is never
-/// overwritten; and it carries the version's user metadata, never the stamp.
+/// overwritten; it keeps the version's type, content headers and Content-MD5 as stored, and
+/// carries the version's user metadata (never the stamp), tags and tier.
 async fn copy_back(
     app: &App,
     request: &RestoreRequest,
@@ -598,22 +648,49 @@ async fn copy_back(
     let destination = app.source.container(target)?.blob_client(blob);
     // Copy Blob copies the source's metadata when the request names none: a version without
     // user metadata is cleared after the copy, so no stamp key stays behind.
-    let metadata = version.metadata.clone().filter(|m| !m.is_empty());
-    let clear_metadata = version.metadata.as_ref().is_some_and(|m| m.is_empty());
-    let options = BlobClientStartCopyFromUrlOptions {
-        if_match: planned_against.map(|etag| quoted_etag(etag).into()),
-        if_none_match: planned_against.is_none().then(|| "*".into()),
+    let metadata = version.metadata.clone().unwrap_or_default();
+    let clear_metadata = metadata.is_empty();
+    let properties = version.properties.clone().unwrap_or_default();
+    let attributes = CopyAttributes {
         metadata,
-        ..Default::default()
+        tags: properties.tags.clone(),
+        // Tiers are a block blob's.
+        tier: properties
+            .access_tier
+            .clone()
+            .filter(|_| properties.blob_type == crate::core::properties::BlobType::Block),
     };
-    match destination
-        .start_copy_from_url(source_url.to_string(), Some(options))
-        .await
-        .during(|| format!("restoring {what}"))
+    let overwrite = match planned_against {
+        Some(etag) => Overwrite::IfMatch(etag),
+        None => Overwrite::Never,
+    };
+    match copy_server_side(
+        &destination,
+        &source_url,
+        None,
+        &attributes,
+        ServerCopy::Async,
+        overwrite,
+        &what,
+    )
+    .await
     {
+        Ok(copied) if copied.tags_refused => {
+            warn!(
+                blob,
+                "the lake refused to set the version's tags: restored without them"
+            );
+        }
         Ok(_) => {}
         Err(e) if e.has_code("ConditionNotMet") || e.has_code("BlobAlreadyExists") => {
-            return Ok(CopyBack::ChangedSincePlan)
+            // Our own copy, whose answer was lost and which the retry then found, looks the
+            // same as a write by someone else: the copy's source tells them apart.
+            let ours = blob_state(&destination, &what)
+                .await?
+                .is_some_and(|state| state.copied_from(&source_url));
+            if !ours {
+                return Ok(CopyBack::ChangedSincePlan);
+            }
         }
         Err(e) => return Err(e),
     }
@@ -634,8 +711,8 @@ async fn copy_back(
                     state.content_length, version.content_length
                 )));
             }
-            if clear_metadata {
-                destination
+            if clear_metadata && !state.metadata.is_empty() {
+                let cleared = destination
                     .set_metadata(
                         &HashMap::new(),
                         Some(BlobClientSetMetadataOptions {
@@ -644,7 +721,21 @@ async fn copy_back(
                         }),
                     )
                     .await
-                    .during(|| format!("clearing the bookkeeping metadata of {what}"))?;
+                    .during(|| format!("clearing the bookkeeping metadata of {what}"));
+                match cleared {
+                    Ok(_) => {}
+                    // Cleared by a try whose answer was lost, or written by someone since: the
+                    // blob as it is now says which.
+                    Err(e) if e.has_code("ConditionNotMet") => {
+                        let now = blob_state(&destination, &what).await?;
+                        match now {
+                            Some(now)
+                                if now.metadata.is_empty() && now.copied_from(&source_url) => {}
+                            _ => return Ok(CopyBack::ChangedSincePlan),
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             Ok(CopyBack::Written)
         }

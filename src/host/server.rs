@@ -268,9 +268,9 @@ fn producer_error(error: ProducerError) -> JsonReply {
         ProducerError::InvalidContainer(_) | ProducerError::InvalidPrefix(_) => {
             error_reply(400, error.to_string())
         }
-        ProducerError::ContainerNotFound(_) | ProducerError::UnknownJob(_) => {
-            error_reply(404, error.to_string())
-        }
+        ProducerError::ContainerNotFound(_)
+        | ProducerError::UnknownJob(_)
+        | ProducerError::NothingUnderPrefix { .. } => error_reply(404, error.to_string()),
         ProducerError::Storage(source) | ProducerError::Shard(ShardError::Storage(source)) => {
             error!(error = %source, "producer failed");
             let status = if source.is_unreachable() { 503 } else { 502 };

@@ -444,7 +444,11 @@ async fn handle_message(
     async {
         if dequeue_count > behaviour.max_dequeue_count {
             // Taken too often without completing (e.g. the worker died each time).
-            move_to_poison(app, function, queue, &taken, &raw).await;
+            let reason = format!(
+                "taken {} times without finishing (the worker was stopped or timed out each time)",
+                dequeue_count - 1
+            );
+            move_to_poison(app, function, queue, &taken, &raw, &reason).await;
             return;
         }
         // The queue trigger decodes base64; text that is not base64 is handed over as it is.
@@ -475,7 +479,7 @@ async fn handle_message(
             }
             Err(e) if dequeue_count >= behaviour.max_dequeue_count => {
                 error!(error = %e, "failed on its last allowed attempt; moving it to the poison queue");
-                move_to_poison(app, function, queue, &taken, &raw).await;
+                move_to_poison(app, function, queue, &taken, &raw, &e).await;
             }
             Err(e) => {
                 warn!(error = %e, "failed; it will be retried");
@@ -491,14 +495,28 @@ async fn handle_message(
 }
 
 /// Writes the message, exactly as received, to the poison queue, and only then deletes it: a
-/// failure in between leaves a duplicate, never a loss.
+/// failure in between leaves a duplicate, never a loss. A shard given up is said failed in its
+/// job's ledger, with `reason`, so that its job ends rather than running for ever.
 async fn move_to_poison(
     app: &App,
     function: QueueFunction,
     queue: &azure_storage_queue::QueueClient,
     taken: &TakenMessage,
     raw: &str,
+    reason: &str,
 ) {
+    if function == QueueFunction::Shards {
+        let text = BASE64
+            .decode(raw.trim())
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .unwrap_or_else(|| raw.to_owned());
+        if let Ok(shard) = crate::core::shard::Shard::parse(&text) {
+            if let Err(e) = crate::job_ledger::record_failed(app, &shard, reason).await {
+                warn!(error = %e, "could not record the given-up shard in its job's ledger");
+            }
+        }
+    }
     if let Err(e) = function.poison(app, raw).await {
         error!(error = %e, message_id = taken.id, "could not write to the poison queue; the message stays on its queue and reappears");
         return;

@@ -1,5 +1,6 @@
 //! Listings, a page at a time: a container with its snapshots (for the diff), a backup container
-//! with its metadata (for the backup index), and the containers of an account.
+//! with its metadata (for the backup index and the lives of its names), and the containers of an
+//! account. Entries come in the service's order, which nothing here compares names against.
 
 use std::collections::HashMap;
 
@@ -15,7 +16,9 @@ use crate::core::{
     backup_index::BackupIndex,
     diff::ListedBlob,
     etag::normalize_etag,
+    life::{self, Record},
     naming::{parse_backup_blob_name, ParsedBackupName},
+    properties::{BlobProperties, BlobType, ContentHeaders, Tags},
     stamp,
 };
 
@@ -39,9 +42,12 @@ pub fn list_with_snapshots(
     list_pages(
         container,
         format!("listing container {container_name}"),
-        &[ListBlobsIncludeItem::Snapshots],
+        &[
+            ListBlobsIncludeItem::Snapshots,
+            ListBlobsIncludeItem::Metadata,
+        ],
         prefix,
-        listed_blob,
+        listed_blob_with_metadata,
     )
 }
 
@@ -53,6 +59,7 @@ fn listed_blob(item: ListedItem, operation: &str) -> Result<Option<ListedBlob>, 
         )
     };
     let name = item.name(operation)?;
+    let blob_properties = item.blob_properties();
     let properties = item.properties;
     Ok(Some(ListedBlob {
         etag: properties.etag.ok_or_else(|| incomplete("an ETag"))?,
@@ -63,6 +70,7 @@ fn listed_blob(item: ListedItem, operation: &str) -> Result<Option<ListedBlob>, 
         content_md5: properties.content_md5,
         snapshot: item.snapshot.filter(|s| !s.is_empty()),
         metadata: item.metadata,
+        properties: blob_properties,
         name,
     }))
 }
@@ -76,6 +84,7 @@ pub struct ListedSnapshot {
     pub content_length: u64,
     pub content_md5: Option<Vec<u8>>,
     pub metadata: HashMap<String, String>,
+    pub properties: BlobProperties,
 }
 
 /// The newest snapshot of `container_name/name` that carries `etag` (a snapshot keeps the ETag
@@ -96,6 +105,7 @@ pub async fn find_snapshot(
         Some(name),
         |item, operation| {
             let entry_name = item.name(operation)?;
+            let properties = item.blob_properties();
             let (Some(snapshot), Some(etag), Some(last_modified)) = (
                 item.snapshot.filter(|s| !s.is_empty()),
                 item.properties.etag,
@@ -112,6 +122,7 @@ pub async fn find_snapshot(
                     content_length: item.properties.content_length.unwrap_or(0),
                     content_md5: item.properties.content_md5,
                     metadata: item.metadata.unwrap_or_default(),
+                    properties,
                 },
             )))
         },
@@ -144,6 +155,8 @@ pub struct ListedBackup {
     pub content_md5: Option<Vec<u8>>,
     /// The blob is the destination of a copy that is pending, failed or aborted.
     pub copy_incomplete: bool,
+    /// The backup's own type, content headers and tags (the source's, copied with it).
+    pub properties: BlobProperties,
 }
 
 impl ListedBackup {
@@ -189,7 +202,9 @@ pub fn list_backups(
 }
 
 fn listed_backup(item: ListedItem, operation: &str) -> Result<Option<ListedBackup>, StorageError> {
+    let properties = item.blob_properties();
     Ok(Some(ListedBackup {
+        properties,
         name: item.name(operation)?,
         etag: item
             .properties
@@ -281,14 +296,14 @@ struct ListedPage {
 
 #[derive(Default, Deserialize)]
 struct ListedItems {
-    /// Blobs and (with a delimiter) directory prefixes, interleaved in name order.
+    /// Blobs and (with a delimiter) directory prefixes, interleaved in the service's order.
     #[serde(rename = "$value", default)]
-    entries: Vec<ListedEntry>,
+    entries: Vec<RawEntry>,
 }
 
 #[derive(Deserialize)]
-enum ListedEntry {
-    Blob(ListedItem),
+enum RawEntry {
+    Blob(Box<ListedItem>),
     BlobPrefix(ListedPrefix),
 }
 
@@ -298,14 +313,50 @@ struct ListedPrefix {
     name: Option<BlobName>,
 }
 
+/// One entry of a listing page, in the service's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListedEntry<T> {
+    Item(T),
+    /// With a delimiter: a sub-directory (`dir/sub/`).
+    Directory(String),
+}
+
 /// One page of a listing, with what a caller needs to go on from it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ListingPage<T> {
-    pub items: Vec<T>,
-    /// With a delimiter: the sub-directories (`dir/sub/`) on this page.
-    pub prefixes: Vec<String>,
+    /// Blobs and sub-directories, in the order the service listed them.
+    pub entries: Vec<ListedEntry<T>>,
     /// Where the next page starts; `None` on the last page.
     pub next_marker: Option<String>,
+}
+
+impl<T> ListingPage<T> {
+    /// The blobs of the page, in order.
+    pub fn items(&self) -> impl Iterator<Item = &T> {
+        self.entries.iter().filter_map(|entry| match entry {
+            ListedEntry::Item(item) => Some(item),
+            ListedEntry::Directory(_) => None,
+        })
+    }
+
+    /// The sub-directories of the page, in order.
+    pub fn directories(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().filter_map(|entry| match entry {
+            ListedEntry::Directory(sub) => Some(sub.as_str()),
+            ListedEntry::Item(_) => None,
+        })
+    }
+
+    /// The page's blobs, without its sub-directories.
+    pub fn into_items(self) -> Vec<T> {
+        self.entries
+            .into_iter()
+            .filter_map(|entry| match entry {
+                ListedEntry::Item(item) => Some(item),
+                ListedEntry::Directory(_) => None,
+            })
+            .collect()
+    }
 }
 
 /// How much of a container to list, and where from.
@@ -316,6 +367,8 @@ pub struct ListingScope<'a> {
     pub one_level: bool,
     pub marker: Option<&'a str>,
     pub page_size: Option<i32>,
+    /// Ask for each blob's index tags too (it takes the right to read them).
+    pub tags: bool,
 }
 
 /// One directory level of a container with snapshots, a page at a time, from `scope.marker`.
@@ -327,20 +380,47 @@ pub fn list_directory_with_snapshots(
     impl Stream<Item = Result<ListingPage<ListedBlob>, StorageError>> + Send + 'static,
     StorageError,
 > {
+    let mut include = vec![
+        ListBlobsIncludeItem::Snapshots,
+        ListBlobsIncludeItem::Metadata,
+    ];
+    if scope.tags {
+        include.push(ListBlobsIncludeItem::Tags);
+    }
     list_scoped_pages(
         container,
         format!("listing container {container_name}"),
-        // The metadata too: a shard copies with the source's own metadata and the stamp in one
-        // request, without reading the blob first.
-        &[
-            ListBlobsIncludeItem::Snapshots,
-            ListBlobsIncludeItem::Metadata,
-        ],
+        // The metadata (and tags) too: a shard copies with the source's own metadata and the
+        // stamp in one request, without reading the blob first.
+        &include,
         ListingScope {
             one_level: true,
             ..scope
         },
         listed_blob_with_metadata,
+    )
+}
+
+/// The names (and sub-directories) of one directory level, every page: which names the level
+/// holds, and nothing else.
+pub fn list_directory_names(
+    container: &BlobContainerClient,
+    container_name: &str,
+    prefix: Option<&str>,
+) -> Result<
+    impl Stream<Item = Result<ListingPage<String>, StorageError>> + Send + 'static,
+    StorageError,
+> {
+    list_scoped_pages(
+        container,
+        format!("listing container {container_name}"),
+        &[],
+        ListingScope {
+            prefix,
+            one_level: true,
+            ..Default::default()
+        },
+        |item, operation| item.name(operation).map(Some),
     )
 }
 
@@ -356,19 +436,25 @@ fn listed_blob_with_metadata(
     }))
 }
 
-/// One directory level of a backup container with metadata, every page.
+/// One directory level of a backup container with metadata (and, with `tags`, the backups'
+/// tags), every page.
 pub fn list_backup_directory(
     container: &BlobContainerClient,
     container_name: &str,
     prefix: Option<&str>,
+    tags: bool,
 ) -> Result<
     impl Stream<Item = Result<ListingPage<ListedBackup>, StorageError>> + Send + 'static,
     StorageError,
 > {
+    let mut include = vec![ListBlobsIncludeItem::Metadata, ListBlobsIncludeItem::Copy];
+    if tags {
+        include.push(ListBlobsIncludeItem::Tags);
+    }
     list_scoped_pages(
         container,
         format!("listing backup container {container_name}"),
-        &[ListBlobsIncludeItem::Metadata, ListBlobsIncludeItem::Copy],
+        &include,
         ListingScope {
             prefix,
             one_level: true,
@@ -378,20 +464,59 @@ pub fn list_backup_directory(
     )
 }
 
+/// What one `{c}bak` directory level holds besides complete backups.
+#[derive(Debug, Default)]
+pub struct LevelBookkeeping {
+    /// The lives recorded for the level's names.
+    pub lives: life::Lives,
+    /// Markers of earlier releases (under `.lakebackup-deleted/`), still to be moved beside the
+    /// backups: the marker, the name and ETag of the life it ended, when it was seen.
+    pub legacy_markers: Vec<(ListedBackup, String, String, Option<time::OffsetDateTime>)>,
+    /// The level's sub-directories.
+    pub subdirectories: Vec<String>,
+}
+
 /// Walks the pages of one `{c}bak` directory level ([`list_backup_directory`]): calls `each`
 /// with every complete backup whose source name starts with `prefix`, its parsed name and the
 /// time its version was written ([`ListedBackup::complete_version`]); returns the level's
-/// sub-directories.
+/// records of lives, legacy markers and sub-directories.
 pub async fn each_complete_backup(
     pages: impl Stream<Item = Result<ListingPage<ListedBackup>, StorageError>>,
     prefix: &str,
     mut each: impl FnMut(ParsedBackupName, time::OffsetDateTime, ListedBackup),
-) -> Result<Vec<String>, StorageError> {
+) -> Result<LevelBookkeeping, StorageError> {
     futures::pin_mut!(pages);
-    let mut subdirectories = Vec::new();
+    let mut level = LevelBookkeeping::default();
     while let Some(page) = pages.try_next().await? {
-        subdirectories.extend(page.prefixes);
-        for backup in page.items {
+        for entry in page.entries {
+            let backup = match entry {
+                ListedEntry::Directory(sub) => {
+                    level.subdirectories.push(sub);
+                    continue;
+                }
+                ListedEntry::Item(backup) => backup,
+            };
+            if let Some(record) = Record::parse(&backup.name) {
+                if record.name.starts_with(prefix) {
+                    let seen = life::seen_in(&backup.metadata, life::SEEN_KEY);
+                    level.lives.insert(&record, seen);
+                }
+                continue;
+            }
+            if let Some((name, etag)) = life::parse_legacy_marker(&backup.name) {
+                let legacy = stamp::stamped_etag(&backup.metadata).is_none()
+                    && backup.content_length == 0
+                    && backup
+                        .metadata
+                        .keys()
+                        .any(|k| k.eq_ignore_ascii_case(life::LEGACY_SEEN_KEY));
+                if legacy {
+                    let (name, etag) = (name.to_owned(), etag.to_owned());
+                    let seen = life::seen_in(&backup.metadata, life::LEGACY_SEEN_KEY);
+                    level.legacy_markers.push((backup, name, etag, seen));
+                    continue;
+                }
+            }
             // Only complete backups: the stamp is written once the copy is verified.
             let Some((parsed, written)) = backup.complete_version() else {
                 continue;
@@ -401,7 +526,7 @@ pub async fn each_complete_backup(
             }
         }
     }
-    Ok(subdirectories)
+    Ok(level)
 }
 
 #[derive(Deserialize)]
@@ -414,6 +539,31 @@ struct ListedItem {
     properties: ListedProperties,
     #[serde(rename = "Metadata", default)]
     metadata: Option<HashMap<String, String>>,
+    #[serde(rename = "Tags", default)]
+    tags: Option<ListedTags>,
+    /// The listing asked for tags: a blob listed without them has none.
+    #[serde(skip)]
+    tags_listed: bool,
+}
+
+#[derive(Default, Deserialize)]
+struct ListedTags {
+    #[serde(rename = "TagSet", default)]
+    tag_set: Option<ListedTagSet>,
+}
+
+#[derive(Default, Deserialize)]
+struct ListedTagSet {
+    #[serde(rename = "Tag", default)]
+    tags: Vec<ListedTag>,
+}
+
+#[derive(Default, Deserialize)]
+struct ListedTag {
+    #[serde(rename = "Key", default)]
+    key: Option<String>,
+    #[serde(rename = "Value", default)]
+    value: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -432,11 +582,71 @@ struct ListedProperties {
     content_md5: Option<Vec<u8>>,
     #[serde(rename = "CopyStatus", default)]
     copy_status: Option<String>,
+    #[serde(rename = "BlobType", default)]
+    blob_type: Option<String>,
+    #[serde(rename = "AccessTier", default)]
+    access_tier: Option<String>,
+    #[serde(rename = "AccessTierInferred", default)]
+    access_tier_inferred: Option<bool>,
+    #[serde(rename = "Content-Type", default)]
+    content_type: Option<String>,
+    #[serde(rename = "Content-Encoding", default)]
+    content_encoding: Option<String>,
+    #[serde(rename = "Content-Language", default)]
+    content_language: Option<String>,
+    #[serde(rename = "Content-Disposition", default)]
+    content_disposition: Option<String>,
+    #[serde(rename = "Cache-Control", default)]
+    cache_control: Option<String>,
+    #[serde(rename = "CustomerProvidedKeySha256", default)]
+    customer_provided_key_sha256: Option<String>,
 }
 
 impl ListedItem {
     fn name(&self, operation: &str) -> Result<String, StorageError> {
         decoded_name(self.name.as_ref(), operation)
+    }
+
+    /// Type, tier, content headers and (when the listing included them) tags.
+    fn blob_properties(&self) -> BlobProperties {
+        let p = &self.properties;
+        BlobProperties {
+            blob_type: p
+                .blob_type
+                .as_deref()
+                .and_then(BlobType::parse)
+                .unwrap_or_default(),
+            // A tier the account's default gave is not the blob's own.
+            access_tier: p
+                .access_tier
+                .clone()
+                .filter(|tier| !tier.is_empty() && p.access_tier_inferred != Some(true)),
+            headers: ContentHeaders {
+                content_type: p.content_type.clone(),
+                content_encoding: p.content_encoding.clone(),
+                content_language: p.content_language.clone(),
+                content_disposition: p.content_disposition.clone(),
+                cache_control: p.cache_control.clone(),
+            }
+            .normalized(),
+            tags: match &self.tags {
+                Some(tags) => Some(
+                    tags.tag_set
+                        .iter()
+                        .flat_map(|set| &set.tags)
+                        .filter_map(|tag| {
+                            Some((tag.key.clone()?, tag.value.clone().unwrap_or_default()))
+                        })
+                        .collect::<Tags>(),
+                ),
+                None if self.tags_listed => Some(Tags::new()),
+                None => None,
+            },
+            customer_key: p
+                .customer_provided_key_sha256
+                .as_deref()
+                .is_some_and(|sha| !sha.is_empty()),
+        }
     }
 }
 
@@ -479,7 +689,10 @@ fn list_pages<T: Send + 'static>(
         prefix,
         ..Default::default()
     };
-    Ok(list_scoped_pages(container, operation, include, scope, convert)?.map_ok(|page| page.items))
+    Ok(
+        list_scoped_pages(container, operation, include, scope, convert)?
+            .map_ok(ListingPage::into_items),
+    )
 }
 
 /// Like [`list_pages`], within `scope`, with each page's prefixes and next marker.
@@ -491,12 +704,14 @@ fn list_scoped_pages<T: Send + 'static>(
     convert: fn(ListedItem, &str) -> Result<Option<T>, StorageError>,
 ) -> Result<impl Stream<Item = Result<ListingPage<T>, StorageError>> + Send + 'static, StorageError>
 {
+    let tags_listed = include.contains(&ListBlobsIncludeItem::Tags);
     let mut context = azure_core::http::Context::new();
     if scope.one_level {
         context.insert(super::blobs::RequestQuery(vec![("delimiter", "/".into())]));
     }
     let options = BlobContainerClientListBlobsOptions {
-        include: Some(include.to_vec()),
+        // An empty `include=` would be signed as one and refused.
+        include: (!include.is_empty()).then(|| include.to_vec()),
         prefix: scope.prefix.map(str::to_owned),
         marker: scope.marker.map(str::to_owned),
         maxresults: scope.page_size,
@@ -523,16 +738,20 @@ fn list_scoped_pages<T: Send + 'static>(
                     azure_core::xml::from_xml(&body).during(|| operation.clone())?;
                 drop(body);
                 let mut listed = ListingPage {
-                    items: Vec::with_capacity(page.blobs.entries.len()),
-                    prefixes: Vec::new(),
+                    entries: Vec::with_capacity(page.blobs.entries.len()),
                     next_marker: page.next_marker.filter(|m| !m.is_empty()),
                 };
                 for entry in page.blobs.entries {
                     match entry {
-                        ListedEntry::Blob(item) => listed.items.extend(convert(item, &operation)?),
-                        ListedEntry::BlobPrefix(prefix) => listed
-                            .prefixes
-                            .push(decoded_name(prefix.name.as_ref(), &operation)?),
+                        RawEntry::Blob(mut item) => {
+                            item.tags_listed = tags_listed;
+                            listed
+                                .entries
+                                .extend(convert(*item, &operation)?.map(ListedEntry::Item))
+                        }
+                        RawEntry::BlobPrefix(prefix) => listed.entries.push(
+                            ListedEntry::Directory(decoded_name(prefix.name.as_ref(), &operation)?),
+                        ),
                     }
                 }
                 Ok(listed)
@@ -576,38 +795,34 @@ fn prefetched<T: Send + 'static>(
     })
 }
 
-/// The deletion markers of the names directly in `directory` of a backup container: (source
-/// name, ETag its life ended with) → when the deletion was first seen (`None` when the marker
-/// carries no readable time). Empty when the container does not exist yet.
-pub async fn deletion_markers(
+/// The complete backups of the one source name `name` (each with its parsed name and the time
+/// its version was written) and the lives recorded for it, listed by its backup names' prefix.
+/// Empty when the backup container does not exist yet.
+pub async fn backups_of_name(
     container: &BlobContainerClient,
     container_name: &str,
-    directory: &str,
-) -> Result<HashMap<(String, String), Option<time::OffsetDateTime>>, StorageError> {
-    use crate::core::deletion;
-    let markers = deletion::markers_directory(directory);
+    name: &str,
+    tags: bool,
+) -> Result<
+    (
+        Vec<(ParsedBackupName, time::OffsetDateTime, ListedBackup)>,
+        life::Lives,
+    ),
+    StorageError,
+> {
+    let prefix = crate::core::naming::backup_name_prefix(name);
     let pages = until_container_missing(list_backup_directory(
         container,
         container_name,
-        Some(&markers),
+        Some(&prefix),
+        tags,
     )?);
-    futures::pin_mut!(pages);
-    let mut seen = HashMap::new();
-    while let Some(page) = pages.try_next().await? {
-        for marker in page.items {
-            let Some((name, etag)) = deletion::parse_marker_name(&marker.name) else {
-                continue;
-            };
-            let when = marker
-                .metadata
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(deletion::SEEN_KEY))
-                .and_then(|(_, v)| {
-                    time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
-                        .ok()
-                });
-            seen.insert((name.to_owned(), etag.to_owned()), when);
+    let mut backups = Vec::new();
+    let level = each_complete_backup(pages, name, |parsed, written, backup| {
+        if parsed.source_name == name {
+            backups.push((parsed, written, backup));
         }
-    }
-    Ok(seen)
+    })
+    .await?;
+    Ok((backups, level.lives))
 }

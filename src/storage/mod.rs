@@ -46,6 +46,8 @@ pub struct StorageError {
     pub status: Option<u16>,
     /// The service's error code (`ContainerNotFound`, `ConditionNotMet`, ...), when it gave one.
     pub code: Option<String>,
+    /// The request or its answer was lost on the way (a connection refused, reset or timed out).
+    transport: bool,
     detail: String,
 }
 
@@ -61,6 +63,10 @@ impl StorageError {
             operation: operation.into(),
             status,
             code,
+            transport: matches!(
+                error.kind(),
+                azure_core::error::ErrorKind::Io | azure_core::error::ErrorKind::Connection
+            ),
             detail: redact_secrets(&error_chain(&error)),
         }
     }
@@ -71,6 +77,7 @@ impl StorageError {
             operation: operation.into(),
             status: None,
             code: None,
+            transport: false,
             detail: detail.into(),
         }
     }
@@ -86,6 +93,16 @@ impl StorageError {
     /// The service did not answer at all (connection refused, DNS, timeout).
     pub fn is_unreachable(&self) -> bool {
         self.status.is_none()
+    }
+
+    /// A failure that may pass: the service was busy, failed inside, or could not be reached.
+    /// Anything else (a refusal, a condition, a missing blob, a check of ours) happens again on
+    /// a retry.
+    pub fn is_transient(&self) -> bool {
+        match self.status {
+            None => self.transport,
+            Some(status) => status == 408 || status == 429 || status >= 500,
+        }
     }
 }
 

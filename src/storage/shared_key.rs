@@ -11,9 +11,8 @@ use async_trait::async_trait;
 use azure_core::{
     credentials::SecretBytes,
     http::{
-        headers::HeaderName,
         policies::{Policy, PolicyResult},
-        Context, Request,
+        Context, Request, Url,
     },
 };
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
@@ -51,13 +50,6 @@ impl SharedKeyPolicy {
     pub fn new(account: String, key: SecretBytes) -> Self {
         Self { account, key }
     }
-
-    fn sign(&self, string_to_sign: &str) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(self.key.bytes())
-            .expect("HMAC-SHA256 accepts keys of any length");
-        mac.update(string_to_sign.as_bytes());
-        BASE64.encode(mac.finalize().into_bytes())
-    }
 }
 
 #[async_trait]
@@ -70,33 +62,76 @@ impl Policy for SharedKeyPolicy {
     ) -> PolicyResult {
         let date = azure_core::time::to_rfc7231(&OffsetDateTime::now_utc());
         request.insert_header("x-ms-date", date);
-        let body_length = request.body().len().unwrap_or(0);
-        let string_to_sign = string_to_sign(&self.account, request, body_length);
-        let authorization = format!("SharedKey {}:{}", self.account, self.sign(&string_to_sign));
+        let authorization = request_authorization(&self.account, self.key.bytes(), request);
         request.insert_header("authorization", authorization);
         next[0].send(ctx, request, &next[1..]).await
     }
 }
 
-fn string_to_sign(account: &str, request: &Request, body_length: u64) -> String {
-    let headers = request.headers();
-    let header = |name: &'static str| {
+/// The `Authorization` value (`SharedKey {account}:{signature}`) of a request made of `method`,
+/// `url` and `headers` (names in any case; `x-ms-date` and, with a body, `content-length`
+/// among them), signed with the account's decoded `key`. The policy signs through it, and so
+/// can whoever must sign a request the SDK did not build (a test proxy that changed a query).
+pub fn authorization<'a>(
+    account: &str,
+    key: &[u8],
+    method: &str,
+    url: &Url,
+    headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> String {
+    let headers: Vec<(String, &str)> = headers
+        .into_iter()
+        .map(|(name, value)| (name.to_ascii_lowercase(), value))
+        .collect();
+    let string_to_sign = string_to_sign(account, method, url, &headers);
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(key).expect("HMAC-SHA256 accepts keys of any length");
+    mac.update(string_to_sign.as_bytes());
+    format!(
+        "SharedKey {account}:{}",
+        BASE64.encode(mac.finalize().into_bytes())
+    )
+}
+
+/// The SDK sets `content-length` only in the transport, after signing: the body's length
+/// stands in for it.
+fn request_authorization(account: &str, key: &[u8], request: &Request) -> String {
+    let body_length = request.body().len().unwrap_or(0).to_string();
+    let mut headers: Vec<(&str, &str)> = request
+        .headers()
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+    {
+        headers.push(("content-length", &body_length));
+    }
+    authorization(
+        account,
+        key,
+        request.method().as_ref(),
+        request.url(),
+        headers,
+    )
+}
+
+/// The string to sign; `headers` have lower-case names.
+fn string_to_sign(account: &str, method: &str, url: &Url, headers: &[(String, &str)]) -> String {
+    let header = |name: &str| {
         headers
-            .get_optional_str(&HeaderName::from_static(name))
-            .unwrap_or("")
-            .to_owned()
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, value)| (*value).to_owned())
+            .unwrap_or_default()
     };
-    let mut lines = vec![request.method().as_ref().to_ascii_uppercase()];
+    let mut lines = vec![method.to_ascii_uppercase()];
     for name in SIGNED_STANDARD_HEADERS {
         let value = match name {
             // Since version 2015-02-21 a zero length signs as empty.
             "content-length" => {
-                let declared = header(name);
-                let length = if declared.is_empty() {
-                    body_length.to_string()
-                } else {
-                    declared
-                };
+                let length = header(name);
                 if length == "0" {
                     String::new()
                 } else {
@@ -110,17 +145,20 @@ fn string_to_sign(account: &str, request: &Request, body_length: u64) -> String 
     let mut text = lines.join("\n");
     text.push('\n');
 
-    let ms_headers: BTreeMap<String, String> = headers
-        .iter()
-        .map(|(name, value)| (name.as_str().to_ascii_lowercase(), value.as_str()))
-        .filter(|(name, _)| name.starts_with("x-ms-"))
-        .map(|(name, value)| (name, value.trim().to_owned()))
-        .collect();
-    for (name, value) in ms_headers {
-        text.push_str(&format!("{name}:{value}\n"));
+    // A header sent more than once signs as its values joined by commas.
+    let mut ms_headers: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (name, value) in headers {
+        if name.starts_with("x-ms-") {
+            ms_headers
+                .entry(name.as_str())
+                .or_default()
+                .push(value.trim().to_owned());
+        }
+    }
+    for (name, values) in ms_headers {
+        text.push_str(&format!("{name}:{}\n", values.join(",")));
     }
 
-    let url = request.url();
     text.push_str(&format!("/{account}{}", url.path()));
     let mut params: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (name, value) in url.query_pairs() {
@@ -141,6 +179,20 @@ mod tests {
     use super::*;
     use azure_core::http::{Method, Url};
 
+    fn lower_case_headers(request: &Request) -> Vec<(String, &str)> {
+        request
+            .headers()
+            .iter()
+            .map(|(name, value)| (name.as_str().to_ascii_lowercase(), value.as_str()))
+            .collect()
+    }
+
+    fn hmac_base64(key: &[u8], text: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+        mac.update(text.as_bytes());
+        BASE64.encode(mac.finalize().into_bytes())
+    }
+
     #[test]
     fn string_to_sign_follows_the_documented_layout() {
         let url = Url::parse(
@@ -155,8 +207,53 @@ mod tests {
         let expected = "PUT\n\n\n\n\n\n\n\n\"0x1\"\n\n\n\n\
             x-ms-date:Wed, 25 Nov 2026 12:00:00 GMT\nx-ms-meta-b:two\nx-ms-version:2026-02-06\n\
             /source/source/sales/a%20b.csv\ncomp:snapshot\ninclude:snapshots,metadata\ntimeout:30";
-        assert_eq!(string_to_sign("source", &request, 0), expected);
-        let with_body = string_to_sign("source", &request, 12);
+        let headers = lower_case_headers(&request);
+        assert_eq!(
+            string_to_sign("source", "PUT", request.url(), &headers),
+            expected
+        );
+        let mut with_length = headers.clone();
+        with_length.push(("content-length".into(), "12"));
+        let with_body = string_to_sign("source", "PUT", request.url(), &with_length);
         assert!(with_body.starts_with("PUT\n\n\n12\n"), "{with_body}");
+        with_length.push(("x-ms-meta-b".into(), "three"));
+        let repeated = string_to_sign("source", "PUT", request.url(), &with_length);
+        assert!(repeated.contains("\nx-ms-meta-b:two,three\n"), "{repeated}");
+    }
+
+    #[test]
+    fn the_policy_and_the_public_function_sign_alike() {
+        let url = Url::parse(
+            "http://127.0.0.1:10000/source/sales?restype=container&comp=list&maxresults=2",
+        )
+        .unwrap();
+        let mut request = Request::new(url.clone(), Method::Put);
+        request.insert_header("x-ms-version", "2026-02-06");
+        request.insert_header("x-ms-date", "Wed, 25 Nov 2026 12:00:00 GMT");
+        request.set_body(b"twelve bytes".to_vec());
+        let key = b"not a real key";
+        let expected = format!(
+            "SharedKey source:{}",
+            hmac_base64(
+                key,
+                "PUT\n\n\n12\n\n\n\n\n\n\n\n\n\
+                 x-ms-date:Wed, 25 Nov 2026 12:00:00 GMT\nx-ms-version:2026-02-06\n\
+                 /source/source/sales\ncomp:list\nmaxresults:2\nrestype:container"
+            )
+        );
+        // The policy: no content-length header yet, the body's length stands in.
+        assert_eq!(request_authorization("source", key, &request), expected);
+        // The public function, with the headers as they go on the wire, in any case.
+        let headers = [
+            ("X-MS-Version", "2026-02-06"),
+            ("x-ms-date", "Wed, 25 Nov 2026 12:00:00 GMT"),
+            ("Content-Length", "12"),
+            ("Host", "127.0.0.1:10000"),
+        ];
+        assert_eq!(authorization("source", key, "PUT", &url, headers), expected);
+        assert_ne!(
+            authorization("source", b"another key", "PUT", &url, headers),
+            expected
+        );
     }
 }

@@ -4,6 +4,7 @@
 pub mod adf;
 pub mod azurite;
 pub mod keys_off;
+pub mod proxy;
 pub mod worker;
 
 use azure_core::http::RequestContent;
@@ -267,4 +268,46 @@ impl Drop for ShardPump {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// The records of lives in a backup container (deletions and returns), with when each was seen.
+pub async fn life_records(
+    vault: &BlobContainerClient,
+) -> Vec<(lakebackup::core::life::Record, Option<time::OffsetDateTime>)> {
+    let mut records = Vec::new();
+    for (name, _) in list_all(vault).await {
+        if let Some(record) = lakebackup::core::life::Record::parse(&name) {
+            let (_, _, metadata) = properties(vault, &name).await;
+            let seen = lakebackup::core::life::seen_in(&metadata, lakebackup::core::life::SEEN_KEY);
+            records.push((record, seen));
+        }
+    }
+    records
+}
+
+/// Writes the record that `name`'s life ending at `etag` was seen deleted at `seen`, as a pass
+/// would have.
+pub async fn record_deletion(
+    vault: &BlobContainerClient,
+    name: &str,
+    etag: &str,
+    seen: time::OffsetDateTime,
+) {
+    let record = lakebackup::core::life::Record {
+        name: name.to_owned(),
+        etag: etag.to_owned(),
+        change: lakebackup::core::life::Change::Deleted,
+        sequence: 1,
+    };
+    vault
+        .blob_client(&record.blob_name().unwrap())
+        .upload(
+            RequestContent::from(Vec::new()),
+            Some(azure_storage_blob::models::BlobClientUploadOptions {
+                metadata: Some(lakebackup::core::life::record_metadata(seen)),
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap();
 }

@@ -32,8 +32,17 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// The `lakebackup` binary the tests run: `LAKEBACKUP_BIN` when set (to drive another build,
+/// e.g. an earlier release, with the same tests), else this crate's own.
+pub fn binary() -> std::path::PathBuf {
+    std::env::var_os("LAKEBACKUP_BIN")
+        .filter(|path| !path.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_lakebackup").into())
+}
+
 fn command(settings: &HashMap<String, String>, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_lakebackup"));
+    let mut command = Command::new(binary());
     command
         .args(args)
         .env_clear()
