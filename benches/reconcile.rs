@@ -3,8 +3,9 @@
 //! For each N (default 10,000 and 100,000): seed Azurite with N blobs of 1 KiB spread over
 //! directories, each with a snapshot of its current version and a complete backup, then time
 //! (a) `lakebackup reconcile` (the release binary, a pass that finds nothing to do),
-//! (b) the floor: the same list requests its shards make (per directory: the `{c}bak` level and
-//!     the source level with snapshots) fetched and discarded unparsed,
+//! (b) the floor: the same list requests its shards make (per directory: the `{c}bak` level,
+//!     whose listing holds the records of lives too, and the source level with snapshots,
+//!     metadata and tags) fetched and discarded unparsed,
 //! (c) the reconcile process's peak RSS.
 //! Each is run `BENCH_ROUNDS` times (default 3), interleaved; the table shows medians.
 //!
@@ -207,8 +208,8 @@ fn reconcile_once(settings: &HashMap<String, String>, n: usize) -> (Duration, i6
 
 /// The same list requests the reconcile's shards make, bodies fetched and dropped: per
 /// directory, 4 directories at once, the `{c}bak` level (metadata) and the source level
-/// (snapshots and metadata, 1,000 a page); pages are followed, and sub-directories found, by
-/// scanning the raw text.
+/// (snapshots, metadata and tags, 1,000 a page); pages are followed, and sub-directories found,
+/// by scanning the raw text.
 async fn floor_once(azurite: &Azurite) -> Duration {
     let http = reqwest::Client::new();
     let sas = |account: &str, key: &str| {
@@ -218,7 +219,7 @@ async fn floor_once(azurite: &Azurite) -> Duration {
             AccountSasGrant {
                 services: "b",
                 resource_types: "sco",
-                permissions: "rl",
+                permissions: "rlt",
                 expiry: time::OffsetDateTime::now_utc() + time::Duration::hours(1),
             },
         )
@@ -274,7 +275,7 @@ async fn floor_once(azurite: &Azurite) -> Duration {
     let directory = |prefix: String| {
         let (list, source_sas, backup_sas) = (&list, &source_sas, &backup_sas);
         async move {
-            // (A pass lists a level's deletion markers only once a name is gone: never here.)
+            // (The records of lives sit in the `{c}bak` level's own listing: nothing more.)
             list(
                 "backup",
                 backup_sas,
@@ -289,7 +290,7 @@ async fn floor_once(azurite: &Azurite) -> Duration {
                 source_sas,
                 CONTAINER,
                 prefix,
-                "snapshots,metadata",
+                "snapshots,metadata,tags",
                 1000,
             )
             .await;

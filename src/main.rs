@@ -318,7 +318,7 @@ async fn run(cli: Cli) -> ExitCode {
                 deep,
             };
             let summary = verify::verify(&app, &request).await;
-            for gap in &summary.gaps {
+            for gap in summary.gaps.iter().chain(&summary.warnings) {
                 eprintln!(
                     "{:<16} {}{}",
                     gap.problem,

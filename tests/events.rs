@@ -222,12 +222,7 @@ async fn a_delete_event_records_the_marker_that_restore_honours() {
         .collect();
     assert_eq!(
         records,
-        [Record {
-            name: "t/gone.csv".into(),
-            etag: gone_etag.clone(),
-            change: Change::Deleted,
-            sequence: 1,
-        }]
+        [Record::new("t/gone.csv", &gone_etag, Change::Deleted, 1)]
     );
 
     tokio::time::sleep(Duration::from_millis(1100)).await;

@@ -415,13 +415,17 @@ async fn a_directory_deleted_whole_is_recorded_within_budgets_and_only_once() {
     for (record, _) in support::life_records(&vault).await {
         assert_eq!(record.change, lakebackup::core::life::Change::Deleted);
         assert!(
-            recorded.insert(record.name.clone(), record.etag).is_none(),
+            recorded.insert(record.name.clone(), record.life).is_none(),
             "two records for {}",
             record.name
         );
     }
     assert_eq!(
-        recorded, etags,
+        recorded,
+        etags
+            .iter()
+            .map(|(name, etag)| (name.clone(), lakebackup::core::life::life_of(etag)))
+            .collect::<BTreeMap<_, _>>(),
         "one marker per deleted blob, naming its last version"
     );
 

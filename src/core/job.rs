@@ -186,11 +186,26 @@ impl ShardNotes {
     }
 
     pub fn warn(&mut self, blob: &str, reason: impl Into<String>) {
-        if self.warnings.len() < NOTES_PER_SHARD {
-            self.warnings.push(BlobNote {
-                blob: blob.to_owned(),
-                reason: reason.into(),
-            });
+        let note = BlobNote {
+            blob: blob.to_owned(),
+            reason: reason.into(),
+        };
+        if self.warnings.len() < NOTES_PER_SHARD && !self.warnings.contains(&note) {
+            self.warnings.push(note);
+        }
+    }
+
+    /// Adds `other`'s notes, each once (a warning about the whole lake comes from every shard).
+    pub fn extend(&mut self, other: ShardNotes) {
+        for note in other.failures {
+            if !self.failures.contains(&note) {
+                self.failures.push(note);
+            }
+        }
+        for note in other.warnings {
+            if !self.warnings.contains(&note) {
+                self.warnings.push(note);
+            }
         }
     }
 }
@@ -305,8 +320,16 @@ impl JobProgress {
         }
         for (counts, notes) in finished.values() {
             totals.add(counts);
-            failures.extend(notes.failures.iter().cloned());
-            warnings.extend(notes.warnings.iter().cloned());
+            for note in &notes.failures {
+                if !failures.contains(note) && failures.len() < NOTES_PER_STATUS {
+                    failures.push(note.clone());
+                }
+            }
+            for note in &notes.warnings {
+                if !warnings.contains(note) && warnings.len() < NOTES_PER_STATUS {
+                    warnings.push(note.clone());
+                }
+            }
         }
         failures.truncate(NOTES_PER_STATUS);
         warnings.truncate(NOTES_PER_STATUS);

@@ -4,18 +4,25 @@
 //!
 //! A life is `(name, ETag)`. Its history is an append-only log of records, each its own empty
 //! blob in `{c}bak` beside the name's backups, named by [`naming::record_blob_name`] with the
-//! field `{etag}~d{n}` (the n-th time it was seen deleted) or `{etag}~r{n}` (the n-th time it was
-//! seen again), and carrying the time it was seen. The log runs d1, r1, d2, r2, …; each record is
-//! written create-only and only after the previous one was listed, so two passes that see the
-//! same change write one record, and the first sets its time. Records sit in the same listing as
-//! the backups, so knowing them costs no request of its own, and their timestamp (month 00)
-//! keeps them out of every name a backup can have. Pure.
+//! field `{life}~d{n}` (the n-th time it was seen deleted) or `{life}~r{n}` (the n-th time it was
+//! seen again), and carrying the time it was seen. `{life}` is the first 12 hex digits of the
+//! ETag's SHA-256 (48 bits: a collision between two versions of one name is beyond any lake's
+//! history), so a record's name is never longer than its backup's (an Azure ETag has 17
+//! characters): a name that fits Azure's limit as a backup fits it as a record. The log runs d1,
+//! r1, d2, r2, …; each record is written create-only and only after the previous one was listed,
+//! so two passes that see the same change write one record, and the first sets its time. Records
+//! sit in the same listing as the backups, so knowing them costs no request of its own, and their
+//! timestamp (month 00) keeps them out of every name a backup can have. Pure.
 
 use std::collections::HashMap;
 
+use sha2::{Digest, Sha256};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
-use super::naming::{self, NamingError};
+use super::{
+    etag::normalize_etag,
+    naming::{self, NamingError},
+};
 
 /// The metadata key of a record holding when the change was seen (RFC 3339).
 pub const SEEN_KEY: &str = "lakebackup_seen";
@@ -35,17 +42,36 @@ pub enum Change {
     Revived,
 }
 
+/// What names the life of version `etag` in its records: 12 hex digits of its SHA-256.
+pub fn life_of(etag: &str) -> String {
+    Sha256::digest(normalize_etag(etag).as_bytes())[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// One record of a life: the `sequence`-th change of its kind.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Record {
     pub name: String,
-    pub etag: String,
+    /// The life: [`life_of`] its version's ETag.
+    pub life: String,
     pub change: Change,
     /// 1 for the first deletion (and the revival after it), 2 for the second, …
     pub sequence: u32,
 }
 
 impl Record {
+    /// The `sequence`-th record of `change` for the life of `name` at version `etag`.
+    pub fn new(name: &str, etag: &str, change: Change, sequence: u32) -> Self {
+        Record {
+            name: name.to_owned(),
+            life: life_of(etag),
+            change,
+            sequence,
+        }
+    }
+
     /// The record's place in its life's log: d1 = 0, r1 = 1, d2 = 2, …
     fn position(&self) -> u64 {
         let base = 2 * (u64::from(self.sequence.max(1)) - 1);
@@ -55,10 +81,10 @@ impl Record {
         }
     }
 
-    fn at_position(name: &str, etag: &str, position: u64) -> Self {
+    fn at_position(name: &str, life: &str, position: u64) -> Self {
         Record {
             name: name.to_owned(),
-            etag: etag.to_owned(),
+            life: life.to_owned(),
             change: if position.is_multiple_of(2) {
                 Change::Deleted
             } else {
@@ -74,26 +100,24 @@ impl Record {
             Change::Deleted => 'd',
             Change::Revived => 'r',
         };
-        naming::record_blob_name(
-            &self.name,
-            &format!("{}~{kind}{}", self.etag, self.sequence),
-        )
+        let field = format!("{}~{kind}{}", self.life, self.sequence);
+        naming::record_blob_name(&self.name, &field)
     }
 
     /// Reads a blob name of a backup container's level back into a record; `None` for a backup
     /// or anything else.
     pub fn parse(blob_name: &str) -> Option<Self> {
         let (name, field) = naming::parse_record_blob_name(blob_name)?;
-        let (etag, change) = field.rsplit_once('~')?;
+        let (life, change) = field.rsplit_once('~')?;
         let (change, sequence) = match change.split_at_checked(1)? {
             ("d", n) => (Change::Deleted, n),
             ("r", n) => (Change::Revived, n),
             _ => return None,
         };
         let sequence: u32 = sequence.parse().ok().filter(|n| *n >= 1)?;
-        (!etag.is_empty()).then(|| Record {
+        (!life.is_empty()).then(|| Record {
             name,
-            etag: etag.to_owned(),
+            life: life.to_owned(),
             change,
             sequence,
         })
@@ -129,8 +153,8 @@ pub fn parse_legacy_marker(blob_name: &str) -> Option<(&str, &str)> {
 /// One life's records: their positions in its log, and when each was seen.
 type Log = Vec<(u64, Option<OffsetDateTime>)>;
 
-/// The lives recorded at one directory level: per `(name, ETag)`, its records' positions and
-/// times, in log order.
+/// The lives recorded at one directory level: per `(name, life)`, its records' positions and
+/// times, in log order. Asked about a version, it names the version's life by [`life_of`].
 #[derive(Debug, Default, Clone)]
 pub struct Lives {
     logs: HashMap<(String, String), Log>,
@@ -144,7 +168,7 @@ impl Lives {
     pub fn insert(&mut self, record: &Record, seen: Option<OffsetDateTime>) {
         let log = self
             .logs
-            .entry((record.name.clone(), record.etag.clone()))
+            .entry((record.name.clone(), record.life.clone()))
             .or_default();
         let position = record.position();
         if !log.iter().any(|(p, _)| *p == position) {
@@ -157,10 +181,12 @@ impl Lives {
         self.logs.is_empty()
     }
 
+    fn log(&self, name: &str, etag: &str) -> Option<&Log> {
+        self.logs.get(&(name.to_owned(), life_of(etag)))
+    }
+
     fn last(&self, name: &str, etag: &str) -> Option<&(u64, Option<OffsetDateTime>)> {
-        self.logs
-            .get(&(name.to_owned(), etag.to_owned()))
-            .and_then(|log| log.last())
+        self.log(name, etag).and_then(|log| log.last())
     }
 
     /// Whether the life's last record says it ended (whenever that was).
@@ -172,8 +198,7 @@ impl Lives {
     /// Whether the life had been seen ended by `instant`: its last record seen at or before
     /// `instant` is a deletion. A record without a readable time says nothing about any instant.
     pub fn ended_by(&self, name: &str, etag: &str, instant: OffsetDateTime) -> bool {
-        self.logs
-            .get(&(name.to_owned(), etag.to_owned()))
+        self.log(name, etag)
             .and_then(|log| {
                 log.iter()
                     .filter(|(_, seen)| seen.is_some_and(|s| s <= instant))
@@ -190,9 +215,10 @@ impl Lives {
 
     /// The record that says the life ended, unless its last record says so already.
     pub fn next_deletion(&self, name: &str, etag: &str) -> Option<Record> {
+        let life = life_of(etag);
         match self.last(name, etag) {
-            None => Some(Record::at_position(name, etag, 0)),
-            Some((p, _)) if !p.is_multiple_of(2) => Some(Record::at_position(name, etag, p + 1)),
+            None => Some(Record::at_position(name, &life, 0)),
+            Some((p, _)) if !p.is_multiple_of(2) => Some(Record::at_position(name, &life, p + 1)),
             Some(_) => None,
         }
     }
@@ -200,7 +226,9 @@ impl Lives {
     /// The record that says the life was seen again, when its last record says it ended.
     pub fn next_revival(&self, name: &str, etag: &str) -> Option<Record> {
         match self.last(name, etag) {
-            Some((p, _)) if p.is_multiple_of(2) => Some(Record::at_position(name, etag, p + 1)),
+            Some((p, _)) if p.is_multiple_of(2) => {
+                Some(Record::at_position(name, &life_of(etag), p + 1))
+            }
             _ => None,
         }
     }
@@ -213,24 +241,46 @@ mod tests {
 
     #[test]
     fn records_round_trip_through_their_names() {
-        let record = Record {
-            name: "raw/2026/part \"q\"@v2.parquet".into(),
-            etag: "0x8DC1".into(),
-            change: Change::Revived,
-            sequence: 3,
-        };
+        let record = Record::new(
+            "raw/2026/part \"q\"@v2.parquet",
+            "0x8DC1",
+            Change::Revived,
+            3,
+        );
+        assert_eq!(record.life, life_of("\"0x8DC1\""), "quotes do not matter");
+        assert_eq!(record.life.len(), 12);
         let name = record.blob_name().unwrap();
         assert_eq!(
             name,
-            "raw/2026/part \"q\"@v2_00000000T000000Z_0x8DC1~r3.parquet"
+            format!(
+                "raw/2026/part \"q\"@v2_00000000T000000Z_{}~r3.parquet",
+                record.life
+            )
         );
         assert_eq!(Record::parse(&name), Some(record));
         assert_eq!(Record::parse("raw/x_20260101T000000Z_0x1.csv"), None);
         assert_eq!(Record::parse("raw/x_00000000T000000Z_0x1~x1.csv"), None);
         assert_eq!(Record::parse("raw/x_00000000T000000Z_0x1~d0.csv"), None);
-        assert!(Record::at_position(&"a".repeat(1010), "0x1", 0)
+        assert!(Record::new(&"a".repeat(1015), "0x1", Change::Deleted, 1)
             .blob_name()
             .is_err());
+    }
+
+    #[test]
+    fn a_record_fits_wherever_its_backup_does() {
+        // An Azure ETag has 17 characters; a record's field has at most 17 up to r99.
+        let etag = "0x8DC12AB34CD56EF";
+        let when = datetime!(2026-11-24 14:17:34 UTC);
+        for length in 960..=1024 {
+            let name = format!("d/{}.csv", "n".repeat(length - 6));
+            let Ok(backup) = naming::backup_blob_name(&name, when, etag) else {
+                continue;
+            };
+            let record = Record::new(&name, etag, Change::Revived, 99)
+                .blob_name()
+                .unwrap();
+            assert!(record.chars().count() <= backup.chars().count(), "{length}");
+        }
     }
 
     #[test]

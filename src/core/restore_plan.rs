@@ -93,17 +93,18 @@ pub fn plan(chosen: Option<&Version>, target: Option<&TargetBlob>) -> Plan {
 }
 
 /// Whether `target` already is `version` in everything a restore writes: bytes, user metadata,
-/// content headers, type, and the tags and tier where both sides know them. The same ETag
-/// vouches for all but tags and tier (setting those keeps the ETag); another ETag with the
-/// same real MD5 and length vouches for the bytes only.
+/// content headers, type, and the tags and tier where both sides know them. The same ETag is
+/// the version itself: its tags and tier may have been set since (that keeps the ETag), but a
+/// backup knows only those it had when it was taken, so they are no reason to write it again.
+/// Another ETag with the same real MD5 and length vouches for the bytes only.
 fn holds(target: &TargetBlob, version: &Version) -> bool {
-    let properties_match = |strict: bool| match (&target.properties, &version.properties) {
-        (Some(theirs), Some(ours)) => theirs.differences(ours).is_empty(),
-        _ => !strict,
-    };
     if normalize_etag(&target.etag) == normalize_etag(&version.etag) {
-        return properties_match(false);
+        return true;
     }
+    let properties_match = match (&target.properties, &version.properties) {
+        (Some(theirs), Some(ours)) => theirs.differences(ours).is_empty(),
+        _ => false,
+    };
     let same_bytes = matches!(
         (&target.content_md5, &version.content_md5),
         (Some(a), Some(b)) if a == b && !a.is_empty()
@@ -112,7 +113,7 @@ fn holds(target: &TargetBlob, version: &Version) -> bool {
         (Some(theirs), Some(ours)) => same_metadata(theirs, ours),
         _ => false,
     };
-    same_bytes && same_metadata && properties_match(true)
+    same_bytes && same_metadata && properties_match
 }
 
 /// Metadata names are case-insensitive in Azure; values are compared exactly.
@@ -276,7 +277,8 @@ mod tests {
             plan(Some(&block_now), Some(&same)),
             Plan::Restore(_)
         ));
-        // Tags do not change the ETag: compared even when the ETags agree.
+        // Tags set since the backup keep the ETag: the blob is the version, and is not rewritten
+        // with the tags the backup happened to see.
         let tagged = Version {
             properties: Some(BlobProperties {
                 tags: Some(Tags::from([("k".into(), "v".into())])),
@@ -284,7 +286,7 @@ mod tests {
             }),
             ..old.clone()
         };
-        let untagged_same_etag = TargetBlob {
+        let retagged_same_etag = TargetBlob {
             etag: old.etag.clone(),
             properties: Some(BlobProperties {
                 tags: Some(Tags::new()),
@@ -292,8 +294,16 @@ mod tests {
             }),
             ..same.clone()
         };
+        assert_eq!(
+            plan(Some(&tagged), Some(&retagged_same_etag)),
+            Plan::Unchanged
+        );
+        let retagged_other_etag = TargetBlob {
+            etag: "0x77".into(),
+            ..retagged_same_etag
+        };
         assert!(matches!(
-            plan(Some(&tagged), Some(&untagged_same_etag)),
+            plan(Some(&tagged), Some(&retagged_other_etag)),
             Plan::Restore(_)
         ));
         let no_md5 = TargetBlob {

@@ -87,10 +87,14 @@ impl Stamp {
         &self,
         source_metadata: &HashMap<String, String>,
     ) -> HashMap<String, String> {
+        // A user's own key in the bookkeeping namespace is kept, escaped, so the lake keeps
+        // every name it can use.
         let mut metadata: HashMap<String, String> = source_metadata
             .iter()
-            .filter(|(key, _)| !is_stamp_key(key))
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| match is_stamp_key(k) {
+                true => (format!("{USER_KEY_PREFIX}{k}"), v.clone()),
+                false => (k.clone(), v.clone()),
+            })
             .collect();
         metadata.extend([
             (STAMP_CONTAINER.to_owned(), self.container.clone()),
@@ -117,6 +121,9 @@ impl Stamp {
         metadata
     }
 }
+
+/// Where a backup keeps a user's own metadata key that starts with [`STAMP_PREFIX`].
+const USER_KEY_PREFIX: &str = "lakebackup_user_";
 
 fn is_stamp_key(key: &str) -> bool {
     key.len() >= STAMP_PREFIX.len() && key[..STAMP_PREFIX.len()].eq_ignore_ascii_case(STAMP_PREFIX)
@@ -175,11 +182,15 @@ pub fn user_metadata(metadata: &HashMap<String, String>) -> HashMap<String, Stri
     let legacy = !metadata.keys().any(|k| is_stamp_key(k));
     metadata
         .iter()
-        .filter(|(key, _)| {
+        .filter_map(|(key, value)| {
+            let escaped = key.len() > USER_KEY_PREFIX.len()
+                && key[..USER_KEY_PREFIX.len()].eq_ignore_ascii_case(USER_KEY_PREFIX);
+            if escaped {
+                return Some((key[USER_KEY_PREFIX.len()..].to_owned(), value.clone()));
+            }
             let legacy_key = legacy && LEGACY_KEYS.iter().any(|l| key.eq_ignore_ascii_case(l));
-            !(is_stamp_key(key) || legacy_key)
+            (!(is_stamp_key(key) || legacy_key)).then(|| (key.clone(), value.clone()))
         })
-        .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
 
@@ -201,10 +212,12 @@ mod tests {
     fn the_stamp_keeps_user_metadata_and_reads_back() {
         let source = HashMap::from([
             ("owner".to_owned(), "team-a".to_owned()),
-            ("LakeBackup_etag".to_owned(), "forged".to_owned()),
+            ("LakeBackup_etag".to_owned(), "the app's own".to_owned()),
         ]);
         let metadata = stamp().backup_metadata(&source);
         assert_eq!(metadata["owner"], "team-a");
+        // A user's key in the stamp's namespace is kept, never taken for the stamp.
+        assert_eq!(stamped_etag(&metadata), Some("0x1"));
         assert_eq!(stamped_blob_type(&metadata), BlobType::Block);
         assert_eq!(stamped_access_tier(&metadata), None);
         let append = stamp()
@@ -220,6 +233,7 @@ mod tests {
             .keys()
             .any(|k| k.starts_with("lakebackup")));
         assert!(!metadata.contains_key("LakeBackup_etag"));
+        assert_eq!(metadata["lakebackup_user_LakeBackup_etag"], "the app's own");
         assert!(metadata[STAMP_BLOB].is_ascii());
         assert_eq!(stamped_etag(&metadata), Some("0x1"));
         assert_eq!(
@@ -228,7 +242,8 @@ mod tests {
         );
         assert_eq!(
             user_metadata(&metadata),
-            HashMap::from([("owner".to_owned(), "team-a".to_owned())])
+            source,
+            "the user's metadata, all of it"
         );
     }
 

@@ -211,7 +211,7 @@ pub async fn back_up_listed(
     let version = Version {
         last_modified: blob.last_modified,
         content_length: blob.content_length,
-        content_md5: None,
+        content_md5: blob.content_md5.clone(),
         metadata: metadata.clone(),
         properties: blob.properties.clone(),
         snapshot: None,
@@ -484,12 +484,13 @@ impl Job<'_> {
         state: BlobState,
     ) -> Result<ConsumerOutcome, Failure> {
         let mut properties = state.properties.clone();
-        if state.tag_count > 0 && self.app.config.list_tags {
+        if state.tag_count > 0 && self.app.config.list_tags && !self.app.source.tags_refused() {
             properties.tags = match read_tags(&source, &self.source_what()).await {
                 Ok(tags) => Some(tags),
                 // Without the right to read tags the version is backed up all the same.
                 Err(e) if is_tags_refusal(&e) => {
                     warn!(error = %e, "the lake refused to show the blob's tags: backed up without them");
+                    self.app.source.refuse_tags();
                     None
                 }
                 Err(e) => return Err(e.into()),
@@ -724,6 +725,7 @@ impl Job<'_> {
             metadata: self.stamp(version).backup_metadata(&version.metadata),
             tags: version.properties.tags.clone(),
             tier: None,
+            stored_md5: version.content_md5.clone(),
         };
         let blob_type = version.properties.blob_type;
         if blob_type == BlobType::Block

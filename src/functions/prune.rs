@@ -262,7 +262,10 @@ pub async fn prune_directory(
             })
             .collect();
         let kept = if policy.prunes_backups() {
-            let newest = backups.iter().max_by_key(|b| b.last_modified);
+            // Ordered as restore orders them: by time, then by backup name.
+            let newest = backups
+                .iter()
+                .max_by_key(|b| (b.last_modified, b.name.clone()));
             let fate = match (lake.get(name), newest) {
                 (Some(entries), _) if entries.iter().any(|e| e.snapshot.is_none()) => Fate::Present,
                 (_, Some(newest)) if lives.ended_now(name, &newest.source_etag) => lives

@@ -202,7 +202,9 @@ pub async fn schedule(app: &App, scope: Option<&[String]>) -> ScheduledReconcili
 }
 
 /// The containers to reconcile. A named container that does not exist is found out by its
-/// sweep (and reported as not found), so only the whole-account scope lists containers.
+/// sweep (and reported as not found), so only the whole-account scope lists containers: the
+/// lake's, and those deleted from it whose backup containers remain (their job records that
+/// every blob in them is gone).
 pub(crate) async fn containers_in_scope(
     app: &App,
     scope: Option<&[String]>,
@@ -221,11 +223,22 @@ pub(crate) async fn containers_in_scope(
                 .strip_suffix(suffix)
                 .is_some_and(|base| existing.iter().any(|e| e == base))
     };
-    Ok(existing
+    let mut containers: Vec<String> = existing
         .iter()
         .filter(|name| !is_backup_container(name))
         .cloned()
-        .collect())
+        .collect();
+    if !same_account {
+        let backups = list_container_names(&app.backup.blob_service()?).await?;
+        let gone = backups
+            .iter()
+            .filter_map(|name| name.strip_suffix(suffix))
+            .filter(|base| naming::validate_container_name(base).is_ok())
+            .filter(|base| !existing.iter().any(|e| e == base))
+            .map(str::to_owned);
+        containers.extend(gone);
+    }
+    Ok(containers)
 }
 
 fn fail(report: &mut ContainerReport, message: String) {
@@ -278,7 +291,20 @@ async fn run_container_job(app: &App, container: &str, report: &mut ContainerRep
         Ok(false) => {
             warn!("container in the reconcile scope does not exist");
             report.status = ContainerStatus::NotFound;
-            return;
+            // Deleted whole, with backups left: its job records that its blobs are gone.
+            let backups_left = async {
+                let name = app.backup_container_of(container)?;
+                app.backup
+                    .container(&name)?
+                    .exists()
+                    .await
+                    .during(|| format!("reading container {name}"))
+            };
+            match backups_left.await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => return fail(report, e.to_string()),
+            }
         }
         Err(e) => return fail(report, e.to_string()),
     }

@@ -578,7 +578,8 @@ async fn same_bytes(
     version: &Version,
 ) -> Result<bool, StorageError> {
     let source = match &version.source {
-        VersionSource::Base => return Ok(true),
+        VersionSource::Base if target == request.container => return Ok(true),
+        VersionSource::Base => app.source.container(&request.container)?.blob_client(blob),
         VersionSource::Snapshot(id) => app
             .source
             .container(&request.container)?
@@ -642,8 +643,16 @@ async fn copy_back(
                 .readable_blob_url(&backup_container, name, None, expiry)
                 .await?
         }
-        VersionSource::Base => return Ok(CopyBack::Written),
+        // In place, the base blob is the version; into another container it is copied from the
+        // lake, pinned to the version's ETag.
+        VersionSource::Base if target == request.container => return Ok(CopyBack::Written),
+        VersionSource::Base => {
+            app.source
+                .readable_blob_url(&request.container, blob, None, expiry)
+                .await?
+        }
     };
+    let pinned = (version.source == VersionSource::Base).then_some(version.etag.as_str());
     let what = format!("{target}/{blob}");
     let destination = app.source.container(target)?.blob_client(blob);
     // Copy Blob copies the source's metadata when the request names none: a version without
@@ -653,6 +662,7 @@ async fn copy_back(
     let properties = version.properties.clone().unwrap_or_default();
     let attributes = CopyAttributes {
         metadata,
+        stored_md5: None,
         tags: properties.tags.clone(),
         // Tiers are a block blob's.
         tier: properties
@@ -667,7 +677,7 @@ async fn copy_back(
     match copy_server_side(
         &destination,
         &source_url,
-        None,
+        pinned,
         &attributes,
         ServerCopy::Async,
         overwrite,

@@ -29,7 +29,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use azure_storage_blob::models::{BlobClientCreateSnapshotOptions, BlobClientDeleteOptions};
+use azure_storage_blob::models::{
+    BlobClientCreateSnapshotOptions, BlobClientCreateSnapshotResultHeaders, BlobClientDeleteOptions,
+};
 use futures::{future::BoxFuture, stream::FuturesUnordered, StreamExt, TryStreamExt};
 use serde::Serialize;
 use thiserror::Error;
@@ -54,7 +56,7 @@ use crate::{
     },
     job_ledger,
     storage::{
-        blobs::write_record,
+        blobs::{is_tags_refusal, write_record},
         listing::{
             each_complete_backup, list_backup_directory, list_directory_names,
             list_directory_with_snapshots, ListedBackup, ListedEntry, ListingScope,
@@ -178,6 +180,9 @@ impl<'a> Part<'a> {
 
     async fn run(&mut self) -> Result<(), ShardError> {
         let level = backup_level(self.app, self.shard).await?;
+        // The budget is the part's work, after the listing of its `{c}bak` level: a level that
+        // takes longer to list than a budget must not leave a part with nothing done.
+        self.deadline = Instant::now() + self.app.config.shard_budget;
         let listed = match self.shard.phase {
             Phase::Listing => Some(self.list_and_repair(&level).await?),
             Phase::Deletions => None,
@@ -189,11 +194,12 @@ impl<'a> Part<'a> {
         let present = match listed {
             Some(Listed::Complete(present)) => Some(present),
             Some(Listed::Cut) => return Ok(()),
+            Some(Listed::Partial) if level.has_names() && self.budget_spent() => {
+                // This part did its share: the survey is the next part's.
+                self.continuation = Some(self.shard.deletions());
+                return Ok(());
+            }
             Some(Listed::Partial) | None if level.has_names() => {
-                if self.budget_spent() {
-                    self.continuation = Some(self.shard.deletions());
-                    return Ok(());
-                }
                 Some(survey(self.app, self.shard, &level).await?)
             }
             Some(Listed::Partial) | None => Some(Present::default()),
@@ -213,18 +219,21 @@ impl<'a> Part<'a> {
         let (app, shard) = (self.app, self.shard);
         let source = app.source.container(&shard.container)?;
         let listing_prefix = shard.listing_prefix();
-        let pages = list_directory_with_snapshots(
-            &source,
-            &shard.container,
-            ListingScope {
-                prefix: (!listing_prefix.is_empty()).then_some(listing_prefix),
-                marker: shard.marker.as_deref(),
-                page_size: Some(app.config.shard_page_size as i32),
-                tags: app.config.list_tags,
-                ..Default::default()
-            },
-        )?;
-        futures::pin_mut!(pages);
+        let listing = |tags: bool| {
+            list_directory_with_snapshots(
+                &source,
+                &shard.container,
+                ListingScope {
+                    prefix: (!listing_prefix.is_empty()).then_some(listing_prefix),
+                    marker: shard.marker.as_deref(),
+                    page_size: Some(app.config.shard_page_size as i32),
+                    tags,
+                    ..Default::default()
+                },
+            )
+        };
+        let mut tags = app.config.list_tags && !app.source.tags_refused();
+        let mut pages = Box::pin(listing(tags)?);
         let from_start = shard.marker.is_none() && shard.after.is_none();
         let mut present = Present::default();
         let mut walk = Walk::new(shard.after.clone());
@@ -246,6 +255,16 @@ impl<'a> Part<'a> {
                 Ok(None) => {
                     ended = true;
                     break;
+                }
+                // An identity may read blobs but not their tags (Storage Blob Data Contributor):
+                // the lake is listed without them, and the job says so.
+                Err(e) if tags && page_markers.is_empty() && is_tags_refusal(&e) => {
+                    app.source.refuse_tags();
+                    warn!(error = %e, "the lake refused to list tags: backing up without them");
+                    self.report.notes.warn("", TAGS_REFUSED);
+                    tags = false;
+                    pages = Box::pin(listing(tags)?);
+                    continue;
                 }
                 Err(e) if e.has_code("ContainerNotFound") => {
                     warn!("the shard's container does not exist; nothing to do");
@@ -386,7 +405,7 @@ impl<'a> Part<'a> {
         if let Some((blob, reason)) = outcome.failure {
             self.report.notes.fail(&blob, reason);
         }
-        if let Some((blob, reason)) = outcome.warning {
+        for (blob, reason) in outcome.warnings {
             self.report.notes.warn(&blob, reason);
         }
         walk.done(index);
@@ -456,15 +475,9 @@ impl<'a> Part<'a> {
             if self.budget_spent() {
                 return;
             }
-            let record = Record {
-                name: name.clone(),
-                etag: etag.clone(),
-                change: Change::Deleted,
-                sequence: 1,
-            };
             let seen = seen.unwrap_or_else(OffsetDateTime::now_utc);
             if let Err(error) = self
-                .migrate_marker(&client, &level.container, &record, seen)
+                .migrate_marker(&client, &level.container, name, etag, seen)
                 .await
             {
                 warn!(%error, marker = marker.name, "could not move a legacy deletion marker");
@@ -493,23 +506,22 @@ impl<'a> Part<'a> {
         &self,
         client: &azure_storage_blob::BlobContainerClient,
         container: &str,
-        record: &Record,
+        name: &str,
+        etag: &str,
         seen: OffsetDateTime,
     ) -> Result<(), StorageError> {
-        write_record(client, container, record, seen).await?;
+        let deletion = Record::new(name, etag, Change::Deleted, 1);
+        write_record(client, container, &deletion, seen).await?;
         let lake = self.app.source.container(&self.shard.container)?;
-        let what = format!("{}/{}", self.shard.container, record.name);
-        let now = crate::storage::blobs::blob_state(&lake.blob_client(&record.name), &what).await;
+        let what = format!("{}/{name}", self.shard.container);
+        let now = crate::storage::blobs::blob_state(&lake.blob_client(name), &what).await;
         let lives_on = match now {
-            Ok(state) => state.is_some_and(|state| state.etag == record.etag),
+            Ok(state) => state.is_some_and(|state| state.etag == etag),
             Err(e) if e.has_code("ContainerNotFound") => false,
             Err(e) => return Err(e),
         };
         if lives_on {
-            let revival = Record {
-                change: Change::Revived,
-                ..record.clone()
-            };
+            let revival = Record::new(name, etag, Change::Revived, 1);
             let again = OffsetDateTime::now_utc().max(seen);
             write_record(client, container, &revival, again).await?;
         }
@@ -779,8 +791,42 @@ impl Needs {
 struct SlotOutcome {
     counts: ShardCounts,
     failure: Option<(String, String)>,
-    warning: Option<(String, String)>,
+    warnings: Vec<(String, String)>,
 }
+
+/// What a copy said beside "done".
+#[derive(Debug, Clone, Copy)]
+struct CopiedNote {
+    md5_mismatch: bool,
+    tags_refused: bool,
+}
+
+impl SlotOutcome {
+    fn note_copy(&mut self, blob: &str, copied: CopiedNote) {
+        if copied.md5_mismatch {
+            self.counts.md5_mismatches = 1;
+            self.warnings.push((
+                blob.to_owned(),
+                "its stored Content-MD5 does not match its bytes: the bytes were backed up as \
+                 the lake holds them, with the stored MD5 as is"
+                    .into(),
+            ));
+        }
+        if copied.tags_refused {
+            self.warnings.push((
+                blob.to_owned(),
+                "its tags are not on its backup: the backup account refused to set tags (it \
+                 takes Storage Blob Data Owner, or the blob tags/write action)"
+                    .into(),
+            ));
+        }
+    }
+}
+
+/// The warning of a job whose lake would not show blob index tags.
+const TAGS_REFUSED: &str = "blob index tags are not backed up: the lake refused to list them to \
+     this identity (reading tags takes Storage Blob Data Owner, a role with the blob tags/read \
+     action, or a SAS with the t permission); set BACKUP_TAGS=false to say that is intended";
 
 /// Attempts at a blob whose protection failed for a reason that may pass (the service busy or
 /// unreachable), within the slot, before it is reported.
@@ -803,73 +849,148 @@ async fn protect_blob(
     needs: Needs,
 ) -> SlotOutcome {
     let blob = &verdict.blob;
-    {
-        let mut outcome = SlotOutcome::default();
-        outcome.counts.blobs = 1;
-        if blob.properties.customer_key {
-            outcome.counts.failed = 1;
-            outcome.failure = Some((
-                blob.name.clone(),
-                "it is encrypted with a customer-provided key, which this worker does not hold: \
-                 neither backed up nor snapshotted"
-                    .into(),
-            ));
-            warn!("encrypted with a customer-provided key; cannot be protected");
-            return outcome;
+    let mut outcome = SlotOutcome::default();
+    if is_directory_placeholder(verdict) {
+        // A hierarchical namespace lists its directories as empty blobs: not data.
+        return outcome;
+    }
+    outcome.counts.blobs = 1;
+    if blob.properties.customer_key {
+        outcome.counts.failed = 1;
+        outcome.failure = Some((
+            blob.name.clone(),
+            "it is encrypted with a customer-provided key, which this worker does not hold: \
+             neither backed up nor snapshotted"
+                .into(),
+        ));
+        warn!("encrypted with a customer-provided key; cannot be protected");
+        return outcome;
+    }
+    let mut failed = Vec::new();
+    // The blob changed since it was listed (an append log, a writer at work): its listed
+    // version is gone, so the version it has now is protected instead.
+    let mut moved = false;
+    if needs.backup {
+        match retried(|| back_up(app, shard, verdict)).await {
+            Ok(Repaired::Copied(copied)) => {
+                outcome.counts.backups_copied = 1;
+                outcome.note_copy(&blob.name, copied);
+            }
+            Ok(Repaired::Present) => outcome.counts.backups_present = 1,
+            Ok(Repaired::Requested) => outcome.counts.backup_requests = 1,
+            Ok(Repaired::Archived) => {
+                outcome.counts.archived = 1;
+                outcome.warnings.push((
+                    blob.name.clone(),
+                    "it is in the archive tier: not readable, so not backed up, until it is \
+                     rehydrated"
+                        .into(),
+                ));
+            }
+            Ok(Repaired::Moved(reason)) => {
+                info!(reason, "moved on since it was listed");
+                moved = true;
+            }
+            Err(reason) => failed.push(format!("backup: {reason}")),
         }
-        let mut failed = Vec::new();
-        if needs.backup {
-            match retried(|| back_up(app, shard, verdict)).await {
-                Ok(Repaired::Copied { md5_mismatch }) => {
+    } else {
+        outcome.counts.backups_present = 1;
+    }
+    if needs.snapshot && !moved {
+        match retried(|| snapshot(app, shard, verdict)).await {
+            Ok(true) => outcome.counts.snapshots_created = 1,
+            Ok(false) => moved = true,
+            Err(reason) => failed.push(format!("snapshot: {reason}")),
+        }
+    }
+    if moved {
+        match retried(|| protect_moving(app, shard, &blob.name)).await {
+            Ok(Some(copied)) => {
+                outcome.counts.snapshots_created = 1;
+                if let Some(copied) = copied {
                     outcome.counts.backups_copied = 1;
-                    if md5_mismatch {
-                        outcome.counts.md5_mismatches = 1;
-                        outcome.warning = Some((
-                            blob.name.clone(),
-                            "its stored Content-MD5 does not match its bytes: the bytes were \
-                             backed up as the lake holds them, with the stored MD5 as is"
-                                .into(),
-                        ));
-                    }
+                    outcome.note_copy(&blob.name, copied);
                 }
-                Ok(Repaired::Present) => outcome.counts.backups_present = 1,
-                Ok(Repaired::Requested) => outcome.counts.backup_requests = 1,
-                Ok(Repaired::Archived) => outcome.counts.archived = 1,
-                Ok(Repaired::Moved(reason)) => {
-                    info!(
-                        reason,
-                        "moved on since it was listed; its new version's turn comes"
-                    );
-                    outcome.counts.backups_skipped = 1;
-                }
-                Err(reason) => failed.push(format!("backup: {reason}")),
             }
-        } else {
-            outcome.counts.backups_present = 1;
+            Ok(None) => outcome.counts.backups_skipped = 1,
+            Err(reason) => failed.push(format!("its version now: {reason}")),
         }
-        if needs.snapshot {
-            match retried(|| snapshot(app, shard, verdict)).await {
-                Ok(true) => outcome.counts.snapshots_created = 1,
-                Ok(false) => {}
-                Err(reason) => failed.push(format!("snapshot: {reason}")),
-            }
+    }
+    if needs.revival {
+        match retried(|| record_revival(app, shard, verdict)).await {
+            Ok(new) => outcome.counts.revivals_recorded = u64::from(new),
+            Err(reason) => failed.push(format!("recording its return: {reason}")),
         }
-        if needs.revival {
-            match retried(|| record_revival(app, shard, verdict)).await {
-                Ok(new) => outcome.counts.revivals_recorded = u64::from(new),
-                Err(reason) => failed.push(format!("recording its return: {reason}")),
-            }
-        }
-        if !failed.is_empty() {
-            let reason = failed.join("; ");
-            warn!(
-                reason,
-                "blob not protected; the rest of the directory goes on"
-            );
-            outcome.counts.failed = 1;
-            outcome.failure = Some((blob.name.clone(), reason));
-        }
-        outcome
+    }
+    if !failed.is_empty() {
+        let reason = failed.join("; ");
+        warn!(
+            reason,
+            "blob not protected; the rest of the directory goes on"
+        );
+        outcome.counts.failed = 1;
+        outcome.failure = Some((blob.name.clone(), reason));
+    }
+    outcome
+}
+
+/// Whether the listed blob is a directory of a hierarchical namespace (an empty blob marked
+/// `hdi_isfolder`).
+fn is_directory_placeholder(verdict: &BlobVerdict) -> bool {
+    let blob = &verdict.blob;
+    blob.content_length == 0
+        && blob.metadata.as_ref().is_some_and(|metadata| {
+            metadata.iter().any(|(k, v)| {
+                k.eq_ignore_ascii_case("hdi_isfolder") && v.eq_ignore_ascii_case("true")
+            })
+        })
+}
+
+/// Protects a blob that moves under the shard: a snapshot now — whatever its ETag, a snapshot
+/// is one consistent version — and that version's backup (from the snapshot, once the blob has
+/// moved on again). `None` when the blob is gone; the copy is `None` when the version had a
+/// backup already (or, with ADF, was requested).
+async fn protect_moving(
+    app: &App,
+    shard: &Shard,
+    name: &str,
+) -> Result<Option<Option<CopiedNote>>, Failure> {
+    let taken = app
+        .source
+        .container(&shard.container)?
+        .blob_client(name)
+        .create_snapshot(None)
+        .await
+        .during(|| format!("snapshotting {}/{name}", shard.container));
+    let response = match taken {
+        Ok(response) => response,
+        Err(e) if e.has_code("BlobNotFound") => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let etag = response
+        .etag()
+        .ok()
+        .flatten()
+        .map(|etag| etag.to_string())
+        .ok_or_else(|| Failure::Lasting("the snapshot's answer carried no ETag".into()))?;
+    let request = BackupRequest::new(&shard.container, name, &etag);
+    if app.config.copy_engine == CopyEngine::Adf {
+        app.enqueue_backup(&request).await?;
+        return Ok(Some(None));
+    }
+    match consumer::back_up_now(app, &request).await? {
+        ConsumerOutcome::BackedUp {
+            md5_mismatch,
+            tags_refused,
+            ..
+        } => Ok(Some(Some(CopiedNote {
+            md5_mismatch,
+            tags_refused,
+        }))),
+        ConsumerOutcome::AlreadyBackedUp { .. } => Ok(Some(None)),
+        other => Err(Failure::Lasting(format!(
+            "its snapshot was taken but not backed up: {other:?}"
+        ))),
     }
 }
 
@@ -923,9 +1044,7 @@ impl From<ConsumerError> for Failure {
 }
 
 enum Repaired {
-    Copied {
-        md5_mismatch: bool,
-    },
+    Copied(CopiedNote),
     Present,
     Requested,
     Archived,
@@ -941,7 +1060,14 @@ async fn back_up(app: &App, shard: &Shard, verdict: &BlobVerdict) -> Result<Repa
         return Ok(Repaired::Requested);
     }
     match consumer::back_up_listed(app, &shard.container, blob).await? {
-        ConsumerOutcome::BackedUp { md5_mismatch, .. } => Ok(Repaired::Copied { md5_mismatch }),
+        ConsumerOutcome::BackedUp {
+            md5_mismatch,
+            tags_refused,
+            ..
+        } => Ok(Repaired::Copied(CopiedNote {
+            md5_mismatch,
+            tags_refused,
+        })),
         ConsumerOutcome::AlreadyBackedUp { .. } => Ok(Repaired::Present),
         ConsumerOutcome::Archived { .. } => Ok(Repaired::Archived),
         ConsumerOutcome::Outdated { reason } => Ok(Repaired::Moved(reason)),
@@ -1044,17 +1170,23 @@ async fn list_backup_level(
         false,
     )?;
     let mut index = BackupIndex::new();
-    let mut newest: HashMap<String, (OffsetDateTime, String)> = HashMap::new();
+    // Per name: (written, backup name) of its newest backup, and its ETag. Versions written in
+    // one second are ordered by backup name, as restore orders them (the name ends in the
+    // ETag, and Azure's ETags grow with time), so a deletion is recorded for the very version
+    // restore would choose.
+    let mut newest: HashMap<String, ((OffsetDateTime, String), String)> = HashMap::new();
     let listed = each_complete_backup(
         crate::storage::listing::until_container_missing(pages),
         names_prefix,
         |parsed, written, backup| {
             index.insert_backup(&backup.name, backup.stamped_etag());
-            let slot = newest
-                .entry(parsed.source_name)
-                .or_insert((written, parsed.etag.clone()));
-            if written > slot.0 {
-                *slot = (written, parsed.etag);
+            let key = (written, backup.name);
+            match newest.get_mut(&parsed.source_name) {
+                Some((slot, _)) if *slot >= key => {}
+                Some(entry) => *entry = (key, parsed.etag),
+                None => {
+                    newest.insert(parsed.source_name, (key, parsed.etag));
+                }
             }
         },
     )
@@ -1062,7 +1194,10 @@ async fn list_backup_level(
     Ok(BackupLevel {
         container: backup_container,
         index,
-        newest,
+        newest: newest
+            .into_iter()
+            .map(|(name, ((written, _), etag))| (name, (written, etag)))
+            .collect(),
         lives: listed.lives,
         legacy_markers: listed.legacy_markers,
         subdirectories: listed.subdirectories.into_iter().collect(),
@@ -1141,8 +1276,7 @@ impl LocalJob {
         self.totals.add(&other.totals);
         self.shards += other.shards;
         self.shards_failed += other.shards_failed;
-        self.notes.failures.extend(other.notes.failures);
-        self.notes.warnings.extend(other.notes.warnings);
+        self.notes.extend(other.notes);
     }
 
     /// Every shard ended and every blob it judged is protected.
@@ -1195,8 +1329,7 @@ pub async fn run_job_here(app: &App, root: Shard, concurrency: usize) -> LocalJo
             Ok(report) => {
                 job.totals.add(&report.counts);
                 job.shards += 1;
-                job.notes.failures.extend(report.notes.failures);
-                job.notes.warnings.extend(report.notes.warnings);
+                job.notes.extend(report.notes);
             }
             Err(error) if attempt < app.config.max_dequeue_count => {
                 warn!(%error, attempt, prefix = shard.prefix, "shard failed; trying it again");
@@ -1215,5 +1348,65 @@ pub async fn run_job_here(app: &App, root: Shard, concurrency: usize) -> LocalJo
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Which of `pages` (entry identities) a part that skips through `after` deals with.
+    fn walked(after: Option<&str>, pages: &[&[&str]]) -> Vec<String> {
+        let mut walk = Walk::new(after.map(str::to_owned));
+        let mut kept = Vec::new();
+        for (number, page) in pages.iter().enumerate() {
+            if number == 0 {
+                walk.find_skip(page.iter().copied());
+            }
+            for identity in page.iter() {
+                if !walk.skips(identity) {
+                    kept.push((*identity).to_owned());
+                }
+            }
+        }
+        kept
+    }
+
+    #[test]
+    fn a_continuation_skips_by_identity_never_by_order() {
+        // The service's order is its own: "😀" before "｡" here, as UTF-16 sorts them.
+        let page: &[&str] = &["a", "😀", "😀", "｡", "z/"];
+        assert_eq!(walked(Some("😀"), &[page]), ["｡", "z/"]);
+        assert_eq!(walked(None, &[page]).len(), 5);
+        // The name is not on the page (it was the last of the page before, or it is gone):
+        // nothing is skipped, and redoing is harmless.
+        assert_eq!(walked(Some("gone"), &[page]).len(), 5);
+        // A name's run spilling over into the next page is skipped there too, and no further.
+        assert_eq!(
+            walked(Some("😀"), &[&["a", "😀"], &["😀", "b", "😀"]]),
+            ["b", "😀"]
+        );
+        // Only the first page is searched: a name equal to the target later is dealt with.
+        assert_eq!(walked(Some("x"), &[&["a"], &["x", "y"]]), ["a", "x", "y"]);
+    }
+
+    #[test]
+    fn the_done_prefix_ends_before_the_first_slot_not_done() {
+        let mut walk = Walk::new(None);
+        for (name, page) in [("a", 0), ("b", 0), ("c", 1)] {
+            walk.push(Slot::directory(format!("{name}/"), page));
+        }
+        let (a, b, c) = (0, 1, 2);
+        for _ in 0..3 {
+            walk.mark_started();
+        }
+        walk.done(b);
+        assert_eq!(walk.last_done, None, "b is done, a is not");
+        walk.done(a);
+        assert_eq!(walk.last_done.as_deref(), Some("b/"));
+        assert_eq!(walk.pending.front().map(|s| s.page), Some(1));
+        walk.done(c);
+        assert!(walk.pending.is_empty());
+        assert_eq!(walk.last_done.as_deref(), Some("c/"));
     }
 }

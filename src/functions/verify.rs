@@ -4,7 +4,9 @@
 //! actually has. With `deep`, each backup's bytes are read and checked: against the version's MD5
 //! where the source carried one, against an MD5 recorded by an earlier deep check, or else
 //! against the source version's own bytes — and that MD5 is then recorded in the backup's stamp,
-//! so later checks need only the backup.
+//! so later checks need only the backup. A blob whose stored Content-MD5 does not match its own
+//! bytes (Azure does not check the MD5 a block list or Set Blob Properties sets) is listed as a
+//! warning: its backup holds the bytes as the lake does, with the stored MD5 as is.
 
 use std::{collections::HashMap, time::Instant};
 
@@ -69,6 +71,9 @@ pub struct VerifySummary {
     /// now would take with it. `None` when every current version has a backup.
     pub rpo_seconds: Option<i64>,
     pub gaps: Vec<Gap>,
+    /// Blobs protected, with something to know: `stored_md5_mismatch`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Gap>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub duration_ms: u64,
@@ -97,6 +102,7 @@ pub async fn verify(app: &App, request: &VerifyRequest) -> VerifySummary {
             mismatched: 0,
             rpo_seconds: None,
             gaps: Vec::new(),
+            warnings: Vec::new(),
             error: None,
             duration_ms: 0,
         };
@@ -107,6 +113,7 @@ pub async fn verify(app: &App, request: &VerifyRequest) -> VerifySummary {
             summary.status = "gaps";
         }
         summary.gaps.sort_by(|a, b| a.blob.cmp(&b.blob));
+        summary.warnings.sort_by(|a, b| a.blob.cmp(&b.blob));
         summary.duration_ms = started.elapsed().as_millis() as u64;
         info!(
             status = summary.status,
@@ -181,6 +188,18 @@ async fn check_all(
         for (name, checked) in checks {
             match checked? {
                 Checked::Matches => summary.checked += 1,
+                Checked::StoredMd5Mismatch => {
+                    summary.checked += 1;
+                    summary.warnings.push(gap(
+                        &name,
+                        "stored_md5_mismatch",
+                        Some(
+                            "the lake's stored Content-MD5 does not match the blob's bytes; the \
+                             backup holds the bytes, and the stored MD5 as the lake has it"
+                                .into(),
+                        ),
+                    ));
+                }
                 Checked::Mismatch(detail) => {
                     summary.checked += 1;
                     summary.mismatched += 1;
@@ -209,6 +228,8 @@ fn gap(blob: &str, problem: &'static str, detail: Option<String>) -> Gap {
 
 enum Checked {
     Matches,
+    /// The backup holds the version's bytes, whose stored MD5 is wrong in the lake itself.
+    StoredMd5Mismatch,
     Mismatch(String),
     /// Nothing to compare with: the source moved on and neither it nor an earlier check left an
     /// MD5.
@@ -263,52 +284,71 @@ async fn check_bytes(
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(VERIFIED_MD5_KEY))
         .and_then(|(_, v)| BASE64.decode(v).ok());
-    let expected = match recorded.or_else(|| blob.content_md5.clone()) {
-        Some(expected) => expected,
-        None => {
-            // No MD5 anywhere: compare with the source version's own bytes, and record the
-            // result so that the next check needs only the backup.
-            let read = source
-                .blob_client(&blob.name)
-                .download(Some(BlobClientDownloadOptions {
-                    if_match: Some(quoted_etag(&blob.etag).into()),
-                    ..Default::default()
-                }))
-                .await;
-            let original = match read {
-                Ok(original) => original
-                    .body
-                    .collect()
-                    .await
-                    .during(|| format!("reading {}", blob.name))?,
-                Err(e) => {
-                    let e = StorageError::new(format!("reading {}", blob.name), e);
-                    if e.has_code("ConditionNotMet") || e.has_code("BlobNotFound") {
-                        return Ok(Checked::Unchecked(
-                            "the source changed during the check".into(),
-                        ));
-                    }
-                    return Err(e);
-                }
-            };
-            let expected = Md5::digest(&original).to_vec();
-            if expected == digest {
-                let mut stamped: HashMap<String, String> = metadata;
-                stamped.insert(VERIFIED_MD5_KEY.to_owned(), BASE64.encode(&digest));
-                backup
-                    .set_metadata(
-                        &stamped,
-                        Some(BlobClientSetMetadataOptions {
-                            if_match: Some(quoted_etag(&backup_etag).into()),
-                            ..Default::default()
-                        }),
-                    )
-                    .await
-                    .during(|| format!("recording the checked MD5 of {what}"))?;
+    let stored = blob.content_md5.clone().filter(|md5| !md5.is_empty());
+    if let Some(recorded) = recorded {
+        // Computed from the bytes when they were copied or first checked.
+        return Ok(if recorded != digest {
+            Checked::Mismatch("its bytes differ from those it was copied with".into())
+        } else if stored.as_ref().is_some_and(|stored| *stored != recorded) {
+            Checked::StoredMd5Mismatch
+        } else {
+            Checked::Matches
+        });
+    }
+    if stored.as_ref() == Some(&digest) {
+        return Ok(Checked::Matches);
+    }
+    // No MD5 to trust: the stored one is absent, or does not match the backup. The source
+    // version's own bytes decide, and their MD5 is recorded so that the next check needs only
+    // the backup.
+    let read = source
+        .blob_client(&blob.name)
+        .download(Some(BlobClientDownloadOptions {
+            if_match: Some(quoted_etag(&blob.etag).into()),
+            ..Default::default()
+        }))
+        .await;
+    let original = match read {
+        Ok(original) => original
+            .body
+            .collect()
+            .await
+            .during(|| format!("reading {}", blob.name))?,
+        Err(e) => {
+            let e = StorageError::new(format!("reading {}", blob.name), e);
+            if e.has_code("ConditionNotMet") || e.has_code("BlobNotFound") {
+                return Ok(Checked::Unchecked(
+                    "the source changed during the check".into(),
+                ));
             }
-            expected
+            return Err(e);
         }
     };
+    let expected = Md5::digest(&original).to_vec();
+    if expected == digest {
+        let mut stamped: HashMap<String, String> = metadata;
+        stamped.insert(VERIFIED_MD5_KEY.to_owned(), BASE64.encode(&digest));
+        let recorded = backup
+            .set_metadata(
+                &stamped,
+                Some(BlobClientSetMetadataOptions {
+                    if_match: Some(quoted_etag(&backup_etag).into()),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .during(|| format!("recording the checked MD5 of {what}"));
+        // An immutable backup container refuses it: the check stands, unrecorded.
+        if let Err(e) = recorded {
+            if !e.has_code("BlobImmutableDueToPolicy") && !e.has_code("BlobImmutableDueToLegalHold")
+            {
+                return Err(e);
+            }
+        }
+        if stored.is_some() {
+            return Ok(Checked::StoredMd5Mismatch);
+        }
+    }
     Ok(if expected == digest {
         Checked::Matches
     } else {

@@ -271,6 +271,10 @@ pub struct CopyAttributes {
     pub tags: Option<Tags>,
     /// The tier to set (a restore puts back the tier the version had).
     pub tier: Option<String>,
+    /// The version's Content-MD5 property as stored (from its listing or properties), for a
+    /// copy through this worker: a read's own `Content-MD5` header is no such record (Azurite
+    /// computes one for a blob that has none).
+    pub stored_md5: Option<Vec<u8>>,
 }
 
 /// What a copy did beside the bytes.
@@ -471,10 +475,7 @@ pub async fn copy_version_through(
             format!("read {} bytes of {length}", bytes.len()),
         ));
     }
-    let stored_md5 = properties
-        .blob_content_md5
-        .or(properties.content_md5)
-        .filter(|md5| !md5.is_empty());
+    let stored_md5 = attributes.stored_md5.clone().filter(|md5| !md5.is_empty());
     let md5_mismatch = stored_md5.as_ref().is_some_and(|stored| *stored != digest);
     if md5_mismatch {
         tracing::warn!(
@@ -685,7 +686,7 @@ pub async fn write_record(
         Ok(_) => {
             tracing::info!(
                 blob = record.name,
-                etag = record.etag,
+                life = record.life,
                 change = ?record.change,
                 sequence = record.sequence,
                 "life recorded"

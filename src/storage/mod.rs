@@ -170,6 +170,8 @@ pub struct StorageAccount {
     token_credential: Option<Arc<dyn TokenCredential>>,
     /// Keys-off copy sources: the user delegation key, reused until shortly before it expires.
     delegation_keys: delegation::DelegationKeyCache,
+    /// The account refused to show blob index tags to this identity: listings go without.
+    tags_refused: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for StorageAccount {
@@ -229,11 +231,23 @@ impl StorageAccount {
             client_options,
             token_credential,
             delegation_keys: delegation::DelegationKeyCache::default(),
+            tags_refused: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
     pub fn connection(&self) -> &StorageConnection {
         &self.connection
+    }
+
+    /// Whether this account refused to show blob index tags to this identity (once refused,
+    /// listings here go without them for the life of the process).
+    pub fn tags_refused(&self) -> bool {
+        self.tags_refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn refuse_tags(&self) {
+        self.tags_refused
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A client for `container` of this account's blob service.

@@ -539,6 +539,26 @@ async fn a_blob_with_a_wrong_stored_md5_is_backed_up_as_stored_and_blocks_nothin
     let backup = backup_of_current(&client, &vault, "dir/bad.csv").await;
     assert_eq!(support::download(&vault, &backup).await, bad_bytes);
     assert_eq!(stored_md5(&vault, &backup).await, Some(wrong_md5));
+    // `verify --deep` lists it, as a warning: its backup is good.
+    let (code, stdout, stderr) = worker::run_once(
+        &lake.settings(&[]),
+        &["verify", "--container", "lake", "--deep"],
+    );
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let verified: Value = serde_json::from_str(&stdout).unwrap();
+    let warnings: Vec<(&str, &str)> = verified["warnings"]
+        .as_array()
+        .map(|w| {
+            w.iter()
+                .filter_map(|w| Some((w["blob"].as_str()?, w["problem"].as_str()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        warnings,
+        [("dir/bad.csv", "stored_md5_mismatch")],
+        "{stdout}"
+    );
 }
 
 // 3. Blob types -----------------------------------------------------------------------------------

@@ -151,10 +151,12 @@ impl Plan {
             .map(|_| *rng.pick(&[Pass::Produce, Pass::Reconcile, Pass::QueueJob]))
             .collect();
         let budget_seconds = *rng.pick(&[1, 120]);
+        let slow = budget_seconds == 1 && rng.chance(0.5);
         Plan {
-            page_size: *rng.pick(&[1, 2, 3, 5, 7]),
+            // Slow writes with small pages cut directories between and within pages often.
+            page_size: *rng.pick(if slow { &[1, 2] } else { &[1, 2, 3, 5, 7] }),
             fault_rate: *rng.pick(&[0.0, 0.02, 0.04]),
-            slow: budget_seconds == 1 && rng.chance(0.5),
+            slow,
             budget_seconds,
             copy_through: rng.chance(0.6),
             passes,

@@ -293,12 +293,8 @@ pub async fn record_deletion(
     etag: &str,
     seen: time::OffsetDateTime,
 ) {
-    let record = lakebackup::core::life::Record {
-        name: name.to_owned(),
-        etag: etag.to_owned(),
-        change: lakebackup::core::life::Change::Deleted,
-        sequence: 1,
-    };
+    let record =
+        lakebackup::core::life::Record::new(name, etag, lakebackup::core::life::Change::Deleted, 1);
     vault
         .blob_client(&record.blob_name().unwrap())
         .upload(
