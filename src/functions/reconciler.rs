@@ -229,7 +229,15 @@ pub(crate) async fn containers_in_scope(
         .cloned()
         .collect();
     if !same_account {
-        let backups = list_container_names(&app.backup.blob_service()?).await?;
+        // Best effort: an unreachable backup account fails each container's own job, loudly.
+        let backups = match app.backup.blob_service() {
+            Ok(service) => list_container_names(&service).await,
+            Err(e) => Err(e),
+        };
+        let backups = backups.unwrap_or_else(|error| {
+            warn!(%error, "cannot list the backup containers: deleted lake containers are not looked for");
+            Vec::new()
+        });
         let gone = backups
             .iter()
             .filter_map(|name| name.strip_suffix(suffix))

@@ -9,3 +9,4 @@ mod support;
 mod defects;
 mod proxy;
 mod randomized;
+mod review;

@@ -73,8 +73,10 @@ use crate::support::{
     Azurite,
 };
 
-/// The seeds CI runs: a spread of page sizes, budgets, copy paths, fault rates and passes.
-const CI_SEEDS: [u64; 8] = [1, 2, 3, 4, 5, 6, 7, 8];
+/// The seeds CI runs, chosen for their spread: page sizes 1, 2, 3 and 7; one-second budgets (one
+/// with slow writes, so directories are cut into parts between and within pages); faults of
+/// every kind at 2–4%; copies through the worker and server-side; every kind of pass.
+const CI_SEEDS: [u64; 4] = [6, 11, 2, 27];
 
 /// Rounds of changes and passes per seed.
 const ROUNDS: usize = 3;

@@ -13,6 +13,8 @@
 //!   requests of a class give the same decisions;
 //! - with [`ProxyConfig::azure_rules`], refuses as Azure does what Azurite lets through (see
 //!   [`ProxyConfig::azure_rules`]);
+//! - with [`ProxyConfig::refuse_tags`], answers as Azure does an identity that may read and
+//!   write blobs but not their index tags (see [`ProxyConfig::refuse_tags`]);
 //! - counts what it saw and did.
 //!
 //! It runs on its own thread and runtime, so it serves whatever the test's runtime is doing
@@ -207,6 +209,21 @@ pub struct ProxyConfig {
     /// refusal is answered by the proxy (Azurite never sees the request) in Azure's error shape
     /// and counted in [`ProxyStats::azure_refusals`]; whatever is forwarded is untouched.
     pub azure_rules: bool,
+    /// Answer as Azure answers an identity with Storage Blob Data Contributor (read and write
+    /// blobs, but no `…/blobs/tags/read` or `…/blobs/tags/write`; only Storage Blob Data Owner
+    /// has them among the built-in roles), which Azurite cannot (it lets any credential list and
+    /// set tags, see `../shared/azurite-notes.md`). Refused with 403
+    /// `AuthorizationPermissionMismatch`, in Azure's error shape:
+    /// - a listing (`comp=list`) whose `include` names `tags`: Azure refuses the whole listing;
+    /// - Get Blob Tags and Set Blob Tags (`comp=tags`);
+    /// - a write that sets tags: any `PUT` carrying a non-empty `x-ms-tags` (Put Blob, Put Block
+    ///   List, append and page blob creation, Copy Blob, Copy Blob From URL), or asking for the
+    ///   source's tags with `x-ms-copy-source-tag-option: COPY`.
+    ///
+    /// Every other request, a listing without tags and a write without them included, is
+    /// forwarded unchanged. Refusals are answered by the proxy (Azurite never sees the request)
+    /// and counted in [`ProxyStats::azure_refusals`]. Blob endpoints only: a queue has no tags.
+    pub refuse_tags: bool,
 }
 
 impl ProxyConfig {
@@ -242,6 +259,12 @@ impl ProxyConfig {
         self.azure_rules = on;
         self
     }
+
+    /// See [`ProxyConfig::refuse_tags`].
+    pub fn refuse_tags(mut self, on: bool) -> ProxyConfig {
+        self.refuse_tags = on;
+        self
+    }
 }
 
 /// One injected fault, in the order they were injected.
@@ -271,8 +294,8 @@ pub struct ProxyStats {
     pub listings_not_clamped: u64,
     /// Requests answered 502 because Azurite could not be reached or answered garbage.
     pub upstream_errors: u64,
-    /// Copies refused under [`ProxyConfig::azure_rules`], by error code, with the request's
-    /// path.
+    /// Requests refused under [`ProxyConfig::azure_rules`] or [`ProxyConfig::refuse_tags`], by
+    /// error code, with the request's path.
     pub azure_refusals: Vec<(String, String)>,
 }
 
@@ -1100,7 +1123,11 @@ async fn serve(mut client: Wire, shared: Arc<Shared>) {
             tokio::time::sleep(pause).await;
         }
         if matches!(fault, None | Some((FaultKind::Delay, _, _))) {
-            if let Some(refusal) = azure_refusal(&shared, class, &request).await {
+            let refusal = match tags_refusal(&shared, class, &request) {
+                Some(refusal) => Some(refusal),
+                None => azure_refusal(&shared, class, &request).await,
+            };
+            if let Some(refusal) = refusal {
                 if client.stream.write_all(&refusal).await.is_err() || request.close {
                     return;
                 }
@@ -1235,6 +1262,60 @@ fn redact_sas(target: &str) -> String {
         })
         .collect();
     format!("{path}?{}", query.join("&"))
+}
+
+/// Azure's answer to a request that reads or sets blob index tags from an identity without the
+/// tags rights (see [`ProxyConfig::refuse_tags`]), or `None` to forward the request as it came.
+fn tags_refusal(shared: &Shared, class: OpClass, request: &Request) -> Option<Vec<u8>> {
+    if shared.service != Service::Blob || !shared.state().config.refuse_tags {
+        return None;
+    }
+    let (path, query) = request
+        .target
+        .split_once('?')
+        .unwrap_or((request.target.as_str(), ""));
+    let parameter = |name: &str| {
+        url::form_urlencoded::parse(query.as_bytes())
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.into_owned())
+            .collect::<Vec<_>>()
+    };
+    let lists_tags = class == OpClass::List
+        && parameter("include").iter().any(|include| {
+            include
+                .split(',')
+                .any(|item| item.trim().eq_ignore_ascii_case("tags"))
+        });
+    let blob_tags = parameter("comp")
+        .iter()
+        .any(|comp| comp.eq_ignore_ascii_case("tags"));
+    let put = request.method.eq_ignore_ascii_case("PUT");
+    let sets_tags = put
+        && (request
+            .head
+            .header("x-ms-tags")
+            .is_some_and(|tags| !tags.trim().is_empty())
+            || request
+                .head
+                .header("x-ms-copy-source-tag-option")
+                .is_some_and(|option| option.trim().eq_ignore_ascii_case("COPY")));
+    if !(lists_tags || blob_tags || sets_tags) {
+        return None;
+    }
+    let code = "AuthorizationPermissionMismatch";
+    let message = "This request is not authorized to perform this operation using this permission.";
+    shared
+        .state()
+        .stats
+        .azure_refusals
+        .push((code.to_owned(), path.to_owned()));
+    Some(azure_error(
+        &format!("403 {message}"),
+        code,
+        message,
+        request,
+        &[],
+    ))
 }
 
 /// What Azure would refuse that Azurite accepts (see [`ProxyConfig::azure_rules`]): the answer
