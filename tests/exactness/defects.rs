@@ -23,11 +23,12 @@ use azure_storage_blob::{
     },
     BlobContainerClient,
 };
-use lakebackup::{app::App, core::naming};
+use lakebackup::app::App;
 use md5::{Digest, Md5};
 use serde_json::{json, Value};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
+use crate::common::{backup_of_current, contents, stamped_backups, tags, unprotected};
 use crate::support::{
     self,
     proxy::{FaultKind, Faults, OpClass, ProxiedAzurite, ProxyConfig},
@@ -130,84 +131,6 @@ fn restore_ok(settings: &HashMap<String, String>, container: &str, args: &[&str]
     summary
 }
 
-/// Every base blob's bytes.
-async fn contents(container: &BlobContainerClient) -> BTreeMap<String, Vec<u8>> {
-    let mut contents = BTreeMap::new();
-    if !container.exists().await.unwrap() {
-        return contents;
-    }
-    for (name, snapshot) in support::list_all(container).await {
-        if snapshot.is_none() {
-            let bytes = support::download(container, &name).await;
-            contents.insert(name, bytes);
-        }
-    }
-    contents
-}
-
-/// Per source name, the stamped backups in `vault`: (backup name, the source ETag it holds).
-async fn backups(vault: &BlobContainerClient) -> BTreeMap<String, Vec<(String, String)>> {
-    let mut backups: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-    if !vault.exists().await.unwrap() {
-        return backups;
-    }
-    for (name, _) in support::list_all(vault).await {
-        let Ok(parsed) = naming::parse_backup_blob_name(&name) else {
-            continue;
-        };
-        let (_, _, metadata) = support::properties(vault, &name).await;
-        if metadata.get("lakebackup_etag").map(String::as_str) == Some(parsed.etag.as_str()) {
-            backups
-                .entry(parsed.source_name)
-                .or_default()
-                .push((name, parsed.etag));
-        }
-    }
-    backups
-}
-
-/// The backup blob holding the current version of `name`.
-async fn backup_of_current(
-    lake: &BlobContainerClient,
-    vault: &BlobContainerClient,
-    name: &str,
-) -> String {
-    let (etag, _, _) = support::properties(lake, name).await;
-    backups(vault)
-        .await
-        .remove(name)
-        .unwrap_or_default()
-        .into_iter()
-        .find(|(_, version)| *version == etag)
-        .map(|(backup, _)| backup)
-        .unwrap_or_else(|| panic!("{name}: no stamped backup of its current version {etag}"))
-}
-
-/// The names whose current version lacks a stamped backup or a snapshot, and why.
-async fn unprotected(lake: &BlobContainerClient, vault: &BlobContainerClient) -> Vec<String> {
-    let entries = support::list_versions(lake).await;
-    let backups = backups(vault).await;
-    let mut gaps = Vec::new();
-    for (name, snapshot, etag) in &entries {
-        if snapshot.is_some() {
-            continue;
-        }
-        let snapshotted = entries
-            .iter()
-            .any(|(n, s, e)| n == name && s.is_some() && e == etag);
-        let backed_up = backups
-            .get(name)
-            .is_some_and(|versions| versions.iter().any(|(_, e)| e == etag));
-        if !snapshotted {
-            gaps.push(format!("{name}: no snapshot of {etag}"));
-        }
-        if !backed_up {
-            gaps.push(format!("{name}: no backup of {etag}"));
-        }
-    }
-    gaps
-}
-
 async fn blob_type(container: &BlobContainerClient, name: &str) -> BlobType {
     container
         .blob_client(name)
@@ -239,21 +162,6 @@ async fn tier(container: &BlobContainerClient, name: &str) -> Option<String> {
         .unwrap_or_else(|e| panic!("properties of {name}: {e}"))
         .access_tier()
         .unwrap()
-}
-
-async fn tags(container: &BlobContainerClient, name: &str) -> BTreeMap<String, String> {
-    container
-        .blob_client(name)
-        .get_tags(None)
-        .await
-        .unwrap_or_else(|e| panic!("tags of {name}: {e}"))
-        .into_model()
-        .unwrap()
-        .blob_tag_set
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|tag| Some((tag.key?, tag.value.unwrap_or_default())))
-        .collect()
 }
 
 /// The user metadata (the stamp aside).
@@ -1020,7 +928,7 @@ async fn pruning_keeps_a_snapshot_that_is_its_versions_only_copy() {
     };
     assert!(snapshot_of("k/only.csv", &only_v1) && snapshot_of("k/backed.csv", &backed_v1));
     assert!(
-        !backups(&lake.vault("keep"))
+        !stamped_backups(&lake.vault("keep"))
             .await
             .get("k/only.csv")
             .is_some_and(|b| b.iter().any(|(_, e)| *e == only_v1)),

@@ -6,6 +6,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod common;
 mod defects;
 mod proxy;
 mod randomized;

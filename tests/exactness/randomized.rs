@@ -1130,43 +1130,19 @@ fn describe_difference(want: &Expected, got: &Expected) -> String {
             got.bytes.len()
         ));
     }
-    for (what, a, b) in [
-        (
-            "type",
-            format!("{:?}", want.blob_type),
-            format!("{:?}", got.blob_type),
-        ),
-        (
-            "metadata",
-            format!("{:?}", want.metadata),
-            format!("{:?}", got.metadata),
-        ),
-        (
-            "content type",
-            format!("{:?}", want.content_type),
-            format!("{:?}", got.content_type),
-        ),
-        (
-            "cache control",
-            format!("{:?}", want.cache_control),
-            format!("{:?}", got.cache_control),
-        ),
-        (
-            "tags",
-            format!("{:?}", want.tags),
-            format!("{:?}", got.tags),
-        ),
-        (
-            "tier",
-            format!("{:?}", want.tier),
-            format!("{:?}", got.tier),
-        ),
-        ("md5", format!("{:?}", want.md5), format!("{:?}", got.md5)),
-    ] {
+    let mut differs = |what: &str, a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| {
+        let (a, b) = (format!("{a:?}"), format!("{b:?}"));
         if a != b {
             parts.push(format!("{what} {a} vs {b}"));
         }
-    }
+    };
+    differs("type", &want.blob_type, &got.blob_type);
+    differs("metadata", &want.metadata, &got.metadata);
+    differs("content type", &want.content_type, &got.content_type);
+    differs("cache control", &want.cache_control, &got.cache_control);
+    differs("tags", &want.tags, &got.tags);
+    differs("tier", &want.tier, &got.tier);
+    differs("md5", &want.md5, &got.md5);
     parts.join(", ")
 }
 
