@@ -4,6 +4,7 @@
 //! corrupted, one deleted — reconciles, restores the container to the instant before the incident,
 //! checks the restore is byte-identical, prints what happened, and stops everything.
 
+use crate::storage::ErrorCode;
 use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
 
 use azure_core::http::RequestContent;
@@ -357,7 +358,7 @@ async fn backup_versions(app: &App, container: &str) -> Result<u64, StorageError
                 count += page.iter().filter(|b| b.stamped_etag().is_some()).count() as u64
             }
             Ok(None) => return Ok(count),
-            Err(e) if e.has_code("ContainerNotFound") => return Ok(0),
+            Err(e) if e.is(ErrorCode::ContainerNotFound) => return Ok(0),
             Err(e) => return Err(e),
         }
     }

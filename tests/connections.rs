@@ -97,9 +97,8 @@ async fn wrong_key_is_refused_and_reported_without_the_key() {
         .map_err(|e| lakebackup::storage::StorageError::new("creating container refused", e))
         .expect_err("Azurite validates the signature");
     assert_eq!(error.status, Some(403), "{error}");
-    assert_eq!(
-        error.code.as_deref(),
-        Some("AuthorizationFailure"),
+    assert!(
+        error.is(lakebackup::storage::ErrorCode::AuthorizationFailure),
         "{error}"
     );
     let text = error.to_string();

@@ -13,6 +13,7 @@
 //! poison queue unchanged and the invocation succeeds; a transient failure fails the invocation so
 //! the host retries it. No path drops a request silently.
 
+use crate::storage::ErrorCode;
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use azure_storage_blob::{
@@ -228,7 +229,7 @@ pub async fn back_up_listed(
         // The blob changed or went since it was listed, or a backup appeared: decided again
         // from the facts.
         Err(Failure::Retry(ConsumerError::Storage(e)))
-            if is_condition_conflict(&e) || e.has_code("BlobNotFound") =>
+            if is_condition_conflict(&e) || e.is(ErrorCode::BlobNotFound) =>
         {
             back_up_now(app, &request).await
         }
@@ -325,13 +326,13 @@ async fn back_up(app: &App, request: &BackupRequest) -> Result<ConsumerOutcome, 
 
 fn is_condition_conflict(error: &StorageError) -> bool {
     matches!(error.status, Some(409 | 412))
-        && !error.has_code("BlobArchived")
+        && !error.is(ErrorCode::BlobArchived)
         && !is_customer_key(error)
 }
 
 /// The blob is encrypted with a key its owner supplies with every request.
 fn is_customer_key(error: &StorageError) -> bool {
-    error.has_code("BlobUsesCustomerSpecifiedEncryption")
+    error.is(ErrorCode::BlobUsesCustomerSpecifiedEncryption)
 }
 
 /// One exact version of a blob, as the copy needs it.
@@ -537,7 +538,7 @@ impl Job<'_> {
         .await
         {
             Ok(snapshot) => snapshot,
-            Err(e) if e.has_code("ContainerNotFound") => None,
+            Err(e) if e.is(ErrorCode::ContainerNotFound) => None,
             Err(e) => return Err(e.into()),
         };
         let version = snapshot.map(|s| Version {
@@ -599,7 +600,7 @@ impl Job<'_> {
                     }
                 }
                 Ok(None) => return Ok(None),
-                Err(e) if e.has_code("ContainerNotFound") => return Ok(None),
+                Err(e) if e.is(ErrorCode::ContainerNotFound) => return Ok(None),
                 Err(e) => return Err(e),
             }
         }
@@ -749,7 +750,7 @@ impl Job<'_> {
             .await;
             return match copied {
                 Ok(copied) => Ok(self.backed_up(name, version.snapshot.clone(), &copied)),
-                Err(e) if e.has_code("BlobArchived") => Ok(archived_refused(&e)),
+                Err(e) if e.is(ErrorCode::BlobArchived) => Ok(archived_refused(&e)),
                 Err(e) => Err(e.into()),
             };
         }
@@ -802,7 +803,7 @@ impl Job<'_> {
                     })),
                 }
             }
-            Err(e) if e.has_code("BlobArchived") => Ok(archived_refused(&e)),
+            Err(e) if e.is(ErrorCode::BlobArchived) => Ok(archived_refused(&e)),
             Err(e) => Err(e.into()),
         }
     }
@@ -929,7 +930,7 @@ impl Job<'_> {
             }
             match HeldLease::acquire(source.clone(), &self.etag, &self.source_what()).await {
                 Ok(lease) => return Ok(Leased::Held(lease)),
-                Err(e) if e.has_code("LeaseAlreadyPresent") => {}
+                Err(e) if e.is(ErrorCode::LeaseAlreadyPresent) => {}
                 Err(e) => return Err(e.into()),
             }
             if tokio::time::Instant::now() >= deadline {

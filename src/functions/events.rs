@@ -14,6 +14,7 @@
 //! unchanged; events for the backup account, `{c}bak`, the jobs' ledger, filtered-out names and
 //! directory placeholders are ignored, so nothing loops.
 
+use crate::storage::ErrorCode;
 use azure_storage_blob::models::BlobClientCreateSnapshotOptions;
 use serde::Serialize;
 use thiserror::Error;
@@ -215,7 +216,7 @@ async fn protect(app: &App, event: &BlobEvent) -> Result<EventOutcome, EventErro
     let state = match blob_state(&blob, &format!("{container}/{name}")).await {
         Ok(Some(state)) => state,
         Ok(None) => return Ok(stale("the blob no longer exists")),
-        Err(e) if e.has_code("ContainerNotFound") => return Ok(stale("the container is gone")),
+        Err(e) if e.is(ErrorCode::ContainerNotFound) => return Ok(stale("the container is gone")),
         Err(e) => return Err(e.into()),
     };
     let placeholder = state.content_length == 0
@@ -261,7 +262,7 @@ async fn protect(app: &App, event: &BlobEvent) -> Result<EventOutcome, EventErro
         {
             Ok(_) => true,
             // Replaced meanwhile: that version's own event snapshots it.
-            Err(e) if e.has_code("ConditionNotMet") || e.has_code("BlobNotFound") => false,
+            Err(e) if e.is(ErrorCode::ConditionNotMet) || e.is(ErrorCode::BlobNotFound) => false,
             Err(e) => return Err(e.into()),
         }
     };
@@ -316,7 +317,7 @@ async fn record(app: &App, event: &BlobEvent) -> Result<EventOutcome, EventError
     .await;
     let lives_on = match now {
         Ok(state) => state.is_some_and(|state| state.etag == etag),
-        Err(e) if e.has_code("ContainerNotFound") => false,
+        Err(e) if e.is(ErrorCode::ContainerNotFound) => false,
         Err(e) => return Err(e.into()),
     };
     let mut new = false;

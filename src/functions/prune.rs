@@ -8,6 +8,7 @@
 //! judged, so a blob that changed meanwhile is left alone; one the service refuses (an
 //! immutability policy, a legal hold, a lease) is reported and skipped.
 
+use crate::storage::ErrorCode;
 use std::{
     collections::{BTreeMap, HashSet},
     time::Instant,
@@ -456,17 +457,11 @@ async fn delete(
 /// How a refused deletion counts: `refused` (immutable, held, leased), `changed` (not the blob
 /// judged, or gone already) or `error`.
 pub fn judge_refusal(error: &StorageError) -> (&'static str, &'static str) {
-    const IMMUTABLE: [&str; 3] = [
-        "BlobImmutableDueToPolicy",
-        "BlobImmutableDueToLegalHold",
-        "ContainerImmutableDueToPolicy",
-    ];
-    if IMMUTABLE.iter().any(|code| error.has_code(code)) {
+    if error.is_immutable() {
         ("refused", "immutable (a WORM policy or legal hold): kept")
-    } else if error.has_code("LeaseIdMissing") || error.has_code("LeaseIdMismatchWithBlobOperation")
-    {
+    } else if error.is_leased() {
         ("refused", "leased: kept")
-    } else if error.has_code("ConditionNotMet") || error.has_code("BlobNotFound") {
+    } else if error.is(ErrorCode::ConditionNotMet) || error.is(ErrorCode::BlobNotFound) {
         ("changed", "changed or gone since it was judged: left alone")
     } else {
         ("error", "")
@@ -546,10 +541,7 @@ mod tests {
     use super::*;
 
     fn refusal(status: u16, code: &str) -> StorageError {
-        let mut error = StorageError::other("pruning", "refused");
-        error.status = Some(status);
-        error.code = Some(code.to_owned());
-        error
+        StorageError::refused("pruning", status, ErrorCode::parse(code))
     }
 
     #[test]

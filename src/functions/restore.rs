@@ -5,6 +5,7 @@
 //! written back with a server-side copy only where the target's content differs. Nothing is
 //! ever deleted: a blob created after the instant stays, and is reported as having no version.
 
+use crate::storage::ErrorCode;
 use std::{
     collections::{BTreeMap, HashMap},
     time::Instant,
@@ -537,7 +538,7 @@ async fn target_blob(
     let what = format!("{target}/{blob}");
     let state = match blob_state(&client, &what).await {
         Ok(state) => state,
-        Err(e) if e.has_code("ContainerNotFound") => None,
+        Err(e) if e.is(ErrorCode::ContainerNotFound) => None,
         Err(e) => return Err(e),
     };
     let Some(state) = state else {
@@ -692,7 +693,7 @@ async fn copy_back(
             );
         }
         Ok(_) => {}
-        Err(e) if e.has_code("ConditionNotMet") || e.has_code("BlobAlreadyExists") => {
+        Err(e) if e.is(ErrorCode::ConditionNotMet) || e.is(ErrorCode::BlobAlreadyExists) => {
             // Our own copy, whose answer was lost and which the retry then found, looks the
             // same as a write by someone else: the copy's source tells them apart.
             let ours = blob_state(&destination, &what)
@@ -736,7 +737,7 @@ async fn copy_back(
                     Ok(_) => {}
                     // Cleared by a try whose answer was lost, or written by someone since: the
                     // blob as it is now says which.
-                    Err(e) if e.has_code("ConditionNotMet") => {
+                    Err(e) if e.is(ErrorCode::ConditionNotMet) => {
                         let now = blob_state(&destination, &what).await?;
                         match now {
                             Some(now)

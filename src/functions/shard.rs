@@ -23,6 +23,7 @@
 //! On the queue, a shard belongs to a job whose ledger (see [`crate::job_ledger`]) records each
 //! shard queued and each shard finished; `lakebackup produce` runs a job's shards in-process.
 
+use crate::storage::ErrorCode;
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     sync::Mutex,
@@ -266,7 +267,7 @@ impl<'a> Part<'a> {
                     pages = Box::pin(listing(tags)?);
                     continue;
                 }
-                Err(e) if e.has_code("ContainerNotFound") => {
+                Err(e) if e.is(ErrorCode::ContainerNotFound) => {
                     warn!("the shard's container does not exist; nothing to do");
                     ended = true;
                     break;
@@ -517,7 +518,7 @@ impl<'a> Part<'a> {
         let now = crate::storage::blobs::blob_state(&lake.blob_client(name), &what).await;
         let lives_on = match now {
             Ok(state) => state.is_some_and(|state| state.etag == etag),
-            Err(e) if e.has_code("ContainerNotFound") => false,
+            Err(e) if e.is(ErrorCode::ContainerNotFound) => false,
             Err(e) => return Err(e),
         };
         if lives_on {
@@ -600,7 +601,7 @@ async fn survey(app: &App, shard: &Shard, level: &BackupLevel) -> Result<Present
                 }
             }
             Ok(None) => return Ok(present),
-            Err(e) if e.has_code("ContainerNotFound") => return Ok(present),
+            Err(e) if e.is(ErrorCode::ContainerNotFound) => return Ok(present),
             Err(e) => return Err(e.into()),
         }
     }
@@ -964,7 +965,7 @@ async fn protect_moving(
         .during(|| format!("snapshotting {}/{name}", shard.container));
     let response = match taken {
         Ok(response) => response,
-        Err(e) if e.has_code("BlobNotFound") => return Ok(None),
+        Err(e) if e.is(ErrorCode::BlobNotFound) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
     let etag = response
@@ -1090,7 +1091,7 @@ async fn snapshot(app: &App, shard: &Shard, verdict: &BlobVerdict) -> Result<boo
         .during(|| format!("snapshotting {}/{}", shard.container, blob.name));
     match result {
         Ok(_) => Ok(true),
-        Err(e) if e.has_code("ConditionNotMet") || e.has_code("BlobNotFound") => {
+        Err(e) if e.is(ErrorCode::ConditionNotMet) || e.is(ErrorCode::BlobNotFound) => {
             info!("blob changed since it was listed; left for the next pass");
             Ok(false)
         }

@@ -2,6 +2,7 @@
 //! base blob as the listing streams by, and a rule chosen by the caller says what a pass would
 //! repair. Nothing is written, so the counts are exact: they say what the shards would do.
 
+use crate::storage::ErrorCode;
 use futures::StreamExt;
 use serde::Serialize;
 use thiserror::Error;
@@ -66,7 +67,7 @@ pub async fn survey(
                     .collect(),
                 false,
             ),
-            Some(Err(error)) if error.has_code("ContainerNotFound") => {
+            Some(Err(error)) if error.is(ErrorCode::ContainerNotFound) => {
                 return Err(SweepError::ContainerNotFound(container.to_owned()))
             }
             Some(Err(error)) => return Err(failed(error, &counts)),

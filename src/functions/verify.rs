@@ -8,6 +8,7 @@
 //! bytes (Azure does not check the MD5 a block list or Set Blob Properties sets) is listed as a
 //! warning: its backup holds the bytes as the lake does, with the stored MD5 as is.
 
+use crate::storage::ErrorCode;
 use std::{collections::HashMap, time::Instant};
 
 use azure_storage_blob::models::{BlobClientDownloadOptions, BlobClientSetMetadataOptions};
@@ -253,7 +254,7 @@ async fn check_bytes(
         .during(|| format!("reading {what}"))
     {
         Ok(downloaded) => downloaded,
-        Err(e) if e.has_code("BlobNotFound") => {
+        Err(e) if e.is(ErrorCode::BlobNotFound) => {
             return Ok(Checked::Unchecked(
                 "the backup vanished during the check".into(),
             ))
@@ -316,7 +317,7 @@ async fn check_bytes(
             .during(|| format!("reading {}", blob.name))?,
         Err(e) => {
             let e = StorageError::new(format!("reading {}", blob.name), e);
-            if e.has_code("ConditionNotMet") || e.has_code("BlobNotFound") {
+            if e.is(ErrorCode::ConditionNotMet) || e.is(ErrorCode::BlobNotFound) {
                 return Ok(Checked::Unchecked(
                     "the source changed during the check".into(),
                 ));
@@ -340,7 +341,8 @@ async fn check_bytes(
             .during(|| format!("recording the checked MD5 of {what}"));
         // An immutable backup container refuses it: the check stands, unrecorded.
         if let Err(e) = recorded {
-            if !e.has_code("BlobImmutableDueToPolicy") && !e.has_code("BlobImmutableDueToLegalHold")
+            if !e.is(ErrorCode::BlobImmutableDueToPolicy)
+                && !e.is(ErrorCode::BlobImmutableDueToLegalHold)
             {
                 return Err(e);
             }

@@ -24,7 +24,7 @@ use url::Url;
 
 use super::{
     sas::{read_blob_delegation_sas, read_blob_sas},
-    StorageAccount, StorageAuth, StorageError, StorageResultExt,
+    ErrorCode, StorageAccount, StorageAuth, StorageError, StorageResultExt,
 };
 use crate::core::{
     etag::{normalize_etag, quoted_etag},
@@ -434,8 +434,8 @@ where
 /// or a custom role with the tags actions, or a SAS with `t`, may).
 pub fn is_tags_refusal(error: &StorageError) -> bool {
     error.status == Some(403)
-        && (error.has_code("AuthorizationPermissionMismatch")
-            || error.has_code("AuthorizationFailure"))
+        && (error.is(ErrorCode::AuthorizationPermissionMismatch)
+            || error.is(ErrorCode::AuthorizationFailure))
 }
 
 /// Copies the version `source_etag` of the block blob `source` to `destination` through this
@@ -693,7 +693,7 @@ pub async fn write_record(
             );
             Ok(true)
         }
-        Err(e) if e.has_code("BlobAlreadyExists") => Ok(false),
+        Err(e) if e.is(ErrorCode::BlobAlreadyExists) => Ok(false),
         Err(e) => Err(e),
     }
 }

@@ -11,7 +11,7 @@ use azure_storage_blob::{
 use futures::{Stream, StreamExt, TryStreamExt};
 use serde::Deserialize;
 
-use super::{StorageError, StorageResultExt};
+use super::{ErrorCode, StorageError, StorageResultExt};
 use crate::core::{
     backup_index::BackupIndex,
     diff::ListedBlob,
@@ -27,7 +27,7 @@ pub fn until_container_missing<T>(
     pages: impl Stream<Item = Result<T, StorageError>>,
 ) -> impl Stream<Item = Result<T, StorageError>> {
     pages.take_while(|page| {
-        std::future::ready(!matches!(page, Err(e) if e.has_code("ContainerNotFound")))
+        std::future::ready(!matches!(page, Err(e) if e.is(ErrorCode::ContainerNotFound)))
     })
 }
 
@@ -278,7 +278,7 @@ pub async fn index_backups_with(
                 }
             }
             Ok(None) => return Ok(index),
-            Err(e) if e.has_code("ContainerNotFound") => return Ok(BackupIndex::new()),
+            Err(e) if e.is(ErrorCode::ContainerNotFound) => return Ok(BackupIndex::new()),
             Err(e) => return Err(e),
         }
     }

@@ -7,6 +7,7 @@
 pub mod blobs;
 pub mod connection;
 mod delegation;
+mod error;
 pub(crate) mod identity;
 pub mod lease;
 pub mod listing;
@@ -28,109 +29,13 @@ use azure_storage_blob::{
     BlobContainerClient, BlobContainerClientOptions, BlobServiceClient, BlobServiceClientOptions,
 };
 use azure_storage_queue::{QueueClient, QueueClientOptions};
-use thiserror::Error;
 
 pub use connection::{StorageAuth, StorageConnection};
+pub use error::{ErrorCode, StorageError, StorageResultExt};
 
 use crate::settings::{Settings, SettingsError};
 pub(crate) use identity::identity_credential;
-use redact::redact_secrets;
 use shared_key::SharedKeyPolicy;
-
-/// A storage operation that failed, with what was being done; secrets are redacted.
-#[derive(Debug, Error)]
-#[error("{operation}: {detail}")]
-pub struct StorageError {
-    pub operation: String,
-    /// The HTTP status, when the service answered.
-    pub status: Option<u16>,
-    /// The service's error code (`ContainerNotFound`, `ConditionNotMet`, ...), when it gave one.
-    pub code: Option<String>,
-    /// The request or its answer was lost on the way (a connection refused, reset or timed out).
-    transport: bool,
-    detail: String,
-}
-
-impl StorageError {
-    pub fn new(operation: impl Into<String>, error: azure_core::Error) -> Self {
-        let (status, code) = match error.kind() {
-            azure_core::error::ErrorKind::HttpResponse {
-                status, error_code, ..
-            } => (Some(u16::from(*status)), error_code.clone()),
-            _ => (None, None),
-        };
-        Self {
-            operation: operation.into(),
-            status,
-            code,
-            transport: matches!(
-                error.kind(),
-                azure_core::error::ErrorKind::Io | azure_core::error::ErrorKind::Connection
-            ),
-            detail: redact_secrets(&error_chain(&error)),
-        }
-    }
-
-    /// A failure found by us rather than reported by the SDK.
-    pub fn other(operation: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self {
-            operation: operation.into(),
-            status: None,
-            code: None,
-            transport: false,
-            detail: detail.into(),
-        }
-    }
-
-    pub fn is_status(&self, status: StatusCode) -> bool {
-        self.status == Some(u16::from(status))
-    }
-
-    pub fn has_code(&self, code: &str) -> bool {
-        self.code.as_deref() == Some(code)
-    }
-
-    /// The service did not answer at all (connection refused, DNS, timeout).
-    pub fn is_unreachable(&self) -> bool {
-        self.status.is_none()
-    }
-
-    /// A failure that may pass: the service was busy, failed inside, or could not be reached.
-    /// Anything else (a refusal, a condition, a missing blob, a check of ours) happens again on
-    /// a retry.
-    pub fn is_transient(&self) -> bool {
-        match self.status {
-            None => self.transport,
-            Some(status) => status == 408 || status == 429 || status >= 500,
-        }
-    }
-}
-
-/// The error and its causes, outermost first: "retry policy expired" alone hides the refused
-/// connection behind it.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = vec![error.to_string()];
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        let text = inner.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cause = inner.source();
-    }
-    parts.join(": ")
-}
-
-/// Attaches what was being done to an SDK result.
-pub trait StorageResultExt<T> {
-    fn during(self, operation: impl FnOnce() -> String) -> Result<T, StorageError>;
-}
-
-impl<T> StorageResultExt<T> for azure_core::Result<T> {
-    fn during(self, operation: impl FnOnce() -> String) -> Result<T, StorageError> {
-        self.map_err(|error| StorageError::new(operation(), error))
-    }
-}
 
 /// The process's one HTTP client. Without it the SDK builds a client, with its own connection
 /// pool and a fresh read of the system's root certificates, for every blob or container client:

@@ -629,8 +629,11 @@ async fn with_faults_off_nothing_is_injected_and_every_class_is_counted() {
         .expect_err("every try fails");
     let error = lakebackup::storage::StorageError::new("set metadata", error);
     assert_eq!(
-        (error.status, error.code.as_deref()),
-        (Some(500), Some("InternalError")),
+        (error.status, error.code.clone()),
+        (
+            Some(500),
+            Some(lakebackup::storage::ErrorCode::parse("InternalError"))
+        ),
         "{error}"
     );
     let faulted = proxied.stats().faults_in_class(OpClass::Properties);
@@ -908,7 +911,12 @@ async fn azure_rules_refuse_what_azure_refuses_and_forward_the_rest() {
             .await
             .expect_err("Azure refuses a synchronous copy of an append or page blob");
         assert_eq!(refused.status, Some(409), "{refused}");
-        assert!(refused.has_code("CannotVerifyCopySource"), "{refused}");
+        assert!(
+            refused.is(lakebackup::storage::ErrorCode::parse(
+                "CannotVerifyCopySource"
+            )),
+            "{refused}"
+        );
         assert!(
             refused
                 .to_string()
@@ -939,7 +947,10 @@ async fn azure_rules_refuse_what_azure_refuses_and_forward_the_rest() {
     .await
     .expect_err("Azure refuses a copy onto a blob of another type");
     assert_eq!(refused.status, Some(409), "{refused}");
-    assert!(refused.has_code("InvalidBlobType"), "{refused}");
+    assert!(
+        refused.is(lakebackup::storage::ErrorCode::parse("InvalidBlobType")),
+        "{refused}"
+    );
     let (unchanged, _, _) = support::properties(&vault, "existing").await;
     assert_eq!(unchanged, etag, "Azurite never saw the copy");
     assert_eq!(blob_type("existing").await, BlobType::BlockBlob);
@@ -962,7 +973,10 @@ async fn azure_rules_refuse_what_azure_refuses_and_forward_the_rest() {
     )
     .await
     .expect_err("the destination exists");
-    assert!(exists.has_code("BlobAlreadyExists"), "{exists}");
+    assert!(
+        exists.is(lakebackup::storage::ErrorCode::parse("BlobAlreadyExists")),
+        "{exists}"
+    );
 
     let refusals: Vec<String> = proxied
         .stats()
