@@ -18,13 +18,12 @@ use std::{
 use azure_core::http::RequestContent;
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use lakebackup::{
-    app::App,
-    azurite::Azurite,
-    core::{naming, stamp},
-    functions::{consumer::QueueDelivery, events},
+    app::{App, WorkQueue},
+    core::{event::parse_event, naming, stamp},
+    engine::events,
     settings::Settings,
-    storage::blobs::blob_state,
 };
+use lakebackup_devtools::azurite::Azurite;
 
 const QUEUE: &str = "bench-events";
 
@@ -68,9 +67,9 @@ async fn bench(n: usize) {
     ]);
     let app = App::from_settings(&Settings::from_pairs(settings.clone())).unwrap();
     let lake = app.source.container("lake").unwrap();
-    lake.create(None).await.unwrap();
+    lake.sdk().create(None).await.unwrap();
     let vault = app.backup.container("lakebak").unwrap();
-    let queue = app.events_queue().await.unwrap().unwrap();
+    let queue = app.queue(WorkQueue::Events).await.unwrap().sdk();
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(root.join("host.json"), dir.path().join("host.json")).unwrap();
@@ -88,13 +87,16 @@ async fn bench(n: usize) {
     let write = |name: String| {
         let lake = &lake;
         async move {
-            let blob = lake.blob_client(&name);
-            blob.upload(RequestContent::from(name.clone().into_bytes()), None)
+            let blob = lake.blob(&name);
+            blob.sdk()
+                .upload(RequestContent::from(name.clone().into_bytes()), None)
                 .await
                 .unwrap();
-            let state = blob_state(&blob, &name).await.unwrap().unwrap();
-            let backup = naming::backup_blob_name(&name, state.last_modified, &state.etag).unwrap();
-            (name, state.etag, backup)
+            let state = blob.state().await.unwrap().unwrap();
+            let version = state.version;
+            let backup =
+                naming::backup_blob_name(&name, version.last_modified, &version.etag).unwrap();
+            (name, version.etag, backup)
         }
     };
     let mut latencies = Vec::new();
@@ -107,13 +109,14 @@ async fn bench(n: usize) {
         .try_into()
         .unwrap();
         queue.send_message(message, None).await.unwrap();
-        let backup = vault.blob_client(&backup);
+        let backup = vault.blob(&backup);
         loop {
-            let stamped = blob_state(&backup, "the backup")
+            let stamped = backup
+                .state()
                 .await
                 .ok()
                 .flatten()
-                .is_some_and(|s| stamp::stamped_etag(&s.metadata) == Some(etag.as_str()));
+                .is_some_and(|s| stamp::stamped_etag(s.metadata()) == Some(etag.as_str()));
             if stamped {
                 break;
             }
@@ -132,13 +135,8 @@ async fn bench(n: usize) {
     for i in 0..n {
         let (name, etag, _) = write(format!("direct/blob-{i:04}.csv")).await;
         let started = Instant::now();
-        let delivery = QueueDelivery {
-            text: event("lake", &name, &etag),
-            raw: None,
-            message_id: name.clone(),
-            dequeue_count: 1,
-        };
-        let outcome = events::consume(&app, &delivery).await.unwrap();
+        let event = parse_event(&event("lake", &name, &etag)).unwrap();
+        let outcome = events::handle(&app, &event).await.unwrap();
         assert!(
             matches!(outcome, events::EventOutcome::Protected { .. }),
             "{outcome:?}"

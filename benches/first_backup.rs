@@ -26,10 +26,10 @@ use azure_core::http::RequestContent;
 use azure_storage_queue::models::QueueClientGetPropertiesResultHeaders;
 use futures::{StreamExt, TryStreamExt};
 use lakebackup::{
-    azurite::{Azurite, BACKUP_KEY, SOURCE_KEY},
     settings::Settings,
-    storage::{listing, StorageAccount},
+    storage::{listing, Container, StorageAccount},
 };
+use lakebackup_devtools::azurite::{Azurite, BACKUP_KEY, SOURCE_KEY};
 
 const CONTAINER: &str = "lake";
 const SEED_CONCURRENCY: usize = 64;
@@ -181,7 +181,7 @@ async fn bench(case: &Case, rclone: &str, counting: bool) -> Row {
         rclone_cpu
     );
     backup
-        .container("rclonecopy")
+        .container_client("rclonecopy")
         .unwrap()
         .delete(None)
         .await
@@ -210,7 +210,7 @@ async fn bench(case: &Case, rclone: &str, counting: bool) -> Row {
     // Done when the shard queue is empty: a shard leaves it only once it has finished (one in
     // flight is hidden, but counted). Polling the backup listing instead would load Azurite.
     let jobs = StorageAccount::connect("AzureWebJobsStorage", &accounts).unwrap();
-    let shards = jobs.queue("backup-requests-shards").unwrap();
+    let shards = jobs.queue_client("backup-requests-shards").unwrap();
     let mut polls = 0;
     let (lakebackup, lakebackup_requests) = loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -266,7 +266,7 @@ fn cpu_used(before: Option<f64>, after: Option<f64>) -> f64 {
 
 /// N blobs of `size` bytes over 100 directories.
 async fn seed(source: &StorageAccount, case: &Case) {
-    let lake = source.container(CONTAINER).unwrap();
+    let lake = source.container_client(CONTAINER).unwrap();
     lake.create(None).await.unwrap();
     let body: Vec<u8> = (0..case.size).map(|i| (i % 251) as u8).collect();
     futures::stream::iter(0..case.n)
@@ -287,8 +287,8 @@ async fn seed(source: &StorageAccount, case: &Case) {
 }
 
 /// Backups whose stamp says they are complete.
-async fn stamped_backups(vault: &azure_storage_blob::BlobContainerClient) -> usize {
-    let pages = listing::list_backups(vault, "lakebak", None).expect("the backup listing starts");
+async fn stamped_backups(vault: &Container) -> usize {
+    let pages = listing::list_backups(vault, None).expect("the backup listing starts");
     futures::pin_mut!(pages);
     let mut stamped = 0;
     while let Some(page) = pages.try_next().await.expect("the backup container lists") {

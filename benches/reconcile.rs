@@ -23,7 +23,6 @@ use azure_storage_blob::models::BlobClientUploadOptions;
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use futures::StreamExt;
 use lakebackup::{
-    azurite::{Azurite, BACKUP_KEY, SOURCE_KEY},
     core::{naming, stamp::STAMP_ETAG},
     settings::Settings,
     storage::{
@@ -31,6 +30,7 @@ use lakebackup::{
         StorageAccount,
     },
 };
+use lakebackup_devtools::azurite::{Azurite, BACKUP_KEY, SOURCE_KEY};
 
 const CONTAINER: &str = "bench";
 const SEED_CONCURRENCY: usize = 64;
@@ -128,10 +128,10 @@ fn median(mut values: Vec<Duration>) -> Duration {
 /// N blobs of 1 KiB over 100 directories, each snapshotted and backed up (the backup written as
 /// the consumer leaves it: under its version name, stamped with its source ETag).
 async fn seed(source: &StorageAccount, backup: &StorageAccount, n: usize) {
-    let lake = source.container(CONTAINER).unwrap();
+    let lake = source.container_client(CONTAINER).unwrap();
     lake.create(None).await.unwrap();
     let backup_container = naming::backup_container_name(CONTAINER, "bak").unwrap();
-    let vault = backup.container(&backup_container).unwrap();
+    let vault = backup.container_client(&backup_container).unwrap();
     vault.create(None).await.unwrap();
     let body = vec![b'x'; 1024];
     futures::stream::iter(0..n)

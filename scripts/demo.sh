@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 npm ci --no-audit --no-fund --loglevel=error
-RUST_LOG="${RUST_LOG:-warn}" cargo run --locked --quiet -- demo
+RUST_LOG="${RUST_LOG:-warn}" cargo run --locked --quiet -p lakebackup-devtools --bin lakebackup-dev -- demo

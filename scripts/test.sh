@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 npm ci --no-audit --no-fund --loglevel=error
 cargo fmt --check
-cargo clippy --locked --all-targets -- -D warnings
-cargo test --locked
+cargo clippy --locked --workspace --all-targets -- -D warnings
+cargo test --locked --workspace
 # The Function App package: built for glibc 2.28, run against Debian bullseye's glibc, zip checked.
 scripts/package.sh

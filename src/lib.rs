@@ -3,11 +3,10 @@
 
 pub mod adf;
 pub mod app;
-pub mod azurite;
+pub mod config;
 pub mod core;
-pub mod demo;
+pub mod engine;
 pub mod functions;
 pub mod host;
-pub mod job_ledger;
 pub mod settings;
 pub mod storage;

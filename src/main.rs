@@ -1,15 +1,17 @@
 //! The `lakebackup` command: `serve` runs the Functions custom handler, `run` the same functions
-//! without the host; `produce`, `shard`, `reconcile`, `restore`, `verify` and `demo` are for
-//! admins and first-time users.
+//! without the host; `produce`, `shard`, `reconcile`, `prune`, `restore` and `verify` are for
+//! admins. One function per command; each prints JSON and says by its exit code whether it
+//! succeeded (2: the settings are wrong).
 
-use std::{io::IsTerminal, net::SocketAddr, process::ExitCode, sync::Arc};
+use std::{io::IsTerminal, net::SocketAddr, path::Path, process::ExitCode, sync::Arc};
 
 use clap::{Parser, Subcommand};
 use lakebackup::{
     app::App,
-    functions::{
-        producer::{self, ProduceRequest},
-        prune, reconciler,
+    core::{naming, shard::directory_prefix},
+    engine::{
+        jobs::{self, scope, JobOrigin, NewJob, Queued, Root, LOCAL_SHARDS_AT_ONCE},
+        prune, reconcile,
         restore::{self, RestoreFrom, RestoreRequest},
         verify,
     },
@@ -33,14 +35,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the four functions to the Azure Functions host (custom handler).
+    /// Serve the five functions to the Azure Functions host (custom handler).
     Serve {
         /// Port on 127.0.0.1; the host passes it in FUNCTIONS_CUSTOMHANDLER_PORT.
         #[arg(long, env = "FUNCTIONS_CUSTOMHANDLER_PORT")]
         port: u16,
     },
-    /// Run the four functions without the Functions host: take backup requests and shards off
-    /// their queues, start reconciliations on RECONCILE_SCHEDULE, and serve the producer.
+    /// Run the five functions without the Functions host: take backup requests, shards and
+    /// (when EVENTS_QUEUE_NAME is set) blob events off their queues, start reconciliations on
+    /// RECONCILE_SCHEDULE, and serve the producer.
     Run {
         /// Serve the producer at http://ADDR/api/HttpSnapshotIncBackupContainerProducer
         /// (e.g. 127.0.0.1:8080, or 0.0.0.0:8080 in a container).
@@ -107,8 +110,6 @@ enum Command {
         #[arg(long)]
         deep: bool,
     },
-    /// Run the whole flow against a throw-away Azurite and print what happened.
-    Demo,
     /// Snapshot and back up the new and changed blobs of one container (or one directory tree)
     /// now, in this process, shard by shard; print the totals.
     Produce {
@@ -154,137 +155,45 @@ async fn run(cli: Cli) -> ExitCode {
     // start; the others keep the default, so Ctrl-C ends them.
     let takes_signals = matches!(cli.command, Command::Serve { .. } | Command::Run { .. });
     let signalled = takes_signals.then(shutdown_signal);
-    let shutdown = async move {
-        match signalled {
-            Some(signal) => signal.await,
-            None => std::future::pending().await,
-        }
-    };
-    if let Command::Demo = cli.command {
-        let root = std::env::current_dir().unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
-        return match lakebackup::demo::run(&root).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("lakebackup demo: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
     let settings = Settings::from_env();
-    let mut app = match App::from_settings(&settings) {
-        Ok(app) => app,
-        Err(e) => {
-            eprintln!("lakebackup: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    // The host (and `run`) give a message up after host.json's maxDequeueCount deliveries.
     let host_json = match &cli.command {
         Command::Run { host_json, .. } => host_json.clone(),
         _ => "host.json".into(),
     };
-    if let Ok(behaviour) = QueueBehaviour::from_host_json(&host_json) {
-        app.config.max_dequeue_count = behaviour.max_dequeue_count;
-        app.config.function_timeout = behaviour.function_timeout;
-    }
-    let app = Arc::new(app);
+    let app = match app_from(&settings, &host_json) {
+        Ok(app) => app,
+        Err(e) => return settings_error(e),
+    };
     match cli.command {
-        Command::Serve { port } => {
-            // The host runs the handler in the app's folder, beside its host.json.
-            let fits = standalone::function_timeout_of(std::path::Path::new("host.json"))
-                .map_err(|e| e.to_string())
-                .and_then(|limit| {
-                    app.config
-                        .check_fits_invocation(limit)
-                        .map_err(|e| e.to_string())
-                });
-            if let Err(e) = fits {
-                eprintln!("lakebackup: {e}");
-                return ExitCode::from(2);
-            }
-            // The host resolves the triggers' %Setting% names itself; one it cannot resolve, or
-            // a queue it binds under another name than ours, would only show as silence.
-            for problem in bindings::check(std::path::Path::new("."), &settings, &app.config) {
-                tracing::error!(function = problem.function, "{}", problem.message);
-            }
-            let address = SocketAddr::from(([127, 0, 0, 1], port));
-            let served = match tokio::net::TcpListener::bind(address).await {
-                Ok(listener) => server::serve(server::router(app), listener, shutdown).await,
-                Err(e) => Err(e),
-            };
-            match served {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("lakebackup: cannot serve on {address}: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Command::Demo => unreachable!("handled before the settings are read"),
+        Command::Serve { port } => serve(app, &settings, port, signalled).await,
         Command::Run { http, host_json } => {
-            let prepared = QueueBehaviour::from_host_json(&host_json).and_then(|mut b| {
-                b.visibility_window = std::time::Duration::from_secs(settings.get_number(
-                    "RUN_VISIBILITY_SECONDS",
-                    600,
-                    2..=7 * 86_400,
-                )?);
-                app.config.check_fits_invocation(b.function_timeout)?;
-                Ok((b, Some(standalone::reconcile_schedule(&settings)?)))
-            });
-            let (behaviour, schedule) = match prepared {
-                Ok(prepared) => prepared,
-                Err(e) => {
-                    eprintln!("lakebackup: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let listener = match http {
-                Some(address) => match tokio::net::TcpListener::bind(address).await {
-                    Ok(listener) => Some(listener),
-                    Err(e) => {
-                        eprintln!("lakebackup: cannot serve on {address}: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                },
-                None => None,
-            };
-            match standalone::run(app, behaviour, schedule, listener, shutdown).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("lakebackup: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            run_standalone(app, &settings, http, &host_json, signalled).await
         }
-        Command::Shard { container, prefix } => {
-            if let Err(e) = lakebackup::core::naming::validate_container_name(&container) {
-                eprintln!("lakebackup: {e}");
-                return ExitCode::from(2);
-            }
-            let job = lakebackup::core::shard::new_job_id();
-            let root = lakebackup::core::shard::Shard::root(
-                &job,
-                &container,
-                &lakebackup::core::shard::directory_prefix(&prefix),
-            );
-            let started = lakebackup::job_ledger::start_job(
+        Command::Shard { container, prefix } => queue_job(&app, container, prefix).await,
+        Command::Produce { container, prefix } => produce(&app, container, prefix).await,
+        Command::Reconcile {
+            containers,
+            dry_run,
+        } => {
+            let scope = container_scope(&app, containers);
+            let summary = reconcile::reconcile(&app, scope.as_deref(), dry_run).await;
+            print_summary(&summary, summary.succeeded())
+        }
+        Command::Prune {
+            containers,
+            prefix,
+            dry_run,
+        } => {
+            let scope = container_scope(&app, containers);
+            let summary = prune::prune_all(
                 &app,
-                lakebackup::job_ledger::JobKind::Command,
-                std::slice::from_ref(&root),
-            );
-            match started.await {
-                Ok(()) => {
-                    println!(
-                        "{}",
-                        serde_json::json!({"status": "queued", "job": job, "shard": root})
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("lakebackup: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+                scope.as_deref(),
+                prefix,
+                dry_run,
+                &mut print_json_line,
+            )
+            .await;
+            print_last_line(&summary, summary.status == "ok")
         }
         Command::Restore {
             container,
@@ -311,85 +220,193 @@ async fn run(cli: Cli) -> ExitCode {
             container,
             prefix,
             deep,
-        } => {
-            let request = verify::VerifyRequest {
-                container,
-                prefix,
-                deep,
-            };
-            let summary = verify::verify(&app, &request).await;
-            for gap in summary.gaps.iter().chain(&summary.warnings) {
-                eprintln!(
-                    "{:<16} {}{}",
-                    gap.problem,
-                    gap.blob,
-                    gap.detail
-                        .as_deref()
-                        .map(|d| format!(" ({d})"))
-                        .unwrap_or_default()
-                );
-            }
-            print_summary(&summary, summary.succeeded())
-        }
-        Command::Reconcile {
-            containers,
-            dry_run,
-        } => {
-            let scope = container_scope(&app, containers);
-            let summary = reconciler::reconcile(&app, scope.as_deref(), dry_run).await;
-            print_summary(&summary, summary.succeeded())
-        }
-        Command::Prune {
-            containers,
-            prefix,
-            dry_run,
-        } => {
-            let scope = container_scope(&app, containers);
-            let summary = prune::prune_all(
-                &app,
-                scope.as_deref(),
-                prefix,
-                dry_run,
-                &mut print_json_line,
-            )
-            .await;
-            print_last_line(&summary, summary.status == "ok")
-        }
-        Command::Produce { container, prefix } => {
-            let request = ProduceRequest { container, prefix };
-            match producer::produce_here(&app, &request).await {
-                Ok(job) => {
-                    let status = if job.succeeded() { "done" } else { "failed" };
-                    let mut summary = serde_json::json!({
-                        "status": status,
-                        "shards": job.shards,
-                        "shards_failed": job.shards_failed,
-                    });
-                    if let (Some(summary), Ok(serde_json::Value::Object(totals))) =
-                        (summary.as_object_mut(), serde_json::to_value(job.totals))
-                    {
-                        summary.extend(totals);
-                    }
-                    if !job.notes.failures.is_empty() {
-                        summary["failures"] =
-                            serde_json::to_value(&job.notes.failures).unwrap_or_default();
-                    }
-                    if !job.notes.warnings.is_empty() {
-                        summary["warnings"] =
-                            serde_json::to_value(&job.notes.warnings).unwrap_or_default();
-                    }
-                    print_summary(&summary, job.succeeded())
-                }
-                Err(e) => {
-                    eprintln!("lakebackup: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+        } => verify_container(&app, container, prefix, deep).await,
+    }
+}
+
+/// The worker's state from the settings, with host.json's `maxDequeueCount` and
+/// `functionTimeout` (the host, and `run`, give a message up after that many deliveries).
+fn app_from(settings: &Settings, host_json: &Path) -> Result<Arc<App>, String> {
+    let mut app = App::from_settings(settings).map_err(|e| e.to_string())?;
+    if let Ok(behaviour) = QueueBehaviour::from_host_json(host_json) {
+        app.config.max_dequeue_count = behaviour.max_dequeue_count;
+        app.config.function_timeout = behaviour.function_timeout;
+    }
+    Ok(Arc::new(app))
+}
+
+/// `serve`: the custom handler, on 127.0.0.1:`port`, until the host stops it.
+async fn serve(
+    app: Arc<App>,
+    settings: &Settings,
+    port: u16,
+    signalled: Option<impl std::future::Future<Output = ()> + Send + 'static>,
+) -> ExitCode {
+    // The host runs the handler in the app's folder, beside its host.json.
+    let fits = standalone::function_timeout_of(Path::new("host.json"))
+        .map_err(|e| e.to_string())
+        .and_then(|limit| {
+            app.config
+                .check_fits_invocation(limit)
+                .map_err(|e| e.to_string())
+        });
+    if let Err(e) = fits {
+        return settings_error(e);
+    }
+    // The host resolves the triggers' %Setting% names itself; one it cannot resolve, or a queue
+    // it binds under another name than ours, would only show as silence.
+    for problem in bindings::check(Path::new("."), settings, &app.config) {
+        tracing::error!(function = problem.function, "{}", problem.message);
+    }
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let served = match tokio::net::TcpListener::bind(address).await {
+        Ok(listener) => server::serve(server::router(app), listener, until(signalled)).await,
+        Err(e) => Err(e),
+    };
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lakebackup: cannot serve on {address}: {e}");
+            ExitCode::FAILURE
         }
     }
 }
 
-/// Prints a command's JSON summary on stdout; the exit code says whether it succeeded.
+/// `run`: every function without the host, until stopped.
+async fn run_standalone(
+    app: Arc<App>,
+    settings: &Settings,
+    http: Option<SocketAddr>,
+    host_json: &Path,
+    signalled: Option<impl std::future::Future<Output = ()> + Send + 'static>,
+) -> ExitCode {
+    let prepared = QueueBehaviour::from_host_json(host_json).and_then(|mut behaviour| {
+        behaviour.visibility_window = std::time::Duration::from_secs(settings.get_number(
+            "RUN_VISIBILITY_SECONDS",
+            600,
+            2..=7 * 86_400,
+        )?);
+        app.config
+            .check_fits_invocation(behaviour.function_timeout)?;
+        Ok((behaviour, standalone::reconcile_schedule(settings)?))
+    });
+    let (behaviour, schedule) = match prepared {
+        Ok(prepared) => prepared,
+        Err(e) => return settings_error(e),
+    };
+    let listener = match http {
+        Some(address) => match tokio::net::TcpListener::bind(address).await {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                eprintln!("lakebackup: cannot serve on {address}: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    match standalone::run(app, behaviour, Some(schedule), listener, until(signalled)).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lakebackup: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `shard`: a job over a container (or one directory tree) queued for the functions.
+async fn queue_job(app: &App, container: String, prefix: String) -> ExitCode {
+    if let Err(e) = naming::validate_container_name(&container) {
+        return settings_error(e);
+    }
+    let new = NewJob {
+        origin: JobOrigin::Command,
+        container,
+        roots: vec![Root::directory(&directory_prefix(&prefix))],
+    };
+    match jobs::queue(app, new).await {
+        Ok(Queued { job, roots }) => {
+            let shard = roots.first();
+            println!(
+                "{}",
+                serde_json::json!({"status": "queued", "job": job, "shard": shard})
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("lakebackup: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `produce`: the producer's job over a container (or a prefix), run here, shard by shard.
+async fn produce(app: &App, container: String, prefix: String) -> ExitCode {
+    let roots = match scope::roots(app, &container, &prefix).await {
+        Ok(roots) => roots,
+        Err(e) => {
+            eprintln!("lakebackup: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let new = NewJob {
+        origin: JobOrigin::Producer,
+        container,
+        roots,
+    };
+    let job = jobs::run_here(app, new, LOCAL_SHARDS_AT_ONCE).await;
+    let status = if job.succeeded() { "done" } else { "failed" };
+    let mut summary = serde_json::json!({
+        "status": status,
+        "shards": job.shards,
+        "shards_failed": job.shards_failed,
+    });
+    if let (Some(summary), Ok(serde_json::Value::Object(totals))) =
+        (summary.as_object_mut(), serde_json::to_value(&job.totals))
+    {
+        summary.extend(totals);
+    }
+    if !job.notes.failures.is_empty() {
+        summary["failures"] = serde_json::to_value(&job.notes.failures).unwrap_or_default();
+    }
+    if !job.notes.warnings.is_empty() {
+        summary["warnings"] = serde_json::to_value(&job.notes.warnings).unwrap_or_default();
+    }
+    print_summary(&summary, job.succeeded())
+}
+
+/// `verify`: the gaps on stderr, one per line; the summary on stdout.
+async fn verify_container(
+    app: &App,
+    container: String,
+    prefix: Option<String>,
+    deep: bool,
+) -> ExitCode {
+    let request = verify::VerifyRequest {
+        container,
+        prefix,
+        deep,
+    };
+    let summary = verify::verify(app, &request).await;
+    for gap in summary.gaps.iter().chain(&summary.warnings) {
+        eprintln!(
+            "{:<16} {}{}",
+            gap.problem,
+            gap.blob,
+            gap.detail
+                .as_deref()
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default()
+        );
+    }
+    print_summary(&summary, summary.succeeded())
+}
+
+/// Settings (or arguments) that cannot work: said on stderr, exit code 2.
+fn settings_error(error: impl std::fmt::Display) -> ExitCode {
+    eprintln!("lakebackup: {error}");
+    ExitCode::from(2)
+}
+
 /// `--container` given on the command line, else `RECONCILE_CONTAINERS`, else every container.
 fn container_scope(app: &App, containers: Vec<String>) -> Option<Vec<String>> {
     if containers.is_empty() {
@@ -407,18 +424,19 @@ fn print_json_line(action: impl serde::Serialize) {
 /// The summary as the last JSON line, after the actions' lines.
 fn print_last_line(summary: &impl serde::Serialize, succeeded: bool) -> ExitCode {
     print_json_line(summary);
-    if succeeded {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    exit_code(succeeded)
 }
 
+/// A command's JSON summary on stdout; the exit code says whether it succeeded.
 fn print_summary(summary: &impl serde::Serialize, succeeded: bool) -> ExitCode {
     println!(
         "{}",
         serde_json::to_string_pretty(summary).unwrap_or_default()
     );
+    exit_code(succeeded)
+}
+
+fn exit_code(succeeded: bool) -> ExitCode {
     if succeeded {
         ExitCode::SUCCESS
     } else {
@@ -431,8 +449,16 @@ fn parse_instant(text: &str) -> Result<time::OffsetDateTime, String> {
         .map_err(|e| format!("not an RFC 3339 instant like 2026-11-24T14:00:00Z: {e}"))
 }
 
+/// Completes when `signalled` does, or never.
+async fn until(signalled: Option<impl std::future::Future<Output = ()>>) {
+    match signalled {
+        Some(signal) => signal.await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Completes on SIGINT or SIGTERM (the host stops its worker with SIGTERM).
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     // Registered now, before any work starts: a SIGTERM that comes early (the host stopping a
     // worker that has just started) must stop it cleanly, not kill it with messages in flight.
     use tokio::signal::unix::{signal, SignalKind};

@@ -12,56 +12,15 @@
 //! group, the diff errs on the safe side: the base is judged against the snapshots it was seen
 //! with, which at worst takes one snapshot too many and never skips one.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
-use time::OffsetDateTime;
-
-use super::{etag::normalize_etag, properties::BlobProperties};
-
-/// One entry of a listing that includes snapshots.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListedBlob {
-    pub name: String,
-    /// `Some(timestamp)` for a snapshot, `None` for the base blob.
-    pub snapshot: Option<String>,
-    pub etag: String,
-    pub last_modified: OffsetDateTime,
-    pub content_length: u64,
-    /// Content-MD5, when the service has one.
-    pub content_md5: Option<Vec<u8>>,
-    /// The blob's own metadata, when the listing included it.
-    pub metadata: Option<HashMap<String, String>>,
-    /// Type, tier, content headers (and tags, when the listing included them).
-    pub properties: BlobProperties,
-}
-
-impl AsRef<str> for ListedBlob {
-    /// The entry's name, which identifies it in its listing (with its snapshot, if any).
-    fn as_ref(&self) -> &str {
-        &self.name
-    }
-}
-
-/// The current version of a blob.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BaseBlob {
-    pub name: String,
-    /// Without quotes.
-    pub etag: String,
-    pub last_modified: OffsetDateTime,
-    pub content_length: u64,
-    /// The service's MD5 of the content, when it has one (Put Blob computes it; a block list
-    /// does not).
-    pub content_md5: Option<Vec<u8>>,
-    /// The blob's own metadata, when the listing included it.
-    pub metadata: Option<HashMap<String, String>>,
-    pub properties: BlobProperties,
-}
+use super::{etag::normalize_etag, version::Version};
 
 /// The diff's answer for one base blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobVerdict {
-    pub blob: BaseBlob,
+    /// The base blob's current version.
+    pub blob: Version,
     /// No snapshot carries the current ETag.
     pub needs_snapshot: bool,
     /// How many snapshots the blob has.
@@ -78,7 +37,7 @@ pub struct SnapshotDiff {
 #[derive(Debug)]
 struct NameGroup {
     name: String,
-    base: Option<BaseBlob>,
+    base: Option<Version>,
     snapshot_etags: HashSet<String>,
     snapshots: usize,
 }
@@ -90,7 +49,7 @@ impl SnapshotDiff {
 
     /// Takes the next listing entry; returns the verdict on the previous name once its group is
     /// complete.
-    pub fn push(&mut self, entry: ListedBlob) -> Option<BlobVerdict> {
+    pub fn push(&mut self, entry: Version) -> Option<BlobVerdict> {
         let finished = match &self.group {
             Some(group) if group.name == entry.name => None,
             _ => self.group.take().and_then(NameGroup::verdict),
@@ -107,17 +66,7 @@ impl SnapshotDiff {
                 group.snapshots += 1;
                 group.snapshot_etags.insert(etag);
             }
-            None => {
-                group.base = Some(BaseBlob {
-                    name: entry.name,
-                    etag,
-                    last_modified: entry.last_modified,
-                    content_length: entry.content_length,
-                    content_md5: entry.content_md5,
-                    metadata: entry.metadata,
-                    properties: entry.properties,
-                });
-            }
+            None => group.base = Some(Version { etag, ..entry }),
         }
         finished
     }
@@ -146,7 +95,7 @@ impl NameGroup {
 }
 
 /// Runs the diff over a whole listing (for callers that already hold one, and for tests).
-pub fn diff_listing(entries: impl IntoIterator<Item = ListedBlob>) -> Vec<BlobVerdict> {
+pub fn diff_listing(entries: impl IntoIterator<Item = Version>) -> Vec<BlobVerdict> {
     let mut diff = SnapshotDiff::new();
     let mut verdicts: Vec<BlobVerdict> = entries.into_iter().filter_map(|e| diff.push(e)).collect();
     verdicts.extend(diff.finish());
@@ -156,24 +105,13 @@ pub fn diff_listing(entries: impl IntoIterator<Item = ListedBlob>) -> Vec<BlobVe
 #[cfg(test)]
 mod tests {
     use super::*;
-    use time::macros::datetime;
 
-    fn base(name: &str, etag: &str) -> ListedBlob {
-        ListedBlob {
-            metadata: None,
-            name: name.into(),
-            snapshot: None,
-            etag: etag.into(),
-            last_modified: datetime!(2026-11-24 12:00 UTC),
-            content_length: 1,
-            content_md5: None,
-            properties: BlobProperties::default(),
-        }
+    fn base(name: &str, etag: &str) -> Version {
+        crate::core::version::sample(name, etag)
     }
 
-    fn snap(name: &str, etag: &str, at: &str) -> ListedBlob {
-        ListedBlob {
-            metadata: None,
+    fn snap(name: &str, etag: &str, at: &str) -> Version {
+        Version {
             snapshot: Some(at.into()),
             ..base(name, etag)
         }

@@ -1,7 +1,8 @@
 //! A job's progress, derived from an append-only ledger: one "queued" entry per shard put on the
 //! queue and one "finished" (or "failed") entry per shard that ended, each keyed by the shard's
 //! id. Nothing is ever counted up in place, so instances never fight over a counter; the status
-//! is whatever the entries add up to. Pure.
+//! is whatever the entries add up to. The arithmetic knows no kind of work: a shard's counts are
+//! named numbers ([`Counts`]), each kind with its own names ([`BackupCounts`] for backup). Pure.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -9,11 +10,69 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use super::shard::Shard;
+use super::shard::{Shard, WorkKind};
 
-/// What one shard did, in numbers; summed over a job's shards for its totals.
+/// What one shard did, as named numbers, whatever its kind of work; summed over a job's shards
+/// for its totals.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Counts(BTreeMap<String, u64>);
+
+/// The one count every kind keeps: units of work (blobs) that could not be done, named in the
+/// notes. A job with any ends failed.
+pub const FAILED: &str = "failed";
+
+impl Counts {
+    /// Counts with every one of `names` at zero (a status shows them all).
+    pub fn zero(names: &[&str]) -> Self {
+        Self(names.iter().map(|name| ((*name).to_owned(), 0)).collect())
+    }
+
+    pub fn get(&self, name: &str) -> u64 {
+        self.0.get(name).copied().unwrap_or(0)
+    }
+
+    pub fn set(&mut self, name: &str, value: u64) {
+        self.0.insert(name.to_owned(), value);
+    }
+
+    pub fn add(&mut self, other: &Counts) {
+        for (name, value) in &other.0 {
+            *self.0.entry(name.clone()).or_default() += value;
+        }
+    }
+
+    /// As blob metadata (names are valid C# identifiers, values decimal), so a listing of the
+    /// ledger carries every count without reading a blob.
+    pub fn to_metadata(&self) -> HashMap<String, String> {
+        self.0
+            .iter()
+            .map(|(name, value)| (name.clone(), value.to_string()))
+            .collect()
+    }
+
+    /// Reads counts back from metadata: every key with a decimal value, lowercased (metadata
+    /// names are case-blind); others are not counts.
+    pub fn from_metadata(metadata: &HashMap<String, String>) -> Self {
+        Self(
+            metadata
+                .iter()
+                .filter_map(|(key, value)| Some((key.to_ascii_lowercase(), value.parse().ok()?)))
+                .collect(),
+        )
+    }
+}
+
+/// The names of the counts a kind of work keeps, in the order a status shows them.
+pub fn count_names(kind: WorkKind) -> &'static [&'static str] {
+    match kind {
+        WorkKind::Backup => &BackupCounts::FIELDS,
+    }
+}
+
+/// What one backup shard did, in numbers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct ShardCounts {
+pub struct BackupCounts {
     /// Base blobs judged.
     pub blobs: u64,
     pub snapshots_created: u64,
@@ -43,8 +102,8 @@ pub struct ShardCounts {
     pub revivals_recorded: u64,
 }
 
-impl ShardCounts {
-    const FIELDS: [&'static str; 14] = [
+impl BackupCounts {
+    pub const FIELDS: [&'static str; 14] = [
         "blobs",
         "snapshots_created",
         "backups_copied",
@@ -99,36 +158,30 @@ impl ShardCounts {
         }
     }
 
-    pub fn add(&mut self, other: &ShardCounts) {
+    pub fn add(&mut self, other: &BackupCounts) {
         let (mine, theirs) = (self.fields(), other.fields());
         *self = Self::from_fields(std::array::from_fn(|i| mine[i] + theirs[i]));
     }
 
-    /// As blob metadata (names are valid C# identifiers, values decimal), so a listing of the
-    /// ledger carries every count without reading a blob.
-    pub fn to_metadata(&self) -> HashMap<String, String> {
-        Self::FIELDS
-            .iter()
-            .zip(self.fields())
-            .map(|(name, value)| ((*name).to_owned(), value.to_string()))
-            .collect()
+    /// As the named counts of a job's ledger.
+    pub fn to_counts(&self) -> Counts {
+        Counts(
+            Self::FIELDS
+                .iter()
+                .zip(self.fields())
+                .map(|(name, value)| ((*name).to_owned(), value))
+                .collect(),
+        )
     }
 
-    /// Reads counts back from metadata; a missing or garbled value counts as 0.
-    pub fn from_metadata(metadata: &HashMap<String, String>) -> Self {
-        let lookup = |name: &str| {
-            metadata
-                .iter()
-                .find(|(key, _)| key.eq_ignore_ascii_case(name))
-                .and_then(|(_, value)| value.parse().ok())
-                .unwrap_or(0)
-        };
-        Self::from_fields(Self::FIELDS.map(lookup))
+    /// Read back from named counts; a missing one is 0.
+    pub fn from_counts(counts: &Counts) -> Self {
+        Self::from_fields(Self::FIELDS.map(|name| counts.get(name)))
     }
 }
 
-/// A shard's id within its job: the same directory part always gets the same id, so a shard
-/// queued twice (a retried parent) is one entry, not two.
+/// A shard's id within its job: the same directory part (of the same kind of work) always gets
+/// the same id, so a shard queued twice (a retried parent) is one entry, not two.
 pub fn shard_id(shard: &Shard) -> String {
     let mut hash = Sha256::new();
     for part in [
@@ -143,6 +196,10 @@ pub fn shard_id(shard: &Shard) -> String {
     if let Some(name) = &shard.only {
         hash.update(b"\0only\0");
         hash.update(name.as_bytes());
+    }
+    if shard.kind != WorkKind::Backup {
+        hash.update(b"\0kind\0");
+        hash.update(shard.kind.as_str().as_bytes());
     }
     hash.finalize()[..16]
         .iter()
@@ -159,9 +216,10 @@ pub struct BlobNote {
 }
 
 /// What a finished shard leaves in its ledger entry besides its counts: the blobs it could not
-/// protect and those it warns about, at most [`NOTES_PER_SHARD`] of each.
+/// protect (or otherwise do its work on) and those it warns about, at most [`NOTES_PER_SHARD`]
+/// of each.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShardNotes {
+pub struct Notes {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failures: Vec<BlobNote>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -171,7 +229,7 @@ pub struct ShardNotes {
 /// How many failures (and warnings) one shard names; its counts hold the rest.
 pub const NOTES_PER_SHARD: usize = 100;
 
-impl ShardNotes {
+impl Notes {
     pub fn is_empty(&self) -> bool {
         self.failures.is_empty() && self.warnings.is_empty()
     }
@@ -196,7 +254,7 @@ impl ShardNotes {
     }
 
     /// Adds `other`'s notes, each once (a warning about the whole lake comes from every shard).
-    pub fn extend(&mut self, other: ShardNotes) {
+    pub fn extend(&mut self, other: Notes) {
         for note in other.failures {
             if !self.failures.contains(&note) {
                 self.failures.push(note);
@@ -218,8 +276,8 @@ pub enum LedgerEntry {
     },
     Finished {
         shard: String,
-        counts: ShardCounts,
-        notes: ShardNotes,
+        counts: Counts,
+        notes: Notes,
     },
     /// The shard gave up for good (its message went to the poison queue).
     Failed {
@@ -258,7 +316,7 @@ pub struct JobProgress {
     pub shards_finished: u64,
     pub shards_failed: u64,
     #[serde(flatten)]
-    pub totals: ShardCounts,
+    pub totals: Counts,
     /// Why shards failed, and which blobs could not be protected and why.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub failures: Vec<BlobNote>,
@@ -276,7 +334,7 @@ impl JobProgress {
         now: OffsetDateTime,
     ) -> Self {
         let mut queued = BTreeSet::new();
-        let mut finished: BTreeMap<String, (ShardCounts, ShardNotes)> = BTreeMap::new();
+        let mut finished: BTreeMap<String, (Counts, Notes)> = BTreeMap::new();
         let mut failed: BTreeMap<String, String> = BTreeMap::new();
         let mut last_attempts: BTreeMap<String, OffsetDateTime> = BTreeMap::new();
         for entry in entries {
@@ -310,7 +368,7 @@ impl JobProgress {
         }
         failed.retain(|shard, _| !finished.contains_key(shard));
         let ended = |shard: &String| finished.contains_key(shard) || failed.contains_key(shard);
-        let mut totals = ShardCounts::default();
+        let mut totals = Counts::default();
         let (mut failures, mut warnings) = (Vec::new(), Vec::new());
         for (shard, reason) in &failed {
             failures.push(BlobNote {
@@ -335,7 +393,7 @@ impl JobProgress {
         warnings.truncate(NOTES_PER_STATUS);
         let state = if !queued.iter().all(ended) {
             JobState::Running
-        } else if failed.is_empty() && totals.failed == 0 {
+        } else if failed.is_empty() && totals.get(FAILED) == 0 {
             JobState::Done
         } else {
             JobState::Failed
@@ -356,12 +414,13 @@ impl JobProgress {
 mod tests {
     use super::*;
 
-    fn counts(blobs: u64, snapshots: u64) -> ShardCounts {
-        ShardCounts {
+    fn counts(blobs: u64, snapshots: u64) -> Counts {
+        BackupCounts {
             blobs,
             snapshots_created: snapshots,
             ..Default::default()
         }
+        .to_counts()
     }
 
     #[test]
@@ -386,17 +445,21 @@ mod tests {
 
     #[test]
     fn counts_round_trip_through_metadata_and_add_up() {
-        let mut a = counts(3, 2);
-        a.backups_copied = 1;
+        let mut typed = BackupCounts::from_counts(&counts(3, 2));
+        typed.backups_copied = 1;
+        let mut a = typed.to_counts();
         let metadata = a.to_metadata();
-        assert_eq!(ShardCounts::from_metadata(&metadata), a);
+        assert_eq!(Counts::from_metadata(&metadata), a);
         let upper: HashMap<_, _> = metadata
             .into_iter()
             .map(|(k, v)| (k.to_uppercase(), v))
             .collect();
-        assert_eq!(ShardCounts::from_metadata(&upper), a, "keys are case-blind");
+        assert_eq!(Counts::from_metadata(&upper), a, "keys are case-blind");
         a.add(&counts(4, 1));
-        assert_eq!((a.blobs, a.snapshots_created), (7, 3));
+        assert_eq!((a.get("blobs"), a.get("snapshots_created")), (7, 3));
+        assert_eq!(BackupCounts::from_counts(&a).backups_copied, 1);
+        let garbled = HashMap::from([("blobs".into(), "many".into())]);
+        assert_eq!(Counts::from_metadata(&garbled).get("blobs"), 0);
     }
 
     #[test]
@@ -406,7 +469,7 @@ mod tests {
         let f = |s: &str, n| Finished {
             shard: s.into(),
             counts: counts(n, n),
-            notes: ShardNotes::default(),
+            notes: Notes::default(),
         };
         let now = time::macros::datetime!(2026-11-28 12:00 UTC);
         let failed_for = |s: &str| Failed {
@@ -416,13 +479,13 @@ mod tests {
         let running = JobProgress::from_ledger([q("root"), f("root", 2), q("a")], now);
         assert_eq!(running.state, JobState::Running);
         assert_eq!((running.shards_queued, running.shards_finished), (2, 1));
-        assert_eq!(running.totals.blobs, 2);
+        assert_eq!(running.totals.get("blobs"), 2);
 
         // Order does not matter, and a shard finished twice counts once.
         let done =
             JobProgress::from_ledger([f("a", 5), f("root", 2), q("a"), q("root"), f("a", 5)], now);
         assert_eq!(done.state, JobState::Done);
-        assert_eq!(done.totals.blobs, 7);
+        assert_eq!(done.totals.get("blobs"), 7);
 
         let failed =
             JobProgress::from_ledger([q("root"), f("root", 1), q("a"), failed_for("a")], now);
@@ -456,8 +519,8 @@ mod tests {
                 attempt(-1),
                 Finished {
                     shard: "a".into(),
-                    counts: ShardCounts::default(),
-                    notes: ShardNotes::default(),
+                    counts: Counts::default(),
+                    notes: Notes::default(),
                 },
             ],
             now,
@@ -469,7 +532,7 @@ mod tests {
     fn a_blob_that_could_not_be_protected_fails_the_job_by_name() {
         use LedgerEntry::*;
         let now = time::macros::datetime!(2026-11-28 12:00 UTC);
-        let mut notes = ShardNotes::default();
+        let mut notes = Notes::default();
         notes.fail("raw/cpk.bin", "encrypted with a customer-provided key");
         notes.warn("raw/bad-md5.csv", "stored Content-MD5 does not match");
         let progress = JobProgress::from_ledger(
@@ -477,12 +540,13 @@ mod tests {
                 Queued { shard: "a".into() },
                 Finished {
                     shard: "a".into(),
-                    counts: ShardCounts {
+                    counts: BackupCounts {
                         blobs: 3,
                         failed: 1,
                         md5_mismatches: 1,
                         ..Default::default()
-                    },
+                    }
+                    .to_counts(),
                     notes,
                 },
             ],

@@ -14,3 +14,4 @@ pub mod restore_plan;
 pub mod retention;
 pub mod shard;
 pub mod stamp;
+pub mod version;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use time::OffsetDateTime;
 
-use super::{etag::normalize_etag, properties::BlobProperties};
+use super::{etag::normalize_etag, version::Version};
 
 /// Where a restorable version lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,37 +18,19 @@ pub enum VersionSource {
     Backup(String),
 }
 
-/// One version of one blob.
+/// One version of one blob that a restore can write back, and where it lives. Its facts are the
+/// version's in the lake: its name, the ETag it had there, when it was written, its user metadata
+/// (a backup's without the stamp, which never goes back into the lake; `None` when not read),
+/// type, tier, content headers and tags.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Version {
-    /// The ETag the version had in the source.
-    pub etag: String,
-    pub last_modified: OffsetDateTime,
-    pub content_length: u64,
-    pub content_md5: Option<Vec<u8>>,
+pub struct Restorable {
+    pub version: Version,
     pub source: VersionSource,
-    /// The version's user metadata (a backup's without the stamp, which never goes back into
-    /// the lake); `None` when it was not read.
-    pub metadata: Option<HashMap<String, String>>,
-    /// Its type, tier, content headers and tags; `None` when they were not read.
-    pub properties: Option<BlobProperties>,
-}
-
-/// The blob now in the restore target.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TargetBlob {
-    pub etag: String,
-    pub content_length: u64,
-    pub content_md5: Option<Vec<u8>>,
-    /// `None` when it was not read: the blob then counts as differing unless its ETag is the
-    /// version's.
-    pub metadata: Option<HashMap<String, String>>,
-    pub properties: Option<BlobProperties>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
-    Restore(Box<Version>),
+    Restore(Box<Restorable>),
     Unchanged,
     /// The blob has no version at or before the instant (it was created later).
     MissingVersion,
@@ -58,15 +40,17 @@ pub enum Plan {
 
 /// The newest version certainly written at or before `as_of` (the newest of all when `None`).
 /// Between versions with the same instant, the base wins, then the later snapshot or backup name.
-pub fn version_at(versions: &[Version], as_of: Option<OffsetDateTime>) -> Option<&Version> {
-    let rank = |v: &Version| match &v.source {
-        VersionSource::Base => (v.last_modified, 1, String::new()),
-        VersionSource::Snapshot(id) | VersionSource::Backup(id) => (v.last_modified, 0, id.clone()),
+pub fn version_at(versions: &[Restorable], as_of: Option<OffsetDateTime>) -> Option<&Restorable> {
+    let rank = |r: &Restorable| match &r.source {
+        VersionSource::Base => (r.version.last_modified, 1, String::new()),
+        VersionSource::Snapshot(id) | VersionSource::Backup(id) => {
+            (r.version.last_modified, 0, id.clone())
+        }
     };
     versions
         .iter()
-        .filter(|v| as_of.is_none_or(|t| written_by(v.last_modified) <= t))
-        .max_by_key(|v| rank(v))
+        .filter(|r| as_of.is_none_or(|t| written_by(r.version.last_modified) <= t))
+        .max_by_key(|r| rank(r))
 }
 
 /// The latest instant a version with this last-modified time may have been written. Azure
@@ -81,13 +65,13 @@ pub fn written_by(last_modified: OffsetDateTime) -> OffsetDateTime {
     }
 }
 
-/// What to do for one blob, given its chosen version and what the target holds now.
-pub fn plan(chosen: Option<&Version>, target: Option<&TargetBlob>) -> Plan {
+/// What to do for one blob, given its chosen version and the version the target holds now.
+pub fn plan(chosen: Option<&Restorable>, target: Option<&Version>) -> Plan {
     let Some(chosen) = chosen else {
         return Plan::MissingVersion;
     };
     match target {
-        Some(target) if holds(target, chosen) => Plan::Unchanged,
+        Some(target) if holds(target, &chosen.version) => Plan::Unchanged,
         _ => Plan::Restore(Box::new(chosen.clone())),
     }
 }
@@ -97,14 +81,14 @@ pub fn plan(chosen: Option<&Version>, target: Option<&TargetBlob>) -> Plan {
 /// the version itself: its tags and tier may have been set since (that keeps the ETag), but a
 /// backup knows only those it had when it was taken, so they are no reason to write it again.
 /// Another ETag with the same real MD5 and length vouches for the bytes only.
-fn holds(target: &TargetBlob, version: &Version) -> bool {
+fn holds(target: &Version, version: &Version) -> bool {
     if normalize_etag(&target.etag) == normalize_etag(&version.etag) {
         return true;
     }
-    let properties_match = match (&target.properties, &version.properties) {
-        (Some(theirs), Some(ours)) => theirs.differences(ours).is_empty(),
-        _ => false,
-    };
+    let properties_match = target
+        .properties
+        .differences(&version.properties)
+        .is_empty();
     let same_bytes = matches!(
         (&target.content_md5, &version.content_md5),
         (Some(a), Some(b)) if a == b && !a.is_empty()
@@ -131,19 +115,35 @@ mod tests {
     use super::*;
     use time::macros::datetime;
 
-    fn version(etag: &str, at: OffsetDateTime, md5: u8, source: VersionSource) -> Version {
+    use crate::core::properties::BlobProperties;
+
+    fn blob(etag: &str, at: OffsetDateTime, md5: u8) -> Version {
         Version {
             etag: etag.into(),
             last_modified: at,
             content_length: 10,
             content_md5: Some(vec![md5]),
-            source,
             metadata: Some(HashMap::new()),
-            properties: Some(BlobProperties::default()),
+            ..crate::core::version::sample("raw/a.csv", etag)
         }
     }
 
-    fn history() -> Vec<Version> {
+    fn version(etag: &str, at: OffsetDateTime, md5: u8, source: VersionSource) -> Restorable {
+        Restorable {
+            version: blob(etag, at, md5),
+            source,
+        }
+    }
+
+    /// A target blob with these facts.
+    fn target(etag: &str, md5: Option<u8>) -> Version {
+        Version {
+            content_md5: md5.map(|m| vec![m]),
+            ..blob(etag, datetime!(2026-11-25 10:00 UTC), 0)
+        }
+    }
+
+    fn history() -> Vec<Restorable> {
         vec![
             version(
                 "0x1",
@@ -169,7 +169,7 @@ mod tests {
     #[test]
     fn the_version_current_at_an_instant_is_chosen() {
         let versions = history();
-        let at = |t| version_at(&versions, Some(t)).map(|v| v.etag.as_str());
+        let at = |t| version_at(&versions, Some(t)).map(|r| r.version.etag.as_str());
         assert_eq!(at(datetime!(2026-11-19 00:00 UTC)), None);
         // Listed as 10:00:00, it may have been written up to 10:00:00.999999999.
         assert_eq!(at(datetime!(2026-11-20 10:00 UTC)), None);
@@ -177,7 +177,7 @@ mod tests {
         assert_eq!(at(datetime!(2026-11-20 10:00:01 UTC)), Some("0x1"));
         assert_eq!(at(datetime!(2026-11-21 23:00 UTC)), Some("0x2"));
         assert_eq!(at(datetime!(2026-12-01 00:00 UTC)), Some("0x3"));
-        assert_eq!(version_at(&versions, None).unwrap().etag, "0x3");
+        assert_eq!(version_at(&versions, None).unwrap().version.etag, "0x3");
         // An exact time (with a fraction) is compared as it is.
         let exact = [version(
             "0x4",
@@ -196,29 +196,15 @@ mod tests {
     fn restore_only_what_differs() {
         let versions = history();
         let old = version_at(&versions, Some(datetime!(2026-11-20 12:00 UTC)));
-        let current = TargetBlob {
-            etag: "\"0x3\"".into(),
-            content_length: 10,
-            content_md5: Some(vec![3]),
-            metadata: Some(HashMap::new()),
-            properties: Some(BlobProperties::default()),
-        };
-        assert!(matches!(plan(old, Some(&current)), Plan::Restore(v) if v.etag == "0x1"));
+        let current = target("\"0x3\"", Some(3));
+        assert!(matches!(plan(old, Some(&current)), Plan::Restore(r) if r.version.etag == "0x1"));
         assert_eq!(
             plan(version_at(&versions, None), Some(&current)),
             Plan::Unchanged
         );
-        let same_bytes_new_etag = TargetBlob {
-            etag: "0x9".into(),
-            content_md5: Some(vec![1]),
-            ..current.clone()
-        };
+        let same_bytes_new_etag = target("0x9", Some(1));
         assert_eq!(plan(old, Some(&same_bytes_new_etag)), Plan::Unchanged);
-        let unknown_md5 = TargetBlob {
-            etag: "0x9".into(),
-            content_md5: None,
-            ..current
-        };
+        let unknown_md5 = target("0x9", None);
         assert!(matches!(plan(old, Some(&unknown_md5)), Plan::Restore(_)));
         assert!(
             matches!(plan(old, None), Plan::Restore(_)),
@@ -232,16 +218,10 @@ mod tests {
         use crate::core::properties::{BlobType, Tags};
         let versions = history();
         let old = version_at(&versions, Some(datetime!(2026-11-20 12:00 UTC))).unwrap();
-        let same = TargetBlob {
-            etag: "0x9".into(),
-            content_length: 10,
-            content_md5: Some(vec![1]),
-            metadata: Some(HashMap::new()),
-            properties: Some(BlobProperties::default()),
-        };
+        let same = target("0x9", Some(1));
         assert_eq!(plan(Some(old), Some(&same)), Plan::Unchanged);
         // Set Blob Metadata made a new ETag over the same bytes: the metadata goes back.
-        let relabelled = TargetBlob {
+        let relabelled = Version {
             metadata: Some(HashMap::from([("owner".into(), "mallory".into())])),
             ..same.clone()
         };
@@ -249,16 +229,14 @@ mod tests {
             plan(Some(old), Some(&relabelled)),
             Plan::Restore(_)
         ));
-        let key_case = Version {
-            metadata: Some(HashMap::from([("Owner".into(), "x".into())])),
-            ..old.clone()
-        };
-        let lower = TargetBlob {
+        let mut key_case = old.clone();
+        key_case.version.metadata = Some(HashMap::from([("Owner".into(), "x".into())]));
+        let lower = Version {
             metadata: Some(HashMap::from([("owner".into(), "x".into())])),
             ..same.clone()
         };
         assert_eq!(plan(Some(&key_case), Some(&lower)), Plan::Unchanged);
-        let unknown_metadata = TargetBlob {
+        let unknown_metadata = Version {
             metadata: None,
             ..same.clone()
         };
@@ -266,12 +244,10 @@ mod tests {
             plan(Some(old), Some(&unknown_metadata)),
             Plan::Restore(_)
         ));
-        let block_now = Version {
-            properties: Some(BlobProperties {
-                blob_type: BlobType::Append,
-                ..Default::default()
-            }),
-            ..old.clone()
+        let mut block_now = old.clone();
+        block_now.version.properties = BlobProperties {
+            blob_type: BlobType::Append,
+            ..Default::default()
         };
         assert!(matches!(
             plan(Some(&block_now), Some(&same)),
@@ -279,26 +255,24 @@ mod tests {
         ));
         // Tags set since the backup keep the ETag: the blob is the version, and is not rewritten
         // with the tags the backup happened to see.
-        let tagged = Version {
-            properties: Some(BlobProperties {
-                tags: Some(Tags::from([("k".into(), "v".into())])),
-                ..Default::default()
-            }),
-            ..old.clone()
+        let mut tagged = old.clone();
+        tagged.version.properties = BlobProperties {
+            tags: Some(Tags::from([("k".into(), "v".into())])),
+            ..Default::default()
         };
-        let retagged_same_etag = TargetBlob {
-            etag: old.etag.clone(),
-            properties: Some(BlobProperties {
+        let retagged_same_etag = Version {
+            etag: old.version.etag.clone(),
+            properties: BlobProperties {
                 tags: Some(Tags::new()),
                 ..Default::default()
-            }),
+            },
             ..same.clone()
         };
         assert_eq!(
             plan(Some(&tagged), Some(&retagged_same_etag)),
             Plan::Unchanged
         );
-        let retagged_other_etag = TargetBlob {
+        let retagged_other_etag = Version {
             etag: "0x77".into(),
             ..retagged_same_etag
         };
@@ -306,7 +280,7 @@ mod tests {
             plan(Some(&tagged), Some(&retagged_other_etag)),
             Plan::Restore(_)
         ));
-        let no_md5 = TargetBlob {
+        let no_md5 = Version {
             content_md5: None,
             ..same
         };

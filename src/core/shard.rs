@@ -1,7 +1,8 @@
 //! The shard: the unit of work at lake scale. One shard is one directory level of one container,
-//! from a continuation marker on: `(job, container, prefix, marker)`. It repairs the blobs at its
-//! own level, queues each sub-directory as a new shard (the fan-out) and, when its time budget is
-//! spent, queues its own continuation. Built with serde like the backup request. Pure.
+//! from a continuation marker on: `(job, kind, container, prefix, marker)`. It does its kind of
+//! work on the blobs at its own level, queues each sub-directory as a new shard (the fan-out)
+//! and, when its time budget is spent, queues its own continuation. Built with serde like the
+//! backup request. Pure.
 //!
 //! A continuation says where to go on by the service's own marker and the identity of the last
 //! entry dealt with, never by comparing names: the service lists in an order of its own (UTF-16
@@ -12,11 +13,43 @@ use serde::{Deserialize, Serialize};
 
 use super::naming::{self, NamingError};
 
+/// The kinds of work a job does, directory by directory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkKind {
+    /// Snapshot and back up every version that lacks it; record the lives that ended (and,
+    /// in a reconciliation, prune).
+    #[default]
+    Backup,
+}
+
+impl WorkKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkKind::Backup => "backup",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "backup" => Some(WorkKind::Backup),
+            _ => None,
+        }
+    }
+
+    fn is_backup(&self) -> bool {
+        *self == WorkKind::Backup
+    }
+}
+
 /// One directory level of a container, from `marker` on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shard {
     /// The job this shard belongs to (every shard a root shard fans out into carries its id).
     pub job: String,
+    /// What the job does (absent: backup, as every shard of earlier releases).
+    #[serde(default, skip_serializing_if = "WorkKind::is_backup")]
+    pub kind: WorkKind,
     pub container: String,
     /// The directory: empty for the container's root, else ending in `/`.
     #[serde(default)]
@@ -76,6 +109,7 @@ impl Shard {
     pub fn root(job: &str, container: &str, prefix: &str) -> Self {
         Self {
             job: job.to_owned(),
+            kind: WorkKind::Backup,
             container: container.to_owned(),
             prefix: prefix.to_owned(),
             marker: None,
@@ -104,10 +138,11 @@ impl Shard {
         }
     }
 
-    /// The shard of sub-directory `prefix` (as listed under this one).
+    /// The shard of sub-directory `prefix` (as listed under this one), of the same work.
     pub fn child(&self, prefix: &str) -> Self {
         Self {
             prune: self.prune,
+            kind: self.kind,
             ..Self::root(&self.job, &self.container, prefix)
         }
     }

@@ -1,7 +1,8 @@
-//! The Functions custom-handler layer: protocol payloads, the HTTP server, the check of the
-//! names the host binds, and `lakebackup run`.
+//! The Functions custom-handler layer: the host's payloads, the one table of functions, the
+//! HTTP server the host calls, the check of the names the host binds, and `lakebackup run`.
 
 pub mod bindings;
+pub mod dispatch;
 pub mod protocol;
 pub mod server;
 pub mod standalone;

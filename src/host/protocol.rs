@@ -178,6 +178,20 @@ impl QueueTrigger {
     }
 }
 
+impl QueueTrigger {
+    /// The message text from the binding value: a string (possibly JSON-quoted once more), or
+    /// an object the host already parsed.
+    pub fn text(&self) -> String {
+        match &self.message {
+            Value::String(text) => match serde_json::from_str::<Value>(text) {
+                Ok(Value::String(inner)) => inner,
+                _ => text.clone(),
+            },
+            other => other.to_string(),
+        }
+    }
+}
+
 /// An HTTP reply with a JSON body: the ADF Azure Function activity accepts only JSON objects.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JsonReply {
@@ -278,6 +292,20 @@ mod tests {
         assert_eq!(trigger.dequeue_count, 3);
         assert_eq!(trigger.message, json!("{\"container\":\"a\"}"));
         assert!(QueueTrigger::from_invoke(&invoke(json!({"Data": {}}))).is_err());
+    }
+
+    #[test]
+    fn binding_values_unwrap_to_the_message_text() {
+        let text = r#"{"container":"lake","blob_name":"a","etag":"0x1"}"#;
+        let trigger = |message: Value| QueueTrigger {
+            message,
+            message_id: String::new(),
+            dequeue_count: 1,
+        };
+        assert_eq!(trigger(json!(text)).text(), text);
+        assert_eq!(trigger(json!(json!(text).to_string())).text(), text);
+        let object = json!({"container": "lake"});
+        assert_eq!(trigger(object.clone()).text(), object.to_string());
     }
 
     #[test]

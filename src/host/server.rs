@@ -16,46 +16,44 @@ use axum::{
     routing::{any, post},
     Json, Router,
 };
+use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use serde_json::{json, Value};
-use tracing::{error, warn};
+use tracing::{error, warn, Instrument};
 
-use super::protocol::{
-    HttpTriggerRequest, InvokeRequest, InvokeResponse, JsonReply, QueueTrigger,
-    HTTP_RESPONSE_BINDING,
+use super::{
+    dispatch::{self, QueueMessage, Trigger, FUNCTIONS},
+    protocol::{
+        HttpTriggerRequest, InvokeRequest, InvokeResponse, JsonReply, QueueTrigger,
+        HTTP_RESPONSE_BINDING,
+    },
 };
 use crate::{
-    app::App,
+    app::{App, WorkQueue},
     core::job::JobState,
+    engine::jobs::{scope::ScopeError, JobStatus},
     functions::{
-        consumer::{self, QueueDelivery},
-        events,
         producer::{self, ProduceRequest, ProducerError},
-        reconciler,
-        shard::{self, ShardError},
+        reconciliation,
     },
-    job_ledger::JobStatus,
 };
 
-pub const CONSUMER_FUNCTION: &str = consumer::FUNCTION_NAME;
-pub const RECONCILER_FUNCTION: &str = reconciler::FUNCTION_NAME;
-pub const SHARD_FUNCTION: &str = shard::FUNCTION_NAME;
-pub const EVENTS_FUNCTION: &str = events::FUNCTION_NAME;
-
-/// Every route the Functions host calls.
+/// Every route the Functions host calls: one per function of [`FUNCTIONS`].
 pub fn router(app: Arc<App>) -> Router {
-    producer_http_router()
-        .route(
-            &format!("/{}", producer::FUNCTION_NAME),
-            post(producer_invocation),
-        )
-        .route(&format!("/{CONSUMER_FUNCTION}"), post(consumer_invocation))
-        .route(&format!("/{SHARD_FUNCTION}"), post(shard_invocation))
-        .route(&format!("/{EVENTS_FUNCTION}"), post(events_invocation))
-        .route(
-            &format!("/{RECONCILER_FUNCTION}"),
-            post(reconciler_invocation),
-        )
-        .with_state(app)
+    let mut routes = producer_http_router();
+    for function in FUNCTIONS {
+        let path = format!("/{}", function.name);
+        routes = match function.trigger {
+            Trigger::Http => routes.route(&path, post(producer_invocation)),
+            Trigger::Timer => routes.route(&path, post(reconciler_invocation)),
+            Trigger::Queue(queue) => routes.route(
+                &path,
+                post(move |State(app): State<Arc<App>>, body: Bytes| async move {
+                    queue_invocation(&app, queue, function.name, &body).await
+                }),
+            ),
+        };
+    }
+    routes.with_state(app)
 }
 
 /// Only the producer as a plain HTTP endpoint (standalone mode): the invocation routes of the
@@ -209,7 +207,8 @@ async fn run_producer(app: &App, request: &HttpTriggerRequest) -> JsonReply {
         (Err(reply), _) | (_, Err(reply)) => return reply,
     };
     let request_for = ProduceRequest { container, prefix };
-    match producer::produce(app, &request_for).await {
+    let span = tracing::info_span!("function", function = producer::FUNCTION_NAME);
+    match producer::produce(app, &request_for).instrument(span).await {
         Ok(status) => job_reply(request, status),
         Err(e) => producer_error(e),
     }
@@ -265,20 +264,17 @@ fn status_url(request: &HttpTriggerRequest, job: &str) -> String {
 
 fn producer_error(error: ProducerError) -> JsonReply {
     match error {
-        ProducerError::InvalidContainer(_) | ProducerError::InvalidPrefix(_) => {
+        ProducerError::Scope(ScopeError::InvalidContainer(_) | ScopeError::InvalidPrefix(_)) => {
             error_reply(400, error.to_string())
         }
-        ProducerError::ContainerNotFound(_)
-        | ProducerError::UnknownJob(_)
-        | ProducerError::NothingUnderPrefix { .. } => error_reply(404, error.to_string()),
-        ProducerError::Storage(source) | ProducerError::Shard(ShardError::Storage(source)) => {
+        ProducerError::Scope(
+            ScopeError::ContainerNotFound(_) | ScopeError::NothingUnderPrefix { .. },
+        )
+        | ProducerError::UnknownJob(_) => error_reply(404, error.to_string()),
+        ProducerError::Storage(source) | ProducerError::Scope(ScopeError::Storage(source)) => {
             error!(error = %source, "producer failed");
             let status = if source.is_unreachable() { 503 } else { 502 };
             error_reply(status, source.to_string())
-        }
-        ProducerError::Shard(other) => {
-            error!(error = %other, "producer failed");
-            error_reply(502, other.to_string())
         }
     }
 }
@@ -287,39 +283,10 @@ fn error_reply(status: u16, message: String) -> JsonReply {
     JsonReply::new(status, json!({"status": "error", "error": message}))
 }
 
-async fn consumer_invocation(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    queue_invocation(&body, CONSUMER_FUNCTION, |delivery| async move {
-        consumer::consume(&app, &delivery).await
-    })
-    .await
-}
-
-async fn shard_invocation(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    queue_invocation(&body, SHARD_FUNCTION, |delivery| async move {
-        shard::consume(&app, &delivery).await
-    })
-    .await
-}
-
-async fn events_invocation(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    queue_invocation(&body, EVENTS_FUNCTION, |delivery| async move {
-        events::consume(&app, &delivery).await
-    })
-    .await
-}
-
-/// A queue-triggered invocation: the message to `handle`, its outcome as the return value; a
-/// failure fails the invocation, and the host makes the message visible again and retries it.
-async fn queue_invocation<T, E, F>(
-    body: &Bytes,
-    function: &str,
-    handle: impl FnOnce(QueueDelivery) -> F,
-) -> Response
-where
-    T: serde::Serialize,
-    E: std::fmt::Display,
-    F: Future<Output = Result<T, E>>,
-{
+/// A queue-triggered invocation: the message to its function (through the one dispatch path),
+/// its outcome as the return value; a failure fails the invocation, and the host makes the
+/// message visible again and retries it.
+async fn queue_invocation(app: &App, queue: WorkQueue, function: &str, body: &Bytes) -> Response {
     let invoke = match parse_invocation(body) {
         Ok(invoke) => invoke,
         Err(response) => return *response,
@@ -328,23 +295,22 @@ where
         Ok(trigger) => trigger,
         Err(e) => return failed_invocation(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    let message_id = trigger.message_id.clone();
-    let delivery = QueueDelivery {
-        text: consumer::message_text(&trigger.message),
-        raw: None,
+    let text = trigger.text();
+    let message = QueueMessage {
+        // The host decoded the queue's base64: encoded again, a poison copy is as it was.
+        raw: BASE64.encode(&text),
+        text,
         message_id: trigger.message_id,
         dequeue_count: trigger.dequeue_count,
     };
-    match handle(delivery).await {
-        Ok(outcome) => {
-            let return_value = serde_json::to_value(&outcome).unwrap_or(Value::Null);
-            Json(InvokeResponse {
-                logs: vec![format!("{function} message {message_id}: {return_value}")],
-                return_value,
-                ..Default::default()
-            })
-            .into_response()
-        }
+    let message_id = &message.message_id;
+    match dispatch::invoke_queue_function(app, queue, &message).await {
+        Ok(return_value) => Json(InvokeResponse {
+            logs: vec![format!("{function} message {message_id}: {return_value}")],
+            return_value,
+            ..Default::default()
+        })
+        .into_response(),
         Err(e) => failed_invocation(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("{function} message {message_id}: {e}"),
@@ -365,10 +331,10 @@ async fn reconciler_invocation(State(app): State<Arc<App>>, body: Bytes) -> Resp
         .values()
         .find_map(|timer| timer.get("IsPastDue").and_then(Value::as_bool))
         .unwrap_or(false);
-    if past_due {
-        warn!("the reconciliation timer is past due");
-    }
-    let summary = reconciler::schedule(&app, app.config.reconcile_containers.as_deref()).await;
+    let span = tracing::info_span!("function", function = reconciliation::FUNCTION_NAME);
+    let summary = reconciliation::handle(&app, past_due)
+        .instrument(span)
+        .await;
     let return_value = serde_json::to_value(&summary).unwrap_or(Value::Null);
     let status = if summary.status == "queued" {
         StatusCode::OK
@@ -376,7 +342,7 @@ async fn reconciler_invocation(State(app): State<Arc<App>>, body: Bytes) -> Resp
         StatusCode::INTERNAL_SERVER_ERROR
     };
     let reply = InvokeResponse {
-        logs: vec![format!("{RECONCILER_FUNCTION}: {return_value}")],
+        logs: vec![format!("{}: {return_value}", reconciliation::FUNCTION_NAME)],
         return_value,
         ..Default::default()
     };

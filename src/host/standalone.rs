@@ -1,10 +1,12 @@
-//! `lakebackup run`: the four functions without the Functions host, doing what the host would.
+//! `lakebackup run`: every function of the Function App ([`dispatch::FUNCTIONS`]) without the
+//! Functions host, doing what the host would.
 //!
-//! - the queue triggers: poll `BACKUP_QUEUE_NAME` (the consumer) and `{BACKUP_QUEUE_NAME}-shards`
-//!   (the shard function) in batches with bounded parallelism, delete a message on success, let it
-//!   reappear after the retry delay on failure, and move it to `{queue}-poison` once it has failed
-//!   `maxDequeueCount` times (read from `host.json`, as the host does);
-//! - the timer: the reconciler's root shards on `RECONCILE_SCHEDULE` (6-field NCRONTAB);
+//! - the queue triggers: poll each function's queue (`BACKUP_QUEUE_NAME`,
+//!   `{BACKUP_QUEUE_NAME}-shards`, and `EVENTS_QUEUE_NAME` when set) in batches with bounded
+//!   parallelism, delete a message on success, let it reappear after the retry delay on
+//!   failure, and give it up to `{queue}-poison` once it has failed `maxDequeueCount` times
+//!   (read from `host.json`, as the host does);
+//! - the timer: the reconciliation's jobs on `RECONCILE_SCHEDULE` (6-field NCRONTAB);
 //! - the HTTP trigger: the producer at `/api/HttpSnapshotIncBackupContainerProducer`.
 //!
 //! Like the host, it keeps a taken message hidden for a window (`RUN_VISIBILITY_SECONDS`, 10
@@ -14,11 +16,10 @@
 //! before it is deleted.
 //!
 //! On shutdown it stops taking messages and lets in-flight ones finish (their leases are released
-//! by the consumer); a message never taken stays on the queue, so nothing is lost.
+//! by the backup engine); a message never taken stays on the queue, so nothing is lost.
 
 use std::{future::Future, path::Path, sync::Arc, time::Duration};
 
-use azure_storage_queue::models::{QueueClientReceiveMessagesOptions, ReceivedMessage};
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use croner::{parser::CronParser, parser::Seconds, Cron};
 use serde_json::Value;
@@ -29,15 +30,15 @@ use tokio::{
 };
 use tracing::{error, info, warn, Instrument};
 
-use super::server;
+use super::{
+    dispatch::{self, QueueMessage},
+    server,
+};
 use crate::{
-    app::App,
-    functions::{
-        consumer::{self, QueueDelivery},
-        events, reconciler, shard,
-    },
+    app::{App, WorkQueue},
+    functions::reconciliation,
     settings::{Settings, SettingsError},
-    storage::{StorageError, StorageResultExt},
+    storage::{Queue, StorageError, TakenMessage},
 };
 
 /// The queue trigger's behaviour, as `host.json` configures the host's.
@@ -214,26 +215,26 @@ pub async fn run(
     });
     let timer_task =
         schedule.map(|cron| tokio::spawn(run_timer(app.clone(), cron, stop_rx.clone())));
-    let shards = tokio::spawn(run_queue(
-        app.clone(),
-        QueueFunction::Shards,
-        behaviour.clone(),
-        stop_rx.clone(),
-    ));
-    let events = app.config.events.queue.is_some().then(|| {
-        tokio::spawn(run_queue(
-            app.clone(),
-            QueueFunction::Events,
-            behaviour.clone(),
-            stop_rx.clone(),
-        ))
-    });
-    let queue_result = run_queue(app, QueueFunction::Backups, behaviour, stop_rx).await;
-    let shard_result = shards.await.unwrap_or(Ok(()));
-    let events_result = match events {
-        Some(task) => task.await.unwrap_or(Ok(())),
-        None => Ok(()),
-    };
+    // Every queue function of the table whose queue is configured.
+    let pollers: Vec<_> = dispatch::queue_functions()
+        .filter(|(_, queue)| queue.name(&app.config).is_some())
+        .map(|(function, queue)| {
+            tokio::spawn(run_queue(
+                app.clone(),
+                function,
+                queue,
+                behaviour.clone(),
+                stop_rx.clone(),
+            ))
+        })
+        .collect();
+    let mut result = Ok(());
+    for poller in pollers {
+        let polled = poller.await.unwrap_or(Ok(()));
+        if result.is_ok() {
+            result = polled;
+        }
+    }
     if let Some(task) = timer_task {
         let _ = task.await;
     }
@@ -242,68 +243,19 @@ pub async fn run(
             return Err(StandaloneError::Http(e));
         }
     }
-    queue_result.and(shard_result).and(events_result)
-}
-
-/// The queue-triggered functions `run` hosts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum QueueFunction {
-    /// `QueueCreateBlobBackupADFv2` on `BACKUP_QUEUE_NAME`.
-    Backups,
-    /// `QueueSnapshotBackupShard` on `{BACKUP_QUEUE_NAME}-shards`.
-    Shards,
-    /// `QueueBlobEvents` on `EVENTS_QUEUE_NAME` (only when it is set).
-    Events,
-}
-
-impl QueueFunction {
-    async fn queue(self, app: &App) -> Result<&azure_storage_queue::QueueClient, StorageError> {
-        match self {
-            QueueFunction::Backups => app.backup_queue().await,
-            QueueFunction::Shards => app.shard_queue().await,
-            QueueFunction::Events => app.events_queue().await?.ok_or_else(|| {
-                StorageError::other("taking blob events", "EVENTS_QUEUE_NAME is not set")
-            }),
-        }
-    }
-
-    async fn poison(self, app: &App, raw: &str) -> Result<(), StorageError> {
-        match self {
-            QueueFunction::Backups => app.poison_raw(raw).await,
-            QueueFunction::Shards => app.poison_shard_raw(raw).await,
-            QueueFunction::Events => app.poison_event_raw(raw).await,
-        }
-    }
-
-    /// Runs the function on one delivery; the error text on failure.
-    async fn invoke(self, app: &App, delivery: &QueueDelivery) -> Result<String, String> {
-        match self {
-            QueueFunction::Backups => consumer::consume(app, delivery)
-                .await
-                .map(|o| format!("{o:?}"))
-                .map_err(|e| e.to_string()),
-            QueueFunction::Shards => shard::consume(app, delivery)
-                .await
-                .map(|o| format!("{o:?}"))
-                .map_err(|e| e.to_string()),
-            QueueFunction::Events => events::consume(app, delivery)
-                .await
-                .map(|o| format!("{o:?}"))
-                .map_err(|e| e.to_string()),
-        }
-    }
+    result
 }
 
 async fn run_queue(
     app: Arc<App>,
-    function: QueueFunction,
+    function: &'static str,
+    work_queue: WorkQueue,
     behaviour: QueueBehaviour,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), StandaloneError> {
-    let queue = function.queue(&app).await?;
+    let queue = app.queue(work_queue).await?;
     let slots = Arc::new(Semaphore::new(behaviour.batch_size));
-    let visibility = window_seconds(&behaviour);
-    info!(?function, ?behaviour, "taking messages");
+    info!(function, ?behaviour, "taking messages");
     while !*stop.borrow() {
         // Take only as many messages as there are free slots: none waits hidden unprocessed.
         let free = slots.available_permits();
@@ -314,18 +266,10 @@ async fn run_queue(
             }
             continue;
         }
-        let received = queue
-            .receive_messages(Some(QueueClientReceiveMessagesOptions {
-                number_of_messages: Some(free.min(32) as i32),
-                visibility_timeout: Some(visibility),
-                ..Default::default()
-            }))
-            .await
-            .and_then(|r| r.into_model());
-        let messages = match received {
-            Ok(batch) => batch.items.unwrap_or_default(),
-            Err(e) => {
-                warn!(error = %StorageError::new("receiving backup requests", e), "queue poll failed; retrying");
+        let messages = match queue.take(free, behaviour.visibility_window).await {
+            Ok(messages) => messages,
+            Err(error) => {
+                warn!(%error, function, "queue poll failed; retrying");
                 Vec::new()
             }
         };
@@ -342,9 +286,9 @@ async fn run_queue(
             };
             let (app, behaviour) = (app.clone(), behaviour.clone());
             tokio::spawn(async move {
-                // Created on start-up above, so this is the cached client.
-                if let Ok(queue) = function.queue(&app).await {
-                    handle_message(&app, function, queue, &behaviour, message).await;
+                // Created on start-up above, so this is the cached queue.
+                if let Ok(queue) = app.queue(work_queue).await {
+                    handle_message(&app, work_queue, queue, &behaviour, message).await;
                 }
                 drop(permit);
             });
@@ -352,66 +296,42 @@ async fn run_queue(
     }
     // Wait for every in-flight message to finish.
     let _ = slots.acquire_many(behaviour.batch_size as u32).await;
-    info!("queue processing stopped; nothing in flight");
+    info!(function, "queue processing stopped; nothing in flight");
     Ok(())
 }
 
-fn window_seconds(behaviour: &QueueBehaviour) -> i32 {
-    behaviour.visibility_window.as_secs().clamp(1, 7 * 86_400) as i32
-}
-
-/// A taken message's pop receipt, renewed with its visibility while the invocation runs.
-struct TakenMessage {
+/// A taken message whose receipt is renewed with its visibility while the invocation runs.
+struct Held {
     id: String,
     receipt: tokio::sync::Mutex<String>,
 }
 
-impl TakenMessage {
-    async fn receipt(&self) -> String {
-        self.receipt.lock().await.clone()
-    }
-
-    /// Hides the message for `seconds` more; the service answers with a new pop receipt.
-    async fn extend(
-        &self,
-        queue: &azure_storage_queue::QueueClient,
-        seconds: i32,
-    ) -> Result<(), StorageError> {
+impl Held {
+    /// Hides the message for `window` more; the service answers with a new receipt.
+    async fn extend(&self, queue: &Queue, window: Duration) -> Result<(), StorageError> {
         let mut receipt = self.receipt.lock().await;
-        let response = queue
-            .update_message(&self.id, &receipt, seconds, None)
-            .await
-            .during(|| format!("extending the visibility of message {}", self.id))?;
-        if let Some(new) = response.headers().get_optional_str(
-            &azure_core::http::headers::HeaderName::from_static("x-ms-popreceipt"),
-        ) {
-            *receipt = new.to_owned();
-        }
+        *receipt = queue.hide(&self.id, &receipt, window).await?;
         Ok(())
     }
 
-    async fn delete(&self, queue: &azure_storage_queue::QueueClient) -> Result<(), StorageError> {
-        let receipt = self.receipt().await;
-        queue
-            .delete_message(&self.id, &receipt, None)
-            .await
-            .during(|| format!("deleting message {}", self.id))?;
-        Ok(())
+    async fn delete(&self, queue: &Queue) -> Result<(), StorageError> {
+        let receipt = self.receipt.lock().await.clone();
+        queue.delete(&self.id, &receipt).await
     }
 }
 
 /// Keeps `message` hidden while `work` runs, as the host does, renewing at half the window.
 async fn while_hidden<T>(
-    queue: &azure_storage_queue::QueueClient,
-    message: &TakenMessage,
+    queue: &Queue,
+    message: &Held,
     behaviour: &QueueBehaviour,
     work: impl Future<Output = T>,
 ) -> T {
-    let seconds = window_seconds(behaviour);
+    let window = behaviour.visibility_window.max(Duration::from_secs(1));
     let renew = async {
         loop {
-            tokio::time::sleep(Duration::from_secs(seconds as u64) / 2).await;
-            if let Err(e) = message.extend(queue, seconds).await {
+            tokio::time::sleep(window / 2).await;
+            if let Err(e) = message.extend(queue, window).await {
                 warn!(error = %e, "could not renew the message's visibility; it may be taken again");
             }
         }
@@ -424,67 +344,62 @@ async fn while_hidden<T>(
 
 async fn handle_message(
     app: &App,
-    function: QueueFunction,
-    queue: &azure_storage_queue::QueueClient,
+    work_queue: WorkQueue,
+    queue: &Queue,
     behaviour: &QueueBehaviour,
-    message: ReceivedMessage,
+    taken: TakenMessage,
 ) {
-    let (Some(id), Some(receipt)) = (message.message_id.clone(), message.pop_receipt.clone())
-    else {
-        warn!("received a message without id or pop receipt; it will reappear");
-        return;
+    let held = Held {
+        id: taken.id.clone(),
+        receipt: tokio::sync::Mutex::new(taken.pop_receipt.clone()),
     };
-    let taken = TakenMessage {
-        id: id.clone(),
-        receipt: tokio::sync::Mutex::new(receipt),
-    };
-    let raw = message.message_text.unwrap_or_default();
-    let dequeue_count = message.dequeue_count.unwrap_or(1).max(1) as u64;
-    let span = tracing::info_span!("queue_trigger", message_id = %id, dequeue_count);
+    let dequeue_count = taken.dequeue_count;
+    let span = tracing::info_span!("queue_trigger", message_id = %taken.id, dequeue_count);
     async {
-        if dequeue_count > behaviour.max_dequeue_count {
-            // Taken too often without completing (e.g. the worker died each time).
-            let reason = format!(
-                "taken {} times without finishing (the worker was stopped or timed out each time)",
-                dequeue_count - 1
-            );
-            move_to_poison(app, function, queue, &taken, &raw, &reason).await;
-            return;
-        }
+        let raw = taken.text;
         // The queue trigger decodes base64; text that is not base64 is handed over as it is.
         let text = BASE64
             .decode(raw.trim())
             .ok()
             .and_then(|bytes| String::from_utf8(bytes).ok())
             .unwrap_or_else(|| raw.clone());
-        let delivery = QueueDelivery {
+        let message = QueueMessage {
             text,
-            raw: Some(raw.clone()),
-            message_id: id.clone(),
+            raw,
+            message_id: taken.id.clone(),
             dequeue_count,
         };
+        if dequeue_count > behaviour.max_dequeue_count {
+            // Taken too often without completing (e.g. the worker died each time).
+            let reason = format!(
+                "taken {} times without finishing (the worker was stopped or timed out each time)",
+                dequeue_count - 1
+            );
+            move_to_poison(app, work_queue, queue, &held, &message, &reason).await;
+            return;
+        }
+        let invoke = dispatch::invoke_queue_function(app, work_queue, &message);
         let invocation = async {
             match behaviour.function_timeout {
-                Some(limit) => tokio::time::timeout(limit, function.invoke(app, &delivery))
+                Some(limit) => tokio::time::timeout(limit, invoke)
                     .await
                     .unwrap_or_else(|_| Err(format!("functionTimeout ({limit:?}) reached"))),
-                None => function.invoke(app, &delivery).await,
+                None => invoke.await,
             }
         };
-        match while_hidden(queue, &taken, behaviour, invocation).await {
+        match while_hidden(queue, &held, behaviour, invocation).await {
             Ok(outcome) => {
-                if let Err(e) = taken.delete(queue).await {
-                    warn!(error = %e, ?outcome, "processed, but the message could not be deleted; it will be processed again (idempotent)");
+                if let Err(e) = held.delete(queue).await {
+                    warn!(error = %e, %outcome, "processed, but the message could not be deleted; it will be processed again (idempotent)");
                 }
             }
             Err(e) if dequeue_count >= behaviour.max_dequeue_count => {
                 error!(error = %e, "failed on its last allowed attempt; moving it to the poison queue");
-                move_to_poison(app, function, queue, &taken, &raw, &e).await;
+                move_to_poison(app, work_queue, queue, &held, &message, &e).await;
             }
             Err(e) => {
                 warn!(error = %e, "failed; it will be retried");
-                let delay = behaviour.retry_delay.as_secs() as i32;
-                if let Err(e) = taken.extend(queue, delay).await {
+                if let Err(e) = held.extend(queue, behaviour.retry_delay).await {
                     warn!(error = %e, "the message reappears when its visibility timeout ends");
                 }
             }
@@ -494,35 +409,23 @@ async fn handle_message(
     .await
 }
 
-/// Writes the message, exactly as received, to the poison queue, and only then deletes it: a
-/// failure in between leaves a duplicate, never a loss. A shard given up is said failed in its
-/// job's ledger, with `reason`, so that its job ends rather than running for ever.
+/// Gives the message up as the host does ([`dispatch::give_up`]: the poison copy is written
+/// byte for byte, a shard's job told), and only then deletes it: a failure in between leaves a
+/// duplicate, never a loss.
 async fn move_to_poison(
     app: &App,
-    function: QueueFunction,
-    queue: &azure_storage_queue::QueueClient,
-    taken: &TakenMessage,
-    raw: &str,
+    work_queue: WorkQueue,
+    queue: &Queue,
+    held: &Held,
+    message: &QueueMessage,
     reason: &str,
 ) {
-    if function == QueueFunction::Shards {
-        let text = BASE64
-            .decode(raw.trim())
-            .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok())
-            .unwrap_or_else(|| raw.to_owned());
-        if let Ok(shard) = crate::core::shard::Shard::parse(&text) {
-            if let Err(e) = crate::job_ledger::record_failed(app, &shard, reason).await {
-                warn!(error = %e, "could not record the given-up shard in its job's ledger");
-            }
-        }
-    }
-    if let Err(e) = function.poison(app, raw).await {
-        error!(error = %e, message_id = taken.id, "could not write to the poison queue; the message stays on its queue and reappears");
+    if let Err(e) = dispatch::give_up(app, work_queue, message, reason).await {
+        error!(error = %e, message_id = held.id, "could not write to the poison queue; the message stays on its queue and reappears");
         return;
     }
-    if let Err(e) = taken.delete(queue).await {
-        warn!(error = %e, message_id = taken.id, "poisoned, but the original could not be deleted; it may be poisoned twice");
+    if let Err(e) = held.delete(queue).await {
+        warn!(error = %e, message_id = held.id, "poisoned, but the original could not be deleted; it may be poisoned twice");
     }
 }
 
@@ -542,8 +445,8 @@ async fn run_timer(app: Arc<App>, cron: Cron, mut stop: watch::Receiver<bool>) {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let scope = app.config.reconcile_containers.clone();
-        let scheduled = reconciler::schedule(&app, scope.as_deref()).await;
+        let span = tracing::info_span!("function", function = reconciliation::FUNCTION_NAME);
+        let scheduled = reconciliation::handle(&app, false).instrument(span).await;
         if scheduled.status != "queued" {
             error!(error = ?scheduled.error, "scheduling the reconciliation failed");
         }

@@ -2,7 +2,6 @@
 //! as a typed [`ErrorCode`] (the engines never match strings), and a detail whose secrets are
 //! redacted.
 
-use azure_core::http::StatusCode;
 use thiserror::Error;
 
 use super::redact::redact_secrets;
@@ -100,6 +99,12 @@ impl StorageError {
         }
     }
 
+    /// The same failure, said to have happened while doing `operation`.
+    pub fn context(mut self, operation: impl Into<String>) -> Self {
+        self.operation = operation.into();
+        self
+    }
+
     /// A refusal as the service would answer it (tests of the rules that judge refusals).
     pub fn refused(operation: impl Into<String>, status: u16, code: ErrorCode) -> Self {
         Self {
@@ -109,10 +114,6 @@ impl StorageError {
             transport: false,
             detail: "refused".into(),
         }
-    }
-
-    pub fn is_status(&self, status: StatusCode) -> bool {
-        self.status == Some(u16::from(status))
     }
 
     /// Whether the service answered with `code`.

@@ -33,11 +33,10 @@ pub struct HeldLease {
 impl HeldLease {
     /// Leases `blob` if its ETag is still `etag`. A blob leased by someone else fails with
     /// `LeaseAlreadyPresent` (a transient condition: retry later).
-    pub async fn acquire(
-        blob: Arc<BlobClient>,
-        etag: &str,
-        what: &str,
-    ) -> Result<Self, StorageError> {
+    pub async fn acquire(blob: &super::Blob, etag: &str) -> Result<Self, StorageError> {
+        let what = blob.what();
+        let what = what.as_str();
+        let blob: Arc<BlobClient> = blob.sdk().clone();
         let response = blob
             .acquire_lease(
                 LEASE_SECONDS,

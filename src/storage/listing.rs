@@ -4,22 +4,21 @@
 
 use std::collections::HashMap;
 
-use azure_storage_blob::{
-    models::{BlobContainerClientListBlobsOptions, BlobName, ListBlobsIncludeItem},
-    BlobContainerClient,
+use azure_storage_blob::models::{
+    BlobContainerClientListBlobsOptions, BlobName, ListBlobsIncludeItem,
 };
 use futures::{Stream, StreamExt, TryStreamExt};
 use serde::Deserialize;
 
-use super::{ErrorCode, StorageError, StorageResultExt};
+use super::{Container, ErrorCode, StorageAccount, StorageError, StorageResultExt};
 use crate::core::{
     backup_index::BackupIndex,
-    diff::ListedBlob,
     etag::normalize_etag,
     life::{self, Record},
-    naming::{parse_backup_blob_name, ParsedBackupName},
+    naming::ParsedBackupName,
     properties::{BlobProperties, BlobType, ContentHeaders, Tags},
     stamp,
+    version::{CopyStatus, Version},
 };
 
 /// Ends a listing quietly where its container does not exist (yet): nothing is listed.
@@ -34,24 +33,23 @@ pub fn until_container_missing<T>(
 /// The container's blobs and snapshots (under `prefix`, if given), one listing page (up to 5,000
 /// entries) per item.
 pub fn list_with_snapshots(
-    container: &BlobContainerClient,
-    container_name: &str,
+    container: &Container,
     prefix: Option<&str>,
-) -> Result<impl Stream<Item = Result<Vec<ListedBlob>, StorageError>> + Send + 'static, StorageError>
-{
+) -> Result<impl Stream<Item = Result<Vec<Version>, StorageError>> + Send + 'static, StorageError> {
     list_pages(
         container,
-        format!("listing container {container_name}"),
+        format!("listing container {}", container.name()),
         &[
             ListBlobsIncludeItem::Snapshots,
             ListBlobsIncludeItem::Metadata,
         ],
         prefix,
-        listed_blob_with_metadata,
+        listed_version_with_metadata,
     )
 }
 
-fn listed_blob(item: ListedItem, operation: &str) -> Result<Option<ListedBlob>, StorageError> {
+/// One listed entry as a [`Version`]; an entry without an ETag or a time is an error.
+fn listed_version(item: ListedItem, operation: &str) -> Result<Option<Version>, StorageError> {
     let incomplete = |what: &str| {
         StorageError::other(
             operation.to_owned(),
@@ -61,8 +59,8 @@ fn listed_blob(item: ListedItem, operation: &str) -> Result<Option<ListedBlob>, 
     let name = item.name(operation)?;
     let blob_properties = item.blob_properties();
     let properties = item.properties;
-    Ok(Some(ListedBlob {
-        etag: properties.etag.ok_or_else(|| incomplete("an ETag"))?,
+    Ok(Some(Version {
+        etag: normalize_etag(&properties.etag.ok_or_else(|| incomplete("an ETag"))?).to_owned(),
         last_modified: properties
             .last_modified
             .ok_or_else(|| incomplete("a last-modified time"))?,
@@ -71,200 +69,92 @@ fn listed_blob(item: ListedItem, operation: &str) -> Result<Option<ListedBlob>, 
         snapshot: item.snapshot.filter(|s| !s.is_empty()),
         metadata: item.metadata,
         properties: blob_properties,
+        copy_status: properties
+            .copy_status
+            .as_deref()
+            .and_then(CopyStatus::parse),
         name,
     }))
 }
 
-/// One snapshot of a blob, with what it takes to back it up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListedSnapshot {
-    pub snapshot: String,
-    pub etag: String,
-    pub last_modified: time::OffsetDateTime,
-    pub content_length: u64,
-    pub content_md5: Option<Vec<u8>>,
-    pub metadata: HashMap<String, String>,
-    pub properties: BlobProperties,
-}
-
-/// The newest snapshot of `container_name/name` that carries `etag` (a snapshot keeps the ETag
+/// The newest snapshot of `name` in `container` that carries `etag` (a snapshot keeps the ETag
 /// of the version it was taken of), found by listing that one name.
 pub async fn find_snapshot(
-    container: &BlobContainerClient,
-    container_name: &str,
+    container: &Container,
     name: &str,
     etag: &str,
-) -> Result<Option<ListedSnapshot>, StorageError> {
+) -> Result<Option<Version>, StorageError> {
     let pages = list_pages(
         container,
-        format!("listing the snapshots of {container_name}/{name}"),
+        format!("listing the snapshots of {}/{name}", container.name()),
         &[
             ListBlobsIncludeItem::Snapshots,
             ListBlobsIncludeItem::Metadata,
         ],
         Some(name),
-        |item, operation| {
-            let entry_name = item.name(operation)?;
-            let properties = item.blob_properties();
-            let (Some(snapshot), Some(etag), Some(last_modified)) = (
-                item.snapshot.filter(|s| !s.is_empty()),
-                item.properties.etag,
-                item.properties.last_modified,
-            ) else {
-                return Ok(None);
-            };
-            Ok(Some((
-                entry_name,
-                ListedSnapshot {
-                    snapshot,
-                    etag: normalize_etag(&etag).to_owned(),
-                    last_modified,
-                    content_length: item.properties.content_length.unwrap_or(0),
-                    content_md5: item.properties.content_md5,
-                    metadata: item.metadata.unwrap_or_default(),
-                    properties,
-                },
-            )))
-        },
+        listed_version_with_metadata,
     )?;
     futures::pin_mut!(pages);
-    let mut newest: Option<ListedSnapshot> = None;
+    let mut newest: Option<Version> = None;
     while let Some(page) = pages.try_next().await? {
-        for (entry_name, snapshot) in page {
-            if entry_name == name
-                && snapshot.etag == normalize_etag(etag)
+        for version in page {
+            let Some(snapshot) = &version.snapshot else {
+                continue;
+            };
+            if version.name == name
+                && version.etag == normalize_etag(etag)
                 && newest
                     .as_ref()
-                    .is_none_or(|n| n.snapshot < snapshot.snapshot)
+                    .is_none_or(|n| n.snapshot.as_ref() < Some(snapshot))
             {
-                newest = Some(snapshot);
+                newest = Some(version);
             }
         }
     }
     Ok(newest)
 }
 
-/// One backup blob: its name, metadata and content facts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListedBackup {
-    pub name: String,
-    /// The backup blob's own ETag (without quotes), for a deletion conditional on it.
-    pub etag: String,
-    pub metadata: HashMap<String, String>,
-    pub content_length: u64,
-    pub content_md5: Option<Vec<u8>>,
-    /// The blob is the destination of a copy that is pending, failed or aborted.
-    pub copy_incomplete: bool,
-    /// The backup's own type, content headers and tags (the source's, copied with it).
-    pub properties: BlobProperties,
-}
-
-impl ListedBackup {
-    /// The source version this backup holds completely — its parsed name and when the version
-    /// was written (the stamp's full time, else the name's second) — or `None` for a blob that
-    /// is not a backup or not a complete, stamped one.
-    pub fn complete_version(&self) -> Option<(ParsedBackupName, time::OffsetDateTime)> {
-        let parsed = parse_backup_blob_name(&self.name).ok()?;
-        if self.stamped_etag() != Some(parsed.etag.as_str()) {
-            return None;
-        }
-        let written = stamp::stamped_last_modified(&self.metadata).unwrap_or(parsed.last_modified);
-        Some((parsed, written))
-    }
-
-    /// The source ETag the backup is stamped with, when it is complete: the stamp travels with
-    /// the copy, so a copy still pending or failed carries one but does not count.
-    pub fn stamped_etag(&self) -> Option<&str> {
-        if self.copy_incomplete {
-            return None;
-        }
-        stamp::stamped_etag(&self.metadata)
-    }
-}
-
-/// The blobs of a backup container (under `prefix`, if given) with their metadata, one listing
-/// page per item.
+/// The blobs of a backup container (under `prefix`, if given) with their metadata and copy
+/// status, one listing page per item.
 pub fn list_backups(
-    container: &BlobContainerClient,
-    container_name: &str,
+    container: &Container,
     prefix: Option<&str>,
-) -> Result<
-    impl Stream<Item = Result<Vec<ListedBackup>, StorageError>> + Send + 'static,
-    StorageError,
-> {
+) -> Result<impl Stream<Item = Result<Vec<Version>, StorageError>> + Send + 'static, StorageError> {
     list_pages(
         container,
-        format!("listing backup container {container_name}"),
+        format!("listing backup container {}", container.name()),
         &[ListBlobsIncludeItem::Metadata, ListBlobsIncludeItem::Copy],
         prefix,
-        listed_backup,
+        listed_version_with_metadata,
     )
-}
-
-fn listed_backup(item: ListedItem, operation: &str) -> Result<Option<ListedBackup>, StorageError> {
-    let properties = item.blob_properties();
-    Ok(Some(ListedBackup {
-        properties,
-        name: item.name(operation)?,
-        etag: item
-            .properties
-            .etag
-            .as_deref()
-            .map(|etag| crate::core::etag::normalize_etag(etag).to_owned())
-            .unwrap_or_default(),
-        metadata: item.metadata.unwrap_or_default(),
-        content_length: item.properties.content_length.unwrap_or(0),
-        copy_incomplete: item
-            .properties
-            .copy_status
-            .as_deref()
-            .is_some_and(|status| status != "success"),
-        content_md5: item.properties.content_md5,
-    }))
-}
-
-/// A blob's name and metadata.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NamedMetadata {
-    pub name: String,
-    pub metadata: HashMap<String, String>,
 }
 
 /// The blobs of a container under `prefix` with their metadata, one listing page per item.
 pub fn list_with_metadata(
-    container: &BlobContainerClient,
-    container_name: &str,
+    container: &Container,
     prefix: &str,
-) -> Result<
-    impl Stream<Item = Result<Vec<NamedMetadata>, StorageError>> + Send + 'static,
-    StorageError,
-> {
+) -> Result<impl Stream<Item = Result<Vec<Version>, StorageError>> + Send + 'static, StorageError> {
     list_pages(
         container,
-        format!("listing container {container_name}"),
+        format!("listing container {}", container.name()),
         &[ListBlobsIncludeItem::Metadata],
         Some(prefix),
-        |item, operation| {
-            Ok(Some(NamedMetadata {
-                name: item.name(operation)?,
-                metadata: item.metadata.unwrap_or_default(),
-            }))
-        },
+        listed_version_with_metadata,
     )
 }
 
 /// The complete backups of a backup listing, as a [`BackupIndex`]; empty when the backup
 /// container does not exist yet.
 pub async fn index_backups(
-    pages: impl Stream<Item = Result<Vec<ListedBackup>, StorageError>>,
+    pages: impl Stream<Item = Result<Vec<Version>, StorageError>>,
 ) -> Result<BackupIndex, StorageError> {
     index_backups_with(pages, |_| {}).await
 }
 
 /// Like [`index_backups`], handing each complete backup to `counted` as well.
 pub async fn index_backups_with(
-    pages: impl Stream<Item = Result<Vec<ListedBackup>, StorageError>>,
-    mut counted: impl FnMut(&ListedBackup),
+    pages: impl Stream<Item = Result<Vec<Version>, StorageError>>,
+    mut counted: impl FnMut(&Version),
 ) -> Result<BackupIndex, StorageError> {
     futures::pin_mut!(pages);
     let mut index = BackupIndex::new();
@@ -373,11 +263,10 @@ pub struct ListingScope<'a> {
 
 /// One directory level of a container with snapshots, a page at a time, from `scope.marker`.
 pub fn list_directory_with_snapshots(
-    container: &BlobContainerClient,
-    container_name: &str,
+    container: &Container,
     scope: ListingScope<'_>,
 ) -> Result<
-    impl Stream<Item = Result<ListingPage<ListedBlob>, StorageError>> + Send + 'static,
+    impl Stream<Item = Result<ListingPage<Version>, StorageError>> + Send + 'static,
     StorageError,
 > {
     let mut include = vec![
@@ -389,7 +278,7 @@ pub fn list_directory_with_snapshots(
     }
     list_scoped_pages(
         container,
-        format!("listing container {container_name}"),
+        format!("listing container {}", container.name()),
         // The metadata (and tags) too: a shard copies with the source's own metadata and the
         // stamp in one request, without reading the blob first.
         &include,
@@ -397,15 +286,14 @@ pub fn list_directory_with_snapshots(
             one_level: true,
             ..scope
         },
-        listed_blob_with_metadata,
+        listed_version_with_metadata,
     )
 }
 
 /// The names (and sub-directories) of one directory level, every page: which names the level
 /// holds, and nothing else.
 pub fn list_directory_names(
-    container: &BlobContainerClient,
-    container_name: &str,
+    container: &Container,
     prefix: Option<&str>,
 ) -> Result<
     impl Stream<Item = Result<ListingPage<String>, StorageError>> + Send + 'static,
@@ -413,7 +301,7 @@ pub fn list_directory_names(
 > {
     list_scoped_pages(
         container,
-        format!("listing container {container_name}"),
+        format!("listing container {}", container.name()),
         &[],
         ListingScope {
             prefix,
@@ -424,27 +312,26 @@ pub fn list_directory_names(
     )
 }
 
-/// Like [`listed_blob`], for a listing that asked for metadata: a blob listed without any has
-/// none (Azurite leaves the element out), which is not the same as "not asked for".
-fn listed_blob_with_metadata(
+/// Like [`listed_version`], for a listing that asked for metadata: a blob listed without any
+/// has none (Azurite leaves the element out), which is not the same as "not asked for".
+fn listed_version_with_metadata(
     item: ListedItem,
     operation: &str,
-) -> Result<Option<ListedBlob>, StorageError> {
-    Ok(listed_blob(item, operation)?.map(|blob| ListedBlob {
-        metadata: Some(blob.metadata.unwrap_or_default()),
-        ..blob
+) -> Result<Option<Version>, StorageError> {
+    Ok(listed_version(item, operation)?.map(|version| Version {
+        metadata: Some(version.metadata.unwrap_or_default()),
+        ..version
     }))
 }
 
 /// One directory level of a backup container with metadata (and, with `tags`, the backups'
 /// tags), every page.
 pub fn list_backup_directory(
-    container: &BlobContainerClient,
-    container_name: &str,
+    container: &Container,
     prefix: Option<&str>,
     tags: bool,
 ) -> Result<
-    impl Stream<Item = Result<ListingPage<ListedBackup>, StorageError>> + Send + 'static,
+    impl Stream<Item = Result<ListingPage<Version>, StorageError>> + Send + 'static,
     StorageError,
 > {
     let mut include = vec![ListBlobsIncludeItem::Metadata, ListBlobsIncludeItem::Copy];
@@ -453,14 +340,14 @@ pub fn list_backup_directory(
     }
     list_scoped_pages(
         container,
-        format!("listing backup container {container_name}"),
+        format!("listing backup container {}", container.name()),
         &include,
         ListingScope {
             prefix,
             one_level: true,
             ..Default::default()
         },
-        listed_backup,
+        listed_version_with_metadata,
     )
 }
 
@@ -471,19 +358,32 @@ pub struct LevelBookkeeping {
     pub lives: life::Lives,
     /// Markers of earlier releases (under `.lakebackup-deleted/`), still to be moved beside the
     /// backups: the marker, the name and ETag of the life it ended, when it was seen.
-    pub legacy_markers: Vec<(ListedBackup, String, String, Option<time::OffsetDateTime>)>,
+    pub legacy_markers: Vec<LegacyMarker>,
     /// The level's sub-directories.
     pub subdirectories: Vec<String>,
 }
 
+/// A deletion marker of an earlier release (`.lakebackup-deleted/{name}@{etag}`), to be moved
+/// beside the backups as the first deletion of its life.
+#[derive(Debug, Clone)]
+pub struct LegacyMarker {
+    /// The marker blob.
+    pub marker: Version,
+    /// The name and ETag of the life it ended.
+    pub name: String,
+    pub etag: String,
+    /// When the deletion was seen.
+    pub seen: Option<time::OffsetDateTime>,
+}
+
 /// Walks the pages of one `{c}bak` directory level ([`list_backup_directory`]): calls `each`
 /// with every complete backup whose source name starts with `prefix`, its parsed name and the
-/// time its version was written ([`ListedBackup::complete_version`]); returns the level's
+/// time its version was written ([`Version::as_complete_backup`]); returns the level's
 /// records of lives, legacy markers and sub-directories.
 pub async fn each_complete_backup(
-    pages: impl Stream<Item = Result<ListingPage<ListedBackup>, StorageError>>,
+    pages: impl Stream<Item = Result<ListingPage<Version>, StorageError>>,
     prefix: &str,
-    mut each: impl FnMut(ParsedBackupName, time::OffsetDateTime, ListedBackup),
+    mut each: impl FnMut(ParsedBackupName, time::OffsetDateTime, Version),
 ) -> Result<LevelBookkeeping, StorageError> {
     futures::pin_mut!(pages);
     let mut level = LevelBookkeeping::default();
@@ -496,29 +396,32 @@ pub async fn each_complete_backup(
                 }
                 ListedEntry::Item(backup) => backup,
             };
+            let metadata = backup.metadata.clone().unwrap_or_default();
             if let Some(record) = Record::parse(&backup.name) {
                 if record.name.starts_with(prefix) {
-                    let seen = life::seen_in(&backup.metadata, life::SEEN_KEY);
+                    let seen = life::seen_in(&metadata, life::SEEN_KEY);
                     level.lives.insert(&record, seen);
                 }
                 continue;
             }
             if let Some((name, etag)) = life::parse_legacy_marker(&backup.name) {
-                let legacy = stamp::stamped_etag(&backup.metadata).is_none()
+                let legacy = stamp::stamped_etag(&metadata).is_none()
                     && backup.content_length == 0
-                    && backup
-                        .metadata
+                    && metadata
                         .keys()
                         .any(|k| k.eq_ignore_ascii_case(life::LEGACY_SEEN_KEY));
                 if legacy {
-                    let (name, etag) = (name.to_owned(), etag.to_owned());
-                    let seen = life::seen_in(&backup.metadata, life::LEGACY_SEEN_KEY);
-                    level.legacy_markers.push((backup, name, etag, seen));
+                    level.legacy_markers.push(LegacyMarker {
+                        name: name.to_owned(),
+                        etag: etag.to_owned(),
+                        seen: life::seen_in(&metadata, life::LEGACY_SEEN_KEY),
+                        marker: backup,
+                    });
                     continue;
                 }
             }
             // Only complete backups: the stamp is written once the copy is verified.
-            let Some((parsed, written)) = backup.complete_version() else {
+            let Some((parsed, written)) = backup.as_complete_backup() else {
                 continue;
             };
             if parsed.source_name.starts_with(prefix) {
@@ -679,7 +582,7 @@ fn base64_bytes<'de, D: serde::Deserializer<'de>>(
 /// A blob listing as a stream of pages, each entry turned into `T` by `convert` (`None` skips
 /// it), the next page prefetched.
 fn list_pages<T: Send + 'static>(
-    container: &BlobContainerClient,
+    container: &Container,
     operation: String,
     include: &[ListBlobsIncludeItem],
     prefix: Option<&str>,
@@ -697,7 +600,7 @@ fn list_pages<T: Send + 'static>(
 
 /// Like [`list_pages`], within `scope`, with each page's prefixes and next marker.
 fn list_scoped_pages<T: Send + 'static>(
-    container: &BlobContainerClient,
+    container: &Container,
     operation: String,
     include: &[ListBlobsIncludeItem],
     scope: ListingScope<'_>,
@@ -707,7 +610,7 @@ fn list_scoped_pages<T: Send + 'static>(
     let tags_listed = include.contains(&ListBlobsIncludeItem::Tags);
     let mut context = azure_core::http::Context::new();
     if scope.one_level {
-        context.insert(super::blobs::RequestQuery(vec![("delimiter", "/".into())]));
+        context.insert(super::RequestQuery(vec![("delimiter", "/".into())]));
     }
     let options = BlobContainerClientListBlobsOptions {
         // An empty `include=` would be signed as one and refused.
@@ -723,6 +626,7 @@ fn list_scoped_pages<T: Send + 'static>(
     };
     let pages = prefetched(
         container
+            .sdk()
             .list_blobs(Some(options))
             .during(|| operation.clone())?
             .into_pages(),
@@ -759,12 +663,11 @@ fn list_scoped_pages<T: Send + 'static>(
         }))
 }
 
-/// The names of every container of the account behind `service`.
-pub async fn list_container_names(
-    service: &azure_storage_blob::BlobServiceClient,
-) -> Result<Vec<String>, StorageError> {
+/// The names of every container of `account`.
+pub async fn list_container_names(account: &StorageAccount) -> Result<Vec<String>, StorageError> {
     let operation = || "listing containers".to_owned();
-    let mut pages = service
+    let mut pages = account
+        .blob_service()?
         .list_containers(None)
         .during(operation)?
         .into_pages();
@@ -799,24 +702,18 @@ fn prefetched<T: Send + 'static>(
 /// its version was written) and the lives recorded for it, listed by its backup names' prefix.
 /// Empty when the backup container does not exist yet.
 pub async fn backups_of_name(
-    container: &BlobContainerClient,
-    container_name: &str,
+    container: &Container,
     name: &str,
     tags: bool,
 ) -> Result<
     (
-        Vec<(ParsedBackupName, time::OffsetDateTime, ListedBackup)>,
+        Vec<(ParsedBackupName, time::OffsetDateTime, Version)>,
         life::Lives,
     ),
     StorageError,
 > {
     let prefix = crate::core::naming::backup_name_prefix(name);
-    let pages = until_container_missing(list_backup_directory(
-        container,
-        container_name,
-        Some(&prefix),
-        tags,
-    )?);
+    let pages = until_container_missing(list_backup_directory(container, Some(&prefix), tags)?);
     let mut backups = Vec::new();
     let level = each_complete_backup(pages, name, |parsed, written, backup| {
         if parsed.source_name == name {

@@ -1,27 +1,35 @@
 //! The storage seam: the only place that turns connection settings into SDK clients, so auth,
-//! retries and error reporting are decided once.
+//! retries and error reporting are decided once, and the only place SDK types and the service's
+//! error codes are seen.
 //!
-//! Everything else asks a [`StorageAccount`] for a container or queue client and reports SDK
-//! errors as [`StorageError`], whose text never contains a key or signature.
+//! Everything else asks a [`StorageAccount`] for a [`Container`] (and its [`Blob`]s) or a
+//! [`Queue`], reads listings as [`crate::core::version::Version`]s, and gets failures as a
+//! [`StorageError`] with a typed [`ErrorCode`], whose text never contains a key or signature.
 
-pub mod blobs;
 pub mod connection;
+mod container;
+pub mod copy;
+mod copy_source;
 mod delegation;
 mod error;
 pub(crate) mod identity;
 pub mod lease;
 pub mod listing;
+mod queue;
 pub mod redact;
 pub mod sas;
 pub mod shared_key;
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use azure_core::{
     credentials::TokenCredential,
     http::{
-        new_http_client, policies::Policy, ClientOptions, ExponentialRetryOptions, HttpClient,
-        HttpClientOptions, RetryOptions, StatusCode, Transport, Url,
+        new_http_client,
+        policies::{Policy, PolicyResult},
+        ClientOptions, Context, ExponentialRetryOptions, HttpClient, HttpClientOptions, Request,
+        RetryOptions, Transport, Url,
     },
     time::Duration,
 };
@@ -31,7 +39,9 @@ use azure_storage_blob::{
 use azure_storage_queue::{QueueClient, QueueClientOptions};
 
 pub use connection::{StorageAuth, StorageConnection};
+pub use container::{Blob, BlobState, Container, Downloaded, Taken};
 pub use error::{ErrorCode, StorageError, StorageResultExt};
+pub use queue::{Queue, TakenMessage};
 
 use crate::settings::{Settings, SettingsError};
 pub(crate) use identity::identity_credential;
@@ -54,18 +64,6 @@ fn shared_http_client() -> Arc<dyn HttpClient> {
             }))
         })
         .clone()
-}
-
-/// Creates `container` unless it exists already (another instance may have just made it).
-pub async fn create_container_if_missing(
-    container: &BlobContainerClient,
-    what: &str,
-) -> Result<(), StorageError> {
-    match container.create(None).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.http_status() == Some(StatusCode::Conflict) => Ok(()),
-        Err(e) => Err(StorageError::new(format!("creating {what}"), e)),
-    }
 }
 
 /// One storage account, ready to hand out clients.
@@ -105,7 +103,7 @@ impl StorageAccount {
                 max_delay: Duration::seconds(5),
             }),
             // Per call, before signing: headers the SDK has no option for.
-            per_call_policies: vec![Arc::new(blobs::RequestHeadersPolicy)],
+            per_call_policies: vec![Arc::new(RequestHeadersPolicy)],
             transport: Some(Transport::new(shared_http_client())),
             ..ClientOptions::default()
         };
@@ -155,8 +153,15 @@ impl StorageAccount {
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// A client for `container` of this account's blob service.
-    pub fn container(&self, container: &str) -> Result<BlobContainerClient, StorageError> {
+    /// Container `container` of this account's blob service.
+    pub fn container(&self, container: &str) -> Result<Container, StorageError> {
+        Ok(Container::new(self.container_client(container)?, container))
+    }
+
+    /// The SDK's client for `container`, for tests and tools that speak to the service
+    /// directly; the product goes through [`StorageAccount::container`].
+    #[doc(hidden)]
+    pub fn container_client(&self, container: &str) -> Result<BlobContainerClient, StorageError> {
         let url = self.resource_url(self.blob_endpoint()?, container);
         BlobContainerClient::new(
             url,
@@ -169,7 +174,9 @@ impl StorageAccount {
         .during(|| format!("preparing a client for container {container}"))
     }
 
-    /// A client for this account's blob service (listing containers).
+    /// A client for this account's blob service (listing containers). The SDK's own type:
+    /// for the tests' checks, never the engines'.
+    #[doc(hidden)]
     pub fn blob_service(&self) -> Result<BlobServiceClient, StorageError> {
         let url = self.with_sas(self.blob_endpoint()?.clone());
         BlobServiceClient::new(
@@ -183,8 +190,6 @@ impl StorageAccount {
         .during(|| "preparing a blob service client".to_owned())
     }
 
-    /// Whether `other` reaches the same blob service (local development often uses one account
-    /// for source and backup).
     /// The account's name, from its blob endpoint: the host's first label
     /// (`{account}.blob.core.windows.net`), or the first path segment of a path-style endpoint
     /// (an IP address or `localhost`, as the emulator's).
@@ -200,13 +205,21 @@ impl StorageAccount {
         (!name.is_empty()).then(|| name.to_owned())
     }
 
+    /// Whether `other` reaches the same blob service (local development often uses one account
+    /// for source and backup).
     pub fn same_blob_service(&self, other: &StorageAccount) -> bool {
         self.connection.blob_endpoint.is_some()
             && self.connection.blob_endpoint == other.connection.blob_endpoint
     }
 
-    /// A client for `queue` of this account's queue service.
-    pub fn queue(&self, queue: &str) -> Result<QueueClient, StorageError> {
+    /// Queue `queue` of this account's queue service.
+    pub fn queue(&self, queue: &str) -> Result<Queue, StorageError> {
+        Ok(Queue::new(self.queue_client(queue)?, queue))
+    }
+
+    /// The SDK's client for `queue`, for tests and tools that speak to the service directly.
+    #[doc(hidden)]
+    pub fn queue_client(&self, queue: &str) -> Result<QueueClient, StorageError> {
         let endpoint = self
             .connection
             .require_queue_endpoint()
@@ -249,4 +262,45 @@ impl StorageAccount {
 
 fn settings_as_storage_error(error: SettingsError) -> StorageError {
     StorageError::other("reading the connection", error.to_string())
+}
+
+/// Headers a call adds to its request, carried in the call's context; [`RequestHeadersPolicy`]
+/// puts them on. The SDK has no option for some headers (`x-ms-requires-sync`).
+#[derive(Debug, Clone, Default)]
+pub struct RequestHeaders(pub Vec<(&'static str, String)>);
+
+/// Query parameters a call adds to each of its requests (every page of a listing), likewise:
+/// the SDK's listing has no `delimiter`.
+#[derive(Debug, Clone, Default)]
+pub struct RequestQuery(pub Vec<(&'static str, String)>);
+
+/// Adds a call's [`RequestHeaders`] and [`RequestQuery`]; runs per call, before signing.
+#[derive(Debug)]
+struct RequestHeadersPolicy;
+
+#[async_trait]
+impl Policy for RequestHeadersPolicy {
+    async fn send(
+        &self,
+        ctx: &Context,
+        request: &mut Request,
+        next: &[Arc<dyn Policy>],
+    ) -> PolicyResult {
+        if let Some(RequestHeaders(headers)) = ctx.value::<RequestHeaders>() {
+            for (name, value) in headers {
+                request.insert_header(*name, value.clone());
+            }
+        }
+        if let Some(RequestQuery(pairs)) = ctx.value::<RequestQuery>() {
+            let mut url = request.url().clone();
+            {
+                let mut query = url.query_pairs_mut();
+                for (name, value) in pairs {
+                    query.append_pair(name, value);
+                }
+            }
+            *request.url_mut() = url;
+        }
+        next[0].send(ctx, request, &next[1..]).await
+    }
 }

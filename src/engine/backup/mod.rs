@@ -1,0 +1,670 @@
+//! The backup engine: one exact version of one blob `(container, name, ETag)` into its own,
+//! immutable backup blob.
+//!
+//! It decides from the facts as they are now (the blob's state, what stands under the version's
+//! backup name), settles whatever stands there (a copy still pending is waited for, one that
+//! holds another version or failed is removed, one that holds this version is stamped), and
+//! copies — directly (through the worker for small block blobs, server-side for the rest, the
+//! stamp in the same request, so a backup is complete and stamped at once or does not exist), or
+//! with an ADF pipeline run ([`adf`]), judged before it is stamped.
+//!
+//! When the blob has moved on, the version is not simply "outdated": a backup already under its
+//! name is settled first, and a version that lives on in a snapshot is backed up from the
+//! snapshot. The queue consumer, the shards and the events function all back up through here.
+
+mod adf;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tracing::{info, warn};
+
+use crate::{
+    adf::AdfError,
+    app::{App, CopyEngine},
+    core::{
+        etag::normalize_etag,
+        message::BackupRequest,
+        naming,
+        properties::BlobType,
+        stamp::Stamp,
+        version::{CopyStatus, Version},
+    },
+    storage::{
+        copy::{
+            copy_version, copy_version_through, wait_for_copy, Copied, CopyAttributes, CopyStart,
+            ServerCopy,
+        },
+        listing::{find_snapshot, list_backups},
+        Blob, BlobState, ErrorCode, StorageError,
+    },
+};
+
+/// What became of one version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum BackupOutcome {
+    BackedUp {
+        backup_container: String,
+        backup_name: String,
+        /// Set when the blob had moved on and the version was copied from its snapshot.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from_snapshot: Option<String>,
+        /// The source's stored Content-MD5 does not match its bytes: the bytes were backed up
+        /// as the lake holds them, the MD5 property as stored.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        md5_mismatch: bool,
+        /// The backup account refused to set the blob's tags: they are not on the backup.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        tags_refused: bool,
+    },
+    AlreadyBackedUp {
+        backup_container: String,
+        backup_name: String,
+    },
+    Outdated {
+        reason: String,
+    },
+    /// The source is in the archive tier: it cannot be read until it is rehydrated.
+    Archived {
+        tier: String,
+        reason: String,
+    },
+    /// Another invocation holds the lease on this blob; the request was put back on the queue.
+    Deferred {
+        reason: String,
+        deferrals: u32,
+    },
+}
+
+/// Why a version was not backed up.
+#[derive(Debug, Error)]
+pub enum BackupError {
+    /// Worth retrying.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// Worth retrying.
+    #[error(transparent)]
+    Adf(#[from] AdfError),
+    /// Worth retrying.
+    #[error("copy of {what} did not complete: {detail}")]
+    Copy { what: String, detail: String },
+    /// The version can never be backed up (its backup name would break Azure's limits, it is
+    /// encrypted with a key this worker does not hold): a queued request is poisoned.
+    #[error("{what} cannot be backed up: {reason}")]
+    Unusable { what: String, reason: String },
+}
+
+/// How long a request waits for another invocation's lease on the same blob before it is put
+/// back on the queue.
+const LEASE_WAIT: Duration = Duration::from_secs(30);
+/// How long a deferred request stays invisible.
+const DEFER_DELAY: Duration = Duration::from_secs(30);
+/// After this many deferrals a busy blob fails like any other failure (and can end poisoned):
+/// a lease held for hours is not another invocation's copy.
+const MAX_DEFERRALS: u32 = 30;
+
+/// Backs up the version `request` names, deciding from the facts as they are now; a copy
+/// refused by a condition (409/412) means the facts changed under it, so they are read once
+/// more.
+pub async fn back_up(app: &App, request: &BackupRequest) -> Result<BackupOutcome, BackupError> {
+    let backup = VersionBackup::new(app, request, normalize_etag(&request.etag))?;
+    let attempted = match backup.attempt().await {
+        Err(BackupError::Storage(e)) if e.is_condition_conflict() => {
+            info!(error = %e, "a condition refused the copy; reading the facts again");
+            backup.attempt().await
+        }
+        other => other,
+    };
+    match attempted {
+        Err(BackupError::Storage(e)) if e.is(ErrorCode::BlobUsesCustomerSpecifiedEncryption) => {
+            Err(backup.unusable(format!(
+                "the blob is encrypted with a customer-provided key, which this worker does not \
+                 hold: it cannot be read to be backed up ({e})"
+            )))
+        }
+        other => other,
+    }
+}
+
+/// Backs up the current version of a blob a listing has just shown: the listing already says
+/// the version (ETag, time, length, the source's metadata) and that no stamped backup of it
+/// exists, so it is copied at once, in one request carrying the stamp. Anything a condition
+/// refuses (the blob changed, a backup appeared) goes the whole way, from the facts.
+pub async fn back_up_listed(
+    app: &App,
+    container: &str,
+    listed: &Version,
+) -> Result<BackupOutcome, BackupError> {
+    let request = BackupRequest::new(container, &listed.name, &listed.etag);
+    if listed.metadata.is_none() {
+        return back_up(app, &request).await;
+    }
+    let backup = VersionBackup::new(app, &request, &listed.etag)?;
+    let copied = async {
+        let name = backup.backup_name(listed)?;
+        app.ensure_backup_container(&backup.backup_container)
+            .await?;
+        let destination = backup.backup_blob(&name)?;
+        backup.copy_direct(&destination, name, listed).await
+    }
+    .await;
+    match copied {
+        // The blob changed or went since it was listed, or a backup appeared: decided again
+        // from the facts.
+        Err(BackupError::Storage(e))
+            if e.is_condition_conflict() || e.is(ErrorCode::BlobNotFound) =>
+        {
+            back_up(app, &request).await
+        }
+        other => other,
+    }
+}
+
+/// The service refused to read the source: it is in the archive tier (found only at the copy
+/// when the tier changed after it was read).
+fn archived_refused(error: &StorageError) -> BackupOutcome {
+    BackupOutcome::Archived {
+        tier: "Archive".into(),
+        reason: format!("the service refused to copy an archived blob ({error})"),
+    }
+}
+
+/// What an existing blob under a version's backup name turned out to be.
+enum Settled {
+    /// Complete and stamped as that version.
+    Complete,
+    Absent,
+    /// Unstamped, and nothing can tell which version it holds: left alone, counted by nothing.
+    Unverifiable,
+}
+
+/// Whether a blob holds a given version, judged by what the service records.
+#[derive(Debug, PartialEq, Eq)]
+enum Judgement {
+    Same,
+    Different,
+    Unknown,
+}
+
+/// `source_unchanged`: the source has carried the version's ETag from before the copy until now,
+/// so whatever landed under the version's name was read from that version.
+fn judge(landed: &Version, version: &Version, source_unchanged: bool) -> Judgement {
+    if landed.content_length != version.content_length {
+        return Judgement::Different;
+    }
+    match (&landed.content_md5, &version.content_md5) {
+        (Some(a), Some(b)) if !a.is_empty() && !b.is_empty() => {
+            if a == b {
+                Judgement::Same
+            } else {
+                Judgement::Different
+            }
+        }
+        _ if source_unchanged => Judgement::Same,
+        _ => Judgement::Unknown,
+    }
+}
+
+/// One version's backup under way.
+struct VersionBackup<'a> {
+    app: &'a App,
+    request: &'a BackupRequest,
+    /// Without quotes.
+    etag: String,
+    backup_container: String,
+}
+
+impl<'a> VersionBackup<'a> {
+    fn new(app: &'a App, request: &'a BackupRequest, etag: &str) -> Result<Self, BackupError> {
+        let unusable = |reason: String| BackupError::Unusable {
+            what: format!("{}/{}", request.container, request.blob_name),
+            reason,
+        };
+        let backup_container =
+            naming::backup_container_name(&request.container, &app.config.backup_container_suffix)
+                .map_err(|e| unusable(e.to_string()))?;
+        Ok(Self {
+            app,
+            request,
+            etag: etag.to_owned(),
+            backup_container,
+        })
+    }
+
+    fn unusable(&self, reason: String) -> BackupError {
+        BackupError::Unusable {
+            what: format!("{}/{}", self.request.container, self.request.blob_name),
+            reason,
+        }
+    }
+
+    fn source(&self) -> Result<Blob, StorageError> {
+        Ok(self
+            .app
+            .source
+            .container(&self.request.container)?
+            .blob(&self.request.blob_name))
+    }
+
+    fn stamp(&self, version: &Version) -> Stamp {
+        Stamp::new(
+            &self.request.container,
+            &self.request.blob_name,
+            &self.etag,
+            version.last_modified,
+        )
+        .with_properties(&version.properties)
+    }
+
+    fn backup_name(&self, version: &Version) -> Result<String, BackupError> {
+        naming::backup_blob_name(&self.request.blob_name, version.last_modified, &self.etag)
+            .map_err(|e| self.unusable(e.to_string()))
+    }
+
+    fn backup_blob(&self, name: &str) -> Result<Blob, StorageError> {
+        Ok(self
+            .app
+            .backup
+            .container(&self.backup_container)?
+            .blob(name))
+    }
+
+    fn backed_up(
+        &self,
+        name: String,
+        from_snapshot: Option<String>,
+        copied: &Copied,
+    ) -> BackupOutcome {
+        info!(
+            backup = name,
+            from_snapshot,
+            md5_mismatch = copied.md5_mismatch,
+            tags_refused = copied.tags_refused,
+            "version backed up"
+        );
+        BackupOutcome::BackedUp {
+            backup_container: self.backup_container.clone(),
+            backup_name: name,
+            from_snapshot,
+            md5_mismatch: copied.md5_mismatch,
+            tags_refused: copied.tags_refused,
+        }
+    }
+
+    fn already(&self, name: String) -> BackupOutcome {
+        info!(backup = name, "version already backed up");
+        BackupOutcome::AlreadyBackedUp {
+            backup_container: self.backup_container.clone(),
+            backup_name: name,
+        }
+    }
+
+    async fn attempt(&self) -> Result<BackupOutcome, BackupError> {
+        let source = self.source()?;
+        match source.state().await? {
+            Some(state) if state.version.etag == self.etag => {
+                self.back_up_current(source, state).await
+            }
+            Some(state) => {
+                let reason = format!(
+                    "the blob changed: its ETag is now {}, not {}",
+                    state.version.etag, self.etag
+                );
+                self.back_up_past(reason).await
+            }
+            None => self.back_up_past("the blob no longer exists".into()).await,
+        }
+    }
+
+    /// The source still carries the requested version.
+    async fn back_up_current(
+        &self,
+        source: Blob,
+        state: BlobState,
+    ) -> Result<BackupOutcome, BackupError> {
+        let mut version = state.version.clone();
+        if state.tag_count > 0 && self.app.config.list_tags && !self.app.source.tags_refused() {
+            version.properties.tags = match source.tags().await {
+                Ok(tags) => Some(tags),
+                // Without the right to read tags the version is backed up all the same.
+                Err(e) if e.is_tags_refusal() => {
+                    warn!(error = %e, "the lake refused to show the blob's tags: backed up without them");
+                    self.app.source.refuse_tags();
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            };
+        }
+        let name = self.backup_name(&version)?;
+        self.app
+            .ensure_backup_container(&self.backup_container)
+            .await?;
+        let backup = self.backup_blob(&name)?;
+        if let Settled::Complete = self.settle(&backup, Some(&version), true).await? {
+            return Ok(self.already(name));
+        }
+        if state.is_archived() {
+            return Ok(archived(&state));
+        }
+        match self.app.config.copy_engine {
+            CopyEngine::Direct => self.copy_direct(&backup, name, &version).await,
+            CopyEngine::Adf => self.copy_with_adf(&source, &backup, name, &version).await,
+        }
+    }
+
+    /// The source moved on (or is gone). Settles a backup already under this version's name,
+    /// and backs the version up from a snapshot of it when one exists; otherwise it is outdated.
+    async fn back_up_past(&self, reason: String) -> Result<BackupOutcome, BackupError> {
+        let container = self.app.source.container(&self.request.container)?;
+        let snapshot = match find_snapshot(&container, &self.request.blob_name, &self.etag).await {
+            Ok(snapshot) => snapshot,
+            Err(e) if e.is(ErrorCode::ContainerNotFound) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let existing = match &snapshot {
+            Some(version) => Some(self.backup_name(version)?),
+            None => self.find_backup_by_name().await?,
+        };
+        if let Some(name) = &existing {
+            let backup = self.backup_blob(name)?;
+            match self.settle(&backup, snapshot.as_ref(), false).await? {
+                Settled::Complete => return Ok(self.already(name.clone())),
+                Settled::Absent => {}
+                Settled::Unverifiable => {
+                    return Ok(outdated(format!(
+                        "{reason}; an unstamped copy under its backup name {name} cannot be \
+                         verified (no snapshot of the version, or no MD5 to compare), and is \
+                         left alone"
+                    )))
+                }
+            }
+        }
+        match (snapshot, self.app.config.copy_engine) {
+            (Some(version), CopyEngine::Direct) => {
+                let name = self.backup_name(&version)?;
+                self.app
+                    .ensure_backup_container(&self.backup_container)
+                    .await?;
+                let backup = self.backup_blob(&name)?;
+                self.copy_direct(&backup, name, &version).await
+            }
+            // The pipeline copies a blob by name; it cannot address a snapshot.
+            _ => Ok(outdated(reason)),
+        }
+    }
+
+    /// A backup of this version whose name is not known from the source any more (no snapshot
+    /// of it): listed by the name's prefix, matched by what the name says.
+    async fn find_backup_by_name(&self) -> Result<Option<String>, StorageError> {
+        use futures::TryStreamExt;
+        let vault = self.app.backup.container(&self.backup_container)?;
+        let prefix = naming::backup_name_prefix(&self.request.blob_name);
+        let pages = list_backups(&vault, Some(&prefix))?;
+        futures::pin_mut!(pages);
+        loop {
+            match pages.try_next().await {
+                Ok(Some(page)) => {
+                    if let Some(found) = page.into_iter().find(|b| {
+                        naming::parse_backup_blob_name(&b.name).is_ok_and(|p| {
+                            p.source_name == self.request.blob_name && p.etag == self.etag
+                        })
+                    }) {
+                        return Ok(Some(found.name));
+                    }
+                }
+                Ok(None) => return Ok(None),
+                Err(e) if e.is(ErrorCode::ContainerNotFound) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The copy destination's state once its copy is no longer pending, or
+    /// `COPY_TIMEOUT_SECONDS` has passed.
+    async fn wait_for_copy(&self, backup: &Blob) -> Result<Option<BlobState>, StorageError> {
+        let config = &self.app.config;
+        wait_for_copy(backup, config.copy_timeout, config.copy_poll_interval).await
+    }
+
+    /// What stands under a version's backup name now: a copy still pending is waited for; a
+    /// failed one, or one that holds another version, is removed (If-Match on its own ETag);
+    /// an unstamped one that holds this version is stamped. `version` is what to judge by
+    /// (`None`: only a stamp proves anything); `source_unchanged` as for [`judge`].
+    async fn settle(
+        &self,
+        backup: &Blob,
+        version: Option<&Version>,
+        source_unchanged: bool,
+    ) -> Result<Settled, BackupError> {
+        let Some(existing) = self.wait_for_copy(backup).await? else {
+            return Ok(Settled::Absent);
+        };
+        if existing.version.copy_status == Some(CopyStatus::Pending) {
+            return Err(BackupError::Copy {
+                what: backup.what(),
+                detail: "a copy to it is still pending".into(),
+            });
+        }
+        if !existing.version.copy_complete() {
+            self.remove(backup, &existing, "an incomplete copy").await?;
+            return Ok(Settled::Absent);
+        }
+        if existing.version.stamped_etag() == Some(self.etag.as_str()) {
+            return Ok(Settled::Complete);
+        }
+        // Unstamped: landed by ADF, or by an earlier release between its copy and its stamp.
+        let Some(version) = version else {
+            return Ok(Settled::Unverifiable);
+        };
+        match judge(&existing.version, version, source_unchanged) {
+            Judgement::Same => {
+                self.write_stamp(backup, &existing, version).await?;
+                Ok(Settled::Complete)
+            }
+            Judgement::Different => {
+                self.remove(backup, &existing, "a copy of another version")
+                    .await?;
+                Ok(Settled::Absent)
+            }
+            Judgement::Unknown => Ok(Settled::Unverifiable),
+        }
+    }
+
+    async fn remove(
+        &self,
+        backup: &Blob,
+        existing: &BlobState,
+        why: &str,
+    ) -> Result<(), StorageError> {
+        warn!(
+            backup = backup.what(),
+            status = ?existing.version.copy_status,
+            length = existing.version.content_length,
+            why,
+            "removing a backup blob that is not this version"
+        );
+        match backup.delete(Some(existing.etag())).await {
+            Ok(()) => Ok(()),
+            // Changed or removed meanwhile by another invocation: judged again next time.
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e.context(format!("removing {why} at {}", backup.what()))),
+        }
+    }
+
+    /// Stamps a backup judged to hold `version`, only if it is still the blob that was judged.
+    async fn write_stamp(
+        &self,
+        backup: &Blob,
+        judged: &BlobState,
+        version: &Version,
+    ) -> Result<(), StorageError> {
+        let metadata = self
+            .stamp(version)
+            .backup_metadata(&version.metadata_or_empty());
+        backup
+            .set_metadata(&metadata, judged.etag())
+            .await
+            .map_err(|e| e.context(format!("stamping {}", backup.what())))
+    }
+
+    /// Copies exactly this version with its stamp in one write: a block blob through this worker
+    /// up to `COPY_THROUGH_WORKER_MAX_BYTES` (a conditional read, then one create-only write),
+    /// else server-side — synchronous for block blobs up to 256 MiB, asynchronous for every
+    /// other type and size (the stamp still travels with the request; the backup counts once its
+    /// copy status is `success`). The backup keeps the version's type, content headers,
+    /// Content-MD5 as stored, metadata and tags.
+    async fn copy_direct(
+        &self,
+        backup: &Blob,
+        name: String,
+        version: &Version,
+    ) -> Result<BackupOutcome, BackupError> {
+        let attributes = CopyAttributes {
+            metadata: self
+                .stamp(version)
+                .backup_metadata(&version.metadata_or_empty()),
+            tags: version.properties.tags.clone(),
+            tier: None,
+            stored_md5: version.content_md5.clone(),
+        };
+        let blob_type = version.properties.blob_type;
+        if blob_type == BlobType::Block
+            && version.content_length <= self.app.config.copy_through_max_bytes
+        {
+            let mut source = self.source()?;
+            if let Some(snapshot) = &version.snapshot {
+                source = source.at_snapshot(snapshot)?;
+            }
+            let copied = copy_version_through(
+                &source,
+                backup,
+                &self.etag,
+                version.content_length,
+                &attributes,
+            )
+            .await;
+            return match copied {
+                Ok(copied) => Ok(self.backed_up(name, version.snapshot.clone(), &copied)),
+                Err(e) if e.is(ErrorCode::BlobArchived) => Ok(archived_refused(&e)),
+                Err(e) => Err(e.into()),
+            };
+        }
+        let source_url = self
+            .app
+            .source
+            .readable_blob_url(
+                &self.request.container,
+                &self.request.blob_name,
+                version.snapshot.as_deref(),
+                self.app.copy_source_expiry(),
+            )
+            .await?;
+        let path = ServerCopy::for_source(blob_type, version.content_length);
+        let started = copy_version(backup, &source_url, &self.etag, &attributes, path).await;
+        match started {
+            Ok(copied) if copied.state == CopyStart::Done => {
+                Ok(self.backed_up(name, version.snapshot.clone(), &copied))
+            }
+            Ok(copied) => {
+                let what = backup.what();
+                match self.wait_for_copy(backup).await? {
+                    Some(state) if state.version.copy_status == Some(CopyStatus::Success) => {
+                        Ok(self.backed_up(name, version.snapshot.clone(), &copied))
+                    }
+                    Some(state) if state.version.copy_status == Some(CopyStatus::Pending) => {
+                        Err(BackupError::Copy {
+                            what,
+                            detail: format!(
+                                "still pending after {}s (COPY_TIMEOUT_SECONDS); it goes on \
+                                 server-side and counts once it is complete",
+                                self.app.config.copy_timeout.as_secs()
+                            ),
+                        })
+                    }
+                    Some(state) => {
+                        self.remove(backup, &state, "a failed copy").await?;
+                        Err(BackupError::Copy {
+                            what,
+                            detail: format!(
+                                "the copy ended {:?}: {}; its result was removed",
+                                state.version.copy_status,
+                                state.copy_status_description.unwrap_or_default()
+                            ),
+                        })
+                    }
+                    None => Err(BackupError::Copy {
+                        what,
+                        detail: "the copy's destination vanished".into(),
+                    }),
+                }
+            }
+            Err(e) if e.is(ErrorCode::BlobArchived) => Ok(archived_refused(&e)),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn outdated(reason: String) -> BackupOutcome {
+    info!(
+        reason,
+        "request outdated; a newer request or the reconciler covers the new version"
+    );
+    BackupOutcome::Outdated { reason }
+}
+
+fn archived(state: &BlobState) -> BackupOutcome {
+    let tier = state.access_tier.clone().unwrap_or_default();
+    let reason =
+        "the blob is in the archive tier; rehydrate it (or wait for its rehydration) and the \
+         next reconciliation backs it up"
+            .to_owned();
+    warn!(tier, reason, "source archived; not backed up");
+    BackupOutcome::Archived { tier, reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(length: u64, md5: Option<&[u8]>) -> Version {
+        Version {
+            content_length: length,
+            content_md5: md5.map(<[u8]>::to_vec),
+            ..crate::core::version::sample("raw/a.csv", "0xA")
+        }
+    }
+
+    #[test]
+    fn a_landed_copy_is_judged_by_length_and_a_real_md5_only() {
+        let md5: &[u8] = b"0123456789abcdef";
+        let other: &[u8] = b"fedcba9876543210";
+        let landed = version;
+        assert_eq!(
+            judge(&landed(3, None), &version(4, None), true),
+            Judgement::Different
+        );
+        assert_eq!(
+            judge(&landed(3, Some(md5)), &version(3, Some(md5)), false),
+            Judgement::Same
+        );
+        assert_eq!(
+            judge(&landed(3, Some(other)), &version(3, Some(md5)), true),
+            Judgement::Different
+        );
+        // Same length, no digest: only an unchanged source vouches for it.
+        assert_eq!(
+            judge(&landed(3, None), &version(3, Some(md5)), false),
+            Judgement::Unknown
+        );
+        assert_eq!(
+            judge(&landed(3, Some(b"")), &version(3, Some(b"")), false),
+            Judgement::Unknown
+        );
+        assert_eq!(
+            judge(&landed(3, None), &version(3, None), true),
+            Judgement::Same
+        );
+    }
+}

@@ -1,0 +1,226 @@
+//! Blob events: a recovery point seconds after each write. Each event is acted on from the
+//! blob's state *now*, since events arrive late, twice and out of order — the event's ETag is
+//! only a hint.
+//!
+//! - `BlobCreated` (and `BlobRenamed`, for its new name): the current version is backed up by the
+//!   backup engine, then snapshotted unless a snapshot carries its ETag. An event for a version
+//!   the blob has already moved past costs one HEAD: the newer version's own event (or the next
+//!   pass) protects it.
+//! - `BlobDeleted`: the end of the life of the version the lake held then, with the event's time.
+//! - `DirectoryRenamed`: a job over the new directory. The old names are left to the next pass,
+//!   which records the end of their lives.
+//!
+//! Events for other accounts and invalid names are unusable (the trigger poisons them); events
+//! for the backup account, `{c}bak`, the jobs' ledger, filtered-out names, snapshots and
+//! directory placeholders are ignored, so nothing loops.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tracing::info;
+
+use crate::{
+    app::{App, CopyEngine},
+    core::{
+        event::{BlobEvent, EventKind},
+        message::BackupRequest,
+        naming,
+        shard::directory_prefix,
+    },
+    engine::{
+        backup::{self, BackupError, BackupOutcome},
+        jobs::{self, JobOrigin, NewJob, Root},
+        lives::{self, Deletion},
+        protect,
+    },
+    storage::{listing::find_snapshot, ErrorCode, StorageError},
+};
+
+/// What became of one event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum EventOutcome {
+    /// The blob's current version has a stamped backup and a snapshot.
+    Protected {
+        container: String,
+        blob: String,
+        etag: String,
+        /// `backed_up`, `already_backed_up` or `requested` (ADF engine).
+        backup: String,
+        snapshot_taken: bool,
+    },
+    /// The blob moved on (or went) since the event: its newer event protects it.
+    Stale {
+        container: String,
+        blob: String,
+        reason: String,
+    },
+    DeletionRecorded {
+        container: String,
+        blob: String,
+        etag: String,
+        /// `false`: the record was there already.
+        new: bool,
+    },
+    /// A job over a renamed directory.
+    DirectoryQueued {
+        container: String,
+        prefix: String,
+        job: String,
+    },
+    Ignored {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Error)]
+pub enum EventError {
+    /// The event can never be acted on here (another account's, an invalid name).
+    #[error("{0}")]
+    Unusable(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+}
+
+/// Acts on one event. A failure (other than [`EventError::Unusable`]) is worth a retry.
+pub async fn handle(app: &App, event: &BlobEvent) -> Result<EventOutcome, EventError> {
+    if let Some(ignored) = ignored(app, event) {
+        info!(reason = ignored, "event ignored");
+        return Ok(EventOutcome::Ignored { reason: ignored });
+    }
+    if event.account != app.source.account_name().unwrap_or_default() {
+        return Err(EventError::Unusable(format!(
+            "the event is for account {:?}, not the lake's",
+            event.account
+        )));
+    }
+    naming::validate_container_name(&event.container)
+        .and_then(|()| naming::validate_blob_name(&event.path))
+        .map_err(|e| EventError::Unusable(e.to_string()))?;
+    if event.of_snapshot {
+        return Ok(EventOutcome::Ignored {
+            reason: "an event about a snapshot or version, not the blob".into(),
+        });
+    }
+    match event.kind {
+        EventKind::Created | EventKind::Renamed => protect_current(app, event).await,
+        EventKind::Deleted => record_deletion(app, event).await,
+        EventKind::DirectoryRenamed => {
+            let prefix = directory_prefix(&event.path);
+            let new = NewJob {
+                origin: JobOrigin::Event,
+                container: event.container.clone(),
+                roots: vec![Root::directory(&prefix)],
+            };
+            let job = jobs::queue(app, new).await?.job;
+            info!(job, prefix, "directory renamed: a job over its new name");
+            Ok(EventOutcome::DirectoryQueued {
+                container: event.container.clone(),
+                prefix,
+                job,
+            })
+        }
+    }
+}
+
+/// Why an event is none of this worker's business, if it is not.
+fn ignored(app: &App, event: &BlobEvent) -> Option<String> {
+    let config = &app.config;
+    let backup_account = app.backup.account_name();
+    let same_account = app.source.same_blob_service(&app.backup);
+    if !same_account && backup_account.as_deref() == Some(event.account.as_str()) {
+        return Some("an event of the backup account".into());
+    }
+    if same_account
+        && event
+            .container
+            .ends_with(config.backup_container_suffix.as_str())
+    {
+        return Some(format!(
+            "{} is a backup container (suffix {:?})",
+            event.container, config.backup_container_suffix
+        ));
+    }
+    if app.source.same_blob_service(&app.jobs) && event.container == config.job_ledger {
+        return Some("the jobs' ledger".into());
+    }
+    if let Some(containers) = &config.events.containers {
+        if !containers.contains(&event.container) {
+            return Some(format!("{} is not in EVENTS_CONTAINERS", event.container));
+        }
+    }
+    if let Some(prefix) = &config.events.prefix {
+        if !event.path.starts_with(prefix.as_str()) {
+            return Some(format!("outside EVENTS_PREFIX {prefix:?}"));
+        }
+    }
+    None
+}
+
+/// A created or replaced blob: its current version backed up, then snapshotted.
+async fn protect_current(app: &App, event: &BlobEvent) -> Result<EventOutcome, EventError> {
+    let (container, name) = (&event.container, &event.path);
+    let source = app.source.container(container)?;
+    let stale = |reason: &str| EventOutcome::Stale {
+        container: container.clone(),
+        blob: name.clone(),
+        reason: reason.to_owned(),
+    };
+    let state = match source.blob(name).state().await {
+        Ok(Some(state)) => state,
+        Ok(None) => return Ok(stale("the blob no longer exists")),
+        Err(e) if e.is(ErrorCode::ContainerNotFound) => return Ok(stale("the container is gone")),
+        Err(e) => return Err(e.into()),
+    };
+    if state.version.is_directory_placeholder() {
+        return Ok(EventOutcome::Ignored {
+            reason: "a directory placeholder (hdi_isfolder)".into(),
+        });
+    }
+    let etag = state.version.etag.clone();
+    if event.etag.as_ref().is_some_and(|hint| *hint != etag) {
+        return Ok(stale("the blob changed since: its newer event protects it"));
+    }
+    let request = BackupRequest::new(container, name, &etag);
+    let backup = if app.config.copy_engine == CopyEngine::Adf {
+        app.enqueue_backup(&request).await?;
+        "requested".to_owned()
+    } else {
+        match backup::back_up(app, &request).await? {
+            BackupOutcome::BackedUp { .. } => "backed_up".to_owned(),
+            BackupOutcome::AlreadyBackedUp { .. } => "already_backed_up".to_owned(),
+            other => {
+                info!(outcome = ?other, "not backed up");
+                return Ok(stale(&format!("{other:?}")));
+            }
+        }
+    };
+    let snapshot_taken = match find_snapshot(&source, name, &etag).await? {
+        Some(_) => false,
+        // Replaced meanwhile: that version's own event snapshots it.
+        None => protect::snapshot_version(app, container, name, &etag).await?,
+    };
+    info!(etag, backup, snapshot_taken, "version protected");
+    Ok(EventOutcome::Protected {
+        container: container.clone(),
+        blob: name.clone(),
+        etag,
+        backup,
+        snapshot_taken,
+    })
+}
+
+/// A deleted blob: the end of its life, at the event's time.
+async fn record_deletion(app: &App, event: &BlobEvent) -> Result<EventOutcome, EventError> {
+    let deleted_at = event.time.unwrap_or_else(time::OffsetDateTime::now_utc);
+    match lives::record_deletion(app, &event.container, &event.path, deleted_at).await? {
+        Deletion::Nothing(reason) => Ok(EventOutcome::Ignored { reason }),
+        Deletion::Recorded { etag, new } => Ok(EventOutcome::DeletionRecorded {
+            container: event.container.clone(),
+            blob: event.path.clone(),
+            etag,
+            new,
+        }),
+    }
+}

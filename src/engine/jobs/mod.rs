@@ -1,0 +1,188 @@
+//! The job engine: sharded work over a lake container, whatever the kind of work.
+//!
+//! A job is a set of directory shards ([`Shard`]) that fan out from its roots: each shard does
+//! its kind's work on one directory level within `SHARD_TIME_BUDGET_SECONDS`, queues each
+//! sub-directory as a new shard and, when its budget is spent, its own continuation. Every job
+//! starts through [`queue`] — the producer, the timer, the events function and `lakebackup
+//! shard`: the functions take its shards off `{BACKUP_QUEUE_NAME}-shards`, any instance, and the
+//! job's [`ledger`] says where it stands — or [`run_here`], the same shards in this process
+//! (`lakebackup produce`, `reconcile`).
+//!
+//! The kinds: [`backup`] (snapshot and back up what lacks it, record the lives that ended, and in
+//! a reconciliation prune).
+
+pub mod backup;
+pub mod ledger;
+mod runner;
+pub mod scope;
+
+use serde::Serialize;
+use thiserror::Error;
+
+pub use ledger::JobStatus;
+pub use runner::{run_delivered, run_part, Fanout, LocalJob, PartReport};
+
+use crate::{
+    app::App,
+    core::{
+        job::{count_names, Counts},
+        shard::{new_job_id, Shard, WorkKind},
+    },
+    engine::backup::BackupError,
+    storage::StorageError,
+};
+
+/// Shards a job run in this process runs at once, each with `SNAPSHOT_CONCURRENCY` repairs in
+/// flight.
+pub const LOCAL_SHARDS_AT_ONCE: usize = 4;
+
+/// What started a job (its status says so).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobOrigin {
+    /// `HttpSnapshotIncBackupContainerProducer` (or `lakebackup produce`).
+    Producer,
+    /// The reconciliation timer (or `lakebackup reconcile`).
+    Reconcile,
+    /// An admin's command (`lakebackup shard`).
+    Command,
+    /// A blob event (a directory renamed).
+    Event,
+}
+
+impl JobOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobOrigin::Producer => "producer",
+            JobOrigin::Reconcile => "reconcile",
+            JobOrigin::Command => "command",
+            JobOrigin::Event => "event",
+        }
+    }
+}
+
+/// Where a job's first shards start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Root {
+    /// A directory level (empty: the container's root) and everything under it; `prune`: the
+    /// shards also prune what the retention policy no longer keeps (a reconciliation's do).
+    Directory { prefix: String, prune: bool },
+    /// One blob only.
+    Blob(String),
+}
+
+impl Root {
+    pub fn directory(prefix: &str) -> Self {
+        Root::Directory {
+            prefix: prefix.to_owned(),
+            prune: false,
+        }
+    }
+}
+
+/// A job to start.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub origin: JobOrigin,
+    pub container: String,
+    pub roots: Vec<Root>,
+}
+
+impl NewJob {
+    /// A reconciliation of `container`: the whole container, pruning as it goes.
+    pub fn reconciliation(container: &str) -> Self {
+        Self {
+            origin: JobOrigin::Reconcile,
+            container: container.to_owned(),
+            roots: vec![Root::Directory {
+                prefix: String::new(),
+                prune: true,
+            }],
+        }
+    }
+
+    fn shards(&self, job: &str) -> Vec<Shard> {
+        self.roots
+            .iter()
+            .map(|root| match root {
+                Root::Directory { prefix, prune } => Shard {
+                    prune: *prune,
+                    ..Shard::root(job, &self.container, prefix)
+                },
+                Root::Blob(name) => Shard::one_blob(job, &self.container, name),
+            })
+            .collect()
+    }
+}
+
+/// A job queued: its id, and the shards it starts from.
+#[derive(Debug)]
+pub struct Queued {
+    pub job: String,
+    pub roots: Vec<Shard>,
+}
+
+/// Why a shard failed as a whole (a listing, the fan-out, its ledger): the host retries it, and
+/// what it had done is found done the next time. A blob that could not be done does not fail it.
+#[derive(Debug, Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+}
+
+/// Starts a job on the queue: its ledger first, then its root shards, which any instance
+/// running the shard function (or `lakebackup run`) takes. The producer, the timer, the events
+/// function and `lakebackup shard` start jobs here.
+pub async fn queue(app: &App, new: NewJob) -> Result<Queued, StorageError> {
+    let job = new_job_id();
+    let roots = new.shards(&job);
+    ledger::start_job(app, new.origin, &roots).await?;
+    Ok(Queued { job, roots })
+}
+
+/// Runs a job to its end in this process, up to `shards_at_once` shards at once, with nothing
+/// queued or recorded (`lakebackup produce` and `reconcile`): the same shards as a queued job.
+pub async fn run_here(app: &App, new: NewJob, shards_at_once: usize) -> LocalJob {
+    let job = new_job_id();
+    let mut local = LocalJob::new(WorkKind::Backup);
+    for root in new.shards(&job) {
+        local.add(runner::run_here(app, root, shards_at_once).await);
+    }
+    local
+}
+
+/// The counts of `kind`, all at zero.
+pub fn zero_counts(kind: WorkKind) -> Counts {
+    Counts::zero(count_names(kind))
+}
+
+/// The status of `job` now; `None` when no such job was started.
+pub async fn status(app: &App, job: &str) -> Result<Option<JobStatus>, StorageError> {
+    ledger::job_status(app, job).await
+}
+
+/// The status of `job` once it is no longer running, or when `wait` has passed; `None` when no
+/// such job was started. The poll starts fast (a small job is done in well under a second) and
+/// slows down to a second.
+pub async fn wait_for(
+    app: &App,
+    job: &str,
+    wait: std::time::Duration,
+) -> Result<Option<JobStatus>, StorageError> {
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + wait;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let Some(current) = status(app, job).await? else {
+            return Ok(None);
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if current.progress.state != crate::core::job::JobState::Running || left.is_zero() {
+            return Ok(Some(current));
+        }
+        tokio::time::sleep(pause.min(left)).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,48 @@
+//! `QueueSnapshotBackupShard`: one shard of a job from `{BACKUP_QUEUE_NAME}-shards` → the job
+//! engine, which runs its part and keeps the job's ledger. A message that is not a shard is
+//! poisoned unchanged; a failed shard fails the invocation, for a retry.
+
+use serde::Serialize;
+use tracing::warn;
+
+use super::{Delivery, Handled};
+use crate::{
+    app::App,
+    core::shard::Shard,
+    engine::jobs::{self, ledger, JobError, PartReport},
+};
+
+pub const FUNCTION_NAME: &str = "QueueSnapshotBackupShard";
+
+/// What became of one shard message; the invocation's return value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ShardOutcome {
+    Done {
+        #[serde(flatten)]
+        report: Box<PartReport>,
+    },
+}
+
+/// Handles one delivery.
+pub async fn handle(app: &App, delivery: &Delivery) -> Result<Handled<ShardOutcome>, JobError> {
+    let shard = match Shard::parse(&delivery.text) {
+        Ok(shard) => shard,
+        Err(reason) => return Ok(Handled::Unusable(reason)),
+    };
+    let report = jobs::run_delivered(app, &shard, delivery.last_attempt).await?;
+    Ok(Handled::Done(ShardOutcome::Done {
+        report: Box::new(report),
+    }))
+}
+
+/// The host gives a shard message up (`lakebackup run` does, after `maxDequeueCount`
+/// deliveries): its job's ledger says so, with `reason`, so that the job ends rather than
+/// running for ever.
+pub async fn given_up(app: &App, text: &str, reason: &str) {
+    if let Ok(shard) = Shard::parse(text) {
+        if let Err(e) = ledger::record_failed(app, &shard, reason).await {
+            warn!(error = %e, "could not record the given-up shard in its job's ledger");
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! The one table of the Function App's functions, shared by `serve` (the Functions host calls
+//! them) and `run` (this process polls their queues and keeps their timer): what triggers each,
+//! and the one path a queue message takes — to its function, and to the poison queue when the
+//! function finds it unusable or the host gives it up.
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use tracing::{warn, Instrument};
+
+use crate::{
+    app::{App, WorkQueue},
+    functions::{
+        backup_requests, blob_events, producer, reconciliation, shards, Delivery, Handled,
+    },
+};
+
+/// What triggers a function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// HTTP (the producer).
+    Http,
+    /// The timer (`RECONCILE_SCHEDULE`).
+    Timer,
+    /// Messages on a queue.
+    Queue(WorkQueue),
+}
+
+/// One function of the Function App.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Function {
+    pub name: &'static str,
+    pub trigger: Trigger,
+}
+
+/// Every function, as `function.json` names it.
+pub const FUNCTIONS: [Function; 5] = [
+    Function {
+        name: producer::FUNCTION_NAME,
+        trigger: Trigger::Http,
+    },
+    Function {
+        name: reconciliation::FUNCTION_NAME,
+        trigger: Trigger::Timer,
+    },
+    Function {
+        name: backup_requests::FUNCTION_NAME,
+        trigger: Trigger::Queue(WorkQueue::Backups),
+    },
+    Function {
+        name: shards::FUNCTION_NAME,
+        trigger: Trigger::Queue(WorkQueue::Shards),
+    },
+    Function {
+        name: blob_events::FUNCTION_NAME,
+        trigger: Trigger::Queue(WorkQueue::Events),
+    },
+];
+
+/// The queue functions, with their queues.
+pub fn queue_functions() -> impl Iterator<Item = (&'static str, WorkQueue)> {
+    FUNCTIONS.iter().filter_map(|f| match f.trigger {
+        Trigger::Queue(queue) => Some((f.name, queue)),
+        _ => None,
+    })
+}
+
+/// One queue message on its way to its function.
+#[derive(Debug, Clone)]
+pub struct QueueMessage {
+    /// The text as the function reads it (decoded from base64).
+    pub text: String,
+    /// The text exactly as it stands on the queue: what a poison copy carries.
+    pub raw: String,
+    pub message_id: String,
+    pub dequeue_count: u64,
+}
+
+/// Runs the function of `queue` on one message: its outcome as the invocation's return value;
+/// an unusable message moved to the poison queue unchanged (the invocation then succeeds,
+/// `{"outcome":"poisoned","reason":…}`); a failure as text, for the host to retry.
+pub async fn invoke_queue_function(
+    app: &App,
+    queue: WorkQueue,
+    message: &QueueMessage,
+) -> Result<Value, String> {
+    let function = function_of(queue);
+    let span = tracing::info_span!(
+        "function",
+        function,
+        message_id = %message.message_id,
+        dequeue_count = message.dequeue_count,
+    );
+    async {
+        let delivery = Delivery {
+            text: message.text.clone(),
+            message_id: message.message_id.clone(),
+            last_attempt: message.dequeue_count >= app.config.max_dequeue_count,
+        };
+        let handled = match queue {
+            WorkQueue::Backups => reply(backup_requests::handle(app, &delivery).await),
+            WorkQueue::Shards => reply(shards::handle(app, &delivery).await),
+            WorkQueue::Events => reply(blob_events::handle(app, &delivery).await),
+        }?;
+        match handled {
+            Handled::Done(outcome) => Ok(outcome),
+            Handled::Unusable(reason) => {
+                app.poison(queue, &message.raw)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                warn!(reason, "message moved to the poison queue unchanged");
+                Ok(json!({"outcome": "poisoned", "reason": reason}))
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// The host gives a message up after its last allowed delivery failed (`lakebackup run` does
+/// what the host does): a shard's job is told first; then the message goes to the poison queue,
+/// byte for byte.
+pub async fn give_up(
+    app: &App,
+    queue: WorkQueue,
+    message: &QueueMessage,
+    reason: &str,
+) -> Result<(), String> {
+    if queue == WorkQueue::Shards {
+        shards::given_up(app, &message.text, reason).await;
+    }
+    app.poison(queue, &message.raw)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn function_of(queue: WorkQueue) -> &'static str {
+    queue_functions()
+        .find(|(_, q)| *q == queue)
+        .map_or("", |(name, _)| name)
+}
+
+fn reply<T: Serialize, E: std::fmt::Display>(
+    result: Result<Handled<T>, E>,
+) -> Result<Handled<Value>, String> {
+    match result {
+        Ok(Handled::Done(outcome)) => Ok(Handled::Done(
+            serde_json::to_value(&outcome).unwrap_or(Value::Null),
+        )),
+        Ok(Handled::Unusable(reason)) => Ok(Handled::Unusable(reason)),
+        Err(e) => Err(e.to_string()),
+    }
+}

@@ -1,0 +1,481 @@
+//! A container and a blob of one account, as the engines see them: named things with the
+//! operations the product performs on them, every one conditional where it must be, every failure
+//! a [`StorageError`], every answer a type of the core ([`Version`] for the facts of a version).
+//! The SDK's clients stay behind them.
+
+use std::{collections::HashMap, sync::Arc};
+
+use azure_core::http::{RequestContent, StatusCode};
+use azure_storage_blob::{
+    models::{
+        BlobClientCreateSnapshotOptions, BlobClientCreateSnapshotResultHeaders,
+        BlobClientDeleteOptions, BlobClientDownloadOptions, BlobClientGetPropertiesResultHeaders,
+        BlobClientSetMetadataOptions, BlobClientUploadOptions,
+    },
+    BlobClient, BlobContainerClient,
+};
+use time::OffsetDateTime;
+use url::Url;
+
+use super::{ErrorCode, StorageError, StorageResultExt};
+use crate::core::{
+    etag::{normalize_etag, quoted_etag},
+    life::{record_metadata, Record},
+    properties::{BlobProperties, BlobType, ContentHeaders, Tags},
+    version::{CopyStatus, Version},
+};
+
+/// One container of one account.
+#[derive(Clone)]
+pub struct Container {
+    client: Arc<BlobContainerClient>,
+    name: String,
+}
+
+impl std::fmt::Debug for Container {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Container({})", self.name)
+    }
+}
+
+impl Container {
+    pub(super) fn new(client: BlobContainerClient, name: &str) -> Self {
+        Self {
+            client: Arc::new(client),
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The SDK's client, for tests and tools that speak to the service directly; the product
+    /// goes through this type.
+    #[doc(hidden)]
+    pub fn sdk(&self) -> &BlobContainerClient {
+        &self.client
+    }
+
+    /// Blob `name` of this container.
+    pub fn blob(&self, name: &str) -> Blob {
+        Blob {
+            client: Arc::new(self.client.blob_client(name)),
+            container: self.name.clone(),
+            name: name.to_owned(),
+            snapshot: None,
+        }
+    }
+
+    pub async fn exists(&self) -> Result<bool, StorageError> {
+        match self.client.get_properties(None).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.http_status() == Some(StatusCode::NotFound) => Ok(false),
+            Err(e) => Err(StorageError::new(
+                format!("reading container {}", self.name),
+                e,
+            )),
+        }
+    }
+
+    /// Creates the container unless it exists already (another instance may have just made it).
+    pub async fn create_if_missing(&self) -> Result<(), StorageError> {
+        match self.client.create(None).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.http_status() == Some(StatusCode::Conflict) => Ok(()),
+            Err(e) => Err(StorageError::new(
+                format!("creating container {}", self.name),
+                e,
+            )),
+        }
+    }
+
+    /// Writes one record of a life beside its name's backups, create-only; `false` when it was
+    /// there already (or cannot be named: the name would be too long for Azure, which is
+    /// logged).
+    pub async fn write_record(
+        &self,
+        record: &Record,
+        seen: OffsetDateTime,
+    ) -> Result<bool, StorageError> {
+        let name = match record.blob_name() {
+            Ok(name) => name,
+            Err(error) => {
+                tracing::warn!(blob = record.name, %error, "the record's name would be too long; not recorded");
+                return Ok(false);
+            }
+        };
+        let written = self
+            .blob(&name)
+            .create(Vec::new(), record_metadata(seen))
+            .await
+            .map_err(|e| {
+                e.context(format!(
+                    "recording a change of {}/{}",
+                    self.name, record.name
+                ))
+            })?;
+        if written {
+            tracing::info!(
+                blob = record.name,
+                life = record.life,
+                change = ?record.change,
+                sequence = record.sequence,
+                "life recorded"
+            );
+        }
+        Ok(written)
+    }
+}
+
+/// One blob (or one snapshot of it) of one container.
+#[derive(Clone)]
+pub struct Blob {
+    client: Arc<BlobClient>,
+    container: String,
+    name: String,
+    snapshot: Option<String>,
+}
+
+impl std::fmt::Debug for Blob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Blob({})", self.what())
+    }
+}
+
+/// A blob read in full.
+#[derive(Debug, Clone)]
+pub struct Downloaded {
+    pub bytes: Vec<u8>,
+    /// Without quotes.
+    pub etag: String,
+    pub metadata: HashMap<String, String>,
+}
+
+/// A snapshot just taken: its id and the ETag of the version it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taken {
+    pub snapshot: String,
+    pub etag: String,
+}
+
+impl Blob {
+    /// `container/name` (and the snapshot), for messages.
+    pub fn what(&self) -> String {
+        match &self.snapshot {
+            Some(id) => format!("{}/{} (snapshot {id})", self.container, self.name),
+            None => format!("{}/{}", self.container, self.name),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn container(&self) -> &str {
+        &self.container
+    }
+
+    /// The snapshot this addresses, if any.
+    pub fn snapshot(&self) -> Option<&str> {
+        self.snapshot.as_deref()
+    }
+
+    /// The SDK's client, for tests and tools that speak to the service directly.
+    #[doc(hidden)]
+    pub fn sdk(&self) -> &Arc<BlobClient> {
+        &self.client
+    }
+
+    /// The blob's URL (without any signature of the caller's).
+    pub(super) fn url(&self) -> &Url {
+        self.client.url()
+    }
+
+    /// The blob's state now, or `None` when it does not exist.
+    pub async fn state(&self) -> Result<Option<BlobState>, StorageError> {
+        let read = || format!("reading properties of {}", self.what());
+        let response = match self.client.get_properties(None).await {
+            Ok(response) => response,
+            // The blob, or its whole container, is not there.
+            Err(e) if e.http_status() == Some(StatusCode::NotFound) => return Ok(None),
+            Err(e) => return Err(StorageError::new(read(), e)),
+        };
+        let missing =
+            |field: &str| StorageError::other(read(), format!("the service sent no {field}"));
+        let copy_status = response
+            .copy_status()
+            .during(read)?
+            .map(|status| match status {
+                azure_storage_blob::models::CopyStatus::Pending => CopyStatus::Pending,
+                azure_storage_blob::models::CopyStatus::Success => CopyStatus::Success,
+                azure_storage_blob::models::CopyStatus::Aborted => CopyStatus::Aborted,
+                _ => CopyStatus::Failed,
+            });
+        let version = Version {
+            name: self.name.clone(),
+            snapshot: self.snapshot.clone(),
+            etag: response
+                .etag()
+                .during(read)?
+                .map(|e| normalize_etag(e.as_ref()).to_owned())
+                .ok_or_else(|| missing("ETag"))?,
+            last_modified: response
+                .last_modified()
+                .during(read)?
+                .ok_or_else(|| missing("Last-Modified"))?,
+            content_length: response.content_length().during(read)?.unwrap_or(0),
+            content_md5: response
+                .content_md5()
+                .during(read)?
+                .filter(|md5| !md5.is_empty()),
+            metadata: Some(response.metadata().during(read)?),
+            properties: BlobProperties {
+                blob_type: match response.blob_type().during(read)? {
+                    Some(azure_storage_blob::models::BlobType::AppendBlob) => BlobType::Append,
+                    Some(azure_storage_blob::models::BlobType::PageBlob) => BlobType::Page,
+                    _ => BlobType::Block,
+                },
+                // A tier the account's default gave is not the blob's own.
+                access_tier: match response.access_tier_inferred().during(read)? {
+                    Some(true) => None,
+                    _ => response.access_tier().during(read)?,
+                },
+                headers: ContentHeaders {
+                    content_type: response.content_type().during(read)?,
+                    content_encoding: response.content_encoding().during(read)?,
+                    content_language: response.content_language().during(read)?,
+                    content_disposition: response.content_disposition().during(read)?,
+                    cache_control: response.cache_control().during(read)?,
+                }
+                .normalized(),
+                tags: None,
+                customer_key: response
+                    .encryption_key_sha256()
+                    .during(read)?
+                    .is_some_and(|sha| !sha.is_empty()),
+            },
+            copy_status,
+        };
+        Ok(Some(BlobState {
+            version,
+            copy_source: response.copy_source().during(read)?,
+            copy_status_description: response.copy_status_description().during(read)?,
+            access_tier: response.access_tier().during(read)?,
+            tag_count: response.tag_count().during(read)?.unwrap_or(0).max(0) as u64,
+        }))
+    }
+
+    /// The blob's index tags.
+    pub async fn tags(&self) -> Result<Tags, StorageError> {
+        let read = || format!("reading the tags of {}", self.what());
+        let tags = self
+            .client
+            .get_tags(None)
+            .await
+            .during(read)?
+            .into_model()
+            .during(read)?;
+        Ok(tags
+            .blob_tag_set
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|tag| Some((tag.key?, tag.value.unwrap_or_default())))
+            .collect())
+    }
+
+    /// The blob's snapshot `id`.
+    pub fn at_snapshot(&self, id: &str) -> Result<Blob, StorageError> {
+        let client = self
+            .client
+            .with_snapshot(id)
+            .during(|| format!("addressing a snapshot of {}", self.what()))?;
+        Ok(Blob {
+            client: Arc::new(client),
+            container: self.container.clone(),
+            name: self.name.clone(),
+            snapshot: Some(id.to_owned()),
+        })
+    }
+
+    /// Takes a snapshot, of exactly version `if_match` when given.
+    pub async fn take_snapshot(&self, if_match: Option<&str>) -> Result<Taken, StorageError> {
+        let what = || format!("snapshotting {}", self.what());
+        let response = self
+            .client
+            .create_snapshot(Some(BlobClientCreateSnapshotOptions {
+                if_match: if_match.map(|etag| quoted_etag(etag).into()),
+                ..Default::default()
+            }))
+            .await
+            .during(what)?;
+        let etag = response
+            .etag()
+            .during(what)?
+            .map(|etag| normalize_etag(etag.as_ref()).to_owned());
+        let snapshot = response.snapshot().during(what)?;
+        match (snapshot, etag) {
+            (Some(snapshot), Some(etag)) => Ok(Taken { snapshot, etag }),
+            _ => Err(StorageError::other(
+                what(),
+                "the service answered without the snapshot's id or ETag",
+            )),
+        }
+    }
+
+    /// Deletes the blob (or snapshot), only if it is still version `if_match` when given. A
+    /// blob with snapshots is refused (`SnapshotsPresent`): snapshots are never deleted with it.
+    pub async fn delete(&self, if_match: Option<&str>) -> Result<(), StorageError> {
+        self.client
+            .delete(Some(BlobClientDeleteOptions {
+                if_match: if_match.map(|etag| quoted_etag(etag).into()),
+                ..Default::default()
+            }))
+            .await
+            .during(|| format!("deleting {}", self.what()))?;
+        Ok(())
+    }
+
+    /// Replaces the blob's metadata, only if it is still version `if_match`.
+    pub async fn set_metadata(
+        &self,
+        metadata: &HashMap<String, String>,
+        if_match: &str,
+    ) -> Result<(), StorageError> {
+        self.client
+            .set_metadata(
+                metadata,
+                Some(BlobClientSetMetadataOptions {
+                    if_match: Some(quoted_etag(if_match).into()),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .during(|| format!("setting the metadata of {}", self.what()))?;
+        Ok(())
+    }
+
+    /// The blob's bytes (of version `if_match` only, when given), with its ETag and metadata.
+    pub async fn read(&self, if_match: Option<&str>) -> Result<Downloaded, StorageError> {
+        let what = || format!("reading {}", self.what());
+        let downloaded = self
+            .client
+            .download(Some(BlobClientDownloadOptions {
+                if_match: if_match.map(|etag| quoted_etag(etag).into()),
+                ..Default::default()
+            }))
+            .await
+            .during(what)?;
+        let etag = downloaded
+            .properties
+            .etag
+            .as_ref()
+            .map(|e| normalize_etag(e.as_ref()).to_owned())
+            .unwrap_or_default();
+        let metadata = downloaded.properties.metadata.clone();
+        let bytes = downloaded.body.collect().await.during(what)?;
+        Ok(Downloaded {
+            bytes: bytes.to_vec(),
+            etag,
+            metadata,
+        })
+    }
+
+    /// Writes `bytes` with `metadata` as a new blob, only if none stands under the name; `false`
+    /// when one does.
+    pub async fn create(
+        &self,
+        bytes: Vec<u8>,
+        metadata: HashMap<String, String>,
+    ) -> Result<bool, StorageError> {
+        let written = self
+            .client
+            .upload(
+                RequestContent::from(bytes),
+                Some(BlobClientUploadOptions {
+                    if_none_match: Some("*".into()),
+                    metadata: Some(metadata),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .during(|| format!("writing {}", self.what()));
+        match written {
+            Ok(_) => Ok(true),
+            Err(e) if e.is(ErrorCode::BlobAlreadyExists) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes `bytes` with `metadata`, replacing whatever stands under the name.
+    pub async fn put(
+        &self,
+        bytes: Vec<u8>,
+        metadata: HashMap<String, String>,
+    ) -> Result<(), StorageError> {
+        self.client
+            .upload(
+                RequestContent::from(bytes),
+                Some(BlobClientUploadOptions {
+                    metadata: Some(metadata),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .during(|| format!("writing {}", self.what()))?;
+        Ok(())
+    }
+}
+
+/// What a blob is now: its version, and the state of the blob object around it.
+#[derive(Debug, Clone)]
+pub struct BlobState {
+    /// Its current version (metadata read; tags not: see [`Blob::tags`]).
+    pub version: Version,
+    /// The URL it was copied from, when it is (or was) the destination of a copy.
+    pub copy_source: Option<String>,
+    pub copy_status_description: Option<String>,
+    /// `Hot`, `Cool`, `Cold`, `Archive`, ... when the service says (set or inferred).
+    pub access_tier: Option<String>,
+    /// How many index tags the blob has.
+    pub tag_count: u64,
+}
+
+impl BlobState {
+    /// Whether the blob is the result of a copy from `source` (the same blob or snapshot,
+    /// whatever signature authorized it): a copy whose answer was lost, found done.
+    pub fn copied_from(&self, source: &Url) -> bool {
+        let Some(copied) = self.copy_source.as_deref().and_then(|s| Url::parse(s).ok()) else {
+            return false;
+        };
+        let snapshot = |url: &Url| {
+            url.query_pairs()
+                .find(|(k, _)| k == "snapshot")
+                .map(|(_, v)| v.into_owned())
+        };
+        copied.host_str() == source.host_str()
+            && copied.port_or_known_default() == source.port_or_known_default()
+            && copied.path() == source.path()
+            && snapshot(&copied) == snapshot(source)
+    }
+
+    /// An archived blob cannot be read (or copied) until it is rehydrated.
+    pub fn is_archived(&self) -> bool {
+        self.access_tier
+            .as_deref()
+            .is_some_and(|tier| tier.eq_ignore_ascii_case("archive"))
+    }
+
+    pub fn etag(&self) -> &str {
+        &self.version.etag
+    }
+
+    /// The blob's user metadata (with any stamp).
+    pub fn metadata(&self) -> &HashMap<String, String> {
+        static NONE: std::sync::OnceLock<HashMap<String, String>> = std::sync::OnceLock::new();
+        self.version
+            .metadata
+            .as_ref()
+            .unwrap_or_else(|| NONE.get_or_init(HashMap::new))
+    }
+}

@@ -1,0 +1,358 @@
+//! Keys off: the worker with identity-only connections (`__blobServiceUri` / `__queueServiceUri`,
+//! tokens from the managed-identity endpoint) against Azurite in OAuth mode over HTTPS. The
+//! producer, the consumer's direct engine, the reconciler and restore all work, large copies go
+//! through user-delegation SAS, and token failures are one clear line without the token.
+
+// Its own test binary: the process must trust the test CA (`SSL_CERT_FILE`) before its first
+// HTTP client, which the other tests' clients would otherwise come before.
+#[path = "../suite/support/mod.rs"]
+mod support;
+
+use std::{collections::HashMap, time::Duration};
+
+use lakebackup::{app::App, core::message::BackupRequest, settings::Settings};
+use support::{
+    azurite::{BACKUP_KEY, DEV_KEY, JOBS_KEY, SOURCE_KEY},
+    keys_off::{IdentityEndpoint, TestTls},
+    worker::{self, Standalone},
+    Azurite,
+};
+
+/// Above the worker's 1 MiB copy-through threshold: copied server-side with a delegation SAS.
+const LARGE: usize = 2 * 1024 * 1024 + 17;
+
+struct KeysOff {
+    tls: &'static TestTls,
+    azurite: Azurite,
+    identity: IdentityEndpoint,
+    /// The tests' own view of the accounts, with keys: arranging and checking only.
+    harness: App,
+    dir: tempfile::TempDir,
+}
+
+impl KeysOff {
+    async fn start() -> KeysOff {
+        let tls = TestTls::shared();
+        let azurite =
+            Azurite::start_keys_off(std::path::Path::new(env!("CARGO_MANIFEST_DIR")), &tls.files)
+                .unwrap_or_else(|e| panic!("{e}"));
+        let harness =
+            App::from_settings(&Settings::from_pairs(worker::settings(&azurite))).unwrap();
+        harness
+            .source
+            .container_client("lake")
+            .unwrap()
+            .create(None)
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("host.json"),
+            r#"{"version": "2.0", "functionTimeout": "00:00:30",
+  "extensions": {"queues": {"maxDequeueCount": 3, "visibilityTimeout": "00:00:00.5", "maxPollingInterval": "00:00:00.2"}}}"#,
+        )
+        .unwrap();
+        KeysOff {
+            identity: IdentityEndpoint::start(),
+            tls,
+            azurite,
+            harness,
+            dir,
+        }
+    }
+
+    /// The worker's settings: identity-based connections only, the backup account through a
+    /// user-assigned identity, the others through the system-assigned one.
+    fn settings(&self) -> HashMap<String, String> {
+        let blob = |account: &str| self.azurite.blob_endpoint(account);
+        let queue = |account: &str| self.azurite.queue_endpoint(account);
+        HashMap::from([
+            ("SOURCE_STORAGE__blobServiceUri".into(), blob("source")),
+            ("BACKUP_STORAGE__blobServiceUri".into(), blob("backup")),
+            ("BACKUP_STORAGE__clientId".into(), "backup-writer".into()),
+            ("AzureWebJobsStorage__blobServiceUri".into(), blob("jobs")),
+            ("AzureWebJobsStorage__queueServiceUri".into(), queue("jobs")),
+            ("BACKUP_COPY_ENGINE".into(), "direct".into()),
+            ("COPY_POLL_INTERVAL_MS".into(), "50".into()),
+            ("COPY_TIMEOUT_SECONDS".into(), "20".into()),
+            ("SHARD_TIME_BUDGET_SECONDS".into(), "5".into()),
+            ("RUN_VISIBILITY_SECONDS".into(), "3".into()),
+            ("IDENTITY_ENDPOINT".into(), self.identity.url.clone()),
+            ("IDENTITY_HEADER".into(), self.identity.header.clone()),
+            (
+                "SSL_CERT_FILE".into(),
+                self.tls.files.ca.to_string_lossy().into_owned(),
+            ),
+        ])
+    }
+
+    async fn upload(&self, name: &str, bytes: &[u8]) {
+        support::upload(
+            &self.harness.source.container_client("lake").unwrap(),
+            name,
+            bytes,
+        )
+        .await;
+    }
+
+    async fn request_backup(&self, name: &str) {
+        let lake = self.harness.source.container_client("lake").unwrap();
+        let (etag, _, _) = support::properties(&lake, name).await;
+        self.harness
+            .enqueue_backup(&BackupRequest::new("lake", name, &etag))
+            .await
+            .unwrap();
+    }
+
+    /// Stamped backups in lakebak, by source name: how many versions each has.
+    async fn backups(&self) -> HashMap<String, usize> {
+        let container = self.harness.backup.container_client("lakebak").unwrap();
+        let mut versions = HashMap::new();
+        if !container.exists().await.unwrap() {
+            return versions;
+        }
+        for (name, _) in support::list_all(&container).await {
+            let (_, _, metadata) = support::properties(&container, &name).await;
+            let Ok(parsed) = lakebackup::core::naming::parse_backup_blob_name(&name) else {
+                continue;
+            };
+            if lakebackup::core::stamp::stamped_etag(&metadata) == Some(parsed.etag.as_str()) {
+                *versions.entry(parsed.source_name).or_default() += 1;
+            }
+        }
+        versions
+    }
+
+    async fn wait_for_versions(&self, name: &str, count: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let backups = self.backups().await;
+            if backups.get(name).copied().unwrap_or(0) >= count {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name}: fewer than {count} backups after 60 s: {backups:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Bytes of a given length that differ with `seed`.
+fn bytes(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[tokio::test]
+async fn identity_only_settings_back_up_reconcile_and_restore_byte_identical() {
+    let lake = KeysOff::start().await;
+    let settings = lake.settings();
+    for (name, value) in &settings {
+        for secret in [SOURCE_KEY, BACKUP_KEY, JOBS_KEY, DEV_KEY] {
+            assert!(!value.contains(secret), "{name} carries a key");
+        }
+        for field in ["AccountKey", "SharedAccessSignature", "sig="] {
+            assert!(!value.contains(field), "{name} carries {field}");
+        }
+    }
+    for connection in ["SOURCE_STORAGE", "BACKUP_STORAGE", "AzureWebJobsStorage"] {
+        assert!(
+            !settings.contains_key(connection),
+            "no connection string at all: {connection}"
+        );
+    }
+
+    // Azurite refuses a request that carries no token: what worked below used one.
+    let anonymous = azure_storage_blob::BlobContainerClient::new(
+        url::Url::parse(&format!("{}/lake", lake.azurite.blob_endpoint("source"))).unwrap(),
+        None,
+        None,
+    )
+    .unwrap();
+    let refused = anonymous.get_properties(None).await.unwrap_err();
+    assert!(
+        matches!(refused.http_status().map(u16::from), Some(401 | 403)),
+        "{refused}"
+    );
+
+    lake.upload("small.csv", b"id,name\n1,\"quoted, name\"\n")
+        .await;
+    lake.upload("raw/2026/part-0001.parquet", &bytes(LARGE, 1))
+        .await;
+
+    // The producer over HTTP: snapshots and copies (one through the worker, one server-side
+    // with a delegation SAS from the source account), its shard queue in AzureWebJobsStorage.
+    let address = format!("127.0.0.1:{}", support::closed_port());
+    let runner = Standalone::start(&settings, lake.dir.path(), &["--http", &address]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let reply: serde_json::Value = loop {
+        let url =
+            format!("http://{address}/api/HttpSnapshotIncBackupContainerProducer?container=lake");
+        match reqwest::get(&url).await {
+            Ok(response) => break response.json().await.unwrap(),
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("the producer did not answer: {e}"),
+        }
+    };
+    assert_eq!(reply["status"], "done", "{reply}");
+    assert_eq!(reply["backups_copied"], 2, "{reply}");
+
+    // The consumer: a backup request per blob on the backup queue, for new versions.
+    lake.upload("small.csv", b"id,name\n1,\"quoted, name\"\n2,second\n")
+        .await;
+    lake.upload("raw/2026/part-0001.parquet", &bytes(LARGE, 2))
+        .await;
+    lake.request_backup("small.csv").await;
+    lake.request_backup("raw/2026/part-0001.parquet").await;
+    lake.wait_for_versions("small.csv", 2).await;
+    lake.wait_for_versions("raw/2026/part-0001.parquet", 2)
+        .await;
+    assert_eq!(runner.terminate(), 0, "clean shutdown");
+
+    // The large versions were copied server-side from a user-delegation SAS for that one blob
+    // (the service records the copy source), and Azurite checks its signature.
+    let backups = lake.harness.backup.container_client("lakebak").unwrap();
+    let mut delegated = Vec::new();
+    for (name, _) in support::list_all(&backups).await {
+        if !name.starts_with("raw/2026/part-0001_") {
+            continue;
+        }
+        let properties = backups
+            .blob_client(&name)
+            .get_properties(None)
+            .await
+            .unwrap();
+        use azure_storage_blob::models::BlobClientGetPropertiesResultHeaders as _;
+        delegated.push(
+            properties
+                .copy_source()
+                .unwrap()
+                .expect("a server-side copy"),
+        );
+    }
+    assert_eq!(delegated.len(), 2);
+    for source in &delegated {
+        let url = url::Url::parse(source).unwrap();
+        let query: HashMap<String, String> = url.query_pairs().into_owned().collect();
+        assert_eq!(
+            query["skoid"],
+            support::keys_off::SYSTEM_OBJECT_ID,
+            "{query:?}"
+        );
+        assert_eq!(query["sr"], "b");
+        assert_eq!(query["sp"], "r");
+        let read = |url: url::Url| async move {
+            azure_storage_blob::BlobClient::new(url, None, None)
+                .unwrap()
+                .get_properties(None)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.http_status().map(u16::from))
+        };
+        // The SAS may be used again until it expires; with its signature altered it is refused.
+        let mut tampered = url.clone();
+        let altered: Vec<(String, String)> = url
+            .query_pairs()
+            .into_owned()
+            .map(|(k, v)| match k.as_str() {
+                "skoid" => (k, support::keys_off::USER_ASSIGNED_OBJECT_ID.to_owned()),
+                _ => (k, v),
+            })
+            .collect();
+        tampered.query_pairs_mut().clear().extend_pairs(altered);
+        assert_eq!(read(url).await, Ok(()), "the SAS as signed is accepted");
+        assert_eq!(read(tampered).await, Err(Some(403)));
+    }
+
+    // The reconciler finds a blob nobody announced.
+    lake.upload("raw/2026/late.bin", &bytes(LARGE, 3)).await;
+    let (code, stdout, stderr) = worker::run_once(&settings, &["reconcile", "--container", "lake"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_eq!(lake.backups().await.get("raw/2026/late.bin"), Some(&1));
+
+    // Restore from the backup account (server-side copies with a delegation SAS from the
+    // backup account, under its user-assigned identity) into a new container.
+    let (code, stdout, stderr) = worker::run_once(
+        &settings,
+        &[
+            "restore",
+            "--container",
+            "lake",
+            "--to-container",
+            "restored",
+        ],
+    );
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let source = lake.harness.source.container_client("lake").unwrap();
+    let restored = lake.harness.source.container_client("restored").unwrap();
+    let names: Vec<String> = support::list_all(&source)
+        .await
+        .into_iter()
+        .filter(|(_, snapshot)| snapshot.is_none())
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(names.len(), 3);
+    for name in &names {
+        assert_eq!(
+            support::download(&restored, name).await,
+            support::download(&source, name).await,
+            "{name} restored byte-identical"
+        );
+    }
+
+    let (code, stdout, stderr) =
+        worker::run_once(&settings, &["verify", "--container", "lake", "--deep"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+
+    // Both identities asked for tokens, the way the platform's endpoint expects.
+    assert!(
+        lake.identity.refused().is_empty(),
+        "{:?}",
+        lake.identity.refused()
+    );
+    let identities = lake.identity.identities();
+    assert!(identities.contains(&None), "the system-assigned identity");
+    assert!(
+        identities.contains(&Some("backup-writer".to_owned())),
+        "BACKUP_STORAGE__clientId"
+    );
+}
+
+#[tokio::test]
+async fn token_failures_are_one_line_naming_the_connection_and_never_the_token() {
+    let lake = KeysOff::start().await;
+    lake.upload("a.csv", b"a").await;
+
+    let mut unreachable = lake.settings();
+    unreachable.insert(
+        "IDENTITY_ENDPOINT".into(),
+        format!("http://127.0.0.1:{}/msi/token", support::closed_port()),
+    );
+    let (code, stdout, stderr) =
+        worker::run_once(&unreachable, &["reconcile", "--container", "lake"]);
+    let output = format!("{stdout}\n{stderr}");
+    assert_ne!(code, 0, "{output}");
+    assert!(
+        output.contains("SOURCE_STORAGE: could not get a token for https://storage.azure.com from the app's system-assigned managed identity"),
+        "{output}"
+    );
+
+    lake.identity.issue_expired();
+    let (code, stdout, stderr) =
+        worker::run_once(&lake.settings(), &["reconcile", "--container", "lake"]);
+    let output = format!("{stdout}\n{stderr}");
+    assert_ne!(code, 0, "{output}");
+    assert!(
+        output.contains("SOURCE_STORAGE refused the request of its identity"),
+        "{output}"
+    );
+    assert!(output.contains("expired"), "{output}");
+    // A JWT starts with the base64url of `{"`: no token in any output.
+    assert!(!output.contains("eyJ"), "{output}");
+    assert!(!lake.identity.identities().is_empty());
+}

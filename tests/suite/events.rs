@@ -1,0 +1,429 @@
+//! Blob events on Azurite. Azurite emits no events, so the tests write real-shaped ones (Event
+//! Grid and CloudEvents schemas, base64 and plain) onto the queue, as an Event Grid subscription
+//! with a storage-queue endpoint would, and check what lands in storage.
+
+use crate::support;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::{Duration, Instant},
+};
+
+use azure_storage_blob::models::{BlobClientDeleteOptions, DeleteSnapshotsOptionType};
+use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
+use lakebackup::{
+    app::{App, WorkQueue},
+    core::{
+        life::{Change, Record},
+        naming, stamp,
+    },
+    engine::{
+        events::EventOutcome,
+        restore::{self, RestoreFrom, RestoreRequest},
+    },
+    settings::Settings,
+};
+use serde_json::{json, Value};
+use support::{
+    worker::{self, Standalone},
+    Azurite,
+};
+
+const EVENTS_QUEUE: &str = "lake-events";
+
+fn settings(azurite: &Azurite) -> HashMap<String, String> {
+    let mut settings = worker::settings(azurite);
+    settings.insert("EVENTS_QUEUE_NAME".into(), EVENTS_QUEUE.into());
+    settings
+}
+
+async fn lake() -> (Azurite, App) {
+    let (azurite, _) = support::app_on_azurite(&["lake"]).await;
+    let app = App::from_settings(&Settings::from_pairs(settings(&azurite))).unwrap();
+    (azurite, app)
+}
+
+fn topic(account: &str) -> String {
+    format!("/subscriptions/0000/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/{account}")
+}
+
+/// The subject Azure writes: the blob's name literally, not encoded.
+fn subject(container: &str, blob: &str) -> String {
+    format!("/blobServices/default/containers/{container}/blobs/{blob}")
+}
+
+/// A blob's URL with its path percent-encoded.
+fn url(account: &str, container: &str, blob: &str) -> String {
+    let path: String =
+        percent_encoding::utf8_percent_encode(blob, percent_encoding::NON_ALPHANUMERIC)
+            .to_string()
+            .replace("%2F", "/");
+    format!("https://{account}.blob.core.windows.net/{container}/{path}")
+}
+
+/// An event in the Event Grid schema.
+fn event_grid(event_type: &str, account: &str, container: &str, blob: &str, etag: &str) -> Value {
+    json!({
+        "topic": topic(account),
+        "subject": subject(container, blob),
+        "eventType": format!("Microsoft.Storage.{event_type}"),
+        "eventTime": time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap(),
+        "id": format!("{event_type}-{blob}-{etag}"),
+        "data": {
+            "api": "PutBlob", "eTag": etag, "contentType": "text/csv", "contentLength": 3,
+            "blobType": "BlockBlob", "url": url(account, container, blob),
+            "sequencer": "00000000000000000000000000000001"
+        },
+        "dataVersion": "", "metadataVersion": "1"
+    })
+}
+
+/// The same event in the CloudEvents 1.0 schema.
+fn cloud_event(event_type: &str, account: &str, container: &str, blob: &str, etag: &str) -> Value {
+    json!({
+        "specversion": "1.0",
+        "type": format!("Microsoft.Storage.{event_type}"),
+        "source": topic(account),
+        "subject": subject(container, blob),
+        "id": format!("ce-{event_type}-{blob}-{etag}"),
+        "time": time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap(),
+        "data": {"api": "FlushWithClose", "eTag": etag, "contentLength": 3, "blobType": "BlockBlob"}
+    })
+}
+
+async fn deliver(app: &App, text: String) -> EventOutcome {
+    delivered(app, &text).await.done()
+}
+
+async fn delivered(app: &App, text: &str) -> support::Delivered<EventOutcome> {
+    support::deliver_to(app, WorkQueue::Events, text, 1)
+        .await
+        .unwrap()
+}
+
+/// Per blob, the ETags of its snapshots; and the source ETags its stamped backups hold.
+async fn protection(app: &App, blob: &str) -> (Vec<String>, Vec<String>) {
+    let lake = app.source.container_client("lake").unwrap();
+    let snapshots = support::list_versions(&lake)
+        .await
+        .into_iter()
+        .filter(|(name, snapshot, _)| name == blob && snapshot.is_some())
+        .map(|(_, _, etag)| etag)
+        .collect();
+    let vault = app.backup.container_client("lakebak").unwrap();
+    let mut backups = Vec::new();
+    if vault.exists().await.unwrap() {
+        for (name, _) in support::list_all(&vault).await {
+            let Ok(parsed) = naming::parse_backup_blob_name(&name) else {
+                continue;
+            };
+            if parsed.source_name == blob {
+                let (_, _, metadata) = support::properties(&vault, &name).await;
+                assert_eq!(stamp::stamped_etag(&metadata), Some(parsed.etag.as_str()));
+                backups.push(parsed.etag);
+            }
+        }
+    }
+    (snapshots, backups)
+}
+
+#[tokio::test]
+async fn created_replaced_duplicate_and_late_events_protect_each_version_once() {
+    let (_azurite, app) = lake().await;
+    let lake = app.source.container_client("lake").unwrap();
+    let blob = "raw/2026/sales \"q\" #1.csv";
+    support::upload(&lake, blob, b"v1").await;
+    let (v1, _, _) = support::properties(&lake, blob).await;
+
+    // A create, in the Event Grid schema, base64 as the queue holds it.
+    let created = event_grid("BlobCreated", "source", "lake", blob, &v1).to_string();
+    let outcome = deliver(&app, BASE64.encode(&created)).await;
+    assert!(
+        matches!(&outcome, EventOutcome::Protected { backup, snapshot_taken: true, .. } if backup == "backed_up"),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        protection(&app, blob).await,
+        (vec![v1.clone()], vec![v1.clone()])
+    );
+
+    // The same event again (plain JSON this time): nothing new.
+    let outcome = deliver(&app, created.clone()).await;
+    assert!(
+        matches!(&outcome, EventOutcome::Protected { backup, snapshot_taken: false, .. } if backup == "already_backed_up"),
+        "{outcome:?}"
+    );
+
+    // A replace, in the CloudEvents schema: a new version.
+    support::upload(&lake, blob, b"v2").await;
+    let (v2, _, _) = support::properties(&lake, blob).await;
+    let replaced = cloud_event("BlobCreated", "source", "lake", blob, &v2).to_string();
+    assert!(matches!(
+        deliver(&app, BASE64.encode(&replaced)).await,
+        EventOutcome::Protected {
+            snapshot_taken: true,
+            ..
+        }
+    ));
+    let (mut snapshots, mut backups) = protection(&app, blob).await;
+    snapshots.sort();
+    backups.sort();
+    let mut both = vec![v1.clone(), v2.clone()];
+    both.sort();
+    assert_eq!((snapshots, backups), (both.clone(), both.clone()));
+
+    // The first event, arriving late: the blob has moved on, nothing is created.
+    let outcome = deliver(&app, created).await;
+    assert!(matches!(outcome, EventOutcome::Stale { .. }), "{outcome:?}");
+    let (mut snapshots, mut backups) = protection(&app, blob).await;
+    snapshots.sort();
+    backups.sort();
+    assert_eq!((snapshots, backups), (both.clone(), both));
+}
+
+#[tokio::test]
+async fn a_delete_event_records_the_marker_that_restore_honours() {
+    let (azurite, app) = lake().await;
+    let lake = app.source.container_client("lake").unwrap();
+    support::upload(&lake, "t/keep.csv", b"keep").await;
+    support::upload(&lake, "t/gone.csv", b"gone").await;
+    for blob in ["t/keep.csv", "t/gone.csv"] {
+        let (etag, _, _) = support::properties(&lake, blob).await;
+        let event = event_grid("BlobCreated", "source", "lake", blob, &etag);
+        deliver(&app, event.to_string()).await;
+    }
+    let (gone_etag, _, _) = support::properties(&lake, "t/gone.csv").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    lake.blob_client("t/gone.csv")
+        .delete(Some(BlobClientDeleteOptions {
+            delete_snapshots: Some(DeleteSnapshotsOptionType::Include),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    let deleted = cloud_event("BlobDeleted", "source", "lake", "t/gone.csv", &gone_etag);
+    let outcome = deliver(&app, BASE64.encode(deleted.to_string())).await;
+    assert!(
+        matches!(&outcome, EventOutcome::DeletionRecorded { etag, new: true, .. } if *etag == gone_etag),
+        "{outcome:?}"
+    );
+    // Twice: one marker per deletion.
+    let outcome = deliver(&app, deleted.to_string()).await;
+    assert!(
+        matches!(outcome, EventOutcome::DeletionRecorded { new: false, .. }),
+        "{outcome:?}"
+    );
+    let vault = app.backup.container_client("lakebak").unwrap();
+    let records: Vec<Record> = support::life_records(&vault)
+        .await
+        .into_iter()
+        .map(|(record, _)| record)
+        .collect();
+    assert_eq!(
+        records,
+        [Record::new("t/gone.csv", &gone_etag, Change::Deleted, 1)]
+    );
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let request = RestoreRequest {
+        container: "lake".into(),
+        prefix: None,
+        as_of: Some(time::OffsetDateTime::now_utc()),
+        from: RestoreFrom::Backup,
+        to_container: Some("asof".into()),
+        dry_run: false,
+        verify_content: false,
+    };
+    let summary = restore::restore(&app, &request, &mut |_| {}).await;
+    assert!(summary.succeeded(), "{summary:?}");
+    assert_eq!(summary.deleted, 1);
+    let restored = app.source.container_client("asof").unwrap();
+    let names: Vec<String> = support::list_all(&restored)
+        .await
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names, ["t/keep.csv"]);
+    drop(azurite);
+}
+
+#[tokio::test]
+async fn bad_events_are_poisoned_unchanged_and_backup_containers_ignored() {
+    let (_azurite, app) = lake().await;
+    let lake = app.source.container_client("lake").unwrap();
+    support::upload(&lake, "x.csv", b"x").await;
+    let (etag, _, _) = support::properties(&lake, "x.csv").await;
+    let bad = [
+        "not an event at all".to_owned(),
+        event_grid("BlobTierChanged", "source", "lake", "x.csv", &etag).to_string(),
+        event_grid("BlobCreated", "someoneelse", "lake", "x.csv", &etag).to_string(),
+        json!({"eventType": "Microsoft.Storage.BlobCreated", "topic": topic("source"), "subject": "/containers/lake/x.csv"}).to_string(),
+    ];
+    for text in &bad {
+        let outcome = delivered(&app, text).await;
+        assert!(
+            matches!(outcome, support::Delivered::Poisoned(_)),
+            "{text}: {outcome:?}"
+        );
+    }
+    let poison = app
+        .jobs
+        .queue_client(&format!("{EVENTS_QUEUE}-poison"))
+        .unwrap();
+    // As the host hands a message over (decoded), so it goes back on the queue (encoded).
+    let poisoned: Vec<String> = support::drain_queue(&poison)
+        .await
+        .into_iter()
+        .map(|m| String::from_utf8(BASE64.decode(m).unwrap()).unwrap())
+        .collect();
+    assert_eq!(poisoned, bad, "poisoned unchanged, in order");
+
+    // The backup account's own events, and {c}bak's, never loop back into backups.
+    for (account, container) in [("backup", "lakebak"), ("backup", "lake")] {
+        let event = event_grid(
+            "BlobCreated",
+            account,
+            container,
+            "x_20260101T000000Z_0x1.csv",
+            "0x1",
+        );
+        let outcome = deliver(&app, event.to_string()).await;
+        assert!(
+            matches!(outcome, EventOutcome::Ignored { .. }),
+            "{outcome:?}"
+        );
+    }
+    assert_eq!(protection(&app, "x.csv").await, (vec![], vec![]));
+}
+
+#[tokio::test]
+async fn under_lakebackup_run_a_write_is_protected_within_seconds() {
+    let (azurite, app) = lake().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("host.json"),
+        dir.path().join("host.json"),
+    )
+    .unwrap();
+    let worker = Standalone::start(&settings(&azurite), dir.path(), &[]);
+    let lake = app.source.container_client("lake").unwrap();
+    let queue = app.queue(WorkQueue::Events).await.unwrap().sdk();
+    let mut waits = BTreeMap::new();
+    for blob in ["a.csv", "dir/b.csv"] {
+        support::upload(&lake, blob, blob.as_bytes()).await;
+        let (etag, _, _) = support::properties(&lake, blob).await;
+        let written = Instant::now();
+        let event = event_grid("BlobCreated", "source", "lake", blob, &etag);
+        let message: azure_core::http::RequestContent<_, _> =
+            azure_storage_queue::models::QueueMessage {
+                message_text: Some(BASE64.encode(event.to_string())),
+            }
+            .try_into()
+            .unwrap();
+        queue.send_message(message, None).await.unwrap();
+        loop {
+            if protection(&app, blob).await == (vec![etag.clone()], vec![etag.clone()]) {
+                break;
+            }
+            assert!(
+                written.elapsed() < Duration::from_secs(30),
+                "{blob} not protected"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        waits.insert(blob, written.elapsed());
+    }
+    assert_eq!(worker.terminate(), 0);
+    eprintln!("write → protected: {waits:?}");
+}
+
+#[tokio::test]
+async fn directory_placeholders_are_skipped_and_a_renamed_directory_gets_a_job() {
+    let (_azurite, app) = lake().await;
+    let lake = app.source.container_client("lake").unwrap();
+    // ADLS Gen2 marks a directory with an empty blob carrying hdi_isfolder=true.
+    lake.blob_client("part=1")
+        .upload(
+            azure_core::http::RequestContent::from(Vec::new()),
+            Some(azure_storage_blob::models::BlobClientUploadOptions {
+                metadata: Some(HashMap::from([(
+                    "hdi_isfolder".to_owned(),
+                    "true".to_owned(),
+                )])),
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap();
+    let (etag, _, _) = support::properties(&lake, "part=1").await;
+    let outcome = deliver(
+        &app,
+        event_grid("BlobCreated", "source", "lake", "part=1", &etag).to_string(),
+    )
+    .await;
+    assert!(
+        matches!(outcome, EventOutcome::Ignored { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(protection(&app, "part=1").await, (vec![], vec![]));
+
+    let renamed = event_grid("DirectoryRenamed", "source", "lake", "tables/new", "");
+    let outcome = deliver(&app, renamed.to_string()).await;
+    let EventOutcome::DirectoryQueued { prefix, .. } = &outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(prefix, "tables/new/");
+    let shards = support::drain_queue(app.queue(WorkQueue::Shards).await.unwrap().sdk()).await;
+    let shard: Value = serde_json::from_slice(&BASE64.decode(&shards[0]).unwrap()).unwrap();
+    assert_eq!(
+        (shard["container"].as_str(), shard["prefix"].as_str()),
+        (Some("lake"), Some("tables/new/"))
+    );
+}
+
+#[tokio::test]
+async fn events_outside_the_containers_and_prefix_filters_are_ignored() {
+    let (azurite, _) = lake().await;
+    let mut filtered = settings(&azurite);
+    filtered.insert("EVENTS_CONTAINERS".into(), "lake, other".into());
+    filtered.insert("EVENTS_PREFIX".into(), "raw/".into());
+    let app = App::from_settings(&Settings::from_pairs(filtered)).unwrap();
+    let lake = app.source.container_client("lake").unwrap();
+    for blob in ["raw/in.csv", "curated/out.csv"] {
+        support::upload(&lake, blob, blob.as_bytes()).await;
+    }
+    let etag = |blob: &'static str| {
+        let lake = &lake;
+        async move { support::properties(lake, blob).await.0 }
+    };
+    let inside = event_grid(
+        "BlobCreated",
+        "source",
+        "lake",
+        "raw/in.csv",
+        &etag("raw/in.csv").await,
+    );
+    assert!(matches!(
+        deliver(&app, inside.to_string()).await,
+        EventOutcome::Protected { .. }
+    ));
+    let outside_prefix = event_grid(
+        "BlobCreated",
+        "source",
+        "lake",
+        "curated/out.csv",
+        &etag("curated/out.csv").await,
+    );
+    let outcome = deliver(&app, outside_prefix.to_string()).await;
+    assert!(
+        matches!(outcome, EventOutcome::Ignored { .. }),
+        "{outcome:?}"
+    );
+    let other_container = event_grid("BlobCreated", "source", "scratch", "raw/x.csv", "0x1");
+    let outcome = deliver(&app, other_container.to_string()).await;
+    assert!(
+        matches!(outcome, EventOutcome::Ignored { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(protection(&app, "curated/out.csv").await, (vec![], vec![]));
+}

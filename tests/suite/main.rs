@@ -1,0 +1,20 @@
+//! The integration tests, in one binary: Azurite-backed tests of each function and command, the
+//! Function App files, and the exactness suite. One binary links the crate once; `cargo test
+//! --test suite MODULE::` runs one area. (Keys-off identity is `tests/keys_off`: its process
+//! must trust a test CA before its first HTTP client.)
+
+mod support;
+
+mod app_layout;
+mod connections;
+mod consumer_adf;
+mod consumer_direct;
+mod events;
+mod exactness;
+mod producer;
+mod prune;
+mod reconciler;
+mod restore;
+mod shards;
+mod standalone;
+mod verify;

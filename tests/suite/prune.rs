@@ -1,0 +1,411 @@
+//! Retention on Azurite: `lakebackup prune` over a year of daily versions (backdated through the
+//! project's own naming and stamp), each rule and invariant, dry run, refusals, and restores of
+//! the instants the policy promises after pruning.
+
+use crate::support;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use azure_core::http::RequestContent;
+use azure_storage_blob::models::BlobClientUploadOptions;
+use lakebackup::{
+    app::App,
+    core::{naming, stamp::Stamp},
+    engine::restore::{self, RestoreFrom, RestoreRequest},
+    functions::producer::ProduceRequest,
+};
+use serde_json::Value;
+use support::{worker, Azurite};
+use time::{Date, Duration, Month, OffsetDateTime, Time, Weekday};
+
+/// The policy under test.
+const POLICY: [(&str, &str); 6] = [
+    ("RETENTION_KEEP_DAYS", "7"),
+    ("RETENTION_KEEP_DAILY", "10"),
+    ("RETENTION_KEEP_WEEKLY", "4"),
+    ("RETENTION_KEEP_MONTHLY", "6"),
+    ("RETENTION_KEEP_YEARLY", "2"),
+    ("RETENTION_DELETED_DAYS", "30"),
+];
+
+const DAYS: i64 = 365;
+
+fn noon(date: Date) -> OffsetDateTime {
+    date.with_time(Time::from_hms(12, 0, 0).unwrap())
+        .assume_utc()
+}
+
+fn midnight(date: Date) -> OffsetDateTime {
+    date.with_time(Time::MIDNIGHT).assume_utc()
+}
+
+/// The bytes of the version written on `date`.
+fn content(date: Date) -> Vec<u8> {
+    format!("data as of {date}").into_bytes()
+}
+
+/// A complete, stamped backup of `name`'s version `etag` written at `at`, as the consumer
+/// leaves one.
+async fn backdated_backup(app: &App, name: &str, etag: &str, at: OffsetDateTime, bytes: &[u8]) {
+    let vault = app.backup.container_client("lakebak").unwrap();
+    let metadata = Stamp::new("lake", name, etag, at).backup_metadata(&HashMap::new());
+    vault
+        .blob_client(&naming::backup_blob_name(name, at, etag).unwrap())
+        .upload(
+            RequestContent::from(bytes.to_vec()),
+            Some(BlobClientUploadOptions {
+                metadata: Some(metadata),
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap();
+}
+
+/// The record that `name`'s life ending at `etag` was seen deleted at `seen`.
+async fn marker(app: &App, name: &str, etag: &str, seen: OffsetDateTime) {
+    let vault = app.backup.container_client("lakebak").unwrap();
+    support::record_deletion(&vault, name, etag, seen).await;
+}
+
+fn prune(azurite: &Azurite, args: &[&str]) -> (i32, Vec<Value>, Value) {
+    let mut settings = worker::settings(azurite);
+    settings.extend(POLICY.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let mut full = vec!["prune", "--container", "lake"];
+    full.extend(args);
+    let (code, stdout, stderr) = worker::run_once(&settings, &full);
+    let mut lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}\n{stderr}")))
+        .collect();
+    let summary = lines
+        .pop()
+        .unwrap_or_else(|| panic!("no summary: {stderr}"));
+    (code, lines, summary)
+}
+
+async fn backup_names(app: &App) -> BTreeSet<String> {
+    let vault = app.backup.container_client("lakebak").unwrap();
+    support::list_all(&vault)
+        .await
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect()
+}
+
+async fn restore_as_of(
+    app: &App,
+    instant: OffsetDateTime,
+    into: &str,
+) -> BTreeMap<String, Vec<u8>> {
+    let request = RestoreRequest {
+        container: "lake".into(),
+        prefix: Some("tables/".into()),
+        as_of: Some(instant),
+        from: RestoreFrom::Backup,
+        to_container: Some(into.into()),
+        dry_run: false,
+        verify_content: false,
+    };
+    let summary = restore::restore(app, &request, &mut |_| {}).await;
+    assert!(summary.succeeded(), "{summary:?}");
+    let target = app.source.container_client(into).unwrap();
+    let mut contents = BTreeMap::new();
+    for (name, _) in support::list_all(&target).await {
+        contents.insert(name.clone(), support::download(&target, &name).await);
+    }
+    contents
+}
+
+#[tokio::test]
+async fn a_year_of_daily_versions_keeps_exactly_what_the_policy_promises() {
+    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
+    let lake = app.source.container_client("lake").unwrap();
+    let today = OffsetDateTime::now_utc().date();
+    let name = "tables/sales.csv";
+    app.backup
+        .container_client("lakebak")
+        .unwrap()
+        .create(None)
+        .await
+        .unwrap();
+
+    // A year of daily versions, each backed up at noon; then today's, backed up for real.
+    let mut versions: BTreeMap<Date, String> = BTreeMap::new();
+    for k in 1..=DAYS {
+        let day = today - Duration::days(k);
+        let etag = format!("0xDAY{}", day.to_julian_day());
+        backdated_backup(&app, name, &etag, noon(day), &content(day)).await;
+        versions.insert(
+            day,
+            naming::backup_blob_name(name, noon(day), &etag).unwrap(),
+        );
+    }
+    support::upload(&lake, name, b"today's data").await;
+    // Two blobs deleted from the lake (RETENTION_DELETED_DAYS=30): one written on the 3rd and
+    // seen deleted on the 20th two months ago (no kept instant falls in its life), one seen
+    // deleted 5 days ago.
+    let two_months_ago = today - Duration::days(62);
+    let long_ago =
+        Date::from_calendar_date(two_months_ago.year(), two_months_ago.month(), 3).unwrap();
+    for (gone, seen) in [
+        ("tables/old.csv", noon(long_ago + Duration::days(17))),
+        (
+            "tables/recent.csv",
+            OffsetDateTime::now_utc() - Duration::days(5),
+        ),
+    ] {
+        backdated_backup(&app, gone, "0xGONE", noon(long_ago), b"gone").await;
+        marker(&app, gone, "0xGONE", seen).await;
+    }
+    // An unstamped blob under a version's name: not a version, never deleted.
+    let unstamped =
+        naming::backup_blob_name(name, noon(today - Duration::days(300)), "0xHALF").unwrap();
+    support::upload(
+        &app.backup.container_client("lakebak").unwrap(),
+        &unstamped,
+        b"half",
+    )
+    .await;
+    support::produce_here(
+        &app,
+        &ProduceRequest {
+            container: "lake".into(),
+            prefix: String::new(),
+        },
+    )
+    .await
+    .unwrap();
+    let before = backup_names(&app).await;
+
+    // The table: which day's version each rule keeps (the version current at an instant is
+    // the one written at noon the day before it).
+    let mut expected: BTreeMap<Date, &str> = BTreeMap::new();
+    let window_start = OffsetDateTime::now_utc() - Duration::days(7);
+    for day in versions.keys() {
+        // Its life ends at the next day's noon.
+        if noon(*day + Duration::days(1)) > window_start {
+            expected.insert(*day, "window");
+        }
+    }
+    let mut keep_current_at = |instant: OffsetDateTime, rule: &'static str| {
+        let day = instant.date() - Duration::days(1);
+        if versions.contains_key(&day) {
+            expected.entry(day).or_insert(rule);
+        }
+    };
+    for j in 0..10 {
+        keep_current_at(midnight(today - Duration::days(j)), "daily");
+    }
+    let monday = today - Duration::days(i64::from(today.weekday().number_days_from_monday()));
+    for j in 0..4 {
+        keep_current_at(midnight(monday - Duration::weeks(j)), "weekly");
+    }
+    let (mut year, mut month) = (today.year(), today.month());
+    for _ in 0..6 {
+        keep_current_at(
+            midnight(Date::from_calendar_date(year, month, 1).unwrap()),
+            "monthly",
+        );
+        if month == Month::January {
+            year -= 1;
+        }
+        month = month.previous();
+    }
+    for j in 0..2 {
+        keep_current_at(
+            midnight(Date::from_calendar_date(today.year() - j, Month::January, 1).unwrap()),
+            "yearly",
+        );
+    }
+    assert!(
+        expected.values().any(|r| *r == "monthly") && expected.values().any(|r| *r == "weekly")
+    );
+    let kept_days: BTreeSet<&String> = expected.keys().map(|day| &versions[day]).collect();
+
+    // Dry run: the plan, and nothing deleted.
+    let (code, planned, summary) = prune(&azurite, &["--dry-run"]);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(
+        backup_names(&app).await,
+        before,
+        "a dry run deletes nothing"
+    );
+    let planned: BTreeSet<String> = planned
+        .iter()
+        .map(|a| {
+            assert_eq!(a["action"], "delete", "{a}");
+            a["version"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let doomed_days: BTreeSet<String> = versions
+        .values()
+        .filter(|v| !kept_days.contains(v))
+        .cloned()
+        .collect();
+    let old_gone = naming::backup_blob_name("tables/old.csv", noon(long_ago), "0xGONE").unwrap();
+    let mut expected_doomed = doomed_days.clone();
+    expected_doomed.insert(old_gone.clone());
+    assert_eq!(planned, expected_doomed);
+
+    // One doomed version is leased by someone: refused, reported, kept; the run goes on.
+    let leased = doomed_days.iter().next().unwrap().clone();
+    app.backup
+        .container_client("lakebak")
+        .unwrap()
+        .blob_client(&leased)
+        .acquire_lease(-1, None)
+        .await
+        .unwrap();
+    let (code, actions, summary) = prune(&azurite, &[]);
+    assert_eq!(code, 0, "{summary}");
+    let refused: Vec<&Value> = actions
+        .iter()
+        .filter(|a| a["action"] == "refused")
+        .collect();
+    assert_eq!(refused.len(), 1, "{actions:?}");
+    assert_eq!(refused[0]["version"], leased.as_str());
+    let total = &summary["total"];
+    assert_eq!(
+        total["versions_deleted"],
+        expected_doomed.len() as u64 - 1,
+        "{summary}"
+    );
+    // Kept: the policy's days, today's (the newest of a blob that exists), the recently
+    // deleted blob's last version; the unstamped blob is not counted.
+    assert_eq!(
+        total["versions_kept"],
+        kept_days.len() as u64 + 2,
+        "{summary}"
+    );
+    assert_eq!(total["refused"], 1);
+    assert!(total["bytes_freed"].as_u64().unwrap() > 0);
+
+    let after = backup_names(&app).await;
+    let expected_after: BTreeSet<String> = before
+        .iter()
+        .filter(|n| !expected_doomed.contains(*n) || **n == leased)
+        .cloned()
+        .collect();
+    assert_eq!(after, expected_after);
+    assert!(
+        after.contains(&unstamped),
+        "an unstamped backup is never pruned"
+    );
+
+    // Every instant the policy promises restores what was current then.
+    let inside_window = OffsetDateTime::now_utc() - Duration::days(3) - Duration::hours(5);
+    let day_before = (inside_window - Duration::hours(12)).date();
+    let restored = restore_as_of(&app, inside_window, "window").await;
+    assert_eq!(restored.get(name), Some(&content(day_before)));
+    let first_of_month =
+        midnight(Date::from_calendar_date(today.year(), today.month(), 1).unwrap())
+            - Duration::days(40);
+    let first_of_month = midnight(
+        Date::from_calendar_date(first_of_month.year(), first_of_month.month(), 1).unwrap(),
+    );
+    let restored = restore_as_of(&app, first_of_month, "monthly").await;
+    assert_eq!(
+        restored.get(name),
+        Some(&content(first_of_month.date() - Duration::days(1))),
+        "the month's end restores the version current then"
+    );
+    let sunday_week = midnight(monday - Duration::weeks(3));
+    assert_eq!(sunday_week.weekday(), Weekday::Monday);
+    let restored = restore_as_of(&app, sunday_week, "weekly").await;
+    assert_eq!(
+        restored.get(name),
+        Some(&content(sunday_week.date() - Duration::days(1)))
+    );
+
+    // Again: nothing more to prune.
+    let (_, again, summary) = prune(&azurite, &[]);
+    assert!(again.iter().all(|a| a["action"] == "refused"), "{again:?}");
+    assert_eq!(summary["total"]["versions_deleted"], 0);
+}
+
+#[tokio::test]
+async fn snapshots_of_replaced_versions_go_after_their_days_and_the_current_ones_stay() {
+    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
+    let lake = app.source.container_client("lake").unwrap();
+    // Each version is backed up (a snapshot is never the last copy of a version pruned here).
+    let plain = worker::settings(&azurite);
+    for round in 1..=3 {
+        support::upload(&lake, "s.csv", format!("v{round}").as_bytes()).await;
+        let (code, stdout, stderr) = worker::run_once(&plain, &["produce", "--container", "lake"]);
+        assert_eq!(code, 0, "{stdout}\n{stderr}");
+    }
+    // A second snapshot of the current version.
+    lake.blob_client("s.csv")
+        .create_snapshot(None)
+        .await
+        .unwrap();
+    // Lives end at whole seconds (+0.999): let v2's end be past.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let mut settings = worker::settings(&azurite);
+    settings.insert("RETENTION_SNAPSHOT_DAYS".into(), "0".into());
+    let (code, stdout, stderr) = worker::run_once(&settings, &["prune", "--container", "lake"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["total"]["snapshots_deleted"], 2, "{summary}");
+    assert_eq!(summary["total"]["snapshots_kept"], 2, "{summary}");
+    let versions = support::list_versions(&lake).await;
+    let (base_etag, _, _) = support::properties(&lake, "s.csv").await;
+    let snapshots: Vec<&(String, Option<String>, String)> =
+        versions.iter().filter(|(_, s, _)| s.is_some()).collect();
+    assert_eq!(snapshots.len(), 2);
+    assert!(snapshots.iter().all(|(_, _, etag)| *etag == base_etag));
+    // Backups are untouched without a backup rule.
+    assert_eq!(summary["total"]["versions_deleted"], 0);
+    // The lake's own blob is still there.
+    assert_eq!(support::download(&lake, "s.csv").await, b"v3");
+}
+
+#[tokio::test]
+async fn a_reconciliation_prunes_each_directory_as_it_goes() {
+    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
+    let lake = app.source.container_client("lake").unwrap();
+    app.backup
+        .container_client("lakebak")
+        .unwrap()
+        .create(None)
+        .await
+        .unwrap();
+    let today = OffsetDateTime::now_utc().date();
+    // Twenty daily versions in a nested directory, then the current one.
+    let name = "a/b/daily.csv";
+    for k in 1..=20 {
+        let day = today - Duration::days(k);
+        backdated_backup(&app, name, &format!("0x{k}"), noon(day), &content(day)).await;
+    }
+    support::upload(&lake, name, b"now").await;
+    let mut settings = worker::settings(&azurite);
+    settings.insert("RETENTION_KEEP_DAYS".into(), "7".into());
+    let (code, stdout, stderr) = worker::run_once(&settings, &["reconcile", "--container", "lake"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let summary: Value = serde_json::from_str(&stdout).unwrap();
+    // Kept: the versions alive in the last 7 days (a day's version lives until the next day's
+    // noon) and today's, backed up by this pass.
+    let window_start = OffsetDateTime::now_utc() - Duration::days(7);
+    let alive = (1..=20)
+        .filter(|k| noon(today - Duration::days(k - 1)) > window_start)
+        .count() as u64;
+    assert_eq!(summary["total"]["backups_copied"], 1, "{summary}");
+    assert_eq!(summary["total"]["versions_pruned"], 20 - alive, "{summary}");
+    let left = backup_names(&app).await;
+    assert_eq!(left.len() as u64, alive + 1, "{left:?}");
+    // A producer's job does not prune, even under a policy that would.
+    settings.insert("RETENTION_KEEP_DAYS".into(), "1".into());
+    let strict = App::from_settings(&lakebackup::settings::Settings::from_pairs(settings)).unwrap();
+    let produced = support::produce_here(
+        &strict,
+        &ProduceRequest {
+            container: "lake".into(),
+            prefix: String::new(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(produced.totals.get("versions_pruned"), 0);
+    assert_eq!(backup_names(&app).await, left);
+}

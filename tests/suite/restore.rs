@@ -1,0 +1,607 @@
+//! Restore to a past instant, from snapshots and from the backup account, with `lakebackup
+//! restore` against Azurite: a container corrupted and partly deleted after its backup comes back
+//! byte-identical.
+
+use crate::support;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use azure_storage_blob::models::{BlobClientDeleteOptions, DeleteSnapshotsOptionType};
+use lakebackup::{app::App, functions::producer::ProduceRequest};
+use serde_json::Value;
+use support::{worker, Azurite};
+
+struct Lake {
+    azurite: Azurite,
+    app: App,
+}
+
+/// The state the tests restore to.
+struct Before {
+    instant: String,
+    contents: BTreeMap<String, Vec<u8>>,
+}
+
+impl Lake {
+    async fn new() -> Lake {
+        let (azurite, app) = support::app_on_azurite(&["lake"]).await;
+        Lake { azurite, app }
+    }
+
+    fn lake(&self) -> azure_storage_blob::BlobContainerClient {
+        self.app.source.container_client("lake").unwrap()
+    }
+
+    /// A producer job over the whole lake, in-process: a snapshot and a backup of every new
+    /// version.
+    async fn back_up(&self) {
+        let request = ProduceRequest {
+            container: "lake".into(),
+            prefix: String::new(),
+        };
+        support::produce_here(&self.app, &request).await.unwrap();
+    }
+
+    async fn contents(&self, container: &str) -> BTreeMap<String, Vec<u8>> {
+        let client = self.app.source.container_client(container).unwrap();
+        let mut contents = BTreeMap::new();
+        for (name, snapshot) in support::list_all(&client).await {
+            if snapshot.is_none() {
+                let bytes = support::download(&client, &name).await;
+                contents.insert(name, bytes);
+            }
+        }
+        contents
+    }
+
+    /// A lake with history: v1 of everything backed up, then (after the returned instant) a
+    /// corruption, a deletion and a new blob, all of which the Function App also backed up.
+    async fn with_an_incident() -> (Lake, Before) {
+        let lake = Lake::new().await;
+        let client = lake.lake();
+        for (name, bytes) in [
+            ("a.csv", b"a,b\n1,2\n".to_vec()),
+            ("dir/b.bin", (0..=255u8).collect::<Vec<_>>()),
+            ("dir/c \"quoted\" #1.txt", b"c v1".to_vec()),
+            ("keep.txt", b"never touched".to_vec()),
+        ] {
+            support::upload(&client, name, &bytes).await;
+        }
+        lake.back_up().await;
+        let contents = lake.contents("lake").await;
+        // Versions are told apart by Last-Modified, which has one-second resolution.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let instant = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+
+        support::upload(&client, "a.csv", b"CORRUPTED").await;
+        support::upload(&client, "dir/c \"quoted\" #1.txt", b"c v2, also bad").await;
+        support::upload(&client, "new.txt", b"created after the instant").await;
+        lake.back_up().await;
+        client
+            .blob_client("dir/b.bin")
+            .delete(Some(BlobClientDeleteOptions {
+                delete_snapshots: Some(DeleteSnapshotsOptionType::Include),
+                ..Default::default()
+            }))
+            .await
+            .unwrap();
+        (lake, Before { instant, contents })
+    }
+
+    fn restore(&self, args: &[&str]) -> (i32, Value) {
+        let mut full = vec!["restore", "--container", "lake"];
+        full.extend(args);
+        let (code, stdout, stderr) = worker::run_once(&worker::settings(&self.azurite), &full);
+        // One JSON line per action, then the summary's: gathered here as one value.
+        let mut lines: Vec<Value> = stdout
+            .lines()
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("a JSON line ({e}): {line}\n{stderr}"))
+            })
+            .collect();
+        let mut summary = lines
+            .pop()
+            .unwrap_or_else(|| panic!("no summary: {stderr}"));
+        assert!(
+            summary.get("status").is_some(),
+            "the last line is the summary: {summary}"
+        );
+        summary["actions"] = Value::Array(lines);
+        (code, summary)
+    }
+}
+
+fn actions(summary: &Value) -> BTreeMap<String, String> {
+    summary["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["blob"].as_str().unwrap().to_owned(),
+                a["action"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn from_backup_to_an_instant_brings_back_corrupted_and_deleted_blobs() {
+    let (lake, before) = Lake::with_an_incident().await;
+
+    let (code, dry) = lake.restore(&["--from", "backup", "--as-of", &before.instant, "--dry-run"]);
+    assert_eq!(code, 0, "{dry}");
+    let planned = actions(&dry);
+    assert_eq!(planned["a.csv"], "restore");
+    assert_eq!(planned["dir/b.bin"], "restore");
+    assert_eq!(planned["dir/c \"quoted\" #1.txt"], "restore");
+    assert_eq!(planned["new.txt"], "missing_version");
+    assert_eq!(dry["unchanged"], 1, "keep.txt: {dry}");
+    assert_eq!(
+        lake.contents("lake").await["a.csv"],
+        b"CORRUPTED",
+        "dry run changes nothing"
+    );
+
+    let (code, summary) = lake.restore(&["--from", "backup", "--as-of", &before.instant]);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["restored"], 3, "{summary}");
+    assert_eq!(summary["errors"], 0);
+    let after = lake.contents("lake").await;
+    for (name, bytes) in &before.contents {
+        assert!(
+            after[name] == *bytes,
+            "{name} is not byte-identical to the instant"
+        );
+    }
+    assert_eq!(
+        after["new.txt"], b"created after the instant",
+        "restore never deletes"
+    );
+
+    // Once restored, a second restore finds nothing to do.
+    let (_, again) = lake.restore(&["--from", "backup", "--as-of", &before.instant]);
+    assert_eq!(again["restored"], 0, "{again}");
+    assert_eq!(again["unchanged"], 4, "{again}");
+}
+
+#[tokio::test]
+async fn from_snapshots_promotes_the_version_of_the_instant_within_a_prefix() {
+    let (lake, before) = Lake::with_an_incident().await;
+    let (code, summary) = lake.restore(&[
+        "--from",
+        "snapshots",
+        "--as-of",
+        &before.instant,
+        "--prefix",
+        "dir/",
+    ]);
+    assert_eq!(code, 0, "{summary}");
+    // Only dir/ is in scope; b.bin's snapshots went with it, so only c comes back.
+    assert_eq!(
+        actions(&summary),
+        BTreeMap::from([("dir/c \"quoted\" #1.txt".to_owned(), "restore".to_owned())])
+    );
+    let after = lake.contents("lake").await;
+    assert_eq!(
+        after["dir/c \"quoted\" #1.txt"],
+        before.contents["dir/c \"quoted\" #1.txt"]
+    );
+    assert_eq!(after["a.csv"], b"CORRUPTED", "outside the prefix");
+
+    let (code, summary) = lake.restore(&["--from", "snapshots", "--as-of", &before.instant]);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(actions(&summary)["a.csv"], "restore");
+    assert_eq!(actions(&summary)["new.txt"], "missing_version");
+    assert_eq!(
+        lake.contents("lake").await["a.csv"],
+        before.contents["a.csv"]
+    );
+}
+
+#[tokio::test]
+async fn to_another_container_leaves_the_source_alone() {
+    let (lake, before) = Lake::with_an_incident().await;
+    let (code, summary) = lake.restore(&[
+        "--from",
+        "backup",
+        "--as-of",
+        &before.instant,
+        "--to-container",
+        "lake-restored",
+    ]);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["target_container"], "lake-restored");
+    assert_eq!(lake.contents("lake-restored").await, before.contents);
+    assert_eq!(lake.contents("lake").await["a.csv"], b"CORRUPTED");
+}
+
+#[tokio::test]
+async fn a_failure_is_reported_and_exits_non_zero() {
+    let lake = Lake::new().await;
+    let (code, summary) = lake.restore(&["--from", "backup", "--to-container", "Bad_Name"]);
+    assert_eq!(code, 1, "{summary}");
+    assert_eq!(summary["status"], "failed");
+    assert!(
+        summary["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid container name"),
+        "{summary}"
+    );
+
+    // Never backed up: there is nothing to restore from, and it says so.
+    let (code, summary) = lake.restore(&["--from", "backup"]);
+    assert_eq!(code, 1, "{summary}");
+    assert!(
+        summary["error"].as_str().unwrap().contains("lakebak"),
+        "{summary}"
+    );
+}
+
+/// (content type, content encoding, content language, content disposition, cache control,
+/// user metadata) of a blob.
+type Properties = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    BTreeMap<String, String>,
+);
+
+async fn blob_properties(
+    container: &azure_storage_blob::BlobContainerClient,
+    name: &str,
+) -> Properties {
+    use azure_storage_blob::models::BlobClientGetPropertiesResultHeaders;
+    let p = container
+        .blob_client(name)
+        .get_properties(None)
+        .await
+        .unwrap();
+    (
+        p.content_type().unwrap(),
+        p.content_encoding().unwrap(),
+        p.content_language().unwrap(),
+        p.content_disposition().unwrap(),
+        p.cache_control().unwrap(),
+        p.metadata().unwrap().into_iter().collect(),
+    )
+}
+
+#[tokio::test]
+async fn metadata_and_content_properties_come_back_and_the_stamp_never_does() {
+    use azure_core::http::RequestContent;
+    use azure_storage_blob::models::BlobClientUploadOptions;
+    let lake = Lake::new().await;
+    let client = lake.lake();
+    let described = BlobClientUploadOptions {
+        blob_content_type: Some("text/csv; charset=utf-8".into()),
+        blob_content_encoding: Some("identity".into()),
+        blob_content_language: Some("en-GB".into()),
+        blob_content_disposition: Some("attachment; filename=\"sales.csv\"".into()),
+        blob_cache_control: Some("no-cache".into()),
+        metadata: Some(
+            [
+                ("owner", "team-a"),
+                ("pii", "false"),
+                ("hdi_isfolder", "false"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into(),
+        ),
+        ..Default::default()
+    };
+    client
+        .blob_client("sales.csv")
+        .upload(
+            RequestContent::from(b"a,b\n1,2\n".to_vec()),
+            Some(described),
+        )
+        .await
+        .unwrap();
+    support::upload(&client, "plain.bin", b"no metadata at all").await;
+    lake.back_up().await;
+    let originals = [
+        blob_properties(&client, "sales.csv").await,
+        blob_properties(&client, "plain.bin").await,
+    ];
+    assert_eq!(originals[0].5["owner"], "team-a");
+
+    // Into a fresh container, and in place after the lake lost both.
+    let (code, summary) = lake.restore(&["--to-container", "fresh"]);
+    assert_eq!(code, 0, "{summary}");
+    for (name, bytes) in [("sales.csv", b"OOPS".as_slice()), ("plain.bin", b"OOPS")] {
+        support::upload(&client, name, bytes).await;
+    }
+    let (code, in_place) = lake.restore(&[]);
+    assert_eq!(code, 0, "{in_place}");
+    assert_eq!(in_place["restored"], 2, "{in_place}");
+    let fresh = lake.app.source.container_client("fresh").unwrap();
+    for target in [&fresh, &client] {
+        for (name, original) in ["sales.csv", "plain.bin"].iter().zip(&originals) {
+            let restored = blob_properties(target, name).await;
+            assert_eq!(&restored, original, "{name}");
+            assert!(
+                restored.5.keys().all(|k| !k.starts_with("lakebackup_")),
+                "bookkeeping leaked into the lake: {:?}",
+                restored.5
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn as_of_an_instant_leaves_out_what_had_been_seen_deleted_and_brings_back_later_deletions() {
+    let lake = Lake::new().await;
+    let client = lake.lake();
+    let pass = || async {
+        let request = ProduceRequest {
+            container: "lake".into(),
+            prefix: String::new(),
+        };
+        support::produce_here(&lake.app, &request)
+            .await
+            .unwrap()
+            .totals
+    };
+    let instant = || async {
+        // Last-Modified has one-second resolution: keep versions clearly on either side.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let t = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        t
+    };
+    for (name, bytes) in [
+        ("dir/a.csv", b"a v1".as_slice()),
+        ("dir/b.csv", b"b v1"),
+        ("keep.csv", b"kept"),
+        // Named like a backup: it must round-trip through its backup's name.
+        ("exp.csv_20250101T000000Z_abc", b"looks like a backup"),
+        // A partition that will be deleted whole: the lake's listing then has no such directory.
+        ("part=1/x.csv", b"x"),
+        ("part=1/deeper/y.csv", b"y"),
+    ] {
+        support::upload(&client, name, bytes).await;
+    }
+    pass().await;
+    let delete = |name: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .blob_client(name)
+                .delete(Some(BlobClientDeleteOptions {
+                    delete_snapshots: Some(DeleteSnapshotsOptionType::Include),
+                    ..Default::default()
+                }))
+                .await
+                .unwrap();
+        }
+    };
+    // b and the whole partition are deleted, and a reconcile sees it, before T1.
+    for name in ["dir/b.csv", "part=1/x.csv", "part=1/deeper/y.csv"] {
+        delete(name).await;
+    }
+    assert_eq!(pass().await.get("deletions_recorded"), 3);
+    assert_eq!(
+        pass().await.get("deletions_recorded"),
+        0,
+        "one marker per deletion"
+    );
+    let t1 = instant().await;
+    // After T1: a is deleted, and b is created again (a new life).
+    delete("dir/a.csv").await;
+    support::upload(&client, "dir/b.csv", b"b v2, a new life").await;
+    assert_eq!(pass().await.get("deletions_recorded"), 1);
+    let t2 = instant().await;
+
+    let (code, at_t1) = lake.restore(&["--as-of", &t1, "--to-container", "att1"]);
+    assert_eq!(code, 0, "{at_t1}");
+    assert_eq!(at_t1["deleted"], 3, "{at_t1}");
+    assert_eq!(
+        lake.contents("att1").await,
+        BTreeMap::from([
+            ("dir/a.csv".to_owned(), b"a v1".to_vec()),
+            (
+                "exp.csv_20250101T000000Z_abc".to_owned(),
+                b"looks like a backup".to_vec(),
+            ),
+            ("keep.csv".to_owned(), b"kept".to_vec()),
+        ]),
+        "the lake as it was at T1: b had been deleted, a not yet"
+    );
+
+    let (code, at_t2) = lake.restore(&["--as-of", &t2, "--to-container", "att2"]);
+    assert_eq!(code, 0, "{at_t2}");
+    assert_eq!(
+        lake.contents("att2").await,
+        BTreeMap::from([
+            ("dir/b.csv".to_owned(), b"b v2, a new life".to_vec()),
+            (
+                "exp.csv_20250101T000000Z_abc".to_owned(),
+                b"looks like a backup".to_vec(),
+            ),
+            ("keep.csv".to_owned(), b"kept".to_vec()),
+        ])
+    );
+}
+
+#[tokio::test]
+async fn a_deletion_marker_names_the_newest_complete_backup_never_an_unfinished_copy() {
+    let lake = Lake::new().await;
+    let client = lake.lake();
+    support::upload(&client, "c.csv", b"c v1").await;
+    lake.back_up().await;
+    let (v1, _, _) = support::properties(&client, "c.csv").await;
+    // v2 is written, and a copy of it starts but never finishes (no stamp), before the blob is
+    // deleted: its newest *complete* backup is still v1.
+    support::upload(&client, "c.csv", b"c v2").await;
+    let (v2, v2_written, _) = support::properties(&client, "c.csv").await;
+    let vault = lake.app.backup.container_client("lakebak").unwrap();
+    let unfinished = lakebackup::core::naming::backup_blob_name("c.csv", v2_written, &v2).unwrap();
+    support::upload(&vault, &unfinished, b"c v").await;
+    client
+        .blob_client("c.csv")
+        .delete(Some(BlobClientDeleteOptions {
+            delete_snapshots: Some(DeleteSnapshotsOptionType::Include),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    let request = ProduceRequest {
+        container: "lake".into(),
+        prefix: String::new(),
+    };
+    let pass = support::produce_here(&lake.app, &request).await.unwrap();
+    assert_eq!(pass.totals.get("deletions_recorded"), 1);
+    let records: Vec<(String, String)> = support::life_records(&vault)
+        .await
+        .into_iter()
+        .map(|(record, _)| (record.name, record.life))
+        .collect();
+    assert_eq!(
+        records,
+        [("c.csv".to_owned(), lakebackup::core::life::life_of(&v1))]
+    );
+
+    // So a restore of the lake as it is now does not bring the deleted blob back (a marker for
+    // v2 would match no complete version, and v1 would come back).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let (code, now) = lake.restore(&["--as-of", &now, "--to-container", "now"]);
+    assert_eq!(code, 0, "{now}");
+    assert_eq!(now["restored"], 0, "{now}");
+    assert_eq!(now["deleted"], 1, "{now}");
+}
+
+/// Writes `bytes` to `name` as a block list: the service keeps no MD5 for it (as for blobs ADF,
+/// DFS and large uploads write).
+async fn upload_as_block_list(
+    container: &azure_storage_blob::BlobContainerClient,
+    name: &str,
+    bytes: &[u8],
+) {
+    use azure_core::http::RequestContent;
+    use azure_storage_blob::models::BlockLookupList;
+    let block = container.blob_client(name).block_blob_client();
+    block
+        .stage_block(
+            b"block-0",
+            bytes.len() as u64,
+            RequestContent::from(bytes.to_vec()),
+            None,
+        )
+        .await
+        .unwrap();
+    let list = BlockLookupList {
+        latest: Some(vec![b"block-0".to_vec()]),
+        ..Default::default()
+    };
+    block
+        .commit_block_list(list.try_into().unwrap(), None)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn verify_content_reads_both_sides_where_no_md5_can_tell() {
+    let lake = Lake::new().await;
+    let client = lake.lake();
+    support::upload(&client, "x.csv", b"the same bytes").await;
+    support::upload(&client, "y.csv", b"y as backed up").await;
+    lake.back_up().await;
+    // Written again as block lists: new ETags and no MD5; x with the same bytes, y not.
+    upload_as_block_list(&client, "x.csv", b"the same bytes").await;
+    upload_as_block_list(&client, "y.csv", b"y, corrupted!!").await;
+    let (etag_before, _, _) = support::properties(&client, "x.csv").await;
+
+    let (code, dry) = lake.restore(&["--dry-run"]);
+    assert_eq!(code, 0, "{dry}");
+    assert_eq!(
+        actions(&dry)["x.csv"],
+        "restore",
+        "without an MD5 an ETag differs: {dry}"
+    );
+
+    let (code, checked) = lake.restore(&["--verify-content"]);
+    assert_eq!(code, 0, "{checked}");
+    assert_eq!(
+        (checked["unchanged"].as_u64(), checked["restored"].as_u64()),
+        (Some(1), Some(1)),
+        "{checked}"
+    );
+    let (etag_after, _, _) = support::properties(&client, "x.csv").await;
+    assert_eq!(
+        etag_after, etag_before,
+        "x holds the version's bytes: not written"
+    );
+    assert_eq!(support::download(&client, "y.csv").await, b"y as backed up");
+}
+
+/// Restore plans a batch of blobs, then writes them. A blob written by someone else in between
+/// is left alone: each write is conditional on what the plan saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_written_between_plan_and_copy_is_left_alone() {
+    use lakebackup::engine::restore::{self, RestoreFrom, RestoreRequest};
+
+    let lake = Lake::new().await;
+    let client = lake.lake();
+    for name in ["a.csv", "b.csv"] {
+        support::upload(&client, name, format!("{name} v1").as_bytes()).await;
+    }
+    lake.back_up().await;
+    for name in ["a.csv", "b.csv"] {
+        support::upload(&client, name, b"corrupted").await;
+    }
+    // One write at a time, in name order: a.csv is written before b.csv.
+    let mut settings = worker::settings(&lake.azurite);
+    settings.insert("SNAPSHOT_CONCURRENCY".into(), "1".into());
+    let app = App::from_settings(&lakebackup::settings::Settings::from_pairs(settings)).unwrap();
+    let request = RestoreRequest {
+        container: "lake".into(),
+        prefix: None,
+        as_of: None,
+        from: RestoreFrom::Backup,
+        to_container: None,
+        dry_run: false,
+        verify_content: false,
+    };
+    let mut actions = Vec::new();
+    let summary = restore::restore(&app, &request, &mut |action| {
+        if action.blob == "a.csv" {
+            // Ingestion writes b.csv after the plan was made, before its copy.
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(support::upload(
+                    &client,
+                    "b.csv",
+                    b"written meanwhile",
+                ))
+            });
+        }
+        actions.push((action.blob, action.action));
+    })
+    .await;
+    assert_eq!(
+        actions,
+        [
+            ("a.csv".into(), "restore"),
+            ("b.csv".into(), "changed_since_plan")
+        ]
+    );
+    assert_eq!((summary.restored, summary.changed_since_plan), (1, 1));
+    assert_eq!(support::download(&client, "a.csv").await, b"a.csv v1");
+    assert_eq!(
+        support::download(&client, "b.csv").await,
+        b"written meanwhile",
+        "never overwritten"
+    );
+}
