@@ -21,7 +21,7 @@ if [ "${1:-}" = "first-backup" ]; then
   RCLONE="$PWD/target/bench-venv/bin/rclone" exec cargo bench --locked --bench first_backup -- "$@"
 fi
 if [ "${1:-}" = "fuzz" ]; then
-  LAKEBACKUP_FUZZ_RUNS="${2:-8}" exec cargo test --locked --test exactness randomized -- --nocapture
+  LAKEBACKUP_FUZZ_RUNS="${2:-8}" exec cargo test --locked --test suite exactness::randomized -- --ignored --nocapture
 fi
 if [ "${1:-}" = "events" ]; then
   shift

@@ -40,6 +40,9 @@ pub struct Config {
     pub copy_engine: CopyEngine,
     /// `BACKUP_USE_LEASE`: hold a lease on the source blob during an ADF copy.
     pub use_lease: bool,
+    /// `BACKUP_LEASE_WAIT_SECONDS`: how long a request waits for another's lease on its source,
+    /// and then how long it stays back on the queue before it is tried again.
+    pub lease_wait: Duration,
     /// `COPY_TIMEOUT_SECONDS`: how long a direct copy may take.
     pub copy_timeout: Duration,
     /// `COPY_POLL_INTERVAL_MS`: how often a pending direct copy is checked.
@@ -224,6 +227,11 @@ impl Config {
             snapshot_concurrency,
             copy_engine,
             use_lease,
+            lease_wait: Duration::from_secs(settings.get_number(
+                "BACKUP_LEASE_WAIT_SECONDS",
+                30,
+                1..=600,
+            )?),
             copy_timeout: Duration::from_secs(settings.get_number(
                 "COPY_TIMEOUT_SECONDS",
                 DEFAULT_COPY_TIMEOUT_SECONDS,

@@ -214,7 +214,8 @@ async fn a_blob_leased_by_someone_else_is_deferred_not_failed_toward_poison() {
     let other = lakebackup::storage::lease::HeldLease::acquire(&blob, &etag)
         .await
         .unwrap();
-    let worker = setup.worker(&[]);
+    // Waits 2 s for the lease (30 by default), then 2 s back on the queue.
+    let worker = setup.worker(&[("BACKUP_LEASE_WAIT_SECONDS", "2")]);
     let (status, reply) = support::deliver(&worker, &request, "adf-busy", 5).await;
     assert_eq!((status, outcome(&reply)), (200, "deferred"), "{reply}");
     assert_eq!(reply["ReturnValue"]["deferrals"], 1);
@@ -224,7 +225,7 @@ async fn a_blob_leased_by_someone_else_is_deferred_not_failed_toward_poison() {
         .account("AzureWebJobsStorage")
         .queue_client("backup-requests")
         .unwrap();
-    let requeued = support::drain_queue_after(&queue, 40).await;
+    let requeued = support::drain_queue_after(&queue, 15).await;
     assert_eq!(requeued.len(), 1, "{requeued:?}");
     let requeued: Value = serde_json::from_slice(&BASE64.decode(&requeued[0]).unwrap()).unwrap();
     let original: Value = serde_json::from_str(&request).unwrap();

@@ -100,6 +100,29 @@ impl Lake {
         }
     }
 
+    /// Waits until `queue` holds no message, hidden ones included (a message a killed worker
+    /// took reappears when its visibility ends, and is then handled and deleted).
+    async fn wait_for_empty_queue(&self, queue: &str, within: Duration) {
+        use azure_storage_queue::models::QueueClientGetPropertiesResultHeaders;
+        let client = self.app.jobs.queue_client(queue).unwrap();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = client
+                .get_properties(None)
+                .await
+                .ok()
+                .and_then(|r| r.approximate_messages_count().ok().flatten());
+            if left == Some(0) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{queue} still holds {left:?} messages"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     async fn queue_texts(&self, queue: &str) -> Vec<String> {
         let client = self.app.jobs.queue_client(queue).unwrap();
         if !client.exists().await.unwrap() {
@@ -220,8 +243,9 @@ async fn restarts_mid_batch_lose_nothing() {
 
     let runner = lake.start(&[], &[]);
     lake.wait_for_backups(120, Duration::from_secs(120)).await;
-    // Let any message the crash left hidden reappear and be found already backed up.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Any message the crash left hidden reappears and is found already backed up.
+    lake.wait_for_empty_queue("backup-requests", Duration::from_secs(60))
+        .await;
     assert_eq!(runner.terminate(), 0);
     assert_eq!(lake.backups().await, 120, "exactly one backup per version");
     assert!(

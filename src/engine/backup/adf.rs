@@ -6,10 +6,7 @@
 
 use tracing::info;
 
-use super::{
-    outdated, BackupError, BackupOutcome, Judgement, VersionBackup, DEFER_DELAY, LEASE_WAIT,
-    MAX_DEFERRALS,
-};
+use super::{outdated, BackupError, BackupOutcome, Judgement, VersionBackup, MAX_DEFERRALS};
 use crate::{
     adf::PipelineParameters,
     core::version::Version,
@@ -132,7 +129,7 @@ impl VersionBackup<'_> {
         backup: &Blob,
         name: &str,
     ) -> Result<Leased, BackupError> {
-        let deadline = tokio::time::Instant::now() + LEASE_WAIT;
+        let deadline = tokio::time::Instant::now() + self.app.config.lease_wait;
         let mut waited = false;
         loop {
             // After a wait: the holder may have been another invocation that finished this very
@@ -162,11 +159,13 @@ impl VersionBackup<'_> {
         }
         let mut again = self.request.clone();
         again.deferrals = deferrals;
-        self.app.defer_backup(&again, DEFER_DELAY).await?;
+        self.app
+            .defer_backup(&again, self.app.config.lease_wait)
+            .await?;
         let reason = format!(
             "the source is leased by another invocation (usually one copying this version); \
              the request was put back on the queue for {}s",
-            DEFER_DELAY.as_secs()
+            self.app.config.lease_wait.as_secs()
         );
         info!(deferrals, "{reason}");
         Ok(Leased::Done(BackupOutcome::Deferred { reason, deferrals }))

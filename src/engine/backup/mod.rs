@@ -14,8 +14,6 @@
 
 mod adf;
 
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tracing::{info, warn};
@@ -96,11 +94,6 @@ pub enum BackupError {
     Unusable { what: String, reason: String },
 }
 
-/// How long a request waits for another invocation's lease on the same blob before it is put
-/// back on the queue.
-const LEASE_WAIT: Duration = Duration::from_secs(30);
-/// How long a deferred request stays invisible.
-const DEFER_DELAY: Duration = Duration::from_secs(30);
 /// After this many deferrals a busy blob fails like any other failure (and can end poisoned):
 /// a lease held for hours is not another invocation's copy.
 const MAX_DEFERRALS: u32 = 30;

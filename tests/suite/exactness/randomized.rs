@@ -79,8 +79,37 @@ const CI_SEEDS: [u64; 4] = [6, 11, 2, 27];
 /// Rounds of changes and passes per seed.
 const ROUNDS: usize = 3;
 
+/// One test per CI seed, so that the runner spreads them over its threads.
+macro_rules! ci_seed {
+    ($name:ident, $seed:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            run_seeds(&[CI_SEEDS[$seed]]).await;
+        }
+    };
+}
+ci_seed!(
+    randomized_lake_of_ci_seed_0_is_backed_up_and_restored_exactly,
+    0
+);
+ci_seed!(
+    randomized_lake_of_ci_seed_1_is_backed_up_and_restored_exactly,
+    1
+);
+ci_seed!(
+    randomized_lake_of_ci_seed_2_is_backed_up_and_restored_exactly,
+    2
+);
+ci_seed!(
+    randomized_lake_of_ci_seed_3_is_backed_up_and_restored_exactly,
+    3
+);
+
+/// More lakes than CI's (`scripts/bench.sh fuzz [N]`): the seeds in `LAKEBACKUP_FUZZ_SEEDS`
+/// (`6,11`), or `LAKEBACKUP_FUZZ_RUNS` new ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn randomized_lakes_are_backed_up_and_restored_exactly() {
+#[ignore = "run by scripts/bench.sh fuzz, with LAKEBACKUP_FUZZ_SEEDS or LAKEBACKUP_FUZZ_RUNS"]
+async fn randomized_lakes_of_more_seeds_are_backed_up_and_restored_exactly() {
     let seeds: Vec<u64> = match (
         std::env::var("LAKEBACKUP_FUZZ_SEEDS"),
         std::env::var("LAKEBACKUP_FUZZ_RUNS"),
@@ -94,9 +123,15 @@ async fn randomized_lakes_are_backed_up_and_restored_exactly() {
             let runs: u64 = runs.parse().unwrap_or(1);
             (0..runs).map(|i| splitmix(start.wrapping_add(i))).collect()
         }
-        _ => CI_SEEDS.to_vec(),
+        _ => panic!("set LAKEBACKUP_FUZZ_SEEDS or LAKEBACKUP_FUZZ_RUNS"),
     };
-    // Two lakes at a time: each has its own Azurite, which is single-threaded.
+    assert!(!seeds.is_empty(), "no seed to run");
+    run_seeds(&seeds).await;
+}
+
+/// Runs `seeds`, two lakes at a time (each has its own Azurite, which is single-threaded), and
+/// fails naming every seed that failed.
+async fn run_seeds(seeds: &[u64]) {
     let mut failures = Vec::new();
     for pair in seeds.chunks(2) {
         let runs = pair
@@ -115,7 +150,8 @@ async fn randomized_lakes_are_backed_up_and_restored_exactly() {
     assert!(
         failures.is_empty(),
         "randomized lakes failed for seeds {failures:?}; replay one with \
-         LAKEBACKUP_FUZZ_SEEDS={} cargo test --test exactness randomized -- --nocapture",
+         LAKEBACKUP_FUZZ_SEEDS={} cargo test --test suite exactness::randomized -- --ignored \
+         --nocapture",
         failures
             .iter()
             .map(u64::to_string)
