@@ -4,7 +4,10 @@
 # builds and checks the Function App package (scripts/package.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-npm ci --no-audit --no-fund --loglevel=error
+# Azurite installs (network) while the tests compile (CPU); the tests wait for it.
+npm_log="$(mktemp)"
+npm ci --no-audit --no-fund --loglevel=error > "$npm_log" 2>&1 &
+npm_ci=$!
 cargo fmt --check
 
 # Lints and tests share one build. Clippy compiles the workspace's own crates, as `cargo clippy`
@@ -18,6 +21,11 @@ lint_and_build() {
 # Every target is linted (benchmarks compiled, not run), then every test runs. The tests spend
 # most of their time waiting on Azurite and on timers, so four run at once on two cores.
 lint_and_build test --locked --workspace --all-targets --no-run
+if ! wait "$npm_ci"; then
+  cat "$npm_log" >&2
+  exit 1
+fi
+rm -f "$npm_log"
 RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}" lint_and_build test --locked --workspace
 
 # The Function App package: built for glibc 2.28, run against Debian bullseye's glibc, zip checked.

@@ -69,10 +69,12 @@ fn listed_version(item: ListedItem, operation: &str) -> Result<Option<Version>, 
         snapshot: item.snapshot.filter(|s| !s.is_empty()),
         metadata: item.metadata,
         properties: blob_properties,
+        // A status this code does not know is no proof of a complete copy.
         copy_status: properties
             .copy_status
             .as_deref()
-            .and_then(CopyStatus::parse),
+            .filter(|status| !status.is_empty())
+            .map(|status| CopyStatus::parse(status).unwrap_or(CopyStatus::Failed)),
         name,
     }))
 }

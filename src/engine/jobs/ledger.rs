@@ -26,7 +26,7 @@ use super::JobOrigin;
 use crate::{
     app::App,
     core::{
-        job::{count_names, shard_id, Counts, JobProgress, LedgerEntry, Notes},
+        job::{count_names, shard_id, Counts, JobProgress, LedgerEntry, Notes, FAILED},
         shard::{is_job_id, Shard, WorkKind},
     },
     storage::{listing::list_with_metadata, Container, StorageError},
@@ -139,7 +139,7 @@ pub async fn job_status(app: &App, job: &str) -> Result<Option<JobStatus>, Stora
     futures::pin_mut!(pages);
     let mut record = None;
     let mut entries = Vec::new();
-    let mut notes_to_read = Vec::new();
+    let mut with_notes = Vec::new();
     while let Some(page) = pages.try_next().await? {
         for blob in page {
             let metadata = blob.metadata.clone().unwrap_or_default();
@@ -157,9 +157,13 @@ pub async fn job_status(app: &App, job: &str) -> Result<Option<JobStatus>, Stora
                 }),
                 Some(("finished", shard)) => {
                     let counts = Counts::from_metadata(&metadata);
-                    let has_notes = !field_of(&metadata, NOTES_KEY).is_empty();
-                    if has_notes && notes_to_read.len() < MAX_NOTES_READ {
-                        notes_to_read.push((shard.to_owned(), blob.name.clone(), counts));
+                    // Shards finished by releases before the `notes` flag have notes where
+                    // they counted failures or MD5 mismatches.
+                    let has_notes = !field_of(&metadata, NOTES_KEY).is_empty()
+                        || counts.get(FAILED) > 0
+                        || counts.get("md5_mismatches") > 0;
+                    if has_notes {
+                        with_notes.push((shard.to_owned(), blob.name.clone(), counts));
                     } else {
                         entries.push(LedgerEntry::Finished {
                             shard: shard.to_owned(),
@@ -192,8 +196,15 @@ pub async fn job_status(app: &App, job: &str) -> Result<Option<JobStatus>, Stora
     let Some(record) = record else {
         return Ok(None);
     };
-    for (shard, name, counts) in notes_to_read {
-        let notes = read_notes(ledger, &name).await;
+    // The notes of shards that failed blobs first: a status names what was not protected before
+    // it lists warnings.
+    with_notes.sort_by_key(|(_, _, counts)| counts.get(FAILED) == 0);
+    for (index, (shard, name, counts)) in with_notes.into_iter().enumerate() {
+        let notes = if index < MAX_NOTES_READ {
+            read_notes(ledger, &name).await
+        } else {
+            Notes::default()
+        };
         entries.push(LedgerEntry::Finished {
             shard,
             counts,
