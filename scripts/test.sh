@@ -14,7 +14,11 @@ cargo fmt --check
 # has it do, but in the build the tests run (clippy-driver is a rustc with Clippy's lints), so
 # the dependencies are compiled once, not once to check and again to test. `-D warnings` makes
 # any rustc or Clippy warning in our crates an error; dependencies are never linted.
-clippy_driver="$(rustup which clippy-driver 2>/dev/null || command -v clippy-driver)"
+clippy_driver="$(rustup which clippy-driver 2>/dev/null || command -v clippy-driver || true)"
+if [ ! -x "$clippy_driver" ]; then
+  echo "test.sh: clippy-driver not found (rustup component add clippy)" >&2
+  exit 1
+fi
 lint_and_build() {
   RUSTC_WORKSPACE_WRAPPER="$clippy_driver" RUSTFLAGS="${RUSTFLAGS:-} -D warnings" cargo "$@"
 }
