@@ -10,11 +10,12 @@ use lakebackup::{
     app::App,
     core::{naming, shard::directory_prefix},
     engine::{
-        jobs::{self, scope, JobOrigin, NewJob, Queued, Root, LOCAL_SHARDS_AT_ONCE},
+        jobs::{self, JobOrigin, NewJob, Queued, Root},
         prune, reconcile,
         restore::{self, RestoreFrom, RestoreRequest},
         verify,
     },
+    functions::producer::{self, ProduceRequest},
     host::{
         bindings, server,
         standalone::{self, QueueBehaviour},
@@ -341,19 +342,13 @@ async fn queue_job(app: &App, container: String, prefix: String) -> ExitCode {
 
 /// `produce`: the producer's job over a container (or a prefix), run here, shard by shard.
 async fn produce(app: &App, container: String, prefix: String) -> ExitCode {
-    let roots = match scope::roots(app, &container, &prefix).await {
-        Ok(roots) => roots,
+    let job = match producer::run_here(app, &ProduceRequest { container, prefix }).await {
+        Ok(job) => job,
         Err(e) => {
             eprintln!("lakebackup: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let new = NewJob {
-        origin: JobOrigin::Producer,
-        container,
-        roots,
-    };
-    let job = jobs::run_here(app, new, LOCAL_SHARDS_AT_ONCE).await;
     let status = if job.succeeded() { "done" } else { "failed" };
     let mut summary = serde_json::json!({
         "status": status,

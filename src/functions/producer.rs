@@ -13,7 +13,7 @@ use crate::{
     engine::jobs::{
         self,
         scope::{self, ScopeError},
-        JobOrigin, JobStatus, NewJob,
+        JobOrigin, JobStatus, LocalJob, NewJob, LOCAL_SHARDS_AT_ONCE,
     },
     storage::StorageError,
 };
@@ -49,13 +49,7 @@ pub async fn produce(app: &App, request: &ProduceRequest) -> Result<JobStatus, P
     );
     async {
         let started = Instant::now();
-        let roots = scope::roots(app, &request.container, &request.prefix).await?;
-        let new = NewJob {
-            origin: JobOrigin::Producer,
-            container: request.container.clone(),
-            roots,
-        };
-        let job = jobs::queue(app, new).await?.job;
+        let job = jobs::queue(app, new_job(app, request).await?).await?.job;
         let wait = app.config.producer_wait.saturating_sub(started.elapsed());
         let status = jobs::wait_for(app, &job, wait)
             .await?
@@ -65,6 +59,21 @@ pub async fn produce(app: &App, request: &ProduceRequest) -> Result<JobStatus, P
     }
     .instrument(span)
     .await
+}
+
+/// `lakebackup produce`: the same job as [`produce`], run to its end in this process.
+pub async fn run_here(app: &App, request: &ProduceRequest) -> Result<LocalJob, ProducerError> {
+    let new = new_job(app, request).await?;
+    Ok(jobs::run_here(app, new, LOCAL_SHARDS_AT_ONCE).await)
+}
+
+/// The job over what `request` names, checked against the lake.
+async fn new_job(app: &App, request: &ProduceRequest) -> Result<NewJob, ProducerError> {
+    Ok(NewJob {
+        origin: JobOrigin::Producer,
+        container: request.container.clone(),
+        roots: scope::roots(app, &request.container, &request.prefix).await?,
+    })
 }
 
 /// The status of `job` now.

@@ -167,7 +167,7 @@ async fn a_year_of_daily_versions_keeps_exactly_what_the_policy_promises() {
         b"half",
     )
     .await;
-    support::produce_here(
+    lakebackup::functions::producer::run_here(
         &app,
         &ProduceRequest {
             container: "lake".into(),
@@ -397,7 +397,7 @@ async fn a_reconciliation_prunes_each_directory_as_it_goes() {
     // A producer's job does not prune, even under a policy that would.
     settings.insert("RETENTION_KEEP_DAYS".into(), "1".into());
     let strict = App::from_settings(&lakebackup::settings::Settings::from_pairs(settings)).unwrap();
-    let produced = support::produce_here(
+    let produced = lakebackup::functions::producer::run_here(
         &strict,
         &ProduceRequest {
             container: "lake".into(),

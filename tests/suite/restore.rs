@@ -39,7 +39,9 @@ impl Lake {
             container: "lake".into(),
             prefix: String::new(),
         };
-        support::produce_here(&self.app, &request).await.unwrap();
+        lakebackup::functions::producer::run_here(&self.app, &request)
+            .await
+            .unwrap();
     }
 
     async fn contents(&self, container: &str) -> BTreeMap<String, Vec<u8>> {
@@ -345,7 +347,7 @@ async fn as_of_an_instant_leaves_out_what_had_been_seen_deleted_and_brings_back_
             container: "lake".into(),
             prefix: String::new(),
         };
-        support::produce_here(&lake.app, &request)
+        lakebackup::functions::producer::run_here(&lake.app, &request)
             .await
             .unwrap()
             .totals
@@ -459,7 +461,9 @@ async fn a_deletion_marker_names_the_newest_complete_backup_never_an_unfinished_
         container: "lake".into(),
         prefix: String::new(),
     };
-    let pass = support::produce_here(&lake.app, &request).await.unwrap();
+    let pass = lakebackup::functions::producer::run_here(&lake.app, &request)
+        .await
+        .unwrap();
     assert_eq!(pass.totals.get("deletions_recorded"), 1);
     let records: Vec<(String, String)> = support::life_records(&vault)
         .await

@@ -41,7 +41,9 @@ async fn deep_verify_catches_missing_corrupted_and_stale_backups_and_reports_the
         container: "lake".into(),
         prefix: String::new(),
     };
-    support::produce_here(&app, &request).await.unwrap();
+    lakebackup::functions::producer::run_here(&app, &request)
+        .await
+        .unwrap();
 
     let (code, clean) = verify(&azurite, &["--deep"]);
     assert_eq!(code, 0, "{clean}");

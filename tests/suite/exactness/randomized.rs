@@ -383,7 +383,7 @@ async fn run_pass(app: &App, pass: Pass) -> BTreeSet<String> {
                 container: "lake".into(),
                 prefix: String::new(),
             };
-            match support::produce_here(app, &request).await {
+            match lakebackup::functions::producer::run_here(app, &request).await {
                 Ok(job) if job.shards_failed == 0 => job
                     .notes
                     .failures

@@ -59,7 +59,7 @@ async fn instant_after_writes() -> OffsetDateTime {
 
 /// `lakebackup produce` of a whole container, in this process.
 async fn produce(app: &App, container: &str) -> LocalJob {
-    support::produce_here(
+    lakebackup::functions::producer::run_here(
         app,
         &ProduceRequest {
             container: container.into(),

@@ -352,18 +352,3 @@ pub async fn deliver_to<T: serde::de::DeserializeOwned>(
         serde_json::from_value(value.clone()).unwrap_or_else(|e| panic!("outcome {value}: {e}")),
     ))
 }
-
-/// `lakebackup produce`: the producer's job over `request`, run to its end in this process.
-pub async fn produce_here(
-    app: &lakebackup::app::App,
-    request: &lakebackup::functions::producer::ProduceRequest,
-) -> Result<lakebackup::engine::jobs::LocalJob, lakebackup::engine::jobs::scope::ScopeError> {
-    use lakebackup::engine::jobs::{self, scope, JobOrigin, NewJob, LOCAL_SHARDS_AT_ONCE};
-    let roots = scope::roots(app, &request.container, &request.prefix).await?;
-    let new = NewJob {
-        origin: JobOrigin::Producer,
-        container: request.container.clone(),
-        roots,
-    };
-    Ok(jobs::run_here(app, new, LOCAL_SHARDS_AT_ONCE).await)
-}
