@@ -9,7 +9,8 @@ use tokio::sync::OnceCell;
 
 pub use crate::config::{
     Config, CopyEngine, EventsConfig, BACKUP_STORAGE, DEFAULT_COPY_THROUGH_MAX_BYTES,
-    DEFAULT_COPY_TIMEOUT_SECONDS, JOBS_STORAGE, MAX_COPY_THROUGH_BYTES, SOURCE_STORAGE,
+    DEFAULT_COPY_TIMEOUT_SECONDS, JOBS_STORAGE, MAX_COPY_THROUGH_BYTES, RESTORE_TARGET_STORAGE,
+    SOURCE_STORAGE,
 };
 use crate::{
     adf::AdfClient,
@@ -54,6 +55,8 @@ pub struct App {
     pub source: StorageAccount,
     pub backup: StorageAccount,
     pub jobs: StorageAccount,
+    /// `RESTORE_TARGET_STORAGE`, when set: the account a restore `--to-account` writes into.
+    pub restore_target: Option<StorageAccount>,
     /// Present when the copy engine is ADF.
     pub adf: Option<AdfClient>,
     /// Each work queue, and its poison queue (`{queue}-poison`, as the host names it).
@@ -85,6 +88,15 @@ impl App {
         let jobs = StorageAccount::connect(JOBS_STORAGE, settings)?;
         jobs.connection().require_queue_endpoint()?;
         jobs.connection().require_blob_endpoint()?;
+        let restore_target = if settings.get(RESTORE_TARGET_STORAGE).is_some()
+            || settings.has_prefix(&format!("{RESTORE_TARGET_STORAGE}__"))
+        {
+            let target = StorageAccount::connect(RESTORE_TARGET_STORAGE, settings)?;
+            target.connection().require_blob_endpoint()?;
+            Some(target)
+        } else {
+            None
+        };
         let adf = match (&config.copy_engine, &config.adf) {
             (CopyEngine::Adf, Some(adf)) => Some(AdfClient::new(adf.clone())?),
             _ => None,
@@ -94,6 +106,7 @@ impl App {
             source,
             backup,
             jobs,
+            restore_target,
             adf,
             queues: Default::default(),
             poison_queues: Default::default(),
@@ -193,6 +206,23 @@ impl App {
     }
 
     /// The backup container of lake container `container`.
+    /// The account a restore writes into: the lake's, or with `to_account` the one of
+    /// `RESTORE_TARGET_STORAGE` (an error naming the setting when it is not set).
+    pub fn restore_target(&self, to_account: bool) -> Result<&StorageAccount, StorageError> {
+        if !to_account {
+            return Ok(&self.source);
+        }
+        self.restore_target.as_ref().ok_or_else(|| {
+            StorageError::other(
+                "restoring into another account",
+                format!(
+                    "{RESTORE_TARGET_STORAGE} is not set: give the target account's connection \
+                     string, or {RESTORE_TARGET_STORAGE}__blobServiceUri for an identity"
+                ),
+            )
+        })
+    }
+
     pub fn vault_of(&self, container: &str) -> Result<Container, StorageError> {
         self.backup.container(&self.backup_container_of(container)?)
     }

@@ -14,6 +14,8 @@ use crate::{
 pub const SOURCE_STORAGE: &str = "SOURCE_STORAGE";
 /// Connection holding the backup containers.
 pub const BACKUP_STORAGE: &str = "BACKUP_STORAGE";
+/// Connection a restore `--to-account` writes into (optional).
+pub const RESTORE_TARGET_STORAGE: &str = "RESTORE_TARGET_STORAGE";
 /// Connection holding the backup-request queue (the Functions host's own storage).
 pub const JOBS_STORAGE: &str = "AzureWebJobsStorage";
 
@@ -56,6 +58,9 @@ pub struct Config {
     pub reconcile_containers: Option<Vec<String>>,
     /// `RECONCILE_CONTAINER_CONCURRENCY`: containers reconciled at once.
     pub reconcile_container_concurrency: usize,
+    /// `RESTORE_CONCURRENCY`: directory shards a restore run in this process works at once
+    /// (each with `SNAPSHOT_CONCURRENCY` writes in flight).
+    pub restore_concurrency: usize,
     /// `{BACKUP_QUEUE_NAME}-shards`: where directory shards go.
     pub shard_queue: String,
     /// `SHARD_TIME_BUDGET_SECONDS`: when a shard stops and queues its continuation.
@@ -267,6 +272,7 @@ impl Config {
                 4,
                 1..=64,
             )? as usize,
+            restore_concurrency: settings.get_number("RESTORE_CONCURRENCY", 4, 1..=64)? as usize,
             shard_queue: format!("{backup_queue}-shards"),
             shard_budget: Duration::from_secs(settings.get_number(
                 "SHARD_TIME_BUDGET_SECONDS",

@@ -97,6 +97,25 @@ enum Command {
         /// Where a blob and its version cannot be compared by MD5, read both before writing.
         #[arg(long)]
         verify_content: bool,
+        /// Restore into the account of RESTORE_TARGET_STORAGE (with --to-container, or into a
+        /// container of the same name) instead of the lake's.
+        #[arg(long)]
+        to_account: bool,
+        /// Queue the restore as a job and exit at once: the Function App's shard function, or
+        /// any number of `lakebackup run` processes, work it off; `lakebackup job` follows it.
+        #[arg(long)]
+        distributed: bool,
+    },
+    /// Print a job's status (backup, reconcile or restore) as JSON: exit 0 unless it failed.
+    Job {
+        /// The job's id, as `restore --distributed`, `shard` or the producer printed it.
+        job: String,
+        /// Wait until the job is done or failed; exit 0 when done, 1 when failed.
+        #[arg(long)]
+        wait: bool,
+        /// First print the per-blob lines the job's shards recorded (a restore's actions).
+        #[arg(long)]
+        report: bool,
     },
     /// Check that every current blob has a complete backup of its current version and a
     /// snapshot of it; report the gaps and the RPO (the age of the oldest change without a
@@ -204,6 +223,8 @@ async fn run(cli: Cli) -> ExitCode {
             to_container,
             dry_run,
             verify_content,
+            to_account,
+            distributed,
         } => {
             let request = RestoreRequest {
                 container,
@@ -211,18 +232,87 @@ async fn run(cli: Cli) -> ExitCode {
                 as_of,
                 from,
                 to_container,
+                to_account,
                 dry_run,
                 verify_content,
             };
-            let summary = restore::restore(&app, &request, &mut print_json_line).await;
-            print_last_line(&summary, summary.succeeded())
+            if distributed {
+                start_restore(&app, &request).await
+            } else {
+                let summary = restore::restore(&app, &request, &mut print_json_line).await;
+                print_last_line(&summary, summary.succeeded())
+            }
         }
+        Command::Job { job, wait, report } => job_status(&app, &job, wait, report).await,
         Command::Verify {
             container,
             prefix,
             deep,
         } => verify_container(&app, container, prefix, deep).await,
     }
+}
+
+/// `restore --distributed`: the job queued, one JSON line, exit 0 at once.
+async fn start_restore(app: &App, request: &RestoreRequest) -> ExitCode {
+    match restore::start(app, request).await {
+        Ok(Queued { job, .. }) => {
+            print_json_line(serde_json::json!({
+                "job": job,
+                "kind": JobOrigin::Restore.as_str(),
+                "work": "restore",
+                "status": "running",
+                "container": request.container,
+                "target_container": request.to_container.as_deref().unwrap_or(&request.container),
+                "from": request.from,
+                "dry_run": request.dry_run,
+            }));
+            ExitCode::SUCCESS
+        }
+        Err(refused) => {
+            print_json_line(serde_json::json!({
+                "status": "failed",
+                "container": request.container,
+                "error": refused.to_string(),
+            }));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `job`: a job's status (after its report lines, with `--report`), once, or when it ends.
+async fn job_status(app: &App, job: &str, wait: bool, report: bool) -> ExitCode {
+    let unknown = || {
+        print_json_line(serde_json::json!({
+            "job": job,
+            "status": "unknown",
+            "error": format!("no job {job:?} in the jobs' ledger ({}-jobs of AzureWebJobsStorage)", app.config.backup_queue),
+        }));
+        ExitCode::FAILURE
+    };
+    let failed = |error: lakebackup::storage::StorageError| {
+        print_json_line(serde_json::json!({"job": job, "error": error.to_string()}));
+        ExitCode::FAILURE
+    };
+    // "Until it ends" is a year: long enough for any job, short enough for an Instant.
+    let patience = if wait {
+        std::time::Duration::from_secs(365 * 86_400)
+    } else {
+        std::time::Duration::ZERO
+    };
+    let status = match jobs::wait_for(app, job, patience).await {
+        Ok(Some(status)) => status,
+        Ok(None) => return unknown(),
+        Err(e) => return failed(e),
+    };
+    if report {
+        match jobs::ledger::job_report(app, job).await {
+            Ok(Some(lines)) => lines.iter().for_each(|line| println!("{line}")),
+            Ok(None) => return unknown(),
+            Err(e) => return failed(e),
+        }
+    }
+    let ended_well = status.progress.state != lakebackup::core::job::JobState::Failed;
+    print_last_line(&status, ended_well)
 }
 
 /// The worker's state from the settings, with host.json's `maxDequeueCount` and
@@ -323,6 +413,7 @@ async fn queue_job(app: &App, container: String, prefix: String) -> ExitCode {
         origin: JobOrigin::Command,
         container,
         roots: vec![Root::directory(&directory_prefix(&prefix))],
+        restore: None,
     };
     match jobs::queue(app, new).await {
         Ok(Queued { job, roots }) => {

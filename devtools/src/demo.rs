@@ -244,6 +244,7 @@ pub async fn run(project_root: &Path) -> Result<(), DemoError> {
     let restored = restore::restore(
         &app,
         &RestoreRequest {
+            to_account: false,
             container: "raw".into(),
             prefix: None,
             as_of: Some(instant),

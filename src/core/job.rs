@@ -22,6 +22,25 @@ pub struct Counts(BTreeMap<String, u64>);
 /// notes. A job with any ends failed.
 pub const FAILED: &str = "failed";
 
+/// A restore's count of blobs it could not restore (its name in the restore's summary since
+/// before restores were jobs).
+pub const ERRORS: &str = "errors";
+
+/// The units of work a job's counts say were not done, whatever its kind.
+pub fn not_done(counts: &Counts) -> u64 {
+    counts.get(FAILED) + counts.get(ERRORS)
+}
+
+/// What a restore counts, per blob.
+pub const RESTORE_COUNTS: [&str; 6] = [
+    "restored",
+    "unchanged",
+    "missing_version",
+    "deleted",
+    "changed_since_plan",
+    ERRORS,
+];
+
 impl Counts {
     /// Counts with every one of `names` at zero (a status shows them all).
     pub fn zero(names: &[&str]) -> Self {
@@ -67,6 +86,7 @@ impl Counts {
 pub fn count_names(kind: WorkKind) -> &'static [&'static str] {
     match kind {
         WorkKind::Backup => &BackupCounts::FIELDS,
+        WorkKind::Restore => &RESTORE_COUNTS,
     }
 }
 
@@ -393,7 +413,7 @@ impl JobProgress {
         warnings.truncate(NOTES_PER_STATUS);
         let state = if !queued.iter().all(ended) {
             JobState::Running
-        } else if failed.is_empty() && totals.get(FAILED) == 0 {
+        } else if failed.is_empty() && not_done(&totals) == 0 {
             JobState::Done
         } else {
             JobState::Failed

@@ -3,9 +3,62 @@
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::{etag::normalize_etag, version::Version};
+
+/// Where a restore takes its versions from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum RestoreFrom {
+    /// The source container's own snapshots (same account).
+    Snapshots,
+    /// The backup container in the backup account; also brings back deleted blobs.
+    Backup,
+}
+
+/// What a restore job does, carried by each of its shards: where from, as of when, into what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreOptions {
+    pub from: RestoreFrom,
+    /// The instant (RFC 3339); absent: the newest versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<String>,
+    /// The container written to; absent: in place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_container: Option<String>,
+    /// Write into the account of `RESTORE_TARGET_STORAGE` instead of the lake's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub to_account: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+    /// Where MD5s cannot prove two blobs equal, compare their bytes before writing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verify_content: bool,
+    /// Only names that start with this (the user's prefix, which may end inside a name).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub filter: String,
+}
+
+impl RestoreOptions {
+    /// The instant as a time; `None` for the newest versions (or an instant that does not
+    /// parse, which [`RestoreOptions::validate`] refuses).
+    pub fn instant(&self) -> Option<OffsetDateTime> {
+        let text = self.as_of.as_deref()?;
+        OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.as_of.is_some() && self.instant().is_none() {
+            return Err(format!(
+                "the restore's instant {:?} is not RFC 3339",
+                self.as_of
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// Where a restorable version lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,8 +67,9 @@ pub enum VersionSource {
     Base,
     /// A snapshot of the blob, by its snapshot timestamp.
     Snapshot(String),
-    /// A backup blob in the backup container, by name.
-    Backup(String),
+    /// A backup blob in the backup container: its name, and its own ETag (a read of it is
+    /// pinned to exactly that blob).
+    Backup { name: String, etag: String },
 }
 
 /// One version of one blob that a restore can write back, and where it lives. Its facts are the
@@ -43,7 +97,7 @@ pub enum Plan {
 pub fn version_at(versions: &[Restorable], as_of: Option<OffsetDateTime>) -> Option<&Restorable> {
     let rank = |r: &Restorable| match &r.source {
         VersionSource::Base => (r.version.last_modified, 1, String::new()),
-        VersionSource::Snapshot(id) | VersionSource::Backup(id) => {
+        VersionSource::Snapshot(id) | VersionSource::Backup { name: id, .. } => {
             (r.version.last_modified, 0, id.clone())
         }
     };

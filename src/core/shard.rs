@@ -11,7 +11,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::naming::{self, NamingError};
+use super::{
+    naming::{self, NamingError},
+    restore_plan::RestoreOptions,
+};
 
 /// The kinds of work a job does, directory by directory.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,18 +24,22 @@ pub enum WorkKind {
     /// in a reconciliation, prune).
     #[default]
     Backup,
+    /// Write back, for each blob of the level, the version current at an instant.
+    Restore,
 }
 
 impl WorkKind {
     pub fn as_str(self) -> &'static str {
         match self {
             WorkKind::Backup => "backup",
+            WorkKind::Restore => "restore",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "backup" => Some(WorkKind::Backup),
+            "restore" => Some(WorkKind::Restore),
             _ => None,
         }
     }
@@ -80,6 +87,10 @@ pub struct Shard {
     /// name is backed up and snapshotted; nothing is fanned out, judged gone or pruned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub only: Option<String>,
+    /// A restore's shard: what the restore does (present exactly when `kind` is `restore`).
+    /// Inherited by the shards it spawns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<Box<RestoreOptions>>,
 }
 
 /// What a shard part does.
@@ -118,6 +129,16 @@ impl Shard {
             phase: Phase::Listing,
             prune: false,
             only: None,
+            restore: None,
+        }
+    }
+
+    /// The root shard of a restore job over `container`'s directory `prefix`.
+    pub fn restore_root(job: &str, container: &str, prefix: &str, options: RestoreOptions) -> Self {
+        Self {
+            kind: WorkKind::Restore,
+            restore: Some(Box::new(options)),
+            ..Self::root(job, container, prefix)
         }
     }
 
@@ -143,6 +164,7 @@ impl Shard {
         Self {
             prune: self.prune,
             kind: self.kind,
+            restore: self.restore.clone(),
             ..Self::root(&self.job, &self.container, prefix)
         }
     }
@@ -184,6 +206,7 @@ impl Shard {
             format!("not a shard {{\"job\",\"container\",\"prefix\",\"marker\"}}: {e}")
         })?;
         shard.validate().map_err(|e| e.to_string())?;
+        shard.check_work()?;
         if !is_job_id(&shard.job) {
             return Err(format!(
                 "the shard's job id {:?} is not 1 to 64 letters, digits, '-' and '_'",
@@ -191,6 +214,21 @@ impl Shard {
             ));
         }
         Ok(shard)
+    }
+
+    /// A restore shard carries its restore, and only a restore shard does.
+    fn check_work(&self) -> Result<(), String> {
+        match (&self.kind, &self.restore) {
+            (WorkKind::Restore, Some(options)) => {
+                options.validate()?;
+                if let Some(target) = &options.to_container {
+                    naming::validate_container_name(target).map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            }
+            (WorkKind::Backup, None) => Ok(()),
+            _ => Err("a restore shard carries its restore options, and only a restore shard does".into()),
+        }
     }
 
     fn validate(&self) -> Result<(), NamingError> {

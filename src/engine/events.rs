@@ -112,6 +112,7 @@ pub async fn handle(app: &App, event: &BlobEvent) -> Result<EventOutcome, EventE
                 origin: JobOrigin::Event,
                 container: event.container.clone(),
                 roots: vec![Root::directory(&prefix)],
+                restore: None,
             };
             let job = jobs::queue(app, new).await?.job;
             info!(job, prefix, "directory renamed: a job over its new name");

@@ -73,6 +73,7 @@ async fn new_job(app: &App, request: &ProduceRequest) -> Result<NewJob, Producer
         origin: JobOrigin::Producer,
         container: request.container.clone(),
         roots: scope::roots(app, &request.container, &request.prefix).await?,
+        restore: None,
     })
 }
 

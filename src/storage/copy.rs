@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use azure_core::http::{ClientMethodOptions, Context, RequestContent};
 use azure_storage_blob::models::{
-    BlobClientDownloadOptions, BlobClientStartCopyFromUrlOptions,
+    AccessTier, BlobClientDownloadOptions, BlobClientStartCopyFromUrlOptions,
     BlobClientStartCopyFromUrlResultHeaders, BlobClientUploadOptions,
     BlockBlobClientCommitBlockListOptions, BlockBlobClientStageBlockOptions, BlockLookupList,
     CopyStatus,
@@ -41,6 +41,9 @@ pub struct CopyAttributes {
     /// copy through this worker: a read's own `Content-MD5` header is no such record (Azurite
     /// computes one for a blob that has none).
     pub stored_md5: Option<Vec<u8>>,
+    /// Through this worker: record the MD5 of the bytes copied in the metadata (a backup's
+    /// stamp does; a restored blob gets only the version's own metadata).
+    pub record_md5: bool,
 }
 
 /// What a copy did beside the bytes.
@@ -211,6 +214,7 @@ pub async fn copy_version_through(
     source_etag: &str,
     length: u64,
     attributes: &CopyAttributes,
+    overwrite: Overwrite<'_>,
 ) -> Result<Copied, StorageError> {
     let (what_source, what) = (source.what(), destination.what());
     let what = what.as_str();
@@ -251,7 +255,11 @@ pub async fn copy_version_through(
     }
     .normalized();
     let mut metadata = attributes.metadata.clone();
-    metadata.insert(COPIED_MD5_KEY.to_owned(), BASE64.encode(&digest));
+    if attributes.record_md5 {
+        metadata.insert(COPIED_MD5_KEY.to_owned(), BASE64.encode(&digest));
+    }
+    let condition = WriteCondition::of(overwrite);
+    let tier = attributes.tier.clone();
     let write = |tags: Option<&Tags>| {
         let (bytes, metadata, headers, stored_md5) = (
             bytes.to_vec(),
@@ -259,34 +267,23 @@ pub async fn copy_version_through(
             headers.clone(),
             stored_md5.clone(),
         );
-        let tags = tags.filter(|t| !t.is_empty()).map(tags_header);
-        let same_md5 = stored_md5.as_deref() == Some(digest.as_slice());
+        let written = Written {
+            metadata,
+            headers,
+            md5: stored_md5,
+            tags: tags.filter(|t| !t.is_empty()).map(tags_header),
+            tier: tier.as_deref().and_then(|t| t.parse().ok()),
+            condition: condition.clone(),
+        };
+        let same_md5 = written.md5.as_deref() == Some(digest.as_slice());
         async move {
             if same_md5 {
                 // Put Blob checks the MD5 it is given against the bytes: here they agree.
-                put_blob(
-                    destination,
-                    bytes,
-                    metadata,
-                    headers,
-                    stored_md5,
-                    tags,
-                    what,
-                )
-                .await
+                put_blob(destination, bytes, written, what).await
             } else {
                 // Put Blob would invent an MD5 (or refuse a wrong one); a block list stores the
                 // MD5 it is given, or none.
-                put_block_list(
-                    destination,
-                    bytes,
-                    metadata,
-                    headers,
-                    stored_md5,
-                    tags,
-                    what,
-                )
-                .await
+                put_block_list(destination, bytes, written, what).await
             }
         }
     };
@@ -299,23 +296,61 @@ pub async fn copy_version_through(
     })
 }
 
-/// One create-only Put Blob.
-async fn put_blob(
-    destination: &Blob,
-    bytes: Vec<u8>,
+/// What the one write of a copy through this worker carries besides the bytes.
+struct Written {
     metadata: HashMap<String, String>,
     headers: ContentHeaders,
     md5: Option<Vec<u8>>,
     tags: Option<String>,
+    tier: Option<AccessTier>,
+    condition: WriteCondition,
+}
+
+/// The write's condition on the destination: create-only, or replace exactly one ETag.
+#[derive(Clone)]
+struct WriteCondition {
+    if_match: Option<String>,
+    if_none_match: Option<String>,
+}
+
+impl WriteCondition {
+    fn of(overwrite: Overwrite<'_>) -> Self {
+        match overwrite {
+            Overwrite::Never => Self {
+                if_match: None,
+                if_none_match: Some("*".into()),
+            },
+            Overwrite::IfMatch(etag) => Self {
+                if_match: Some(quoted_etag(etag)),
+                if_none_match: None,
+            },
+        }
+    }
+}
+
+/// One conditional Put Blob.
+async fn put_blob(
+    destination: &Blob,
+    bytes: Vec<u8>,
+    written: Written,
     what: &str,
 ) -> Result<(), StorageError> {
     let length = bytes.len();
+    let Written {
+        metadata,
+        headers,
+        md5,
+        tags,
+        tier,
+        condition,
+    } = written;
     destination
         .sdk()
         .upload(
             RequestContent::from(bytes),
             Some(BlobClientUploadOptions {
-                if_none_match: Some("*".into()),
+                if_match: condition.if_match.map(Into::into),
+                if_none_match: condition.if_none_match.map(Into::into),
                 metadata: Some(metadata),
                 blob_content_md5: md5,
                 blob_content_type: headers.content_type,
@@ -324,6 +359,7 @@ async fn put_blob(
                 blob_content_disposition: headers.content_disposition,
                 blob_cache_control: headers.cache_control,
                 blob_tags_string: tags,
+                tier,
                 // One request whatever the size: the SDK would otherwise split larger content.
                 partition_size: std::num::NonZero::new(length.max(1) as u64),
                 ..Default::default()
@@ -334,17 +370,22 @@ async fn put_blob(
     Ok(())
 }
 
-/// Put Block, then a create-only Put Block List carrying the MD5 exactly as given (or none): the
+/// Put Block, then a conditional Put Block List carrying the MD5 exactly as given (or none): the
 /// service stores it without checking it against the bytes.
 async fn put_block_list(
     destination: &Blob,
     bytes: Vec<u8>,
-    metadata: HashMap<String, String>,
-    headers: ContentHeaders,
-    md5: Option<Vec<u8>>,
-    tags: Option<String>,
+    written: Written,
     what: &str,
 ) -> Result<(), StorageError> {
+    let Written {
+        metadata,
+        headers,
+        md5,
+        tags,
+        tier,
+        condition,
+    } = written;
     let block_blob = destination.sdk().block_blob_client();
     let copying = || format!("copying to {what}");
     // Fixed ids: a block staged twice (a retried copy) is the same block.
@@ -373,7 +414,8 @@ async fn put_block_list(
         .commit_block_list(
             list.try_into().during(copying)?,
             Some(BlockBlobClientCommitBlockListOptions {
-                if_none_match: Some("*".into()),
+                if_match: condition.if_match.map(Into::into),
+                if_none_match: condition.if_none_match.map(Into::into),
                 metadata: Some(metadata),
                 blob_content_md5: md5,
                 blob_content_type: headers.content_type,
@@ -382,6 +424,7 @@ async fn put_block_list(
                 blob_content_disposition: headers.content_disposition,
                 blob_cache_control: headers.cache_control,
                 blob_tags_string: tags,
+                tier,
                 ..Default::default()
             }),
         )

@@ -140,7 +140,8 @@ pub fn list_with_metadata(
         container,
         format!("listing container {}", container.name()),
         &[ListBlobsIncludeItem::Metadata],
-        Some(prefix),
+        // An empty prefix is no prefix (sent empty, it breaks the request's signature).
+        (!prefix.is_empty()).then_some(prefix),
         listed_version_with_metadata,
     )
 }
@@ -283,6 +284,31 @@ pub fn list_directory_with_snapshots(
         format!("listing container {}", container.name()),
         // The metadata (and tags) too: a shard copies with the source's own metadata and the
         // stamp in one request, without reading the blob first.
+        &include,
+        ListingScope {
+            one_level: true,
+            ..scope
+        },
+        listed_version_with_metadata,
+    )
+}
+
+/// One directory level of a container without snapshots, with metadata (and, with
+/// `scope.tags`, index tags), a page at a time: what a restore's target holds.
+pub fn list_directory(
+    container: &Container,
+    scope: ListingScope<'_>,
+) -> Result<
+    impl Stream<Item = Result<ListingPage<Version>, StorageError>> + Send + 'static,
+    StorageError,
+> {
+    let mut include = vec![ListBlobsIncludeItem::Metadata];
+    if scope.tags {
+        include.push(ListBlobsIncludeItem::Tags);
+    }
+    list_scoped_pages(
+        container,
+        format!("listing container {}", container.name()),
         &include,
         ListingScope {
             one_level: true,

@@ -226,6 +226,7 @@ async fn a_delete_event_records_the_marker_that_restore_honours() {
 
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let request = RestoreRequest {
+        to_account: false,
         container: "lake".into(),
         prefix: None,
         as_of: Some(time::OffsetDateTime::now_utc()),

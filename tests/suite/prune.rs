@@ -99,6 +99,7 @@ async fn restore_as_of(
     into: &str,
 ) -> BTreeMap<String, Vec<u8>> {
     let request = RestoreRequest {
+        to_account: false,
         container: "lake".into(),
         prefix: Some("tables/".into()),
         as_of: Some(instant),

@@ -571,6 +571,7 @@ async fn a_blob_written_between_plan_and_copy_is_left_alone() {
     settings.insert("SNAPSHOT_CONCURRENCY".into(), "1".into());
     let app = App::from_settings(&lakebackup::settings::Settings::from_pairs(settings)).unwrap();
     let request = RestoreRequest {
+        to_account: false,
         container: "lake".into(),
         prefix: None,
         as_of: None,
@@ -597,8 +598,8 @@ async fn a_blob_written_between_plan_and_copy_is_left_alone() {
     assert_eq!(
         actions,
         [
-            ("a.csv".into(), "restore"),
-            ("b.csv".into(), "changed_since_plan")
+            ("a.csv".into(), "restore".into()),
+            ("b.csv".into(), "changed_since_plan".into())
         ]
     );
     assert_eq!((summary.restored, summary.changed_since_plan), (1, 1));

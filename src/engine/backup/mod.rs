@@ -32,6 +32,7 @@ use crate::{
     storage::{
         copy::{
             copy_version, copy_version_through, wait_for_copy, Copied, CopyAttributes, CopyStart,
+            Overwrite,
             ServerCopy,
         },
         listing::{find_snapshot, list_backups},
@@ -521,6 +522,7 @@ impl<'a> VersionBackup<'a> {
             tags: version.properties.tags.clone(),
             tier: None,
             stored_md5: version.content_md5.clone(),
+            record_md5: true,
         };
         let blob_type = version.properties.blob_type;
         if blob_type == BlobType::Block
@@ -536,6 +538,7 @@ impl<'a> VersionBackup<'a> {
                 &self.etag,
                 version.content_length,
                 &attributes,
+                Overwrite::Never,
             )
             .await;
             return match copied {

@@ -10,6 +10,8 @@
 //!                         the blobs it could not protect, if any, as JSON in the body)
 //! {job}/failed/{shard}    written when the shard's last delivery failed (the reason as metadata)
 //! {job}/last/{shard}      written when the shard's last allowed delivery starts (its deadline)
+//! {job}/report/{shard}    the per-blob lines a shard reports (a restore's actions), one JSON
+//!                         object per line, written before its finished entry
 //! ```
 //!
 //! A job is done when every queued shard has finished and every blob was protected; it failed
@@ -26,7 +28,7 @@ use super::JobOrigin;
 use crate::{
     app::App,
     core::{
-        job::{count_names, shard_id, Counts, JobProgress, LedgerEntry, Notes, FAILED},
+        job::{count_names, not_done, shard_id, Counts, JobProgress, LedgerEntry, Notes},
         shard::{is_job_id, Shard, WorkKind},
     },
     storage::{listing::list_with_metadata, Container, StorageError},
@@ -36,9 +38,9 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct JobStatus {
     pub job: String,
-    /// What started it: `producer`, `reconcile`, `command` or `event`.
+    /// What started it: `producer`, `reconcile`, `command`, `event` or `restore`.
     pub kind: String,
-    /// What it does: `backup`, ...
+    /// What it does: `backup` or `restore`.
     pub work: String,
     pub container: String,
     pub prefix: String,
@@ -97,6 +99,44 @@ pub async fn record_finished(
         serde_json::to_vec(notes).unwrap_or_default()
     };
     write_with_body(ledger, &entry_name(shard, "finished"), metadata, body).await
+}
+
+/// Records the per-blob lines `shard` reports (JSON objects), before its finished entry: a shard
+/// redone after a crash writes its lines again, whole.
+pub async fn record_report(app: &App, shard: &Shard, lines: &[String]) -> Result<(), StorageError> {
+    let ledger = app.job_ledger().await?;
+    let mut body = lines.join("\n").into_bytes();
+    body.push(b'\n');
+    write_with_body(ledger, &entry_name(shard, REPORT), HashMap::new(), body).await
+}
+
+const REPORT: &str = "report";
+
+/// Every line the shards of `job` reported, shard by shard; `None` when no such job was
+/// started.
+pub async fn job_report(app: &App, job: &str) -> Result<Option<Vec<String>>, StorageError> {
+    if !is_job_id(job) {
+        return Ok(None);
+    }
+    let ledger = app.job_ledger().await?;
+    if ledger.blob(&format!("{job}/job")).state().await?.is_none() {
+        return Ok(None);
+    }
+    let pages = list_with_metadata(ledger, &format!("{job}/{REPORT}/"))?;
+    futures::pin_mut!(pages);
+    let mut lines = Vec::new();
+    while let Some(page) = pages.try_next().await? {
+        for entry in page {
+            let read = ledger
+                .blob(&entry.name)
+                .read(None)
+                .await
+                .map_err(|e| e.context(format!("reading {} from the job ledger", entry.name)))?;
+            let text = String::from_utf8_lossy(&read.bytes);
+            lines.extend(text.lines().filter(|l| !l.is_empty()).map(str::to_owned));
+        }
+    }
+    Ok(Some(lines))
 }
 
 /// Marks a finished entry whose body holds notes.
@@ -160,7 +200,7 @@ pub async fn job_status(app: &App, job: &str) -> Result<Option<JobStatus>, Stora
                     // Shards finished by releases before the `notes` flag have notes where
                     // they counted failures or MD5 mismatches.
                     let has_notes = !field_of(&metadata, NOTES_KEY).is_empty()
-                        || counts.get(FAILED) > 0
+                        || not_done(&counts) > 0
                         || counts.get("md5_mismatches") > 0;
                     if has_notes {
                         with_notes.push((shard.to_owned(), blob.name.clone(), counts));
@@ -198,7 +238,7 @@ pub async fn job_status(app: &App, job: &str) -> Result<Option<JobStatus>, Stora
     };
     // The notes of shards that failed blobs first: a status names what was not protected before
     // it lists warnings.
-    with_notes.sort_by_key(|(_, _, counts)| counts.get(FAILED) == 0);
+    with_notes.sort_by_key(|(_, _, counts)| not_done(counts) == 0);
     for (index, (shard, name, counts)) in with_notes.into_iter().enumerate() {
         let notes = if index < MAX_NOTES_READ {
             read_notes(ledger, &name).await

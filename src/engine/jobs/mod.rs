@@ -9,10 +9,11 @@
 //! (`lakebackup produce`, `reconcile`).
 //!
 //! The kinds: [`backup`] (snapshot and back up what lacks it, record the lives that ended, and in
-//! a reconciliation prune).
+//! a reconciliation prune) and `restore` (write back each blob's version as of an instant).
 
 pub mod backup;
 pub mod ledger;
+mod restore;
 mod runner;
 pub mod scope;
 
@@ -20,12 +21,14 @@ use serde::Serialize;
 use thiserror::Error;
 
 pub use ledger::JobStatus;
+pub use restore::{LineSink, RestoreAction};
 pub use runner::{run_delivered, run_part, Fanout, LocalJob, PartReport};
 
 use crate::{
     app::App,
     core::{
         job::{count_names, Counts},
+        restore_plan::RestoreOptions,
         shard::{new_job_id, Shard, WorkKind},
     },
     engine::backup::BackupError,
@@ -48,6 +51,8 @@ pub enum JobOrigin {
     Command,
     /// A blob event (a directory renamed).
     Event,
+    /// `lakebackup restore`.
+    Restore,
 }
 
 impl JobOrigin {
@@ -57,6 +62,7 @@ impl JobOrigin {
             JobOrigin::Reconcile => "reconcile",
             JobOrigin::Command => "command",
             JobOrigin::Event => "event",
+            JobOrigin::Restore => "restore",
         }
     }
 }
@@ -86,6 +92,8 @@ pub struct NewJob {
     pub origin: JobOrigin,
     pub container: String,
     pub roots: Vec<Root>,
+    /// A restore job's options (its shards are of the restore kind); `None`: a backup job.
+    pub restore: Option<RestoreOptions>,
 }
 
 impl NewJob {
@@ -98,18 +106,30 @@ impl NewJob {
                 prefix: String::new(),
                 prune: true,
             }],
+            restore: None,
+        }
+    }
+
+    /// The kind of work its shards do.
+    pub fn kind(&self) -> WorkKind {
+        match self.restore {
+            Some(_) => WorkKind::Restore,
+            None => WorkKind::Backup,
         }
     }
 
     fn shards(&self, job: &str) -> Vec<Shard> {
         self.roots
             .iter()
-            .map(|root| match root {
-                Root::Directory { prefix, prune } => Shard {
+            .map(|root| match (root, &self.restore) {
+                (Root::Directory { prefix, .. } | Root::Blob(prefix), Some(options)) => {
+                    Shard::restore_root(job, &self.container, prefix, options.clone())
+                }
+                (Root::Directory { prefix, prune }, None) => Shard {
                     prune: *prune,
                     ..Shard::root(job, &self.container, prefix)
                 },
-                Root::Blob(name) => Shard::one_blob(job, &self.container, name),
+                (Root::Blob(name), None) => Shard::one_blob(job, &self.container, name),
             })
             .collect()
     }
@@ -145,10 +165,20 @@ pub async fn queue(app: &App, new: NewJob) -> Result<Queued, StorageError> {
 /// Runs a job to its end in this process, up to `shards_at_once` shards at once, with nothing
 /// queued or recorded (`lakebackup produce` and `reconcile`): the same shards as a queued job.
 pub async fn run_here(app: &App, new: NewJob, shards_at_once: usize) -> LocalJob {
+    run_here_reporting(app, new, shards_at_once, &|_| {}).await
+}
+
+/// [`run_here`], handing each per-blob line (a restore's actions) to `on_line` as it is done.
+pub async fn run_here_reporting(
+    app: &App,
+    new: NewJob,
+    shards_at_once: usize,
+    on_line: LineSink<'_>,
+) -> LocalJob {
     let job = new_job_id();
-    let mut local = LocalJob::new(WorkKind::Backup);
+    let mut local = LocalJob::new(new.kind());
     for root in new.shards(&job) {
-        local.add(runner::run_here(app, root, shards_at_once).await);
+        local.add(runner::run_here(app, root, shards_at_once, on_line).await);
     }
     local
 }

@@ -11,11 +11,15 @@ use futures::{stream::FuturesUnordered, StreamExt};
 use serde::Serialize;
 use tracing::{info, warn, Instrument};
 
-use super::{backup, ledger, JobError};
+use super::{
+    backup, ledger,
+    restore::{self, LineSink},
+    JobError,
+};
 use crate::{
     app::App,
     core::{
-        job::{count_names, BlobNote, Counts, Notes, FAILED},
+        job::{count_names, not_done, BlobNote, Counts, Notes},
         shard::{Shard, WorkKind},
     },
     storage::StorageError,
@@ -35,6 +39,10 @@ pub struct PartReport {
     /// The budget ran out and the rest of the directory was queued.
     pub continued: bool,
     pub duration_ms: u64,
+    /// One JSON object per blob acted on (a restore's actions): kept in the job's ledger, or
+    /// printed by a job run here.
+    #[serde(skip)]
+    pub lines: Vec<String>,
 }
 
 /// Where a shard puts the shards it spawns (sub-directories, its continuation).
@@ -65,6 +73,17 @@ pub async fn run_part(
     shard: &Shard,
     fanout: &Fanout<'_>,
 ) -> Result<PartReport, JobError> {
+    run_part_reporting(app, shard, fanout, None).await
+}
+
+/// [`run_part`], handing each per-blob line to `sink` as it is done instead of collecting them
+/// in the report.
+pub(super) async fn run_part_reporting(
+    app: &App,
+    shard: &Shard,
+    fanout: &Fanout<'_>,
+    sink: Option<LineSink<'_>>,
+) -> Result<PartReport, JobError> {
     let span = tracing::info_span!(
         "shard",
         job = %shard.job,
@@ -77,6 +96,7 @@ pub async fn run_part(
         let started = Instant::now();
         let done = match shard.kind {
             WorkKind::Backup => backup::run_part(app, shard, fanout).await?,
+            WorkKind::Restore => restore::run_part(app, shard, fanout, sink).await?,
         };
         let mut report = PartReport {
             job: shard.job.clone(),
@@ -86,13 +106,20 @@ pub async fn run_part(
             notes: done.notes,
             continued: false,
             duration_ms: 0,
+            lines: done.lines,
         };
         if let Some(next) = done.continuation {
             fanout.push(app, next).await?;
             report.continued = true;
         }
         report.duration_ms = started.elapsed().as_millis() as u64;
-        info!(report = ?report, "shard finished");
+        info!(
+            counts = ?report.counts,
+            notes = ?report.notes,
+            continued = report.continued,
+            duration_ms = report.duration_ms,
+            "shard finished"
+        );
         Ok(report)
     }
     .instrument(span)
@@ -105,6 +132,8 @@ pub struct PartDone {
     pub notes: Notes,
     /// Where the rest of the directory goes on, when this part did not finish it.
     pub continuation: Option<Shard>,
+    /// One JSON object per blob acted on, for kinds that report them.
+    pub lines: Vec<String>,
 }
 
 /// Runs a shard the queue delivered, keeping its job's ledger: on its last allowed delivery it
@@ -130,6 +159,9 @@ pub async fn run_delivered(
             return Err(e);
         }
     };
+    if !report.lines.is_empty() {
+        ledger::record_report(app, shard, &report.lines).await?;
+    }
     ledger::record_finished(app, shard, &report.counts, &report.notes).await?;
     Ok(report)
 }
@@ -165,14 +197,20 @@ impl LocalJob {
 
     /// Every shard ended and every blob it judged was done.
     pub fn succeeded(&self) -> bool {
-        self.shards_failed == 0 && self.totals.get(FAILED) == 0
+        self.shards_failed == 0 && not_done(&self.totals) == 0
     }
 }
 
-/// Runs a whole job in this process, starting at `root`, up to `concurrency` shards at once. A
-/// shard that fails is tried again, as the host would, up to `maxDequeueCount` times; then it
-/// is named in the notes and the rest of the job goes on.
-pub(super) async fn run_here(app: &App, root: Shard, concurrency: usize) -> LocalJob {
+/// Runs a whole job in this process, starting at `root`, up to `concurrency` shards at once,
+/// handing each per-blob line to `on_line` as it is done. A shard that fails is tried again, as
+/// the host would, up to `maxDequeueCount` times; then it is named in the notes and the rest of
+/// the job goes on.
+pub(super) async fn run_here(
+    app: &App,
+    root: Shard,
+    concurrency: usize,
+    on_line: LineSink<'_>,
+) -> LocalJob {
     let mut job = LocalJob::new(root.kind);
     let pending = Mutex::new(vec![(root, 1u64)]);
     let take = || {
@@ -194,7 +232,7 @@ pub(super) async fn run_here(app: &App, root: Shard, concurrency: usize) -> Loca
                 if attempt > 1 {
                     tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
                 }
-                let result = run_part(app, &shard, fanout).await;
+                let result = run_part_reporting(app, &shard, fanout, Some(on_line)).await;
                 (shard, attempt, result)
             });
         }

@@ -463,6 +463,7 @@ async fn restore_until_clean(
     target: &str,
 ) -> Result<(), String> {
     let request = RestoreRequest {
+        to_account: false,
         container: "lake".into(),
         prefix: None,
         as_of: Some(instant),

@@ -82,6 +82,7 @@ async fn restore_into(
     restore(
         app,
         &RestoreRequest {
+            to_account: false,
             container: container.into(),
             prefix: None,
             as_of,

@@ -76,6 +76,7 @@ pub(super) async fn run_part(
         counts: part.counts.to_counts(),
         notes: part.notes,
         continuation: part.continuation,
+        lines: Vec::new(),
     })
 }
 
