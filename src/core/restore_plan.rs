@@ -154,6 +154,50 @@ fn holds(target: &Version, version: &Version) -> bool {
     same_bytes && same_metadata && properties_match
 }
 
+/// Whether `target` is `version` in everything but its bytes (user metadata, content headers,
+/// type, and tags and tier where both sides know them): once the bytes are proved equal by
+/// other means (read and compared), the target holds the version.
+pub fn holds_besides_bytes(target: &Version, version: &Version) -> bool {
+    let same_metadata = match (&target.metadata, &version.metadata) {
+        (Some(theirs), Some(ours)) => same_metadata(theirs, ours),
+        _ => false,
+    };
+    target.content_length == version.content_length
+        && same_metadata
+        && target
+            .properties
+            .differences(&version.properties)
+            .is_empty()
+}
+
+/// The start every name in scope of `filter` shares with its backups: the filter with its last
+/// segment cut before its last `.` (a backup is named `{stem}_{time}_{etag}{ext}`, so a filter
+/// reaching into a name's extension is no prefix of its backups' names).
+pub fn stem_prefix(filter: &str) -> &str {
+    let segment_start = filter.rfind('/').map_or(0, |i| i + 1);
+    match filter[segment_start..].rfind('.') {
+        Some(dot) => &filter[..segment_start + dot],
+        None => filter,
+    }
+}
+
+/// The prefix one directory level of a restore is listed with (with `/` as the delimiter): the
+/// directory itself, narrowed to what `filter` can match where the filter reaches below it —
+/// its next segment on a level above the filter's own, its [`stem_prefix`] on the filter's own
+/// level. What is listed is still checked against the filter.
+pub fn level_prefix(directory: &str, filter: &str) -> String {
+    let Some(rest) = filter
+        .strip_prefix(directory)
+        .filter(|rest| !rest.is_empty())
+    else {
+        return directory.to_owned();
+    };
+    match rest.find('/') {
+        Some(end) => format!("{directory}{}", &rest[..end]),
+        None => stem_prefix(filter).to_owned(),
+    }
+}
+
 /// Metadata names are case-insensitive in Azure; values are compared exactly.
 fn same_metadata(a: &HashMap<String, String>, b: &HashMap<String, String>) -> bool {
     let lower = |m: &HashMap<String, String>| -> std::collections::BTreeMap<String, String> {
@@ -168,6 +212,23 @@ fn same_metadata(a: &HashMap<String, String>, b: &HashMap<String, String>) -> bo
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    #[test]
+    fn a_level_is_listed_as_narrowly_as_the_filter_allows() {
+        assert_eq!(stem_prefix("raw/a.cs"), "raw/a");
+        assert_eq!(stem_prefix("raw/v1.2/x"), "raw/v1.2/x");
+        assert_eq!(stem_prefix("raw/"), "raw/");
+        assert_eq!(level_prefix("", ""), "");
+        assert_eq!(level_prefix("raw/", "raw/"), "raw/");
+        assert_eq!(level_prefix("raw/", "raw/2026-11-2"), "raw/2026-11-2");
+        assert_eq!(level_prefix("raw/", "raw/report.cs"), "raw/report");
+        assert_eq!(level_prefix("", "raw/v1.2/x"), "raw");
+        assert_eq!(level_prefix("raw/", "raw/v1.2/x"), "raw/v1.2");
+        // Below the filter's directory the whole level is in scope.
+        assert_eq!(level_prefix("raw/2026/", "raw/20"), "raw/2026/");
+        // Astral and CJK names are cut on characters, never inside one.
+        assert_eq!(level_prefix("日本/", "日本/🦀.cs"), "日本/🦀");
+    }
 
     use crate::core::properties::BlobProperties;
 

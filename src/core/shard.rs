@@ -227,7 +227,9 @@ impl Shard {
                 Ok(())
             }
             (WorkKind::Backup, None) => Ok(()),
-            _ => Err("a restore shard carries its restore options, and only a restore shard does".into()),
+            _ => Err(
+                "a restore shard carries its restore options, and only a restore shard does".into(),
+            ),
         }
     }
 

@@ -24,12 +24,12 @@ use crate::{
     core::{
         job::{ERRORS, RESTORE_COUNTS},
         naming,
-        restore_plan::RestoreOptions,
+        restore_plan::{stem_prefix, RestoreOptions},
     },
     engine::jobs::{self, JobOrigin, NewJob, Queued, Root},
     storage::{
         listing::{list_with_metadata, list_with_snapshots},
-        StorageError,
+        Container, StorageError,
     },
 };
 
@@ -215,7 +215,7 @@ async fn prepare(app: &App, request: &RestoreRequest) -> Result<NewJob, RestoreR
                     request.container
                 )));
             }
-            if !has_backup(app, request, &directory, &filter).await? {
+            if !has_backup(app, request, &filter).await? {
                 return Err(RestoreRefused::Invalid(format!(
                     "{} holds no complete backup of {}{scope}: there is nothing to restore",
                     vault.name(),
@@ -232,10 +232,7 @@ async fn prepare(app: &App, request: &RestoreRequest) -> Result<NewJob, RestoreR
                     request.container
                 )));
             }
-            let pages = list_with_snapshots(&lake, (!filter.is_empty()).then_some(filter.as_str()))?;
-            futures::pin_mut!(pages);
-            let first = futures::TryStreamExt::try_next(&mut pages).await?;
-            if first.is_none_or(|page| page.is_empty()) {
+            if !has_blob(&lake, &filter).await? {
                 return Err(RestoreRefused::Invalid(format!(
                     "container {}{scope} holds no blob or snapshot: there is nothing to restore",
                     request.container
@@ -272,16 +269,28 @@ async fn prepare(app: &App, request: &RestoreRequest) -> Result<NewJob, RestoreR
     })
 }
 
+/// Whether the lake's container holds a blob or snapshot under `filter` (pages are read until the
+/// first entry: Azure may answer a page with none and a marker).
+async fn has_blob(lake: &Container, filter: &str) -> Result<bool, StorageError> {
+    let pages = list_with_snapshots(lake, (!filter.is_empty()).then_some(filter))?;
+    futures::pin_mut!(pages);
+    while let Some(page) = futures::TryStreamExt::try_next(&mut pages).await? {
+        if !page.is_empty() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Whether the backup container holds at least one complete backup of a name under `filter`
-/// (listed from `directory`, until the first is found).
+/// (listed flat from the names' common stem, until the first is found).
 async fn has_backup(
     app: &App,
     request: &RestoreRequest,
-    directory: &str,
     filter: &str,
 ) -> Result<bool, StorageError> {
     let vault = app.vault_of(&request.container)?;
-    let pages = list_with_metadata(&vault, directory)?;
+    let pages = list_with_metadata(&vault, stem_prefix(filter))?;
     futures::pin_mut!(pages);
     while let Some(page) = futures::TryStreamExt::try_next(&mut pages).await? {
         let found = page.iter().any(|blob| {

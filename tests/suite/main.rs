@@ -15,6 +15,7 @@ mod producer;
 mod prune;
 mod reconciler;
 mod restore;
+mod restore_jobs;
 mod shards;
 mod standalone;
 mod verify;

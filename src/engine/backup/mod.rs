@@ -32,8 +32,7 @@ use crate::{
     storage::{
         copy::{
             copy_version, copy_version_through, wait_for_copy, Copied, CopyAttributes, CopyStart,
-            Overwrite,
-            ServerCopy,
+            Overwrite, ServerCopy,
         },
         listing::{find_snapshot, list_backups},
         Blob, BlobState, ErrorCode, StorageError,

@@ -127,11 +127,10 @@ pub async fn job_report(app: &App, job: &str) -> Result<Option<Vec<String>>, Sto
     let mut lines = Vec::new();
     while let Some(page) = pages.try_next().await? {
         for entry in page {
-            let read = ledger
-                .blob(&entry.name)
-                .read(None)
-                .await
-                .map_err(|e| e.context(format!("reading {} from the job ledger", entry.name)))?;
+            let read =
+                ledger.blob(&entry.name).read(None).await.map_err(|e| {
+                    e.context(format!("reading {} from the job ledger", entry.name))
+                })?;
             let text = String::from_utf8_lossy(&read.bytes);
             lines.extend(text.lines().filter(|l| !l.is_empty()).map(str::to_owned));
         }

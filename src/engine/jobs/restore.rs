@@ -14,7 +14,7 @@
 //! overwritten. Nothing is ever deleted: a blob created after the instant stays.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::atomic::{AtomicUsize, Ordering},
     time::Instant,
 };
@@ -29,10 +29,14 @@ use super::{runner::PartDone, Fanout, JobError};
 use crate::{
     app::App,
     core::{
+        etag::normalize_etag,
         job::{Counts, Notes, ERRORS, RESTORE_COUNTS},
         life::Lives,
         properties::{BlobProperties, BlobType},
-        restore_plan::{plan, version_at, Plan, Restorable, RestoreFrom, RestoreOptions, VersionSource},
+        restore_plan::{
+            holds_besides_bytes, level_prefix, plan, version_at, Plan, Restorable, RestoreFrom,
+            RestoreOptions, VersionSource,
+        },
         shard::Shard,
         stamp,
         version::{CopyStatus, Version},
@@ -87,7 +91,6 @@ pub(super) async fn run_part(
         )
         .into());
     };
-    let deadline = Instant::now() + app.config.shard_budget;
     let target_account = app.restore_target(options.to_account)?;
     let target_name = options.to_container.as_deref().unwrap_or(&shard.container);
     let part = Part {
@@ -112,6 +115,8 @@ pub(super) async fn run_part(
             }
         }
     }
+    // The budget is for writes: a part always plans its whole level first.
+    let deadline = Instant::now() + app.config.shard_budget;
     let mut done = PartDone {
         counts: Counts::zero(&RESTORE_COUNTS),
         notes: Notes::default(),
@@ -134,7 +139,8 @@ pub(super) async fn run_part(
         .buffered(app.config.snapshot_concurrency.max(1));
     let mut last_done = None;
     while let Some(outcome) = acted.next().await {
-        done.counts.set(outcome.count, done.counts.get(outcome.count) + 1);
+        done.counts
+            .set(outcome.count, done.counts.get(outcome.count) + 1);
         if let Some(action) = outcome.action {
             if let Some(error) = &action.error {
                 done.notes.fail(&action.blob, error.clone());
@@ -182,6 +188,8 @@ struct Candidate {
     /// The target blob's version the plan was made against; `None`: the target had no such
     /// blob.
     target: Option<Version>,
+    /// That version has a snapshot or a complete backup already.
+    current_kept: bool,
 }
 
 /// What was done for one blob: the count it adds to, and its line (unchanged blobs have none).
@@ -204,8 +212,9 @@ impl Part<'_> {
         self.shard.after.as_deref().is_none_or(|after| name > after)
     }
 
-    fn directory(&self) -> Option<&str> {
-        (!self.shard.prefix.is_empty()).then_some(self.shard.prefix.as_str())
+    /// The prefix the level is listed with: the directory, narrowed to the filter.
+    fn listing_prefix(&self) -> Option<String> {
+        Some(level_prefix(&self.shard.prefix, &self.options.filter)).filter(|p| !p.is_empty())
     }
 
     /// From the backup account: the level's backups and records of lives.
@@ -240,10 +249,16 @@ impl Part<'_> {
             } else {
                 plan(chosen.as_ref(), current.as_ref())
             };
+            let current_kept = current.as_ref().is_some_and(|current| {
+                level
+                    .backed_up
+                    .contains(&(blob.clone(), normalize_etag(&current.etag).to_owned()))
+            });
             candidates.push(Candidate {
                 blob,
                 plan,
                 target: current,
+                current_kept,
             });
         }
         Ok(Level {
@@ -254,8 +269,9 @@ impl Part<'_> {
 
     async fn backup_choices(&self, tags: bool) -> Result<BackupLevel, StorageError> {
         let vault = self.app.vault_of(&self.shard.container)?;
-        let pages = list_backup_directory(&vault, self.directory(), tags)?;
+        let pages = list_backup_directory(&vault, self.listing_prefix().as_deref(), tags)?;
         let mut best: BTreeMap<String, Option<Restorable>> = BTreeMap::new();
+        let mut backed_up = HashSet::new();
         let as_of = self.as_of;
         let level = each_complete_backup(pages, &self.options.filter, |parsed, written, backup| {
             // The backup carries the version's type, headers, MD5 and tags; its stamp the tier.
@@ -277,6 +293,10 @@ impl Part<'_> {
                 copy_status: None,
                 ..backup
             };
+            backed_up.insert((
+                parsed.source_name.clone(),
+                normalize_etag(&version.etag).to_owned(),
+            ));
             let slot = best.entry(parsed.source_name).or_insert(None);
             let candidates: Vec<Restorable> = slot
                 .take()
@@ -288,6 +308,7 @@ impl Part<'_> {
         .await?;
         Ok(BackupLevel {
             choices: best,
+            backed_up,
             lives: level.lives,
             subdirectories: level.subdirectories,
         })
@@ -299,7 +320,7 @@ impl Part<'_> {
         let pages = list_directory_with_snapshots(
             &self.lake,
             ListingScope {
-                prefix: self.directory(),
+                prefix: self.listing_prefix().as_deref(),
                 ..Default::default()
             },
         )?;
@@ -356,9 +377,18 @@ impl Part<'_> {
             } else {
                 targets.remove(&blob)
             };
+            // In place, the lake's own snapshots say whether the version now current is kept.
+            let current_kept = self.in_place
+                && current.as_ref().is_some_and(|current| {
+                    versions.iter().any(|v| {
+                        v.source != VersionSource::Base
+                            && normalize_etag(&v.version.etag) == normalize_etag(&current.etag)
+                    })
+                });
             candidates.push(Candidate {
                 plan: plan(chosen, current.as_ref()),
                 target: current,
+                current_kept,
                 blob,
             });
         }
@@ -385,11 +415,14 @@ impl Part<'_> {
         }
     }
 
-    async fn list_target_level(&self, tags: bool) -> Result<HashMap<String, Version>, StorageError> {
+    async fn list_target_level(
+        &self,
+        tags: bool,
+    ) -> Result<HashMap<String, Version>, StorageError> {
         let pages = list_directory(
             &self.target,
             ListingScope {
-                prefix: self.directory(),
+                prefix: self.listing_prefix().as_deref(),
                 tags,
                 ..Default::default()
             },
@@ -434,10 +467,11 @@ impl Part<'_> {
             failed.error = Some(error);
             with_line(ERRORS, failed)
         };
-        let unprovable = candidate
-            .target
-            .as_ref()
-            .is_some_and(|t| t.content_md5.is_none() || version.version.content_md5.is_none());
+        // Where MD5s cannot prove the bytes equal, reading them can; the rest must match too.
+        let unprovable = candidate.target.as_ref().is_some_and(|t| {
+            (t.content_md5.is_none() || version.version.content_md5.is_none())
+                && holds_besides_bytes(t, &version.version)
+        });
         if self.options.verify_content && unprovable {
             match self.same_bytes(&blob, &version).await {
                 Ok(true) => {
@@ -473,7 +507,12 @@ impl Part<'_> {
         }
         let planned_against = candidate.target.map(|t| t.etag);
         match self
-            .copy_back(&blob, &version, planned_against.as_deref())
+            .copy_back(
+                &blob,
+                &version,
+                planned_against.as_deref(),
+                candidate.current_kept,
+            )
             .await
         {
             Ok(CopyBack::Written) => with_line("restored", action(blob, "restore", Some(&version))),
@@ -525,6 +564,7 @@ impl Part<'_> {
         blob: &str,
         restorable: &Restorable,
         planned_against: Option<&str>,
+        current_kept: bool,
     ) -> Result<CopyBack, StorageError> {
         let version = &restorable.version;
         if restorable.source == VersionSource::Base && self.in_place {
@@ -535,6 +575,22 @@ impl Part<'_> {
             Some(etag) => Overwrite::IfMatch(etag),
             None => Overwrite::Never,
         };
+        // A restore never destroys a version: the one it overwrites (written after the last
+        // pass, or by whatever the restore undoes) is snapshotted first unless a snapshot or a
+        // backup holds it already.
+        if let (Some(etag), false) = (planned_against, current_kept) {
+            match destination.take_snapshot(Some(etag)).await {
+                Ok(_) => {}
+                Err(e) if e.is(ErrorCode::ConditionNotMet) => {
+                    return Ok(CopyBack::ChangedSincePlan)
+                }
+                Err(e) => {
+                    return Err(e.context(format!(
+                        "keeping the version {blob} holds now before the restore overwrites it"
+                    )))
+                }
+            }
+        }
         let properties = &version.properties;
         let attributes = CopyAttributes {
             metadata: version.metadata_or_empty(),
@@ -547,7 +603,10 @@ impl Part<'_> {
                 .clone()
                 .filter(|_| properties.blob_type == BlobType::Block),
         };
-        let through_worker = properties.blob_type == BlobType::Block
+        // Through the worker only onto no blob: its block list (for a version whose stored MD5
+        // is not its bytes') must not meet blocks another writer staged on a live blob.
+        let through_worker = planned_against.is_none()
+            && properties.blob_type == BlobType::Block
             && version.content_length <= self.app.config.copy_through_max_bytes;
         if through_worker {
             let source = self.source_blob(blob, restorable)?;
@@ -567,18 +626,27 @@ impl Part<'_> {
             return match copied {
                 Ok(copied) => {
                     if copied.tags_refused {
-                        warn!(blob, "the target refused the version's tags: restored without them");
+                        warn!(
+                            blob,
+                            "the target refused the version's tags: restored without them"
+                        );
                     }
                     Ok(CopyBack::Written)
                 }
-                Err(e) if e.is(ErrorCode::ConditionNotMet) || e.is(ErrorCode::BlobAlreadyExists) => {
-                    // Our own write, whose answer was lost and which the retry then found,
-                    // looks the same as a write by someone else: what the target holds now
-                    // tells them apart.
-                    let now = destination.state().await?;
-                    let holds = now.is_some_and(|now| {
-                        plan(Some(restorable), Some(&now.version)) == Plan::Unchanged
-                    });
+                Err(e)
+                    if e.is(ErrorCode::ConditionNotMet) || e.is(ErrorCode::BlobAlreadyExists) =>
+                {
+                    // The source moved on (its read is pinned), or the target was written: our
+                    // own write, whose answer was lost and which the retry then found, or
+                    // someone else's. What the target holds now tells them apart.
+                    let Some(now) = destination.state().await? else {
+                        return Err(e.context(format!(
+                            "the version of {blob} changed at its source since the plan"
+                        )));
+                    };
+                    let holds = plan(Some(restorable), Some(&now.version)) == Plan::Unchanged
+                        || (holds_besides_bytes(&now.version, version)
+                            && self.same_bytes(blob, restorable).await?);
                     Ok(if holds {
                         CopyBack::Written
                     } else {
@@ -602,7 +670,8 @@ impl Part<'_> {
     ) -> Result<CopyBack, StorageError> {
         let (app, container) = (self.app, self.shard.container.as_str());
         let version = &restorable.version;
-        let expiry = OffsetDateTime::now_utc() + app.config.copy_timeout + time::Duration::minutes(15);
+        let expiry =
+            OffsetDateTime::now_utc() + app.config.copy_timeout + time::Duration::minutes(15);
         let source_url: Url = match &restorable.source {
             VersionSource::Snapshot(id) => {
                 app.source
@@ -630,10 +699,29 @@ impl Part<'_> {
         // Copy Blob copies the source's metadata when the request names none: a version without
         // user metadata is cleared after the copy, so no stamp key stays behind.
         let clear_metadata = attributes.metadata.is_empty();
-        let path = ServerCopy::for_source(version.properties.blob_type, version.content_length);
-        match copy_server_side(destination, &source_url, pinned, attributes, path, overwrite).await {
+        // Onto a live blob, the asynchronous Copy Blob, which carries every property of the
+        // version as stored; onto no blob, the synchronous one where it can.
+        let path = match overwrite {
+            Overwrite::IfMatch(_) => ServerCopy::Async,
+            Overwrite::Never => {
+                ServerCopy::for_source(version.properties.blob_type, version.content_length)
+            }
+        };
+        match copy_server_side(
+            destination,
+            &source_url,
+            pinned,
+            attributes,
+            path,
+            overwrite,
+        )
+        .await
+        {
             Ok(copied) if copied.tags_refused => {
-                warn!(blob, "the target refused the version's tags: restored without them");
+                warn!(
+                    blob,
+                    "the target refused the version's tags: restored without them"
+                );
             }
             Ok(_) => {}
             Err(e) if e.is(ErrorCode::ConditionNotMet) || e.is(ErrorCode::BlobAlreadyExists) => {
@@ -650,10 +738,13 @@ impl Part<'_> {
             Err(e) => return Err(e),
         }
         let config = &app.config;
-        let done = wait_for_copy(destination, config.copy_timeout, config.copy_poll_interval).await?;
+        let done =
+            wait_for_copy(destination, config.copy_timeout, config.copy_poll_interval).await?;
         let failed = |detail: String| StorageError::other(format!("restoring {what}"), detail);
         match done {
-            Some(state) if matches!(state.version.copy_status, Some(CopyStatus::Success) | None) => {
+            Some(state)
+                if matches!(state.version.copy_status, Some(CopyStatus::Success) | None) =>
+            {
                 if state.version.content_length != version.content_length {
                     return Err(failed(format!(
                         "the restored blob has {} bytes, the version {}",
@@ -664,7 +755,9 @@ impl Part<'_> {
                     let cleared = destination
                         .set_metadata(&Default::default(), state.etag())
                         .await
-                        .map_err(|e| e.context(format!("clearing the bookkeeping metadata of {what}")));
+                        .map_err(|e| {
+                            e.context(format!("clearing the bookkeeping metadata of {what}"))
+                        });
                     match cleared {
                         Ok(()) => {}
                         // Cleared by a try whose answer was lost, or written by someone since:
@@ -688,7 +781,9 @@ impl Part<'_> {
                 state.version.copy_status,
                 state.copy_status_description.unwrap_or_default()
             ))),
-            None => Err(failed("the restored blob does not exist after the copy".into())),
+            None => Err(failed(
+                "the restored blob does not exist after the copy".into(),
+            )),
         }
     }
 }
@@ -700,6 +795,8 @@ struct BackupLevel {
     choices: BTreeMap<String, Option<Restorable>>,
     /// The lives recorded for the level's names.
     lives: Lives,
+    /// Every version of the level with a complete backup: `(name, ETag)`.
+    backed_up: HashSet<(String, String)>,
     subdirectories: Vec<String>,
 }
 

@@ -113,13 +113,10 @@ pub(super) async fn run_part_reporting(
             report.continued = true;
         }
         report.duration_ms = started.elapsed().as_millis() as u64;
-        info!(
-            counts = ?report.counts,
-            notes = ?report.notes,
-            continued = report.continued,
-            duration_ms = report.duration_ms,
-            "shard finished"
-        );
+        // The report without its per-blob lines (a restore's may be thousands).
+        let lines = std::mem::take(&mut report.lines);
+        info!(report = ?report, lines = lines.len(), "shard finished");
+        report.lines = lines;
         Ok(report)
     }
     .instrument(span)
