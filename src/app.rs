@@ -49,6 +49,33 @@ impl WorkQueue {
     }
 }
 
+/// What this process has worked on so far, for a progress line: units of work (blobs) seen
+/// and done, by whatever command or job runs here.
+#[derive(Debug, Default)]
+pub struct Progress {
+    seen: std::sync::atomic::AtomicU64,
+    done: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    pub fn saw(&self, units: u64) {
+        self.seen
+            .fetch_add(units, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn did(&self, units: u64) {
+        self.done
+            .fetch_add(units, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// `(done, seen)`; done never exceeds seen.
+    pub fn now(&self) -> (u64, u64) {
+        let done = self.done.load(std::sync::atomic::Ordering::Relaxed);
+        let seen = self.seen.load(std::sync::atomic::Ordering::Relaxed);
+        (done, seen.max(done))
+    }
+}
+
 /// Everything a function needs, shared by all invocations.
 pub struct App {
     pub config: Config,
@@ -65,6 +92,8 @@ pub struct App {
     job_ledger: OnceCell<Container>,
     /// Backup containers known to exist, so each is created once per process.
     backup_containers: Mutex<HashSet<String>>,
+    /// What this process has worked on (the commands' progress line).
+    pub progress: Progress,
 }
 
 impl std::fmt::Debug for App {
@@ -112,6 +141,7 @@ impl App {
             poison_queues: Default::default(),
             job_ledger: OnceCell::new(),
             backup_containers: Mutex::new(HashSet::new()),
+            progress: Progress::default(),
         })
     }
 

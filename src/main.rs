@@ -24,6 +24,9 @@ use lakebackup::{
 };
 use tracing_subscriber::EnvFilter;
 
+mod progress_line;
+use progress_line::ProgressLine;
+
 #[derive(Parser)]
 #[command(
     version,
@@ -156,7 +159,7 @@ fn main() -> ExitCode {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| {
             EnvFilter::new("info,azure_core=warn,azure_identity=warn,typespec_client_core=warn")
         }))
-        .with_writer(std::io::stderr)
+        .with_writer(progress_line::LogWriter)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
@@ -196,7 +199,9 @@ async fn run(cli: Cli) -> ExitCode {
             dry_run,
         } => {
             let scope = container_scope(&app, containers);
+            let line = ProgressLine::of_app(&app, "reconcile");
             let summary = reconcile::reconcile(&app, scope.as_deref(), dry_run).await;
+            line.finish();
             print_summary(&summary, summary.succeeded())
         }
         Command::Prune {
@@ -205,6 +210,7 @@ async fn run(cli: Cli) -> ExitCode {
             dry_run,
         } => {
             let scope = container_scope(&app, containers);
+            let line = ProgressLine::of_app(&app, "prune");
             let summary = prune::prune_all(
                 &app,
                 scope.as_deref(),
@@ -213,6 +219,7 @@ async fn run(cli: Cli) -> ExitCode {
                 &mut print_json_line,
             )
             .await;
+            line.finish();
             print_last_line(&summary, summary.status == "ok")
         }
         Command::Restore {
@@ -239,7 +246,9 @@ async fn run(cli: Cli) -> ExitCode {
             if distributed {
                 start_restore(&app, &request).await
             } else {
+                let line = ProgressLine::of_app(&app, "restore");
                 let summary = restore::restore(&app, &request, &mut print_json_line).await;
+                line.finish();
                 print_last_line(&summary, summary.succeeded())
             }
         }
@@ -293,17 +302,35 @@ async fn job_status(app: &App, job: &str, wait: bool, report: bool) -> ExitCode 
         print_json_line(serde_json::json!({"job": job, "error": error.to_string()}));
         ExitCode::FAILURE
     };
-    // "Until it ends" is a year: long enough for any job, short enough for an Instant.
-    let patience = if wait {
-        std::time::Duration::from_secs(365 * 86_400)
+    let line = if wait {
+        ProgressLine::manual(job, "shards")
     } else {
-        std::time::Duration::ZERO
+        ProgressLine::manual("", "")
     };
-    let status = match jobs::wait_for(app, job, patience).await {
-        Ok(Some(status)) => status,
-        Ok(None) => return unknown(),
-        Err(e) => return failed(e),
+    let status = loop {
+        let status = match jobs::status(app, job).await {
+            Ok(Some(status)) => status,
+            Ok(None) => return unknown(),
+            Err(e) => return failed(e),
+        };
+        let progress = &status.progress;
+        if !wait || progress.state != lakebackup::core::job::JobState::Running {
+            break status;
+        }
+        let counts: Vec<String> = progress
+            .totals
+            .iter()
+            .filter(|(_, value)| **value > 0)
+            .map(|(name, value)| format!("{name} {value}"))
+            .collect();
+        line.set(
+            progress.shards_finished,
+            progress.shards_queued,
+            counts.join(", "),
+        );
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     };
+    line.finish();
     if report {
         match jobs::ledger::job_report(app, job).await {
             Ok(Some(lines)) => lines.iter().for_each(|line| println!("{line}")),
@@ -432,8 +459,11 @@ async fn queue_job(app: &App, container: String, prefix: String) -> ExitCode {
 }
 
 /// `produce`: the producer's job over a container (or a prefix), run here, shard by shard.
-async fn produce(app: &App, container: String, prefix: String) -> ExitCode {
-    let job = match producer::run_here(app, &ProduceRequest { container, prefix }).await {
+async fn produce(app: &Arc<App>, container: String, prefix: String) -> ExitCode {
+    let line = ProgressLine::of_app(app, "produce");
+    let job = producer::run_here(app, &ProduceRequest { container, prefix }).await;
+    line.finish();
+    let job = match job {
         Ok(job) => job,
         Err(e) => {
             eprintln!("lakebackup: {e}");
@@ -462,7 +492,7 @@ async fn produce(app: &App, container: String, prefix: String) -> ExitCode {
 
 /// `verify`: the gaps on stderr, one per line; the summary on stdout.
 async fn verify_container(
-    app: &App,
+    app: &Arc<App>,
     container: String,
     prefix: Option<String>,
     deep: bool,
@@ -472,7 +502,9 @@ async fn verify_container(
         prefix,
         deep,
     };
+    let line = ProgressLine::of_app(app, "verify");
     let summary = verify::verify(app, &request).await;
+    line.finish();
     for gap in summary.gaps.iter().chain(&summary.warnings) {
         eprintln!(
             "{:<16} {}{}",

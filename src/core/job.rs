@@ -47,6 +47,11 @@ impl Counts {
         Self(names.iter().map(|name| ((*name).to_owned(), 0)).collect())
     }
 
+    /// Each count by name, in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &u64)> {
+        self.0.iter()
+    }
+
     pub fn get(&self, name: &str) -> u64 {
         self.0.get(name).copied().unwrap_or(0)
     }

@@ -274,6 +274,8 @@ pub async fn prune_directory(
         } else {
             vec![true; backups.len()]
         };
+        app.progress.saw(backups.len() as u64);
+        app.progress.did(backups.len() as u64);
         for (backup, kept) in backups.iter().zip(kept) {
             let bytes = backup.backup.content_length;
             if kept {

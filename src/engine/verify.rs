@@ -151,7 +151,9 @@ async fn check_all(
             }
         };
         let mut to_check = Vec::new();
+        app.progress.saw(verdicts.len() as u64);
         for verdict in verdicts {
+            app.progress.did(1);
             summary.blobs += 1;
             let blob = verdict.blob;
             if verdict.needs_snapshot {

@@ -333,3 +333,50 @@ async fn a_restore_into_another_account_and_the_refusals() {
     let (code, _, _) = worker::run_once(&plain, &["job", "../not-an-id", "--wait"]);
     assert_eq!(code, 1);
 }
+
+#[tokio::test]
+async fn a_terminal_shows_a_progress_line_and_a_pipe_gets_clean_output() {
+    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
+    let client = app.source.container_client("lake").unwrap();
+    for name in ["a.csv", "dir/b.csv"] {
+        support::upload(&client, name, b"bytes").await;
+    }
+    back_up(&app).await;
+    let settings = worker::settings(&azurite);
+    let args = ["restore", "--container", "lake", "--to-container", "copy"];
+
+    // Piped (as in every other test): JSON lines on stdout, and no progress line anywhere.
+    let (code, out, err) = worker::run_once(&settings, &args);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        json_lines(&out).len() == 3,
+        "two actions and the summary: {out}"
+    );
+    assert!(
+        !err.contains("blobs ·") && !out.contains("blobs ·"),
+        "{err}"
+    );
+
+    // On a terminal (util-linux's `script` gives it one): the line is drawn on stderr.
+    let command = std::iter::once(worker::binary().display().to_string())
+        .chain(args.iter().map(|a| a.to_string()))
+        .chain(["--dry-run".to_owned()])
+        .collect::<Vec<_>>()
+        .join(" ");
+    let output = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TERM", "xterm")
+        .env("RUST_LOG", "warn")
+        .envs(&settings)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script(1) runs");
+    let terminal = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{terminal}");
+    assert!(
+        terminal.contains("restore ") && terminal.contains("blobs ·"),
+        "{terminal}"
+    );
+}

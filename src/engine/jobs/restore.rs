@@ -115,6 +115,7 @@ pub(super) async fn run_part(
             }
         }
     }
+    app.progress.saw(level.candidates.len() as u64);
     // The budget is for writes: a part always plans its whole level first.
     let deadline = Instant::now() + app.config.shard_budget;
     let mut done = PartDone {
@@ -139,6 +140,7 @@ pub(super) async fn run_part(
         .buffered(app.config.snapshot_concurrency.max(1));
     let mut last_done = None;
     while let Some(outcome) = acted.next().await {
+        app.progress.did(1);
         done.counts
             .set(outcome.count, done.counts.get(outcome.count) + 1);
         if let Some(action) = outcome.action {

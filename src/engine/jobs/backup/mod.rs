@@ -299,9 +299,11 @@ impl<'a> Part<'a> {
                     self.settle(walk, index, SlotOutcome::default());
                 }
                 SlotWork::Blob(verdict) => {
+                    self.app.progress.saw(1);
                     let needs = Needs::of(&verdict, level);
                     if needs.nothing() {
                         walk.mark_started();
+                        self.app.progress.did(1);
                         self.counts.blobs += 1;
                         self.counts.backups_present += 1;
                         self.settle(walk, index, SlotOutcome::default());
@@ -328,6 +330,7 @@ impl<'a> Part<'a> {
     }
 
     fn settle(&mut self, walk: &mut Walk, index: usize, outcome: SlotOutcome) {
+        self.app.progress.did(outcome.counts.blobs);
         self.counts.add(&outcome.counts);
         if let Some((blob, reason)) = outcome.failure {
             self.notes.fail(&blob, reason);
