@@ -4,8 +4,8 @@
 //! and, when its time budget is spent, queues its own continuation. Built with serde like the
 //! backup request. Pure.
 //!
-//! A continuation says where to go on by the service's own marker and the identity of the last
-//! entry dealt with, never by comparing names: the service lists in an order of its own (UTF-16
+//! A backup continuation says where to go on by the service's own marker and the identity of the
+//! last entry dealt with, never by comparing names: the service lists in an order of its own (UTF-16
 //! code units on flat accounts, path segment by segment with a hierarchical namespace), which no
 //! byte-wise comparison reproduces.
 
@@ -72,7 +72,9 @@ pub struct Shard {
     /// The name (a blob's, or a sub-directory's) of the last entry the previous part dealt
     /// with, on the first page listed from `marker`: that page's entries up to and including
     /// that name's run are skipped. Found by equality, never by order; when the page no longer
-    /// holds it, nothing is skipped (redoing is harmless, every step is idempotent).
+    /// holds it, nothing is skipped (redoing is harmless, every step is idempotent). A restore
+    /// part, which lists its whole level and plans it in its own name order, goes on after
+    /// this name in that order (no marker): the order is its own, never the service's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<String>,
     /// What is left of the directory: its listing, or only its deletions.
