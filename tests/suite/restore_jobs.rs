@@ -73,10 +73,11 @@ async fn a_distributed_restore_on_two_run_workers_brings_back_the_lake_of_the_in
     let instant = now_rfc3339();
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
-    // The incident: every 7th blob corrupted, every 11th other one deleted, five created.
+    // The incident: the large directory and every 7th other blob corrupted, every 11th other
+    // one deleted, five created.
     let (mut corrupted, mut deleted) = (0, 0);
     for (index, name) in names.iter().enumerate() {
-        if index % 7 == 0 {
+        if name.starts_with("big/") || index % 7 == 0 {
             support::upload(&client, name, b"ENCRYPTED BY RANSOMWARE").await;
             corrupted += 1;
         } else if index % 11 == 0 {
@@ -141,7 +142,13 @@ async fn a_distributed_restore_on_two_run_workers_brings_back_the_lake_of_the_in
         r#"{"version": "2.0", "functionTimeout": "00:01:00", "extensions": {"queues": {"batchSize": 4, "maxPollingInterval": "00:00:00.2"}}}"#,
     )
     .unwrap();
-    let first = Standalone::start(&settings, dir.path(), &[]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let first = Standalone::start(&settings, dir.path(), &["--http", &address]);
     let second = Standalone::start(&settings, dir.path(), &[]);
     let waited = {
         let settings = settings.clone();
@@ -176,10 +183,23 @@ async fn a_distributed_restore_on_two_run_workers_brings_back_the_lake_of_the_in
         (&Value::from(0), &Value::from(0), &Value::from(0)),
         "{status}"
     );
-    // 8 directories, and the large one took more than one part.
+    // 9 directory levels (the root, big/, a/, a/b/, a/b/c/, 日本/, x｡y/, 🦀/, 🦀/deep/), and
+    // the large one's 200 writes, one at a time, took more than one one-second part.
     assert!(
-        status["shards_queued"].as_u64().unwrap() > 8,
+        status["shards_queued"].as_u64().unwrap() > 9,
         "the large directory went on in continuations: {status}"
+    );
+    // The producer's status route answers for a restore job too.
+    let url = format!("http://{address}/api/HttpSnapshotIncBackupContainerProducer?job={job}");
+    let reply: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (&reply["kind"], &reply["status"], &reply["restored"]),
+        (
+            &Value::from("restore"),
+            &Value::from("done"),
+            &status["restored"]
+        ),
+        "{reply}"
     );
     assert_eq!(first.terminate(), 0);
     assert_eq!(second.terminate(), 0);
@@ -378,5 +398,50 @@ async fn a_terminal_shows_a_progress_line_and_a_pipe_gets_clean_output() {
     assert!(
         terminal.contains("restore ") && terminal.contains("blobs ·"),
         "{terminal}"
+    );
+}
+
+#[tokio::test]
+async fn an_in_place_restore_keeps_the_version_it_overwrites() {
+    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
+    let client = app.source.container_client("lake").unwrap();
+    support::upload(&client, "a.csv", b"v1, backed up").await;
+    support::upload(&client, "b.csv", b"b v1, backed up").await;
+    back_up(&app).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let instant = now_rfc3339();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Written after the last pass: neither snapshotted nor backed up. A restore to the instant
+    // must not make this the version nobody can get back.
+    support::upload(&client, "a.csv", b"v2, written since, nowhere else").await;
+
+    let (code, out, err) = worker::run_once(
+        &worker::settings(&azurite),
+        &["restore", "--container", "lake", "--as-of", &instant],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let summary = json_lines(&out).pop().unwrap();
+    assert_eq!(
+        (&summary["restored"], &summary["unchanged"]),
+        (&Value::from(1), &Value::from(1)),
+        "{summary}"
+    );
+    assert_eq!(support::download(&client, "a.csv").await, b"v1, backed up");
+    let lake = app.source.container("lake").unwrap();
+    let mut kept = Vec::new();
+    for (name, snapshot) in support::list_all(&client).await {
+        if let (true, Some(id)) = (name == "a.csv", snapshot) {
+            let read = lake
+                .blob("a.csv")
+                .at_snapshot(&id)
+                .unwrap()
+                .read(None)
+                .await;
+            kept.push(read.unwrap().bytes.to_vec());
+        }
+    }
+    assert!(
+        kept.contains(&b"v2, written since, nowhere else".to_vec()),
+        "the overwritten version is kept in a snapshot: {kept:?}"
     );
 }
