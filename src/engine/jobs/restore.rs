@@ -115,7 +115,10 @@ pub(super) async fn run_part(
             }
         }
     }
-    app.progress.saw(level.candidates.len() as u64);
+    // A continuation's names were seen by the part before it.
+    if shard.part == 0 {
+        app.progress.saw(level.candidates.len() as u64);
+    }
     // The budget is for writes: a part always plans its whole level first.
     let deadline = Instant::now() + app.config.shard_budget;
     let mut done = PartDone {
@@ -251,11 +254,14 @@ impl Part<'_> {
             } else {
                 plan(chosen.as_ref(), current.as_ref())
             };
-            let current_kept = current.as_ref().is_some_and(|current| {
-                level
-                    .backed_up
-                    .contains(&(blob.clone(), normalize_etag(&current.etag).to_owned()))
-            });
+            // The level's backups are the lake container's: they say whether a version of the
+            // lake is kept, never one of another container.
+            let current_kept = self.in_place
+                && current.as_ref().is_some_and(|current| {
+                    level
+                        .backed_up
+                        .contains(&(blob.clone(), normalize_etag(&current.etag).to_owned()))
+                });
             candidates.push(Candidate {
                 blob,
                 plan,
@@ -549,8 +555,14 @@ impl Part<'_> {
             return Ok(true);
         }
         let source = self.source_blob(blob, version)?;
+        // Pinned to the version (a snapshot never changes).
+        let pinned = match &version.source {
+            VersionSource::Backup { etag, .. } => Some(etag.as_str()),
+            VersionSource::Base => Some(version.version.etag.as_str()),
+            VersionSource::Snapshot(_) => None,
+        };
         let current = self.target.blob(blob);
-        let (theirs, ours) = futures::try_join!(current.read(None), source.read(None))?;
+        let (theirs, ours) = futures::try_join!(current.read(None), source.read(pinned))?;
         Ok(theirs.bytes == ours.bytes)
     }
 
@@ -642,6 +654,11 @@ impl Part<'_> {
                     // own write, whose answer was lost and which the retry then found, or
                     // someone else's. What the target holds now tells them apart.
                     let Some(now) = destination.state().await? else {
+                        // No target, yet the create-only write was refused: a blob created and
+                        // deleted since; or a 412 that only the pinned source read can give.
+                        if e.is(ErrorCode::BlobAlreadyExists) {
+                            return Ok(CopyBack::ChangedSincePlan);
+                        }
                         return Err(e.context(format!(
                             "the version of {blob} changed at its source since the plan"
                         )));
