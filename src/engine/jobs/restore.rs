@@ -22,7 +22,7 @@ use std::{
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
-use tracing::{info, warn};
+use tracing::{info, warn, Instrument};
 use url::Url;
 
 use super::{runner::PartDone, Fanout, JobError};
@@ -107,6 +107,8 @@ pub(super) async fn run_part(
         RestoreFrom::Backup => part.plan_from_backup().await?,
         RestoreFrom::Snapshots => part.plan_from_snapshots().await?,
     };
+    // The first part fans the level out; a continuation's names and sub-directories were seen
+    // by the part before it.
     if shard.part == 0 {
         for sub in level.subdirectories {
             let filter = options.filter.as_str();
@@ -114,9 +116,6 @@ pub(super) async fn run_part(
                 fanout.push(app, shard.child(&sub)).await?;
             }
         }
-    }
-    // A continuation's names were seen by the part before it.
-    if shard.part == 0 {
         app.progress.saw(level.candidates.len() as u64);
     }
     // The budget is for writes: a part always plans its whole level first.
@@ -139,7 +138,10 @@ pub(super) async fn run_part(
     };
     let mut acted = futures::stream::iter(level.candidates)
         .take_while(within_budget)
-        .map(|candidate| part.act(candidate))
+        .map(|candidate| {
+            let span = tracing::info_span!("blob", blob = %candidate.blob);
+            part.act(candidate).instrument(span)
+        })
         .buffered(app.config.snapshot_concurrency.max(1));
     let mut last_done = None;
     while let Some(outcome) = acted.next().await {
