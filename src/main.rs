@@ -1,6 +1,6 @@
 //! The `lakebackup` command: `serve` runs the Functions custom handler, `run` the same functions
-//! without the host; `produce`, `shard`, `reconcile`, `prune`, `restore` and `verify` are for
-//! admins. One function per command; each prints JSON and says by its exit code whether it
+//! without the host; `produce`, `shard`, `reconcile`, `prune`, `restore`, `verify` and `job` are
+//! for admins. One function per command; each prints JSON and says by its exit code whether it
 //! succeeded (2: the settings are wrong).
 
 use std::{io::IsTerminal, net::SocketAddr, path::Path, process::ExitCode, sync::Arc};
@@ -305,7 +305,7 @@ async fn job_status(app: &App, job: &str, wait: bool, report: bool) -> ExitCode 
     let line = if wait {
         ProgressLine::manual(job, "shards")
     } else {
-        ProgressLine::manual("", "")
+        ProgressLine::hidden()
     };
     let status = loop {
         let status = match jobs::status(app, job).await {

@@ -50,7 +50,8 @@ impl ProgressLine {
         }
     }
 
-    fn hidden() -> Self {
+    /// No line at all.
+    pub fn hidden() -> Self {
         Self {
             bar: None,
             ticker: None,
