@@ -328,17 +328,20 @@ async fn while_hidden<T>(
     work: impl Future<Output = T>,
 ) -> T {
     let window = behaviour.visibility_window.max(Duration::from_secs(1));
-    let renew = async {
-        loop {
-            tokio::time::sleep(window / 2).await;
-            if let Err(e) = message.extend(queue, window).await {
-                warn!(error = %e, "could not renew the message's visibility; it may be taken again");
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            result = &mut work => return result,
+            // A renewal is never cut short by the end of the work: the service changes the
+            // receipt when it answers, and a renewal dropped in flight would leave a stale
+            // receipt, so the message could not be deleted (PopReceiptMismatch) and would be
+            // taken again. (The work waits for the one request the renewal makes.)
+            () = tokio::time::sleep(window / 2) => {
+                if let Err(e) = message.extend(queue, window).await {
+                    warn!(error = %e, "could not renew the message's visibility; it may be taken again");
+                }
             }
         }
-    };
-    tokio::select! {
-        result = work => result,
-        _ = renew => unreachable!("renewing never ends"),
     }
 }
 
