@@ -16,127 +16,28 @@
 //!
 //! Run: `scripts/bench.sh restore` or `cargo bench --bench restore -- 10000x1024`.
 
+mod common;
+
 use std::{
     collections::HashMap,
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
-use azure_core::http::RequestContent;
-use futures::StreamExt;
+use common::{cpu_used, human, rclone_copy, seed, Case, Row, CONTAINER};
 use lakebackup::{
     app::App,
     functions::producer::{self, ProduceRequest},
     settings::Settings,
     storage::StorageAccount,
 };
-use lakebackup_devtools::azurite::{Azurite, BACKUP_KEY, SOURCE_KEY};
-
-const CONTAINER: &str = "lake";
-const SEED_CONCURRENCY: usize = 64;
-/// Blobs in the run that counts requests.
-const REQUEST_SAMPLE: usize = 1_000;
-
-struct Case {
-    n: usize,
-    size: usize,
-}
-
-struct Row {
-    case: Case,
-    lakebackup: Duration,
-    rclone: Duration,
-    /// Azurite's CPU seconds during each tool's run.
-    lakebackup_cpu: f64,
-    rclone_cpu: f64,
-    /// Requests Azurite served during each tool's run (per blob in the table).
-    lakebackup_requests: f64,
-    rclone_requests: f64,
-}
+use lakebackup_devtools::azurite::Azurite;
 
 fn main() {
-    let cases: Vec<Case> = std::env::args()
-        .skip(1)
-        .filter_map(|a| {
-            let (n, size) = a.split_once('x')?;
-            Some(Case {
-                n: n.parse().ok()?,
-                size: size.parse().ok()?,
-            })
-        })
-        .collect();
-    let cases = if cases.is_empty() {
-        vec![
-            Case {
-                n: 10_000,
-                size: 1024,
-            },
-            Case {
-                n: 100,
-                size: 8 << 20,
-            },
-        ]
-    } else {
-        cases
-    };
-    let rclone = std::env::var("RCLONE").unwrap_or_else(|_| "rclone".into());
-    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let rows: Vec<Row> = cases
-        .into_iter()
-        .map(|case| {
-            // Timed on a silent Azurite; requests counted in a second run on a sample, with
-            // Azurite's access log on (logging costs Azurite time per request, which would
-            // tilt the timing toward whichever tool makes fewer requests).
-            let timed = runtime.block_on(bench(&case, &rclone, false));
-            let sample = Case {
-                n: case.n.min(REQUEST_SAMPLE),
-                size: case.size,
-            };
-            let counted = runtime.block_on(bench(&sample, &rclone, true));
-            let per_blob = |requests: f64| requests / sample.n as f64;
-            Row {
-                lakebackup_requests: per_blob(counted.lakebackup_requests),
-                rclone_requests: per_blob(counted.rclone_requests),
-                ..timed
-            }
-        })
-        .collect();
-    println!();
-    println!("restore (into an empty container) vs rclone copy of the backup container");
-    println!(
-        "{:>7} {:>9} {:>13} {:>10} {:>7} {:>18} {:>14} {:>15} {:>15}",
-        "N",
-        "size",
-        "lakebackup s",
-        "rclone s",
-        "ratio",
-        "lakebackup req/blob",
-        "rclone req/blob",
-        "Azurite cpu lb",
-        "Azurite cpu rc"
+    common::run(
+        "restore (into an empty container) vs rclone copy of the backup container",
+        |case, rclone, counting| async move { bench(&case, &rclone, counting).await },
     );
-    for row in rows {
-        println!(
-            "{:>7} {:>9} {:>13.2} {:>10.2} {:>7.2} {:>18.2} {:>14.2} {:>15.2} {:>15.2}",
-            row.case.n,
-            human(row.case.size),
-            row.lakebackup.as_secs_f64(),
-            row.rclone.as_secs_f64(),
-            row.lakebackup.as_secs_f64() / row.rclone.as_secs_f64(),
-            row.lakebackup_requests,
-            row.rclone_requests,
-            row.lakebackup_cpu,
-            row.rclone_cpu,
-        );
-    }
-}
-
-fn human(size: usize) -> String {
-    match size {
-        s if s >= 1 << 20 => format!("{} MiB", s >> 20),
-        s if s >= 1 << 10 => format!("{} KiB", s >> 10),
-        s => format!("{s} B"),
-    }
 }
 
 /// One restore by each tool on a fresh Azurite, after a backup; with `counting`, Azurite logs
@@ -183,7 +84,7 @@ async fn bench(case: &Case, rclone: &str, counting: bool) -> Row {
 
     let before = azurite.requests_served();
     let cpu_before = azurite.cpu_seconds();
-    let rclone_time = rclone_copy(rclone, &azurite);
+    let rclone_time = rclone_copy(rclone, &azurite, "backup:lakebak", "source:rclonecopy");
     let rclone_cpu = cpu_used(cpu_before, azurite.cpu_seconds());
     let rclone_requests = azurite.requests_served() - before;
     eprintln!(
@@ -243,68 +144,4 @@ async fn bench(case: &Case, rclone: &str, counting: bool) -> Row {
         lakebackup_requests: lakebackup_requests as f64,
         rclone_requests: rclone_requests as f64,
     }
-}
-
-/// Azurite's CPU seconds between two readings (0 where they cannot be read).
-fn cpu_used(before: Option<f64>, after: Option<f64>) -> f64 {
-    after
-        .zip(before)
-        .map_or(0.0, |(after, before)| after - before)
-}
-
-/// N blobs of `size` bytes over 100 directories.
-async fn seed(source: &StorageAccount, case: &Case) {
-    let lake = source.container_client(CONTAINER).unwrap();
-    lake.create(None).await.unwrap();
-    let body: Vec<u8> = (0..case.size).map(|i| (i % 251) as u8).collect();
-    futures::stream::iter(0..case.n)
-        .for_each_concurrent(
-            SEED_CONCURRENCY.min(if case.size > 1 << 20 { 8 } else { 64 }),
-            |i| {
-                let (lake, body) = (&lake, &body);
-                async move {
-                    let name = format!("dir{:03}/blob-{i:07}.dat", i % 100);
-                    lake.blob_client(&name)
-                        .upload(RequestContent::from(body.clone()), None)
-                        .await
-                        .unwrap();
-                }
-            },
-        )
-        .await;
-}
-
-/// `rclone copy` of the backup container into an empty container of the lake's account.
-fn rclone_copy(rclone: &str, azurite: &Azurite) -> Duration {
-    let config = tempfile::NamedTempFile::new().unwrap();
-    let remote = |name: &str, account: &str, key: &str| {
-        format!(
-            "[{name}]\ntype = azureblob\naccount = {account}\nkey = {key}\nendpoint = {}\n\n",
-            azurite.blob_endpoint(account)
-        )
-    };
-    std::fs::write(
-        config.path(),
-        remote("bak", "backup", BACKUP_KEY) + &remote("lake", "source", SOURCE_KEY),
-    )
-    .unwrap();
-    let started = Instant::now();
-    let status = Command::new(rclone)
-        .args([
-            "copy",
-            "bak:lakebak",
-            "lake:rclonecopy",
-            "--transfers",
-            "16",
-            "--checkers",
-            "16",
-        ])
-        .arg("--config")
-        .arg(config.path())
-        .stdout(Stdio::null())
-        .status()
-        .unwrap_or_else(|e| panic!("{rclone} runs (scripts/bench.sh installs it): {e}"));
-    let elapsed = started.elapsed();
-    assert!(status.success(), "rclone copy failed");
-    elapsed
 }
