@@ -272,25 +272,9 @@ pub fn list_directory_with_snapshots(
     impl Stream<Item = Result<ListingPage<Version>, StorageError>> + Send + 'static,
     StorageError,
 > {
-    let mut include = vec![
-        ListBlobsIncludeItem::Snapshots,
-        ListBlobsIncludeItem::Metadata,
-    ];
-    if scope.tags {
-        include.push(ListBlobsIncludeItem::Tags);
-    }
-    list_scoped_pages(
-        container,
-        format!("listing container {}", container.name()),
-        // The metadata (and tags) too: a shard copies with the source's own metadata and the
-        // stamp in one request, without reading the blob first.
-        &include,
-        ListingScope {
-            one_level: true,
-            ..scope
-        },
-        listed_version_with_metadata,
-    )
+    // The metadata (and tags) too: a shard copies with the source's own metadata and the stamp
+    // in one request, without reading the blob first.
+    list_level(container, scope, true)
 }
 
 /// One directory level of a container without snapshots, with metadata (and, with
@@ -302,7 +286,23 @@ pub fn list_directory(
     impl Stream<Item = Result<ListingPage<Version>, StorageError>> + Send + 'static,
     StorageError,
 > {
-    let mut include = vec![ListBlobsIncludeItem::Metadata];
+    list_level(container, scope, false)
+}
+
+/// One directory level with metadata, and with snapshots and tags as asked.
+fn list_level(
+    container: &Container,
+    scope: ListingScope<'_>,
+    snapshots: bool,
+) -> Result<
+    impl Stream<Item = Result<ListingPage<Version>, StorageError>> + Send + 'static,
+    StorageError,
+> {
+    let mut include = Vec::new();
+    if snapshots {
+        include.push(ListBlobsIncludeItem::Snapshots);
+    }
+    include.push(ListBlobsIncludeItem::Metadata);
     if scope.tags {
         include.push(ListBlobsIncludeItem::Tags);
     }
