@@ -310,14 +310,7 @@ async fn blobs_deleted_while_it_runs_are_no_error() {
     // With its snapshots: the pass may have snapshotted a doomed blob already, and a blob with
     // snapshots is not deleted on its own.
     futures::future::join_all(doomed.iter().map(|n| async {
-        client
-            .blob_client(n)
-            .delete(Some(BlobClientDeleteOptions {
-                delete_snapshots: Some(DeleteSnapshotsOptionType::Include),
-                ..Default::default()
-            }))
-            .await
-            .unwrap();
+        support::delete_with_snapshots(&client, n).await;
     }))
     .await;
     let (code, stdout, stderr) = reconcile.join().unwrap();

@@ -6,7 +6,6 @@ use crate::support;
 
 use std::{collections::BTreeMap, time::Duration};
 
-use azure_storage_blob::models::{BlobClientDeleteOptions, DeleteSnapshotsOptionType};
 use lakebackup::{app::App, functions::producer::ProduceRequest};
 use serde_json::Value;
 use support::{worker, Azurite};
@@ -82,14 +81,7 @@ impl Lake {
         support::upload(&client, "dir/c \"quoted\" #1.txt", b"c v2, also bad").await;
         support::upload(&client, "new.txt", b"created after the instant").await;
         lake.back_up().await;
-        client
-            .blob_client("dir/b.bin")
-            .delete(Some(BlobClientDeleteOptions {
-                delete_snapshots: Some(DeleteSnapshotsOptionType::Include),
-                ..Default::default()
-            }))
-            .await
-            .unwrap();
+        support::delete_with_snapshots(&client, "dir/b.bin").await;
         (lake, Before { instant, contents })
     }
 
@@ -377,14 +369,7 @@ async fn as_of_an_instant_leaves_out_what_had_been_seen_deleted_and_brings_back_
     let delete = |name: &'static str| {
         let client = &client;
         async move {
-            client
-                .blob_client(name)
-                .delete(Some(BlobClientDeleteOptions {
-                    delete_snapshots: Some(DeleteSnapshotsOptionType::Include),
-                    ..Default::default()
-                }))
-                .await
-                .unwrap();
+            support::delete_with_snapshots(client, name).await;
         }
     };
     // b and the whole partition are deleted, and a reconcile sees it, before T1.
@@ -449,14 +434,7 @@ async fn a_deletion_marker_names_the_newest_complete_backup_never_an_unfinished_
     let vault = lake.app.backup.container_client("lakebak").unwrap();
     let unfinished = lakebackup::core::naming::backup_blob_name("c.csv", v2_written, &v2).unwrap();
     support::upload(&vault, &unfinished, b"c v").await;
-    client
-        .blob_client("c.csv")
-        .delete(Some(BlobClientDeleteOptions {
-            delete_snapshots: Some(DeleteSnapshotsOptionType::Include),
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
+    support::delete_with_snapshots(&client, "c.csv").await;
     let request = ProduceRequest {
         container: "lake".into(),
         prefix: String::new(),

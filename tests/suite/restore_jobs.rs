@@ -6,10 +6,7 @@ use crate::support;
 
 use std::{collections::BTreeMap, time::Duration};
 
-use azure_storage_blob::{
-    models::{BlobClientDeleteOptions, DeleteSnapshotsOptionType},
-    BlobContainerClient,
-};
+use azure_storage_blob::BlobContainerClient;
 use lakebackup::{app::App, functions::producer::ProduceRequest, settings::Settings};
 use serde_json::Value;
 use support::worker::{self, Standalone};
@@ -81,14 +78,7 @@ async fn a_distributed_restore_on_two_run_workers_brings_back_the_lake_of_the_in
             support::upload(&client, name, b"ENCRYPTED BY RANSOMWARE").await;
             corrupted += 1;
         } else if index % 11 == 0 {
-            client
-                .blob_client(name)
-                .delete(Some(BlobClientDeleteOptions {
-                    delete_snapshots: Some(DeleteSnapshotsOptionType::Include),
-                    ..Default::default()
-                }))
-                .await
-                .unwrap();
+            support::delete_with_snapshots(&client, name).await;
             deleted += 1;
         }
     }

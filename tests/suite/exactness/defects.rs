@@ -17,9 +17,8 @@ use std::{
 use azure_core::http::RequestContent;
 use azure_storage_blob::{
     models::{
-        AccessTier, BlobClientDeleteOptions, BlobClientGetPropertiesResultHeaders,
-        BlobClientUploadOptions, BlobType, BlockBlobClientCommitBlockListOptions, BlockLookupList,
-        DeleteSnapshotsOptionType, HttpRange,
+        AccessTier, BlobClientGetPropertiesResultHeaders, BlobClientUploadOptions, BlobType,
+        BlockBlobClientCommitBlockListOptions, BlockLookupList, HttpRange,
     },
     BlobContainerClient,
 };
@@ -738,14 +737,7 @@ async fn a_late_deletion_event_never_hides_a_later_version() {
     let (v1, _, _) = support::properties(&client, name).await;
     deliver_ok(&worker, &created(&v1)).await;
     tokio::time::sleep(NEXT_SECOND).await;
-    client
-        .blob_client(name)
-        .delete(Some(BlobClientDeleteOptions {
-            delete_snapshots: Some(DeleteSnapshotsOptionType::Include),
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
+    support::delete_with_snapshots(&client, name).await;
     let deleted_at = OffsetDateTime::now_utc();
     let late_deletion = blob_event("BlobDeleted", "events", name, None, deleted_at);
     tokio::time::sleep(NEXT_SECOND).await;

@@ -21,6 +21,18 @@ pub async fn upload(container: &BlobContainerClient, name: &str, bytes: &[u8]) {
         .unwrap_or_else(|e| panic!("upload {name}: {e}"));
 }
 
+/// Deletes a blob with its snapshots (a blob with snapshots is not deleted on its own).
+pub async fn delete_with_snapshots(container: &BlobContainerClient, name: &str) {
+    container
+        .blob_client(name)
+        .delete(Some(azure_storage_blob::models::BlobClientDeleteOptions {
+            delete_snapshots: Some(azure_storage_blob::models::DeleteSnapshotsOptionType::Include),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_or_else(|e| panic!("delete {name} with its snapshots: {e}"));
+}
+
 pub async fn download(container: &BlobContainerClient, name: &str) -> Vec<u8> {
     container
         .blob_client(name)
