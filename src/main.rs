@@ -10,7 +10,7 @@ use lakebackup::{
     app::App,
     core::{naming, shard::directory_prefix},
     engine::{
-        jobs::{self, JobOrigin, NewJob, Queued, Root},
+        jobs::{self, JobOrigin, NewJob, Queued, Root, Work},
         prune, reconcile,
         restore::{self, RestoreFrom, RestoreRequest},
         verify,
@@ -78,6 +78,10 @@ enum Command {
         /// Print what would be deleted and delete nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Queue a prune job per container and exit at once (one JSON line each); `lakebackup
+        /// job` follows them.
+        #[arg(long)]
+        distributed: bool,
     },
     /// Restore a container (or a prefix) to an instant, from snapshots or the backup account.
     Restore {
@@ -109,7 +113,8 @@ enum Command {
         #[arg(long)]
         distributed: bool,
     },
-    /// Print a job's status (backup, reconcile or restore) as JSON: exit 0 unless it failed.
+    /// Print a job's status (backup, reconcile, restore, verify or prune) as JSON: exit 0 unless
+    /// it failed (a verify job that found a gap failed).
     Job {
         /// The job's id, as `restore --distributed`, `shard` or the producer printed it.
         job: String,
@@ -132,6 +137,10 @@ enum Command {
         /// Also read each backup's bytes and check them against the version.
         #[arg(long)]
         deep: bool,
+        /// Queue the verify as a job and exit at once; `lakebackup job JOB --report` prints its
+        /// gaps, and exits 1 when it found any.
+        #[arg(long)]
+        distributed: bool,
     },
     /// Snapshot and back up the new and changed blobs of one container (or one directory tree)
     /// now, in this process, shard by shard; print the totals.
@@ -208,17 +217,18 @@ async fn run(cli: Cli) -> ExitCode {
             containers,
             prefix,
             dry_run,
+            distributed,
         } => {
             let scope = container_scope(&app, containers);
+            if distributed {
+                return start_prune(&app, scope.as_deref(), prefix, dry_run).await;
+            }
             let line = ProgressLine::of_app(&app, "prune");
-            let summary = prune::prune_all(
-                &app,
-                scope.as_deref(),
-                prefix,
-                dry_run,
-                &mut print_json_line,
-            )
-            .await;
+            let summary =
+                prune::prune_all(&app, scope.as_deref(), prefix, dry_run, &|line: String| {
+                    println!("{line}")
+                })
+                .await;
             line.finish();
             print_last_line(&summary, summary.status == "ok")
         }
@@ -257,7 +267,19 @@ async fn run(cli: Cli) -> ExitCode {
             container,
             prefix,
             deep,
-        } => verify_container(&app, container, prefix, deep).await,
+            distributed,
+        } => {
+            let request = verify::VerifyRequest {
+                container,
+                prefix,
+                deep,
+            };
+            if distributed {
+                start_verify(&app, &request).await
+            } else {
+                verify_container(&app, &request).await
+            }
+        }
     }
 }
 
@@ -286,6 +308,81 @@ async fn start_restore(app: &App, request: &RestoreRequest) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `verify --distributed`: the job queued, one JSON line, exit 0 at once.
+async fn start_verify(app: &App, request: &verify::VerifyRequest) -> ExitCode {
+    match verify::start(app, request).await {
+        Ok(Queued { job, .. }) => {
+            print_json_line(serde_json::json!({
+                "job": job,
+                "kind": JobOrigin::Verify.as_str(),
+                "work": "verify",
+                "status": "running",
+                "container": request.container,
+                "deep": request.deep,
+            }));
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            print_json_line(serde_json::json!({
+                "status": "failed",
+                "container": request.container,
+                "error": error.to_string(),
+            }));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `prune --distributed`: a job queued per container, one JSON line each, exit 0 unless one
+/// could not be queued.
+async fn start_prune(
+    app: &App,
+    scope: Option<&[String]>,
+    prefix: Option<String>,
+    dry_run: bool,
+) -> ExitCode {
+    let containers = match lakebackup::engine::reconcile::containers_in_scope(app, scope).await {
+        Ok(containers) => containers,
+        Err(e) => {
+            print_json_line(serde_json::json!({"status": "failed", "error": e.to_string()}));
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut all_queued = true;
+    for container in containers {
+        let request = prune::PruneRequest {
+            container,
+            prefix: prefix.clone(),
+            dry_run,
+        };
+        let line = match prune::start(app, &request).await {
+            Ok(Some(Queued { job, .. })) => serde_json::json!({
+                "job": job,
+                "kind": JobOrigin::Prune.as_str(),
+                "work": "prune",
+                "status": "running",
+                "container": request.container,
+                "dry_run": dry_run,
+            }),
+            Ok(None) => serde_json::json!({
+                "status": "ok",
+                "container": request.container,
+                "detail": "no RETENTION_* setting: nothing is pruned",
+            }),
+            Err(e) => {
+                all_queued = false;
+                serde_json::json!({
+                    "status": "failed",
+                    "container": request.container,
+                    "error": e.to_string(),
+                })
+            }
+        };
+        print_json_line(line);
+    }
+    exit_code(all_queued)
 }
 
 /// `job`: a job's status (after its report lines, with `--report`), once, or when it ends.
@@ -440,7 +537,7 @@ async fn queue_job(app: &App, container: String, prefix: String) -> ExitCode {
         origin: JobOrigin::Command,
         container,
         roots: vec![Root::directory(&directory_prefix(&prefix))],
-        restore: None,
+        work: Work::Backup,
     };
     match jobs::queue(app, new).await {
         Ok(Queued { job, roots }) => {
@@ -491,19 +588,9 @@ async fn produce(app: &Arc<App>, container: String, prefix: String) -> ExitCode 
 }
 
 /// `verify`: the gaps on stderr, one per line; the summary on stdout.
-async fn verify_container(
-    app: &Arc<App>,
-    container: String,
-    prefix: Option<String>,
-    deep: bool,
-) -> ExitCode {
-    let request = verify::VerifyRequest {
-        container,
-        prefix,
-        deep,
-    };
+async fn verify_container(app: &Arc<App>, request: &verify::VerifyRequest) -> ExitCode {
     let line = ProgressLine::of_app(app, "verify");
-    let summary = verify::verify(app, &request).await;
+    let summary = verify::verify(app, request, &|_| {}).await;
     line.finish();
     for gap in summary.gaps.iter().chain(&summary.warnings) {
         eprintln!(

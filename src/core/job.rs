@@ -41,6 +41,32 @@ pub const RESTORE_COUNTS: [&str; 6] = [
     ERRORS,
 ];
 
+/// What a verify counts, per current blob of the lake. `failed`: blobs with any gap (no
+/// backup, no snapshot, a backup that does not match, one that could not be checked), each
+/// named in the notes, so a job that found one ends failed.
+pub const VERIFY_COUNTS: [&str; 8] = [
+    "blobs",
+    "backed_up",
+    "without_backup",
+    "without_snapshot",
+    "checked",
+    "mismatched",
+    "unchecked",
+    FAILED,
+];
+
+/// What a prune counts, per backup version and snapshot (and their bytes).
+pub const PRUNE_COUNTS: [&str; 8] = [
+    "versions_kept",
+    "versions_deleted",
+    "snapshots_kept",
+    "snapshots_deleted",
+    "bytes_freed",
+    "bytes_kept",
+    "refused",
+    ERRORS,
+];
+
 impl Counts {
     /// Counts with every one of `names` at zero (a status shows them all).
     pub fn zero(names: &[&str]) -> Self {
@@ -92,6 +118,8 @@ pub fn count_names(kind: WorkKind) -> &'static [&'static str] {
     match kind {
         WorkKind::Backup => &BackupCounts::FIELDS,
         WorkKind::Restore => &RESTORE_COUNTS,
+        WorkKind::Verify => &VERIFY_COUNTS,
+        WorkKind::Prune => &PRUNE_COUNTS,
     }
 }
 

@@ -26,6 +26,13 @@ pub enum WorkKind {
     Backup,
     /// Write back, for each blob of the level, the version current at an instant.
     Restore,
+    /// Check that each current blob of the level has a complete backup of its current version
+    /// and a snapshot of it (and, deep, that the backup holds its bytes). Writes nothing but
+    /// the MD5 a deep check computed, into the backup's stamp.
+    Verify,
+    /// Delete the backup versions and snapshots of the level the retention policy no longer
+    /// keeps.
+    Prune,
 }
 
 impl WorkKind {
@@ -33,6 +40,8 @@ impl WorkKind {
         match self {
             WorkKind::Backup => "backup",
             WorkKind::Restore => "restore",
+            WorkKind::Verify => "verify",
+            WorkKind::Prune => "prune",
         }
     }
 
@@ -40,6 +49,8 @@ impl WorkKind {
         match text {
             "backup" => Some(WorkKind::Backup),
             "restore" => Some(WorkKind::Restore),
+            "verify" => Some(WorkKind::Verify),
+            "prune" => Some(WorkKind::Prune),
             _ => None,
         }
     }
@@ -93,6 +104,37 @@ pub struct Shard {
     /// Inherited by the shards it spawns.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<Box<RestoreOptions>>,
+    /// A verify shard's options (present exactly when `kind` is `verify`). Inherited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyOptions>,
+    /// A prune shard's options (present exactly when `kind` is `prune`). Inherited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pruning: Option<PruneOptions>,
+}
+
+/// What a verify job checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyOptions {
+    /// Only names starting with it (empty: every name).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub filter: String,
+    /// Also read each backup's bytes and check them against the version.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deep: bool,
+}
+
+/// What a prune job deletes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneOptions {
+    /// Only names starting with it (empty: every name).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub filter: String,
+    /// Say what would be deleted; delete nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+    /// The instant (Unix seconds) the retention policy is judged at: one for the whole job, so
+    /// that every part of a level judges it alike.
+    pub judged_at: i64,
 }
 
 /// What a shard part does.
@@ -132,6 +174,8 @@ impl Shard {
             prune: false,
             only: None,
             restore: None,
+            verify: None,
+            pruning: None,
         }
     }
 
@@ -140,6 +184,24 @@ impl Shard {
         Self {
             kind: WorkKind::Restore,
             restore: Some(Box::new(options)),
+            ..Self::root(job, container, prefix)
+        }
+    }
+
+    /// The root shard of a verify job over `container`'s directory `prefix`.
+    pub fn verify_root(job: &str, container: &str, prefix: &str, options: VerifyOptions) -> Self {
+        Self {
+            kind: WorkKind::Verify,
+            verify: Some(options),
+            ..Self::root(job, container, prefix)
+        }
+    }
+
+    /// The root shard of a prune job over `container`'s directory `prefix`.
+    pub fn prune_root(job: &str, container: &str, prefix: &str, options: PruneOptions) -> Self {
+        Self {
+            kind: WorkKind::Prune,
+            pruning: Some(options),
             ..Self::root(job, container, prefix)
         }
     }
@@ -167,6 +229,8 @@ impl Shard {
             prune: self.prune,
             kind: self.kind,
             restore: self.restore.clone(),
+            verify: self.verify.clone(),
+            pruning: self.pruning.clone(),
             ..Self::root(&self.job, &self.container, prefix)
         }
     }
@@ -218,21 +282,32 @@ impl Shard {
         Ok(shard)
     }
 
-    /// A restore shard carries its restore, and only a restore shard does.
+    /// A shard carries the options of its own kind of work, and no other's.
     fn check_work(&self) -> Result<(), String> {
-        match (&self.kind, &self.restore) {
-            (WorkKind::Restore, Some(options)) => {
-                options.validate()?;
-                if let Some(target) = &options.to_container {
-                    naming::validate_container_name(target).map_err(|e| e.to_string())?;
-                }
-                Ok(())
-            }
-            (WorkKind::Backup, None) => Ok(()),
-            _ => Err(
-                "a restore shard carries its restore options, and only a restore shard does".into(),
-            ),
+        let carried = (
+            self.restore.is_some(),
+            self.verify.is_some(),
+            self.pruning.is_some(),
+        );
+        let expected = match self.kind {
+            WorkKind::Backup => (false, false, false),
+            WorkKind::Restore => (true, false, false),
+            WorkKind::Verify => (false, true, false),
+            WorkKind::Prune => (false, false, true),
+        };
+        if carried != expected {
+            return Err(format!(
+                "a {} shard carries the options of its own kind of work, and no other's",
+                self.kind.as_str()
+            ));
         }
+        if let Some(options) = &self.restore {
+            options.validate()?;
+            if let Some(target) = &options.to_container {
+                naming::validate_container_name(target).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), NamingError> {

@@ -28,7 +28,7 @@ use crate::{
     },
     engine::{
         backup::{self, BackupError, BackupOutcome},
-        jobs::{self, JobOrigin, NewJob, Root},
+        jobs::{self, JobOrigin, NewJob, Root, Work},
         lives::{self, Deletion},
         protect,
     },
@@ -112,7 +112,7 @@ pub async fn handle(app: &App, event: &BlobEvent) -> Result<EventOutcome, EventE
                 origin: JobOrigin::Event,
                 container: event.container.clone(),
                 roots: vec![Root::directory(&prefix)],
-                restore: None,
+                work: Work::Backup,
             };
             let job = jobs::queue(app, new).await?.job;
             info!(job, prefix, "directory renamed: a job over its new name");

@@ -26,7 +26,7 @@ use crate::{
         naming,
         restore_plan::{stem_prefix, RestoreOptions},
     },
-    engine::jobs::{self, JobOrigin, NewJob, Queued, Root},
+    engine::jobs::{self, JobOrigin, NewJob, Queued, Root, Work},
     storage::{
         listing::{list_with_metadata, list_with_snapshots},
         Container, StorageError,
@@ -125,12 +125,7 @@ pub async fn restore(
         summary.changed_since_plan = totals.get(RESTORE_COUNTS[4]);
         summary.errors = totals.get(ERRORS) + job.shards_failed;
         if job.shards_failed > 0 {
-            summary.error = job
-                .notes
-                .failures
-                .iter()
-                .find(|note| note.blob.is_empty())
-                .map(|note| note.reason.clone());
+            summary.error = job.shard_failure();
         }
         if !summary.succeeded() {
             summary.status = "failed";
@@ -257,7 +252,7 @@ async fn prepare(app: &App, request: &RestoreRequest) -> Result<NewJob, RestoreR
         origin: JobOrigin::Restore,
         container: request.container.clone(),
         roots: vec![Root::directory(&directory)],
-        restore: Some(RestoreOptions {
+        work: Work::Restore(RestoreOptions {
             from: request.from,
             as_of: request.as_of.and_then(|t| t.format(&Rfc3339).ok()),
             to_container: request.to_container.clone(),

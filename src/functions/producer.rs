@@ -13,7 +13,7 @@ use crate::{
     engine::jobs::{
         self,
         scope::{self, ScopeError},
-        JobOrigin, JobStatus, LocalJob, NewJob, LOCAL_SHARDS_AT_ONCE,
+        JobOrigin, JobStatus, LocalJob, NewJob, Work, LOCAL_SHARDS_AT_ONCE,
     },
     storage::StorageError,
 };
@@ -73,7 +73,7 @@ async fn new_job(app: &App, request: &ProduceRequest) -> Result<NewJob, Producer
         origin: JobOrigin::Producer,
         container: request.container.clone(),
         roots: scope::roots(app, &request.container, &request.prefix).await?,
-        restore: None,
+        work: Work::Backup,
     })
 }
 

@@ -15,7 +15,10 @@ use lakebackup::{
     functions::producer::ProduceRequest,
 };
 use serde_json::Value;
-use support::{worker, Azurite};
+use support::{
+    proxy::{FaultKind, Faults, OpClass, ProxiedAzurite, ProxyConfig},
+    worker, Azurite,
+};
 use time::{Date, Duration, Month, OffsetDateTime, Time, Weekday};
 
 /// The policy under test.
@@ -409,4 +412,119 @@ async fn a_reconciliation_prunes_each_directory_as_it_goes() {
     .unwrap();
     assert_eq!(produced.totals.get("versions_pruned"), 0);
     assert_eq!(backup_names(&app).await, left);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_distributed_prune_over_many_parts_deletes_exactly_what_a_dry_run_plans() {
+    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
+    let lake = app.source.container_client("lake").unwrap();
+    app.backup
+        .container_client("lakebak")
+        .unwrap()
+        .create(None)
+        .await
+        .unwrap();
+    let today = OffsetDateTime::now_utc().date();
+    // Forty daily versions of three blobs, at levels whose names cross Unicode; each blob's
+    // current version in the lake.
+    for name in ["root.csv", "日本/データ.csv", "x｡y/🦀/z.csv"] {
+        for k in 1..=40 {
+            let day = today - Duration::days(k);
+            backdated_backup(&app, name, &format!("0x{k}"), noon(day), &content(day)).await;
+        }
+        support::upload(&lake, name, b"now").await;
+    }
+    let before = backup_names(&app).await;
+    let mut policy = worker::settings(&azurite);
+    policy.insert("RETENTION_KEEP_DAYS".into(), "7".into());
+    let prune_with = |settings: &HashMap<String, String>, args: &[&str]| {
+        let mut full = vec!["prune", "--container", "lake"];
+        full.extend(args);
+        worker::run_once(settings, &full)
+    };
+    let (code, stdout, stderr) = prune_with(&policy, &["--dry-run"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let mut planned: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let dry_summary = planned.pop().unwrap();
+    let planned: BTreeSet<String> = planned
+        .iter()
+        .map(|a| a["version"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(planned.len() > 90, "{dry_summary}");
+
+    // Deletions slowed to ~70 ms, one at a time, with a one-second budget: each level takes
+    // several parts, each judging the level again and going on after the last deletion done.
+    let proxied = ProxiedAzurite::start(
+        &azurite,
+        ProxyConfig::azurite().faults(
+            Faults::new(7, 1.0)
+                .classes([OpClass::Delete])
+                .kinds([FaultKind::Delay])
+                .delay(
+                    std::time::Duration::from_millis(60),
+                    std::time::Duration::from_millis(80),
+                ),
+        ),
+    )
+    .expect("proxies start");
+    let mut settings = proxied.settings();
+    for (key, value) in [
+        ("RETENTION_KEEP_DAYS", "7"),
+        ("SHARD_TIME_BUDGET_SECONDS", "1"),
+        ("SNAPSHOT_CONCURRENCY", "1"),
+        ("RUN_VISIBILITY_SECONDS", "30"),
+    ] {
+        settings.insert(key.into(), value.into());
+    }
+    let (code, stdout, stderr) = prune_with(&settings, &["--distributed"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let started: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(
+        (&started["work"], &started["status"]),
+        (&Value::from("prune"), &Value::from("running"))
+    );
+    assert_eq!(
+        backup_names(&app).await,
+        before,
+        "--distributed only queues"
+    );
+    let job = started["job"].as_str().unwrap();
+    let (code, lines, status) =
+        worker::work_off_job(&settings, job, std::time::Duration::from_secs(120)).await;
+    assert_eq!(code, 0, "{status}");
+    assert_eq!(
+        (&status["status"], &status["work"]),
+        (&Value::from("done"), &Value::from("prune"))
+    );
+    // The root, 日本/, x｡y/ and x｡y/🦀/, and continuations.
+    assert!(
+        status["shards_queued"].as_u64().unwrap() > 4,
+        "the levels went on in continuations: {status}"
+    );
+    let deleted: BTreeSet<String> = lines
+        .iter()
+        .map(|a| {
+            assert_eq!(a["action"], "deleted", "{a}");
+            a["version"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(deleted.len(), lines.len(), "each deletion reported once");
+    assert_eq!(deleted, planned);
+    // Counted once, though each level was judged by several parts.
+    for count in ["versions_kept", "bytes_kept"] {
+        assert_eq!(
+            status[count], dry_summary["total"][count],
+            "{count}: {status}"
+        );
+    }
+    assert_eq!(status["versions_deleted"], planned.len() as u64);
+    assert_eq!(
+        (&status["refused"], &status["errors"]),
+        (&Value::from(0), &Value::from(0))
+    );
+    let expected: BTreeSet<String> = before.difference(&planned).cloned().collect();
+    assert_eq!(backup_names(&app).await, expected);
 }

@@ -3,13 +3,16 @@
 
 use crate::support;
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use azure_core::http::RequestContent;
 use azure_storage_blob::models::BlobClientUploadOptions;
 use lakebackup::functions::producer::ProduceRequest;
 use serde_json::Value;
-use support::worker;
+use support::{
+    proxy::{FaultKind, Faults, OpClass, ProxiedAzurite, ProxyConfig},
+    worker,
+};
 
 fn verify(azurite: &support::Azurite, args: &[&str]) -> (i32, Value) {
     let mut full = vec!["verify", "--container", "lake"];
@@ -108,4 +111,106 @@ async fn deep_verify_catches_missing_corrupted_and_stale_backups_and_reports_the
     assert!(!found.contains_key("d.csv"), "{deep}");
     assert_eq!(deep["mismatched"], 1);
     assert!(deep["rpo_seconds"].as_i64().is_some(), "{deep}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_distributed_deep_verify_over_many_parts_finds_exactly_what_a_run_here_finds() {
+    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
+    let lake = app.source.container_client("lake").unwrap();
+    let names: Vec<String> = ["", "日本/", "x｡y/🦀/"]
+        .iter()
+        .flat_map(|dir| (0..12).map(move |i| format!("{dir}f{i}.txt")))
+        .collect();
+    for name in &names {
+        support::upload(&lake, name, format!("content of {name}").as_bytes()).await;
+    }
+    let request = ProduceRequest {
+        container: "lake".into(),
+        prefix: String::new(),
+    };
+    lakebackup::functions::producer::run_here(&app, &request)
+        .await
+        .unwrap();
+    // Two gaps: a backup deleted, a blob changed since its backup.
+    let vault = app.backup.container_client("lakebak").unwrap();
+    let backup_of_f3 = support::list_all(&vault)
+        .await
+        .into_iter()
+        .map(|(n, _)| n)
+        .find(|n| n.starts_with("日本/f3_"))
+        .unwrap();
+    vault.blob_client(&backup_of_f3).delete(None).await.unwrap();
+    support::upload(&lake, "x｡y/🦀/f5.txt", b"changed since its backup").await;
+
+    let (code, here) = verify(&azurite, &["--deep"]);
+    assert_eq!(code, 1, "{here}");
+    let found_here = gaps(&here);
+    assert_eq!(found_here.len(), 2, "{here}");
+
+    // Reads slowed to ~100 ms, one at a time, with a one-second budget: each level's deep
+    // checks take several parts.
+    let proxied = ProxiedAzurite::start(
+        &azurite,
+        ProxyConfig::azurite().faults(
+            Faults::new(11, 1.0)
+                .classes([OpClass::Read])
+                .kinds([FaultKind::Delay])
+                .delay(Duration::from_millis(90), Duration::from_millis(110)),
+        ),
+    )
+    .expect("proxies start");
+    let mut settings = proxied.settings();
+    for (key, value) in [
+        ("SHARD_TIME_BUDGET_SECONDS", "1"),
+        ("SNAPSHOT_CONCURRENCY", "1"),
+        ("RUN_VISIBILITY_SECONDS", "30"),
+    ] {
+        settings.insert(key.into(), value.into());
+    }
+    let (code, out, err) = worker::run_once(
+        &settings,
+        &["verify", "--container", "lake", "--deep", "--distributed"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let started: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(started["work"], "verify", "{started}");
+    let job = started["job"].as_str().unwrap();
+    let (code, lines, status) =
+        worker::work_off_job(&settings, job, Duration::from_secs(120)).await;
+    assert_eq!(code, 1, "a verify that found gaps fails: {status}");
+    assert_eq!(
+        (&status["status"], &status["work"]),
+        (&Value::from("failed"), &Value::from("verify"))
+    );
+    assert!(
+        status["shards_queued"].as_u64().unwrap() > 4,
+        "the levels went on in continuations: {status}"
+    );
+    let mut found: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in &lines {
+        found
+            .entry(line["blob"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(line["problem"].as_str().unwrap().to_owned());
+    }
+    for problems in found.values_mut() {
+        problems.sort();
+    }
+    assert_eq!(found, found_here, "the job's report holds the same gaps");
+    // Every blob judged once, each backup's bytes read once.
+    for count in [
+        "blobs",
+        "backed_up",
+        "without_backup",
+        "without_snapshot",
+        "checked",
+    ] {
+        assert_eq!(status[count], here[count], "{count}: {status}");
+    }
+    assert_eq!(status["blobs"], names.len() as u64);
+    // The job's failures name the blobs with gaps.
+    let failures = status["failures"].to_string();
+    for blob in found.keys() {
+        assert!(failures.contains(blob.as_str()), "{blob}: {status}");
+    }
 }

@@ -13,23 +13,27 @@
 
 pub mod backup;
 pub mod ledger;
+mod prune;
 mod restore;
 mod runner;
 pub mod scope;
+mod verify;
 
 use serde::Serialize;
 use thiserror::Error;
 
 pub use ledger::JobStatus;
-pub use restore::{LineSink, RestoreAction};
-pub use runner::{run_delivered, run_part, Fanout, LocalJob, PartReport};
+pub use prune::{PruneAction, PruneCounts};
+pub use restore::RestoreAction;
+pub use runner::{run_delivered, run_part, Fanout, LineSink, LocalJob, PartReport};
+pub use verify::VerifyLine;
 
 use crate::{
     app::App,
     core::{
         job::{count_names, Counts},
         restore_plan::RestoreOptions,
-        shard::{new_job_id, Shard, WorkKind},
+        shard::{new_job_id, PruneOptions, Shard, VerifyOptions, WorkKind},
     },
     engine::backup::BackupError,
     storage::StorageError,
@@ -53,6 +57,10 @@ pub enum JobOrigin {
     Event,
     /// `lakebackup restore`.
     Restore,
+    /// `lakebackup verify`.
+    Verify,
+    /// `lakebackup prune`.
+    Prune,
 }
 
 impl JobOrigin {
@@ -63,6 +71,8 @@ impl JobOrigin {
             JobOrigin::Command => "command",
             JobOrigin::Event => "event",
             JobOrigin::Restore => "restore",
+            JobOrigin::Verify => "verify",
+            JobOrigin::Prune => "prune",
         }
     }
 }
@@ -86,14 +96,23 @@ impl Root {
     }
 }
 
+/// The work a job does, with its options.
+#[derive(Debug, Clone, Default)]
+pub enum Work {
+    #[default]
+    Backup,
+    Restore(RestoreOptions),
+    Verify(VerifyOptions),
+    Prune(PruneOptions),
+}
+
 /// A job to start.
 #[derive(Debug, Clone)]
 pub struct NewJob {
     pub origin: JobOrigin,
     pub container: String,
     pub roots: Vec<Root>,
-    /// A restore job's options (its shards are of the restore kind); `None`: a backup job.
-    pub restore: Option<RestoreOptions>,
+    pub work: Work,
 }
 
 impl NewJob {
@@ -106,30 +125,43 @@ impl NewJob {
                 prefix: String::new(),
                 prune: true,
             }],
-            restore: None,
+            work: Work::Backup,
         }
     }
 
     /// The kind of work its shards do.
     pub fn kind(&self) -> WorkKind {
-        match self.restore {
-            Some(_) => WorkKind::Restore,
-            None => WorkKind::Backup,
+        match self.work {
+            Work::Backup => WorkKind::Backup,
+            Work::Restore(_) => WorkKind::Restore,
+            Work::Verify(_) => WorkKind::Verify,
+            Work::Prune(_) => WorkKind::Prune,
         }
     }
 
     fn shards(&self, job: &str) -> Vec<Shard> {
+        let container = self.container.as_str();
         self.roots
             .iter()
-            .map(|root| match (root, &self.restore) {
-                (Root::Directory { prefix, .. } | Root::Blob(prefix), Some(options)) => {
-                    Shard::restore_root(job, &self.container, prefix, options.clone())
+            .map(|root| {
+                // Kinds other than backup narrow a level by their filter: a root is a directory.
+                let (Root::Directory { prefix, .. } | Root::Blob(prefix)) = root;
+                match (&self.work, root) {
+                    (Work::Backup, Root::Directory { prune, .. }) => Shard {
+                        prune: *prune,
+                        ..Shard::root(job, container, prefix)
+                    },
+                    (Work::Backup, Root::Blob(name)) => Shard::one_blob(job, container, name),
+                    (Work::Restore(options), _) => {
+                        Shard::restore_root(job, container, prefix, options.clone())
+                    }
+                    (Work::Verify(options), _) => {
+                        Shard::verify_root(job, container, prefix, options.clone())
+                    }
+                    (Work::Prune(options), _) => {
+                        Shard::prune_root(job, container, prefix, options.clone())
+                    }
                 }
-                (Root::Directory { prefix, prune }, None) => Shard {
-                    prune: *prune,
-                    ..Shard::root(job, &self.container, prefix)
-                },
-                (Root::Blob(name), None) => Shard::one_blob(job, &self.container, name),
             })
             .collect()
     }

@@ -15,22 +15,24 @@
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    sync::atomic::{AtomicUsize, Ordering},
     time::Instant,
 };
 
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use tracing::{info, warn, Instrument};
 use url::Url;
 
-use super::{runner::PartDone, Fanout, JobError};
+use super::{
+    runner::{each_within_budget, options_of, LineSink, PartDone},
+    Fanout, JobError,
+};
 use crate::{
     app::App,
     core::{
         etag::normalize_etag,
-        job::{Counts, Notes, ERRORS, RESTORE_COUNTS},
+        job::{ERRORS, RESTORE_COUNTS},
         life::Lives,
         properties::{BlobProperties, BlobType},
         restore_plan::{
@@ -73,10 +75,6 @@ pub struct RestoreAction {
     pub error: Option<String>,
 }
 
-/// Where a restore part's lines go: collected for the job's ledger, or handed over at once (a
-/// restore run in this process prints each as it is done).
-pub type LineSink<'a> = &'a (dyn Fn(String) + Send + Sync);
-
 /// Runs one part of a restore shard.
 pub(super) async fn run_part(
     app: &App,
@@ -84,13 +82,7 @@ pub(super) async fn run_part(
     fanout: &Fanout<'_>,
     sink: Option<LineSink<'_>>,
 ) -> Result<PartDone, JobError> {
-    let Some(options) = shard.restore.as_deref() else {
-        return Err(StorageError::other(
-            format!("restoring {}", shard.container),
-            "the shard carries no restore options",
-        )
-        .into());
-    };
+    let options = options_of(shard, shard.restore.as_deref())?;
     let target_account = app.restore_target(options.to_account)?;
     let target_name = options.to_container.as_deref().unwrap_or(&shard.container);
     let part = Part {
@@ -120,48 +112,31 @@ pub(super) async fn run_part(
     }
     // The budget is for writes: a part always plans its whole level first.
     let deadline = Instant::now() + app.config.shard_budget;
-    let mut done = PartDone {
-        counts: Counts::zero(&RESTORE_COUNTS),
-        notes: Notes::default(),
-        continuation: None,
-        lines: Vec::new(),
-    };
-    // The first candidate of a part is always started, so every part makes progress.
-    let total = level.candidates.len();
-    let started = AtomicUsize::new(0);
-    let within_budget = |_: &Candidate| {
-        let go = started.load(Ordering::Relaxed) == 0 || Instant::now() < deadline;
-        if go {
-            started.fetch_add(1, Ordering::Relaxed);
-        }
-        futures::future::ready(go)
-    };
-    let mut acted = futures::stream::iter(level.candidates)
-        .take_while(within_budget)
-        .map(|candidate| {
+    let mut done = PartDone::new(&RESTORE_COUNTS);
+    let mut last_done = None;
+    let finished = each_within_budget(
+        level.candidates,
+        deadline,
+        app.config.snapshot_concurrency,
+        |candidate| {
             let span = tracing::info_span!("blob", blob = %candidate.blob);
             part.act(candidate).instrument(span)
-        })
-        .buffered(app.config.snapshot_concurrency.max(1));
-    let mut last_done = None;
-    while let Some(outcome) = acted.next().await {
-        app.progress.did(1);
-        done.counts
-            .set(outcome.count, done.counts.get(outcome.count) + 1);
-        if let Some(action) = outcome.action {
-            if let Some(error) = &action.error {
-                done.notes.fail(&action.blob, error.clone());
+        },
+        |outcome| {
+            app.progress.did(1);
+            done.counts
+                .set(outcome.count, done.counts.get(outcome.count) + 1);
+            if let Some(action) = outcome.action {
+                if let Some(error) = &action.error {
+                    done.notes.fail(&action.blob, error.clone());
+                }
+                done.line(sink, &action);
             }
-            let line = serde_json::to_string(&action).unwrap_or_default();
-            match sink {
-                Some(sink) => sink(line),
-                None => done.lines.push(line),
-            }
-        }
-        last_done = Some(outcome.blob);
-    }
-    drop(acted);
-    if started.load(Ordering::Relaxed) < total {
+            last_done = Some(outcome.blob);
+        },
+    )
+    .await;
+    if !finished {
         done.continuation = Some(shard.continuation(None, last_done.as_deref()));
     }
     Ok(done)

@@ -3,7 +3,10 @@
 //! ([`run_here`]), retrying a failed shard as the host would.
 
 use std::{
-    sync::Mutex,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -11,11 +14,7 @@ use futures::{stream::FuturesUnordered, StreamExt};
 use serde::Serialize;
 use tracing::{info, warn, Instrument};
 
-use super::{
-    backup, ledger,
-    restore::{self, LineSink},
-    JobError,
-};
+use super::{backup, ledger, prune, restore, verify, JobError};
 use crate::{
     app::App,
     core::{
@@ -97,6 +96,8 @@ pub(super) async fn run_part_reporting(
         let done = match shard.kind {
             WorkKind::Backup => backup::run_part(app, shard, fanout).await?,
             WorkKind::Restore => restore::run_part(app, shard, fanout, sink).await?,
+            WorkKind::Verify => verify::run_part(app, shard, fanout, sink).await?,
+            WorkKind::Prune => prune::run_part(app, shard, fanout, sink).await?,
         };
         let mut report = PartReport {
             job: shard.job.clone(),
@@ -123,6 +124,17 @@ pub(super) async fn run_part_reporting(
     .await
 }
 
+/// The options a shard of a kind other than backup carries (checked when its message is read).
+pub fn options_of<'a, T>(shard: &Shard, options: Option<&'a T>) -> Result<&'a T, JobError> {
+    options.ok_or_else(|| {
+        StorageError::other(
+            format!("{} of {}", shard.kind.as_str(), shard.container),
+            format!("the shard carries no {} options", shard.kind.as_str()),
+        )
+        .into()
+    })
+}
+
 /// What a kind's part hands back to the runner.
 pub struct PartDone {
     pub counts: Counts,
@@ -131,6 +143,70 @@ pub struct PartDone {
     pub continuation: Option<Shard>,
     /// One JSON object per blob acted on, for kinds that report them.
     pub lines: Vec<String>,
+}
+
+/// Where a part's per-blob lines go when a job runs in this process: handed over as each is done
+/// (the commands print them). Without one they are kept for the job's ledger.
+pub type LineSink<'a> = &'a (dyn Fn(String) + Send + Sync);
+
+impl PartDone {
+    /// Nothing done yet; each of `counts` at zero.
+    pub fn new(counts: &[&str]) -> Self {
+        Self {
+            counts: Counts::zero(counts),
+            notes: Notes::default(),
+            continuation: None,
+            lines: Vec::new(),
+        }
+    }
+
+    /// Adds one to count `name`.
+    pub fn count(&mut self, name: &str, by: u64) {
+        self.counts.set(name, self.counts.get(name) + by);
+    }
+
+    /// One blob's line: to `sink`, or kept for the ledger.
+    pub fn line(&mut self, sink: Option<LineSink<'_>>, line: &impl Serialize) {
+        let line = serde_json::to_string(line).unwrap_or_default();
+        match sink {
+            Some(sink) => sink(line),
+            None => self.lines.push(line),
+        }
+    }
+}
+
+/// Runs `act` on each of `items` in their order, up to `concurrency` at once, handing each
+/// outcome to `done` in that order; none is started after `deadline` but the first, so every part
+/// makes progress. Whether every item was started (else the part continues after the last one
+/// done).
+pub async fn each_within_budget<T, O, F>(
+    items: Vec<T>,
+    deadline: Instant,
+    concurrency: usize,
+    act: impl FnMut(T) -> F,
+    mut done: impl FnMut(O),
+) -> bool
+where
+    F: std::future::Future<Output = O>,
+{
+    let total = items.len();
+    let started = AtomicUsize::new(0);
+    let within_budget = |_: &T| {
+        let go = started.load(Ordering::Relaxed) == 0 || Instant::now() < deadline;
+        if go {
+            started.fetch_add(1, Ordering::Relaxed);
+        }
+        std::future::ready(go)
+    };
+    let mut outcomes = futures::stream::iter(items)
+        .take_while(within_budget)
+        .map(act)
+        .buffered(concurrency.max(1));
+    while let Some(outcome) = outcomes.next().await {
+        done(outcome);
+    }
+    drop(outcomes);
+    started.load(Ordering::Relaxed) == total
 }
 
 /// Runs a shard the queue delivered, keeping its job's ledger: on its last allowed delivery it
@@ -190,6 +266,15 @@ impl LocalJob {
         self.shards += other.shards;
         self.shards_failed += other.shards_failed;
         self.notes.extend(other.notes);
+    }
+
+    /// Why the first shard that failed for good failed.
+    pub fn shard_failure(&self) -> Option<String> {
+        self.notes
+            .failures
+            .iter()
+            .find(|note| note.blob.is_empty())
+            .map(|note| note.reason.clone())
     }
 
     /// Every shard ended and every blob it judged was done.

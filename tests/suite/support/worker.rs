@@ -161,3 +161,45 @@ impl Drop for Standalone {
         let _ = self.child.wait();
     }
 }
+
+/// A queued job worked off by one `lakebackup run` process with `settings`: `job JOB --wait`
+/// (at most `within`), then `job JOB --report`. Returns the exit code of `--wait`, the report's
+/// per-blob lines and the job's final status.
+pub async fn work_off_job(
+    settings: &HashMap<String, String>,
+    job: &str,
+    within: Duration,
+) -> (i32, Vec<serde_json::Value>, serde_json::Value) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("host.json"),
+        r#"{"version": "2.0", "functionTimeout": "00:01:00", "extensions": {"queues": {"batchSize": 4, "maxPollingInterval": "00:00:00.2"}}}"#,
+    )
+    .unwrap();
+    // A copy must fit host.json's one-minute functionTimeout, or `run` refuses to start.
+    let mut worker_settings = settings.clone();
+    worker_settings
+        .entry("COPY_TIMEOUT_SECONDS".into())
+        .or_insert_with(|| "20".into());
+    let worker = Standalone::start(&worker_settings, dir.path(), &[]);
+    let waiting = {
+        let (settings, job) = (settings.clone(), job.to_owned());
+        tokio::task::spawn_blocking(move || run_once(&settings, &["job", &job, "--wait"]))
+    };
+    let (code, out, err) = tokio::time::timeout(within, waiting)
+        .await
+        .unwrap_or_else(|_| panic!("the worker did not end job {job} within {within:?}"))
+        .unwrap();
+    assert_eq!(worker.terminate(), 0, "lakebackup run stops cleanly");
+    assert!(
+        out.lines().count() > 0,
+        "job --wait prints the status: {err}"
+    );
+    let (_, report, err) = run_once(settings, &["job", job, "--report"]);
+    let mut lines: Vec<serde_json::Value> = report
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}\n{err}")))
+        .collect();
+    let status = lines.pop().unwrap_or_else(|| panic!("no status: {err}"));
+    (code, lines, status)
+}

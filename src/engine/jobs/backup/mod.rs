@@ -45,9 +45,9 @@ use crate::{
     },
     engine::{
         backup::BackupError,
+        jobs::prune,
         lives, protect,
         protect::{CopiedNote, Moving, Protected},
-        prune,
         vault::BackupLevel,
     },
     storage::{
@@ -413,9 +413,12 @@ impl<'a> Part<'a> {
             prefix: "",
             dry_run: false,
             now: OffsetDateTime::now_utc(),
-            deadline: Some(self.deadline),
+            deadline: self.deadline,
+            after: None,
         };
-        let (pruned, _) = prune::prune_directory(app, &scope, &mut |_| {}).await?;
+        let pruned = prune::prune_directory(app, &scope, &mut |_| {})
+            .await?
+            .counts;
         self.counts.versions_pruned += pruned.versions_deleted;
         self.counts.snapshots_pruned += pruned.snapshots_deleted;
         Ok(())
