@@ -14,12 +14,14 @@
 //!
 //! With no rule for versions set, every version of a blob that exists is kept.
 
+use serde::{Deserialize, Serialize};
 use time::{Date, Duration, Month, OffsetDateTime, Time};
 
 use super::restore_plan::written_by;
 
-/// `RETENTION_*` settings. All unset: nothing is ever pruned.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// `RETENTION_*` settings. All unset: nothing is ever pruned. A prune job carries the policy
+/// it was started with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetentionPolicy {
     pub keep_days: Option<u32>,
     pub keep_daily: u32,

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     naming::{self, NamingError},
     restore_plan::RestoreOptions,
+    retention::RetentionPolicy,
 };
 
 /// The kinds of work a job does, directory by directory.
@@ -133,8 +134,11 @@ pub struct PruneOptions {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
     /// The instant (Unix seconds) the retention policy is judged at: one for the whole job, so
-    /// that every part of a level judges it alike.
+    /// that every part of a level judges it alike (a version written since is kept).
     pub judged_at: i64,
+    /// The policy the job was started with (`RETENTION_*` where it started): the workers' own
+    /// settings never decide what a prune deletes.
+    pub policy: RetentionPolicy,
 }
 
 /// What a shard part does.

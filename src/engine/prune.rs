@@ -165,6 +165,7 @@ fn prepare(app: &App, request: &PruneRequest) -> Result<Option<NewJob>, StorageE
             filter,
             dry_run: request.dry_run,
             judged_at: OffsetDateTime::now_utc().unix_timestamp(),
+            policy: policy.clone(),
         }),
     }))
 }

@@ -133,9 +133,7 @@ pub async fn verify(
         } else if !summary.gaps.is_empty() {
             summary.status = "gaps";
         }
-        summary
-            .gaps
-            .sort_by(|a, b| (&a.blob, &a.problem).cmp(&(&b.blob, &b.problem)));
+        summary.gaps.sort_by(|a, b| a.blob.cmp(&b.blob));
         summary.warnings.sort_by(|a, b| a.blob.cmp(&b.blob));
         summary.duration_ms = started.elapsed().as_millis() as u64;
         info!(

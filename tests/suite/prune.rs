@@ -528,3 +528,73 @@ async fn a_distributed_prune_over_many_parts_deletes_exactly_what_a_dry_run_plan
     let expected: BTreeSet<String> = before.difference(&planned).cloned().collect();
     assert_eq!(backup_names(&app).await, expected);
 }
+
+#[tokio::test]
+async fn a_queued_prune_keeps_versions_written_after_it_started_and_judges_by_its_own_policy() {
+    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
+    let lake = app.source.container_client("lake").unwrap();
+    app.backup
+        .container_client("lakebak")
+        .unwrap()
+        .create(None)
+        .await
+        .unwrap();
+    let today = OffsetDateTime::now_utc().date();
+    let name = "表/t.csv";
+    let mut backdated = BTreeMap::new();
+    for k in 1..=3 {
+        let day = today - Duration::days(k);
+        backdated_backup(&app, name, &format!("0x{k}"), noon(day), &content(day)).await;
+        backdated.insert(
+            k,
+            naming::backup_blob_name(name, noon(day), &format!("0x{k}")).unwrap(),
+        );
+    }
+    let plain = worker::settings(&azurite);
+    let produce = || {
+        let (code, out, err) = worker::run_once(&plain, &["produce", "--container", "lake"]);
+        assert_eq!(code, 0, "{out}{err}");
+    };
+    support::upload(&lake, name, b"v0").await;
+    produce();
+    // Only the version current at today's midnight is kept, besides the current one.
+    let mut policy = plain.clone();
+    policy.insert("RETENTION_KEEP_DAILY".into(), "1".into());
+    let (code, out, err) =
+        worker::run_once(&policy, &["prune", "--container", "lake", "--distributed"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let started: Value = serde_json::from_str(out.trim()).unwrap();
+    let job = started["job"].as_str().unwrap();
+    // Two versions written after the job started, while it waits on the queue: v1 is no
+    // longer current, and its life covers no instant the policy keeps, judged at the job's
+    // start. It is younger than that judgement: kept.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    for version in [&b"v1"[..], b"v2"] {
+        support::upload(&lake, name, version).await;
+        produce();
+    }
+    let before = backup_names(&app).await;
+    // The worker has no RETENTION_* setting: the job's own policy decides.
+    let (code, lines, status) =
+        worker::work_off_job(&plain, job, std::time::Duration::from_secs(60)).await;
+    assert_eq!(code, 0, "{status}");
+    let deleted: BTreeSet<String> = lines
+        .iter()
+        .map(|a| a["version"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: BTreeSet<String> = [&backdated[&2], &backdated[&3]]
+        .into_iter()
+        .cloned()
+        .collect();
+    assert_eq!(deleted, expected, "{lines:?}");
+    let after = backup_names(&app).await;
+    assert_eq!(
+        after,
+        before
+            .difference(&expected)
+            .cloned()
+            .collect::<BTreeSet<_>>()
+    );
+    // Yesterday's (current at midnight), v0, v1 and v2.
+    assert_eq!(status["versions_kept"], 4, "{status}");
+}

@@ -55,7 +55,8 @@ pub(super) async fn run_part(
 ) -> Result<PartDone, JobError> {
     let options = options_of(shard, shard.pruning.as_ref())?;
     let mut done = PartDone::new(&PRUNE_COUNTS);
-    let policy = &app.config.retention;
+    // The policy of the job's start travels with it: a worker's own settings never decide.
+    let policy = &options.policy;
     if !policy.prunes_backups() && !policy.prunes_snapshots() {
         return Ok(done);
     }
@@ -70,6 +71,7 @@ pub(super) async fn run_part(
         directory: &shard.prefix,
         prefix: &options.filter,
         dry_run: options.dry_run,
+        policy,
         now,
         deadline: Instant::now() + app.config.shard_budget,
         after: shard.after.as_deref(),
@@ -192,6 +194,8 @@ pub struct DirectoryScope<'a> {
     /// Only names starting with it.
     pub prefix: &'a str,
     pub dry_run: bool,
+    /// The policy judged by, and the instant it is judged at.
+    pub policy: &'a RetentionPolicy,
     pub now: OffsetDateTime,
     /// Past it no deletion is started (a shard's budget) but the first; the rest waits for the
     /// continuation, or the next pass.
@@ -216,7 +220,7 @@ pub async fn prune_directory(
     scope: &DirectoryScope<'_>,
     report: &mut (dyn FnMut(PruneAction) + Send),
 ) -> Result<PrunedLevel, StorageError> {
-    let policy = &app.config.retention;
+    let policy = scope.policy;
     let mut counts = PruneCounts::default();
     let vault = app.vault_of(scope.container)?;
     let source = app.source.container(scope.container)?;
@@ -228,7 +232,12 @@ pub async fn prune_directory(
     // The versions whose backup stays: a snapshot of any other version may be its only copy.
     let mut kept_backups: HashSet<(&str, &str)> = HashSet::new();
     for (name, backups) in &versions {
-        let times: Vec<VersionTime> = backups
+        // A version written after the instant the job judges at is younger than the judgement:
+        // kept. The rest are judged as the level stood at that instant, the newest of them
+        // current then.
+        let (judged, later): (Vec<&BackupVersion>, Vec<&BackupVersion>) =
+            backups.iter().partition(|b| b.written <= scope.now);
+        let times: Vec<VersionTime> = judged
             .iter()
             .map(|b| VersionTime {
                 last_modified: b.written,
@@ -236,10 +245,11 @@ pub async fn prune_directory(
             .collect();
         let kept = if policy.prunes_backups() {
             // Ordered as restore orders them: by time, then by backup name.
-            let newest = backups
+            let newest = judged
                 .iter()
                 .max_by_key(|b| (b.written, b.backup.name.clone()));
             let fate = match (lake.get(name), newest) {
+                _ if !later.is_empty() => Fate::Present,
                 (Some(entries), _) if entries.iter().any(|e| e.snapshot.is_none()) => Fate::Present,
                 (_, Some(newest)) if lives.ended_now(name, &newest.parsed.etag) => lives
                     .last_seen(name, &newest.parsed.etag)
@@ -248,11 +258,15 @@ pub async fn prune_directory(
             };
             retention::keep(policy, &times, fate, scope.now, &instants)
         } else {
-            vec![true; backups.len()]
+            vec![true; judged.len()]
         };
+        let decided = judged
+            .into_iter()
+            .zip(kept)
+            .chain(later.into_iter().map(|b| (b, true)));
         app.progress.saw(backups.len() as u64);
         app.progress.did(backups.len() as u64);
-        for (backup, kept) in backups.iter().zip(kept) {
+        for (backup, kept) in decided {
             let bytes = backup.backup.content_length;
             if kept {
                 counts.versions_kept += 1;
@@ -300,6 +314,8 @@ pub async fn prune_directory(
             });
             let kept = retention::keep(&snapshot_policy, &times, Fate::Present, scope.now, &[]);
             for ((etag, snapshots), kept) in older.iter().zip(kept) {
+                // Written after the instant judged at: younger than the judgement.
+                let kept = kept || snapshots[0].last_modified > scope.now;
                 // Never the only copy: a version without a backup that stays keeps its snapshots.
                 let only_copy = !kept_backups.contains(&(name.as_str(), *etag));
                 if only_copy && !kept {

@@ -229,7 +229,8 @@ async fn lake_level(
                 .map(str::to_owned),
         );
         for entry in page.into_items() {
-            if entry.name.starts_with(filter) {
+            // A hierarchical namespace's directory is no blob to back up.
+            if entry.name.starts_with(filter) && !entry.is_directory_placeholder() {
                 names.entry(entry.name.clone()).or_default().push(entry);
             }
         }
@@ -312,9 +313,10 @@ async fn check_bytes(
     }
     let mut stamped = metadata;
     stamped.insert(COPIED_MD5_KEY.to_owned(), BASE64.encode(&digest));
-    // An immutable backup container refuses the record: the check stands, unrecorded.
+    // An immutable backup container refuses the record, and another check may have recorded it
+    // first: the check stands, unrecorded.
     if let Err(e) = backup.set_metadata(&stamped, &backup_etag).await {
-        if !e.is_immutable() {
+        if !e.is_immutable() && !e.is(ErrorCode::ConditionNotMet) {
             return Err(e.context(format!("recording the checked MD5 of {}", backup.what())));
         }
     }

@@ -176,11 +176,17 @@ pub async fn work_off_job(
         r#"{"version": "2.0", "functionTimeout": "00:01:00", "extensions": {"queues": {"batchSize": 4, "maxPollingInterval": "00:00:00.2"}}}"#,
     )
     .unwrap();
-    // A copy must fit host.json's one-minute functionTimeout, or `run` refuses to start.
+    // A shard's budget and a copy must fit host.json's one-minute functionTimeout, or `run`
+    // refuses to start.
     let mut worker_settings = settings.clone();
-    worker_settings
-        .entry("COPY_TIMEOUT_SECONDS".into())
-        .or_insert_with(|| "20".into());
+    for (key, value) in [
+        ("COPY_TIMEOUT_SECONDS", "20"),
+        ("SHARD_TIME_BUDGET_SECONDS", "30"),
+    ] {
+        worker_settings
+            .entry(key.into())
+            .or_insert_with(|| value.into());
+    }
     let worker = Standalone::start(&worker_settings, dir.path(), &[]);
     let waiting = {
         let (settings, job) = (settings.clone(), job.to_owned());

@@ -412,6 +412,7 @@ impl<'a> Part<'a> {
             directory: &self.shard.prefix,
             prefix: "",
             dry_run: false,
+            policy,
             now: OffsetDateTime::now_utc(),
             deadline: self.deadline,
             after: None,
