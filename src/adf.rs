@@ -228,6 +228,24 @@ impl AdfClient {
         Ok(format!("Bearer {}", token.token.secret()))
     }
 
+    /// Whether the pipeline can be read through ARM with the app's identity (Get Pipeline):
+    /// what `lakebackup doctor` checks, writing nothing.
+    pub async fn check_pipeline(&self) -> Result<(), AdfError> {
+        const OPERATION: &str = "get pipeline";
+        let url = self
+            .config
+            .factory_url(&["pipelines", &self.config.pipeline_name]);
+        let response = self
+            .http
+            .get(url)
+            .header("authorization", self.bearer().await?)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        read_json::<serde_json::Value>(OPERATION, response).await?;
+        Ok(())
+    }
+
     /// Starts a run of the pipeline; returns its run id.
     pub async fn create_run(&self, parameters: &PipelineParameters) -> Result<String, AdfError> {
         const OPERATION: &str = "createRun";

@@ -5,6 +5,7 @@ pub mod adf;
 pub mod app;
 pub mod config;
 pub mod core;
+pub mod doctor;
 pub mod engine;
 pub mod functions;
 pub mod host;

@@ -113,6 +113,13 @@ enum Command {
         #[arg(long)]
         distributed: bool,
     },
+    /// Check the deployment's set-up with its own settings and identity, writing nothing: a table
+    /// of checks (ok, warn, fail); exit 1 if any fails.
+    Doctor {
+        /// One JSON object instead: {"status", "checks": [{"name", "status", "detail"}]}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a job's status (backup, reconcile, restore, verify or prune) as JSON: exit 0 unless
     /// it failed (a verify job that found a gap failed).
     Job {
@@ -192,6 +199,10 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Run { host_json, .. } => host_json.clone(),
         _ => "host.json".into(),
     };
+    // The doctor reports bad settings among its checks, so it runs without a worker's state.
+    if let Command::Doctor { json } = cli.command {
+        return doctor(&settings, &host_json, json).await;
+    }
     let app = match app_from(&settings, &host_json) {
         Ok(app) => app,
         Err(e) => return settings_error(e),
@@ -263,6 +274,8 @@ async fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Job { job, wait, report } => job_status(&app, &job, wait, report).await,
+        // Run above, before the worker's state is built; here only for completeness.
+        Command::Doctor { json } => doctor(&settings, &host_json, json).await,
         Command::Verify {
             container,
             prefix,
@@ -308,6 +321,17 @@ async fn start_restore(app: &App, request: &RestoreRequest) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `doctor`: the checks as a table (or one JSON object); exit 1 if any failed.
+async fn doctor(settings: &Settings, host_json: &Path, json: bool) -> ExitCode {
+    let report = lakebackup::doctor::doctor(settings, host_json, Path::new(".")).await;
+    if json {
+        print_json_line(&report);
+    } else {
+        print!("{}", lakebackup::doctor::table(&report));
+    }
+    exit_code(report.status != lakebackup::doctor::Status::Fail)
 }
 
 /// `verify --distributed`: the job queued, one JSON line, exit 0 at once.

@@ -19,6 +19,7 @@ mod queue;
 pub mod redact;
 pub mod sas;
 pub mod shared_key;
+mod survey;
 
 use std::sync::Arc;
 
@@ -42,6 +43,7 @@ pub use connection::{StorageAuth, StorageConnection};
 pub use container::{Blob, BlobState, Container, Downloaded, Taken};
 pub use error::{ErrorCode, StorageError, StorageResultExt};
 pub use queue::{Queue, TakenMessage};
+pub use survey::{BlobServiceSetup, ContainerProtection};
 
 use crate::settings::{Settings, SettingsError};
 pub(crate) use identity::identity_credential;

@@ -465,35 +465,6 @@ async fn a_deletion_marker_names_the_newest_complete_backup_never_an_unfinished_
     assert_eq!(now["deleted"], 1, "{now}");
 }
 
-/// Writes `bytes` to `name` as a block list: the service keeps no MD5 for it (as for blobs ADF,
-/// DFS and large uploads write).
-async fn upload_as_block_list(
-    container: &azure_storage_blob::BlobContainerClient,
-    name: &str,
-    bytes: &[u8],
-) {
-    use azure_core::http::RequestContent;
-    use azure_storage_blob::models::BlockLookupList;
-    let block = container.blob_client(name).block_blob_client();
-    block
-        .stage_block(
-            b"block-0",
-            bytes.len() as u64,
-            RequestContent::from(bytes.to_vec()),
-            None,
-        )
-        .await
-        .unwrap();
-    let list = BlockLookupList {
-        latest: Some(vec![b"block-0".to_vec()]),
-        ..Default::default()
-    };
-    block
-        .commit_block_list(list.try_into().unwrap(), None)
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn verify_content_reads_both_sides_where_no_md5_can_tell() {
     let lake = Lake::new().await;
@@ -502,8 +473,8 @@ async fn verify_content_reads_both_sides_where_no_md5_can_tell() {
     support::upload(&client, "y.csv", b"y as backed up").await;
     lake.back_up().await;
     // Written again as block lists: new ETags and no MD5; x with the same bytes, y not.
-    upload_as_block_list(&client, "x.csv", b"the same bytes").await;
-    upload_as_block_list(&client, "y.csv", b"y, corrupted!!").await;
+    support::upload_as_block_list(&client, "x.csv", b"the same bytes").await;
+    support::upload_as_block_list(&client, "y.csv", b"y, corrupted!!").await;
     let (etag_before, _, _) = support::properties(&client, "x.csv").await;
 
     let (code, dry) = lake.restore(&["--dry-run"]);

@@ -3,7 +3,7 @@
 //! and the service: the proxy's own tests, one test per defect found by the
 //! review that fed the product what Azure sends, and the randomized runs that check the class.
 
-mod common;
+pub mod common;
 mod defects;
 mod proxy;
 mod randomized;

@@ -90,6 +90,10 @@ impl AdfStandIn {
                 post(create_run),
             )
             .route(
+                &format!("{factory}/pipelines/{{pipeline}}"),
+                get(get_pipeline),
+            )
+            .route(
                 &format!("{factory}/pipelineruns/{{run_id}}"),
                 get(run_status),
             )
@@ -210,6 +214,24 @@ fn check_call(
         }
     }
     None
+}
+
+/// Get Pipeline: the pipeline's resource, for the one pipeline the factory has.
+async fn get_pipeline(
+    State(inner): State<Arc<Inner>>,
+    Path(path): Path<HashMap<String, String>>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, StatusCode> {
+    if let Some(wrong) = check_call(&path, &query, &headers) {
+        return Err(violation(&inner, format!("get pipeline: {wrong}")));
+    }
+    if path.get("pipeline").map(String::as_str) != Some(PIPELINE) {
+        return Err(StatusCode::NOT_FOUND);
+    }
+    Ok(Json(
+        serde_json::json!({"name": PIPELINE, "properties": {"activities": []}}),
+    ))
 }
 
 async fn create_run(

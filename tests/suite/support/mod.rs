@@ -364,3 +364,32 @@ pub async fn deliver_to<T: serde::de::DeserializeOwned>(
         serde_json::from_value(value.clone()).unwrap_or_else(|e| panic!("outcome {value}: {e}")),
     ))
 }
+
+/// Writes `bytes` to `name` as a block list: the service keeps no MD5 for it (as for blobs ADF,
+/// DFS and large uploads write).
+pub async fn upload_as_block_list(
+    container: &azure_storage_blob::BlobContainerClient,
+    name: &str,
+    bytes: &[u8],
+) {
+    use azure_core::http::RequestContent;
+    use azure_storage_blob::models::BlockLookupList;
+    let block = container.blob_client(name).block_blob_client();
+    block
+        .stage_block(
+            b"block-0",
+            bytes.len() as u64,
+            RequestContent::from(bytes.to_vec()),
+            None,
+        )
+        .await
+        .unwrap();
+    let list = BlockLookupList {
+        latest: Some(vec![b"block-0".to_vec()]),
+        ..Default::default()
+    };
+    block
+        .commit_block_list(list.try_into().unwrap(), None)
+        .await
+        .unwrap();
+}

@@ -224,6 +224,11 @@ pub struct ProxyConfig {
     /// forwarded unchanged. Refusals are answered by the proxy (Azurite never sees the request)
     /// and counted in [`ProxyStats::azure_refusals`]. Blob endpoints only: a queue has no tags.
     pub refuse_tags: bool,
+    /// Containers whose names end in this (e.g. `bak`) answer as Azure does a container with a
+    /// time-based retention policy (WORM): a blob can be created, but not deleted, overwritten,
+    /// or have its metadata or properties set (409 `BlobImmutableDueToPolicy`); Get Container
+    /// Properties says `x-ms-has-immutability-policy: true`. Azurite has no immutability at all.
+    pub worm_suffix: Option<String>,
 }
 
 impl ProxyConfig {
@@ -251,6 +256,12 @@ impl ProxyConfig {
 
     pub fn faults(mut self, faults: Faults) -> ProxyConfig {
         self.faults = faults;
+        self
+    }
+
+    /// See [`ProxyConfig::worm_suffix`].
+    pub fn worm(mut self, suffix: &str) -> ProxyConfig {
+        self.worm_suffix = Some(suffix.to_owned());
         self
     }
 
@@ -1125,7 +1136,10 @@ async fn serve(mut client: Wire, shared: Arc<Shared>) {
         if matches!(fault, None | Some((FaultKind::Delay, _, _))) {
             let refusal = match tags_refusal(&shared, class, &request) {
                 Some(refusal) => Some(refusal),
-                None => azure_refusal(&shared, class, &request).await,
+                None => match worm_refusal(&shared, &request).await {
+                    Some(refusal) => Some(refusal),
+                    None => azure_refusal(&shared, class, &request).await,
+                },
             };
             if let Some(refusal) = refusal {
                 if client.stream.write_all(&refusal).await.is_err() || request.close {
@@ -1156,7 +1170,7 @@ async fn serve(mut client: Wire, shared: Arc<Shared>) {
             }
             None => forward(&shared, &request, &head).await,
         };
-        let answer = match answer {
+        let mut answer = match answer {
             Ok(answer) => answer,
             Err(error) => {
                 shared.state().stats.upstream_errors += 1;
@@ -1164,6 +1178,11 @@ async fn serve(mut client: Wire, shared: Arc<Shared>) {
                 return;
             }
         };
+        if worm_container(&shared, &request).is_some_and(|(_, blob)| blob.is_none())
+            && is_container_properties(&request)
+        {
+            answer.head = with_header(&answer.head, "x-ms-has-immutability-policy", "true");
+        }
         let mut bytes =
             Vec::with_capacity(answer.interim.len() + answer.head.len() + answer.body.len());
         bytes.extend_from_slice(&answer.interim);
@@ -1313,6 +1332,105 @@ fn tags_refusal(shared: &Shared, class: OpClass, request: &Request) -> Option<Ve
         &format!("403 {message}"),
         code,
         message,
+        request,
+        &[],
+    ))
+}
+
+/// The container (and blob, if any) a blob request names, when the container is one of
+/// [`ProxyConfig::worm_suffix`]'s.
+fn worm_container(shared: &Shared, request: &Request) -> Option<(String, Option<String>)> {
+    if shared.service != Service::Blob {
+        return None;
+    }
+    let suffix = shared.state().config.worm_suffix.clone()?;
+    let path = request.target.split('?').next().unwrap_or("");
+    // Path-style, as Azurite's: /{account}/{container}[/{blob}].
+    let mut segments = path.trim_start_matches('/').splitn(3, '/');
+    let _account = segments.next()?;
+    let container = percent_encoding::percent_decode_str(segments.next()?)
+        .decode_utf8_lossy()
+        .into_owned();
+    let blob = segments.next().filter(|b| !b.is_empty()).map(str::to_owned);
+    container
+        .ends_with(suffix.as_str())
+        .then_some((container, blob))
+}
+
+fn query_value(request: &Request, name: &str) -> Option<String> {
+    let query = request.target.split_once('?').map_or("", |(_, q)| q);
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Get Container Properties (`restype=container` without a `comp`).
+fn is_container_properties(request: &Request) -> bool {
+    (request.method.eq_ignore_ascii_case("GET") || request.method.eq_ignore_ascii_case("HEAD"))
+        && query_value(request, "restype").is_some_and(|r| r.eq_ignore_ascii_case("container"))
+        && query_value(request, "comp").is_none()
+}
+
+/// `head` with `name: value`, replacing any such header it had.
+fn with_header(head: &[u8], name: &str, value: &str) -> Vec<u8> {
+    let text = String::from_utf8_lossy(head);
+    let body_start = text.find("\r\n\r\n").unwrap_or(text.len());
+    let mut lines: Vec<&str> = text[..body_start]
+        .split("\r\n")
+        .filter(|line| {
+            !line
+                .split_once(':')
+                .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+        })
+        .collect();
+    let added = format!("{name}: {value}");
+    lines.push(&added);
+    format!("{}\r\n\r\n", lines.join("\r\n")).into_bytes()
+}
+
+/// Azure's answer to a request that would change an existing blob of a WORM container (see
+/// [`ProxyConfig::worm_suffix`]), or `None` to forward it: deleting it, writing over it, or
+/// setting its metadata or properties. Creating a blob is allowed, as are reads, leases,
+/// snapshots, tags and tiers.
+async fn worm_refusal(shared: &Shared, request: &Request) -> Option<Vec<u8>> {
+    let (_, blob) = worm_container(shared, request)?;
+    blob.as_ref()?;
+    let comp = query_value(request, "comp").map(|c| c.to_ascii_lowercase());
+    let changes = if request.method.eq_ignore_ascii_case("DELETE") {
+        true
+    } else if request.method.eq_ignore_ascii_case("PUT") {
+        matches!(
+            comp.as_deref(),
+            None | Some("blocklist" | "metadata" | "properties" | "page" | "appendblock")
+        )
+    } else {
+        false
+    };
+    // A create-only write (`If-None-Match: *`) onto an existing blob fails on its condition
+    // whatever the policy: Azurite's own answer (409 `BlobAlreadyExists`) stands.
+    let create_only = request
+        .head
+        .header("if-none-match")
+        .is_some_and(|v| v.trim() == "*");
+    if !changes || create_only {
+        return None;
+    }
+    let (path, query) = request
+        .target
+        .split_once('?')
+        .unwrap_or((request.target.as_str(), ""));
+    // Only a blob that exists is protected: creating one is what the policy allows.
+    destination_blob_type(shared, request, path, query).await?;
+    let code = "BlobImmutableDueToPolicy";
+    shared
+        .state()
+        .stats
+        .azure_refusals
+        .push((code.to_owned(), format!("{} {path}", request.method)));
+    Some(azure_error(
+        "409 Conflict",
+        code,
+        "This operation is not permitted as the blob is immutable due to a policy.",
         request,
         &[],
     ))

@@ -1,0 +1,120 @@
+//! What an account, a container and a queue say about their own set-up, for `lakebackup doctor`:
+//! whether the account answers, its blob soft delete and hierarchical namespace, a container's
+//! immutability policy or legal hold, a queue's depth. Each is one read-only request.
+
+use azure_core::http::StatusCode;
+use azure_storage_blob::models::{
+    BlobContainerClientGetPropertiesResultHeaders, BlobServiceClientGetAccountInfoResultHeaders,
+    BlobServiceClientListContainersOptions,
+};
+use azure_storage_queue::models::QueueClientGetPropertiesResultHeaders;
+use futures::TryStreamExt;
+
+use super::{Container, Queue, StorageAccount, StorageError, StorageResultExt};
+
+/// How an account's blob service is set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobServiceSetup {
+    /// Blob soft delete: its retention in days when on, `None` when off.
+    pub blob_soft_delete_days: Option<u32>,
+}
+
+/// What a container's properties say protects its blobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContainerProtection {
+    /// A time-based retention policy (WORM), locked or not.
+    pub immutability_policy: bool,
+    pub legal_hold: bool,
+    /// Version-level immutability (immutable storage with versioning).
+    pub version_level_worm: bool,
+}
+
+impl StorageAccount {
+    /// Whether the account answers this connection's credentials: one container of one page.
+    pub async fn reach(&self) -> Result<(), StorageError> {
+        let operation = || "listing containers".to_owned();
+        let mut pages = self
+            .blob_service()?
+            .list_containers(Some(BlobServiceClientListContainersOptions {
+                maxresults: Some(1),
+                ..Default::default()
+            }))
+            .during(operation)?
+            .into_pages();
+        pages.try_next().await.during(operation)?;
+        Ok(())
+    }
+
+    /// The blob service's properties (Get Blob Service Properties).
+    pub async fn blob_service_setup(&self) -> Result<BlobServiceSetup, StorageError> {
+        let operation = || "reading the blob service's properties".to_owned();
+        let properties = self
+            .blob_service()?
+            .get_properties(None)
+            .await
+            .during(operation)?
+            .into_model()
+            .during(operation)?;
+        let soft_delete = properties
+            .delete_retention_policy
+            .filter(|policy| policy.enabled == Some(true))
+            .map(|policy| policy.days.unwrap_or_default().max(0) as u32);
+        Ok(BlobServiceSetup {
+            blob_soft_delete_days: soft_delete,
+        })
+    }
+
+    /// Whether the account has a hierarchical namespace (Get Account Information); `None` when
+    /// the service does not say.
+    pub async fn hierarchical_namespace(&self) -> Result<Option<bool>, StorageError> {
+        let operation = || "reading the account's information".to_owned();
+        let info = self
+            .blob_service()?
+            .get_account_info(None)
+            .await
+            .during(operation)?;
+        info.is_hierarchical_namespace_enabled().during(operation)
+    }
+}
+
+impl Container {
+    /// What protects the container's blobs from deletion and overwrites; `None` when the
+    /// container does not exist.
+    pub async fn protection(&self) -> Result<Option<ContainerProtection>, StorageError> {
+        let operation = || format!("reading container {}", self.name());
+        let response = match self.sdk().get_properties(None).await {
+            Ok(response) => response,
+            Err(e) if e.http_status() == Some(StatusCode::NotFound) => return Ok(None),
+            Err(e) => return Err(StorageError::new(operation(), e)),
+        };
+        Ok(Some(ContainerProtection {
+            immutability_policy: response
+                .has_immutability_policy()
+                .during(operation)?
+                .unwrap_or(false),
+            legal_hold: response
+                .has_legal_hold()
+                .during(operation)?
+                .unwrap_or(false),
+            version_level_worm: response
+                .is_immutable_storage_with_versioning_enabled()
+                .during(operation)?
+                .unwrap_or(false),
+        }))
+    }
+}
+
+impl Queue {
+    /// How many messages the queue holds (the service's approximate count, never lower than
+    /// the real one); `None` when the queue does not exist.
+    pub async fn depth(&self) -> Result<Option<u64>, StorageError> {
+        let operation = || format!("reading queue {}", self.name());
+        let response = match self.sdk().get_properties(None).await {
+            Ok(response) => response,
+            Err(e) if e.http_status() == Some(StatusCode::NotFound) => return Ok(None),
+            Err(e) => return Err(StorageError::new(operation(), e)),
+        };
+        let count = response.approximate_messages_count().during(operation)?;
+        Ok(Some(count.unwrap_or(0).max(0) as u64))
+    }
+}

@@ -1,0 +1,173 @@
+//! `lakebackup doctor --json` on Azurite, the real binary: the lake's blob soft delete off (warn)
+//! and on (ok), a `{c}bak` without an immutability policy (warn; with one, through the proxy,
+//! `worm.rs` sees ok), a poison queue holding a message (warn, naming it), the ADF pipeline
+//! read through the ARM stand-in, an unreachable `BACKUP_STORAGE` and a backup account that is
+//! the lake's own (fail, exit 1, no key in the output), a missing setting (fail), and nothing
+//! ever created by it.
+
+use crate::support;
+
+use std::collections::HashMap;
+
+use azure_core::http::RequestContent;
+use azure_storage_blob::models::{BlobServiceProperties, RetentionPolicy};
+use lakebackup::functions::producer::ProduceRequest;
+use serde_json::Value;
+use support::{azurite, worker};
+
+fn doctor(settings: &HashMap<String, String>) -> (i32, Value, String) {
+    let (code, out, err) = worker::run_once(settings, &["doctor", "--json"]);
+    let report = serde_json::from_str(out.trim())
+        .unwrap_or_else(|e| panic!("doctor --json prints one object ({e}): {out}\n{err}"));
+    (code, report, out)
+}
+
+/// The check named `name`: (status, detail).
+fn verdict(report: &Value, name: &str) -> (String, String) {
+    let check = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name:?}: {report:#}"));
+    (
+        check["status"].as_str().unwrap().to_owned(),
+        check["detail"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn doctor_finds_what_is_set_up_wrong_and_changes_nothing() {
+    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
+    let lake = app.source.container_client("lake").unwrap();
+    support::upload(&lake, "a.csv", b"a").await;
+    lakebackup::functions::producer::run_here(
+        &app,
+        &ProduceRequest {
+            container: "lake".into(),
+            prefix: String::new(),
+        },
+    )
+    .await
+    .unwrap();
+    // The settings the Functions host resolves in the function folders, as a deployment has them.
+    let mut settings = worker::settings(&azurite);
+    for (key, value) in [
+        ("BACKUP_QUEUE_NAME", "backup-requests"),
+        ("RECONCILE_SCHEDULE", "0 0 2 * * *"),
+        ("EVENTS_QUEUE_NAME", "lake-events"),
+    ] {
+        settings.insert(key.into(), value.into());
+    }
+
+    let (code, report, out) = doctor(&settings);
+    assert_eq!(code, 0, "warnings only: {out}");
+    assert_eq!(report["status"], "warn", "{report:#}");
+    for name in ["SOURCE_STORAGE", "BACKUP_STORAGE", "AzureWebJobsStorage"] {
+        let (status, detail) = verdict(&report, &format!("{name}: reachable and authorised"));
+        assert_eq!(status, "ok", "{name}: {detail}");
+    }
+    assert_eq!(
+        verdict(&report, "BACKUP_STORAGE: another account than the lake's").0,
+        "ok"
+    );
+    let (status, detail) = verdict(&report, "SOURCE_STORAGE: blob soft delete");
+    assert_eq!(status, "warn");
+    assert!(
+        detail.starts_with("off: a blob deleted or overwritten"),
+        "{detail}"
+    );
+    let (status, detail) = verdict(&report, "BACKUP_STORAGE: immutability of lakebak");
+    assert_eq!(status, "warn");
+    assert!(detail.contains("no immutability policy"), "{detail}");
+    assert_eq!(
+        verdict(
+            &report,
+            "AzureWebJobsStorage: queue backup-requests-shards-poison"
+        )
+        .0,
+        "ok"
+    );
+
+    // Soft delete turned on, and a message nobody could handle on a poison queue.
+    app.source
+        .blob_service()
+        .unwrap()
+        .set_properties(
+            RequestContent::try_from(BlobServiceProperties {
+                delete_retention_policy: Some(RetentionPolicy {
+                    enabled: Some(true),
+                    days: Some(14),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+    let poison = app.jobs.queue("backup-requests-poison").unwrap();
+    poison.create_if_missing().await.unwrap();
+    poison
+        .send("not a request".into(), None, "a poisoned message")
+        .await
+        .unwrap();
+    let (_, report, _) = doctor(&settings);
+    assert_eq!(
+        verdict(&report, "SOURCE_STORAGE: blob soft delete"),
+        ("ok".to_owned(), "on, 14 days".to_owned())
+    );
+    let (status, detail) = verdict(&report, "AzureWebJobsStorage: queue backup-requests-poison");
+    assert_eq!(status, "warn", "{detail}");
+    assert!(detail.contains("message"), "{detail}");
+
+    // An unreachable backup account: fail, exit 1, and its key appears nowhere.
+    let mut unreachable = settings.clone();
+    unreachable.insert(
+        "BACKUP_STORAGE".into(),
+        support::unreachable_connection("backup", azurite::BACKUP_KEY),
+    );
+    let (code, report, out) = doctor(&unreachable);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(report["status"], "fail");
+    assert_eq!(
+        verdict(&report, "BACKUP_STORAGE: reachable and authorised").0,
+        "fail"
+    );
+    assert!(!out.contains(azurite::BACKUP_KEY), "no key in the output");
+
+    // The backups in the lake's own account.
+    let mut same = settings.clone();
+    same.insert("BACKUP_STORAGE".into(), settings["SOURCE_STORAGE"].clone());
+    let (code, report, _) = doctor(&same);
+    assert_eq!(code, 1);
+    let (status, detail) = verdict(&report, "BACKUP_STORAGE: another account than the lake's");
+    assert_eq!(status, "fail", "{detail}");
+
+    // A missing setting is named.
+    let mut missing = settings.clone();
+    missing.remove("BACKUP_STORAGE");
+    let (code, report, _) = doctor(&missing);
+    assert_eq!(code, 1);
+    assert_eq!(verdict(&report, "settings: BACKUP_STORAGE").0, "fail");
+
+    // The doctor writes nothing: the queues of another BACKUP_QUEUE_NAME stay uncreated.
+    let mut fresh = settings.clone();
+    fresh.insert("BACKUP_QUEUE_NAME".into(), "never-made".into());
+    let (code, report, out) = doctor(&fresh);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(verdict(&report, "host bindings (%Setting%)").0, "ok");
+    let (status, detail) = verdict(&report, "AzureWebJobsStorage: queue never-made");
+    assert_eq!(status, "warn", "{detail}");
+    assert!(
+        app.jobs
+            .queue("never-made")
+            .unwrap()
+            .depth()
+            .await
+            .unwrap()
+            .is_none(),
+        "doctor created a queue"
+    );
+}

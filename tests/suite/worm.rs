@@ -1,0 +1,180 @@
+//! Immutable (WORM) backup containers. Through the proxy every `*bak` container answers as Azure
+//! does one with a time-based retention policy (Azurite has no immutability): creating a blob
+//! works; deleting one, writing over it, or setting its metadata or properties answers 409
+//! `BlobImmutableDueToPolicy`; Get Container Properties says `x-ms-has-immutability-policy:
+//! true`. A first backup, a reconcile after changes, an event, `verify --deep` (a blob without
+//! an MD5 included), `prune` (its deletions refused, exit 0, nothing lost) and a restore all work
+//! there, and nothing but prune's deletions and verify's record of a checked MD5 ever asks to
+//! change an existing backup.
+
+use crate::{exactness::common::unprotected, support};
+
+use std::collections::BTreeMap;
+
+use lakebackup::{app::App, app::WorkQueue, settings::Settings};
+use serde_json::{json, Value};
+use support::{
+    proxy::{ProxiedAzurite, ProxyConfig},
+    worker, Azurite,
+};
+
+/// The exit code, and stdout (then stderr, for the failure messages).
+fn run(settings: &std::collections::HashMap<String, String>, args: &[&str]) -> (i32, String) {
+    let (code, out, err) = worker::run_once(settings, args);
+    (code, format!("{out}\n\u{0}{err}"))
+}
+
+/// The summary: stdout whole (pretty-printed), or its last line (after action lines).
+fn last_json(output: &str) -> Value {
+    let out = output.split('\u{0}').next().unwrap_or_default().trim();
+    serde_json::from_str(out)
+        .or_else(|_| serde_json::from_str(out.lines().last().unwrap_or_default()))
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_function_works_on_immutable_backup_containers_and_none_changes_a_backup() {
+    let azurite = Azurite::start();
+    let proxied =
+        ProxiedAzurite::start(&azurite, ProxyConfig::azurite().worm("bak")).expect("proxies start");
+    let mut settings = proxied.settings();
+    settings.insert("EVENTS_QUEUE_NAME".into(), "lake-events".into());
+    let app = App::from_settings(&Settings::from_pairs(settings.clone())).unwrap();
+    let lake = app.source.container_client("lake").unwrap();
+    lake.create(None).await.unwrap();
+    let names = ["a.csv", "dir/b.csv", "日本/c.txt", "x｡y/🦀.txt"];
+    for name in names {
+        support::upload(&lake, name, format!("v1 of {name}").as_bytes()).await;
+    }
+    support::upload_as_block_list(&lake, "no-md5.bin", b"written as a block list").await;
+
+    // A first backup.
+    let (code, out) = run(&settings, &["produce", "--container", "lake"]);
+    assert_eq!(code, 0, "{out}");
+    let vault = app.backup.container_client("lakebak").unwrap();
+    assert_eq!(unprotected(&lake, &vault).await, Vec::<String>::new());
+    let (code, out) = run(&settings, &["doctor", "--json"]);
+    let report = last_json(&out);
+    let immutability = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "BACKUP_STORAGE: immutability of lakebak")
+        .cloned()
+        .unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(immutability["status"], "ok", "{immutability} (exit {code})");
+    let before_changes: BTreeMap<String, Vec<u8>> = {
+        let mut contents = BTreeMap::new();
+        for name in names.iter().chain(&["no-md5.bin"]) {
+            contents.insert(name.to_string(), support::download(&lake, name).await);
+        }
+        contents
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let instant = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+
+    // Changes, then a reconcile: the new versions backed up, the deletion recorded.
+    support::upload(&lake, "a.csv", b"v2 of a.csv").await;
+    support::delete_with_snapshots(&lake, "dir/b.csv").await;
+    support::upload(&lake, "new.csv", b"new").await;
+    let (code, out) = run(&settings, &["reconcile", "--container", "lake"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(unprotected(&lake, &vault).await, Vec::<String>::new());
+    let records = support::life_records(&vault).await;
+    assert!(
+        records.iter().any(|(record, _)| record.name == "dir/b.csv"),
+        "the deletion is recorded, create-only: {records:?}"
+    );
+
+    // An event: the version it announces is protected at once.
+    support::upload(&lake, "日本/c.txt", b"v2 of c").await;
+    let (etag, _, _) = support::properties(&lake, "日本/c.txt").await;
+    let account = app.source.account_name().unwrap();
+    let event = json!({
+        "topic": format!("/subscriptions/0/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/{account}"),
+        "subject": "/blobServices/default/containers/lake/blobs/日本/c.txt",
+        "eventType": "Microsoft.Storage.BlobCreated",
+        "eventTime": time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap(),
+        "id": "worm-event-1",
+        "data": {"api": "PutBlob", "eTag": etag, "contentLength": 7, "blobType": "BlockBlob"},
+        "dataVersion": "", "metadataVersion": "1"
+    });
+    support::deliver_to::<Value>(&app, WorkQueue::Events, &event.to_string(), 1)
+        .await
+        .unwrap();
+    assert_eq!(unprotected(&lake, &vault).await, Vec::<String>::new());
+
+    // verify --deep: the block-list blob's MD5 is computed from its bytes; recording it in the
+    // backup's stamp is refused, and the check stands.
+    let (code, out) = run(&settings, &["verify", "--container", "lake", "--deep"]);
+    let verified = last_json(&out);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        verified["gaps"].as_array().map(Vec::len),
+        Some(0),
+        "{verified}"
+    );
+    assert_eq!(verified["checked"], verified["blobs"], "{verified}");
+
+    // prune: a.csv's first version (replaced today) is no longer kept by the policy, and its
+    // deletion is refused: reported, exit 0, nothing lost.
+    let backups_before = support::list_all(&vault).await;
+    let mut policy = settings.clone();
+    policy.insert("RETENTION_KEEP_DAILY".into(), "1".into());
+    let (code, out) = run(&policy, &["prune", "--container", "lake"]);
+    assert_eq!(code, 0, "{out}");
+    let summary = last_json(&out);
+    assert!(
+        summary["total"]["refused"].as_u64().unwrap_or(0) >= 1,
+        "{summary}"
+    );
+    assert_eq!(summary["total"]["versions_deleted"], 0, "{summary}");
+    assert!(out.contains("immutable"), "the refusal says why: {out}");
+    assert_eq!(support::list_all(&vault).await, backups_before);
+
+    // A restore of the instant before the changes, byte-identical.
+    let (code, out) = run(
+        &settings,
+        &[
+            "restore",
+            "--container",
+            "lake",
+            "--as-of",
+            &instant,
+            "--to-container",
+            "restored",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    let restored = app.source.container_client("restored").unwrap();
+    let mut contents = BTreeMap::new();
+    for (name, snapshot) in support::list_all(&restored).await {
+        if snapshot.is_none() {
+            let bytes = support::download(&restored, &name).await;
+            contents.insert(name, bytes);
+        }
+    }
+    assert_eq!(contents, before_changes);
+
+    // Nothing asked to change an existing backup but prune's deletions and verify's record.
+    let refusals = proxied.stats().azure_refusals;
+    assert!(!refusals.is_empty(), "the policy was exercised");
+    for (code, what) in &refusals {
+        assert_eq!(code, "BlobImmutableDueToPolicy", "{what}");
+        assert!(
+            what.starts_with("DELETE ") || what.starts_with("PUT "),
+            "{what}"
+        );
+    }
+    let puts = refusals
+        .iter()
+        .filter(|(_, w)| w.starts_with("PUT "))
+        .count();
+    assert!(
+        puts <= 1,
+        "only verify's one record of a computed MD5: {refusals:?}"
+    );
+}
