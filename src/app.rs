@@ -9,8 +9,8 @@ use tokio::sync::OnceCell;
 
 pub use crate::config::{
     Config, CopyEngine, EventsConfig, BACKUP_STORAGE, DEFAULT_COPY_THROUGH_MAX_BYTES,
-    DEFAULT_COPY_TIMEOUT_SECONDS, JOBS_STORAGE, MAX_COPY_THROUGH_BYTES, RESTORE_TARGET_STORAGE,
-    SOURCE_STORAGE,
+    DEFAULT_COPY_TIMEOUT_SECONDS, JOBS_STORAGE, MAX_COPY_THROUGH_BYTES, PRUNE_STORAGE,
+    RESTORE_TARGET_STORAGE, SOURCE_STORAGE,
 };
 use crate::{
     adf::AdfClient,
@@ -84,6 +84,8 @@ pub struct App {
     pub jobs: StorageAccount,
     /// `RESTORE_TARGET_STORAGE`, when set: the account a restore `--to-account` writes into.
     pub restore_target: Option<StorageAccount>,
+    /// `PRUNE_STORAGE`, when set: the backup account as the identity that may delete backups.
+    pub prune_account: Option<StorageAccount>,
     /// Present when the copy engine is ADF.
     pub adf: Option<AdfClient>,
     /// Each work queue, and its poison queue (`{queue}-poison`, as the host names it).
@@ -117,15 +119,16 @@ impl App {
         let jobs = StorageAccount::connect(JOBS_STORAGE, settings)?;
         jobs.connection().require_queue_endpoint()?;
         jobs.connection().require_blob_endpoint()?;
-        let restore_target = if settings.get(RESTORE_TARGET_STORAGE).is_some()
-            || settings.has_prefix(&format!("{RESTORE_TARGET_STORAGE}__"))
-        {
-            let target = StorageAccount::connect(RESTORE_TARGET_STORAGE, settings)?;
-            target.connection().require_blob_endpoint()?;
-            Some(target)
-        } else {
-            None
+        let optional_account = |name: &str| -> Result<Option<StorageAccount>, SettingsError> {
+            if settings.get(name).is_none() && !settings.has_prefix(&format!("{name}__")) {
+                return Ok(None);
+            }
+            let account = StorageAccount::connect(name, settings)?;
+            account.connection().require_blob_endpoint()?;
+            Ok(Some(account))
         };
+        let restore_target = optional_account(RESTORE_TARGET_STORAGE)?;
+        let prune_account = optional_account(PRUNE_STORAGE)?;
         let adf = match (&config.copy_engine, &config.adf) {
             (CopyEngine::Adf, Some(adf)) => Some(AdfClient::new(adf.clone())?),
             _ => None,
@@ -136,6 +139,7 @@ impl App {
             backup,
             jobs,
             restore_target,
+            prune_account,
             adf,
             queues: Default::default(),
             poison_queues: Default::default(),
@@ -236,6 +240,12 @@ impl App {
     }
 
     /// The backup container of lake container `container`.
+    /// The backup account as `prune` deletes from it: `PRUNE_STORAGE`'s identity when set, else
+    /// `BACKUP_STORAGE`'s.
+    pub fn pruner(&self) -> &StorageAccount {
+        self.prune_account.as_ref().unwrap_or(&self.backup)
+    }
+
     /// The account a restore writes into: the lake's, or with `to_account` the one of
     /// `RESTORE_TARGET_STORAGE` (an error naming the setting when it is not set).
     pub fn restore_target(&self, to_account: bool) -> Result<&StorageAccount, StorageError> {

@@ -16,6 +16,9 @@ pub const SOURCE_STORAGE: &str = "SOURCE_STORAGE";
 pub const BACKUP_STORAGE: &str = "BACKUP_STORAGE";
 /// Connection a restore `--to-account` writes into (optional).
 pub const RESTORE_TARGET_STORAGE: &str = "RESTORE_TARGET_STORAGE";
+/// The connection `prune` deletes backups with (same forms; unset: `BACKUP_STORAGE`), so the
+/// functions' own identity may be a writer that cannot delete.
+pub const PRUNE_STORAGE: &str = "PRUNE_STORAGE";
 /// Connection holding the backup-request queue (the Functions host's own storage).
 pub const JOBS_STORAGE: &str = "AzureWebJobsStorage";
 

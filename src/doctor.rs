@@ -159,6 +159,9 @@ async fn connections(app: &App) -> Vec<Check> {
     if let Some(target) = &app.restore_target {
         accounts.push((crate::config::RESTORE_TARGET_STORAGE, target));
     }
+    if let Some(pruner) = &app.prune_account {
+        accounts.push((crate::config::PRUNE_STORAGE, pruner));
+    }
     let reached = join_all(accounts.iter().map(|(name, account)| async move {
         let how = if matches!(account.connection().auth, StorageAuth::Identity { .. }) {
             "reachable and authorised (a token of its identity obtained)"

@@ -161,6 +161,12 @@ impl StorageError {
         self.is(ErrorCode::LeaseIdMissing) || self.is(ErrorCode::LeaseIdMismatchWithBlobOperation)
     }
 
+    /// The identity was recognised, but its role lacks the action (a firewall's or a bad
+    /// signature's refusal is no such thing).
+    pub fn is_permission_refusal(&self) -> bool {
+        self.status == Some(403) && self.is(ErrorCode::AuthorizationPermissionMismatch)
+    }
+
     /// The identity may read and write blobs but not their index tags (only Storage Blob Data
     /// Owner, a custom role with the tags actions, or a SAS with `t`, may).
     pub fn is_tags_refusal(&self) -> bool {

@@ -5,7 +5,9 @@
 //! true`. A first backup, a reconcile after changes, an event, `verify --deep` (a blob without
 //! an MD5 included), `prune` (its deletions refused, exit 0, nothing lost) and a restore all work
 //! there, and nothing but prune's deletions and verify's record of a checked MD5 ever asks to
-//! change an existing backup.
+//! change an existing backup. And a writer that cannot delete (the least-privilege role, as the
+//! proxy answers for it): passes go on and say what they could not prune; `prune` under
+//! `PRUNE_STORAGE` deletes.
 
 use crate::{exactness::common::unprotected, support};
 
@@ -177,4 +179,50 @@ async fn every_function_works_on_immutable_backup_containers_and_none_changes_a_
         puts <= 1,
         "only verify's one record of a computed MD5: {refusals:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_writer_that_cannot_delete_goes_on_and_prune_storage_deletes() {
+    let azurite = Azurite::start();
+    let proxied = ProxiedAzurite::start(&azurite, ProxyConfig::azurite().deny_deletes("bak"))
+        .expect("proxies start");
+    let mut settings = proxied.settings();
+    // Only the version current at today's midnight is kept, besides the current one.
+    settings.insert("RETENTION_KEEP_DAILY".into(), "1".into());
+    let app = App::from_settings(&Settings::from_pairs(settings.clone())).unwrap();
+    let lake = app.source.container_client("lake").unwrap();
+    lake.create(None).await.unwrap();
+    support::upload(&lake, "表/a.csv", b"v1").await;
+    let (code, out) = run(&settings, &["produce", "--container", "lake"]);
+    assert_eq!(code, 0, "{out}");
+    // A second apart: versions of one second are ordered by ETag, and Azurite's do not grow.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    support::upload(&lake, "表/a.csv", b"v2").await;
+    let vault = app.backup.container_client("lakebak").unwrap();
+
+    // The pass backs v2 up, would prune v1, is refused: it goes on, and its summary says so.
+    let (code, out) = run(&settings, &["reconcile", "--container", "lake"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("may not delete"), "{out}");
+    assert_eq!(unprotected(&lake, &vault).await, Vec::<String>::new());
+    let backups = support::list_all(&vault).await;
+    assert_eq!(backups.len(), 2, "{backups:?}");
+
+    // `prune` as the writer: refused, reported, exit 0.
+    let (code, out) = run(&settings, &["prune", "--container", "lake"]);
+    assert_eq!(code, 0, "{out}");
+    let summary = last_json(&out);
+    assert_eq!(summary["total"]["refused"], 1, "{summary}");
+    assert_eq!(summary["total"]["versions_deleted"], 0, "{summary}");
+    assert_eq!(support::list_all(&vault).await, backups);
+
+    // `prune` with PRUNE_STORAGE, an identity that may delete (here the account's key).
+    let mut pruner = settings.clone();
+    pruner.insert("PRUNE_STORAGE".into(), azurite.backup());
+    let (code, out) = run(&pruner, &["prune", "--container", "lake"]);
+    assert_eq!(code, 0, "{out}");
+    let summary = last_json(&out);
+    assert_eq!(summary["total"]["versions_deleted"], 1, "{summary}");
+    assert_eq!(unprotected(&lake, &vault).await, Vec::<String>::new());
+    assert_eq!(support::list_all(&vault).await.len(), 1);
 }

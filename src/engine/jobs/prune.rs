@@ -30,6 +30,7 @@ use super::{
 use crate::{
     app::App,
     core::{
+        etag::normalize_etag,
         job::{Counts, PRUNE_COUNTS},
         life::Lives,
         naming::ParsedBackupName,
@@ -260,10 +261,19 @@ pub async fn prune_directory(
         } else {
             vec![true; judged.len()]
         };
+        // The lake's current version keeps its backup whatever the order of versions written
+        // in one second says (a backup's name orders them by ETag, which only Azure makes grow).
+        let current = lake
+            .get(name)
+            .and_then(|entries| entries.iter().find(|e| e.snapshot.is_none()))
+            .map(|base| normalize_etag(&base.etag).to_owned());
+        let is_current =
+            |b: &BackupVersion| current.as_deref() == Some(normalize_etag(&b.parsed.etag));
         let decided = judged
             .into_iter()
             .zip(kept)
-            .chain(later.into_iter().map(|b| (b, true)));
+            .chain(later.into_iter().map(|b| (b, true)))
+            .map(|(b, kept)| (b, kept || is_current(b)));
         app.progress.saw(backups.len() as u64);
         app.progress.did(backups.len() as u64);
         for (backup, kept) in decided {
@@ -427,7 +437,8 @@ async fn delete(
     }
     let deleted = async {
         let doomed_blob = match doomed.kind {
-            "backup" => vault.blob(&action.version),
+            // Deleted as the pruning identity (PRUNE_STORAGE), which may differ from the writer.
+            "backup" => app.pruner().container(vault.name())?.blob(&action.version),
             _ => app
                 .source
                 .container(scope.container)?
@@ -474,6 +485,12 @@ pub fn judge_refusal(error: &StorageError) -> (&'static str, &'static str) {
         ("refused", "immutable (a WORM policy or legal hold): kept")
     } else if error.is_leased() {
         ("refused", "leased: kept")
+    } else if error.is_permission_refusal() {
+        (
+            "refused",
+            "this identity may not delete (a writer without delete rights): kept; prune with \
+             PRUNE_STORAGE set to an identity that may",
+        )
     } else if error.is(ErrorCode::ConditionNotMet) || error.is(ErrorCode::BlobNotFound) {
         ("changed", "changed or gone since it was judged: left alone")
     } else {
@@ -558,7 +575,8 @@ mod tests {
             (412, "LeaseIdMissing", "refused"),
             (412, "ConditionNotMet", "changed"),
             (404, "BlobNotFound", "changed"),
-            (403, "AuthorizationPermissionMismatch", "error"),
+            (403, "AuthorizationPermissionMismatch", "refused"),
+            (403, "AuthenticationFailed", "error"),
         ] {
             assert_eq!(judge_refusal(&refusal(status, code)).0, verdict, "{code}");
         }

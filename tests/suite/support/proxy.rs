@@ -229,6 +229,10 @@ pub struct ProxyConfig {
     /// or have its metadata or properties set (409 `BlobImmutableDueToPolicy`); Get Container
     /// Properties says `x-ms-has-immutability-policy: true`. Azurite has no immutability at all.
     pub worm_suffix: Option<String>,
+    /// Containers whose names end in this (e.g. `bak`) answer a blob DELETE as Azure does an
+    /// identity whose role has no delete action (the least-privilege writer role): 403
+    /// `AuthorizationPermissionMismatch`.
+    pub deny_deletes_suffix: Option<String>,
 }
 
 impl ProxyConfig {
@@ -256,6 +260,12 @@ impl ProxyConfig {
 
     pub fn faults(mut self, faults: Faults) -> ProxyConfig {
         self.faults = faults;
+        self
+    }
+
+    /// See [`ProxyConfig::deny_deletes_suffix`].
+    pub fn deny_deletes(mut self, suffix: &str) -> ProxyConfig {
+        self.deny_deletes_suffix = Some(suffix.to_owned());
         self
     }
 
@@ -1371,6 +1381,38 @@ fn is_container_properties(request: &Request) -> bool {
         && query_value(request, "comp").is_none()
 }
 
+/// Azure's answer to a blob DELETE from an identity without the delete action (see
+/// [`ProxyConfig::deny_deletes_suffix`]).
+fn delete_refusal(shared: &Shared, request: &Request) -> Option<Vec<u8>> {
+    let suffix = shared.state().config.deny_deletes_suffix.clone()?;
+    if shared.service != Service::Blob || !request.method.eq_ignore_ascii_case("DELETE") {
+        return None;
+    }
+    let path = request.target.split('?').next().unwrap_or("");
+    let mut segments = path.trim_start_matches('/').splitn(3, '/');
+    let _account = segments.next()?;
+    let container = percent_encoding::percent_decode_str(segments.next()?)
+        .decode_utf8_lossy()
+        .into_owned();
+    segments.next().filter(|blob| !blob.is_empty())?;
+    if !container.ends_with(suffix.as_str()) {
+        return None;
+    }
+    let code = "AuthorizationPermissionMismatch";
+    shared
+        .state()
+        .stats
+        .azure_refusals
+        .push((code.to_owned(), format!("DELETE {path}")));
+    Some(azure_error(
+        "403 This request is not authorized to perform this operation using this permission.",
+        code,
+        "This request is not authorized to perform this operation using this permission.",
+        request,
+        &[],
+    ))
+}
+
 /// `head` with `name: value`, replacing any such header it had.
 fn with_header(head: &[u8], name: &str, value: &str) -> Vec<u8> {
     let text = String::from_utf8_lossy(head);
@@ -1393,6 +1435,9 @@ fn with_header(head: &[u8], name: &str, value: &str) -> Vec<u8> {
 /// setting its metadata or properties. Creating a blob is allowed, as are reads, leases,
 /// snapshots, tags and tiers.
 async fn worm_refusal(shared: &Shared, request: &Request) -> Option<Vec<u8>> {
+    if let Some(refusal) = delete_refusal(shared, request) {
+        return Some(refusal);
+    }
     let (_, blob) = worm_container(shared, request)?;
     blob.as_ref()?;
     let comp = query_value(request, "comp").map(|c| c.to_ascii_lowercase());

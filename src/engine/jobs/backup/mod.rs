@@ -417,11 +417,29 @@ impl<'a> Part<'a> {
             deadline: self.deadline,
             after: None,
         };
-        let pruned = prune::prune_directory(app, &scope, &mut |_| {})
-            .await?
-            .counts;
+        let mut refused = Vec::new();
+        let pruned = prune::prune_directory(app, &scope, &mut |action| {
+            if action.action == "refused" {
+                refused.push(action);
+            }
+        })
+        .await?
+        .counts;
         self.counts.versions_pruned += pruned.versions_deleted;
         self.counts.snapshots_pruned += pruned.snapshots_deleted;
+        // A writer without delete rights, an immutable container: the pass goes on, and says so.
+        if let Some(first) = refused.first() {
+            self.notes.warn(
+                &first.blob,
+                format!(
+                    "{} deletion(s) the retention policy asks for in {:?} were refused ({}); \
+                     the versions are kept",
+                    refused.len(),
+                    self.shard.prefix,
+                    first.reason.as_deref().unwrap_or("refused")
+                ),
+            );
+        }
         Ok(())
     }
 }
