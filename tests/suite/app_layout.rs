@@ -242,3 +242,46 @@ fn serve_finds_the_bindings_the_host_could_not_resolve_or_names_otherwise() {
     );
     assert!(problems[0].message.contains("BACKUP_QUEUE_NAME"));
 }
+
+#[test]
+fn the_roles_in_deploy_split_writing_backups_from_deleting_them() {
+    let role = |file: &str| -> (Vec<String>, Vec<String>) {
+        let path = format!("{}/deploy/{file}", env!("CARGO_MANIFEST_DIR"));
+        let role: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let list = |key: &str| -> Vec<String> {
+            role[key]
+                .as_array()
+                .unwrap_or_else(|| panic!("{file}: {key}"))
+                .iter()
+                .map(|a| a.as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(role["IsCustom"], true, "{file}");
+        (list("Actions"), list("DataActions"))
+    };
+    let (actions, data) = role("backup-writer-role.json");
+    let all: Vec<&String> = actions.iter().chain(&data).collect();
+    for forbidden in ["delete", "Delete", "immutableStorage", "move/action", "*"] {
+        assert!(
+            all.iter().all(|a| !a.contains(forbidden)),
+            "the writer may not {forbidden}: {all:?}"
+        );
+    }
+    assert!(data.iter().any(|a| a.ends_with("/blobs/write")));
+    let (_, data) = role("backup-pruner-role.json");
+    assert!(
+        data.iter().any(|a| a.ends_with("/blobs/delete")),
+        "{data:?}"
+    );
+    assert!(
+        data.iter()
+            .all(|a| !a.ends_with("/write") && !a.ends_with("add/action")),
+        "the pruner writes nothing: {data:?}"
+    );
+    let (actions, _) = role("adf-pipeline-runner-role.json");
+    assert!(
+        actions.iter().any(|a| a.ends_with("pipelines/read")),
+        "doctor reads the pipeline"
+    );
+}

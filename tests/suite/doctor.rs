@@ -171,3 +171,34 @@ async fn doctor_finds_what_is_set_up_wrong_and_changes_nothing() {
         "doctor created a queue"
     );
 }
+
+// Multi-threaded: the stand-in answers while the binary runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_adf_engine_doctor_reads_the_pipeline_through_arm() {
+    let (azurite, _) = support::app_on_azurite(&["lake"]).await;
+    let plain = lakebackup::settings::Settings::from_pairs(worker::settings(&azurite));
+    let account = |name| lakebackup::storage::StorageAccount::connect(name, &plain).unwrap();
+    let standin = support::adf::AdfStandIn::start(
+        account("SOURCE_STORAGE"),
+        account("BACKUP_STORAGE"),
+        0,
+        support::adf::RunEnd::Succeeded,
+    )
+    .await;
+    let mut settings = worker::settings(&azurite);
+    settings.extend(standin.settings());
+    settings.insert("BACKUP_COPY_ENGINE".into(), "adf".into());
+    let (_, report, _) = doctor(&settings);
+    let title = "ADF_PIPELINE_NAME: the pipeline reachable through ARM";
+    let (status, detail) = verdict(&report, title);
+    assert_eq!(status, "ok", "{detail}");
+    assert!(
+        standin.record(|r| r.violations.is_empty()),
+        "the calls were ARM's"
+    );
+    // A pipeline the factory does not have: fail, exit 1.
+    settings.insert("ADF_PIPELINE_NAME".into(), "no-such-pipeline".into());
+    let (code, report, _) = doctor(&settings);
+    assert_eq!(code, 1);
+    assert_eq!(verdict(&report, title).0, "fail");
+}
