@@ -10,6 +10,7 @@ use azure_storage_blob::models::{BlobClientDeleteOptions, DeleteSnapshotsOptionT
 use futures::TryStreamExt;
 use lakebackup::{
     app::App,
+    doctor,
     engine::{
         reconcile,
         restore::{self, RestoreFrom, RestoreRequest},
@@ -75,16 +76,17 @@ struct Row {
 
 /// Runs the demo; prints progress to stderr and the result table to stdout.
 pub async fn run(project_root: &Path) -> Result<(), DemoError> {
-    let steps = 8;
+    let steps = 9;
     let step = |n: usize, text: &str| eprintln!("[{n}/{steps}] {text}");
     step(1, "starting Azurite (in memory, free loopback ports)…");
     let azurite = Azurite::start_in(project_root)?;
-    let settings = Settings::from_pairs([
+    let pairs = [
         ("SOURCE_STORAGE", azurite.source()),
         ("BACKUP_STORAGE", azurite.backup()),
         ("AzureWebJobsStorage", azurite.jobs()),
         ("COPY_POLL_INTERVAL_MS", "50".to_owned()),
-    ]);
+    ];
+    let settings = Settings::from_pairs(pairs.clone());
     let app = Arc::new(App::from_settings(&settings)?);
 
     step(
@@ -287,7 +289,24 @@ pub async fn run(project_root: &Path) -> Result<(), DemoError> {
         .await?,
     );
 
-    step(8, "stopping the functions and Azurite…");
+    step(8, "lakebackup doctor: is this set up right?…");
+    // As a Function App has them: the settings the host resolves in the function folders too.
+    let deployed = Settings::from_pairs(pairs.into_iter().chain([
+        ("BACKUP_QUEUE_NAME", "backup-requests".to_owned()),
+        ("RECONCILE_SCHEDULE", "0 0 2 * * *".to_owned()),
+        ("EVENTS_QUEUE_NAME", "lake-events".to_owned()),
+    ]));
+    let started = std::time::Instant::now();
+    let report = doctor::doctor(&deployed, &project_root.join("host.json"), project_root).await;
+    let doctor_took = started.elapsed();
+    if report.status == doctor::Status::Fail {
+        return Err(DemoError::Check(format!(
+            "doctor failed:\n{}",
+            doctor::table(&report)
+        )));
+    }
+
+    step(9, "stopping the functions and Azurite…");
     let _ = stop_tx.send(true);
     let _ = handler.await;
     let _ = queue_worker.await;
@@ -300,6 +319,19 @@ pub async fn run(project_root: &Path) -> Result<(), DemoError> {
         instant
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default()
+    );
+    let warnings: Vec<&str> = report
+        .checks
+        .iter()
+        .filter(|c| c.status == doctor::Status::Warn)
+        .map(|c| c.name.as_str())
+        .collect();
+    println!(
+        "Doctor: {} in {:.2} s, {} checks, none failed; warnings (Azurite's defaults): {}.",
+        report.status.as_str(),
+        doctor_took.as_secs_f64(),
+        report.checks.len(),
+        warnings.join("; ")
     );
     Ok(())
 }

@@ -20,5 +20,14 @@ fn demo_runs_end_to_end_and_verifies_its_restore() {
         "{stdout}"
     );
     assert!(stdout.contains("byte-identical"), "{stdout}");
-    assert!(stderr.contains("[8/8]"), "progress is shown: {stderr}");
+    assert!(stderr.contains("[9/9]"), "progress is shown: {stderr}");
+    // The doctor ran on the demo lake: Azurite's defaults are warnings, nothing failed.
+    assert!(
+        stdout.contains("Doctor: warn in ") && stdout.contains("none failed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("SOURCE_STORAGE: blob soft delete"),
+        "{stdout}"
+    );
 }
