@@ -506,6 +506,7 @@ impl Proxy {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("test-proxy")
+            .thread_stack_size(8 << 20)
             .enable_all()
             .build()?;
         let (stop, stopped) = oneshot::channel();
@@ -1146,9 +1147,10 @@ async fn serve(mut client: Wire, shared: Arc<Shared>) {
         if matches!(fault, None | Some((FaultKind::Delay, _, _))) {
             let refusal = match tags_refusal(&shared, class, &request) {
                 Some(refusal) => Some(refusal),
-                None => match worm_refusal(&shared, &request).await {
+                // Boxed: the connection's future stays small on the proxy's thread stack.
+                None => match Box::pin(worm_refusal(&shared, &request)).await {
                     Some(refusal) => Some(refusal),
-                    None => azure_refusal(&shared, class, &request).await,
+                    None => Box::pin(azure_refusal(&shared, class, &request)).await,
                 },
             };
             if let Some(refusal) = refusal {
