@@ -6,7 +6,7 @@
 //! backup account; the queues and the depth of each poison queue; the recent jobs; the ADF
 //! pipeline. It never writes: no container, queue or ledger is created.
 
-use std::{path::Path, time::Duration};
+use std::{collections::HashSet, path::Path, time::Duration};
 
 use futures::{future::join_all, StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -16,12 +16,12 @@ use crate::{
     app::{App, WorkQueue, BACKUP_STORAGE, JOBS_STORAGE, SOURCE_STORAGE},
     config::CopyEngine,
     core::{job::JobState, shard::is_job_id},
-    engine::jobs,
+    engine::{jobs, reconcile::containers_in_scope},
     host::{bindings, standalone},
     settings::Settings,
     storage::{
         connection::StorageAuth,
-        listing::{list_container_names, list_directory_names, until_container_missing},
+        listing::{list_directory_names, until_container_missing},
         StorageAccount, StorageError,
     },
 };
@@ -117,7 +117,19 @@ pub async fn doctor(settings: &Settings, host_json: &Path, app_dir: &Path) -> Re
         )),
     }
     let problems = bindings::check(app_dir, settings, &app.config);
-    checks.push(if problems.is_empty() {
+    let has_functions = std::fs::read_dir(app_dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|entry| entry.path().join("function.json").is_file())
+    });
+    checks.push(if !has_functions {
+        check(
+            "host bindings (%Setting%)",
+            Status::Warn,
+            "no function folder here: run doctor in the app's folder (beside host.json) to check \
+             the %Setting% names the host binds",
+        )
+    } else if problems.is_empty() {
         check(
             "host bindings (%Setting%)",
             Status::Ok,
@@ -135,13 +147,16 @@ pub async fn doctor(settings: &Settings, host_json: &Path, app_dir: &Path) -> Re
         )
     });
     let app = &app;
+    // Each account is reached first: the checks of one that does not answer are not made (each
+    // would wait out its own retries), its failure says why.
+    let (mut reached, connection_checks) = connections(app).await;
+    checks.extend(connection_checks);
     let groups = join_all([
-        Box::pin(connections(app))
+        Box::pin(lake_account(app, reached.remove(SOURCE_STORAGE)))
             as std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Check>> + Send + '_>>,
-        Box::pin(lake_account(app)),
-        Box::pin(backup_account(app)),
-        Box::pin(queues(app)),
-        Box::pin(recent_jobs(app, settings)),
+        Box::pin(backup_account(app, reached.remove(BACKUP_STORAGE))),
+        Box::pin(queues(app, reached.contains(JOBS_STORAGE))),
+        Box::pin(recent_jobs(app, settings, reached.contains(JOBS_STORAGE))),
         Box::pin(pipeline(app)),
     ])
     .await;
@@ -149,8 +164,9 @@ pub async fn doctor(settings: &Settings, host_json: &Path, app_dir: &Path) -> Re
     Report::of(checks)
 }
 
-/// Each connection answers its credentials; the backup account is not the lake's.
-async fn connections(app: &App) -> Vec<Check> {
+/// Each connection answers its credentials (the names of those that do); the backup account is
+/// not the lake's, and `PRUNE_STORAGE` is the backup account.
+async fn connections(app: &App) -> (HashSet<&'static str>, Vec<Check>) {
     let mut accounts = vec![
         (SOURCE_STORAGE, &app.source),
         (BACKUP_STORAGE, &app.backup),
@@ -169,16 +185,23 @@ async fn connections(app: &App) -> Vec<Check> {
             "reachable and authorised"
         };
         match account.reach().await {
-            Ok(()) => check(
-                format!("{name}: {how}"),
-                Status::Ok,
-                "it lists its containers",
+            Ok(()) => (
+                Some(*name),
+                check(
+                    format!("{name}: {how}"),
+                    Status::Ok,
+                    "it lists its containers",
+                ),
             ),
-            Err(e) => check(format!("{name}: {how}"), Status::Fail, e.to_string()),
+            Err(e) => (
+                None,
+                check(format!("{name}: {how}"), Status::Fail, e.to_string()),
+            ),
         }
     }))
     .await;
-    let mut checks = reached;
+    let names = reached.iter().filter_map(|(name, _)| *name).collect();
+    let mut checks: Vec<Check> = reached.into_iter().map(|(_, check)| check).collect();
     checks.push(if app.backup.same_blob_service(&app.source) {
         check(
             "BACKUP_STORAGE: another account than the lake's",
@@ -193,26 +216,42 @@ async fn connections(app: &App) -> Vec<Check> {
             "the backups live in an account of their own",
         )
     });
-    checks
+    if let Some(pruner) = &app.prune_account {
+        if !pruner.same_blob_service(&app.backup) {
+            checks.push(check(
+                "PRUNE_STORAGE: the backup account",
+                Status::Fail,
+                "PRUNE_STORAGE names another account than BACKUP_STORAGE: prune would find \
+                 nothing it judged there",
+            ));
+        }
+    }
+    (names, checks)
 }
 
-/// Soft delete and a hierarchical namespace on the lake's account.
-async fn lake_account(app: &App) -> Vec<Check> {
-    let mut checks =
-        vec![soft_delete(
-        SOURCE_STORAGE,
-        &app.source,
-        "a blob deleted or overwritten between two passes (without events) is lost for good",
-    )
-    .await];
+/// Soft delete and a hierarchical namespace on the lake's account (when it answers).
+async fn lake_account(app: &App, reached: bool) -> Vec<Check> {
+    if !reached {
+        return Vec::new();
+    }
+    let (soft_delete, namespace) = futures::join!(
+        soft_delete(
+            SOURCE_STORAGE,
+            &app.source,
+            "a blob deleted or overwritten between two passes (without events) is lost for good",
+        ),
+        app.source.hierarchical_namespace()
+    );
+    let mut checks = vec![soft_delete];
     checks.push(check(
         "SOURCE_STORAGE: container soft delete",
         Status::Warn,
         "not visible to the data plane: check it with `az storage account blob-service-properties \
-         show --query containerDeleteRetentionPolicy`; without it a deleted container is gone at \
+         show -n <account> -g <resource-group> --query containerDeleteRetentionPolicy`; without \
+         it a deleted container is gone at \
          once (its backups stay in {c}bak)",
     ));
-    checks.push(match app.source.hierarchical_namespace().await {
+    checks.push(match namespace {
         Ok(Some(true)) => check(
             "SOURCE_STORAGE: hierarchical namespace",
             Status::Warn,
@@ -247,7 +286,7 @@ async fn soft_delete(name: &str, account: &StorageAccount, protects: &str) -> Ch
             None => check(
                 title,
                 Status::Warn,
-                format!("off: {protects}. Turn it on (`az storage account blob-service-properties update --enable-delete-retention true --delete-retention-days 14`)"),
+                format!("off: {protects}. Turn it on (`az storage account blob-service-properties update -n <account> -g <resource-group> --enable-delete-retention true --delete-retention-days 14`)"),
             ),
         },
         Err(e) => check(
@@ -258,33 +297,33 @@ async fn soft_delete(name: &str, account: &StorageAccount, protects: &str) -> Ch
     }
 }
 
-/// An immutability policy or legal hold on each `{c}bak` in scope; soft delete on the account.
-async fn backup_account(app: &App) -> Vec<Check> {
-    let mut checks = vec![
+/// An immutability policy or legal hold on each `{c}bak` in scope; soft delete on the account
+/// (when it answers).
+async fn backup_account(app: &App, reached: bool) -> Vec<Check> {
+    if !reached {
+        return Vec::new();
+    }
+    let (soft_delete, containers) = futures::join!(
         soft_delete(
             BACKUP_STORAGE,
             &app.backup,
             "a backup deleted by mistake or by an attacker with delete rights is gone at once",
-        )
-        .await,
-    ];
-    let containers = match &app.config.reconcile_containers {
-        Some(containers) => Ok(containers.clone()),
-        None => list_container_names(&app.source).await,
-    };
+        ),
+        containers_in_scope(app, app.config.reconcile_containers.as_deref())
+    );
+    let mut checks = vec![soft_delete];
     let containers = match containers {
         Ok(containers) => containers,
         Err(e) => {
             checks.push(check(
                 "BACKUP_STORAGE: immutability of {c}bak",
                 Status::Warn,
-                format!("the lake's containers could not be listed: {e}"),
+                format!("the containers in scope could not be listed: {e}"),
             ));
             return checks;
         }
     };
     let protections = futures::stream::iter(containers)
-        .filter(|c| std::future::ready(!c.ends_with(&app.config.backup_container_suffix)))
         .map(|container| async move {
             let vault = app.backup_container_of(&container);
             let protection = match &vault {
@@ -313,11 +352,16 @@ async fn backup_account(app: &App) -> Vec<Check> {
         };
         let title = format!("BACKUP_STORAGE: immutability of {vault}");
         checks.push(match protection {
-            Ok(Some(p)) if p.immutability_policy || p.legal_hold || p.version_level_worm => {
+            Ok(Some(p)) if !p.immutability_policy && !p.legal_hold && p.version_level_worm => check(
+                title,
+                Status::Warn,
+                "version-level immutability is enabled, which alone protects nothing: check that \
+                 the container has a default time-based policy",
+            ),
+            Ok(Some(p)) if p.immutability_policy || p.legal_hold => {
                 let what: Vec<&str> = [
                     (p.immutability_policy, "a time-based retention policy"),
                     (p.legal_hold, "a legal hold"),
-                    (p.version_level_worm, "version-level immutability"),
                 ]
                 .into_iter()
                 .filter_map(|(on, what)| on.then_some(what))
@@ -328,7 +372,9 @@ async fn backup_account(app: &App) -> Vec<Check> {
                         title,
                         Status::Fail,
                         format!(
-                            "{}, but BACKUP_COPY_ENGINE=adf stamps each backup after Data                              Factory wrote it, which the policy refuses: no backup would ever                              count. Use BACKUP_COPY_ENGINE=direct (one create-only write)",
+                            "{}, but BACKUP_COPY_ENGINE=adf stamps each backup after Data \
+                             Factory wrote it, which the policy refuses: no backup would ever \
+                             count. Use BACKUP_COPY_ENGINE=direct (one create-only write)",
                             what.join(", ")
                         ),
                     )
@@ -359,7 +405,10 @@ async fn backup_account(app: &App) -> Vec<Check> {
 }
 
 /// The work queues exist; each poison queue is empty.
-async fn queues(app: &App) -> Vec<Check> {
+async fn queues(app: &App, reached: bool) -> Vec<Check> {
+    if !reached {
+        return Vec::new();
+    }
     let mut names: Vec<(String, bool)> = Vec::new();
     for queue in [WorkQueue::Backups, WorkQueue::Shards, WorkQueue::Events] {
         if let Some(name) = queue.name(&app.config) {
@@ -390,7 +439,10 @@ async fn queues(app: &App) -> Vec<Check> {
 
 /// The newest jobs of the ledger: any that failed, and each container's last successful
 /// reconciliation against `RECONCILE_SCHEDULE`.
-async fn recent_jobs(app: &App, settings: &Settings) -> Vec<Check> {
+async fn recent_jobs(app: &App, settings: &Settings, reached: bool) -> Vec<Check> {
+    if !reached {
+        return Vec::new();
+    }
     let title = "AzureWebJobsStorage: recent jobs";
     let ledger = match app.jobs.container(&app.config.job_ledger) {
         Ok(ledger) => ledger,
@@ -423,13 +475,26 @@ async fn recent_jobs(app: &App, settings: &Settings) -> Vec<Check> {
             )]
         }
     };
-    let statuses: Vec<jobs::JobStatus> = futures::stream::iter(job_ids)
-        .map(|job| async move { jobs::status(app, &job).await })
+    // Read where the listing found them: never through the worker's ledger, which it creates.
+    let read: Vec<Result<Option<jobs::JobStatus>, StorageError>> = futures::stream::iter(job_ids)
+        .map(|job| {
+            let ledger = &ledger;
+            async move { jobs::ledger::job_status_in(ledger, &job).await }
+        })
         .buffered(8)
-        .filter_map(|status| std::future::ready(status.ok().flatten()))
         .collect()
         .await;
+    let unreadable = read.iter().filter(|status| status.is_err()).count();
+    let statuses: Vec<jobs::JobStatus> =
+        read.into_iter().filter_map(|s| s.ok().flatten()).collect();
     let mut checks = Vec::new();
+    if unreadable > 0 {
+        checks.push(check(
+            title,
+            Status::Warn,
+            format!("{unreadable} of the newest jobs could not be read from the ledger"),
+        ));
+    }
     let failed: Vec<String> = statuses
         .iter()
         .filter(|s| s.progress.state == JobState::Failed)

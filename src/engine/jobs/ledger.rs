@@ -173,7 +173,17 @@ pub async fn job_status(app: &App, job: &str) -> Result<Option<JobStatus>, Stora
     if !is_job_id(job) {
         return Ok(None);
     }
-    let ledger = app.job_ledger().await?;
+    job_status_in(app.job_ledger().await?, job).await
+}
+
+/// The status of `job` in `ledger`, only read (a container that may not exist: `None`).
+pub async fn job_status_in(
+    ledger: &Container,
+    job: &str,
+) -> Result<Option<JobStatus>, StorageError> {
+    if !is_job_id(job) {
+        return Ok(None);
+    }
     let pages = list_with_metadata(ledger, &format!("{job}/"))?;
     futures::pin_mut!(pages);
     let mut record = None;

@@ -313,10 +313,10 @@ async fn check_bytes(
     }
     let mut stamped = metadata;
     stamped.insert(COPIED_MD5_KEY.to_owned(), BASE64.encode(&digest));
-    // An immutable backup container refuses the record, and another check may have recorded it
-    // first: the check stands, unrecorded.
+    // An immutable backup container or an identity that may only read refuses the record, and
+    // another check may have recorded it first: the check stands, unrecorded.
     if let Err(e) = backup.set_metadata(&stamped, &backup_etag).await {
-        if !e.is_immutable() && !e.is(ErrorCode::ConditionNotMet) {
+        if !e.is_immutable() && !e.is(ErrorCode::ConditionNotMet) && !e.is_permission_refusal() {
             return Err(e.context(format!("recording the checked MD5 of {}", backup.what())));
         }
     }
