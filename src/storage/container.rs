@@ -402,7 +402,9 @@ impl Blob {
             .during(|| format!("writing {}", self.what()));
         match written {
             Ok(_) => Ok(true),
-            Err(e) if e.is(ErrorCode::BlobAlreadyExists) => Ok(false),
+            // An immutable container may refuse a create-only write onto an existing blob with its
+            // policy rather than the condition: either way the blob is there.
+            Err(e) if e.is(ErrorCode::BlobAlreadyExists) || e.is_immutable() => Ok(false),
             Err(e) => Err(e),
         }
     }

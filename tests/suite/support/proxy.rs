@@ -1453,13 +1453,10 @@ async fn worm_refusal(shared: &Shared, request: &Request) -> Option<Vec<u8>> {
     } else {
         false
     };
-    // A create-only write (`If-None-Match: *`) onto an existing blob fails on its condition
-    // whatever the policy: Azurite's own answer (409 `BlobAlreadyExists`) stands.
-    let create_only = request
-        .head
-        .header("if-none-match")
-        .is_some_and(|v| v.trim() == "*");
-    if !changes || create_only {
+    // A create-only write (`If-None-Match: *`) onto an existing blob is refused too: whether
+    // Azure answers it with its policy or with the condition (409 `BlobAlreadyExists`) is not
+    // documented, so the product must take either as "it is there".
+    if !changes {
         return None;
     }
     let (path, query) = request
