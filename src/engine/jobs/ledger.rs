@@ -10,7 +10,8 @@
 //!                         the blobs it could not protect, if any, as JSON in the body)
 //! {job}/failed/{shard}    written when the shard's last delivery failed (the reason as metadata)
 //! {job}/last/{shard}      written when the shard's last allowed delivery starts (its deadline)
-//! {job}/report/{shard}    the per-blob lines a shard reports (a restore's actions), one JSON
+//! {job}/report/{shard}    the per-blob lines a shard reports (a restore's actions, a verify's
+//!                         problems, a prune's deletions), one JSON
 //!                         object per line, written before its finished entry
 //! ```
 //!
@@ -38,9 +39,10 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct JobStatus {
     pub job: String,
-    /// What started it: `producer`, `reconcile`, `command`, `event` or `restore`.
+    /// What started it: `producer`, `reconcile`, `command`, `event`, `restore`, `verify` or
+    /// `prune`.
     pub kind: String,
-    /// What it does: `backup` or `restore`.
+    /// What it does: `backup`, `restore`, `verify` or `prune`.
     pub work: String,
     pub container: String,
     pub prefix: String,

@@ -9,7 +9,9 @@
 //! (`lakebackup produce`, `reconcile`).
 //!
 //! The kinds: [`backup`] (snapshot and back up what lacks it, record the lives that ended, and in
-//! a reconciliation prune) and `restore` (write back each blob's version as of an instant).
+//! a reconciliation prune), `restore` (write back each blob's version as of an instant), `verify`
+//! (check each current blob's backup and snapshot, and with `deep` its bytes) and `prune` (delete
+//! what the retention policy no longer keeps).
 
 pub mod backup;
 pub mod ledger;
@@ -186,7 +188,7 @@ pub enum JobError {
 
 /// Starts a job on the queue: its ledger first, then its root shards, which any instance
 /// running the shard function (or `lakebackup run`) takes. The producer, the timer, the events
-/// function and `lakebackup shard` start jobs here.
+/// function, `lakebackup shard` and `restore`, `verify`, `prune --distributed` start jobs here.
 pub async fn queue(app: &App, new: NewJob) -> Result<Queued, StorageError> {
     let job = new_job_id();
     let roots = new.shards(&job);
@@ -195,7 +197,8 @@ pub async fn queue(app: &App, new: NewJob) -> Result<Queued, StorageError> {
 }
 
 /// Runs a job to its end in this process, up to `shards_at_once` shards at once, with nothing
-/// queued or recorded (`lakebackup produce` and `reconcile`): the same shards as a queued job.
+/// queued or recorded (`lakebackup produce`, `reconcile`, and `restore`, `verify`, `prune`
+/// without `--distributed`): the same shards as a queued job.
 pub async fn run_here(app: &App, new: NewJob, shards_at_once: usize) -> LocalJob {
     run_here_reporting(app, new, shards_at_once, &|_| {}).await
 }
