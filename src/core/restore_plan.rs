@@ -181,6 +181,12 @@ pub fn stem_prefix(filter: &str) -> &str {
     }
 }
 
+/// Whether sub-directory `sub` can hold names under `filter`: it lies under the filter, or the
+/// filter reaches into it. A job narrowed by a filter fans out to these only.
+pub fn filter_reaches(filter: &str, sub: &str) -> bool {
+    sub.starts_with(filter) || filter.starts_with(sub)
+}
+
 /// The prefix one directory level of a restore is listed with (with `/` as the delimiter): the
 /// directory itself, narrowed to what `filter` can match where the filter reaches below it —
 /// its next segment on a level above the filter's own, its [`stem_prefix`] on the filter's own

@@ -65,6 +65,18 @@ async fn backdated_backup(app: &App, name: &str, etag: &str, at: OffsetDateTime,
         .unwrap();
 }
 
+/// A lake container and its backup container, ready for backdated backups.
+async fn lake_with_vault() -> (Azurite, App) {
+    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
+    app.backup
+        .container_client("lakebak")
+        .unwrap()
+        .create(None)
+        .await
+        .unwrap();
+    (azurite, app)
+}
+
 /// The record that `name`'s life ending at `etag` was seen deleted at `seen`.
 async fn marker(app: &App, name: &str, etag: &str, seen: OffsetDateTime) {
     let vault = app.backup.container_client("lakebak").unwrap();
@@ -367,14 +379,8 @@ async fn snapshots_of_replaced_versions_go_after_their_days_and_the_current_ones
 
 #[tokio::test]
 async fn a_reconciliation_prunes_each_directory_as_it_goes() {
-    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
+    let (azurite, app) = lake_with_vault().await;
     let lake = app.source.container_client("lake").unwrap();
-    app.backup
-        .container_client("lakebak")
-        .unwrap()
-        .create(None)
-        .await
-        .unwrap();
     let today = OffsetDateTime::now_utc().date();
     // Twenty daily versions in a nested directory, then the current one.
     let name = "a/b/daily.csv";
@@ -416,14 +422,8 @@ async fn a_reconciliation_prunes_each_directory_as_it_goes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_distributed_prune_over_many_parts_deletes_exactly_what_a_dry_run_plans() {
-    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
+    let (azurite, app) = lake_with_vault().await;
     let lake = app.source.container_client("lake").unwrap();
-    app.backup
-        .container_client("lakebak")
-        .unwrap()
-        .create(None)
-        .await
-        .unwrap();
     let today = OffsetDateTime::now_utc().date();
     // Forty daily versions of three blobs, at levels whose names cross Unicode; each blob's
     // current version in the lake.
@@ -531,14 +531,8 @@ async fn a_distributed_prune_over_many_parts_deletes_exactly_what_a_dry_run_plan
 
 #[tokio::test]
 async fn a_queued_prune_keeps_versions_written_after_it_started_and_judges_by_its_own_policy() {
-    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
+    let (azurite, app) = lake_with_vault().await;
     let lake = app.source.container_client("lake").unwrap();
-    app.backup
-        .container_client("lakebak")
-        .unwrap()
-        .create(None)
-        .await
-        .unwrap();
     let today = OffsetDateTime::now_utc().date();
     let name = "表/t.csv";
     let mut backdated = BTreeMap::new();

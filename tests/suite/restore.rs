@@ -473,8 +473,8 @@ async fn verify_content_reads_both_sides_where_no_md5_can_tell() {
     support::upload(&client, "y.csv", b"y as backed up").await;
     lake.back_up().await;
     // Written again as block lists: new ETags and no MD5; x with the same bytes, y not.
-    support::upload_as_block_list(&client, "x.csv", b"the same bytes").await;
-    support::upload_as_block_list(&client, "y.csv", b"y, corrupted!!").await;
+    support::put_block_list(&client, "x.csv", b"the same bytes", None).await;
+    support::put_block_list(&client, "y.csv", b"y, corrupted!!", None).await;
     let (etag_before, _, _) = support::properties(&client, "x.csv").await;
 
     let (code, dry) = lake.restore(&["--dry-run"]);

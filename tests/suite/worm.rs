@@ -48,7 +48,7 @@ async fn every_function_works_on_immutable_backup_containers_and_none_changes_a_
     for name in names {
         support::upload(&lake, name, format!("v1 of {name}").as_bytes()).await;
     }
-    support::upload_as_block_list(&lake, "no-md5.bin", b"written as a block list").await;
+    support::put_block_list(&lake, "no-md5.bin", b"written as a block list", None).await;
 
     // A first backup.
     let (code, out) = run(&settings, &["produce", "--container", "lake"]);

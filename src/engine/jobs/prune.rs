@@ -34,6 +34,7 @@ use crate::{
         job::{Counts, PRUNE_COUNTS},
         life::Lives,
         naming::ParsedBackupName,
+        restore_plan::filter_reaches,
         retention::{self, Fate, RetentionPolicy, VersionTime},
         shard::Shard,
         version::Version,
@@ -88,7 +89,7 @@ pub(super) async fn run_part(
     if shard.part == 0 {
         let filter = options.filter.as_str();
         for sub in level.subdirectories {
-            if sub.starts_with(filter) || filter.starts_with(sub.as_str()) {
+            if filter_reaches(filter, &sub) {
                 fanout.push(app, shard.child(&sub)).await?;
             }
         }

@@ -36,8 +36,8 @@ use crate::{
         life::Lives,
         properties::{BlobProperties, BlobType},
         restore_plan::{
-            holds_besides_bytes, level_prefix, plan, version_at, Plan, Restorable, RestoreFrom,
-            RestoreOptions, VersionSource,
+            filter_reaches, holds_besides_bytes, level_prefix, plan, version_at, Plan, Restorable,
+            RestoreFrom, RestoreOptions, VersionSource,
         },
         shard::Shard,
         stamp,
@@ -104,7 +104,7 @@ pub(super) async fn run_part(
     if shard.part == 0 {
         for sub in level.subdirectories {
             let filter = options.filter.as_str();
-            if sub.starts_with(filter) || filter.starts_with(sub.as_str()) {
+            if filter_reaches(filter, &sub) {
                 fanout.push(app, shard.child(&sub)).await?;
             }
         }

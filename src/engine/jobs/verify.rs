@@ -37,7 +37,7 @@ use crate::{
         diff::{diff_listing, BlobVerdict},
         job::{FAILED, VERIFY_COUNTS},
         naming,
-        restore_plan::level_prefix,
+        restore_plan::{filter_reaches, level_prefix},
         shard::Shard,
         stamp::COPIED_MD5_KEY,
         version::Version,
@@ -225,7 +225,7 @@ async fn lake_level(
     while let Some(page) = pages.try_next().await? {
         subdirectories.extend(
             page.directories()
-                .filter(|sub| sub.starts_with(filter) || filter.starts_with(sub))
+                .filter(|sub| filter_reaches(filter, sub))
                 .map(str::to_owned),
         );
         for entry in page.into_items() {

@@ -18,7 +18,7 @@ use azure_core::http::RequestContent;
 use azure_storage_blob::{
     models::{
         AccessTier, BlobClientGetPropertiesResultHeaders, BlobClientUploadOptions, BlobType,
-        BlockBlobClientCommitBlockListOptions, BlockLookupList, HttpRange,
+        HttpRange,
     },
     BlobContainerClient,
 };
@@ -170,40 +170,6 @@ async fn user_metadata(container: &BlobContainerClient, name: &str) -> BTreeMap<
         .into_iter()
         .filter(|(k, _)| !k.starts_with("lakebackup_"))
         .collect()
-}
-
-/// Writes `bytes` as one block and a block list: the service keeps `md5` exactly as given, or
-/// none, without checking it (Azure documents it; Azurite 3.37 does the same).
-async fn put_block_list(
-    container: &BlobContainerClient,
-    name: &str,
-    bytes: &[u8],
-    md5: Option<Vec<u8>>,
-) {
-    let block = container.blob_client(name).block_blob_client();
-    block
-        .stage_block(
-            b"block-0",
-            bytes.len() as u64,
-            RequestContent::from(bytes.to_vec()),
-            None,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("stage a block of {name}: {e}"));
-    let list = BlockLookupList {
-        latest: Some(vec![b"block-0".to_vec()]),
-        ..Default::default()
-    };
-    block
-        .commit_block_list(
-            list.try_into().unwrap(),
-            Some(BlockBlobClientCommitBlockListOptions {
-                blob_content_md5: md5,
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("commit the block list of {name}: {e}"));
 }
 
 /// An append blob of `blocks`, appended one by one.
@@ -422,7 +388,7 @@ async fn a_blob_with_a_wrong_stored_md5_is_backed_up_as_stored_and_blocks_nothin
     // Put Block List stores the MD5 it is given without checking it, on Azure as on Azurite.
     let bad_bytes = b"the bytes the lake holds".to_vec();
     let wrong_md5 = Md5::digest(b"other bytes").to_vec();
-    put_block_list(&client, "dir/bad.csv", &bad_bytes, Some(wrong_md5.clone())).await;
+    support::put_block_list(&client, "dir/bad.csv", &bad_bytes, Some(wrong_md5.clone())).await;
     assert_eq!(
         stored_md5(&client, "dir/bad.csv").await,
         Some(wrong_md5.clone())
@@ -576,7 +542,7 @@ async fn tags_tier_absent_md5_and_metadata_survive_backup_and_restore() {
         .set_tier(AccessTier::Cool, None)
         .await
         .unwrap();
-    put_block_list(&client, "p/nomd5.csv", b"no md5 here", None).await;
+    support::put_block_list(&client, "p/nomd5.csv", b"no md5 here", None).await;
     assert_eq!(stored_md5(&client, "p/nomd5.csv").await, None);
     client
         .blob_client("p/meta.csv")

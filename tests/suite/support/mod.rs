@@ -365,15 +365,16 @@ pub async fn deliver_to<T: serde::de::DeserializeOwned>(
     ))
 }
 
-/// Writes `bytes` to `name` as a block list: the service keeps no MD5 for it (as for blobs ADF,
-/// DFS and large uploads write).
-pub async fn upload_as_block_list(
-    container: &azure_storage_blob::BlobContainerClient,
+/// Writes `bytes` as one block and a block list: the service keeps `md5` exactly as given, or
+/// none, without checking it (Azure documents it; Azurite 3.37 does the same), as for blobs ADF,
+/// DFS and large uploads write.
+pub async fn put_block_list(
+    container: &BlobContainerClient,
     name: &str,
     bytes: &[u8],
+    md5: Option<Vec<u8>>,
 ) {
-    use azure_core::http::RequestContent;
-    use azure_storage_blob::models::BlockLookupList;
+    use azure_storage_blob::models::{BlockBlobClientCommitBlockListOptions, BlockLookupList};
     let block = container.blob_client(name).block_blob_client();
     block
         .stage_block(
@@ -383,13 +384,19 @@ pub async fn upload_as_block_list(
             None,
         )
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("stage a block of {name}: {e}"));
     let list = BlockLookupList {
         latest: Some(vec![b"block-0".to_vec()]),
         ..Default::default()
     };
     block
-        .commit_block_list(list.try_into().unwrap(), None)
+        .commit_block_list(
+            list.try_into().unwrap(),
+            Some(BlockBlobClientCommitBlockListOptions {
+                blob_content_md5: md5,
+                ..Default::default()
+            }),
+        )
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("commit the block list of {name}: {e}"));
 }

@@ -1349,13 +1349,17 @@ fn tags_refusal(shared: &Shared, class: OpClass, request: &Request) -> Option<Ve
     ))
 }
 
-/// The container (and blob, if any) a blob request names, when the container is one of
-/// [`ProxyConfig::worm_suffix`]'s.
-fn worm_container(shared: &Shared, request: &Request) -> Option<(String, Option<String>)> {
+/// The container (and blob, if any) a blob request names, when the container's name ends in
+/// `suffix`.
+fn container_with_suffix(
+    shared: &Shared,
+    request: &Request,
+    suffix: Option<String>,
+) -> Option<(String, Option<String>)> {
     if shared.service != Service::Blob {
         return None;
     }
-    let suffix = shared.state().config.worm_suffix.clone()?;
+    let suffix = suffix?;
     let path = request.target.split('?').next().unwrap_or("");
     // Path-style, as Azurite's: /{account}/{container}[/{blob}].
     let mut segments = path.trim_start_matches('/').splitn(3, '/');
@@ -1367,6 +1371,12 @@ fn worm_container(shared: &Shared, request: &Request) -> Option<(String, Option<
     container
         .ends_with(suffix.as_str())
         .then_some((container, blob))
+}
+
+/// The container (and blob) of a request to one of [`ProxyConfig::worm_suffix`]'s containers.
+fn worm_container(shared: &Shared, request: &Request) -> Option<(String, Option<String>)> {
+    let suffix = shared.state().config.worm_suffix.clone();
+    container_with_suffix(shared, request, suffix)
 }
 
 fn query_value(request: &Request, name: &str) -> Option<String> {
@@ -1386,20 +1396,13 @@ fn is_container_properties(request: &Request) -> bool {
 /// Azure's answer to a blob DELETE from an identity without the delete action (see
 /// [`ProxyConfig::deny_deletes_suffix`]).
 fn delete_refusal(shared: &Shared, request: &Request) -> Option<Vec<u8>> {
-    let suffix = shared.state().config.deny_deletes_suffix.clone()?;
-    if shared.service != Service::Blob || !request.method.eq_ignore_ascii_case("DELETE") {
+    if !request.method.eq_ignore_ascii_case("DELETE") {
         return None;
     }
+    let suffix = shared.state().config.deny_deletes_suffix.clone();
+    let (_, blob) = container_with_suffix(shared, request, suffix)?;
+    blob?;
     let path = request.target.split('?').next().unwrap_or("");
-    let mut segments = path.trim_start_matches('/').splitn(3, '/');
-    let _account = segments.next()?;
-    let container = percent_encoding::percent_decode_str(segments.next()?)
-        .decode_utf8_lossy()
-        .into_owned();
-    segments.next().filter(|blob| !blob.is_empty())?;
-    if !container.ends_with(suffix.as_str()) {
-        return None;
-    }
     let code = "AuthorizationPermissionMismatch";
     shared
         .state()
