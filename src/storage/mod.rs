@@ -207,11 +207,17 @@ impl StorageAccount {
         (!name.is_empty()).then(|| name.to_owned())
     }
 
-    /// Whether `other` reaches the same blob service (local development often uses one account
-    /// for source and backup).
+    /// Which account this connection reaches, whatever way it is spelled; `None` without a blob
+    /// endpoint.
+    pub fn identity(&self) -> Option<AccountIdentity> {
+        AccountIdentity::of_endpoint(self.connection.blob_endpoint.as_ref()?)
+    }
+
+    /// Whether `other` reaches the same account (local development often uses one account for
+    /// source and backup): compared by [`AccountIdentity`], so a connection string and a URL, or
+    /// a trailing slash, name one account once.
     pub fn same_blob_service(&self, other: &StorageAccount) -> bool {
-        self.connection.blob_endpoint.is_some()
-            && self.connection.blob_endpoint == other.connection.blob_endpoint
+        self.identity().is_some() && self.identity() == other.identity()
     }
 
     /// Queue `queue` of this account's queue service.
@@ -262,6 +268,68 @@ impl StorageAccount {
     }
 }
 
+/// An account as the service knows it, from a blob endpoint however it is written: the host
+/// (lowercase, without a trailing dot, with its port only where it is not the scheme's default)
+/// and the account's name (lowercase: account names are). The scheme is left out, so
+/// `https://acct.blob.core.windows.net` and `http://ACCT.blob.core.windows.net/` are one
+/// account; path-style endpoints (`http://127.0.0.1:10000/acct`, the emulator's) name the
+/// account by their first path segment. Never carries a credential.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AccountIdentity {
+    pub host: String,
+    pub account: String,
+}
+
+impl AccountIdentity {
+    pub fn of_endpoint(endpoint: &Url) -> Option<Self> {
+        let host = endpoint
+            .host_str()?
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        let path_style = host == "localhost"
+            || host.parse::<std::net::IpAddr>().is_ok()
+            || host.starts_with('[');
+        let account = if path_style {
+            endpoint
+                .path_segments()?
+                .find(|s| !s.is_empty())?
+                .to_owned()
+        } else {
+            host.split('.').next()?.to_owned()
+        };
+        if account.is_empty() {
+            return None;
+        }
+        let host = match endpoint.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host,
+        };
+        Some(Self {
+            host,
+            account: account.to_ascii_lowercase(),
+        })
+    }
+
+    /// The account's blob endpoint as a URL to show or carry in a message (https unless the
+    /// host is a loopback emulator's): no credential, no query.
+    pub fn display_url(&self) -> String {
+        let local = self.host.starts_with("127.") || self.host.starts_with("localhost");
+        if self.host.starts_with(&format!("{}.", self.account)) {
+            format!("https://{}", self.host)
+        } else if local {
+            format!("http://{}/{}", self.host, self.account)
+        } else {
+            format!("https://{}/{}", self.host, self.account)
+        }
+    }
+}
+
+impl std::fmt::Display for AccountIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.display_url())
+    }
+}
+
 fn settings_as_storage_error(error: SettingsError) -> StorageError {
     StorageError::other("reading the connection", error.to_string())
 }
@@ -304,5 +372,49 @@ impl Policy for RequestHeadersPolicy {
             *request.url_mut() = url;
         }
         next[0].send(ctx, request, &next[1..]).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(url: &str) -> Option<AccountIdentity> {
+        AccountIdentity::of_endpoint(&Url::parse(url).unwrap())
+    }
+
+    #[test]
+    fn one_account_spelled_many_ways_is_one_identity() {
+        let azure = identity("https://lake.blob.core.windows.net").unwrap();
+        for spelling in [
+            "https://lake.blob.core.windows.net/",
+            "http://LAKE.blob.core.windows.net",
+            "https://lake.blob.core.windows.net.:443/",
+        ] {
+            assert_eq!(identity(spelling).as_ref(), Some(&azure), "{spelling}");
+        }
+        assert_ne!(
+            identity("https://lakebak.blob.core.windows.net"),
+            Some(azure.clone())
+        );
+        assert_eq!(azure.display_url(), "https://lake.blob.core.windows.net");
+        let local = identity("http://127.0.0.1:10000/devstoreaccount1").unwrap();
+        assert_eq!(
+            identity("https://127.0.0.1:10000/devstoreaccount1/"),
+            Some(local.clone())
+        );
+        assert_ne!(
+            identity("http://127.0.0.1:10000/other"),
+            Some(local.clone())
+        );
+        assert_ne!(
+            identity("http://127.0.0.1:10001/devstoreaccount1"),
+            Some(local.clone())
+        );
+        assert_eq!(
+            local.display_url(),
+            "http://127.0.0.1:10000/devstoreaccount1"
+        );
+        assert_eq!(identity("http://127.0.0.1:10000/"), None);
     }
 }
