@@ -192,6 +192,16 @@ impl App {
             .await
     }
 
+    /// Puts `shard` back on the shard queue, invisible for `delay`: a new message, so waiting for
+    /// another delivery's lock never counts toward the poison threshold.
+    pub async fn defer_shard(&self, shard: &Shard, delay: Duration) -> Result<(), StorageError> {
+        let queue = self.queue(WorkQueue::Shards).await?;
+        let what = format!("the shard {}/{}", shard.container, shard.prefix);
+        queue
+            .send(BASE64.encode(shard.to_json()), Some(delay), &what)
+            .await
+    }
+
     /// Puts one backup request on the queue (base64, never expiring: a request that vanished
     /// unprocessed would be a version never backed up).
     pub async fn enqueue_backup(&self, request: &BackupRequest) -> Result<(), StorageError> {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use super::shard::{Shard, WorkKind};
+use super::shard::{Phase, Shard, WorkKind};
 
 /// What one shard did, as named numbers, whatever its kind of work; summed over a job's shards
 /// for its totals.
@@ -233,8 +233,10 @@ impl BackupCounts {
     }
 }
 
-/// A shard's id within its job: the same directory part (of the same kind of work) always gets
-/// the same id, so a shard queued twice (a retried parent) is one entry, not two.
+/// A shard's id within its job: its exact position — the directory, which part of it, of which
+/// kind of work, and where a continuation goes on (its marker and the last entry before it, its
+/// phase) — so a shard queued twice (a retried parent) is one entry, not two, and two
+/// continuations that go on from different places are two.
 pub fn shard_id(shard: &Shard) -> String {
     let mut hash = Sha256::new();
     for part in [
@@ -253,6 +255,17 @@ pub fn shard_id(shard: &Shard) -> String {
     if shard.kind != WorkKind::Backup {
         hash.update(b"\0kind\0");
         hash.update(shard.kind.as_str().as_bytes());
+    }
+    if let Some(marker) = &shard.marker {
+        hash.update(b"\0marker\0");
+        hash.update(marker.as_bytes());
+    }
+    if let Some(after) = &shard.after {
+        hash.update(b"\0after\0");
+        hash.update(after.as_bytes());
+    }
+    if shard.phase == Phase::Deletions {
+        hash.update(b"\0deletions");
     }
     hash.finalize()[..16]
         .iter()
@@ -485,13 +498,25 @@ mod tests {
             shard_id(&again),
             "the job is not part of it"
         );
-        let next = root.continuation(Some("marker-a"), None);
+        let next = root.continuation(Some("marker-a"), Some("x"));
         assert_ne!(shard_id(&root), shard_id(&next));
         assert_eq!(
             shard_id(&next),
-            shard_id(&root.continuation(Some("marker-b"), Some("x"))),
-            "a retried shard's continuation is the same part whatever its marker"
+            shard_id(&root.continuation(Some("marker-a"), Some("x"))),
+            "the same position is the same part"
         );
+        for elsewhere in [
+            root.continuation(Some("marker-b"), Some("x")),
+            root.continuation(Some("marker-a"), Some("y")),
+            root.continuation(Some("marker-a"), None),
+            root.deletions(),
+        ] {
+            assert_ne!(
+                shard_id(&next),
+                shard_id(&elsewhere),
+                "a continuation from another position is another part: {elsewhere:?}"
+            );
+        }
         assert_ne!(shard_id(&root.child("a/")), shard_id(&root));
         assert_eq!(shard_id(&root).len(), 32);
     }

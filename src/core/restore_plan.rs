@@ -39,6 +39,11 @@ pub struct RestoreOptions {
     /// Only names that start with this (the user's prefix, which may end inside a name).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub filter: String,
+    /// When the job started (Unix seconds): a target blob that holds its chosen version and was
+    /// written since was written by this job — by a delivery that died before it recorded it —
+    /// and is reported restored, not unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_started: Option<i64>,
 }
 
 impl RestoreOptions {
@@ -47,6 +52,11 @@ impl RestoreOptions {
     pub fn instant(&self) -> Option<OffsetDateTime> {
         let text = self.as_of.as_deref()?;
         OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+    }
+
+    /// When the job started, as a time.
+    pub fn job_started_at(&self) -> Option<OffsetDateTime> {
+        OffsetDateTime::from_unix_timestamp(self.job_started?).ok()
     }
 
     pub fn validate(&self) -> Result<(), String> {
@@ -105,6 +115,27 @@ pub fn version_at(versions: &[Restorable], as_of: Option<OffsetDateTime>) -> Opt
         .iter()
         .filter(|r| as_of.is_none_or(|t| written_by(r.version.last_modified) <= t))
         .max_by_key(|r| rank(r))
+}
+
+/// The version of one blob current at `as_of` (the newest when `None`), among the backup
+/// version chosen for it and the version the lake holds now. The lake's version is a version
+/// too, backed up yet or not: when it was written at or before the instant it *is* the version
+/// of the instant, and a restore in place leaves it as it is. When a backup holds it
+/// (`lake_now_backed_up`: a backup of its ETag), the backup is the copy read.
+pub fn version_with_lake(
+    backup_choice: Option<Restorable>,
+    lake_now: Option<Version>,
+    lake_now_backed_up: bool,
+    as_of: Option<OffsetDateTime>,
+) -> Option<Restorable> {
+    let lake_now = lake_now
+        .filter(|_| !lake_now_backed_up)
+        .map(|version| Restorable {
+            version,
+            source: VersionSource::Base,
+        });
+    let versions: Vec<Restorable> = backup_choice.into_iter().chain(lake_now).collect();
+    version_at(&versions, as_of).cloned()
 }
 
 /// The latest instant a version with this last-modified time may have been written. Azure
@@ -311,6 +342,56 @@ mod tests {
             None
         );
         assert!(version_at(&exact, Some(datetime!(2026-11-20 10:00:00.25 UTC))).is_some());
+    }
+
+    #[test]
+    fn the_lakes_own_version_is_the_version_of_an_instant_it_was_written_by() {
+        let backed_up = version(
+            "0x1",
+            datetime!(2026-11-20 10:00 UTC),
+            1,
+            VersionSource::Backup {
+                name: "a_20261120T100000Z_0x1.csv".into(),
+                etag: "0xb1".into(),
+            },
+        );
+        // Written after the last backup pass, before the instant: it stays, unbacked or not.
+        let lake_now = blob("0x2", datetime!(2026-11-21 10:00 UTC), 2);
+        let at = |t, backed| {
+            version_with_lake(Some(backed_up.clone()), Some(lake_now.clone()), backed, t)
+                .map(|r| (r.version.etag, r.source == VersionSource::Base))
+        };
+        assert_eq!(
+            at(Some(datetime!(2026-11-22 00:00 UTC)), false),
+            Some(("0x2".into(), true))
+        );
+        // Without an instant, the newest version is the lake's own.
+        assert_eq!(at(None, false), Some(("0x2".into(), true)));
+        // Written after the instant: the backup's version is the instant's.
+        assert_eq!(
+            at(Some(datetime!(2026-11-20 12:00 UTC)), false),
+            Some(("0x1".into(), false))
+        );
+        // Within the second the lake reports, it may have been written after the instant.
+        assert_eq!(
+            at(Some(datetime!(2026-11-21 10:00:00.5 UTC)), false),
+            Some(("0x1".into(), false))
+        );
+        // A version a backup holds is read from the backup.
+        assert_eq!(
+            version_with_lake(None, Some(lake_now.clone()), true, None),
+            None
+        );
+        assert_eq!(
+            version_with_lake(
+                None,
+                Some(lake_now),
+                false,
+                Some(datetime!(2026-11-20 00:00 UTC))
+            ),
+            None,
+            "created after the instant: no version"
+        );
     }
 
     #[test]

@@ -260,6 +260,7 @@ async fn prepare(app: &App, request: &RestoreRequest) -> Result<NewJob, RestoreR
             dry_run: request.dry_run,
             verify_content: request.verify_content,
             filter,
+            job_started: Some(OffsetDateTime::now_utc().unix_timestamp()),
         }),
     })
 }

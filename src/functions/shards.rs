@@ -9,7 +9,7 @@ use super::{Delivery, Handled};
 use crate::{
     app::App,
     core::shard::Shard,
-    engine::jobs::{self, ledger, JobError, PartReport},
+    engine::jobs::{self, ledger, Delivered, JobError, PartReport},
 };
 
 pub const FUNCTION_NAME: &str = "QueueSnapshotBackupShard";
@@ -22,6 +22,10 @@ pub enum ShardOutcome {
         #[serde(flatten)]
         report: Box<PartReport>,
     },
+    /// The shard had finished already: a duplicate message.
+    AlreadyFinished,
+    /// Another delivery is working on the shard: put back on the queue for later.
+    Deferred,
 }
 
 /// Handles one delivery.
@@ -30,10 +34,14 @@ pub async fn handle(app: &App, delivery: &Delivery) -> Result<Handled<ShardOutco
         Ok(shard) => shard,
         Err(reason) => return Ok(Handled::Unusable(reason)),
     };
-    let report = jobs::run_delivered(app, &shard, delivery.last_attempt).await?;
-    Ok(Handled::Done(ShardOutcome::Done {
-        report: Box::new(report),
-    }))
+    let outcome = match jobs::run_delivered(app, &shard, delivery.last_attempt).await? {
+        Delivered::Ran(report) => ShardOutcome::Done {
+            report: Box::new(report),
+        },
+        Delivered::AlreadyFinished => ShardOutcome::AlreadyFinished,
+        Delivered::Deferred => ShardOutcome::Deferred,
+    };
+    Ok(Handled::Done(outcome))
 }
 
 /// The host gives a shard message up (`lakebackup run` does, after `maxDequeueCount`

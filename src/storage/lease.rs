@@ -15,12 +15,10 @@ use tracing::{debug, warn};
 use super::{StorageError, StorageResultExt};
 use crate::core::etag::quoted_etag;
 
-/// Lease length; renewed every quarter of it.
+/// Lease length of a source blob under copy; renewed every quarter of it.
 const LEASE_SECONDS: i32 = 60;
-/// How long one renewal may take before it counts as failed.
-const RENEWAL_TIMEOUT: Duration = Duration::from_secs(10);
-/// Without a successful renewal for this long the lease may lapse before the next one lands.
-const LOST_AFTER: Duration = Duration::from_secs(LEASE_SECONDS as u64 - 15);
+/// The shortest lease the service grants: a lock whose holder was killed lapses soonest.
+pub const SHORTEST_LEASE_SECONDS: i32 = 15;
 
 pub struct HeldLease {
     blob: Arc<BlobClient>,
@@ -34,14 +32,24 @@ impl HeldLease {
     /// Leases `blob` if its ETag is still `etag`. A blob leased by someone else fails with
     /// `LeaseAlreadyPresent` (a transient condition: retry later).
     pub async fn acquire(blob: &super::Blob, etag: &str) -> Result<Self, StorageError> {
+        Self::acquire_for(blob, Some(etag), LEASE_SECONDS).await
+    }
+
+    /// Leases `blob` (whatever its version when `etag` is `None`) for `seconds` at a time,
+    /// renewed every quarter of that.
+    pub async fn acquire_for(
+        blob: &super::Blob,
+        etag: Option<&str>,
+        seconds: i32,
+    ) -> Result<Self, StorageError> {
         let what = blob.what();
         let what = what.as_str();
         let blob: Arc<BlobClient> = blob.sdk().clone();
         let response = blob
             .acquire_lease(
-                LEASE_SECONDS,
+                seconds,
                 Some(BlobClientAcquireLeaseOptions {
-                    if_match: Some(quoted_etag(etag).into()),
+                    if_match: etag.map(|etag| quoted_etag(etag).into()),
                     ..Default::default()
                 }),
             )
@@ -62,6 +70,7 @@ impl HeldLease {
             blob.clone(),
             lease_id.clone(),
             what.to_owned(),
+            Duration::from_secs(seconds.max(SHORTEST_LEASE_SECONDS) as u64),
             lost_tx,
         ));
         Ok(Self {
@@ -139,15 +148,20 @@ async fn renew_until_lost(
     blob: Arc<BlobClient>,
     lease_id: String,
     what: String,
+    length: Duration,
     lost: watch::Sender<Option<String>>,
 ) {
-    let period = Duration::from_secs(LEASE_SECONDS as u64 / 4);
+    // Renewed every quarter of its length; one renewal may take a sixth of it; without a
+    // successful renewal for two thirds of it, it may lapse before the next one lands.
+    let period = length / 4;
+    let renewal_timeout = length / 6;
+    let lost_after = length * 2 / 3;
     let mut last_renewed = tokio::time::Instant::now();
     let mut wait = period;
     loop {
         tokio::time::sleep(wait).await;
         let attempt =
-            tokio::time::timeout(RENEWAL_TIMEOUT, blob.renew_lease(lease_id.clone(), None)).await;
+            tokio::time::timeout(renewal_timeout, blob.renew_lease(lease_id.clone(), None)).await;
         let failure = match attempt {
             Ok(Ok(_)) => {
                 last_renewed = tokio::time::Instant::now();
@@ -155,16 +169,19 @@ async fn renew_until_lost(
                 continue;
             }
             Ok(Err(e)) => StorageError::new("renewing a lease", e),
-            Err(_) => StorageError::other("renewing a lease", "no answer within 10 s"),
+            Err(_) => StorageError::other(
+                "renewing a lease",
+                format!("no answer within {} s", renewal_timeout.as_secs()),
+            ),
         };
         // The service says the lease is gone (broken, expired, taken): no retry brings it back.
         let gone = matches!(failure.status, Some(409 | 412));
-        if gone || last_renewed.elapsed() >= LOST_AFTER {
-            warn!(error = %failure, what, "the lease on the source is lost");
+        if gone || last_renewed.elapsed() >= lost_after {
+            warn!(error = %failure, what, "the lease is lost");
             let _ = lost.send(Some(format!("the lease on {what} was lost: {failure}")));
             return;
         }
         warn!(error = %failure, what, "lease renewal failed; trying again");
-        wait = Duration::from_secs(2);
+        wait = (period / 2).min(Duration::from_secs(2));
     }
 }

@@ -10,10 +10,22 @@
 //!                         the blobs it could not protect, if any, as JSON in the body)
 //! {job}/failed/{shard}    written when the shard's last delivery failed (the reason as metadata)
 //! {job}/last/{shard}      written when the shard's last allowed delivery starts (its deadline)
+//! {job}/lock/{shard}      leased by the delivery working on the shard: one at a time
+//! {job}/plan/{shard}      what a prune shard judged it deletes (JSON), written before it deletes:
+//!                         a delivery redone after a crash carries out the same plan
+//! {job}/next/{shard}      the continuation the shard chose (JSON), written before it is queued:
+//!                         a delivery redone after a crash stops where it did and queues the
+//!                         same continuation
 //! {job}/report/{shard}    the per-blob lines a shard reports (a restore's actions, a verify's
 //!                         problems, a prune's deletions), one JSON
 //!                         object per line, written before its finished entry
 //! ```
+//!
+//! A shard's id names its exact position (container, directory, part, and where a continuation
+//! goes on), so a part redone after a crash, which reads its `next` entry and stops there, queues
+//! a continuation with the same id: the ledger counts each part once, and no second chain of
+//! continuations starts. A duplicate delivery of a shard that has finished does nothing; one
+//! whose shard another delivery is working on is put back on the queue for later.
 //!
 //! A job is done when every queued shard has finished and every blob was protected; it failed
 //! when a shard failed for good, or its last delivery passed its deadline without ending, or a
@@ -32,7 +44,11 @@ use crate::{
         job::{count_names, not_done, shard_id, Counts, JobProgress, LedgerEntry, Notes},
         shard::{is_job_id, Shard, WorkKind},
     },
-    storage::{listing::list_with_metadata, Container, StorageError},
+    storage::{
+        lease::{HeldLease, SHORTEST_LEASE_SECONDS},
+        listing::list_with_metadata,
+        Container, ErrorCode, StorageError,
+    },
 };
 
 /// A job's status: what it is, and what its ledger adds up to.
@@ -83,6 +99,131 @@ pub async fn queue_shard(app: &App, shard: &Shard) -> Result<(), StorageError> {
     write(ledger, &entry_name(shard, "queued"), HashMap::new()).await?;
     app.enqueue_shard(shard).await
 }
+
+/// What a delivery of a shard may do.
+pub enum Claim {
+    /// The shard has finished already (this delivery is a duplicate): nothing to do.
+    Finished,
+    /// Another delivery is working on it now: this one goes back on the queue for later.
+    Busy,
+    /// This delivery works on the shard, alone while the lock is held.
+    Held(Box<PartLock>),
+}
+
+/// The lock on a shard while one delivery works on it, and where a delivery before it decided
+/// to stop.
+pub struct PartLock {
+    lease: HeldLease,
+    /// The continuation a delivery before this one chose and recorded: this one stops exactly
+    /// there and queues it again.
+    pub stop: Option<Shard>,
+}
+
+impl PartLock {
+    /// Resolves, with the reason, when the lock can no longer be trusted to be held.
+    pub fn lost(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        self.lease.lost()
+    }
+
+    pub async fn release(self) {
+        if let Err(e) = self.lease.release().await {
+            // It lapses by itself within a lease's length.
+            tracing::warn!(error = %e, "could not release a shard's lock");
+        }
+    }
+}
+
+/// Claims `shard` for this delivery: its lock (a lease on `{job}/lock/{shard}`, created on first
+/// use), then whether it has finished already and where a delivery before stopped. A delivery
+/// killed while it held the lock leaves it to lapse within [`SHORTEST_LEASE_SECONDS`].
+pub async fn claim(app: &App, shard: &Shard) -> Result<Claim, StorageError> {
+    let ledger = app.job_ledger().await?;
+    let lock = ledger.blob(&entry_name(shard, LOCK));
+    let created = lock.create(Vec::new(), HashMap::new()).await;
+    match created {
+        Ok(_) => {}
+        // Leased by a delivery at work on it: it exists.
+        Err(e) if e.is_leased() || e.is(ErrorCode::LeaseAlreadyPresent) => return Ok(Claim::Busy),
+        Err(e) => return Err(e.context("creating a shard's lock in the job ledger")),
+    }
+    let lease = match HeldLease::acquire_for(&lock, None, SHORTEST_LEASE_SECONDS).await {
+        Ok(lease) => lease,
+        Err(e) if e.is(ErrorCode::LeaseAlreadyPresent) => return Ok(Claim::Busy),
+        Err(e) => return Err(e),
+    };
+    if ledger
+        .blob(&entry_name(shard, "finished"))
+        .state()
+        .await?
+        .is_some()
+    {
+        lease.release().await.ok();
+        return Ok(Claim::Finished);
+    }
+    let stop = match ledger.blob(&entry_name(shard, NEXT)).read(None).await {
+        Ok(read) => {
+            let text = String::from_utf8_lossy(&read.bytes);
+            Some(Shard::parse(&text).map_err(|reason| {
+                StorageError::other("reading a shard's recorded continuation", reason)
+            })?)
+        }
+        Err(e) if e.is(ErrorCode::BlobNotFound) => None,
+        Err(e) => return Err(e.context("reading a shard's recorded continuation")),
+    };
+    Ok(Claim::Held(Box::new(PartLock { lease, stop })))
+}
+
+/// Records the continuation `shard` chose, before it is queued: a delivery of `shard` redone
+/// after a crash stops at the same place and queues the same continuation.
+pub async fn record_continuation(
+    app: &App,
+    shard: &Shard,
+    next: &Shard,
+) -> Result<(), StorageError> {
+    let ledger = app.job_ledger().await?;
+    write_with_body(
+        ledger,
+        &entry_name(shard, NEXT),
+        HashMap::new(),
+        next.to_json().into_bytes(),
+    )
+    .await
+}
+
+/// Records what `shard` plans to do (a prune's judgement), before it does any of it.
+pub async fn record_plan<T: Serialize>(
+    app: &App,
+    shard: &Shard,
+    plan: &T,
+) -> Result<(), StorageError> {
+    let ledger = app.job_ledger().await?;
+    let body = serde_json::to_vec(plan).map_err(|e| {
+        StorageError::other(
+            "recording a shard's plan",
+            format!("it does not serialize: {e}"),
+        )
+    })?;
+    write_with_body(ledger, &entry_name(shard, PLAN), HashMap::new(), body).await
+}
+
+/// What a delivery of `shard` before this one planned; `None` when none did.
+pub async fn read_plan<T: serde::de::DeserializeOwned>(
+    app: &App,
+    shard: &Shard,
+) -> Result<Option<T>, StorageError> {
+    let ledger = app.job_ledger().await?;
+    match ledger.blob(&entry_name(shard, PLAN)).read(None).await {
+        Ok(read) => serde_json::from_slice(&read.bytes)
+            .map(Some)
+            .map_err(|e| StorageError::other("reading a shard's recorded plan", e.to_string())),
+        Err(e) if e.is(ErrorCode::BlobNotFound) => Ok(None),
+        Err(e) => Err(e.context("reading a shard's recorded plan")),
+    }
+}
+
+const PLAN: &str = "plan";
+const LOCK: &str = "lock";
+const NEXT: &str = "next";
 
 /// Records that `shard` has done its part, with the blobs it could not protect.
 pub async fn record_finished(

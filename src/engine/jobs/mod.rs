@@ -27,7 +27,7 @@ use thiserror::Error;
 pub use ledger::JobStatus;
 pub use prune::{PruneAction, PruneCounts};
 pub use restore::RestoreAction;
-pub use runner::{run_delivered, run_part, Fanout, LineSink, LocalJob, PartReport};
+pub use runner::{run_delivered, run_part, Delivered, Fanout, LineSink, LocalJob, PartReport};
 pub use verify::VerifyLine;
 
 use crate::{

@@ -19,12 +19,13 @@ use std::{
 };
 
 use futures::TryStreamExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
 use super::{
-    runner::{each_within_budget, options_of, LineSink, PartDone},
+    ledger,
+    runner::{each_within_budget, options_of, LineSink, PartDone, Stop},
     Fanout, JobError,
 };
 use crate::{
@@ -54,6 +55,7 @@ pub(super) async fn run_part(
     shard: &Shard,
     fanout: &Fanout<'_>,
     sink: Option<LineSink<'_>>,
+    stop: Stop<'_>,
 ) -> Result<PartDone, JobError> {
     let options = options_of(shard, shard.pruning.as_ref())?;
     let mut done = PartDone::new(&PRUNE_COUNTS);
@@ -75,10 +77,28 @@ pub(super) async fn run_part(
         dry_run: options.dry_run,
         policy,
         now,
-        deadline: Instant::now() + app.config.shard_budget,
+        deadline: stop.deadline(app.config.shard_budget),
         after: shard.after.as_deref(),
+        until: stop.0.and_then(|stop| stop.after.as_deref()),
     };
-    let level = prune_directory(app, &scope, &mut |action| {
+    // Queued, the plan is recorded before anything is deleted: a delivery redone after a crash
+    // carries out the same plan, and reports what the one before deleted too.
+    let queued = matches!(fanout, Fanout::Queue);
+    let recorded = match queued {
+        true => ledger::read_plan::<PrunePlan>(app, shard).await?,
+        false => None,
+    };
+    let (plan, replay) = match recorded {
+        Some(plan) => (plan, Replay::Yes),
+        None => {
+            let plan = judge_level(app, &scope).await?;
+            if queued {
+                ledger::record_plan(app, shard, &plan).await?;
+            }
+            (plan, Replay::No)
+        }
+    };
+    let level = carry_out(app, &scope, plan, replay, &mut |action| {
         if action.action == "error" {
             done.notes
                 .fail(&action.blob, action.reason.clone().unwrap_or_default());
@@ -119,7 +139,7 @@ pub struct PruneAction {
 }
 
 /// What pruning kept and deleted (named as in [`PRUNE_COUNTS`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PruneCounts {
     pub versions_kept: u64,
     pub versions_deleted: u64,
@@ -205,6 +225,9 @@ pub struct DirectoryScope<'a> {
     /// The last deletion a previous part of the level did ([`PrunedLevel::stopped_after`]): only
     /// those after it are done, and what is kept was counted by the part that started the level.
     pub after: Option<&'a str>,
+    /// The last deletion a delivery of this part before chose to stop after (see
+    /// [`super::runner::Stop`]): none after it is done here.
+    pub until: Option<&'a str>,
 }
 
 /// One directory level pruned.
@@ -222,6 +245,32 @@ pub async fn prune_directory(
     scope: &DirectoryScope<'_>,
     report: &mut (dyn FnMut(PruneAction) + Send),
 ) -> Result<PrunedLevel, StorageError> {
+    let plan = judge_level(app, scope).await?;
+    carry_out(app, scope, plan, Replay::No, report).await
+}
+
+/// A level judged: what it keeps (counted by the level's first part only) and what goes, in the
+/// part's own order, after the part before's last deletion. A queued prune part records it in
+/// its job's ledger before it deletes anything, so a delivery redone after a crash deletes and
+/// reports exactly what the first planned, those the first deleted included.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PrunePlan {
+    kept: PruneCounts,
+    doomed: Vec<Doomed>,
+    subdirectories: Vec<String>,
+}
+
+/// Whether a plan is carried out again, after a delivery that died part-way through it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replay {
+    No,
+    /// A planned deletion found gone was done by the delivery before.
+    Yes,
+}
+
+/// Judges one directory level by the policy: lists `{c}bak`'s level and the lake's, and says
+/// what stays and what goes.
+pub async fn judge_level(app: &App, scope: &DirectoryScope<'_>) -> Result<PrunePlan, StorageError> {
     let policy = scope.policy;
     let mut counts = PruneCounts::default();
     let vault = app.vault_of(scope.container)?;
@@ -286,7 +335,7 @@ pub async fn prune_directory(
             } else {
                 doomed.push(Doomed {
                     blob: name.clone(),
-                    kind: "backup",
+                    kind: DoomedKind::Backup,
                     version: backup.backup.name.clone(),
                     etag: Some(backup.backup.etag.clone()),
                     bytes,
@@ -342,7 +391,7 @@ pub async fn prune_directory(
                     } else {
                         doomed.push(Doomed {
                             blob: name.clone(),
-                            kind: "snapshot",
+                            kind: DoomedKind::Snapshot,
                             version: snapshot.snapshot.clone().unwrap_or_default(),
                             etag: None,
                             bytes: snapshot.content_length,
@@ -358,9 +407,7 @@ pub async fn prune_directory(
     doomed.sort_by(|a, b| a.order().cmp(&b.order()));
     if let Some(after) = scope.after {
         // What is kept was counted by the part that started the level.
-        counts.versions_kept = 0;
-        counts.snapshots_kept = 0;
-        counts.bytes_kept = 0;
+        counts = PruneCounts::default();
         match serde_json::from_str::<(String, String, String)>(after) {
             Ok(after) => doomed.retain(|d| d.order() > (&after.0, &after.1, &after.2)),
             Err(e) => {
@@ -368,12 +415,40 @@ pub async fn prune_directory(
             }
         }
     }
+    Ok(PrunePlan {
+        kept: counts,
+        doomed,
+        subdirectories,
+    })
+}
+
+/// Deletes what `plan` dooms, in its order, until the scope's deadline (or its recorded stop),
+/// reporting each deletion to `report`.
+pub async fn carry_out(
+    app: &App,
+    scope: &DirectoryScope<'_>,
+    plan: PrunePlan,
+    replay: Replay,
+    report: &mut (dyn FnMut(PruneAction) + Send),
+) -> Result<PrunedLevel, StorageError> {
+    let vault = app.vault_of(scope.container)?;
+    let PrunePlan {
+        kept: mut counts,
+        mut doomed,
+        subdirectories,
+    } = plan;
+    if let Some(until) = scope.until {
+        match serde_json::from_str::<(String, String, String)>(until) {
+            Ok(until) => doomed.retain(|d| d.order() <= (&until.0, &until.1, &until.2)),
+            Err(e) => warn!(error = %e, "a recorded stop is unreadable: judging to the budget"),
+        }
+    }
     let mut last_done = None;
     let finished = each_within_budget(
         doomed,
         scope.deadline,
         app.config.snapshot_concurrency,
-        |doomed| delete(app, scope, &vault, doomed),
+        |doomed| delete(app, scope, &vault, doomed, replay),
         |action| {
             match action.action {
                 "delete" | "deleted" if action.kind == "backup" => {
@@ -403,19 +478,37 @@ pub async fn prune_directory(
 }
 
 /// A backup or snapshot the policy no longer keeps.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Doomed {
     blob: String,
-    kind: &'static str,
+    kind: DoomedKind,
     version: String,
     /// The backup blob's ETag, for the condition (snapshots never change).
     etag: Option<String>,
     bytes: u64,
 }
 
+/// What a doomed version is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum DoomedKind {
+    Backup,
+    Snapshot,
+}
+
+impl DoomedKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            DoomedKind::Backup => "backup",
+            DoomedKind::Snapshot => "snapshot",
+        }
+    }
+}
+
 impl Doomed {
     /// Where it comes in a part's deletions.
     fn order(&self) -> (&str, &str, &str) {
-        (&self.blob, self.kind, &self.version)
+        (&self.blob, self.kind.as_str(), &self.version)
     }
 }
 
@@ -424,10 +517,11 @@ async fn delete(
     scope: &DirectoryScope<'_>,
     vault: &Container,
     doomed: Doomed,
+    replay: Replay,
 ) -> PruneAction {
     let mut action = PruneAction {
         blob: doomed.blob,
-        kind: doomed.kind,
+        kind: doomed.kind.as_str(),
         version: doomed.version,
         action: "delete",
         bytes: doomed.bytes,
@@ -439,7 +533,7 @@ async fn delete(
     let deleted = async {
         let doomed_blob = match doomed.kind {
             // Deleted as the pruning identity (PRUNE_STORAGE), which may differ from the writer.
-            "backup" => app.pruner().container(vault.name())?.blob(&action.version),
+            DoomedKind::Backup => app.pruner().container(vault.name())?.blob(&action.version),
             _ => app
                 .source
                 .container(scope.container)?
@@ -460,6 +554,10 @@ async fn delete(
                 version = action.version,
                 "pruned"
             );
+            action.action = "deleted";
+        }
+        // Planned, and deleted by the delivery before that died part-way through the plan.
+        Err(e) if replay == Replay::Yes && e.is(ErrorCode::BlobNotFound) => {
             action.action = "deleted";
         }
         Err(e) => {

@@ -13,10 +13,7 @@
 //! writes in place and writes nothing twice, and a write by ingestion meanwhile is never
 //! overwritten. Nothing is ever deleted: a blob created after the instant stays.
 
-use std::{
-    collections::{BTreeMap, HashMap, HashSet},
-    time::Instant,
-};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
@@ -25,7 +22,7 @@ use tracing::{info, warn, Instrument};
 use url::Url;
 
 use super::{
-    runner::{each_within_budget, options_of, LineSink, PartDone},
+    runner::{each_within_budget, options_of, LineSink, PartDone, Stop},
     Fanout, JobError,
 };
 use crate::{
@@ -34,15 +31,17 @@ use crate::{
         etag::normalize_etag,
         job::{ERRORS, RESTORE_COUNTS},
         life::Lives,
+        message::BackupRequest,
         properties::{BlobProperties, BlobType},
         restore_plan::{
-            filter_reaches, holds_besides_bytes, level_prefix, plan, version_at, Plan, Restorable,
-            RestoreFrom, RestoreOptions, VersionSource,
+            filter_reaches, holds_besides_bytes, level_prefix, plan, version_at, version_with_lake,
+            written_by, Plan, Restorable, RestoreFrom, RestoreOptions, VersionSource,
         },
         shard::Shard,
         stamp,
         version::{CopyStatus, Version},
     },
+    engine::backup::{self, BackupOutcome},
     storage::{
         copy::{
             copy_server_side, copy_version_through, wait_for_copy, CopyAttributes, Overwrite,
@@ -81,6 +80,7 @@ pub(super) async fn run_part(
     shard: &Shard,
     fanout: &Fanout<'_>,
     sink: Option<LineSink<'_>>,
+    stop: Stop<'_>,
 ) -> Result<PartDone, JobError> {
     let options = options_of(shard, shard.restore.as_deref())?;
     let target_account = app.restore_target(options.to_account)?;
@@ -90,10 +90,13 @@ pub(super) async fn run_part(
         shard,
         options,
         as_of: options.instant(),
+        job_started: options.job_started_at(),
         lake: app.source.container(&shard.container)?,
         target: target_account.container(target_name)?,
+        target_name,
         target_account,
         in_place: !options.to_account && target_name == shard.container,
+        target_in_lake_account: !options.to_account,
     };
     let level = match options.from {
         RestoreFrom::Backup => part.plan_from_backup().await?,
@@ -111,11 +114,19 @@ pub(super) async fn run_part(
         app.progress.saw(level.candidates.len() as u64);
     }
     // The budget is for writes: a part always plans its whole level first.
-    let deadline = Instant::now() + app.config.shard_budget;
+    let deadline = stop.deadline(app.config.shard_budget);
     let mut done = PartDone::new(&RESTORE_COUNTS);
+    for warning in &level.warnings {
+        done.notes.warn("", warning.clone());
+    }
     let mut last_done = None;
+    let candidates: Vec<Candidate> = level
+        .candidates
+        .into_iter()
+        .filter(|candidate| stop.admits(&candidate.blob))
+        .collect();
     let finished = each_within_budget(
-        level.candidates,
+        candidates,
         deadline,
         app.config.snapshot_concurrency,
         |candidate| {
@@ -148,19 +159,27 @@ struct Part<'a> {
     shard: &'a Shard,
     options: &'a RestoreOptions,
     as_of: Option<OffsetDateTime>,
+    /// When the job started (see [`RestoreOptions::job_started`]).
+    job_started: Option<OffsetDateTime>,
     /// The lake's container being restored.
     lake: Container,
-    /// The container written to, and its account.
+    /// The container written to, its name, and its account.
     target: Container,
+    target_name: &'a str,
     target_account: &'a StorageAccount,
     /// The target is the lake's container itself.
     in_place: bool,
+    /// The target is a container of the lake's account (itself or another): its blobs are the
+    /// lake's, backed up by the backup engine.
+    target_in_lake_account: bool,
 }
 
 /// A level planned: its candidates in name order, after the previous part's last name.
 struct Level {
     candidates: Vec<Candidate>,
     subdirectories: Vec<String>,
+    /// What the job should know about how the level was planned.
+    warnings: Vec<String>,
 }
 
 /// One blob's chosen version (or none) and what its target holds.
@@ -170,8 +189,11 @@ struct Candidate {
     /// The target blob's version the plan was made against; `None`: the target had no such
     /// blob.
     target: Option<Version>,
-    /// That version has a snapshot or a complete backup already.
+    /// That version has a complete backup already.
     current_kept: bool,
+    /// The target holds the chosen version because this job wrote it (a delivery that died
+    /// before it recorded the write): reported restored.
+    written_by_job: bool,
 }
 
 /// What was done for one blob: the count it adds to, and its line (unchanged blobs have none).
@@ -213,14 +235,39 @@ impl Part<'_> {
             other => other?,
         };
         let mut targets = self.target_level().await?;
+        // The lake's versions now are versions too: one written at or before the instant is
+        // the version of the instant, backed up yet or not. In place they are the targets;
+        // elsewhere the lake's level is listed as well.
+        let mut warnings = Vec::new();
+        let mut lake_now = if self.in_place {
+            HashMap::new()
+        } else {
+            self.lake_level(&mut warnings).await?
+        };
+        let mut names: BTreeMap<String, Option<Restorable>> = level.choices;
+        for name in lake_now.keys() {
+            names.entry(name.clone()).or_insert(None);
+        }
         let mut candidates = Vec::new();
-        for (blob, chosen) in level.choices {
+        for (blob, backup_choice) in names {
             if !self.still_to_do(&blob) {
                 continue;
             }
             let current = targets.remove(&blob);
+            let in_lake = if self.in_place {
+                current.clone()
+            } else {
+                lake_now.remove(&blob)
+            };
+            let lake_now_backed_up = in_lake.as_ref().is_some_and(|version| {
+                level
+                    .backed_up
+                    .contains(&(blob.clone(), normalize_etag(&version.etag).to_owned()))
+            });
+            let chosen = version_with_lake(backup_choice, in_lake, lake_now_backed_up, self.as_of);
+            let chosen = chosen.as_ref();
             // Deletions count only for an instant: without one, restore brings back every blob.
-            let deleted_by_then = match (&chosen, self.as_of) {
+            let deleted_by_then = match (chosen, self.as_of) {
                 (Some(chosen), Some(instant)) => {
                     level.lives.ended_by(&blob, &chosen.version.etag, instant)
                 }
@@ -229,7 +276,7 @@ impl Part<'_> {
             let plan = if deleted_by_then {
                 Plan::Deleted
             } else {
-                plan(chosen.as_ref(), current.as_ref())
+                plan(chosen, current.as_ref())
             };
             // The level's backups are the lake container's: they say whether a version of the
             // lake is kept, never one of another container.
@@ -240,6 +287,7 @@ impl Part<'_> {
                         .contains(&(blob.clone(), normalize_etag(&current.etag).to_owned()))
                 });
             candidates.push(Candidate {
+                written_by_job: self.written_by_job(&plan, chosen, current.as_ref()),
                 blob,
                 plan,
                 target: current,
@@ -249,7 +297,49 @@ impl Part<'_> {
         Ok(Level {
             candidates,
             subdirectories: level.subdirectories,
+            warnings,
         })
+    }
+
+    /// Whether the target holds the chosen version because this job wrote it: the plan finds
+    /// it unchanged, the version is not the target's own, and the target was written since the
+    /// job started.
+    fn written_by_job(
+        &self,
+        plan: &Plan,
+        chosen: Option<&Restorable>,
+        target: Option<&Version>,
+    ) -> bool {
+        let in_place_base =
+            self.in_place && chosen.is_some_and(|chosen| chosen.source == VersionSource::Base);
+        match (plan, target, self.job_started) {
+            (Plan::Unchanged, Some(target), Some(started)) if !in_place_base => {
+                written_by(target.last_modified) >= started
+            }
+            _ => false,
+        }
+    }
+
+    /// The lake's versions now at the level, for a restore into another container: what
+    /// cannot be read is said once, and the restore goes on from the backups alone.
+    async fn lake_level(
+        &self,
+        warnings: &mut Vec<String>,
+    ) -> Result<HashMap<String, Version>, StorageError> {
+        match self.list_level(&self.lake, false).await {
+            Ok(level) => Ok(level),
+            Err(e) if e.is(ErrorCode::ContainerNotFound) => Ok(HashMap::new()),
+            Err(e) if e.is_transient() || e.status == Some(403) => {
+                warn!(error = %e, "the lake could not be listed: restoring from the backups alone");
+                warnings.push(format!(
+                    "the lake's container {} could not be read ({e}): versions written since \
+                     the last backup pass were not considered",
+                    self.shard.container
+                ));
+                Ok(HashMap::new())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn backup_choices(&self, tags: bool) -> Result<BackupLevel, StorageError> {
@@ -362,16 +452,13 @@ impl Part<'_> {
             } else {
                 targets.remove(&blob)
             };
-            // In place, the lake's own snapshots say whether the version now current is kept.
-            let current_kept = self.in_place
-                && current.as_ref().is_some_and(|current| {
-                    versions.iter().any(|v| {
-                        v.source != VersionSource::Base
-                            && normalize_etag(&v.version.etag) == normalize_etag(&current.etag)
-                    })
-                });
+            // Whether the version now current has a backup is the backup engine's to find out,
+            // before anything overwrites it.
+            let current_kept = false;
+            let plan = plan(chosen, current.as_ref());
             candidates.push(Candidate {
-                plan: plan(chosen, current.as_ref()),
+                written_by_job: self.written_by_job(&plan, chosen, current.as_ref()),
+                plan,
                 target: current,
                 current_kept,
                 blob,
@@ -380,6 +467,7 @@ impl Part<'_> {
         Ok(Level {
             candidates,
             subdirectories,
+            warnings: Vec::new(),
         })
     }
 
@@ -388,7 +476,7 @@ impl Part<'_> {
     async fn target_level(&self) -> Result<HashMap<String, Version>, StorageError> {
         let mut tags = self.app.config.list_tags && !self.target_account.tags_refused();
         loop {
-            match self.list_target_level(tags).await {
+            match self.list_level(&self.target, tags).await {
                 Err(e) if tags && e.is_tags_refusal() => {
                     warn!(error = %e, "the target refused to show tags: comparing without them");
                     self.target_account.refuse_tags();
@@ -400,12 +488,15 @@ impl Part<'_> {
         }
     }
 
-    async fn list_target_level(
+    /// What `container`'s level holds, by name, narrowed to the filter (directories of a
+    /// hierarchical namespace are no blobs to restore).
+    async fn list_level(
         &self,
+        container: &Container,
         tags: bool,
     ) -> Result<HashMap<String, Version>, StorageError> {
         let pages = list_directory(
-            &self.target,
+            container,
             ListingScope {
                 prefix: self.listing_prefix().as_deref(),
                 tags,
@@ -416,7 +507,9 @@ impl Part<'_> {
         let mut level = HashMap::new();
         while let Some(page) = pages.try_next().await? {
             for version in page.into_items() {
-                if version.name.starts_with(&self.options.filter) {
+                if version.name.starts_with(&self.options.filter)
+                    && !version.is_directory_placeholder()
+                {
                     level.insert(version.name.clone(), version);
                 }
             }
@@ -434,6 +527,13 @@ impl Part<'_> {
             action: Some(action),
         };
         let version = match candidate.plan {
+            Plan::Unchanged if candidate.written_by_job => {
+                let mut restored = action(blob, "restore", None);
+                if let Some(target) = &candidate.target {
+                    restored.version_etag = Some(normalize_etag(&target.etag).to_owned());
+                }
+                return with_line("restored", restored);
+            }
             Plan::Unchanged => {
                 return Outcome {
                     blob,
@@ -490,12 +590,11 @@ impl Part<'_> {
         if self.options.dry_run {
             return with_line("restored", action(blob, "restore", Some(&version)));
         }
-        let planned_against = candidate.target.map(|t| t.etag);
         match self
             .copy_back(
                 &blob,
                 &version,
-                planned_against.as_deref(),
+                candidate.target.as_ref(),
                 candidate.current_kept,
             )
             .await
@@ -512,6 +611,49 @@ impl Part<'_> {
                 warn!(blob, %error, "restoring the blob failed");
                 failed(error.to_string())
             }
+        }
+    }
+
+    /// Keeps the version `target` holds now before the restore overwrites it. In the lake's
+    /// account it is backed up through the backup engine, with its usual stamp (a later restore
+    /// as of just before this one brings it back); in another account, which no backup covers,
+    /// it is snapshotted. `Some(ChangedSincePlan)` when it moved on since the plan (nothing is
+    /// written then); an error when it cannot be kept, and the blob is left as it is.
+    async fn keep_current(
+        &self,
+        blob: &str,
+        target: &Version,
+    ) -> Result<Option<CopyBack>, StorageError> {
+        let left_alone = |detail: String| {
+            StorageError::other(
+                format!("keeping the version {blob} holds now before the restore overwrites it"),
+                format!("{detail}; the blob was left as it is"),
+            )
+        };
+        if !self.target_in_lake_account {
+            let snapshot = self
+                .target
+                .blob(blob)
+                .take_snapshot(Some(&target.etag))
+                .await;
+            return match snapshot {
+                Ok(_) => Ok(None),
+                Err(e) if e.is(ErrorCode::ConditionNotMet) => Ok(Some(CopyBack::ChangedSincePlan)),
+                Err(e) => Err(left_alone(e.to_string())),
+            };
+        }
+        let request = BackupRequest::new(self.target_name, blob, &target.etag);
+        match backup::back_up(self.app, &request).await {
+            Ok(BackupOutcome::BackedUp { .. } | BackupOutcome::AlreadyBackedUp { .. }) => {
+                info!(
+                    blob,
+                    "the version it held is backed up before the restore overwrites it"
+                );
+                Ok(None)
+            }
+            Ok(BackupOutcome::Outdated { .. }) => Ok(Some(CopyBack::ChangedSincePlan)),
+            Ok(other) => Err(left_alone(format!("it could not be backed up: {other:?}"))),
+            Err(e) => Err(left_alone(format!("it could not be backed up: {e}"))),
         }
     }
 
@@ -554,32 +696,24 @@ impl Part<'_> {
         &self,
         blob: &str,
         restorable: &Restorable,
-        planned_against: Option<&str>,
+        planned_target: Option<&Version>,
         current_kept: bool,
     ) -> Result<CopyBack, StorageError> {
         let version = &restorable.version;
         if restorable.source == VersionSource::Base && self.in_place {
             return Ok(CopyBack::Written);
         }
+        let planned_against = planned_target.map(|t| t.etag.as_str());
         let destination = self.target.blob(blob);
         let overwrite = match planned_against {
             Some(etag) => Overwrite::IfMatch(etag),
             None => Overwrite::Never,
         };
         // A restore never destroys a version: the one it overwrites (written after the last
-        // pass, or by whatever the restore undoes) is snapshotted first unless a snapshot or a
-        // backup holds it already.
-        if let (Some(etag), false) = (planned_against, current_kept) {
-            match destination.take_snapshot(Some(etag)).await {
-                Ok(_) => {}
-                Err(e) if e.is(ErrorCode::ConditionNotMet) => {
-                    return Ok(CopyBack::ChangedSincePlan)
-                }
-                Err(e) => {
-                    return Err(e.context(format!(
-                        "keeping the version {blob} holds now before the restore overwrites it"
-                    )))
-                }
+        // pass, or by whatever the restore undoes) is kept first unless a backup holds it.
+        if let (Some(target), false) = (planned_target, current_kept) {
+            if let Some(changed) = self.keep_current(blob, target).await? {
+                return Ok(changed);
             }
         }
         let properties = &version.properties;

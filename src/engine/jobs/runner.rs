@@ -21,7 +21,7 @@ use crate::{
         job::{count_names, not_done, BlobNote, Counts, Notes},
         shard::{Shard, WorkKind},
     },
-    storage::StorageError,
+    storage::{lease::SHORTEST_LEASE_SECONDS, StorageError},
 };
 
 /// What one shard part did; the shard function's return value.
@@ -72,16 +72,18 @@ pub async fn run_part(
     shard: &Shard,
     fanout: &Fanout<'_>,
 ) -> Result<PartReport, JobError> {
-    run_part_reporting(app, shard, fanout, None).await
+    run_part_reporting(app, shard, fanout, None, None).await
 }
 
 /// [`run_part`], handing each per-blob line to `sink` as it is done instead of collecting them
-/// in the report.
+/// in the report; `stop`: the continuation a delivery of this shard before chose, where this
+/// one stops too (see [`Stop`]).
 pub(super) async fn run_part_reporting(
     app: &App,
     shard: &Shard,
     fanout: &Fanout<'_>,
     sink: Option<LineSink<'_>>,
+    stop: Option<&Shard>,
 ) -> Result<PartReport, JobError> {
     let span = tracing::info_span!(
         "shard",
@@ -93,11 +95,12 @@ pub(super) async fn run_part_reporting(
     );
     async {
         let started = Instant::now();
+        let stop = Stop(stop);
         let done = match shard.kind {
-            WorkKind::Backup => backup::run_part(app, shard, fanout).await?,
-            WorkKind::Restore => restore::run_part(app, shard, fanout, sink).await?,
-            WorkKind::Verify => verify::run_part(app, shard, fanout, sink).await?,
-            WorkKind::Prune => prune::run_part(app, shard, fanout, sink).await?,
+            WorkKind::Backup => backup::run_part(app, shard, fanout, stop).await?,
+            WorkKind::Restore => restore::run_part(app, shard, fanout, sink, stop).await?,
+            WorkKind::Verify => verify::run_part(app, shard, fanout, sink, stop).await?,
+            WorkKind::Prune => prune::run_part(app, shard, fanout, sink, stop).await?,
         };
         let mut report = PartReport {
             job: shard.job.clone(),
@@ -109,7 +112,16 @@ pub(super) async fn run_part_reporting(
             duration_ms: 0,
             lines: done.lines,
         };
-        if let Some(next) = done.continuation {
+        // A recorded stop is queued again whatever this delivery found: the one before may have
+        // entered it in the ledger and died before it was on the queue.
+        let continuation = match stop.0 {
+            Some(recorded) => Some(recorded.clone()),
+            None => done.continuation,
+        };
+        if let Some(next) = continuation {
+            if stop.0.is_none() && matches!(fanout, Fanout::Queue) {
+                ledger::record_continuation(app, shard, &next).await?;
+            }
             fanout.push(app, next).await?;
             report.continued = true;
         }
@@ -122,6 +134,33 @@ pub(super) async fn run_part_reporting(
     }
     .instrument(span)
     .await
+}
+
+/// Where a part must stop: the continuation a delivery of the same shard before it chose and
+/// recorded (it then died before it finished). Such a part ignores its budget and deals with
+/// exactly what lies before that continuation — the work the delivery before it did, found done
+/// — so the ledger counts every unit once and the chain of continuations stays one chain.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stop<'a>(pub Option<&'a Shard>);
+
+impl Stop<'_> {
+    /// The part's deadline: its budget from now, or none while a recorded stop is to be reached.
+    pub fn deadline(&self, budget: Duration) -> Instant {
+        match self.0 {
+            Some(_) => Instant::now() + Duration::from_secs(86_400 * 365),
+            None => Instant::now() + budget,
+        }
+    }
+
+    /// Whether a unit at `position` in the part's own order (a kind that orders its level
+    /// itself: restore, verify, prune) lies before the recorded stop, which goes on after its
+    /// `after`; every unit does when there is none.
+    pub fn admits(&self, position: &str) -> bool {
+        match self.0.and_then(|stop| stop.after.as_deref()) {
+            Some(after) => position <= after,
+            None => true,
+        }
+    }
 }
 
 /// The options a shard of a kind other than backup carries (checked when its message is read).
@@ -209,29 +248,76 @@ where
     started.load(Ordering::Relaxed) == total
 }
 
+/// What became of a shard the queue delivered.
+#[derive(Debug)]
+pub enum Delivered {
+    /// This delivery did the shard's part.
+    Ran(PartReport),
+    /// The shard had finished already: a duplicate message, nothing done.
+    AlreadyFinished,
+    /// Another delivery is working on the shard: this one was put back on the queue for after
+    /// its lock lapses (a new message, so waiting never counts toward poison).
+    Deferred,
+}
+
+/// How long a delivery that found its shard locked waits before it is tried again: the lock's
+/// lease, so a lock whose holder died has lapsed by then.
+const LOCKED_SHARD_DELAY: Duration = Duration::from_secs(SHORTEST_LEASE_SECONDS as u64);
+
 /// Runs a shard the queue delivered, keeping its job's ledger: on its last allowed delivery it
 /// says so first, so that a job whose shard is killed there ends failed rather than running for
-/// ever; a shard that fails there is recorded failed (the host gives it up); one that ends is
-/// recorded finished. A failure fails the invocation, for a retry.
+/// ever; it claims the shard (one delivery at a time; a finished shard is not done again; one
+/// redone after a crash stops where the one before chose to); a shard that fails on its last
+/// delivery is recorded failed (the host gives it up); one that ends is recorded finished, after
+/// its continuation is in the ledger and on the queue. A failure fails the invocation, for a
+/// retry.
 pub async fn run_delivered(
     app: &App,
     shard: &Shard,
     last_attempt: bool,
-) -> Result<PartReport, JobError> {
+) -> Result<Delivered, JobError> {
     if last_attempt {
         ledger::record_last_attempt(app, shard).await?;
     }
-    let report = match run_part(app, shard, &Fanout::Queue).await {
-        Ok(report) => report,
+    let lock = match ledger::claim(app, shard).await? {
+        ledger::Claim::Finished => {
+            info!(job = %shard.job, prefix = %shard.prefix, part = shard.part, "the shard has finished already");
+            return Ok(Delivered::AlreadyFinished);
+        }
+        ledger::Claim::Busy => {
+            info!(job = %shard.job, prefix = %shard.prefix, part = shard.part, "another delivery is working on the shard: later");
+            app.defer_shard(shard, LOCKED_SHARD_DELAY).await?;
+            return Ok(Delivered::Deferred);
+        }
+        ledger::Claim::Held(lock) => lock,
+    };
+    let lost = lock.lost();
+    let ran = tokio::select! {
+        biased;
+        ran = run_part_reporting(app, shard, &Fanout::Queue, None, lock.stop.as_ref()) => ran,
+        // Another delivery may take the shard over: this one must not record it.
+        reason = lost => Err(StorageError::other("working on a shard", reason).into()),
+    };
+    let finished = match ran {
+        Ok(report) => record_ran(app, shard, report).await,
+        Err(e) => Err(e),
+    };
+    lock.release().await;
+    match finished {
+        Ok(report) => Ok(Delivered::Ran(report)),
         Err(e) => {
             if last_attempt {
                 if let Err(ledger) = ledger::record_failed(app, shard, &e.to_string()).await {
                     warn!(error = %ledger, "could not record the failed shard in its job's ledger");
                 }
             }
-            return Err(e);
+            Err(e)
         }
-    };
+    }
+}
+
+/// Records what a part did: its per-blob lines, then its finished entry.
+async fn record_ran(app: &App, shard: &Shard, report: PartReport) -> Result<PartReport, JobError> {
     if !report.lines.is_empty() {
         ledger::record_report(app, shard, &report.lines).await?;
     }
@@ -314,7 +400,7 @@ pub(super) async fn run_here(
                 if attempt > 1 {
                     tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
                 }
-                let result = run_part_reporting(app, &shard, fanout, Some(on_line)).await;
+                let result = run_part_reporting(app, &shard, fanout, Some(on_line), None).await;
                 (shard, attempt, result)
             });
         }

@@ -18,7 +18,7 @@
 //! continuation lists the level again and goes on after the last name checked, in the part's own
 //! name order.
 
-use std::{collections::BTreeMap, time::Instant};
+use std::collections::BTreeMap;
 
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use futures::TryStreamExt;
@@ -28,7 +28,7 @@ use time::format_description::well_known::Rfc3339;
 use tracing::Instrument;
 
 use super::{
-    runner::{each_within_budget, options_of, LineSink, PartDone},
+    runner::{each_within_budget, options_of, LineSink, PartDone, Stop},
     Fanout, JobError,
 };
 use crate::{
@@ -88,6 +88,7 @@ pub(super) async fn run_part(
     shard: &Shard,
     fanout: &Fanout<'_>,
     sink: Option<LineSink<'_>>,
+    stop: Stop<'_>,
 ) -> Result<PartDone, JobError> {
     let options = options_of(shard, shard.verify.as_ref())?;
     let source = app.source.container(&shard.container)?;
@@ -107,13 +108,14 @@ pub(super) async fn run_part(
                 .after
                 .as_deref()
                 .is_none_or(|after| name.as_str() > after)
+                && stop.admits(name)
         })
         .flat_map(|(_, entries)| diff_listing(entries))
         .collect();
     if shard.part == 0 {
         app.progress.saw(verdicts.len() as u64);
     }
-    let deadline = Instant::now() + app.config.shard_budget;
+    let deadline = stop.deadline(app.config.shard_budget);
     let mut done = PartDone::new(&VERIFY_COUNTS);
     let mut last_done = None;
     let finished = each_within_budget(

@@ -400,3 +400,22 @@ pub async fn put_block_list(
         .await
         .unwrap_or_else(|e| panic!("commit the block list of {name}: {e}"));
 }
+
+/// Waits until the wall clock has passed into the next whole second. Azure reports
+/// Last-Modified to the second, so two writes (or a write and an instant) are told apart only
+/// across a second boundary: this waits for exactly that, never a fixed time.
+pub async fn next_second() {
+    let now = time::OffsetDateTime::now_utc();
+    let into_second = std::time::Duration::from_nanos(u64::from(now.nanosecond()));
+    // A few milliseconds past the boundary: the emulator's clock is this machine's.
+    let left =
+        std::time::Duration::from_secs(1) - into_second + std::time::Duration::from_millis(5);
+    tokio::time::sleep(left).await;
+}
+
+/// Now, as RFC 3339.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}

@@ -30,9 +30,9 @@ use futures::{future::BoxFuture, stream::FuturesUnordered, StreamExt, TryStreamE
 use time::OffsetDateTime;
 use tracing::{info, warn, Instrument};
 
-use self::walk::{Slot, SlotWork, Walk};
+use self::walk::{Search, Slot, SlotWork, Walk};
 use super::{
-    runner::{Fanout, PartDone},
+    runner::{Fanout, PartDone, Stop},
     JobError,
 };
 use crate::{
@@ -42,6 +42,7 @@ use crate::{
         job::{BackupCounts, Notes},
         life::Record,
         shard::{Phase, Shard},
+        version::Version,
     },
     engine::{
         backup::BackupError,
@@ -61,12 +62,15 @@ pub(super) async fn run_part(
     app: &App,
     shard: &Shard,
     fanout: &Fanout<'_>,
+    stop: Stop<'_>,
 ) -> Result<PartDone, JobError> {
     let mut part = Part {
         app,
         shard,
         fanout,
-        deadline: Instant::now() + app.config.shard_budget,
+        stop: stop.0,
+        reached_stop: false,
+        deadline: stop.deadline(app.config.shard_budget),
         counts: BackupCounts::default(),
         notes: Notes::default(),
         continuation: None,
@@ -85,6 +89,11 @@ struct Part<'a> {
     app: &'a App,
     shard: &'a Shard,
     fanout: &'a Fanout<'a>,
+    /// Where a delivery of this shard before chose to stop (see [`Stop`]): this part's listing
+    /// goes exactly that far, whatever its budget, and leaves the rest to that continuation.
+    stop: Option<&'a Shard>,
+    /// The listing has reached `stop`: no slot after it is dealt with here.
+    reached_stop: bool,
     /// No repair, record or deletion starts after it (one in flight may finish after it).
     deadline: Instant,
     counts: BackupCounts,
@@ -98,7 +107,7 @@ type Repairs<'a> = FuturesUnordered<BoxFuture<'a, (usize, SlotOutcome)>>;
 
 impl<'a> Part<'a> {
     fn budget_spent(&self) -> bool {
-        Instant::now() >= self.deadline
+        self.stop.is_none() && Instant::now() >= self.deadline
     }
 
     async fn run(&mut self) -> Result<(), JobError> {
@@ -111,12 +120,14 @@ impl<'a> Part<'a> {
         };
         // The budget is the part's work, after the listing of its `{c}bak` level: a level that
         // takes longer to list than a budget must not leave a part with nothing done.
-        self.deadline = Instant::now() + self.app.config.shard_budget;
+        self.deadline = Stop(self.stop).deadline(self.app.config.shard_budget);
         let listed = match self.shard.phase {
             Phase::Listing => Some(self.list_and_repair(&level).await?),
             Phase::Deletions => None,
         };
-        if self.shard.only.is_some() {
+        // What lies beyond a recorded stop (the rest of the listing, or the deletions) is the
+        // recorded continuation's.
+        if self.shard.only.is_some() || self.stop.is_some() {
             return Ok(());
         }
         // Which backed-up names the level no longer holds: known only from a complete listing.
@@ -164,17 +175,22 @@ impl<'a> Part<'a> {
         let mut pages = Box::pin(listing(tags)?);
         let from_start = shard.marker.is_none() && shard.after.is_none();
         let mut present = Present::default();
-        let mut walk = Walk::new(shard.after.clone());
+        // The name to skip through is looked for over more names than one page of the part
+        // before could hold (this worker's page size, or the largest the service gives).
+        let search_limit = 2 * (app.config.shard_page_size.max(MAX_PAGE_SIZE) as usize);
+        let mut walk = Walk::new(shard.after.clone(), search_limit);
         let mut diff = SnapshotDiff::new();
         // The marker each page was listed from, by page number.
         let mut page_markers: Vec<Option<String>> = Vec::new();
         let mut next_marker = shard.marker.clone();
+        // Pages listed while the name to skip through is looked for, not yet dealt with.
+        let mut held: Vec<(usize, Vec<ListedEntry<Version>>)> = Vec::new();
         let mut work: Repairs<'a> = FuturesUnordered::new();
         let mut ended = false;
         let mut cut = false;
-        'pages: loop {
+        loop {
             // A page is fetched only while there is budget, or while nothing was started yet.
-            if self.budget_spent() && walk.started > 0 {
+            if (self.budget_spent() && walk.started > 0) || self.reached_stop {
                 cut = true;
                 break;
             }
@@ -204,42 +220,45 @@ impl<'a> Part<'a> {
             let page_number = page_markers.len();
             page_markers.push(next_marker.clone());
             next_marker = page.next_marker.clone();
-            if page_number == 0 {
-                walk.find_skip(page.entries.iter().map(entry_identity));
+            let search = walk.search(page.entries.iter().map(entry_identity));
+            held.push((page_number, page.entries));
+            if search == Search::Holding {
+                continue;
             }
-            for entry in page.entries {
-                if walk.skips(entry_identity(&entry)) {
-                    continue;
-                }
-                present.note(entry_identity(&entry), level);
-                match entry {
-                    ListedEntry::Directory(_) if shard.only.is_some() => {}
-                    ListedEntry::Directory(sub) => {
-                        // A directory never falls between a name's entries: its group is whole.
-                        if let Some(verdict) = std::mem::take(&mut diff).finish() {
-                            walk.push(Slot::blob(verdict, walk.group_page));
-                        }
-                        walk.push(Slot::directory(sub, page_number));
-                    }
-                    ListedEntry::Item(blob) => {
-                        if shard.only.as_deref().is_some_and(|only| only != blob.name) {
-                            continue;
-                        }
-                        let starts_group = diff.current_name() != Some(blob.name.as_str());
-                        if let Some(verdict) = diff.push(blob) {
-                            walk.push(Slot::blob(verdict, walk.group_page));
-                        }
-                        if starts_group {
-                            walk.group_page = page_number;
-                        }
-                    }
-                }
+            for (page_number, entries) in std::mem::take(&mut held) {
+                self.take_page(
+                    &mut walk,
+                    &mut diff,
+                    &mut present,
+                    level,
+                    page_number,
+                    entries,
+                );
             }
             // Start what is ready, in order, as budget and concurrency allow.
             if !self.start_ready(&mut walk, &mut work, level).await? {
                 cut = true;
-                break 'pages;
+                break;
             }
+            // A recorded stop at a page's end: the continuation lists from the next page.
+            if let Some(stop) = self.stop.filter(|stop| stop.after.is_none()) {
+                if stop.marker.is_some() && stop.marker == next_marker {
+                    self.reached_stop = true;
+                }
+            }
+        }
+        // The listing ended while the name to skip through was still looked for: it is gone,
+        // and nothing is skipped.
+        walk.give_up_search();
+        for (page_number, entries) in held {
+            self.take_page(
+                &mut walk,
+                &mut diff,
+                &mut present,
+                level,
+                page_number,
+                entries,
+            );
         }
         if ended {
             if let Some(verdict) = std::mem::take(&mut diff).finish() {
@@ -277,6 +296,48 @@ impl<'a> Part<'a> {
         Ok(Listed::Cut)
     }
 
+    /// Deals with one page's entries in listing order: each name's group (its base and
+    /// snapshots) becomes one slot with the diff's verdict, each sub-directory one slot.
+    fn take_page(
+        &self,
+        walk: &mut Walk,
+        diff: &mut SnapshotDiff,
+        present: &mut Present,
+        level: &BackupLevel,
+        page_number: usize,
+        entries: Vec<ListedEntry<Version>>,
+    ) {
+        let only = self.shard.only.as_deref();
+        for entry in entries {
+            if walk.skips(entry_identity(&entry)) {
+                continue;
+            }
+            present.note(entry_identity(&entry), level);
+            match entry {
+                ListedEntry::Directory(_) if only.is_some() => {}
+                ListedEntry::Directory(sub) => {
+                    // A directory never falls between a name's entries: its group is whole.
+                    if let Some(verdict) = std::mem::take(diff).finish() {
+                        walk.push(Slot::blob(verdict, walk.group_page));
+                    }
+                    walk.push(Slot::directory(sub, page_number));
+                }
+                ListedEntry::Item(blob) => {
+                    if only.is_some_and(|only| only != blob.name) {
+                        continue;
+                    }
+                    let starts_group = diff.current_name() != Some(blob.name.as_str());
+                    if let Some(verdict) = diff.push(blob) {
+                        walk.push(Slot::blob(verdict, walk.group_page));
+                    }
+                    if starts_group {
+                        walk.group_page = page_number;
+                    }
+                }
+            }
+        }
+    }
+
     /// Starts the ready slots in order; returns `false` when the budget stopped it (slots were
     /// left for the continuation).
     async fn start_ready(
@@ -286,6 +347,12 @@ impl<'a> Part<'a> {
         level: &BackupLevel,
     ) -> Result<bool, JobError> {
         while let Some(index) = walk.next_to_start() {
+            if self.reached_stop {
+                return Ok(false);
+            }
+            if let Some(after) = self.stop.and_then(|stop| stop.after.as_deref()) {
+                self.reached_stop = walk.slot(index).identity() == after;
+            }
             let work_of_slot = match &walk.slot(index).work {
                 SlotWork::Directory(sub) => SlotWork::Directory(sub.clone()),
                 SlotWork::Blob(verdict) => SlotWork::Blob(verdict.clone()),
@@ -416,6 +483,7 @@ impl<'a> Part<'a> {
             now: OffsetDateTime::now_utc(),
             deadline: self.deadline,
             after: None,
+            until: None,
         };
         let mut refused = Vec::new();
         let pruned = prune::prune_directory(app, &scope, &mut |action| {
@@ -443,6 +511,9 @@ impl<'a> Part<'a> {
         Ok(())
     }
 }
+
+/// The most entries the service lists in one page.
+const MAX_PAGE_SIZE: u32 = 5_000;
 
 /// How far a part's listing went.
 enum Listed {

@@ -9,9 +9,16 @@ use crate::core::diff::BlobVerdict;
 /// The slots of a part in listing order: which are ready, started and done, and where the
 /// part's continuation would go on.
 pub(super) struct Walk {
-    /// Entries of the first page up to and including this name's run are skipped.
+    /// The listing's entries up to and including this name's run are skipped (done by the part
+    /// before).
     skip_through: Option<String>,
     skip: SkipState,
+    /// How many distinct names the search for `skip_through` may pass before it gives up.
+    search_limit: usize,
+    /// Names passed while searching.
+    searched: usize,
+    /// The last name passed while searching, so a name's run counts once.
+    last_searched: Option<String>,
     /// Slots not yet in the done prefix, in listing order, by index.
     pub(super) pending: VecDeque<Slot>,
     /// The index of `pending`'s first slot.
@@ -28,24 +35,39 @@ pub(super) struct Walk {
 
 #[derive(Debug, PartialEq, Eq)]
 enum SkipState {
-    /// The first page has not been seen yet.
-    Unknown,
-    /// Skipping the first page's entries up to the name's run.
+    /// Looking for the name to skip through: the listing's pages are held, not dealt with.
+    Searching,
+    /// Skipping the entries up to the name's run.
     Before,
     /// Inside that name's run (it may go on into the next page).
     InRun,
     Done,
 }
 
+/// What the search for the name to skip through says about the pages held so far.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Search {
+    /// Not found yet: hold this page too, and list the next.
+    Holding,
+    /// Deal with the held pages: the entries through the name's run are skipped if it was
+    /// found, none if the search gave up.
+    Resolved,
+}
+
 impl Walk {
-    pub(super) fn new(skip_through: Option<String>) -> Self {
+    /// A walk that skips the listing's entries through `skip_through`'s run, looked for among the
+    /// first `search_limit` names listed.
+    pub(super) fn new(skip_through: Option<String>, search_limit: usize) -> Self {
         Self {
             skip: if skip_through.is_some() {
-                SkipState::Unknown
+                SkipState::Searching
             } else {
                 SkipState::Done
             },
             skip_through,
+            search_limit: search_limit.max(1),
+            searched: 0,
+            last_searched: None,
             pending: VecDeque::new(),
             first_index: 0,
             started_in_pending: 0,
@@ -55,26 +77,48 @@ impl Walk {
         }
     }
 
-    /// Looks for the name to skip through on the first page: when the page holds it, its
-    /// entries up to and including that name's run are skipped; when it does not (the entry is
-    /// gone, or was the last of the page before), nothing is.
-    pub(super) fn find_skip<'e>(&mut self, mut identities: impl Iterator<Item = &'e str>) {
-        if self.skip != SkipState::Unknown {
-            return;
+    /// Looks for the name to skip through among a page's entries. A continuation lists again
+    /// from the marker of the page where its first slot not done was listed, but that listing
+    /// need not end its first page where the first part's did: snapshots this job took, and
+    /// blobs written since, add entries, so the name may be on a later page. It is looked for
+    /// over the first `search_limit` names (more than one page of the part before could hold);
+    /// past them — the name is gone, or far behind new entries — nothing is skipped, and
+    /// redoing is harmless. Found or not, the held pages are then dealt with in order.
+    pub(super) fn search<'e>(&mut self, identities: impl Iterator<Item = &'e str>) -> Search {
+        if self.skip != SkipState::Searching {
+            return Search::Resolved;
         }
         let target = self.skip_through.as_deref().unwrap_or_default();
-        self.skip = if identities.any(|identity| identity == target) {
-            SkipState::Before
-        } else {
-            SkipState::Done
-        };
+        for identity in identities {
+            if identity == target {
+                self.skip = SkipState::Before;
+                return Search::Resolved;
+            }
+            if self.last_searched.as_deref() != Some(identity) {
+                self.searched += 1;
+                self.last_searched = Some(identity.to_owned());
+            }
+        }
+        if self.searched >= self.search_limit {
+            self.give_up_search();
+            return Search::Resolved;
+        }
+        Search::Holding
     }
 
-    /// Whether to skip this entry (see [`Walk::find_skip`]).
+    /// The listing ended, or the search went too far, without finding the name: nothing is
+    /// skipped.
+    pub(super) fn give_up_search(&mut self) {
+        if self.skip == SkipState::Searching {
+            self.skip = SkipState::Done;
+        }
+    }
+
+    /// Whether to skip this entry (see [`Walk::search`]).
     pub(super) fn skips(&mut self, identity: &str) -> bool {
         let target = self.skip_through.as_deref().unwrap_or_default();
         match self.skip {
-            SkipState::Unknown | SkipState::Done => false,
+            SkipState::Searching | SkipState::Done => false,
             SkipState::Before => {
                 if identity == target {
                     self.skip = SkipState::InRun;
@@ -135,6 +179,11 @@ pub(super) enum SlotWork {
 }
 
 impl Slot {
+    /// The name, or the sub-directory's prefix.
+    pub(super) fn identity(&self) -> &str {
+        &self.identity
+    }
+
     pub(super) fn blob(verdict: BlobVerdict, page: usize) -> Self {
         Slot {
             identity: verdict.blob.name.clone(),
@@ -158,18 +207,27 @@ impl Slot {
 mod tests {
     use super::*;
 
-    /// Which of `pages` (entry identities) a part that skips through `after` deals with.
-    fn walked(after: Option<&str>, pages: &[&[&str]]) -> Vec<String> {
-        let mut walk = Walk::new(after.map(str::to_owned));
+    /// Which of `pages` (entry identities) a part that skips through `after`, looking for it
+    /// among `limit` names, deals with.
+    fn walked(after: Option<&str>, limit: usize, pages: &[&[&str]]) -> Vec<String> {
+        let mut walk = Walk::new(after.map(str::to_owned), limit);
+        let mut held: Vec<&str> = Vec::new();
         let mut kept = Vec::new();
-        for (number, page) in pages.iter().enumerate() {
-            if number == 0 {
-                walk.find_skip(page.iter().copied());
+        for page in pages {
+            held.extend(page.iter());
+            if walk.search(page.iter().copied()) == Search::Holding {
+                continue;
             }
-            for identity in page.iter() {
+            for identity in held.drain(..) {
                 if !walk.skips(identity) {
-                    kept.push((*identity).to_owned());
+                    kept.push(identity.to_owned());
                 }
+            }
+        }
+        walk.give_up_search();
+        for identity in held.drain(..) {
+            if !walk.skips(identity) {
+                kept.push(identity.to_owned());
             }
         }
         kept
@@ -179,23 +237,37 @@ mod tests {
     fn a_continuation_skips_by_identity_never_by_order() {
         // The service's order is its own: "😀" before "｡" here, as UTF-16 sorts them.
         let page: &[&str] = &["a", "😀", "😀", "｡", "z/"];
-        assert_eq!(walked(Some("😀"), &[page]), ["｡", "z/"]);
-        assert_eq!(walked(None, &[page]).len(), 5);
-        // The name is not on the page (it was the last of the page before, or it is gone):
-        // nothing is skipped, and redoing is harmless.
-        assert_eq!(walked(Some("gone"), &[page]).len(), 5);
+        assert_eq!(walked(Some("😀"), 10, &[page]), ["｡", "z/"]);
+        assert_eq!(walked(None, 10, &[page]).len(), 5);
+        // The name is not in the listing (it is gone): nothing is skipped, and redoing is
+        // harmless.
+        assert_eq!(walked(Some("gone"), 10, &[page]).len(), 5);
         // A name's run spilling over into the next page is skipped there too, and no further.
         assert_eq!(
-            walked(Some("😀"), &[&["a", "😀"], &["😀", "b", "😀"]]),
+            walked(Some("😀"), 10, &[&["a", "😀"], &["😀", "b", "😀"]]),
             ["b", "😀"]
         );
-        // Only the first page is searched: a name equal to the target later is dealt with.
-        assert_eq!(walked(Some("x"), &[&["a"], &["x", "y"]]), ["a", "x", "y"]);
+        // Snapshots taken since push the name onto a later page: it is found there, and the
+        // names before it (done by the part before) are skipped.
+        assert_eq!(
+            walked(Some("c"), 10, &[&["a", "a", "b"], &["b", "c", "c"], &["d"]]),
+            ["d"]
+        );
+        // Past the limit of names, the search gives up and nothing is skipped.
+        assert_eq!(
+            walked(Some("x"), 2, &[&["a", "b"], &["c", "x"], &["y"]]),
+            ["a", "b", "c", "x", "y"]
+        );
+        // A name's snapshots count once toward the limit.
+        assert_eq!(
+            walked(Some("c"), 2, &[&["a", "a", "a"], &["b", "c"], &["d"]]),
+            ["d"]
+        );
     }
 
     #[test]
     fn the_done_prefix_ends_before_the_first_slot_not_done() {
-        let mut walk = Walk::new(None);
+        let mut walk = Walk::new(None, 1);
         for (name, page) in [("a", 0), ("b", 0), ("c", 1)] {
             walk.push(Slot::directory(format!("{name}/"), page));
         }
