@@ -26,7 +26,7 @@ use url::Url;
 
 use super::{
     runner::{each_within_budget, options_of, LineSink, PartDone},
-    Fanout, JobError,
+    target, Fanout, JobError,
 };
 use crate::{
     app::App,
@@ -83,8 +83,8 @@ pub(super) async fn run_part(
     sink: Option<LineSink<'_>>,
 ) -> Result<PartDone, JobError> {
     let options = options_of(shard, shard.restore.as_deref())?;
-    let target_account = app.restore_target(options.to_account)?;
-    let target_name = options.to_container.as_deref().unwrap_or(&shard.container);
+    let target_account = target::restore_account(app, options)?;
+    let target_name = options.target_container(&shard.container);
     let part = Part {
         app,
         shard,
@@ -93,7 +93,7 @@ pub(super) async fn run_part(
         lake: app.source.container(&shard.container)?,
         target: target_account.container(target_name)?,
         target_account,
-        in_place: !options.to_account && target_name == shard.container,
+        in_place: target_account.same_blob_service(&app.source) && target_name == shard.container,
     };
     let level = match options.from {
         RestoreFrom::Backup => part.plan_from_backup().await?,

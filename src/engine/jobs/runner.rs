@@ -212,7 +212,9 @@ where
 /// Runs a shard the queue delivered, keeping its job's ledger: on its last allowed delivery it
 /// says so first, so that a job whose shard is killed there ends failed rather than running for
 /// ever; a shard that fails there is recorded failed (the host gives it up); one that ends is
-/// recorded finished. A failure fails the invocation, for a retry.
+/// recorded finished. A failure fails the invocation, for a retry; a refusal
+/// ([`JobError::Refused`]) is recorded failed at once, whatever the delivery, for no retry can
+/// change it (the caller poisons its message).
 pub async fn run_delivered(
     app: &App,
     shard: &Shard,
@@ -223,6 +225,11 @@ pub async fn run_delivered(
     }
     let report = match run_part(app, shard, &Fanout::Queue).await {
         Ok(report) => report,
+        Err(e @ JobError::Refused(_)) => {
+            // Unrecorded, the refusal fails the invocation: the host retries the record.
+            ledger::record_failed(app, shard, &e.to_string()).await?;
+            return Err(e);
+        }
         Err(e) => {
             if last_attempt {
                 if let Err(ledger) = ledger::record_failed(app, shard, &e.to_string()).await {
@@ -335,7 +342,10 @@ pub(super) async fn run_here(
                 job.shards += 1;
                 job.notes.extend(report.notes);
             }
-            Err(error) if attempt < app.config.max_dequeue_count => {
+            Err(error)
+                if attempt < app.config.max_dequeue_count
+                    && !matches!(error, JobError::Refused(_)) =>
+            {
                 warn!(%error, attempt, prefix = shard.prefix, "shard failed; trying it again");
                 queue.push((shard, attempt + 1));
             }
