@@ -299,7 +299,10 @@ async fn run(cli: Cli) -> ExitCode {
 /// `restore --distributed`: the job queued, one JSON line, exit 0 at once.
 async fn start_restore(app: &App, request: &RestoreRequest) -> ExitCode {
     match restore::start(app, request).await {
-        Ok(Queued { job, .. }) => {
+        Ok(Queued { job, roots }) => {
+            let target = roots
+                .first()
+                .and_then(|root| root.restore.as_ref()?.target(&root.container));
             print_json_line(serde_json::json!({
                 "job": job,
                 "kind": JobOrigin::Restore.as_str(),
@@ -307,6 +310,7 @@ async fn start_restore(app: &App, request: &RestoreRequest) -> ExitCode {
                 "status": "running",
                 "container": request.container,
                 "target_container": request.to_container.as_deref().unwrap_or(&request.container),
+                "target": target,
                 "from": request.from,
                 "dry_run": request.dry_run,
             }));

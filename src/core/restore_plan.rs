@@ -28,9 +28,15 @@ pub struct RestoreOptions {
     /// The container written to; absent: in place.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_container: Option<String>,
-    /// Write into the account of `RESTORE_TARGET_STORAGE` instead of the lake's.
+    /// The caller wrote into the account of its `RESTORE_TARGET_STORAGE` rather than the
+    /// lake's. Which account that is, `target_account` says.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub to_account: bool,
+    /// The account written to, as its blob endpoint URL (never a credential): a worker writes
+    /// only into exactly this account, the lake's own included, and refuses the shard where it
+    /// has no connection to it. Absent in the shards of earlier releases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_account: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
     /// Where MD5s cannot prove two blobs equal, compare their bytes before writing.
@@ -59,6 +65,21 @@ impl RestoreOptions {
         OffsetDateTime::from_unix_timestamp(self.job_started?).ok()
     }
 
+    /// The container written to, for a job over lake container `container`.
+    pub fn target_container<'a>(&'a self, container: &'a str) -> &'a str {
+        self.to_container.as_deref().unwrap_or(container)
+    }
+
+    /// Where the restore of lake container `container` writes, as its job's status shows it;
+    /// `None` for a shard of an earlier release, which named no account.
+    pub fn target(&self, container: &str) -> Option<RestoreTarget> {
+        Some(RestoreTarget {
+            account: self.target_account.clone()?,
+            container: self.target_container(container).to_owned(),
+            prefix: self.filter.clone(),
+        })
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.as_of.is_some() && self.instant().is_none() {
             return Err(format!(
@@ -68,6 +89,15 @@ impl RestoreOptions {
         }
         Ok(())
     }
+}
+
+/// Where a restore writes: the account (its blob endpoint URL, never a credential), the
+/// container, and the prefix every name it writes starts with (empty: any name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreTarget {
+    pub account: String,
+    pub container: String,
+    pub prefix: String,
 }
 
 /// Where a restorable version lives.
@@ -265,6 +295,32 @@ mod tests {
         assert_eq!(level_prefix("raw/2026/", "raw/20"), "raw/2026/");
         // Astral and CJK names are cut on characters, never inside one.
         assert_eq!(level_prefix("日本/", "日本/🦀.cs"), "日本/🦀");
+    }
+
+    #[test]
+    fn a_restore_names_its_target_and_an_earlier_release_shard_names_none() {
+        let earlier: RestoreOptions =
+            serde_json::from_str(r#"{"from":"backup","to_account":true,"filter":"dir/"}"#).unwrap();
+        assert_eq!(earlier.target_account, None);
+        assert_eq!(earlier.target("lake"), None);
+        let named = RestoreOptions {
+            target_account: Some("https://x.blob.core.windows.net".into()),
+            to_container: Some("copy".into()),
+            ..earlier
+        };
+        let text = serde_json::to_string(&named).unwrap();
+        assert_eq!(
+            serde_json::from_str::<RestoreOptions>(&text).unwrap(),
+            named
+        );
+        assert_eq!(
+            named.target("lake"),
+            Some(RestoreTarget {
+                account: "https://x.blob.core.windows.net".into(),
+                container: "copy".into(),
+                prefix: "dir/".into(),
+            })
+        );
     }
 
     use crate::core::properties::BlobProperties;

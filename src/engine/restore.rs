@@ -248,6 +248,12 @@ async fn prepare(app: &App, request: &RestoreRequest) -> Result<NewJob, RestoreR
         container.create_if_missing().await
     };
     reached.map_err(|e| e.context(format!("reaching the restore's target in {where_to}")))?;
+    // The job names its account, so that every worker writes into exactly this one.
+    let target_account = account.identity().map(|a| a.display_url()).ok_or_else(|| {
+        RestoreRefused::Invalid(format!(
+            "{where_to} names no blob endpoint: the restore's target account cannot be named"
+        ))
+    })?;
     Ok(NewJob {
         origin: JobOrigin::Restore,
         container: request.container.clone(),
@@ -257,6 +263,7 @@ async fn prepare(app: &App, request: &RestoreRequest) -> Result<NewJob, RestoreR
             as_of: request.as_of.and_then(|t| t.format(&Rfc3339).ok()),
             to_container: request.to_container.clone(),
             to_account: request.to_account,
+            target_account: Some(target_account),
             dry_run: request.dry_run,
             verify_content: request.verify_content,
             filter,

@@ -1,6 +1,8 @@
 //! `QueueSnapshotBackupShard`: one shard of a job from `{BACKUP_QUEUE_NAME}-shards` → the job
 //! engine, which runs its part and keeps the job's ledger. A message that is not a shard is
-//! poisoned unchanged; a failed shard fails the invocation, for a retry.
+//! poisoned unchanged; a failed shard fails the invocation, for a retry; a refused one (a
+//! restore's target this worker has no connection to) is recorded failed in its job's ledger
+//! and poisoned unchanged at once.
 
 use serde::Serialize;
 use tracing::warn;
@@ -34,12 +36,15 @@ pub async fn handle(app: &App, delivery: &Delivery) -> Result<Handled<ShardOutco
         Ok(shard) => shard,
         Err(reason) => return Ok(Handled::Unusable(reason)),
     };
-    let outcome = match jobs::run_delivered(app, &shard, delivery.last_attempt).await? {
-        Delivered::Ran(report) => ShardOutcome::Done {
+    let outcome = match jobs::run_delivered(app, &shard, delivery.last_attempt).await {
+        Ok(Delivered::Ran(report)) => ShardOutcome::Done {
             report: Box::new(report),
         },
-        Delivered::AlreadyFinished => ShardOutcome::AlreadyFinished,
-        Delivered::Deferred => ShardOutcome::Deferred,
+        Ok(Delivered::AlreadyFinished) => ShardOutcome::AlreadyFinished,
+        Ok(Delivered::Deferred) => ShardOutcome::Deferred,
+        // Recorded failed in its job's ledger already: no retry could change it.
+        Err(JobError::Refused(reason)) => return Ok(Handled::Unusable(reason)),
+        Err(e) => return Err(e),
     };
     Ok(Handled::Done(outcome))
 }

@@ -19,6 +19,7 @@ mod reconciler;
 mod restore;
 mod restore_in_place;
 mod restore_jobs;
+mod restore_target;
 mod shards;
 mod standalone;
 mod verify;

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! {job}/job               the job: what started it, its kind of work, container, prefix,
-//!                         start (metadata)
+//!                         start, and a restore's target account, container and prefix
+//!                         (metadata)
 //! {job}/queued/{shard}    written before the shard is put on the queue
 //! {job}/finished/{shard}  written when the shard has done its part (its counts as metadata;
 //!                         the blobs it could not protect, if any, as JSON in the body)
@@ -42,6 +43,7 @@ use crate::{
     app::App,
     core::{
         job::{count_names, not_done, shard_id, Counts, JobProgress, LedgerEntry, Notes},
+        restore_plan::RestoreTarget,
         shard::{is_job_id, Shard, WorkKind},
     },
     storage::{
@@ -63,6 +65,9 @@ pub struct JobStatus {
     pub container: String,
     pub prefix: String,
     pub started: String,
+    /// Where a restore job writes (account URL, container, prefix; never a credential).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<RestoreTarget>,
     #[serde(flatten)]
     pub progress: JobProgress,
 }
@@ -79,19 +84,37 @@ pub async fn start_job(app: &App, origin: JobOrigin, roots: &[Shard]) -> Result<
         write(ledger, &entry_name(root, "queued"), HashMap::new()).await?;
     }
     let prefix = first.only.as_deref().unwrap_or(&first.prefix);
-    let metadata = HashMap::from([
+    let mut metadata = HashMap::from([
         ("kind".to_owned(), origin.as_str().to_owned()),
         ("work".to_owned(), first.kind.as_str().to_owned()),
         ("container".to_owned(), first.container.clone()),
         ("prefix".to_owned(), encode(prefix)),
         ("started".to_owned(), now_rfc3339()),
     ]);
+    let target = first
+        .restore
+        .as_ref()
+        .and_then(|o| o.target(&first.container));
+    if let Some(target) = target {
+        for (key, value) in [
+            (TARGET_ACCOUNT, target.account),
+            (TARGET_CONTAINER, target.container),
+            (TARGET_PREFIX, target.prefix),
+        ] {
+            metadata.insert(key.to_owned(), encode(&value));
+        }
+    }
     write(ledger, &format!("{}/job", first.job), metadata).await?;
     for root in roots {
         app.enqueue_shard(root).await?;
     }
     Ok(())
 }
+
+/// The `{job}/job` metadata that names a restore's target.
+const TARGET_ACCOUNT: &str = "target_account";
+const TARGET_CONTAINER: &str = "target_container";
+const TARGET_PREFIX: &str = "target_prefix";
 
 /// Puts a shard of a running job on the queue, entered in the ledger first.
 pub async fn queue_shard(app: &App, shard: &Shard) -> Result<(), StorageError> {
@@ -413,15 +436,26 @@ pub async fn job_status_in(
     let mut totals = Counts::zero(WorkKind::parse(&work).map_or(&[][..], count_names));
     totals.add(&progress.totals);
     progress.totals = totals;
+    let decoded = |name: &str| {
+        percent_decode_str(&field(name))
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let target = Some(decoded(TARGET_ACCOUNT))
+        .filter(|account| !account.is_empty())
+        .map(|account| RestoreTarget {
+            account,
+            container: decoded(TARGET_CONTAINER),
+            prefix: decoded(TARGET_PREFIX),
+        });
     Ok(Some(JobStatus {
         job: job.to_owned(),
         kind: field("kind"),
         work,
         container: field("container"),
-        prefix: percent_decode_str(&field("prefix"))
-            .decode_utf8_lossy()
-            .into_owned(),
+        prefix: decoded("prefix"),
         started: field("started"),
+        target,
         progress,
     }))
 }

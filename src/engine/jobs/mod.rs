@@ -19,6 +19,7 @@ mod prune;
 mod restore;
 mod runner;
 pub mod scope;
+mod target;
 mod verify;
 
 use serde::Serialize;
@@ -184,6 +185,11 @@ pub enum JobError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Backup(#[from] BackupError),
+    /// The shard can never succeed on this worker (a restore's target it has no connection
+    /// to): no retry changes that, so it is recorded failed in its job's ledger at once and its
+    /// message goes to the poison queue, rather than burning every delivery.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Starts a job on the queue: its ledger first, then its root shards, which any instance

@@ -23,7 +23,7 @@ use url::Url;
 
 use super::{
     runner::{each_within_budget, options_of, LineSink, PartDone, Stop},
-    Fanout, JobError,
+    target, Fanout, JobError,
 };
 use crate::{
     app::App,
@@ -83,8 +83,9 @@ pub(super) async fn run_part(
     stop: Stop<'_>,
 ) -> Result<PartDone, JobError> {
     let options = options_of(shard, shard.restore.as_deref())?;
-    let target_account = app.restore_target(options.to_account)?;
-    let target_name = options.to_container.as_deref().unwrap_or(&shard.container);
+    let target_account = target::restore_account(app, options)?;
+    let target_name = options.target_container(&shard.container);
+    let target_in_lake_account = target_account.same_blob_service(&app.source);
     let part = Part {
         app,
         shard,
@@ -95,8 +96,8 @@ pub(super) async fn run_part(
         target: target_account.container(target_name)?,
         target_name,
         target_account,
-        in_place: !options.to_account && target_name == shard.container,
-        target_in_lake_account: !options.to_account,
+        in_place: target_in_lake_account && target_name == shard.container,
+        target_in_lake_account,
     };
     let level = match options.from {
         RestoreFrom::Backup => part.plan_from_backup().await?,

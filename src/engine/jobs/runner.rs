@@ -270,7 +270,8 @@ const LOCKED_SHARD_DELAY: Duration = Duration::from_secs(SHORTEST_LEASE_SECONDS 
 /// redone after a crash stops where the one before chose to); a shard that fails on its last
 /// delivery is recorded failed (the host gives it up); one that ends is recorded finished, after
 /// its continuation is in the ledger and on the queue. A failure fails the invocation, for a
-/// retry.
+/// retry; a refusal ([`JobError::Refused`]) is recorded failed at once, whatever the delivery,
+/// for no retry can change it (the caller poisons its message).
 pub async fn run_delivered(
     app: &App,
     shard: &Shard,
@@ -305,6 +306,11 @@ pub async fn run_delivered(
     lock.release().await;
     match finished {
         Ok(report) => Ok(Delivered::Ran(report)),
+        Err(e @ JobError::Refused(_)) => {
+            // Unrecorded, the refusal fails the invocation: the host retries the record.
+            ledger::record_failed(app, shard, &e.to_string()).await?;
+            Err(e)
+        }
         Err(e) => {
             if last_attempt {
                 if let Err(ledger) = ledger::record_failed(app, shard, &e.to_string()).await {
@@ -421,7 +427,10 @@ pub(super) async fn run_here(
                 job.shards += 1;
                 job.notes.extend(report.notes);
             }
-            Err(error) if attempt < app.config.max_dequeue_count => {
+            Err(error)
+                if attempt < app.config.max_dequeue_count
+                    && !matches!(error, JobError::Refused(_)) =>
+            {
                 warn!(%error, attempt, prefix = shard.prefix, "shard failed; trying it again");
                 queue.push((shard, attempt + 1));
             }
