@@ -10,6 +10,7 @@ mod connections;
 mod consumer_adf;
 mod consumer_direct;
 mod doctor;
+mod doctor_rights;
 mod events;
 mod exactness;
 mod producer;
