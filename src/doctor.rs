@@ -1,10 +1,11 @@
 //! `lakebackup doctor`: is this deployment set up right? Every check it can make with the app's
 //! own settings and identity, all at once, each read-only: the settings and the names the host
 //! binds; each connection reachable and authorised (its identity's token obtained where it uses
-//! one); the backup account apart from the lake; soft delete and a hierarchical namespace on the
-//! lake; an immutability policy or legal hold on each `{c}bak` in scope and soft delete on the
-//! backup account; the queues and the depth of each poison queue; the recent jobs; the ADF
-//! pipeline. It never writes: no container, queue or ledger is created.
+//! one), and granted each right the settings make it need (`rights`); the backup account apart
+//! from the lake; soft delete and a hierarchical namespace on the lake; an immutability policy or
+//! legal hold on each `{c}bak` in scope and soft delete on the backup account; the queues and the
+//! depth of each poison queue; the recent jobs; the ADF pipeline. It never writes: no container,
+//! queue, blob or ledger is created, and a right is tried only where trying changes nothing.
 
 mod rights;
 

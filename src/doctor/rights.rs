@@ -138,120 +138,135 @@ pub(super) async fn rights(app: &App, reached: &HashSet<&str>, scope: &[String])
 
 /// What `setting` is used for under the current settings.
 fn needs(app: &App, setting: &str, account: &StorageAccount) -> Vec<Need> {
-    let config = &app.config;
     let identity = matches!(account.connection().auth, StorageAuth::Identity { .. });
-    let mut needs =
-        match setting {
-            SOURCE_STORAGE => {
-                vec![
-            need(Right::ListBlobs, "no pass can list the lake: nothing is backed up"),
-            need(Right::ReadBlobs, "no version can be read or copied: nothing is backed up"),
-            need(
-                Right::Snapshot,
-                "no snapshot can be taken: every pass fails to protect the versions it finds",
-            ),
-        ]
-            }
-            BACKUP_STORAGE => vec![
-            need(
-                Right::CreateContainers,
-                "each process creates the {c}bak containers it writes into: every backup fails",
-            ),
-            need(Right::ListBlobs, "{c}bak cannot be listed: every pass fails"),
-            need(
-                Right::ReadBlobs,
-                "backups cannot be read: a backup already there cannot be judged, and verify and \
-                 restore fail",
-            ),
-            need(Right::WriteBlobs, "no backup can be written or stamped"),
-        ],
-            JOBS_STORAGE => jobs_needs(&config.job_ledger),
-            RESTORE_TARGET_STORAGE => {
-                let fails = |what: &str| format!("restore --to-account cannot {what}");
-                vec![
-                    need(
-                        Right::CreateContainers,
-                        fails("create its target container"),
-                    ),
-                    need(Right::ListBlobs, fails("list the target")),
-                    need(Right::ReadBlobs, fails("read the target")),
-                    need(Right::WriteBlobs, fails("write any blob")),
-                    need(
-                        Right::Snapshot,
-                        fails("snapshot a blob before overwriting it, so it overwrites nothing"),
-                    ),
-                ]
-            }
-            PRUNE_STORAGE => vec![need(
-                Right::DeleteBlobs,
-                "prune deletes backups as PRUNE_STORAGE: every deletion is refused",
-            )],
-            _ => Vec::new(),
-        };
-    let tags = "(BACKUP_TAGS=false says that is intended)";
     match setting {
-        SOURCE_STORAGE => {
-            if config.list_tags {
-                needs.push(need(
-                    Right::ReadTags,
-                    format!(
-                        "listings refuse tags: blobs are backed up without their index tags {tags}"
-                    ),
-                ));
-            }
-            if config.copy_engine == CopyEngine::Adf && config.use_lease {
-                needs.push(need(
-                    Right::Lease,
-                    "BACKUP_USE_LEASE: no Data Factory copy can lease its source",
-                ));
-            }
-            if config.retention.prunes_snapshots() {
-                needs.push(need(
-                    Right::DeleteBlobs,
-                    "RETENTION_SNAPSHOT_DAYS: no snapshot in the lake can be pruned",
-                ));
-            }
-            if identity {
-                needs.push(need(
-                    Right::DelegationKey,
-                    "versions above COPY_THROUGH_WORKER_MAX_BYTES are copied server-side through \
-                     a user-delegation SAS: their backups fail",
-                ));
-            }
-        }
-        BACKUP_STORAGE => {
-            if config.list_tags {
-                needs.push(need(
-                    Right::WriteTags,
-                    format!("backups cannot carry their index tags {tags}"),
-                ));
-                needs.push(need(
-                    Right::ReadTags,
-                    format!("restore and verify cannot read the backups' tags {tags}"),
-                ));
-            }
-            if config.retention.prunes_backups() && app.prune_account.is_none() {
-                needs.push(need(
-                    Right::DeleteBlobs,
-                    "RETENTION_* prunes backups as BACKUP_STORAGE (PRUNE_STORAGE is unset): every \
-                     deletion is refused. Grant delete, or set PRUNE_STORAGE to an identity that \
-                     may delete and prune there",
-                ));
-            }
-            if identity {
-                needs.push(need(
-                    Right::DelegationKey,
-                    "restores copy large backups server-side through a user-delegation SAS: they fail",
-                ));
-            }
-        }
-        RESTORE_TARGET_STORAGE if config.list_tags => {
-            needs.push(need(
-                Right::WriteTags,
-                format!("restore --to-account cannot write blobs' index tags {tags}"),
-            ));
-        }
-        _ => {}
+        SOURCE_STORAGE => lake_needs(app, identity),
+        BACKUP_STORAGE => backup_needs(app, identity),
+        JOBS_STORAGE => jobs_needs(&app.config.job_ledger),
+        RESTORE_TARGET_STORAGE => restore_target_needs(app),
+        PRUNE_STORAGE => vec![need(
+            Right::DeleteBlobs,
+            "prune deletes backups as PRUNE_STORAGE: every deletion is refused",
+        )],
+        _ => Vec::new(),
+    }
+}
+
+/// Why a missing tags right may be meant.
+const TAGS_OFF: &str = "(BACKUP_TAGS=false says that is intended)";
+
+fn lake_needs(app: &App, identity: bool) -> Vec<Need> {
+    let config = &app.config;
+    let mut needs = vec![
+        need(
+            Right::ListBlobs,
+            "no pass can list the lake: nothing is backed up",
+        ),
+        need(
+            Right::ReadBlobs,
+            "no version can be read or copied: nothing is backed up",
+        ),
+        need(
+            Right::Snapshot,
+            "no snapshot can be taken: every pass fails to protect the versions it finds",
+        ),
+    ];
+    if config.list_tags {
+        needs.push(need(
+            Right::ReadTags,
+            format!(
+                "listings refuse tags: blobs are backed up without their index tags {TAGS_OFF}"
+            ),
+        ));
+    }
+    if config.copy_engine == CopyEngine::Adf && config.use_lease {
+        needs.push(need(
+            Right::Lease,
+            "BACKUP_USE_LEASE: no Data Factory copy can lease its source",
+        ));
+    }
+    // What the code deletes in the lake: snapshots past RETENTION_SNAPSHOT_DAYS, nothing else.
+    if config.retention.prunes_snapshots() {
+        needs.push(need(
+            Right::DeleteBlobs,
+            "RETENTION_SNAPSHOT_DAYS: no snapshot in the lake can be pruned",
+        ));
+    }
+    if identity {
+        needs.push(need(
+            Right::DelegationKey,
+            "versions above COPY_THROUGH_WORKER_MAX_BYTES are copied server-side through a \
+             user-delegation SAS: their backups fail",
+        ));
+    }
+    needs
+}
+
+fn backup_needs(app: &App, identity: bool) -> Vec<Need> {
+    let config = &app.config;
+    let mut needs = vec![
+        need(
+            Right::CreateContainers,
+            "each process creates the {c}bak containers it writes into: every backup fails",
+        ),
+        need(
+            Right::ListBlobs,
+            "{c}bak cannot be listed: every pass fails",
+        ),
+        need(
+            Right::ReadBlobs,
+            "backups cannot be read: a backup already there cannot be judged, and verify and \
+             restore fail",
+        ),
+        need(Right::WriteBlobs, "no backup can be written or stamped"),
+    ];
+    if config.list_tags {
+        needs.push(need(
+            Right::WriteTags,
+            format!("backups cannot carry their index tags {TAGS_OFF}"),
+        ));
+        needs.push(need(
+            Right::ReadTags,
+            format!("restore and verify cannot read the backups' tags {TAGS_OFF}"),
+        ));
+    }
+    if config.retention.prunes_backups() && app.prune_account.is_none() {
+        needs.push(need(
+            Right::DeleteBlobs,
+            "RETENTION_* prunes backups as BACKUP_STORAGE (PRUNE_STORAGE is unset): every \
+             deletion is refused. Grant delete, or set PRUNE_STORAGE to an identity that may \
+             delete and prune there",
+        ));
+    }
+    if identity {
+        needs.push(need(
+            Right::DelegationKey,
+            "restores copy large backups server-side through a user-delegation SAS: they fail",
+        ));
+    }
+    needs
+}
+
+fn restore_target_needs(app: &App) -> Vec<Need> {
+    let fails = |what: &str| format!("restore --to-account cannot {what}");
+    let mut needs = vec![
+        need(
+            Right::CreateContainers,
+            fails("create its target container"),
+        ),
+        need(Right::ListBlobs, fails("list the target")),
+        need(Right::ReadBlobs, fails("read the target")),
+        need(Right::WriteBlobs, fails("write any blob")),
+        need(
+            Right::Snapshot,
+            fails("snapshot a blob before overwriting it, so it overwrites nothing"),
+        ),
+    ];
+    if app.config.list_tags {
+        needs.push(need(
+            Right::WriteTags,
+            format!("restore --to-account cannot write blobs' index tags {TAGS_OFF}"),
+        ));
     }
     needs
 }
