@@ -1,10 +1,13 @@
 //! `lakebackup doctor`: is this deployment set up right? Every check it can make with the app's
 //! own settings and identity, all at once, each read-only: the settings and the names the host
 //! binds; each connection reachable and authorised (its identity's token obtained where it uses
-//! one); the backup account apart from the lake; soft delete and a hierarchical namespace on the
-//! lake; an immutability policy or legal hold on each `{c}bak` in scope and soft delete on the
-//! backup account; the queues and the depth of each poison queue; the recent jobs; the ADF
-//! pipeline. It never writes: no container, queue or ledger is created.
+//! one), and granted each right the settings make it need (`rights`); the backup account apart
+//! from the lake; soft delete and a hierarchical namespace on the lake; an immutability policy or
+//! legal hold on each `{c}bak` in scope and soft delete on the backup account; the queues and the
+//! depth of each poison queue; the recent jobs; the ADF pipeline. It never writes: no container,
+//! queue, blob or ledger is created, and a right is tried only where trying changes nothing.
+
+mod rights;
 
 use std::{collections::HashSet, path::Path, time::Duration};
 
@@ -149,12 +152,29 @@ pub async fn doctor(settings: &Settings, host_json: &Path, app_dir: &Path) -> Re
     let app = &app;
     // Each account is reached first: the checks of one that does not answer are not made (each
     // would wait out its own retries), its failure says why.
-    let (mut reached, connection_checks) = connections(app).await;
+    let (reached, connection_checks) = connections(app).await;
     checks.extend(connection_checks);
+    checks.extend(rights::sas_validity(app));
+    // The lake's containers in scope: the immutability of their {c}bak, and where rights are
+    // tried.
+    let scope = match &app.config.reconcile_containers {
+        Some(names) => Ok(names.clone()),
+        None if reached.contains(SOURCE_STORAGE) => containers_in_scope(app, None).await,
+        None => Err(StorageError::other(
+            "listing the lake's containers",
+            "SOURCE_STORAGE did not answer",
+        )),
+    };
+    let in_scope = scope.as_deref().unwrap_or_default();
     let groups = join_all([
-        Box::pin(lake_account(app, reached.remove(SOURCE_STORAGE)))
+        Box::pin(lake_account(app, reached.contains(SOURCE_STORAGE)))
             as std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Check>> + Send + '_>>,
-        Box::pin(backup_account(app, reached.remove(BACKUP_STORAGE))),
+        Box::pin(backup_account(
+            app,
+            reached.contains(BACKUP_STORAGE),
+            &scope,
+        )),
+        Box::pin(rights::rights(app, &reached, in_scope)),
         Box::pin(queues(app, reached.contains(JOBS_STORAGE))),
         Box::pin(recent_jobs(app, settings, reached.contains(JOBS_STORAGE))),
         Box::pin(pipeline(app)),
@@ -226,7 +246,38 @@ async fn connections(app: &App) -> (HashSet<&'static str>, Vec<Check>) {
             ));
         }
     }
+    checks.extend(restore_target_apart(app));
     (names, checks)
+}
+
+/// `RESTORE_TARGET_STORAGE`, when set, is neither the backup account (a restore would write the
+/// lake's data among the backups) nor the lake's (`--to-account` would write into the lake).
+/// Accounts are compared as the service knows them, however their endpoints are spelled.
+fn restore_target_apart(app: &App) -> Option<Check> {
+    let target = app.restore_target.as_ref()?;
+    let title = "RESTORE_TARGET_STORAGE: another account than the lake's and the backups'";
+    Some(if target.same_blob_service(&app.backup) {
+        check(
+            title,
+            Status::Fail,
+            "RESTORE_TARGET_STORAGE is BACKUP_STORAGE's own account: restore --to-account would \
+             write the lake's data among the backups; name a clean account",
+        )
+    } else if target.same_blob_service(&app.source) {
+        check(
+            title,
+            Status::Warn,
+            "RESTORE_TARGET_STORAGE is SOURCE_STORAGE's own account: restore --to-account writes \
+             into the lake itself (a restore into the lake needs no --to-account); after a \
+             compromise, restore into a clean account",
+        )
+    } else {
+        check(
+            title,
+            Status::Ok,
+            "a restore --to-account writes into an account of its own",
+        )
+    })
 }
 
 /// Soft delete and a hierarchical namespace on the lake's account (when it answers).
@@ -299,20 +350,22 @@ async fn soft_delete(name: &str, account: &StorageAccount, protects: &str) -> Ch
 
 /// An immutability policy or legal hold on each `{c}bak` in scope; soft delete on the account
 /// (when it answers).
-async fn backup_account(app: &App, reached: bool) -> Vec<Check> {
+async fn backup_account(
+    app: &App,
+    reached: bool,
+    scope: &Result<Vec<String>, StorageError>,
+) -> Vec<Check> {
     if !reached {
         return Vec::new();
     }
-    let (soft_delete, containers) = futures::join!(
-        soft_delete(
-            BACKUP_STORAGE,
-            &app.backup,
-            "a backup deleted by mistake or by an attacker with delete rights is gone at once",
-        ),
-        containers_in_scope(app, app.config.reconcile_containers.as_deref())
-    );
+    let soft_delete = soft_delete(
+        BACKUP_STORAGE,
+        &app.backup,
+        "a backup deleted by mistake or by an attacker with delete rights is gone at once",
+    )
+    .await;
     let mut checks = vec![soft_delete];
-    let containers = match containers {
+    let containers = match scope {
         Ok(containers) => containers,
         Err(e) => {
             checks.push(check(
@@ -323,7 +376,7 @@ async fn backup_account(app: &App, reached: bool) -> Vec<Check> {
             return checks;
         }
     };
-    let protections = futures::stream::iter(containers)
+    let protections = futures::stream::iter(containers.clone())
         .map(|container| async move {
             let vault = app.backup_container_of(&container);
             let protection = match &vault {

@@ -15,9 +15,11 @@ mod error;
 pub(crate) mod identity;
 pub mod lease;
 pub mod listing;
+mod probe;
 mod queue;
 pub mod redact;
 pub mod sas;
+pub mod sas_grant;
 pub mod shared_key;
 mod survey;
 
@@ -42,6 +44,7 @@ use azure_storage_queue::{QueueClient, QueueClientOptions};
 pub use connection::{StorageAuth, StorageConnection};
 pub use container::{Blob, BlobState, Container, Downloaded, Taken};
 pub use error::{ErrorCode, StorageError, StorageResultExt};
+pub use probe::{ProbeSite, Probed, PROBE_PREFIX, PROBE_QUEUE_PREFIX};
 pub use queue::{Queue, TakenMessage};
 pub use survey::{BlobServiceSetup, ContainerProtection};
 

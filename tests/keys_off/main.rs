@@ -356,3 +356,100 @@ async fn token_failures_are_one_line_naming_the_connection_and_never_the_token()
     assert!(!output.contains("eyJ"), "{output}");
     assert!(!lake.identity.identities().is_empty());
 }
+
+#[tokio::test]
+async fn doctor_tries_each_identity_right_without_changing_anything() {
+    let lake = KeysOff::start().await;
+    lake.upload("a.csv", b"a").await;
+    let settings = lake.settings();
+    let everything = || async {
+        let mut names = Vec::new();
+        for account in [
+            &lake.harness.source,
+            &lake.harness.backup,
+            &lake.harness.jobs,
+        ] {
+            for container in lakebackup::storage::listing::list_container_names(account)
+                .await
+                .unwrap()
+            {
+                let client = account.container_client(&container).unwrap();
+                names.push(format!("{container}/"));
+                for (blob, snapshot) in support::list_all(&client).await {
+                    names.push(format!("{container}/{blob}@{snapshot:?}"));
+                }
+            }
+        }
+        names
+    };
+    let doctor = || {
+        let (_, stdout, stderr) = worker::run_once(&settings, &["doctor", "--json"]);
+        let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+            panic!("doctor --json prints one object ({e}): {stdout}\n{stderr}")
+        });
+        report
+    };
+    let check = |report: &serde_json::Value, name: &str| {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no check {name:?}: {report:#}"))
+    };
+    // The backup account holds no container yet: creating one is not tried (that would create
+    // it), and the doctor says so.
+    let before = everything().await;
+    let report = doctor();
+    let untried = check(&report, "BACKUP_STORAGE: may create containers");
+    assert_eq!(untried["status"], "warn", "{untried}");
+    assert_eq!(everything().await, before, "the doctor changed nothing");
+
+    lake.harness
+        .backup
+        .container_client("lakebak")
+        .unwrap()
+        .create(None)
+        .await
+        .unwrap();
+    let before = everything().await;
+    let report = doctor();
+    // Azurite checks no role (any valid token may do anything): every right is let through, so
+    // each was asked for with the identity's token, and none was refused.
+    for (setting, rights) in [
+        (
+            "SOURCE_STORAGE",
+            &["list blobs", "take snapshots", "get a user delegation key"][..],
+        ),
+        (
+            "BACKUP_STORAGE",
+            &[
+                "create containers",
+                "write blobs and their metadata",
+                "get a user delegation key",
+            ][..],
+        ),
+        (
+            "AzureWebJobsStorage",
+            &["send messages", "write blobs and their metadata"][..],
+        ),
+    ] {
+        let found = check(&report, &format!("{setting}: rights"));
+        assert_eq!(found["status"], "ok", "{found}");
+        let detail = found["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("each tried by a request that changes nothing"),
+            "{detail}"
+        );
+        for right in rights {
+            assert!(detail.contains(right), "{setting} {right}: {detail}");
+        }
+    }
+    assert_eq!(everything().await, before, "the doctor changed nothing");
+    assert!(
+        lake.identity.refused().is_empty(),
+        "{:?}",
+        lake.identity.refused()
+    );
+}

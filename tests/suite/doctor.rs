@@ -15,7 +15,7 @@ use lakebackup::functions::producer::ProduceRequest;
 use serde_json::Value;
 use support::{azurite, worker};
 
-fn doctor(settings: &HashMap<String, String>) -> (i32, Value, String) {
+pub(crate) fn doctor(settings: &HashMap<String, String>) -> (i32, Value, String) {
     let (code, out, err) = worker::run_once(settings, &["doctor", "--json"]);
     let report = serde_json::from_str(out.trim())
         .unwrap_or_else(|e| panic!("doctor --json prints one object ({e}): {out}\n{err}"));
@@ -23,7 +23,7 @@ fn doctor(settings: &HashMap<String, String>) -> (i32, Value, String) {
 }
 
 /// The check named `name`: (status, detail).
-fn verdict(report: &Value, name: &str) -> (String, String) {
+pub(crate) fn verdict(report: &Value, name: &str) -> (String, String) {
     let check = report["checks"]
         .as_array()
         .unwrap()

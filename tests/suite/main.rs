@@ -11,6 +11,7 @@ mod consumer_adf;
 mod consumer_direct;
 mod continuations;
 mod doctor;
+mod doctor_rights;
 mod events;
 mod exactness;
 mod producer;

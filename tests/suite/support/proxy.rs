@@ -15,6 +15,8 @@
 //!   [`ProxyConfig::azure_rules`]);
 //! - with [`ProxyConfig::refuse_tags`], answers as Azure does an identity that may read and
 //!   write blobs but not their index tags (see [`ProxyConfig::refuse_tags`]);
+//! - with [`ProxyConfig::deny_classes`], answers as Azure does an identity whose role lacks
+//!   whole classes of operations (a reader's: no write, snapshot, lease or delete);
 //! - counts what it saw and did.
 //!
 //! It runs on its own thread and runtime, so it serves whatever the test's runtime is doing
@@ -233,6 +235,12 @@ pub struct ProxyConfig {
     /// identity whose role has no delete action (the least-privilege writer role): 403
     /// `AuthorizationPermissionMismatch`.
     pub deny_deletes_suffix: Option<String>,
+    /// Requests of these classes answer as Azure does an identity whose role lacks their
+    /// actions (a Storage Blob Data Reader has no write, snapshot, lease or delete): 403
+    /// `AuthorizationPermissionMismatch`, in Azure's error shape, before the resource is looked
+    /// at (a blob that does not exist is refused the same). Counted in
+    /// [`ProxyStats::azure_refusals`]; Azurite never sees the request.
+    pub deny_classes: BTreeSet<OpClass>,
 }
 
 impl ProxyConfig {
@@ -266,6 +274,12 @@ impl ProxyConfig {
     /// See [`ProxyConfig::deny_deletes_suffix`].
     pub fn deny_deletes(mut self, suffix: &str) -> ProxyConfig {
         self.deny_deletes_suffix = Some(suffix.to_owned());
+        self
+    }
+
+    /// See [`ProxyConfig::deny_classes`].
+    pub fn deny_classes(mut self, classes: impl IntoIterator<Item = OpClass>) -> ProxyConfig {
+        self.deny_classes = classes.into_iter().collect();
         self
     }
 
@@ -1145,7 +1159,9 @@ async fn serve(mut client: Wire, shared: Arc<Shared>) {
             tokio::time::sleep(pause).await;
         }
         if matches!(fault, None | Some((FaultKind::Delay, _, _))) {
-            let refusal = match tags_refusal(&shared, class, &request) {
+            let refusal = match role_refusal(&shared, class, &request)
+                .or_else(|| tags_refusal(&shared, class, &request))
+            {
                 Some(refusal) => Some(refusal),
                 // Boxed: the connection's future stays small on the proxy's thread stack.
                 None => match Box::pin(worm_refusal(&shared, &request)).await {
@@ -1340,6 +1356,29 @@ fn tags_refusal(shared: &Shared, class: OpClass, request: &Request) -> Option<Ve
         .stats
         .azure_refusals
         .push((code.to_owned(), path.to_owned()));
+    Some(azure_error(
+        &format!("403 {message}"),
+        code,
+        message,
+        request,
+        &[],
+    ))
+}
+
+/// Azure's answer to a request of a class the identity's role lacks (see
+/// [`ProxyConfig::deny_classes`]), or `None` to go on.
+fn role_refusal(shared: &Shared, class: OpClass, request: &Request) -> Option<Vec<u8>> {
+    if !shared.state().config.deny_classes.contains(&class) {
+        return None;
+    }
+    let path = request.target.split('?').next().unwrap_or("");
+    let code = "AuthorizationPermissionMismatch";
+    let message = "This request is not authorized to perform this operation using this permission.";
+    shared
+        .state()
+        .stats
+        .azure_refusals
+        .push((code.to_owned(), format!("{} {path}", request.method)));
     Some(azure_error(
         &format!("403 {message}"),
         code,
