@@ -12,6 +12,7 @@ mod consumer_direct;
 mod doctor;
 mod events;
 mod exactness;
+mod metadata_case;
 mod producer;
 mod prune;
 mod reconciler;
