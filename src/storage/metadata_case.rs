@@ -107,7 +107,8 @@ fn cannot_keep_case(request: &Request) -> Option<&'static str> {
     if matches!(request.body(), Body::SeekableStream(_)) {
         return Some("a streamed body");
     }
-    proxy_set_for(request.url()).then_some("a proxy is set in the environment")
+    proxy_set_for(request.url(), |name| std::env::var(name).ok())
+        .then_some("a proxy is set in the environment")
 }
 
 fn warn_once(reason: &'static str) {
@@ -122,11 +123,10 @@ fn warn_once(reason: &'static str) {
 
 /// Whether `HTTP(S)_PROXY` or `ALL_PROXY` applies to `url`, as the shared client reads them
 /// (`NO_PROXY` names hosts, domains with their subdomains, or `*`).
-fn proxy_set_for(url: &url::Url) -> bool {
+fn proxy_set_for(url: &url::Url, env: impl Fn(&str) -> Option<String>) -> bool {
     let variable = |name: &str| {
-        std::env::var(name)
-            .or_else(|_| std::env::var(name.to_ascii_lowercase()))
-            .ok()
+        env(name)
+            .or_else(|| env(&name.to_ascii_lowercase()))
             .filter(|value| !value.trim().is_empty())
     };
     let scheme = if url.scheme() == "https" {
@@ -300,10 +300,17 @@ fn tls_config() -> azure_core::Result<Arc<rustls::ClientConfig>> {
         })
 }
 
-fn connection_error(error: impl std::error::Error + Send + Sync + 'static, url: &url::Url) -> azure_core::Error {
+fn connection_error(
+    error: impl std::error::Error + Send + Sync + 'static,
+    url: &url::Url,
+) -> azure_core::Error {
     // The host only: a URL may carry a SAS.
     let host = url.host_str().unwrap_or_default().to_owned();
-    azure_core::Error::with_error(ErrorKind::Connection, error, format!("connecting to {host}"))
+    azure_core::Error::with_error(
+        ErrorKind::Connection,
+        error,
+        format!("connecting to {host}"),
+    )
 }
 
 fn io_error(
@@ -380,10 +387,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CasedHead<T> {
         Pin::new(&mut this.inner).poll_flush(cx)
     }
 
-    fn poll_shutdown(
-        self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_pass_on(cx))?;
         Pin::new(&mut this.inner).poll_shutdown(cx)
@@ -430,18 +434,75 @@ mod tests {
 
     #[test]
     fn only_metadata_names_get_their_case_back() {
-        let mut head = b"PUT /c/x-ms-meta-owner:1 HTTP/1.1\r\nhost: h\r\nx-ms-meta-owner: alice\r\n\
+        let mut head =
+            b"PUT /c/x-ms-meta-owner:1 HTTP/1.1\r\nhost: h\r\nx-ms-meta-owner: alice\r\n\
             x-ms-meta-camelcasekey: v\r\nx-ms-meta-lower: x\r\nx-ms-owner: y\r\nowner: z"
-            .to_vec();
-        restore_names(
-            &mut head,
-            &["Owner".to_owned(), "CamelCaseKey".to_owned()],
-        );
+                .to_vec();
+        restore_names(&mut head, &["Owner".to_owned(), "CamelCaseKey".to_owned()]);
         assert_eq!(
             String::from_utf8(head).unwrap(),
             "PUT /c/x-ms-meta-owner:1 HTTP/1.1\r\nhost: h\r\nx-ms-meta-Owner: alice\r\n\
              x-ms-meta-CamelCaseKey: v\r\nx-ms-meta-lower: x\r\nx-ms-owner: y\r\nowner: z"
         );
+    }
+
+    #[test]
+    fn a_proxy_in_the_environment_is_seen_as_the_shared_client_sees_it() {
+        let url = |u: &str| url::Url::parse(u).unwrap();
+        let env = |pairs: &[(&str, &str)]| {
+            let pairs: Vec<(String, String)> = pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+            }
+        };
+        let azure = url("https://lake.blob.core.windows.net/c/b");
+        assert!(!proxy_set_for(&azure, env(&[])));
+        assert!(proxy_set_for(
+            &azure,
+            env(&[("HTTPS_PROXY", "http://p:3128")])
+        ));
+        assert!(proxy_set_for(
+            &azure,
+            env(&[("https_proxy", "http://p:3128")])
+        ));
+        assert!(proxy_set_for(
+            &azure,
+            env(&[("ALL_PROXY", "http://p:3128")])
+        ));
+        assert!(!proxy_set_for(
+            &azure,
+            env(&[("HTTP_PROXY", "http://p:3128")])
+        ));
+        for exempt in [
+            "*",
+            ".core.windows.net",
+            "blob.core.windows.net",
+            "LAKE.blob.core.windows.net",
+        ] {
+            let pairs = [("HTTPS_PROXY", "http://p:3128"), ("NO_PROXY", exempt)];
+            assert!(!proxy_set_for(&azure, env(&pairs)), "{exempt}");
+        }
+        assert!(proxy_set_for(
+            &azure,
+            env(&[
+                ("HTTPS_PROXY", "http://p:3128"),
+                ("NO_PROXY", "windows.org,ake.blob.core.windows.net")
+            ])
+        ));
+        let local = url("http://127.0.0.1:10000/acct/c/b");
+        assert!(!proxy_set_for(
+            &local,
+            env(&[
+                ("HTTP_PROXY", "http://p:3128"),
+                ("NO_PROXY", "localhost,127.0.0.1")
+            ])
+        ));
     }
 
     #[test]

@@ -108,9 +108,9 @@ impl StorageAccount {
             // Per call, before signing: headers the SDK has no option for.
             per_call_policies: vec![Arc::new(RequestHeadersPolicy)],
             // Metadata names with capitals are written as they are (`metadata_case`).
-            transport: Some(Transport::new(Arc::new(metadata_case::CaseKeepingClient::new(
-                shared_http_client(),
-            )))),
+            transport: Some(Transport::new(Arc::new(
+                metadata_case::CaseKeepingClient::new(shared_http_client()),
+            ))),
             ..ClientOptions::default()
         };
         let mut token_credential = None;

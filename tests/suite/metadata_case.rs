@@ -228,7 +228,10 @@ async fn write_lake_blob(azurite: &Azurite, app: &App, container: &str, blob: &L
         }
         Kind::Page => {
             headers.push(("x-ms-blob-type".into(), "PageBlob".into()));
-            headers.push(("x-ms-blob-content-length".into(), blob.bytes.len().to_string()));
+            headers.push((
+                "x-ms-blob-content-length".into(),
+                blob.bytes.len().to_string(),
+            ));
             raw_request(azurite, "PUT", &path, &headers, &[]).await
         }
     };
@@ -307,7 +310,7 @@ async fn backups_by_source(app: &App, vault: &str) -> BTreeMap<String, Listed> {
             listed
                 .metadata
                 .contains_key("lakebackup_etag")
-                .then(|| (parsed.source_name, listed))
+                .then_some((parsed.source_name, listed))
         })
         .collect()
 }
@@ -426,7 +429,10 @@ async fn metadata_names_keep_their_case_through_backup_and_restore() {
 
     // To another container, from the backups and from the lake's snapshots.
     restore_into(&app, "lake", RestoreFrom::Backup, Some("lakecopy")).await;
-    assert_lake_metadata("restored to lakecopy", &listed(&app.source, "lakecopy").await);
+    assert_lake_metadata(
+        "restored to lakecopy",
+        &listed(&app.source, "lakecopy").await,
+    );
     restore_into(&app, "inbox", RestoreFrom::Backup, Some("inboxcopy")).await;
     assert_lake_metadata(
         "restored to inboxcopy",
