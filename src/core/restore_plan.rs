@@ -265,7 +265,11 @@ pub fn level_prefix(directory: &str, filter: &str) -> String {
     }
 }
 
-/// Metadata names are case-insensitive in Azure; values are compared exactly.
+/// Metadata names are case-insensitive in Azure; values are compared exactly. A name whose
+/// case alone differs is no difference: Azure matches names case-insensitively, and backups
+/// made before names kept their case hold them lowercased, so comparing case would rewrite —
+/// and lowercase — blobs that hold the version. Whatever a restore writes, it writes with the
+/// version's names as they were written.
 fn same_metadata(a: &HashMap<String, String>, b: &HashMap<String, String>) -> bool {
     let lower = |m: &HashMap<String, String>| -> std::collections::BTreeMap<String, String> {
         m.iter()
@@ -487,6 +491,7 @@ mod tests {
             plan(Some(old), Some(&relabelled)),
             Plan::Restore(_)
         ));
+        // A name's case alone is no difference (see `same_metadata`).
         let mut key_case = old.clone();
         key_case.version.metadata = Some(HashMap::from([("Owner".into(), "x".into())]));
         let lower = Version {

@@ -168,7 +168,8 @@ async fn protect_current(app: &App, event: &BlobEvent) -> Result<EventOutcome, E
         blob: name.clone(),
         reason: reason.to_owned(),
     };
-    let state = match source.blob(name).state().await {
+    // The ETag and whether it is a directory: the backup reads the blob itself.
+    let state = match source.blob(name).probe().await {
         Ok(Some(state)) => state,
         Ok(None) => return Ok(stale("the blob no longer exists")),
         Err(e) if e.is(ErrorCode::ContainerNotFound) => return Ok(stale("the container is gone")),

@@ -89,7 +89,7 @@ async fn lives_on(
     name: &str,
     etag: &str,
 ) -> Result<bool, StorageError> {
-    match app.source.container(container)?.blob(name).state().await {
+    match app.source.container(container)?.blob(name).probe().await {
         Ok(state) => Ok(state.is_some_and(|state| state.etag() == etag)),
         Err(e) if e.is(ErrorCode::ContainerNotFound) => Ok(false),
         Err(e) => Err(e),

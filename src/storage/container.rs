@@ -61,7 +61,7 @@ impl Container {
     pub fn blob(&self, name: &str) -> Blob {
         Blob {
             client: Arc::new(self.client.blob_client(name)),
-            container: self.name.clone(),
+            container: self.clone(),
             name: name.to_owned(),
             snapshot: None,
         }
@@ -132,7 +132,7 @@ impl Container {
 #[derive(Clone)]
 pub struct Blob {
     client: Arc<BlobClient>,
-    container: String,
+    container: Container,
     name: String,
     snapshot: Option<String>,
 }
@@ -149,6 +149,7 @@ pub struct Downloaded {
     pub bytes: Vec<u8>,
     /// Without quotes.
     pub etag: String,
+    /// Names lowercased (HTTP header names): for reading, never for writing back.
     pub metadata: HashMap<String, String>,
 }
 
@@ -163,8 +164,8 @@ impl Blob {
     /// `container/name` (and the snapshot), for messages.
     pub fn what(&self) -> String {
         match &self.snapshot {
-            Some(id) => format!("{}/{} (snapshot {id})", self.container, self.name),
-            None => format!("{}/{}", self.container, self.name),
+            Some(id) => format!("{}/{} (snapshot {id})", self.container.name, self.name),
+            None => format!("{}/{}", self.container.name, self.name),
         }
     }
 
@@ -173,7 +174,7 @@ impl Blob {
     }
 
     pub fn container(&self) -> &str {
-        &self.container
+        &self.container.name
     }
 
     /// The snapshot this addresses, if any.
@@ -192,8 +193,43 @@ impl Blob {
         self.client.url()
     }
 
-    /// The blob's state now, or `None` when it does not exist.
+    /// The blob's state now, or `None` when it does not exist, with its metadata names as they
+    /// were written. Get Blob Properties carries metadata in `x-ms-meta-*` headers, whose names
+    /// reach this process lowercased: a blob with metadata is listed too (one more request),
+    /// and its metadata taken from the listing, at the same ETag.
     pub async fn state(&self) -> Result<Option<BlobState>, StorageError> {
+        // A blob that changes between the two reads is read again; one that keeps changing is
+        // an error (the caller's retry decides).
+        for _ in 0..3 {
+            let Some(mut state) = self.probe().await? else {
+                return Ok(None);
+            };
+            if state.metadata().is_empty() {
+                return Ok(Some(state));
+            }
+            let listed = super::listing::metadata_as_listed(
+                &self.container,
+                &self.name,
+                self.snapshot.as_deref(),
+                state.etag(),
+            )
+            .await?;
+            if let Some(metadata) = listed {
+                state.version.metadata = Some(metadata);
+                return Ok(Some(state));
+            }
+        }
+        Err(StorageError::other(
+            format!("reading properties of {}", self.what()),
+            "the blob kept changing between reading its properties and listing its metadata",
+        ))
+    }
+
+    /// The blob's state now from Get Blob Properties alone (one request), or `None` when it
+    /// does not exist. Its metadata names are lowercased (HTTP header names): enough to read a
+    /// stamp or see whether there is any, never to write back — [`Blob::state`] has them as
+    /// written.
+    pub async fn probe(&self) -> Result<Option<BlobState>, StorageError> {
         let read = || format!("reading properties of {}", self.what());
         let response = match self.client.get_properties(None).await {
             Ok(response) => response,
@@ -347,6 +383,7 @@ impl Blob {
                 metadata,
                 Some(BlobClientSetMetadataOptions {
                     if_match: Some(quoted_etag(if_match).into()),
+                    method_options: names_as_written(metadata),
                     ..Default::default()
                 }),
             )
@@ -355,7 +392,8 @@ impl Blob {
         Ok(())
     }
 
-    /// The blob's bytes (of version `if_match` only, when given), with its ETag and metadata.
+    /// The blob's bytes (of version `if_match` only, when given), with its ETag and metadata
+    /// (names lowercased, as [`Blob::probe`]'s).
     pub async fn read(&self, if_match: Option<&str>) -> Result<Downloaded, StorageError> {
         let what = || format!("reading {}", self.what());
         let downloaded = self
@@ -394,6 +432,7 @@ impl Blob {
                 RequestContent::from(bytes),
                 Some(BlobClientUploadOptions {
                     if_none_match: Some("*".into()),
+                    method_options: names_as_written(&metadata),
                     metadata: Some(metadata),
                     ..Default::default()
                 }),
@@ -419,6 +458,7 @@ impl Blob {
             .upload(
                 RequestContent::from(bytes),
                 Some(BlobClientUploadOptions {
+                    method_options: names_as_written(&metadata),
                     metadata: Some(metadata),
                     ..Default::default()
                 }),
@@ -427,6 +467,15 @@ impl Blob {
             .during(|| format!("writing {}", self.what()))?;
         Ok(())
     }
+}
+
+/// The options of a call that writes `metadata`: its names go out as written.
+pub(super) fn names_as_written(
+    metadata: &HashMap<String, String>,
+) -> azure_core::http::ClientMethodOptions<'static> {
+    let mut context = azure_core::http::Context::new();
+    super::metadata_case::keep_case(&mut context, metadata);
+    azure_core::http::ClientMethodOptions { context }
 }
 
 /// What a blob is now: its version, and the state of the blob object around it.

@@ -17,7 +17,10 @@ use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use md5::{Digest, Md5};
 use url::Url;
 
-use super::{Blob, BlobState, RequestHeaders, StorageError, StorageResultExt};
+use super::{
+    container::names_as_written, metadata_case::keep_case, Blob, BlobState, RequestHeaders,
+    StorageError, StorageResultExt,
+};
 use crate::core::{
     etag::quoted_etag,
     properties::{tags_header, BlobType, ContentHeaders, Tags},
@@ -137,6 +140,7 @@ pub async fn copy_server_side(
         if path == ServerCopy::Sync {
             context.insert(RequestHeaders(vec![("x-ms-requires-sync", "true".into())]));
         }
+        keep_case(&mut context, &attributes.metadata);
         let (if_match, if_none_match) = match overwrite {
             Overwrite::Never => (None, Some("*".into())),
             Overwrite::IfMatch(etag) => (Some(quoted_etag(etag).into()), None),
@@ -351,6 +355,7 @@ async fn put_blob(
             Some(BlobClientUploadOptions {
                 if_match: condition.if_match.map(Into::into),
                 if_none_match: condition.if_none_match.map(Into::into),
+                method_options: names_as_written(&metadata),
                 metadata: Some(metadata),
                 blob_content_md5: md5,
                 blob_content_type: headers.content_type,
@@ -416,6 +421,7 @@ async fn put_block_list(
             Some(BlockBlobClientCommitBlockListOptions {
                 if_match: condition.if_match.map(Into::into),
                 if_none_match: condition.if_none_match.map(Into::into),
+                method_options: names_as_written(&metadata),
                 metadata: Some(metadata),
                 blob_content_md5: md5,
                 blob_content_type: headers.content_type,
@@ -445,7 +451,7 @@ pub async fn wait_for_copy(
 ) -> Result<Option<BlobState>, StorageError> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let state = blob.state().await?;
+        let state = blob.probe().await?;
         let pending = state
             .as_ref()
             .is_some_and(|s| s.version.copy_status == Some(VersionCopyStatus::Pending));

@@ -116,6 +116,45 @@ pub async fn find_snapshot(
     Ok(newest)
 }
 
+/// The metadata of blob `name` (or of its snapshot `snapshot`) as a listing shows it — names as
+/// written, which response headers cannot carry — when the listing shows it at version `etag`;
+/// `None` when it shows another version or none. Lists one directory level by the name as its
+/// prefix: one request, unless siblings sharing the prefix fill pages before it.
+pub(super) async fn metadata_as_listed(
+    container: &Container,
+    name: &str,
+    snapshot: Option<&str>,
+    etag: &str,
+) -> Result<Option<HashMap<String, String>>, StorageError> {
+    let mut include = vec![ListBlobsIncludeItem::Metadata];
+    if snapshot.is_some() {
+        include.push(ListBlobsIncludeItem::Snapshots);
+    }
+    let pages = list_scoped_pages(
+        container,
+        format!("listing the metadata of {}/{name}", container.name()),
+        &include,
+        ListingScope {
+            prefix: Some(name),
+            one_level: true,
+            ..Default::default()
+        },
+        listed_version_with_metadata,
+    )?;
+    let pages = until_container_missing(pages);
+    futures::pin_mut!(pages);
+    while let Some(page) = pages.try_next().await? {
+        let found = page
+            .into_items()
+            .into_iter()
+            .find(|version| version.name == name && version.snapshot.as_deref() == snapshot);
+        if let Some(version) = found {
+            return Ok((version.etag == normalize_etag(etag)).then(|| version.metadata_or_empty()));
+        }
+    }
+    Ok(None)
+}
+
 /// The blobs of a backup container (under `prefix`, if given) with their metadata and copy
 /// status, one listing page per item.
 pub fn list_backups(

@@ -15,6 +15,7 @@ mod error;
 pub(crate) mod identity;
 pub mod lease;
 pub mod listing;
+mod metadata_case;
 mod probe;
 mod queue;
 pub mod redact;
@@ -109,7 +110,10 @@ impl StorageAccount {
             }),
             // Per call, before signing: headers the SDK has no option for.
             per_call_policies: vec![Arc::new(RequestHeadersPolicy)],
-            transport: Some(Transport::new(shared_http_client())),
+            // Metadata names with capitals are written as they are (`metadata_case`).
+            transport: Some(Transport::new(Arc::new(
+                metadata_case::CaseKeepingClient::new(shared_http_client()),
+            ))),
             ..ClientOptions::default()
         };
         let mut token_credential = None;
@@ -347,7 +351,8 @@ pub struct RequestHeaders(pub Vec<(&'static str, String)>);
 #[derive(Debug, Clone, Default)]
 pub struct RequestQuery(pub Vec<(&'static str, String)>);
 
-/// Adds a call's [`RequestHeaders`] and [`RequestQuery`]; runs per call, before signing.
+/// Adds a call's [`RequestHeaders`] and [`RequestQuery`], and marks a call that writes metadata
+/// names with capitals (`metadata_case`); runs per call, before signing.
 #[derive(Debug)]
 struct RequestHeadersPolicy;
 
@@ -364,6 +369,7 @@ impl Policy for RequestHeadersPolicy {
                 request.insert_header(*name, value.clone());
             }
         }
+        metadata_case::add_names_header(ctx, request);
         if let Some(RequestQuery(pairs)) = ctx.value::<RequestQuery>() {
             let mut url = request.url().clone();
             {

@@ -453,3 +453,82 @@ async fn doctor_tries_each_identity_right_without_changing_anything() {
         lake.identity.refused()
     );
 }
+
+/// Metadata names keep their case over HTTPS with tokens: the requests that write names with
+/// capitals go through the worker's own HTTP/1.1 sender (`storage::metadata_case`), with TLS
+/// trusted as the shared client trusts it. The blob is written by the harness through the same
+/// sender (SharedKey over HTTPS); the worker backs it up and restores it with its identities.
+#[tokio::test]
+async fn metadata_names_keep_their_case_over_https_with_identities() {
+    use futures::TryStreamExt;
+    let lake = KeysOff::start().await;
+    let metadata = HashMap::from([
+        ("Owner".to_owned(), "alice".to_owned()),
+        ("CamelCaseKey".to_owned(), "Value1".to_owned()),
+    ]);
+    let source = lake.harness.source.container("lake").unwrap();
+    for (name, len) in [("small.csv", 100), ("raw/large.bin", LARGE)] {
+        assert!(source
+            .blob(name)
+            .create(bytes(len, 7), metadata.clone())
+            .await
+            .unwrap());
+    }
+    let listed = |account: &'static str, container: &'static str| {
+        let app = match account {
+            "backup" => &lake.harness.backup,
+            _ => &lake.harness.source,
+        };
+        let container = app.container(container).unwrap();
+        async move {
+            let pages = lakebackup::storage::listing::list_with_metadata(&container, "").unwrap();
+            futures::pin_mut!(pages);
+            let mut all = Vec::new();
+            while let Some(page) = pages.try_next().await.unwrap() {
+                all.extend(page);
+            }
+            all
+        }
+    };
+    let user_part = |version: &lakebackup::core::version::Version| -> HashMap<String, String> {
+        version
+            .metadata_or_empty()
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("lakebackup_"))
+            .collect()
+    };
+    for version in listed("source", "lake").await {
+        assert_eq!(user_part(&version), metadata, "{} as written", version.name);
+    }
+
+    let settings = lake.settings();
+    let (code, stdout, stderr) = worker::run_once(&settings, &["reconcile", "--container", "lake"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let backups = listed("backup", "lakebak").await;
+    assert_eq!(backups.len(), 2, "{backups:?}");
+    for backup in &backups {
+        assert_eq!(user_part(backup), metadata, "the backup {}", backup.name);
+    }
+
+    let (code, stdout, stderr) = worker::run_once(
+        &settings,
+        &[
+            "restore",
+            "--container",
+            "lake",
+            "--to-container",
+            "restored",
+        ],
+    );
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let restored = listed("source", "restored").await;
+    assert_eq!(restored.len(), 2, "{restored:?}");
+    for version in &restored {
+        assert_eq!(
+            version.metadata_or_empty(),
+            metadata,
+            "{} restored",
+            version.name
+        );
+    }
+}

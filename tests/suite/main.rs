@@ -14,6 +14,7 @@ mod doctor;
 mod doctor_rights;
 mod events;
 mod exactness;
+mod metadata_case;
 mod producer;
 mod prune;
 mod reconciler;

@@ -81,9 +81,9 @@ impl VersionBackup<'_> {
     ) -> Result<BackupOutcome, BackupError> {
         let what = backup.what();
         // ETags never repeat: a source that carries the version's ETag now carried it throughout.
-        let now = source.state().await?;
+        let now = source.probe().await?;
         let source_unchanged = now.as_ref().is_some_and(|s| s.etag() == self.etag);
-        let Some(landed) = backup.state().await? else {
+        let Some(landed) = backup.probe().await? else {
             return Err(BackupError::Copy {
                 what,
                 detail: "the pipeline run succeeded but the backup does not exist".into(),
@@ -173,7 +173,7 @@ impl VersionBackup<'_> {
 
     async fn stamped_backup_exists(&self, backup: &Blob) -> Result<bool, BackupError> {
         Ok(backup
-            .state()
+            .probe()
             .await?
             .is_some_and(|state| state.version.stamped_etag() == Some(self.etag.as_str())))
     }

@@ -285,7 +285,7 @@ pub async fn job_report(app: &App, job: &str) -> Result<Option<Vec<String>>, Sto
         return Ok(None);
     }
     let ledger = app.job_ledger().await?;
-    if ledger.blob(&format!("{job}/job")).state().await?.is_none() {
+    if ledger.blob(&format!("{job}/job")).probe().await?.is_none() {
         return Ok(None);
     }
     let pages = list_with_metadata(ledger, &format!("{job}/{REPORT}/"))?;

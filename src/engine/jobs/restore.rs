@@ -859,7 +859,7 @@ impl Part<'_> {
                 // Our own copy, whose answer was lost and which the retry then found, looks the
                 // same as a write by someone else: the copy's source tells them apart.
                 let ours = destination
-                    .state()
+                    .probe()
                     .await?
                     .is_some_and(|state| state.copied_from(&source_url));
                 if !ours {
@@ -894,7 +894,7 @@ impl Part<'_> {
                         // Cleared by a try whose answer was lost, or written by someone since:
                         // the blob as it is now says which.
                         Err(e) if e.is(ErrorCode::ConditionNotMet) => {
-                            let now = destination.state().await?;
+                            let now = destination.probe().await?;
                             match now {
                                 Some(now)
                                     if now.metadata().is_empty()

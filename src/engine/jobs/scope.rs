@@ -52,7 +52,7 @@ pub async fn roots(app: &App, container: &str, prefix: &str) -> Result<Vec<Root>
     if lists_anything(app, container, &directory).await? {
         roots.push(Root::directory(&directory));
     }
-    if !given.ends_with('/') && lake.blob(given).state().await?.is_some() {
+    if !given.ends_with('/') && lake.blob(given).probe().await?.is_some() {
         roots.push(Root::Blob(given.to_owned()));
     }
     if roots.is_empty() {

@@ -45,7 +45,7 @@ use crate::{
     engine::vault::BackupLevel,
     storage::{
         listing::{list_directory_with_snapshots, ListingScope},
-        Container, ErrorCode, StorageError,
+        Blob, Container, ErrorCode, StorageError,
     },
 };
 
@@ -251,6 +251,22 @@ enum Checked {
     Unchecked(String),
 }
 
+/// Adds the MD5 of the bytes checked to a backup's metadata, only if it is still version
+/// `etag`: the one change a backup ever gets. Its metadata is taken with its names as written
+/// ([`Blob::state`]; the read's are lowercased), so nothing else of it changes. A backup
+/// changed or gone since it was read is left as it is (another check recorded first).
+async fn record_checked_md5(backup: &Blob, etag: &str, digest: &[u8]) -> Result<(), StorageError> {
+    let Some(state) = backup.state().await? else {
+        return Ok(());
+    };
+    if state.etag() != etag {
+        return Ok(());
+    }
+    let mut stamped = state.metadata().clone();
+    stamped.insert(COPIED_MD5_KEY.to_owned(), BASE64.encode(digest));
+    backup.set_metadata(&stamped, etag).await
+}
+
 /// Reads the backup of `blob`'s current version and checks its bytes.
 async fn check_bytes(
     source: &Container,
@@ -313,11 +329,9 @@ async fn check_bytes(
             "its bytes differ from the version's".into(),
         ));
     }
-    let mut stamped = metadata;
-    stamped.insert(COPIED_MD5_KEY.to_owned(), BASE64.encode(&digest));
     // An immutable backup container or an identity that may only read refuses the record, and
     // another check may have recorded it first: the check stands, unrecorded.
-    if let Err(e) = backup.set_metadata(&stamped, &backup_etag).await {
+    if let Err(e) = record_checked_md5(&backup, &backup_etag, &digest).await {
         if !e.is_immutable() && !e.is(ErrorCode::ConditionNotMet) && !e.is_permission_refusal() {
             return Err(e.context(format!("recording the checked MD5 of {}", backup.what())));
         }
