@@ -45,11 +45,11 @@ pub struct RestoreOptions {
     /// Only names that start with this (the user's prefix, which may end inside a name).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub filter: String,
-    /// When the job started (Unix seconds): a target blob that holds its chosen version and was
-    /// written since was written by this job — by a delivery that died before it recorded it —
-    /// and is reported restored, not unchanged.
+    /// When the job started (RFC 3339, to the nanosecond): a target blob that holds its chosen
+    /// version and was written since was written by this job — by a delivery that died before it
+    /// recorded it — and is reported restored, not unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job_started: Option<i64>,
+    pub job_started: Option<String>,
 }
 
 impl RestoreOptions {
@@ -62,7 +62,8 @@ impl RestoreOptions {
 
     /// When the job started, as a time.
     pub fn job_started_at(&self) -> Option<OffsetDateTime> {
-        OffsetDateTime::from_unix_timestamp(self.job_started?).ok()
+        let text = self.job_started.as_deref()?;
+        OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
     }
 
     /// The container written to, for a job over lake container `container`.

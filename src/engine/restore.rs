@@ -267,7 +267,7 @@ async fn prepare(app: &App, request: &RestoreRequest) -> Result<NewJob, RestoreR
             dry_run: request.dry_run,
             verify_content: request.verify_content,
             filter,
-            job_started: Some(OffsetDateTime::now_utc().unix_timestamp()),
+            job_started: OffsetDateTime::now_utc().format(&Rfc3339).ok(),
         }),
     })
 }

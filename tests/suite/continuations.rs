@@ -6,10 +6,7 @@
 
 use crate::support;
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    time::Duration,
-};
+use std::collections::BTreeMap;
 
 use futures::StreamExt;
 use lakebackup::{
@@ -21,7 +18,7 @@ use lakebackup::{
     settings::Settings,
 };
 use serde_json::Value;
-use support::worker::{self, Standalone};
+use support::worker;
 
 /// Blobs of one directory level, written 16 at a time.
 async fn seed(app: &App, names: &[String]) {
@@ -96,89 +93,6 @@ async fn a_level_continued_in_one_process_counts_every_blob_once() {
     assert_eq!((summary.restored, restored), (600, 600), "{summary:?}");
 }
 
-/// A tiny deterministic generator: the kill points differ between kills, never between runs.
-struct KillPoints(u64);
-
-impl KillPoints {
-    /// Milliseconds a worker runs before it is killed: 150 to 1,650.
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        150 + self.0 % 1_500
-    }
-}
-
-/// `lakebackup run` processes working off `job` while one of the two is killed (SIGKILL) at
-/// `kills` random points and started again; then both run to the job's end. A watcher reads
-/// the job's status all along: the first time it reads `done`, `complete` must already hold.
-/// Returns the final status and the report's lines.
-async fn work_off_with_kills<F, Fut>(
-    settings: &HashMap<String, String>,
-    job: &str,
-    kills: usize,
-    seed: u64,
-    complete: F,
-) -> (Value, Vec<Value>)
-where
-    F: Fn() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Result<(), String>> + Send,
-{
-    let dir = tempfile::tempdir().unwrap();
-    // Kills must not exhaust a shard's deliveries: in Azure a worker dies rarely.
-    std::fs::write(
-        dir.path().join("host.json"),
-        r#"{"version": "2.0", "functionTimeout": "00:01:00", "extensions": {"queues": {"batchSize": 4, "maxDequeueCount": 100, "maxPollingInterval": "00:00:00.2"}}}"#,
-    )
-    .unwrap();
-    let app = App::from_settings(&Settings::from_pairs(settings.clone())).unwrap();
-    let watcher = {
-        let job = job.to_owned();
-        tokio::spawn(async move {
-            loop {
-                let status = jobs::status(&app, &job).await.unwrap().unwrap();
-                if status.progress.state != lakebackup::core::job::JobState::Running {
-                    // Read the moment the job stopped running: its work must all be there.
-                    return (status.progress.state, complete().await);
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
-    let steady = Standalone::start(settings, dir.path(), &[]);
-    let mut points = KillPoints(seed);
-    let mut killed = Vec::new();
-    for _ in 0..kills {
-        let victim = Standalone::start(settings, dir.path(), &[]);
-        let after = points.next();
-        tokio::time::sleep(Duration::from_millis(after)).await;
-        victim.kill();
-        killed.push(after);
-    }
-    let last = Standalone::start(settings, dir.path(), &[]);
-    let Ok(watched) = tokio::time::timeout(Duration::from_secs(240), watcher).await else {
-        let app = App::from_settings(&Settings::from_pairs(settings.clone())).unwrap();
-        let status = jobs::status(&app, job).await.unwrap().unwrap();
-        panic!("job {job} did not end within 4 minutes (kills {killed:?}): {status:?}");
-    };
-    let (state, complete) = watched.unwrap();
-    assert_eq!(steady.terminate(), 0);
-    assert_eq!(last.terminate(), 0);
-    assert_eq!(
-        state,
-        lakebackup::core::job::JobState::Done,
-        "kills after {killed:?} ms"
-    );
-    complete.unwrap_or_else(|e| panic!("read done before its work was: {e} (kills {killed:?})"));
-    let (_, out, err) = worker::run_once(settings, &["job", job, "--report"]);
-    let mut lines: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}\n{err}")))
-        .collect();
-    let status = lines.pop().unwrap();
-    (status, lines)
-}
-
 #[tokio::test]
 async fn workers_killed_at_twenty_random_points_lose_nothing_and_count_each_blob_once() {
     let azurite = support::Azurite::start();
@@ -223,7 +137,7 @@ async fn workers_killed_at_twenty_random_points_lose_nothing_and_count_each_blob
         }
     };
     let (status, _) =
-        work_off_with_kills(&settings, &job, 20, 0x9E37_79B9_7F4A_7C15, backed_up).await;
+        worker::work_off_killing(&settings, &job, 20, 0x9E37_79B9_7F4A_7C15, backed_up).await;
     assert_eq!(status["status"], "done", "{status}");
     assert_eq!(status["shards_failed"], 0, "{status}");
     assert_eq!(
@@ -268,7 +182,7 @@ async fn workers_killed_at_twenty_random_points_lose_nothing_and_count_each_blob
         }
     };
     let (status, lines) =
-        work_off_with_kills(&settings, &job, 20, 0xD1B5_4A32_D192_ED03, restored).await;
+        worker::work_off_killing(&settings, &job, 20, 0xD1B5_4A32_D192_ED03, restored).await;
     assert_eq!(status["status"], "done", "{status}");
     assert_eq!(status["shards_failed"], 0, "{status}");
     assert_eq!(

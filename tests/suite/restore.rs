@@ -301,6 +301,9 @@ async fn metadata_and_content_properties_come_back_and_the_stamp_never_does() {
         .unwrap();
     support::upload(&client, "plain.bin", b"no metadata at all").await;
     lake.back_up().await;
+    support::next_second().await;
+    let instant = support::now_rfc3339();
+    support::next_second().await;
     let originals = [
         blob_properties(&client, "sales.csv").await,
         blob_properties(&client, "plain.bin").await,
@@ -313,7 +316,8 @@ async fn metadata_and_content_properties_come_back_and_the_stamp_never_does() {
     for (name, bytes) in [("sales.csv", b"OOPS".as_slice()), ("plain.bin", b"OOPS")] {
         support::upload(&client, name, bytes).await;
     }
-    let (code, in_place) = lake.restore(&[]);
+    // As of the instant before: the lake's OOPS versions, written since, are its newest.
+    let (code, in_place) = lake.restore(&["--as-of", &instant]);
     assert_eq!(code, 0, "{in_place}");
     assert_eq!(in_place["restored"], 2, "{in_place}");
     let fresh = lake.app.source.container_client("fresh").unwrap();
@@ -472,12 +476,15 @@ async fn verify_content_reads_both_sides_where_no_md5_can_tell() {
     support::upload(&client, "x.csv", b"the same bytes").await;
     support::upload(&client, "y.csv", b"y as backed up").await;
     lake.back_up().await;
+    support::next_second().await;
+    let instant = support::now_rfc3339();
+    support::next_second().await;
     // Written again as block lists: new ETags and no MD5; x with the same bytes, y not.
     support::put_block_list(&client, "x.csv", b"the same bytes", None).await;
     support::put_block_list(&client, "y.csv", b"y, corrupted!!", None).await;
     let (etag_before, _, _) = support::properties(&client, "x.csv").await;
 
-    let (code, dry) = lake.restore(&["--dry-run"]);
+    let (code, dry) = lake.restore(&["--dry-run", "--as-of", &instant]);
     assert_eq!(code, 0, "{dry}");
     assert_eq!(
         actions(&dry)["x.csv"],
@@ -485,7 +492,7 @@ async fn verify_content_reads_both_sides_where_no_md5_can_tell() {
         "without an MD5 an ETag differs: {dry}"
     );
 
-    let (code, checked) = lake.restore(&["--verify-content"]);
+    let (code, checked) = lake.restore(&["--verify-content", "--as-of", &instant]);
     assert_eq!(code, 0, "{checked}");
     assert_eq!(
         (checked["unchanged"].as_u64(), checked["restored"].as_u64()),
@@ -512,6 +519,9 @@ async fn a_blob_written_between_plan_and_copy_is_left_alone() {
         support::upload(&client, name, format!("{name} v1").as_bytes()).await;
     }
     lake.back_up().await;
+    support::next_second().await;
+    let instant = time::OffsetDateTime::now_utc();
+    support::next_second().await;
     for name in ["a.csv", "b.csv"] {
         support::upload(&client, name, b"corrupted").await;
     }
@@ -523,7 +533,7 @@ async fn a_blob_written_between_plan_and_copy_is_left_alone() {
         to_account: false,
         container: "lake".into(),
         prefix: None,
-        as_of: None,
+        as_of: Some(instant),
         from: RestoreFrom::Backup,
         to_container: None,
         dry_run: false,

@@ -35,7 +35,7 @@ use crate::{
         properties::{BlobProperties, BlobType},
         restore_plan::{
             filter_reaches, holds_besides_bytes, level_prefix, plan, version_at, version_with_lake,
-            written_by, Plan, Restorable, RestoreFrom, RestoreOptions, VersionSource,
+            Plan, Restorable, RestoreFrom, RestoreOptions, VersionSource,
         },
         shard::Shard,
         stamp,
@@ -314,8 +314,10 @@ impl Part<'_> {
         let in_place_base =
             self.in_place && chosen.is_some_and(|chosen| chosen.source == VersionSource::Base);
         match (plan, target, self.job_started) {
+            // Last-Modified is a second's start: a write at or after it was certainly not before
+            // the job (one in the job's first second is taken for someone else's: unchanged).
             (Plan::Unchanged, Some(target), Some(started)) if !in_place_base => {
-                written_by(target.last_modified) >= started
+                target.last_modified >= started
             }
             _ => false,
         }

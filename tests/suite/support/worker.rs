@@ -209,3 +209,98 @@ pub async fn work_off_job(
     let status = lines.pop().unwrap_or_else(|| panic!("no status: {err}"));
     (code, lines, status)
 }
+
+/// A tiny deterministic generator: the kill points differ between kills, never between runs.
+struct KillPoints(u64);
+
+impl KillPoints {
+    /// Milliseconds a worker runs before it is killed: 150 to 1,650.
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        150 + self.0 % 1_500
+    }
+}
+
+/// `lakebackup run` processes working off `job` while one of the two is killed (SIGKILL) at
+/// `kills` random points and started again; then both run to the job's end. A watcher reads
+/// the job's status all along: the first time it reads `done`, `complete` must already hold.
+/// Returns the final status and the report's lines.
+pub async fn work_off_killing<F, Fut>(
+    settings: &HashMap<String, String>,
+    job: &str,
+    kills: usize,
+    seed: u64,
+    complete: F,
+) -> (serde_json::Value, Vec<serde_json::Value>)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
+    let dir = tempfile::tempdir().unwrap();
+    // Kills must not exhaust a shard's deliveries: in Azure a worker dies rarely.
+    std::fs::write(
+        dir.path().join("host.json"),
+        r#"{"version": "2.0", "functionTimeout": "00:01:00", "extensions": {"queues": {"batchSize": 4, "maxDequeueCount": 100, "maxPollingInterval": "00:00:00.2"}}}"#,
+    )
+    .unwrap();
+    let app = lakebackup::app::App::from_settings(&lakebackup::settings::Settings::from_pairs(
+        settings.clone(),
+    ))
+    .unwrap();
+    let watcher = {
+        let job = job.to_owned();
+        tokio::spawn(async move {
+            loop {
+                let status = lakebackup::engine::jobs::status(&app, &job)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                if status.progress.state != lakebackup::core::job::JobState::Running {
+                    // Read the moment the job stopped running: its work must all be there.
+                    return (status.progress.state, complete().await);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let steady = Standalone::start(settings, dir.path(), &[]);
+    let mut points = KillPoints(seed);
+    let mut killed = Vec::new();
+    for _ in 0..kills {
+        let victim = Standalone::start(settings, dir.path(), &[]);
+        let after = points.next();
+        tokio::time::sleep(Duration::from_millis(after)).await;
+        victim.kill();
+        killed.push(after);
+    }
+    let last = Standalone::start(settings, dir.path(), &[]);
+    let Ok(watched) = tokio::time::timeout(Duration::from_secs(240), watcher).await else {
+        let app = lakebackup::app::App::from_settings(&lakebackup::settings::Settings::from_pairs(
+            settings.clone(),
+        ))
+        .unwrap();
+        let status = lakebackup::engine::jobs::status(&app, job)
+            .await
+            .unwrap()
+            .unwrap();
+        panic!("job {job} did not end within 4 minutes (kills {killed:?}): {status:?}");
+    };
+    let (state, complete) = watched.unwrap();
+    assert_eq!(steady.terminate(), 0);
+    assert_eq!(last.terminate(), 0);
+    assert_eq!(
+        state,
+        lakebackup::core::job::JobState::Done,
+        "kills after {killed:?} ms"
+    );
+    complete.unwrap_or_else(|e| panic!("read done before its work was: {e} (kills {killed:?})"));
+    let (_, out, err) = run_once(settings, &["job", job, "--report"]);
+    let mut lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}\n{err}")))
+        .collect();
+    let status = lines.pop().unwrap();
+    (status, lines)
+}
