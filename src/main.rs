@@ -83,13 +83,18 @@ enum Command {
         #[arg(long)]
         distributed: bool,
     },
-    /// Restore a container (or a prefix) to an instant, from snapshots or the backup account.
+    /// Restore a container (or a prefix, or one blob) to an instant, from snapshots or the
+    /// backup account.
     Restore {
         #[arg(long)]
         container: String,
-        /// Only blobs whose names start with this.
-        #[arg(long)]
+        /// Only blobs whose names start with this: `raw/a.csv` also takes `raw/a.csv.old` and
+        /// `raw/a.csv/…`; end it with `/` to keep to one directory.
+        #[arg(long, conflicts_with = "blob")]
         prefix: Option<String>,
+        /// Only the blob of exactly this name (no other name it starts, no directory of it).
+        #[arg(long)]
+        blob: Option<String>,
         /// The instant, RFC 3339 (e.g. 2026-11-24T14:00:00Z); default: the newest versions.
         #[arg(long, value_parser = parse_instant)]
         as_of: Option<time::OffsetDateTime>,
@@ -246,6 +251,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Restore {
             container,
             prefix,
+            blob,
             as_of,
             from,
             to_container,
@@ -257,6 +263,7 @@ async fn run(cli: Cli) -> ExitCode {
             let request = RestoreRequest {
                 container,
                 prefix,
+                blob,
                 as_of,
                 from,
                 to_container,

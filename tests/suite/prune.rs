@@ -117,6 +117,7 @@ async fn restore_as_of(
         to_account: false,
         container: "lake".into(),
         prefix: Some("tables/".into()),
+        blob: None,
         as_of: Some(instant),
         from: RestoreFrom::Backup,
         to_container: Some(into.into()),

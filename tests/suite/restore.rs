@@ -523,6 +523,7 @@ async fn a_blob_written_between_plan_and_copy_is_left_alone() {
         to_account: false,
         container: "lake".into(),
         prefix: None,
+        blob: None,
         as_of: None,
         from: RestoreFrom::Backup,
         to_container: None,
