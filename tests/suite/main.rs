@@ -6,6 +6,7 @@
 mod support;
 
 mod app_layout;
+mod cli;
 mod connections;
 mod consumer_adf;
 mod consumer_direct;

@@ -101,20 +101,20 @@ async fn blob_restores_exactly_one_name_and_prefix_every_name_it_starts() {
     assert_eq!(code, 0, "{summary}");
     assert_eq!(names_in(&app, "by-directory").await, exactly(&["a.csv/x"]));
 
-    // A name with no backup is refused, never "done, 0"; a name that is a directory too.
+    // A name with no backup is refused, never "done, 0".
     let (code, _, summary) = restore(&settings, &["--blob", "a.cs", "--to-container", "none"]);
     assert_eq!(code, 1, "{summary}");
     assert!(
         summary["error"].as_str().unwrap().contains("\"a.cs\""),
         "{summary}"
     );
-    let (code, _, summary) = restore(&settings, &["--blob", "a.csv/", "--to-container", "none"]);
-    assert_eq!(code, 1, "{summary}");
-    assert!(
-        summary["error"].as_str().unwrap().contains("--prefix"),
-        "{summary}"
+    // A directory's name, or both forms at once, is a usage error.
+    let (code, _, stderr) = worker::run_once(
+        &settings,
+        &["restore", "--container", "lake", "--blob", "a.csv/"],
     );
-    // Both at once is a usage error.
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--prefix"), "{stderr}");
     let (code, _, stderr) = worker::run_once(
         &settings,
         &[
