@@ -11,6 +11,7 @@ mod connections;
 mod consumer_adf;
 mod consumer_direct;
 mod doctor;
+mod error_lines;
 mod events;
 mod exactness;
 mod producer;
