@@ -246,3 +246,30 @@ fn exit_codes_follow_the_table() {
         }
     });
 }
+
+#[test]
+fn a_connection_string_beside_identity_settings_is_warned_of_at_start_up() {
+    // `az functionapp create` sets AzureWebJobsStorage to a key-based connection string; the
+    // identity settings added beside it are then ignored, by the host and by lakebackup alike.
+    let mut settings = unreachable_settings();
+    settings.insert(
+        "AzureWebJobsStorage__accountName".into(),
+        "lakefuncs".into(),
+    );
+    let (_, _, stderr) = worker::run_once(&settings, &["job", "job-1"]);
+    assert!(
+        stderr.contains(
+            "AzureWebJobsStorage holds a connection string, so it is used and \
+             AzureWebJobsStorage__accountName ignored"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("--setting-names AzureWebJobsStorage"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(azurite::JOBS_KEY), "{stderr}");
+    // Only one form: no warning.
+    let (_, _, stderr) = worker::run_once(&unreachable_settings(), &["job", "job-1"]);
+    assert!(!stderr.contains("holds a connection string"), "{stderr}");
+}
