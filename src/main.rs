@@ -383,7 +383,7 @@ async fn start_prune(
             return ExitCode::FAILURE;
         }
     };
-    let mut all_queued = true;
+    let (mut all_queued, mut queued) = (true, Vec::new());
     for container in containers {
         let request = prune::PruneRequest {
             container,
@@ -391,14 +391,17 @@ async fn start_prune(
             dry_run,
         };
         let line = match prune::start(app, &request).await {
-            Ok(Some(Queued { job, .. })) => serde_json::json!({
-                "job": job,
-                "kind": JobOrigin::Prune.as_str(),
-                "work": "prune",
-                "status": "running",
-                "container": request.container,
-                "dry_run": dry_run,
-            }),
+            Ok(Some(Queued { job, .. })) => {
+                queued.push(job.clone());
+                serde_json::json!({
+                    "job": job,
+                    "kind": JobOrigin::Prune.as_str(),
+                    "work": "prune",
+                    "status": "running",
+                    "container": request.container,
+                    "dry_run": dry_run,
+                })
+            }
             Ok(None) => serde_json::json!({
                 "status": "ok",
                 "container": request.container,
@@ -415,7 +418,14 @@ async fn start_prune(
         };
         print_json_line(line);
     }
-    exit_code(all_queued)
+    // The summary: the jobs queued, one per container that has something to judge.
+    let status = match (all_queued, queued.is_empty()) {
+        (false, _) => "failed",
+        (true, true) => "ok",
+        (true, false) => "running",
+    };
+    let summary = serde_json::json!({"status": status, "work": "prune", "jobs": queued});
+    print_last_line(&summary, all_queued)
 }
 
 /// `job`: a job's status (after its report lines, with `--report`), once, or when it ends.

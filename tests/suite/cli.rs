@@ -103,6 +103,11 @@ async fn every_command_prints_one_json_object_per_line_with_the_summary_last() {
         let (code, lines) = run(&settings, args);
         assert_eq!(code, 0, "{args:?}: {lines:?}");
     }
+    // Prune's jobs, one line per container, then the summary naming them.
+    let (_, lines) = run(&settings, &["prune", "--distributed", "--dry-run"]);
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["status"], "running", "{lines:?}");
+    assert_eq!(summary["jobs"].as_array().unwrap().len(), lines.len() - 1);
     // The restore wrote its lines as it went: three restored, then the summary.
     let (_, lines) = run(
         &settings,
