@@ -215,9 +215,10 @@ fn answer(
 ) -> String {
     let message = body
         .and_then(service_message)
-        // Our own message (a refusal hint), or the SDK's text: the status and an unparsed body.
+        // Our own message (a refusal hint), or the SDK's text: the status and an unparsed body;
+        // either may sit under the retry policy's "will not be retried".
         .or_else(|| {
-            let text = error.to_string();
+            let text = error_chain(error);
             let text = text
                 .strip_prefix(&status.to_string())
                 .map_or(text.as_str(), |rest| rest.trim_start_matches(':').trim());
@@ -388,6 +389,21 @@ mod tests {
         assert_eq!(
             answered(StatusCode::BadGateway, None, ""),
             "reading x: 502 Bad Gateway"
+        );
+        // A message of ours, wrapped by the retry policy: the message, which names the code.
+        let hint = azure_core::Error::with_message(
+            ErrorKind::HttpResponse {
+                status: StatusCode::Forbidden,
+                error_code: Some("AuthorizationPermissionMismatch".into()),
+                raw_response: None,
+            },
+            "SOURCE_STORAGE refused the request of its identity (AuthorizationPermissionMismatch): grant…",
+        )
+        .with_context("non-transport error occurred which will not be retried");
+        assert_eq!(
+            StorageError::new("reading x", hint).to_string(),
+            "reading x: SOURCE_STORAGE refused the request of its identity \
+             (AuthorizationPermissionMismatch): grant…"
         );
     }
 }
