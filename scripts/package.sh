@@ -3,8 +3,9 @@
 # - a release binary for x86_64 Linux that needs glibc 2.28 at most (cargo-zigbuild with Zig,
 #   both from PyPI, in a venv of their own), so it runs on every image the Functions host uses;
 # - the highest GLIBC_ symbol version it needs, and that it runs (`--version`) here and against
-#   Debian bullseye's glibc 2.31 (its libc6 and libgcc-s1 packages from deb.debian.org, loaded
-#   with bullseye's own dynamic loader, the host's library cache ignored: no root needed);
+#   Debian bullseye's glibc 2.31 (its libc6 and libgcc-s1 packages from deb.debian.org, checked
+#   as apt checks them — signed InRelease, Packages' hash, the .debs' hashes — and loaded with
+#   bullseye's own dynamic loader, the host's library cache ignored: no root needed);
 # - the zip holds exactly host.json, each function folder (function.json and its ADF artifacts)
 #   and the binary, executable.
 set -euo pipefail
@@ -27,27 +28,84 @@ fi
 echo "package: the binary needs glibc $needed at most"
 "$binary" --version
 
-# Run it against bullseye's glibc 2.31.
+# Run it against bullseye's glibc 2.31. The packages are checked as apt checks them: the suite's
+# InRelease signed by a key of the Debian archive keyring (gpgv), Packages.xz by the SHA256 that
+# signed file gives it, each .deb by the SHA256 and size Packages gives it. A tree from before
+# that check (no `verified` mark) is fetched again.
 old_root=target/package-bullseye
-if [ ! -x "$old_root/lib/x86_64-linux-gnu/libc.so.6" ]; then
+keyring="${DEBIAN_ARCHIVE_KEYRING:-/usr/share/keyrings/debian-archive-keyring.gpg}"
+if [ ! -f "$old_root/verified" ]; then
+  if ! command -v gpgv > /dev/null || [ ! -r "$keyring" ]; then
+    echo "package: checking Debian's packages needs gpgv and the Debian archive keyring ($keyring):" \
+      "apt-get install gpgv debian-archive-keyring, or set DEBIAN_ARCHIVE_KEYRING" >&2
+    exit 1
+  fi
   rm -rf "$old_root" && mkdir -p "$old_root"
-  python3 - "$old_root" <<'PY'
-import lzma, sys, urllib.request
-root = sys.argv[1]
-mirror = "http://deb.debian.org/debian"
-index = lzma.decompress(urllib.request.urlopen(f"{mirror}/dists/bullseye/main/binary-amd64/Packages.xz").read()).decode()
+  python3 - "$old_root" "$keyring" <<'PY'
+import hashlib, lzma, os, subprocess, sys, tempfile, urllib.request
+root, keyring = sys.argv[1], sys.argv[2]
+mirror, suite, index = "http://deb.debian.org/debian", "bullseye", "main/binary-amd64/Packages.xz"
+
+def fetch(path):
+    with urllib.request.urlopen(f"{mirror}/{path}") as answer:
+        return answer.read()
+
+def check(what, data, sha256, size):
+    if len(data) != int(size) or hashlib.sha256(data).hexdigest() != sha256:
+        sys.exit(f"package: {what} does not match its SHA256 {sha256} and size {size}: refused")
+
+def fields_of(stanza):
+    fields, last = {}, None
+    for line in stanza.splitlines():
+        if line.startswith((" ", "\t")) and last:
+            fields[last] += "\n" + line.strip()
+        elif ": " in line or line.endswith(":"):
+            last, _, value = line.partition(":")
+            fields[last] = value.strip()
+    return fields
+
+# 1. The Release file: only what the signature covers is read (gpgv writes it out).
+with tempfile.TemporaryDirectory() as scratch:
+    signed, release_path = os.path.join(scratch, "InRelease"), os.path.join(scratch, "Release")
+    with open(signed, "wb") as f:
+        f.write(fetch(f"dists/{suite}/InRelease"))
+    done = subprocess.run(
+        ["gpgv", "--status-fd", "1", "--keyring", keyring, "--output", release_path, signed],
+        capture_output=True, text=True)
+    signers = [line.split()[2] for line in done.stdout.splitlines() if line.startswith("[GNUPG:] VALIDSIG ")]
+    if done.returncode != 0 or not signers:
+        sys.exit(f"package: {suite}'s InRelease has no valid signature of the Debian archive keyring:\n{done.stderr}")
+    with open(release_path, encoding="utf-8") as f:
+        release = fields_of(f.read())
+print(f"package: {suite} {release.get('Version')} InRelease signed by {', '.join(signers)}")
+if release.get("Codename") != suite:
+    sys.exit(f"package: the signed Release is for {release.get('Codename')!r}, not {suite}: refused")
+
+# 2. Packages.xz, by the hash the signed Release gives it (fetched by that hash, as apt does).
+listed = [line.split() for line in release.get("SHA256", "").splitlines() if len(line.split()) == 3]
+sha256, size = next(((h, n) for h, n, name in listed if name == index), (None, None))
+if sha256 is None:
+    sys.exit(f"package: the signed Release lists no SHA256 for {index}")
+by_hash = index.rsplit("/", 1)[0] + f"/by-hash/SHA256/{sha256}"
+packages = fetch(f"dists/{suite}/{by_hash}")
+check(index, packages, sha256, size)
+
+# 3. Each .deb, by the SHA256 and size Packages gives it.
 wanted = {"libc6", "libgcc-s1"}
-for stanza in index.split("\n\n"):
-    fields = dict(line.split(": ", 1) for line in stanza.splitlines() if ": " in line and not line.startswith(" "))
+for stanza in lzma.decompress(packages).decode().split("\n\n"):
+    fields = fields_of(stanza)
     if fields.get("Package") in wanted:
         wanted.discard(fields["Package"])
-        path = f"{root}/{fields['Package']}.deb"
-        urllib.request.urlretrieve(f"{mirror}/{fields['Filename']}", path)
-        print(f"package: fetched {fields['Package']} {fields['Version']}")
+        deb = fetch(fields["Filename"])
+        check(fields["Filename"], deb, fields["SHA256"], fields["Size"])
+        with open(f"{root}/{fields['Package']}.deb", "wb") as f:
+            f.write(deb)
+        print(f"package: fetched {fields['Package']} {fields['Version']}, SHA256 {fields['SHA256']}")
 if wanted:
-    sys.exit(f"package: not in bullseye's index: {wanted}")
+    sys.exit(f"package: not in {suite}'s index: {wanted}")
 PY
   for deb in "$old_root"/*.deb; do dpkg-deb -x "$deb" "$old_root"; done
+  touch "$old_root/verified"
 fi
 libs="$old_root/lib/x86_64-linux-gnu"
 loader=("$libs/ld-linux-x86-64.so.2" --inhibit-cache --library-path "$libs:$old_root/usr/lib/x86_64-linux-gnu")

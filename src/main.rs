@@ -1,7 +1,9 @@
 //! The `lakebackup` command: `serve` runs the Functions custom handler, `run` the same functions
 //! without the host; `produce`, `shard`, `reconcile`, `prune`, `restore`, `verify` and `job` are
-//! for admins. One function per command; each prints JSON and says by its exit code whether it
-//! succeeded (2: the settings are wrong).
+//! for admins. One function per command; each prints JSON lines on stdout — one object per
+//! line, the summary last — and says by its exit code how it went: 0 done, 1 failed (a job, a
+//! check, a gap, storage), 2 nothing done because the command line or the settings are wrong
+//! (clap's usage errors exit 2 too). `serve`, `run` and `doctor`'s table are the exceptions.
 
 use std::{io::IsTerminal, net::SocketAddr, path::Path, process::ExitCode, sync::Arc};
 
@@ -60,7 +62,7 @@ enum Command {
     /// Repair missing snapshots and backups once, and print the JSON summary.
     Reconcile {
         /// Limit to these containers (repeatable); default RECONCILE_CONTAINERS, else all.
-        #[arg(long = "container")]
+        #[arg(long = "container", value_parser = container_name)]
         containers: Vec<String>,
         /// Report what would be done and change nothing.
         #[arg(long)]
@@ -70,7 +72,7 @@ enum Command {
     /// keeps; one JSON line per deletion, then the summary.
     Prune {
         /// Limit to these containers (repeatable); default RECONCILE_CONTAINERS, else all.
-        #[arg(long = "container")]
+        #[arg(long = "container", value_parser = container_name)]
         containers: Vec<String>,
         /// Only blobs whose names start with this.
         #[arg(long)]
@@ -83,20 +85,25 @@ enum Command {
         #[arg(long)]
         distributed: bool,
     },
-    /// Restore a container (or a prefix) to an instant, from snapshots or the backup account.
+    /// Restore a container (or a prefix, or one blob) to an instant, from snapshots or the
+    /// backup account.
     Restore {
-        #[arg(long)]
+        #[arg(long, value_parser = container_name)]
         container: String,
-        /// Only blobs whose names start with this.
-        #[arg(long)]
+        /// Only blobs whose names start with this: `raw/a.csv` also takes `raw/a.csv.old` and
+        /// `raw/a.csv/…`; end it with `/` to keep to one directory.
+        #[arg(long, conflicts_with = "blob")]
         prefix: Option<String>,
+        /// Only the blob of exactly this name (no other name it starts, no directory of it).
+        #[arg(long, value_parser = blob_name)]
+        blob: Option<String>,
         /// The instant, RFC 3339 (e.g. 2026-11-24T14:00:00Z); default: the newest versions.
         #[arg(long, value_parser = parse_instant)]
         as_of: Option<time::OffsetDateTime>,
         #[arg(long, value_enum, default_value = "backup")]
         from: RestoreFrom,
         /// Restore into this container instead of in place.
-        #[arg(long)]
+        #[arg(long, value_parser = container_name)]
         to_container: Option<String>,
         /// List what would be restored and change nothing.
         #[arg(long)]
@@ -136,7 +143,7 @@ enum Command {
     /// snapshot of it; report the gaps and the RPO (the age of the oldest change without a
     /// backup). Exit 1 on any gap or mismatch.
     Verify {
-        #[arg(long)]
+        #[arg(long, value_parser = container_name)]
         container: String,
         /// Only blobs whose names start with this.
         #[arg(long)]
@@ -152,7 +159,7 @@ enum Command {
     /// Snapshot and back up the new and changed blobs of one container (or one directory tree)
     /// now, in this process, shard by shard; print the totals.
     Produce {
-        #[arg(long)]
+        #[arg(long, value_parser = container_name)]
         container: String,
         /// Only this directory tree (e.g. raw/2026/11/).
         #[arg(long, default_value = "")]
@@ -162,7 +169,7 @@ enum Command {
     /// `lakebackup run` processes (or the Function App's QueueSnapshotBackupShard function)
     /// fan it out, directory by directory, each shard within SHARD_TIME_BUDGET_SECONDS.
     Shard {
-        #[arg(long)]
+        #[arg(long, value_parser = container_name)]
         container: String,
         /// Only this directory tree (e.g. raw/2026/11/).
         #[arg(long, default_value = "")]
@@ -222,7 +229,7 @@ async fn run(cli: Cli) -> ExitCode {
             let line = ProgressLine::of_app(&app, "reconcile");
             let summary = reconcile::reconcile(&app, scope.as_deref(), dry_run).await;
             line.finish();
-            print_summary(&summary, summary.succeeded())
+            print_last_line(&summary, summary.succeeded())
         }
         Command::Prune {
             containers,
@@ -246,6 +253,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Restore {
             container,
             prefix,
+            blob,
             as_of,
             from,
             to_container,
@@ -257,6 +265,7 @@ async fn run(cli: Cli) -> ExitCode {
             let request = RestoreRequest {
                 container,
                 prefix,
+                blob,
                 as_of,
                 from,
                 to_container,
@@ -378,7 +387,7 @@ async fn start_prune(
             return ExitCode::FAILURE;
         }
     };
-    let mut all_queued = true;
+    let (mut all_queued, mut queued) = (true, Vec::new());
     for container in containers {
         let request = prune::PruneRequest {
             container,
@@ -386,14 +395,17 @@ async fn start_prune(
             dry_run,
         };
         let line = match prune::start(app, &request).await {
-            Ok(Some(Queued { job, .. })) => serde_json::json!({
-                "job": job,
-                "kind": JobOrigin::Prune.as_str(),
-                "work": "prune",
-                "status": "running",
-                "container": request.container,
-                "dry_run": dry_run,
-            }),
+            Ok(Some(Queued { job, .. })) => {
+                queued.push(job.clone());
+                serde_json::json!({
+                    "job": job,
+                    "kind": JobOrigin::Prune.as_str(),
+                    "work": "prune",
+                    "status": "running",
+                    "container": request.container,
+                    "dry_run": dry_run,
+                })
+            }
             Ok(None) => serde_json::json!({
                 "status": "ok",
                 "container": request.container,
@@ -410,7 +422,14 @@ async fn start_prune(
         };
         print_json_line(line);
     }
-    exit_code(all_queued)
+    // The summary: the jobs queued, one per container that has something to judge.
+    let status = match (all_queued, queued.is_empty()) {
+        (false, _) => "failed",
+        (true, true) => "ok",
+        (true, false) => "running",
+    };
+    let summary = serde_json::json!({"status": status, "work": "prune", "jobs": queued});
+    print_last_line(&summary, all_queued)
 }
 
 /// `job`: a job's status (after its report lines, with `--report`), once, or when it ends.
@@ -424,7 +443,9 @@ async fn job_status(app: &App, job: &str, wait: bool, report: bool) -> ExitCode 
         ExitCode::FAILURE
     };
     let failed = |error: lakebackup::storage::StorageError| {
-        print_json_line(serde_json::json!({"job": job, "error": error.to_string()}));
+        print_json_line(
+            serde_json::json!({"job": job, "status": "unknown", "error": error.to_string()}),
+        );
         ExitCode::FAILURE
     };
     let line = if wait {
@@ -558,9 +579,6 @@ async fn run_standalone(
 
 /// `shard`: a job over a container (or one directory tree) queued for the functions.
 async fn queue_job(app: &App, container: String, prefix: String) -> ExitCode {
-    if let Err(e) = naming::validate_container_name(&container) {
-        return settings_error(e);
-    }
     let new = NewJob {
         origin: JobOrigin::Command,
         container,
@@ -570,14 +588,11 @@ async fn queue_job(app: &App, container: String, prefix: String) -> ExitCode {
     match jobs::queue(app, new).await {
         Ok(Queued { job, roots }) => {
             let shard = roots.first();
-            println!(
-                "{}",
-                serde_json::json!({"status": "queued", "job": job, "shard": shard})
-            );
+            print_json_line(serde_json::json!({"status": "queued", "job": job, "shard": shard}));
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("lakebackup: {e}");
+            print_json_line(serde_json::json!({"status": "failed", "error": e.to_string()}));
             ExitCode::FAILURE
         }
     }
@@ -591,7 +606,7 @@ async fn produce(app: &Arc<App>, container: String, prefix: String) -> ExitCode 
     let job = match job {
         Ok(job) => job,
         Err(e) => {
-            eprintln!("lakebackup: {e}");
+            print_json_line(serde_json::json!({"status": "failed", "error": e.to_string()}));
             return ExitCode::FAILURE;
         }
     };
@@ -612,26 +627,15 @@ async fn produce(app: &Arc<App>, container: String, prefix: String) -> ExitCode 
     if !job.notes.warnings.is_empty() {
         summary["warnings"] = serde_json::to_value(&job.notes.warnings).unwrap_or_default();
     }
-    print_summary(&summary, job.succeeded())
+    print_last_line(&summary, job.succeeded())
 }
 
-/// `verify`: the gaps on stderr, one per line; the summary on stdout.
+/// `verify`: each gap and warning as a JSON line as it is found, then the summary.
 async fn verify_container(app: &Arc<App>, request: &verify::VerifyRequest) -> ExitCode {
     let line = ProgressLine::of_app(app, "verify");
-    let summary = verify::verify(app, request, &|_| {}).await;
+    let summary = verify::verify(app, request, &|gap| print_json_line(gap)).await;
     line.finish();
-    for gap in summary.gaps.iter().chain(&summary.warnings) {
-        eprintln!(
-            "{:<16} {}{}",
-            gap.problem,
-            gap.blob,
-            gap.detail
-                .as_deref()
-                .map(|d| format!(" ({d})"))
-                .unwrap_or_default()
-        );
-    }
-    print_summary(&summary, summary.succeeded())
+    print_last_line(&summary, summary.succeeded())
 }
 
 /// Settings (or arguments) that cannot work: said on stderr, exit code 2.
@@ -660,21 +664,31 @@ fn print_last_line(summary: &impl serde::Serialize, succeeded: bool) -> ExitCode
     exit_code(succeeded)
 }
 
-/// A command's JSON summary on stdout; the exit code says whether it succeeded.
-fn print_summary(summary: &impl serde::Serialize, succeeded: bool) -> ExitCode {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(summary).unwrap_or_default()
-    );
-    exit_code(succeeded)
-}
-
 fn exit_code(succeeded: bool) -> ExitCode {
     if succeeded {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// A container name Azure accepts; any other is a usage error (exit 2), found before anything
+/// is read or written.
+fn container_name(text: &str) -> Result<String, String> {
+    naming::validate_container_name(text)
+        .map(|()| text.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// A blob's whole name (`restore --blob`): a valid name, and not a directory's.
+fn blob_name(text: &str) -> Result<String, String> {
+    naming::validate_blob_name(text).map_err(|e| e.to_string())?;
+    if text.ends_with('/') {
+        return Err(format!(
+            "{text:?} names a directory, not a blob: restore it with --prefix"
+        ));
+    }
+    Ok(text.to_owned())
 }
 
 fn parse_instant(text: &str) -> Result<time::OffsetDateTime, String> {

@@ -97,9 +97,19 @@ impl Settings {
     /// Whether any setting starts with `prefix` (identity-based connections are spread over
     /// `NAME__…` settings).
     pub fn has_prefix(&self, prefix: &str) -> bool {
-        self.values
+        !self.names_with_prefix(prefix).is_empty()
+    }
+
+    /// The names of the settings (not blank) that start with `prefix`, sorted.
+    pub fn names_with_prefix(&self, prefix: &str) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .values
             .iter()
-            .any(|(k, v)| k.starts_with(prefix) && !v.trim().is_empty())
+            .filter(|(k, v)| k.starts_with(prefix) && !v.trim().is_empty())
+            .map(|(k, _)| k.as_str())
+            .collect();
+        names.sort_unstable();
+        names
     }
 }
 

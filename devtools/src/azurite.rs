@@ -3,6 +3,7 @@
 //! development account); stopped on drop. The demo and the tests use it; the worker never does.
 
 use std::{
+    ffi::OsStr,
     io::{BufRead, BufReader},
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
@@ -29,10 +30,94 @@ pub const DEV_KEY: &str =
 pub enum AzuriteError {
     #[error("Azurite is not installed: run `npm ci` in {}", .0.display())]
     NotInstalled(PathBuf),
-    #[error("cannot start node to run Azurite: {0}")]
-    Spawn(std::io::Error),
+    #[error("cannot start node to run Azurite (install Node.js {needed}): {error}")]
+    Spawn {
+        needed: String,
+        error: std::io::Error,
+    },
+    #[error(
+        "Azurite {azurite} needs Node.js {needed} (the `engines` of its package.json), and \
+         `node` here is {found}: install Node.js 22 or later ({why})"
+    )]
+    NodeTooOld {
+        azurite: String,
+        needed: String,
+        found: String,
+        why: String,
+    },
     #[error("Azurite did not report its listening ports within 60 s")]
     NoPorts,
+    #[error("Azurite exited before it listened ({0})")]
+    Exited(String),
+}
+
+/// What the installed Azurite says it needs (`engines.node` of its package.json), and what the
+/// local `node` is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct NodeCheck {
+    azurite: String,
+    /// The requirement as written, e.g. `>=22.0.0`.
+    needed: String,
+    /// `node --version`, e.g. `v20.20.2`; empty when it could not be run.
+    found: String,
+}
+
+impl NodeCheck {
+    fn of(project_root: &Path, node: &OsStr) -> NodeCheck {
+        let package =
+            std::fs::read_to_string(project_root.join("node_modules/azurite/package.json"))
+                .ok()
+                .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+                .unwrap_or_default();
+        let found = Command::new(node)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+            .unwrap_or_default();
+        NodeCheck {
+            azurite: package["version"].as_str().unwrap_or("?").to_owned(),
+            needed: package["engines"]["node"]
+                .as_str()
+                .unwrap_or("22 or later")
+                .to_owned(),
+            found,
+        }
+    }
+
+    /// Whether the local node is older than the `>=X.Y.Z` Azurite declares (`false` when either
+    /// cannot be read: only a known shortfall is reported).
+    fn too_old(&self) -> bool {
+        let minimum = self.needed.trim().strip_prefix(">=").and_then(version);
+        let found = version(self.found.trim_start_matches('v'));
+        matches!((found, minimum), (Some(found), Some(minimum)) if found < minimum)
+    }
+
+    /// Azurite did not start: when the node is older than it needs, that is the likeliest why.
+    fn failed(&self, why: String) -> AzuriteError {
+        if self.too_old() {
+            AzuriteError::NodeTooOld {
+                azurite: self.azurite.clone(),
+                needed: self.needed.clone(),
+                found: self.found.clone(),
+                why,
+            }
+        } else {
+            AzuriteError::Exited(why)
+        }
+    }
+}
+
+/// `22.0.0` (or `22`, `22.1`) as a comparable triple.
+fn version(text: &str) -> Option<(u64, u64, u64)> {
+    let mut parts = text.trim().split('.').map(|p| p.parse::<u64>().ok());
+    let major = parts.next()??;
+    let minor = parts.next().unwrap_or(Some(0))?;
+    let patch = parts.next().unwrap_or(Some(0))?;
+    Some((major, minor, patch))
 }
 
 /// HTTPS for Azurite, which its OAuth mode requires: the certificate it serves, its key, and
@@ -112,11 +197,22 @@ impl Azurite {
         access_log: bool,
         tls: Option<&AzuriteTls>,
     ) -> Result<Azurite, AzuriteError> {
+        Self::spawn_with(OsStr::new("node"), project_root, extra, access_log, tls)
+    }
+
+    fn spawn_with(
+        node: &OsStr,
+        project_root: &Path,
+        extra: &[&str],
+        access_log: bool,
+        tls: Option<&AzuriteTls>,
+    ) -> Result<Azurite, AzuriteError> {
         let script = project_root.join("node_modules/azurite/dist/src/azurite.js");
         if !script.exists() {
             return Err(AzuriteError::NotInstalled(project_root.to_owned()));
         }
-        let mut command = Command::new("node");
+        let node_check = NodeCheck::of(project_root, node);
+        let mut command = Command::new(node);
         command
             .arg(script)
             .args(["--inMemoryPersistence", "--disableProductStyleUrl"])
@@ -151,7 +247,10 @@ impl Azurite {
                 Ok(())
             });
         }
-        let mut child = command.spawn().map_err(AzuriteError::Spawn)?;
+        let mut child = command.spawn().map_err(|error| AzuriteError::Spawn {
+            needed: node_check.needed.clone(),
+            error,
+        })?;
         let Some(stdout) = child.stdout.take() else {
             let _ = child.kill();
             return Err(AzuriteError::NoPorts);
@@ -180,10 +279,23 @@ impl Azurite {
         });
         let (mut blob_port, mut queue_port) = (None, None);
         while blob_port.is_none() || queue_port.is_none() {
-            let Ok(line) = lines_rx.recv_timeout(Duration::from_secs(60)) else {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(AzuriteError::NoPorts);
+            let line = match lines_rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => line,
+                // Its stdout closed: it exited (a node too old for it fails here, at once).
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = child
+                        .wait()
+                        .map_or_else(|e| e.to_string(), |s| s.to_string());
+                    return Err(node_check.failed(status));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(match node_check.too_old() {
+                        true => node_check.failed("no listening ports within 60 s".into()),
+                        false => AzuriteError::NoPorts,
+                    });
+                }
             };
             let port = || line.rsplit(':').next().and_then(|p| p.trim().parse().ok());
             if line.contains("Blob service is successfully listening") {
@@ -191,6 +303,16 @@ impl Azurite {
             } else if line.contains("Queue service is successfully listening") {
                 queue_port = port();
             }
+        }
+        if node_check.too_old() {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                eprintln!(
+                    "note: Azurite {} declares Node.js {}, and node here is {}: it started, but \
+                     that Node is not one it supports",
+                    node_check.azurite, node_check.needed, node_check.found
+                )
+            });
         }
         Ok(Azurite {
             child,
@@ -242,5 +364,68 @@ impl Drop for Azurite {
         // In-memory: nothing to flush. SIGTERM can hang on keep-alive clients, so kill outright.
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare_as_numbers() {
+        let check = |needed: &str, found: &str| NodeCheck {
+            azurite: "3.37.0".into(),
+            needed: needed.into(),
+            found: found.into(),
+        };
+        assert!(check(">=22.0.0", "v20.20.2").too_old());
+        assert!(check(">=22.0.0", "v9.9.9").too_old());
+        assert!(!check(">=22.0.0", "v22.0.0").too_old());
+        assert!(!check(">=22.0.0", "v100.1.0").too_old());
+        // Only a known shortfall counts.
+        assert!(!check("^18 || >=20", "v16.0.0").too_old());
+        assert!(!check(">=22.0.0", "").too_old());
+    }
+
+    /// A project whose Azurite needs Node 22, and a `node` of version 20 that cannot run it:
+    /// the launcher says which Node is needed and which one is here.
+    #[test]
+    fn a_node_too_old_for_azurite_is_named_with_the_version_needed() {
+        use std::os::unix::fs::PermissionsExt;
+        let root =
+            std::env::temp_dir().join(format!("lakebackup-node-check-{}", std::process::id()));
+        let azurite = root.join("node_modules/azurite");
+        std::fs::create_dir_all(azurite.join("dist/src")).unwrap();
+        std::fs::write(
+            azurite.join("package.json"),
+            r#"{"name": "azurite", "version": "3.37.0", "engines": {"node": ">=22.0.0"}}"#,
+        )
+        .unwrap();
+        std::fs::write(azurite.join("dist/src/azurite.js"), "").unwrap();
+        let node = root.join("node");
+        std::fs::write(
+            &node,
+            "#!/bin/sh\n[ \"$1\" = --version ] && { echo v20.0.0; exit 0; }\n\
+             echo 'SyntaxError: Unexpected token' >&2; exit 1\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&node, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+        let error = Azurite::spawn_with(node.as_os_str(), &root, &[], false, None)
+            .err()
+            .expect("Azurite cannot start on this node");
+        let message = error.to_string();
+        std::fs::remove_dir_all(&root).unwrap();
+        assert!(
+            matches!(error, AzuriteError::NodeTooOld { .. }),
+            "{message}"
+        );
+        assert!(
+            message.starts_with(
+                "Azurite 3.37.0 needs Node.js >=22.0.0 (the `engines` of its package.json), and \
+                 `node` here is v20.0.0: install Node.js 22 or later"
+            ),
+            "{message}"
+        );
     }
 }

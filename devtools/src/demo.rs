@@ -249,6 +249,7 @@ pub async fn run(project_root: &Path) -> Result<(), DemoError> {
             to_account: false,
             container: "raw".into(),
             prefix: None,
+            blob: None,
             as_of: Some(instant),
             from: RestoreFrom::Backup,
             to_container: None,

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::{etag::normalize_etag, version::Version};
+use super::{etag::normalize_etag, naming, version::Version};
 
 /// Where a restore takes its versions from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -50,6 +50,10 @@ pub struct RestoreOptions {
     /// recorded it — and is reported restored, not unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_started: Option<String>,
+    /// The filter is one blob's whole name (`restore --blob`): that name only — never another
+    /// name it is a prefix of (`a.csv.old`), nor a directory of that name (`a.csv/x`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exact: bool,
 }
 
 impl RestoreOptions {
@@ -79,6 +83,32 @@ impl RestoreOptions {
             container: self.target_container(container).to_owned(),
             prefix: self.filter.clone(),
         })
+    }
+
+    /// Whether the restore covers the blob `name`.
+    pub fn in_scope(&self, name: &str) -> bool {
+        if self.exact {
+            name == self.filter
+        } else {
+            name.starts_with(&self.filter)
+        }
+    }
+
+    /// Whether the job fans out to sub-directory `sub` of a level: never for one blob, whose
+    /// directory is the job's root; else where [`filter_reaches`] it.
+    pub fn reaches(&self, sub: &str) -> bool {
+        !self.exact && filter_reaches(&self.filter, sub)
+    }
+
+    /// The prefix a level of `directory` is listed with, in `{c}bak` (`backups`) or in the lake
+    /// and the target: [`level_prefix`]; for one blob, its own name, or in `{c}bak` the
+    /// `{stem}_` its backups and records of lives start with.
+    pub fn level_prefix(&self, directory: &str, backups: bool) -> String {
+        match (self.exact, backups) {
+            (true, true) => naming::backup_name_prefix(&self.filter),
+            (true, false) => self.filter.clone(),
+            (false, _) => level_prefix(directory, &self.filter),
+        }
     }
 
     pub fn validate(&self) -> Result<(), String> {
@@ -326,6 +356,40 @@ mod tests {
                 prefix: "dir/".into(),
             })
         );
+    }
+
+    #[test]
+    fn one_blob_is_that_name_only_and_a_prefix_is_every_name_it_starts() {
+        let options = |filter: &str, exact| RestoreOptions {
+            from: RestoreFrom::Backup,
+            as_of: None,
+            to_container: None,
+            to_account: false,
+            dry_run: false,
+            verify_content: false,
+            filter: filter.into(),
+            exact,
+            target_account: None,
+            job_started: None,
+        };
+        let blob = options("raw/a.csv", true);
+        assert!(blob.in_scope("raw/a.csv"));
+        assert!(!blob.in_scope("raw/a.csv.old"));
+        assert!(!blob.in_scope("raw/a.csv/x"));
+        assert!(!blob.reaches("raw/a.csv/"));
+        assert_eq!(blob.level_prefix("raw/", true), "raw/a_");
+        assert_eq!(blob.level_prefix("raw/", false), "raw/a.csv");
+        let prefix = options("raw/a.csv", false);
+        for name in ["raw/a.csv", "raw/a.csv.old", "raw/a.csv/x"] {
+            assert!(prefix.in_scope(name), "{name}");
+        }
+        assert!(prefix.reaches("raw/a.csv/"));
+        assert_eq!(prefix.level_prefix("raw/", true), "raw/a");
+        // Shards queued before `exact` existed read as prefixes.
+        let old: RestoreOptions =
+            serde_json::from_str(r#"{"from":"backup","filter":"raw/a.csv"}"#).unwrap();
+        assert_eq!(old, prefix);
+        assert!(!serde_json::to_string(&prefix).unwrap().contains("exact"));
     }
 
     use crate::core::properties::BlobProperties;

@@ -36,7 +36,11 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct RestoreRequest {
     pub container: String,
+    /// Only blobs whose names start with this (`raw/2026` also takes `raw/2026.csv`; a trailing
+    /// `/` keeps it to the directory).
     pub prefix: Option<String>,
+    /// Only the blob of exactly this name (`--blob`); not together with `prefix`.
+    pub blob: Option<String>,
     /// The instant to restore to; the newest versions when `None`.
     pub as_of: Option<OffsetDateTime>,
     pub from: RestoreFrom,
@@ -187,17 +191,12 @@ async fn prepare(app: &App, request: &RestoreRequest) -> Result<NewJob, RestoreR
     naming::validate_container_name(&request.container)
         .and_then(|()| naming::validate_container_name(target))
         .map_err(|e| RestoreRefused::Invalid(e.to_string()))?;
-    let filter = request
-        .prefix
-        .as_deref()
-        .unwrap_or("")
-        .trim_start_matches('/')
-        .to_owned();
+    let (filter, exact) = scope_of(request)?;
     let directory = naming::directory_of(&filter).unwrap_or("").to_owned();
-    let scope = if filter.is_empty() {
-        String::new()
-    } else {
-        format!(" under {filter:?}")
+    let scope = match (exact, filter.is_empty()) {
+        (true, _) => format!(" named {filter:?}"),
+        (false, true) => String::new(),
+        (false, false) => format!(" under {filter:?}"),
     };
     match request.from {
         RestoreFrom::Backup => {
@@ -210,7 +209,7 @@ async fn prepare(app: &App, request: &RestoreRequest) -> Result<NewJob, RestoreR
                     request.container
                 )));
             }
-            if !has_backup(app, request, &filter).await? {
+            if !has_backup(app, request, &filter, exact).await? {
                 return Err(RestoreRefused::Invalid(format!(
                     "{} holds no complete backup of {}{scope}: there is nothing to restore",
                     vault.name(),
@@ -227,7 +226,7 @@ async fn prepare(app: &App, request: &RestoreRequest) -> Result<NewJob, RestoreR
                     request.container
                 )));
             }
-            if !has_blob(&lake, &filter).await? {
+            if !has_blob(&lake, &filter, exact).await? {
                 return Err(RestoreRefused::Invalid(format!(
                     "container {}{scope} holds no blob or snapshot: there is nothing to restore",
                     request.container
@@ -268,17 +267,46 @@ async fn prepare(app: &App, request: &RestoreRequest) -> Result<NewJob, RestoreR
             verify_content: request.verify_content,
             filter,
             job_started: OffsetDateTime::now_utc().format(&Rfc3339).ok(),
+            exact,
         }),
     })
 }
 
-/// Whether the lake's container holds a blob or snapshot under `filter` (pages are read until the
-/// first entry: Azure may answer a page with none and a marker).
-async fn has_blob(lake: &Container, filter: &str) -> Result<bool, StorageError> {
+/// What the request restores: the filter names are checked against, and whether it is one
+/// blob's whole name (`--blob`) rather than a prefix.
+fn scope_of(request: &RestoreRequest) -> Result<(String, bool), RestoreRefused> {
+    match (&request.prefix, &request.blob) {
+        (Some(_), Some(_)) => Err(RestoreRefused::Invalid(
+            "give either a prefix or one blob's name, not both".into(),
+        )),
+        (_, Some(blob)) => {
+            naming::validate_blob_name(blob).map_err(|e| RestoreRefused::Invalid(e.to_string()))?;
+            if blob.ends_with('/') {
+                return Err(RestoreRefused::Invalid(format!(
+                    "{blob:?} names a directory, not a blob: restore it with --prefix"
+                )));
+            }
+            Ok((blob.clone(), true))
+        }
+        (prefix, None) => Ok((
+            prefix
+                .as_deref()
+                .unwrap_or("")
+                .trim_start_matches('/')
+                .to_owned(),
+            false,
+        )),
+    }
+}
+
+/// Whether the lake's container holds a blob or snapshot under `filter` (named `filter`, when
+/// `exact`); pages are read until the first such entry: Azure may answer a page with none and a
+/// marker.
+async fn has_blob(lake: &Container, filter: &str, exact: bool) -> Result<bool, StorageError> {
     let pages = list_with_snapshots(lake, (!filter.is_empty()).then_some(filter))?;
     futures::pin_mut!(pages);
     while let Some(page) = futures::TryStreamExt::try_next(&mut pages).await? {
-        if !page.is_empty() {
+        if page.iter().any(|blob| !exact || blob.name == filter) {
             return Ok(true);
         }
     }
@@ -286,19 +314,31 @@ async fn has_blob(lake: &Container, filter: &str) -> Result<bool, StorageError> 
 }
 
 /// Whether the backup container holds at least one complete backup of a name under `filter`
-/// (listed flat from the names' common stem, until the first is found).
+/// (of the name `filter`, when `exact`), listed flat from the names' common stem until the first
+/// is found.
 async fn has_backup(
     app: &App,
     request: &RestoreRequest,
     filter: &str,
+    exact: bool,
 ) -> Result<bool, StorageError> {
     let vault = app.vault_of(&request.container)?;
-    let pages = list_with_metadata(&vault, stem_prefix(filter))?;
+    let listed_from = if exact {
+        naming::backup_name_prefix(filter)
+    } else {
+        stem_prefix(filter).to_owned()
+    };
+    let pages = list_with_metadata(&vault, &listed_from)?;
     futures::pin_mut!(pages);
     while let Some(page) = futures::TryStreamExt::try_next(&mut pages).await? {
         let found = page.iter().any(|blob| {
-            blob.as_complete_backup()
-                .is_some_and(|(parsed, _)| parsed.source_name.starts_with(filter))
+            blob.as_complete_backup().is_some_and(|(parsed, _)| {
+                if exact {
+                    parsed.source_name == filter
+                } else {
+                    parsed.source_name.starts_with(filter)
+                }
+            })
         });
         if found {
             return Ok(true);

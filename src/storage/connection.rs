@@ -67,6 +67,23 @@ impl StorageConnection {
         ))
     }
 
+    /// When both the connection string `name` and identity settings `name__…` are set: which
+    /// one is used (the connection string, as the Functions host does: an exact setting wins
+    /// over a prefix), and how to keep only the identity. `None` when only one form is set.
+    pub fn shadowed(name: &str, settings: &Settings) -> Option<String> {
+        settings.get(name)?;
+        let ignored = settings.names_with_prefix(&format!("{name}__"));
+        (!ignored.is_empty()).then(|| {
+            format!(
+                "{name} holds a connection string, so it is used and {} ignored (the Functions \
+                 host reads it the same way: an exact setting wins over a prefix); for an \
+                 identity-based connection, delete it: az functionapp config appsettings delete \
+                 -g <rg> -n <app> --setting-names {name}",
+                ignored.join(", ")
+            )
+        })
+    }
+
     /// The blob endpoint, or an error naming the setting that lacks it.
     pub fn require_blob_endpoint(&self) -> Result<&Url, SettingsError> {
         self.blob_endpoint.as_ref().ok_or_else(|| {
@@ -393,6 +410,47 @@ mod tests {
         );
         let http = Settings::from_pairs([("CONN__blobServiceUri", "http://lake")]);
         assert!(StorageConnection::from_settings("CONN", &http).is_err());
+    }
+
+    #[test]
+    fn a_connection_string_beside_identity_settings_is_named_as_the_one_used() {
+        let key = "a2V5IGZvciB0ZXN0cw==";
+        let both = Settings::from_pairs([
+            (
+                "AzureWebJobsStorage",
+                format!("AccountName=f;AccountKey={key}"),
+            ),
+            ("AzureWebJobsStorage__accountName", "f".to_owned()),
+            (
+                "AzureWebJobsStorage__credential",
+                "managedidentity".to_owned(),
+            ),
+        ]);
+        let used = StorageConnection::from_settings("AzureWebJobsStorage", &both).unwrap();
+        assert!(matches!(used.auth, StorageAuth::SharedKey { .. }));
+        let warning = StorageConnection::shadowed("AzureWebJobsStorage", &both).unwrap();
+        assert!(
+            warning.contains(
+                "AzureWebJobsStorage__accountName, AzureWebJobsStorage__credential ignored"
+            ),
+            "{warning}"
+        );
+        assert!(
+            warning.contains("--setting-names AzureWebJobsStorage"),
+            "{warning}"
+        );
+        assert!(!warning.contains(key), "{warning}");
+        let identity_only = Settings::from_pairs([("AzureWebJobsStorage__accountName", "f")]);
+        assert_eq!(
+            StorageConnection::shadowed("AzureWebJobsStorage", &identity_only),
+            None
+        );
+        let string_only =
+            Settings::from_pairs([("AzureWebJobsStorage", "UseDevelopmentStorage=true")]);
+        assert_eq!(
+            StorageConnection::shadowed("AzureWebJobsStorage", &string_only),
+            None
+        );
     }
 
     #[test]

@@ -84,7 +84,7 @@ impl StorageError {
                 error.kind(),
                 azure_core::error::ErrorKind::Io | azure_core::error::ErrorKind::Connection
             ),
-            detail: redact_secrets(&error_chain(&error)),
+            detail: redact_secrets(&describe(&error)),
         }
     }
 
@@ -176,14 +176,135 @@ impl StorageError {
     }
 }
 
-/// The error and its causes, outermost first: "retry policy expired" alone hides the refused
-/// connection behind it.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = vec![error.to_string()];
-    let mut cause = error.source();
+/// What the SDK's layers add around a failure, which says nothing an admin can act on.
+const TRANSPORT_NOISE: [&str; 5] = [
+    "retry policy expired and the request will no longer be retried",
+    "non-transport error occurred which will not be retried",
+    "failed to execute `reqwest` request",
+    "error sending request",
+    "client error (",
+];
+
+/// One line for a failure: the service's answer (its status, error code and the first line of
+/// its message), or, for a request that got none, where it went and the innermost cause — never
+/// the retry policy's and the transport's layers around it, nor the answer's XML.
+fn describe(error: &azure_core::Error) -> String {
+    match error.kind() {
+        azure_core::error::ErrorKind::HttpResponse {
+            status,
+            error_code,
+            raw_response,
+        } => {
+            let body = raw_response.as_deref().map(|r| &r.body()[..]);
+            answer(u16::from(*status), error_code.as_deref(), body, error)
+        }
+        azure_core::error::ErrorKind::Io | azure_core::error::ErrorKind::Connection => {
+            no_answer(error)
+        }
+        _ => error_chain(error),
+    }
+}
+
+/// The service's answer in one line: `403 AuthorizationPermissionMismatch: This request is not
+/// authorized…`.
+fn answer(
+    status: u16,
+    code: Option<&str>,
+    body: Option<&[u8]>,
+    error: &azure_core::Error,
+) -> String {
+    let message = body
+        .and_then(service_message)
+        // Our own message (a refusal hint), or the SDK's text: the status and an unparsed body;
+        // either may sit under the retry policy's "will not be retried".
+        .or_else(|| {
+            let text = error_chain(error);
+            let text = text
+                .strip_prefix(&status.to_string())
+                .map_or(text.as_str(), |rest| rest.trim_start_matches(':').trim());
+            (!text.is_empty() && !text.starts_with('<'))
+                .then(|| text.lines().next().unwrap_or_default().trim().to_owned())
+        });
+    let code = code.map_or_else(
+        || {
+            azure_core::http::StatusCode::from(status)
+                .canonical_reason()
+                .into_owned()
+        },
+        str::to_owned,
+    );
+    match message {
+        // A message of ours that names the code already.
+        Some(message) if message.contains(&code) => message,
+        Some(message) => format!("{status} {code}: {message}"),
+        None => format!("{status} {code}"),
+    }
+}
+
+/// The first line of `<Message>` in Azure Storage's XML error (its other lines are the request
+/// id and the time).
+fn service_message(body: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    let start = text.find("<Message>")? + "<Message>".len();
+    let end = text[start..]
+        .find("</Message>")
+        .map_or(text.len(), |i| start + i);
+    let first = text[start..end].lines().next()?.trim();
+    let unescaped = first
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&");
+    (!unescaped.is_empty()).then_some(unescaped)
+}
+
+/// A request that got no answer: the endpoint it went to and the innermost cause
+/// (`could not connect to http://127.0.0.1:9: Connection refused (os error 111)`).
+fn no_answer(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut endpoint = None;
+    let mut connect = false;
+    let mut innermost = error;
+    let mut cause = Some(error);
     while let Some(inner) = cause {
-        let text = inner.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
+        if let Some(request) = inner.downcast_ref::<reqwest::Error>() {
+            connect |= request.is_connect();
+            endpoint = endpoint.or_else(|| {
+                request.url().map(|url| {
+                    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+                    format!(
+                        "{}://{}{port}",
+                        url.scheme(),
+                        url.host_str().unwrap_or_default()
+                    )
+                })
+            });
+        }
+        innermost = inner;
+        cause = inner.source();
+    }
+    let root = innermost.to_string().replace('\n', " ");
+    let root = if TRANSPORT_NOISE.iter().any(|noise| root.contains(noise)) {
+        "no answer".to_owned()
+    } else {
+        root
+    };
+    match (endpoint, connect) {
+        (Some(endpoint), true) => format!("could not connect to {endpoint}: {root}"),
+        (Some(endpoint), false) => format!("no answer from {endpoint}: {root}"),
+        (None, _) => format!("no answer from the service: {root}"),
+    }
+}
+
+/// The error and its causes, outermost first, without the SDK's layers of noise.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cause = Some(error);
+    while let Some(inner) = cause {
+        let text = inner.to_string().replace('\n', " ");
+        if !TRANSPORT_NOISE.iter().any(|noise| text.starts_with(noise))
+            && !parts.iter().any(|p| p.contains(&text))
+        {
             parts.push(text);
         }
         cause = inner.source();
@@ -225,5 +346,64 @@ mod tests {
             StorageError::refused("x", 503, ErrorCode::Other("ServerBusy".into())).is_transient()
         );
         assert!(!StorageError::other("x", "ours").is_transient());
+    }
+
+    #[test]
+    fn a_service_answer_is_one_line_of_status_code_and_message() {
+        use azure_core::{
+            error::ErrorKind,
+            http::{headers::Headers, RawResponse, StatusCode},
+        };
+        let answered = |status: StatusCode, code: Option<&str>, body: &str| {
+            let raw = (!body.is_empty()).then(|| {
+                Box::new(RawResponse::from_bytes(
+                    status,
+                    Headers::new(),
+                    body.as_bytes().to_vec(),
+                ))
+            });
+            let kind = ErrorKind::HttpResponse {
+                status,
+                error_code: code.map(str::to_owned),
+                raw_response: raw,
+            };
+            let sdk_text = if body.is_empty() {
+                status.to_string()
+            } else {
+                format!("{status}: {body}")
+            };
+            StorageError::new("reading x", azure_core::Error::with_message(kind, sdk_text))
+                .to_string()
+        };
+        let xml = "\u{feff}<?xml version=\"1.0\"?><Error><Code>ServerBusy</Code><Message>Busy \
+                   &amp; &apos;tired&apos;.\nRequestId:0f\nTime:2026-12-06</Message></Error>";
+        assert_eq!(
+            answered(StatusCode::ServiceUnavailable, Some("ServerBusy"), xml),
+            "reading x: 503 ServerBusy: Busy & 'tired'."
+        );
+        // A HEAD has no body: the code comes from its header.
+        assert_eq!(
+            answered(StatusCode::NotFound, Some("BlobNotFound"), ""),
+            "reading x: 404 BlobNotFound"
+        );
+        assert_eq!(
+            answered(StatusCode::BadGateway, None, ""),
+            "reading x: 502 Bad Gateway"
+        );
+        // A message of ours, wrapped by the retry policy: the message, which names the code.
+        let hint = azure_core::Error::with_message(
+            ErrorKind::HttpResponse {
+                status: StatusCode::Forbidden,
+                error_code: Some("AuthorizationPermissionMismatch".into()),
+                raw_response: None,
+            },
+            "SOURCE_STORAGE refused the request of its identity (AuthorizationPermissionMismatch): grant…",
+        )
+        .with_context("non-transport error occurred which will not be retried");
+        assert_eq!(
+            StorageError::new("reading x", hint).to_string(),
+            "reading x: SOURCE_STORAGE refused the request of its identity \
+             (AuthorizationPermissionMismatch): grant…"
+        );
     }
 }

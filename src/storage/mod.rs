@@ -95,7 +95,11 @@ impl StorageAccount {
     /// Reads connection `name` and prepares its credentials; fails on a missing or malformed
     /// setting.
     pub fn connect(name: &str, settings: &Settings) -> Result<Self, SettingsError> {
-        Self::from_connection(StorageConnection::from_settings(name, settings)?)
+        let connection = StorageConnection::from_settings(name, settings)?;
+        if let Some(warning) = StorageConnection::shadowed(name, settings) {
+            tracing::warn!("{warning}");
+        }
+        Self::from_connection(connection)
     }
 
     pub fn from_connection(connection: StorageConnection) -> Result<Self, SettingsError> {

@@ -80,6 +80,7 @@ async fn a_level_continued_in_one_process_counts_every_blob_once() {
         &RestoreRequest {
             container: "lake".into(),
             prefix: None,
+            blob: None,
             as_of: None,
             from: RestoreFrom::Backup,
             to_container: Some("copy".into()),

@@ -229,6 +229,7 @@ async fn a_delete_event_records_the_marker_that_restore_honours() {
         to_account: false,
         container: "lake".into(),
         prefix: None,
+        blob: None,
         as_of: Some(time::OffsetDateTime::now_utc()),
         from: RestoreFrom::Backup,
         to_container: Some("asof".into()),

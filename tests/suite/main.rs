@@ -6,12 +6,14 @@
 mod support;
 
 mod app_layout;
+mod cli;
 mod connections;
 mod consumer_adf;
 mod consumer_direct;
 mod continuations;
 mod doctor;
 mod doctor_rights;
+mod error_lines;
 mod events;
 mod exactness;
 mod metadata_case;
@@ -21,6 +23,7 @@ mod reconciler;
 mod restore;
 mod restore_in_place;
 mod restore_jobs;
+mod restore_scope;
 mod restore_target;
 mod shards;
 mod standalone;

@@ -364,6 +364,7 @@ async fn restore_as_of(
             to_account: false,
             container: container.into(),
             prefix: None,
+            blob: None,
             as_of,
             from,
             to_container: to.map(str::to_owned),

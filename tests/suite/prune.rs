@@ -117,6 +117,7 @@ async fn restore_as_of(
         to_account: false,
         container: "lake".into(),
         prefix: Some("tables/".into()),
+        blob: None,
         as_of: Some(instant),
         from: RestoreFrom::Backup,
         to_container: Some(into.into()),
@@ -483,7 +484,8 @@ async fn a_distributed_prune_over_many_parts_with_workers_killed_deletes_exactly
     }
     let (code, stdout, stderr) = prune_with(&settings, &["--distributed"]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
-    let started: Value = serde_json::from_str(stdout.trim()).unwrap();
+    // The container's job, then the summary.
+    let started: Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
     assert_eq!(
         (&started["work"], &started["status"]),
         (&Value::from("prune"), &Value::from("running"))
@@ -583,7 +585,7 @@ async fn a_queued_prune_keeps_versions_written_after_it_started_and_judges_by_it
     let (code, out, err) =
         worker::run_once(&policy, &["prune", "--container", "lake", "--distributed"]);
     assert_eq!(code, 0, "{out}{err}");
-    let started: Value = serde_json::from_str(out.trim()).unwrap();
+    let started: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     let job = started["job"].as_str().unwrap();
     // Two versions written after the job started, while it waits on the queue: v1 is no
     // longer current, and its life covers no instant the policy keeps, judged at the job's

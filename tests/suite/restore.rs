@@ -217,16 +217,20 @@ async fn to_another_container_leaves_the_source_alone() {
 #[tokio::test]
 async fn a_failure_is_reported_and_exits_non_zero() {
     let lake = Lake::new().await;
-    let (code, summary) = lake.restore(&["--from", "backup", "--to-container", "Bad_Name"]);
-    assert_eq!(code, 1, "{summary}");
-    assert_eq!(summary["status"], "failed");
-    assert!(
-        summary["error"]
-            .as_str()
-            .unwrap()
-            .contains("invalid container name"),
-        "{summary}"
+    // A name Azure refuses is a usage error: exit 2, nothing on stdout, the reason on stderr.
+    let (code, stdout, stderr) = worker::run_once(
+        &worker::settings(&lake.azurite),
+        &[
+            "restore",
+            "--container",
+            "lake",
+            "--to-container",
+            "Bad_Name",
+        ],
     );
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("invalid container name"), "{stderr}");
 
     // Never backed up: there is nothing to restore from, and it says so.
     let (code, summary) = lake.restore(&["--from", "backup"]);
@@ -533,6 +537,7 @@ async fn a_blob_written_between_plan_and_copy_is_left_alone() {
         to_account: false,
         container: "lake".into(),
         prefix: None,
+        blob: None,
         as_of: Some(instant),
         from: RestoreFrom::Backup,
         to_container: None,

@@ -34,8 +34,8 @@ use crate::{
         message::BackupRequest,
         properties::{BlobProperties, BlobType},
         restore_plan::{
-            filter_reaches, holds_besides_bytes, level_prefix, plan, version_at, version_with_lake,
-            Plan, Restorable, RestoreFrom, RestoreOptions, VersionSource,
+            holds_besides_bytes, plan, version_at, version_with_lake, Plan, Restorable,
+            RestoreFrom, RestoreOptions, VersionSource,
         },
         shard::Shard,
         stamp,
@@ -107,8 +107,7 @@ pub(super) async fn run_part(
     // by the part before it.
     if shard.part == 0 {
         for sub in level.subdirectories {
-            let filter = options.filter.as_str();
-            if filter_reaches(filter, &sub) {
+            if options.reaches(&sub) {
                 fanout.push(app, shard.child(&sub)).await?;
             }
         }
@@ -217,9 +216,10 @@ impl Part<'_> {
         self.shard.after.as_deref().is_none_or(|after| name > after)
     }
 
-    /// The prefix the level is listed with: the directory, narrowed to the filter.
-    fn listing_prefix(&self) -> Option<String> {
-        Some(level_prefix(&self.shard.prefix, &self.options.filter)).filter(|p| !p.is_empty())
+    /// The prefix the level is listed with (in `{c}bak` with `backups`, else in the lake and
+    /// the target): the directory, narrowed to the filter.
+    fn listing_prefix(&self, backups: bool) -> Option<String> {
+        Some(self.options.level_prefix(&self.shard.prefix, backups)).filter(|p| !p.is_empty())
     }
 
     /// From the backup account: the level's backups and records of lives.
@@ -347,11 +347,14 @@ impl Part<'_> {
 
     async fn backup_choices(&self, tags: bool) -> Result<BackupLevel, StorageError> {
         let vault = self.app.vault_of(&self.shard.container)?;
-        let pages = list_backup_directory(&vault, self.listing_prefix().as_deref(), tags)?;
+        let pages = list_backup_directory(&vault, self.listing_prefix(true).as_deref(), tags)?;
         let mut best: BTreeMap<String, Option<Restorable>> = BTreeMap::new();
         let mut backed_up = HashSet::new();
         let as_of = self.as_of;
         let level = each_complete_backup(pages, &self.options.filter, |parsed, written, backup| {
+            if !self.options.in_scope(&parsed.source_name) {
+                return;
+            }
             // The backup carries the version's type, headers, MD5 and tags; its stamp the tier.
             let metadata = backup.metadata_or_empty();
             let source = VersionSource::Backup {
@@ -398,7 +401,7 @@ impl Part<'_> {
         let pages = list_directory_with_snapshots(
             &self.lake,
             ListingScope {
-                prefix: self.listing_prefix().as_deref(),
+                prefix: self.listing_prefix(false).as_deref(),
                 ..Default::default()
             },
         )?;
@@ -410,7 +413,7 @@ impl Part<'_> {
                 match entry {
                     ListedEntry::Directory(sub) => subdirectories.push(sub),
                     ListedEntry::Item(version) => {
-                        if version.name.starts_with(&self.options.filter) {
+                        if self.options.in_scope(&version.name) {
                             names.entry(version.name.clone()).or_default().push(version);
                         }
                     }
@@ -501,7 +504,7 @@ impl Part<'_> {
         let pages = list_directory(
             container,
             ListingScope {
-                prefix: self.listing_prefix().as_deref(),
+                prefix: self.listing_prefix(false).as_deref(),
                 tags,
                 ..Default::default()
             },
@@ -510,9 +513,7 @@ impl Part<'_> {
         let mut level = HashMap::new();
         while let Some(page) = pages.try_next().await? {
             for version in page.into_items() {
-                if version.name.starts_with(&self.options.filter)
-                    && !version.is_directory_placeholder()
-                {
+                if self.options.in_scope(&version.name) && !version.is_directory_placeholder() {
                     level.insert(version.name.clone(), version);
                 }
             }

@@ -120,6 +120,7 @@ mod tests {
             dry_run: false,
             verify_content: false,
             filter: String::new(),
+            exact: false,
             job_started: None,
         }
     }

@@ -466,6 +466,7 @@ async fn restore_until_clean(
         to_account: false,
         container: "lake".into(),
         prefix: None,
+        blob: None,
         as_of: Some(instant),
         from: RestoreFrom::Backup,
         to_container: Some(target.to_owned()),

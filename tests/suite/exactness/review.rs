@@ -85,6 +85,7 @@ async fn restore_into(
             to_account: false,
             container: container.into(),
             prefix: None,
+            blob: None,
             as_of,
             from,
             to_container: to.map(str::to_owned),
