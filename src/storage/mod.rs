@@ -16,6 +16,7 @@ pub(crate) mod identity;
 pub mod lease;
 pub mod listing;
 mod queue;
+mod read;
 pub mod redact;
 pub mod sas;
 pub mod shared_key;
@@ -43,6 +44,7 @@ pub use connection::{StorageAuth, StorageConnection};
 pub use container::{Blob, BlobState, Container, Downloaded, Taken};
 pub use error::{ErrorCode, StorageError, StorageResultExt};
 pub use queue::{Queue, TakenMessage};
+pub use read::{ChunkedRead, READ_CHUNK_BYTES};
 pub use survey::{BlobServiceSetup, ContainerProtection};
 
 use crate::settings::{Settings, SettingsError};

@@ -17,6 +17,7 @@ mod prune;
 mod reconciler;
 mod restore;
 mod restore_jobs;
+mod sas_copies;
 mod shards;
 mod standalone;
 mod verify;
