@@ -9,6 +9,9 @@
 #                                              100x8388608)
 #   scripts/bench.sh events [N]                write → stamped backup through blob events with
 #                                              `lakebackup run`, vs the events function in-process
+#   scripts/bench.sh verify-deep [NxSIZE ...] `verify --deep` over large blobs: wall time and the
+#                                              peak RSS of the lakebackup process (default
+#                                              8x134217728: 1 GiB in 8 blobs; bound 100 MB)
 #   scripts/bench.sh fuzz [N]                  N more randomized lakes (default 8) through the
 #                                              fault-injecting proxy, each checked against the
 #                                              oracle; a failure prints its seed (replay it with
@@ -26,6 +29,10 @@ if [ "${1:-}" = "first-backup" ] || [ "${1:-}" = "restore" ]; then
 fi
 if [ "${1:-}" = "fuzz" ]; then
   LAKEBACKUP_FUZZ_RUNS="${2:-8}" exec cargo test --locked --test suite exactness::randomized -- --ignored --nocapture
+fi
+if [ "${1:-}" = "verify-deep" ]; then
+  shift
+  exec cargo bench --locked --bench verify_deep -- "$@"
 fi
 if [ "${1:-}" = "events" ]; then
   shift

@@ -29,7 +29,8 @@ pub const DEFAULT_COPY_TIMEOUT_SECONDS: u64 = 300;
 /// Versions up to this size are copied through the worker by default: one read and one write
 /// cost the service less than a server-side copy, which reads the source again to authorize it.
 pub const DEFAULT_COPY_THROUGH_MAX_BYTES: u64 = 1 << 20;
-/// Held in memory while copied, `SNAPSHOT_CONCURRENCY` at once per shard: kept small.
+/// Beyond this a server-side copy, which moves no bytes through the worker, is the better deal
+/// (a copy through the worker reads and writes in chunks, so memory is no limit).
 pub const MAX_COPY_THROUGH_BYTES: u64 = 16 << 20;
 
 /// Tunables, with the defaults a Function App gets when it sets nothing.

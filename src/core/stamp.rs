@@ -33,6 +33,20 @@ pub const STAMP_ACCESS_TIER: &str = "lakebackup_access_tier";
 /// them; lets `verify --deep` check a backup without reading its source again.
 pub const COPIED_MD5_KEY: &str = "lakebackup_md5";
 
+/// On a blob this worker writes in several requests (an append or page blob copied through the
+/// worker: created, then filled, then given its metadata): its bytes are not all there until the
+/// last request replaces the metadata and this key with it. Such a blob is no backup and holds no
+/// version; whoever finds one under a backup name removes it.
+pub const INCOMPLETE_KEY: &str = "lakebackup_incomplete";
+
+/// Whether `metadata` marks a blob still being written through the worker (or left so by a copy
+/// that failed).
+pub fn is_incomplete(metadata: &HashMap<String, String>) -> bool {
+    metadata
+        .keys()
+        .any(|k| k.eq_ignore_ascii_case(INCOMPLETE_KEY))
+}
+
 /// The keys earlier releases stamped after the copy, in the order of the current ones.
 const LEGACY_KEYS: [&str; 4] = [
     "source_container",

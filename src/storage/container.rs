@@ -9,8 +9,9 @@ use azure_core::http::{RequestContent, StatusCode};
 use azure_storage_blob::{
     models::{
         BlobClientCreateSnapshotOptions, BlobClientCreateSnapshotResultHeaders,
-        BlobClientDeleteOptions, BlobClientDownloadOptions, BlobClientGetPropertiesResultHeaders,
-        BlobClientSetMetadataOptions, BlobClientUploadOptions,
+        BlobClientDeleteOptions, BlobClientDownloadOptions, BlobClientGetPropertiesOptions,
+        BlobClientGetPropertiesResultHeaders, BlobClientSetMetadataOptions,
+        BlobClientUploadOptions,
     },
     BlobClient, BlobContainerClient,
 };
@@ -230,8 +231,22 @@ impl Blob {
     /// stamp or see whether there is any, never to write back — [`Blob::state`] has them as
     /// written.
     pub async fn probe(&self) -> Result<Option<BlobState>, StorageError> {
+        self.state_of(None).await
+    }
+
+    /// The blob's state if it is still version `etag` (`ConditionNotMet` if it is another), or
+    /// `None` when it does not exist; metadata names lowercased, as [`Blob::probe`]'s.
+    pub async fn state_if_match(&self, etag: &str) -> Result<Option<BlobState>, StorageError> {
+        self.state_of(Some(etag)).await
+    }
+
+    async fn state_of(&self, if_match: Option<&str>) -> Result<Option<BlobState>, StorageError> {
         let read = || format!("reading properties of {}", self.what());
-        let response = match self.client.get_properties(None).await {
+        let options = BlobClientGetPropertiesOptions {
+            if_match: if_match.map(|etag| quoted_etag(etag).into()),
+            ..Default::default()
+        };
+        let response = match self.client.get_properties(Some(options)).await {
             Ok(response) => response,
             // The blob, or its whole container, is not there.
             Err(e) if e.http_status() == Some(StatusCode::NotFound) => return Ok(None),
@@ -393,7 +408,9 @@ impl Blob {
     }
 
     /// The blob's bytes (of version `if_match` only, when given), with its ETag and metadata
-    /// (names lowercased, as [`Blob::probe`]'s).
+    /// (names lowercased, as [`Blob::probe`]'s), in one buffer: for small blobs of the product's
+    /// own (ledger entries). Anything that hashes, compares or copies a user's blob reads it in
+    /// chunks ([`Blob::read_chunks`]).
     pub async fn read(&self, if_match: Option<&str>) -> Result<Downloaded, StorageError> {
         let what = || format!("reading {}", self.what());
         let downloaded = self

@@ -18,6 +18,7 @@ pub mod listing;
 mod metadata_case;
 mod probe;
 mod queue;
+mod read;
 pub mod redact;
 pub mod sas;
 pub mod sas_grant;
@@ -47,6 +48,7 @@ pub use container::{Blob, BlobState, Container, Downloaded, Taken};
 pub use error::{ErrorCode, StorageError, StorageResultExt};
 pub use probe::{ProbeSite, Probed, PROBE_PREFIX, PROBE_QUEUE_PREFIX};
 pub use queue::{Queue, TakenMessage};
+pub use read::{ChunkedRead, READ_CHUNK_BYTES};
 pub use survey::{BlobServiceSetup, ContainerProtection};
 
 use crate::settings::{Settings, SettingsError};

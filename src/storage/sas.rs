@@ -1,7 +1,8 @@
 //! Shared access signatures signed in-process from an account key: how a key-based connection
 //! authorizes a URL that another party reads. A copy source gets a service SAS for exactly one
-//! blob (or one snapshot), read-only and short-lived, because the service records the copy
-//! source, SAS included, on the destination (`x-ms-copy-source`) for anyone who can read it.
+//! blob (or one snapshot), read-only, short-lived and, for a source reached over HTTPS,
+//! HTTPS-only (`spr=https`), because the service records the copy source, SAS included, on the
+//! destination (`x-ms-copy-source`) for anyone who can read it.
 //! References: "Create an account SAS" and "Create a service SAS" in the Azure Storage REST
 //! documentation.
 
@@ -72,8 +73,37 @@ fn sign(key: &SecretBytes, string_to_sign: &str) -> String {
     BASE64.encode(mac.finalize().into_bytes())
 }
 
+/// Which protocols a SAS may be used over (`spr`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SasProtocol {
+    /// `spr=https`: for a source reached over HTTPS, so the signature never travels in clear.
+    HttpsOnly,
+    /// No `spr` (Azure's default, `https,http`): only for an endpoint served over plain http
+    /// (the emulator), which an HTTPS-only SAS could not read.
+    Any,
+}
+
+impl SasProtocol {
+    /// HTTPS only when `url` is reached over HTTPS.
+    pub fn for_url(url: &url::Url) -> Self {
+        if url.scheme().eq_ignore_ascii_case("https") {
+            SasProtocol::HttpsOnly
+        } else {
+            SasProtocol::Any
+        }
+    }
+
+    /// The `spr` field as signed and sent; empty when absent.
+    fn field(self) -> &'static str {
+        match self {
+            SasProtocol::HttpsOnly => "https",
+            SasProtocol::Any => "",
+        }
+    }
+}
+
 /// A read-only service SAS query string (without `?`) for blob `container/blob` of `account`,
-/// or for its snapshot `snapshot` (`sr=bs`); valid from now until `expiry`.
+/// or for its snapshot `snapshot` (`sr=bs`); valid from now until `expiry`, over `protocol`.
 pub fn read_blob_sas(
     account: &str,
     key: &SecretBytes,
@@ -81,11 +111,13 @@ pub fn read_blob_sas(
     blob: &str,
     snapshot: Option<&str>,
     expiry: OffsetDateTime,
+    protocol: SasProtocol,
 ) -> Secret {
     let one_blob = OneBlob {
         canonical: format!("/blob/{account}/{container}/{blob}"),
         snapshot,
         expiry: sas_time(expiry),
+        protocol,
     };
     // Signed by the account key, the only field between resource and IP: no stored policy.
     one_blob.sign(key, &[""], &[])
@@ -127,11 +159,13 @@ pub fn read_blob_delegation_sas(
     blob: &str,
     snapshot: Option<&str>,
     expiry: OffsetDateTime,
+    protocol: SasProtocol,
 ) -> Secret {
     let one_blob = OneBlob {
         canonical: format!("/blob/{account}/{container}/{blob}"),
         snapshot,
         expiry: sas_time(expiry.min(key.expiry)),
+        protocol,
     };
     let (key_start, key_expiry) = (sas_time(key.start), sas_time(key.expiry));
     let key_fields = [
@@ -157,6 +191,7 @@ struct OneBlob<'a> {
     snapshot: Option<&'a str>,
     /// `se`, already in SAS form.
     expiry: String,
+    protocol: SasProtocol,
 }
 
 impl OneBlob<'_> {
@@ -173,7 +208,7 @@ impl OneBlob<'_> {
         lines.extend_from_slice(signer_fields);
         lines.extend_from_slice(&[
             "", // any IP
-            "", // any protocol: Azurite serves http
+            self.protocol.field(),
             SAS_VERSION,
             resource,
             self.snapshot.unwrap_or_default(),
@@ -189,7 +224,11 @@ impl OneBlob<'_> {
             .append_pair("sv", SAS_VERSION)
             .append_pair("sr", resource)
             .append_pair("sp", "r")
-            .append_pair("se", &self.expiry)
+            .append_pair("se", &self.expiry);
+        if self.protocol != SasProtocol::Any {
+            query.append_pair("spr", self.protocol.field());
+        }
+        query
             .extend_pairs(signer_query)
             .append_pair("sig", &sign(key, &lines.join("\n")));
         Secret::new(query.finish())
@@ -205,11 +244,27 @@ mod tests {
     fn blob_sas_grants_read_on_one_blob_only() {
         let key = SecretBytes::new(b"key".to_vec());
         let when = datetime!(2026-11-25 15:00:00.5 UTC);
-        let sas = read_blob_sas("source", &key, "lake", "a b.csv", None, when);
+        let sas = read_blob_sas(
+            "source",
+            &key,
+            "lake",
+            "a b.csv",
+            None,
+            when,
+            SasProtocol::Any,
+        );
         assert!(sas
             .secret()
             .starts_with("sv=2022-11-02&sr=b&sp=r&se=2026-11-25T15%3A00%3A00Z&sig="));
-        let other = read_blob_sas("source", &key, "lake", "c.csv", None, when);
+        let other = read_blob_sas(
+            "source",
+            &key,
+            "lake",
+            "c.csv",
+            None,
+            when,
+            SasProtocol::Any,
+        );
         assert_ne!(sas.secret(), other.secret(), "the signature binds the blob");
         let snapshot = read_blob_sas(
             "source",
@@ -218,6 +273,7 @@ mod tests {
             "a b.csv",
             Some("2026-11-25T14:00:00.1234567Z"),
             when,
+            SasProtocol::Any,
         );
         assert!(snapshot.secret().contains("sr=bs&sp=r"));
     }
@@ -244,6 +300,7 @@ mod tests {
             "a b.csv",
             None,
             datetime!(2026-11-25 17:00:00 UTC),
+            SasProtocol::Any,
         );
         let pairs: std::collections::HashMap<_, _> =
             url::form_urlencoded::parse(sas.secret().as_bytes())
@@ -273,10 +330,135 @@ mod tests {
             "a b.csv",
             Some("2026-11-25T14:30:00.1234567Z"),
             datetime!(2026-11-25 15:00:00 UTC),
+            SasProtocol::Any,
         );
         assert!(snapshot.secret().contains("sr=bs"));
         assert_ne!(snapshot.secret(), sas.secret());
         assert!(!format!("{key:?}").contains("delegated"));
+    }
+
+    fn query_pairs(sas: &Secret) -> std::collections::HashMap<String, String> {
+        url::form_urlencoded::parse(sas.secret().as_bytes())
+            .into_owned()
+            .collect()
+    }
+
+    fn hmac(key: &[u8], string_to_sign: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+        mac.update(string_to_sign.as_bytes());
+        BASE64.encode(mac.finalize().into_bytes())
+    }
+
+    /// "Create a service SAS", version 2020-12-06 and later: the string to sign is
+    /// signedPermissions, signedStart, signedExpiry, canonicalizedResource, signedIdentifier,
+    /// signedIP, signedProtocol, signedVersion, signedResource, signedSnapshotTime,
+    /// signedEncryptionScope, rscc, rscd, rsce, rscl, rsct — one per line.
+    #[test]
+    fn an_https_service_sas_signs_and_sends_spr_https_in_the_documented_place() {
+        let key = SecretBytes::new(b"account key".to_vec());
+        let expiry = datetime!(2026-11-25 15:00:00 UTC);
+        let sas = read_blob_sas(
+            "source",
+            &key,
+            "lake",
+            "raw/a b.csv",
+            Some("2026-11-25T14:00:00.1234567Z"),
+            expiry,
+            SasProtocol::HttpsOnly,
+        );
+        let pairs = query_pairs(&sas);
+        assert_eq!(pairs["spr"], "https");
+        assert_eq!(pairs["sp"], "r");
+        assert_eq!(pairs["sr"], "bs");
+        let string_to_sign = [
+            "r",                             // signedPermissions
+            "",                              // signedStart
+            "2026-11-25T15:00:00Z",          // signedExpiry
+            "/blob/source/lake/raw/a b.csv", // canonicalizedResource
+            "",                              // signedIdentifier
+            "",                              // signedIP
+            "https",                         // signedProtocol
+            "2022-11-02",                    // signedVersion
+            "bs",                            // signedResource
+            "2026-11-25T14:00:00.1234567Z",  // signedSnapshotTime
+            "",                              // signedEncryptionScope
+            "",                              // rscc
+            "",                              // rscd
+            "",                              // rsce
+            "",                              // rscl
+            "",                              // rsct
+        ]
+        .join("\n");
+        assert_eq!(pairs["sig"], hmac(b"account key", &string_to_sign));
+        // Over plain http (the emulator) the field is absent, signed and sent alike.
+        let plain = read_blob_sas(
+            "source",
+            &key,
+            "lake",
+            "raw/a b.csv",
+            None,
+            expiry,
+            SasProtocol::Any,
+        );
+        let pairs = query_pairs(&plain);
+        assert!(!pairs.contains_key("spr"));
+        let string_to_sign = "r\n\n2026-11-25T15:00:00Z\n/blob/source/lake/raw/a b.csv\n\n\n\n\
+            2022-11-02\nb\n\n\n\n\n\n\n";
+        assert_eq!(pairs["sig"], hmac(b"account key", string_to_sign));
+    }
+
+    /// "Create a user delegation SAS", version 2020-12-06 and later: signedProtocol comes after
+    /// signedIP, after the key's fields and the three user and correlation ids.
+    #[test]
+    fn an_https_delegation_sas_signs_and_sends_spr_https_in_the_documented_place() {
+        let key = delegation_key();
+        let sas = read_blob_delegation_sas(
+            "source",
+            &key,
+            "lake",
+            "a b.csv",
+            None,
+            datetime!(2026-11-25 15:30:00 UTC),
+            SasProtocol::HttpsOnly,
+        );
+        let pairs = query_pairs(&sas);
+        assert_eq!(pairs["spr"], "https");
+        let string_to_sign = [
+            "r",                         // signedPermissions
+            "",                          // signedStart
+            "2026-11-25T15:30:00Z",      // signedExpiry
+            "/blob/source/lake/a b.csv", // canonicalizedResource
+            "oid-1",                     // signedKeyObjectId
+            "tid-1",                     // signedKeyTenantId
+            "2026-11-25T14:00:00Z",      // signedKeyStart
+            "2026-11-25T16:00:00Z",      // signedKeyExpiry
+            "b",                         // signedKeyService
+            "2026-06-06",                // signedKeyVersion
+            "",                          // signedAuthorizedUserObjectId
+            "",                          // signedUnauthorizedUserObjectId
+            "",                          // signedCorrelationId
+            "",                          // signedIP
+            "https",                     // signedProtocol
+            "2022-11-02",                // signedVersion
+            "b",                         // signedResource
+            "",                          // signedSnapshotTime
+            "",                          // signedEncryptionScope
+            "",                          // rscc
+            "",                          // rscd
+            "",                          // rsce
+            "",                          // rscl
+            "",                          // rsct
+        ]
+        .join("\n");
+        assert_eq!(pairs["sig"], hmac(b"delegated", &string_to_sign));
+    }
+
+    #[test]
+    fn the_protocol_follows_the_source_url() {
+        let https = url::Url::parse("https://lake.blob.core.windows.net/c/b").unwrap();
+        let http = url::Url::parse("http://127.0.0.1:10000/source/c/b").unwrap();
+        assert_eq!(SasProtocol::for_url(&https), SasProtocol::HttpsOnly);
+        assert_eq!(SasProtocol::for_url(&http), SasProtocol::Any);
     }
 
     #[test]

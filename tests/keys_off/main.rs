@@ -246,6 +246,8 @@ async fn identity_only_settings_back_up_reconcile_and_restore_byte_identical() {
         );
         assert_eq!(query["sr"], "b");
         assert_eq!(query["sp"], "r");
+        // Reached over HTTPS: the SAS is HTTPS-only, signed so (Azurite checks the signature).
+        assert_eq!(query["spr"], "https", "{query:?}");
         let read = |url: url::Url| async move {
             azure_storage_blob::BlobClient::new(url, None, None)
                 .unwrap()

@@ -25,6 +25,7 @@ mod restore_in_place;
 mod restore_jobs;
 mod restore_scope;
 mod restore_target;
+mod sas_copies;
 mod shards;
 mod standalone;
 mod verify;

@@ -4,8 +4,10 @@
 //! It decides from the facts as they are now (the blob's state, what stands under the version's
 //! backup name), settles whatever stands there (a copy still pending is waited for, one that
 //! holds another version or failed is removed, one that holds this version is stamped), and
-//! copies — directly (through the worker for small block blobs, server-side for the rest, the
-//! stamp in the same request, so a backup is complete and stamped at once or does not exist), or
+//! copies — directly (through the worker for small block blobs and for every blob of a lake
+//! connected by SAS, server-side for the rest, the stamp in the same request, or in the last one
+//! of an append or page blob written through the worker, so a backup is complete and stamped at
+//! once or is never counted), or
 //! with an ADF pipeline run ([`adf`]), judged before it is stamped.
 //!
 //! When the blob has moved on, the version is not simply "outdated": a backup already under its
@@ -26,13 +28,13 @@ use crate::{
         message::BackupRequest,
         naming,
         properties::BlobType,
-        stamp::Stamp,
+        stamp::{self, Stamp},
         version::{CopyStatus, Version},
     },
     storage::{
         copy::{
             copy_version, copy_version_through, wait_for_copy, Copied, CopyAttributes, CopyStart,
-            Overwrite, ServerCopy,
+            Overwrite, ServerCopy, SourceVersion,
         },
         listing::{find_snapshot, list_backups},
         Blob, BlobState, ErrorCode, StorageError,
@@ -447,6 +449,13 @@ impl<'a> VersionBackup<'a> {
         if existing.version.stamped_etag() == Some(self.etag.as_str()) {
             return Ok(Settled::Complete);
         }
+        // An append or page blob this worker was still writing, or left half written: its
+        // length and MD5 property are set when it is created, so nothing else tells.
+        if stamp::is_incomplete(existing.metadata()) {
+            self.remove(backup, &existing, "an incomplete copy through the worker")
+                .await?;
+            return Ok(Settled::Absent);
+        }
         // Unstamped: landed by ADF, or by an earlier release between its copy and its stamp.
         let Some(version) = version else {
             return Ok(Settled::Unverifiable);
@@ -502,12 +511,14 @@ impl<'a> VersionBackup<'a> {
             .map_err(|e| e.context(format!("stamping {}", backup.what())))
     }
 
-    /// Copies exactly this version with its stamp in one write: a block blob through this worker
-    /// up to `COPY_THROUGH_WORKER_MAX_BYTES` (a conditional read, then one create-only write),
-    /// else server-side — synchronous for block blobs up to 256 MiB, asynchronous for every
-    /// other type and size (the stamp still travels with the request; the backup counts once its
-    /// copy status is `success`). The backup keeps the version's type, content headers,
-    /// Content-MD5 as stored, metadata and tags.
+    /// Copies exactly this version with its stamp: through this worker (reads pinned to the
+    /// version's ETag, in bounded chunks) for a block blob up to `COPY_THROUGH_WORKER_MAX_BYTES`
+    /// and for every blob of a lake connected by SAS (which cannot sign a one-blob copy source,
+    /// and whose own SAS must never be recorded as one); else server-side — synchronous for
+    /// block blobs up to 256 MiB, asynchronous for every other type and size (the stamp still
+    /// travels with the request; the backup counts once its copy status is `success`). The
+    /// backup keeps the version's type, content headers, Content-MD5 as stored, metadata and
+    /// tags, and is created only where none stands (`If-None-Match: *`).
     async fn copy_direct(
         &self,
         backup: &Blob,
@@ -524,22 +535,20 @@ impl<'a> VersionBackup<'a> {
             record_md5: true,
         };
         let blob_type = version.properties.blob_type;
-        if blob_type == BlobType::Block
-            && version.content_length <= self.app.config.copy_through_max_bytes
-        {
+        let small_block = blob_type == BlobType::Block
+            && version.content_length <= self.app.config.copy_through_max_bytes;
+        if small_block || !self.app.source.signs_copy_sources() {
             let mut source = self.source()?;
             if let Some(snapshot) = &version.snapshot {
                 source = source.at_snapshot(snapshot)?;
             }
-            let copied = copy_version_through(
-                &source,
-                backup,
-                &self.etag,
-                version.content_length,
-                &attributes,
-                Overwrite::Never,
-            )
-            .await;
+            let read = SourceVersion {
+                etag: &self.etag,
+                length: version.content_length,
+                blob_type,
+            };
+            let copied =
+                copy_version_through(&source, backup, read, &attributes, Overwrite::Never).await;
             return match copied {
                 Ok(copied) => Ok(self.backed_up(name, version.snapshot.clone(), &copied)),
                 Err(e) if e.is(ErrorCode::BlobArchived) => Ok(archived_refused(&e)),

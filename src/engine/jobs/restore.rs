@@ -45,7 +45,7 @@ use crate::{
     storage::{
         copy::{
             copy_server_side, copy_version_through, wait_for_copy, CopyAttributes, Overwrite,
-            ServerCopy,
+            ServerCopy, SourceVersion,
         },
         listing::{
             each_complete_backup, list_backup_directory, list_directory,
@@ -672,7 +672,8 @@ impl Part<'_> {
         }
     }
 
-    /// Whether the target blob holds exactly the bytes of `version` (both read in full).
+    /// Whether the target blob holds exactly the bytes of `version`: both read in bounded
+    /// chunks side by side (the version's pinned to its ETag) and compared as they come.
     async fn same_bytes(&self, blob: &str, version: &Restorable) -> Result<bool, StorageError> {
         if version.source == VersionSource::Base && self.in_place {
             return Ok(true);
@@ -685,17 +686,28 @@ impl Part<'_> {
             VersionSource::Snapshot(_) => None,
         };
         let current = self.target.blob(blob);
-        let (theirs, ours) = futures::try_join!(current.read(None), source.read(pinned))?;
-        Ok(theirs.bytes == ours.bytes)
+        let (theirs, ours) =
+            futures::try_join!(current.read_chunks(None), source.read_chunks(pinned))?;
+        theirs.same_bytes(ours).await
+    }
+
+    /// The account a version is read from.
+    fn source_account(&self, restorable: &Restorable) -> &StorageAccount {
+        match restorable.source {
+            VersionSource::Backup { .. } => &self.app.backup,
+            VersionSource::Base | VersionSource::Snapshot(_) => &self.app.source,
+        }
     }
 
     /// Writes the chosen version onto the target blob, conditional on the target being what the
     /// plan saw (`If-Match` on its ETag, or `If-None-Match: *` for a blob that was absent), so a
-    /// write by ingestion since is never overwritten. Small block blobs go through this worker
-    /// (a read pinned to the version's ETag, then one write carrying metadata, content headers,
-    /// Content-MD5 as stored, tags and tier); others are copied server-side from a one-blob SAS
-    /// and waited to completion. Either way the target gets the version's user metadata, never
-    /// a backup's stamp.
+    /// write by ingestion since is never overwritten. Small block blobs restored onto no blob,
+    /// and every version read from an account connected by SAS (which cannot sign a one-blob
+    /// copy source, and whose own SAS must never be recorded as one), go through this worker
+    /// (reads pinned to the version's ETag, in bounded chunks, then writes carrying metadata,
+    /// content headers, Content-MD5 as stored, tags and tier); others are copied server-side
+    /// from a one-blob SAS and waited to completion. Either way the target gets the version's
+    /// user metadata, never a backup's stamp.
     async fn copy_back(
         &self,
         blob: &str,
@@ -732,26 +744,27 @@ impl Part<'_> {
                 .clone()
                 .filter(|_| properties.blob_type == BlobType::Block),
         };
-        // Through the worker only onto no blob: its block list (for a version whose stored MD5
-        // is not its bytes') must not meet blocks another writer staged on a live blob.
-        let through_worker = planned_against.is_none()
-            && properties.blob_type == BlobType::Block
-            && version.content_length <= self.app.config.copy_through_max_bytes;
+        // Small ones through the worker only onto no blob: its block list (for a version whose
+        // stored MD5 is not its bytes') must not meet blocks another writer staged on a live
+        // blob. A source that cannot sign a copy source leaves no choice: its block list's
+        // commit, conditional on the planned ETag, then discards any such blocks.
+        let through_worker = !self.source_account(restorable).signs_copy_sources()
+            || (planned_against.is_none()
+                && properties.blob_type == BlobType::Block
+                && version.content_length <= self.app.config.copy_through_max_bytes);
         if through_worker {
             let source = self.source_blob(blob, restorable)?;
             let source_etag = match &restorable.source {
                 VersionSource::Backup { etag, .. } => etag.as_str(),
                 _ => version.etag.as_str(),
             };
-            let copied = copy_version_through(
-                &source,
-                &destination,
-                source_etag,
-                version.content_length,
-                &attributes,
-                overwrite,
-            )
-            .await;
+            let read = SourceVersion {
+                etag: source_etag,
+                length: version.content_length,
+                blob_type: properties.blob_type,
+            };
+            let copied =
+                copy_version_through(&source, &destination, read, &attributes, overwrite).await;
             return match copied {
                 Ok(copied) => {
                     if copied.tags_refused {

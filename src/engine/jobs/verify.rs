@@ -22,7 +22,6 @@ use std::collections::BTreeMap;
 
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use futures::TryStreamExt;
-use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use tracing::Instrument;
@@ -267,7 +266,8 @@ async fn record_checked_md5(backup: &Blob, etag: &str, digest: &[u8]) -> Result<
     backup.set_metadata(&stamped, etag).await
 }
 
-/// Reads the backup of `blob`'s current version and checks its bytes.
+/// Reads the backup of `blob`'s current version and checks its bytes: hashed as they are read,
+/// in bounded chunks pinned to the backup's ETag, so memory does not grow with the blob.
 async fn check_bytes(
     source: &Container,
     vault: &Container,
@@ -276,8 +276,8 @@ async fn check_bytes(
     let name = naming::backup_blob_name(&blob.name, blob.last_modified, &blob.etag)
         .map_err(|e| StorageError::other("naming a backup", e.to_string()))?;
     let backup = vault.blob(&name);
-    let (bytes, backup_etag, metadata) = match backup.read(None).await {
-        Ok(read) => (read.bytes, read.etag, read.metadata),
+    let read = match backup.read_chunks(None).await {
+        Ok(read) => read,
         Err(e) if e.is(ErrorCode::BlobNotFound) => {
             return Ok(Checked::Unchecked(
                 "the backup vanished during the check".into(),
@@ -285,14 +285,23 @@ async fn check_bytes(
         }
         Err(e) => return Err(e),
     };
-    let digest = Md5::digest(&bytes).to_vec();
-    if bytes.len() as u64 != blob.content_length {
+    if read.length != blob.content_length {
         return Ok(Checked::Mismatch(format!(
             "{} bytes, the version has {}",
-            bytes.len(),
-            blob.content_length
+            read.length, blob.content_length
         )));
     }
+    let (backup_etag, metadata) = (read.etag.clone(), read.metadata.clone());
+    let digest = match read.md5().await {
+        Ok(digest) => digest,
+        // Pinned to the ETag first read: the backup was replaced or removed meanwhile.
+        Err(e) if e.is(ErrorCode::ConditionNotMet) || e.is(ErrorCode::BlobNotFound) => {
+            return Ok(Checked::Unchecked(
+                "the backup changed during the check".into(),
+            ))
+        }
+        Err(e) => return Err(e),
+    };
     let recorded = metadata
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(COPIED_MD5_KEY))
@@ -314,8 +323,13 @@ async fn check_bytes(
     // No MD5 to trust: the stored one is absent, or does not match the backup. The source
     // version's own bytes decide, and their MD5 is recorded so that the next check needs only
     // the backup.
-    let original = match source.blob(&blob.name).read(Some(&blob.etag)).await {
-        Ok(read) => read.bytes,
+    let original = source.blob(&blob.name);
+    let expected = match original.read_chunks(Some(&blob.etag)).await {
+        Ok(read) => read.md5().await,
+        Err(e) => Err(e),
+    };
+    let expected = match expected {
+        Ok(expected) => expected,
         Err(e) if e.is(ErrorCode::ConditionNotMet) || e.is(ErrorCode::BlobNotFound) => {
             return Ok(Checked::Unchecked(
                 "the source changed during the check".into(),
@@ -323,7 +337,6 @@ async fn check_bytes(
         }
         Err(e) => return Err(e),
     };
-    let expected = Md5::digest(&original).to_vec();
     if expected != digest {
         return Ok(Checked::Mismatch(
             "its bytes differ from the version's".into(),

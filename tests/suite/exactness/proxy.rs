@@ -27,7 +27,7 @@ use futures::TryStreamExt;
 use lakebackup::{
     settings::Settings,
     storage::{
-        sas::{account_sas, read_blob_sas, AccountSasGrant},
+        sas::{account_sas, read_blob_sas, AccountSasGrant, SasProtocol},
         shared_key, StorageAccount,
     },
 };
@@ -559,6 +559,7 @@ async fn with_faults_off_nothing_is_injected_and_every_class_is_counted() {
         "a.csv",
         None,
         time::OffsetDateTime::now_utc() + time::Duration::minutes(10),
+        SasProtocol::Any,
     );
     let copy_source = format!("{}/source/lake/a.csv?{}", proxied.blob.url(), sas.secret());
     let bak = backup.container_client("lakebak").unwrap();
