@@ -238,6 +238,31 @@ impl BackupCounts {
 /// phase) — so a shard queued twice (a retried parent) is one entry, not two, and two
 /// continuations that go on from different places are two.
 pub fn shard_id(shard: &Shard) -> String {
+    let mut hash = part_hash(shard);
+    if let Some(marker) = &shard.marker {
+        hash.update(b"\0marker\0");
+        hash.update(marker.as_bytes());
+    }
+    if let Some(after) = &shard.after {
+        hash.update(b"\0after\0");
+        hash.update(after.as_bytes());
+    }
+    if shard.phase == Phase::Deletions {
+        hash.update(b"\0deletions");
+    }
+    hex_id(hash)
+}
+
+/// The id an earlier release gave a continuation (its directory part, without its position),
+/// when it differs from [`shard_id`]: a job in flight across an upgrade has its continuations
+/// entered under these.
+pub fn legacy_shard_id(shard: &Shard) -> Option<String> {
+    let positioned =
+        shard.marker.is_some() || shard.after.is_some() || shard.phase == Phase::Deletions;
+    positioned.then(|| hex_id(part_hash(shard)))
+}
+
+fn part_hash(shard: &Shard) -> Sha256 {
     let mut hash = Sha256::new();
     for part in [
         shard.container.as_bytes(),
@@ -256,17 +281,10 @@ pub fn shard_id(shard: &Shard) -> String {
         hash.update(b"\0kind\0");
         hash.update(shard.kind.as_str().as_bytes());
     }
-    if let Some(marker) = &shard.marker {
-        hash.update(b"\0marker\0");
-        hash.update(marker.as_bytes());
-    }
-    if let Some(after) = &shard.after {
-        hash.update(b"\0after\0");
-        hash.update(after.as_bytes());
-    }
-    if shard.phase == Phase::Deletions {
-        hash.update(b"\0deletions");
-    }
+    hash
+}
+
+fn hex_id(hash: Sha256) -> String {
     hash.finalize()[..16]
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -519,6 +537,14 @@ mod tests {
         }
         assert_ne!(shard_id(&root.child("a/")), shard_id(&root));
         assert_eq!(shard_id(&root).len(), 32);
+        // An earlier release named a continuation by its part alone.
+        assert_eq!(legacy_shard_id(&root), None);
+        let legacy = legacy_shard_id(&next).unwrap();
+        assert_ne!(legacy, shard_id(&next));
+        assert_eq!(
+            Some(legacy),
+            legacy_shard_id(&root.continuation(Some("marker-b"), None))
+        );
     }
 
     #[test]

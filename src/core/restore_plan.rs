@@ -45,6 +45,13 @@ pub struct RestoreOptions {
     /// Only names that start with this (the user's prefix, which may end inside a name).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub filter: String,
+    /// The lake's account the job reads (its URL, never a credential): a worker of another lake
+    /// refuses the shard. Absent in an earlier release's shard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lake_account: Option<String>,
+    /// The backup account a restore from backups reads, likewise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_account: Option<String>,
     /// When the job started (RFC 3339, to the nanosecond): a target blob that holds its chosen
     /// version and was written since was written by this job — by a delivery that died before it
     /// recorded it — and is reported restored, not unchanged.
@@ -181,22 +188,49 @@ pub fn version_at(versions: &[Restorable], as_of: Option<OffsetDateTime>) -> Opt
 /// The version of one blob current at `as_of` (the newest when `None`), among the backup
 /// version chosen for it and the version the lake holds now. The lake's version is a version
 /// too, backed up yet or not: when it was written at or before the instant it *is* the version
-/// of the instant, and a restore in place leaves it as it is. When a backup holds it
-/// (`lake_now_backed_up`: a backup of its ETag), the backup is the copy read.
+/// of the instant, and a restore in place leaves it as it is; it wins a tie within one second,
+/// as the base blob does (a backup's name orders one second's versions by ETag, which only
+/// Azure makes grow). When the backup chosen is of that very version (its ETag), the backup is
+/// the copy read.
 pub fn version_with_lake(
     backup_choice: Option<Restorable>,
     lake_now: Option<Version>,
-    lake_now_backed_up: bool,
     as_of: Option<OffsetDateTime>,
 ) -> Option<Restorable> {
-    let lake_now = lake_now
-        .filter(|_| !lake_now_backed_up)
-        .map(|version| Restorable {
-            version,
-            source: VersionSource::Base,
-        });
-    let versions: Vec<Restorable> = backup_choice.into_iter().chain(lake_now).collect();
-    version_at(&versions, as_of).cloned()
+    let lake_now = lake_now.map(|version| Restorable {
+        version,
+        source: VersionSource::Base,
+    });
+    let versions: Vec<Restorable> = backup_choice.iter().cloned().chain(lake_now).collect();
+    let chosen = version_at(&versions, as_of)?;
+    match &backup_choice {
+        Some(backup)
+            if chosen.source == VersionSource::Base
+                && normalize_etag(&backup.version.etag) == normalize_etag(&chosen.version.etag) =>
+        {
+            Some(backup.clone())
+        }
+        _ => Some(chosen.clone()),
+    }
+}
+
+/// Whether `target` holds `original` — the version a restore chose from its backups or
+/// snapshots, the lake's own set aside — because this restore wrote it: it holds that version's
+/// content, under another ETag (a write made it), written at or after `job_started` (Last-Modified
+/// is a second's start, so such a write was certainly not before the job). A delivery that died
+/// before it recorded its writes is redone, and what it wrote is reported restored, not
+/// unchanged; a version the lake wrote itself (same ETag) never is.
+pub fn written_by_job(
+    original: Option<&Restorable>,
+    target: Option<&Version>,
+    job_started: Option<OffsetDateTime>,
+) -> bool {
+    let (Some(original), Some(target), Some(started)) = (original, target, job_started) else {
+        return false;
+    };
+    normalize_etag(&target.etag) != normalize_etag(&original.version.etag)
+        && target.last_modified >= started
+        && plan(Some(original), Some(target)) == Plan::Unchanged
 }
 
 /// The latest instant a version with this last-modified time may have been written. Azure
@@ -370,6 +404,8 @@ mod tests {
             filter: filter.into(),
             exact,
             target_account: None,
+            lake_account: None,
+            backup_account: None,
             job_started: None,
         };
         let blob = options("raw/a.csv", true);
@@ -471,52 +507,92 @@ mod tests {
 
     #[test]
     fn the_lakes_own_version_is_the_version_of_an_instant_it_was_written_by() {
-        let backed_up = version(
-            "0x1",
-            datetime!(2026-11-20 10:00 UTC),
-            1,
-            VersionSource::Backup {
-                name: "a_20261120T100000Z_0x1.csv".into(),
-                etag: "0xb1".into(),
-            },
-        );
+        let backup_of = |etag: &str, at, md5| {
+            version(
+                etag,
+                at,
+                md5,
+                VersionSource::Backup {
+                    name: format!("a_{etag}.csv"),
+                    etag: format!("b{etag}"),
+                },
+            )
+        };
+        let backed_up = backup_of("0x1", datetime!(2026-11-20 10:00 UTC), 1);
         // Written after the last backup pass, before the instant: it stays, unbacked or not.
         let lake_now = blob("0x2", datetime!(2026-11-21 10:00 UTC), 2);
-        let at = |t, backed| {
-            version_with_lake(Some(backed_up.clone()), Some(lake_now.clone()), backed, t)
+        let at = |t| {
+            version_with_lake(Some(backed_up.clone()), Some(lake_now.clone()), t)
                 .map(|r| (r.version.etag, r.source == VersionSource::Base))
         };
         assert_eq!(
-            at(Some(datetime!(2026-11-22 00:00 UTC)), false),
+            at(Some(datetime!(2026-11-22 00:00 UTC))),
             Some(("0x2".into(), true))
         );
         // Without an instant, the newest version is the lake's own.
-        assert_eq!(at(None, false), Some(("0x2".into(), true)));
+        assert_eq!(at(None), Some(("0x2".into(), true)));
         // Written after the instant: the backup's version is the instant's.
         assert_eq!(
-            at(Some(datetime!(2026-11-20 12:00 UTC)), false),
+            at(Some(datetime!(2026-11-20 12:00 UTC))),
             Some(("0x1".into(), false))
         );
         // Within the second the lake reports, it may have been written after the instant.
         assert_eq!(
-            at(Some(datetime!(2026-11-21 10:00:00.5 UTC)), false),
+            at(Some(datetime!(2026-11-21 10:00:00.5 UTC))),
             Some(("0x1".into(), false))
         );
-        // A version a backup holds is read from the backup.
+        // Backed up, the lake's version is read from its backup.
+        let its_backup = backup_of("0x2", datetime!(2026-11-21 10:00 UTC), 2);
+        let chosen = version_with_lake(Some(its_backup.clone()), Some(lake_now.clone()), None);
+        assert_eq!(chosen, Some(its_backup));
+        // Two versions in one second, the backup chosen by its name (0x9 > 0x2) not the lake's
+        // current one: the lake's own wins the tie.
+        let same_second = backup_of("0x9", datetime!(2026-11-21 10:00 UTC), 9);
+        let chosen = version_with_lake(Some(same_second), Some(lake_now.clone()), None).unwrap();
         assert_eq!(
-            version_with_lake(None, Some(lake_now.clone()), true, None),
-            None
+            (chosen.version.etag.as_str(), chosen.source),
+            ("0x2", VersionSource::Base)
         );
         assert_eq!(
-            version_with_lake(
-                None,
-                Some(lake_now),
-                false,
-                Some(datetime!(2026-11-20 00:00 UTC))
-            ),
+            version_with_lake(None, Some(lake_now), Some(datetime!(2026-11-20 00:00 UTC))),
             None,
             "created after the instant: no version"
         );
+    }
+
+    #[test]
+    fn a_write_of_this_job_is_told_from_the_lakes_own_version() {
+        let original = version(
+            "0x1",
+            datetime!(2026-11-20 10:00 UTC),
+            1,
+            VersionSource::Backup {
+                name: "a_0x1.csv".into(),
+                etag: "b1".into(),
+            },
+        );
+        let started = Some(datetime!(2026-11-25 09:00 UTC));
+        // The job wrote it: another ETag, the version's content, written since it started.
+        let written = target("0x7", Some(1));
+        assert!(written_by_job(Some(&original), Some(&written), started));
+        // The lake's own version of that backup (written and backed up since the job started).
+        let own = Version {
+            last_modified: datetime!(2026-11-25 10:00 UTC),
+            ..blob("0x1", datetime!(2026-11-25 10:00 UTC), 1)
+        };
+        assert!(!written_by_job(Some(&original), Some(&own), started));
+        // Written before the job started, or holding other content: not the job's.
+        let before = Version {
+            last_modified: datetime!(2026-11-25 08:59:59 UTC),
+            ..target("0x7", Some(1))
+        };
+        assert!(!written_by_job(Some(&original), Some(&before), started));
+        assert!(!written_by_job(
+            Some(&original),
+            Some(&target("0x7", Some(9))),
+            started
+        ));
+        assert!(!written_by_job(Some(&original), Some(&written), None));
     }
 
     #[test]

@@ -89,6 +89,11 @@ pub struct Shard {
     /// this name in that order (no marker): the order is its own, never the service's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<String>,
+    /// With `after`: the first entry the previous part did not deal with, found by equality:
+    /// skipping stops before it, so an `after` deleted since does not make a part redo the
+    /// page's entries before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_at: Option<String>,
     /// What is left of the directory: its listing, or only its deletions.
     #[serde(default, skip_serializing_if = "Phase::is_listing")]
     pub phase: Phase,
@@ -174,6 +179,7 @@ impl Shard {
             marker: None,
             part: 0,
             after: None,
+            resume_at: None,
             phase: Phase::Listing,
             prune: false,
             only: None,
@@ -246,8 +252,14 @@ impl Shard {
             marker: marker.map(str::to_owned),
             part: self.part.saturating_add(1),
             after: after.map(str::to_owned),
+            resume_at: None,
             ..self.clone()
         }
+    }
+
+    /// This continuation, going on at `resume_at`: the first entry its part did not deal with.
+    pub fn resuming_at(self, resume_at: Option<String>) -> Self {
+        Self { resume_at, ..self }
     }
 
     /// The part that records the directory's deletions (its listing is done).
@@ -255,6 +267,7 @@ impl Shard {
         Self {
             marker: None,
             after: None,
+            resume_at: None,
             phase: Phase::Deletions,
             part: self.part.saturating_add(1),
             ..self.clone()

@@ -263,6 +263,8 @@ async fn prepare(app: &App, request: &RestoreRequest) -> Result<NewJob, RestoreR
             to_container: request.to_container.clone(),
             to_account: request.to_account,
             target_account: Some(target_account),
+            lake_account: app.source.identity().map(|a| a.display_url()),
+            backup_account: app.backup.identity().map(|a| a.display_url()),
             dry_run: request.dry_run,
             verify_content: request.verify_content,
             filter,

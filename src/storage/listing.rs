@@ -301,6 +301,8 @@ pub struct ListingScope<'a> {
     pub page_size: Option<i32>,
     /// Ask for each blob's index tags too (it takes the right to read them).
     pub tags: bool,
+    /// Ask for the state of the copy each blob is the destination of.
+    pub copy: bool,
 }
 
 /// One directory level of a container with snapshots, a page at a time, from `scope.marker`.
@@ -344,6 +346,9 @@ fn list_level(
     include.push(ListBlobsIncludeItem::Metadata);
     if scope.tags {
         include.push(ListBlobsIncludeItem::Tags);
+    }
+    if scope.copy {
+        include.push(ListBlobsIncludeItem::Copy);
     }
     list_scoped_pages(
         container,

@@ -11,8 +11,10 @@ use std::collections::BTreeMap;
 use futures::StreamExt;
 use lakebackup::{
     app::App,
+    core::{message::BackupRequest, shard::Shard},
     engine::{
-        jobs::{self, JobOrigin, NewJob, Root, Work},
+        backup,
+        jobs::{self, ledger, Delivered, JobOrigin, NewJob, RecordedStop, Root, Work},
         restore::{self, RestoreFrom, RestoreRequest},
     },
     settings::Settings,
@@ -211,4 +213,187 @@ async fn workers_killed_at_twenty_random_points_lose_nothing_and_count_each_blob
             "{name}"
         );
     }
+}
+
+/// A backup part redone after a crash stops where the dead delivery chose to: found by the last
+/// blob it dealt with or, that blob deleted since, by the first it did not; each blob counts once.
+#[tokio::test]
+async fn a_backup_part_redone_stops_before_the_first_blob_not_done_when_the_last_done_is_gone() {
+    let azurite = support::Azurite::start();
+    let app = lake_app(&azurite, &[]).await;
+    let lake = app.source.container_client("lake").unwrap();
+    let names: Vec<String> = (0..30).map(|i| format!("big/f{i:03}.txt")).collect();
+    for name in &names {
+        support::upload(&lake, name, name.as_bytes()).await;
+    }
+    let queued = jobs::queue(
+        &app,
+        NewJob {
+            origin: JobOrigin::Command,
+            container: "lake".into(),
+            roots: vec![Root::directory("big/")],
+            work: Work::Backup,
+        },
+    )
+    .await
+    .unwrap();
+    // The root shard is delivered by hand below.
+    let queue = app.jobs.queue_client("backup-requests-shards").unwrap();
+    support::drain_queue(&queue).await;
+    let root = queued.roots[0].clone();
+    // The first delivery did f000..f010, recorded its continuation and was killed.
+    let next = root
+        .continuation(None, Some("big/f010.txt"))
+        .resuming_at(Some("big/f011.txt".into()));
+    let stop = RecordedStop {
+        next,
+        last_done: Some("big/f010.txt".into()),
+    };
+    ledger::record_continuation(&app, &root, &stop)
+        .await
+        .unwrap();
+    // Ingestion deletes the last blob it did before the redo comes.
+    support::delete_with_snapshots(&lake, "big/f010.txt").await;
+
+    let redo = match jobs::run_delivered(&app, &root, false).await.unwrap() {
+        Delivered::Ran(report) => report,
+        other => panic!("{other:?}"),
+    };
+    let redo_blobs = redo.counts.get("blobs");
+    support::deliver_all_shards(&app).await;
+    let status = jobs::status(&app, &queued.job).await.unwrap().unwrap();
+    assert_eq!(
+        (redo_blobs, status.progress.totals.get("blobs")),
+        (10, 29),
+        "the redo should stop where the dead delivery stopped, and each of the 29 blobs count \
+         once: {:?}",
+        status.progress.totals
+    );
+}
+
+/// The shard id of the release before issue 29 (no marker, `after` or phase in it).
+fn earlier_release_shard_id(shard: &Shard) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for part in [
+        shard.container.as_bytes(),
+        b"\0",
+        shard.prefix.as_bytes(),
+        b"\0",
+        shard.part.to_string().as_bytes(),
+    ] {
+        hash.update(part);
+    }
+    hash.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A job in flight across an upgrade: its continuation, entered by the release before under
+/// the id that release gave it, ends its job when this release finishes it.
+#[tokio::test]
+async fn a_continuation_queued_by_the_release_before_ends_its_job() {
+    let azurite = support::Azurite::start();
+    let app = lake_app(&azurite, &[]).await;
+    let lake = app.source.container_client("lake").unwrap();
+    for i in 0..6 {
+        support::upload(&lake, &format!("d/f{i}.txt"), b"x").await;
+    }
+    let queued = jobs::queue(
+        &app,
+        NewJob {
+            origin: JobOrigin::Reconcile,
+            container: "lake".into(),
+            roots: vec![Root::directory("d/")],
+            work: Work::Backup,
+        },
+    )
+    .await
+    .unwrap();
+    let queue = app.jobs.queue_client("backup-requests-shards").unwrap();
+    support::drain_queue(&queue).await;
+    let root = queued.roots[0].clone();
+    // The earlier release ran the root part, entered its continuation under the old id and
+    // queued it; then the worker was upgraded.
+    let next = root.continuation(None, Some("d/f2.txt"));
+    let ledger_container = app.jobs.container_client("backup-requests-jobs").unwrap();
+    support::upload(
+        &ledger_container,
+        &format!("{}/queued/{}", next.job, earlier_release_shard_id(&next)),
+        b"",
+    )
+    .await;
+    ledger::record_finished(
+        &app,
+        &root,
+        &jobs::zero_counts(lakebackup::core::shard::WorkKind::Backup),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    app.enqueue_shard(&next).await.unwrap();
+    assert_eq!(
+        support::deliver_all_shards(&app).await,
+        1,
+        "the continuation ran"
+    );
+    let status = jobs::status(&app, &queued.job).await.unwrap().unwrap();
+    assert_eq!(
+        status.progress.state,
+        lakebackup::core::job::JobState::Done,
+        "{status:?}"
+    );
+}
+
+/// An in-place restore redone after a crash counts what the dead delivery wrote back as
+/// restored (the blob it brought back is now the lake's own newest version).
+#[tokio::test]
+async fn an_in_place_restore_redone_after_a_crash_counts_what_it_restored() {
+    let azurite = support::Azurite::start();
+    let app = lake_app(&azurite, &[]).await;
+    let lake = app.source.container_client("lake").unwrap();
+    support::upload(&lake, "gone.txt", b"gone").await;
+    let (etag, _, _) = support::properties(&lake, "gone.txt").await;
+    backup::back_up(&app, &BackupRequest::new("lake", "gone.txt", &etag))
+        .await
+        .unwrap();
+    support::delete_with_snapshots(&lake, "gone.txt").await;
+    let queued = restore::start(
+        &app,
+        &RestoreRequest {
+            container: "lake".into(),
+            prefix: None,
+            blob: None,
+            as_of: None,
+            from: RestoreFrom::Backup,
+            to_container: None,
+            to_account: false,
+            dry_run: false,
+            verify_content: false,
+        },
+    )
+    .await
+    .unwrap();
+    let queue = app.jobs.queue_client("backup-requests-shards").unwrap();
+    support::drain_queue(&queue).await;
+    let root = queued.roots[0].clone();
+    support::next_second().await;
+    // The first delivery writes the blob back, and is killed before it records anything.
+    let first = jobs::run_part(&app, &root, &jobs::Fanout::Queue)
+        .await
+        .unwrap();
+    assert_eq!(first.counts.get("restored"), 1);
+    assert_eq!(support::download(&lake, "gone.txt").await, b"gone");
+    // The redo.
+    let redo = match jobs::run_delivered(&app, &root, false).await.unwrap() {
+        Delivered::Ran(report) => report,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        (redo.counts.get("restored"), redo.counts.get("unchanged")),
+        (1, 0),
+        "the blob the job brought back is counted restored: {:?}",
+        redo.counts
+    );
 }

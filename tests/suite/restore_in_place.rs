@@ -9,7 +9,16 @@ use crate::support;
 
 use std::collections::BTreeMap;
 
-use lakebackup::{app::App, functions::producer::ProduceRequest};
+use lakebackup::{
+    app::App,
+    core::{message::BackupRequest, restore_plan::RestoreFrom},
+    engine::{
+        backup,
+        jobs::{self, ledger},
+        restore::{self, RestoreRequest},
+    },
+    functions::producer::ProduceRequest,
+};
 use serde_json::Value;
 use support::{worker, Azurite};
 
@@ -170,5 +179,59 @@ async fn in_place_from_snapshots_an_overwritten_version_is_backed_up_first() {
             .await
             .contains(&("s.csv".to_owned(), v2)),
         "s.csv v2 was backed up before it was overwritten"
+    );
+}
+
+/// A blob ingestion writes (and a pass backs up) after a distributed in-place restore started is
+/// no blob the restore wrote: not counted restored.
+#[tokio::test]
+async fn a_lake_version_written_after_the_job_started_is_not_counted_restored_by_it() {
+    let (_azurite, app) = support::app_on_azurite(&["lake"]).await;
+    let lake = app.source.container_client("lake").unwrap();
+    support::upload(&lake, "old.txt", b"old").await;
+    let (etag, _, _) = support::properties(&lake, "old.txt").await;
+    backup::back_up(&app, &BackupRequest::new("lake", "old.txt", &etag))
+        .await
+        .unwrap();
+    let queued = restore::start(
+        &app,
+        &RestoreRequest {
+            container: "lake".into(),
+            prefix: None,
+            blob: None,
+            as_of: None,
+            from: RestoreFrom::Backup,
+            to_container: None,
+            to_account: false,
+            dry_run: false,
+            verify_content: false,
+        },
+    )
+    .await
+    .unwrap();
+    // After the job started, ingestion writes a blob, and the events function backs it up.
+    support::next_second().await;
+    support::upload(&lake, "new.txt", b"new").await;
+    let (etag, _, _) = support::properties(&lake, "new.txt").await;
+    backup::back_up(&app, &BackupRequest::new("lake", "new.txt", &etag))
+        .await
+        .unwrap();
+    let (etag_before, _, _) = support::properties(&lake, "new.txt").await;
+    support::deliver_all_shards(&app).await;
+    let (etag_after, _, _) = support::properties(&lake, "new.txt").await;
+    assert_eq!(
+        etag_before, etag_after,
+        "the restore wrote nothing to new.txt"
+    );
+    let status = jobs::status(&app, &queued.job).await.unwrap().unwrap();
+    let report = ledger::job_report(&app, &queued.job)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        status.progress.totals.get("restored"),
+        0,
+        "nothing was restored, yet the job says: {:?}; lines {report:?}",
+        status.progress.totals
     );
 }

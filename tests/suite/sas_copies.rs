@@ -337,8 +337,16 @@ async fn copies_from_sas_connections_keep_every_version_exactly_and_record_no_si
     let same_names = before.keys().map(|n| (n.clone(), n.clone())).collect();
     assert_copies(&restored, &same_names, &before).await;
 
+    // As of an instant before the changes: the lake's own versions written since are its
+    // newest.
+    support::next_second().await;
+    let instant = support::now_rfc3339();
+    support::next_second().await;
     change_every_blob(&lake).await;
-    let (code, out, err) = worker::run_once(&settings, &["restore", "--container", "lake"]);
+    let (code, out, err) = worker::run_once(
+        &settings,
+        &["restore", "--container", "lake", "--as-of", &instant],
+    );
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(out.matches("\"action\":\"restore\"").count(), 5, "{out}");
     assert_copies(&lake, &same_names, &before).await;

@@ -38,11 +38,14 @@ use futures::TryStreamExt;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, NON_ALPHANUMERIC};
 use serde::Serialize;
 
-use super::JobOrigin;
+use super::{runner::RecordedStop, JobOrigin};
 use crate::{
     app::App,
     core::{
-        job::{count_names, not_done, shard_id, Counts, JobProgress, LedgerEntry, Notes},
+        job::{
+            count_names, legacy_shard_id, not_done, shard_id, Counts, JobProgress, LedgerEntry,
+            Notes,
+        },
         restore_plan::RestoreTarget,
         shard::{is_job_id, Shard, WorkKind},
     },
@@ -137,9 +140,9 @@ pub enum Claim {
 /// to stop.
 pub struct PartLock {
     lease: HeldLease,
-    /// The continuation a delivery before this one chose and recorded: this one stops exactly
-    /// there and queues it again.
-    pub stop: Option<Shard>,
+    /// Where a delivery before this one chose to stop: this one stops exactly there and queues
+    /// that continuation again.
+    pub stop: Option<RecordedStop>,
 }
 
 impl PartLock {
@@ -184,33 +187,41 @@ pub async fn claim(app: &App, shard: &Shard) -> Result<Claim, StorageError> {
         return Ok(Claim::Finished);
     }
     let stop = match ledger.blob(&entry_name(shard, NEXT)).read(None).await {
-        Ok(read) => {
-            let text = String::from_utf8_lossy(&read.bytes);
-            Some(Shard::parse(&text).map_err(|reason| {
-                StorageError::other("reading a shard's recorded continuation", reason)
-            })?)
-        }
+        Ok(read) => Some(serde_json::from_slice(&read.bytes).map_err(|e| {
+            StorageError::other("reading a shard's recorded continuation", e.to_string())
+        })?),
         Err(e) if e.is(ErrorCode::BlobNotFound) => None,
         Err(e) => return Err(e.context("reading a shard's recorded continuation")),
     };
     Ok(Claim::Held(Box::new(PartLock { lease, stop })))
 }
 
-/// Records the continuation `shard` chose, before it is queued: a delivery of `shard` redone
-/// after a crash stops at the same place and queues the same continuation.
+/// Records where `shard` chose to stop, before its continuation is queued: a delivery of
+/// `shard` redone after a crash stops at the same place and queues the same continuation.
+/// Written once: one found there already was recorded by another delivery, so this one's lock
+/// was lost and it must not queue a continuation of its own.
 pub async fn record_continuation(
     app: &App,
     shard: &Shard,
-    next: &Shard,
+    stop: &RecordedStop,
 ) -> Result<(), StorageError> {
     let ledger = app.job_ledger().await?;
-    write_with_body(
-        ledger,
-        &entry_name(shard, NEXT),
-        HashMap::new(),
-        next.to_json().into_bytes(),
-    )
-    .await
+    let name = entry_name(shard, NEXT);
+    let body = serde_json::to_vec(stop)
+        .map_err(|e| StorageError::other("recording a shard's continuation", e.to_string()))?;
+    let written = ledger
+        .blob(&name)
+        .create(body, HashMap::new())
+        .await
+        .map_err(|e| e.context(format!("writing {name} to the job ledger")))?;
+    if written {
+        Ok(())
+    } else {
+        Err(StorageError::other(
+            format!("recording {name}"),
+            "another delivery of the shard recorded where it stops: this one's lock was lost",
+        ))
+    }
 }
 
 /// Records what `shard` plans to do (a prune's judgement), before it does any of it.
@@ -264,7 +275,21 @@ pub async fn record_finished(
         metadata.insert(NOTES_KEY.to_owned(), "yes".to_owned());
         serde_json::to_vec(notes).unwrap_or_default()
     };
-    write_with_body(ledger, &entry_name(shard, "finished"), metadata, body).await
+    write_with_body(ledger, &entry_name(shard, "finished"), metadata, body).await?;
+    // A job in flight across an upgrade entered this continuation under the id its earlier
+    // release gave it: that entry is ended too (with no counts: they are this entry's).
+    if let Some(legacy) = legacy_shard_id(shard) {
+        let queued = format!("{}/queued/{legacy}", shard.job);
+        if ledger.blob(&queued).probe().await?.is_some() {
+            write(
+                ledger,
+                &format!("{}/finished/{legacy}", shard.job),
+                HashMap::new(),
+            )
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 /// Records the per-blob lines `shard` reports (JSON objects), before its finished entry: a shard

@@ -28,7 +28,9 @@ use thiserror::Error;
 pub use ledger::JobStatus;
 pub use prune::{PruneAction, PruneCounts};
 pub use restore::RestoreAction;
-pub use runner::{run_delivered, run_part, Delivered, Fanout, LineSink, LocalJob, PartReport};
+pub use runner::{
+    run_delivered, run_part, Delivered, Fanout, LineSink, LocalJob, PartReport, RecordedStop,
+};
 pub use verify::VerifyLine;
 
 use crate::{

@@ -79,7 +79,7 @@ pub(super) async fn run_part(
         now,
         deadline: stop.deadline(app.config.shard_budget),
         after: shard.after.as_deref(),
-        until: stop.0.and_then(|stop| stop.after.as_deref()),
+        until: stop.0.and_then(|stop| stop.next.after.as_deref()),
     };
     // Queued, the plan is recorded before anything is deleted: a delivery redone after a crash
     // carries out the same plan, and reports what the one before deleted too.

@@ -34,8 +34,8 @@ use crate::{
         message::BackupRequest,
         properties::{BlobProperties, BlobType},
         restore_plan::{
-            holds_besides_bytes, plan, version_at, version_with_lake, Plan, Restorable,
-            RestoreFrom, RestoreOptions, VersionSource,
+            holds_besides_bytes, plan, version_at, version_with_lake, written_by_job, Plan,
+            Restorable, RestoreFrom, RestoreOptions, VersionSource,
         },
         shard::Shard,
         stamp,
@@ -260,12 +260,9 @@ impl Part<'_> {
             } else {
                 lake_now.remove(&blob)
             };
-            let lake_now_backed_up = in_lake.as_ref().is_some_and(|version| {
-                level
-                    .backed_up
-                    .contains(&(blob.clone(), normalize_etag(&version.etag).to_owned()))
-            });
-            let chosen = version_with_lake(backup_choice, in_lake, lake_now_backed_up, self.as_of);
+            let written_by_this_job =
+                |plan: &Plan| self.job_wrote(plan, backup_choice.as_ref(), current.as_ref());
+            let chosen = version_with_lake(backup_choice.clone(), in_lake, self.as_of);
             let chosen = chosen.as_ref();
             // Deletions count only for an instant: without one, restore brings back every blob.
             let deleted_by_then = match (chosen, self.as_of) {
@@ -288,7 +285,7 @@ impl Part<'_> {
                         .contains(&(blob.clone(), normalize_etag(&current.etag).to_owned()))
                 });
             candidates.push(Candidate {
-                written_by_job: self.written_by_job(&plan, chosen, current.as_ref()),
+                written_by_job: written_by_this_job(&plan),
                 blob,
                 plan,
                 target: current,
@@ -302,25 +299,16 @@ impl Part<'_> {
         })
     }
 
-    /// Whether the target holds the chosen version because this job wrote it: the plan finds
-    /// it unchanged, the version is not the target's own, and the target was written since the
-    /// job started.
-    fn written_by_job(
+    /// Whether the target, found unchanged, holds `original` (the version chosen from the
+    /// backups or snapshots, the lake's own set aside) because this job wrote it
+    /// ([`written_by_job`]).
+    fn job_wrote(
         &self,
         plan: &Plan,
-        chosen: Option<&Restorable>,
+        original: Option<&Restorable>,
         target: Option<&Version>,
     ) -> bool {
-        let in_place_base =
-            self.in_place && chosen.is_some_and(|chosen| chosen.source == VersionSource::Base);
-        match (plan, target, self.job_started) {
-            // Last-Modified is a second's start: a write at or after it was certainly not before
-            // the job (one in the job's first second is taken for someone else's: unchanged).
-            (Plan::Unchanged, Some(target), Some(started)) if !in_place_base => {
-                target.last_modified >= started
-            }
-            _ => false,
-        }
+        *plan == Plan::Unchanged && written_by_job(original, target, self.job_started)
     }
 
     /// The lake's versions now at the level, for a restore into another container: what
@@ -330,7 +318,11 @@ impl Part<'_> {
         warnings: &mut Vec<String>,
     ) -> Result<HashMap<String, Version>, StorageError> {
         match self.list_level(&self.lake, false).await {
-            Ok(level) => Ok(level),
+            // A blob still being copied into, or whose copy failed, is no version of the lake.
+            Ok(mut level) => {
+                level.retain(|_, version| version.copy_complete());
+                Ok(level)
+            }
             Err(e) if e.is(ErrorCode::ContainerNotFound) => Ok(HashMap::new()),
             Err(e) if e.is_transient() || e.status == Some(403) => {
                 warn!(error = %e, "the lake could not be listed: restoring from the backups alone");
@@ -413,7 +405,10 @@ impl Part<'_> {
                 match entry {
                     ListedEntry::Directory(sub) => subdirectories.push(sub),
                     ListedEntry::Item(version) => {
-                        if self.options.in_scope(&version.name) {
+                        // A hierarchical namespace's directory is no blob to write back.
+                        if self.options.in_scope(&version.name)
+                            && !version.is_directory_placeholder()
+                        {
                             names.entry(version.name.clone()).or_default().push(version);
                         }
                     }
@@ -462,8 +457,14 @@ impl Part<'_> {
             // before anything overwrites it.
             let current_kept = false;
             let plan = plan(chosen, current.as_ref());
+            let snapshots: Vec<Restorable> = versions
+                .iter()
+                .filter(|v| v.source != VersionSource::Base)
+                .cloned()
+                .collect();
+            let original = version_at(&snapshots, self.as_of);
             candidates.push(Candidate {
-                written_by_job: self.written_by_job(&plan, chosen, current.as_ref()),
+                written_by_job: self.job_wrote(&plan, original, current.as_ref()),
                 plan,
                 target: current,
                 current_kept,
@@ -506,6 +507,7 @@ impl Part<'_> {
             ListingScope {
                 prefix: self.listing_prefix(false).as_deref(),
                 tags,
+                copy: true,
                 ..Default::default()
             },
         )?;

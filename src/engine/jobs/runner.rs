@@ -83,7 +83,7 @@ pub(super) async fn run_part_reporting(
     shard: &Shard,
     fanout: &Fanout<'_>,
     sink: Option<LineSink<'_>>,
-    stop: Option<&Shard>,
+    stop: Option<&RecordedStop>,
 ) -> Result<PartReport, JobError> {
     let span = tracing::info_span!(
         "shard",
@@ -115,12 +115,16 @@ pub(super) async fn run_part_reporting(
         // A recorded stop is queued again whatever this delivery found: the one before may have
         // entered it in the ledger and died before it was on the queue.
         let continuation = match stop.0 {
-            Some(recorded) => Some(recorded.clone()),
+            Some(recorded) => Some(recorded.next.clone()),
             None => done.continuation,
         };
         if let Some(next) = continuation {
             if stop.0.is_none() && matches!(fanout, Fanout::Queue) {
-                ledger::record_continuation(app, shard, &next).await?;
+                let recorded = RecordedStop {
+                    next: next.clone(),
+                    last_done: done.bounds.last_done,
+                };
+                ledger::record_continuation(app, shard, &recorded).await?;
             }
             fanout.push(app, next).await?;
             report.continued = true;
@@ -136,15 +140,28 @@ pub(super) async fn run_part_reporting(
     .await
 }
 
-/// Where a part must stop: the continuation a delivery of the same shard before it chose and
-/// recorded (it then died before it finished). Such a part ignores its budget and deals with
-/// exactly what lies before that continuation — the work the delivery before it did, found done
-/// — so the ledger counts every unit once and the chain of continuations stays one chain.
+/// Where a delivery of a shard chose to stop, recorded in its job's ledger before its
+/// continuation is queued: the continuation, and for a part that deals with its level in the
+/// service's order (backup), the last entry it dealt with — the first it did not is the
+/// continuation's `resume_at` — since a page marker is no place a later listing can find again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RecordedStop {
+    pub next: Shard,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_done: Option<String>,
+}
+
+/// Where a part must stop: where a delivery of the same shard before it chose to (it then died
+/// before it finished). Such a part deals with exactly what lies before that stop — the work the
+/// delivery before it did, found done — so the ledger counts every unit once and the chain of
+/// continuations stays one chain.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Stop<'a>(pub Option<&'a Shard>);
+pub struct Stop<'a>(pub Option<&'a RecordedStop>);
 
 impl Stop<'_> {
-    /// The part's deadline: its budget from now, or none while a recorded stop is to be reached.
+    /// The deadline of a kind that orders its level itself (restore, verify, prune): its budget
+    /// from now, or none while a recorded stop is to be reached — its units up to the stop are
+    /// found by order, so it always gets there, and the delivery before did them in a budget.
     pub fn deadline(&self, budget: Duration) -> Instant {
         match self.0 {
             Some(_) => Instant::now() + Duration::from_secs(86_400 * 365),
@@ -156,11 +173,18 @@ impl Stop<'_> {
     /// itself: restore, verify, prune) lies before the recorded stop, which goes on after its
     /// `after`; every unit does when there is none.
     pub fn admits(&self, position: &str) -> bool {
-        match self.0.and_then(|stop| stop.after.as_deref()) {
+        match self.0.and_then(|stop| stop.next.after.as_deref()) {
             Some(after) => position <= after,
             None => true,
         }
     }
+}
+
+/// The last entry a part dealt with before its cut, in the service's order (see
+/// [`RecordedStop`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CutBounds {
+    pub last_done: Option<String>,
 }
 
 /// The options a shard of a kind other than backup carries (checked when its message is read).
@@ -180,6 +204,8 @@ pub struct PartDone {
     pub notes: Notes,
     /// Where the rest of the directory goes on, when this part did not finish it.
     pub continuation: Option<Shard>,
+    /// Where that cut lies, for a kind that deals with its level in the service's order.
+    pub bounds: CutBounds,
     /// One JSON object per blob acted on, for kinds that report them.
     pub lines: Vec<String>,
 }
@@ -195,6 +221,7 @@ impl PartDone {
             counts: Counts::zero(counts),
             notes: Notes::default(),
             continuation: None,
+            bounds: CutBounds::default(),
             lines: Vec::new(),
         }
     }
@@ -277,9 +304,6 @@ pub async fn run_delivered(
     shard: &Shard,
     last_attempt: bool,
 ) -> Result<Delivered, JobError> {
-    if last_attempt {
-        ledger::record_last_attempt(app, shard).await?;
-    }
     let lock = match ledger::claim(app, shard).await? {
         ledger::Claim::Finished => {
             info!(job = %shard.job, prefix = %shard.prefix, part = shard.part, "the shard has finished already");
@@ -293,15 +317,21 @@ pub async fn run_delivered(
         ledger::Claim::Held(lock) => lock,
     };
     let lost = lock.lost();
-    let ran = tokio::select! {
+    let ran = async {
+        // Recorded only by the delivery that holds the shard: one deferred meanwhile never
+        // leaves a deadline behind for a shard another delivery finishes.
+        if last_attempt {
+            ledger::record_last_attempt(app, shard).await?;
+        }
+        let report =
+            run_part_reporting(app, shard, &Fanout::Queue, None, lock.stop.as_ref()).await?;
+        record_ran(app, shard, report).await
+    };
+    let finished = tokio::select! {
         biased;
-        ran = run_part_reporting(app, shard, &Fanout::Queue, None, lock.stop.as_ref()) => ran,
+        ran = ran => ran,
         // Another delivery may take the shard over: this one must not record it.
         reason = lost => Err(StorageError::other("working on a shard", reason).into()),
-    };
-    let finished = match ran {
-        Ok(report) => record_ran(app, shard, report).await,
-        Err(e) => Err(e),
     };
     lock.release().await;
     match finished {

@@ -24,6 +24,7 @@ pub(super) fn restore_account<'a>(
     app: &'a App,
     options: &RestoreOptions,
 ) -> Result<&'a StorageAccount, JobError> {
+    check_sources(app, options)?;
     let Some(url) = options.target_account.as_deref() else {
         if options.to_account {
             return Err(JobError::Refused(
@@ -80,6 +81,43 @@ pub(super) fn restore_account<'a>(
     )))
 }
 
+/// Where a restore reads from must be the accounts its job was started with: a worker whose
+/// `SOURCE_STORAGE` (the lake, read for its versions and snapshots) or, for a restore from the
+/// backup account, `BACKUP_STORAGE` is another account's would restore another lake's data. An
+/// earlier release's shard names neither, and is read as before.
+fn check_sources(app: &App, options: &RestoreOptions) -> Result<(), JobError> {
+    let mut sources = vec![(
+        "SOURCE_STORAGE",
+        options.lake_account.as_deref(),
+        &app.source,
+    )];
+    if options.from == crate::core::restore_plan::RestoreFrom::Backup {
+        sources.push((
+            "BACKUP_STORAGE",
+            options.backup_account.as_deref(),
+            &app.backup,
+        ));
+    }
+    for (setting, named, ours) in sources {
+        let Some(named) = named else { continue };
+        let matches = Url::parse(named)
+            .ok()
+            .and_then(|url| AccountIdentity::of_endpoint(&url))
+            .is_some_and(|named| ours.identity().as_ref() == Some(&named));
+        if !matches {
+            let ours = ours
+                .identity()
+                .map_or_else(|| "no blob endpoint".to_owned(), |a| a.display_url());
+            return Err(JobError::Refused(format!(
+                "the restore job reads from account {named}, but this worker's {setting} is \
+                 {ours}: it would restore another account's data, so it writes nothing; run the \
+                 job on workers whose {setting} names {named}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +159,8 @@ mod tests {
             verify_content: false,
             filter: String::new(),
             exact: false,
+            lake_account: None,
+            backup_account: None,
             job_started: None,
         }
     }

@@ -419,3 +419,31 @@ pub fn now_rfc3339() -> String {
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap()
 }
+
+/// Delivers every shard on the shard queue until it is empty, as the host would (first
+/// deliveries). Returns how many deliveries ran a part.
+pub async fn deliver_all_shards(app: &lakebackup::app::App) -> usize {
+    let queue = app.jobs.queue_client("backup-requests-shards").unwrap();
+    let mut ran = 0;
+    loop {
+        let texts = drain_queue(&queue).await;
+        if texts.is_empty() {
+            return ran;
+        }
+        for text in texts {
+            use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
+            let decoded = BASE64
+                .decode(text.trim())
+                .map(|b| String::from_utf8(b).unwrap())
+                .unwrap_or(text);
+            let shard = lakebackup::core::shard::Shard::parse(&decoded).unwrap();
+            match lakebackup::engine::jobs::run_delivered(app, &shard, false)
+                .await
+                .unwrap()
+            {
+                lakebackup::engine::jobs::Delivered::Ran(_) => ran += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+}

@@ -245,6 +245,18 @@ where
         r#"{"version": "2.0", "functionTimeout": "00:01:00", "extensions": {"queues": {"batchSize": 4, "maxDequeueCount": 100, "maxPollingInterval": "00:00:00.2"}}}"#,
     )
     .unwrap();
+    // A shard's budget and a copy must fit host.json's one-minute functionTimeout, or `run`
+    // refuses to start.
+    let mut worker_settings = settings.clone();
+    for (key, value) in [
+        ("COPY_TIMEOUT_SECONDS", "20"),
+        ("SHARD_TIME_BUDGET_SECONDS", "30"),
+    ] {
+        worker_settings
+            .entry(key.into())
+            .or_insert_with(|| value.into());
+    }
+    let settings = &worker_settings;
     let app = lakebackup::app::App::from_settings(&lakebackup::settings::Settings::from_pairs(
         settings.clone(),
     ))

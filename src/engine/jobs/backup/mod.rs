@@ -32,7 +32,7 @@ use tracing::{info, warn, Instrument};
 
 use self::walk::{Search, Slot, SlotWork, Walk};
 use super::{
-    runner::{Fanout, PartDone, Stop},
+    runner::{CutBounds, Fanout, PartDone, RecordedStop, Stop},
     JobError,
 };
 use crate::{
@@ -70,16 +70,18 @@ pub(super) async fn run_part(
         fanout,
         stop: stop.0,
         reached_stop: false,
-        deadline: stop.deadline(app.config.shard_budget),
+        deadline: Instant::now(),
         counts: BackupCounts::default(),
         notes: Notes::default(),
         continuation: None,
+        bounds: CutBounds::default(),
     };
     part.run().await?;
     Ok(PartDone {
         counts: part.counts.to_counts(),
         notes: part.notes,
         continuation: part.continuation,
+        bounds: part.bounds,
         lines: Vec::new(),
     })
 }
@@ -90,8 +92,11 @@ struct Part<'a> {
     shard: &'a Shard,
     fanout: &'a Fanout<'a>,
     /// Where a delivery of this shard before chose to stop (see [`Stop`]): this part's listing
-    /// goes exactly that far, whatever its budget, and leaves the rest to that continuation.
-    stop: Option<&'a Shard>,
+    /// goes exactly that far — to the last entry that delivery dealt with, or before the first
+    /// it did not — and leaves the rest to that continuation. Both may be gone from the lake
+    /// since: then it stops at twice its budget, where it is (the continuation, which looks for
+    /// its place again, then redoes what lies between; harmless, every step is idempotent).
+    stop: Option<&'a RecordedStop>,
     /// The listing has reached `stop`: no slot after it is dealt with here.
     reached_stop: bool,
     /// No repair, record or deletion starts after it (one in flight may finish after it).
@@ -100,6 +105,8 @@ struct Part<'a> {
     notes: Notes,
     /// Where the rest of the directory goes on, when this part did not finish it.
     continuation: Option<Shard>,
+    /// Where that cut lies in the service's order.
+    bounds: CutBounds,
 }
 
 /// The repairs of a part in flight: each ends with its slot's index and outcome.
@@ -107,7 +114,7 @@ type Repairs<'a> = FuturesUnordered<BoxFuture<'a, (usize, SlotOutcome)>>;
 
 impl<'a> Part<'a> {
     fn budget_spent(&self) -> bool {
-        self.stop.is_none() && Instant::now() >= self.deadline
+        Instant::now() >= self.deadline
     }
 
     async fn run(&mut self) -> Result<(), JobError> {
@@ -120,7 +127,13 @@ impl<'a> Part<'a> {
         };
         // The budget is the part's work, after the listing of its `{c}bak` level: a level that
         // takes longer to list than a budget must not leave a part with nothing done.
-        self.deadline = Stop(self.stop).deadline(self.app.config.shard_budget);
+        let budget = self.app.config.shard_budget;
+        self.deadline = Instant::now()
+            + if self.stop.is_some() {
+                budget * 2
+            } else {
+                budget
+            };
         let listed = match self.shard.phase {
             Phase::Listing => Some(self.list_and_repair(&level).await?),
             Phase::Deletions => None,
@@ -178,7 +191,7 @@ impl<'a> Part<'a> {
         // The name to skip through is looked for over more names than one page of the part
         // before could hold (this worker's page size, or the largest the service gives).
         let search_limit = 2 * (app.config.shard_page_size.max(MAX_PAGE_SIZE) as usize);
-        let mut walk = Walk::new(shard.after.clone(), search_limit);
+        let mut walk = Walk::new(shard.after.clone(), shard.resume_at.clone(), search_limit);
         let mut diff = SnapshotDiff::new();
         // The marker each page was listed from, by page number.
         let mut page_markers: Vec<Option<String>> = Vec::new();
@@ -240,12 +253,6 @@ impl<'a> Part<'a> {
                 cut = true;
                 break;
             }
-            // A recorded stop at a page's end: the continuation lists from the next page.
-            if let Some(stop) = self.stop.filter(|stop| stop.after.is_none()) {
-                if stop.marker.is_some() && stop.marker == next_marker {
-                    self.reached_stop = true;
-                }
-            }
         }
         // The listing ended while the name to skip through was still looked for: it is gone,
         // and nothing is skipped.
@@ -285,14 +292,24 @@ impl<'a> Part<'a> {
             .front()
             .map(|slot| slot.page)
             .or_else(|| diff.current_name().map(|_| walk.group_page));
+        let first_open = walk
+            .pending
+            .front()
+            .map(|slot| slot.identity().to_owned())
+            .or_else(|| diff.current_name().map(str::to_owned));
         let continuation = match first_open_page {
-            Some(page) => shard.continuation(
-                page_markers.get(page).cloned().flatten().as_deref(),
-                walk.last_done.as_deref(),
-            ),
+            Some(page) => shard
+                .continuation(
+                    page_markers.get(page).cloned().flatten().as_deref(),
+                    walk.last_done.as_deref(),
+                )
+                .resuming_at(first_open),
             None => shard.continuation(next_marker.as_deref(), None),
         };
         self.continuation = Some(continuation);
+        self.bounds = CutBounds {
+            last_done: walk.last_done.clone(),
+        };
         Ok(Listed::Cut)
     }
 
@@ -350,8 +367,13 @@ impl<'a> Part<'a> {
             if self.reached_stop {
                 return Ok(false);
             }
-            if let Some(after) = self.stop.and_then(|stop| stop.after.as_deref()) {
-                self.reached_stop = walk.slot(index).identity() == after;
+            if let Some(stop) = self.stop {
+                let identity = Some(walk.slot(index).identity());
+                if stop.next.resume_at.as_deref() == identity {
+                    self.reached_stop = true;
+                    return Ok(false);
+                }
+                self.reached_stop = stop.last_done.as_deref() == identity;
             }
             let work_of_slot = match &walk.slot(index).work {
                 SlotWork::Directory(sub) => SlotWork::Directory(sub.clone()),

@@ -12,6 +12,9 @@ pub(super) struct Walk {
     /// The listing's entries up to and including this name's run are skipped (done by the part
     /// before).
     skip_through: Option<String>,
+    /// The first entry the part before did not deal with: skipping stops before it, so a
+    /// `skip_through` deleted since does not make the part redo what came before it.
+    resume_at: Option<String>,
     skip: SkipState,
     /// How many distinct names the search for `skip_through` may pass before it gives up.
     search_limit: usize,
@@ -55,10 +58,15 @@ pub(super) enum Search {
 }
 
 impl Walk {
-    /// A walk that skips the listing's entries through `skip_through`'s run, looked for among the
-    /// first `search_limit` names listed.
-    pub(super) fn new(skip_through: Option<String>, search_limit: usize) -> Self {
+    /// A walk that skips the listing's entries through `skip_through`'s run, or up to
+    /// `resume_at`, whichever it finds first among the first `search_limit` names listed.
+    pub(super) fn new(
+        skip_through: Option<String>,
+        resume_at: Option<String>,
+        search_limit: usize,
+    ) -> Self {
         Self {
+            resume_at,
             skip: if skip_through.is_some() {
                 SkipState::Searching
             } else {
@@ -90,7 +98,7 @@ impl Walk {
         }
         let target = self.skip_through.as_deref().unwrap_or_default();
         for identity in identities {
-            if identity == target {
+            if identity == target || self.resume_at.as_deref() == Some(identity) {
                 self.skip = SkipState::Before;
                 return Search::Resolved;
             }
@@ -119,6 +127,10 @@ impl Walk {
         let target = self.skip_through.as_deref().unwrap_or_default();
         match self.skip {
             SkipState::Searching | SkipState::Done => false,
+            SkipState::Before if self.resume_at.as_deref() == Some(identity) => {
+                self.skip = SkipState::Done;
+                false
+            }
             SkipState::Before => {
                 if identity == target {
                     self.skip = SkipState::InRun;
@@ -210,7 +222,21 @@ mod tests {
     /// Which of `pages` (entry identities) a part that skips through `after`, looking for it
     /// among `limit` names, deals with.
     fn walked(after: Option<&str>, limit: usize, pages: &[&[&str]]) -> Vec<String> {
-        let mut walk = Walk::new(after.map(str::to_owned), limit);
+        walked_to(after, None, limit, pages)
+    }
+
+    /// [`walked`], with the first entry the part before did not deal with.
+    fn walked_to(
+        after: Option<&str>,
+        resume_at: Option<&str>,
+        limit: usize,
+        pages: &[&[&str]],
+    ) -> Vec<String> {
+        let mut walk = Walk::new(
+            after.map(str::to_owned),
+            resume_at.map(str::to_owned),
+            limit,
+        );
         let mut held: Vec<&str> = Vec::new();
         let mut kept = Vec::new();
         for page in pages {
@@ -258,6 +284,16 @@ mod tests {
             walked(Some("x"), 2, &[&["a", "b"], &["c", "x"], &["y"]]),
             ["a", "b", "c", "x", "y"]
         );
+        // The last name done is gone: the first not done ends the skipping.
+        assert_eq!(
+            walked_to(Some("c"), Some("d"), 10, &[&["a", "b"], &["d", "e"]]),
+            ["d", "e"]
+        );
+        // Both there: the first not done comes right after the last done's run.
+        assert_eq!(
+            walked_to(Some("c"), Some("d"), 10, &[&["a", "c", "c"], &["d"]]),
+            ["d"]
+        );
         // A name's snapshots count once toward the limit.
         assert_eq!(
             walked(Some("c"), 2, &[&["a", "a", "a"], &["b", "c"], &["d"]]),
@@ -267,7 +303,7 @@ mod tests {
 
     #[test]
     fn the_done_prefix_ends_before_the_first_slot_not_done() {
-        let mut walk = Walk::new(None, 1);
+        let mut walk = Walk::new(None, None, 1);
         for (name, page) in [("a", 0), ("b", 0), ("c", 1)] {
             walk.push(Slot::directory(format!("{name}/"), page));
         }
