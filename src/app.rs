@@ -14,7 +14,11 @@ pub use crate::config::{
 };
 use crate::{
     adf::AdfClient,
-    core::{message::BackupRequest, naming, shard::Shard},
+    core::{
+        message::BackupRequest,
+        naming,
+        shard::{Shard, ShardWork},
+    },
     settings::{Settings, SettingsError},
     storage::{Container, Queue, StorageAccount, StorageError},
 };
@@ -184,7 +188,7 @@ impl App {
     }
 
     /// Puts one shard on the shard queue (base64, never expiring).
-    pub async fn enqueue_shard(&self, shard: &Shard) -> Result<(), StorageError> {
+    pub async fn enqueue_shard<W: ShardWork>(&self, shard: &Shard<W>) -> Result<(), StorageError> {
         let queue = self.queue(WorkQueue::Shards).await?;
         let what = format!("the shard {}/{}", shard.container, shard.prefix);
         queue
@@ -194,7 +198,11 @@ impl App {
 
     /// Puts `shard` back on the shard queue, invisible for `delay`: a new message, so waiting for
     /// another delivery's lock never counts toward the poison threshold.
-    pub async fn defer_shard(&self, shard: &Shard, delay: Duration) -> Result<(), StorageError> {
+    pub async fn defer_shard<W: ShardWork>(
+        &self,
+        shard: &Shard<W>,
+        delay: Duration,
+    ) -> Result<(), StorageError> {
         let queue = self.queue(WorkQueue::Shards).await?;
         let what = format!("the shard {}/{}", shard.container, shard.prefix);
         queue

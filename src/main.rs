@@ -12,7 +12,11 @@ use lakebackup::{
     app::App,
     core::{naming, shard::directory_prefix},
     engine::{
-        jobs::{self, JobOrigin, NewJob, Queued, Root, Work},
+        jobs::{
+            self,
+            backup::{BackupKind, BackupOptions},
+            JobOrigin, NewJob, Queued, Root, Work,
+        },
         prune, reconcile,
         restore::{self, RestoreFrom, RestoreRequest},
         verify,
@@ -242,11 +246,10 @@ async fn run(cli: Cli) -> ExitCode {
                 return start_prune(&app, scope.as_deref(), prefix, dry_run).await;
             }
             let line = ProgressLine::of_app(&app, "prune");
-            let summary =
-                prune::prune_all(&app, scope.as_deref(), prefix, dry_run, &|line: String| {
-                    println!("{line}")
-                })
-                .await;
+            let summary = prune::prune_all(&app, scope.as_deref(), prefix, dry_run, &|action| {
+                print_json_line(&action)
+            })
+            .await;
             line.finish();
             print_last_line(&summary, summary.status == "ok")
         }
@@ -309,9 +312,10 @@ async fn run(cli: Cli) -> ExitCode {
 async fn start_restore(app: &App, request: &RestoreRequest) -> ExitCode {
     match restore::start(app, request).await {
         Ok(Queued { job, roots }) => {
-            let target = roots
-                .first()
-                .and_then(|root| root.restore.as_ref()?.target(&root.container));
+            let target = roots.first().and_then(|root| match &root.work {
+                Work::Restore(options) => options.target(&root.container),
+                _ => None,
+            });
             print_json_line(serde_json::json!({
                 "job": job,
                 "kind": JobOrigin::Restore.as_str(),
@@ -579,11 +583,11 @@ async fn run_standalone(
 
 /// `shard`: a job over a container (or one directory tree) queued for the functions.
 async fn queue_job(app: &App, container: String, prefix: String) -> ExitCode {
-    let new = NewJob {
+    let new = NewJob::<BackupKind> {
         origin: JobOrigin::Command,
         container,
         roots: vec![Root::directory(&directory_prefix(&prefix))],
-        work: Work::Backup,
+        options: BackupOptions::default(),
     };
     match jobs::queue(app, new).await {
         Ok(Queued { job, roots }) => {
@@ -617,7 +621,7 @@ async fn produce(app: &Arc<App>, container: String, prefix: String) -> ExitCode 
         "shards_failed": job.shards_failed,
     });
     if let (Some(summary), Ok(serde_json::Value::Object(totals))) =
-        (summary.as_object_mut(), serde_json::to_value(&job.totals))
+        (summary.as_object_mut(), serde_json::to_value(job.totals))
     {
         summary.extend(totals);
     }

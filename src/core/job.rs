@@ -1,295 +1,16 @@
 //! A job's progress, derived from an append-only ledger: one "queued" entry per shard put on the
 //! queue and one "finished" (or "failed") entry per shard that ended, each keyed by the shard's
-//! id. Nothing is ever counted up in place, so instances never fight over a counter; the status
-//! is whatever the entries add up to. The arithmetic knows no kind of work: a shard's counts are
-//! named numbers ([`Counts`]), each kind with its own names ([`BackupCounts`] for backup). Pure.
+//! id ([`super::shard::Shard::id`]). Nothing is ever counted up in place, so instances never
+//! fight over a counter; the status is whatever the entries add up to. The arithmetic knows no
+//! kind of work: a shard's counts are named numbers ([`Counts`]), and whether a kind's counts
+//! say units were not done is the caller's to tell. Pure.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use super::shard::{Phase, Shard, WorkKind};
-
-/// What one shard did, as named numbers, whatever its kind of work; summed over a job's shards
-/// for its totals.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
-pub struct Counts(BTreeMap<String, u64>);
-
-/// The one count every kind keeps: units of work (blobs) that could not be done, named in the
-/// notes. A job with any ends failed.
-pub const FAILED: &str = "failed";
-
-/// A restore's count of blobs it could not restore (its name in the restore's summary since
-/// before restores were jobs).
-pub const ERRORS: &str = "errors";
-
-/// The units of work a job's counts say were not done, whatever its kind.
-pub fn not_done(counts: &Counts) -> u64 {
-    counts.get(FAILED) + counts.get(ERRORS)
-}
-
-/// What a restore counts, per blob.
-pub const RESTORE_COUNTS: [&str; 6] = [
-    "restored",
-    "unchanged",
-    "missing_version",
-    "deleted",
-    "changed_since_plan",
-    ERRORS,
-];
-
-/// What a verify counts, per current blob of the lake. `failed`: blobs with any gap (no
-/// backup, no snapshot, a backup that does not match, one that could not be checked), each
-/// named in the notes, so a job that found one ends failed.
-pub const VERIFY_COUNTS: [&str; 8] = [
-    "blobs",
-    "backed_up",
-    "without_backup",
-    "without_snapshot",
-    "checked",
-    "mismatched",
-    "unchecked",
-    FAILED,
-];
-
-/// What a prune counts, per backup version and snapshot (and their bytes).
-pub const PRUNE_COUNTS: [&str; 8] = [
-    "versions_kept",
-    "versions_deleted",
-    "snapshots_kept",
-    "snapshots_deleted",
-    "bytes_freed",
-    "bytes_kept",
-    "refused",
-    ERRORS,
-];
-
-impl Counts {
-    /// Counts with every one of `names` at zero (a status shows them all).
-    pub fn zero(names: &[&str]) -> Self {
-        Self(names.iter().map(|name| ((*name).to_owned(), 0)).collect())
-    }
-
-    /// Each count by name, in name order.
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &u64)> {
-        self.0.iter()
-    }
-
-    pub fn get(&self, name: &str) -> u64 {
-        self.0.get(name).copied().unwrap_or(0)
-    }
-
-    pub fn set(&mut self, name: &str, value: u64) {
-        self.0.insert(name.to_owned(), value);
-    }
-
-    pub fn add(&mut self, other: &Counts) {
-        for (name, value) in &other.0 {
-            *self.0.entry(name.clone()).or_default() += value;
-        }
-    }
-
-    /// As blob metadata (names are valid C# identifiers, values decimal), so a listing of the
-    /// ledger carries every count without reading a blob.
-    pub fn to_metadata(&self) -> HashMap<String, String> {
-        self.0
-            .iter()
-            .map(|(name, value)| (name.clone(), value.to_string()))
-            .collect()
-    }
-
-    /// Reads counts back from metadata: every key with a decimal value, lowercased (metadata
-    /// names are case-blind); others are not counts.
-    pub fn from_metadata(metadata: &HashMap<String, String>) -> Self {
-        Self(
-            metadata
-                .iter()
-                .filter_map(|(key, value)| Some((key.to_ascii_lowercase(), value.parse().ok()?)))
-                .collect(),
-        )
-    }
-}
-
-/// The names of the counts a kind of work keeps, in the order a status shows them.
-pub fn count_names(kind: WorkKind) -> &'static [&'static str] {
-    match kind {
-        WorkKind::Backup => &BackupCounts::FIELDS,
-        WorkKind::Restore => &RESTORE_COUNTS,
-        WorkKind::Verify => &VERIFY_COUNTS,
-        WorkKind::Prune => &PRUNE_COUNTS,
-    }
-}
-
-/// What one backup shard did, in numbers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct BackupCounts {
-    /// Base blobs judged.
-    pub blobs: u64,
-    pub snapshots_created: u64,
-    /// Versions copied by the shard (direct engine).
-    pub backups_copied: u64,
-    /// Per-blob requests queued (ADF engine).
-    pub backup_requests: u64,
-    /// Versions whose complete backup was already there.
-    pub backups_present: u64,
-    /// Sources in the archive tier: not readable until rehydrated.
-    pub archived: u64,
-    /// Other outcomes of a copy (outdated, a name too long to back up).
-    pub backups_skipped: u64,
-    pub subdirectories_queued: u64,
-    /// Blobs with backups found gone from the lake, whose deletion marker this shard wrote.
-    pub deletions_recorded: u64,
-    /// Backup versions and snapshots the retention policy no longer keeps, deleted by the shard.
-    pub versions_pruned: u64,
-    pub snapshots_pruned: u64,
-    /// Blobs whose backup or snapshot failed: named, with the reason, in the job's ledger. The
-    /// rest of their directory went on.
-    pub failed: u64,
-    /// Blobs whose stored Content-MD5 does not match their bytes: backed up all the same (the
-    /// bytes as the lake holds them, the MD5 property as stored), and named in the ledger.
-    pub md5_mismatches: u64,
-    /// Names seen again with a version whose deletion had been recorded (an undelete).
-    pub revivals_recorded: u64,
-}
-
-impl BackupCounts {
-    pub const FIELDS: [&'static str; 14] = [
-        "blobs",
-        "snapshots_created",
-        "backups_copied",
-        "backup_requests",
-        "backups_present",
-        "archived",
-        "backups_skipped",
-        "subdirectories_queued",
-        "deletions_recorded",
-        "versions_pruned",
-        "snapshots_pruned",
-        "failed",
-        "md5_mismatches",
-        "revivals_recorded",
-    ];
-
-    fn fields(&self) -> [u64; 14] {
-        [
-            self.blobs,
-            self.snapshots_created,
-            self.backups_copied,
-            self.backup_requests,
-            self.backups_present,
-            self.archived,
-            self.backups_skipped,
-            self.subdirectories_queued,
-            self.deletions_recorded,
-            self.versions_pruned,
-            self.snapshots_pruned,
-            self.failed,
-            self.md5_mismatches,
-            self.revivals_recorded,
-        ]
-    }
-
-    fn from_fields(f: [u64; 14]) -> Self {
-        Self {
-            blobs: f[0],
-            snapshots_created: f[1],
-            backups_copied: f[2],
-            backup_requests: f[3],
-            backups_present: f[4],
-            archived: f[5],
-            backups_skipped: f[6],
-            subdirectories_queued: f[7],
-            deletions_recorded: f[8],
-            versions_pruned: f[9],
-            snapshots_pruned: f[10],
-            failed: f[11],
-            md5_mismatches: f[12],
-            revivals_recorded: f[13],
-        }
-    }
-
-    pub fn add(&mut self, other: &BackupCounts) {
-        let (mine, theirs) = (self.fields(), other.fields());
-        *self = Self::from_fields(std::array::from_fn(|i| mine[i] + theirs[i]));
-    }
-
-    /// As the named counts of a job's ledger.
-    pub fn to_counts(&self) -> Counts {
-        Counts(
-            Self::FIELDS
-                .iter()
-                .zip(self.fields())
-                .map(|(name, value)| ((*name).to_owned(), value))
-                .collect(),
-        )
-    }
-
-    /// Read back from named counts; a missing one is 0.
-    pub fn from_counts(counts: &Counts) -> Self {
-        Self::from_fields(Self::FIELDS.map(|name| counts.get(name)))
-    }
-}
-
-/// A shard's id within its job: its exact position — the directory, which part of it, of which
-/// kind of work, and where a continuation goes on (its marker and the last entry before it, its
-/// phase) — so a shard queued twice (a retried parent) is one entry, not two, and two
-/// continuations that go on from different places are two.
-pub fn shard_id(shard: &Shard) -> String {
-    let mut hash = part_hash(shard);
-    if let Some(marker) = &shard.marker {
-        hash.update(b"\0marker\0");
-        hash.update(marker.as_bytes());
-    }
-    if let Some(after) = &shard.after {
-        hash.update(b"\0after\0");
-        hash.update(after.as_bytes());
-    }
-    if shard.phase == Phase::Deletions {
-        hash.update(b"\0deletions");
-    }
-    hex_id(hash)
-}
-
-/// The id an earlier release gave a continuation (its directory part, without its position),
-/// when it differs from [`shard_id`]: a job in flight across an upgrade has its continuations
-/// entered under these.
-pub fn legacy_shard_id(shard: &Shard) -> Option<String> {
-    let positioned =
-        shard.marker.is_some() || shard.after.is_some() || shard.phase == Phase::Deletions;
-    positioned.then(|| hex_id(part_hash(shard)))
-}
-
-fn part_hash(shard: &Shard) -> Sha256 {
-    let mut hash = Sha256::new();
-    for part in [
-        shard.container.as_bytes(),
-        b"\0",
-        shard.prefix.as_bytes(),
-        b"\0",
-        shard.part.to_string().as_bytes(),
-    ] {
-        hash.update(part);
-    }
-    if let Some(name) = &shard.only {
-        hash.update(b"\0only\0");
-        hash.update(name.as_bytes());
-    }
-    if shard.kind != WorkKind::Backup {
-        hash.update(b"\0kind\0");
-        hash.update(shard.kind.as_str().as_bytes());
-    }
-    hash
-}
-
-fn hex_id(hash: Sha256) -> String {
-    hash.finalize()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub use super::counts::Counts;
 
 /// One blob a shard could not protect, or protected with a warning: named in the job's status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -410,12 +131,14 @@ pub struct JobProgress {
 }
 
 impl JobProgress {
-    /// Adds the ledger up at `now`. A shard finished twice (run again after a crash) counts
+    /// Adds the ledger up at `now`; `not_done` says how many units a shard's counts say were
+    /// not done (its kind's). A shard finished twice (run again after a crash) counts
     /// once, with the counts of its last entry; an entry for a shard never queued still counts
     /// as work done. A shard whose last delivery passed its deadline without ending failed.
     pub fn from_ledger(
         entries: impl IntoIterator<Item = LedgerEntry>,
         now: OffsetDateTime,
+        not_done: impl Fn(&Counts) -> u64,
     ) -> Self {
         let mut queued = BTreeSet::new();
         let mut finished: BTreeMap<String, (Counts, Notes)> = BTreeMap::new();
@@ -498,72 +221,16 @@ impl JobProgress {
 mod tests {
     use super::*;
 
-    fn counts(blobs: u64, snapshots: u64) -> Counts {
-        BackupCounts {
-            blobs,
-            snapshots_created: snapshots,
-            ..Default::default()
-        }
-        .to_counts()
+    fn counts(blobs: u64, failed: u64) -> Counts {
+        let mut counts = Counts::default();
+        counts.set("blobs", blobs);
+        counts.set("failed", failed);
+        counts
     }
 
-    #[test]
-    fn ids_name_a_directory_part_and_nothing_else() {
-        let root = Shard::root("job-1", "lake", "");
-        let again = Shard::root("job-2", "lake", "");
-        assert_eq!(
-            shard_id(&root),
-            shard_id(&again),
-            "the job is not part of it"
-        );
-        let next = root.continuation(Some("marker-a"), Some("x"));
-        assert_ne!(shard_id(&root), shard_id(&next));
-        assert_eq!(
-            shard_id(&next),
-            shard_id(&root.continuation(Some("marker-a"), Some("x"))),
-            "the same position is the same part"
-        );
-        for elsewhere in [
-            root.continuation(Some("marker-b"), Some("x")),
-            root.continuation(Some("marker-a"), Some("y")),
-            root.continuation(Some("marker-a"), None),
-            root.deletions(),
-        ] {
-            assert_ne!(
-                shard_id(&next),
-                shard_id(&elsewhere),
-                "a continuation from another position is another part: {elsewhere:?}"
-            );
-        }
-        assert_ne!(shard_id(&root.child("a/")), shard_id(&root));
-        assert_eq!(shard_id(&root).len(), 32);
-        // An earlier release named a continuation by its part alone.
-        assert_eq!(legacy_shard_id(&root), None);
-        let legacy = legacy_shard_id(&next).unwrap();
-        assert_ne!(legacy, shard_id(&next));
-        assert_eq!(
-            Some(legacy),
-            legacy_shard_id(&root.continuation(Some("marker-b"), None))
-        );
-    }
-
-    #[test]
-    fn counts_round_trip_through_metadata_and_add_up() {
-        let mut typed = BackupCounts::from_counts(&counts(3, 2));
-        typed.backups_copied = 1;
-        let mut a = typed.to_counts();
-        let metadata = a.to_metadata();
-        assert_eq!(Counts::from_metadata(&metadata), a);
-        let upper: HashMap<_, _> = metadata
-            .into_iter()
-            .map(|(k, v)| (k.to_uppercase(), v))
-            .collect();
-        assert_eq!(Counts::from_metadata(&upper), a, "keys are case-blind");
-        a.add(&counts(4, 1));
-        assert_eq!((a.get("blobs"), a.get("snapshots_created")), (7, 3));
-        assert_eq!(BackupCounts::from_counts(&a).backups_copied, 1);
-        let garbled = HashMap::from([("blobs".into(), "many".into())]);
-        assert_eq!(Counts::from_metadata(&garbled).get("blobs"), 0);
+    /// A kind whose units not done are its `failed` count.
+    fn failures_of(counts: &Counts) -> u64 {
+        counts.get("failed")
     }
 
     #[test]
@@ -572,7 +239,7 @@ mod tests {
         let q = |s: &str| Queued { shard: s.into() };
         let f = |s: &str, n| Finished {
             shard: s.into(),
-            counts: counts(n, n),
+            counts: counts(n, 0),
             notes: Notes::default(),
         };
         let now = time::macros::datetime!(2026-11-28 12:00 UTC);
@@ -580,27 +247,37 @@ mod tests {
             shard: s.into(),
             reason: "listing failed".into(),
         };
-        let running = JobProgress::from_ledger([q("root"), f("root", 2), q("a")], now);
+        let running = JobProgress::from_ledger([q("root"), f("root", 2), q("a")], now, failures_of);
         assert_eq!(running.state, JobState::Running);
         assert_eq!((running.shards_queued, running.shards_finished), (2, 1));
         assert_eq!(running.totals.get("blobs"), 2);
 
         // Order does not matter, and a shard finished twice counts once.
-        let done =
-            JobProgress::from_ledger([f("a", 5), f("root", 2), q("a"), q("root"), f("a", 5)], now);
+        let done = JobProgress::from_ledger(
+            [f("a", 5), f("root", 2), q("a"), q("root"), f("a", 5)],
+            now,
+            failures_of,
+        );
         assert_eq!(done.state, JobState::Done);
         assert_eq!(done.totals.get("blobs"), 7);
 
-        let failed =
-            JobProgress::from_ledger([q("root"), f("root", 1), q("a"), failed_for("a")], now);
+        let failed = JobProgress::from_ledger(
+            [q("root"), f("root", 1), q("a"), failed_for("a")],
+            now,
+            failures_of,
+        );
         assert_eq!(failed.state, JobState::Failed);
         assert_eq!(failed.shards_failed, 1);
         assert!(failed.failures[0].reason.contains("listing failed"));
         // A failure later made good by a run that finished is not a failure.
-        let healed = JobProgress::from_ledger([q("a"), failed_for("a"), f("a", 1)], now);
+        let healed =
+            JobProgress::from_ledger([q("a"), failed_for("a"), f("a", 1)], now, failures_of);
         assert_eq!(healed.state, JobState::Done);
         assert_eq!(healed.shards_failed, 0);
-        assert_eq!(JobProgress::from_ledger([], now).state, JobState::Done);
+        assert_eq!(
+            JobProgress::from_ledger([], now, failures_of).state,
+            JobState::Done
+        );
     }
 
     #[test]
@@ -612,9 +289,10 @@ mod tests {
             deadline: now + time::Duration::minutes(minutes),
         };
         let queued = Queued { shard: "a".into() };
-        let still_running = JobProgress::from_ledger([queued.clone(), attempt(5)], now);
+        let still_running =
+            JobProgress::from_ledger([queued.clone(), attempt(5)], now, failures_of);
         assert_eq!(still_running.state, JobState::Running);
-        let killed = JobProgress::from_ledger([queued.clone(), attempt(-1)], now);
+        let killed = JobProgress::from_ledger([queued.clone(), attempt(-1)], now, failures_of);
         assert_eq!(killed.state, JobState::Failed);
         assert!(killed.failures[0].reason.contains("did not end"));
         let finished_late = JobProgress::from_ledger(
@@ -628,6 +306,7 @@ mod tests {
                 },
             ],
             now,
+            failures_of,
         );
         assert_eq!(finished_late.state, JobState::Done);
     }
@@ -644,17 +323,12 @@ mod tests {
                 Queued { shard: "a".into() },
                 Finished {
                     shard: "a".into(),
-                    counts: BackupCounts {
-                        blobs: 3,
-                        failed: 1,
-                        md5_mismatches: 1,
-                        ..Default::default()
-                    }
-                    .to_counts(),
+                    counts: counts(3, 1),
                     notes,
                 },
             ],
             now,
+            failures_of,
         );
         assert_eq!(progress.state, JobState::Failed);
         assert_eq!(progress.failures[0].blob, "raw/cpk.bin");

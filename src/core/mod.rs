@@ -2,6 +2,7 @@
 //! messages and a job's arithmetic. No I/O here; everything is unit-tested in place.
 
 pub mod backup_index;
+pub mod counts;
 pub mod diff;
 pub mod etag;
 pub mod event;

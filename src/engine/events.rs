@@ -28,7 +28,11 @@ use crate::{
     },
     engine::{
         backup::{self, BackupError, BackupOutcome},
-        jobs::{self, JobOrigin, NewJob, Root, Work},
+        jobs::{
+            self,
+            backup::{BackupKind, BackupOptions},
+            JobOrigin, NewJob, Root,
+        },
         lives::{self, Deletion},
         protect,
     },
@@ -108,11 +112,11 @@ pub async fn handle(app: &App, event: &BlobEvent) -> Result<EventOutcome, EventE
         EventKind::Deleted => record_deletion(app, event).await,
         EventKind::DirectoryRenamed => {
             let prefix = directory_prefix(&event.path);
-            let new = NewJob {
+            let new = NewJob::<BackupKind> {
                 origin: JobOrigin::Event,
                 container: event.container.clone(),
                 roots: vec![Root::directory(&prefix)],
-                work: Work::Backup,
+                options: BackupOptions::default(),
             };
             let job = jobs::queue(app, new).await?.job;
             info!(job, prefix, "directory renamed: a job over its new name");

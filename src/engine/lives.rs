@@ -8,12 +8,13 @@ use tracing::{info, warn};
 
 use crate::{
     app::App,
+    core::naming,
     core::{
         life::{Change, Record},
         restore_plan::written_by,
     },
-    engine::vault::BackupLevel,
-    storage::{listing::backups_of_name, listing::LegacyMarker, ErrorCode, StorageError},
+    engine::vault::{LegacyMarker, Names, VaultLevel},
+    storage::{ErrorCode, StorageError},
 };
 
 /// Records that `name` holds version `etag` again, though its life was recorded ended (an
@@ -25,7 +26,7 @@ pub async fn record_revival(
     etag: &str,
 ) -> Result<bool, StorageError> {
     // The name's records as they stand now say which comes next.
-    let level = BackupLevel::of_name(app, container, name).await?;
+    let level = VaultLevel::of_name(app, container, name).await?;
     let Some(record) = level.lives.next_revival(name, etag) else {
         return Ok(false);
     };
@@ -116,17 +117,23 @@ pub async fn record_deletion(
     deleted_at: OffsetDateTime,
 ) -> Result<Deletion, StorageError> {
     let vault = app.vault_of(container)?;
-    let (backups, lives) = backups_of_name(&vault, name, false).await?;
+    let mut backups = Vec::new();
+    let prefix = naming::backup_name_prefix(name);
+    let lives = VaultLevel::list(app, container, &prefix, Names::Exactly(name), false, |b| {
+        backups.push(b)
+    })
+    .await?
+    .lives;
     let ended = backups
         .iter()
-        .filter(|(_, written, _)| written_by(*written) <= deleted_at)
-        .max_by_key(|(_, written, backup)| (*written, backup.name.clone()));
-    let Some((parsed, written, _)) = ended else {
+        .filter(|b| written_by(b.written) <= deleted_at)
+        .max_by_key(|b| (b.written, b.backup.name.clone()));
+    let Some(ended) = ended else {
         return Ok(Deletion::Nothing(
             "no version of the blob backed up before it was deleted: no life to end".into(),
         ));
     };
-    let etag = parsed.etag.clone();
+    let (etag, written) = (ended.parsed.etag.clone(), &ended.written);
     // (The same deletion again finds its own record: that is no later one.)
     if lives
         .last_seen(name, &etag)

@@ -13,11 +13,15 @@ use time::OffsetDateTime;
 use tracing::{info, Instrument};
 
 use super::reconcile::containers_in_scope;
-pub use crate::engine::jobs::{PruneAction, PruneCounts};
+pub use crate::engine::retention::{PruneAction, PruneCounts};
 use crate::{
     app::App,
-    core::{naming, shard::PruneOptions},
-    engine::jobs::{self, JobOrigin, LineSink, NewJob, Queued, Root, Work, LOCAL_SHARDS_AT_ONCE},
+    core::{counts::KindCounts, naming},
+    engine::jobs::{
+        self,
+        prune::{PruneKind, PruneOptions},
+        JobOrigin, LineSink, NewJob, Queued, Root, LOCAL_SHARDS_AT_ONCE,
+    },
     storage::StorageError,
 };
 
@@ -59,7 +63,7 @@ pub async fn prune_all(
     scope: Option<&[String]>,
     prefix: Option<String>,
     dry_run: bool,
-    report: LineSink<'_>,
+    report: LineSink<'_, PruneAction>,
 ) -> PruneRun {
     let mut run = PruneRun {
         status: "ok",
@@ -94,7 +98,11 @@ pub async fn prune_all(
 
 /// Prunes `request`'s container (or directory tree) by the app's policy in this process, up to
 /// four directory levels at once, handing each deletion's JSON line to `report` as it is made.
-pub async fn prune(app: &App, request: &PruneRequest, report: LineSink<'_>) -> PruneSummary {
+pub async fn prune(
+    app: &App,
+    request: &PruneRequest,
+    report: LineSink<'_, PruneAction>,
+) -> PruneSummary {
     let span =
         tracing::info_span!("prune", container = %request.container, dry_run = request.dry_run);
     async {
@@ -120,7 +128,7 @@ pub async fn prune(app: &App, request: &PruneRequest, report: LineSink<'_>) -> P
             }
         };
         let job = jobs::run_here_reporting(app, new, LOCAL_SHARDS_AT_ONCE, report).await;
-        summary.counts = PruneCounts::from_counts(&job.totals);
+        summary.counts = job.totals;
         if job.shards_failed > 0 {
             summary.error = job.shard_failure();
         }
@@ -145,7 +153,7 @@ pub async fn start(app: &App, request: &PruneRequest) -> Result<Option<Queued>, 
 
 /// The request checked and made a prune job, judged at this instant; `None` when no
 /// `RETENTION_*` setting prunes anything.
-fn prepare(app: &App, request: &PruneRequest) -> Result<Option<NewJob>, StorageError> {
+fn prepare(app: &App, request: &PruneRequest) -> Result<Option<NewJob<PruneKind>>, StorageError> {
     let invalid =
         |e: crate::core::naming::NamingError| StorageError::other("pruning", e.to_string());
     naming::validate_container_name(&request.container).map_err(invalid)?;
@@ -161,11 +169,11 @@ fn prepare(app: &App, request: &PruneRequest) -> Result<Option<NewJob>, StorageE
         origin: JobOrigin::Prune,
         container: request.container.clone(),
         roots: vec![Root::directory(naming::directory_of(&filter).unwrap_or(""))],
-        work: Work::Prune(PruneOptions {
+        options: PruneOptions {
             filter,
             dry_run: request.dry_run,
             judged_at: OffsetDateTime::now_utc().unix_timestamp(),
             policy: policy.clone(),
-        }),
+        },
     }))
 }

@@ -9,24 +9,24 @@
 
 use std::time::Instant;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use tracing::{info, warn, Instrument};
 
 use super::{
-    jobs::{self, NewJob, LOCAL_SHARDS_AT_ONCE},
+    jobs::{self, backup::BackupCounts, NewJob, LOCAL_SHARDS_AT_ONCE},
     sweep::{survey, Repair, SweepCounts, SweepError},
 };
 use crate::{
     app::App,
     core::{
         backup_index::BackupIndex,
-        job::{BackupCounts, Counts, NOTES_PER_STATUS},
+        counts::KindCounts,
+        job::{Counts, NOTES_PER_STATUS},
         naming,
-        shard::WorkKind,
     },
     storage::{
-        listing::{index_backups, list_backups, list_container_names},
+        listing::{list_backups, list_container_names, until_container_missing},
         StorageError,
     },
 };
@@ -95,7 +95,7 @@ pub async fn reconcile(app: &App, scope: Option<&[String]>, dry_run: bool) -> Re
             dry_run,
             total: Totals {
                 containers: 0,
-                counts: jobs::zero_counts(WorkKind::Backup),
+                counts: BackupCounts::default().to_counts(),
                 errors: 0,
             },
             containers: Vec::new(),
@@ -258,7 +258,7 @@ async fn reconcile_container(app: &App, container: &str, dry_run: bool) -> Conta
         let mut report = ContainerReport {
             container: container.to_owned(),
             status: ContainerStatus::Ok,
-            counts: jobs::zero_counts(WorkKind::Backup),
+            counts: BackupCounts::default().to_counts(),
             errors: 0,
             error_messages: Vec::new(),
             duration_ms: 0,
@@ -299,7 +299,7 @@ async fn run_container_job(app: &App, container: &str, report: &mut ContainerRep
         Err(e) => return fail(report, e.to_string()),
     }
     let job = jobs::run_here(app, NewJob::reconciliation(container), LOCAL_SHARDS_AT_ONCE).await;
-    report.counts = job.totals.clone();
+    report.counts = job.totals.to_counts();
     for failure in job.notes.failures.iter().take(NOTES_PER_STATUS) {
         let message = match failure.blob.as_str() {
             "" => failure.reason.clone(),
@@ -309,7 +309,7 @@ async fn run_container_job(app: &App, container: &str, report: &mut ContainerRep
     }
     if !job.succeeded() {
         report.status = ContainerStatus::Error;
-        report.errors += job.shards_failed + job.totals.get(crate::core::job::FAILED);
+        report.errors += job.shards_failed + job.totals.failed;
     }
 }
 
@@ -358,6 +358,13 @@ async fn dry_run_container(app: &App, container: &str, report: &mut ContainerRep
 /// exist yet.
 async fn backup_index(app: &App, container: &str) -> Result<BackupIndex, String> {
     let vault = app.vault_of(container).map_err(|e| e.to_string())?;
-    let pages = list_backups(&vault, None).map_err(|e| e.to_string())?;
-    index_backups(pages).await.map_err(|e| e.to_string())
+    let pages = until_container_missing(list_backups(&vault, None).map_err(|e| e.to_string())?);
+    futures::pin_mut!(pages);
+    let mut index = BackupIndex::new();
+    while let Some(page) = pages.try_next().await.map_err(|e| e.to_string())? {
+        for backup in page {
+            index.insert_backup(&backup.name, backup.stamped_etag());
+        }
+    }
+    Ok(index)
 }

@@ -17,16 +17,15 @@ use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use tracing::{info, Instrument};
 
 pub use crate::core::restore_plan::RestoreFrom;
-pub use crate::engine::jobs::RestoreAction;
+pub use crate::engine::jobs::restore::RestoreAction;
 use crate::{
     app::App,
     config::RESTORE_TARGET_STORAGE,
     core::{
-        job::{ERRORS, RESTORE_COUNTS},
         naming,
         restore_plan::{stem_prefix, RestoreOptions},
     },
-    engine::jobs::{self, JobOrigin, NewJob, Queued, Root, Work},
+    engine::jobs::{self, restore::RestoreKind, JobOrigin, NewJob, Queued, Root},
     storage::{
         listing::{list_with_metadata, list_with_snapshots},
         Container, StorageError,
@@ -113,21 +112,19 @@ pub async fn restore(
             }
         };
         let report = Mutex::new(report);
-        let on_line = |line: String| {
-            if let Ok(action) = serde_json::from_str::<RestoreAction>(&line) {
-                let mut report = report.lock().unwrap_or_else(|p| p.into_inner());
-                (*report)(action);
-            }
+        let on_line = |action: RestoreAction| {
+            let mut report = report.lock().unwrap_or_else(|p| p.into_inner());
+            (*report)(action);
         };
         let job =
             jobs::run_here_reporting(app, new, app.config.restore_concurrency, &on_line).await;
         let totals = &job.totals;
-        summary.restored = totals.get(RESTORE_COUNTS[0]);
-        summary.unchanged = totals.get(RESTORE_COUNTS[1]);
-        summary.missing_version = totals.get(RESTORE_COUNTS[2]);
-        summary.deleted = totals.get(RESTORE_COUNTS[3]);
-        summary.changed_since_plan = totals.get(RESTORE_COUNTS[4]);
-        summary.errors = totals.get(ERRORS) + job.shards_failed;
+        summary.restored = totals.restored;
+        summary.unchanged = totals.unchanged;
+        summary.missing_version = totals.missing_version;
+        summary.deleted = totals.deleted;
+        summary.changed_since_plan = totals.changed_since_plan;
+        summary.errors = totals.errors + job.shards_failed;
         if job.shards_failed > 0 {
             summary.error = job.shard_failure();
         }
@@ -186,78 +183,23 @@ fn target_container(request: &RestoreRequest) -> &str {
 
 /// Checks `request` and makes its job: names valid, something to restore from under the
 /// prefix, the target reachable (and its container made, unless it is a dry run).
-async fn prepare(app: &App, request: &RestoreRequest) -> Result<NewJob, RestoreRefused> {
+async fn prepare(
+    app: &App,
+    request: &RestoreRequest,
+) -> Result<NewJob<RestoreKind>, RestoreRefused> {
     let target = target_container(request);
     naming::validate_container_name(&request.container)
         .and_then(|()| naming::validate_container_name(target))
         .map_err(|e| RestoreRefused::Invalid(e.to_string()))?;
     let (filter, exact) = scope_of(request)?;
     let directory = naming::directory_of(&filter).unwrap_or("").to_owned();
-    let scope = match (exact, filter.is_empty()) {
-        (true, _) => format!(" named {filter:?}"),
-        (false, true) => String::new(),
-        (false, false) => format!(" under {filter:?}"),
-    };
-    match request.from {
-        RestoreFrom::Backup => {
-            let vault = app.vault_of(&request.container)?;
-            if !vault.exists().await? {
-                return Err(RestoreRefused::Invalid(format!(
-                    "backup container {} does not exist in BACKUP_STORAGE: there is nothing to \
-                     restore {} from",
-                    vault.name(),
-                    request.container
-                )));
-            }
-            if !has_backup(app, request, &filter, exact).await? {
-                return Err(RestoreRefused::Invalid(format!(
-                    "{} holds no complete backup of {}{scope}: there is nothing to restore",
-                    vault.name(),
-                    request.container
-                )));
-            }
-        }
-        RestoreFrom::Snapshots => {
-            let lake = app.source.container(&request.container)?;
-            if !lake.exists().await? {
-                return Err(RestoreRefused::Invalid(format!(
-                    "container {} does not exist in SOURCE_STORAGE: it has no snapshots to \
-                     restore from",
-                    request.container
-                )));
-            }
-            if !has_blob(&lake, &filter, exact).await? {
-                return Err(RestoreRefused::Invalid(format!(
-                    "container {}{scope} holds no blob or snapshot: there is nothing to restore",
-                    request.container
-                )));
-            }
-        }
-    }
-    let account = app.restore_target(request.to_account)?;
-    let where_to = if request.to_account {
-        RESTORE_TARGET_STORAGE
-    } else {
-        "SOURCE_STORAGE"
-    };
-    let container = account.container(target)?;
-    let reached = if request.dry_run {
-        container.exists().await.map(|_| ())
-    } else {
-        container.create_if_missing().await
-    };
-    reached.map_err(|e| e.context(format!("reaching the restore's target in {where_to}")))?;
-    // The job names its account, so that every worker writes into exactly this one.
-    let target_account = account.identity().map(|a| a.display_url()).ok_or_else(|| {
-        RestoreRefused::Invalid(format!(
-            "{where_to} names no blob endpoint: the restore's target account cannot be named"
-        ))
-    })?;
+    something_to_restore(app, request, &filter, exact).await?;
+    let target_account = reach_target(app, request, target).await?;
     Ok(NewJob {
         origin: JobOrigin::Restore,
         container: request.container.clone(),
         roots: vec![Root::directory(&directory)],
-        work: Work::Restore(RestoreOptions {
+        options: RestoreOptions {
             from: request.from,
             as_of: request.as_of.and_then(|t| t.format(&Rfc3339).ok()),
             to_container: request.to_container.clone(),
@@ -270,7 +212,85 @@ async fn prepare(app: &App, request: &RestoreRequest) -> Result<NewJob, RestoreR
             filter,
             job_started: OffsetDateTime::now_utc().format(&Rfc3339).ok(),
             exact,
-        }),
+        },
+    })
+}
+
+/// Refuses a restore with nothing to restore from under its filter: no `{c}bak` or no complete
+/// backup there, or no lake container or blob for `--from snapshots`.
+async fn something_to_restore(
+    app: &App,
+    request: &RestoreRequest,
+    filter: &str,
+    exact: bool,
+) -> Result<(), RestoreRefused> {
+    let scope = match (exact, filter.is_empty()) {
+        (true, _) => format!(" named {filter:?}"),
+        (false, true) => String::new(),
+        (false, false) => format!(" under {filter:?}"),
+    };
+    let container = &request.container;
+    let refused = match request.from {
+        RestoreFrom::Backup => {
+            let vault = app.vault_of(container)?;
+            if !vault.exists().await? {
+                Some(format!(
+                    "backup container {} does not exist in BACKUP_STORAGE: there is nothing to \
+                     restore {container} from",
+                    vault.name()
+                ))
+            } else if !has_backup(app, request, filter, exact).await? {
+                Some(format!(
+                    "{} holds no complete backup of {container}{scope}: there is nothing to \
+                     restore",
+                    vault.name()
+                ))
+            } else {
+                None
+            }
+        }
+        RestoreFrom::Snapshots => {
+            let lake = app.source.container(container)?;
+            if !lake.exists().await? {
+                Some(format!(
+                    "container {container} does not exist in SOURCE_STORAGE: it has no snapshots \
+                     to restore from"
+                ))
+            } else if !has_blob(&lake, filter, exact).await? {
+                Some(format!(
+                    "container {container}{scope} holds no blob or snapshot: there is nothing to \
+                     restore"
+                ))
+            } else {
+                None
+            }
+        }
+    };
+    refused.map_or(Ok(()), |reason| Err(RestoreRefused::Invalid(reason)))
+}
+
+/// Reaches the restore's target container (made, unless it is a dry run) and names its account,
+/// so that every worker writes into exactly this one.
+async fn reach_target(
+    app: &App,
+    request: &RestoreRequest,
+    target: &str,
+) -> Result<String, RestoreRefused> {
+    let account = app.restore_target(request.to_account)?;
+    let where_to = match request.to_account {
+        true => RESTORE_TARGET_STORAGE,
+        false => "SOURCE_STORAGE",
+    };
+    let container = account.container(target)?;
+    let reached = match request.dry_run {
+        true => container.exists().await.map(|_| ()),
+        false => container.create_if_missing().await,
+    };
+    reached.map_err(|e| e.context(format!("reaching the restore's target in {where_to}")))?;
+    account.identity().map(|a| a.display_url()).ok_or_else(|| {
+        RestoreRefused::Invalid(format!(
+            "{where_to} names no blob endpoint: the restore's target account cannot be named"
+        ))
     })
 }
 

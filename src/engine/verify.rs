@@ -15,14 +15,18 @@ use tracing::{info, Instrument};
 
 use crate::{
     app::App,
-    core::{naming, shard::VerifyOptions},
-    engine::jobs::{self, JobOrigin, NewJob, Queued, Root, Work, LOCAL_SHARDS_AT_ONCE},
+    core::naming,
+    engine::jobs::{
+        self,
+        verify::{VerifyKind, VerifyOptions},
+        JobOrigin, NewJob, Queued, Root, LOCAL_SHARDS_AT_ONCE,
+    },
     storage::StorageError,
 };
 
 /// One blob that is not protected as it should be (or, among the warnings, one with something
 /// to know).
-pub use crate::engine::jobs::VerifyLine as Gap;
+pub use crate::engine::jobs::verify::VerifyLine as Gap;
 
 #[derive(Debug, Clone)]
 pub struct VerifyRequest {
@@ -100,10 +104,7 @@ pub async fn verify(
             }
         };
         let found = Mutex::new((Vec::new(), Vec::new()));
-        let on_line = |line: String| {
-            let Ok(gap) = serde_json::from_str::<Gap>(&line) else {
-                return;
-            };
+        let on_line = |gap: Gap| {
             report(&gap);
             let mut found = found.lock().unwrap_or_else(|p| p.into_inner());
             match gap.is_warning() {
@@ -114,12 +115,12 @@ pub async fn verify(
         let job = jobs::run_here_reporting(app, new, LOCAL_SHARDS_AT_ONCE, &on_line).await;
         (summary.gaps, summary.warnings) = found.into_inner().unwrap_or_else(|p| p.into_inner());
         let totals = &job.totals;
-        summary.blobs = totals.get("blobs");
-        summary.backed_up = totals.get("backed_up");
-        summary.without_backup = totals.get("without_backup");
-        summary.without_snapshot = totals.get("without_snapshot");
-        summary.checked = totals.get("checked");
-        summary.mismatched = totals.get("mismatched");
+        summary.blobs = totals.blobs;
+        summary.backed_up = totals.backed_up;
+        summary.without_backup = totals.without_backup;
+        summary.without_snapshot = totals.without_snapshot;
+        summary.checked = totals.checked;
+        summary.mismatched = totals.mismatched;
         let oldest_unprotected = summary
             .gaps
             .iter()
@@ -156,7 +157,7 @@ pub async fn start(app: &App, request: &VerifyRequest) -> Result<Queued, Storage
 }
 
 /// The request checked (a valid name of a container the lake has) and made a verify job.
-async fn prepare(app: &App, request: &VerifyRequest) -> Result<NewJob, StorageError> {
+async fn prepare(app: &App, request: &VerifyRequest) -> Result<NewJob<VerifyKind>, StorageError> {
     naming::validate_container_name(&request.container)
         .map_err(|e| StorageError::other("verifying", e.to_string()))?;
     let filter = request.prefix.clone().unwrap_or_default();
@@ -178,9 +179,9 @@ async fn prepare(app: &App, request: &VerifyRequest) -> Result<NewJob, StorageEr
         origin: JobOrigin::Verify,
         container: request.container.clone(),
         roots: vec![Root::directory(naming::directory_of(&filter).unwrap_or(""))],
-        work: Work::Verify(VerifyOptions {
+        options: VerifyOptions {
             filter,
             deep: request.deep,
-        }),
+        },
     })
 }

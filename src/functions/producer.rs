@@ -12,8 +12,9 @@ use crate::{
     app::App,
     engine::jobs::{
         self,
+        backup::{BackupKind, BackupOptions},
         scope::{self, ScopeError},
-        JobOrigin, JobStatus, LocalJob, NewJob, Work, LOCAL_SHARDS_AT_ONCE,
+        JobOrigin, JobStatus, LocalJob, NewJob, LOCAL_SHARDS_AT_ONCE,
     },
     storage::StorageError,
 };
@@ -62,18 +63,21 @@ pub async fn produce(app: &App, request: &ProduceRequest) -> Result<JobStatus, P
 }
 
 /// `lakebackup produce`: the same job as [`produce`], run to its end in this process.
-pub async fn run_here(app: &App, request: &ProduceRequest) -> Result<LocalJob, ProducerError> {
+pub async fn run_here(
+    app: &App,
+    request: &ProduceRequest,
+) -> Result<LocalJob<BackupKind>, ProducerError> {
     let new = new_job(app, request).await?;
     Ok(jobs::run_here(app, new, LOCAL_SHARDS_AT_ONCE).await)
 }
 
 /// The job over what `request` names, checked against the lake.
-async fn new_job(app: &App, request: &ProduceRequest) -> Result<NewJob, ProducerError> {
+async fn new_job(app: &App, request: &ProduceRequest) -> Result<NewJob<BackupKind>, ProducerError> {
     Ok(NewJob {
         origin: JobOrigin::Producer,
         container: request.container.clone(),
         roots: scope::roots(app, &request.container, &request.prefix).await?,
-        work: Work::Backup,
+        options: BackupOptions::default(),
     })
 }
 

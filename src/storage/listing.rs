@@ -12,12 +12,8 @@ use serde::Deserialize;
 
 use super::{Container, ErrorCode, StorageAccount, StorageError, StorageResultExt};
 use crate::core::{
-    backup_index::BackupIndex,
     etag::normalize_etag,
-    life::{self, Record},
-    naming::ParsedBackupName,
     properties::{BlobProperties, BlobType, ContentHeaders, Tags},
-    stamp,
     version::{CopyStatus, Version},
 };
 
@@ -183,37 +179,6 @@ pub fn list_with_metadata(
         (!prefix.is_empty()).then_some(prefix),
         listed_version_with_metadata,
     )
-}
-
-/// The complete backups of a backup listing, as a [`BackupIndex`]; empty when the backup
-/// container does not exist yet.
-pub async fn index_backups(
-    pages: impl Stream<Item = Result<Vec<Version>, StorageError>>,
-) -> Result<BackupIndex, StorageError> {
-    index_backups_with(pages, |_| {}).await
-}
-
-/// Like [`index_backups`], handing each complete backup to `counted` as well.
-pub async fn index_backups_with(
-    pages: impl Stream<Item = Result<Vec<Version>, StorageError>>,
-    mut counted: impl FnMut(&Version),
-) -> Result<BackupIndex, StorageError> {
-    futures::pin_mut!(pages);
-    let mut index = BackupIndex::new();
-    loop {
-        match pages.try_next().await {
-            Ok(Some(page)) => {
-                for backup in page {
-                    if index.insert_backup(&backup.name, backup.stamped_etag()) {
-                        counted(&backup);
-                    }
-                }
-            }
-            Ok(None) => return Ok(index),
-            Err(e) if e.is(ErrorCode::ContainerNotFound) => return Ok(BackupIndex::new()),
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 /// One listing page, reading only what the functions use: the SDK's full model costs about a
@@ -421,87 +386,6 @@ pub fn list_backup_directory(
         },
         listed_version_with_metadata,
     )
-}
-
-/// What one `{c}bak` directory level holds besides complete backups.
-#[derive(Debug, Default)]
-pub struct LevelBookkeeping {
-    /// The lives recorded for the level's names.
-    pub lives: life::Lives,
-    /// Markers of earlier releases (under `.lakebackup-deleted/`), still to be moved beside the
-    /// backups: the marker, the name and ETag of the life it ended, when it was seen.
-    pub legacy_markers: Vec<LegacyMarker>,
-    /// The level's sub-directories.
-    pub subdirectories: Vec<String>,
-}
-
-/// A deletion marker of an earlier release (`.lakebackup-deleted/{name}@{etag}`), to be moved
-/// beside the backups as the first deletion of its life.
-#[derive(Debug, Clone)]
-pub struct LegacyMarker {
-    /// The marker blob.
-    pub marker: Version,
-    /// The name and ETag of the life it ended.
-    pub name: String,
-    pub etag: String,
-    /// When the deletion was seen.
-    pub seen: Option<time::OffsetDateTime>,
-}
-
-/// Walks the pages of one `{c}bak` directory level ([`list_backup_directory`]): calls `each`
-/// with every complete backup whose source name starts with `prefix`, its parsed name and the
-/// time its version was written ([`Version::as_complete_backup`]); returns the level's
-/// records of lives, legacy markers and sub-directories.
-pub async fn each_complete_backup(
-    pages: impl Stream<Item = Result<ListingPage<Version>, StorageError>>,
-    prefix: &str,
-    mut each: impl FnMut(ParsedBackupName, time::OffsetDateTime, Version),
-) -> Result<LevelBookkeeping, StorageError> {
-    futures::pin_mut!(pages);
-    let mut level = LevelBookkeeping::default();
-    while let Some(page) = pages.try_next().await? {
-        for entry in page.entries {
-            let backup = match entry {
-                ListedEntry::Directory(sub) => {
-                    level.subdirectories.push(sub);
-                    continue;
-                }
-                ListedEntry::Item(backup) => backup,
-            };
-            let metadata = backup.metadata.clone().unwrap_or_default();
-            if let Some(record) = Record::parse(&backup.name) {
-                if record.name.starts_with(prefix) {
-                    let seen = life::seen_in(&metadata, life::SEEN_KEY);
-                    level.lives.insert(&record, seen);
-                }
-                continue;
-            }
-            if let Some((name, etag)) = life::parse_legacy_marker(&backup.name) {
-                let legacy = stamp::stamped_etag(&metadata).is_none()
-                    && backup.content_length == 0
-                    && metadata
-                        .keys()
-                        .any(|k| k.eq_ignore_ascii_case(life::LEGACY_SEEN_KEY));
-                if legacy {
-                    level.legacy_markers.push(LegacyMarker {
-                        name: name.to_owned(),
-                        etag: etag.to_owned(),
-                        seen: life::seen_in(&metadata, life::LEGACY_SEEN_KEY),
-                        marker: backup,
-                    });
-                    continue;
-                }
-            }
-            // Only complete backups: the stamp is written once the copy is verified.
-            let Some((parsed, written)) = backup.as_complete_backup() else {
-                continue;
-            };
-            if parsed.source_name.starts_with(prefix) {
-                each(parsed, written, backup);
-            }
-        }
-    }
-    Ok(level)
 }
 
 #[derive(Deserialize)]
@@ -768,30 +652,4 @@ fn prefetched<T: Send + 'static>(
     futures::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|page| (page, receiver))
     })
-}
-
-/// The complete backups of the one source name `name` (each with its parsed name and the time
-/// its version was written) and the lives recorded for it, listed by its backup names' prefix.
-/// Empty when the backup container does not exist yet.
-pub async fn backups_of_name(
-    container: &Container,
-    name: &str,
-    tags: bool,
-) -> Result<
-    (
-        Vec<(ParsedBackupName, time::OffsetDateTime, Version)>,
-        life::Lives,
-    ),
-    StorageError,
-> {
-    let prefix = crate::core::naming::backup_name_prefix(name);
-    let pages = until_container_missing(list_backup_directory(container, Some(&prefix), tags)?);
-    let mut backups = Vec::new();
-    let level = each_complete_backup(pages, name, |parsed, written, backup| {
-        if parsed.source_name == name {
-            backups.push((parsed, written, backup));
-        }
-    })
-    .await?;
-    Ok((backups, level.lives))
 }

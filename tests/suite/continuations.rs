@@ -9,12 +9,17 @@ use crate::support;
 use std::collections::BTreeMap;
 
 use futures::StreamExt;
+use lakebackup::engine::jobs::restore::RestoreStep;
 use lakebackup::{
     app::App,
-    core::{message::BackupRequest, shard::Shard},
+    core::{counts::KindCounts, message::BackupRequest},
     engine::{
         backup,
-        jobs::{self, ledger, Delivered, JobOrigin, NewJob, RecordedStop, Root, Work},
+        jobs::{
+            self,
+            backup::{BackupCounts, BackupKind},
+            ledger, Delivered, JobOrigin, NewJob, RecordedStop, Root, Shard,
+        },
         restore::{self, RestoreFrom, RestoreRequest},
     },
     settings::Settings,
@@ -61,11 +66,11 @@ async fn a_level_continued_in_one_process_counts_every_blob_once() {
     seed(&app, &names).await;
     let job = jobs::run_here(
         &app,
-        NewJob {
+        NewJob::<BackupKind> {
             origin: JobOrigin::Producer,
             container: "lake".into(),
             roots: vec![Root::directory("")],
-            work: Work::Backup,
+            options: Default::default(),
         },
         4,
     )
@@ -90,7 +95,7 @@ async fn a_level_continued_in_one_process_counts_every_blob_once() {
             dry_run: false,
             verify_content: false,
         },
-        &mut |action| restored += usize::from(action.action == "restore"),
+        &mut |action| restored += usize::from(action.action == RestoreStep::Restore),
     )
     .await;
     assert_eq!((summary.restored, restored), (600, 600), "{summary:?}");
@@ -228,11 +233,11 @@ async fn a_backup_part_redone_stops_before_the_first_blob_not_done_when_the_last
     }
     let queued = jobs::queue(
         &app,
-        NewJob {
+        NewJob::<BackupKind> {
             origin: JobOrigin::Command,
             container: "lake".into(),
             roots: vec![Root::directory("big/")],
-            work: Work::Backup,
+            options: Default::default(),
         },
     )
     .await
@@ -302,11 +307,11 @@ async fn a_continuation_queued_by_the_release_before_ends_its_job() {
     }
     let queued = jobs::queue(
         &app,
-        NewJob {
+        NewJob::<BackupKind> {
             origin: JobOrigin::Reconcile,
             container: "lake".into(),
             roots: vec![Root::directory("d/")],
-            work: Work::Backup,
+            options: Default::default(),
         },
     )
     .await
@@ -327,7 +332,7 @@ async fn a_continuation_queued_by_the_release_before_ends_its_job() {
     ledger::record_finished(
         &app,
         &root,
-        &jobs::zero_counts(lakebackup::core::shard::WorkKind::Backup),
+        &BackupCounts::default().to_counts(),
         &Default::default(),
     )
     .await

@@ -417,7 +417,7 @@ async fn a_reconciliation_prunes_each_directory_as_it_goes() {
     )
     .await
     .unwrap();
-    assert_eq!(produced.totals.get("versions_pruned"), 0);
+    assert_eq!(produced.totals.versions_pruned, 0);
     assert_eq!(backup_names(&app).await, left);
 }
 

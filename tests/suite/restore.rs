@@ -6,7 +6,9 @@ use crate::support;
 
 use std::{collections::BTreeMap, time::Duration};
 
-use lakebackup::{app::App, functions::producer::ProduceRequest};
+use lakebackup::{
+    app::App, engine::jobs::restore::RestoreStep, functions::producer::ProduceRequest,
+};
 use serde_json::Value;
 use support::{worker, Azurite};
 
@@ -384,9 +386,9 @@ async fn as_of_an_instant_leaves_out_what_had_been_seen_deleted_and_brings_back_
     for name in ["dir/b.csv", "part=1/x.csv", "part=1/deeper/y.csv"] {
         delete(name).await;
     }
-    assert_eq!(pass().await.get("deletions_recorded"), 3);
+    assert_eq!(pass().await.deletions_recorded, 3);
     assert_eq!(
-        pass().await.get("deletions_recorded"),
+        pass().await.deletions_recorded,
         0,
         "one marker per deletion"
     );
@@ -394,7 +396,7 @@ async fn as_of_an_instant_leaves_out_what_had_been_seen_deleted_and_brings_back_
     // After T1: a is deleted, and b is created again (a new life).
     delete("dir/a.csv").await;
     support::upload(&client, "dir/b.csv", b"b v2, a new life").await;
-    assert_eq!(pass().await.get("deletions_recorded"), 1);
+    assert_eq!(pass().await.deletions_recorded, 1);
     let t2 = instant().await;
 
     let (code, at_t1) = lake.restore(&["--as-of", &t1, "--to-container", "att1"]);
@@ -450,7 +452,7 @@ async fn a_deletion_marker_names_the_newest_complete_backup_never_an_unfinished_
     let pass = lakebackup::functions::producer::run_here(&lake.app, &request)
         .await
         .unwrap();
-    assert_eq!(pass.totals.get("deletions_recorded"), 1);
+    assert_eq!(pass.totals.deletions_recorded, 1);
     let records: Vec<(String, String)> = support::life_records(&vault)
         .await
         .into_iter()
@@ -562,8 +564,8 @@ async fn a_blob_written_between_plan_and_copy_is_left_alone() {
     assert_eq!(
         actions,
         [
-            ("a.csv".into(), "restore".into()),
-            ("b.csv".into(), "changed_since_plan".into())
+            ("a.csv".into(), RestoreStep::Restore),
+            ("b.csv".into(), RestoreStep::ChangedSincePlan)
         ]
     );
     assert_eq!((summary.restored, summary.changed_since_plan), (1, 1));

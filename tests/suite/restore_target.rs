@@ -239,7 +239,7 @@ async fn a_restore_into_the_lake_is_refused_by_another_lakes_worker() {
 async fn a_shard_of_an_earlier_release_into_another_account_is_refused_never_guessed() {
     use lakebackup::{
         core::restore_plan::RestoreOptions,
-        engine::jobs::{self, JobOrigin, NewJob, Root, Work},
+        engine::jobs::{self, restore::RestoreKind, JobOrigin, NewJob, Root},
         functions::{shards, Delivery, Handled},
     };
     let (azurite, _) = lake_backed_up().await;
@@ -255,11 +255,11 @@ async fn a_shard_of_an_earlier_release_into_another_account_is_refused_never_gue
         "from": "backup", "to_container": "restored", "to_account": true
     }))
     .unwrap();
-    let new = NewJob {
+    let new = NewJob::<RestoreKind> {
         origin: JobOrigin::Restore,
         container: "lake".into(),
         roots: vec![Root::directory("")],
-        work: Work::Restore(options),
+        options,
     };
     let queued = jobs::queue(&app, new).await.unwrap();
     let delivery = Delivery {

@@ -11,12 +11,11 @@ use lakebackup::{
     app::{App, WorkQueue},
     core::{
         job::{Counts, JobState},
-        naming,
-        shard::Shard,
-        stamp,
+        naming, stamp,
     },
     engine::jobs::{
         ledger, run_delivered, run_part, Delivered, Fanout, JobOrigin, JobStatus, PartReport,
+        Shard, Work,
     },
     settings::Settings,
 };
@@ -123,7 +122,8 @@ async fn lake_app(azurite: &Azurite, extra: &[(&str, &str)]) -> App {
 /// hands each to the shard function until none is left; returns each shard's report and the
 /// job's status from its ledger.
 async fn run_job_in_process(app: &App, job: &str, prefix: &str) -> (Vec<PartReport>, JobStatus) {
-    ledger::start_job(app, JobOrigin::Command, &[Shard::root(job, "lake", prefix)])
+    let root = Shard::root(job, "lake", prefix, Work::backup());
+    ledger::start_job(app, JobOrigin::Command, &[root], None)
         .await
         .unwrap();
     let queue = app.queue(WorkQueue::Shards).await.unwrap().sdk();
@@ -240,8 +240,8 @@ async fn an_unreachable_backup_account_fails_the_shard_and_marks_nothing_done() 
     let unreachable = support::unreachable_connection("backup", support::azurite::BACKUP_KEY);
     let app = lake_app(&azurite, &[("BACKUP_STORAGE", &unreachable)]).await;
     support::upload(&app.source.container_client("lake").unwrap(), "x.csv", b"x").await;
-    let root = Shard::root("job-x", "lake", "");
-    ledger::start_job(&app, JobOrigin::Command, std::slice::from_ref(&root))
+    let root = Shard::root("job-x", "lake", "", Work::backup());
+    ledger::start_job(&app, JobOrigin::Command, std::slice::from_ref(&root), None)
         .await
         .unwrap();
     let deliver = |dequeue_count| {
@@ -350,9 +350,13 @@ async fn an_archived_blob_is_counted_not_copied() {
         .set_tier(azure_storage_blob::models::AccessTier::Archive, None)
         .await
         .unwrap();
-    let report = run_part(&app, &Shard::root("job-c", "lake", "cold/"), &Fanout::Queue)
-        .await
-        .unwrap();
+    let report = run_part(
+        &app,
+        &Shard::root("job-c", "lake", "cold/", Work::backup()),
+        &Fanout::Queue,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         (
             report.counts.get("archived"),

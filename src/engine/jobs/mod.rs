@@ -8,41 +8,41 @@
 //! job's [`ledger`] says where it stands — or [`run_here`], the same shards in this process
 //! (`lakebackup produce`, `reconcile`).
 //!
-//! The kinds: [`backup`] (snapshot and back up what lacks it, record the lives that ended, and in
-//! a reconciliation prune), `restore` (write back each blob's version as of an instant), `verify`
-//! (check each current blob's backup and snapshot, and with `deep` its bytes) and `prune` (delete
-//! what the retention policy no longer keeps).
+//! A kind of work is a type implementing [`Kind`] ([`kind`]); the [`registry`] names each kind
+//! once; the runner ([`runner`], [`local`], [`budget`]) is generic over it. The kinds: [`backup`]
+//! (snapshot and back up what lacks it, record the lives that ended, and in a reconciliation
+//! prune), `restore` (write back each blob's version as of an instant), `verify` (check each
+//! current blob's backup and snapshot, and with `deep` its bytes) and `prune` (delete what the
+//! retention policy no longer keeps). A kind imports the runner, never another kind.
 
 pub mod backup;
+pub mod budget;
+pub mod kind;
 pub mod ledger;
-mod prune;
-mod restore;
-mod runner;
+pub mod local;
+pub mod prune;
+pub mod registry;
+pub mod restore;
+pub mod runner;
 pub mod scope;
-mod target;
-mod verify;
+pub mod verify;
 
 use serde::Serialize;
 use thiserror::Error;
 
+pub use budget::{each_within_budget, RecordedStop, Stop};
+pub use kind::{Kind, LineSink, Part, PartDone, Registered};
 pub use ledger::JobStatus;
-pub use prune::{PruneAction, PruneCounts};
-pub use restore::RestoreAction;
-pub use runner::{
-    run_delivered, run_part, Delivered, Fanout, LineSink, LocalJob, PartReport, RecordedStop,
-};
-pub use verify::VerifyLine;
+pub use local::LocalJob;
+pub use registry::{run_delivered, run_part, Work};
+pub use runner::{Delivered, Fanout, PartReport};
 
 use crate::{
-    app::App,
-    core::{
-        job::{count_names, Counts},
-        restore_plan::RestoreOptions,
-        shard::{new_job_id, PruneOptions, Shard, VerifyOptions, WorkKind},
-    },
-    engine::backup::BackupError,
-    storage::StorageError,
+    app::App, core::shard::new_job_id, engine::backup::BackupError, storage::StorageError,
 };
+
+/// The job engine's shard: a directory level and the work of one registered kind there.
+pub type Shard = crate::core::shard::Shard<Work>;
 
 /// Shards a job run in this process runs at once, each with `SNAPSHOT_CONCURRENCY` repairs in
 /// flight.
@@ -85,88 +85,36 @@ impl JobOrigin {
 /// Where a job's first shards start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Root {
-    /// A directory level (empty: the container's root) and everything under it; `prune`: the
-    /// shards also prune what the retention policy no longer keeps (a reconciliation's do).
-    Directory { prefix: String, prune: bool },
+    /// A directory level (empty: the container's root) and everything under it.
+    Directory(String),
     /// One blob only.
     Blob(String),
 }
 
 impl Root {
     pub fn directory(prefix: &str) -> Self {
-        Root::Directory {
-            prefix: prefix.to_owned(),
-            prune: false,
-        }
+        Root::Directory(prefix.to_owned())
     }
 }
 
-/// The work a job does, with its options.
-#[derive(Debug, Clone, Default)]
-pub enum Work {
-    #[default]
-    Backup,
-    Restore(RestoreOptions),
-    Verify(VerifyOptions),
-    Prune(PruneOptions),
-}
-
-/// A job to start.
+/// A job of kind `K` to start.
 #[derive(Debug, Clone)]
-pub struct NewJob {
+pub struct NewJob<K: Kind> {
     pub origin: JobOrigin,
     pub container: String,
     pub roots: Vec<Root>,
-    pub work: Work,
+    pub options: K::Options,
 }
 
-impl NewJob {
-    /// A reconciliation of `container`: the whole container, pruning as it goes.
-    pub fn reconciliation(container: &str) -> Self {
-        Self {
-            origin: JobOrigin::Reconcile,
-            container: container.to_owned(),
-            roots: vec![Root::Directory {
-                prefix: String::new(),
-                prune: true,
-            }],
-            work: Work::Backup,
-        }
-    }
-
-    /// The kind of work its shards do.
-    pub fn kind(&self) -> WorkKind {
-        match self.work {
-            Work::Backup => WorkKind::Backup,
-            Work::Restore(_) => WorkKind::Restore,
-            Work::Verify(_) => WorkKind::Verify,
-            Work::Prune(_) => WorkKind::Prune,
-        }
-    }
-
+impl<K: Registered> NewJob<K> {
     fn shards(&self, job: &str) -> Vec<Shard> {
         let container = self.container.as_str();
+        let work = || K::wrap(self.options.clone());
         self.roots
             .iter()
-            .map(|root| {
-                // Kinds other than backup narrow a level by their filter: a root is a directory.
-                let (Root::Directory { prefix, .. } | Root::Blob(prefix)) = root;
-                match (&self.work, root) {
-                    (Work::Backup, Root::Directory { prune, .. }) => Shard {
-                        prune: *prune,
-                        ..Shard::root(job, container, prefix)
-                    },
-                    (Work::Backup, Root::Blob(name)) => Shard::one_blob(job, container, name),
-                    (Work::Restore(options), _) => {
-                        Shard::restore_root(job, container, prefix, options.clone())
-                    }
-                    (Work::Verify(options), _) => {
-                        Shard::verify_root(job, container, prefix, options.clone())
-                    }
-                    (Work::Prune(options), _) => {
-                        Shard::prune_root(job, container, prefix, options.clone())
-                    }
-                }
+            .map(|root| match root {
+                Root::Directory(prefix) => Shard::root(job, container, prefix, work()),
+                Root::Blob(name) => Shard::one_blob(job, container, name, work()),
             })
             .collect()
     }
@@ -197,38 +145,39 @@ pub enum JobError {
 /// Starts a job on the queue: its ledger first, then its root shards, which any instance
 /// running the shard function (or `lakebackup run`) takes. The producer, the timer, the events
 /// function, `lakebackup shard` and `restore`, `verify`, `prune --distributed` start jobs here.
-pub async fn queue(app: &App, new: NewJob) -> Result<Queued, StorageError> {
+pub async fn queue<K: Registered>(app: &App, new: NewJob<K>) -> Result<Queued, StorageError> {
     let job = new_job_id();
     let roots = new.shards(&job);
-    ledger::start_job(app, new.origin, &roots).await?;
+    let about = K::about(&new.options, &new.container);
+    ledger::start_job(app, new.origin, &roots, about).await?;
     Ok(Queued { job, roots })
 }
 
 /// Runs a job to its end in this process, up to `shards_at_once` shards at once, with nothing
 /// queued or recorded (`lakebackup produce`, `reconcile`, and `restore`, `verify`, `prune`
 /// without `--distributed`): the same shards as a queued job.
-pub async fn run_here(app: &App, new: NewJob, shards_at_once: usize) -> LocalJob {
+pub async fn run_here<K: Registered>(
+    app: &App,
+    new: NewJob<K>,
+    shards_at_once: usize,
+) -> LocalJob<K> {
     run_here_reporting(app, new, shards_at_once, &|_| {}).await
 }
 
-/// [`run_here`], handing each per-blob line (a restore's actions) to `on_line` as it is done.
-pub async fn run_here_reporting(
+/// [`run_here`], handing each line (a restore's actions) to `on_line` as it is done.
+pub async fn run_here_reporting<K: Registered>(
     app: &App,
-    new: NewJob,
+    new: NewJob<K>,
     shards_at_once: usize,
-    on_line: LineSink<'_>,
-) -> LocalJob {
+    on_line: LineSink<'_, K::Line>,
+) -> LocalJob<K> {
     let job = new_job_id();
-    let mut local = LocalJob::new(new.kind());
+    let mut local = LocalJob::<K>::default();
     for root in new.shards(&job) {
-        local.add(runner::run_here(app, root, shards_at_once, on_line).await);
+        let run = local::run_here::<K>(app, root, &new.options, shards_at_once, on_line);
+        local.add(run.await);
     }
     local
-}
-
-/// The counts of `kind`, all at zero.
-pub fn zero_counts(kind: WorkKind) -> Counts {
-    Counts::zero(count_names(kind))
 }
 
 /// The status of `job` now; `None` when no such job was started.

@@ -1,25 +1,24 @@
-//! Running shards: one part of one shard ([`run_part`], whatever its kind), a shard delivered by
-//! the queue with its ledger kept ([`run_delivered`]), or a whole job in this process
-//! ([`run_here`]), retrying a failed shard as the host would.
+//! Running one part of a shard of a kind `K` ([`run_part`]): the kind's own work, then its
+//! continuation recorded and queued; and a shard delivered by the queue with its ledger kept
+//! ([`run_delivered`]): claimed (one delivery at a time), run, recorded. Generic over [`Kind`];
+//! no kind is named here.
 
-use std::{
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Mutex,
-    },
-    time::{Duration, Instant},
-};
+use std::{sync::Mutex, time::Duration, time::Instant};
 
-use futures::{stream::FuturesUnordered, StreamExt};
 use serde::Serialize;
-use tracing::{info, warn, Instrument};
+use tracing::{info, Instrument};
 
-use super::{backup, ledger, prune, restore, verify, JobError};
+use super::{
+    budget::{RecordedStop, Stop},
+    kind::{Kind, LineSink, Part, PartDone},
+    ledger, JobError, Shard,
+};
 use crate::{
     app::App,
     core::{
-        job::{count_names, not_done, BlobNote, Counts, Notes},
-        shard::{Shard, WorkKind},
+        counts::{Counts, KindCounts},
+        job::Notes,
+        shard::ShardWork,
     },
     storage::{lease::SHORTEST_LEASE_SECONDS, StorageError},
 };
@@ -38,8 +37,7 @@ pub struct PartReport {
     /// The budget ran out and the rest of the directory was queued.
     pub continued: bool,
     pub duration_ms: u64,
-    /// One JSON object per blob acted on (a restore's actions): kept in the job's ledger, or
-    /// printed by a job run here.
+    /// One JSON object per unit acted on (a restore's actions), for the job's ledger.
     #[serde(skip)]
     pub lines: Vec<String>,
 }
@@ -66,213 +64,104 @@ impl Fanout<'_> {
     }
 }
 
-/// Runs one part of one shard, of whatever kind of work.
-pub async fn run_part(
-    app: &App,
-    shard: &Shard,
-    fanout: &Fanout<'_>,
-) -> Result<PartReport, JobError> {
-    run_part_reporting(app, shard, fanout, None, None).await
+/// One part of a shard run: what the kind did, and whether it queued a continuation.
+pub struct PartRun<K: Kind> {
+    pub done: PartDone<K>,
+    pub continued: bool,
+    pub duration_ms: u64,
 }
 
-/// [`run_part`], handing each per-blob line to `sink` as it is done instead of collecting them
-/// in the report; `stop`: the continuation a delivery of this shard before chose, where this
-/// one stops too (see [`Stop`]).
-pub(super) async fn run_part_reporting(
+/// Runs one part of a shard of kind `K`, handing each line to `sink` as it is done (or keeping
+/// them), then records (queued) and queues its continuation. `stop`: where a delivery of this
+/// shard before chose to stop; its continuation is queued again whatever this part found (the
+/// one before may have entered it in the ledger and died before it was on the queue).
+pub async fn run_part<K: Kind>(
     app: &App,
     shard: &Shard,
+    options: &K::Options,
     fanout: &Fanout<'_>,
-    sink: Option<LineSink<'_>>,
+    sink: Option<LineSink<'_, K::Line>>,
     stop: Option<&RecordedStop>,
-) -> Result<PartReport, JobError> {
+) -> Result<PartRun<K>, JobError> {
     let span = tracing::info_span!(
         "shard",
         job = %shard.job,
-        work = shard.kind.as_str(),
+        work = K::NAME,
         container = %shard.container,
         prefix = %shard.prefix,
         part = shard.part,
     );
     async {
         let started = Instant::now();
-        let stop = Stop(stop);
-        let done = match shard.kind {
-            WorkKind::Backup => backup::run_part(app, shard, fanout, stop).await?,
-            WorkKind::Restore => restore::run_part(app, shard, fanout, sink, stop).await?,
-            WorkKind::Verify => verify::run_part(app, shard, fanout, sink, stop).await?,
-            WorkKind::Prune => prune::run_part(app, shard, fanout, sink, stop).await?,
+        let part = Part {
+            app,
+            shard,
+            options,
+            fanout,
+            sink,
+            stop: Stop(stop),
         };
-        let mut report = PartReport {
-            job: shard.job.clone(),
-            container: shard.container.clone(),
-            prefix: shard.prefix.clone(),
-            counts: done.counts,
-            notes: done.notes,
-            continued: false,
-            duration_ms: 0,
-            lines: done.lines,
-        };
-        // A recorded stop is queued again whatever this delivery found: the one before may have
-        // entered it in the ledger and died before it was on the queue.
-        let continuation = match stop.0 {
+        let mut done = K::run_part(part).await?;
+        let continuation = match stop {
             Some(recorded) => Some(recorded.next.clone()),
-            None => done.continuation,
+            None => done.continuation.take(),
         };
+        let continued = continuation.is_some();
         if let Some(next) = continuation {
-            if stop.0.is_none() && matches!(fanout, Fanout::Queue) {
+            if stop.is_none() && matches!(fanout, Fanout::Queue) {
                 let recorded = RecordedStop {
                     next: next.clone(),
-                    last_done: done.bounds.last_done,
+                    last_done: done.last_done.take(),
                 };
                 ledger::record_continuation(app, shard, &recorded).await?;
             }
             fanout.push(app, next).await?;
-            report.continued = true;
         }
-        report.duration_ms = started.elapsed().as_millis() as u64;
-        // The report without its per-blob lines (a restore's may be thousands).
-        let lines = std::mem::take(&mut report.lines);
-        info!(report = ?report, lines = lines.len(), "shard finished");
-        report.lines = lines;
-        Ok(report)
+        let duration_ms = started.elapsed().as_millis() as u64;
+        info!(
+            report = %format_args!(
+                "counts: {:?}, notes: {:?}, lines: {}, continued: {continued}, duration_ms: \
+                 {duration_ms}",
+                done.counts,
+                done.notes,
+                done.lines.len(),
+            ),
+            "shard finished"
+        );
+        Ok(PartRun {
+            done,
+            continued,
+            duration_ms,
+        })
     }
     .instrument(span)
     .await
 }
 
-/// Where a delivery of a shard chose to stop, recorded in its job's ledger before its
-/// continuation is queued: the continuation, and for a part that deals with its level in the
-/// service's order (backup), the last entry it dealt with — the first it did not is the
-/// continuation's `resume_at` — since a page marker is no place a later listing can find again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct RecordedStop {
-    pub next: Shard,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_done: Option<String>,
-}
-
-/// Where a part must stop: where a delivery of the same shard before it chose to (it then died
-/// before it finished). Such a part deals with exactly what lies before that stop — the work the
-/// delivery before it did, found done — so the ledger counts every unit once and the chain of
-/// continuations stays one chain.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Stop<'a>(pub Option<&'a RecordedStop>);
-
-impl Stop<'_> {
-    /// The deadline of a kind that orders its level itself (restore, verify, prune): its budget
-    /// from now, or none while a recorded stop is to be reached — its units up to the stop are
-    /// found by order, so it always gets there, and the delivery before did them in a budget.
-    pub fn deadline(&self, budget: Duration) -> Instant {
-        match self.0 {
-            Some(_) => Instant::now() + Duration::from_secs(86_400 * 365),
-            None => Instant::now() + budget,
-        }
-    }
-
-    /// Whether a unit at `position` in the part's own order (a kind that orders its level
-    /// itself: restore, verify, prune) lies before the recorded stop, which goes on after its
-    /// `after`; every unit does when there is none.
-    pub fn admits(&self, position: &str) -> bool {
-        match self.0.and_then(|stop| stop.next.after.as_deref()) {
-            Some(after) => position <= after,
-            None => true,
-        }
-    }
-}
-
-/// The last entry a part dealt with before its cut, in the service's order (see
-/// [`RecordedStop`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CutBounds {
-    pub last_done: Option<String>,
-}
-
-/// The options a shard of a kind other than backup carries (checked when its message is read).
-pub fn options_of<'a, T>(shard: &Shard, options: Option<&'a T>) -> Result<&'a T, JobError> {
-    options.ok_or_else(|| {
-        StorageError::other(
-            format!("{} of {}", shard.kind.as_str(), shard.container),
-            format!("the shard carries no {} options", shard.kind.as_str()),
-        )
-        .into()
+/// [`run_part`] as the shard function reports it: counts by name, lines as JSON.
+pub async fn run_part_reported<K: Kind>(
+    app: &App,
+    shard: &Shard,
+    options: &K::Options,
+    fanout: &Fanout<'_>,
+    stop: Option<&RecordedStop>,
+) -> Result<PartReport, JobError> {
+    let run = run_part::<K>(app, shard, options, fanout, None, stop).await?;
+    Ok(PartReport {
+        job: shard.job.clone(),
+        container: shard.container.clone(),
+        prefix: shard.prefix.clone(),
+        counts: run.done.counts.to_counts(),
+        notes: run.done.notes,
+        continued: run.continued,
+        duration_ms: run.duration_ms,
+        lines: run
+            .done
+            .lines
+            .iter()
+            .filter_map(|line| serde_json::to_string(line).ok())
+            .collect(),
     })
-}
-
-/// What a kind's part hands back to the runner.
-pub struct PartDone {
-    pub counts: Counts,
-    pub notes: Notes,
-    /// Where the rest of the directory goes on, when this part did not finish it.
-    pub continuation: Option<Shard>,
-    /// Where that cut lies, for a kind that deals with its level in the service's order.
-    pub bounds: CutBounds,
-    /// One JSON object per blob acted on, for kinds that report them.
-    pub lines: Vec<String>,
-}
-
-/// Where a part's per-blob lines go when a job runs in this process: handed over as each is done
-/// (the commands print them). Without one they are kept for the job's ledger.
-pub type LineSink<'a> = &'a (dyn Fn(String) + Send + Sync);
-
-impl PartDone {
-    /// Nothing done yet; each of `counts` at zero.
-    pub fn new(counts: &[&str]) -> Self {
-        Self {
-            counts: Counts::zero(counts),
-            notes: Notes::default(),
-            continuation: None,
-            bounds: CutBounds::default(),
-            lines: Vec::new(),
-        }
-    }
-
-    /// Adds one to count `name`.
-    pub fn count(&mut self, name: &str, by: u64) {
-        self.counts.set(name, self.counts.get(name) + by);
-    }
-
-    /// One blob's line: to `sink`, or kept for the ledger.
-    pub fn line(&mut self, sink: Option<LineSink<'_>>, line: &impl Serialize) {
-        let line = serde_json::to_string(line).unwrap_or_default();
-        match sink {
-            Some(sink) => sink(line),
-            None => self.lines.push(line),
-        }
-    }
-}
-
-/// Runs `act` on each of `items` in their order, up to `concurrency` at once, handing each
-/// outcome to `done` in that order; none is started after `deadline` but the first, so every part
-/// makes progress. Whether every item was started (else the part continues after the last one
-/// done).
-pub async fn each_within_budget<T, O, F>(
-    items: Vec<T>,
-    deadline: Instant,
-    concurrency: usize,
-    act: impl FnMut(T) -> F,
-    mut done: impl FnMut(O),
-) -> bool
-where
-    F: std::future::Future<Output = O>,
-{
-    let total = items.len();
-    let started = AtomicUsize::new(0);
-    let within_budget = |_: &T| {
-        let go = started.load(Ordering::Relaxed) == 0 || Instant::now() < deadline;
-        if go {
-            started.fetch_add(1, Ordering::Relaxed);
-        }
-        std::future::ready(go)
-    };
-    let mut outcomes = futures::stream::iter(items)
-        .take_while(within_budget)
-        .map(act)
-        .buffered(concurrency.max(1));
-    while let Some(outcome) = outcomes.next().await {
-        done(outcome);
-    }
-    drop(outcomes);
-    started.load(Ordering::Relaxed) == total
 }
 
 /// What became of a shard the queue delivered.
@@ -291,17 +180,18 @@ pub enum Delivered {
 /// lease, so a lock whose holder died has lapsed by then.
 const LOCKED_SHARD_DELAY: Duration = Duration::from_secs(SHORTEST_LEASE_SECONDS as u64);
 
-/// Runs a shard the queue delivered, keeping its job's ledger: on its last allowed delivery it
-/// says so first, so that a job whose shard is killed there ends failed rather than running for
-/// ever; it claims the shard (one delivery at a time; a finished shard is not done again; one
-/// redone after a crash stops where the one before chose to); a shard that fails on its last
-/// delivery is recorded failed (the host gives it up); one that ends is recorded finished, after
-/// its continuation is in the ledger and on the queue. A failure fails the invocation, for a
-/// retry; a refusal ([`JobError::Refused`]) is recorded failed at once, whatever the delivery,
-/// for no retry can change it (the caller poisons its message).
-pub async fn run_delivered(
+/// Runs a shard of kind `K` the queue delivered, keeping its job's ledger: it claims the shard
+/// (one delivery at a time; a finished shard is not done again; one redone after a crash stops
+/// where the one before chose to); on its last allowed delivery it says so first, so that a job
+/// whose shard is killed there ends failed rather than running for ever; a shard that fails on
+/// its last delivery is recorded failed (the host gives it up); one that ends is recorded
+/// finished, after its continuation is in the ledger and on the queue. A failure fails the
+/// invocation, for a retry; a refusal ([`JobError::Refused`]) is recorded failed at once,
+/// whatever the delivery, for no retry can change it (the caller poisons its message).
+pub async fn run_delivered<K: Kind>(
     app: &App,
     shard: &Shard,
+    options: &K::Options,
     last_attempt: bool,
 ) -> Result<Delivered, JobError> {
     let lock = match ledger::claim(app, shard).await? {
@@ -324,7 +214,7 @@ pub async fn run_delivered(
             ledger::record_last_attempt(app, shard).await?;
         }
         let report =
-            run_part_reporting(app, shard, &Fanout::Queue, None, lock.stop.as_ref()).await?;
+            run_part_reported::<K>(app, shard, options, &Fanout::Queue, lock.stop.as_ref()).await?;
         record_ran(app, shard, report).await
     };
     let finished = tokio::select! {
@@ -344,7 +234,7 @@ pub async fn run_delivered(
         Err(e) => {
             if last_attempt {
                 if let Err(ledger) = ledger::record_failed(app, shard, &e.to_string()).await {
-                    warn!(error = %ledger, "could not record the failed shard in its job's ledger");
+                    tracing::warn!(error = %ledger, "could not record the failed shard in its job's ledger");
                 }
             }
             Err(e)
@@ -352,7 +242,7 @@ pub async fn run_delivered(
     }
 }
 
-/// Records what a part did: its per-blob lines, then its finished entry.
+/// Records what a part did: its per-unit lines, then its finished entry.
 async fn record_ran(app: &App, shard: &Shard, report: PartReport) -> Result<PartReport, JobError> {
     if !report.lines.is_empty() {
         ledger::record_report(app, shard, &report.lines).await?;
@@ -361,121 +251,7 @@ async fn record_ran(app: &App, shard: &Shard, report: PartReport) -> Result<Part
     Ok(report)
 }
 
-/// A whole job run in this process: its totals, the shards that ran, and the notes of the
-/// blobs it could not do (and of the shards that failed).
-#[derive(Debug)]
-pub struct LocalJob {
-    pub totals: Counts,
-    pub shards: u64,
-    pub shards_failed: u64,
-    pub notes: Notes,
-}
-
-impl LocalJob {
-    /// Nothing run yet; every count of `kind` at zero.
-    pub fn new(kind: WorkKind) -> Self {
-        Self {
-            totals: Counts::zero(count_names(kind)),
-            shards: 0,
-            shards_failed: 0,
-            notes: Notes::default(),
-        }
-    }
-
-    /// Adds another job's run to this one.
-    pub fn add(&mut self, other: LocalJob) {
-        self.totals.add(&other.totals);
-        self.shards += other.shards;
-        self.shards_failed += other.shards_failed;
-        self.notes.extend(other.notes);
-    }
-
-    /// Why the first shard that failed for good failed.
-    pub fn shard_failure(&self) -> Option<String> {
-        self.notes
-            .failures
-            .iter()
-            .find(|note| note.blob.is_empty())
-            .map(|note| note.reason.clone())
-    }
-
-    /// Every shard ended and every blob it judged was done.
-    pub fn succeeded(&self) -> bool {
-        self.shards_failed == 0 && not_done(&self.totals) == 0
-    }
-}
-
-/// Runs a whole job in this process, starting at `root`, up to `concurrency` shards at once,
-/// handing each per-blob line to `on_line` as it is done. A shard that fails is tried again, as
-/// the host would, up to `maxDequeueCount` times; then it is named in the notes and the rest of
-/// the job goes on.
-pub(super) async fn run_here(
-    app: &App,
-    root: Shard,
-    concurrency: usize,
-    on_line: LineSink<'_>,
-) -> LocalJob {
-    let mut job = LocalJob::new(root.kind);
-    let pending = Mutex::new(vec![(root, 1u64)]);
-    let take = || {
-        pending
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .pop()
-    };
-    let spawned = Mutex::new(Vec::new());
-    let fanout = Fanout::Local(&spawned);
-    let mut running = FuturesUnordered::new();
-    loop {
-        while running.len() < concurrency.max(1) {
-            let Some((shard, attempt)) = take() else {
-                break;
-            };
-            let fanout = &fanout;
-            running.push(async move {
-                if attempt > 1 {
-                    tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
-                }
-                let result = run_part_reporting(app, &shard, fanout, Some(on_line), None).await;
-                (shard, attempt, result)
-            });
-        }
-        let Some((shard, attempt, result)) = running.next().await else {
-            return job;
-        };
-        let mut queue = pending.lock().unwrap_or_else(|p| p.into_inner());
-        queue.extend(
-            spawned
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .drain(..)
-                .map(|s| (s, 1)),
-        );
-        match result {
-            Ok(report) => {
-                job.totals.add(&report.counts);
-                job.shards += 1;
-                job.notes.extend(report.notes);
-            }
-            Err(error)
-                if attempt < app.config.max_dequeue_count
-                    && !matches!(error, JobError::Refused(_)) =>
-            {
-                warn!(%error, attempt, prefix = shard.prefix, "shard failed; trying it again");
-                queue.push((shard, attempt + 1));
-            }
-            Err(error) => {
-                warn!(%error, prefix = shard.prefix, "shard failed for good");
-                job.shards += 1;
-                job.shards_failed += 1;
-                job.notes.failures.push(BlobNote {
-                    blob: String::new(),
-                    reason: format!(
-                        "the shard of {:?} (part {}) failed {attempt} times: {error}",
-                        shard.prefix, shard.part
-                    ),
-                });
-            }
-        }
-    }
+/// The kind name of a shard's work (for messages and logs).
+pub fn kind_of(shard: &Shard) -> &'static str {
+    shard.work.kind()
 }

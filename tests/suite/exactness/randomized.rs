@@ -49,12 +49,12 @@ use lakebackup::{
         job::JobState,
         naming,
         properties::{tags_header, Tags},
-        shard::{new_job_id, Shard},
+        shard::new_job_id,
         stamp,
     },
     engine::{
         events::EventOutcome,
-        jobs::{ledger, JobOrigin},
+        jobs::{ledger, JobOrigin, Shard, Work},
         reconcile,
         restore::{self, RestoreFrom, RestoreRequest},
     },
@@ -409,8 +409,8 @@ async fn run_pass(app: &App, pass: Pass) -> BTreeSet<String> {
 /// growing dequeue count until `maxDequeueCount`).
 async fn run_queued_job(app: &App) -> BTreeSet<String> {
     let job = new_job_id();
-    let root = Shard::root(&job, "lake", "");
-    if ledger::start_job(app, JobOrigin::Command, &[root])
+    let root = Shard::root(&job, "lake", "", Work::backup());
+    if ledger::start_job(app, JobOrigin::Command, &[root], None)
         .await
         .is_err()
     {

@@ -23,15 +23,10 @@ use azure_storage_blob::{
 };
 use lakebackup::{
     app::App,
-    core::{
-        life::Change,
-        message::BackupRequest,
-        naming,
-        shard::{Phase, Shard},
-    },
+    core::{life::Change, message::BackupRequest, naming, shard::Phase},
     engine::{
         backup::{self, BackupOutcome},
-        jobs::{run_part, Fanout, LocalJob},
+        jobs::{backup::BackupKind, run_part, Fanout, LocalJob, Shard, Work},
         restore::{restore, RestoreFrom, RestoreRequest, RestoreSummary},
     },
     functions::producer::ProduceRequest,
@@ -58,7 +53,7 @@ async fn instant_after_writes() -> OffsetDateTime {
 }
 
 /// `lakebackup produce` of a whole container, in this process.
-async fn produce(app: &App, container: &str) -> LocalJob {
+async fn produce(app: &App, container: &str) -> LocalJob<BackupKind> {
     lakebackup::functions::producer::run_here(
         app,
         &ProduceRequest {
@@ -554,7 +549,7 @@ async fn a_deletions_part_records_even_when_listing_takes_longer_than_its_budget
             .kinds([FaultKind::Delay])
             .delay(Duration::from_millis(1200), Duration::from_millis(1300)),
     );
-    let mut shard = Shard::root("job-review", "big", "d/").deletions();
+    let mut shard = Shard::root("job-review", "big", "d/", Work::backup()).deletions();
     let mut parts = Vec::new();
     for _ in 0..3 {
         let spawned = Mutex::new(Vec::new());

@@ -436,7 +436,7 @@ pub async fn deliver_all_shards(app: &lakebackup::app::App) -> usize {
                 .decode(text.trim())
                 .map(|b| String::from_utf8(b).unwrap())
                 .unwrap_or(text);
-            let shard = lakebackup::core::shard::Shard::parse(&decoded).unwrap();
+            let shard = lakebackup::engine::jobs::Shard::parse(&decoded).unwrap();
             match lakebackup::engine::jobs::run_delivered(app, &shard, false)
                 .await
                 .unwrap()

@@ -34,51 +34,32 @@
 
 use std::collections::HashMap;
 
-use futures::TryStreamExt;
-use percent_encoding::{percent_decode_str, utf8_percent_encode, NON_ALPHANUMERIC};
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde::Serialize;
 
-use super::{runner::RecordedStop, JobOrigin};
+mod status;
+
+pub use status::{job_report, job_status, job_status_in, JobStatus};
+
+use super::{budget::RecordedStop, JobOrigin, Shard};
 use crate::{
     app::App,
-    core::{
-        job::{
-            count_names, legacy_shard_id, not_done, shard_id, Counts, JobProgress, LedgerEntry,
-            Notes,
-        },
-        restore_plan::RestoreTarget,
-        shard::{is_job_id, Shard, WorkKind},
-    },
+    core::{counts::Counts, job::Notes, shard::ShardWork},
     storage::{
         lease::{HeldLease, SHORTEST_LEASE_SECONDS},
-        listing::list_with_metadata,
         Container, ErrorCode, StorageError,
     },
 };
 
-/// A job's status: what it is, and what its ledger adds up to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct JobStatus {
-    pub job: String,
-    /// What started it: `producer`, `reconcile`, `command`, `event`, `restore`, `verify` or
-    /// `prune`.
-    pub kind: String,
-    /// What it does: `backup`, `restore`, `verify` or `prune`.
-    pub work: String,
-    pub container: String,
-    pub prefix: String,
-    pub started: String,
-    /// Where a restore job writes (account URL, container, prefix; never a credential).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub target: Option<RestoreTarget>,
-    #[serde(flatten)]
-    pub progress: JobProgress,
-}
-
 /// Starts a job at `roots` (one shard, or a blob and a directory of the same name): its ledger
 /// first, then the shards on the queue, so that the job can never look done before its first
-/// shard has run.
-pub async fn start_job(app: &App, origin: JobOrigin, roots: &[Shard]) -> Result<(), StorageError> {
+/// shard has run. `about`: what the job's kind says about it, shown in its status.
+pub async fn start_job(
+    app: &App,
+    origin: JobOrigin,
+    roots: &[Shard],
+    about: Option<serde_json::Value>,
+) -> Result<(), StorageError> {
     let Some(first) = roots.first() else {
         return Ok(());
     };
@@ -89,23 +70,13 @@ pub async fn start_job(app: &App, origin: JobOrigin, roots: &[Shard]) -> Result<
     let prefix = first.only.as_deref().unwrap_or(&first.prefix);
     let mut metadata = HashMap::from([
         ("kind".to_owned(), origin.as_str().to_owned()),
-        ("work".to_owned(), first.kind.as_str().to_owned()),
+        ("work".to_owned(), first.work.kind().to_owned()),
         ("container".to_owned(), first.container.clone()),
         ("prefix".to_owned(), encode(prefix)),
         ("started".to_owned(), now_rfc3339()),
     ]);
-    let target = first
-        .restore
-        .as_ref()
-        .and_then(|o| o.target(&first.container));
-    if let Some(target) = target {
-        for (key, value) in [
-            (TARGET_ACCOUNT, target.account),
-            (TARGET_CONTAINER, target.container),
-            (TARGET_PREFIX, target.prefix),
-        ] {
-            metadata.insert(key.to_owned(), encode(&value));
-        }
+    if let Some(about) = about {
+        metadata.insert(ABOUT.to_owned(), encode(&about.to_string()));
     }
     write(ledger, &format!("{}/job", first.job), metadata).await?;
     for root in roots {
@@ -114,10 +85,8 @@ pub async fn start_job(app: &App, origin: JobOrigin, roots: &[Shard]) -> Result<
     Ok(())
 }
 
-/// The `{job}/job` metadata that names a restore's target.
-const TARGET_ACCOUNT: &str = "target_account";
-const TARGET_CONTAINER: &str = "target_container";
-const TARGET_PREFIX: &str = "target_prefix";
+/// The `{job}/job` metadata that holds what the job's kind says about it (JSON).
+const ABOUT: &str = "about";
 
 /// Puts a shard of a running job on the queue, entered in the ledger first.
 pub async fn queue_shard(app: &App, shard: &Shard) -> Result<(), StorageError> {
@@ -187,8 +156,8 @@ pub async fn claim(app: &App, shard: &Shard) -> Result<Claim, StorageError> {
         return Ok(Claim::Finished);
     }
     let stop = match ledger.blob(&entry_name(shard, NEXT)).read(None).await {
-        Ok(read) => Some(serde_json::from_slice(&read.bytes).map_err(|e| {
-            StorageError::other("reading a shard's recorded continuation", e.to_string())
+        Ok(read) => Some(RecordedStop::parse(&read.bytes).map_err(|reason| {
+            StorageError::other("reading a shard's recorded continuation", reason)
         })?),
         Err(e) if e.is(ErrorCode::BlobNotFound) => None,
         Err(e) => return Err(e.context("reading a shard's recorded continuation")),
@@ -207,8 +176,7 @@ pub async fn record_continuation(
 ) -> Result<(), StorageError> {
     let ledger = app.job_ledger().await?;
     let name = entry_name(shard, NEXT);
-    let body = serde_json::to_vec(stop)
-        .map_err(|e| StorageError::other("recording a shard's continuation", e.to_string()))?;
+    let body = stop.to_json().into_bytes();
     let written = ledger
         .blob(&name)
         .create(body, HashMap::new())
@@ -278,7 +246,7 @@ pub async fn record_finished(
     write_with_body(ledger, &entry_name(shard, "finished"), metadata, body).await?;
     // A job in flight across an upgrade entered this continuation under the id its earlier
     // release gave it: that entry is ended too (with no counts: they are this entry's).
-    if let Some(legacy) = legacy_shard_id(shard) {
+    if let Some(legacy) = shard.legacy_id() {
         let queued = format!("{}/queued/{legacy}", shard.job);
         if ledger.blob(&queued).probe().await?.is_some() {
             write(
@@ -302,32 +270,6 @@ pub async fn record_report(app: &App, shard: &Shard, lines: &[String]) -> Result
 }
 
 const REPORT: &str = "report";
-
-/// Every line the shards of `job` reported, shard by shard; `None` when no such job was
-/// started.
-pub async fn job_report(app: &App, job: &str) -> Result<Option<Vec<String>>, StorageError> {
-    if !is_job_id(job) {
-        return Ok(None);
-    }
-    let ledger = app.job_ledger().await?;
-    if ledger.blob(&format!("{job}/job")).probe().await?.is_none() {
-        return Ok(None);
-    }
-    let pages = list_with_metadata(ledger, &format!("{job}/{REPORT}/"))?;
-    futures::pin_mut!(pages);
-    let mut lines = Vec::new();
-    while let Some(page) = pages.try_next().await? {
-        for entry in page {
-            let read =
-                ledger.blob(&entry.name).read(None).await.map_err(|e| {
-                    e.context(format!("reading {} from the job ledger", entry.name))
-                })?;
-            let text = String::from_utf8_lossy(&read.bytes);
-            lines.extend(text.lines().filter(|l| !l.is_empty()).map(str::to_owned));
-        }
-    }
-    Ok(Some(lines))
-}
 
 /// Marks a finished entry whose body holds notes.
 const NOTES_KEY: &str = "notes";
@@ -356,137 +298,8 @@ pub async fn record_last_attempt(app: &App, shard: &Shard) -> Result<(), Storage
 
 /// How much of a failure's reason the ledger keeps (metadata is limited to 8 KiB in all).
 const MAX_REASON_CHARS: usize = 1_000;
-/// How many finished entries' notes a status call reads: the counts say how many more failed.
-const MAX_NOTES_READ: usize = 20;
-
-/// The status of `job`; `None` when no such job was started.
-pub async fn job_status(app: &App, job: &str) -> Result<Option<JobStatus>, StorageError> {
-    if !is_job_id(job) {
-        return Ok(None);
-    }
-    job_status_in(app.job_ledger().await?, job).await
-}
-
-/// The status of `job` in `ledger`, only read (a container that may not exist: `None`).
-pub async fn job_status_in(
-    ledger: &Container,
-    job: &str,
-) -> Result<Option<JobStatus>, StorageError> {
-    if !is_job_id(job) {
-        return Ok(None);
-    }
-    let pages = list_with_metadata(ledger, &format!("{job}/"))?;
-    futures::pin_mut!(pages);
-    let mut record = None;
-    let mut entries = Vec::new();
-    let mut with_notes = Vec::new();
-    while let Some(page) = pages.try_next().await? {
-        for blob in page {
-            let metadata = blob.metadata.clone().unwrap_or_default();
-            let Some(rest) = blob
-                .name
-                .strip_prefix(job)
-                .and_then(|r| r.strip_prefix('/'))
-            else {
-                continue;
-            };
-            match rest.split_once('/') {
-                None if rest == "job" => record = Some(metadata),
-                Some(("queued", shard)) => entries.push(LedgerEntry::Queued {
-                    shard: shard.to_owned(),
-                }),
-                Some(("finished", shard)) => {
-                    let counts = Counts::from_metadata(&metadata);
-                    // Shards finished by releases before the `notes` flag have notes where
-                    // they counted failures or MD5 mismatches.
-                    let has_notes = !field_of(&metadata, NOTES_KEY).is_empty()
-                        || not_done(&counts) > 0
-                        || counts.get("md5_mismatches") > 0;
-                    if has_notes {
-                        with_notes.push((shard.to_owned(), blob.name.clone(), counts));
-                    } else {
-                        entries.push(LedgerEntry::Finished {
-                            shard: shard.to_owned(),
-                            counts,
-                            notes: Notes::default(),
-                        });
-                    }
-                }
-                Some(("failed", shard)) => entries.push(LedgerEntry::Failed {
-                    shard: shard.to_owned(),
-                    reason: percent_decode_str(&field_of(&metadata, "reason"))
-                        .decode_utf8_lossy()
-                        .into_owned(),
-                }),
-                Some(("last", shard)) => {
-                    if let Ok(deadline) = time::OffsetDateTime::parse(
-                        &field_of(&metadata, "deadline"),
-                        &time::format_description::well_known::Rfc3339,
-                    ) {
-                        entries.push(LedgerEntry::LastAttempt {
-                            shard: shard.to_owned(),
-                            deadline,
-                        });
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    let Some(record) = record else {
-        return Ok(None);
-    };
-    // The notes of shards that failed blobs first: a status names what was not protected before
-    // it lists warnings.
-    with_notes.sort_by_key(|(_, _, counts)| not_done(counts) == 0);
-    for (index, (shard, name, counts)) in with_notes.into_iter().enumerate() {
-        let notes = if index < MAX_NOTES_READ {
-            read_notes(ledger, &name).await
-        } else {
-            Notes::default()
-        };
-        entries.push(LedgerEntry::Finished {
-            shard,
-            counts,
-            notes,
-        });
-    }
-    let field = |name: &str| field_of(&record, name);
-    let work = match field("work").as_str() {
-        "" => WorkKind::Backup.as_str().to_owned(),
-        work => work.to_owned(),
-    };
-    let mut progress = JobProgress::from_ledger(entries, time::OffsetDateTime::now_utc());
-    // Every count of the job's kind is shown, those still at zero too.
-    let mut totals = Counts::zero(WorkKind::parse(&work).map_or(&[][..], count_names));
-    totals.add(&progress.totals);
-    progress.totals = totals;
-    let decoded = |name: &str| {
-        percent_decode_str(&field(name))
-            .decode_utf8_lossy()
-            .into_owned()
-    };
-    let target = Some(decoded(TARGET_ACCOUNT))
-        .filter(|account| !account.is_empty())
-        .map(|account| RestoreTarget {
-            account,
-            container: decoded(TARGET_CONTAINER),
-            prefix: decoded(TARGET_PREFIX),
-        });
-    Ok(Some(JobStatus {
-        job: job.to_owned(),
-        kind: field("kind"),
-        work,
-        container: field("container"),
-        prefix: decoded("prefix"),
-        started: field("started"),
-        target,
-        progress,
-    }))
-}
-
 fn entry_name(shard: &Shard, event: &str) -> String {
-    format!("{}/{event}/{}", shard.job, shard_id(shard))
+    format!("{}/{event}/{}", shard.job, shard.id())
 }
 
 /// Metadata values travel as HTTP headers: ASCII only.
@@ -511,16 +324,6 @@ fn field_of(metadata: &HashMap<String, String>, name: &str) -> String {
         .find(|(key, _)| key.eq_ignore_ascii_case(name))
         .map(|(_, value)| value.clone())
         .unwrap_or_default()
-}
-
-/// The notes in a finished entry's body; none when it cannot be read (its counts still say how
-/// many blobs failed).
-async fn read_notes(ledger: &Container, name: &str) -> Notes {
-    let read = async {
-        let read = ledger.blob(name).read(None).await.ok()?;
-        serde_json::from_slice(&read.bytes).ok()
-    };
-    read.await.unwrap_or_default()
 }
 
 async fn write(

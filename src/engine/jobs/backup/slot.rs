@@ -1,0 +1,257 @@
+//! Protecting one listed blob in a backup part: what it needs ([`Needs`]: a backup, a snapshot,
+//! the record of its return), done with a few attempts where the service was busy, and what it
+//! came to ([`SlotOutcome`]). A blob that cannot be protected is named, never a blocker.
+
+use std::time::Duration;
+
+use tracing::{info, warn, Instrument};
+
+use super::BackupCounts;
+use crate::{
+    app::App,
+    core::diff::BlobVerdict,
+    engine::{
+        backup::BackupError,
+        lives, protect,
+        protect::{CopiedNote, Moving, Protected},
+        vault::VaultLevel,
+    },
+    storage::StorageError,
+};
+
+/// What one blob needs.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Needs {
+    backup: bool,
+    snapshot: bool,
+    /// Its version's life was recorded ended, and here it is again.
+    revival: bool,
+}
+
+impl Needs {
+    pub(super) fn of(verdict: &BlobVerdict, level: &VaultLevel) -> Self {
+        let blob = &verdict.blob;
+        Needs {
+            backup: !level.index.contains(&blob.name, &blob.etag),
+            snapshot: verdict.needs_snapshot,
+            revival: level.lives.ended_now(&blob.name, &blob.etag),
+        }
+    }
+
+    pub(super) fn nothing(&self) -> bool {
+        !(self.backup || self.snapshot || self.revival)
+    }
+}
+
+/// What protecting one blob did.
+#[derive(Default)]
+pub(super) struct SlotOutcome {
+    pub(super) counts: BackupCounts,
+    pub(super) failure: Option<(String, String)>,
+    pub(super) warnings: Vec<(String, String)>,
+}
+
+impl SlotOutcome {
+    /// Counts what backing up the listed version came to; whether the blob moved on since it
+    /// was listed (its version now is then protected instead).
+    fn note_backup(&mut self, blob: &str, protected: Protected) -> bool {
+        match protected {
+            Protected::Copied(copied) => {
+                self.counts.backups_copied = 1;
+                self.note_copy(blob, copied);
+            }
+            Protected::Present => self.counts.backups_present = 1,
+            Protected::Requested => self.counts.backup_requests = 1,
+            Protected::Archived => {
+                self.counts.archived = 1;
+                self.warnings.push((
+                    blob.to_owned(),
+                    "it is in the archive tier: not readable, so not backed up, until it is \
+                     rehydrated"
+                        .into(),
+                ));
+            }
+            Protected::Moved(reason) => {
+                info!(reason, "moved on since it was listed");
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Counts what protecting a blob that moved on came to.
+    fn note_moving(&mut self, blob: &str, moving: Moving) {
+        match moving {
+            Moving::Snapshotted(copied) => {
+                self.counts.snapshots_created = 1;
+                if let Some(copied) = copied {
+                    self.counts.backups_copied = 1;
+                    self.note_copy(blob, copied);
+                }
+            }
+            Moving::Gone => self.counts.backups_skipped = 1,
+        }
+    }
+
+    fn note_copy(&mut self, blob: &str, copied: CopiedNote) {
+        if copied.md5_mismatch {
+            self.counts.md5_mismatches = 1;
+            self.warnings.push((
+                blob.to_owned(),
+                "its stored Content-MD5 does not match its bytes: the bytes were backed up as \
+                 the lake holds them, with the stored MD5 as is"
+                    .into(),
+            ));
+        }
+        if copied.tags_refused {
+            self.warnings.push((
+                blob.to_owned(),
+                "its tags are not on its backup: the backup account refused to set tags (it \
+                 takes Storage Blob Data Owner, or the blob tags/write action)"
+                    .into(),
+            ));
+        }
+    }
+}
+
+/// The warning of a job whose lake would not show blob index tags.
+pub(super) const TAGS_REFUSED: &str =
+    "blob index tags are not backed up: the lake refused to list them to \
+     this identity (reading tags takes Storage Blob Data Owner, a role with the blob tags/read \
+     action, or a SAS with the t permission); set BACKUP_TAGS=false to say that is intended";
+
+/// Attempts at a blob whose protection failed for a reason that may pass (the service busy or
+/// unreachable), within the slot, before it is reported.
+const BLOB_ATTEMPTS: u32 = 3;
+
+/// Protects one blob: its backup (copied, or requested for ADF), then its snapshot — taken even
+/// when the backup failed, since it is then the version's only copy — and the record of its
+/// life seen again.
+pub(super) async fn protect_blob(
+    app: &App,
+    container: &str,
+    verdict: BlobVerdict,
+    needs: Needs,
+) -> SlotOutcome {
+    let span = tracing::info_span!("blob", blob = %verdict.blob.name, etag = %verdict.blob.etag);
+    protect_listed(app, container, &verdict, needs)
+        .instrument(span)
+        .await
+}
+
+async fn protect_listed(
+    app: &App,
+    container: &str,
+    verdict: &BlobVerdict,
+    needs: Needs,
+) -> SlotOutcome {
+    let blob = &verdict.blob;
+    let mut outcome = SlotOutcome::default();
+    if blob.is_directory_placeholder() {
+        // A hierarchical namespace lists its directories as empty blobs: not data.
+        return outcome;
+    }
+    outcome.counts.blobs = 1;
+    if blob.properties.customer_key {
+        outcome.counts.failed = 1;
+        outcome.failure = Some((
+            blob.name.clone(),
+            "it is encrypted with a customer-provided key, which this worker does not hold: \
+             neither backed up nor snapshotted"
+                .into(),
+        ));
+        warn!("encrypted with a customer-provided key; cannot be protected");
+        return outcome;
+    }
+    let mut failed = Vec::new();
+    // The blob changed since it was listed (an append log, a writer at work): its listed
+    // version is gone, so the version it has now is protected instead.
+    let mut moved = false;
+    if needs.backup {
+        match retried(|| protect::back_up_listed(app, container, blob)).await {
+            Ok(protected) => moved = outcome.note_backup(&blob.name, protected),
+            Err(reason) => failed.push(format!("backup: {reason}")),
+        }
+    } else {
+        outcome.counts.backups_present = 1;
+    }
+    if needs.snapshot && !moved {
+        match retried(|| protect::snapshot_version(app, container, &blob.name, &blob.etag)).await {
+            Ok(true) => outcome.counts.snapshots_created = 1,
+            Ok(false) => moved = true,
+            Err(reason) => failed.push(format!("snapshot: {reason}")),
+        }
+    }
+    if moved {
+        match retried(|| protect::protect_moving(app, container, &blob.name)).await {
+            Ok(moving) => outcome.note_moving(&blob.name, moving),
+            Err(reason) => failed.push(format!("its version now: {reason}")),
+        }
+    }
+    if needs.revival {
+        match retried(|| lives::record_revival(app, container, &blob.name, &blob.etag)).await {
+            Ok(new) => outcome.counts.revivals_recorded = u64::from(new),
+            Err(reason) => failed.push(format!("recording its return: {reason}")),
+        }
+    }
+    if !failed.is_empty() {
+        let reason = failed.join("; ");
+        warn!(
+            reason,
+            "blob not protected; the rest of the directory goes on"
+        );
+        outcome.counts.failed = 1;
+        outcome.failure = Some((blob.name.clone(), reason));
+    }
+    outcome
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or [`BLOB_ATTEMPTS`] are spent.
+async fn retried<T, E, F, Fut>(mut attempt: F) -> Result<T, String>
+where
+    E: Into<Failure>,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut pause = Duration::from_millis(500);
+    for tries in 1..=BLOB_ATTEMPTS {
+        match attempt().await.map_err(Into::into) {
+            Ok(done) => return Ok(done),
+            Err(Failure::Passing(reason)) if tries < BLOB_ATTEMPTS => {
+                info!(reason, tries, "failed; trying again");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            Err(Failure::Passing(reason) | Failure::Lasting(reason)) => return Err(reason),
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// Why a step for one blob failed.
+enum Failure {
+    /// The service was busy or could not be reached: worth another attempt.
+    Passing(String),
+    /// It will fail the same way again.
+    Lasting(String),
+}
+
+impl From<StorageError> for Failure {
+    fn from(error: StorageError) -> Self {
+        if error.is_transient() {
+            Failure::Passing(error.to_string())
+        } else {
+            Failure::Lasting(error.to_string())
+        }
+    }
+}
+
+impl From<BackupError> for Failure {
+    fn from(error: BackupError) -> Self {
+        match error {
+            BackupError::Storage(e) => e.into(),
+            BackupError::Adf(e) => Failure::Passing(e.to_string()),
+            other => Failure::Lasting(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! The restore kind of job work: one directory level of a restore — of `{c}bak` for a restore
+//! from the backup account, of the lake for one from snapshots — within the shard's budget.
+//!
+//! A part lists its whole level (the versions, and what the target's same level holds, one
+//! listing each rather than a request per blob), chooses each name's version current at the
+//! instant (`core::restore_plan`; [`plan`]) and writes back, in its own name order, those the
+//! target does not hold ([`write`]). The first part fans out the level's sub-directories. When
+//! the budget runs out, the continuation lists the level again and goes on after the last name
+//! dealt with: that name order is the part's own, over a complete listing, never the service's
+//! listing order.
+//!
+//! Every write is conditional on the target being what the plan saw (`If-Match` on its ETag, or
+//! `If-None-Match: *` where it had no such blob), so a part redone after a crash finds its own
+//! writes in place and writes nothing twice, and a write by ingestion meanwhile is never
+//! overwritten. Nothing is ever deleted: a blob created after the instant stays. The account
+//! written to is exactly the one the job names ([`target`]).
+
+mod copy;
+mod plan;
+mod target;
+mod write;
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tracing::Instrument;
+
+use self::plan::Candidate;
+use super::{
+    budget::each_within_budget,
+    kind::{Kind, Part as KindPart, PartDone},
+    JobError, Shard,
+};
+pub use crate::core::restore_plan::RestoreOptions;
+use crate::{
+    app::App,
+    core::restore_plan::RestoreFrom,
+    kind_counts,
+    storage::{Container, StorageAccount},
+};
+
+/// The restore kind.
+#[derive(Debug)]
+pub struct RestoreKind;
+
+kind_counts! {
+    /// What a restore counts, per blob. `errors`: blobs it could not restore, named in the
+    /// notes (its name in the restore's summary since before restores were jobs).
+    pub struct RestoreCounts {
+        restored,
+        unchanged,
+        missing_version,
+        deleted,
+        changed_since_plan,
+        errors,
+    }
+}
+
+/// What a restore did with one blob (or, in a dry run, would do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestoreStep {
+    /// Written back (or to be, in a dry run).
+    Restore,
+    /// The blob has no version at or before the instant (it was created later).
+    MissingVersion,
+    /// The blob's life had ended by the instant.
+    Deleted,
+    /// The target was written to (or created) between the plan and the write: left alone.
+    ChangedSincePlan,
+    Error,
+}
+
+/// One blob the restore acted on (or, in a dry run, would act on): every blob restored, to be
+/// restored, without a version, deleted by then, changed since the plan, or failed (unchanged
+/// ones are only counted). One line each.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreAction {
+    pub blob: String,
+    pub action: RestoreStep,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_etag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_last_modified: Option<String>,
+    /// The snapshot timestamp or backup blob it came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Kind for RestoreKind {
+    const NAME: &'static str = "restore";
+    const FIELD: Option<&'static str> = Some("restore");
+    type Options = RestoreOptions;
+    type Counts = RestoreCounts;
+    type Line = RestoreAction;
+
+    fn run_part(part: KindPart<'_, Self>) -> BoxFuture<'_, Result<PartDone<Self>, JobError>> {
+        Box::pin(run_part(part))
+    }
+
+    fn not_done(counts: &RestoreCounts) -> u64 {
+        counts.errors
+    }
+
+    fn about(options: &RestoreOptions, container: &str) -> Option<serde_json::Value> {
+        let target = options.target(container)?;
+        Some(serde_json::json!({ "target": target }))
+    }
+}
+
+/// A restore part: what it restores, from where, into what.
+struct Part<'a> {
+    app: &'a App,
+    shard: &'a Shard,
+    options: &'a RestoreOptions,
+    as_of: Option<OffsetDateTime>,
+    /// When the job started (see [`RestoreOptions::job_started`]).
+    job_started: Option<OffsetDateTime>,
+    /// The lake's container being restored.
+    lake: Container,
+    /// The container written to, its name, and its account.
+    target: Container,
+    target_name: &'a str,
+    target_account: &'a StorageAccount,
+    /// The target is the lake's container itself.
+    in_place: bool,
+    /// The target is a container of the lake's account (itself or another): its blobs are the
+    /// lake's, backed up by the backup engine.
+    target_in_lake_account: bool,
+}
+
+/// Runs one part of a restore shard.
+async fn run_part(part: KindPart<'_, RestoreKind>) -> Result<PartDone<RestoreKind>, JobError> {
+    let KindPart {
+        app,
+        shard,
+        options,
+        fanout,
+        sink,
+        stop,
+    } = part;
+    let target_account = target::restore_account(app, options)?;
+    let target_name = options.target_container(&shard.container);
+    let target_in_lake_account = target_account.same_blob_service(&app.source);
+    let part = Part {
+        app,
+        shard,
+        options,
+        as_of: options.instant(),
+        job_started: options.job_started_at(),
+        lake: app.source.container(&shard.container)?,
+        target: target_account.container(target_name)?,
+        target_name,
+        target_account,
+        in_place: target_in_lake_account && target_name == shard.container,
+        target_in_lake_account,
+    };
+    let level = match options.from {
+        RestoreFrom::Backup => part.plan_from_backup().await?,
+        RestoreFrom::Snapshots => part.plan_from_snapshots().await?,
+    };
+    // The first part fans the level out; a continuation's names and sub-directories were seen
+    // by the part before it.
+    if shard.part == 0 {
+        for sub in &level.subdirectories {
+            if options.reaches(sub) {
+                fanout.push(app, shard.child(sub)).await?;
+            }
+        }
+        app.progress.saw(level.candidates.len() as u64);
+    }
+    let mut done = PartDone::new();
+    for warning in &level.warnings {
+        done.notes.warn("", warning.clone());
+    }
+    let candidates: Vec<Candidate> = level
+        .candidates
+        .into_iter()
+        .filter(|candidate| stop.admits(&candidate.blob))
+        .collect();
+    let mut last_done = None;
+    // The budget is for writes: a part always plans its whole level first.
+    let finished = each_within_budget(
+        candidates,
+        stop.deadline(app.config.shard_budget),
+        app.config.snapshot_concurrency,
+        |candidate| {
+            let span = tracing::info_span!("blob", blob = %candidate.blob);
+            part.act(candidate).instrument(span)
+        },
+        |outcome| {
+            app.progress.did(1);
+            outcome.counted.count(&mut done.counts);
+            if let Some(action) = outcome.action {
+                if let Some(error) = &action.error {
+                    done.notes.fail(&action.blob, error.clone());
+                }
+                done.line(sink, action);
+            }
+            last_done = Some(outcome.blob);
+        },
+    )
+    .await;
+    if !finished {
+        done.continuation = Some(shard.continuation(None, last_done.as_deref()));
+    }
+    Ok(done)
+}

@@ -1,0 +1,310 @@
+//! The verify kind of job work: one directory level of a lake container checked against the same
+//! level of its `{c}bak`, within the shard's budget.
+//!
+//! A part lists the lake's level with snapshots and the backups' level (one listing each), and
+//! judges each current blob in its own name order: is there a complete backup of its current
+//! version, and a snapshot of it? With `deep`, each backup's bytes are read and checked
+//! ([`check`]). A blob whose stored Content-MD5 does not match its own bytes (Azure does not
+//! check the MD5 a block list or Set Blob Properties sets) is a warning: its backup holds the
+//! bytes as the lake does, with the stored MD5 as is.
+//!
+//! Each problem is one line ([`VerifyLine`]); a blob with any is counted `failed` and named in
+//! the notes, so a job that found one ends failed. A blob whose check failed on the service is a
+//! problem of its own (`unchecked`, with the reason), never a blocker. The first part fans out
+//! the level's sub-directories; when the budget runs out (only deep checks take it), the
+//! continuation lists the level again and goes on after the last name checked, in the part's own
+//! name order.
+
+mod check;
+
+use std::collections::BTreeMap;
+
+use futures::{future::BoxFuture, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use tracing::Instrument;
+
+use self::check::{check_bytes, Checked};
+use super::{
+    budget::each_within_budget,
+    kind::{Kind, Part, PartDone},
+    JobError,
+};
+use crate::{
+    core::{
+        diff::{diff_listing, BlobVerdict},
+        restore_plan::{filter_reaches, level_prefix},
+        version::Version,
+    },
+    engine::vault::VaultLevel,
+    kind_counts,
+    storage::{
+        listing::{list_directory_with_snapshots, ListingScope},
+        Container, StorageError,
+    },
+};
+
+/// The verify kind.
+#[derive(Debug)]
+pub struct VerifyKind;
+
+/// What a verify job checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyOptions {
+    /// Only names starting with it (empty: every name).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub filter: String,
+    /// Also read each backup's bytes and check them against the version.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deep: bool,
+}
+
+kind_counts! {
+    /// What a verify counts, per current blob of the lake. `failed`: blobs with any gap (no
+    /// backup, no snapshot, a backup that does not match, one that could not be checked), each
+    /// named in the notes, so a job that found one ends failed.
+    pub struct VerifyCounts {
+        blobs,
+        backed_up,
+        without_backup,
+        without_snapshot,
+        checked,
+        mismatched,
+        unchecked,
+        failed,
+    }
+}
+
+/// What is wrong with a blob, or worth knowing about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Problem {
+    NoBackup,
+    NoSnapshot,
+    BackupMismatch,
+    Unchecked,
+    /// A warning: the blob is protected; the lake's own stored MD5 is wrong.
+    StoredMd5Mismatch,
+}
+
+impl Problem {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Problem::NoBackup => "no_backup",
+            Problem::NoSnapshot => "no_snapshot",
+            Problem::BackupMismatch => "backup_mismatch",
+            Problem::Unchecked => "unchecked",
+            Problem::StoredMd5Mismatch => "stored_md5_mismatch",
+        }
+    }
+}
+
+/// One problem verify found with one blob: a line of the job's report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyLine {
+    pub blob: String,
+    pub problem: Problem,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// When a version without a backup was written (RFC 3339): how old the data is that a loss
+    /// now would take with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written: Option<String>,
+}
+
+impl VerifyLine {
+    fn new(blob: &str, problem: Problem, detail: Option<String>) -> Self {
+        Self {
+            blob: blob.to_owned(),
+            problem,
+            detail,
+            written: None,
+        }
+    }
+
+    /// The blob is protected; the line says something worth knowing about it.
+    pub fn is_warning(&self) -> bool {
+        self.problem == Problem::StoredMd5Mismatch
+    }
+}
+
+impl Kind for VerifyKind {
+    const NAME: &'static str = "verify";
+    const FIELD: Option<&'static str> = Some("verify");
+    type Options = VerifyOptions;
+    type Counts = VerifyCounts;
+    type Line = VerifyLine;
+
+    fn run_part(part: Part<'_, Self>) -> BoxFuture<'_, Result<PartDone<Self>, JobError>> {
+        Box::pin(run_part(part))
+    }
+
+    fn not_done(counts: &VerifyCounts) -> u64 {
+        counts.failed
+    }
+}
+
+async fn run_part(part: Part<'_, VerifyKind>) -> Result<PartDone<VerifyKind>, JobError> {
+    let Part {
+        app,
+        shard,
+        options,
+        fanout,
+        sink,
+        stop,
+    } = part;
+    let source = app.source.container(&shard.container)?;
+    let vault = app.vault_of(&shard.container)?;
+    let backups = VaultLevel::of_directory(app, &shard.container, &shard.prefix).await?;
+    let (names, subdirectories) = lake_level(&source, &shard.prefix, &options.filter).await?;
+    if shard.part == 0 {
+        for sub in subdirectories {
+            fanout.push(app, shard.child(&sub)).await?;
+        }
+    }
+    // Every part judges its whole level: names after the previous part's last, in name order.
+    let after = shard.after.as_deref();
+    let verdicts: Vec<BlobVerdict> = names
+        .into_iter()
+        .filter(|(name, _)| after.is_none_or(|after| name.as_str() > after) && stop.admits(name))
+        .flat_map(|(_, entries)| diff_listing(entries))
+        .collect();
+    if shard.part == 0 {
+        app.progress.saw(verdicts.len() as u64);
+    }
+    let mut done = PartDone::new();
+    let mut last_done = None;
+    let finished = each_within_budget(
+        verdicts,
+        stop.deadline(app.config.shard_budget),
+        app.config.snapshot_concurrency,
+        |verdict| {
+            let backed_up = backups
+                .index
+                .contains(&verdict.blob.name, &verdict.blob.etag);
+            let span = tracing::info_span!("blob", blob = %verdict.blob.name);
+            let (source, vault) = (&source, &vault);
+            async move {
+                let checked = match backed_up && options.deep {
+                    true => Some(check_bytes(source, vault, &verdict.blob).await),
+                    false => None,
+                };
+                (verdict, backed_up, checked)
+            }
+            .instrument(span)
+        },
+        |(verdict, backed_up, checked)| {
+            app.progress.did(1);
+            judge(&mut done, sink, &verdict, backed_up, checked);
+            last_done = Some(verdict.blob.name);
+        },
+    )
+    .await;
+    if !finished {
+        done.continuation = Some(shard.continuation(None, last_done.as_deref()));
+    }
+    Ok(done)
+}
+
+/// Counts one blob and reports its problems.
+fn judge(
+    done: &mut PartDone<VerifyKind>,
+    sink: Option<super::kind::LineSink<'_, VerifyLine>>,
+    verdict: &BlobVerdict,
+    backed_up: bool,
+    checked: Option<Result<Checked, StorageError>>,
+) {
+    let blob = &verdict.blob;
+    let counts = &mut done.counts;
+    let mut problems = Vec::new();
+    counts.blobs += 1;
+    if verdict.needs_snapshot {
+        counts.without_snapshot += 1;
+        problems.push(VerifyLine::new(&blob.name, Problem::NoSnapshot, None));
+    }
+    if backed_up {
+        counts.backed_up += 1;
+    } else {
+        counts.without_backup += 1;
+        problems.push(VerifyLine {
+            written: blob.last_modified.format(&Rfc3339).ok(),
+            ..VerifyLine::new(&blob.name, Problem::NoBackup, None)
+        });
+    }
+    let checked = checked.map(|checked| {
+        checked
+            .unwrap_or_else(|e| Checked::Unchecked(format!("the check failed on the service: {e}")))
+    });
+    match checked {
+        None => {}
+        Some(Checked::Matches) => counts.checked += 1,
+        Some(Checked::StoredMd5Mismatch) => {
+            counts.checked += 1;
+            let detail = "the lake's stored Content-MD5 does not match the blob's bytes; the \
+                          backup holds the bytes, and the stored MD5 as the lake has it";
+            let line = VerifyLine::new(&blob.name, Problem::StoredMd5Mismatch, Some(detail.into()));
+            done.notes
+                .warn(&blob.name, Problem::StoredMd5Mismatch.as_str());
+            done.line(sink, line);
+        }
+        Some(Checked::Mismatch(detail)) => {
+            counts.checked += 1;
+            counts.mismatched += 1;
+            problems.push(VerifyLine::new(
+                &blob.name,
+                Problem::BackupMismatch,
+                Some(detail),
+            ));
+        }
+        Some(Checked::Unchecked(detail)) => {
+            counts.unchecked += 1;
+            problems.push(VerifyLine::new(
+                &blob.name,
+                Problem::Unchecked,
+                Some(detail),
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        done.counts.failed += 1;
+        let reasons: Vec<&str> = problems.iter().map(|p| p.problem.as_str()).collect();
+        done.notes.fail(&blob.name, reasons.join(", "));
+    }
+    for problem in problems {
+        done.line(sink, problem);
+    }
+}
+
+/// The lake's level under `filter`: each name's base and snapshots, by name, and the
+/// sub-directories the filter reaches into.
+async fn lake_level(
+    source: &Container,
+    directory: &str,
+    filter: &str,
+) -> Result<(BTreeMap<String, Vec<Version>>, Vec<String>), StorageError> {
+    let listing_prefix = level_prefix(directory, filter);
+    let pages = list_directory_with_snapshots(
+        source,
+        ListingScope {
+            prefix: (!listing_prefix.is_empty()).then_some(listing_prefix.as_str()),
+            ..Default::default()
+        },
+    )?;
+    futures::pin_mut!(pages);
+    let mut names: BTreeMap<String, Vec<Version>> = BTreeMap::new();
+    let mut subdirectories = Vec::new();
+    while let Some(page) = pages.try_next().await? {
+        subdirectories.extend(
+            page.directories()
+                .filter(|sub| filter_reaches(filter, sub))
+                .map(str::to_owned),
+        );
+        for entry in page.into_items() {
+            // A hierarchical namespace's directory is no blob to back up.
+            if entry.name.starts_with(filter) && !entry.is_directory_placeholder() {
+                names.entry(entry.name.clone()).or_default().push(entry);
+            }
+        }
+    }
+    Ok((names, subdirectories))
+}

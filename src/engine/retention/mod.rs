@@ -1,0 +1,368 @@
+//! Pruning one directory level by a retention policy (`RETENTION_*`, see
+//! [`crate::core::retention`]): what a `{c}bak` level and the lake's same level keep, and the
+//! deletion of the rest. Both kinds that prune use it: the prune kind, and the backup kind's
+//! reconciliation shards.
+//!
+//! A level is judged ([`judge_level`], in [`judge`]) from one listing of each side; memory holds
+//! one level. Only complete, stamped backups are versions: anything else is neither counted as a
+//! kept copy nor deleted. Deletions ([`carry_out`]) go in the part's own order (blob, kind,
+//! version) within a deadline; each carries `If-Match` on the ETag it judged, so a blob that
+//! changed meanwhile is left alone; one the service refuses (an immutability policy, a legal
+//! hold, a lease, a writer without delete rights) is reported `refused` and kept.
+
+mod judge;
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tracing::{info, warn};
+
+pub use self::judge::judge_level;
+use crate::{
+    app::App,
+    core::retention::RetentionPolicy,
+    engine::jobs::each_within_budget,
+    kind_counts,
+    storage::{Container, ErrorCode, StorageError},
+};
+
+kind_counts! {
+    /// What pruning kept and deleted, per backup version and snapshot (and their bytes).
+    pub struct PruneCounts {
+        versions_kept,
+        versions_deleted,
+        snapshots_kept,
+        snapshots_deleted,
+        bytes_freed,
+        bytes_kept,
+        refused,
+        errors,
+    }
+}
+
+/// What kind of version a deletion is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VersionKind {
+    /// A backup blob in `{c}bak`.
+    Backup,
+    /// A snapshot in the lake.
+    Snapshot,
+}
+
+impl VersionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VersionKind::Backup => "backup",
+            VersionKind::Snapshot => "snapshot",
+        }
+    }
+}
+
+/// What became of one deletion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PruneOutcome {
+    /// Would be deleted (a dry run).
+    Delete,
+    Deleted,
+    /// Immutable, held, leased, or this identity may not delete: kept.
+    Refused,
+    /// Not the blob judged any more, or gone: left alone.
+    Changed,
+    Error,
+}
+
+/// One version pruning deleted (or, in a dry run, would delete), or could not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PruneAction {
+    /// The lake's blob the version belongs to.
+    pub blob: String,
+    pub kind: VersionKind,
+    /// The backup blob's name, or the snapshot's timestamp.
+    pub version: String,
+    pub action: PruneOutcome,
+    pub bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// One directory to prune.
+pub struct DirectoryScope<'a> {
+    pub container: &'a str,
+    /// Empty for the root, else ending in `/`.
+    pub directory: &'a str,
+    /// Only names starting with it.
+    pub prefix: &'a str,
+    pub dry_run: bool,
+    /// The policy judged by, and the instant it is judged at.
+    pub policy: &'a RetentionPolicy,
+    pub now: OffsetDateTime,
+    /// Past it no deletion is started (a shard's budget) but the first; the rest waits for the
+    /// continuation, or the next pass.
+    pub deadline: Instant,
+    /// The last deletion a previous part of the level did ([`PrunedLevel::stopped_after`]): only
+    /// those after it are done, and what is kept was counted by the part that started the level.
+    pub after: Option<&'a str>,
+    /// The last deletion a delivery of this part before chose to stop after: none after it is
+    /// done here.
+    pub until: Option<&'a str>,
+}
+
+/// One directory level pruned.
+pub struct PrunedLevel {
+    pub counts: PruneCounts,
+    /// The sub-directories of its `{c}bak` level.
+    pub subdirectories: Vec<String>,
+    /// The budget ran out: the last deletion done, for the continuation to go on after.
+    pub stopped_after: Option<String>,
+}
+
+/// A level judged: what it keeps (counted by the level's first part only) and what goes, in the
+/// part's own order, after the part before's last deletion. A queued prune part records it in
+/// its job's ledger before it deletes anything, so a delivery redone after a crash deletes and
+/// reports exactly what the first planned, those the first deleted included.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PrunePlan {
+    kept: PruneCounts,
+    doomed: Vec<Doomed>,
+    subdirectories: Vec<String>,
+}
+
+/// A backup or snapshot the policy no longer keeps.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Doomed {
+    blob: String,
+    kind: VersionKind,
+    version: String,
+    /// The backup blob's ETag, for the condition (snapshots never change).
+    etag: Option<String>,
+    bytes: u64,
+}
+
+impl Doomed {
+    /// Where it comes in a part's deletions.
+    fn order(&self) -> (&str, &str, &str) {
+        (&self.blob, self.kind.as_str(), &self.version)
+    }
+}
+
+/// Whether a plan is carried out again, after a delivery that died part-way through it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replay {
+    No,
+    /// A planned deletion found gone was done by the delivery before.
+    Yes,
+}
+
+/// Prunes the blobs directly in one directory, reporting each deletion to `report`.
+pub async fn prune_directory(
+    app: &App,
+    scope: &DirectoryScope<'_>,
+    report: &mut (dyn FnMut(PruneAction) + Send),
+) -> Result<PrunedLevel, StorageError> {
+    let plan = judge_level(app, scope).await?;
+    carry_out(app, scope, plan, Replay::No, report).await
+}
+
+/// A position in a part's own order of deletions, as a continuation or a recorded stop carries
+/// it (unreadable: `None`, and said so).
+fn position(text: &str, what: &str) -> Option<(String, String, String)> {
+    serde_json::from_str(text)
+        .map_err(|e| warn!(error = %e, "{what} is unreadable: judging the level again"))
+        .ok()
+}
+
+/// Deletes what `plan` dooms, in its order, until the scope's deadline (or its recorded stop),
+/// reporting each deletion to `report`.
+pub async fn carry_out(
+    app: &App,
+    scope: &DirectoryScope<'_>,
+    plan: PrunePlan,
+    replay: Replay,
+    report: &mut (dyn FnMut(PruneAction) + Send),
+) -> Result<PrunedLevel, StorageError> {
+    let vault = app.vault_of(scope.container)?;
+    let PrunePlan {
+        kept: mut counts,
+        mut doomed,
+        subdirectories,
+    } = plan;
+    if let Some(until) = scope.until.and_then(|u| position(u, "a recorded stop")) {
+        doomed.retain(|d| d.order() <= (&until.0, &until.1, &until.2));
+    }
+    let mut last_done = None;
+    let finished = each_within_budget(
+        doomed,
+        scope.deadline,
+        app.config.snapshot_concurrency,
+        |doomed| delete(app, scope, &vault, doomed, replay),
+        |action| {
+            count(&mut counts, &action);
+            last_done = serde_json::to_string(&(&action.blob, action.kind, &action.version)).ok();
+            report(action);
+        },
+    )
+    .await;
+    Ok(PrunedLevel {
+        counts,
+        subdirectories,
+        stopped_after: if finished { None } else { last_done },
+    })
+}
+
+fn count(counts: &mut PruneCounts, action: &PruneAction) {
+    match (action.action, action.kind) {
+        (PruneOutcome::Delete | PruneOutcome::Deleted, VersionKind::Backup) => {
+            counts.versions_deleted += 1;
+            counts.bytes_freed += action.bytes;
+        }
+        (PruneOutcome::Delete | PruneOutcome::Deleted, VersionKind::Snapshot) => {
+            counts.snapshots_deleted += 1;
+            counts.bytes_freed += action.bytes;
+        }
+        (PruneOutcome::Refused | PruneOutcome::Changed, _) => {
+            counts.refused += 1;
+            counts.bytes_kept += action.bytes;
+        }
+        (PruneOutcome::Error, _) => counts.errors += 1,
+    }
+}
+
+async fn delete(
+    app: &App,
+    scope: &DirectoryScope<'_>,
+    vault: &Container,
+    doomed: Doomed,
+    replay: Replay,
+) -> PruneAction {
+    let mut action = PruneAction {
+        blob: doomed.blob,
+        kind: doomed.kind,
+        version: doomed.version,
+        action: PruneOutcome::Delete,
+        bytes: doomed.bytes,
+        reason: None,
+    };
+    if scope.dry_run {
+        return action;
+    }
+    let deleted = async {
+        let doomed_blob = match doomed.kind {
+            // Deleted as the pruning identity (PRUNE_STORAGE), which may differ from the writer.
+            VersionKind::Backup => app.pruner().container(vault.name())?.blob(&action.version),
+            VersionKind::Snapshot => app
+                .source
+                .container(scope.container)?
+                .blob(&action.blob)
+                .at_snapshot(&action.version)?,
+        };
+        let what = || format!("pruning {} {}", action.kind.as_str(), action.version);
+        match doomed_blob.delete(doomed.etag.as_deref()).await {
+            Ok(()) => Ok(Gone::Now),
+            // A conditional delete of a blob that is gone answers 412 (Azure's contract for
+            // If-Match on a missing resource) or 404: only a look tells whether the delivery
+            // before deleted it or it is another blob now.
+            Err(e)
+                if replay == Replay::Yes
+                    && (e.is(ErrorCode::ConditionNotMet) || e.is(ErrorCode::BlobNotFound)) =>
+            {
+                match doomed_blob.probe().await {
+                    Ok(None) => Ok(Gone::Before),
+                    Ok(Some(_)) => Err(e.context(what())),
+                    Err(probe) => Err(probe.context(what())),
+                }
+            }
+            Err(e) => Err(e.context(what())),
+        }
+    }
+    .await;
+    match deleted {
+        Ok(gone) => {
+            if gone == Gone::Now {
+                info!(
+                    blob = action.blob,
+                    kind = action.kind.as_str(),
+                    version = action.version,
+                    "pruned"
+                );
+            }
+            action.action = PruneOutcome::Deleted;
+        }
+        Err(e) => {
+            let (verdict, reason) = judge_refusal(&e);
+            if verdict == PruneOutcome::Error {
+                warn!(error = %e, version = action.version, "pruning a version failed");
+                action.reason = Some(e.to_string());
+            } else {
+                info!(version = action.version, reason, "not pruned");
+                action.reason = Some(reason.to_owned());
+            }
+            action.action = verdict;
+        }
+    }
+    action
+}
+
+/// Who deleted a planned version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gone {
+    Now,
+    /// The delivery before, which died part-way through the same plan.
+    Before,
+}
+
+/// How a refused deletion counts: `refused` (immutable, held, leased, not this identity's to
+/// delete), `changed` (not the blob judged, or gone already) or `error`.
+pub fn judge_refusal(error: &StorageError) -> (PruneOutcome, &'static str) {
+    if error.is_immutable() {
+        (
+            PruneOutcome::Refused,
+            "immutable (a WORM policy or legal hold): kept",
+        )
+    } else if error.is_leased() {
+        (PruneOutcome::Refused, "leased: kept")
+    } else if error.is_permission_refusal() {
+        (
+            PruneOutcome::Refused,
+            "this identity may not delete (a writer without delete rights): kept; prune with \
+             PRUNE_STORAGE set to an identity that may",
+        )
+    } else if error.is(ErrorCode::ConditionNotMet) || error.is(ErrorCode::BlobNotFound) {
+        (
+            PruneOutcome::Changed,
+            "changed or gone since it was judged: left alone",
+        )
+    } else {
+        (PruneOutcome::Error, "")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(status: u16, code: &str) -> StorageError {
+        StorageError::refused("pruning", status, ErrorCode::parse(code))
+    }
+
+    #[test]
+    fn immutable_held_or_leased_blobs_are_refusals_not_errors() {
+        for (status, code, verdict) in [
+            (409, "BlobImmutableDueToPolicy", PruneOutcome::Refused),
+            (409, "BlobImmutableDueToLegalHold", PruneOutcome::Refused),
+            (412, "LeaseIdMissing", PruneOutcome::Refused),
+            (412, "ConditionNotMet", PruneOutcome::Changed),
+            (404, "BlobNotFound", PruneOutcome::Changed),
+            (
+                403,
+                "AuthorizationPermissionMismatch",
+                PruneOutcome::Refused,
+            ),
+            (403, "AuthenticationFailed", PruneOutcome::Error),
+        ] {
+            assert_eq!(judge_refusal(&refusal(status, code)).0, verdict, "{code}");
+        }
+    }
+}
