@@ -1,15 +1,19 @@
 //! `lakebackup doctor`: is this deployment set up right? Every check it can make with the app's
 //! own settings and identity, all at once, each read-only: the settings and the names the host
-//! binds; each connection reachable and authorised (its identity's token obtained where it uses
-//! one), and granted each right the settings make it need (`rights`); the backup account apart
-//! from the lake; soft delete and a hierarchical namespace on the lake; an immutability policy or
-//! legal hold on each `{c}bak` in scope and soft delete on the backup account; the queues and the
-//! depth of each poison queue; the recent jobs; the ADF pipeline. It never writes: no container,
-//! queue, blob or ledger is created, and a right is tried only where trying changes nothing.
+//! binds; the lake's containers in scope (listed, which must work when `RECONCILE_CONTAINERS` is
+//! unset); each connection reachable and authorised where lakebackup works with it — in each
+//! container in scope, or at the account where it needs the account (`reach`; its identity's
+//! token obtained where it uses one) — and granted each right the settings make it need there
+//! (`rights`); the backup account apart from the lake; soft delete and a hierarchical namespace
+//! on the lake; an immutability policy or legal hold on each `{c}bak` in scope and soft delete on
+//! the backup account; the queues and the depth of each poison queue; the recent jobs; the ADF
+//! pipeline. It never writes: no container, queue, blob or ledger is created, and a right is
+//! tried only where trying changes nothing.
 
+mod reach;
 mod rights;
 
-use std::{collections::HashSet, path::Path, time::Duration};
+use std::{path::Path, time::Duration};
 
 use futures::{future::join_all, StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -23,7 +27,6 @@ use crate::{
     host::{bindings, standalone},
     settings::Settings,
     storage::{
-        connection::StorageAuth,
         listing::{list_directory_names, until_container_missing},
         StorageAccount, StorageError,
     },
@@ -150,33 +153,33 @@ pub async fn doctor(settings: &Settings, host_json: &Path, app_dir: &Path) -> Re
         )
     });
     let app = &app;
+    // The lake's containers in scope: where each connection is reached and its rights tried,
+    // and whose {c}bak's immutability is read.
+    let scope = match &app.config.reconcile_containers {
+        Some(names) => reach::LakeScope::Named(names.clone()),
+        None => match containers_in_scope(app, None).await {
+            Ok(names) => reach::LakeScope::Listed(names),
+            Err(e) => reach::LakeScope::Unknown(e),
+        },
+    };
     // Each account is reached first: the checks of one that does not answer are not made (each
     // would wait out its own retries), its failure says why.
-    let (reached, connection_checks) = connections(app).await;
-    checks.extend(connection_checks);
+    let ((places, reach_checks), lake_containers) = futures::join!(
+        reach::reach_all(app, &scope),
+        reach::lake_containers(app, &scope)
+    );
+    checks.extend(reach_checks);
+    checks.push(lake_containers);
+    checks.extend(accounts_apart(app));
     checks.extend(rights::sas_validity(app));
-    // The lake's containers in scope: the immutability of their {c}bak, and where rights are
-    // tried.
-    let scope = match &app.config.reconcile_containers {
-        Some(names) => Ok(names.clone()),
-        None if reached.contains(SOURCE_STORAGE) => containers_in_scope(app, None).await,
-        None => Err(StorageError::other(
-            "listing the lake's containers",
-            "SOURCE_STORAGE did not answer",
-        )),
-    };
-    let in_scope = scope.as_deref().unwrap_or_default();
+    let reached = |setting: &str| places.contains_key(setting);
     let groups = join_all([
-        Box::pin(lake_account(app, reached.contains(SOURCE_STORAGE)))
+        Box::pin(lake_account(app, reached(SOURCE_STORAGE)))
             as std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Check>> + Send + '_>>,
-        Box::pin(backup_account(
-            app,
-            reached.contains(BACKUP_STORAGE),
-            &scope,
-        )),
-        Box::pin(rights::rights(app, &reached, in_scope)),
-        Box::pin(queues(app, reached.contains(JOBS_STORAGE))),
-        Box::pin(recent_jobs(app, settings, reached.contains(JOBS_STORAGE))),
+        Box::pin(backup_account(app, reached(BACKUP_STORAGE), &scope)),
+        Box::pin(rights::rights(app, &places)),
+        Box::pin(queues(app, reached(JOBS_STORAGE))),
+        Box::pin(recent_jobs(app, settings, reached(JOBS_STORAGE))),
         Box::pin(pipeline(app)),
     ])
     .await;
@@ -184,45 +187,9 @@ pub async fn doctor(settings: &Settings, host_json: &Path, app_dir: &Path) -> Re
     Report::of(checks)
 }
 
-/// Each connection answers its credentials (the names of those that do); the backup account is
-/// not the lake's, and `PRUNE_STORAGE` is the backup account.
-async fn connections(app: &App) -> (HashSet<&'static str>, Vec<Check>) {
-    let mut accounts = vec![
-        (SOURCE_STORAGE, &app.source),
-        (BACKUP_STORAGE, &app.backup),
-        (JOBS_STORAGE, &app.jobs),
-    ];
-    if let Some(target) = &app.restore_target {
-        accounts.push((crate::config::RESTORE_TARGET_STORAGE, target));
-    }
-    if let Some(pruner) = &app.prune_account {
-        accounts.push((crate::config::PRUNE_STORAGE, pruner));
-    }
-    let reached = join_all(accounts.iter().map(|(name, account)| async move {
-        let how = if matches!(account.connection().auth, StorageAuth::Identity { .. }) {
-            "reachable and authorised (a token of its identity obtained)"
-        } else {
-            "reachable and authorised"
-        };
-        match account.reach().await {
-            Ok(()) => (
-                Some(*name),
-                check(
-                    format!("{name}: {how}"),
-                    Status::Ok,
-                    "it lists its containers",
-                ),
-            ),
-            Err(e) => (
-                None,
-                check(format!("{name}: {how}"), Status::Fail, e.to_string()),
-            ),
-        }
-    }))
-    .await;
-    let names = reached.iter().filter_map(|(name, _)| *name).collect();
-    let mut checks: Vec<Check> = reached.into_iter().map(|(_, check)| check).collect();
-    checks.push(if app.backup.same_blob_service(&app.source) {
+/// The backup account is not the lake's, and `PRUNE_STORAGE` is the backup account.
+fn accounts_apart(app: &App) -> Vec<Check> {
+    let mut checks = vec![if app.backup.same_blob_service(&app.source) {
         check(
             "BACKUP_STORAGE: another account than the lake's",
             Status::Fail,
@@ -235,7 +202,7 @@ async fn connections(app: &App) -> (HashSet<&'static str>, Vec<Check>) {
             Status::Ok,
             "the backups live in an account of their own",
         )
-    });
+    }];
     if let Some(pruner) = &app.prune_account {
         if !pruner.same_blob_service(&app.backup) {
             checks.push(check(
@@ -247,7 +214,7 @@ async fn connections(app: &App) -> (HashSet<&'static str>, Vec<Check>) {
         }
     }
     checks.extend(restore_target_apart(app));
-    (names, checks)
+    checks
 }
 
 /// `RESTORE_TARGET_STORAGE`, when set, is neither the backup account (a restore would write the
@@ -350,11 +317,7 @@ async fn soft_delete(name: &str, account: &StorageAccount, protects: &str) -> Ch
 
 /// An immutability policy or legal hold on each `{c}bak` in scope; soft delete on the account
 /// (when it answers).
-async fn backup_account(
-    app: &App,
-    reached: bool,
-    scope: &Result<Vec<String>, StorageError>,
-) -> Vec<Check> {
+async fn backup_account(app: &App, reached: bool, scope: &reach::LakeScope) -> Vec<Check> {
     if !reached {
         return Vec::new();
     }
@@ -365,18 +328,16 @@ async fn backup_account(
     )
     .await;
     let mut checks = vec![soft_delete];
-    let containers = match scope {
-        Ok(containers) => containers,
-        Err(e) => {
-            checks.push(check(
-                "BACKUP_STORAGE: immutability of {c}bak",
-                Status::Warn,
-                format!("the containers in scope could not be listed: {e}"),
-            ));
-            return checks;
-        }
+    let Some(containers) = scope.containers() else {
+        checks.push(check(
+            "BACKUP_STORAGE: immutability of {c}bak",
+            Status::Warn,
+            "the lake's containers in scope are not known (see SOURCE_STORAGE: the lake's \
+             containers)",
+        ));
+        return checks;
     };
-    let protections = futures::stream::iter(containers.clone())
+    let protections = futures::stream::iter(containers.to_vec())
         .map(|container| async move {
             let vault = app.backup_container_of(&container);
             let protection = match &vault {

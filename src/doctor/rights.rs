@@ -1,51 +1,79 @@
 //! The rights each connection needs for what the settings make lakebackup do, checked without
-//! changing anything: a SAS by its own fields (permissions, resource types, services, expiry), a
-//! key or an identity by trying each right with a request that cannot change anything
+//! changing anything, where lakebackup uses them: in each container in scope that answered
+//! (`reach`), on each work queue and poison queue by name (`queues`), at the account for what
+//! only the account grants. A SAS is judged by its own fields (permissions, resource types,
+//! services, expiry; a SAS of one container is valid there only, which reaching the containers
+//! found), a key or an identity by trying each right with a request that cannot change anything
 //! (`storage::probe`). A right the settings do not use is not asked for. Each missing right is a
-//! failure naming the connection, the right and what would fail without it; neither a SAS nor a
-//! key is ever shown.
+//! failure naming the connection, the right, where it is missing and what would fail without it
+//! (a warning for what only an admin's restore needs); a refusal for another reason than a
+//! missing right (a network rule, a signature not accepted) is a failure that says so; neither a
+//! SAS nor a key is ever shown.
 
-use std::collections::HashSet;
+mod queues;
 
-use futures::future::join_all;
+use std::collections::HashMap;
+
+use futures::{future::join_all, StreamExt};
 use time::{format_description::well_known::Rfc3339, Duration, OffsetDateTime};
 
-use super::{check, Check, Status};
+use super::{
+    check,
+    reach::{connections, Places, Presence},
+    Check, Status,
+};
 use crate::{
-    app::{App, WorkQueue, BACKUP_STORAGE, JOBS_STORAGE, SOURCE_STORAGE},
+    app::{App, BACKUP_STORAGE, JOBS_STORAGE, SOURCE_STORAGE},
     config::{CopyEngine, PRUNE_STORAGE, RESTORE_TARGET_STORAGE},
     storage::{
         connection::StorageAuth,
-        sas_grant::{Right, Validity},
-        ProbeSite, Probed, StorageAccount,
+        sas_grant::{Right, Service, Validity},
+        Probed, StorageAccount,
     },
 };
 
 /// A SAS that expires sooner than this is a warning: renew it before every request fails.
 const SAS_RENEWAL_WARNING: Duration = Duration::days(14);
 
-/// A container name to try blob rights in when no container is in scope (it need not exist).
+/// A container name to try blob rights in at the account, where no container is in scope (it
+/// need not exist: an allowed request meets 404 `ContainerNotFound`).
 const NO_CONTAINER: &str = "lakebackup-doctor-probe";
 
-/// One right a connection needs, and what fails without it.
+/// How many rights are tried at once per connection.
+const PROBES_AT_ONCE: usize = 16;
+
+/// One right a connection needs, what fails without it, and how much that matters.
 struct Need {
     right: Right,
     fails: String,
+    /// Fail where the product's own work fails; warn where only an admin's action does.
+    missing: Status,
 }
 
 fn need(right: Right, fails: impl Into<String>) -> Need {
     Need {
         right,
         fails: fails.into(),
+        missing: Status::Fail,
     }
 }
 
-/// What checking one right found.
+/// What checking one right found in one place.
+#[derive(Debug, Clone)]
 enum Found {
     Granted,
+    /// The right is missing: why.
     Missing(String),
+    /// Refused for another reason than a missing right: the code, and why.
+    Blocked(String),
+    /// Cannot be told: why.
     Unknown(String),
+    /// Not tried here, and nothing is lost by it where another place showed the right: why.
+    Skipped(String),
 }
+
+/// Where a right was checked: a container or queue, or the account (`None`).
+type Place = Option<String>;
 
 /// A check per SAS connection: can be read, and is valid now (expired or not yet valid: fail;
 /// expiring within two weeks: warn). Made whether or not the account answered.
@@ -103,33 +131,15 @@ pub(super) fn sas_validity(app: &App) -> Vec<Check> {
         .collect()
 }
 
-/// Every connection the settings name.
-fn connections(app: &App) -> Vec<(&'static str, &StorageAccount)> {
-    let mut all = vec![
-        (SOURCE_STORAGE, &app.source),
-        (BACKUP_STORAGE, &app.backup),
-        (JOBS_STORAGE, &app.jobs),
-    ];
-    if let Some(target) = &app.restore_target {
-        all.push((RESTORE_TARGET_STORAGE, target));
-    }
-    if let Some(pruner) = &app.prune_account {
-        all.push((PRUNE_STORAGE, pruner));
-    }
-    all
-}
-
-/// The rights of each connection that answered (`reached`); blob rights are tried in (or for)
-/// the first of the lake's containers in scope.
-pub(super) async fn rights(app: &App, reached: &HashSet<&str>, scope: &[String]) -> Vec<Check> {
-    let lake = scope.first().map(String::as_str);
+/// The rights of each connection that answered, where it answered.
+pub(super) async fn rights(app: &App, places: &HashMap<&'static str, Places>) -> Vec<Check> {
     let checked = join_all(
         connections(app)
             .into_iter()
-            .filter(|(setting, _)| reached.contains(setting))
-            .map(|(setting, account)| async move {
+            .filter_map(|(setting, account)| Some((setting, account, places.get(setting)?)))
+            .map(|(setting, account, places)| async move {
                 let needs = needs(app, setting, account);
-                connection_rights(app, setting, account, needs, lake).await
+                connection_rights(app, setting, account, needs, places).await
             }),
     )
     .await;
@@ -170,6 +180,16 @@ fn lake_needs(app: &App, identity: bool) -> Vec<Need> {
             Right::Snapshot,
             "no snapshot can be taken: every pass fails to protect the versions it finds",
         ),
+        // Backups never write into the lake; a restore into it does. Restores are an admin's
+        // action, which may run with another identity or into another account: a warning.
+        Need {
+            right: Right::WriteBlobs,
+            fails: "restores into the lake (in place, or into another of its containers) fail: \
+                    restore into another account (RESTORE_TARGET_STORAGE, restore \
+                    --to-account), or grant it before restoring"
+                .into(),
+            missing: Status::Warn,
+        },
     ];
     if config.list_tags {
         needs.push(need(
@@ -321,7 +341,7 @@ async fn connection_rights(
     setting: &'static str,
     account: &StorageAccount,
     needs: Vec<Need>,
-    lake: Option<&str>,
+    places: &Places,
 ) -> Vec<Check> {
     let grant = match account.sas_grant() {
         Some(Ok(grant)) => match grant.validity(OffsetDateTime::now_utc()) {
@@ -332,7 +352,7 @@ async fn connection_rights(
         _ => None,
     };
     // A SAS says what it grants, save what a stored access policy holds: those are tried.
-    let mut found: Vec<Option<Found>> = needs
+    let by_sas: Vec<Option<Found>> = needs
         .iter()
         .map(|need| {
             let allowed = grant.as_ref()?.allows(need.right)?;
@@ -342,45 +362,215 @@ async fn connection_rights(
             })
         })
         .collect();
-    let tried_any = found.iter().any(Option::is_none);
-    if tried_any {
-        let site = probe_site(app, setting, account, lake).await;
-        let site = &site;
-        let tried = join_all(needs.iter().zip(&found).map(|(need, found)| async move {
-            match found {
-                Some(_) => None,
-                None => Some(tried(account.probe(need.right, site).await)),
-            }
-        }))
-        .await;
-        for (slot, result) in found.iter_mut().zip(tried) {
-            if result.is_some() {
-                *slot = result;
-            }
-        }
-    }
-    let how = if tried_any {
-        "each tried by a request that changes nothing, and not refused"
+    let to_try: Vec<Right> = needs
+        .iter()
+        .zip(&by_sas)
+        .filter(|(_, found)| found.is_none())
+        .map(|(need, _)| need.right)
+        .collect();
+    let mut tried = if to_try.is_empty() {
+        HashMap::new()
     } else {
-        "its SAS grants them"
+        try_rights(app, account, &to_try, places, grant.is_some()).await
     };
-    report(setting, &needs, found.into_iter().flatten().collect(), how)
+    let found: Vec<Found> = needs
+        .iter()
+        .zip(by_sas)
+        .map(|(need, by_sas)| {
+            by_sas.unwrap_or_else(|| overall(tried.remove(&need.right).unwrap_or_default()))
+        })
+        .collect();
+    let how = if to_try.is_empty() {
+        "its SAS grants them".to_owned()
+    } else {
+        let mut tried_in: Vec<&str> = places.containers.iter().map(|(n, _)| n.as_str()).collect();
+        if setting == JOBS_STORAGE {
+            tried_in.push("its work queues");
+        }
+        let mut how = "each tried by a request that changes nothing, and not refused".to_owned();
+        if !tried_in.is_empty() {
+            how.push_str(&format!(", in {}", tried_in.join(", ")));
+        }
+        how
+    };
+    report(setting, &needs, found, &how)
 }
 
-fn tried(probed: Probed) -> Found {
+fn is_blob_right(right: Right) -> bool {
+    right.service() == Service::Blob
+        && !matches!(right, Right::CreateContainers | Right::DelegationKey)
+}
+
+/// Tries each of `rights` where it is used: blob rights in every container that answered (or at
+/// the account), Create Container on those that exist, queue rights on the queues by name.
+async fn try_rights(
+    app: &App,
+    account: &StorageAccount,
+    rights: &[Right],
+    places: &Places,
+    sas: bool,
+) -> HashMap<Right, Vec<(Place, Found)>> {
+    let mut found: HashMap<Right, Vec<(Place, Found)>> = HashMap::new();
+    let blob_rights: Vec<Right> = rights
+        .iter()
+        .copied()
+        .filter(|r| is_blob_right(*r))
+        .collect();
+    let containers: Vec<Place> = if places.account {
+        vec![None]
+    } else {
+        places
+            .containers
+            .iter()
+            .map(|(name, _)| Some(name.clone()))
+            .collect()
+    };
+    if containers.is_empty() {
+        let why = places
+            .no_place
+            .clone()
+            .unwrap_or_else(|| "no container is in scope".to_owned());
+        for right in &blob_rights {
+            found
+                .entry(*right)
+                .or_default()
+                .push((None, Found::Unknown(format!("not tried: {why}"))));
+        }
+    } else {
+        let pairs: Vec<(Right, Place)> = blob_rights
+            .iter()
+            .flat_map(|right| containers.iter().map(move |c| (*right, c.clone())))
+            .collect();
+        let results: Vec<(Right, Place, Found)> = futures::stream::iter(pairs)
+            .map(|(right, place)| async move {
+                let container = place.as_deref().unwrap_or(NO_CONTAINER);
+                let found = tried(&account.probe_blob(right, container).await);
+                (right, place, found)
+            })
+            .buffer_unordered(PROBES_AT_ONCE)
+            .collect()
+            .await;
+        for (right, place, result) in results {
+            found.entry(right).or_default().push((place, result));
+        }
+    }
+    if rights.contains(&Right::CreateContainers) {
+        found.insert(
+            Right::CreateContainers,
+            create_containers(account, places).await,
+        );
+    }
+    if rights.contains(&Right::DelegationKey) {
+        let key = tried(&account.probe_delegation_key().await);
+        found.insert(Right::DelegationKey, vec![(None, key)]);
+    }
+    let queue_rights: Vec<Right> = rights
+        .iter()
+        .copied()
+        .filter(|r| r.service() == Service::Queue)
+        .collect();
+    if !queue_rights.is_empty() {
+        found.extend(queues::queue_rights(app, account, &queue_rights, sas).await);
+    }
+    found
+}
+
+/// Create Container tried on each container in scope that exists (none is created to try it);
+/// where none does, on any container of the account (a role that may create one is assigned on
+/// the account: a container that does not exist has no role of its own).
+async fn create_containers(account: &StorageAccount, places: &Places) -> Vec<(Place, Found)> {
+    let mut existing = Vec::new();
+    for (name, presence) in &places.containers {
+        let exists = match presence {
+            Presence::Exists => true,
+            Presence::Absent => false,
+            Presence::Unknown => match account.container(name) {
+                Ok(container) => container.exists().await.unwrap_or(false),
+                Err(_) => false,
+            },
+        };
+        if exists {
+            existing.push(name.clone());
+        }
+    }
+    if existing.is_empty() {
+        return match account.first_container().await {
+            Ok(Some(any)) => vec![(None, tried(&account.probe_create_container(&any).await))],
+            _ => vec![(
+                None,
+                Found::Unknown(
+                    "not tried: no container exists to try it on without creating one".into(),
+                ),
+            )],
+        };
+    }
+    join_all(existing.into_iter().map(|name| async move {
+        let found = tried(&account.probe_create_container(&name).await);
+        (Some(name), found)
+    }))
+    .await
+}
+
+fn tried(probed: &Probed) -> Found {
     match probed {
         Probed::Allowed(_) => Found::Granted,
         Probed::Refused(e) => Found::Missing(format!(
             "refused ({} {}) when tried with a request that changes nothing",
             e.status.unwrap_or(403),
-            match &e.code {
-                Some(crate::storage::ErrorCode::Other(code)) => code.clone(),
-                Some(code) => format!("{code:?}"),
-                None => "no error code".into(),
-            }
+            e.code_name()
+        )),
+        Probed::Blocked(e, why) => Found::Blocked(format!(
+            "refused for another reason than a missing right: {} ({why})",
+            e.code_name()
         )),
         Probed::Inconclusive(e) => Found::Unknown(format!("could not be tried: {e}")),
         Probed::NotTried(why) => Found::Unknown(format!("not tried: {why}")),
+    }
+}
+
+/// What the places found, together: missing anywhere is missing (naming where), then refused
+/// for another reason, then unknown; granted where every place that was tried granted it.
+fn overall(found: Vec<(Place, Found)>) -> Found {
+    let first_of = |wanted: fn(&Found) -> Option<&String>| {
+        let hits: Vec<(&Place, &String)> = found
+            .iter()
+            .filter_map(|(place, f)| wanted(f).map(|why| (place, why)))
+            .collect();
+        let (_, why) = hits.first()?;
+        let named: Vec<&str> = hits.iter().filter_map(|(p, _)| p.as_deref()).collect();
+        Some(if named.is_empty() {
+            (*why).clone()
+        } else {
+            format!("{why} (in {})", named.join(", "))
+        })
+    };
+    if let Some(why) = first_of(|f| match f {
+        Found::Missing(why) => Some(why),
+        _ => None,
+    }) {
+        return Found::Missing(why);
+    }
+    if let Some(why) = first_of(|f| match f {
+        Found::Blocked(why) => Some(why),
+        _ => None,
+    }) {
+        return Found::Blocked(why);
+    }
+    if let Some(why) = first_of(|f| match f {
+        Found::Unknown(why) => Some(why),
+        _ => None,
+    }) {
+        return Found::Unknown(why);
+    }
+    if found.iter().any(|(_, f)| matches!(f, Found::Granted)) {
+        return Found::Granted;
+    }
+    match first_of(|f| match f {
+        Found::Skipped(why) => Some(why),
+        _ => None,
+    }) {
+        Some(why) => Found::Unknown(why),
+        None => Found::Unknown("not tried: nowhere to try it".into()),
     }
 }
 
@@ -391,10 +581,10 @@ fn report(setting: &str, needs: &[Need], found: Vec<Found>, how: &str) -> Vec<Ch
         let title = format!("{setting}: may {}", need.right.describe());
         match found {
             Found::Granted => granted.push(need.right.describe()),
-            Found::Missing(why) => {
-                checks.push(check(title, Status::Fail, format!("{why}: {}", need.fails)))
+            Found::Missing(why) | Found::Blocked(why) => {
+                checks.push(check(title, need.missing, format!("{why}: {}", need.fails)))
             }
-            Found::Unknown(why) => checks.push(check(
+            Found::Unknown(why) | Found::Skipped(why) => checks.push(check(
                 title,
                 Status::Warn,
                 format!("{why}; without it {}", need.fails),
@@ -412,56 +602,4 @@ fn report(setting: &str, needs: &[Need], found: Vec<Found>, how: &str) -> Vec<Ch
         );
     }
     checks
-}
-
-/// Where `setting`'s rights are tried: the container it works in, and for creating, a container
-/// or queue that exists (none is created to try it).
-async fn probe_site(
-    app: &App,
-    setting: &str,
-    account: &StorageAccount,
-    lake: Option<&str>,
-) -> ProbeSite {
-    let lake = lake.unwrap_or(NO_CONTAINER);
-    let container = match setting {
-        BACKUP_STORAGE | PRUNE_STORAGE => app
-            .backup_container_of(lake)
-            .unwrap_or_else(|_| NO_CONTAINER.to_owned()),
-        JOBS_STORAGE => app.config.job_ledger.clone(),
-        _ => lake.to_owned(),
-    };
-    let exists = match account.container(&container) {
-        Ok(c) => c.exists().await.unwrap_or(false),
-        Err(_) => false,
-    };
-    let existing_container = if exists {
-        Some(container.clone())
-    } else {
-        account.first_container().await.ok().flatten()
-    };
-    let existing_queue = if setting == JOBS_STORAGE {
-        existing_work_queue(app).await
-    } else {
-        None
-    };
-    ProbeSite {
-        container,
-        existing_container,
-        existing_queue,
-    }
-}
-
-/// A work queue (or its poison queue) that exists in `AzureWebJobsStorage`.
-async fn existing_work_queue(app: &App) -> Option<String> {
-    for queue in [WorkQueue::Shards, WorkQueue::Backups, WorkQueue::Events] {
-        let Some(name) = queue.name(&app.config) else {
-            continue;
-        };
-        for name in [name.clone(), format!("{name}-poison")] {
-            if let Ok(Some(_)) = app.jobs.queue(&name).ok()?.depth().await {
-                return Some(name);
-            }
-        }
-    }
-    None
 }

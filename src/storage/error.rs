@@ -267,6 +267,11 @@ fn no_answer(error: &(dyn std::error::Error + 'static)) -> String {
     let mut innermost = error;
     let mut cause = Some(error);
     while let Some(inner) = cause {
+        // The transport of requests that write metadata names (`metadata_case`) says the same.
+        if let Some(ours) = inner.downcast_ref::<super::metadata_case::Unanswered>() {
+            connect |= ours.connect;
+            endpoint = endpoint.or_else(|| Some(ours.endpoint.clone()));
+        }
         if let Some(request) = inner.downcast_ref::<reqwest::Error>() {
             connect |= request.is_connect();
             endpoint = endpoint.or_else(|| {

@@ -46,7 +46,7 @@ use azure_storage_queue::{QueueClient, QueueClientOptions};
 pub use connection::{StorageAuth, StorageConnection};
 pub use container::{Blob, BlobState, Container, Downloaded, Taken};
 pub use error::{ErrorCode, StorageError, StorageResultExt};
-pub use probe::{ProbeSite, Probed, PROBE_PREFIX, PROBE_QUEUE_PREFIX};
+pub use probe::{Probed, QueueProbe, Refusal, PROBE_PREFIX, PROBE_QUEUE_PREFIX};
 pub use queue::{Queue, TakenMessage};
 pub use read::{ChunkedRead, READ_CHUNK_BYTES};
 pub use survey::{BlobServiceSetup, ContainerProtection};

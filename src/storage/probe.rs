@@ -2,22 +2,34 @@
 //! key, says what it allows only by what the service answers. Each [`Right`] is tried with the
 //! very operation lakebackup performs, aimed where that operation cannot change anything: a blob
 //! under a reserved name with a random suffix (`lakebackup-doctor-probe/…`, which no one writes),
-//! conditional on an ETag no blob has; a queue of such a name; Create Container or Create Queue
-//! on one that exists. Nothing is ever created.
+//! in the container lakebackup works in, conditional on an ETag no blob has; a message of the
+//! real work queue that no queue holds (a random id); Create Container or Create Queue on one
+//! that exists. Nothing is ever created.
+//!
+//! A role may be assigned on one container or one queue (or carry a condition on its path), so a
+//! right is tried where lakebackup uses it, by name, never on a container or queue of another
+//! name. Where no harmless request on the real queue exists (Put Message adds a message, Get
+//! Messages takes one) the right is inferred from the RBAC actions the harmless ones need, or
+//! said not tried (see `doctor::rights`).
 //!
 //! How an answer is read (Azure Storage REST documentation): the service authorizes a request
-//! before it looks at the resource, so a refusal is 403 — `AuthorizationPermissionMismatch`, or
-//! `AuthorizationFailure` ("Shared access signature error codes"; "Authorize access to blobs
-//! using Microsoft Entra ID") — whether or not the blob exists, and a request that was allowed
-//! meets the missing resource: 404 `BlobNotFound` or `ContainerNotFound` ("Blob Storage error
-//! codes": Set Blob Metadata, Snapshot Blob, Delete Blob, Lease Blob, Get/Set Blob Tags, Get
-//! Blob Properties of a blob that does not exist), 404 `QueueNotFound` ("Queue Storage error
-//! codes": Put Message, Get Messages, Delete Message, Update Message on a queue that does not
-//! exist), 412 `ConditionNotMet` (the ETag condition), 409 `ContainerAlreadyExists` (Create
-//! Container on an existing container; a container deleted meanwhile answers 409
-//! `ContainerBeingDeleted`, so none can be created by it), 204 or 409 `QueueAlreadyExists`
-//! (Create Queue on an existing queue, by whether its metadata matched). Anything else cannot
-//! say, and is reported as such.
+//! before it looks at the resource, and a request that was allowed meets the missing resource:
+//! 404 `BlobNotFound` or `ContainerNotFound` ("Blob Storage error codes": Set Blob Metadata,
+//! Snapshot Blob, Delete Blob, Lease Blob, Get/Set Blob Tags, Get Blob Properties of a blob that
+//! does not exist), 404 `QueueNotFound` or `MessageNotFound` ("Queue Storage error codes": Put
+//! Message, Get Messages, Delete Message, Update Message), 412 `ConditionNotMet` (the ETag
+//! condition), 409 `ContainerAlreadyExists` (Create Container on an existing container; a
+//! container deleted meanwhile answers 409 `ContainerBeingDeleted`, so none can be created by it),
+//! 204 or 409 `QueueAlreadyExists` (Create Queue on an existing queue, by whether its metadata
+//! matched). A refusal is 403, and only some of its codes say a right is missing
+//! ("Shared access signature error codes"; "Authorize access to blobs using Microsoft Entra
+//! ID"): `AuthorizationPermissionMismatch` (a role without the action, a SAS without the
+//! permission), `AuthorizationServiceMismatch` and `AuthorizationResourceTypeMismatch` (an
+//! account SAS not signed for the service or resource type). Every other 403 refuses the request
+//! for another reason — `AuthorizationFailure` (the account's network rules, or another rule),
+//! `AuthorizationSourceIPMismatch`, `AuthorizationProtocolMismatch`, `AuthenticationFailed` (a
+//! signature or token not accepted), `AccountIsDisabled` — and says nothing of the right: it is
+//! reported as such ([`Probed::Blocked`]). Anything else cannot say, and is reported as such.
 
 use azure_core::http::RequestContent;
 use azure_storage_blob::models::{
@@ -25,7 +37,7 @@ use azure_storage_blob::models::{
     BlobClientSetMetadataOptions, BlobClientSetTagsOptions, BlobContainerClientListBlobsOptions,
     BlobServiceClientListContainersOptions, BlobTags,
 };
-use azure_storage_queue::models::{QueueClientReceiveMessagesOptions, QueueMessage};
+use azure_storage_queue::models::{QueueClientPeekMessagesOptions, QueueMessage};
 use futures::TryStreamExt;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -47,24 +59,70 @@ const NO_SUCH_ETAG: &str = "\"lakebackup-doctor-no-such-etag\"";
 pub enum Probed {
     /// The service let the request through: what it answered (a missing resource, a condition).
     Allowed(String),
-    /// Refused with 403: the error, with its code.
+    /// Refused for want of the right: 403 with a code that says a permission is missing.
     Refused(StorageError),
+    /// Refused for another reason than a missing right (a network rule, a signature or token not
+    /// accepted, a disabled account): the error, and that reason in words.
+    Blocked(StorageError, &'static str),
     /// Failed another way (unreachable, busy, an answer that says nothing of the right).
     Inconclusive(StorageError),
     /// Not tried: why it could not be without changing something.
     NotTried(&'static str),
 }
 
-/// Where the rights of one connection are tried.
-#[derive(Debug, Clone, Default)]
-pub struct ProbeSite {
-    /// The container the product works in (it need not exist: the service then answers 404
-    /// `ContainerNotFound`, after the role was checked).
-    pub container: String,
-    /// A container that exists, for Create Container.
-    pub existing_container: Option<String>,
-    /// A queue that exists, for Create Queue.
-    pub existing_queue: Option<String>,
+/// What a refusal (401 or 403) says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The credential was accepted, and lacks the permission (a role's action, a SAS's `sp`,
+    /// `ss` or `srt`).
+    MissingRight,
+    /// Refused for another reason, in words.
+    Other(&'static str),
+}
+
+/// Why a request was refused, by its error code, when no permission is what is missing.
+fn refused_because(code: &str) -> &'static str {
+    match code {
+        "AuthorizationFailure" => {
+            "the account's network rules (firewall, virtual networks, private endpoints) do not \
+             let this client in, or another rule than a permission refuses it"
+        }
+        "AuthorizationSourceIPMismatch" => "its SAS allows other IP addresses only (sip)",
+        "AuthorizationProtocolMismatch" => {
+            "its SAS allows HTTPS only (spr=https), and the endpoint is http"
+        }
+        "AuthenticationFailed" | "InvalidAuthenticationInfo" | "NoAuthenticationInformation" => {
+            "its key, SAS signature or token is not accepted (a wrong or rotated key, a SAS signed \
+             for another resource or with another key, an expired token)"
+        }
+        "AccountIsDisabled" => "the account is disabled",
+        _ => "the service refused it without naming a missing permission",
+    }
+}
+
+impl StorageError {
+    /// What a refusal says: a right missing, or another reason; `None` when this is no refusal.
+    pub fn refusal(&self) -> Option<Refusal> {
+        if !matches!(self.status, Some(401 | 403)) {
+            return None;
+        }
+        let code = self.code_name();
+        Some(match code.as_str() {
+            "AuthorizationPermissionMismatch"
+            | "AuthorizationServiceMismatch"
+            | "AuthorizationResourceTypeMismatch" => Refusal::MissingRight,
+            other => Refusal::Other(refused_because(other)),
+        })
+    }
+
+    /// The service's error code as it sent it; empty when it sent none.
+    pub fn code_name(&self) -> String {
+        match &self.code {
+            Some(super::ErrorCode::Other(code)) => code.clone(),
+            Some(code) => format!("{code:?}"),
+            None => String::new(),
+        }
+    }
 }
 
 /// A name no one else uses: the time, the process and a counter, hashed.
@@ -88,21 +146,48 @@ fn unique_suffix() -> String {
         .collect()
 }
 
+/// A message id no queue holds: a random one, shaped as the service's (a GUID).
+fn no_such_message() -> String {
+    let hex = unique_suffix();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
 /// What an operation that was let through, or refused, says of the right.
 fn judged<T>(answer: Result<T, StorageError>) -> Probed {
     match answer {
         Ok(_) => Probed::Allowed("it succeeded".into()),
-        Err(e) if e.status == Some(403) => Probed::Refused(e),
-        Err(e) if matches!(e.status, Some(404 | 409 | 412)) => {
-            let code = match &e.code {
-                Some(super::ErrorCode::Other(code)) => code.clone(),
-                Some(code) => format!("{code:?}"),
-                None => String::new(),
-            };
-            Probed::Allowed(format!("answered {} {code}", e.status.unwrap_or_default()))
-        }
-        Err(e) => Probed::Inconclusive(e),
+        Err(e) => match e.refusal() {
+            Some(Refusal::MissingRight) => Probed::Refused(e),
+            Some(Refusal::Other(why)) => Probed::Blocked(e, why),
+            None if matches!(e.status, Some(404 | 409 | 412)) => Probed::Allowed(format!(
+                "answered {} {}",
+                e.status.unwrap_or_default(),
+                e.code_name()
+            )),
+            None => Probed::Inconclusive(e),
+        },
     }
+}
+
+/// A harmless request on a queue named by the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueProbe {
+    /// Peek Messages: reads the first message, changes nothing (RBAC `messages/read`; SAS `r`).
+    Peek,
+    /// Delete Message of an id no queue holds (RBAC `messages/process/action` or
+    /// `messages/delete`; SAS `p`).
+    DeleteMessage,
+    /// Update Message of an id no queue holds (RBAC `messages/write`; SAS `u`).
+    UpdateMessage,
+    /// Create Queue on a queue the caller saw exist (RBAC `queues/write`).
+    Create,
 }
 
 impl StorageAccount {
@@ -114,26 +199,35 @@ impl StorageAccount {
         }
     }
 
-    /// Tries `right` at `site` by an operation that changes nothing.
-    pub async fn probe(&self, right: Right, site: &ProbeSite) -> Probed {
+    /// Tries the blob `right` in `container` by an operation that changes nothing.
+    pub async fn probe_blob(&self, right: Right, container: &str) -> Probed {
+        judged(self.try_blob_right(right, container).await)
+    }
+
+    /// Tries Create Container on `existing`, a container that exists.
+    pub async fn probe_create_container(&self, existing: &str) -> Probed {
+        judged(self.try_create_container(existing).await)
+    }
+
+    /// Tries Get User Delegation Key (an identity's, valid ten minutes).
+    pub async fn probe_delegation_key(&self) -> Probed {
+        let until = OffsetDateTime::now_utc() + time::Duration::minutes(10);
+        judged(self.delegation_key(until).await)
+    }
+
+    /// Tries `probe` on `queue`, a queue lakebackup uses.
+    pub async fn probe_queue(&self, probe: QueueProbe, queue: &str) -> Probed {
+        judged(self.try_queue(probe, queue).await)
+    }
+
+    /// Tries `right` (sending or deleting messages) on a queue of a reserved random name, which
+    /// does not exist: allowed only to a role that reaches queues of any name.
+    pub async fn probe_queue_elsewhere(&self, right: Right) -> Probed {
+        let name = format!("{PROBE_QUEUE_PREFIX}{}", &unique_suffix()[..24]);
         match right {
-            Right::CreateContainers => match &site.existing_container {
-                Some(existing) => judged(self.try_create_container(existing).await),
-                None => Probed::NotTried("no container exists to try it on without creating one"),
-            },
-            Right::CreateQueues => match &site.existing_queue {
-                Some(existing) => judged(self.try_create_queue(existing).await),
-                None => Probed::NotTried("no queue exists to try it on without creating one"),
-            },
-            Right::DelegationKey => {
-                let until = OffsetDateTime::now_utc() + time::Duration::minutes(10);
-                judged(self.delegation_key(until).await)
-            }
-            Right::SendMessages
-            | Right::ReceiveMessages
-            | Right::DeleteMessages
-            | Right::UpdateMessages => judged(self.try_queue_right(right).await),
-            _ => judged(self.try_blob_right(right, &site.container).await),
+            Right::SendMessages => judged(self.try_send(&name).await),
+            Right::DeleteMessages => judged(self.try_queue(QueueProbe::DeleteMessage, &name).await),
+            _ => Probed::NotTried("not a right tried on another queue"),
         }
     }
 
@@ -143,15 +237,6 @@ impl StorageAccount {
             .create(None)
             .await
             .during(|| format!("trying Create Container on {existing}"))?;
-        Ok(())
-    }
-
-    async fn try_create_queue(&self, existing: &str) -> Result<(), StorageError> {
-        self.queue(existing)?
-            .sdk()
-            .create(None)
-            .await
-            .during(|| format!("trying Create Queue on {existing}"))?;
         Ok(())
     }
 
@@ -240,52 +325,57 @@ impl StorageAccount {
         Ok(())
     }
 
-    /// A queue operation on a queue that does not exist.
-    async fn try_queue_right(&self, right: Right) -> Result<(), StorageError> {
-        let name = format!("{PROBE_QUEUE_PREFIX}{}", &unique_suffix()[..24]);
-        let queue = self.queue(&name)?;
+    /// A harmless request on `name`: nothing is added, taken, hidden or removed.
+    async fn try_queue(&self, probe: QueueProbe, name: &str) -> Result<(), StorageError> {
+        let queue = self.queue(name)?;
         let client = queue.sdk();
-        let operation = || {
-            format!(
-                "trying to {} (a queue that does not exist)",
-                right.describe()
-            )
-        };
+        let operation = || format!("trying {probe:?} on queue {name}");
         // Shaped as the service's own: a GUID and a base64 receipt.
-        let (id, receipt) = ("00000000-0000-0000-0000-000000000000", "AgAAAAMAAAAAAAAA");
-        match right {
-            Right::SendMessages => {
-                let message: RequestContent<_, _> = QueueMessage {
-                    message_text: Some(String::new()),
-                }
-                .try_into()
-                .during(operation)?;
-                client.send_message(message, None).await.during(operation)?;
-            }
-            Right::ReceiveMessages => {
-                let options = QueueClientReceiveMessagesOptions {
+        let (id, receipt) = (no_such_message(), "AgAAAAMAAAAAAAAA");
+        match probe {
+            QueueProbe::Peek => {
+                let options = QueueClientPeekMessagesOptions {
                     number_of_messages: Some(1),
                     ..Default::default()
                 };
                 client
-                    .receive_messages(Some(options))
+                    .peek_messages(Some(options))
                     .await
                     .during(operation)?;
             }
-            Right::DeleteMessages => {
+            QueueProbe::DeleteMessage => {
                 client
-                    .delete_message(id, receipt, None)
+                    .delete_message(&id, receipt, None)
                     .await
                     .during(operation)?;
             }
-            Right::UpdateMessages => {
+            QueueProbe::UpdateMessage => {
                 client
-                    .update_message(id, receipt, 0, None)
+                    .update_message(&id, receipt, 0, None)
                     .await
                     .during(operation)?;
             }
-            _ => return Err(StorageError::other(operation(), "not a queue right")),
+            QueueProbe::Create => {
+                client.create(None).await.during(operation)?;
+            }
         }
+        Ok(())
+    }
+
+    /// Put Message on `name`, which the caller made sure no one uses (a random name).
+    async fn try_send(&self, name: &str) -> Result<(), StorageError> {
+        let queue = self.queue(name)?;
+        let operation = || "trying to send messages (a queue that does not exist)".to_owned();
+        let message: RequestContent<_, _> = QueueMessage {
+            message_text: Some(String::new()),
+        }
+        .try_into()
+        .during(operation)?;
+        queue
+            .sdk()
+            .send_message(message, None)
+            .await
+            .during(operation)?;
         Ok(())
     }
 
@@ -325,9 +415,20 @@ mod tests {
     fn a_403_refuses_and_a_missing_resource_allows() {
         let refused = StorageError::refused("x", 403, ErrorCode::AuthorizationPermissionMismatch);
         assert!(matches!(judged::<()>(Err(refused)), Probed::Refused(_)));
+        for code in [
+            "AuthorizationServiceMismatch",
+            "AuthorizationResourceTypeMismatch",
+        ] {
+            let refused = StorageError::refused("x", 403, ErrorCode::Other(code.into()));
+            assert!(
+                matches!(judged::<()>(Err(refused)), Probed::Refused(_)),
+                "{code}"
+            );
+        }
         for (status, code) in [
             (404, ErrorCode::BlobNotFound),
             (404, ErrorCode::Other("QueueNotFound".into())),
+            (404, ErrorCode::Other("MessageNotFound".into())),
             (409, ErrorCode::Other("ContainerAlreadyExists".into())),
             (412, ErrorCode::ConditionNotMet),
         ] {
@@ -337,6 +438,60 @@ mod tests {
         let busy = StorageError::refused("x", 503, ErrorCode::Other("ServerBusy".into()));
         assert!(matches!(judged::<()>(Err(busy)), Probed::Inconclusive(_)));
         assert!(matches!(judged(Ok(())), Probed::Allowed(_)));
+    }
+
+    #[test]
+    fn a_refusal_for_another_reason_is_no_missing_right() {
+        for (status, code, says) in [
+            (403, ErrorCode::AuthorizationFailure, "network rules"),
+            (
+                403,
+                ErrorCode::Other("AuthorizationSourceIPMismatch".into()),
+                "sip",
+            ),
+            (
+                403,
+                ErrorCode::Other("AuthorizationProtocolMismatch".into()),
+                "spr=https",
+            ),
+            (
+                403,
+                ErrorCode::Other("AuthenticationFailed".into()),
+                "not accepted",
+            ),
+            (
+                401,
+                ErrorCode::Other("InvalidAuthenticationInfo".into()),
+                "not accepted",
+            ),
+            (
+                403,
+                ErrorCode::Other("AccountIsDisabled".into()),
+                "disabled",
+            ),
+            (
+                403,
+                ErrorCode::Other("SomethingNew".into()),
+                "without naming",
+            ),
+        ] {
+            let error = StorageError::refused("x", status, code.clone());
+            match judged::<()>(Err(error)) {
+                Probed::Blocked(e, why) => {
+                    assert!(why.contains(says), "{code:?}: {why}");
+                    assert_eq!(e.refusal(), Some(Refusal::Other(why)));
+                }
+                other => panic!("{code:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn message_ids_no_queue_holds_are_shaped_as_the_services() {
+        let (a, b) = (no_such_message(), no_such_message());
+        assert_ne!(a, b);
+        let groups: Vec<usize> = a.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12]);
     }
 
     #[test]

@@ -155,9 +155,11 @@ pub enum Lacks {
     Permission(&'static str),
     /// A service SAS is for one resource of one service: it cannot do this at all.
     AccountSasOnly,
-    /// A service SAS of the other service (blob vs queue), or one blob where a container is
-    /// needed.
+    /// A service SAS of the other service (blob vs queue).
     Resource,
+    /// A service SAS of one blob, snapshot, version or directory (`sr=b`, `bs`, `bv`, `d`),
+    /// where lakebackup works on whole containers: what it is for, in words.
+    OneResource(&'static str),
 }
 
 impl fmt::Display for Lacks {
@@ -191,8 +193,24 @@ impl fmt::Display for Lacks {
                 "it is a service SAS for another kind of resource: an account SAS (ss, srt) is \
                  needed",
             ),
+            Lacks::OneResource(what) => write!(
+                f,
+                "it is a SAS for {what}, which authorises nothing lakebackup does in a container: \
+                 a container SAS (sr=c) or an account SAS (ss, srt) is needed"
+            ),
         }
     }
+}
+
+/// What a blob-service SAS narrower than a container is for (`sr`), in words.
+fn one_resource(signed_resource: &str) -> Option<&'static str> {
+    Some(match signed_resource {
+        "b" => "one blob (sr=b)",
+        "bs" => "one snapshot of a blob (sr=bs)",
+        "bv" => "one version of a blob (sr=bv)",
+        "d" => "one directory (sr=d)",
+        _ => return None,
+    })
 }
 
 fn permission_name(permission: char) -> &'static str {
@@ -307,15 +325,15 @@ impl SasGrant {
                 let Some(any) = right.service_sas_permissions() else {
                     return Some(Err(Lacks::AccountSasOnly));
                 };
-                // A blob-service SAS names its resource (`sr`); a queue SAS does not.
-                let fits = match (right.service(), resource.as_deref()) {
-                    (Service::Queue, None) => true,
-                    (Service::Blob, Some("c" | "d")) => true,
-                    (Service::Blob, Some(_)) => right != Right::ListBlobs,
-                    _ => false,
-                };
-                if !fits {
-                    return Some(Err(Lacks::Resource));
+                // A blob-service SAS names its resource (`sr`); a queue SAS does not. Only a
+                // container SAS reaches what lakebackup works on, and only in its own container
+                // (the SAS does not say which: the service refuses it in any other).
+                match (right.service(), resource.as_deref()) {
+                    (Service::Queue, None) | (Service::Blob, Some("c")) => {}
+                    (Service::Blob, Some(narrow)) if one_resource(narrow).is_some() => {
+                        return one_resource(narrow).map(|what| Err(Lacks::OneResource(what)));
+                    }
+                    _ => return Some(Err(Lacks::Resource)),
                 }
                 if self.permissions.is_empty() && self.stored_policy {
                     return None;
@@ -327,6 +345,11 @@ impl SasGrant {
                 })
             }
         }
+    }
+
+    /// Whether it is a service SAS of one container (`sr=c`), valid in that container only.
+    pub fn is_container_sas(&self) -> bool {
+        matches!(&self.kind, Kind::Service { resource: Some(r) } if r == "c")
     }
 
     /// Whether the SAS is valid at `now`.
@@ -446,8 +469,36 @@ mod tests {
             container.allows(Right::SendMessages),
             Some(Err(Lacks::Resource))
         );
-        let blob = grant("sr=b&sp=rl&se=2030-01-01");
-        assert_eq!(blob.allows(Right::ListBlobs), Some(Err(Lacks::Resource)));
+        assert!(container.is_container_sas());
+        // A SAS of one blob, snapshot, version or directory grants nothing lakebackup needs of a
+        // container, whatever its permissions.
+        for (sr, what) in [
+            ("b", "one blob (sr=b)"),
+            ("bs", "one snapshot of a blob (sr=bs)"),
+            ("bv", "one version of a blob (sr=bv)"),
+            ("d", "one directory (sr=d)"),
+        ] {
+            let narrow = grant(&format!("sr={sr}&sp=racwdlt&se=2030-01-01"));
+            assert!(!narrow.is_container_sas());
+            for right in [
+                Right::ListBlobs,
+                Right::ReadBlobs,
+                Right::WriteBlobs,
+                Right::Snapshot,
+                Right::DeleteBlobs,
+                Right::ReadTags,
+                Right::WriteTags,
+                Right::Lease,
+            ] {
+                assert_eq!(
+                    narrow.allows(right),
+                    Some(Err(Lacks::OneResource(what))),
+                    "sr={sr} {right:?}"
+                );
+            }
+        }
+        let lacks = Lacks::OneResource("one blob (sr=b)").to_string();
+        assert!(lacks.contains("container SAS (sr=c)"), "{lacks}");
         let queue = grant("sp=ap&se=2030-01-01");
         assert_eq!(queue.allows(Right::ReceiveMessages), Some(Ok(())));
         assert_eq!(queue.allows(Right::ReadBlobs), Some(Err(Lacks::Resource)));

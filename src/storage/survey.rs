@@ -1,11 +1,12 @@
 //! What an account, a container and a queue say about their own set-up, for `lakebackup doctor`:
-//! whether the account answers, its blob soft delete and hierarchical namespace, a container's
+//! whether the account answers (at the account, or in one container, for a role or SAS that
+//! reaches no further), its blob soft delete and hierarchical namespace, a container's
 //! immutability policy or legal hold, a queue's depth. Each is one read-only request.
 
 use azure_core::http::StatusCode;
 use azure_storage_blob::models::{
-    BlobContainerClientGetPropertiesResultHeaders, BlobServiceClientGetAccountInfoResultHeaders,
-    BlobServiceClientListContainersOptions,
+    BlobContainerClientGetPropertiesResultHeaders, BlobContainerClientListBlobsOptions,
+    BlobServiceClientGetAccountInfoResultHeaders, BlobServiceClientListContainersOptions,
 };
 use azure_storage_queue::models::QueueClientGetPropertiesResultHeaders;
 use futures::TryStreamExt;
@@ -30,7 +31,9 @@ pub struct ContainerProtection {
 }
 
 impl StorageAccount {
-    /// Whether the account answers this connection's credentials: one container of one page.
+    /// Whether the account answers this connection's credentials at the account: one container
+    /// of one page (List Containers, which a role assigned on a container, or a SAS of one
+    /// container or without `srt=s`, may not do).
     pub async fn reach(&self) -> Result<(), StorageError> {
         let operation = || "listing containers".to_owned();
         let mut pages = self
@@ -78,6 +81,25 @@ impl StorageAccount {
 }
 
 impl Container {
+    /// Whether the account answers this connection's credentials in this container: List Blobs
+    /// of one entry under the doctor's reserved prefix, which lists nothing (the request a
+    /// container-scoped role or a container SAS with `l` is allowed; 404 `ContainerNotFound`
+    /// when it does not exist).
+    pub async fn reach(&self) -> Result<(), StorageError> {
+        let operation = || format!("listing blobs of {}", self.name());
+        let mut pages = self
+            .sdk()
+            .list_blobs(Some(BlobContainerClientListBlobsOptions {
+                prefix: Some(super::PROBE_PREFIX.to_owned()),
+                maxresults: Some(1),
+                ..Default::default()
+            }))
+            .during(operation)?
+            .into_pages();
+        pages.try_next().await.during(operation)?;
+        Ok(())
+    }
+
     /// What protects the container's blobs from deletion and overwrites; `None` when the
     /// container does not exist.
     pub async fn protection(&self) -> Result<Option<ContainerProtection>, StorageError> {

@@ -28,7 +28,7 @@ use crate::{
 };
 
 /// An account-SAS connection string for `account` of `azurite`, and its signature.
-fn sas_connection(
+pub(crate) fn sas_connection(
     azurite: &Azurite,
     account: &str,
     key: &str,
@@ -59,7 +59,7 @@ fn sas_connection(
 }
 
 /// `connections` with the settings the Functions host resolves in the function folders.
-fn deployment(connections: HashMap<String, String>) -> HashMap<String, String> {
+pub(crate) fn deployment(connections: HashMap<String, String>) -> HashMap<String, String> {
     let mut settings = connections;
     for (key, value) in [
         ("BACKUP_QUEUE_NAME", "backup-requests"),
@@ -73,15 +73,15 @@ fn deployment(connections: HashMap<String, String>) -> HashMap<String, String> {
 
 /// The names the doctor's probes use (blobs under the first, queues starting with the second):
 /// none may be left anywhere.
-const PROBE_PREFIX: &str = "lakebackup-doctor-probe/";
-const PROBE_QUEUE_PREFIX: &str = "lakebackup-doctor-probe-";
+pub(crate) const PROBE_PREFIX: &str = "lakebackup-doctor-probe/";
+pub(crate) const PROBE_QUEUE_PREFIX: &str = "lakebackup-doctor-probe-";
 
-fn in_a_year() -> OffsetDateTime {
+pub(crate) fn in_a_year() -> OffsetDateTime {
     OffsetDateTime::now_utc() + Duration::days(365)
 }
 
 /// The names of the checks that failed.
-fn failed(report: &serde_json::Value) -> BTreeSet<String> {
+pub(crate) fn failed(report: &serde_json::Value) -> BTreeSet<String> {
     report["checks"]
         .as_array()
         .unwrap()
@@ -92,7 +92,7 @@ fn failed(report: &serde_json::Value) -> BTreeSet<String> {
 }
 
 /// Every container, blob (with snapshots) and queue of Azurite's three accounts.
-async fn everything(azurite: &Azurite) -> BTreeSet<String> {
+pub(crate) async fn everything(azurite: &Azurite) -> BTreeSet<String> {
     let settings = lakebackup::settings::Settings::from_pairs(worker::settings(azurite));
     let mut seen = BTreeSet::new();
     for setting in ["SOURCE_STORAGE", "BACKUP_STORAGE", "AzureWebJobsStorage"] {
@@ -318,6 +318,16 @@ async fn rights_are_tried_without_changing_anything_and_a_refusal_fails() {
     assert_eq!(status, "ok", "{detail}");
     assert!(
         detail.starts_with("may list blobs, read blobs (each tried by a request"),
+        "{detail}"
+    );
+    // Only a restore writes into the lake, an admin's action: a warning, saying how to restore.
+    let (status, detail) = verdict(
+        &report,
+        "SOURCE_STORAGE: may write blobs and their metadata",
+    );
+    assert_eq!(status, "warn", "{detail}");
+    assert!(
+        detail.contains("restores into the lake") && detail.contains("another account"),
         "{detail}"
     );
     // Retention prunes backups, as BACKUP_STORAGE: its identity must delete.

@@ -13,6 +13,7 @@ mod consumer_direct;
 mod continuations;
 mod doctor;
 mod doctor_rights;
+mod doctor_scope;
 mod error_lines;
 mod events;
 mod exactness;

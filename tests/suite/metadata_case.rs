@@ -14,6 +14,9 @@
 //! by the shards (a produce) and by the queue consumer's engine (`back_up`, which reads the
 //! blob's properties first), restored in place, to another container, and from snapshots; and a
 //! deep verify that records an MD5 on a backup must leave its metadata names as they were.
+//!
+//! The transport that writes them keeps its connections as the shared client does: writes in a
+//! row share one (counted by the proxy), and one that gets no answer says where it went.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -38,7 +41,12 @@ use lakebackup::{
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{self, azurite::SOURCE_KEY, worker, Azurite};
+use crate::support::{
+    self,
+    azurite::SOURCE_KEY,
+    proxy::{OpClass, ProxiedAzurite, ProxyConfig},
+    worker, Azurite,
+};
 
 /// What every lake blob here carries: names in mixed case, one in the product's bookkeeping
 /// namespace (`lakebackup_`, kept escaped on the backup), and a lowercase one.
@@ -527,4 +535,85 @@ async fn a_deep_verify_leaves_a_backups_metadata_names_as_they_were() {
         );
     }
     assert_backup_metadata("verified", &after);
+}
+
+/// Writes whose names keep their case go over a connection of the worker's own
+/// (`storage::metadata_case`); in a row they share one, as the shared client's writes do, rather
+/// than opening (over HTTPS, handshaking) one each, which under load on Functions exhausts
+/// outbound (SNAT) ports.
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_in_a_row_that_keep_names_case_share_one_connection() {
+    let azurite = Azurite::start();
+    let proxied = ProxiedAzurite::start(&azurite, ProxyConfig::azurite()).unwrap();
+    let settings = Settings::from_pairs(HashMap::from([(
+        "SOURCE_STORAGE".to_owned(),
+        proxied.source(),
+    )]));
+    let source = StorageAccount::connect("SOURCE_STORAGE", &settings).unwrap();
+    source
+        .container_client("lake")
+        .unwrap()
+        .create(None)
+        .await
+        .unwrap();
+    let metadata: HashMap<String, String> = METADATA
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    proxied.blob.reset_stats();
+    let lake = source.container("lake").unwrap();
+    for i in 0..6u8 {
+        let written = lake
+            .blob(&format!("w{i}.csv"))
+            .create(vec![i; 100], metadata.clone())
+            .await
+            .unwrap();
+        assert!(written);
+    }
+    let stats = proxied.blob.stats();
+    assert_eq!(stats.requests_of(OpClass::Write), 6, "{stats:?}");
+    assert_eq!(
+        stats.connections_accepted, 1,
+        "six writes, one connection: {stats:?}"
+    );
+    let listed = listed(&source, "lake").await;
+    assert_eq!(listed.len(), 6);
+    for (name, blob) in listed {
+        assert_eq!(
+            blob.metadata,
+            expected(&METADATA),
+            "{name}: names as written"
+        );
+    }
+}
+
+/// A write whose names keep their case, to an endpoint nobody answers, fails in the same one
+/// line as any other write: where it went and the root cause, no secret.
+#[tokio::test]
+async fn a_write_that_keeps_names_case_and_gets_no_answer_names_the_endpoint() {
+    let port = support::closed_port();
+    let settings = Settings::from_pairs(HashMap::from([(
+        "SOURCE_STORAGE".to_owned(),
+        format!("AccountName=source;AccountKey={SOURCE_KEY};BlobEndpoint=http://127.0.0.1:{port}/source"),
+    )]));
+    let source = StorageAccount::connect("SOURCE_STORAGE", &settings).unwrap();
+    let blob = source.container("lake").unwrap().blob("a.csv");
+    let write = |name: &str| {
+        let metadata = HashMap::from([(name.to_owned(), "alice".to_owned())]);
+        let blob = &blob;
+        async move {
+            blob.create(b"a".to_vec(), metadata)
+                .await
+                .unwrap_err()
+                .to_string()
+        }
+    };
+    // Through the worker's own transport, and (all lowercase) through the shared client.
+    let (cased, shared) = (write("Owner").await, write("owner").await);
+    let prefix = format!("writing lake/a.csv: could not connect to http://127.0.0.1:{port}: ");
+    for line in [&cased, &shared] {
+        assert!(line.starts_with(&prefix), "{line}");
+        assert!(!line.contains('\n') && !line.contains(SOURCE_KEY), "{line}");
+    }
+    assert_eq!(cased, shared, "one shape whichever transport sent it");
 }

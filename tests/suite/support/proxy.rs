@@ -16,7 +16,10 @@
 //! - with [`ProxyConfig::refuse_tags`], answers as Azure does an identity that may read and
 //!   write blobs but not their index tags (see [`ProxyConfig::refuse_tags`]);
 //! - with [`ProxyConfig::deny_classes`], answers as Azure does an identity whose role lacks
-//!   whole classes of operations (a reader's: no write, snapshot, lease or delete);
+//!   whole classes of operations (a reader's: no write, snapshot, lease or delete), or with
+//!   another code ([`ProxyConfig::deny_code`]) a client refused for another reason;
+//! - with [`ProxyConfig::role_scope`], answers as Azure does an identity whose roles are
+//!   assigned on some containers and queues only;
 //! - counts what it saw and did.
 //!
 //! It runs on its own thread and runtime, so it serves whatever the test's runtime is doing
@@ -241,6 +244,17 @@ pub struct ProxyConfig {
     /// at (a blob that does not exist is refused the same). Counted in
     /// [`ProxyStats::azure_refusals`]; Azurite never sees the request.
     pub deny_classes: BTreeSet<OpClass>,
+    /// The error code [`ProxyConfig::deny_classes`] refuses with instead of
+    /// `AuthorizationPermissionMismatch`: e.g. `AuthorizationFailure`, as Azure answers a client
+    /// that the account's network rules (firewall, virtual networks) do not let in.
+    pub deny_code: Option<String>,
+    /// Answer as Azure does an identity whose roles are assigned on these resources only, each
+    /// `account/container` or `account/queue`: a request to any other container or queue, or to
+    /// an account itself (List Containers, List Queues, service properties, account information,
+    /// a user delegation key), is refused with 403 `AuthorizationPermissionMismatch` before the
+    /// resource is looked at (Azurite lets any key do anything). Counted in
+    /// [`ProxyStats::azure_refusals`].
+    pub role_scope: Option<BTreeSet<String>>,
 }
 
 impl ProxyConfig {
@@ -280,6 +294,18 @@ impl ProxyConfig {
     /// See [`ProxyConfig::deny_classes`].
     pub fn deny_classes(mut self, classes: impl IntoIterator<Item = OpClass>) -> ProxyConfig {
         self.deny_classes = classes.into_iter().collect();
+        self
+    }
+
+    /// See [`ProxyConfig::deny_code`].
+    pub fn deny_code(mut self, code: &str) -> ProxyConfig {
+        self.deny_code = Some(code.to_owned());
+        self
+    }
+
+    /// See [`ProxyConfig::role_scope`].
+    pub fn role_scope<'a>(mut self, resources: impl IntoIterator<Item = &'a str>) -> ProxyConfig {
+        self.role_scope = Some(resources.into_iter().map(str::to_owned).collect());
         self
     }
 
@@ -332,6 +358,8 @@ pub struct ProxyStats {
     /// Requests refused under [`ProxyConfig::azure_rules`] or [`ProxyConfig::refuse_tags`], by
     /// error code, with the request's path.
     pub azure_refusals: Vec<(String, String)>,
+    /// Client connections accepted (a client that reuses its connections opens few).
+    pub connections_accepted: u64,
 }
 
 impl ProxyStats {
@@ -378,6 +406,7 @@ impl ProxyStats {
         self.upstream_errors += other.upstream_errors;
         self.azure_refusals
             .extend(other.azure_refusals.iter().cloned());
+        self.connections_accepted += other.connections_accepted;
     }
 }
 
@@ -1121,6 +1150,7 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>) {
             continue;
         };
         let _ = stream.set_nodelay(true);
+        shared.state().stats.connections_accepted += 1;
         tokio::spawn(serve(Wire::new(stream), shared.clone()));
     }
 }
@@ -1366,14 +1396,32 @@ fn tags_refusal(shared: &Shared, class: OpClass, request: &Request) -> Option<Ve
 }
 
 /// Azure's answer to a request of a class the identity's role lacks (see
-/// [`ProxyConfig::deny_classes`]), or `None` to go on.
+/// [`ProxyConfig::deny_classes`]) or outside the resources its roles are assigned on (see
+/// [`ProxyConfig::role_scope`]), or `None` to go on.
 fn role_refusal(shared: &Shared, class: OpClass, request: &Request) -> Option<Vec<u8>> {
-    if !shared.state().config.deny_classes.contains(&class) {
-        return None;
-    }
     let path = request.target.split('?').next().unwrap_or("");
-    let code = "AuthorizationPermissionMismatch";
-    let message = "This request is not authorized to perform this operation using this permission.";
+    let (denied, deny_code, scope) = {
+        let state = shared.state();
+        let config = &state.config;
+        (
+            config.deny_classes.contains(&class),
+            config.deny_code.clone(),
+            config.role_scope.clone(),
+        )
+    };
+    let code = match (denied, scope) {
+        (true, _) => deny_code.unwrap_or_else(|| "AuthorizationPermissionMismatch".to_owned()),
+        (false, Some(scope)) if !scope.contains(&scoped_resource(path)) => {
+            "AuthorizationPermissionMismatch".to_owned()
+        }
+        _ => return None,
+    };
+    let code = code.as_str();
+    let message = if code == "AuthorizationPermissionMismatch" {
+        "This request is not authorized to perform this operation using this permission."
+    } else {
+        "This request is not authorized to perform this operation."
+    };
     shared
         .state()
         .stats
@@ -1386,6 +1434,17 @@ fn role_refusal(shared: &Shared, class: OpClass, request: &Request) -> Option<Ve
         request,
         &[],
     ))
+}
+
+/// `account/container` or `account/queue` of a path-style request path; `account/` for the
+/// account itself.
+fn scoped_resource(path: &str) -> String {
+    let mut segments = path.trim_start_matches('/').splitn(3, '/');
+    let account = segments.next().unwrap_or("");
+    let resource = percent_encoding::percent_decode_str(segments.next().unwrap_or(""))
+        .decode_utf8_lossy()
+        .into_owned();
+    format!("{account}/{resource}")
 }
 
 /// The container (and blob, if any) a blob request names, when the container's name ends in
