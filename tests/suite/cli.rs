@@ -7,7 +7,6 @@ use crate::support;
 
 use std::collections::HashMap;
 
-use lakebackup::functions::producer::ProduceRequest;
 use serde_json::Value;
 use support::{azurite, worker};
 
@@ -39,8 +38,9 @@ fn run(settings: &HashMap<String, String>, args: &[&str]) -> (i32, Vec<Value>) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_command_prints_one_json_object_per_line_with_the_summary_last() {
-    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
-    let lake = app.source.container_client("lake").unwrap();
+    let fixture = support::Lake::start(&["lake"]).await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    let lake = app.source.container("lake").unwrap();
     for name in ["a.csv", "dir/b.csv", "dir/sub/c.csv"] {
         support::upload(&lake, name, name.as_bytes()).await;
     }
@@ -60,15 +60,7 @@ async fn every_command_prints_one_json_object_per_line_with_the_summary_last() {
     assert_eq!(code, 0, "{lines:?}");
     let job = lines[0]["job"].as_str().unwrap().to_owned();
     // Shard by shard in this process, as the producer's job.
-    lakebackup::functions::producer::run_here(
-        &app,
-        &ProduceRequest {
-            container: "lake".into(),
-            prefix: String::new(),
-        },
-    )
-    .await
-    .unwrap();
+    support::produce(&app, "lake").await;
 
     let done: &[&[&str]] = &[
         &["produce", "--container", "lake"],

@@ -15,13 +15,8 @@
 //! blob's properties first), restored in place, to another container, and from snapshots; and a
 //! deep verify that records an MD5 on a backup must leave its metadata names as they were.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    time::Duration,
-};
+use std::collections::{BTreeMap, HashMap};
 
-use azure_core::http::RequestContent;
-use azure_storage_blob::models::HttpRange;
 use futures::TryStreamExt;
 use lakebackup::{
     app::App,
@@ -31,14 +26,12 @@ use lakebackup::{
         restore::{restore, RestoreRequest},
         verify::{verify, VerifyRequest},
     },
-    functions::producer::ProduceRequest,
-    settings::Settings,
     storage::{listing::list_with_metadata, StorageAccount},
 };
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{self, azurite::SOURCE_KEY, worker, Azurite};
+use crate::support::{self, azurite::SOURCE_KEY, Azurite, Lake};
 
 /// What every lake blob here carries: names in mixed case, one in the product's bookkeeping
 /// namespace (`lakebackup_`, kept escaped on the backup), and a lowercase one.
@@ -59,9 +52,6 @@ const BACKUP_USER_METADATA: [(&str, &str); 4] = [
 
 /// Blocks up to this size are copied through the worker, larger ones server-side.
 const THROUGH_WORKER_MAX: usize = 1024;
-
-/// Versions are told apart by Last-Modified, which has one-second resolution.
-const NEXT_SECOND: Duration = Duration::from_millis(1100);
 
 fn expected(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
@@ -139,7 +129,7 @@ async fn raw_request(
     let mut all: Vec<(String, String)> = vec![
         (
             "x-ms-date".into(),
-            azure_core::time::to_rfc7231(&OffsetDateTime::now_utc()),
+            lakebackup::storage::testing::http_date(OffsetDateTime::now_utc()),
         ),
         ("x-ms-version".into(), "2021-10-04".into()),
         ("Content-Length".into(), body.len().to_string()),
@@ -179,6 +169,11 @@ async fn raw_request(
         .unwrap_or_else(|| panic!("{method} {path_and_query}: no status in {text}"))
 }
 
+/// `text` percent-encoded for a query value.
+fn url_encoded(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
 /// `x-ms-meta-{Name}` for each of [`METADATA`]: the name's case as written.
 fn metadata_headers() -> Vec<(String, String)> {
     METADATA
@@ -191,11 +186,7 @@ fn metadata_headers() -> Vec<(String, String)> {
 /// sent as written.
 async fn write_lake_blob(azurite: &Azurite, app: &App, container: &str, blob: &LakeBlob) {
     let path = format!("/source/{container}/{}", blob.name);
-    let client = app
-        .source
-        .container_client(container)
-        .unwrap()
-        .blob_client(blob.name);
+    let client = app.source.container(container).unwrap().blob(blob.name);
     let mut headers = metadata_headers();
     let status = match blob.kind {
         Kind::Block => {
@@ -204,20 +195,13 @@ async fn write_lake_blob(azurite: &Azurite, app: &App, container: &str, blob: &L
         }
         Kind::BlockList => {
             let id = b"block-0".to_vec();
-            client
-                .block_blob_client()
-                .stage_block(
-                    &id,
-                    blob.bytes.len() as u64,
-                    RequestContent::from(blob.bytes.clone()),
-                    None,
-                )
-                .await
-                .unwrap();
             use base64::Engine as _;
+            let encoded = base64::engine::general_purpose::STANDARD.encode(&id);
+            let stage = format!("{path}?comp=block&blockid={}", url_encoded(&encoded));
+            let staged = raw_request(azurite, "PUT", &stage, &[], &blob.bytes).await;
+            assert_eq!(staged, 201, "staging a block of {container}/{}", blob.name);
             let body = format!(
-                "<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList><Latest>{}</Latest></BlockList>",
-                base64::engine::general_purpose::STANDARD.encode(&id)
+                "<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList><Latest>{encoded}</Latest></BlockList>"
             );
             let path = format!("{path}?comp=blocklist");
             raw_request(azurite, "PUT", &path, &headers, body.as_bytes()).await
@@ -237,29 +221,8 @@ async fn write_lake_blob(azurite: &Azurite, app: &App, container: &str, blob: &L
     };
     assert_eq!(status, 201, "writing {container}/{}", blob.name);
     match blob.kind {
-        Kind::Append => {
-            client
-                .append_blob_client()
-                .append_block(
-                    RequestContent::from(blob.bytes.clone()),
-                    blob.bytes.len() as u64,
-                    None,
-                )
-                .await
-                .unwrap();
-        }
-        Kind::Page => {
-            client
-                .page_blob_client()
-                .upload_pages(
-                    RequestContent::from(blob.bytes.clone()),
-                    blob.bytes.len() as u64,
-                    HttpRange::new(0, blob.bytes.len() as u64),
-                    None,
-                )
-                .await
-                .unwrap();
-        }
+        Kind::Append => client.append(&blob.bytes).await.unwrap(),
+        Kind::Page => client.put_pages(0, &blob.bytes).await.unwrap(),
         Kind::Block | Kind::BlockList => {}
     }
 }
@@ -315,34 +278,13 @@ async fn backups_by_source(app: &App, vault: &str) -> BTreeMap<String, Listed> {
         .collect()
 }
 
-async fn app_with_small_through_worker(azurite: &Azurite, containers: &[&str]) -> App {
-    let mut settings = worker::settings(azurite);
-    settings.insert(
-        "COPY_THROUGH_WORKER_MAX_BYTES".into(),
-        THROUGH_WORKER_MAX.to_string(),
-    );
-    let app = App::from_settings(&Settings::from_pairs(settings)).unwrap();
-    for container in containers {
-        app.source
-            .container_client(container)
-            .unwrap()
-            .create(None)
-            .await
-            .unwrap();
-    }
-    app
+async fn lake_with_small_through_worker(containers: &[&str]) -> Lake {
+    let max = THROUGH_WORKER_MAX.to_string();
+    Lake::start_with(containers, &[("COPY_THROUGH_WORKER_MAX_BYTES", &max)]).await
 }
 
 async fn produce(app: &App, container: &str) {
-    let job = lakebackup::functions::producer::run_here(
-        app,
-        &ProduceRequest {
-            container: container.into(),
-            prefix: String::new(),
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("produce {container}: {e}"));
+    let job = support::produce(app, container).await;
     assert!(job.succeeded(), "produce {container}: {:?}", job.notes);
 }
 
@@ -411,11 +353,11 @@ fn assert_backup_metadata(what: &str, backups: &BTreeMap<String, Listed>) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metadata_names_keep_their_case_through_backup_and_restore() {
-    let azurite = Azurite::start();
-    let app = app_with_small_through_worker(&azurite, &["lake", "inbox"]).await;
+    let fixture = lake_with_small_through_worker(&["lake", "inbox"]).await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
     for container in ["lake", "inbox"] {
         for blob in lake_blobs() {
-            write_lake_blob(&azurite, &app, container, &blob).await;
+            write_lake_blob(azurite, app, container, &blob).await;
         }
         // The listing keeps the case the blobs were written with (so the checks below can
         // trust it).
@@ -436,8 +378,9 @@ async fn metadata_names_keep_their_case_through_backup_and_restore() {
             "inbox/{name}: {outcome:?}"
         );
     }
-    assert_backup_metadata("queue consumer", &backups_by_source(&app, "inboxbak").await);
-    tokio::time::sleep(NEXT_SECOND).await;
+    assert_backup_metadata("queue consumer", &backups_by_source(app, "inboxbak").await);
+    // Versions are told apart by Last-Modified, which has one-second resolution.
+    support::next_second().await;
 
     // To another container, from the backups and from the lake's snapshots.
     restore_into(&app, "lake", RestoreFrom::Backup, Some("lakecopy")).await;
@@ -462,12 +405,12 @@ async fn metadata_names_keep_their_case_through_backup_and_restore() {
     support::next_second().await;
     let instant = time::OffsetDateTime::now_utc();
     support::next_second().await;
-    let lake = app.source.container_client("lake").unwrap();
+    let lake = fixture.lake("lake");
     support::delete_with_snapshots(&lake, "small.csv").await;
     support::delete_with_snapshots(&lake, "log.txt").await;
     support::upload(&lake, "large.csv", b"someone else's bytes").await;
-    lake.blob_client("dir/nomd5.csv")
-        .set_metadata(&HashMap::from([("owner".into(), "mallory".into())]), None)
+    lake.blob("dir/nomd5.csv")
+        .replace_metadata(&HashMap::from([("owner".into(), "mallory".into())]))
         .await
         .unwrap();
     restore_as_of(&app, "lake", RestoreFrom::Backup, None, Some(instant)).await;
@@ -484,10 +427,10 @@ async fn metadata_names_keep_their_case_through_backup_and_restore() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deep_verify_leaves_a_backups_metadata_names_as_they_were() {
-    let azurite = Azurite::start();
-    let app = app_with_small_through_worker(&azurite, &["lake"]).await;
+    let fixture = lake_with_small_through_worker(&["lake"]).await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
     for blob in lake_blobs() {
-        write_lake_blob(&azurite, &app, "lake", &blob).await;
+        write_lake_blob(azurite, app, "lake", &blob).await;
     }
     produce(&app, "lake").await;
     let before = backups_by_source(&app, "lakebak").await;

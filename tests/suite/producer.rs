@@ -5,11 +5,7 @@ use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use lakebackup::{
-    core::{naming, stamp},
-    settings::Settings,
-    storage::StorageAccount,
-};
+use lakebackup::core::{naming, stamp};
 use serde_json::{json, Value};
 use support::{
     worker::{self, Worker},
@@ -31,39 +27,31 @@ const AWKWARD_NAMES: [&str; 9] = [
     "curly {braces} [brackets] & plus+sign ~.txt",
 ];
 
-struct Lake {
-    azurite: Azurite,
-    source: StorageAccount,
-    backup: StorageAccount,
-    jobs: StorageAccount,
+/// The common lake, with one container of named blobs, backed up by the producer.
+struct Lake(support::Lake);
+
+impl std::ops::Deref for Lake {
+    type Target = support::Lake;
+
+    fn deref(&self) -> &support::Lake {
+        &self.0
+    }
 }
 
 impl Lake {
     async fn new(container: &str, names: &[&str]) -> Lake {
-        let azurite = Azurite::start();
-        let settings = Settings::from_pairs(worker::settings(&azurite));
-        let source = StorageAccount::connect("SOURCE_STORAGE", &settings).unwrap();
-        let backup = StorageAccount::connect("BACKUP_STORAGE", &settings).unwrap();
-        let jobs = StorageAccount::connect("AzureWebJobsStorage", &settings).unwrap();
-        let client = source.container_client(container).unwrap();
-        client.create(None).await.unwrap();
+        let lake = support::Lake::start(&[container]).await;
+        let client = lake.lake(container);
         for name in names {
             support::upload(&client, name, format!("content of {name}").as_bytes()).await;
         }
-        Lake {
-            azurite,
-            source,
-            backup,
-            jobs,
-        }
+        Lake(lake)
     }
 
     /// Snapshot count per base name.
     async fn snapshots(&self, container: &str) -> BTreeMap<String, usize> {
         let mut counts = BTreeMap::new();
-        for (name, snapshot) in
-            support::list_all(&self.source.container_client(container).unwrap()).await
-        {
+        for (name, snapshot) in support::list_all(&self.lake(container)).await {
             let count = counts.entry(name).or_insert(0);
             if snapshot.is_some() {
                 *count += 1;
@@ -74,10 +62,7 @@ impl Lake {
 
     /// The stamped backups in `{container}bak`: source name → the ETags they are stamped with.
     async fn backups(&self, container: &str) -> BTreeMap<String, Vec<String>> {
-        let vault = self
-            .backup
-            .container_client(&format!("{container}bak"))
-            .unwrap();
+        let vault = self.vault(container);
         let mut backups: BTreeMap<String, Vec<String>> = BTreeMap::new();
         if !vault.exists().await.unwrap() {
             return backups;
@@ -93,27 +78,12 @@ impl Lake {
 
     /// Nothing left on the per-blob backup queue (the direct engine copies in the shards).
     async fn no_requests(&self) -> bool {
-        let queue = self.jobs.queue_client("backup-requests").unwrap();
-        !queue.exists().await.unwrap() || support::drain_queue(&queue).await.is_empty()
+        let queue = self.queue("backup-requests");
+        !support::queue_exists(&queue).await || support::drain_queue(&queue).await.is_empty()
     }
 
     async fn etag(&self, container: &str, name: &str) -> String {
-        use azure_storage_blob::models::BlobClientGetPropertiesResultHeaders;
-        let properties = self
-            .source
-            .container_client(container)
-            .unwrap()
-            .blob_client(name)
-            .get_properties(None)
-            .await
-            .unwrap();
-        properties
-            .etag()
-            .unwrap()
-            .unwrap()
-            .to_string()
-            .trim_matches('"')
-            .to_owned()
+        support::properties(&self.lake(container), name).await.0
     }
 }
 
@@ -161,10 +131,8 @@ async fn forwarded_get(worker: &Worker, query: &str) -> (u16, Value) {
 
 /// `lakebackup serve` on the lake, with the host's queue trigger for the shard function.
 fn serve_with_shards(lake: &Lake, extra: &[(&str, &str)]) -> (Worker, ShardPump) {
-    let mut settings = worker::settings(&lake.azurite);
-    settings.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let worker = Worker::serve(&settings);
-    let pump = ShardPump::start(&worker, &lake.jobs);
+    let worker = lake.serve(extra);
+    let pump = ShardPump::start(&worker, &lake.app.jobs);
     (worker, pump)
 }
 
@@ -206,7 +174,7 @@ async fn host_post_snapshots_and_backs_up_every_awkward_blob_once() {
 async fn second_call_creates_nothing_and_changes_are_picked_up() {
     let lake = Lake::new("lake", &AWKWARD_NAMES[..4]).await;
     let (worker, _pump) = serve_with_shards(&lake, &[]);
-    let container = lake.source.container_client("lake").unwrap();
+    let container = lake.lake("lake");
 
     let (_, first) = forwarded_get(&worker, "container=lake").await;
     assert_eq!(first["snapshots_created"], 4, "{first}");
@@ -282,9 +250,7 @@ async fn a_prefix_limits_the_job_to_that_directory_tree() {
 async fn a_job_longer_than_the_wait_is_answered_202_and_its_status_url_leads_to_the_totals() {
     let lake = Lake::new("lake", &AWKWARD_NAMES).await;
     // No wait at all, and at first nobody to run the shards: the job cannot be done.
-    let mut settings = worker::settings(&lake.azurite);
-    settings.insert("PRODUCER_WAIT_SECONDS".into(), "0".into());
-    let worker = Worker::serve(&settings);
+    let worker = lake.serve(&[("PRODUCER_WAIT_SECONDS", "0")]);
     let mut req = post_body("lake");
     req["Url"] = format!("https://app.azurewebsites.net/api/{FUNCTION}?code=key-1").into();
     req["Query"] = json!({"code": "key-1"});
@@ -340,19 +306,19 @@ async fn a_job_longer_than_the_wait_is_answered_202_and_its_status_url_leads_to_
         (Some(1), Some(0))
     );
 
-    let _pump = ShardPump::start(&worker, &lake.jobs);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let done = loop {
+    let _pump = ShardPump::start(&worker, &lake.app.jobs);
+    let within = std::time::Duration::from_secs(60);
+    let done = support::wait_for(within, "the job's end", || async {
         let res = get_status(location.clone()).await;
         let (code, body) = res_parts(&res);
         if code != 202 {
             assert_eq!(code, 200, "{body}");
-            break body;
+            return Some(body);
         }
         assert_eq!(res["headers"]["Location"], location.as_str());
-        assert!(std::time::Instant::now() < deadline, "{body}");
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    };
+        None
+    })
+    .await;
     assert_eq!(done["status"], "done");
     assert_eq!(done["job"], job.as_str());
     assert_eq!(done["backups_copied"], 9, "{done}");
@@ -367,7 +333,7 @@ async fn a_job_longer_than_the_wait_is_answered_202_and_its_status_url_leads_to_
 #[tokio::test]
 async fn bad_requests_get_json_errors() {
     let lake = Lake::new("lake", &["a.txt"]).await;
-    let worker = Worker::serve(&worker::settings(&lake.azurite));
+    let worker = lake.serve(&[]);
 
     let missing = json!({"Method": "POST", "Query": {}, "Headers": {}, "Body": ""});
     let invalid = post_body("Not_A_Container");

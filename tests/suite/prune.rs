@@ -6,18 +6,16 @@ use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use azure_core::http::RequestContent;
-use azure_storage_blob::models::BlobClientUploadOptions;
 use lakebackup::{
     app::App,
     core::{naming, stamp::Stamp},
     engine::restore::{self, RestoreFrom, RestoreRequest},
-    functions::producer::ProduceRequest,
+    storage::testing::NewBlob,
 };
 use serde_json::Value;
 use support::{
     proxy::{FaultKind, Faults, OpClass, ProxiedAzurite, ProxyConfig},
-    worker, Azurite,
+    worker, Azurite, Lake,
 };
 use time::{Date, Duration, Month, OffsetDateTime, Time, Weekday};
 
@@ -50,36 +48,25 @@ fn content(date: Date) -> Vec<u8> {
 /// A complete, stamped backup of `name`'s version `etag` written at `at`, as the consumer
 /// leaves one.
 async fn backdated_backup(app: &App, name: &str, etag: &str, at: OffsetDateTime, bytes: &[u8]) {
-    let vault = app.backup.container_client("lakebak").unwrap();
-    let metadata = Stamp::new("lake", name, etag, at).backup_metadata(&HashMap::new());
-    vault
-        .blob_client(&naming::backup_blob_name(name, at, etag).unwrap())
-        .upload(
-            RequestContent::from(bytes.to_vec()),
-            Some(BlobClientUploadOptions {
-                metadata: Some(metadata),
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap();
+    let vault = app.backup.container("lakebak").unwrap();
+    let stamped = NewBlob {
+        metadata: Stamp::new("lake", name, etag, at).backup_metadata(&HashMap::new()),
+        ..NewBlob::default()
+    };
+    let backup = naming::backup_blob_name(name, at, etag).unwrap();
+    support::upload_with(&vault, &backup, bytes, &stamped).await;
 }
 
 /// A lake container and its backup container, ready for backdated backups.
-async fn lake_with_vault() -> (Azurite, App) {
-    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
-    app.backup
-        .container_client("lakebak")
-        .unwrap()
-        .create(None)
-        .await
-        .unwrap();
-    (azurite, app)
+async fn lake_with_vault() -> Lake {
+    let lake = Lake::start(&["lake"]).await;
+    lake.vault("lake").create().await.unwrap();
+    lake
 }
 
 /// The record that `name`'s life ending at `etag` was seen deleted at `seen`.
 async fn marker(app: &App, name: &str, etag: &str, seen: OffsetDateTime) {
-    let vault = app.backup.container_client("lakebak").unwrap();
+    let vault = app.backup.container("lakebak").unwrap();
     support::record_deletion(&vault, name, etag, seen).await;
 }
 
@@ -100,7 +87,7 @@ fn prune(azurite: &Azurite, args: &[&str]) -> (i32, Vec<Value>, Value) {
 }
 
 async fn backup_names(app: &App) -> BTreeSet<String> {
-    let vault = app.backup.container_client("lakebak").unwrap();
+    let vault = app.backup.container("lakebak").unwrap();
     support::list_all(&vault)
         .await
         .into_iter()
@@ -126,7 +113,7 @@ async fn restore_as_of(
     };
     let summary = restore::restore(app, &request, &mut |_| {}).await;
     assert!(summary.succeeded(), "{summary:?}");
-    let target = app.source.container_client(into).unwrap();
+    let target = app.source.container(into).unwrap();
     let mut contents = BTreeMap::new();
     for (name, _) in support::list_all(&target).await {
         contents.insert(name.clone(), support::download(&target, &name).await);
@@ -136,16 +123,11 @@ async fn restore_as_of(
 
 #[tokio::test]
 async fn a_year_of_daily_versions_keeps_exactly_what_the_policy_promises() {
-    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
-    let lake = app.source.container_client("lake").unwrap();
+    let fixture = lake_with_vault().await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    let lake = fixture.lake("lake");
     let today = OffsetDateTime::now_utc().date();
     let name = "tables/sales.csv";
-    app.backup
-        .container_client("lakebak")
-        .unwrap()
-        .create(None)
-        .await
-        .unwrap();
 
     // A year of daily versions, each backed up at noon; then today's, backed up for real.
     let mut versions: BTreeMap<Date, String> = BTreeMap::new();
@@ -178,21 +160,8 @@ async fn a_year_of_daily_versions_keeps_exactly_what_the_policy_promises() {
     // An unstamped blob under a version's name: not a version, never deleted.
     let unstamped =
         naming::backup_blob_name(name, noon(today - Duration::days(300)), "0xHALF").unwrap();
-    support::upload(
-        &app.backup.container_client("lakebak").unwrap(),
-        &unstamped,
-        b"half",
-    )
-    .await;
-    lakebackup::functions::producer::run_here(
-        &app,
-        &ProduceRequest {
-            container: "lake".into(),
-            prefix: String::new(),
-        },
-    )
-    .await
-    .unwrap();
+    support::upload(&fixture.vault("lake"), &unstamped, b"half").await;
+    support::produce(&app, "lake").await;
     let before = backup_names(&app).await;
 
     // The table: which day's version each rule keeps (the version current at an instant is
@@ -267,11 +236,10 @@ async fn a_year_of_daily_versions_keeps_exactly_what_the_policy_promises() {
 
     // One doomed version is leased by someone: refused, reported, kept; the run goes on.
     let leased = doomed_days.iter().next().unwrap().clone();
-    app.backup
-        .container_client("lakebak")
-        .unwrap()
-        .blob_client(&leased)
-        .acquire_lease(-1, None)
+    fixture
+        .vault("lake")
+        .blob(&leased)
+        .acquire_lease(-1)
         .await
         .unwrap();
     let (code, actions, summary) = prune(&azurite, &[]);
@@ -343,8 +311,9 @@ async fn a_year_of_daily_versions_keeps_exactly_what_the_policy_promises() {
 
 #[tokio::test]
 async fn snapshots_of_replaced_versions_go_after_their_days_and_the_current_ones_stay() {
-    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
-    let lake = app.source.container_client("lake").unwrap();
+    let fixture = support::Lake::start(&["lake"]).await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    let lake = app.source.container("lake").unwrap();
     // Each version is backed up (a snapshot is never the last copy of a version pruned here).
     let plain = worker::settings(&azurite);
     for round in 1..=3 {
@@ -353,12 +322,9 @@ async fn snapshots_of_replaced_versions_go_after_their_days_and_the_current_ones
         assert_eq!(code, 0, "{stdout}\n{stderr}");
     }
     // A second snapshot of the current version.
-    lake.blob_client("s.csv")
-        .create_snapshot(None)
-        .await
-        .unwrap();
+    lake.blob("s.csv").take_snapshot(None).await.unwrap();
     // Lives end at whole seconds (+0.999): let v2's end be past.
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    support::next_second().await;
     let mut settings = worker::settings(&azurite);
     settings.insert("RETENTION_SNAPSHOT_DAYS".into(), "0".into());
     let (code, stdout, stderr) = worker::run_once(&settings, &["prune", "--container", "lake"]);
@@ -380,8 +346,9 @@ async fn snapshots_of_replaced_versions_go_after_their_days_and_the_current_ones
 
 #[tokio::test]
 async fn a_reconciliation_prunes_each_directory_as_it_goes() {
-    let (azurite, app) = lake_with_vault().await;
-    let lake = app.source.container_client("lake").unwrap();
+    let fixture = lake_with_vault().await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    let lake = app.source.container("lake").unwrap();
     let today = OffsetDateTime::now_utc().date();
     // Twenty daily versions in a nested directory, then the current one.
     let name = "a/b/daily.csv";
@@ -408,15 +375,7 @@ async fn a_reconciliation_prunes_each_directory_as_it_goes() {
     // A producer's job does not prune, even under a policy that would.
     settings.insert("RETENTION_KEEP_DAYS".into(), "1".into());
     let strict = App::from_settings(&lakebackup::settings::Settings::from_pairs(settings)).unwrap();
-    let produced = lakebackup::functions::producer::run_here(
-        &strict,
-        &ProduceRequest {
-            container: "lake".into(),
-            prefix: String::new(),
-        },
-    )
-    .await
-    .unwrap();
+    let produced = support::produce(&strict, "lake").await;
     assert_eq!(produced.totals.get("versions_pruned"), 0);
     assert_eq!(backup_names(&app).await, left);
 }
@@ -424,8 +383,9 @@ async fn a_reconciliation_prunes_each_directory_as_it_goes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_distributed_prune_over_many_parts_with_workers_killed_deletes_exactly_what_a_dry_run_plans(
 ) {
-    let (azurite, app) = lake_with_vault().await;
-    let lake = app.source.container_client("lake").unwrap();
+    let fixture = lake_with_vault().await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    let lake = app.source.container("lake").unwrap();
     let today = OffsetDateTime::now_utc().date();
     // Forty daily versions of three blobs, at levels whose names cross Unicode; each blob's
     // current version in the lake.
@@ -506,7 +466,7 @@ async fn a_distributed_prune_over_many_parts_with_workers_killed_deletes_exactly
         .unwrap();
         let expected = expected.clone();
         move || {
-            let vault = app.backup.container_client("lakebak").unwrap();
+            let vault = app.backup.container("lakebak").unwrap();
             let expected = expected.clone();
             async move {
                 let left: BTreeSet<String> = support::list_all(&vault)
@@ -559,8 +519,9 @@ async fn a_distributed_prune_over_many_parts_with_workers_killed_deletes_exactly
 
 #[tokio::test]
 async fn a_queued_prune_keeps_versions_written_after_it_started_and_judges_by_its_own_policy() {
-    let (azurite, app) = lake_with_vault().await;
-    let lake = app.source.container_client("lake").unwrap();
+    let fixture = lake_with_vault().await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    let lake = app.source.container("lake").unwrap();
     let today = OffsetDateTime::now_utc().date();
     let name = "表/t.csv";
     let mut backdated = BTreeMap::new();
@@ -590,7 +551,7 @@ async fn a_queued_prune_keeps_versions_written_after_it_started_and_judges_by_it
     // Two versions written after the job started, while it waits on the queue: v1 is no
     // longer current, and its life covers no instant the policy keeps, judged at the job's
     // start. It is younger than that judgement: kept.
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    support::next_second().await;
     for version in [&b"v1"[..], b"v2"] {
         support::upload(&lake, name, version).await;
         produce();

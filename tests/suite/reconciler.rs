@@ -5,48 +5,42 @@ use crate::support;
 
 use std::collections::{BTreeMap, HashMap};
 
-use azure_storage_blob::models::{BlobClientDeleteOptions, DeleteSnapshotsOptionType};
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
-use lakebackup::{
-    app::{App, WorkQueue},
-    engine::backup::BackupOutcome,
-};
+use lakebackup::{app::WorkQueue, engine::backup::BackupOutcome};
 use serde_json::Value;
-use support::{
-    worker::{self, Worker},
-    Azurite,
-};
+use support::worker;
 
-struct Lake {
-    azurite: Azurite,
-    app: App,
+/// The common lake, with containers `lake` and `other`, reconciled by `lakebackup reconcile`.
+struct Lake(support::Lake);
+
+impl std::ops::Deref for Lake {
+    type Target = support::Lake;
+
+    fn deref(&self) -> &support::Lake {
+        &self.0
+    }
 }
 
 impl Lake {
     async fn new() -> Lake {
-        let (azurite, app) = support::app_on_azurite(&["lake", "other"]).await;
-        Lake { azurite, app }
-    }
-
-    fn container(&self, name: &str) -> azure_storage_blob::BlobContainerClient {
-        self.app.source.container_client(name).unwrap()
+        Lake(support::Lake::start(&["lake", "other"]).await)
     }
 
     async fn put(&self, name: &str, bytes: &[u8]) {
-        support::upload(&self.container("lake"), name, bytes).await;
+        support::upload(&self.lake("lake"), name, bytes).await;
     }
 
     async fn snapshot(&self, name: &str) {
-        self.container("lake")
-            .blob_client(name)
-            .create_snapshot(None)
+        self.lake("lake")
+            .blob(name)
+            .take_snapshot(None)
             .await
             .unwrap();
     }
 
     /// Backs up the current version of `name` with the real consumer.
     async fn back_up(&self, name: &str) {
-        let text = support::request_for(&self.container("lake"), "lake", name).await;
+        let text = support::request_for(&self.lake("lake"), name).await;
         let outcome = self.consume(&text).await;
         assert!(
             matches!(outcome, BackupOutcome::BackedUp { .. }),
@@ -63,8 +57,8 @@ impl Lake {
 
     /// Takes the queued requests off the queue: blob name → etag.
     async fn take_requests(&self) -> BTreeMap<String, String> {
-        let queue = self.app.jobs.queue_client("backup-requests").unwrap();
-        if !queue.exists().await.unwrap() {
+        let queue = self.queue("backup-requests");
+        if !support::queue_exists(&queue).await {
             return BTreeMap::new();
         }
         support::drain_queue(&queue)
@@ -83,7 +77,7 @@ impl Lake {
     /// Base name → whether some snapshot carries its current ETag (checked independently of
     /// the diff under test: current ETags come from the blobs' own properties).
     async fn snapshots_of_current(&self, container: &str) -> HashMap<String, bool> {
-        let client = self.container(container);
+        let client = self.lake(container);
         let versions = support::list_versions(&client).await;
         let mut has = HashMap::new();
         for (name, snapshot, _) in &versions {
@@ -99,8 +93,7 @@ impl Lake {
     }
 
     fn reconcile(&self, args: &[&str], extra: &[(&str, &str)]) -> (i32, Value) {
-        let mut settings = worker::settings(&self.azurite);
-        settings.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let settings = self.settings_with(extra);
         let mut full = vec!["reconcile"];
         full.extend(args);
         let (code, stdout, stderr) = worker::run_once(&settings, &full);
@@ -151,18 +144,12 @@ async fn lake_in_disrepair() -> Lake {
     // A backup blob without its stamp is an unfinished copy, not a backup.
     lake.put("incomplete.csv", b"half copied").await;
     lake.snapshot("incomplete.csv").await;
-    let (etag, last_modified, _) =
-        support::properties(&lake.container("lake"), "incomplete.csv").await;
+    let (etag, last_modified, _) = support::properties(&lake.lake("lake"), "incomplete.csv").await;
     let backup_name =
         lakebackup::core::naming::backup_blob_name("incomplete.csv", last_modified, &etag).unwrap();
-    support::upload(
-        &lake.app.backup.container_client("lakebak").unwrap(),
-        &backup_name,
-        b"half",
-    )
-    .await;
+    support::upload(&lake.vault("lake"), &backup_name, b"half").await;
 
-    support::upload(&lake.container("other"), "x/y.bin", b"other").await;
+    support::upload(&lake.lake("other"), "x/y.bin", b"other").await;
     lake
 }
 
@@ -219,14 +206,7 @@ async fn one_pass_repairs_everything_and_a_second_finds_nothing() {
     assert_eq!(dry["total"]["backup_requests"], 0, "{dry}");
 
     // A blob deleted from the lake is recorded as deleted, once.
-    lake.container("lake")
-        .blob_client("same.csv")
-        .delete(Some(BlobClientDeleteOptions {
-            delete_snapshots: Some(DeleteSnapshotsOptionType::Include),
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
+    support::delete_with_snapshots(&lake.lake("lake"), "same.csv").await;
     let (_, seen) = lake.reconcile(&["--container", "lake"], &[]);
     assert_eq!(container(&seen, "lake")["deletions_recorded"], 1, "{seen}");
     let (_, again) = lake.reconcile(&["--container", "lake"], &[]);
@@ -240,7 +220,7 @@ async fn one_pass_repairs_everything_and_a_second_finds_nothing() {
 #[tokio::test]
 async fn dry_run_reports_and_changes_nothing() {
     let lake = lake_in_disrepair().await;
-    let before = support::list_all(&lake.container("lake")).await;
+    let before = support::list_all(&lake.lake("lake")).await;
     let (code, summary) = lake.reconcile(&["--dry-run", "--container", "lake"], &[]);
     assert_eq!(code, 0);
     assert_eq!(summary["dry_run"], true);
@@ -248,7 +228,7 @@ async fn dry_run_reports_and_changes_nothing() {
     assert_eq!(report["snapshots_created"], 3, "{report}");
     assert_eq!(report["backup_requests"], 4, "{report}");
     assert_eq!(summary["total"]["containers"], 1);
-    assert_eq!(support::list_all(&lake.container("lake")).await, before);
+    assert_eq!(support::list_all(&lake.lake("lake")).await, before);
     assert!(lake.take_requests().await.is_empty());
 }
 
@@ -294,14 +274,14 @@ async fn unreachable_backup_account_fails_loudly_and_writes_nothing() {
 #[tokio::test]
 async fn blobs_deleted_while_it_runs_are_no_error() {
     let lake = Lake::new().await;
-    let client = lake.container("lake");
+    let client = lake.lake("lake");
     let names: Vec<String> = (0..240)
         .map(|i| format!("d{}/blob-{i:03}.bin", i % 7))
         .collect();
     futures::future::join_all(names.iter().map(|n| support::upload(&client, n, b"x"))).await;
 
     let reconcile = {
-        let settings = worker::settings(&lake.azurite);
+        let settings = lake.settings();
         std::thread::spawn(move || {
             worker::run_once(&settings, &["reconcile", "--container", "lake"])
         })
@@ -332,7 +312,7 @@ async fn the_timer_queues_root_shards_that_the_shard_function_works_off() {
     let lake = Lake::new().await;
     lake.put("a.csv", b"a").await;
     lake.put("dir/b.csv", b"b").await;
-    let worker = Worker::serve(&worker::settings(&lake.azurite));
+    let worker = lake.serve(&[]);
     let client = reqwest::Client::new();
     let response = client
         .post(worker.url("/HttpSnapshotIncBackupStorageReconciliation"))
@@ -356,11 +336,7 @@ async fn the_timer_queues_root_shards_that_the_shard_function_works_off() {
     );
 
     // The host delivers each shard to QueueSnapshotBackupShard; sub-directories fan out.
-    let shards = lake
-        .app
-        .jobs
-        .queue_client("backup-requests-shards")
-        .unwrap();
+    let shards = lake.queue("backup-requests-shards");
     let mut reports = Vec::new();
     loop {
         let texts = support::drain_queue(&shards).await;

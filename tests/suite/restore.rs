@@ -4,15 +4,21 @@
 
 use crate::support;
 
-use std::{collections::BTreeMap, time::Duration};
+use std::collections::BTreeMap;
 
-use lakebackup::{app::App, functions::producer::ProduceRequest};
+use lakebackup::{app::App, storage::Container};
 use serde_json::Value;
-use support::{worker, Azurite};
 
-struct Lake {
-    azurite: Azurite,
-    app: App,
+/// The common lake, with a container `lake`, backed up by producer passes and restored by
+/// `lakebackup restore`.
+struct Lake(support::Lake);
+
+impl std::ops::Deref for Lake {
+    type Target = support::Lake;
+
+    fn deref(&self) -> &support::Lake {
+        &self.0
+    }
 }
 
 /// The state the tests restore to.
@@ -23,43 +29,24 @@ struct Before {
 
 impl Lake {
     async fn new() -> Lake {
-        let (azurite, app) = support::app_on_azurite(&["lake"]).await;
-        Lake { azurite, app }
-    }
-
-    fn lake(&self) -> azure_storage_blob::BlobContainerClient {
-        self.app.source.container_client("lake").unwrap()
+        Lake(support::Lake::start(&["lake"]).await)
     }
 
     /// A producer job over the whole lake, in-process: a snapshot and a backup of every new
     /// version.
     async fn back_up(&self) {
-        let request = ProduceRequest {
-            container: "lake".into(),
-            prefix: String::new(),
-        };
-        lakebackup::functions::producer::run_here(&self.app, &request)
-            .await
-            .unwrap();
+        support::produce(&self.app, "lake").await;
     }
 
     async fn contents(&self, container: &str) -> BTreeMap<String, Vec<u8>> {
-        let client = self.app.source.container_client(container).unwrap();
-        let mut contents = BTreeMap::new();
-        for (name, snapshot) in support::list_all(&client).await {
-            if snapshot.is_none() {
-                let bytes = support::download(&client, &name).await;
-                contents.insert(name, bytes);
-            }
-        }
-        contents
+        support::contents(&self.lake(container)).await
     }
 
     /// A lake with history: v1 of everything backed up, then (after the returned instant) a
     /// corruption, a deletion and a new blob, all of which the Function App also backed up.
     async fn with_an_incident() -> (Lake, Before) {
         let lake = Lake::new().await;
-        let client = lake.lake();
+        let client = lake.lake("lake");
         for (name, bytes) in [
             ("a.csv", b"a,b\n1,2\n".to_vec()),
             ("dir/b.bin", (0..=255u8).collect::<Vec<_>>()),
@@ -71,11 +58,8 @@ impl Lake {
         lake.back_up().await;
         let contents = lake.contents("lake").await;
         // Versions are told apart by Last-Modified, which has one-second resolution.
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        let instant = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let instant = support::instant_after_writes().await;
+        support::next_second().await;
 
         support::upload(&client, "a.csv", b"CORRUPTED").await;
         support::upload(&client, "dir/c \"quoted\" #1.txt", b"c v2, also bad").await;
@@ -88,7 +72,7 @@ impl Lake {
     fn restore(&self, args: &[&str]) -> (i32, Value) {
         let mut full = vec!["restore", "--container", "lake"];
         full.extend(args);
-        let (code, stdout, stderr) = worker::run_once(&worker::settings(&self.azurite), &full);
+        let (code, stdout, stderr) = self.run(&full);
         // One JSON line per action, then the summary's: gathered here as one value.
         let mut lines: Vec<Value> = stdout
             .lines()
@@ -218,16 +202,13 @@ async fn to_another_container_leaves_the_source_alone() {
 async fn a_failure_is_reported_and_exits_non_zero() {
     let lake = Lake::new().await;
     // A name Azure refuses is a usage error: exit 2, nothing on stdout, the reason on stderr.
-    let (code, stdout, stderr) = worker::run_once(
-        &worker::settings(&lake.azurite),
-        &[
-            "restore",
-            "--container",
-            "lake",
-            "--to-container",
-            "Bad_Name",
-        ],
-    );
+    let (code, stdout, stderr) = lake.run(&[
+        "restore",
+        "--container",
+        "lake",
+        "--to-container",
+        "Bad_Name",
+    ]);
     assert_eq!(code, 2, "{stdout}{stderr}");
     assert!(stdout.is_empty(), "{stdout}");
     assert!(stderr.contains("invalid container name"), "{stderr}");
@@ -252,57 +233,39 @@ type Properties = (
     BTreeMap<String, String>,
 );
 
-async fn blob_properties(
-    container: &azure_storage_blob::BlobContainerClient,
-    name: &str,
-) -> Properties {
-    use azure_storage_blob::models::BlobClientGetPropertiesResultHeaders;
-    let p = container
-        .blob_client(name)
-        .get_properties(None)
-        .await
-        .unwrap();
+async fn blob_properties(container: &Container, name: &str) -> Properties {
+    let version = container.blob(name).probe().await.unwrap().unwrap().version;
+    let headers = version.properties.headers;
     (
-        p.content_type().unwrap(),
-        p.content_encoding().unwrap(),
-        p.content_language().unwrap(),
-        p.content_disposition().unwrap(),
-        p.cache_control().unwrap(),
-        p.metadata().unwrap().into_iter().collect(),
+        headers.content_type,
+        headers.content_encoding,
+        headers.content_language,
+        headers.content_disposition,
+        headers.cache_control,
+        version.metadata.unwrap_or_default().into_iter().collect(),
     )
 }
 
 #[tokio::test]
 async fn metadata_and_content_properties_come_back_and_the_stamp_never_does() {
-    use azure_core::http::RequestContent;
-    use azure_storage_blob::models::BlobClientUploadOptions;
+    use lakebackup::{core::properties::ContentHeaders, storage::testing::NewBlob};
     let lake = Lake::new().await;
-    let client = lake.lake();
-    let described = BlobClientUploadOptions {
-        blob_content_type: Some("text/csv; charset=utf-8".into()),
-        blob_content_encoding: Some("identity".into()),
-        blob_content_language: Some("en-GB".into()),
-        blob_content_disposition: Some("attachment; filename=\"sales.csv\"".into()),
-        blob_cache_control: Some("no-cache".into()),
-        metadata: Some(
-            [
-                ("owner", "team-a"),
-                ("pii", "false"),
-                ("hdi_isfolder", "false"),
-            ]
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .into(),
-        ),
-        ..Default::default()
+    let client = lake.lake("lake");
+    let described = NewBlob {
+        headers: ContentHeaders {
+            content_type: Some("text/csv; charset=utf-8".into()),
+            content_encoding: Some("identity".into()),
+            content_language: Some("en-GB".into()),
+            content_disposition: Some("attachment; filename=\"sales.csv\"".into()),
+            cache_control: Some("no-cache".into()),
+        },
+        ..NewBlob::with_metadata([
+            ("owner", "team-a"),
+            ("pii", "false"),
+            ("hdi_isfolder", "false"),
+        ])
     };
-    client
-        .blob_client("sales.csv")
-        .upload(
-            RequestContent::from(b"a,b\n1,2\n".to_vec()),
-            Some(described),
-        )
-        .await
-        .unwrap();
+    support::upload_with(&client, "sales.csv", b"a,b\n1,2\n", &described).await;
     support::upload(&client, "plain.bin", b"no metadata at all").await;
     lake.back_up().await;
     support::next_second().await;
@@ -324,7 +287,7 @@ async fn metadata_and_content_properties_come_back_and_the_stamp_never_does() {
     let (code, in_place) = lake.restore(&["--as-of", &instant]);
     assert_eq!(code, 0, "{in_place}");
     assert_eq!(in_place["restored"], 2, "{in_place}");
-    let fresh = lake.app.source.container_client("fresh").unwrap();
+    let fresh = lake.lake("fresh");
     for target in [&fresh, &client] {
         for (name, original) in ["sales.csv", "plain.bin"].iter().zip(&originals) {
             let restored = blob_properties(target, name).await;
@@ -341,24 +304,12 @@ async fn metadata_and_content_properties_come_back_and_the_stamp_never_does() {
 #[tokio::test]
 async fn as_of_an_instant_leaves_out_what_had_been_seen_deleted_and_brings_back_later_deletions() {
     let lake = Lake::new().await;
-    let client = lake.lake();
-    let pass = || async {
-        let request = ProduceRequest {
-            container: "lake".into(),
-            prefix: String::new(),
-        };
-        lakebackup::functions::producer::run_here(&lake.app, &request)
-            .await
-            .unwrap()
-            .totals
-    };
+    let client = lake.lake("lake");
+    let pass = || async { support::produce(&lake.app, "lake").await.totals };
     let instant = || async {
         // Last-Modified has one-second resolution: keep versions clearly on either side.
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        let t = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let t = support::instant_after_writes().await;
+        support::next_second().await;
         t
     };
     for (name, bytes) in [
@@ -431,7 +382,7 @@ async fn as_of_an_instant_leaves_out_what_had_been_seen_deleted_and_brings_back_
 #[tokio::test]
 async fn a_deletion_marker_names_the_newest_complete_backup_never_an_unfinished_copy() {
     let lake = Lake::new().await;
-    let client = lake.lake();
+    let client = lake.lake("lake");
     support::upload(&client, "c.csv", b"c v1").await;
     lake.back_up().await;
     let (v1, _, _) = support::properties(&client, "c.csv").await;
@@ -439,17 +390,11 @@ async fn a_deletion_marker_names_the_newest_complete_backup_never_an_unfinished_
     // deleted: its newest *complete* backup is still v1.
     support::upload(&client, "c.csv", b"c v2").await;
     let (v2, v2_written, _) = support::properties(&client, "c.csv").await;
-    let vault = lake.app.backup.container_client("lakebak").unwrap();
+    let vault = lake.vault("lake");
     let unfinished = lakebackup::core::naming::backup_blob_name("c.csv", v2_written, &v2).unwrap();
     support::upload(&vault, &unfinished, b"c v").await;
     support::delete_with_snapshots(&client, "c.csv").await;
-    let request = ProduceRequest {
-        container: "lake".into(),
-        prefix: String::new(),
-    };
-    let pass = lakebackup::functions::producer::run_here(&lake.app, &request)
-        .await
-        .unwrap();
+    let pass = support::produce(&lake.app, "lake").await;
     assert_eq!(pass.totals.get("deletions_recorded"), 1);
     let records: Vec<(String, String)> = support::life_records(&vault)
         .await
@@ -463,10 +408,7 @@ async fn a_deletion_marker_names_the_newest_complete_backup_never_an_unfinished_
 
     // So a restore of the lake as it is now does not bring the deleted blob back (a marker for
     // v2 would match no complete version, and v1 would come back).
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let now = time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap();
+    let now = support::instant_after_writes().await;
     let (code, now) = lake.restore(&["--as-of", &now, "--to-container", "now"]);
     assert_eq!(code, 0, "{now}");
     assert_eq!(now["restored"], 0, "{now}");
@@ -476,7 +418,7 @@ async fn a_deletion_marker_names_the_newest_complete_backup_never_an_unfinished_
 #[tokio::test]
 async fn verify_content_reads_both_sides_where_no_md5_can_tell() {
     let lake = Lake::new().await;
-    let client = lake.lake();
+    let client = lake.lake("lake");
     support::upload(&client, "x.csv", b"the same bytes").await;
     support::upload(&client, "y.csv", b"y as backed up").await;
     lake.back_up().await;
@@ -518,7 +460,7 @@ async fn a_blob_written_between_plan_and_copy_is_left_alone() {
     use lakebackup::engine::restore::{self, RestoreFrom, RestoreRequest};
 
     let lake = Lake::new().await;
-    let client = lake.lake();
+    let client = lake.lake("lake");
     for name in ["a.csv", "b.csv"] {
         support::upload(&client, name, format!("{name} v1").as_bytes()).await;
     }
@@ -530,8 +472,7 @@ async fn a_blob_written_between_plan_and_copy_is_left_alone() {
         support::upload(&client, name, b"corrupted").await;
     }
     // One write at a time, in name order: a.csv is written before b.csv.
-    let mut settings = worker::settings(&lake.azurite);
-    settings.insert("SNAPSHOT_CONCURRENCY".into(), "1".into());
+    let settings = lake.settings_with(&[("SNAPSHOT_CONCURRENCY", "1")]);
     let app = App::from_settings(&lakebackup::settings::Settings::from_pairs(settings)).unwrap();
     let request = RestoreRequest {
         to_account: false,

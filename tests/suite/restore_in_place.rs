@@ -17,20 +17,9 @@ use lakebackup::{
         jobs::{self, ledger},
         restore::{self, RestoreRequest},
     },
-    functions::producer::ProduceRequest,
 };
 use serde_json::Value;
 use support::{worker, Azurite};
-
-async fn back_up(app: &App) {
-    let request = ProduceRequest {
-        container: "lake".into(),
-        prefix: String::new(),
-    };
-    lakebackup::functions::producer::run_here(app, &request)
-        .await
-        .unwrap();
-}
 
 /// `lakebackup restore --container lake ARGS`: the actions by blob, and the summary.
 fn restore(azurite: &Azurite, args: &[&str]) -> (BTreeMap<String, String>, Value) {
@@ -57,7 +46,7 @@ fn restore(azurite: &Azurite, args: &[&str]) -> (BTreeMap<String, String>, Value
 
 /// The source versions the backup container holds complete, stamped backups of: (name, ETag).
 async fn backed_up_versions(app: &App) -> Vec<(String, String)> {
-    let backup = app.backup.container_client("lakebak").unwrap();
+    let backup = app.backup.container("lakebak").unwrap();
     let mut versions = Vec::new();
     for (name, _) in support::list_all(&backup).await {
         if let Ok(parsed) = lakebackup::core::naming::parse_backup_blob_name(&name) {
@@ -72,12 +61,13 @@ async fn backed_up_versions(app: &App) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn in_place_a_version_of_the_instant_stays_and_one_overwritten_is_backed_up_first() {
-    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
-    let lake = app.source.container_client("lake").unwrap();
+    let fixture = support::Lake::start(&["lake"]).await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    let lake = app.source.container("lake").unwrap();
     for name in ["early.csv", "late.csv"] {
         support::upload(&lake, name, format!("{name} v1").as_bytes()).await;
     }
-    back_up(&app).await;
+    support::produce(app, "lake").await;
     // After the last backup pass, before the instant: early.csv's v2 is the instant's version,
     // which no backup has caught up with.
     support::next_second().await;
@@ -125,12 +115,13 @@ async fn in_place_a_version_of_the_instant_stays_and_one_overwritten_is_backed_u
 
 #[tokio::test]
 async fn in_place_without_an_instant_nothing_is_reverted_and_deleted_blobs_come_back() {
-    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
-    let lake = app.source.container_client("lake").unwrap();
+    let fixture = support::Lake::start(&["lake"]).await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    let lake = app.source.container("lake").unwrap();
     for name in ["changed.csv", "deleted.csv", "same.csv"] {
         support::upload(&lake, name, format!("{name} v1").as_bytes()).await;
     }
-    back_up(&app).await;
+    support::produce(app, "lake").await;
     support::next_second().await;
     // Changed since the last pass, not backed up yet.
     support::upload(&lake, "changed.csv", b"changed.csv v2").await;
@@ -157,10 +148,11 @@ async fn in_place_without_an_instant_nothing_is_reverted_and_deleted_blobs_come_
 
 #[tokio::test]
 async fn in_place_from_snapshots_an_overwritten_version_is_backed_up_first() {
-    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
-    let lake = app.source.container_client("lake").unwrap();
+    let fixture = support::Lake::start(&["lake"]).await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    let lake = app.source.container("lake").unwrap();
     support::upload(&lake, "s.csv", b"s.csv v1").await;
-    back_up(&app).await;
+    support::produce(app, "lake").await;
     support::next_second().await;
     let instant = support::now_rfc3339();
     support::next_second().await;
@@ -186,8 +178,9 @@ async fn in_place_from_snapshots_an_overwritten_version_is_backed_up_first() {
 /// no blob the restore wrote: not counted restored.
 #[tokio::test]
 async fn a_lake_version_written_after_the_job_started_is_not_counted_restored_by_it() {
-    let (_azurite, app) = support::app_on_azurite(&["lake"]).await;
-    let lake = app.source.container_client("lake").unwrap();
+    let fixture = support::Lake::start(&["lake"]).await;
+    let (_azurite, app) = (&fixture.azurite, &fixture.app);
+    let lake = app.source.container("lake").unwrap();
     support::upload(&lake, "old.txt", b"old").await;
     let (etag, _, _) = support::properties(&lake, "old.txt").await;
     backup::back_up(&app, &BackupRequest::new("lake", "old.txt", &etag))

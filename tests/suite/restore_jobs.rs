@@ -6,43 +6,17 @@ use crate::support;
 
 use std::{collections::BTreeMap, time::Duration};
 
-use azure_storage_blob::BlobContainerClient;
-use lakebackup::{app::App, functions::producer::ProduceRequest, settings::Settings};
+use lakebackup::{app::App, settings::Settings};
 use serde_json::Value;
 use support::worker::{self, Standalone};
 
-async fn back_up(app: &App) {
-    let request = ProduceRequest {
-        container: "lake".into(),
-        prefix: String::new(),
-    };
-    lakebackup::functions::producer::run_here(app, &request)
-        .await
-        .unwrap();
-}
-
-async fn contents(client: &BlobContainerClient) -> BTreeMap<String, Vec<u8>> {
-    let mut contents = BTreeMap::new();
-    for (name, snapshot) in support::list_all(client).await {
-        if snapshot.is_none() {
-            let bytes = support::download(client, &name).await;
-            contents.insert(name, bytes);
-        }
-    }
-    contents
-}
+use support::contents;
 
 fn json_lines(stdout: &str) -> Vec<Value> {
     stdout
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("JSON ({e}): {line}")))
         .collect()
-}
-
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap()
 }
 
 /// The names of the test lake: one large directory (its shards run out of budget and go on)
@@ -57,18 +31,18 @@ fn lake_names() -> Vec<String> {
 
 #[tokio::test]
 async fn a_distributed_restore_on_two_run_workers_brings_back_the_lake_of_the_instant() {
-    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
-    let client = app.source.container_client("lake").unwrap();
+    let fixture = support::Lake::start(&["lake"]).await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    let client = app.source.container("lake").unwrap();
     let names = lake_names();
     for name in &names {
         support::upload(&client, name, format!("{name} v1").as_bytes()).await;
     }
-    back_up(&app).await;
+    support::produce(app, "lake").await;
     let before = contents(&client).await;
     // Versions are told apart by Last-Modified, which has one-second resolution.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let instant = now_rfc3339();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let instant = support::instant_after_writes().await;
+    support::next_second().await;
 
     // The incident: the large directory and every 7th other blob corrupted, every 11th other
     // one deleted, five created.
@@ -88,7 +62,7 @@ async fn a_distributed_restore_on_two_run_workers_brings_back_the_lake_of_the_in
     }
     // The Function App keeps working: the corrupt versions are backed up, the deletions
     // recorded.
-    back_up(&app).await;
+    support::produce(app, "lake").await;
 
     let mut settings = worker::settings(&azurite);
     for (key, value) in [
@@ -234,13 +208,14 @@ async fn a_distributed_restore_on_two_run_workers_brings_back_the_lake_of_the_in
 
 #[tokio::test]
 async fn a_restore_into_another_account_and_the_refusals() {
-    let (azurite, app) = support::app_on_azurite(&["lake", "empty"]).await;
-    let client = app.source.container_client("lake").unwrap();
+    let fixture = support::Lake::start(&["lake", "empty"]).await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    let client = app.source.container("lake").unwrap();
     let names = ["top.csv", "dir/日本.txt", "dir/🦀.bin"];
     for name in names {
         support::upload(&client, name, format!("{name} bytes").as_bytes()).await;
     }
-    back_up(&app).await;
+    support::produce(app, "lake").await;
     let before = contents(&client).await;
 
     // Into a clean account (here the jobs account stands in for it): the lake is left alone.
@@ -265,7 +240,7 @@ async fn a_restore_into_another_account_and_the_refusals() {
         .unwrap()
         .restore_target
         .expect("RESTORE_TARGET_STORAGE is read")
-        .container_client("clean")
+        .container("clean")
         .unwrap();
     assert_eq!(
         contents(&target).await,
@@ -349,12 +324,13 @@ async fn a_restore_into_another_account_and_the_refusals() {
 
 #[tokio::test]
 async fn a_terminal_shows_a_progress_line_and_a_pipe_gets_clean_output() {
-    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
-    let client = app.source.container_client("lake").unwrap();
+    let fixture = support::Lake::start(&["lake"]).await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    let client = app.source.container("lake").unwrap();
     for name in ["a.csv", "dir/b.csv"] {
         support::upload(&client, name, b"bytes").await;
     }
-    back_up(&app).await;
+    support::produce(app, "lake").await;
     let settings = worker::settings(&azurite);
     let args = ["restore", "--container", "lake", "--to-container", "copy"];
 
@@ -396,14 +372,14 @@ async fn a_terminal_shows_a_progress_line_and_a_pipe_gets_clean_output() {
 
 #[tokio::test]
 async fn an_in_place_restore_keeps_the_version_it_overwrites() {
-    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
-    let client = app.source.container_client("lake").unwrap();
+    let fixture = support::Lake::start(&["lake"]).await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    let client = app.source.container("lake").unwrap();
     support::upload(&client, "a.csv", b"v1, backed up").await;
     support::upload(&client, "b.csv", b"b v1, backed up").await;
-    back_up(&app).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let instant = now_rfc3339();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    support::produce(app, "lake").await;
+    let instant = support::instant_after_writes().await;
+    support::next_second().await;
     // Written after the last pass: neither snapshotted nor backed up. A restore to the instant
     // must not make this the version nobody can get back.
     support::upload(&client, "a.csv", b"v2, written since, nowhere else").await;
@@ -422,7 +398,7 @@ async fn an_in_place_restore_keeps_the_version_it_overwrites() {
     assert_eq!(support::download(&client, "a.csv").await, b"v1, backed up");
     // The version overwritten is in the backup, with its usual stamp: a restore as of now
     // brings it back.
-    let vault = app.backup.container_client("lakebak").unwrap();
+    let vault = app.backup.container("lakebak").unwrap();
     let mut kept = Vec::new();
     for (name, _) in support::list_all(&vault).await {
         if name.starts_with("a_") {

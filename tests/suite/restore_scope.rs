@@ -6,7 +6,6 @@ use crate::support;
 
 use std::collections::BTreeSet;
 
-use lakebackup::functions::producer::ProduceRequest;
 use serde_json::Value;
 use support::worker;
 
@@ -33,7 +32,7 @@ fn restore(
 }
 
 async fn names_in(app: &lakebackup::app::App, container: &str) -> BTreeSet<String> {
-    let client = app.source.container_client(container).unwrap();
+    let client = app.source.container(container).unwrap();
     support::list_all(&client)
         .await
         .into_iter()
@@ -44,18 +43,13 @@ async fn names_in(app: &lakebackup::app::App, container: &str) -> BTreeSet<Strin
 
 #[tokio::test]
 async fn blob_restores_exactly_one_name_and_prefix_every_name_it_starts() {
-    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
-    let client = app.source.container_client("lake").unwrap();
+    let fixture = support::Lake::start(&["lake"]).await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    let client = app.source.container("lake").unwrap();
     for name in NAMES {
         support::upload(&client, name, format!("{name} v1").as_bytes()).await;
     }
-    let request = ProduceRequest {
-        container: "lake".into(),
-        prefix: String::new(),
-    };
-    lakebackup::functions::producer::run_here(&app, &request)
-        .await
-        .unwrap();
+    support::produce(&app, "lake").await;
     let settings = worker::settings(&azurite);
     let exactly = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>();
 
@@ -77,7 +71,7 @@ async fn blob_restores_exactly_one_name_and_prefix_every_name_it_starts() {
             "--from {from}"
         );
         assert_eq!(
-            support::download(&app.source.container_client(into).unwrap(), "a.csv").await,
+            support::download(&app.source.container(into).unwrap(), "a.csv").await,
             b"a.csv v1"
         );
     }

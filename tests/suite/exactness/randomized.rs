@@ -32,23 +32,13 @@ use std::{
     time::Duration,
 };
 
-use azure_core::http::RequestContent;
-use azure_storage_blob::{
-    models::{
-        AppendBlobClientCreateOptions, BlobClientDeleteOptions,
-        BlobClientGetPropertiesResultHeaders, BlobClientUploadOptions,
-        BlockBlobClientCommitBlockListOptions, BlockLookupList, DeleteSnapshotsOptionType,
-        HttpRange, PageBlobClientCreateOptions,
-    },
-    BlobContainerClient,
-};
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use lakebackup::{
     app::{App, WorkQueue},
     core::{
         job::JobState,
         naming,
-        properties::{tags_header, Tags},
+        properties::{ContentHeaders, Tags},
         shard::{new_job_id, Shard},
         stamp,
     },
@@ -60,7 +50,11 @@ use lakebackup::{
     },
     functions::producer::ProduceRequest,
     settings::Settings,
-    storage::listing::{list_directory_with_snapshots, ListedEntry, ListingScope},
+    storage::{
+        listing::{list_directory_with_snapshots, ListedEntry, ListingScope},
+        testing::NewBlob,
+        Container,
+    },
 };
 use md5::{Digest, Md5};
 use time::OffsetDateTime;
@@ -224,8 +218,8 @@ async fn run_seed(seed: u64) -> Result<String, String> {
     // The harness's own view of the lake, past the proxy: no faults, Azurite's own pages.
     let direct = App::from_settings(&Settings::from_pairs(support::worker::settings(&azurite)))
         .map_err(|e| format!("settings: {e}"))?;
-    let lake = direct.source.container_client("lake").unwrap();
-    lake.create(None).await.map_err(|e| e.to_string())?;
+    let lake = direct.source.container("lake").unwrap();
+    lake.create().await.map_err(|e| e.to_string())?;
     let context = |what: &str| format!("seed {seed} {plan:?}: {what}");
 
     let mut rng = Rng::new(seed);
@@ -254,7 +248,7 @@ async fn run_seed(seed: u64) -> Result<String, String> {
         }
         // Every version of this round lies in an earlier second than the instant recorded
         // after the pass (times are kept to the second).
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        support::next_second().await;
         let hidden = azurite_hidden(&direct, plan.page_size).await;
         proxied.set_faults(faults(seed, round, &plan));
         events.deliver(&mut rng, &app).await;
@@ -287,7 +281,7 @@ async fn run_seed(seed: u64) -> Result<String, String> {
                 excused.insert(name.clone());
             }
         }
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        support::next_second().await;
         let instant = OffsetDateTime::now_utc();
         history.push((instant, model.expected(), excused.clone()));
         summary.push(format!(
@@ -299,7 +293,7 @@ async fn run_seed(seed: u64) -> Result<String, String> {
                 format!(", {} hidden by Azurite", excused.len())
             }
         ));
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        support::next_second().await;
     }
     // Late events: every deletion again, after all of it.
     proxied.set_faults(faults(seed, ROUNDS, &plan));
@@ -421,7 +415,7 @@ async fn run_queued_job(app: &App) -> BTreeSet<String> {
     };
     let mut attempts: HashMap<String, u64> = HashMap::new();
     for _ in 0..200 {
-        let texts = support::drain_queue(queue.sdk()).await;
+        let texts = support::drain_queue(&queue).await;
         if texts.is_empty() {
             break;
         }
@@ -528,7 +522,7 @@ impl Model {
     async fn change(
         &mut self,
         rng: &mut Rng,
-        lake: &BlobContainerClient,
+        lake: &Container,
         events: &mut Events,
     ) -> Result<(), String> {
         let existing: Vec<String> = self.blobs.keys().cloned().collect();
@@ -567,8 +561,8 @@ impl Model {
                 // Metadata alone: a new ETag over the same bytes, and no event.
                 let metadata =
                     HashMap::from([("label".to_owned(), format!("v{}", rng.below(1000)))]);
-                let blob = lake.blob_client(&name);
-                blob.set_metadata(&metadata, None)
+                let blob = lake.blob(&name);
+                blob.replace_metadata(&metadata)
                     .await
                     .map_err(|e| format!("metadata of {name}: {e}"))?;
                 let entry = self.blobs.get_mut(&name).unwrap();
@@ -580,9 +574,8 @@ impl Model {
                 // Appends make a new ETag and no event.
                 let length = 1 + rng.below(300) as usize;
                 let more = rng.bytes(length);
-                lake.blob_client(&name)
-                    .append_blob_client()
-                    .append_block(RequestContent::from(more.clone()), more.len() as u64, None)
+                lake.blob(&name)
+                    .append(&more)
                     .await
                     .map_err(|e| format!("append to {name}: {e}"))?;
                 let entry = self.blobs.get_mut(&name).unwrap();
@@ -659,7 +652,7 @@ impl Model {
     async fn write(
         &mut self,
         rng: &mut Rng,
-        lake: &BlobContainerClient,
+        lake: &Container,
         name: &str,
         events: &mut Events,
     ) -> Result<(), String> {
@@ -701,7 +694,7 @@ impl Model {
     async fn write_block(
         &mut self,
         rng: &mut Rng,
-        lake: &BlobContainerClient,
+        lake: &Container,
         name: &str,
         events: &mut Events,
     ) -> Result<(), String> {
@@ -709,54 +702,33 @@ impl Model {
         let bytes = rng.bytes(length);
         let (metadata, content_type, cache_control, tags) = Self::attributes(rng);
         let tier = rng.chance(0.2).then(|| "Cool".to_owned());
-        let blob = lake.blob_client(name);
+        let blob = lake.blob(name);
+        let new = NewBlob {
+            metadata: metadata.clone().into_iter().collect(),
+            headers: ContentHeaders {
+                content_type: content_type.clone(),
+                cache_control: cache_control.clone(),
+                ..ContentHeaders::default()
+            },
+            tags: tags.clone(),
+            tier: tier.clone(),
+            md5: None,
+        };
         let md5 = match rng.below(3) {
             0 => {
                 let computed = Md5::digest(&bytes).to_vec();
-                blob.upload(
-                    RequestContent::from(bytes.clone()),
-                    Some(BlobClientUploadOptions {
-                        metadata: Some(metadata.clone().into_iter().collect()),
-                        blob_content_type: content_type.clone(),
-                        blob_cache_control: cache_control.clone(),
-                        blob_tags_string: (!tags.is_empty()).then(|| tags_header(&tags)),
-                        tier: tier.as_deref().and_then(|t| t.parse().ok()),
-                        ..Default::default()
-                    }),
-                )
-                .await
-                .map_err(|e| format!("put {name}: {e}"))?;
+                blob.upload_with(bytes.clone(), &new)
+                    .await
+                    .map_err(|e| format!("put {name}: {e}"))?;
                 Some(computed)
             }
             choice => {
                 let stored = (choice == 2).then(|| vec![7u8; 16]);
-                let block_blob = blob.block_blob_client();
-                block_blob
-                    .stage_block(
-                        b"b0",
-                        bytes.len() as u64,
-                        RequestContent::from(bytes.clone()),
-                        None,
-                    )
-                    .await
-                    .map_err(|e| format!("stage {name}: {e}"))?;
-                let list = BlockLookupList {
-                    latest: Some(vec![b"b0".to_vec()]),
-                    ..Default::default()
+                let new = NewBlob {
+                    md5: stored.clone(),
+                    ..new
                 };
-                block_blob
-                    .commit_block_list(
-                        list.try_into().unwrap(),
-                        Some(BlockBlobClientCommitBlockListOptions {
-                            metadata: Some(metadata.clone().into_iter().collect()),
-                            blob_content_type: content_type.clone(),
-                            blob_cache_control: cache_control.clone(),
-                            blob_content_md5: stored.clone(),
-                            blob_tags_string: (!tags.is_empty()).then(|| tags_header(&tags)),
-                            tier: tier.as_deref().and_then(|t| t.parse().ok()),
-                            ..Default::default()
-                        }),
-                    )
+                blob.put_block_list(&[&bytes], &new)
                     .await
                     .map_err(|e| format!("commit {name}: {e}"))?;
                 stored
@@ -779,30 +751,30 @@ impl Model {
     async fn write_append(
         &mut self,
         rng: &mut Rng,
-        lake: &BlobContainerClient,
+        lake: &Container,
         name: &str,
         events: &mut Events,
     ) -> Result<(), String> {
         let (metadata, content_type, cache_control, tags) = Self::attributes(rng);
-        let client = lake.blob_client(name).append_blob_client();
+        let client = lake.blob(name);
+        let new = NewBlob {
+            metadata: metadata.clone().into_iter().collect(),
+            headers: ContentHeaders {
+                content_type: content_type.clone(),
+                cache_control: cache_control.clone(),
+                ..ContentHeaders::default()
+            },
+            tags: tags.clone(),
+            ..NewBlob::default()
+        };
         client
-            .create(Some(AppendBlobClientCreateOptions {
-                metadata: Some(metadata.clone().into_iter().collect()),
-                blob_content_type: content_type.clone(),
-                blob_cache_control: cache_control.clone(),
-                blob_tags_string: (!tags.is_empty()).then(|| tags_header(&tags)),
-                ..Default::default()
-            }))
+            .create_append_blob(&new)
             .await
             .map_err(|e| format!("create {name}: {e}"))?;
         let length = 1 + rng.below(2000) as usize;
         let bytes = rng.bytes(length);
         client
-            .append_block(
-                RequestContent::from(bytes.clone()),
-                bytes.len() as u64,
-                None,
-            )
+            .append(&bytes)
             .await
             .map_err(|e| format!("append {name}: {e}"))?;
         let expected = Expected {
@@ -822,35 +794,31 @@ impl Model {
     async fn write_page(
         &mut self,
         rng: &mut Rng,
-        lake: &BlobContainerClient,
+        lake: &Container,
         name: &str,
         events: &mut Events,
     ) -> Result<(), String> {
         let (metadata, content_type, cache_control, _) = Self::attributes(rng);
         let pages = 1 + rng.below(4);
         let size = pages * 512;
-        let client = lake.blob_client(name).page_blob_client();
+        let client = lake.blob(name);
+        let new = NewBlob {
+            metadata: metadata.clone().into_iter().collect(),
+            headers: ContentHeaders {
+                content_type: content_type.clone(),
+                cache_control: cache_control.clone(),
+                ..ContentHeaders::default()
+            },
+            ..NewBlob::default()
+        };
         client
-            .create(
-                size,
-                Some(PageBlobClientCreateOptions {
-                    metadata: Some(metadata.clone().into_iter().collect()),
-                    blob_content_type: content_type.clone(),
-                    blob_cache_control: cache_control.clone(),
-                    ..Default::default()
-                }),
-            )
+            .create_page_blob(size, &new)
             .await
             .map_err(|e| format!("create {name}: {e}"))?;
         // Only the first page written: the rest reads as zeros, as in Azure.
         let first = rng.bytes(512);
         client
-            .upload_pages(
-                RequestContent::from(first.clone()),
-                512,
-                HttpRange::new(0, 512),
-                None,
-            )
+            .put_pages(0, &first)
             .await
             .map_err(|e| format!("pages of {name}: {e}"))?;
         let mut bytes = first;
@@ -872,7 +840,7 @@ impl Model {
 
     async fn written(
         &mut self,
-        lake: &BlobContainerClient,
+        lake: &Container,
         name: &str,
         expected: Expected,
         events: &mut Events,
@@ -885,15 +853,12 @@ impl Model {
 
     async fn delete(
         &mut self,
-        lake: &BlobContainerClient,
+        lake: &Container,
         name: &str,
         events: &mut Events,
     ) -> Result<(), String> {
-        lake.blob_client(name)
-            .delete(Some(BlobClientDeleteOptions {
-                delete_snapshots: Some(DeleteSnapshotsOptionType::Include),
-                ..Default::default()
-            }))
+        lake.blob(name)
+            .delete_with_snapshots()
             .await
             .map_err(|e| format!("delete {name}: {e}"))?;
         events.push(blob_event("BlobDeleted", name, None));
@@ -903,7 +868,7 @@ impl Model {
     }
 }
 
-async fn etag_of(lake: &BlobContainerClient, name: &str) -> String {
+async fn etag_of(lake: &Container, name: &str) -> String {
     support::properties(lake, name).await.0
 }
 
@@ -991,8 +956,8 @@ async fn unprotected(direct: &App, model: &Model) -> Vec<String> {
 }
 
 async fn unprotected_now(direct: &App, model: &Model) -> Vec<String> {
-    let lake = direct.source.container_client("lake").unwrap();
-    let vault = direct.backup.container_client("lakebak").unwrap();
+    let lake = direct.source.container("lake").unwrap();
+    let vault = direct.backup.container("lakebak").unwrap();
     let snapshots: BTreeSet<(String, String)> = support::list_versions(&lake)
         .await
         .into_iter()
@@ -1000,7 +965,7 @@ async fn unprotected_now(direct: &App, model: &Model) -> Vec<String> {
         .map(|(name, _, etag)| (name, etag))
         .collect();
     let mut backups = BTreeSet::new();
-    if vault.get_properties(None).await.is_ok() {
+    if vault.exists().await.unwrap_or(false) {
         for (name, _) in support::list_all(&vault).await {
             let Ok(parsed) = naming::parse_backup_blob_name(&name) else {
                 continue;
@@ -1070,17 +1035,17 @@ async fn azurite_hidden(direct: &App, page_size: u32) -> BTreeSet<String> {
 
 /// Every blob of `container` as a restore made it.
 async fn read_container(direct: &App, container: &str) -> BTreeMap<String, Expected> {
-    let client = direct.source.container_client(container).unwrap();
+    let client = direct.source.container(container).unwrap();
     let mut blobs = BTreeMap::new();
-    if client.get_properties(None).await.is_err() {
+    if !client.exists().await.unwrap_or(false) {
         return blobs;
     }
     for (name, snapshot) in support::list_all(&client).await {
         if snapshot.is_some() {
             continue;
         }
-        let blob = client.blob_client(&name);
-        let properties = blob.get_properties(None).await.unwrap();
+        let blob = client.blob(&name);
+        let state = blob.probe().await.unwrap().unwrap();
         let tags = direct
             .source
             .container(container)
@@ -1091,21 +1056,20 @@ async fn read_container(direct: &App, container: &str) -> BTreeMap<String, Expec
             .unwrap();
         // Azurite leaves `AccessTierInferred` true after a copy that set a tier (Azure marks
         // the tier set): the tier itself is read, and a plain `Hot` counts as no tier of its own.
-        let tier = properties.access_tier().unwrap();
+        let tier = state.access_tier;
+        let version = state.version;
+        let headers = version.properties.headers;
         blobs.insert(
             name.clone(),
             Expected {
                 bytes: support::download(&client, &name).await,
-                blob_type: format!("{:?}", properties.blob_type().unwrap().unwrap()),
-                metadata: properties.metadata().unwrap().into_iter().collect(),
-                content_type: properties.content_type().unwrap().filter(|t| !t.is_empty()),
-                cache_control: properties
-                    .cache_control()
-                    .unwrap()
-                    .filter(|t| !t.is_empty()),
+                blob_type: version.properties.blob_type.as_str().to_owned(),
+                metadata: version.metadata.unwrap_or_default().into_iter().collect(),
+                content_type: headers.content_type,
+                cache_control: headers.cache_control,
                 tags,
                 tier,
-                md5: properties.content_md5().unwrap().filter(|m| !m.is_empty()),
+                md5: version.content_md5,
             },
         );
     }

@@ -1,4 +1,6 @@
-//! Shared test support: Azurite, and small helpers over the SDK for arranging and checking data.
+//! Shared test support: Azurite and the lake on it ([`Lake`]), waiting for a condition
+//! ([`wait_for`], [`next_second`]), and small helpers for arranging and checking data over the
+//! product's storage seam (`lakebackup::storage`, with its `testing` operations).
 #![allow(dead_code)]
 
 pub mod adf;
@@ -7,47 +9,190 @@ pub mod keys_off;
 pub mod proxy;
 pub mod worker;
 
-use azure_core::http::RequestContent;
-use azure_storage_blob::BlobContainerClient;
-use futures::TryStreamExt;
+use std::{collections::HashMap, future::Future, time::Duration};
+
+use lakebackup::{
+    app::App,
+    settings::Settings,
+    storage::{testing::NewBlob, Container, Queue},
+};
 
 pub use azurite::Azurite;
 
-pub async fn upload(container: &BlobContainerClient, name: &str, bytes: &[u8]) {
+/// Azurite with its source, backup and jobs accounts, the worker's `App` on it with the settings
+/// a Function App would have (and the test's own), and containers created in the lake: where
+/// most tests start. The `App` arranges and checks; the worker under test runs with
+/// [`Lake::settings`].
+pub struct Lake {
+    pub azurite: Azurite,
+    pub app: App,
+    settings: HashMap<String, String>,
+}
+
+impl Lake {
+    /// The lake with `containers`, and the Function App's default settings.
+    pub async fn start(containers: &[&str]) -> Lake {
+        Lake::start_with(containers, &[]).await
+    }
+
+    /// The lake with `containers`, and the Function App's settings with `extra`.
+    pub async fn start_with(containers: &[&str], extra: &[(&str, &str)]) -> Lake {
+        Lake::on(Azurite::start(), containers, extra).await
+    }
+
+    /// The lake on `azurite` (started as the test needs it), as [`Lake::start_with`].
+    pub async fn on(azurite: Azurite, containers: &[&str], extra: &[(&str, &str)]) -> Lake {
+        let settings = with(worker::settings(&azurite), extra);
+        let app = App::from_settings(&Settings::from_pairs(settings.clone())).unwrap();
+        for container in containers {
+            app.source
+                .container(container)
+                .unwrap()
+                .create()
+                .await
+                .unwrap_or_else(|e| panic!("create {container}: {e}"));
+        }
+        Lake {
+            azurite,
+            app,
+            settings,
+        }
+    }
+
+    /// The Function App's settings the lake was started with.
+    pub fn settings(&self) -> HashMap<String, String> {
+        self.settings.clone()
+    }
+
+    /// The Function App's settings with `extra` besides.
+    pub fn settings_with(&self, extra: &[(&str, &str)]) -> HashMap<String, String> {
+        with(self.settings(), extra)
+    }
+
+    /// Container `name` of the lake (the source account).
+    pub fn lake(&self, name: &str) -> Container {
+        self.app.source.container(name).unwrap()
+    }
+
+    /// The backup container of the lake's `container`: `{container}bak`.
+    pub fn vault(&self, container: &str) -> Container {
+        self.app
+            .backup
+            .container(&format!("{container}bak"))
+            .unwrap()
+    }
+
+    /// Queue `name` of the jobs account (`AzureWebJobsStorage`).
+    pub fn queue(&self, name: &str) -> Queue {
+        self.app.jobs.queue(name).unwrap()
+    }
+
+    /// `lakebackup serve` with the lake's settings and `extra`.
+    pub fn serve(&self, extra: &[(&str, &str)]) -> worker::Worker {
+        worker::Worker::serve(&self.settings_with(extra))
+    }
+
+    /// `lakebackup ARGS` with the lake's settings, to completion: (exit code, stdout, stderr).
+    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        worker::run_once(&self.settings, args)
+    }
+}
+
+/// `settings` with `extra` set (replacing what they name).
+pub fn with(
+    mut settings: HashMap<String, String>,
+    extra: &[(&str, &str)],
+) -> HashMap<String, String> {
+    settings.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    settings
+}
+
+/// Waits until `condition` gives a value and returns it, trying again every 50 ms; panics
+/// naming `what` when it has given none within `within`. The one way a test waits for
+/// something to happen: never a fixed sleep.
+pub async fn wait_for<T, F, Fut>(within: Duration, what: &str, mut condition: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(value) = condition().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `condition` holds (see [`wait_for`]).
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    wait_for(within, what, || {
+        let holds = condition();
+        async move { holds.await.then_some(()) }
+    })
+    .await
+}
+
+pub async fn upload(container: &Container, name: &str, bytes: &[u8]) {
     container
-        .blob_client(name)
-        .upload(RequestContent::from(bytes.to_vec()), None)
+        .blob(name)
+        .upload(bytes)
+        .await
+        .unwrap_or_else(|e| panic!("upload {name}: {e}"));
+}
+
+/// Uploads `bytes` with `new`'s metadata, headers, tags and tier.
+pub async fn upload_with(container: &Container, name: &str, bytes: &[u8], new: &NewBlob) {
+    container
+        .blob(name)
+        .upload_with(bytes, new)
         .await
         .unwrap_or_else(|e| panic!("upload {name}: {e}"));
 }
 
 /// Deletes a blob with its snapshots (a blob with snapshots is not deleted on its own).
-pub async fn delete_with_snapshots(container: &BlobContainerClient, name: &str) {
+pub async fn delete_with_snapshots(container: &Container, name: &str) {
     container
-        .blob_client(name)
-        .delete(Some(azure_storage_blob::models::BlobClientDeleteOptions {
-            delete_snapshots: Some(azure_storage_blob::models::DeleteSnapshotsOptionType::Include),
-            ..Default::default()
-        }))
+        .blob(name)
+        .delete_with_snapshots()
         .await
         .unwrap_or_else(|e| panic!("delete {name} with its snapshots: {e}"));
 }
 
-pub async fn download(container: &BlobContainerClient, name: &str) -> Vec<u8> {
+pub async fn download(container: &Container, name: &str) -> Vec<u8> {
     container
-        .blob_client(name)
-        .download(None)
+        .blob(name)
+        .read(None)
         .await
         .unwrap_or_else(|e| panic!("download {name}: {e}"))
-        .body
-        .collect()
-        .await
-        .unwrap()
-        .to_vec()
+        .bytes
+}
+
+/// Every base blob's bytes; nothing for a container that does not exist.
+pub async fn contents(container: &Container) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut contents = std::collections::BTreeMap::new();
+    if !container.exists().await.unwrap() {
+        return contents;
+    }
+    for (name, snapshot) in list_all(container).await {
+        if snapshot.is_none() {
+            let bytes = download(container, &name).await;
+            contents.insert(name, bytes);
+        }
+    }
+    contents
 }
 
 /// `(name, snapshot)` of every entry, snapshots included.
-pub async fn list_all(container: &BlobContainerClient) -> Vec<(String, Option<String>)> {
+pub async fn list_all(container: &Container) -> Vec<(String, Option<String>)> {
     list_versions(container)
         .await
         .into_iter()
@@ -56,96 +201,77 @@ pub async fn list_all(container: &BlobContainerClient) -> Vec<(String, Option<St
 }
 
 /// `(name, snapshot, etag without quotes)` of every entry, snapshots included.
-pub async fn list_versions(
-    container: &BlobContainerClient,
-) -> Vec<(String, Option<String>, String)> {
-    use azure_storage_blob::models::{BlobContainerClientListBlobsOptions, ListBlobsIncludeItem};
-    let options = BlobContainerClientListBlobsOptions {
-        include: Some(vec![ListBlobsIncludeItem::Snapshots]),
-        ..Default::default()
-    };
-    let mut pages = container.list_blobs(Some(options)).unwrap().into_pages();
-    let mut entries = Vec::new();
-    while let Some(page) = pages.try_next().await.unwrap() {
-        for item in page.into_model().unwrap().blob_items {
-            let etag = item.properties.unwrap().etag.unwrap().to_string();
-            entries.push((
-                item.name.unwrap(),
-                item.snapshot.filter(|s| !s.is_empty()),
-                etag.trim_matches('"').to_owned(),
-            ));
-        }
-    }
-    entries
+pub async fn list_versions(container: &Container) -> Vec<(String, Option<String>, String)> {
+    container
+        .entries()
+        .await
+        .unwrap_or_else(|e| panic!("list {}: {e}", container.name()))
+        .into_iter()
+        .map(|entry| (entry.name, entry.snapshot, entry.etag))
+        .collect()
 }
 
 /// Takes every message off `queue` (hidden for five minutes, so each is read once) and returns
 /// their texts.
-pub async fn drain_queue(queue: &azure_storage_queue::QueueClient) -> Vec<String> {
-    use azure_storage_queue::models::QueueClientReceiveMessagesOptions;
+pub async fn drain_queue(queue: &Queue) -> Vec<String> {
     let mut texts = Vec::new();
     loop {
         let batch = queue
-            .receive_messages(Some(QueueClientReceiveMessagesOptions {
-                number_of_messages: Some(32),
-                visibility_timeout: Some(300),
-                ..Default::default()
-            }))
+            .take(32, Duration::from_secs(300))
             .await
-            .expect("receive messages")
-            .into_model()
-            .expect("messages parse")
-            .items
-            .unwrap_or_default();
+            .expect("receive messages");
         if batch.is_empty() {
             return texts;
         }
-        texts.extend(batch.into_iter().filter_map(|m| m.message_text));
+        texts.extend(batch.into_iter().map(|m| m.text));
     }
 }
 
 /// Waits until messages put on `queue` with a visibility delay of up to `seconds` have become
 /// visible, then takes them all.
-pub async fn drain_queue_after(
-    queue: &azure_storage_queue::QueueClient,
-    seconds: u64,
-) -> Vec<String> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
-    loop {
+pub async fn drain_queue_after(queue: &Queue, seconds: u64) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    wait_for(Duration::from_secs(seconds + 5), "messages", || async {
         let texts = drain_queue(queue).await;
-        if !texts.is_empty() || std::time::Instant::now() >= deadline {
-            return texts;
-        }
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    }
+        (!texts.is_empty() || tokio::time::Instant::now() >= deadline).then_some(texts)
+    })
+    .await
+}
+
+/// Whether `queue` exists.
+pub async fn queue_exists(queue: &Queue) -> bool {
+    queue.depth().await.expect("queue properties").is_some()
 }
 
 /// (ETag without quotes, last-modified, metadata) of a blob.
 pub async fn properties(
-    container: &BlobContainerClient,
+    container: &Container,
     name: &str,
-) -> (
-    String,
-    time::OffsetDateTime,
-    std::collections::HashMap<String, String>,
-) {
-    use azure_storage_blob::models::BlobClientGetPropertiesResultHeaders;
-    let response = container
-        .blob_client(name)
-        .get_properties(None)
+) -> (String, time::OffsetDateTime, HashMap<String, String>) {
+    let version = container
+        .blob(name)
+        .probe()
         .await
-        .unwrap_or_else(|e| panic!("properties of {name}: {e}"));
+        .unwrap_or_else(|e| panic!("properties of {name}: {e}"))
+        .unwrap_or_else(|| panic!("properties of {name}: no such blob"))
+        .version;
     (
-        response
-            .etag()
-            .unwrap()
-            .unwrap()
-            .to_string()
-            .trim_matches('"')
-            .to_owned(),
-        response.last_modified().unwrap().unwrap(),
-        response.metadata().unwrap(),
+        version.etag,
+        version.last_modified,
+        version.metadata.unwrap_or_default(),
     )
+}
+
+/// A producer job over the whole of `container`, run in this process (`lakebackup produce`): a
+/// snapshot and a backup of every new version.
+pub async fn produce(app: &App, container: &str) -> lakebackup::engine::jobs::LocalJob {
+    let request = lakebackup::functions::producer::ProduceRequest {
+        container: container.into(),
+        prefix: String::new(),
+    };
+    lakebackup::functions::producer::run_here(app, &request)
+        .await
+        .unwrap_or_else(|e| panic!("produce {container}: {e}"))
 }
 
 /// Delivers a queue message to the consumer the way the Functions host does; returns the
@@ -176,13 +302,36 @@ pub async fn deliver(
 }
 
 /// The backup request for the current version of `name`.
-pub async fn request_for(
-    container: &BlobContainerClient,
-    container_name: &str,
-    name: &str,
-) -> String {
+pub async fn request_for(container: &Container, name: &str) -> String {
     let (etag, _, _) = properties(container, name).await;
-    serde_json::json!({"container": container_name, "blob_name": name, "etag": etag}).to_string()
+    serde_json::json!({"container": container.name(), "blob_name": name, "etag": etag}).to_string()
+}
+
+/// An account-SAS connection string to `account` of `azurite` (`key`: its key, base64) with no
+/// key, as a deployment gives a SAS setting: `services` (`b`, `q`, `bq`) and `permissions` on
+/// every resource type, until `expiry`.
+pub fn sas_connection(
+    azurite: &Azurite,
+    account: &str,
+    key: &str,
+    services: &str,
+    permissions: &str,
+    expiry: time::OffsetDateTime,
+) -> String {
+    use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
+    let grant = lakebackup::storage::sas::AccountSasGrant {
+        services,
+        resource_types: "sco",
+        permissions,
+        expiry,
+    };
+    let key = BASE64.decode(key).expect("a base64 key");
+    let sas = lakebackup::storage::testing::account_sas(account, &key, grant);
+    format!(
+        "BlobEndpoint={};QueueEndpoint={};SharedAccessSignature={sas}",
+        azurite.blob_endpoint(account),
+        azurite.queue_endpoint(account)
+    )
 }
 
 /// A loopback port nobody listens on (bound, then released).
@@ -201,23 +350,6 @@ pub fn unreachable_connection(account: &str, key: &str) -> String {
     )
 }
 
-/// Azurite, the worker's `App` on it (settings as a Function App would have them), and
-/// `containers` created in the source account.
-pub async fn app_on_azurite(containers: &[&str]) -> (Azurite, lakebackup::app::App) {
-    let azurite = Azurite::start();
-    let settings = lakebackup::settings::Settings::from_pairs(worker::settings(&azurite));
-    let app = lakebackup::app::App::from_settings(&settings).unwrap();
-    for container in containers {
-        app.source
-            .container_client(container)
-            .unwrap()
-            .create(None)
-            .await
-            .unwrap_or_else(|e| panic!("create {container}: {e}"));
-    }
-    (azurite, app)
-}
-
 /// The Functions host's queue trigger for the shard function, as far as the tests need it:
 /// takes shards off `{BACKUP_QUEUE_NAME}-shards`, delivers each to the worker's
 /// `/QueueSnapshotBackupShard` route as the host does, and deletes it once the invocation
@@ -226,37 +358,29 @@ pub struct ShardPump(tokio::task::JoinHandle<()>);
 
 impl ShardPump {
     pub fn start(worker: &worker::Worker, jobs: &lakebackup::storage::StorageAccount) -> Self {
-        use azure_storage_queue::models::QueueClientReceiveMessagesOptions;
-        let queue = jobs.queue_client("backup-requests-shards").unwrap();
+        let queue = jobs.queue("backup-requests-shards").unwrap();
         let url = worker.url("/QueueSnapshotBackupShard");
         ShardPump(tokio::spawn(async move {
             let client = reqwest::Client::new();
             loop {
                 let received = queue
-                    .receive_messages(Some(QueueClientReceiveMessagesOptions {
-                        number_of_messages: Some(16),
-                        visibility_timeout: Some(60),
-                        ..Default::default()
-                    }))
+                    .take(16, Duration::from_secs(60))
                     .await
-                    .ok()
-                    .and_then(|r| r.into_model().ok())
-                    .and_then(|m| m.items)
                     .unwrap_or_default();
                 if received.is_empty() {
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    // The host's polling interval when its queue is empty: pacing, not a wait.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
                 for message in received {
                     use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
-                    let text = message.message_text.clone().unwrap_or_default();
-                    let decoded = String::from_utf8(BASE64.decode(&text).unwrap()).unwrap();
+                    let decoded = String::from_utf8(BASE64.decode(&message.text).unwrap()).unwrap();
                     let response = client
                         .post(&url)
                         .json(&serde_json::json!({
                             "Data": {"message": decoded},
                             "Metadata": {
-                                "Id": message.message_id,
+                                "Id": message.id,
                                 "DequeueCount": message.dequeue_count,
                                 "sys": {"MethodName": "QueueSnapshotBackupShard"}
                             }
@@ -264,11 +388,7 @@ impl ShardPump {
                         .send()
                         .await;
                     if response.is_ok_and(|r| r.status().is_success()) {
-                        let (Some(id), Some(receipt)) = (message.message_id, message.pop_receipt)
-                        else {
-                            continue;
-                        };
-                        let _ = queue.delete_message(&id, &receipt, None).await;
+                        let _ = queue.delete(&message.id, &message.pop_receipt).await;
                     }
                 }
             }
@@ -284,7 +404,7 @@ impl Drop for ShardPump {
 
 /// The records of lives in a backup container (deletions and returns), with when each was seen.
 pub async fn life_records(
-    vault: &BlobContainerClient,
+    vault: &Container,
 ) -> Vec<(lakebackup::core::life::Record, Option<time::OffsetDateTime>)> {
     let mut records = Vec::new();
     for (name, _) in list_all(vault).await {
@@ -300,24 +420,18 @@ pub async fn life_records(
 /// Writes the record that `name`'s life ending at `etag` was seen deleted at `seen`, as a pass
 /// would have.
 pub async fn record_deletion(
-    vault: &BlobContainerClient,
+    vault: &Container,
     name: &str,
     etag: &str,
     seen: time::OffsetDateTime,
 ) {
     let record =
         lakebackup::core::life::Record::new(name, etag, lakebackup::core::life::Change::Deleted, 1);
-    vault
-        .blob_client(&record.blob_name().unwrap())
-        .upload(
-            RequestContent::from(Vec::new()),
-            Some(azure_storage_blob::models::BlobClientUploadOptions {
-                metadata: Some(lakebackup::core::life::record_metadata(seen)),
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap();
+    let new = NewBlob {
+        metadata: lakebackup::core::life::record_metadata(seen),
+        ..NewBlob::default()
+    };
+    upload_with(vault, &record.blob_name().unwrap(), b"", &new).await;
 }
 
 /// What a queue function made of one message, delivered the way the host delivers it
@@ -368,37 +482,16 @@ pub async fn deliver_to<T: serde::de::DeserializeOwned>(
 /// Writes `bytes` as one block and a block list: the service keeps `md5` exactly as given, or
 /// none, without checking it (Azure documents it; Azurite 3.37 does the same), as for blobs ADF,
 /// DFS and large uploads write.
-pub async fn put_block_list(
-    container: &BlobContainerClient,
-    name: &str,
-    bytes: &[u8],
-    md5: Option<Vec<u8>>,
-) {
-    use azure_storage_blob::models::{BlockBlobClientCommitBlockListOptions, BlockLookupList};
-    let block = container.blob_client(name).block_blob_client();
-    block
-        .stage_block(
-            b"block-0",
-            bytes.len() as u64,
-            RequestContent::from(bytes.to_vec()),
-            None,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("stage a block of {name}: {e}"));
-    let list = BlockLookupList {
-        latest: Some(vec![b"block-0".to_vec()]),
-        ..Default::default()
+pub async fn put_block_list(container: &Container, name: &str, bytes: &[u8], md5: Option<Vec<u8>>) {
+    let new = NewBlob {
+        md5,
+        ..NewBlob::default()
     };
-    block
-        .commit_block_list(
-            list.try_into().unwrap(),
-            Some(BlockBlobClientCommitBlockListOptions {
-                blob_content_md5: md5,
-                ..Default::default()
-            }),
-        )
+    container
+        .blob(name)
+        .put_block_list(&[bytes], &new)
         .await
-        .unwrap_or_else(|e| panic!("commit the block list of {name}: {e}"));
+        .unwrap_or_else(|e| panic!("put the block list of {name}: {e}"));
 }
 
 /// Waits until the wall clock has passed into the next whole second. Azure reports
@@ -413,6 +506,13 @@ pub async fn next_second() {
     tokio::time::sleep(left).await;
 }
 
+/// An instant after every write so far, as RFC 3339: once the clock has passed into the next
+/// second (restore reads a version's whole-second time as the end of its second).
+pub async fn instant_after_writes() -> String {
+    next_second().await;
+    now_rfc3339()
+}
+
 /// Now, as RFC 3339.
 pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
@@ -423,7 +523,7 @@ pub fn now_rfc3339() -> String {
 /// Delivers every shard on the shard queue until it is empty, as the host would (first
 /// deliveries). Returns how many deliveries ran a part.
 pub async fn deliver_all_shards(app: &lakebackup::app::App) -> usize {
-    let queue = app.jobs.queue_client("backup-requests-shards").unwrap();
+    let queue = app.jobs.queue("backup-requests-shards").unwrap();
     let mut ran = 0;
     loop {
         let texts = drain_queue(&queue).await;

@@ -1624,7 +1624,7 @@ async fn blob_type_by_head(
     target: &str,
     sign: bool,
 ) -> Option<String> {
-    let date = azure_core::time::to_rfc7231(&time::OffsetDateTime::now_utc());
+    let date = lakebackup::storage::testing::http_date(time::OffsetDateTime::now_utc());
     let version = request
         .head
         .header("x-ms-version")
@@ -1698,7 +1698,7 @@ fn azure_error(
     let mut head = format!(
         "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Type: application/xml\r\nServer: lakebackup-test-proxy\r\nx-ms-request-id: {id}\r\nx-ms-error-code: {code}\r\nDate: {}\r\n",
         body.len(),
-        azure_core::time::to_rfc7231(&now)
+        lakebackup::storage::testing::http_date(now)
     );
     if let Some(version) = request.head.header("x-ms-version") {
         head.push_str(&format!("x-ms-version: {version}\r\n"));
