@@ -37,7 +37,10 @@ use super::{
     sas::{AccountSasGrant, SasProtocol},
     Blob, Container, StorageAccount, StorageError, StorageResultExt,
 };
-use crate::core::properties::{tags_header, ContentHeaders, Tags};
+use crate::core::{
+    etag::normalize_etag,
+    properties::{tags_header, ContentHeaders, Tags},
+};
 
 /// What a test writes with a blob's bytes: its metadata, content headers, index tags, tier and
 /// a Content-MD5 to store as given (the service checks none of it against the bytes on Put Block
@@ -86,6 +89,14 @@ impl NewBlob {
     fn tier(&self) -> Option<AccessTier> {
         self.tier.as_deref().and_then(|tier| tier.parse().ok())
     }
+}
+
+/// The version an upload wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uploaded {
+    /// Without quotes.
+    pub etag: String,
+    pub last_modified: time::OffsetDateTime,
 }
 
 /// One entry of a listing with snapshots.
@@ -233,7 +244,7 @@ impl Blob {
 
     /// Writes `bytes` as a block blob (Put Blob, or blocks for a large one), replacing what
     /// stands under the name.
-    pub async fn upload(&self, bytes: impl Into<Vec<u8>>) -> Result<(), StorageError> {
+    pub async fn upload(&self, bytes: impl Into<Vec<u8>>) -> Result<Uploaded, StorageError> {
         self.upload_with(bytes, &NewBlob::default()).await
     }
 
@@ -242,7 +253,7 @@ impl Blob {
         &self,
         bytes: impl Into<Vec<u8>>,
         new: &NewBlob,
-    ) -> Result<(), StorageError> {
+    ) -> Result<Uploaded, StorageError> {
         let headers = new.headers.clone();
         let options = BlobClientUploadOptions {
             metadata: new.metadata(),
@@ -256,23 +267,36 @@ impl Blob {
             tier: new.tier(),
             ..Default::default()
         };
-        self.client()
+        let what = || format!("uploading {}", self.what());
+        let uploaded = self
+            .client()
             .upload(RequestContent::from(bytes.into()), Some(options))
             .await
-            .during(|| format!("uploading {}", self.what()))?;
-        Ok(())
+            .during(what)?;
+        match (uploaded.etag, uploaded.last_modified) {
+            (Some(etag), Some(last_modified)) => Ok(Uploaded {
+                etag: normalize_etag(etag.as_ref()).to_owned(),
+                last_modified,
+            }),
+            _ => Err(StorageError::other(
+                what(),
+                "the service sent no ETag or Last-Modified",
+            )),
+        }
     }
 
-    /// Writes `blocks` as a block blob: each staged, then one Put Block List with `new`'s
-    /// properties. The service keeps `new.md5` exactly as given, or none, without checking it.
-    pub async fn put_block_list(
+    /// Writes `blocks` as a block blob: each staged as it comes (a lazy iterator holds one
+    /// block at a time), then one Put Block List with `new`'s properties. The service keeps
+    /// `new.md5` exactly as given, or none, without checking it.
+    pub async fn put_block_list<B: AsRef<[u8]>>(
         &self,
-        blocks: &[&[u8]],
+        blocks: impl IntoIterator<Item = B>,
         new: &NewBlob,
     ) -> Result<(), StorageError> {
         let block_blob = self.client().block_blob_client();
         let mut ids = Vec::new();
-        for (i, block) in blocks.iter().enumerate() {
+        for (i, block) in blocks.into_iter().enumerate() {
+            let block = block.as_ref();
             let id = format!("block-{i:06}").into_bytes();
             block_blob
                 .stage_block(
