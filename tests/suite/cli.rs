@@ -44,7 +44,7 @@ async fn every_command_prints_one_json_object_per_line_with_the_summary_last() {
     for name in ["a.csv", "dir/b.csv", "dir/sub/c.csv"] {
         support::upload(&lake, name, name.as_bytes()).await;
     }
-    let mut settings = worker::settings(&azurite);
+    let mut settings = worker::settings(azurite);
     settings.insert("RETENTION_KEEP_DAYS".into(), "7".into());
 
     // Before any backup, verify finds gaps: a line each, then the summary; exit 1.
@@ -60,7 +60,7 @@ async fn every_command_prints_one_json_object_per_line_with_the_summary_last() {
     assert_eq!(code, 0, "{lines:?}");
     let job = lines[0]["job"].as_str().unwrap().to_owned();
     // Shard by shard in this process, as the producer's job.
-    support::produce(&app, "lake").await;
+    support::produce(app, "lake").await;
 
     let done: &[&[&str]] = &[
         &["produce", "--container", "lake"],

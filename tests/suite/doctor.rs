@@ -38,7 +38,7 @@ async fn doctor_finds_what_is_set_up_wrong_and_changes_nothing() {
     let fixture = support::Lake::start(&["lake"]).await;
     let app = &fixture.app;
     support::upload(&fixture.lake("lake"), "a.csv", b"a").await;
-    support::produce(&app, "lake").await;
+    support::produce(app, "lake").await;
     // The settings the Functions host resolves in the function folders, as a deployment has them.
     let settings = fixture.settings_with(&[
         ("BACKUP_QUEUE_NAME", "backup-requests"),

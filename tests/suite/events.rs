@@ -127,18 +127,18 @@ async fn created_replaced_duplicate_and_late_events_protect_each_version_once() 
 
     // A create, in the Event Grid schema, base64 as the queue holds it.
     let created = event_grid("BlobCreated", "source", "lake", blob, &v1).to_string();
-    let outcome = deliver(&app, BASE64.encode(&created)).await;
+    let outcome = deliver(app, BASE64.encode(&created)).await;
     assert!(
         matches!(&outcome, EventOutcome::Protected { backup, snapshot_taken: true, .. } if backup == "backed_up"),
         "{outcome:?}"
     );
     assert_eq!(
-        protection(&app, blob).await,
+        protection(app, blob).await,
         (vec![v1.clone()], vec![v1.clone()])
     );
 
     // The same event again (plain JSON this time): nothing new.
-    let outcome = deliver(&app, created.clone()).await;
+    let outcome = deliver(app, created.clone()).await;
     assert!(
         matches!(&outcome, EventOutcome::Protected { backup, snapshot_taken: false, .. } if backup == "already_backed_up"),
         "{outcome:?}"
@@ -149,13 +149,13 @@ async fn created_replaced_duplicate_and_late_events_protect_each_version_once() 
     let (v2, _, _) = support::properties(&lake, blob).await;
     let replaced = cloud_event("BlobCreated", "source", "lake", blob, &v2).to_string();
     assert!(matches!(
-        deliver(&app, BASE64.encode(&replaced)).await,
+        deliver(app, BASE64.encode(&replaced)).await,
         EventOutcome::Protected {
             snapshot_taken: true,
             ..
         }
     ));
-    let (mut snapshots, mut backups) = protection(&app, blob).await;
+    let (mut snapshots, mut backups) = protection(app, blob).await;
     snapshots.sort();
     backups.sort();
     let mut both = vec![v1.clone(), v2.clone()];
@@ -163,9 +163,9 @@ async fn created_replaced_duplicate_and_late_events_protect_each_version_once() 
     assert_eq!((snapshots, backups), (both.clone(), both.clone()));
 
     // The first event, arriving late: the blob has moved on, nothing is created.
-    let outcome = deliver(&app, created).await;
+    let outcome = deliver(app, created).await;
     assert!(matches!(outcome, EventOutcome::Stale { .. }), "{outcome:?}");
-    let (mut snapshots, mut backups) = protection(&app, blob).await;
+    let (mut snapshots, mut backups) = protection(app, blob).await;
     snapshots.sort();
     backups.sort();
     assert_eq!((snapshots, backups), (both.clone(), both));
@@ -180,20 +180,20 @@ async fn a_delete_event_records_the_marker_that_restore_honours() {
     for blob in ["t/keep.csv", "t/gone.csv"] {
         let (etag, _, _) = support::properties(&lake, blob).await;
         let event = event_grid("BlobCreated", "source", "lake", blob, &etag);
-        deliver(&app, event.to_string()).await;
+        deliver(app, event.to_string()).await;
     }
     let (gone_etag, _, _) = support::properties(&lake, "t/gone.csv").await;
     // Deleted in a later second than the version was written.
     support::next_second().await;
     support::delete_with_snapshots(&lake, "t/gone.csv").await;
     let deleted = cloud_event("BlobDeleted", "source", "lake", "t/gone.csv", &gone_etag);
-    let outcome = deliver(&app, BASE64.encode(deleted.to_string())).await;
+    let outcome = deliver(app, BASE64.encode(deleted.to_string())).await;
     assert!(
         matches!(&outcome, EventOutcome::DeletionRecorded { etag, new: true, .. } if *etag == gone_etag),
         "{outcome:?}"
     );
     // Twice: one marker per deletion.
-    let outcome = deliver(&app, deleted.to_string()).await;
+    let outcome = deliver(app, deleted.to_string()).await;
     assert!(
         matches!(outcome, EventOutcome::DeletionRecorded { new: false, .. }),
         "{outcome:?}"
@@ -221,7 +221,7 @@ async fn a_delete_event_records_the_marker_that_restore_honours() {
         dry_run: false,
         verify_content: false,
     };
-    let summary = restore::restore(&app, &request, &mut |_| {}).await;
+    let summary = restore::restore(app, &request, &mut |_| {}).await;
     assert!(summary.succeeded(), "{summary:?}");
     assert_eq!(summary.deleted, 1);
     let restored = fixture.lake("asof");
@@ -246,7 +246,7 @@ async fn bad_events_are_poisoned_unchanged_and_backup_containers_ignored() {
         json!({"eventType": "Microsoft.Storage.BlobCreated", "topic": topic("source"), "subject": "/containers/lake/x.csv"}).to_string(),
     ];
     for text in &bad {
-        let outcome = delivered(&app, text).await;
+        let outcome = delivered(app, text).await;
         assert!(
             matches!(outcome, support::Delivered::Poisoned(_)),
             "{text}: {outcome:?}"
@@ -270,13 +270,13 @@ async fn bad_events_are_poisoned_unchanged_and_backup_containers_ignored() {
             "x_20260101T000000Z_0x1.csv",
             "0x1",
         );
-        let outcome = deliver(&app, event.to_string()).await;
+        let outcome = deliver(app, event.to_string()).await;
         assert!(
             matches!(outcome, EventOutcome::Ignored { .. }),
             "{outcome:?}"
         );
     }
-    assert_eq!(protection(&app, "x.csv").await, (vec![], vec![]));
+    assert_eq!(protection(app, "x.csv").await, (vec![], vec![]));
 }
 
 #[tokio::test]
@@ -322,7 +322,7 @@ async fn directory_placeholders_are_skipped_and_a_renamed_directory_gets_a_job()
     support::upload_with(&lake, "part=1", b"", &folder).await;
     let (etag, _, _) = support::properties(&lake, "part=1").await;
     let outcome = deliver(
-        &app,
+        app,
         event_grid("BlobCreated", "source", "lake", "part=1", &etag).to_string(),
     )
     .await;
@@ -330,15 +330,15 @@ async fn directory_placeholders_are_skipped_and_a_renamed_directory_gets_a_job()
         matches!(outcome, EventOutcome::Ignored { .. }),
         "{outcome:?}"
     );
-    assert_eq!(protection(&app, "part=1").await, (vec![], vec![]));
+    assert_eq!(protection(app, "part=1").await, (vec![], vec![]));
 
     let renamed = event_grid("DirectoryRenamed", "source", "lake", "tables/new", "");
-    let outcome = deliver(&app, renamed.to_string()).await;
+    let outcome = deliver(app, renamed.to_string()).await;
     let EventOutcome::DirectoryQueued { prefix, .. } = &outcome else {
         panic!("{outcome:?}")
     };
     assert_eq!(prefix, "tables/new/");
-    let shards = support::drain_queue(&app.queue(WorkQueue::Shards).await.unwrap()).await;
+    let shards = support::drain_queue(app.queue(WorkQueue::Shards).await.unwrap()).await;
     let shard: Value = serde_json::from_slice(&BASE64.decode(&shards[0]).unwrap()).unwrap();
     assert_eq!(
         (shard["container"].as_str(), shard["prefix"].as_str()),

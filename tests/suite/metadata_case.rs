@@ -365,12 +365,12 @@ async fn metadata_names_keep_their_case_through_backup_and_restore() {
     }
 
     // The shards: a produce lists the lake (metadata from the listing) and copies each version.
-    produce(&app, "lake").await;
-    assert_backup_metadata("shards", &backups_by_source(&app, "lakebak").await);
+    produce(app, "lake").await;
+    assert_backup_metadata("shards", &backups_by_source(app, "lakebak").await);
 
     // The queue consumer's engine: one request per version, decided from the blob's properties.
     for (name, lake) in listed(&app.source, "inbox").await {
-        let outcome = backup::back_up(&app, &BackupRequest::new("inbox", &name, &lake.etag))
+        let outcome = backup::back_up(app, &BackupRequest::new("inbox", &name, &lake.etag))
             .await
             .unwrap_or_else(|e| panic!("back up inbox/{name}: {e}"));
         assert!(
@@ -383,17 +383,17 @@ async fn metadata_names_keep_their_case_through_backup_and_restore() {
     support::next_second().await;
 
     // To another container, from the backups and from the lake's snapshots.
-    restore_into(&app, "lake", RestoreFrom::Backup, Some("lakecopy")).await;
+    restore_into(app, "lake", RestoreFrom::Backup, Some("lakecopy")).await;
     assert_lake_metadata(
         "restored to lakecopy",
         &listed(&app.source, "lakecopy").await,
     );
-    restore_into(&app, "inbox", RestoreFrom::Backup, Some("inboxcopy")).await;
+    restore_into(app, "inbox", RestoreFrom::Backup, Some("inboxcopy")).await;
     assert_lake_metadata(
         "restored to inboxcopy",
         &listed(&app.source, "inboxcopy").await,
     );
-    restore_into(&app, "lake", RestoreFrom::Snapshots, Some("fromsnapshots")).await;
+    restore_into(app, "lake", RestoreFrom::Snapshots, Some("fromsnapshots")).await;
     assert_lake_metadata(
         "restored from snapshots",
         &listed(&app.source, "fromsnapshots").await,
@@ -413,7 +413,7 @@ async fn metadata_names_keep_their_case_through_backup_and_restore() {
         .replace_metadata(&HashMap::from([("owner".into(), "mallory".into())]))
         .await
         .unwrap();
-    restore_as_of(&app, "lake", RestoreFrom::Backup, None, Some(instant)).await;
+    restore_as_of(app, "lake", RestoreFrom::Backup, None, Some(instant)).await;
     assert_lake_metadata("restored in place", &listed(&app.source, "lake").await);
     for blob in lake_blobs() {
         assert_eq!(
@@ -432,8 +432,8 @@ async fn a_deep_verify_leaves_a_backups_metadata_names_as_they_were() {
     for blob in lake_blobs() {
         write_lake_blob(azurite, app, "lake", &blob).await;
     }
-    produce(&app, "lake").await;
-    let before = backups_by_source(&app, "lakebak").await;
+    produce(app, "lake").await;
+    let before = backups_by_source(app, "lakebak").await;
     assert_backup_metadata("backed up", &before);
     // Copied server-side, without an MD5 in the lake: nothing recorded an MD5 of these
     // backups' bytes, so the deep check reads the source and records one on the backup.
@@ -445,7 +445,7 @@ async fn a_deep_verify_leaves_a_backups_metadata_names_as_they_were() {
     }
 
     let summary = verify(
-        &app,
+        app,
         &VerifyRequest {
             container: "lake".into(),
             prefix: None,
@@ -457,7 +457,7 @@ async fn a_deep_verify_leaves_a_backups_metadata_names_as_they_were() {
     assert_eq!(summary.status, "ok", "{summary:?}");
     assert_eq!(summary.mismatched, 0, "{summary:?}");
 
-    let after = backups_by_source(&app, "lakebak").await;
+    let after = backups_by_source(app, "lakebak").await;
     for name in ["log.txt", "dir/disk.vhd"] {
         let mut recorded = after[name].metadata.clone();
         assert!(

@@ -134,7 +134,7 @@ async fn a_year_of_daily_versions_keeps_exactly_what_the_policy_promises() {
     for k in 1..=DAYS {
         let day = today - Duration::days(k);
         let etag = format!("0xDAY{}", day.to_julian_day());
-        backdated_backup(&app, name, &etag, noon(day), &content(day)).await;
+        backdated_backup(app, name, &etag, noon(day), &content(day)).await;
         versions.insert(
             day,
             naming::backup_blob_name(name, noon(day), &etag).unwrap(),
@@ -154,15 +154,15 @@ async fn a_year_of_daily_versions_keeps_exactly_what_the_policy_promises() {
             OffsetDateTime::now_utc() - Duration::days(5),
         ),
     ] {
-        backdated_backup(&app, gone, "0xGONE", noon(long_ago), b"gone").await;
-        marker(&app, gone, "0xGONE", seen).await;
+        backdated_backup(app, gone, "0xGONE", noon(long_ago), b"gone").await;
+        marker(app, gone, "0xGONE", seen).await;
     }
     // An unstamped blob under a version's name: not a version, never deleted.
     let unstamped =
         naming::backup_blob_name(name, noon(today - Duration::days(300)), "0xHALF").unwrap();
     support::upload(&fixture.vault("lake"), &unstamped, b"half").await;
-    support::produce(&app, "lake").await;
-    let before = backup_names(&app).await;
+    support::produce(app, "lake").await;
+    let before = backup_names(app).await;
 
     // The table: which day's version each rule keeps (the version current at an instant is
     // the one written at noon the day before it).
@@ -210,13 +210,9 @@ async fn a_year_of_daily_versions_keeps_exactly_what_the_policy_promises() {
     let kept_days: BTreeSet<&String> = expected.keys().map(|day| &versions[day]).collect();
 
     // Dry run: the plan, and nothing deleted.
-    let (code, planned, summary) = prune(&azurite, &["--dry-run"]);
+    let (code, planned, summary) = prune(azurite, &["--dry-run"]);
     assert_eq!(code, 0, "{summary}");
-    assert_eq!(
-        backup_names(&app).await,
-        before,
-        "a dry run deletes nothing"
-    );
+    assert_eq!(backup_names(app).await, before, "a dry run deletes nothing");
     let planned: BTreeSet<String> = planned
         .iter()
         .map(|a| {
@@ -242,7 +238,7 @@ async fn a_year_of_daily_versions_keeps_exactly_what_the_policy_promises() {
         .acquire_lease(-1)
         .await
         .unwrap();
-    let (code, actions, summary) = prune(&azurite, &[]);
+    let (code, actions, summary) = prune(azurite, &[]);
     assert_eq!(code, 0, "{summary}");
     let refused: Vec<&Value> = actions
         .iter()
@@ -266,7 +262,7 @@ async fn a_year_of_daily_versions_keeps_exactly_what_the_policy_promises() {
     assert_eq!(total["refused"], 1);
     assert!(total["bytes_freed"].as_u64().unwrap() > 0);
 
-    let after = backup_names(&app).await;
+    let after = backup_names(app).await;
     let expected_after: BTreeSet<String> = before
         .iter()
         .filter(|n| !expected_doomed.contains(*n) || **n == leased)
@@ -281,7 +277,7 @@ async fn a_year_of_daily_versions_keeps_exactly_what_the_policy_promises() {
     // Every instant the policy promises restores what was current then.
     let inside_window = OffsetDateTime::now_utc() - Duration::days(3) - Duration::hours(5);
     let day_before = (inside_window - Duration::hours(12)).date();
-    let restored = restore_as_of(&app, inside_window, "window").await;
+    let restored = restore_as_of(app, inside_window, "window").await;
     assert_eq!(restored.get(name), Some(&content(day_before)));
     let first_of_month =
         midnight(Date::from_calendar_date(today.year(), today.month(), 1).unwrap())
@@ -289,7 +285,7 @@ async fn a_year_of_daily_versions_keeps_exactly_what_the_policy_promises() {
     let first_of_month = midnight(
         Date::from_calendar_date(first_of_month.year(), first_of_month.month(), 1).unwrap(),
     );
-    let restored = restore_as_of(&app, first_of_month, "monthly").await;
+    let restored = restore_as_of(app, first_of_month, "monthly").await;
     assert_eq!(
         restored.get(name),
         Some(&content(first_of_month.date() - Duration::days(1))),
@@ -297,14 +293,14 @@ async fn a_year_of_daily_versions_keeps_exactly_what_the_policy_promises() {
     );
     let sunday_week = midnight(monday - Duration::weeks(3));
     assert_eq!(sunday_week.weekday(), Weekday::Monday);
-    let restored = restore_as_of(&app, sunday_week, "weekly").await;
+    let restored = restore_as_of(app, sunday_week, "weekly").await;
     assert_eq!(
         restored.get(name),
         Some(&content(sunday_week.date() - Duration::days(1)))
     );
 
     // Again: nothing more to prune.
-    let (_, again, summary) = prune(&azurite, &[]);
+    let (_, again, summary) = prune(azurite, &[]);
     assert!(again.iter().all(|a| a["action"] == "refused"), "{again:?}");
     assert_eq!(summary["total"]["versions_deleted"], 0);
 }
@@ -315,7 +311,7 @@ async fn snapshots_of_replaced_versions_go_after_their_days_and_the_current_ones
     let (azurite, app) = (&fixture.azurite, &fixture.app);
     let lake = app.source.container("lake").unwrap();
     // Each version is backed up (a snapshot is never the last copy of a version pruned here).
-    let plain = worker::settings(&azurite);
+    let plain = worker::settings(azurite);
     for round in 1..=3 {
         support::upload(&lake, "s.csv", format!("v{round}").as_bytes()).await;
         let (code, stdout, stderr) = worker::run_once(&plain, &["produce", "--container", "lake"]);
@@ -325,7 +321,7 @@ async fn snapshots_of_replaced_versions_go_after_their_days_and_the_current_ones
     lake.blob("s.csv").take_snapshot(None).await.unwrap();
     // Lives end at whole seconds (+0.999): let v2's end be past.
     support::next_second().await;
-    let mut settings = worker::settings(&azurite);
+    let mut settings = worker::settings(azurite);
     settings.insert("RETENTION_SNAPSHOT_DAYS".into(), "0".into());
     let (code, stdout, stderr) = worker::run_once(&settings, &["prune", "--container", "lake"]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
@@ -354,10 +350,10 @@ async fn a_reconciliation_prunes_each_directory_as_it_goes() {
     let name = "a/b/daily.csv";
     for k in 1..=20 {
         let day = today - Duration::days(k);
-        backdated_backup(&app, name, &format!("0x{k}"), noon(day), &content(day)).await;
+        backdated_backup(app, name, &format!("0x{k}"), noon(day), &content(day)).await;
     }
     support::upload(&lake, name, b"now").await;
-    let mut settings = worker::settings(&azurite);
+    let mut settings = worker::settings(azurite);
     settings.insert("RETENTION_KEEP_DAYS".into(), "7".into());
     let (code, stdout, stderr) = worker::run_once(&settings, &["reconcile", "--container", "lake"]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
@@ -370,14 +366,14 @@ async fn a_reconciliation_prunes_each_directory_as_it_goes() {
         .count() as u64;
     assert_eq!(summary["total"]["backups_copied"], 1, "{summary}");
     assert_eq!(summary["total"]["versions_pruned"], 20 - alive, "{summary}");
-    let left = backup_names(&app).await;
+    let left = backup_names(app).await;
     assert_eq!(left.len() as u64, alive + 1, "{left:?}");
     // A producer's job does not prune, even under a policy that would.
     settings.insert("RETENTION_KEEP_DAYS".into(), "1".into());
     let strict = App::from_settings(&lakebackup::settings::Settings::from_pairs(settings)).unwrap();
     let produced = support::produce(&strict, "lake").await;
     assert_eq!(produced.totals.get("versions_pruned"), 0);
-    assert_eq!(backup_names(&app).await, left);
+    assert_eq!(backup_names(app).await, left);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -392,12 +388,12 @@ async fn a_distributed_prune_over_many_parts_with_workers_killed_deletes_exactly
     for name in ["root.csv", "日本/データ.csv", "x｡y/🦀/z.csv"] {
         for k in 1..=40 {
             let day = today - Duration::days(k);
-            backdated_backup(&app, name, &format!("0x{k}"), noon(day), &content(day)).await;
+            backdated_backup(app, name, &format!("0x{k}"), noon(day), &content(day)).await;
         }
         support::upload(&lake, name, b"now").await;
     }
-    let before = backup_names(&app).await;
-    let mut policy = worker::settings(&azurite);
+    let before = backup_names(app).await;
+    let mut policy = worker::settings(azurite);
     policy.insert("RETENTION_KEEP_DAYS".into(), "7".into());
     let prune_with = |settings: &HashMap<String, String>, args: &[&str]| {
         let mut full = vec!["prune", "--container", "lake"];
@@ -420,7 +416,7 @@ async fn a_distributed_prune_over_many_parts_with_workers_killed_deletes_exactly
     // Deletions slowed to ~70 ms, one at a time, with a one-second budget: each level takes
     // several parts, each judging the level again and going on after the last deletion done.
     let proxied = ProxiedAzurite::start(
-        &azurite,
+        azurite,
         ProxyConfig::azurite().faults(
             Faults::new(7, 1.0)
                 .classes([OpClass::Delete])
@@ -450,11 +446,7 @@ async fn a_distributed_prune_over_many_parts_with_workers_killed_deletes_exactly
         (&started["work"], &started["status"]),
         (&Value::from("prune"), &Value::from("running"))
     );
-    assert_eq!(
-        backup_names(&app).await,
-        before,
-        "--distributed only queues"
-    );
+    assert_eq!(backup_names(app).await, before, "--distributed only queues");
     let job = started["job"].as_str().unwrap();
     let expected: BTreeSet<String> = before.difference(&planned).cloned().collect();
     // Workers killed at ten random points: a part redone after a crash carries out the plan the
@@ -514,7 +506,7 @@ async fn a_distributed_prune_over_many_parts_with_workers_killed_deletes_exactly
         (&status["refused"], &status["errors"]),
         (&Value::from(0), &Value::from(0))
     );
-    assert_eq!(backup_names(&app).await, expected);
+    assert_eq!(backup_names(app).await, expected);
 }
 
 #[tokio::test]
@@ -527,13 +519,13 @@ async fn a_queued_prune_keeps_versions_written_after_it_started_and_judges_by_it
     let mut backdated = BTreeMap::new();
     for k in 1..=3 {
         let day = today - Duration::days(k);
-        backdated_backup(&app, name, &format!("0x{k}"), noon(day), &content(day)).await;
+        backdated_backup(app, name, &format!("0x{k}"), noon(day), &content(day)).await;
         backdated.insert(
             k,
             naming::backup_blob_name(name, noon(day), &format!("0x{k}")).unwrap(),
         );
     }
-    let plain = worker::settings(&azurite);
+    let plain = worker::settings(azurite);
     let produce = || {
         let (code, out, err) = worker::run_once(&plain, &["produce", "--container", "lake"]);
         assert_eq!(code, 0, "{out}{err}");
@@ -556,7 +548,7 @@ async fn a_queued_prune_keeps_versions_written_after_it_started_and_judges_by_it
         support::upload(&lake, name, version).await;
         produce();
     }
-    let before = backup_names(&app).await;
+    let before = backup_names(app).await;
     // The worker has no RETENTION_* setting: the job's own policy decides.
     let (code, lines, status) =
         worker::work_off_job(&plain, job, std::time::Duration::from_secs(60)).await;
@@ -570,7 +562,7 @@ async fn a_queued_prune_keeps_versions_written_after_it_started_and_judges_by_it
         .cloned()
         .collect();
     assert_eq!(deleted, expected, "{lines:?}");
-    let after = backup_names(&app).await;
+    let after = backup_names(app).await;
     assert_eq!(
         after,
         before

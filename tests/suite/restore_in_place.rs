@@ -83,7 +83,7 @@ async fn in_place_a_version_of_the_instant_stays_and_one_overwritten_is_backed_u
     let before_restore = support::now_rfc3339();
     support::next_second().await;
 
-    let (actions, summary) = restore(&azurite, &["--from", "backup", "--as-of", &instant]);
+    let (actions, summary) = restore(azurite, &["--from", "backup", "--as-of", &instant]);
     assert_eq!(summary["restored"], 1, "{summary}");
     assert_eq!(actions.get("late.csv").map(String::as_str), Some("restore"));
     assert!(!actions.contains_key("early.csv"), "{actions:?}");
@@ -96,14 +96,14 @@ async fn in_place_a_version_of_the_instant_stays_and_one_overwritten_is_backed_u
     assert_eq!(support::download(&lake, "late.csv").await, b"late.csv v1");
     // The version the restore overwrote is in the backup, stamped as any backup.
     assert!(
-        backed_up_versions(&app)
+        backed_up_versions(app)
             .await
             .contains(&("late.csv".to_owned(), late_etag.clone())),
         "late.csv v2 was backed up before it was overwritten"
     );
 
     // A later restore as of just before the first one brings that version back.
-    let (actions, summary) = restore(&azurite, &["--from", "backup", "--as-of", &before_restore]);
+    let (actions, summary) = restore(azurite, &["--from", "backup", "--as-of", &before_restore]);
     assert_eq!(
         actions.get("late.csv").map(String::as_str),
         Some("restore"),
@@ -127,7 +127,7 @@ async fn in_place_without_an_instant_nothing_is_reverted_and_deleted_blobs_come_
     support::upload(&lake, "changed.csv", b"changed.csv v2").await;
     support::delete_with_snapshots(&lake, "deleted.csv").await;
 
-    let (actions, summary) = restore(&azurite, &["--from", "backup"]);
+    let (actions, summary) = restore(azurite, &["--from", "backup"]);
     assert_eq!(
         actions.get("deleted.csv").map(String::as_str),
         Some("restore"),
@@ -159,7 +159,7 @@ async fn in_place_from_snapshots_an_overwritten_version_is_backed_up_first() {
     support::upload(&lake, "s.csv", b"s.csv v2").await;
     let (v2, _, _) = support::properties(&lake, "s.csv").await;
 
-    let (actions, summary) = restore(&azurite, &["--from", "snapshots", "--as-of", &instant]);
+    let (actions, summary) = restore(azurite, &["--from", "snapshots", "--as-of", &instant]);
     assert_eq!(
         actions.get("s.csv").map(String::as_str),
         Some("restore"),
@@ -167,7 +167,7 @@ async fn in_place_from_snapshots_an_overwritten_version_is_backed_up_first() {
     );
     assert_eq!(support::download(&lake, "s.csv").await, b"s.csv v1");
     assert!(
-        backed_up_versions(&app)
+        backed_up_versions(app)
             .await
             .contains(&("s.csv".to_owned(), v2)),
         "s.csv v2 was backed up before it was overwritten"
@@ -183,11 +183,11 @@ async fn a_lake_version_written_after_the_job_started_is_not_counted_restored_by
     let lake = app.source.container("lake").unwrap();
     support::upload(&lake, "old.txt", b"old").await;
     let (etag, _, _) = support::properties(&lake, "old.txt").await;
-    backup::back_up(&app, &BackupRequest::new("lake", "old.txt", &etag))
+    backup::back_up(app, &BackupRequest::new("lake", "old.txt", &etag))
         .await
         .unwrap();
     let queued = restore::start(
-        &app,
+        app,
         &RestoreRequest {
             container: "lake".into(),
             prefix: None,
@@ -206,21 +206,18 @@ async fn a_lake_version_written_after_the_job_started_is_not_counted_restored_by
     support::next_second().await;
     support::upload(&lake, "new.txt", b"new").await;
     let (etag, _, _) = support::properties(&lake, "new.txt").await;
-    backup::back_up(&app, &BackupRequest::new("lake", "new.txt", &etag))
+    backup::back_up(app, &BackupRequest::new("lake", "new.txt", &etag))
         .await
         .unwrap();
     let (etag_before, _, _) = support::properties(&lake, "new.txt").await;
-    support::deliver_all_shards(&app).await;
+    support::deliver_all_shards(app).await;
     let (etag_after, _, _) = support::properties(&lake, "new.txt").await;
     assert_eq!(
         etag_before, etag_after,
         "the restore wrote nothing to new.txt"
     );
-    let status = jobs::status(&app, &queued.job).await.unwrap().unwrap();
-    let report = ledger::job_report(&app, &queued.job)
-        .await
-        .unwrap()
-        .unwrap();
+    let status = jobs::status(app, &queued.job).await.unwrap().unwrap();
+    let report = ledger::job_report(app, &queued.job).await.unwrap().unwrap();
     assert_eq!(
         status.progress.totals.get("restored"),
         0,

@@ -64,7 +64,7 @@ async fn a_distributed_restore_on_two_run_workers_brings_back_the_lake_of_the_in
     // recorded.
     support::produce(app, "lake").await;
 
-    let mut settings = worker::settings(&azurite);
+    let mut settings = worker::settings(azurite);
     for (key, value) in [
         ("SHARD_TIME_BUDGET_SECONDS", "1"),
         // One write at a time: the large directory takes several one-second parts.
@@ -219,7 +219,7 @@ async fn a_restore_into_another_account_and_the_refusals() {
     let before = contents(&client).await;
 
     // Into a clean account (here the jobs account stands in for it): the lake is left alone.
-    let mut settings = worker::settings(&azurite);
+    let mut settings = worker::settings(azurite);
     settings.insert("RESTORE_TARGET_STORAGE".into(), azurite.jobs());
     let (code, out, err) = worker::run_once(
         &settings,
@@ -250,14 +250,14 @@ async fn a_restore_into_another_account_and_the_refusals() {
     assert_eq!(contents(&client).await, before, "the lake is untouched");
 
     // --to-account without RESTORE_TARGET_STORAGE: one clear error naming the setting.
-    let plain = worker::settings(&azurite);
+    let plain = worker::settings(azurite);
     let (code, out, _) =
         worker::run_once(&plain, &["restore", "--container", "lake", "--to-account"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("RESTORE_TARGET_STORAGE is not set"), "{out}");
 
     // An unreachable target account: one clear error naming it, and no key in it.
-    let mut unreachable = worker::settings(&azurite);
+    let mut unreachable = worker::settings(azurite);
     let key = "Zm9yIHRlc3RzIG9ubHksIG5vdCBhIHJlYWwga2V5IQ==";
     unreachable.insert(
         "RESTORE_TARGET_STORAGE".into(),
@@ -331,7 +331,7 @@ async fn a_terminal_shows_a_progress_line_and_a_pipe_gets_clean_output() {
         support::upload(&client, name, b"bytes").await;
     }
     support::produce(app, "lake").await;
-    let settings = worker::settings(&azurite);
+    let settings = worker::settings(azurite);
     let args = ["restore", "--container", "lake", "--to-container", "copy"];
 
     // Piped (as in every other test): JSON lines on stdout, and no progress line anywhere.
@@ -385,7 +385,7 @@ async fn an_in_place_restore_keeps_the_version_it_overwrites() {
     support::upload(&client, "a.csv", b"v2, written since, nowhere else").await;
 
     let (code, out, err) = worker::run_once(
-        &worker::settings(&azurite),
+        &worker::settings(azurite),
         &["restore", "--container", "lake", "--as-of", &instant],
     );
     assert_eq!(code, 0, "{out}{err}");

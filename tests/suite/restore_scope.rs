@@ -49,8 +49,8 @@ async fn blob_restores_exactly_one_name_and_prefix_every_name_it_starts() {
     for name in NAMES {
         support::upload(&client, name, format!("{name} v1").as_bytes()).await;
     }
-    support::produce(&app, "lake").await;
-    let settings = worker::settings(&azurite);
+    support::produce(app, "lake").await;
+    let settings = worker::settings(azurite);
     let exactly = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>();
 
     for (from, into) in [
@@ -66,7 +66,7 @@ async fn blob_restores_exactly_one_name_and_prefix_every_name_it_starts() {
         assert_eq!(lines.len(), 1, "one action: {lines:?}");
         assert_eq!(lines[0]["blob"], "a.csv");
         assert_eq!(
-            names_in(&app, into).await,
+            names_in(app, into).await,
             exactly(&["a.csv"]),
             "--from {from}"
         );
@@ -83,7 +83,7 @@ async fn blob_restores_exactly_one_name_and_prefix_every_name_it_starts() {
     );
     assert_eq!(code, 0, "{summary}");
     assert_eq!(
-        names_in(&app, "by-prefix").await,
+        names_in(app, "by-prefix").await,
         exactly(&["a.csv", "a.csv.old", "a.csv/x"])
     );
 
@@ -93,7 +93,7 @@ async fn blob_restores_exactly_one_name_and_prefix_every_name_it_starts() {
         &["--prefix", "a.csv/", "--to-container", "by-directory"],
     );
     assert_eq!(code, 0, "{summary}");
-    assert_eq!(names_in(&app, "by-directory").await, exactly(&["a.csv/x"]));
+    assert_eq!(names_in(app, "by-directory").await, exactly(&["a.csv/x"]));
 
     // A name with no backup is refused, never "done, 0".
     let (code, _, summary) = restore(&settings, &["--blob", "a.cs", "--to-container", "none"]);

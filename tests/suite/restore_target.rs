@@ -130,7 +130,7 @@ async fn a_restore_into_another_account_is_written_only_by_a_worker_of_that_acco
     let (in_x, in_y) = (target_in(&x), target_in(&y));
     in_y.create().await.unwrap();
 
-    let mut caller = worker::settings(&azurite);
+    let mut caller = worker::settings(azurite);
     caller.insert("RESTORE_TARGET_STORAGE".into(), x.clone());
     let args = [
         "--to-account",
@@ -144,18 +144,18 @@ async fn a_restore_into_another_account_is_written_only_by_a_worker_of_that_acco
     assert_eq!(line["target"], target, "the job names its target: {line}");
 
     // A worker whose RESTORE_TARGET_STORAGE is Y: refused, nothing written in Y nor X.
-    let mut on_y = worker::settings(&azurite);
+    let mut on_y = worker::settings(azurite);
     on_y.insert("RESTORE_TARGET_STORAGE".into(), y.clone());
     let ended = worker::work_off_job(&on_y, &job, Duration::from_secs(120)).await;
     assert_eq!(ended.2["target"], target, "the status names the target");
     let setting = "RESTORE_TARGET_STORAGE";
-    assert_refused(&app, &job, ended, (&x_url, &y_url, setting)).await;
+    assert_refused(app, &job, ended, (&x_url, &y_url, setting)).await;
     assert!(blobs(&in_y).await.is_empty(), "nothing written into Y");
     assert!(blobs(&in_x).await.is_empty(), "nor into X");
 
     // A worker without RESTORE_TARGET_STORAGE: refused too.
     let (job, _) = start(&caller, &args);
-    let plain = worker::settings(&azurite);
+    let plain = worker::settings(azurite);
     let ended = worker::work_off_job(&plain, &job, Duration::from_secs(120)).await;
     assert_eq!(ended.0, 1, "{}", ended.2);
     let reason = ended.2["failures"][0]["reason"]
@@ -169,7 +169,7 @@ async fn a_restore_into_another_account_is_written_only_by_a_worker_of_that_acco
 
     // A worker of X, its endpoint spelled another way: the job is done, in X only.
     let (job, _) = start(&caller, &args);
-    let mut on_x = worker::settings(&azurite);
+    let mut on_x = worker::settings(azurite);
     on_x.insert(
         "RESTORE_TARGET_STORAGE".into(),
         format!("AccountName=devstoreaccount1;AccountKey={DEV_KEY};BlobEndpoint={x_url}/"),
@@ -204,9 +204,9 @@ async fn a_restore_into_the_lake_is_refused_by_another_lakes_worker() {
     let other_lake = azurite.connection_string("devstoreaccount1", DEV_KEY);
     let other_url = azurite.blob_endpoint("devstoreaccount1");
     let other = account(&other_lake);
-    let mut on_other = worker::settings(&azurite);
+    let mut on_other = worker::settings(azurite);
     on_other.insert("SOURCE_STORAGE".into(), other_lake.clone());
-    let caller = worker::settings(&azurite);
+    let caller = worker::settings(azurite);
 
     // In place, and into another container of the lake: the other lake holds both containers,
     // so a worker that wrote there would succeed.
@@ -219,7 +219,7 @@ async fn a_restore_into_the_lake_is_refused_by_another_lakes_worker() {
         let ended = worker::work_off_job(&on_other, &job, Duration::from_secs(120)).await;
         assert_eq!(ended.2["target"], target, "{}", ended.2);
         let accounts = (lake_url.as_str(), other_url.as_str(), "SOURCE_STORAGE");
-        assert_refused(&app, &job, ended, accounts).await;
+        assert_refused(app, &job, ended, accounts).await;
         assert!(
             blobs(&there).await.is_empty(),
             "nothing written in the other lake"
@@ -239,7 +239,7 @@ async fn a_shard_of_an_earlier_release_into_another_account_is_refused_never_gue
     let fixture = lake_backed_up().await;
     let azurite = &fixture.azurite;
     let x = azurite.connection_string("devstoreaccount1", DEV_KEY);
-    let mut settings = worker::settings(&azurite);
+    let mut settings = worker::settings(azurite);
     settings.insert("RESTORE_TARGET_STORAGE".into(), x.clone());
     let app = App::from_settings(&Settings::from_pairs(settings)).unwrap();
     let in_x = account(&x).container("restored").unwrap();

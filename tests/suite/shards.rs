@@ -118,7 +118,7 @@ async fn run_job_in_process(app: &App, job: &str, prefix: &str) -> (Vec<PartRepo
     let mut reports = Vec::new();
     loop {
         let status = ledger::job_status(app, job).await.unwrap().unwrap();
-        let texts = support::drain_queue(&queue).await;
+        let texts = support::drain_queue(queue).await;
         if texts.is_empty() {
             return (reports, status);
         }
@@ -312,7 +312,7 @@ async fn two_run_processes_share_one_job_and_a_killed_one_loses_nothing() {
     // be taken twice.
     assert_versions(app, &blobs, false).await;
     assert!(
-        support::drain_queue(&app.queue(WorkQueue::Shards).await.unwrap())
+        support::drain_queue(app.queue(WorkQueue::Shards).await.unwrap())
             .await
             .is_empty()
     );

@@ -48,9 +48,9 @@ async fn deep_verify_catches_missing_corrupted_and_stale_backups_and_reports_the
     for name in ["a.csv", "dir/b.csv", "dir/c.csv", "d.csv"] {
         support::upload(&lake, name, format!("content of {name}").as_bytes()).await;
     }
-    support::produce(&app, "lake").await;
+    support::produce(app, "lake").await;
 
-    let (code, clean) = verify(&azurite, &["--deep"]);
+    let (code, clean) = verify(azurite, &["--deep"]);
     assert_eq!(code, 0, "{clean}");
     assert_eq!(
         (
@@ -88,14 +88,14 @@ async fn deep_verify_catches_missing_corrupted_and_stale_backups_and_reports_the
     support::upload_with(&vault, &b, &corrupted, &stamped).await;
     support::upload(&lake, "dir/c.csv", b"changed since its backup").await;
 
-    let (code, shallow) = verify(&azurite, &[]);
+    let (code, shallow) = verify(azurite, &[]);
     assert_eq!(code, 1, "{shallow}");
     assert!(
         !gaps(&shallow).contains_key("dir/b.csv"),
         "bytes are read only when deep"
     );
 
-    let (code, deep) = verify(&azurite, &["--deep"]);
+    let (code, deep) = verify(azurite, &["--deep"]);
     assert_eq!(code, 1, "{deep}");
     assert_eq!(deep["status"], "gaps");
     let found = gaps(&deep);
@@ -121,7 +121,7 @@ async fn a_distributed_deep_verify_over_many_parts_finds_exactly_what_a_run_here
     for name in &names {
         support::upload(&lake, name, format!("content of {name}").as_bytes()).await;
     }
-    support::produce(&app, "lake").await;
+    support::produce(app, "lake").await;
     // Two gaps: a backup deleted, a blob changed since its backup.
     let vault = app.backup.container("lakebak").unwrap();
     let backup_of_f3 = support::list_all(&vault)
@@ -133,7 +133,7 @@ async fn a_distributed_deep_verify_over_many_parts_finds_exactly_what_a_run_here
     vault.blob(&backup_of_f3).delete(None).await.unwrap();
     support::upload(&lake, "x｡y/🦀/f5.txt", b"changed since its backup").await;
 
-    let (code, here) = verify(&azurite, &["--deep"]);
+    let (code, here) = verify(azurite, &["--deep"]);
     assert_eq!(code, 1, "{here}");
     let mut found_here = gaps(&here);
     assert_eq!(found_here.len(), 2, "{here}");
@@ -144,7 +144,7 @@ async fn a_distributed_deep_verify_over_many_parts_finds_exactly_what_a_run_here
     // Reads slowed to ~100 ms, one at a time, with a one-second budget: each level's deep
     // checks take several parts.
     let proxied = ProxiedAzurite::start(
-        &azurite,
+        azurite,
         ProxyConfig::azurite().faults(
             Faults::new(11, 1.0)
                 .classes([OpClass::Read])

@@ -415,7 +415,7 @@ async fn run_queued_job(app: &App) -> BTreeSet<String> {
     };
     let mut attempts: HashMap<String, u64> = HashMap::new();
     for _ in 0..200 {
-        let texts = support::drain_queue(&queue).await;
+        let texts = support::drain_queue(queue).await;
         if texts.is_empty() {
             break;
         }

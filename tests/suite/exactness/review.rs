@@ -136,8 +136,8 @@ async fn a_lake_identity_without_the_tags_right_is_backed_up_and_told() {
     support::upload(&lake, "dir/sub/deep.csv", b"deep").await;
 
     let refusing = || ProxyConfig::azurite().refuse_tags(true);
-    let lake_side = ProxiedAzurite::start(&azurite, refusing()).unwrap();
-    let vault_side = ProxiedAzurite::start(&azurite, ProxyConfig::azurite()).unwrap();
+    let lake_side = ProxiedAzurite::start(azurite, refusing()).unwrap();
+    let vault_side = ProxiedAzurite::start(azurite, ProxyConfig::azurite()).unwrap();
     let settings = HashMap::from([
         ("SOURCE_STORAGE".to_owned(), lake_side.source()),
         ("BACKUP_STORAGE".to_owned(), vault_side.backup()),
@@ -216,12 +216,12 @@ async fn restore_from_snapshots_to_another_container_copies_current_versions() {
     let lake = app.source.container("snaps").unwrap();
     support::upload(&lake, "a.csv", b"alpha").await;
     support::upload(&lake, "dir/b.csv", b"beta").await;
-    let pass = produce(&app, "snaps").await;
+    let pass = produce(app, "snaps").await;
     assert!(pass.succeeded(), "{:?}", pass.notes);
     support::next_second().await;
 
     let summary = restore_into(
-        &app,
+        app,
         "snaps",
         RestoreFrom::Snapshots,
         Some("snapscopy"),
@@ -279,7 +279,7 @@ async fn a_busy_append_blob_is_protected() {
         appended.load(Ordering::Relaxed) >= 10
     })
     .await;
-    let pass = produce(&app, "logs").await;
+    let pass = produce(app, "logs").await;
     stop.store(true, Ordering::Relaxed);
     let lines = writer.await.unwrap();
     let log = support::download(&lake, "app.log").await;
@@ -348,7 +348,7 @@ async fn two_versions_in_one_second_agree_between_shard_and_restore() {
         support::next_second().await;
         support::upload(&lake, name, one).await;
         let (first, written_first, _) = support::properties(&lake, name).await;
-        let outcome = backup::back_up(&app, &BackupRequest::new("tie", name, &first))
+        let outcome = backup::back_up(app, &BackupRequest::new("tie", name, &first))
             .await
             .unwrap();
         assert!(
@@ -361,7 +361,7 @@ async fn two_versions_in_one_second_agree_between_shard_and_restore() {
             break;
         }
     }
-    let pass = produce(&app, "tie").await;
+    let pass = produce(app, "tie").await;
     assert!(pass.succeeded(), "{:?}", pass.notes);
     let versions = stamped_backups(&vault)
         .await
@@ -372,12 +372,12 @@ async fn two_versions_in_one_second_agree_between_shard_and_restore() {
     let alive = instant_after_writes().await;
     support::next_second().await;
     delete(&lake, name).await;
-    let pass = produce(&app, "tie").await;
+    let pass = produce(app, "tie").await;
     assert!(pass.succeeded(), "{:?}", pass.notes);
     let gone = instant_after_writes().await;
 
     restore_into(
-        &app,
+        app,
         "tie",
         RestoreFrom::Backup,
         Some("tiealive"),
@@ -389,14 +389,7 @@ async fn two_versions_in_one_second_agree_between_shard_and_restore() {
         restored.get(name).is_some_and(|b| b == one || b == two),
         "while it was alive, one of its versions comes back: {restored:?}"
     );
-    let summary = restore_into(
-        &app,
-        "tie",
-        RestoreFrom::Backup,
-        Some("tiegone"),
-        Some(gone),
-    )
-    .await;
+    let summary = restore_into(app, "tie", RestoreFrom::Backup, Some("tiegone"), Some(gone)).await;
     let restored = contents(&app.source.container("tiegone").unwrap()).await;
     assert!(
         restored.is_empty(),
@@ -449,7 +442,7 @@ async fn a_name_near_the_limit_is_recorded_deleted() {
             }
         }
     };
-    let pass = produce(&app, "limit").await;
+    let pass = produce(app, "limit").await;
     assert!(pass.succeeded(), "{:?}", pass.notes);
     assert_eq!(
         pass.totals.get("backups_copied"),
@@ -460,7 +453,7 @@ async fn a_name_near_the_limit_is_recorded_deleted() {
     let alive = instant_after_writes().await;
     support::next_second().await;
     delete(&lake, &name).await;
-    let pass = produce(&app, "limit").await;
+    let pass = produce(app, "limit").await;
     let gone = instant_after_writes().await;
     let recorded = support::life_records(&vault)
         .await
@@ -475,7 +468,7 @@ async fn a_name_near_the_limit_is_recorded_deleted() {
     );
 
     restore_into(
-        &app,
+        app,
         "limit",
         RestoreFrom::Backup,
         Some("limitalive"),
@@ -489,7 +482,7 @@ async fn a_name_near_the_limit_is_recorded_deleted() {
         "while it was alive, it comes back"
     );
     restore_into(
-        &app,
+        app,
         "limit",
         RestoreFrom::Backup,
         Some("limitgone"),
@@ -589,7 +582,7 @@ async fn a_lake_container_deleted_whole_is_recorded() {
     let lake = app.source.container("doomed").unwrap();
     support::upload(&lake, "a.csv", b"alpha").await;
     support::upload(&lake, "dir/b.csv", b"beta").await;
-    let settings = worker::settings(&azurite);
+    let settings = worker::settings(azurite);
     let (code, out, err) = worker::run_once(&settings, &["reconcile"]);
     assert_eq!(code, 0, "{out}\n{err}");
 
@@ -600,7 +593,7 @@ async fn a_lake_container_deleted_whole_is_recorded() {
     let gone = instant_after_writes().await;
 
     restore_into(
-        &app,
+        app,
         "doomed",
         RestoreFrom::Backup,
         Some("doomedalive"),
@@ -614,7 +607,7 @@ async fn a_lake_container_deleted_whole_is_recorded() {
         "while it existed, the container comes back"
     );
     let summary = restore_into(
-        &app,
+        app,
         "doomed",
         RestoreFrom::Backup,
         Some("doomedgone"),
@@ -646,11 +639,11 @@ async fn user_metadata_in_the_bookkeeping_namespace_is_restored() {
         ("plain", "kept"),
     ]);
     support::upload_with(&lake, "m.csv", b"abc", &metadata).await;
-    let pass = produce(&app, "meta").await;
+    let pass = produce(app, "meta").await;
     assert!(pass.succeeded(), "{:?}", pass.notes);
     support::next_second().await;
 
-    restore_into(&app, "meta", RestoreFrom::Backup, Some("metaback"), None).await;
+    restore_into(app, "meta", RestoreFrom::Backup, Some("metaback"), None).await;
     let restored = app.source.container("metaback").unwrap();
     assert_eq!(support::download(&restored, "m.csv").await, b"abc");
     // Metadata names are case-insensitive in Azure.
@@ -680,14 +673,14 @@ async fn in_place_restore_leaves_the_same_version_alone_whatever_its_tags() {
     let (_azurite, app) = (&fixture.azurite, &fixture.app);
     let lake = app.source.container("tagz").unwrap();
     upload_tagged(&lake, "t.csv", b"same bytes", &[("stage", "raw")]).await;
-    let pass = produce(&app, "tagz").await;
+    let pass = produce(app, "tagz").await;
     assert!(pass.succeeded(), "{:?}", pass.notes);
     let retagged = BTreeMap::from([("stage".to_owned(), "curated".to_owned())]);
     lake.blob("t.csv").set_tags(&retagged).await.unwrap();
     let (etag, _, _) = support::properties(&lake, "t.csv").await;
     let now = instant_after_writes().await;
 
-    let summary = restore_into(&app, "tagz", RestoreFrom::Backup, None, Some(now)).await;
+    let summary = restore_into(app, "tagz", RestoreFrom::Backup, None, Some(now)).await;
     let (after, _, _) = support::properties(&lake, "t.csv").await;
     assert_eq!(
         (summary.restored, after.as_str()),
