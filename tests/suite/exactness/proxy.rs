@@ -85,7 +85,7 @@ async fn raw_bytes(port: u16, request: &[u8]) -> io::Result<Vec<u8>> {
 /// A SharedKey-signed request for the `source` account, sent raw, so that what the proxy does
 /// is seen without the SDK's retries.
 async fn raw(port: u16, method: &str, target: &str, body: &[u8]) -> io::Result<RawAnswer> {
-    let date = azure_core::time::to_rfc7231(&time::OffsetDateTime::now_utc());
+    let date = lakebackup::storage::testing::http_date(time::OffsetDateTime::now_utc());
     let length = body.len().to_string();
     let mut headers = vec![
         ("Host", format!("127.0.0.1:{port}")),
