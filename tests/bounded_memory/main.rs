@@ -129,15 +129,8 @@ async fn hashing_comparing_and_copying_a_large_blob_hold_a_few_chunks() {
     // The same bytes in another container, without an MD5 either side: a restore there with
     // --verify-content must read both to find them equal.
     let restore_into_copy = |verify_content| RestoreRequest {
-        container: "lake".into(),
-        prefix: None,
-        blob: None,
-        as_of: None,
-        from: RestoreFrom::Backup,
-        to_container: Some("copy".into()),
-        to_account: false,
-        dry_run: false,
         verify_content,
+        ..support::restore_request("lake", RestoreFrom::Backup, Some("copy"), None)
     };
     let first = restore(app, &restore_into_copy(false), &mut |_| {}).await;
     assert!(first.succeeded() && first.restored == 1, "{first:?}");

@@ -15,7 +15,7 @@ use lakebackup::{
     engine::{
         backup,
         jobs::{self, ledger, Delivered, JobOrigin, NewJob, RecordedStop, Root, Work},
-        restore::{self, RestoreFrom, RestoreRequest},
+        restore::{self, RestoreFrom},
     },
     settings::Settings,
 };
@@ -66,17 +66,7 @@ async fn a_level_continued_in_one_process_counts_every_blob_once() {
     let mut restored = 0;
     let summary = restore::restore(
         app,
-        &RestoreRequest {
-            container: "lake".into(),
-            prefix: None,
-            blob: None,
-            as_of: None,
-            from: RestoreFrom::Backup,
-            to_container: Some("copy".into()),
-            to_account: false,
-            dry_run: false,
-            verify_content: false,
-        },
+        &support::restore_request("lake", RestoreFrom::Backup, Some("copy"), None),
         &mut |action| restored += usize::from(action.action == "restore"),
     )
     .await;
@@ -342,17 +332,7 @@ async fn an_in_place_restore_redone_after_a_crash_counts_what_it_restored() {
     support::delete_with_snapshots(&lake, "gone.txt").await;
     let queued = restore::start(
         app,
-        &RestoreRequest {
-            container: "lake".into(),
-            prefix: None,
-            blob: None,
-            as_of: None,
-            from: RestoreFrom::Backup,
-            to_container: None,
-            to_account: false,
-            dry_run: false,
-            verify_content: false,
-        },
+        &support::restore_request("lake", RestoreFrom::Backup, None, None),
     )
     .await
     .unwrap();

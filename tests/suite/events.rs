@@ -18,7 +18,7 @@ use lakebackup::{
     },
     engine::{
         events::EventOutcome,
-        restore::{self, RestoreFrom, RestoreRequest},
+        restore::{self, RestoreFrom},
     },
     settings::Settings,
     storage::testing::NewBlob,
@@ -210,17 +210,12 @@ async fn a_delete_event_records_the_marker_that_restore_honours() {
     );
 
     support::next_second().await;
-    let request = RestoreRequest {
-        to_account: false,
-        container: "lake".into(),
-        prefix: None,
-        blob: None,
-        as_of: Some(time::OffsetDateTime::now_utc()),
-        from: RestoreFrom::Backup,
-        to_container: Some("asof".into()),
-        dry_run: false,
-        verify_content: false,
-    };
+    let request = support::restore_request(
+        "lake",
+        RestoreFrom::Backup,
+        Some("asof"),
+        Some(time::OffsetDateTime::now_utc()),
+    );
     let summary = restore::restore(app, &request, &mut |_| {}).await;
     assert!(summary.succeeded(), "{summary:?}");
     assert_eq!(summary.deleted, 1);

@@ -23,7 +23,7 @@ use lakebackup::{
     core::{message::BackupRequest, restore_plan::RestoreFrom},
     engine::{
         backup::{self, BackupOutcome},
-        restore::{restore, RestoreRequest},
+        restore::restore,
         verify::{verify, VerifyRequest},
     },
     storage::{listing::list_with_metadata, StorageAccount},
@@ -302,17 +302,7 @@ async fn restore_as_of(
 ) {
     let summary = restore(
         app,
-        &RestoreRequest {
-            to_account: false,
-            container: container.into(),
-            prefix: None,
-            blob: None,
-            as_of,
-            from,
-            to_container: to.map(str::to_owned),
-            dry_run: false,
-            verify_content: false,
-        },
+        &support::restore_request(container, from, to, as_of),
         &mut |_| {},
     )
     .await;

@@ -101,15 +101,8 @@ async fn restore_as_of(
     into: &str,
 ) -> BTreeMap<String, Vec<u8>> {
     let request = RestoreRequest {
-        to_account: false,
-        container: "lake".into(),
         prefix: Some("tables/".into()),
-        blob: None,
-        as_of: Some(instant),
-        from: RestoreFrom::Backup,
-        to_container: Some(into.into()),
-        dry_run: false,
-        verify_content: false,
+        ..support::restore_request("lake", RestoreFrom::Backup, Some(into), Some(instant))
     };
     let summary = restore::restore(app, &request, &mut |_| {}).await;
     assert!(summary.succeeded(), "{summary:?}");

@@ -457,7 +457,7 @@ async fn verify_content_reads_both_sides_where_no_md5_can_tell() {
 /// is left alone: each write is conditional on what the plan saw.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blob_written_between_plan_and_copy_is_left_alone() {
-    use lakebackup::engine::restore::{self, RestoreFrom, RestoreRequest};
+    use lakebackup::engine::restore::{self, RestoreFrom};
 
     let lake = Lake::new().await;
     let client = lake.lake("lake");
@@ -474,17 +474,7 @@ async fn a_blob_written_between_plan_and_copy_is_left_alone() {
     // One write at a time, in name order: a.csv is written before b.csv.
     let settings = lake.settings_with(&[("SNAPSHOT_CONCURRENCY", "1")]);
     let app = App::from_settings(&lakebackup::settings::Settings::from_pairs(settings)).unwrap();
-    let request = RestoreRequest {
-        to_account: false,
-        container: "lake".into(),
-        prefix: None,
-        blob: None,
-        as_of: Some(instant),
-        from: RestoreFrom::Backup,
-        to_container: None,
-        dry_run: false,
-        verify_content: false,
-    };
+    let request = support::restore_request("lake", RestoreFrom::Backup, None, Some(instant));
     let mut actions = Vec::new();
     let summary = restore::restore(&app, &request, &mut |action| {
         if action.blob == "a.csv" {

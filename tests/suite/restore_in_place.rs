@@ -15,7 +15,7 @@ use lakebackup::{
     engine::{
         backup,
         jobs::{self, ledger},
-        restore::{self, RestoreRequest},
+        restore::{self},
     },
 };
 use serde_json::Value;
@@ -188,17 +188,7 @@ async fn a_lake_version_written_after_the_job_started_is_not_counted_restored_by
         .unwrap();
     let queued = restore::start(
         app,
-        &RestoreRequest {
-            container: "lake".into(),
-            prefix: None,
-            blob: None,
-            as_of: None,
-            from: RestoreFrom::Backup,
-            to_container: None,
-            to_account: false,
-            dry_run: false,
-            verify_content: false,
-        },
+        &support::restore_request("lake", RestoreFrom::Backup, None, None),
     )
     .await
     .unwrap();

@@ -46,7 +46,7 @@ use lakebackup::{
         events::EventOutcome,
         jobs::{ledger, JobOrigin},
         reconcile,
-        restore::{self, RestoreFrom, RestoreRequest},
+        restore::{self, RestoreFrom},
     },
     functions::producer::ProduceRequest,
     settings::Settings,
@@ -456,17 +456,8 @@ async fn restore_until_clean(
     instant: OffsetDateTime,
     target: &str,
 ) -> Result<(), String> {
-    let request = RestoreRequest {
-        to_account: false,
-        container: "lake".into(),
-        prefix: None,
-        blob: None,
-        as_of: Some(instant),
-        from: RestoreFrom::Backup,
-        to_container: Some(target.to_owned()),
-        dry_run: false,
-        verify_content: false,
-    };
+    let request =
+        support::restore_request("lake", RestoreFrom::Backup, Some(target), Some(instant));
     let mut last = None;
     for _ in 0..4 {
         let summary = restore::restore(app, &request, &mut |_| {}).await;

@@ -27,7 +27,7 @@ use lakebackup::{
     engine::{
         backup::{self, BackupOutcome},
         jobs::{run_part, Fanout},
-        restore::{restore, RestoreFrom, RestoreRequest, RestoreSummary},
+        restore::{restore, RestoreFrom, RestoreSummary},
     },
     settings::Settings,
     storage::{testing::NewBlob, Container},
@@ -62,17 +62,7 @@ async fn restore_into(
 ) -> RestoreSummary {
     restore(
         app,
-        &RestoreRequest {
-            to_account: false,
-            container: container.into(),
-            prefix: None,
-            blob: None,
-            as_of,
-            from,
-            to_container: to.map(str::to_owned),
-            dry_run: false,
-            verify_content: false,
-        },
+        &support::restore_request(container, from, to, as_of),
         &mut |_| {},
     )
     .await

@@ -274,6 +274,42 @@ pub async fn produce(app: &App, container: &str) -> lakebackup::engine::jobs::Lo
         .unwrap_or_else(|e| panic!("produce {container}: {e}"))
 }
 
+/// The restore of the whole of `container` from `from` into `to` (in place when `None`) as of
+/// `as_of` (the newest versions when `None`): what `lakebackup restore` asks without other
+/// options. Set the other fields with `..`.
+pub fn restore_request(
+    container: &str,
+    from: lakebackup::core::restore_plan::RestoreFrom,
+    to: Option<&str>,
+    as_of: Option<time::OffsetDateTime>,
+) -> lakebackup::engine::restore::RestoreRequest {
+    lakebackup::engine::restore::RestoreRequest {
+        container: container.into(),
+        prefix: None,
+        blob: None,
+        as_of,
+        from,
+        to_container: to.map(str::to_owned),
+        to_account: false,
+        dry_run: false,
+        verify_content: false,
+    }
+}
+
+/// `len` bytes that do not repeat, the same for the same `seed`: no compression or framing
+/// leaves them alike by accident.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
 /// Delivers a queue message to the consumer the way the Functions host does; returns the
 /// invocation's HTTP status and reply.
 pub async fn deliver(
