@@ -9,7 +9,7 @@ use lakebackup::core::{naming, stamp};
 use serde_json::{json, Value};
 use support::{
     worker::{self, Worker},
-    Azurite, ShardPump,
+    Azurite, Lake, ShardPump,
 };
 
 const FUNCTION: &str = "HttpSnapshotIncBackupContainerProducer";
@@ -27,64 +27,52 @@ const AWKWARD_NAMES: [&str; 9] = [
     "curly {braces} [brackets] & plus+sign ~.txt",
 ];
 
-/// The common lake, with one container of named blobs, backed up by the producer.
-struct Lake(support::Lake);
-
-impl std::ops::Deref for Lake {
-    type Target = support::Lake;
-
-    fn deref(&self) -> &support::Lake {
-        &self.0
+/// The common lake with `container` holding `names`.
+async fn lake_of(container: &str, names: &[&str]) -> Lake {
+    let lake = Lake::start(&[container]).await;
+    let client = lake.lake(container);
+    for name in names {
+        support::upload(&client, name, format!("content of {name}").as_bytes()).await;
     }
+    lake
 }
 
-impl Lake {
-    async fn new(container: &str, names: &[&str]) -> Lake {
-        let lake = support::Lake::start(&[container]).await;
-        let client = lake.lake(container);
-        for name in names {
-            support::upload(&client, name, format!("content of {name}").as_bytes()).await;
+/// Snapshot count per base name.
+async fn snapshots(lake: &Lake, container: &str) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for (name, snapshot) in support::list_all(&lake.lake(container)).await {
+        let count = counts.entry(name).or_insert(0);
+        if snapshot.is_some() {
+            *count += 1;
         }
-        Lake(lake)
     }
+    counts
+}
 
-    /// Snapshot count per base name.
-    async fn snapshots(&self, container: &str) -> BTreeMap<String, usize> {
-        let mut counts = BTreeMap::new();
-        for (name, snapshot) in support::list_all(&self.lake(container)).await {
-            let count = counts.entry(name).or_insert(0);
-            if snapshot.is_some() {
-                *count += 1;
-            }
-        }
-        counts
+/// The stamped backups in `{container}bak`: source name → the ETags they are stamped with.
+async fn backups(lake: &Lake, container: &str) -> BTreeMap<String, Vec<String>> {
+    let vault = lake.vault(container);
+    let mut backups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    if !vault.exists().await.unwrap() {
+        return backups;
     }
+    for (name, _) in support::list_all(&vault).await {
+        let (_, _, metadata) = support::properties(&vault, &name).await;
+        let source = naming::parse_backup_blob_name(&name).unwrap().source_name;
+        let etag = stamp::stamped_etag(&metadata).expect("stamped").to_owned();
+        backups.entry(source).or_default().push(etag);
+    }
+    backups
+}
 
-    /// The stamped backups in `{container}bak`: source name → the ETags they are stamped with.
-    async fn backups(&self, container: &str) -> BTreeMap<String, Vec<String>> {
-        let vault = self.vault(container);
-        let mut backups: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        if !vault.exists().await.unwrap() {
-            return backups;
-        }
-        for (name, _) in support::list_all(&vault).await {
-            let (_, _, metadata) = support::properties(&vault, &name).await;
-            let source = naming::parse_backup_blob_name(&name).unwrap().source_name;
-            let etag = stamp::stamped_etag(&metadata).expect("stamped").to_owned();
-            backups.entry(source).or_default().push(etag);
-        }
-        backups
-    }
+/// Nothing left on the per-blob backup queue (the direct engine copies in the shards).
+async fn no_requests(lake: &Lake) -> bool {
+    let queue = lake.queue("backup-requests");
+    !support::queue_exists(&queue).await || support::drain_queue(&queue).await.is_empty()
+}
 
-    /// Nothing left on the per-blob backup queue (the direct engine copies in the shards).
-    async fn no_requests(&self) -> bool {
-        let queue = self.queue("backup-requests");
-        !support::queue_exists(&queue).await || support::drain_queue(&queue).await.is_empty()
-    }
-
-    async fn etag(&self, container: &str, name: &str) -> String {
-        support::properties(&self.lake(container), name).await.0
-    }
+async fn etag(lake: &Lake, container: &str, name: &str) -> String {
+    support::properties(&lake.lake(container), name).await.0
 }
 
 /// POSTs a host-shaped HTTP-trigger invocation; returns (invocation status, res binding).
@@ -138,7 +126,7 @@ fn serve_with_shards(lake: &Lake, extra: &[(&str, &str)]) -> (Worker, ShardPump)
 
 #[tokio::test]
 async fn host_post_snapshots_and_backs_up_every_awkward_blob_once() {
-    let lake = Lake::new("lake", &AWKWARD_NAMES).await;
+    let lake = lake_of("lake", &AWKWARD_NAMES).await;
     let (worker, _pump) = serve_with_shards(&lake, &[]);
 
     let (status, res) = invoke(&worker, post_body("lake")).await;
@@ -156,23 +144,23 @@ async fn host_post_snapshots_and_backs_up_every_awkward_blob_once() {
         "nested: {summary}"
     );
 
-    let snapshots = lake.snapshots("lake").await;
+    let snapshots = snapshots(&lake, "lake").await;
     let expected_names: BTreeSet<String> = AWKWARD_NAMES.iter().map(|s| s.to_string()).collect();
     assert_eq!(
         snapshots.keys().cloned().collect::<BTreeSet<_>>(),
         expected_names
     );
     assert!(snapshots.values().all(|&n| n == 1), "{snapshots:?}");
-    let backups = lake.backups("lake").await;
+    let backups = backups(&lake, "lake").await;
     for name in AWKWARD_NAMES {
-        assert_eq!(backups[name], [lake.etag("lake", name).await], "{name}");
+        assert_eq!(backups[name], [etag(&lake, "lake", name).await], "{name}");
     }
-    assert!(lake.no_requests().await);
+    assert!(no_requests(&lake).await);
 }
 
 #[tokio::test]
 async fn second_call_creates_nothing_and_changes_are_picked_up() {
-    let lake = Lake::new("lake", &AWKWARD_NAMES[..4]).await;
+    let lake = lake_of("lake", &AWKWARD_NAMES[..4]).await;
     let (worker, _pump) = serve_with_shards(&lake, &[]);
     let container = lake.lake("lake");
 
@@ -195,19 +183,19 @@ async fn second_call_creates_nothing_and_changes_are_picked_up() {
         let (_, changed) = res_parts(&res);
         assert_eq!(changed["snapshots_created"], 2, "{changed}");
         assert_eq!(changed["backups_copied"], 2, "{changed}");
-        let backups = lake.backups("lake").await;
-        assert_eq!(backups[&new_name], [lake.etag("lake", &new_name).await]);
-        assert!(backups["plain.csv"].contains(&lake.etag("lake", "plain.csv").await));
+        let backups = backups(&lake, "lake").await;
+        assert_eq!(backups[&new_name], [etag(&lake, "lake", &new_name).await]);
+        assert!(backups["plain.csv"].contains(&etag(&lake, "lake", "plain.csv").await));
     }
-    let snapshots = lake.snapshots("lake").await;
+    let snapshots = snapshots(&lake, "lake").await;
     assert_eq!(snapshots["plain.csv"], 4);
     assert_eq!(snapshots["quote\"d/it's \"here\".json"], 1);
-    assert_eq!(lake.backups("lake").await["plain.csv"].len(), 4);
+    assert_eq!(backups(&lake, "lake").await["plain.csv"].len(), 4);
 }
 
 #[tokio::test]
 async fn a_prefix_limits_the_job_to_that_directory_tree() {
-    let lake = Lake::new("lake", &AWKWARD_NAMES).await;
+    let lake = lake_of("lake", &AWKWARD_NAMES).await;
     let (worker, _pump) = serve_with_shards(&lake, &[]);
     let mut req = post_body("lake");
     req["Body"] = json!({"container": "lake", "prefix": "deep/a/b"})
@@ -230,8 +218,7 @@ async fn a_prefix_limits_the_job_to_that_directory_tree() {
     )
     .await;
     assert_eq!(by_query["backups_copied"], 1, "{by_query}");
-    let snapshotted: Vec<String> = lake
-        .snapshots("lake")
+    let snapshotted: Vec<String> = snapshots(&lake, "lake")
         .await
         .into_iter()
         .filter(|(_, n)| *n > 0)
@@ -248,7 +235,7 @@ async fn a_prefix_limits_the_job_to_that_directory_tree() {
 
 #[tokio::test]
 async fn a_job_longer_than_the_wait_is_answered_202_and_its_status_url_leads_to_the_totals() {
-    let lake = Lake::new("lake", &AWKWARD_NAMES).await;
+    let lake = lake_of("lake", &AWKWARD_NAMES).await;
     // No wait at all, and at first nobody to run the shards: the job cannot be done.
     let worker = lake.serve(&[("PRODUCER_WAIT_SECONDS", "0")]);
     let mut req = post_body("lake");
@@ -323,7 +310,7 @@ async fn a_job_longer_than_the_wait_is_answered_202_and_its_status_url_leads_to_
     assert_eq!(done["job"], job.as_str());
     assert_eq!(done["backups_copied"], 9, "{done}");
     assert_eq!(done["shards_queued"], done["shards_finished"]);
-    assert_eq!(lake.backups("lake").await.len(), 9);
+    assert_eq!(backups(&lake, "lake").await.len(), 9);
 
     // Standalone's plain route answers with the header itself.
     let (status, unknown) = forwarded_get(&worker, "job=job-nope").await;
@@ -332,7 +319,7 @@ async fn a_job_longer_than_the_wait_is_answered_202_and_its_status_url_leads_to_
 
 #[tokio::test]
 async fn bad_requests_get_json_errors() {
-    let lake = Lake::new("lake", &["a.txt"]).await;
+    let lake = lake_of("lake", &["a.txt"]).await;
     let worker = lake.serve(&[]);
 
     let missing = json!({"Method": "POST", "Query": {}, "Headers": {}, "Body": ""});
@@ -369,7 +356,7 @@ async fn bad_requests_get_json_errors() {
         .unwrap();
     assert_eq!(garbage.status().as_u16(), 400);
     assert!(
-        lake.snapshots("lake").await["a.txt"] == 0,
+        snapshots(&lake, "lake").await["a.txt"] == 0,
         "nothing was done"
     );
 }

@@ -71,19 +71,10 @@ async fn marker(app: &App, name: &str, etag: &str, seen: OffsetDateTime) {
 }
 
 fn prune(azurite: &Azurite, args: &[&str]) -> (i32, Vec<Value>, Value) {
-    let mut settings = worker::settings(azurite);
-    settings.extend(POLICY.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let settings = support::with(worker::settings(azurite), &POLICY);
     let mut full = vec!["prune", "--container", "lake"];
     full.extend(args);
-    let (code, stdout, stderr) = worker::run_once(&settings, &full);
-    let mut lines: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}\n{stderr}")))
-        .collect();
-    let summary = lines
-        .pop()
-        .unwrap_or_else(|| panic!("no summary: {stderr}"));
-    (code, lines, summary)
+    worker::run_lines(&settings, &full)
 }
 
 async fn backup_names(app: &App) -> BTreeSet<String> {

@@ -9,17 +9,7 @@ use std::collections::BTreeMap;
 use lakebackup::{app::App, storage::Container};
 use serde_json::Value;
 
-/// The common lake, with a container `lake`, backed up by producer passes and restored by
-/// `lakebackup restore`.
-struct Lake(support::Lake);
-
-impl std::ops::Deref for Lake {
-    type Target = support::Lake;
-
-    fn deref(&self) -> &support::Lake {
-        &self.0
-    }
-}
+use support::{worker, Lake};
 
 /// The state the tests restore to.
 struct Before {
@@ -27,70 +17,60 @@ struct Before {
     contents: BTreeMap<String, Vec<u8>>,
 }
 
-impl Lake {
-    async fn new() -> Lake {
-        Lake(support::Lake::start(&["lake"]).await)
-    }
+/// The common lake with a container `lake`.
+async fn new_lake() -> Lake {
+    Lake::start(&["lake"]).await
+}
 
-    /// A producer job over the whole lake, in-process: a snapshot and a backup of every new
-    /// version.
-    async fn back_up(&self) {
-        support::produce(&self.app, "lake").await;
-    }
+/// A producer job over the whole lake, in-process: a snapshot and a backup of every new
+/// version.
+async fn back_up(lake: &Lake) {
+    support::produce(&lake.app, "lake").await;
+}
 
-    async fn contents(&self, container: &str) -> BTreeMap<String, Vec<u8>> {
-        support::contents(&self.lake(container)).await
-    }
+async fn contents(lake: &Lake, container: &str) -> BTreeMap<String, Vec<u8>> {
+    support::contents(&lake.lake(container)).await
+}
 
-    /// A lake with history: v1 of everything backed up, then (after the returned instant) a
-    /// corruption, a deletion and a new blob, all of which the Function App also backed up.
-    async fn with_an_incident() -> (Lake, Before) {
-        let lake = Lake::new().await;
-        let client = lake.lake("lake");
-        for (name, bytes) in [
-            ("a.csv", b"a,b\n1,2\n".to_vec()),
-            ("dir/b.bin", (0..=255u8).collect::<Vec<_>>()),
-            ("dir/c \"quoted\" #1.txt", b"c v1".to_vec()),
-            ("keep.txt", b"never touched".to_vec()),
-        ] {
-            support::upload(&client, name, &bytes).await;
-        }
-        lake.back_up().await;
-        let contents = lake.contents("lake").await;
-        // Versions are told apart by Last-Modified, which has one-second resolution.
-        let instant = support::instant_after_writes().await;
-        support::next_second().await;
-
-        support::upload(&client, "a.csv", b"CORRUPTED").await;
-        support::upload(&client, "dir/c \"quoted\" #1.txt", b"c v2, also bad").await;
-        support::upload(&client, "new.txt", b"created after the instant").await;
-        lake.back_up().await;
-        support::delete_with_snapshots(&client, "dir/b.bin").await;
-        (lake, Before { instant, contents })
+/// A lake with history: v1 of everything backed up, then (after the returned instant) a
+/// corruption, a deletion and a new blob, all of which the Function App also backed up.
+async fn with_an_incident() -> (Lake, Before) {
+    let lake = new_lake().await;
+    let client = lake.lake("lake");
+    for (name, bytes) in [
+        ("a.csv", b"a,b\n1,2\n".to_vec()),
+        ("dir/b.bin", (0..=255u8).collect::<Vec<_>>()),
+        ("dir/c \"quoted\" #1.txt", b"c v1".to_vec()),
+        ("keep.txt", b"never touched".to_vec()),
+    ] {
+        support::upload(&client, name, &bytes).await;
     }
+    back_up(&lake).await;
+    let contents = contents(&lake, "lake").await;
+    // Versions are told apart by Last-Modified, which has one-second resolution.
+    let instant = support::instant_after_writes().await;
+    support::next_second().await;
 
-    fn restore(&self, args: &[&str]) -> (i32, Value) {
-        let mut full = vec!["restore", "--container", "lake"];
-        full.extend(args);
-        let (code, stdout, stderr) = self.run(&full);
-        // One JSON line per action, then the summary's: gathered here as one value.
-        let mut lines: Vec<Value> = stdout
-            .lines()
-            .map(|line| {
-                serde_json::from_str(line)
-                    .unwrap_or_else(|e| panic!("a JSON line ({e}): {line}\n{stderr}"))
-            })
-            .collect();
-        let mut summary = lines
-            .pop()
-            .unwrap_or_else(|| panic!("no summary: {stderr}"));
-        assert!(
-            summary.get("status").is_some(),
-            "the last line is the summary: {summary}"
-        );
-        summary["actions"] = Value::Array(lines);
-        (code, summary)
-    }
+    support::upload(&client, "a.csv", b"CORRUPTED").await;
+    support::upload(&client, "dir/c \"quoted\" #1.txt", b"c v2, also bad").await;
+    support::upload(&client, "new.txt", b"created after the instant").await;
+    back_up(&lake).await;
+    support::delete_with_snapshots(&client, "dir/b.bin").await;
+    (lake, Before { instant, contents })
+}
+
+/// `lakebackup restore --container lake ARGS`: the exit code and the summary, with the lines of
+/// its actions gathered under `actions`.
+fn restore(lake: &Lake, args: &[&str]) -> (i32, Value) {
+    let mut full = vec!["restore", "--container", "lake"];
+    full.extend(args);
+    let (code, lines, mut summary) = worker::run_lines(&lake.settings(), &full);
+    assert!(
+        summary.get("status").is_some(),
+        "the last line is the summary: {summary}"
+    );
+    summary["actions"] = Value::Array(lines);
+    (code, summary)
 }
 
 fn actions(summary: &Value) -> BTreeMap<String, String> {
@@ -109,9 +89,12 @@ fn actions(summary: &Value) -> BTreeMap<String, String> {
 
 #[tokio::test]
 async fn from_backup_to_an_instant_brings_back_corrupted_and_deleted_blobs() {
-    let (lake, before) = Lake::with_an_incident().await;
+    let (lake, before) = with_an_incident().await;
 
-    let (code, dry) = lake.restore(&["--from", "backup", "--as-of", &before.instant, "--dry-run"]);
+    let (code, dry) = restore(
+        &lake,
+        &["--from", "backup", "--as-of", &before.instant, "--dry-run"],
+    );
     assert_eq!(code, 0, "{dry}");
     let planned = actions(&dry);
     assert_eq!(planned["a.csv"], "restore");
@@ -120,16 +103,16 @@ async fn from_backup_to_an_instant_brings_back_corrupted_and_deleted_blobs() {
     assert_eq!(planned["new.txt"], "missing_version");
     assert_eq!(dry["unchanged"], 1, "keep.txt: {dry}");
     assert_eq!(
-        lake.contents("lake").await["a.csv"],
+        contents(&lake, "lake").await["a.csv"],
         b"CORRUPTED",
         "dry run changes nothing"
     );
 
-    let (code, summary) = lake.restore(&["--from", "backup", "--as-of", &before.instant]);
+    let (code, summary) = restore(&lake, &["--from", "backup", "--as-of", &before.instant]);
     assert_eq!(code, 0, "{summary}");
     assert_eq!(summary["restored"], 3, "{summary}");
     assert_eq!(summary["errors"], 0);
-    let after = lake.contents("lake").await;
+    let after = contents(&lake, "lake").await;
     for (name, bytes) in &before.contents {
         assert!(
             after[name] == *bytes,
@@ -142,65 +125,71 @@ async fn from_backup_to_an_instant_brings_back_corrupted_and_deleted_blobs() {
     );
 
     // Once restored, a second restore finds nothing to do.
-    let (_, again) = lake.restore(&["--from", "backup", "--as-of", &before.instant]);
+    let (_, again) = restore(&lake, &["--from", "backup", "--as-of", &before.instant]);
     assert_eq!(again["restored"], 0, "{again}");
     assert_eq!(again["unchanged"], 4, "{again}");
 }
 
 #[tokio::test]
 async fn from_snapshots_promotes_the_version_of_the_instant_within_a_prefix() {
-    let (lake, before) = Lake::with_an_incident().await;
-    let (code, summary) = lake.restore(&[
-        "--from",
-        "snapshots",
-        "--as-of",
-        &before.instant,
-        "--prefix",
-        "dir/",
-    ]);
+    let (lake, before) = with_an_incident().await;
+    let (code, summary) = restore(
+        &lake,
+        &[
+            "--from",
+            "snapshots",
+            "--as-of",
+            &before.instant,
+            "--prefix",
+            "dir/",
+        ],
+    );
     assert_eq!(code, 0, "{summary}");
     // Only dir/ is in scope; b.bin's snapshots went with it, so only c comes back.
     assert_eq!(
         actions(&summary),
         BTreeMap::from([("dir/c \"quoted\" #1.txt".to_owned(), "restore".to_owned())])
     );
-    let after = lake.contents("lake").await;
+    let after = contents(&lake, "lake").await;
     assert_eq!(
         after["dir/c \"quoted\" #1.txt"],
         before.contents["dir/c \"quoted\" #1.txt"]
     );
     assert_eq!(after["a.csv"], b"CORRUPTED", "outside the prefix");
 
-    let (code, summary) = lake.restore(&["--from", "snapshots", "--as-of", &before.instant]);
+    let (code, summary) = restore(&lake, &["--from", "snapshots", "--as-of", &before.instant]);
     assert_eq!(code, 0, "{summary}");
     assert_eq!(actions(&summary)["a.csv"], "restore");
     assert_eq!(actions(&summary)["new.txt"], "missing_version");
     assert_eq!(
-        lake.contents("lake").await["a.csv"],
+        contents(&lake, "lake").await["a.csv"],
         before.contents["a.csv"]
     );
 }
 
 #[tokio::test]
 async fn to_another_container_leaves_the_source_alone() {
-    let (lake, before) = Lake::with_an_incident().await;
-    let (code, summary) = lake.restore(&[
-        "--from",
-        "backup",
-        "--as-of",
-        &before.instant,
-        "--to-container",
-        "lake-restored",
-    ]);
+    let (lake, before) = with_an_incident().await;
+    let (code, summary) = restore(
+        &lake,
+        &[
+            "--from",
+            "backup",
+            "--as-of",
+            &before.instant,
+            "--to-container",
+            "lake-restored",
+        ],
+    );
     assert_eq!(code, 0, "{summary}");
     assert_eq!(summary["target_container"], "lake-restored");
-    assert_eq!(lake.contents("lake-restored").await, before.contents);
-    assert_eq!(lake.contents("lake").await["a.csv"], b"CORRUPTED");
+    assert_eq!(contents(&lake, "lake-restored").await, before.contents);
+    assert_eq!(contents(&lake, "lake").await["a.csv"], b"CORRUPTED");
 }
 
 #[tokio::test]
 async fn a_failure_is_reported_and_exits_non_zero() {
-    let lake = Lake::new().await;
+    let lake = new_lake().await;
     // A name Azure refuses is a usage error: exit 2, nothing on stdout, the reason on stderr.
     let (code, stdout, stderr) = lake.run(&[
         "restore",
@@ -214,7 +203,7 @@ async fn a_failure_is_reported_and_exits_non_zero() {
     assert!(stderr.contains("invalid container name"), "{stderr}");
 
     // Never backed up: there is nothing to restore from, and it says so.
-    let (code, summary) = lake.restore(&["--from", "backup"]);
+    let (code, summary) = restore(&lake, &["--from", "backup"]);
     assert_eq!(code, 1, "{summary}");
     assert!(
         summary["error"].as_str().unwrap().contains("lakebak"),
@@ -249,7 +238,7 @@ async fn blob_properties(container: &Container, name: &str) -> Properties {
 #[tokio::test]
 async fn metadata_and_content_properties_come_back_and_the_stamp_never_does() {
     use lakebackup::{core::properties::ContentHeaders, storage::testing::NewBlob};
-    let lake = Lake::new().await;
+    let lake = new_lake().await;
     let client = lake.lake("lake");
     let described = NewBlob {
         headers: ContentHeaders {
@@ -267,7 +256,7 @@ async fn metadata_and_content_properties_come_back_and_the_stamp_never_does() {
     };
     support::upload_with(&client, "sales.csv", b"a,b\n1,2\n", &described).await;
     support::upload(&client, "plain.bin", b"no metadata at all").await;
-    lake.back_up().await;
+    back_up(&lake).await;
     support::next_second().await;
     let instant = support::now_rfc3339();
     support::next_second().await;
@@ -278,13 +267,13 @@ async fn metadata_and_content_properties_come_back_and_the_stamp_never_does() {
     assert_eq!(originals[0].5["owner"], "team-a");
 
     // Into a fresh container, and in place after the lake lost both.
-    let (code, summary) = lake.restore(&["--to-container", "fresh"]);
+    let (code, summary) = restore(&lake, &["--to-container", "fresh"]);
     assert_eq!(code, 0, "{summary}");
     for (name, bytes) in [("sales.csv", b"OOPS".as_slice()), ("plain.bin", b"OOPS")] {
         support::upload(&client, name, bytes).await;
     }
     // As of the instant before: the lake's OOPS versions, written since, are its newest.
-    let (code, in_place) = lake.restore(&["--as-of", &instant]);
+    let (code, in_place) = restore(&lake, &["--as-of", &instant]);
     assert_eq!(code, 0, "{in_place}");
     assert_eq!(in_place["restored"], 2, "{in_place}");
     let fresh = lake.lake("fresh");
@@ -303,7 +292,7 @@ async fn metadata_and_content_properties_come_back_and_the_stamp_never_does() {
 
 #[tokio::test]
 async fn as_of_an_instant_leaves_out_what_had_been_seen_deleted_and_brings_back_later_deletions() {
-    let lake = Lake::new().await;
+    let lake = new_lake().await;
     let client = lake.lake("lake");
     let pass = || async { support::produce(&lake.app, "lake").await.totals };
     let instant = || async {
@@ -348,11 +337,11 @@ async fn as_of_an_instant_leaves_out_what_had_been_seen_deleted_and_brings_back_
     assert_eq!(pass().await.get("deletions_recorded"), 1);
     let t2 = instant().await;
 
-    let (code, at_t1) = lake.restore(&["--as-of", &t1, "--to-container", "att1"]);
+    let (code, at_t1) = restore(&lake, &["--as-of", &t1, "--to-container", "att1"]);
     assert_eq!(code, 0, "{at_t1}");
     assert_eq!(at_t1["deleted"], 3, "{at_t1}");
     assert_eq!(
-        lake.contents("att1").await,
+        contents(&lake, "att1").await,
         BTreeMap::from([
             ("dir/a.csv".to_owned(), b"a v1".to_vec()),
             (
@@ -364,10 +353,10 @@ async fn as_of_an_instant_leaves_out_what_had_been_seen_deleted_and_brings_back_
         "the lake as it was at T1: b had been deleted, a not yet"
     );
 
-    let (code, at_t2) = lake.restore(&["--as-of", &t2, "--to-container", "att2"]);
+    let (code, at_t2) = restore(&lake, &["--as-of", &t2, "--to-container", "att2"]);
     assert_eq!(code, 0, "{at_t2}");
     assert_eq!(
-        lake.contents("att2").await,
+        contents(&lake, "att2").await,
         BTreeMap::from([
             ("dir/b.csv".to_owned(), b"b v2, a new life".to_vec()),
             (
@@ -381,10 +370,10 @@ async fn as_of_an_instant_leaves_out_what_had_been_seen_deleted_and_brings_back_
 
 #[tokio::test]
 async fn a_deletion_marker_names_the_newest_complete_backup_never_an_unfinished_copy() {
-    let lake = Lake::new().await;
+    let lake = new_lake().await;
     let client = lake.lake("lake");
     support::upload(&client, "c.csv", b"c v1").await;
-    lake.back_up().await;
+    back_up(&lake).await;
     let (v1, _, _) = support::properties(&client, "c.csv").await;
     // v2 is written, and a copy of it starts but never finishes (no stamp), before the blob is
     // deleted: its newest *complete* backup is still v1.
@@ -409,7 +398,7 @@ async fn a_deletion_marker_names_the_newest_complete_backup_never_an_unfinished_
     // So a restore of the lake as it is now does not bring the deleted blob back (a marker for
     // v2 would match no complete version, and v1 would come back).
     let now = support::instant_after_writes().await;
-    let (code, now) = lake.restore(&["--as-of", &now, "--to-container", "now"]);
+    let (code, now) = restore(&lake, &["--as-of", &now, "--to-container", "now"]);
     assert_eq!(code, 0, "{now}");
     assert_eq!(now["restored"], 0, "{now}");
     assert_eq!(now["deleted"], 1, "{now}");
@@ -417,11 +406,11 @@ async fn a_deletion_marker_names_the_newest_complete_backup_never_an_unfinished_
 
 #[tokio::test]
 async fn verify_content_reads_both_sides_where_no_md5_can_tell() {
-    let lake = Lake::new().await;
+    let lake = new_lake().await;
     let client = lake.lake("lake");
     support::upload(&client, "x.csv", b"the same bytes").await;
     support::upload(&client, "y.csv", b"y as backed up").await;
-    lake.back_up().await;
+    back_up(&lake).await;
     support::next_second().await;
     let instant = support::now_rfc3339();
     support::next_second().await;
@@ -430,7 +419,7 @@ async fn verify_content_reads_both_sides_where_no_md5_can_tell() {
     support::put_block_list(&client, "y.csv", b"y, corrupted!!", None).await;
     let (etag_before, _, _) = support::properties(&client, "x.csv").await;
 
-    let (code, dry) = lake.restore(&["--dry-run", "--as-of", &instant]);
+    let (code, dry) = restore(&lake, &["--dry-run", "--as-of", &instant]);
     assert_eq!(code, 0, "{dry}");
     assert_eq!(
         actions(&dry)["x.csv"],
@@ -438,7 +427,7 @@ async fn verify_content_reads_both_sides_where_no_md5_can_tell() {
         "without an MD5 an ETag differs: {dry}"
     );
 
-    let (code, checked) = lake.restore(&["--verify-content", "--as-of", &instant]);
+    let (code, checked) = restore(&lake, &["--verify-content", "--as-of", &instant]);
     assert_eq!(code, 0, "{checked}");
     assert_eq!(
         (checked["unchanged"].as_u64(), checked["restored"].as_u64()),
@@ -459,12 +448,12 @@ async fn verify_content_reads_both_sides_where_no_md5_can_tell() {
 async fn a_blob_written_between_plan_and_copy_is_left_alone() {
     use lakebackup::engine::restore::{self, RestoreFrom};
 
-    let lake = Lake::new().await;
+    let lake = new_lake().await;
     let client = lake.lake("lake");
     for name in ["a.csv", "b.csv"] {
         support::upload(&client, name, format!("{name} v1").as_bytes()).await;
     }
-    lake.back_up().await;
+    back_up(&lake).await;
     support::next_second().await;
     let instant = time::OffsetDateTime::now_utc();
     support::next_second().await;

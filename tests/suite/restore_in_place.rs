@@ -25,13 +25,8 @@ use support::{worker, Azurite};
 fn restore(azurite: &Azurite, args: &[&str]) -> (BTreeMap<String, String>, Value) {
     let mut full = vec!["restore", "--container", "lake"];
     full.extend(args);
-    let (code, out, err) = worker::run_once(&worker::settings(azurite), &full);
-    let mut lines: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}\n{err}")))
-        .collect();
-    let summary = lines.pop().unwrap_or_else(|| panic!("no summary: {err}"));
-    assert_eq!(code, 0, "{summary}\n{err}");
+    let (code, lines, summary) = worker::run_lines(&worker::settings(azurite), &full);
+    assert_eq!(code, 0, "{summary}");
     let actions = lines
         .iter()
         .map(|a| {

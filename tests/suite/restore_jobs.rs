@@ -109,12 +109,7 @@ async fn a_distributed_restore_on_two_run_workers_brings_back_the_lake_of_the_in
         r#"{"version": "2.0", "functionTimeout": "00:01:00", "extensions": {"queues": {"batchSize": 4, "maxPollingInterval": "00:00:00.2"}}}"#,
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let address = format!("127.0.0.1:{port}");
+    let address = format!("127.0.0.1:{}", support::closed_port());
     let first = Standalone::start(&settings, dir.path(), &["--http", &address]);
     let second = Standalone::start(&settings, dir.path(), &[]);
     let waited = {

@@ -20,15 +20,7 @@ fn restore(
 ) -> (i32, Vec<Value>, Value) {
     let mut full = vec!["restore", "--container", "lake"];
     full.extend(args);
-    let (code, stdout, stderr) = worker::run_once(settings, &full);
-    let mut lines: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}\n{stderr}")))
-        .collect();
-    let summary = lines
-        .pop()
-        .unwrap_or_else(|| panic!("no summary: {stderr}"));
-    (code, lines, summary)
+    worker::run_lines(settings, &full)
 }
 
 async fn names_in(app: &lakebackup::app::App, container: &str) -> BTreeSet<String> {

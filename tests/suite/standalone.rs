@@ -135,12 +135,7 @@ const FAST_HOST_JSON: &str = r#"{"version": "2.0", "functionTimeout": "00:00:30"
 async fn runs_the_timer_queue_and_http_producer_until_everything_is_backed_up() {
     let lake = Lake::new(FAST_HOST_JSON).await;
     lake.upload_many("timer", 5).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let address = format!("127.0.0.1:{port}");
+    let address = format!("127.0.0.1:{}", support::closed_port());
     let runner = lake.start(
         &[("RECONCILE_SCHEDULE", "*/2 * * * * *")],
         &["--http", &address],

@@ -15,19 +15,12 @@ use support::{
 fn verify(azurite: &support::Azurite, args: &[&str]) -> (i32, Value) {
     let mut full = vec!["verify", "--container", "lake"];
     full.extend(args);
-    let (code, stdout, stderr) = worker::run_once(&worker::settings(azurite), &full);
     // One JSON line per gap or warning as found, then the summary, which lists them too.
-    let lines: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("JSON ({e}): {l}\n{stderr}")))
-        .collect();
-    let (summary, found) = lines
-        .split_last()
-        .unwrap_or_else(|| panic!("no summary: {stderr}"));
+    let (code, found, summary) = worker::run_lines(&worker::settings(azurite), &full);
     let listed = summary["gaps"].as_array().unwrap().len()
         + summary["warnings"].as_array().map_or(0, Vec::len);
-    assert_eq!(found.len(), listed, "a line per gap and warning: {stdout}");
-    (code, summary.clone())
+    assert_eq!(found.len(), listed, "a line per gap and warning: {found:?}");
+    (code, summary)
 }
 
 fn gaps(summary: &Value) -> BTreeMap<String, Vec<String>> {

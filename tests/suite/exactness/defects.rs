@@ -24,7 +24,7 @@ use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
 use super::common::{backup_of_current, contents, stamped_backups, tags, unprotected};
 use crate::support::{
-    self,
+    self, noise,
     proxy::{FaultKind, Faults, OpClass, ProxiedAzurite, ProxyConfig},
     with,
     worker::{self, Standalone, Worker},
@@ -129,27 +129,6 @@ async fn append_blob(container: &Container, name: &str, blocks: &[Vec<u8>]) {
     }
 }
 
-/// `len` bytes that do not repeat.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn wait_listening(port: u16) {
     let what = format!("a listener on {port}");
     support::eventually(Duration::from_secs(20), &what, || async {
@@ -172,7 +151,7 @@ async fn run_with_http(
     settings: &HashMap<String, String>,
     dir: &tempfile::TempDir,
 ) -> (Standalone, String) {
-    let port = free_port();
+    let port = support::closed_port();
     let address = format!("127.0.0.1:{port}");
     let runner = Standalone::start(settings, dir.path(), &["--http", &address]);
     wait_listening(port).await;

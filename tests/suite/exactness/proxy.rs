@@ -11,6 +11,7 @@ use std::{
 use crate::support::{
     self,
     azurite::SOURCE_KEY,
+    noise,
     proxy::{classify, FaultKind, Faults, OpClass, ProxiedAzurite, Proxy, ProxyConfig, Service},
     Azurite,
 };
@@ -129,19 +130,6 @@ async fn raw(port: u16, method: &str, target: &str, body: &[u8]) -> io::Result<R
         head,
         body: answer[split + 4..].to_vec(),
     })
-}
-
-/// `len` bytes that no compression or framing would leave alike by accident.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

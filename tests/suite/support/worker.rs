@@ -108,6 +108,24 @@ pub fn run_once(settings: &HashMap<String, String>, args: &[&str]) -> (i32, Stri
     )
 }
 
+/// `lakebackup ARGS` to completion, its stdout read as JSON lines, the summary last: (exit
+/// code, the lines before the summary, the summary). Panics, showing stderr, on a line that is
+/// not JSON or on no line at all.
+pub fn run_lines(
+    settings: &HashMap<String, String>,
+    args: &[&str],
+) -> (i32, Vec<serde_json::Value>, serde_json::Value) {
+    let (code, stdout, stderr) = run_once(settings, args);
+    let mut lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}\n{stderr}")))
+        .collect();
+    let summary = lines
+        .pop()
+        .unwrap_or_else(|| panic!("{args:?}: no summary\n{stderr}"));
+    (code, lines, summary)
+}
+
 /// `lakebackup run` (standalone mode) in `dir`, whose `host.json` configures the queue trigger.
 pub struct Standalone {
     child: Child,
@@ -162,22 +180,15 @@ impl Drop for Standalone {
     }
 }
 
-/// A queued job worked off by one `lakebackup run` process with `settings`: `job JOB --wait`
-/// (at most `within`), then `job JOB --report`. Returns the exit code of `--wait`, the report's
-/// per-blob lines and the job's final status.
-pub async fn work_off_job(
+/// A directory whose `host.json` is `host_json` (a one-minute `functionTimeout`), for
+/// `lakebackup run`; and `settings` with a shard's budget and a copy's timeout that fit it
+/// (unless `settings` set them), or `run` refuses to start.
+fn run_setup(
     settings: &HashMap<String, String>,
-    job: &str,
-    within: Duration,
-) -> (i32, Vec<serde_json::Value>, serde_json::Value) {
+    host_json: &str,
+) -> (tempfile::TempDir, HashMap<String, String>) {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("host.json"),
-        r#"{"version": "2.0", "functionTimeout": "00:01:00", "extensions": {"queues": {"batchSize": 4, "maxPollingInterval": "00:00:00.2"}}}"#,
-    )
-    .unwrap();
-    // A shard's budget and a copy must fit host.json's one-minute functionTimeout, or `run`
-    // refuses to start.
+    std::fs::write(dir.path().join("host.json"), host_json).unwrap();
     let mut worker_settings = settings.clone();
     for (key, value) in [
         ("COPY_TIMEOUT_SECONDS", "20"),
@@ -187,6 +198,21 @@ pub async fn work_off_job(
             .entry(key.into())
             .or_insert_with(|| value.into());
     }
+    (dir, worker_settings)
+}
+
+/// A queued job worked off by one `lakebackup run` process with `settings`: `job JOB --wait`
+/// (at most `within`), then `job JOB --report`. Returns the exit code of `--wait`, the report's
+/// per-blob lines and the job's final status.
+pub async fn work_off_job(
+    settings: &HashMap<String, String>,
+    job: &str,
+    within: Duration,
+) -> (i32, Vec<serde_json::Value>, serde_json::Value) {
+    let (dir, worker_settings) = run_setup(
+        settings,
+        r#"{"version": "2.0", "functionTimeout": "00:01:00", "extensions": {"queues": {"batchSize": 4, "maxPollingInterval": "00:00:00.2"}}}"#,
+    );
     let worker = Standalone::start(&worker_settings, dir.path(), &[]);
     let waiting = {
         let (settings, job) = (settings.clone(), job.to_owned());
@@ -238,24 +264,11 @@ where
     F: Fn() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + Send,
 {
-    let dir = tempfile::tempdir().unwrap();
     // Kills must not exhaust a shard's deliveries: in Azure a worker dies rarely.
-    std::fs::write(
-        dir.path().join("host.json"),
+    let (dir, worker_settings) = run_setup(
+        settings,
         r#"{"version": "2.0", "functionTimeout": "00:01:00", "extensions": {"queues": {"batchSize": 4, "maxDequeueCount": 100, "maxPollingInterval": "00:00:00.2"}}}"#,
-    )
-    .unwrap();
-    // A shard's budget and a copy must fit host.json's one-minute functionTimeout, or `run`
-    // refuses to start.
-    let mut worker_settings = settings.clone();
-    for (key, value) in [
-        ("COPY_TIMEOUT_SECONDS", "20"),
-        ("SHARD_TIME_BUDGET_SECONDS", "30"),
-    ] {
-        worker_settings
-            .entry(key.into())
-            .or_insert_with(|| value.into());
-    }
+    );
     let settings = &worker_settings;
     let app = lakebackup::app::App::from_settings(&lakebackup::settings::Settings::from_pairs(
         settings.clone(),
