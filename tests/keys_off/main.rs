@@ -237,23 +237,15 @@ async fn identity_only_settings_back_up_reconcile_and_restore_byte_identical() {
 
     // The reconciler finds a blob nobody announced.
     lake.upload("raw/2026/late.bin", &bytes(LARGE, 3)).await;
-    let (code, stdout, stderr) = worker::run_once(&settings, &["reconcile", "--container", "lake"]);
-    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    worker::run_ok(&settings, "reconcile --container lake");
     assert_eq!(lake.backups().await.get("raw/2026/late.bin"), Some(&1));
 
     // Restore from the backup account (server-side copies with a delegation SAS from the
     // backup account, under its user-assigned identity) into a new container.
-    let (code, stdout, stderr) = worker::run_once(
+    worker::run_ok(
         &settings,
-        &[
-            "restore",
-            "--container",
-            "lake",
-            "--to-container",
-            "restored",
-        ],
+        "restore --container lake --to-container restored",
     );
-    assert_eq!(code, 0, "{stdout}\n{stderr}");
     let source = lake.harness.source.container("lake").unwrap();
     let restored = lake.harness.source.container("restored").unwrap();
     let names: Vec<String> = support::list_all(&source)
@@ -468,25 +460,17 @@ async fn metadata_names_keep_their_case_over_https_with_identities() {
     }
 
     let settings = lake.settings();
-    let (code, stdout, stderr) = worker::run_once(&settings, &["reconcile", "--container", "lake"]);
-    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    worker::run_ok(&settings, "reconcile --container lake");
     let backups = listed("backup", "lakebak").await;
     assert_eq!(backups.len(), 2, "{backups:?}");
     for backup in &backups {
         assert_eq!(user_part(backup), metadata, "the backup {}", backup.name);
     }
 
-    let (code, stdout, stderr) = worker::run_once(
+    worker::run_ok(
         &settings,
-        &[
-            "restore",
-            "--container",
-            "lake",
-            "--to-container",
-            "restored",
-        ],
+        "restore --container lake --to-container restored",
     );
-    assert_eq!(code, 0, "{stdout}\n{stderr}");
     let restored = listed("source", "restored").await;
     assert_eq!(restored.len(), 2, "{restored:?}");
     for version in &restored {

@@ -62,37 +62,26 @@ async fn every_command_prints_one_json_object_per_line_with_the_summary_last() {
     // Shard by shard in this process, as the producer's job.
     support::produce(app, "lake").await;
 
-    let done: &[&[&str]] = &[
-        &["produce", "--container", "lake"],
-        &["reconcile", "--dry-run"],
-        &["reconcile"],
-        &["verify", "--container", "lake", "--deep"],
-        &["prune", "--dry-run"],
-        &["prune"],
-        &["restore", "--container", "lake", "--dry-run"],
-        &["restore", "--container", "lake", "--to-container", "copy"],
-        &[
-            "restore",
-            "--container",
-            "lake",
-            "--blob",
-            "a.csv",
-            "--dry-run",
-        ],
-        &[
-            "restore",
-            "--container",
-            "lake",
-            "--distributed",
-            "--dry-run",
-        ],
-        &["verify", "--container", "lake", "--distributed"],
-        &["prune", "--container", "lake", "--distributed", "--dry-run"],
-        &["job", &job],
-        &["job", &job, "--report"],
+    let (job_status, job_report) = (format!("job {job}"), format!("job {job} --report"));
+    let done = [
+        "produce --container lake",
+        "reconcile --dry-run",
+        "reconcile",
+        "verify --container lake --deep",
+        "prune --dry-run",
+        "prune",
+        "restore --container lake --dry-run",
+        "restore --container lake --to-container copy",
+        "restore --container lake --blob a.csv --dry-run",
+        "restore --container lake --distributed --dry-run",
+        "verify --container lake --distributed",
+        "prune --container lake --distributed --dry-run",
+        &job_status,
+        &job_report,
     ];
-    for args in done {
-        let (code, lines) = run(&settings, args);
+    for command in done {
+        let args: Vec<&str> = command.split(' ').collect();
+        let (code, lines) = run(&settings, &args);
         assert_eq!(code, 0, "{args:?}: {lines:?}");
     }
     // Prune's jobs, one line per container, then the summary naming them.
@@ -145,36 +134,23 @@ fn exit_codes_follow_the_table() {
 
     // 2: the command line is wrong (clap's own errors, and names Azure refuses) — nothing on
     // stdout, the reason on stderr, before any setting or account is read.
-    let usage: &[&[&str]] = &[
-        &["nonsense"],
-        &["restore"],
-        &["verify", "--container", "lake", "--bogus"],
-        &["restore", "--container", "lake", "--as-of", "yesterday"],
-        &[
-            "restore",
-            "--container",
-            "lake",
-            "--blob",
-            "a",
-            "--prefix",
-            "a",
-        ],
-        &["restore", "--container", "lake", "--blob", "dir/"],
-        &[
-            "restore",
-            "--container",
-            "lake",
-            "--to-container",
-            "Not_Valid",
-        ],
-        &["produce", "--container", "Bad_Name"],
-        &["shard", "--container", "x"],
-        &["verify", "--container", "UPPER"],
-        &["reconcile", "--container", "a_b"],
-        &["prune", "--container", "ab"],
+    let usage = [
+        "nonsense",
+        "restore",
+        "verify --container lake --bogus",
+        "restore --container lake --as-of yesterday",
+        "restore --container lake --blob a --prefix a",
+        "restore --container lake --blob dir/",
+        "restore --container lake --to-container Not_Valid",
+        "produce --container Bad_Name",
+        "shard --container x",
+        "verify --container UPPER",
+        "reconcile --container a_b",
+        "prune --container ab",
     ];
-    for args in usage {
-        let (code, stdout, stderr) = worker::run_once(&HashMap::new(), args);
+    for command in usage {
+        let args: Vec<&str> = command.split(' ').collect();
+        let (code, stdout, stderr) = worker::run_once(&HashMap::new(), &args);
         assert_eq!(code, 2, "{args:?}: {stdout}{stderr}");
         assert!(stdout.is_empty(), "{args:?}: {stdout}");
         assert!(stderr.contains("error"), "{args:?}: {stderr}");

@@ -44,6 +44,22 @@ impl Setup {
         self.lake().blob(name).lease_state().await.unwrap()
     }
 
+    /// No one holds a lease of `name`: ours was released.
+    async fn assert_released(&self, name: &str) {
+        assert_eq!(
+            self.lease_state(name).await,
+            Some(LeaseState::Available),
+            "{name}"
+        );
+    }
+
+    /// Writes `name` into the lake: the backup request for the version written.
+    async fn write(&self, name: &str, bytes: &[u8]) -> String {
+        let lake = self.lake();
+        support::upload(&lake, name, bytes).await;
+        support::request_for(&lake, name).await
+    }
+
     async fn backup_names(&self) -> Vec<String> {
         let container = self.lake.vault("lake");
         if !container.exists().await.unwrap() {
@@ -97,7 +113,7 @@ async fn pipeline_copies_the_version_while_the_lease_is_held_throughout() {
     let polls = setup.standin.record(|r| r.polls.clone());
     assert_eq!(polls.len(), 3, "{polls:?}");
     assert!(polls.iter().all(|p| p.source_leased), "{polls:?}");
-    assert_eq!(setup.lease_state(name).await, Some(LeaseState::Available));
+    setup.assert_released(name).await;
 
     let backup = setup.lake.vault("lake");
     assert!(support::download(&backup, &expected_backup).await == bytes);
@@ -117,10 +133,8 @@ async fn pipeline_copies_the_version_while_the_lease_is_held_throughout() {
 #[tokio::test]
 async fn failed_run_fails_the_invocation_and_releases_the_lease() {
     let setup = Setup::new(2, RunEnd::Failed).await;
-    let lake = setup.lake();
-    support::upload(&lake, "a.csv", b"abc").await;
+    let request = setup.write("a.csv", b"abc").await;
     let worker = setup.worker(&[]);
-    let request = support::request_for(&lake, "a.csv").await;
     let (status, reply) = support::deliver(&worker, &request, "adf-fail", 1).await;
     assert_eq!(status, 500, "{reply}");
     let log = reply["Logs"][0].as_str().unwrap();
@@ -132,38 +146,29 @@ async fn failed_run_fails_the_invocation_and_releases_the_lease() {
     assert!(setup
         .standin
         .record(|r| r.polls.iter().all(|p| p.source_leased)));
-    assert_eq!(
-        setup.lease_state("a.csv").await,
-        Some(LeaseState::Available)
-    );
+    setup.assert_released("a.csv").await;
     assert!(setup.backup_names().await.is_empty());
 }
 
 #[tokio::test]
 async fn unreachable_factory_fails_the_invocation_and_releases_the_lease() {
     let setup = Setup::new(1, RunEnd::Succeeded).await;
-    let lake = setup.lake();
-    support::upload(&lake, "a.csv", b"abc").await;
+    let request = setup.write("a.csv", b"abc").await;
     let endpoint = format!("http://127.0.0.1:{}", support::closed_port());
     let worker = setup.worker(&[("ADF_MANAGEMENT_ENDPOINT", &endpoint)]);
-    let request = support::request_for(&lake, "a.csv").await;
     let (status, reply) = support::deliver(&worker, &request, "adf-down", 1).await;
     assert_eq!(status, 500, "{reply}");
     let log = reply["Logs"][0].as_str().unwrap();
     assert!(log.contains("unreachable"), "{log}");
     assert!(!log.contains(support::adf::ACCESS_TOKEN));
-    assert_eq!(
-        setup.lease_state("a.csv").await,
-        Some(LeaseState::Available)
-    );
+    setup.assert_released("a.csv").await;
 }
 
 #[tokio::test]
 async fn a_blob_leased_by_someone_else_is_deferred_not_failed_toward_poison() {
     let setup = Setup::new(1, RunEnd::Succeeded).await;
     let lake = setup.lake();
-    support::upload(&lake, "busy.csv", b"abc").await;
-    let request = support::request_for(&lake, "busy.csv").await;
+    let request = setup.write("busy.csv", b"abc").await;
     let (etag, _, _) = support::properties(&lake, "busy.csv").await;
     let blob = lake.blob("busy.csv");
     let other = lakebackup::storage::lease::HeldLease::acquire(&blob, &etag)
@@ -198,9 +203,9 @@ async fn a_blob_leased_by_someone_else_is_deferred_not_failed_toward_poison() {
 #[tokio::test]
 async fn duplicate_requests_in_lease_mode_wait_for_each_other_and_copy_once() {
     let setup = Setup::new(30, RunEnd::Succeeded).await;
-    let lake = setup.lake();
-    support::upload(&lake, "twice.csv", b"requested by producer and reconciler").await;
-    let request = support::request_for(&lake, "twice.csv").await;
+    let request = setup
+        .write("twice.csv", b"requested by producer and reconciler")
+        .await;
     let worker = setup.worker(&[]);
     let (first, second) = tokio::join!(
         support::deliver(&worker, &request, "from-producer", 1),
@@ -231,20 +236,15 @@ async fn duplicate_requests_in_lease_mode_wait_for_each_other_and_copy_once() {
         "one pipeline run"
     );
     assert_eq!(setup.backup_names().await.len(), 1);
-    assert_eq!(
-        setup.lease_state("twice.csv").await,
-        Some(LeaseState::Available)
-    );
+    setup.assert_released("twice.csv").await;
 }
 
 #[tokio::test]
 async fn throttled_and_failing_polls_are_retried_until_the_run_ends() {
     let setup = Setup::new(3, RunEnd::Succeeded).await;
-    let lake = setup.lake();
-    support::upload(&lake, "a.csv", b"abc").await;
+    let request = setup.write("a.csv", b"abc").await;
     setup.standin.fail_next_polls(&[429, 500, 503]);
     let worker = setup.worker(&[]);
-    let request = support::request_for(&lake, "a.csv").await;
     let (status, reply) = support::deliver(&worker, &request, "adf-flaky", 1).await;
     assert_eq!((status, outcome(&reply)), (200, "backed_up"), "{reply}");
     setup.assert_no_violations();
@@ -252,19 +252,14 @@ async fn throttled_and_failing_polls_are_retried_until_the_run_ends() {
     assert!(setup
         .standin
         .record(|r| r.polls.iter().all(|p| p.source_leased)));
-    assert_eq!(
-        setup.lease_state("a.csv").await,
-        Some(LeaseState::Available)
-    );
+    setup.assert_released("a.csv").await;
 }
 
 #[tokio::test]
 async fn a_run_that_outlives_the_wait_is_cancelled_and_the_lease_released() {
     let setup = Setup::new(usize::MAX, RunEnd::Succeeded).await;
-    let lake = setup.lake();
-    support::upload(&lake, "slow.csv", b"abc").await;
+    let request = setup.write("slow.csv", b"abc").await;
     let worker = setup.worker(&[("ADF_RUN_TIMEOUT_SECONDS", "2")]);
-    let request = support::request_for(&lake, "slow.csv").await;
     let (status, reply) = support::deliver(&worker, &request, "adf-slow", 1).await;
     assert_eq!(status, 500, "{reply}");
     assert!(
@@ -275,27 +270,22 @@ async fn a_run_that_outlives_the_wait_is_cancelled_and_the_lease_released() {
         setup.standin.record(|r| r.cancels.clone()),
         vec!["run-1".to_owned()]
     );
-    assert_eq!(
-        setup.lease_state("slow.csv").await,
-        Some(LeaseState::Available)
-    );
+    setup.assert_released("slow.csv").await;
     assert!(setup.backup_names().await.is_empty());
 }
 
 #[tokio::test]
 async fn a_lost_lease_abandons_and_cancels_the_run() {
     let setup = Setup::new(usize::MAX, RunEnd::Succeeded).await;
-    let lake = setup.lake();
-    support::upload(&lake, "hot.csv", b"v1").await;
+    let request = setup.write("hot.csv", b"v1").await;
     let worker = setup.worker(&[("ADF_RUN_TIMEOUT_SECONDS", "60")]);
-    let request = support::request_for(&lake, "hot.csv").await;
     let breaker = async {
         // Once the run is being polled, someone breaks the lease (as an operator would).
         support::eventually(Duration::from_secs(30), "the run polled", || async {
             !setup.standin.record(|r| r.polls.is_empty())
         })
         .await;
-        lake.blob("hot.csv").break_lease().await.unwrap();
+        setup.lake().blob("hot.csv").break_lease().await.unwrap();
     };
     let ((status, reply), ()) =
         tokio::join!(support::deliver(&worker, &request, "adf-lost", 1), breaker);
@@ -314,10 +304,8 @@ async fn a_lost_lease_abandons_and_cancels_the_run() {
 #[tokio::test]
 async fn without_lease_mode_the_copy_runs_unlocked() {
     let setup = Setup::new(2, RunEnd::Succeeded).await;
-    let lake = setup.lake();
-    support::upload(&lake, "free.csv", b"free").await;
+    let request = setup.write("free.csv", b"free").await;
     let worker = setup.worker(&[("BACKUP_USE_LEASE", "false")]);
-    let request = support::request_for(&lake, "free.csv").await;
     let (status, reply) = support::deliver(&worker, &request, "adf-free", 1).await;
     assert_eq!((status, outcome(&reply)), (200, "backed_up"), "{reply}");
     assert!(setup

@@ -6,9 +6,12 @@
 
 use crate::support;
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
-use futures::StreamExt;
+use futures::{future::BoxFuture, StreamExt};
 use lakebackup::{
     app::App,
     core::{message::BackupRequest, shard::Shard},
@@ -18,8 +21,8 @@ use lakebackup::{
         restore::{self, RestoreFrom},
     },
     settings::Settings,
+    storage::StorageAccount,
 };
-use serde_json::Value;
 use support::{worker, Lake};
 
 /// Blobs of one directory level, written 16 at a time.
@@ -94,25 +97,8 @@ async fn workers_killed_at_twenty_random_points_lose_nothing_and_count_each_blob
     ]);
 
     // A backup job, killed at 20 points.
-    let (code, out, err) = worker::run_once(&settings, &["shard", "--container", "lake"]);
-    assert_eq!(code, 0, "{out}{err}");
-    let job = serde_json::from_str::<Value>(out.lines().next().unwrap()).unwrap()["job"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let backed_up = {
-        let app = App::from_settings(&Settings::from_pairs(settings.clone())).unwrap();
-        let expected = names.len();
-        move || {
-            let backup = app.backup.container("lakebak").unwrap();
-            async move {
-                let stamped = support::list_all(&backup).await.len();
-                (stamped == expected)
-                    .then_some(())
-                    .ok_or(format!("{stamped} of {expected} versions backed up"))
-            }
-        }
-    };
+    let job = worker::queue_job(&settings, "shard --container lake");
+    let backed_up = holds(&settings, "BACKUP_STORAGE", "lakebak", names.len());
     let (status, _) =
         worker::work_off_killing(&settings, &job, 20, 0x9E37_79B9_7F4A_7C15, backed_up).await;
     assert_eq!(status["status"], "done", "{status}");
@@ -129,35 +115,9 @@ async fn workers_killed_at_twenty_random_points_lose_nothing_and_count_each_blob
     );
 
     // A restore job into another container, killed at 20 other points.
-    let (code, out, err) = worker::run_once(
-        &settings,
-        &[
-            "restore",
-            "--container",
-            "lake",
-            "--to-container",
-            "restored",
-            "--distributed",
-        ],
-    );
-    assert_eq!(code, 0, "{out}{err}");
-    let job = serde_json::from_str::<Value>(out.lines().next().unwrap()).unwrap()["job"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let restored = {
-        let app = App::from_settings(&Settings::from_pairs(settings.clone())).unwrap();
-        let expected = names.len();
-        move || {
-            let target = app.source.container("restored").unwrap();
-            async move {
-                let present = support::list_all(&target).await.len();
-                (present == expected)
-                    .then_some(())
-                    .ok_or(format!("{present} of {expected} blobs restored"))
-            }
-        }
-    };
+    let command = "restore --container lake --to-container restored --distributed";
+    let job = worker::queue_job(&settings, command);
+    let restored = holds(&settings, "SOURCE_STORAGE", "restored", names.len());
     let (status, lines) =
         worker::work_off_killing(&settings, &job, 20, 0xD1B5_4A32_D192_ED03, restored).await;
     assert_eq!(status["status"], "done", "{status}");
@@ -186,6 +146,29 @@ async fn workers_killed_at_twenty_random_points_lose_nothing_and_count_each_blob
             format!("{name} v1").into_bytes(),
             "{name}"
         );
+    }
+}
+
+/// What [`worker::work_off_killing`] checks when the job first reads done: `container` of the
+/// account `setting` names holds `expected` blobs.
+fn holds(
+    settings: &HashMap<String, String>,
+    setting: &str,
+    container: &str,
+    expected: usize,
+) -> impl Fn() -> BoxFuture<'static, Result<(), String>> + Send + 'static {
+    let settings = Settings::from_pairs(settings.clone());
+    let account = Arc::new(StorageAccount::connect(setting, &settings).unwrap());
+    let container = container.to_owned();
+    move || {
+        let target = account.container(&container).unwrap();
+        Box::pin(async move {
+            let present = support::list_all(&target).await.len();
+            (present == expected).then_some(()).ok_or(format!(
+                "{present} of {expected} blobs in {}",
+                target.name()
+            ))
+        })
     }
 }
 

@@ -77,18 +77,8 @@ async fn a_distributed_restore_on_two_run_workers_brings_back_the_lake_of_the_in
     ] {
         settings.insert(key.into(), value.into());
     }
-    let (code, out, err) = worker::run_once(
-        &settings,
-        &[
-            "restore",
-            "--container",
-            "lake",
-            "--as-of",
-            &instant,
-            "--distributed",
-        ],
-    );
-    assert_eq!(code, 0, "{out}{err}");
+    let command = format!("restore --container lake --as-of {instant} --distributed");
+    let out = worker::run_ok(&settings, &command);
     let started = json_lines(&out);
     assert_eq!(started.len(), 1, "one JSON line: {out}");
     assert_eq!(

@@ -135,18 +135,8 @@ async fn every_function_works_on_immutable_backup_containers_and_none_changes_a_
     assert_eq!(support::list_all(&vault).await, backups_before);
 
     // A restore of the instant before the changes, byte-identical.
-    let (code, out) = run(
-        &settings,
-        &[
-            "restore",
-            "--container",
-            "lake",
-            "--as-of",
-            &instant,
-            "--to-container",
-            "restored",
-        ],
-    );
+    let command = format!("restore --container lake --as-of {instant} --to-container restored");
+    let (code, out) = run(&settings, &command.split(' ').collect::<Vec<_>>());
     assert_eq!(code, 0, "{out}");
     let restored = app.source.container("restored").unwrap();
     assert_eq!(support::contents(&restored).await, before_changes);

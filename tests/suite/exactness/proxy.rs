@@ -132,6 +132,30 @@ async fn raw(port: u16, method: &str, target: &str, body: &[u8]) -> io::Result<R
     })
 }
 
+/// The same GET of `target` through the proxy and made directly: both answered 200 with the same
+/// head, but for the per-request headers (`Date`, `x-ms-request-id`). Both answers, for their
+/// bodies.
+async fn same_get(
+    proxied: &ProxiedAzurite,
+    azurite: &Azurite,
+    target: &str,
+) -> (RawAnswer, RawAnswer) {
+    let via_proxy = raw(proxied.blob.port(), "GET", target, b"").await.unwrap();
+    let direct = raw(azurite.blob_port, "GET", target, b"").await.unwrap();
+    let stable = |head: &str| -> Vec<String> {
+        head.lines()
+            .filter(|line| {
+                let name = line.split(':').next().unwrap_or("").to_ascii_lowercase();
+                !matches!(name.as_str(), "date" | "x-ms-request-id")
+            })
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(via_proxy.status, 200);
+    assert_eq!(stable(&via_proxy.head), stable(&direct.head));
+    (via_proxy, direct)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn listings_come_in_clamped_pages_and_shared_key_stays_valid() {
     let azurite = Azurite::start();
@@ -310,22 +334,7 @@ async fn requests_and_answers_pass_byte_for_byte() {
 
     // The same GET direct and through the proxy: the same head (but for the per-request
     // headers) and the same body.
-    let port = proxied.blob.port();
-    let via_proxy = raw(port, "GET", "/source/lake/big.bin", b"").await.unwrap();
-    let direct = raw(azurite.blob_port, "GET", "/source/lake/big.bin", b"")
-        .await
-        .unwrap();
-    let stable = |head: &str| -> Vec<String> {
-        head.lines()
-            .filter(|line| {
-                let name = line.split(':').next().unwrap_or("").to_ascii_lowercase();
-                !matches!(name.as_str(), "date" | "x-ms-request-id")
-            })
-            .map(str::to_owned)
-            .collect()
-    };
-    assert_eq!(via_proxy.status, 200);
-    assert_eq!(stable(&via_proxy.head), stable(&direct.head));
+    let (via_proxy, direct) = same_get(&proxied, &azurite, "/source/lake/big.bin").await;
     assert!(via_proxy.body == bytes && direct.body == bytes);
     assert_eq!(proxied.stats().upstream_errors, 0);
 }
@@ -543,19 +552,8 @@ async fn with_faults_off_nothing_is_injected_and_every_class_is_counted() {
     let stats = proxied.stats();
     assert_eq!(stats.total_faults(), 0, "{stats:?}");
     assert!(stats.injected.is_empty());
-    for class in [
-        OpClass::List,
-        OpClass::Read,
-        OpClass::Head,
-        OpClass::Write,
-        OpClass::Copy,
-        OpClass::Properties,
-        OpClass::Snapshot,
-        OpClass::Delete,
-        OpClass::Lease,
-        OpClass::Container,
-        OpClass::Queue,
-    ] {
+    // Every class but `Other`: nothing here is unclassified.
+    for class in OpClass::ALL.into_iter().filter(|c| *c != OpClass::Other) {
         assert!(stats.requests_of(class) > 0, "{class:?} in {stats:?}");
     }
     assert_eq!(stats.upstream_errors, 0);
@@ -938,23 +936,7 @@ async fn azure_rules_refuse_what_azure_refuses_and_forward_the_rest() {
 
     // What the rules forward is Azurite's answer as it was: a GET through the proxy is the GET
     // made directly (but for the per-request headers).
-    let via_proxy = raw(proxied.blob.port(), "GET", "/source/lake/append.log", b"")
-        .await
-        .unwrap();
-    let direct = raw(azurite.blob_port, "GET", "/source/lake/append.log", b"")
-        .await
-        .unwrap();
-    let stable = |head: &str| -> Vec<String> {
-        head.lines()
-            .filter(|line| {
-                let name = line.split(':').next().unwrap_or("").to_ascii_lowercase();
-                !matches!(name.as_str(), "date" | "x-ms-request-id")
-            })
-            .map(str::to_owned)
-            .collect()
-    };
-    assert_eq!(via_proxy.status, 200);
-    assert_eq!(stable(&via_proxy.head), stable(&direct.head));
+    let (via_proxy, direct) = same_get(&proxied, &azurite, "/source/lake/append.log").await;
     assert_eq!(via_proxy.body, direct.body);
 
     // Rules off, Azurite copies an append blob synchronously (Azure would not).

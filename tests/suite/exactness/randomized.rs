@@ -483,6 +483,51 @@ struct Expected {
     md5: Option<Vec<u8>>,
 }
 
+/// What a write gives a blob besides its bytes.
+struct Attributes {
+    metadata: BTreeMap<String, String>,
+    content_type: Option<String>,
+    cache_control: Option<String>,
+    tags: Tags,
+}
+
+impl Attributes {
+    /// As written, with `tier` (block blobs only).
+    fn written(&self, tier: Option<String>) -> NewBlob {
+        NewBlob {
+            metadata: self.metadata.clone().into_iter().collect(),
+            headers: ContentHeaders {
+                content_type: self.content_type.clone(),
+                cache_control: self.cache_control.clone(),
+                ..ContentHeaders::default()
+            },
+            tags: self.tags.clone(),
+            tier,
+            md5: None,
+        }
+    }
+
+    /// What the blob written so holds.
+    fn expected(
+        self,
+        bytes: Vec<u8>,
+        blob_type: &str,
+        tier: Option<String>,
+        md5: Option<Vec<u8>>,
+    ) -> Expected {
+        Expected {
+            bytes,
+            blob_type: blob_type.into(),
+            metadata: self.metadata,
+            content_type: self.content_type,
+            cache_control: self.cache_control,
+            tags: self.tags,
+            tier,
+            md5,
+        }
+    }
+}
+
 /// One blob of the lake as the harness wrote it.
 #[derive(Debug, Clone)]
 struct Blob {
@@ -654,14 +699,7 @@ impl Model {
         }
     }
 
-    fn attributes(
-        rng: &mut Rng,
-    ) -> (
-        BTreeMap<String, String>,
-        Option<String>,
-        Option<String>,
-        Tags,
-    ) {
+    fn attributes(rng: &mut Rng) -> Attributes {
         let metadata = if rng.chance(0.4) {
             BTreeMap::from([("owner".to_owned(), format!("team-{}", rng.below(9)))])
         } else {
@@ -677,7 +715,12 @@ impl Model {
         } else {
             Tags::new()
         };
-        (metadata, content_type, cache_control, tags)
+        Attributes {
+            metadata,
+            content_type,
+            cache_control,
+            tags,
+        }
     }
 
     /// A block blob: by Put Blob (an MD5 computed), or by a block list with no MD5 or a wrong
@@ -691,20 +734,10 @@ impl Model {
     ) -> Result<(), String> {
         let length = rng.below(3000) as usize;
         let bytes = rng.bytes(length);
-        let (metadata, content_type, cache_control, tags) = Self::attributes(rng);
+        let attributes = Self::attributes(rng);
         let tier = rng.chance(0.2).then(|| "Cool".to_owned());
         let blob = lake.blob(name);
-        let new = NewBlob {
-            metadata: metadata.clone().into_iter().collect(),
-            headers: ContentHeaders {
-                content_type: content_type.clone(),
-                cache_control: cache_control.clone(),
-                ..ContentHeaders::default()
-            },
-            tags: tags.clone(),
-            tier: tier.clone(),
-            md5: None,
-        };
+        let new = attributes.written(tier.clone());
         let md5 = match rng.below(3) {
             0 => {
                 let computed = Md5::digest(&bytes).to_vec();
@@ -725,16 +758,7 @@ impl Model {
                 stored
             }
         };
-        let expected = Expected {
-            bytes,
-            blob_type: "BlockBlob".into(),
-            metadata,
-            content_type,
-            cache_control,
-            tags,
-            tier,
-            md5,
-        };
+        let expected = attributes.expected(bytes, "BlockBlob", tier, md5);
         self.written(lake, name, expected, events).await;
         Ok(())
     }
@@ -746,18 +770,9 @@ impl Model {
         name: &str,
         events: &mut Events,
     ) -> Result<(), String> {
-        let (metadata, content_type, cache_control, tags) = Self::attributes(rng);
+        let attributes = Self::attributes(rng);
         let client = lake.blob(name);
-        let new = NewBlob {
-            metadata: metadata.clone().into_iter().collect(),
-            headers: ContentHeaders {
-                content_type: content_type.clone(),
-                cache_control: cache_control.clone(),
-                ..ContentHeaders::default()
-            },
-            tags: tags.clone(),
-            ..NewBlob::default()
-        };
+        let new = attributes.written(None);
         client
             .create_append_blob(&new)
             .await
@@ -768,16 +783,7 @@ impl Model {
             .append(&bytes)
             .await
             .map_err(|e| format!("append {name}: {e}"))?;
-        let expected = Expected {
-            bytes,
-            blob_type: "AppendBlob".into(),
-            metadata,
-            content_type,
-            cache_control,
-            tags,
-            tier: None,
-            md5: None,
-        };
+        let expected = attributes.expected(bytes, "AppendBlob", None, None);
         self.written(lake, name, expected, events).await;
         Ok(())
     }
@@ -789,19 +795,15 @@ impl Model {
         name: &str,
         events: &mut Events,
     ) -> Result<(), String> {
-        let (metadata, content_type, cache_control, _) = Self::attributes(rng);
+        // Azure does not keep tags given when a page blob is created: none are given.
+        let attributes = Attributes {
+            tags: Tags::new(),
+            ..Self::attributes(rng)
+        };
         let pages = 1 + rng.below(4);
         let size = pages * 512;
         let client = lake.blob(name);
-        let new = NewBlob {
-            metadata: metadata.clone().into_iter().collect(),
-            headers: ContentHeaders {
-                content_type: content_type.clone(),
-                cache_control: cache_control.clone(),
-                ..ContentHeaders::default()
-            },
-            ..NewBlob::default()
-        };
+        let new = attributes.written(None);
         client
             .create_page_blob(size, &new)
             .await
@@ -814,17 +816,7 @@ impl Model {
             .map_err(|e| format!("pages of {name}: {e}"))?;
         let mut bytes = first;
         bytes.resize(size as usize, 0);
-        let expected = Expected {
-            bytes,
-            blob_type: "PageBlob".into(),
-            metadata,
-            content_type,
-            cache_control,
-            // Azure does not keep tags given when a page blob is created: none are given.
-            tags: Tags::new(),
-            tier: None,
-            md5: None,
-        };
+        let expected = attributes.expected(bytes, "PageBlob", None, None);
         self.written(lake, name, expected, events).await;
         Ok(())
     }

@@ -108,6 +108,27 @@ pub fn run_once(settings: &HashMap<String, String>, args: &[&str]) -> (i32, Stri
     )
 }
 
+/// `lakebackup COMMAND` (its arguments separated by single spaces, none holding one) to
+/// completion, which must exit 0: its stdout.
+pub fn run_ok(settings: &HashMap<String, String>, command: &str) -> String {
+    let args: Vec<&str> = command.split(' ').collect();
+    let (code, stdout, stderr) = run_once(settings, &args);
+    assert_eq!(code, 0, "lakebackup {command}: {stdout}{stderr}");
+    stdout
+}
+
+/// `lakebackup COMMAND` that queues a job (`shard`, `restore --distributed`, ...; arguments as
+/// for [`run_ok`]), which must exit 0: the job's id, from its first line.
+pub fn queue_job(settings: &HashMap<String, String>, command: &str) -> String {
+    let stdout = run_ok(settings, command);
+    let first: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("lakebackup {command}: a JSON line ({e}): {stdout}"));
+    first["job"]
+        .as_str()
+        .unwrap_or_else(|| panic!("lakebackup {command}: no job in {first}"))
+        .to_owned()
+}
+
 /// `lakebackup ARGS` to completion, its stdout read as JSON lines, the summary last: (exit
 /// code, the lines before the summary, the summary). Panics, showing stderr, on a line that is
 /// not JSON or on no line at all.

@@ -10,6 +10,30 @@ use super::{
     OpClass, Service, Shared,
 };
 
+/// Azure's refusal of a request its identity's role does not allow: (status line, error code,
+/// message).
+const NOT_PERMITTED: (&str, &str, &str) = (
+    "403 This request is not authorized to perform this operation using this permission.",
+    "AuthorizationPermissionMismatch",
+    "This request is not authorized to perform this operation using this permission.",
+);
+
+/// Records the refusal of `what` (as [`super::ProxyStats::azure_refusals`] lists it) and gives
+/// Azure's answer: (status line, error code, message).
+fn refused(
+    shared: &Shared,
+    request: &Request,
+    what: String,
+    (status, code, message): (&str, &str, &str),
+) -> Vec<u8> {
+    shared
+        .state()
+        .stats
+        .azure_refusals
+        .push((code.to_owned(), what));
+    azure_error(status, code, message, request, &[])
+}
+
 /// Azure's answer to a request that reads or sets blob index tags from an identity without the
 /// tags rights (see [`ProxyConfig::refuse_tags`]), or `None` to forward the request as it came.
 pub(super) fn tags_refusal(shared: &Shared, class: OpClass, request: &Request) -> Option<Vec<u8>> {
@@ -48,20 +72,8 @@ pub(super) fn tags_refusal(shared: &Shared, class: OpClass, request: &Request) -
     if !(lists_tags || blob_tags || sets_tags) {
         return None;
     }
-    let code = "AuthorizationPermissionMismatch";
-    let message = "This request is not authorized to perform this operation using this permission.";
-    shared
-        .state()
-        .stats
-        .azure_refusals
-        .push((code.to_owned(), path.to_owned()));
-    Some(azure_error(
-        &format!("403 {message}"),
-        code,
-        message,
-        request,
-        &[],
-    ))
+    let what = path.to_owned();
+    Some(refused(shared, request, what, NOT_PERMITTED))
 }
 
 /// Azure's answer to a request of a class the identity's role lacks (see
@@ -71,20 +83,8 @@ pub(super) fn role_refusal(shared: &Shared, class: OpClass, request: &Request) -
         return None;
     }
     let path = request.target.split('?').next().unwrap_or("");
-    let code = "AuthorizationPermissionMismatch";
-    let message = "This request is not authorized to perform this operation using this permission.";
-    shared
-        .state()
-        .stats
-        .azure_refusals
-        .push((code.to_owned(), format!("{} {path}", request.method)));
-    Some(azure_error(
-        &format!("403 {message}"),
-        code,
-        message,
-        request,
-        &[],
-    ))
+    let what = format!("{} {path}", request.method);
+    Some(refused(shared, request, what, NOT_PERMITTED))
 }
 
 /// The container (and blob, if any) a blob request names, when the container's name ends in
@@ -144,19 +144,8 @@ pub(super) fn delete_refusal(shared: &Shared, request: &Request) -> Option<Vec<u
     let (_, blob) = container_with_suffix(shared, request, suffix)?;
     blob?;
     let path = request.target.split('?').next().unwrap_or("");
-    let code = "AuthorizationPermissionMismatch";
-    shared
-        .state()
-        .stats
-        .azure_refusals
-        .push((code.to_owned(), format!("DELETE {path}")));
-    Some(azure_error(
-        "403 This request is not authorized to perform this operation using this permission.",
-        code,
-        "This request is not authorized to perform this operation using this permission.",
-        request,
-        &[],
-    ))
+    let what = format!("DELETE {path}");
+    Some(refused(shared, request, what, NOT_PERMITTED))
 }
 
 /// `head` with `name: value`, replacing any such header it had.
@@ -209,19 +198,10 @@ pub(super) async fn worm_refusal(shared: &Shared, request: &Request) -> Option<V
         .unwrap_or((request.target.as_str(), ""));
     // Only a blob that exists is protected: creating one is what the policy allows.
     destination_blob_type(shared, request, path, query).await?;
-    let code = "BlobImmutableDueToPolicy";
-    shared
-        .state()
-        .stats
-        .azure_refusals
-        .push((code.to_owned(), format!("{} {path}", request.method)));
-    Some(azure_error(
-        "409 Conflict",
-        code,
-        "This operation is not permitted as the blob is immutable due to a policy.",
-        request,
-        &[],
-    ))
+    let what = format!("{} {path}", request.method);
+    let message = "This operation is not permitted as the blob is immutable due to a policy.";
+    let refusal = ("409 Conflict", "BlobImmutableDueToPolicy", message);
+    Some(refused(shared, request, what, refusal))
 }
 
 /// What Azure would refuse that Azurite accepts (see [`ProxyConfig::azure_rules`]): the answer
@@ -274,12 +254,12 @@ pub(super) async fn azure_refusal(
         ))
     };
     let (code, message) = refusal?;
-    shared
-        .state()
-        .stats
-        .azure_refusals
-        .push((code.to_owned(), path.to_owned()));
-    Some(azure_error("409 Conflict", code, message, request, &[]))
+    Some(refused(
+        shared,
+        request,
+        path.to_owned(),
+        ("409 Conflict", code, message),
+    ))
 }
 
 /// The `x-ms-blob-type` of the copy source, read with a `HEAD` of its URL (its own SAS, or the
