@@ -172,6 +172,20 @@ fn holds(
     }
 }
 
+/// A backup job of `origin` over `prefix` of the lake, queued, and its root shard taken off the
+/// queue again, to be delivered by hand: the job's id and its root.
+async fn queued_by_hand(app: &App, origin: JobOrigin, prefix: &str) -> (String, Shard) {
+    let new = NewJob {
+        origin,
+        container: "lake".into(),
+        roots: vec![Root::directory(prefix)],
+        work: Work::Backup,
+    };
+    let queued = jobs::queue(app, new).await.unwrap();
+    support::drain_queue(&app.jobs.queue("backup-requests-shards").unwrap()).await;
+    (queued.job, queued.roots[0].clone())
+}
+
 /// A backup part redone after a crash stops where the dead delivery chose to: found by the last
 /// blob it dealt with or, that blob deleted since, by the first it did not; each blob counts once.
 #[tokio::test]
@@ -182,21 +196,7 @@ async fn a_backup_part_redone_stops_before_the_first_blob_not_done_when_the_last
     for name in &names {
         support::upload(&lake, name, name.as_bytes()).await;
     }
-    let queued = jobs::queue(
-        app,
-        NewJob {
-            origin: JobOrigin::Command,
-            container: "lake".into(),
-            roots: vec![Root::directory("big/")],
-            work: Work::Backup,
-        },
-    )
-    .await
-    .unwrap();
-    // The root shard is delivered by hand below.
-    let queue = app.jobs.queue("backup-requests-shards").unwrap();
-    support::drain_queue(&queue).await;
-    let root = queued.roots[0].clone();
+    let (job, root) = queued_by_hand(app, JobOrigin::Command, "big/").await;
     // The first delivery did f000..f010, recorded its continuation and was killed.
     let next = root
         .continuation(None, Some("big/f010.txt"))
@@ -217,7 +217,7 @@ async fn a_backup_part_redone_stops_before_the_first_blob_not_done_when_the_last
     };
     let redo_blobs = redo.counts.get("blobs");
     support::deliver_all_shards(app).await;
-    let status = jobs::status(app, &queued.job).await.unwrap().unwrap();
+    let status = jobs::status(app, &job).await.unwrap().unwrap();
     assert_eq!(
         (redo_blobs, status.progress.totals.get("blobs")),
         (10, 29),
@@ -255,20 +255,7 @@ async fn a_continuation_queued_by_the_release_before_ends_its_job() {
     for i in 0..6 {
         support::upload(&lake, &format!("d/f{i}.txt"), b"x").await;
     }
-    let queued = jobs::queue(
-        app,
-        NewJob {
-            origin: JobOrigin::Reconcile,
-            container: "lake".into(),
-            roots: vec![Root::directory("d/")],
-            work: Work::Backup,
-        },
-    )
-    .await
-    .unwrap();
-    let queue = app.jobs.queue("backup-requests-shards").unwrap();
-    support::drain_queue(&queue).await;
-    let root = queued.roots[0].clone();
+    let (job, root) = queued_by_hand(app, JobOrigin::Reconcile, "d/").await;
     // The earlier release ran the root part, entered its continuation under the old id and
     // queued it; then the worker was upgraded.
     let next = root.continuation(None, Some("d/f2.txt"));
@@ -293,7 +280,7 @@ async fn a_continuation_queued_by_the_release_before_ends_its_job() {
         1,
         "the continuation ran"
     );
-    let status = jobs::status(app, &queued.job).await.unwrap().unwrap();
+    let status = jobs::status(app, &job).await.unwrap().unwrap();
     assert_eq!(
         status.progress.state,
         lakebackup::core::job::JobState::Done,

@@ -573,7 +573,9 @@ impl Model {
             35..=49 => {
                 // In place: the old snapshots stay beside the new version.
                 if kind == "BlockBlob" {
-                    self.write_block(rng, lake, &name, events).await
+                    let expected = Self::write_block(rng, &lake.blob(&name)).await?;
+                    self.written(lake, &name, expected, events).await;
+                    Ok(())
                 } else {
                     self.delete(lake, &name, events).await?;
                     self.write(rng, lake, &name, events).await
@@ -692,11 +694,14 @@ impl Model {
         name: &str,
         events: &mut Events,
     ) -> Result<(), String> {
-        match rng.below(10) {
-            0..=6 => self.write_block(rng, lake, name, events).await,
-            7..=8 => self.write_append(rng, lake, name, events).await,
-            _ => self.write_page(rng, lake, name, events).await,
-        }
+        let blob = lake.blob(name);
+        let expected = match rng.below(10) {
+            0..=6 => Self::write_block(rng, &blob).await?,
+            7..=8 => Self::write_append(rng, &blob).await?,
+            _ => Self::write_page(rng, &blob).await?,
+        };
+        self.written(lake, name, expected, events).await;
+        Ok(())
     }
 
     fn attributes(rng: &mut Rng) -> Attributes {
@@ -726,17 +731,14 @@ impl Model {
     /// A block blob: by Put Blob (an MD5 computed), or by a block list with no MD5 or a wrong
     /// one (stored unchecked, as in Azure).
     async fn write_block(
-        &mut self,
         rng: &mut Rng,
-        lake: &Container,
-        name: &str,
-        events: &mut Events,
-    ) -> Result<(), String> {
+        blob: &lakebackup::storage::Blob,
+    ) -> Result<Expected, String> {
+        let name = blob.name();
         let length = rng.below(3000) as usize;
         let bytes = rng.bytes(length);
         let attributes = Self::attributes(rng);
         let tier = rng.chance(0.2).then(|| "Cool".to_owned());
-        let blob = lake.blob(name);
         let new = attributes.written(tier.clone());
         let md5 = match rng.below(3) {
             0 => {
@@ -758,43 +760,32 @@ impl Model {
                 stored
             }
         };
-        let expected = attributes.expected(bytes, "BlockBlob", tier, md5);
-        self.written(lake, name, expected, events).await;
-        Ok(())
+        Ok(attributes.expected(bytes, "BlockBlob", tier, md5))
     }
 
     async fn write_append(
-        &mut self,
         rng: &mut Rng,
-        lake: &Container,
-        name: &str,
-        events: &mut Events,
-    ) -> Result<(), String> {
+        blob: &lakebackup::storage::Blob,
+    ) -> Result<Expected, String> {
+        let name = blob.name();
         let attributes = Self::attributes(rng);
-        let client = lake.blob(name);
         let new = attributes.written(None);
-        client
-            .create_append_blob(&new)
+        blob.create_append_blob(&new)
             .await
             .map_err(|e| format!("create {name}: {e}"))?;
         let length = 1 + rng.below(2000) as usize;
         let bytes = rng.bytes(length);
-        client
-            .append(&bytes)
+        blob.append(&bytes)
             .await
             .map_err(|e| format!("append {name}: {e}"))?;
-        let expected = attributes.expected(bytes, "AppendBlob", None, None);
-        self.written(lake, name, expected, events).await;
-        Ok(())
+        Ok(attributes.expected(bytes, "AppendBlob", None, None))
     }
 
     async fn write_page(
-        &mut self,
         rng: &mut Rng,
-        lake: &Container,
-        name: &str,
-        events: &mut Events,
-    ) -> Result<(), String> {
+        blob: &lakebackup::storage::Blob,
+    ) -> Result<Expected, String> {
+        let name = blob.name();
         // Azure does not keep tags given when a page blob is created: none are given.
         let attributes = Attributes {
             tags: Tags::new(),
@@ -802,23 +793,18 @@ impl Model {
         };
         let pages = 1 + rng.below(4);
         let size = pages * 512;
-        let client = lake.blob(name);
         let new = attributes.written(None);
-        client
-            .create_page_blob(size, &new)
+        blob.create_page_blob(size, &new)
             .await
             .map_err(|e| format!("create {name}: {e}"))?;
         // Only the first page written: the rest reads as zeros, as in Azure.
         let first = rng.bytes(512);
-        client
-            .put_pages(0, &first)
+        blob.put_pages(0, &first)
             .await
             .map_err(|e| format!("pages of {name}: {e}"))?;
         let mut bytes = first;
         bytes.resize(size as usize, 0);
-        let expected = attributes.expected(bytes, "PageBlob", None, None);
-        self.written(lake, name, expected, events).await;
-        Ok(())
+        Ok(attributes.expected(bytes, "PageBlob", None, None))
     }
 
     async fn written(
