@@ -156,7 +156,7 @@ fn holds(
     setting: &str,
     container: &str,
     expected: usize,
-) -> impl Fn() -> BoxFuture<'static, Result<(), String>> + Send + 'static {
+) -> impl Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync + 'static {
     let settings = Settings::from_pairs(settings.clone());
     let account = Arc::new(StorageAccount::connect(setting, &settings).unwrap());
     let container = container.to_owned();

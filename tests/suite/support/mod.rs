@@ -128,6 +128,25 @@ where
     }
 }
 
+/// As [`wait_for`], for a caller that is not async (a child process starting or stopping).
+pub fn wait_for_blocking<T>(
+    within: Duration,
+    what: &str,
+    mut condition: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(value) = condition() {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Waits until `condition` holds (see [`wait_for`]).
 pub async fn eventually<F, Fut>(within: Duration, what: &str, mut condition: F)
 where

@@ -6,7 +6,7 @@ use std::{
     net::TcpListener,
     os::unix::process::CommandExt,
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use super::Azurite;
@@ -69,17 +69,18 @@ impl Worker {
             .spawn()
             .expect("lakebackup starts");
         let mut worker = Worker { child, port };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = worker.child.try_wait() {
-                panic!("lakebackup serve exited early with {status}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "lakebackup serve did not listen in 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        super::wait_for_blocking(
+            Duration::from_secs(30),
+            "lakebackup serve listening",
+            || {
+                if let Ok(Some(status)) = worker.child.try_wait() {
+                    panic!("lakebackup serve exited early with {status}");
+                }
+                std::net::TcpStream::connect(("127.0.0.1", port))
+                    .is_ok()
+                    .then_some(())
+            },
+        );
         worker
     }
 
@@ -174,17 +175,11 @@ impl Standalone {
     /// SIGTERM, then the exit code once it has drained (at most 60 s).
     pub fn terminate(mut self) -> i32 {
         self.signal(libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "lakebackup run did not stop within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let status =
+            super::wait_for_blocking(Duration::from_secs(60), "lakebackup run stopped", || {
+                self.child.try_wait().ok().flatten()
+            });
+        status.code().unwrap_or(-1)
     }
 
     /// SIGKILL: the worker dies mid-work, as on a crash or eviction.
@@ -282,7 +277,7 @@ pub async fn work_off_killing<F, Fut>(
     complete: F,
 ) -> (serde_json::Value, Vec<serde_json::Value>)
 where
-    F: Fn() -> Fut + Send + 'static,
+    F: Fn() -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + Send,
 {
     // Kills must not exhaust a shard's deliveries: in Azure a worker dies rarely.
@@ -298,17 +293,20 @@ where
     let watcher = {
         let job = job.to_owned();
         tokio::spawn(async move {
-            loop {
+            // Longer than the wait below, which says more when it gives up.
+            super::wait_for(Duration::from_secs(300), "the job's end", || async {
                 let status = lakebackup::engine::jobs::status(&app, &job)
                     .await
                     .unwrap()
                     .unwrap();
-                if status.progress.state != lakebackup::core::job::JobState::Running {
-                    // Read the moment the job stopped running: its work must all be there.
-                    return (status.progress.state, complete().await);
+                let state = status.progress.state;
+                // Read the moment the job stopped running: its work must all be there.
+                match state {
+                    lakebackup::core::job::JobState::Running => None,
+                    _ => Some((state, complete().await)),
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            })
+            .await
         })
     };
     let steady = Standalone::start(settings, dir.path(), &[]);
@@ -317,6 +315,7 @@ where
     for _ in 0..kills {
         let victim = Standalone::start(settings, dir.path(), &[]);
         let after = points.next();
+        // The kill point itself, drawn from the seed: no wait for anything.
         tokio::time::sleep(Duration::from_millis(after)).await;
         victim.kill();
         killed.push(after);

@@ -120,6 +120,7 @@ pub(super) async fn serve(mut client: Wire, shared: Arc<Shared>) {
             (head, fault)
         };
         if let Some((FaultKind::Delay, pause, _)) = fault {
+            // The fault itself: an answer this much later.
             tokio::time::sleep(pause).await;
         }
         if matches!(fault, None | Some((FaultKind::Delay, _, _))) {
