@@ -15,7 +15,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use azure_core::http::RequestContent;
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use lakebackup::{
     app::{App, WorkQueue},
@@ -67,9 +66,9 @@ async fn bench(n: usize) {
     ]);
     let app = App::from_settings(&Settings::from_pairs(settings.clone())).unwrap();
     let lake = app.source.container("lake").unwrap();
-    lake.sdk().create(None).await.unwrap();
+    lake.create().await.unwrap();
     let vault = app.backup.container("lakebak").unwrap();
-    let queue = app.queue(WorkQueue::Events).await.unwrap().sdk();
+    let queue = app.queue(WorkQueue::Events).await.unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(root.join("host.json"), dir.path().join("host.json")).unwrap();
@@ -88,10 +87,7 @@ async fn bench(n: usize) {
         let lake = &lake;
         async move {
             let blob = lake.blob(&name);
-            blob.sdk()
-                .upload(RequestContent::from(name.clone().into_bytes()), None)
-                .await
-                .unwrap();
+            blob.upload(name.clone().into_bytes()).await.unwrap();
             let state = blob.state().await.unwrap().unwrap();
             let version = state.version;
             let backup =
@@ -103,12 +99,8 @@ async fn bench(n: usize) {
     for i in 0..n {
         let (name, etag, backup) = write(format!("queued/blob-{i:04}.csv")).await;
         let started = Instant::now();
-        let message: RequestContent<_, _> = azure_storage_queue::models::QueueMessage {
-            message_text: Some(BASE64.encode(event("lake", &name, &etag))),
-        }
-        .try_into()
-        .unwrap();
-        queue.send_message(message, None).await.unwrap();
+        let message = BASE64.encode(event("lake", &name, &etag));
+        queue.send(message, None, "an event").await.unwrap();
         let backup = vault.blob(&backup);
         loop {
             let stamped = backup

@@ -24,7 +24,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use azure_storage_queue::models::QueueClientGetPropertiesResultHeaders;
 use common::{cpu_used, human, rclone_copy, seed, Case, Row, CONTAINER};
 use futures::TryStreamExt;
 use lakebackup::{
@@ -84,9 +83,9 @@ async fn bench(case: &Case, rclone: &str, counting: bool) -> Row {
         rclone_cpu
     );
     backup
-        .container_client("rclonecopy")
+        .container("rclonecopy")
         .unwrap()
-        .delete(None)
+        .delete()
         .await
         .expect("rclone's copy is deleted");
 
@@ -113,16 +112,12 @@ async fn bench(case: &Case, rclone: &str, counting: bool) -> Row {
     // Done when the shard queue is empty: a shard leaves it only once it has finished (one in
     // flight is hidden, but counted). Polling the backup listing instead would load Azurite.
     let jobs = StorageAccount::connect("AzureWebJobsStorage", &accounts).unwrap();
-    let shards = jobs.queue_client("backup-requests-shards").unwrap();
+    let shards = jobs.queue("backup-requests-shards").unwrap();
     let mut polls = 0;
     let (lakebackup, lakebackup_requests) = loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         polls += 1;
-        let left = shards
-            .get_properties(None)
-            .await
-            .ok()
-            .and_then(|r| r.approximate_messages_count().ok().flatten());
+        let left = shards.depth().await.ok().flatten();
         if left == Some(0) {
             // The benchmark's own polls are not lakebackup's requests.
             break (

@@ -18,15 +18,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use azure_core::http::RequestContent;
-use azure_storage_blob::models::BlobClientUploadOptions;
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use futures::StreamExt;
 use lakebackup::{
     core::{naming, stamp::STAMP_ETAG},
     settings::Settings,
     storage::{
-        sas::{account_sas, AccountSasGrant},
+        sas::AccountSasGrant,
+        testing::{account_sas, NewBlob},
         StorageAccount,
     },
 };
@@ -128,39 +127,27 @@ fn median(mut values: Vec<Duration>) -> Duration {
 /// N blobs of 1 KiB over 100 directories, each snapshotted and backed up (the backup written as
 /// the consumer leaves it: under its version name, stamped with its source ETag).
 async fn seed(source: &StorageAccount, backup: &StorageAccount, n: usize) {
-    let lake = source.container_client(CONTAINER).unwrap();
-    lake.create(None).await.unwrap();
+    let lake = source.container(CONTAINER).unwrap();
+    lake.create().await.unwrap();
     let backup_container = naming::backup_container_name(CONTAINER, "bak").unwrap();
-    let vault = backup.container_client(&backup_container).unwrap();
-    vault.create(None).await.unwrap();
+    let vault = backup.container(&backup_container).unwrap();
+    vault.create().await.unwrap();
     let body = vec![b'x'; 1024];
     futures::stream::iter(0..n)
         .for_each_concurrent(SEED_CONCURRENCY, |i| {
             let (lake, vault, body) = (&lake, &vault, &body);
             async move {
                 let name = format!("dir{:03}/sub{}/blob-{i:07}.dat", i % 100, i % 7);
-                let blob = lake.blob_client(&name);
-                let uploaded = blob
-                    .upload(RequestContent::from(body.clone()), None)
-                    .await
-                    .unwrap();
-                let etag = uploaded.etag.unwrap().to_string();
+                let blob = lake.blob(&name);
+                let uploaded = blob.upload(body.clone()).await.unwrap();
                 let backup_name =
-                    naming::backup_blob_name(&name, uploaded.last_modified.unwrap(), &etag)
+                    naming::backup_blob_name(&name, uploaded.last_modified, &uploaded.etag)
                         .unwrap();
-                blob.create_snapshot(None).await.unwrap();
+                blob.take_snapshot(None).await.unwrap();
+                let stamped = NewBlob::with_metadata([(STAMP_ETAG, uploaded.etag.as_str())]);
                 vault
-                    .blob_client(&backup_name)
-                    .upload(
-                        RequestContent::from(body.clone()),
-                        Some(BlobClientUploadOptions {
-                            metadata: Some(HashMap::from([(
-                                STAMP_ETAG.to_owned(),
-                                etag.trim_matches('"').to_owned(),
-                            )])),
-                            ..Default::default()
-                        }),
-                    )
+                    .blob(&backup_name)
+                    .upload_with(body.clone(), &stamped)
                     .await
                     .unwrap();
             }
@@ -215,7 +202,7 @@ async fn floor_once(azurite: &Azurite) -> Duration {
     let sas = |account: &str, key: &str| {
         account_sas(
             account,
-            &azure_core::credentials::SecretBytes::new(BASE64.decode(key).unwrap()),
+            &BASE64.decode(key).unwrap(),
             AccountSasGrant {
                 services: "b",
                 resource_types: "sco",
@@ -223,8 +210,6 @@ async fn floor_once(azurite: &Azurite) -> Duration {
                 expiry: time::OffsetDateTime::now_utc() + time::Duration::hours(1),
             },
         )
-        .secret()
-        .to_owned()
     };
     let (source_sas, backup_sas) = (sas("source", SOURCE_KEY), sas("backup", BACKUP_KEY));
     let list = |account: &'static str,

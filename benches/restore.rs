@@ -93,9 +93,9 @@ async fn bench(case: &Case, rclone: &str, counting: bool) -> Row {
         rclone_cpu
     );
     source
-        .container_client("rclonecopy")
+        .container("rclonecopy")
         .unwrap()
-        .delete(None)
+        .delete()
         .await
         .expect("rclone's copy is deleted");
 

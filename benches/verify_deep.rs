@@ -19,10 +19,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use azure_core::http::RequestContent;
-use azure_storage_blob::models::BlockLookupList;
 use futures::StreamExt;
-use lakebackup::{settings::Settings, storage::StorageAccount};
+use lakebackup::{
+    settings::Settings,
+    storage::{testing::NewBlob, StorageAccount},
+};
 use lakebackup_devtools::azurite::Azurite;
 
 const CONTAINER: &str = "lake";
@@ -124,37 +125,21 @@ async fn bench(case: &Case) -> (Duration, i64) {
 
 /// N blobs of `size` bytes, each staged in 8 MiB blocks and committed without an MD5.
 async fn seed(source: &StorageAccount, case: &Case) {
-    let lake = source.container_client(CONTAINER).unwrap();
-    lake.create(None).await.unwrap();
+    let lake = source.container(CONTAINER).unwrap();
+    lake.create().await.unwrap();
     futures::stream::iter(0..case.n)
         .for_each_concurrent(2, |i| {
             let lake = &lake;
             async move {
-                let block_blob = lake
-                    .blob_client(&format!("dir{}/big-{i:03}.bin", i % 2))
-                    .block_blob_client();
-                let mut ids = Vec::new();
-                let mut written = 0;
-                while written < case.size {
-                    let length = BLOCK.min(case.size - written);
-                    let index = ids.len();
-                    let block: Vec<u8> = (0..length)
+                // Each block made as it is staged: one in memory at a time.
+                let blocks = (0..case.size.div_ceil(BLOCK)).map(|index| {
+                    let length = BLOCK.min(case.size - index * BLOCK);
+                    (0..length)
                         .map(|j| (j as u64 * 31 + index as u64 + i as u64) as u8)
-                        .collect();
-                    let id = format!("block-{index:06}").into_bytes();
-                    block_blob
-                        .stage_block(&id, length as u64, RequestContent::from(block), None)
-                        .await
-                        .unwrap();
-                    ids.push(id);
-                    written += length;
-                }
-                let list = BlockLookupList {
-                    latest: Some(ids),
-                    ..Default::default()
-                };
-                block_blob
-                    .commit_block_list(list.try_into().unwrap(), None)
+                        .collect::<Vec<u8>>()
+                });
+                lake.blob(&format!("dir{}/big-{i:03}.bin", i % 2))
+                    .put_block_list(blocks, &NewBlob::default())
                     .await
                     .unwrap();
             }

@@ -6,9 +6,8 @@
 //! Reference: Data Factory REST API 2018-06-01, Pipelines - Create Run, Pipeline Runs - Get and
 //! Pipeline Runs - Cancel.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, time::Duration};
 
-use azure_core::credentials::TokenCredential;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tracing::{debug, info, warn};
@@ -16,7 +15,7 @@ use url::Url;
 
 use crate::{
     settings::{Settings, SettingsError},
-    storage::{identity_credential, redact::redact_secrets},
+    storage::{redact::redact_secrets, BearerTokens},
 };
 
 const API_VERSION: &str = "2018-06-01";
@@ -197,12 +196,13 @@ struct PipelineRun {
 pub struct AdfClient {
     config: AdfConfig,
     http: reqwest::Client,
-    credential: Arc<dyn TokenCredential>,
+    tokens: BearerTokens,
 }
 
 impl AdfClient {
     pub fn new(config: AdfConfig) -> Result<Self, SettingsError> {
-        let credential = identity_credential("ADF_CLIENT_ID", "ADF_CLIENT_ID", &config.client_id)?;
+        let tokens =
+            BearerTokens::of_identity("ADF_CLIENT_ID", "ADF_CLIENT_ID", &config.client_id)?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()
@@ -210,7 +210,7 @@ impl AdfClient {
         Ok(Self {
             config,
             http,
-            credential,
+            tokens,
         })
     }
 
@@ -220,12 +220,7 @@ impl AdfClient {
 
     async fn bearer(&self) -> Result<String, AdfError> {
         let scope = self.config.scope();
-        let token = self
-            .credential
-            .get_token(&[&scope], None)
-            .await
-            .map_err(|e| AdfError::Token(redact_secrets(&e.to_string())))?;
-        Ok(format!("Bearer {}", token.token.secret()))
+        self.tokens.header(&scope).await.map_err(AdfError::Token)
     }
 
     /// Whether the pipeline can be read through ARM with the app's identity (Get Pipeline):

@@ -7,7 +7,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use azure_core::http::RequestContent;
 use futures::StreamExt;
 use lakebackup::storage::StorageAccount;
 use lakebackup_devtools::azurite::{Azurite, BACKUP_KEY, SOURCE_KEY};
@@ -136,8 +135,8 @@ pub fn cpu_used(before: Option<f64>, after: Option<f64>) -> f64 {
 
 /// N blobs of `size` bytes over 100 directories.
 pub async fn seed(source: &StorageAccount, case: &Case) {
-    let lake = source.container_client(CONTAINER).unwrap();
-    lake.create(None).await.unwrap();
+    let lake = source.container(CONTAINER).unwrap();
+    lake.create().await.unwrap();
     let body: Vec<u8> = (0..case.size).map(|i| (i % 251) as u8).collect();
     futures::stream::iter(0..case.n)
         .for_each_concurrent(
@@ -146,10 +145,7 @@ pub async fn seed(source: &StorageAccount, case: &Case) {
                 let (lake, body) = (&lake, &body);
                 async move {
                     let name = format!("dir{:03}/blob-{i:07}.dat", i % 100);
-                    lake.blob_client(&name)
-                        .upload(RequestContent::from(body.clone()), None)
-                        .await
-                        .unwrap();
+                    lake.blob(&name).upload(body.clone()).await.unwrap();
                 }
             },
         )

@@ -6,7 +6,6 @@
 
 use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
 
-use azure_storage_blob::models::{BlobClientDeleteOptions, DeleteSnapshotsOptionType};
 use futures::TryStreamExt;
 use lakebackup::{
     app::App,
@@ -23,7 +22,7 @@ use lakebackup::{
     settings::{Settings, SettingsError},
     storage::{
         listing::{list_backups, list_with_snapshots},
-        ErrorCode, StorageError, StorageResultExt,
+        ErrorCode, StorageError,
     },
 };
 use serde_json::{json, Value};
@@ -196,13 +195,8 @@ pub async fn run(project_root: &Path) -> Result<(), DemoError> {
     app.source
         .container("raw")?
         .blob(DELETED)
-        .sdk()
-        .delete(Some(BlobClientDeleteOptions {
-            delete_snapshots: Some(DeleteSnapshotsOptionType::Include),
-            ..Default::default()
-        }))
-        .await
-        .during(|| format!("deleting raw/{DELETED}"))?;
+        .delete_with_snapshots()
+        .await?;
     rows.push(
         row(
             &app,

@@ -51,10 +51,8 @@ impl Container {
         &self.name
     }
 
-    /// The SDK's client, for tests and tools that speak to the service directly; the product
-    /// goes through this type.
-    #[doc(hidden)]
-    pub fn sdk(&self) -> &BlobContainerClient {
+    /// The SDK's client: for the rest of `storage`, never outside it.
+    pub(in crate::storage) fn sdk(&self) -> &BlobContainerClient {
         &self.client
     }
 
@@ -183,9 +181,8 @@ impl Blob {
         self.snapshot.as_deref()
     }
 
-    /// The SDK's client, for tests and tools that speak to the service directly.
-    #[doc(hidden)]
-    pub fn sdk(&self) -> &Arc<BlobClient> {
+    /// The SDK's client: for the rest of `storage`, never outside it.
+    pub(in crate::storage) fn sdk(&self) -> &Arc<BlobClient> {
         &self.client
     }
 

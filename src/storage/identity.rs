@@ -283,3 +283,29 @@ mod tests {
         );
     }
 }
+
+/// Bearer tokens of the app's identity for services other than storage (Data Factory's ARM
+/// endpoint): the credential stays inside the seam, callers get the header's value.
+#[derive(Clone)]
+pub struct BearerTokens(Arc<dyn TokenCredential>);
+
+impl BearerTokens {
+    /// Tokens of the identity [`identity_credential`] picks; its errors name `setting`.
+    pub fn of_identity(
+        setting: &str,
+        client_id_setting: &str,
+        client_id: &Option<String>,
+    ) -> Result<Self, SettingsError> {
+        identity_credential(setting, client_id_setting, client_id).map(BearerTokens)
+    }
+
+    /// `Bearer {token}` for `scope`; the error is one line, without secrets.
+    pub async fn header(&self, scope: &str) -> Result<String, String> {
+        let token = self
+            .0
+            .get_token(&[scope], None)
+            .await
+            .map_err(|e| redact_secrets(&e.to_string()))?;
+        Ok(format!("Bearer {}", token.token.secret()))
+    }
+}

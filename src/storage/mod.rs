@@ -24,6 +24,8 @@ pub mod sas;
 pub mod sas_grant;
 pub mod shared_key;
 mod survey;
+#[cfg(feature = "test-support")]
+pub mod testing;
 
 use std::sync::Arc;
 
@@ -53,6 +55,7 @@ pub use survey::{BlobServiceSetup, ContainerProtection};
 
 use crate::settings::{Settings, SettingsError};
 pub(crate) use identity::identity_credential;
+pub use identity::BearerTokens;
 use shared_key::SharedKeyPolicy;
 
 /// The process's one HTTP client. Without it the SDK builds a client, with its own connection
@@ -173,10 +176,8 @@ impl StorageAccount {
         Ok(Container::new(self.container_client(container)?, container))
     }
 
-    /// The SDK's client for `container`, for tests and tools that speak to the service
-    /// directly; the product goes through [`StorageAccount::container`].
-    #[doc(hidden)]
-    pub fn container_client(&self, container: &str) -> Result<BlobContainerClient, StorageError> {
+    /// The SDK's client for `container`: behind [`Container`], never outside `storage`.
+    fn container_client(&self, container: &str) -> Result<BlobContainerClient, StorageError> {
         let url = self.resource_url(self.blob_endpoint()?, container);
         BlobContainerClient::new(
             url,
@@ -189,10 +190,9 @@ impl StorageAccount {
         .during(|| format!("preparing a client for container {container}"))
     }
 
-    /// A client for this account's blob service (listing containers). The SDK's own type:
-    /// for the tests' checks, never the engines'.
-    #[doc(hidden)]
-    pub fn blob_service(&self) -> Result<BlobServiceClient, StorageError> {
+    /// A client for this account's blob service (listing containers, the service's
+    /// properties): never outside `storage`.
+    fn blob_service(&self) -> Result<BlobServiceClient, StorageError> {
         let url = self.with_sas(self.blob_endpoint()?.clone());
         BlobServiceClient::new(
             url,
@@ -238,9 +238,8 @@ impl StorageAccount {
         Ok(Queue::new(self.queue_client(queue)?, queue))
     }
 
-    /// The SDK's client for `queue`, for tests and tools that speak to the service directly.
-    #[doc(hidden)]
-    pub fn queue_client(&self, queue: &str) -> Result<QueueClient, StorageError> {
+    /// The SDK's client for `queue`: behind [`Queue`], never outside `storage`.
+    fn queue_client(&self, queue: &str) -> Result<QueueClient, StorageError> {
         let endpoint = self
             .connection
             .require_queue_endpoint()

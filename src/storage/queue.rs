@@ -54,9 +54,8 @@ impl Queue {
         &self.name
     }
 
-    /// The SDK's client, for tests and tools that speak to the service directly.
-    #[doc(hidden)]
-    pub fn sdk(&self) -> &QueueClient {
+    /// The SDK's client: for the rest of `storage`, never outside it.
+    pub(in crate::storage) fn sdk(&self) -> &QueueClient {
         &self.client
     }
 

@@ -14,24 +14,17 @@ mod support;
 
 use std::{
     alloc::{GlobalAlloc, Layout, System},
-    collections::HashMap,
     sync::atomic::{AtomicUsize, Ordering},
 };
 
-use azure_core::credentials::SecretBytes;
-use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use lakebackup::{
-    app::App,
     core::restore_plan::RestoreFrom,
     engine::{
         restore::{restore, RestoreRequest},
         verify::{verify, VerifyRequest},
     },
-    functions::producer::ProduceRequest,
-    settings::Settings,
-    storage::sas::{account_sas, AccountSasGrant},
 };
-use support::{azurite::SOURCE_KEY, worker, Azurite};
+use support::{azurite::SOURCE_KEY, Azurite, Lake};
 
 /// Counts the bytes live on the heap, and the most there were since the last [`reset_peak`].
 struct Counting;
@@ -107,29 +100,10 @@ const BOUND: usize = BLOB / 2;
 async fn hashing_comparing_and_copying_a_large_blob_hold_a_few_chunks() {
     let azurite = Azurite::start();
     // The lake by SAS: its backups are copied through the worker.
-    let mut settings: HashMap<String, String> = worker::settings(&azurite);
-    let sas = account_sas(
-        "source",
-        &SecretBytes::new(BASE64.decode(SOURCE_KEY).unwrap()),
-        AccountSasGrant {
-            services: "bq",
-            resource_types: "sco",
-            permissions: "rwdlacupt",
-            expiry: time::OffsetDateTime::now_utc() + time::Duration::hours(2),
-        },
-    );
-    settings.insert(
-        "SOURCE_STORAGE".into(),
-        format!(
-            "BlobEndpoint={};QueueEndpoint={};SharedAccessSignature={}",
-            azurite.blob_endpoint("source"),
-            azurite.queue_endpoint("source"),
-            sas.secret()
-        ),
-    );
-    let app = App::from_settings(&Settings::from_pairs(settings)).unwrap();
-    let lake = app.source.container_client("lake").unwrap();
-    lake.create(None).await.unwrap();
+    let expiry = time::OffsetDateTime::now_utc() + time::Duration::hours(2);
+    let sas = support::sas_connection(&azurite, "source", SOURCE_KEY, "bq", "rwdlacupt", expiry);
+    let fixture = Lake::on(azurite, &["lake"], &[("SOURCE_STORAGE", &sas)]).await;
+    let (app, lake) = (&fixture.app, fixture.lake("lake"));
     {
         // No stored MD5 (a block list's): a deep check must read the lake's bytes too.
         let bytes: Vec<u8> = (0..BLOB).map(|i| (i % 251) as u8).collect();
@@ -137,15 +111,7 @@ async fn hashing_comparing_and_copying_a_large_blob_hold_a_few_chunks() {
     }
 
     let baseline = reset_peak();
-    let pass = lakebackup::functions::producer::run_here(
-        &app,
-        &ProduceRequest {
-            container: "lake".into(),
-            prefix: String::new(),
-        },
-    )
-    .await
-    .unwrap();
+    let pass = support::produce(app, "lake").await;
     let copied = growth(baseline);
     assert!(pass.succeeded(), "{:?} {:?}", pass.totals, pass.notes);
 
@@ -155,7 +121,7 @@ async fn hashing_comparing_and_copying_a_large_blob_hold_a_few_chunks() {
         prefix: None,
         deep: true,
     };
-    let summary = verify(&app, &request, &|_| {}).await;
+    let summary = verify(app, &request, &|_| {}).await;
     let verified = growth(baseline);
     assert!(summary.succeeded(), "{summary:?}");
     assert_eq!(summary.checked, 1, "{summary:?}");
@@ -163,20 +129,13 @@ async fn hashing_comparing_and_copying_a_large_blob_hold_a_few_chunks() {
     // The same bytes in another container, without an MD5 either side: a restore there with
     // --verify-content must read both to find them equal.
     let restore_into_copy = |verify_content| RestoreRequest {
-        container: "lake".into(),
-        prefix: None,
-        blob: None,
-        as_of: None,
-        from: RestoreFrom::Backup,
-        to_container: Some("copy".into()),
-        to_account: false,
-        dry_run: false,
         verify_content,
+        ..support::restore_request("lake", RestoreFrom::Backup, Some("copy"), None)
     };
-    let first = restore(&app, &restore_into_copy(false), &mut |_| {}).await;
+    let first = restore(app, &restore_into_copy(false), &mut |_| {}).await;
     assert!(first.succeeded() && first.restored == 1, "{first:?}");
     let baseline = reset_peak();
-    let compared = restore(&app, &restore_into_copy(true), &mut |_| {}).await;
+    let compared = restore(app, &restore_into_copy(true), &mut |_| {}).await;
     let compared_growth = growth(baseline);
     assert_eq!(
         (compared.unchanged, compared.restored, compared.errors),

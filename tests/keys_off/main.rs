@@ -40,9 +40,9 @@ impl KeysOff {
             App::from_settings(&Settings::from_pairs(worker::settings(&azurite))).unwrap();
         harness
             .source
-            .container_client("lake")
+            .container("lake")
             .unwrap()
-            .create(None)
+            .create()
             .await
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -87,16 +87,11 @@ impl KeysOff {
     }
 
     async fn upload(&self, name: &str, bytes: &[u8]) {
-        support::upload(
-            &self.harness.source.container_client("lake").unwrap(),
-            name,
-            bytes,
-        )
-        .await;
+        support::upload(&self.harness.source.container("lake").unwrap(), name, bytes).await;
     }
 
     async fn request_backup(&self, name: &str) {
-        let lake = self.harness.source.container_client("lake").unwrap();
+        let lake = self.harness.source.container("lake").unwrap();
         let (etag, _, _) = support::properties(&lake, name).await;
         self.harness
             .enqueue_backup(&BackupRequest::new("lake", name, &etag))
@@ -106,7 +101,7 @@ impl KeysOff {
 
     /// Stamped backups in lakebak, by source name: how many versions each has.
     async fn backups(&self) -> HashMap<String, usize> {
-        let container = self.harness.backup.container_client("lakebak").unwrap();
+        let container = self.harness.backup.container("lakebak").unwrap();
         let mut versions = HashMap::new();
         if !container.exists().await.unwrap() {
             return versions;
@@ -124,18 +119,11 @@ impl KeysOff {
     }
 
     async fn wait_for_versions(&self, name: &str, count: usize) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let backups = self.backups().await;
-            if backups.get(name).copied().unwrap_or(0) >= count {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{name}: fewer than {count} backups after 60 s: {backups:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let what = format!("{count} backups of {name}");
+        support::eventually(Duration::from_secs(60), &what, || async {
+            self.backups().await.get(name).copied().unwrap_or(0) >= count
+        })
+        .await
     }
 }
 
@@ -166,17 +154,12 @@ async fn identity_only_settings_back_up_reconcile_and_restore_byte_identical() {
     }
 
     // Azurite refuses a request that carries no token: what worked below used one.
-    let anonymous = azure_storage_blob::BlobContainerClient::new(
-        url::Url::parse(&format!("{}/lake", lake.azurite.blob_endpoint("source"))).unwrap(),
-        None,
-        None,
-    )
-    .unwrap();
-    let refused = anonymous.get_properties(None).await.unwrap_err();
-    assert!(
-        matches!(refused.http_status().map(u16::from), Some(401 | 403)),
-        "{refused}"
-    );
+    let anonymous =
+        url::Url::parse(&format!("{}/lake", lake.azurite.blob_endpoint("source"))).unwrap();
+    let refused = lakebackup::storage::testing::container_properties_unsigned(&anonymous)
+        .await
+        .unwrap_err();
+    assert!(matches!(refused.status, Some(401 | 403)), "{refused}");
 
     lake.upload("small.csv", b"id,name\n1,\"quoted, name\"\n")
         .await;
@@ -187,18 +170,12 @@ async fn identity_only_settings_back_up_reconcile_and_restore_byte_identical() {
     // with a delegation SAS from the source account), its shard queue in AzureWebJobsStorage.
     let address = format!("127.0.0.1:{}", support::closed_port());
     let runner = Standalone::start(&settings, lake.dir.path(), &["--http", &address]);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let reply: serde_json::Value = loop {
-        let url =
-            format!("http://{address}/api/HttpSnapshotIncBackupContainerProducer?container=lake");
-        match reqwest::get(&url).await {
-            Ok(response) => break response.json().await.unwrap(),
-            Err(_) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await
-            }
-            Err(e) => panic!("the producer did not answer: {e}"),
-        }
-    };
+    let url = format!("http://{address}/api/HttpSnapshotIncBackupContainerProducer?container=lake");
+    let response = support::wait_for(Duration::from_secs(30), "the producer's answer", || async {
+        reqwest::get(&url).await.ok()
+    })
+    .await;
+    let reply: serde_json::Value = response.json().await.unwrap();
     assert_eq!(reply["status"], "done", "{reply}");
     assert_eq!(reply["backups_copied"], 2, "{reply}");
 
@@ -216,24 +193,14 @@ async fn identity_only_settings_back_up_reconcile_and_restore_byte_identical() {
 
     // The large versions were copied server-side from a user-delegation SAS for that one blob
     // (the service records the copy source), and Azurite checks its signature.
-    let backups = lake.harness.backup.container_client("lakebak").unwrap();
+    let backups = lake.harness.backup.container("lakebak").unwrap();
     let mut delegated = Vec::new();
     for (name, _) in support::list_all(&backups).await {
         if !name.starts_with("raw/2026/part-0001_") {
             continue;
         }
-        let properties = backups
-            .blob_client(&name)
-            .get_properties(None)
-            .await
-            .unwrap();
-        use azure_storage_blob::models::BlobClientGetPropertiesResultHeaders as _;
-        delegated.push(
-            properties
-                .copy_source()
-                .unwrap()
-                .expect("a server-side copy"),
-        );
+        let state = backups.blob(&name).probe().await.unwrap().unwrap();
+        delegated.push(state.copy_source.expect("a server-side copy"));
     }
     assert_eq!(delegated.len(), 2);
     for source in &delegated {
@@ -249,12 +216,9 @@ async fn identity_only_settings_back_up_reconcile_and_restore_byte_identical() {
         // Reached over HTTPS: the SAS is HTTPS-only, signed so (Azurite checks the signature).
         assert_eq!(query["spr"], "https", "{query:?}");
         let read = |url: url::Url| async move {
-            azure_storage_blob::BlobClient::new(url, None, None)
-                .unwrap()
-                .get_properties(None)
+            lakebackup::storage::testing::blob_properties_unsigned(&url)
                 .await
-                .map(|_| ())
-                .map_err(|e| e.http_status().map(u16::from))
+                .map_err(|e| e.status)
         };
         // The SAS may be used again until it expires; with its signature altered it is refused.
         let mut tampered = url.clone();
@@ -273,25 +237,17 @@ async fn identity_only_settings_back_up_reconcile_and_restore_byte_identical() {
 
     // The reconciler finds a blob nobody announced.
     lake.upload("raw/2026/late.bin", &bytes(LARGE, 3)).await;
-    let (code, stdout, stderr) = worker::run_once(&settings, &["reconcile", "--container", "lake"]);
-    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    worker::run_ok(&settings, "reconcile --container lake");
     assert_eq!(lake.backups().await.get("raw/2026/late.bin"), Some(&1));
 
     // Restore from the backup account (server-side copies with a delegation SAS from the
     // backup account, under its user-assigned identity) into a new container.
-    let (code, stdout, stderr) = worker::run_once(
+    worker::run_ok(
         &settings,
-        &[
-            "restore",
-            "--container",
-            "lake",
-            "--to-container",
-            "restored",
-        ],
+        "restore --container lake --to-container restored",
     );
-    assert_eq!(code, 0, "{stdout}\n{stderr}");
-    let source = lake.harness.source.container_client("lake").unwrap();
-    let restored = lake.harness.source.container_client("restored").unwrap();
+    let source = lake.harness.source.container("lake").unwrap();
+    let restored = lake.harness.source.container("restored").unwrap();
     let names: Vec<String> = support::list_all(&source)
         .await
         .into_iter()
@@ -375,7 +331,7 @@ async fn doctor_tries_each_identity_right_without_changing_anything() {
                 .await
                 .unwrap()
             {
-                let client = account.container_client(&container).unwrap();
+                let client = account.container(&container).unwrap();
                 names.push(format!("{container}/"));
                 for (blob, snapshot) in support::list_all(&client).await {
                     names.push(format!("{container}/{blob}@{snapshot:?}"));
@@ -410,9 +366,9 @@ async fn doctor_tries_each_identity_right_without_changing_anything() {
 
     lake.harness
         .backup
-        .container_client("lakebak")
+        .container("lakebak")
         .unwrap()
-        .create(None)
+        .create()
         .await
         .unwrap();
     let before = everything().await;
@@ -504,25 +460,17 @@ async fn metadata_names_keep_their_case_over_https_with_identities() {
     }
 
     let settings = lake.settings();
-    let (code, stdout, stderr) = worker::run_once(&settings, &["reconcile", "--container", "lake"]);
-    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    worker::run_ok(&settings, "reconcile --container lake");
     let backups = listed("backup", "lakebak").await;
     assert_eq!(backups.len(), 2, "{backups:?}");
     for backup in &backups {
         assert_eq!(user_part(backup), metadata, "the backup {}", backup.name);
     }
 
-    let (code, stdout, stderr) = worker::run_once(
+    worker::run_ok(
         &settings,
-        &[
-            "restore",
-            "--container",
-            "lake",
-            "--to-container",
-            "restored",
-        ],
+        "restore --container lake --to-container restored",
     );
-    assert_eq!(code, 0, "{stdout}\n{stderr}");
     let restored = listed("source", "restored").await;
     assert_eq!(restored.len(), 2, "{restored:?}");
     for version in &restored {

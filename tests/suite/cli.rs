@@ -7,7 +7,6 @@ use crate::support;
 
 use std::collections::HashMap;
 
-use lakebackup::functions::producer::ProduceRequest;
 use serde_json::Value;
 use support::{azurite, worker};
 
@@ -39,12 +38,13 @@ fn run(settings: &HashMap<String, String>, args: &[&str]) -> (i32, Vec<Value>) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_command_prints_one_json_object_per_line_with_the_summary_last() {
-    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
-    let lake = app.source.container_client("lake").unwrap();
+    let fixture = support::Lake::start(&["lake"]).await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    let lake = app.source.container("lake").unwrap();
     for name in ["a.csv", "dir/b.csv", "dir/sub/c.csv"] {
         support::upload(&lake, name, name.as_bytes()).await;
     }
-    let mut settings = worker::settings(&azurite);
+    let mut settings = worker::settings(azurite);
     settings.insert("RETENTION_KEEP_DAYS".into(), "7".into());
 
     // Before any backup, verify finds gaps: a line each, then the summary; exit 1.
@@ -60,47 +60,28 @@ async fn every_command_prints_one_json_object_per_line_with_the_summary_last() {
     assert_eq!(code, 0, "{lines:?}");
     let job = lines[0]["job"].as_str().unwrap().to_owned();
     // Shard by shard in this process, as the producer's job.
-    lakebackup::functions::producer::run_here(
-        &app,
-        &ProduceRequest {
-            container: "lake".into(),
-            prefix: String::new(),
-        },
-    )
-    .await
-    .unwrap();
+    support::produce(app, "lake").await;
 
-    let done: &[&[&str]] = &[
-        &["produce", "--container", "lake"],
-        &["reconcile", "--dry-run"],
-        &["reconcile"],
-        &["verify", "--container", "lake", "--deep"],
-        &["prune", "--dry-run"],
-        &["prune"],
-        &["restore", "--container", "lake", "--dry-run"],
-        &["restore", "--container", "lake", "--to-container", "copy"],
-        &[
-            "restore",
-            "--container",
-            "lake",
-            "--blob",
-            "a.csv",
-            "--dry-run",
-        ],
-        &[
-            "restore",
-            "--container",
-            "lake",
-            "--distributed",
-            "--dry-run",
-        ],
-        &["verify", "--container", "lake", "--distributed"],
-        &["prune", "--container", "lake", "--distributed", "--dry-run"],
-        &["job", &job],
-        &["job", &job, "--report"],
+    let (job_status, job_report) = (format!("job {job}"), format!("job {job} --report"));
+    let done = [
+        "produce --container lake",
+        "reconcile --dry-run",
+        "reconcile",
+        "verify --container lake --deep",
+        "prune --dry-run",
+        "prune",
+        "restore --container lake --dry-run",
+        "restore --container lake --to-container copy",
+        "restore --container lake --blob a.csv --dry-run",
+        "restore --container lake --distributed --dry-run",
+        "verify --container lake --distributed",
+        "prune --container lake --distributed --dry-run",
+        &job_status,
+        &job_report,
     ];
-    for args in done {
-        let (code, lines) = run(&settings, args);
+    for command in done {
+        let args: Vec<&str> = command.split(' ').collect();
+        let (code, lines) = run(&settings, &args);
         assert_eq!(code, 0, "{args:?}: {lines:?}");
     }
     // Prune's jobs, one line per container, then the summary naming them.
@@ -153,36 +134,23 @@ fn exit_codes_follow_the_table() {
 
     // 2: the command line is wrong (clap's own errors, and names Azure refuses) — nothing on
     // stdout, the reason on stderr, before any setting or account is read.
-    let usage: &[&[&str]] = &[
-        &["nonsense"],
-        &["restore"],
-        &["verify", "--container", "lake", "--bogus"],
-        &["restore", "--container", "lake", "--as-of", "yesterday"],
-        &[
-            "restore",
-            "--container",
-            "lake",
-            "--blob",
-            "a",
-            "--prefix",
-            "a",
-        ],
-        &["restore", "--container", "lake", "--blob", "dir/"],
-        &[
-            "restore",
-            "--container",
-            "lake",
-            "--to-container",
-            "Not_Valid",
-        ],
-        &["produce", "--container", "Bad_Name"],
-        &["shard", "--container", "x"],
-        &["verify", "--container", "UPPER"],
-        &["reconcile", "--container", "a_b"],
-        &["prune", "--container", "ab"],
+    let usage = [
+        "nonsense",
+        "restore",
+        "verify --container lake --bogus",
+        "restore --container lake --as-of yesterday",
+        "restore --container lake --blob a --prefix a",
+        "restore --container lake --blob dir/",
+        "restore --container lake --to-container Not_Valid",
+        "produce --container Bad_Name",
+        "shard --container x",
+        "verify --container UPPER",
+        "reconcile --container a_b",
+        "prune --container ab",
     ];
-    for args in usage {
-        let (code, stdout, stderr) = worker::run_once(&HashMap::new(), args);
+    for command in usage {
+        let args: Vec<&str> = command.split(' ').collect();
+        let (code, stdout, stderr) = worker::run_once(&HashMap::new(), &args);
         assert_eq!(code, 2, "{args:?}: {stdout}{stderr}");
         assert!(stdout.is_empty(), "{args:?}: {stdout}");
         assert!(stderr.contains("error"), "{args:?}: {stderr}");

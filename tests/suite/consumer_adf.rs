@@ -3,75 +3,65 @@
 
 use crate::support;
 
-use azure_storage_blob::models::{BlobClientGetPropertiesResultHeaders, LeaseState};
+use std::time::Duration;
+
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
-use lakebackup::{core::naming, settings::Settings, storage::StorageAccount};
+use lakebackup::{
+    core::naming,
+    storage::{testing::LeaseState, Container},
+};
 use serde_json::Value;
 use support::{
     adf::{AdfStandIn, RunEnd},
-    worker::{self, Worker},
-    Azurite,
+    worker::Worker,
+    Lake,
 };
 
 struct Setup {
-    azurite: Azurite,
+    lake: Lake,
     standin: AdfStandIn,
-    settings: Settings,
 }
 
 impl Setup {
     async fn new(polls_before_done: usize, end: RunEnd) -> Setup {
-        let azurite = Azurite::start();
-        let settings = Settings::from_pairs(worker::settings(&azurite));
-        let account = |name| StorageAccount::connect(name, &settings).unwrap();
-        account("SOURCE_STORAGE")
-            .container_client("lake")
-            .unwrap()
-            .create(None)
-            .await
-            .unwrap();
-        let standin = AdfStandIn::start(
-            account("SOURCE_STORAGE"),
-            account("BACKUP_STORAGE"),
-            polls_before_done,
-            end,
-        )
-        .await;
-        Setup {
-            azurite,
-            standin,
-            settings,
-        }
+        let lake = Lake::start(&["lake"]).await;
+        let standin = AdfStandIn::on(&lake, polls_before_done, end).await;
+        Setup { lake, standin }
     }
 
-    fn account(&self, name: &str) -> StorageAccount {
-        StorageAccount::connect(name, &self.settings).unwrap()
+    /// The lake's container the tests write to.
+    fn lake(&self) -> Container {
+        self.lake.lake("lake")
     }
 
     fn worker(&self, extra: &[(&str, &str)]) -> Worker {
-        let mut settings = worker::settings(&self.azurite);
+        let mut settings = self.lake.settings();
         settings.extend(self.standin.settings());
-        settings.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        Worker::serve(&settings)
+        Worker::serve(&support::with(settings, extra))
     }
 
     async fn lease_state(&self, name: &str) -> Option<LeaseState> {
-        self.account("SOURCE_STORAGE")
-            .container_client("lake")
-            .unwrap()
-            .blob_client(name)
-            .get_properties(None)
-            .await
-            .unwrap()
-            .lease_state()
-            .unwrap()
+        self.lake().blob(name).lease_state().await.unwrap()
+    }
+
+    /// No one holds a lease of `name`: ours was released.
+    async fn assert_released(&self, name: &str) {
+        assert_eq!(
+            self.lease_state(name).await,
+            Some(LeaseState::Available),
+            "{name}"
+        );
+    }
+
+    /// Writes `name` into the lake: the backup request for the version written.
+    async fn write(&self, name: &str, bytes: &[u8]) -> String {
+        let lake = self.lake();
+        support::upload(&lake, name, bytes).await;
+        support::request_for(&lake, name).await
     }
 
     async fn backup_names(&self) -> Vec<String> {
-        let container = self
-            .account("BACKUP_STORAGE")
-            .container_client("lakebak")
-            .unwrap();
+        let container = self.lake.vault("lake");
         if !container.exists().await.unwrap() {
             return Vec::new();
         }
@@ -98,10 +88,7 @@ fn outcome(reply: &Value) -> &str {
 #[tokio::test]
 async fn pipeline_copies_the_version_while_the_lease_is_held_throughout() {
     let setup = Setup::new(3, RunEnd::Succeeded).await;
-    let lake = setup
-        .account("SOURCE_STORAGE")
-        .container_client("lake")
-        .unwrap();
+    let lake = setup.lake();
     let name = "raw/2026/sales \"q4\".v2.csv";
     let bytes: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
     support::upload(&lake, name, &bytes).await;
@@ -109,7 +96,7 @@ async fn pipeline_copies_the_version_while_the_lease_is_held_throughout() {
     let expected_backup = naming::backup_blob_name(name, last_modified, &etag).unwrap();
     let worker = setup.worker(&[]);
 
-    let request = support::request_for(&lake, "lake", name).await;
+    let request = support::request_for(&lake, name).await;
     let (status, reply) = support::deliver(&worker, &request, "adf-1", 1).await;
     assert_eq!((status, outcome(&reply)), (200, "backed_up"), "{reply}");
     setup.assert_no_violations();
@@ -126,12 +113,9 @@ async fn pipeline_copies_the_version_while_the_lease_is_held_throughout() {
     let polls = setup.standin.record(|r| r.polls.clone());
     assert_eq!(polls.len(), 3, "{polls:?}");
     assert!(polls.iter().all(|p| p.source_leased), "{polls:?}");
-    assert_eq!(setup.lease_state(name).await, Some(LeaseState::Available));
+    setup.assert_released(name).await;
 
-    let backup = setup
-        .account("BACKUP_STORAGE")
-        .container_client("lakebak")
-        .unwrap();
+    let backup = setup.lake.vault("lake");
     assert!(support::download(&backup, &expected_backup).await == bytes);
     let (_, _, metadata) = support::properties(&backup, &expected_backup).await;
     assert_eq!(metadata["lakebackup_etag"], etag);
@@ -149,13 +133,8 @@ async fn pipeline_copies_the_version_while_the_lease_is_held_throughout() {
 #[tokio::test]
 async fn failed_run_fails_the_invocation_and_releases_the_lease() {
     let setup = Setup::new(2, RunEnd::Failed).await;
-    let lake = setup
-        .account("SOURCE_STORAGE")
-        .container_client("lake")
-        .unwrap();
-    support::upload(&lake, "a.csv", b"abc").await;
+    let request = setup.write("a.csv", b"abc").await;
     let worker = setup.worker(&[]);
-    let request = support::request_for(&lake, "lake", "a.csv").await;
     let (status, reply) = support::deliver(&worker, &request, "adf-fail", 1).await;
     assert_eq!(status, 500, "{reply}");
     let log = reply["Logs"][0].as_str().unwrap();
@@ -167,50 +146,31 @@ async fn failed_run_fails_the_invocation_and_releases_the_lease() {
     assert!(setup
         .standin
         .record(|r| r.polls.iter().all(|p| p.source_leased)));
-    assert_eq!(
-        setup.lease_state("a.csv").await,
-        Some(LeaseState::Available)
-    );
+    setup.assert_released("a.csv").await;
     assert!(setup.backup_names().await.is_empty());
 }
 
 #[tokio::test]
 async fn unreachable_factory_fails_the_invocation_and_releases_the_lease() {
     let setup = Setup::new(1, RunEnd::Succeeded).await;
-    let lake = setup
-        .account("SOURCE_STORAGE")
-        .container_client("lake")
-        .unwrap();
-    support::upload(&lake, "a.csv", b"abc").await;
+    let request = setup.write("a.csv", b"abc").await;
     let endpoint = format!("http://127.0.0.1:{}", support::closed_port());
     let worker = setup.worker(&[("ADF_MANAGEMENT_ENDPOINT", &endpoint)]);
-    let request = support::request_for(&lake, "lake", "a.csv").await;
     let (status, reply) = support::deliver(&worker, &request, "adf-down", 1).await;
     assert_eq!(status, 500, "{reply}");
     let log = reply["Logs"][0].as_str().unwrap();
     assert!(log.contains("unreachable"), "{log}");
     assert!(!log.contains(support::adf::ACCESS_TOKEN));
-    assert_eq!(
-        setup.lease_state("a.csv").await,
-        Some(LeaseState::Available)
-    );
+    setup.assert_released("a.csv").await;
 }
 
 #[tokio::test]
 async fn a_blob_leased_by_someone_else_is_deferred_not_failed_toward_poison() {
     let setup = Setup::new(1, RunEnd::Succeeded).await;
-    let lake = setup
-        .account("SOURCE_STORAGE")
-        .container_client("lake")
-        .unwrap();
-    support::upload(&lake, "busy.csv", b"abc").await;
-    let request = support::request_for(&lake, "lake", "busy.csv").await;
+    let lake = setup.lake();
+    let request = setup.write("busy.csv", b"abc").await;
     let (etag, _, _) = support::properties(&lake, "busy.csv").await;
-    let blob = setup
-        .account("SOURCE_STORAGE")
-        .container("lake")
-        .unwrap()
-        .blob("busy.csv");
+    let blob = lake.blob("busy.csv");
     let other = lakebackup::storage::lease::HeldLease::acquire(&blob, &etag)
         .await
         .unwrap();
@@ -221,10 +181,7 @@ async fn a_blob_leased_by_someone_else_is_deferred_not_failed_toward_poison() {
     assert_eq!(reply["ReturnValue"]["deferrals"], 1);
     assert_eq!(setup.standin.record(|r| r.runs.len()), 0);
     // Put back as a new message (its dequeue count starts again), still the same version.
-    let queue = setup
-        .account("AzureWebJobsStorage")
-        .queue_client("backup-requests")
-        .unwrap();
+    let queue = setup.lake.queue("backup-requests");
     let requeued = support::drain_queue_after(&queue, 15).await;
     assert_eq!(requeued.len(), 1, "{requeued:?}");
     let requeued: Value = serde_json::from_slice(&BASE64.decode(&requeued[0]).unwrap()).unwrap();
@@ -246,17 +203,18 @@ async fn a_blob_leased_by_someone_else_is_deferred_not_failed_toward_poison() {
 #[tokio::test]
 async fn duplicate_requests_in_lease_mode_wait_for_each_other_and_copy_once() {
     let setup = Setup::new(30, RunEnd::Succeeded).await;
-    let lake = setup
-        .account("SOURCE_STORAGE")
-        .container_client("lake")
-        .unwrap();
-    support::upload(&lake, "twice.csv", b"requested by producer and reconciler").await;
-    let request = support::request_for(&lake, "lake", "twice.csv").await;
+    let request = setup
+        .write("twice.csv", b"requested by producer and reconciler")
+        .await;
     let worker = setup.worker(&[]);
     let (first, second) = tokio::join!(
         support::deliver(&worker, &request, "from-producer", 1),
         async {
-            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            // The second arrives while the first's run is under way.
+            support::eventually(Duration::from_secs(30), "the first run", || async {
+                setup.standin.record(|r| !r.runs.is_empty())
+            })
+            .await;
             support::deliver(&worker, &request, "from-reconciler", 1).await
         }
     );
@@ -278,23 +236,15 @@ async fn duplicate_requests_in_lease_mode_wait_for_each_other_and_copy_once() {
         "one pipeline run"
     );
     assert_eq!(setup.backup_names().await.len(), 1);
-    assert_eq!(
-        setup.lease_state("twice.csv").await,
-        Some(LeaseState::Available)
-    );
+    setup.assert_released("twice.csv").await;
 }
 
 #[tokio::test]
 async fn throttled_and_failing_polls_are_retried_until_the_run_ends() {
     let setup = Setup::new(3, RunEnd::Succeeded).await;
-    let lake = setup
-        .account("SOURCE_STORAGE")
-        .container_client("lake")
-        .unwrap();
-    support::upload(&lake, "a.csv", b"abc").await;
+    let request = setup.write("a.csv", b"abc").await;
     setup.standin.fail_next_polls(&[429, 500, 503]);
     let worker = setup.worker(&[]);
-    let request = support::request_for(&lake, "lake", "a.csv").await;
     let (status, reply) = support::deliver(&worker, &request, "adf-flaky", 1).await;
     assert_eq!((status, outcome(&reply)), (200, "backed_up"), "{reply}");
     setup.assert_no_violations();
@@ -302,22 +252,14 @@ async fn throttled_and_failing_polls_are_retried_until_the_run_ends() {
     assert!(setup
         .standin
         .record(|r| r.polls.iter().all(|p| p.source_leased)));
-    assert_eq!(
-        setup.lease_state("a.csv").await,
-        Some(LeaseState::Available)
-    );
+    setup.assert_released("a.csv").await;
 }
 
 #[tokio::test]
 async fn a_run_that_outlives_the_wait_is_cancelled_and_the_lease_released() {
     let setup = Setup::new(usize::MAX, RunEnd::Succeeded).await;
-    let lake = setup
-        .account("SOURCE_STORAGE")
-        .container_client("lake")
-        .unwrap();
-    support::upload(&lake, "slow.csv", b"abc").await;
+    let request = setup.write("slow.csv", b"abc").await;
     let worker = setup.worker(&[("ADF_RUN_TIMEOUT_SECONDS", "2")]);
-    let request = support::request_for(&lake, "lake", "slow.csv").await;
     let (status, reply) = support::deliver(&worker, &request, "adf-slow", 1).await;
     assert_eq!(status, 500, "{reply}");
     assert!(
@@ -328,37 +270,22 @@ async fn a_run_that_outlives_the_wait_is_cancelled_and_the_lease_released() {
         setup.standin.record(|r| r.cancels.clone()),
         vec!["run-1".to_owned()]
     );
-    assert_eq!(
-        setup.lease_state("slow.csv").await,
-        Some(LeaseState::Available)
-    );
+    setup.assert_released("slow.csv").await;
     assert!(setup.backup_names().await.is_empty());
 }
 
 #[tokio::test]
 async fn a_lost_lease_abandons_and_cancels_the_run() {
     let setup = Setup::new(usize::MAX, RunEnd::Succeeded).await;
-    let lake = setup
-        .account("SOURCE_STORAGE")
-        .container_client("lake")
-        .unwrap();
-    support::upload(&lake, "hot.csv", b"v1").await;
+    let request = setup.write("hot.csv", b"v1").await;
     let worker = setup.worker(&[("ADF_RUN_TIMEOUT_SECONDS", "60")]);
-    let request = support::request_for(&lake, "lake", "hot.csv").await;
     let breaker = async {
         // Once the run is being polled, someone breaks the lease (as an operator would).
-        while setup.standin.record(|r| r.polls.is_empty()) {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        lake.blob_client("hot.csv")
-            .break_lease(Some(
-                azure_storage_blob::models::BlobClientBreakLeaseOptions {
-                    break_period: Some(0),
-                    ..Default::default()
-                },
-            ))
-            .await
-            .unwrap();
+        support::eventually(Duration::from_secs(30), "the run polled", || async {
+            !setup.standin.record(|r| r.polls.is_empty())
+        })
+        .await;
+        setup.lake().blob("hot.csv").break_lease().await.unwrap();
     };
     let ((status, reply), ()) =
         tokio::join!(support::deliver(&worker, &request, "adf-lost", 1), breaker);
@@ -377,13 +304,8 @@ async fn a_lost_lease_abandons_and_cancels_the_run() {
 #[tokio::test]
 async fn without_lease_mode_the_copy_runs_unlocked() {
     let setup = Setup::new(2, RunEnd::Succeeded).await;
-    let lake = setup
-        .account("SOURCE_STORAGE")
-        .container_client("lake")
-        .unwrap();
-    support::upload(&lake, "free.csv", b"free").await;
+    let request = setup.write("free.csv", b"free").await;
     let worker = setup.worker(&[("BACKUP_USE_LEASE", "false")]);
-    let request = support::request_for(&lake, "lake", "free.csv").await;
     let (status, reply) = support::deliver(&worker, &request, "adf-free", 1).await;
     assert_eq!((status, outcome(&reply)), (200, "backed_up"), "{reply}");
     assert!(setup
@@ -396,17 +318,10 @@ async fn without_lease_mode_the_copy_runs_unlocked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_lease_holder_still_releases_the_lease() {
     let setup = Setup::new(1, RunEnd::Succeeded).await;
-    let lake = setup
-        .account("SOURCE_STORAGE")
-        .container_client("lake")
-        .unwrap();
+    let lake = setup.lake();
     support::upload(&lake, "p.csv", b"p").await;
     let (etag, _, _) = support::properties(&lake, "p.csv").await;
-    let blob = setup
-        .account("SOURCE_STORAGE")
-        .container("lake")
-        .unwrap()
-        .blob("p.csv");
+    let blob = lake.blob("p.csv");
     let task = tokio::spawn(async move {
         let _lease = lakebackup::storage::lease::HeldLease::acquire(&blob, &etag)
             .await
@@ -414,13 +329,8 @@ async fn a_panicking_lease_holder_still_releases_the_lease() {
         panic!("the work under the lease panicked");
     });
     assert!(task.await.unwrap_err().is_panic());
-    let mut state = None;
-    for _ in 0..50 {
-        state = setup.lease_state("p.csv").await;
-        if state == Some(LeaseState::Available) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert_eq!(state, Some(LeaseState::Available));
+    support::eventually(Duration::from_secs(5), "the lease released", || async {
+        setup.lease_state("p.csv").await == Some(LeaseState::Available)
+    })
+    .await;
 }

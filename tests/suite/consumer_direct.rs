@@ -5,45 +5,21 @@ use crate::support;
 
 use std::collections::{BTreeMap, HashMap};
 
-use azure_storage_blob::BlobContainerClient;
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
-use lakebackup::{core::naming, settings::Settings, storage::StorageAccount};
+use lakebackup::{
+    core::naming,
+    storage::{testing::NewBlob, Container},
+};
 use md5::Digest as _;
 use serde_json::{json, Value};
-use support::{
-    worker::{self, Worker},
-    Azurite,
-};
+use support::{worker::Worker, Lake};
 
-struct Setup {
-    azurite: Azurite,
-    source: StorageAccount,
-    backup: StorageAccount,
-    jobs: StorageAccount,
+async fn setup() -> Lake {
+    Lake::start(&["lake"]).await
 }
 
-async fn setup() -> Setup {
-    let azurite = Azurite::start();
-    let settings = Settings::from_pairs(worker::settings(&azurite));
-    let source = StorageAccount::connect("SOURCE_STORAGE", &settings).unwrap();
-    source
-        .container_client("lake")
-        .unwrap()
-        .create(None)
-        .await
-        .unwrap();
-    Setup {
-        backup: StorageAccount::connect("BACKUP_STORAGE", &settings).unwrap(),
-        jobs: StorageAccount::connect("AzureWebJobsStorage", &settings).unwrap(),
-        source,
-        azurite,
-    }
-}
-
-fn serve(setup: &Setup) -> Worker {
-    let mut settings = worker::settings(&setup.azurite);
-    settings.insert("COPY_POLL_INTERVAL_MS".into(), "50".into());
-    Worker::serve(&settings)
+fn serve(setup: &Lake) -> Worker {
+    setup.serve(&[("COPY_POLL_INTERVAL_MS", "50")])
 }
 
 /// Every byte value, then a pattern, so a truncated or re-encoded copy shows.
@@ -54,8 +30,8 @@ fn content(seed: usize, len: usize) -> Vec<u8> {
 }
 
 /// Backup name → (bytes, metadata), for every blob of `lakebak`.
-async fn backups(setup: &Setup) -> BTreeMap<String, (Vec<u8>, HashMap<String, String>)> {
-    let container = setup.backup.container_client("lakebak").unwrap();
+async fn backups(setup: &Lake) -> BTreeMap<String, (Vec<u8>, HashMap<String, String>)> {
+    let container = setup.vault("lake");
     let mut out = BTreeMap::new();
     if !container.exists().await.unwrap() {
         return out;
@@ -76,7 +52,7 @@ fn outcome(reply: &Value) -> &str {
 async fn backup_is_byte_identical_stamped_and_never_copied_twice() {
     let setup = setup().await;
     let worker = serve(&setup);
-    let lake = setup.source.container_client("lake").unwrap();
+    let lake = setup.lake("lake");
     let names = [
         "raw/2026/sales.v2.csv",
         "with space/\"quoted\" #1?.bin",
@@ -95,7 +71,7 @@ async fn backup_is_byte_identical_stamped_and_never_copied_twice() {
     }
 
     for name in names {
-        let request = support::request_for(&lake, "lake", name).await;
+        let request = support::request_for(&lake, name).await;
         let (status, reply) = support::deliver(&worker, &request, "m-1", 1).await;
         assert_eq!(status, 200, "{reply}");
         assert_eq!(outcome(&reply), "backed_up", "{reply}");
@@ -126,7 +102,7 @@ async fn backup_is_byte_identical_stamped_and_never_copied_twice() {
     }
 
     // Again: nothing is copied, the backups keep their ETags.
-    let backup_container = setup.backup.container_client("lakebak").unwrap();
+    let backup_container = setup.vault("lake");
     let before: Vec<String> = {
         let mut etags = Vec::new();
         for name in landed.keys() {
@@ -135,7 +111,7 @@ async fn backup_is_byte_identical_stamped_and_never_copied_twice() {
         etags
     };
     for name in names {
-        let request = support::request_for(&lake, "lake", name).await;
+        let request = support::request_for(&lake, name).await;
         let (status, reply) = support::deliver(&worker, &request, "m-2", 2).await;
         assert_eq!(
             (status, outcome(&reply)),
@@ -152,13 +128,13 @@ async fn backup_is_byte_identical_stamped_and_never_copied_twice() {
 async fn outdated_and_deleted_sources_land_nothing() {
     let setup = setup().await;
     let worker = serve(&setup);
-    let lake = setup.source.container_client("lake").unwrap();
+    let lake = setup.lake("lake");
     support::upload(&lake, "changed.csv", b"v1").await;
-    let old_request = support::request_for(&lake, "lake", "changed.csv").await;
+    let old_request = support::request_for(&lake, "changed.csv").await;
     support::upload(&lake, "changed.csv", b"v2").await;
     support::upload(&lake, "deleted.csv", b"gone soon").await;
-    let deleted_request = support::request_for(&lake, "lake", "deleted.csv").await;
-    lake.blob_client("deleted.csv").delete(None).await.unwrap();
+    let deleted_request = support::request_for(&lake, "deleted.csv").await;
+    lake.blob("deleted.csv").delete(None).await.unwrap();
 
     let (status, reply) = support::deliver(&worker, &old_request, "m-old", 1).await;
     assert_eq!((status, outcome(&reply)), (200, "outdated"), "{reply}");
@@ -169,9 +145,9 @@ async fn outdated_and_deleted_sources_land_nothing() {
     let (status, reply) = support::deliver(&worker, &deleted_request, "m-del", 1).await;
     assert_eq!((status, outcome(&reply)), (200, "outdated"), "{reply}");
     assert!(backups(&setup).await.is_empty());
-    let poison = setup.jobs.queue_client("backup-requests-poison").unwrap();
+    let poison = setup.queue("backup-requests-poison");
     assert!(
-        !poison.exists().await.unwrap(),
+        !support::queue_exists(&poison).await,
         "outdated requests are not poison"
     );
 }
@@ -180,9 +156,9 @@ async fn outdated_and_deleted_sources_land_nothing() {
 async fn racing_writer_and_parallel_consumers_land_exactly_the_right_versions() {
     let setup = setup().await;
     let worker = serve(&setup);
-    let lake = setup.source.container_client("lake").unwrap();
+    let lake = setup.lake("lake");
     support::upload(&lake, "steady.bin", &content(99, 5000)).await;
-    let steady = support::request_for(&lake, "lake", "steady.bin").await;
+    let steady = support::request_for(&lake, "steady.bin").await;
 
     // A writer makes version after version of hot.bin; each version's request is delivered
     // three times at once while the next version is already being written.
@@ -192,13 +168,14 @@ async fn racing_writer_and_parallel_consumers_land_exactly_the_right_versions() 
         for round in 0..8 {
             let bytes = content(round, 2000 + round);
             support::upload(&lake, "hot.bin", &bytes).await;
-            let request = support::request_for(&lake, "lake", "hot.bin").await;
+            let request = support::request_for(&lake, "hot.bin").await;
             let etag = serde_json::from_str::<Value>(&request).unwrap()["etag"].clone();
             versions.insert(etag.as_str().unwrap().to_owned(), bytes);
             for copy in 0..3 {
                 let _ = requests_tx.send((request.clone(), format!("hot-{round}-{copy}")));
             }
             let _ = requests_tx.send((steady.clone(), format!("steady-{round}")));
+            // The writer's pace: the next version comes while these requests are handled.
             tokio::time::sleep(std::time::Duration::from_millis(30)).await;
         }
         drop(requests_tx);
@@ -262,10 +239,10 @@ async fn bad_messages_go_to_the_poison_queue_unchanged() {
     let worker = serve(&setup);
     let too_long = json!({"container": "lake", "blob_name": "x".repeat(1025), "etag": "0x1"});
     // A valid blob whose backup name would pass Azure's 1,024-character limit.
-    let lake = setup.source.container_client("lake").unwrap();
+    let lake = setup.lake("lake");
     let long_name = "y".repeat(1020);
     support::upload(&lake, &long_name, b"long").await;
-    let backup_too_long = support::request_for(&lake, "lake", &long_name).await;
+    let backup_too_long = support::request_for(&lake, &long_name).await;
     let bad = [
         "this is not json".to_owned(),
         r#"{"container": "lake", "blob_name": "a.csv"}"#.to_owned(),
@@ -285,7 +262,7 @@ async fn bad_messages_go_to_the_poison_queue_unchanged() {
             .unwrap()
             .contains(&format!("bad-{i}")));
     }
-    let poison = setup.jobs.queue_client("backup-requests-poison").unwrap();
+    let poison = setup.queue("backup-requests-poison");
     let poisoned: Vec<String> = support::drain_queue(&poison)
         .await
         .into_iter()
@@ -301,60 +278,47 @@ async fn bad_messages_go_to_the_poison_queue_unchanged() {
 #[tokio::test]
 async fn unreachable_backup_account_fails_the_invocation_for_a_retry() {
     let setup = setup().await;
-    let lake = setup.source.container_client("lake").unwrap();
+    let lake = setup.lake("lake");
     support::upload(&lake, "a.csv", b"a").await;
-    let request = support::request_for(&lake, "lake", "a.csv").await;
-    let mut settings = worker::settings(&setup.azurite);
-    settings.insert(
-        "BACKUP_STORAGE".into(),
-        support::unreachable_connection("backup", support::azurite::BACKUP_KEY),
-    );
-    let worker = Worker::serve(&settings);
+    let request = support::request_for(&lake, "a.csv").await;
+    let unreachable = support::unreachable_connection("backup", support::azurite::BACKUP_KEY);
+    let worker = setup.serve(&[("BACKUP_STORAGE", &unreachable)]);
     let (status, reply) = support::deliver(&worker, &request, "m-retry", 1).await;
     assert_eq!(status, 500, "{reply}");
     let log = reply["Logs"][0].as_str().unwrap();
     assert!(log.contains("m-retry") && log.contains("lakebak"), "{log}");
     assert!(!log.contains(support::azurite::BACKUP_KEY));
-    let poison = setup.jobs.queue_client("backup-requests-poison").unwrap();
+    let poison = setup.queue("backup-requests-poison");
     assert!(
-        !poison.exists().await.unwrap(),
+        !support::queue_exists(&poison).await,
         "a transient failure is not poison"
     );
 }
 
 async fn upload_with_metadata(
-    lake: &BlobContainerClient,
+    lake: &Container,
     name: &str,
     bytes: &[u8],
     metadata: &[(&str, &str)],
 ) {
-    use azure_storage_blob::models::BlockBlobClientUploadOptions;
-    lake.blob_client(name)
-        .upload(
-            azure_core::http::RequestContent::from(bytes.to_vec()),
-            Some(BlockBlobClientUploadOptions {
-                metadata: Some(
-                    metadata
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                ),
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap();
+    support::upload_with(
+        lake,
+        name,
+        bytes,
+        &NewBlob::with_metadata(metadata.iter().copied()),
+    )
+    .await;
 }
 
-async fn snapshot(lake: &BlobContainerClient, name: &str) {
-    lake.blob_client(name).create_snapshot(None).await.unwrap();
+async fn snapshot(lake: &Container, name: &str) {
+    lake.blob(name).take_snapshot(None).await.unwrap();
 }
 
 #[tokio::test]
 async fn the_stamp_lands_with_the_copy_and_the_sources_own_metadata_is_kept() {
     let setup = setup().await;
     let worker = serve(&setup);
-    let lake = setup.source.container_client("lake").unwrap();
+    let lake = setup.lake("lake");
     upload_with_metadata(
         &lake,
         "m.csv",
@@ -362,7 +326,7 @@ async fn the_stamp_lands_with_the_copy_and_the_sources_own_metadata_is_kept() {
         &[("owner", "team-a"), ("pii", "false")],
     )
     .await;
-    let request = support::request_for(&lake, "lake", "m.csv").await;
+    let request = support::request_for(&lake, "m.csv").await;
     let (status, reply) = support::deliver(&worker, &request, "meta", 1).await;
     assert_eq!((status, outcome(&reply)), (200, "backed_up"), "{reply}");
     let landed = backups(&setup).await;
@@ -383,15 +347,15 @@ async fn the_stamp_lands_with_the_copy_and_the_sources_own_metadata_is_kept() {
 async fn an_unstamped_backup_left_by_a_crash_is_settled_after_the_source_moved_on() {
     let setup = setup().await;
     let worker = serve(&setup);
-    let lake = setup.source.container_client("lake").unwrap();
+    let lake = setup.lake("lake");
     let v1 = content(1, 4000);
     support::upload(&lake, "crash.bin", &v1).await;
     snapshot(&lake, "crash.bin").await;
-    let request = support::request_for(&lake, "lake", "crash.bin").await;
+    let request = support::request_for(&lake, "crash.bin").await;
     let (etag, last_modified, _) = support::properties(&lake, "crash.bin").await;
     let backup_name = naming::backup_blob_name("crash.bin", last_modified, &etag).unwrap();
-    let backup = setup.backup.container_client("lakebak").unwrap();
-    backup.create(None).await.unwrap();
+    let backup = setup.vault("lake");
+    backup.create().await.unwrap();
     support::upload(&backup, &backup_name, &v1).await; // the copy landed; the stamp never did
     support::upload(&lake, "crash.bin", &content(2, 4000)).await;
 
@@ -411,11 +375,11 @@ async fn an_unstamped_backup_left_by_a_crash_is_settled_after_the_source_moved_o
 async fn a_version_that_lives_on_in_its_snapshot_is_backed_up_from_it() {
     let setup = setup().await;
     let worker = serve(&setup);
-    let lake = setup.source.container_client("lake").unwrap();
+    let lake = setup.lake("lake");
     let v1 = content(3, 3000);
     upload_with_metadata(&lake, "fast.bin", &v1, &[("owner", "team-b")]).await;
     snapshot(&lake, "fast.bin").await; // the producer's snapshot
-    let request = support::request_for(&lake, "lake", "fast.bin").await;
+    let request = support::request_for(&lake, "fast.bin").await;
     let (etag, _, _) = support::properties(&lake, "fast.bin").await;
     support::upload(&lake, "fast.bin", &content(4, 3000)).await;
 
@@ -434,16 +398,16 @@ async fn a_version_that_lives_on_in_its_snapshot_is_backed_up_from_it() {
 async fn a_copy_of_another_version_under_a_versions_name_is_replaced() {
     let setup = setup().await;
     let worker = serve(&setup);
-    let lake = setup.source.container_client("lake").unwrap();
+    let lake = setup.lake("lake");
     let v1 = content(5, 2500);
     support::upload(&lake, "wrong.bin", &v1).await;
     snapshot(&lake, "wrong.bin").await;
-    let request = support::request_for(&lake, "lake", "wrong.bin").await;
+    let request = support::request_for(&lake, "wrong.bin").await;
     let (etag, last_modified, _) = support::properties(&lake, "wrong.bin").await;
     let backup_name = naming::backup_blob_name("wrong.bin", last_modified, &etag).unwrap();
     let v2 = content(6, 2500);
-    let backup = setup.backup.container_client("lakebak").unwrap();
-    backup.create(None).await.unwrap();
+    let backup = setup.vault("lake");
+    backup.create().await.unwrap();
     support::upload(&backup, &backup_name, &v2).await; // a newer version landed under v1's name
     support::upload(&lake, "wrong.bin", &v2).await;
 
@@ -461,11 +425,11 @@ async fn a_copy_of_another_version_under_a_versions_name_is_replaced() {
 async fn an_archived_source_is_reported_not_called_outdated() {
     let setup = setup().await;
     let worker = serve(&setup);
-    let lake = setup.source.container_client("lake").unwrap();
+    let lake = setup.lake("lake");
     support::upload(&lake, "cold.bin", b"archived").await;
-    let request = support::request_for(&lake, "lake", "cold.bin").await;
-    lake.blob_client("cold.bin")
-        .set_tier(azure_storage_blob::models::AccessTier::Archive, None)
+    let request = support::request_for(&lake, "cold.bin").await;
+    lake.blob("cold.bin")
+        .set_tier("Archive")
         .await
         .expect("Azurite sets the archive tier");
     let (status, reply) = support::deliver(&worker, &request, "cold", 1).await;
@@ -477,11 +441,12 @@ async fn an_archived_source_is_reported_not_called_outdated() {
 #[tokio::test]
 async fn the_copy_source_url_reads_that_one_blob_and_nothing_else() {
     let setup = setup().await;
-    let lake = setup.source.container_client("lake").unwrap();
+    let lake = setup.lake("lake");
     support::upload(&lake, "dir/one file.csv", b"one").await;
     support::upload(&lake, "dir/other.csv", b"other").await;
     let expiry = time::OffsetDateTime::now_utc() + time::Duration::minutes(5);
     let url = setup
+        .app
         .source
         .readable_blob_url("lake", "dir/one file.csv", None, expiry)
         .await
@@ -516,16 +481,11 @@ async fn the_copy_source_url_reads_that_one_blob_and_nothing_else() {
 #[tokio::test]
 async fn a_version_read_in_several_ranges_is_copied_whole() {
     let setup = setup().await;
-    let mut settings = worker::settings(&setup.azurite);
-    settings.insert(
-        "COPY_THROUGH_WORKER_MAX_BYTES".into(),
-        (16 << 20).to_string(),
-    );
-    let worker = Worker::serve(&settings);
-    let lake = setup.source.container_client("lake").unwrap();
+    let worker = setup.serve(&[("COPY_THROUGH_WORKER_MAX_BYTES", &(16 << 20).to_string())]);
+    let lake = setup.lake("lake");
     let bytes = content(9, (9 << 20) + 7);
     support::upload(&lake, "big/ranges.bin", &bytes).await;
-    let request = support::request_for(&lake, "lake", "big/ranges.bin").await;
+    let request = support::request_for(&lake, "big/ranges.bin").await;
     let (status, reply) = support::deliver(&worker, &request, "ranges", 1).await;
     assert_eq!((status, outcome(&reply)), (200, "backed_up"), "{reply}");
     let landed = backups(&setup).await;

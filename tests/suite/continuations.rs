@@ -6,9 +6,12 @@
 
 use crate::support;
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
-use futures::StreamExt;
+use futures::{future::BoxFuture, StreamExt};
 use lakebackup::engine::jobs::restore::RestoreStep;
 use lakebackup::{
     app::App,
@@ -20,16 +23,16 @@ use lakebackup::{
             backup::{BackupCounts, BackupKind},
             ledger, Delivered, JobOrigin, NewJob, RecordedStop, Root, Shard,
         },
-        restore::{self, RestoreFrom, RestoreRequest},
+        restore::{self, RestoreFrom},
     },
     settings::Settings,
+    storage::StorageAccount,
 };
-use serde_json::Value;
-use support::worker;
+use support::{worker, Lake};
 
 /// Blobs of one directory level, written 16 at a time.
 async fn seed(app: &App, names: &[String]) {
-    let lake = app.source.container_client("lake").unwrap();
+    let lake = app.source.container("lake").unwrap();
     futures::stream::iter(names)
         .for_each_concurrent(16, |name| {
             let lake = &lake;
@@ -38,34 +41,21 @@ async fn seed(app: &App, names: &[String]) {
         .await;
 }
 
-async fn lake_app(azurite: &support::Azurite, extra: &[(&str, &str)]) -> App {
-    let mut pairs = worker::settings(azurite);
-    pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let app = App::from_settings(&Settings::from_pairs(pairs)).unwrap();
-    app.source
-        .container_client("lake")
-        .unwrap()
-        .create(None)
-        .await
-        .unwrap();
-    app
-}
-
 #[tokio::test]
 async fn a_level_continued_in_one_process_counts_every_blob_once() {
-    let azurite = support::Azurite::start();
     // Pages of 7 and a one-second budget: 600 blobs take several parts, and each continuation
     // lists again from a page that now holds the snapshots the part before took, so the last
     // blob done is on a later page than it was.
-    let app = lake_app(
-        &azurite,
+    let fixture = Lake::start_with(
+        &["lake"],
         &[("SHARD_TIME_BUDGET_SECONDS", "1"), ("SHARD_PAGE_SIZE", "7")],
     )
     .await;
+    let app = &fixture.app;
     let names: Vec<String> = (0..600).map(|i| format!("wide/f{i:04}.txt")).collect();
-    seed(&app, &names).await;
+    seed(app, &names).await;
     let job = jobs::run_here(
-        &app,
+        app,
         NewJob::<BackupKind> {
             origin: JobOrigin::Producer,
             container: "lake".into(),
@@ -83,18 +73,8 @@ async fn a_level_continued_in_one_process_counts_every_blob_once() {
 
     let mut restored = 0;
     let summary = restore::restore(
-        &app,
-        &RestoreRequest {
-            container: "lake".into(),
-            prefix: None,
-            blob: None,
-            as_of: None,
-            from: RestoreFrom::Backup,
-            to_container: Some("copy".into()),
-            to_account: false,
-            dry_run: false,
-            verify_content: false,
-        },
+        app,
+        &support::restore_request("lake", RestoreFrom::Backup, Some("copy"), None),
         &mut |action| restored += usize::from(action.action == RestoreStep::Restore),
     )
     .await;
@@ -103,47 +83,27 @@ async fn a_level_continued_in_one_process_counts_every_blob_once() {
 
 #[tokio::test]
 async fn workers_killed_at_twenty_random_points_lose_nothing_and_count_each_blob_once() {
-    let azurite = support::Azurite::start();
-    let app = lake_app(&azurite, &[]).await;
+    let fixture = Lake::start(&["lake"]).await;
+    let app = &fixture.app;
     // One large directory (its parts run out of budget and go on) and nested ones named across
     // Unicode.
     let mut names: Vec<String> = (0..150).map(|i| format!("big/part-{i:03}.csv")).collect();
     for directory in ["日本/", "x｡y/🦀/"] {
         names.extend((0..15).map(|i| format!("{directory}f{i}.txt")));
     }
-    seed(&app, &names).await;
-    let mut settings = worker::settings(&azurite);
-    for (key, value) in [
+    seed(app, &names).await;
+    let settings = fixture.settings_with(&[
         ("SHARD_TIME_BUDGET_SECONDS", "1"),
         ("SHARD_PAGE_SIZE", "9"),
         ("SNAPSHOT_CONCURRENCY", "2"),
         // A killed worker's messages come back soon.
         ("RUN_VISIBILITY_SECONDS", "2"),
         ("COPY_TIMEOUT_SECONDS", "20"),
-    ] {
-        settings.insert(key.into(), value.into());
-    }
+    ]);
 
     // A backup job, killed at 20 points.
-    let (code, out, err) = worker::run_once(&settings, &["shard", "--container", "lake"]);
-    assert_eq!(code, 0, "{out}{err}");
-    let job = serde_json::from_str::<Value>(out.lines().next().unwrap()).unwrap()["job"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let backed_up = {
-        let app = App::from_settings(&Settings::from_pairs(settings.clone())).unwrap();
-        let expected = names.len();
-        move || {
-            let backup = app.backup.container_client("lakebak").unwrap();
-            async move {
-                let stamped = support::list_all(&backup).await.len();
-                (stamped == expected)
-                    .then_some(())
-                    .ok_or(format!("{stamped} of {expected} versions backed up"))
-            }
-        }
-    };
+    let job = worker::queue_job(&settings, "shard --container lake");
+    let backed_up = holds(&settings, "BACKUP_STORAGE", "lakebak", names.len());
     let (status, _) =
         worker::work_off_killing(&settings, &job, 20, 0x9E37_79B9_7F4A_7C15, backed_up).await;
     assert_eq!(status["status"], "done", "{status}");
@@ -160,35 +120,9 @@ async fn workers_killed_at_twenty_random_points_lose_nothing_and_count_each_blob
     );
 
     // A restore job into another container, killed at 20 other points.
-    let (code, out, err) = worker::run_once(
-        &settings,
-        &[
-            "restore",
-            "--container",
-            "lake",
-            "--to-container",
-            "restored",
-            "--distributed",
-        ],
-    );
-    assert_eq!(code, 0, "{out}{err}");
-    let job = serde_json::from_str::<Value>(out.lines().next().unwrap()).unwrap()["job"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let restored = {
-        let app = App::from_settings(&Settings::from_pairs(settings.clone())).unwrap();
-        let expected = names.len();
-        move || {
-            let target = app.source.container_client("restored").unwrap();
-            async move {
-                let present = support::list_all(&target).await.len();
-                (present == expected)
-                    .then_some(())
-                    .ok_or(format!("{present} of {expected} blobs restored"))
-            }
-        }
-    };
+    let command = "restore --container lake --to-container restored --distributed";
+    let job = worker::queue_job(&settings, command);
+    let restored = holds(&settings, "SOURCE_STORAGE", "restored", names.len());
     let (status, lines) =
         worker::work_off_killing(&settings, &job, 20, 0xD1B5_4A32_D192_ED03, restored).await;
     assert_eq!(status["status"], "done", "{status}");
@@ -210,7 +144,7 @@ async fn workers_killed_at_twenty_random_points_lose_nothing_and_count_each_blob
         reported.values().all(|n| *n == 1),
         "each blob reported once: {reported:?}"
     );
-    let target = app.source.container_client("restored").unwrap();
+    let target = app.source.container("restored").unwrap();
     for name in &names {
         assert_eq!(
             support::download(&target, name).await,
@@ -220,32 +154,54 @@ async fn workers_killed_at_twenty_random_points_lose_nothing_and_count_each_blob
     }
 }
 
+/// What [`worker::work_off_killing`] checks when the job first reads done: `container` of the
+/// account `setting` names holds `expected` blobs.
+fn holds(
+    settings: &HashMap<String, String>,
+    setting: &str,
+    container: &str,
+    expected: usize,
+) -> impl Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync + 'static {
+    let settings = Settings::from_pairs(settings.clone());
+    let account = Arc::new(StorageAccount::connect(setting, &settings).unwrap());
+    let container = container.to_owned();
+    move || {
+        let target = account.container(&container).unwrap();
+        Box::pin(async move {
+            let present = support::list_all(&target).await.len();
+            (present == expected).then_some(()).ok_or(format!(
+                "{present} of {expected} blobs in {}",
+                target.name()
+            ))
+        })
+    }
+}
+
+/// A backup job of `origin` over `prefix` of the lake, queued, and its root shard taken off the
+/// queue again, to be delivered by hand: the job's id and its root.
+async fn queued_by_hand(app: &App, origin: JobOrigin, prefix: &str) -> (String, Shard) {
+    let new = NewJob::<BackupKind> {
+        origin,
+        container: "lake".into(),
+        roots: vec![Root::directory(prefix)],
+        options: Default::default(),
+    };
+    let queued = jobs::queue(app, new).await.unwrap();
+    support::drain_queue(&app.jobs.queue("backup-requests-shards").unwrap()).await;
+    (queued.job, queued.roots[0].clone())
+}
+
 /// A backup part redone after a crash stops where the dead delivery chose to: found by the last
 /// blob it dealt with or, that blob deleted since, by the first it did not; each blob counts once.
 #[tokio::test]
 async fn a_backup_part_redone_stops_before_the_first_blob_not_done_when_the_last_done_is_gone() {
-    let azurite = support::Azurite::start();
-    let app = lake_app(&azurite, &[]).await;
-    let lake = app.source.container_client("lake").unwrap();
+    let fixture = Lake::start(&["lake"]).await;
+    let (app, lake) = (&fixture.app, fixture.lake("lake"));
     let names: Vec<String> = (0..30).map(|i| format!("big/f{i:03}.txt")).collect();
     for name in &names {
         support::upload(&lake, name, name.as_bytes()).await;
     }
-    let queued = jobs::queue(
-        &app,
-        NewJob::<BackupKind> {
-            origin: JobOrigin::Command,
-            container: "lake".into(),
-            roots: vec![Root::directory("big/")],
-            options: Default::default(),
-        },
-    )
-    .await
-    .unwrap();
-    // The root shard is delivered by hand below.
-    let queue = app.jobs.queue_client("backup-requests-shards").unwrap();
-    support::drain_queue(&queue).await;
-    let root = queued.roots[0].clone();
+    let (job, root) = queued_by_hand(app, JobOrigin::Command, "big/").await;
     // The first delivery did f000..f010, recorded its continuation and was killed.
     let next = root
         .continuation(None, Some("big/f010.txt"))
@@ -254,19 +210,19 @@ async fn a_backup_part_redone_stops_before_the_first_blob_not_done_when_the_last
         next,
         last_done: Some("big/f010.txt".into()),
     };
-    ledger::record_continuation(&app, &root, &stop)
+    ledger::record_continuation(app, &root, &stop)
         .await
         .unwrap();
     // Ingestion deletes the last blob it did before the redo comes.
     support::delete_with_snapshots(&lake, "big/f010.txt").await;
 
-    let redo = match jobs::run_delivered(&app, &root, false).await.unwrap() {
+    let redo = match jobs::run_delivered(app, &root, false).await.unwrap() {
         Delivered::Ran(report) => report,
         other => panic!("{other:?}"),
     };
     let redo_blobs = redo.counts.get("blobs");
-    support::deliver_all_shards(&app).await;
-    let status = jobs::status(&app, &queued.job).await.unwrap().unwrap();
+    support::deliver_all_shards(app).await;
+    let status = jobs::status(app, &job).await.unwrap().unwrap();
     assert_eq!(
         (redo_blobs, status.progress.totals.get("blobs")),
         (10, 29),
@@ -299,30 +255,16 @@ fn earlier_release_shard_id(shard: &Shard) -> String {
 /// the id that release gave it, ends its job when this release finishes it.
 #[tokio::test]
 async fn a_continuation_queued_by_the_release_before_ends_its_job() {
-    let azurite = support::Azurite::start();
-    let app = lake_app(&azurite, &[]).await;
-    let lake = app.source.container_client("lake").unwrap();
+    let fixture = Lake::start(&["lake"]).await;
+    let (app, lake) = (&fixture.app, fixture.lake("lake"));
     for i in 0..6 {
         support::upload(&lake, &format!("d/f{i}.txt"), b"x").await;
     }
-    let queued = jobs::queue(
-        &app,
-        NewJob::<BackupKind> {
-            origin: JobOrigin::Reconcile,
-            container: "lake".into(),
-            roots: vec![Root::directory("d/")],
-            options: Default::default(),
-        },
-    )
-    .await
-    .unwrap();
-    let queue = app.jobs.queue_client("backup-requests-shards").unwrap();
-    support::drain_queue(&queue).await;
-    let root = queued.roots[0].clone();
+    let (job, root) = queued_by_hand(app, JobOrigin::Reconcile, "d/").await;
     // The earlier release ran the root part, entered its continuation under the old id and
     // queued it; then the worker was upgraded.
     let next = root.continuation(None, Some("d/f2.txt"));
-    let ledger_container = app.jobs.container_client("backup-requests-jobs").unwrap();
+    let ledger_container = app.jobs.container("backup-requests-jobs").unwrap();
     support::upload(
         &ledger_container,
         &format!("{}/queued/{}", next.job, earlier_release_shard_id(&next)),
@@ -330,7 +272,7 @@ async fn a_continuation_queued_by_the_release_before_ends_its_job() {
     )
     .await;
     ledger::record_finished(
-        &app,
+        app,
         &root,
         &BackupCounts::default().to_counts(),
         &Default::default(),
@@ -339,11 +281,11 @@ async fn a_continuation_queued_by_the_release_before_ends_its_job() {
     .unwrap();
     app.enqueue_shard(&next).await.unwrap();
     assert_eq!(
-        support::deliver_all_shards(&app).await,
+        support::deliver_all_shards(app).await,
         1,
         "the continuation ran"
     );
-    let status = jobs::status(&app, &queued.job).await.unwrap().unwrap();
+    let status = jobs::status(app, &job).await.unwrap().unwrap();
     assert_eq!(
         status.progress.state,
         lakebackup::core::job::JobState::Done,
@@ -355,43 +297,32 @@ async fn a_continuation_queued_by_the_release_before_ends_its_job() {
 /// restored (the blob it brought back is now the lake's own newest version).
 #[tokio::test]
 async fn an_in_place_restore_redone_after_a_crash_counts_what_it_restored() {
-    let azurite = support::Azurite::start();
-    let app = lake_app(&azurite, &[]).await;
-    let lake = app.source.container_client("lake").unwrap();
+    let fixture = Lake::start(&["lake"]).await;
+    let (app, lake) = (&fixture.app, fixture.lake("lake"));
     support::upload(&lake, "gone.txt", b"gone").await;
     let (etag, _, _) = support::properties(&lake, "gone.txt").await;
-    backup::back_up(&app, &BackupRequest::new("lake", "gone.txt", &etag))
+    backup::back_up(app, &BackupRequest::new("lake", "gone.txt", &etag))
         .await
         .unwrap();
     support::delete_with_snapshots(&lake, "gone.txt").await;
     let queued = restore::start(
-        &app,
-        &RestoreRequest {
-            container: "lake".into(),
-            prefix: None,
-            blob: None,
-            as_of: None,
-            from: RestoreFrom::Backup,
-            to_container: None,
-            to_account: false,
-            dry_run: false,
-            verify_content: false,
-        },
+        app,
+        &support::restore_request("lake", RestoreFrom::Backup, None, None),
     )
     .await
     .unwrap();
-    let queue = app.jobs.queue_client("backup-requests-shards").unwrap();
+    let queue = app.jobs.queue("backup-requests-shards").unwrap();
     support::drain_queue(&queue).await;
     let root = queued.roots[0].clone();
     support::next_second().await;
     // The first delivery writes the blob back, and is killed before it records anything.
-    let first = jobs::run_part(&app, &root, &jobs::Fanout::Queue)
+    let first = jobs::run_part(app, &root, &jobs::Fanout::Queue)
         .await
         .unwrap();
     assert_eq!(first.counts.get("restored"), 1);
     assert_eq!(support::download(&lake, "gone.txt").await, b"gone");
     // The redo.
-    let redo = match jobs::run_delivered(&app, &root, false).await.unwrap() {
+    let redo = match jobs::run_delivered(app, &root, false).await.unwrap() {
         Delivered::Ran(report) => report,
         other => panic!("{other:?}"),
     };

@@ -9,9 +9,6 @@ use crate::support;
 
 use std::collections::HashMap;
 
-use azure_core::http::RequestContent;
-use azure_storage_blob::models::{BlobServiceProperties, RetentionPolicy};
-use lakebackup::functions::producer::ProduceRequest;
 use serde_json::Value;
 use support::{azurite, worker};
 
@@ -38,27 +35,16 @@ pub(crate) fn verdict(report: &Value, name: &str) -> (String, String) {
 
 #[tokio::test]
 async fn doctor_finds_what_is_set_up_wrong_and_changes_nothing() {
-    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
-    let lake = app.source.container_client("lake").unwrap();
-    support::upload(&lake, "a.csv", b"a").await;
-    lakebackup::functions::producer::run_here(
-        &app,
-        &ProduceRequest {
-            container: "lake".into(),
-            prefix: String::new(),
-        },
-    )
-    .await
-    .unwrap();
+    let fixture = support::Lake::start(&["lake"]).await;
+    let app = &fixture.app;
+    support::upload(&fixture.lake("lake"), "a.csv", b"a").await;
+    support::produce(app, "lake").await;
     // The settings the Functions host resolves in the function folders, as a deployment has them.
-    let mut settings = worker::settings(&azurite);
-    for (key, value) in [
+    let settings = fixture.settings_with(&[
         ("BACKUP_QUEUE_NAME", "backup-requests"),
         ("RECONCILE_SCHEDULE", "0 0 2 * * *"),
         ("EVENTS_QUEUE_NAME", "lake-events"),
-    ] {
-        settings.insert(key.into(), value.into());
-    }
+    ]);
 
     let (code, report, out) = doctor(&settings);
     assert_eq!(code, 0, "warnings only: {out}");
@@ -90,23 +76,7 @@ async fn doctor_finds_what_is_set_up_wrong_and_changes_nothing() {
     );
 
     // Soft delete turned on, and a message nobody could handle on a poison queue.
-    app.source
-        .blob_service()
-        .unwrap()
-        .set_properties(
-            RequestContent::try_from(BlobServiceProperties {
-                delete_retention_policy: Some(RetentionPolicy {
-                    enabled: Some(true),
-                    days: Some(14),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .unwrap(),
-            None,
-        )
-        .await
-        .unwrap();
+    app.source.enable_blob_soft_delete(14).await.unwrap();
     let poison = app.jobs.queue("backup-requests-poison").unwrap();
     poison.create_if_missing().await.unwrap();
     poison
@@ -175,17 +145,9 @@ async fn doctor_finds_what_is_set_up_wrong_and_changes_nothing() {
 // Multi-threaded: the stand-in answers while the binary runs.
 #[tokio::test(flavor = "multi_thread")]
 async fn with_the_adf_engine_doctor_reads_the_pipeline_through_arm() {
-    let (azurite, _) = support::app_on_azurite(&["lake"]).await;
-    let plain = lakebackup::settings::Settings::from_pairs(worker::settings(&azurite));
-    let account = |name| lakebackup::storage::StorageAccount::connect(name, &plain).unwrap();
-    let standin = support::adf::AdfStandIn::start(
-        account("SOURCE_STORAGE"),
-        account("BACKUP_STORAGE"),
-        0,
-        support::adf::RunEnd::Succeeded,
-    )
-    .await;
-    let mut settings = worker::settings(&azurite);
+    let lake = support::Lake::start(&["lake"]).await;
+    let standin = support::adf::AdfStandIn::on(&lake, 0, support::adf::RunEnd::Succeeded).await;
+    let mut settings = lake.settings();
     settings.extend(standin.settings());
     settings.insert("BACKUP_COPY_ENGINE".into(), "adf".into());
     let (_, report, _) = doctor(&settings);

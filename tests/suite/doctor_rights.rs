@@ -8,12 +8,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use azure_core::credentials::SecretBytes;
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use lakebackup::storage::{
-    listing::list_container_names,
-    sas::{account_sas, AccountSasGrant},
-    StorageAccount,
+    listing::list_container_names, sas::AccountSasGrant, testing::account_sas, StorageAccount,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -36,26 +33,16 @@ pub(crate) fn sas_connection(
     permissions: &str,
     expiry: OffsetDateTime,
 ) -> (String, String) {
-    let key = SecretBytes::new(BASE64.decode(key).unwrap());
-    let grant = AccountSasGrant {
-        services,
-        resource_types: "sco",
-        permissions,
-        expiry,
-    };
-    let sas = account_sas(account, &key, grant).secret().to_owned();
+    let connection = support::sas_connection(azurite, account, key, services, permissions, expiry);
+    let sas = connection
+        .split_once("SharedAccessSignature=")
+        .map(|(_, sas)| sas)
+        .unwrap();
     let signature = url::form_urlencoded::parse(sas.as_bytes())
         .find(|(name, _)| name == "sig")
         .map(|(_, sig)| sig.into_owned())
         .unwrap();
-    (
-        format!(
-            "BlobEndpoint={};QueueEndpoint={};SharedAccessSignature={sas}",
-            azurite.blob_endpoint(account),
-            azurite.queue_endpoint(account)
-        ),
-        signature,
-    )
+    (connection, signature)
 }
 
 /// `connections` with the settings the Functions host resolves in the function folders.
@@ -99,7 +86,7 @@ pub(crate) async fn everything(azurite: &Azurite) -> BTreeSet<String> {
         let account = StorageAccount::connect(setting, &settings).unwrap();
         for container in list_container_names(&account).await.unwrap() {
             seen.insert(format!("{setting}/{container}/"));
-            let client = account.container_client(&container).unwrap();
+            let client = account.container(&container).unwrap();
             for (blob, snapshot) in support::list_all(&client).await {
                 seen.insert(format!("{setting}/{container}/{blob}@{snapshot:?}"));
             }
@@ -110,7 +97,7 @@ pub(crate) async fn everything(azurite: &Azurite) -> BTreeSet<String> {
         ("backup", BACKUP_KEY),
         ("jobs", JOBS_KEY),
     ] {
-        let key = SecretBytes::new(BASE64.decode(key).unwrap());
+        let key = BASE64.decode(key).unwrap();
         let grant = AccountSasGrant {
             services: "q",
             resource_types: "s",
@@ -118,11 +105,7 @@ pub(crate) async fn everything(azurite: &Azurite) -> BTreeSet<String> {
             expiry: in_a_year(),
         };
         let sas = account_sas(account, &key, grant);
-        let url = format!(
-            "{}?comp=list&{}",
-            azurite.queue_endpoint(account),
-            sas.secret()
-        );
+        let url = format!("{}?comp=list&{sas}", azurite.queue_endpoint(account));
         let listing = reqwest::get(&url).await.unwrap().text().await.unwrap();
         for name in listing.split("<Name>").skip(1) {
             let name = name.split("</Name>").next().unwrap();
@@ -134,11 +117,11 @@ pub(crate) async fn everything(azurite: &Azurite) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn a_sas_that_lacks_a_right_fails_naming_it_and_a_full_one_passes() {
-    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
-    let lake = app.source.container_client("lake").unwrap();
-    support::upload(&lake, "a.csv", b"a").await;
+    let fixture = support::Lake::start(&["lake"]).await;
+    let azurite = &fixture.azurite;
+    support::upload(&fixture.lake("lake"), "a.csv", b"a").await;
     let sas = |account, key, services, permissions| {
-        sas_connection(&azurite, account, key, services, permissions, in_a_year())
+        sas_connection(azurite, account, key, services, permissions, in_a_year())
     };
     let (full_lake, _) = sas("source", SOURCE_KEY, "b", "racwdlt");
     let (full_backup, _) = sas("backup", BACKUP_KEY, "b", "racwdlt");
@@ -148,7 +131,7 @@ async fn a_sas_that_lacks_a_right_fails_naming_it_and_a_full_one_passes() {
         ("BACKUP_STORAGE".to_owned(), full_backup),
         ("AzureWebJobsStorage".to_owned(), full_jobs.clone()),
     ]));
-    let before = everything(&azurite).await;
+    let before = everything(azurite).await;
     let (code, report, out) = doctor(&full);
     assert_eq!(failed(&report), BTreeSet::new(), "{report:#}");
     assert_eq!(code, 0, "{out}");
@@ -165,7 +148,7 @@ async fn a_sas_that_lacks_a_right_fails_naming_it_and_a_full_one_passes() {
         "{detail}"
     );
     assert_eq!(
-        everything(&azurite).await,
+        everything(azurite).await,
         before,
         "the doctor changed nothing"
     );
@@ -213,7 +196,7 @@ async fn a_sas_that_lacks_a_right_fails_naming_it_and_a_full_one_passes() {
         assert!(!out.contains(secret.as_str()), "no signature in the report");
     }
     let (code, out, err) = worker::run_once(&narrow, &["produce", "--container", "lake"]);
-    let vault = app.backup.container_client("lakebak").unwrap();
+    let vault = fixture.vault("lake");
     assert!(
         !vault.exists().await.unwrap(),
         "the backup the doctor predicted to fail did not happen (exit {code}): {out}{err}"
@@ -247,7 +230,7 @@ async fn a_sas_that_lacks_a_right_fails_naming_it_and_a_full_one_passes() {
 
     // An expired SAS: one clear failure, with when.
     let expired = sas_connection(
-        &azurite,
+        azurite,
         "backup",
         BACKUP_KEY,
         "b",
@@ -266,16 +249,11 @@ async fn a_sas_that_lacks_a_right_fails_naming_it_and_a_full_one_passes() {
 
 #[tokio::test]
 async fn rights_are_tried_without_changing_anything_and_a_refusal_fails() {
-    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
-    let lake = app.source.container_client("lake").unwrap();
-    support::upload(&lake, "a.csv", b"a").await;
+    let fixture = support::Lake::start(&["lake"]).await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    support::upload(&fixture.lake("lake"), "a.csv", b"a").await;
     // The vault exists, so creating containers can be tried on it; and one of the work queues.
-    app.backup
-        .container_client("lakebak")
-        .unwrap()
-        .create(None)
-        .await
-        .unwrap();
+    fixture.vault("lake").create().await.unwrap();
     app.job_ledger().await.unwrap();
     app.jobs
         .queue("backup-requests-shards")
@@ -286,7 +264,7 @@ async fn rights_are_tried_without_changing_anything_and_a_refusal_fails() {
     // The lake's identity is a reader, as Azure answers one (Azurite lets any key do anything);
     // the backup account's may not delete.
     let reader = ProxiedAzurite::start(
-        &azurite,
+        azurite,
         ProxyConfig::azurite().deny_classes([
             OpClass::Write,
             OpClass::Copy,
@@ -298,12 +276,12 @@ async fn rights_are_tried_without_changing_anything_and_a_refusal_fails() {
     )
     .unwrap();
     let writer =
-        ProxiedAzurite::start(&azurite, ProxyConfig::azurite().deny_deletes("bak")).unwrap();
-    let mut settings = deployment(worker::settings(&azurite));
+        ProxiedAzurite::start(azurite, ProxyConfig::azurite().deny_deletes("bak")).unwrap();
+    let mut settings = deployment(fixture.settings());
     settings.insert("SOURCE_STORAGE".into(), reader.source());
     settings.insert("BACKUP_STORAGE".into(), writer.backup());
     settings.insert("RETENTION_KEEP_DAYS".into(), "30".into());
-    let before = everything(&azurite).await;
+    let before = everything(azurite).await;
 
     let (code, report, out) = doctor(&settings);
     assert_eq!(code, 1, "{out}");
@@ -384,7 +362,7 @@ async fn rights_are_tried_without_changing_anything_and_a_refusal_fails() {
     assert_eq!(failed(&report), BTreeSet::new(), "{out}");
     assert_eq!(code, 0);
 
-    let after = everything(&azurite).await;
+    let after = everything(azurite).await;
     assert_eq!(after, before, "the doctor changed nothing");
     assert!(!after
         .iter()

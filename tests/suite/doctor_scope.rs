@@ -19,7 +19,7 @@ use crate::{
         self,
         azurite::{Azurite, BACKUP_KEY, JOBS_KEY, SOURCE_KEY},
         proxy::{OpClass, ProxiedAzurite, ProxyConfig},
-        worker,
+        worker, Lake,
     },
 };
 
@@ -38,27 +38,17 @@ const LEDGER: &str = "backup-requests-jobs";
 /// Azurite with the lake's containers `lake` and `lake2` (a blob in each), `lakebak`, the ledger
 /// and every queue created, as a deployment that has run once has them.
 async fn deployed() -> (Azurite, lakebackup::app::App) {
-    let (azurite, app) = support::app_on_azurite(&["lake", "lake2"]).await;
+    let Lake { azurite, app, .. } = Lake::start(&["lake", "lake2"]).await;
     for container in ["lake", "lake2"] {
-        support::upload(
-            &app.source.container_client(container).unwrap(),
-            "a.csv",
-            b"a",
-        )
-        .await;
+        support::upload(&app.source.container(container).unwrap(), "a.csv", b"a").await;
     }
     app.backup
-        .container_client("lakebak")
+        .container("lakebak")
         .unwrap()
-        .create(None)
+        .create()
         .await
         .unwrap();
-    app.jobs
-        .container_client(LEDGER)
-        .unwrap()
-        .create(None)
-        .await
-        .unwrap();
+    app.jobs.container(LEDGER).unwrap().create().await.unwrap();
     for queue in QUEUES {
         app.jobs
             .queue(queue)

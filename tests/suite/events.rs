@@ -5,11 +5,10 @@
 use crate::support;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     time::{Duration, Instant},
 };
 
-use azure_storage_blob::models::{BlobClientDeleteOptions, DeleteSnapshotsOptionType};
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use lakebackup::{
     app::{App, WorkQueue},
@@ -19,28 +18,19 @@ use lakebackup::{
     },
     engine::{
         events::EventOutcome,
-        restore::{self, RestoreFrom, RestoreRequest},
+        restore::{self, RestoreFrom},
     },
     settings::Settings,
+    storage::testing::NewBlob,
 };
 use serde_json::{json, Value};
-use support::{
-    worker::{self, Standalone},
-    Azurite,
-};
+use support::{worker::Standalone, Lake};
 
 const EVENTS_QUEUE: &str = "lake-events";
 
-fn settings(azurite: &Azurite) -> HashMap<String, String> {
-    let mut settings = worker::settings(azurite);
-    settings.insert("EVENTS_QUEUE_NAME".into(), EVENTS_QUEUE.into());
-    settings
-}
-
-async fn lake() -> (Azurite, App) {
-    let (azurite, _) = support::app_on_azurite(&["lake"]).await;
-    let app = App::from_settings(&Settings::from_pairs(settings(&azurite))).unwrap();
-    (azurite, app)
+/// The common lake, with container `lake`, its events delivered on `lake-events`.
+async fn lake() -> Lake {
+    Lake::start_with(&["lake"], &[("EVENTS_QUEUE_NAME", EVENTS_QUEUE)]).await
 }
 
 fn topic(account: &str) -> String {
@@ -103,14 +93,14 @@ async fn delivered(app: &App, text: &str) -> support::Delivered<EventOutcome> {
 
 /// Per blob, the ETags of its snapshots; and the source ETags its stamped backups hold.
 async fn protection(app: &App, blob: &str) -> (Vec<String>, Vec<String>) {
-    let lake = app.source.container_client("lake").unwrap();
+    let lake = app.source.container("lake").unwrap();
     let snapshots = support::list_versions(&lake)
         .await
         .into_iter()
         .filter(|(name, snapshot, _)| name == blob && snapshot.is_some())
         .map(|(_, _, etag)| etag)
         .collect();
-    let vault = app.backup.container_client("lakebak").unwrap();
+    let vault = app.backup.container("lakebak").unwrap();
     let mut backups = Vec::new();
     if vault.exists().await.unwrap() {
         for (name, _) in support::list_all(&vault).await {
@@ -129,26 +119,26 @@ async fn protection(app: &App, blob: &str) -> (Vec<String>, Vec<String>) {
 
 #[tokio::test]
 async fn created_replaced_duplicate_and_late_events_protect_each_version_once() {
-    let (_azurite, app) = lake().await;
-    let lake = app.source.container_client("lake").unwrap();
+    let fixture = lake().await;
+    let (app, lake) = (&fixture.app, fixture.lake("lake"));
     let blob = "raw/2026/sales \"q\" #1.csv";
     support::upload(&lake, blob, b"v1").await;
     let (v1, _, _) = support::properties(&lake, blob).await;
 
     // A create, in the Event Grid schema, base64 as the queue holds it.
     let created = event_grid("BlobCreated", "source", "lake", blob, &v1).to_string();
-    let outcome = deliver(&app, BASE64.encode(&created)).await;
+    let outcome = deliver(app, BASE64.encode(&created)).await;
     assert!(
         matches!(&outcome, EventOutcome::Protected { backup, snapshot_taken: true, .. } if backup == "backed_up"),
         "{outcome:?}"
     );
     assert_eq!(
-        protection(&app, blob).await,
+        protection(app, blob).await,
         (vec![v1.clone()], vec![v1.clone()])
     );
 
     // The same event again (plain JSON this time): nothing new.
-    let outcome = deliver(&app, created.clone()).await;
+    let outcome = deliver(app, created.clone()).await;
     assert!(
         matches!(&outcome, EventOutcome::Protected { backup, snapshot_taken: false, .. } if backup == "already_backed_up"),
         "{outcome:?}"
@@ -159,13 +149,13 @@ async fn created_replaced_duplicate_and_late_events_protect_each_version_once() 
     let (v2, _, _) = support::properties(&lake, blob).await;
     let replaced = cloud_event("BlobCreated", "source", "lake", blob, &v2).to_string();
     assert!(matches!(
-        deliver(&app, BASE64.encode(&replaced)).await,
+        deliver(app, BASE64.encode(&replaced)).await,
         EventOutcome::Protected {
             snapshot_taken: true,
             ..
         }
     ));
-    let (mut snapshots, mut backups) = protection(&app, blob).await;
+    let (mut snapshots, mut backups) = protection(app, blob).await;
     snapshots.sort();
     backups.sort();
     let mut both = vec![v1.clone(), v2.clone()];
@@ -173,9 +163,9 @@ async fn created_replaced_duplicate_and_late_events_protect_each_version_once() 
     assert_eq!((snapshots, backups), (both.clone(), both.clone()));
 
     // The first event, arriving late: the blob has moved on, nothing is created.
-    let outcome = deliver(&app, created).await;
+    let outcome = deliver(app, created).await;
     assert!(matches!(outcome, EventOutcome::Stale { .. }), "{outcome:?}");
-    let (mut snapshots, mut backups) = protection(&app, blob).await;
+    let (mut snapshots, mut backups) = protection(app, blob).await;
     snapshots.sort();
     backups.sort();
     assert_eq!((snapshots, backups), (both.clone(), both));
@@ -183,37 +173,32 @@ async fn created_replaced_duplicate_and_late_events_protect_each_version_once() 
 
 #[tokio::test]
 async fn a_delete_event_records_the_marker_that_restore_honours() {
-    let (azurite, app) = lake().await;
-    let lake = app.source.container_client("lake").unwrap();
+    let fixture = lake().await;
+    let (app, lake) = (&fixture.app, fixture.lake("lake"));
     support::upload(&lake, "t/keep.csv", b"keep").await;
     support::upload(&lake, "t/gone.csv", b"gone").await;
     for blob in ["t/keep.csv", "t/gone.csv"] {
         let (etag, _, _) = support::properties(&lake, blob).await;
         let event = event_grid("BlobCreated", "source", "lake", blob, &etag);
-        deliver(&app, event.to_string()).await;
+        deliver(app, event.to_string()).await;
     }
     let (gone_etag, _, _) = support::properties(&lake, "t/gone.csv").await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    lake.blob_client("t/gone.csv")
-        .delete(Some(BlobClientDeleteOptions {
-            delete_snapshots: Some(DeleteSnapshotsOptionType::Include),
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
+    // Deleted in a later second than the version was written.
+    support::next_second().await;
+    support::delete_with_snapshots(&lake, "t/gone.csv").await;
     let deleted = cloud_event("BlobDeleted", "source", "lake", "t/gone.csv", &gone_etag);
-    let outcome = deliver(&app, BASE64.encode(deleted.to_string())).await;
+    let outcome = deliver(app, BASE64.encode(deleted.to_string())).await;
     assert!(
         matches!(&outcome, EventOutcome::DeletionRecorded { etag, new: true, .. } if *etag == gone_etag),
         "{outcome:?}"
     );
     // Twice: one marker per deletion.
-    let outcome = deliver(&app, deleted.to_string()).await;
+    let outcome = deliver(app, deleted.to_string()).await;
     assert!(
         matches!(outcome, EventOutcome::DeletionRecorded { new: false, .. }),
         "{outcome:?}"
     );
-    let vault = app.backup.container_client("lakebak").unwrap();
+    let vault = fixture.vault("lake");
     let records: Vec<Record> = support::life_records(&vault)
         .await
         .into_iter()
@@ -224,35 +209,29 @@ async fn a_delete_event_records_the_marker_that_restore_honours() {
         [Record::new("t/gone.csv", &gone_etag, Change::Deleted, 1)]
     );
 
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let request = RestoreRequest {
-        to_account: false,
-        container: "lake".into(),
-        prefix: None,
-        blob: None,
-        as_of: Some(time::OffsetDateTime::now_utc()),
-        from: RestoreFrom::Backup,
-        to_container: Some("asof".into()),
-        dry_run: false,
-        verify_content: false,
-    };
-    let summary = restore::restore(&app, &request, &mut |_| {}).await;
+    support::next_second().await;
+    let request = support::restore_request(
+        "lake",
+        RestoreFrom::Backup,
+        Some("asof"),
+        Some(time::OffsetDateTime::now_utc()),
+    );
+    let summary = restore::restore(app, &request, &mut |_| {}).await;
     assert!(summary.succeeded(), "{summary:?}");
     assert_eq!(summary.deleted, 1);
-    let restored = app.source.container_client("asof").unwrap();
+    let restored = fixture.lake("asof");
     let names: Vec<String> = support::list_all(&restored)
         .await
         .into_iter()
         .map(|(n, _)| n)
         .collect();
     assert_eq!(names, ["t/keep.csv"]);
-    drop(azurite);
 }
 
 #[tokio::test]
 async fn bad_events_are_poisoned_unchanged_and_backup_containers_ignored() {
-    let (_azurite, app) = lake().await;
-    let lake = app.source.container_client("lake").unwrap();
+    let fixture = lake().await;
+    let (app, lake) = (&fixture.app, fixture.lake("lake"));
     support::upload(&lake, "x.csv", b"x").await;
     let (etag, _, _) = support::properties(&lake, "x.csv").await;
     let bad = [
@@ -262,16 +241,13 @@ async fn bad_events_are_poisoned_unchanged_and_backup_containers_ignored() {
         json!({"eventType": "Microsoft.Storage.BlobCreated", "topic": topic("source"), "subject": "/containers/lake/x.csv"}).to_string(),
     ];
     for text in &bad {
-        let outcome = delivered(&app, text).await;
+        let outcome = delivered(app, text).await;
         assert!(
             matches!(outcome, support::Delivered::Poisoned(_)),
             "{text}: {outcome:?}"
         );
     }
-    let poison = app
-        .jobs
-        .queue_client(&format!("{EVENTS_QUEUE}-poison"))
-        .unwrap();
+    let poison = fixture.queue(&format!("{EVENTS_QUEUE}-poison"));
     // As the host hands a message over (decoded), so it goes back on the queue (encoded).
     let poisoned: Vec<String> = support::drain_queue(&poison)
         .await
@@ -289,50 +265,43 @@ async fn bad_events_are_poisoned_unchanged_and_backup_containers_ignored() {
             "x_20260101T000000Z_0x1.csv",
             "0x1",
         );
-        let outcome = deliver(&app, event.to_string()).await;
+        let outcome = deliver(app, event.to_string()).await;
         assert!(
             matches!(outcome, EventOutcome::Ignored { .. }),
             "{outcome:?}"
         );
     }
-    assert_eq!(protection(&app, "x.csv").await, (vec![], vec![]));
+    assert_eq!(protection(app, "x.csv").await, (vec![], vec![]));
 }
 
 #[tokio::test]
 async fn under_lakebackup_run_a_write_is_protected_within_seconds() {
-    let (azurite, app) = lake().await;
+    let fixture = lake().await;
+    let app = &fixture.app;
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("host.json"),
         dir.path().join("host.json"),
     )
     .unwrap();
-    let worker = Standalone::start(&settings(&azurite), dir.path(), &[]);
-    let lake = app.source.container_client("lake").unwrap();
-    let queue = app.queue(WorkQueue::Events).await.unwrap().sdk();
+    let worker = Standalone::start(&fixture.settings(), dir.path(), &[]);
+    let lake = fixture.lake("lake");
+    let queue = app.queue(WorkQueue::Events).await.unwrap();
     let mut waits = BTreeMap::new();
     for blob in ["a.csv", "dir/b.csv"] {
         support::upload(&lake, blob, blob.as_bytes()).await;
         let (etag, _, _) = support::properties(&lake, blob).await;
         let written = Instant::now();
         let event = event_grid("BlobCreated", "source", "lake", blob, &etag);
-        let message: azure_core::http::RequestContent<_, _> =
-            azure_storage_queue::models::QueueMessage {
-                message_text: Some(BASE64.encode(event.to_string())),
-            }
-            .try_into()
+        queue
+            .send(BASE64.encode(event.to_string()), None, "an event")
+            .await
             .unwrap();
-        queue.send_message(message, None).await.unwrap();
-        loop {
-            if protection(&app, blob).await == (vec![etag.clone()], vec![etag.clone()]) {
-                break;
-            }
-            assert!(
-                written.elapsed() < Duration::from_secs(30),
-                "{blob} not protected"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let protected = (vec![etag.clone()], vec![etag.clone()]);
+        support::eventually(Duration::from_secs(30), blob, || async {
+            protection(app, blob).await == protected
+        })
+        .await;
         waits.insert(blob, written.elapsed());
     }
     assert_eq!(worker.terminate(), 0);
@@ -341,25 +310,14 @@ async fn under_lakebackup_run_a_write_is_protected_within_seconds() {
 
 #[tokio::test]
 async fn directory_placeholders_are_skipped_and_a_renamed_directory_gets_a_job() {
-    let (_azurite, app) = lake().await;
-    let lake = app.source.container_client("lake").unwrap();
+    let fixture = lake().await;
+    let (app, lake) = (&fixture.app, fixture.lake("lake"));
     // ADLS Gen2 marks a directory with an empty blob carrying hdi_isfolder=true.
-    lake.blob_client("part=1")
-        .upload(
-            azure_core::http::RequestContent::from(Vec::new()),
-            Some(azure_storage_blob::models::BlobClientUploadOptions {
-                metadata: Some(HashMap::from([(
-                    "hdi_isfolder".to_owned(),
-                    "true".to_owned(),
-                )])),
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap();
+    let folder = NewBlob::with_metadata([("hdi_isfolder", "true")]);
+    support::upload_with(&lake, "part=1", b"", &folder).await;
     let (etag, _, _) = support::properties(&lake, "part=1").await;
     let outcome = deliver(
-        &app,
+        app,
         event_grid("BlobCreated", "source", "lake", "part=1", &etag).to_string(),
     )
     .await;
@@ -367,15 +325,15 @@ async fn directory_placeholders_are_skipped_and_a_renamed_directory_gets_a_job()
         matches!(outcome, EventOutcome::Ignored { .. }),
         "{outcome:?}"
     );
-    assert_eq!(protection(&app, "part=1").await, (vec![], vec![]));
+    assert_eq!(protection(app, "part=1").await, (vec![], vec![]));
 
     let renamed = event_grid("DirectoryRenamed", "source", "lake", "tables/new", "");
-    let outcome = deliver(&app, renamed.to_string()).await;
+    let outcome = deliver(app, renamed.to_string()).await;
     let EventOutcome::DirectoryQueued { prefix, .. } = &outcome else {
         panic!("{outcome:?}")
     };
     assert_eq!(prefix, "tables/new/");
-    let shards = support::drain_queue(app.queue(WorkQueue::Shards).await.unwrap().sdk()).await;
+    let shards = support::drain_queue(app.queue(WorkQueue::Shards).await.unwrap()).await;
     let shard: Value = serde_json::from_slice(&BASE64.decode(&shards[0]).unwrap()).unwrap();
     assert_eq!(
         (shard["container"].as_str(), shard["prefix"].as_str()),
@@ -385,12 +343,13 @@ async fn directory_placeholders_are_skipped_and_a_renamed_directory_gets_a_job()
 
 #[tokio::test]
 async fn events_outside_the_containers_and_prefix_filters_are_ignored() {
-    let (azurite, _) = lake().await;
-    let mut filtered = settings(&azurite);
-    filtered.insert("EVENTS_CONTAINERS".into(), "lake, other".into());
-    filtered.insert("EVENTS_PREFIX".into(), "raw/".into());
+    let fixture = lake().await;
+    let filtered = fixture.settings_with(&[
+        ("EVENTS_CONTAINERS", "lake, other"),
+        ("EVENTS_PREFIX", "raw/"),
+    ]);
     let app = App::from_settings(&Settings::from_pairs(filtered)).unwrap();
-    let lake = app.source.container_client("lake").unwrap();
+    let lake = fixture.lake("lake");
     for blob in ["raw/in.csv", "curated/out.csv"] {
         support::upload(&lake, blob, blob.as_bytes()).await;
     }

@@ -18,23 +18,17 @@
 //! The transport that writes them keeps its connections as the shared client does: writes in a
 //! row share one (counted by the proxy), and one that gets no answer says where it went.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    time::Duration,
-};
+use std::collections::{BTreeMap, HashMap};
 
-use azure_core::http::RequestContent;
-use azure_storage_blob::models::HttpRange;
 use futures::TryStreamExt;
 use lakebackup::{
     app::App,
     core::{message::BackupRequest, restore_plan::RestoreFrom},
     engine::{
         backup::{self, BackupOutcome},
-        restore::{restore, RestoreRequest},
+        restore::restore,
         verify::{verify, VerifyRequest},
     },
-    functions::producer::ProduceRequest,
     settings::Settings,
     storage::{listing::list_with_metadata, StorageAccount},
 };
@@ -45,7 +39,7 @@ use crate::support::{
     self,
     azurite::SOURCE_KEY,
     proxy::{OpClass, ProxiedAzurite, ProxyConfig},
-    worker, Azurite,
+    Azurite, Lake,
 };
 
 /// What every lake blob here carries: names in mixed case, one in the product's bookkeeping
@@ -67,9 +61,6 @@ const BACKUP_USER_METADATA: [(&str, &str); 4] = [
 
 /// Blocks up to this size are copied through the worker, larger ones server-side.
 const THROUGH_WORKER_MAX: usize = 1024;
-
-/// Versions are told apart by Last-Modified, which has one-second resolution.
-const NEXT_SECOND: Duration = Duration::from_millis(1100);
 
 fn expected(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
@@ -147,7 +138,7 @@ async fn raw_request(
     let mut all: Vec<(String, String)> = vec![
         (
             "x-ms-date".into(),
-            azure_core::time::to_rfc7231(&OffsetDateTime::now_utc()),
+            lakebackup::storage::testing::http_date(OffsetDateTime::now_utc()),
         ),
         ("x-ms-version".into(), "2021-10-04".into()),
         ("Content-Length".into(), body.len().to_string()),
@@ -187,6 +178,11 @@ async fn raw_request(
         .unwrap_or_else(|| panic!("{method} {path_and_query}: no status in {text}"))
 }
 
+/// `text` percent-encoded for a query value.
+fn url_encoded(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
 /// `x-ms-meta-{Name}` for each of [`METADATA`]: the name's case as written.
 fn metadata_headers() -> Vec<(String, String)> {
     METADATA
@@ -199,11 +195,7 @@ fn metadata_headers() -> Vec<(String, String)> {
 /// sent as written.
 async fn write_lake_blob(azurite: &Azurite, app: &App, container: &str, blob: &LakeBlob) {
     let path = format!("/source/{container}/{}", blob.name);
-    let client = app
-        .source
-        .container_client(container)
-        .unwrap()
-        .blob_client(blob.name);
+    let client = app.source.container(container).unwrap().blob(blob.name);
     let mut headers = metadata_headers();
     let status = match blob.kind {
         Kind::Block => {
@@ -212,20 +204,13 @@ async fn write_lake_blob(azurite: &Azurite, app: &App, container: &str, blob: &L
         }
         Kind::BlockList => {
             let id = b"block-0".to_vec();
-            client
-                .block_blob_client()
-                .stage_block(
-                    &id,
-                    blob.bytes.len() as u64,
-                    RequestContent::from(blob.bytes.clone()),
-                    None,
-                )
-                .await
-                .unwrap();
             use base64::Engine as _;
+            let encoded = base64::engine::general_purpose::STANDARD.encode(&id);
+            let stage = format!("{path}?comp=block&blockid={}", url_encoded(&encoded));
+            let staged = raw_request(azurite, "PUT", &stage, &[], &blob.bytes).await;
+            assert_eq!(staged, 201, "staging a block of {container}/{}", blob.name);
             let body = format!(
-                "<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList><Latest>{}</Latest></BlockList>",
-                base64::engine::general_purpose::STANDARD.encode(&id)
+                "<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList><Latest>{encoded}</Latest></BlockList>"
             );
             let path = format!("{path}?comp=blocklist");
             raw_request(azurite, "PUT", &path, &headers, body.as_bytes()).await
@@ -245,29 +230,8 @@ async fn write_lake_blob(azurite: &Azurite, app: &App, container: &str, blob: &L
     };
     assert_eq!(status, 201, "writing {container}/{}", blob.name);
     match blob.kind {
-        Kind::Append => {
-            client
-                .append_blob_client()
-                .append_block(
-                    RequestContent::from(blob.bytes.clone()),
-                    blob.bytes.len() as u64,
-                    None,
-                )
-                .await
-                .unwrap();
-        }
-        Kind::Page => {
-            client
-                .page_blob_client()
-                .upload_pages(
-                    RequestContent::from(blob.bytes.clone()),
-                    blob.bytes.len() as u64,
-                    HttpRange::new(0, blob.bytes.len() as u64),
-                    None,
-                )
-                .await
-                .unwrap();
-        }
+        Kind::Append => client.append(&blob.bytes).await.unwrap(),
+        Kind::Page => client.put_pages(0, &blob.bytes).await.unwrap(),
         Kind::Block | Kind::BlockList => {}
     }
 }
@@ -323,34 +287,13 @@ async fn backups_by_source(app: &App, vault: &str) -> BTreeMap<String, Listed> {
         .collect()
 }
 
-async fn app_with_small_through_worker(azurite: &Azurite, containers: &[&str]) -> App {
-    let mut settings = worker::settings(azurite);
-    settings.insert(
-        "COPY_THROUGH_WORKER_MAX_BYTES".into(),
-        THROUGH_WORKER_MAX.to_string(),
-    );
-    let app = App::from_settings(&Settings::from_pairs(settings)).unwrap();
-    for container in containers {
-        app.source
-            .container_client(container)
-            .unwrap()
-            .create(None)
-            .await
-            .unwrap();
-    }
-    app
+async fn lake_with_small_through_worker(containers: &[&str]) -> Lake {
+    let max = THROUGH_WORKER_MAX.to_string();
+    Lake::start_with(containers, &[("COPY_THROUGH_WORKER_MAX_BYTES", &max)]).await
 }
 
 async fn produce(app: &App, container: &str) {
-    let job = lakebackup::functions::producer::run_here(
-        app,
-        &ProduceRequest {
-            container: container.into(),
-            prefix: String::new(),
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("produce {container}: {e}"));
+    let job = support::produce(app, container).await;
     assert!(job.succeeded(), "produce {container}: {:?}", job.notes);
 }
 
@@ -368,17 +311,7 @@ async fn restore_as_of(
 ) {
     let summary = restore(
         app,
-        &RestoreRequest {
-            to_account: false,
-            container: container.into(),
-            prefix: None,
-            blob: None,
-            as_of,
-            from,
-            to_container: to.map(str::to_owned),
-            dry_run: false,
-            verify_content: false,
-        },
+        &support::restore_request(container, from, to, as_of),
         &mut |_| {},
     )
     .await;
@@ -419,11 +352,11 @@ fn assert_backup_metadata(what: &str, backups: &BTreeMap<String, Listed>) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metadata_names_keep_their_case_through_backup_and_restore() {
-    let azurite = Azurite::start();
-    let app = app_with_small_through_worker(&azurite, &["lake", "inbox"]).await;
+    let fixture = lake_with_small_through_worker(&["lake", "inbox"]).await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
     for container in ["lake", "inbox"] {
         for blob in lake_blobs() {
-            write_lake_blob(&azurite, &app, container, &blob).await;
+            write_lake_blob(azurite, app, container, &blob).await;
         }
         // The listing keeps the case the blobs were written with (so the checks below can
         // trust it).
@@ -431,12 +364,12 @@ async fn metadata_names_keep_their_case_through_backup_and_restore() {
     }
 
     // The shards: a produce lists the lake (metadata from the listing) and copies each version.
-    produce(&app, "lake").await;
-    assert_backup_metadata("shards", &backups_by_source(&app, "lakebak").await);
+    produce(app, "lake").await;
+    assert_backup_metadata("shards", &backups_by_source(app, "lakebak").await);
 
     // The queue consumer's engine: one request per version, decided from the blob's properties.
     for (name, lake) in listed(&app.source, "inbox").await {
-        let outcome = backup::back_up(&app, &BackupRequest::new("inbox", &name, &lake.etag))
+        let outcome = backup::back_up(app, &BackupRequest::new("inbox", &name, &lake.etag))
             .await
             .unwrap_or_else(|e| panic!("back up inbox/{name}: {e}"));
         assert!(
@@ -444,21 +377,22 @@ async fn metadata_names_keep_their_case_through_backup_and_restore() {
             "inbox/{name}: {outcome:?}"
         );
     }
-    assert_backup_metadata("queue consumer", &backups_by_source(&app, "inboxbak").await);
-    tokio::time::sleep(NEXT_SECOND).await;
+    assert_backup_metadata("queue consumer", &backups_by_source(app, "inboxbak").await);
+    // Versions are told apart by Last-Modified, which has one-second resolution.
+    support::next_second().await;
 
     // To another container, from the backups and from the lake's snapshots.
-    restore_into(&app, "lake", RestoreFrom::Backup, Some("lakecopy")).await;
+    restore_into(app, "lake", RestoreFrom::Backup, Some("lakecopy")).await;
     assert_lake_metadata(
         "restored to lakecopy",
         &listed(&app.source, "lakecopy").await,
     );
-    restore_into(&app, "inbox", RestoreFrom::Backup, Some("inboxcopy")).await;
+    restore_into(app, "inbox", RestoreFrom::Backup, Some("inboxcopy")).await;
     assert_lake_metadata(
         "restored to inboxcopy",
         &listed(&app.source, "inboxcopy").await,
     );
-    restore_into(&app, "lake", RestoreFrom::Snapshots, Some("fromsnapshots")).await;
+    restore_into(app, "lake", RestoreFrom::Snapshots, Some("fromsnapshots")).await;
     assert_lake_metadata(
         "restored from snapshots",
         &listed(&app.source, "fromsnapshots").await,
@@ -470,15 +404,15 @@ async fn metadata_names_keep_their_case_through_backup_and_restore() {
     support::next_second().await;
     let instant = time::OffsetDateTime::now_utc();
     support::next_second().await;
-    let lake = app.source.container_client("lake").unwrap();
+    let lake = fixture.lake("lake");
     support::delete_with_snapshots(&lake, "small.csv").await;
     support::delete_with_snapshots(&lake, "log.txt").await;
     support::upload(&lake, "large.csv", b"someone else's bytes").await;
-    lake.blob_client("dir/nomd5.csv")
-        .set_metadata(&HashMap::from([("owner".into(), "mallory".into())]), None)
+    lake.blob("dir/nomd5.csv")
+        .replace_metadata(&HashMap::from([("owner".into(), "mallory".into())]))
         .await
         .unwrap();
-    restore_as_of(&app, "lake", RestoreFrom::Backup, None, Some(instant)).await;
+    restore_as_of(app, "lake", RestoreFrom::Backup, None, Some(instant)).await;
     assert_lake_metadata("restored in place", &listed(&app.source, "lake").await);
     for blob in lake_blobs() {
         assert_eq!(
@@ -492,13 +426,13 @@ async fn metadata_names_keep_their_case_through_backup_and_restore() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deep_verify_leaves_a_backups_metadata_names_as_they_were() {
-    let azurite = Azurite::start();
-    let app = app_with_small_through_worker(&azurite, &["lake"]).await;
+    let fixture = lake_with_small_through_worker(&["lake"]).await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
     for blob in lake_blobs() {
-        write_lake_blob(&azurite, &app, "lake", &blob).await;
+        write_lake_blob(azurite, app, "lake", &blob).await;
     }
-    produce(&app, "lake").await;
-    let before = backups_by_source(&app, "lakebak").await;
+    produce(app, "lake").await;
+    let before = backups_by_source(app, "lakebak").await;
     assert_backup_metadata("backed up", &before);
     // Copied server-side, without an MD5 in the lake: nothing recorded an MD5 of these
     // backups' bytes, so the deep check reads the source and records one on the backup.
@@ -510,7 +444,7 @@ async fn a_deep_verify_leaves_a_backups_metadata_names_as_they_were() {
     }
 
     let summary = verify(
-        &app,
+        app,
         &VerifyRequest {
             container: "lake".into(),
             prefix: None,
@@ -522,7 +456,7 @@ async fn a_deep_verify_leaves_a_backups_metadata_names_as_they_were() {
     assert_eq!(summary.status, "ok", "{summary:?}");
     assert_eq!(summary.mismatched, 0, "{summary:?}");
 
-    let after = backups_by_source(&app, "lakebak").await;
+    let after = backups_by_source(app, "lakebak").await;
     for name in ["log.txt", "dir/disk.vhd"] {
         let mut recorded = after[name].metadata.clone();
         assert!(
@@ -550,12 +484,7 @@ async fn writes_in_a_row_that_keep_names_case_share_one_connection() {
         proxied.source(),
     )]));
     let source = StorageAccount::connect("SOURCE_STORAGE", &settings).unwrap();
-    source
-        .container_client("lake")
-        .unwrap()
-        .create(None)
-        .await
-        .unwrap();
+    source.container("lake").unwrap().create().await.unwrap();
     let metadata: HashMap<String, String> = METADATA
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))

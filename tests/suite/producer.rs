@@ -5,15 +5,11 @@ use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use lakebackup::{
-    core::{naming, stamp},
-    settings::Settings,
-    storage::StorageAccount,
-};
+use lakebackup::core::{naming, stamp};
 use serde_json::{json, Value};
 use support::{
     worker::{self, Worker},
-    Azurite, ShardPump,
+    Azurite, Lake, ShardPump,
 };
 
 const FUNCTION: &str = "HttpSnapshotIncBackupContainerProducer";
@@ -31,90 +27,52 @@ const AWKWARD_NAMES: [&str; 9] = [
     "curly {braces} [brackets] & plus+sign ~.txt",
 ];
 
-struct Lake {
-    azurite: Azurite,
-    source: StorageAccount,
-    backup: StorageAccount,
-    jobs: StorageAccount,
+/// The common lake with `container` holding `names`.
+async fn lake_of(container: &str, names: &[&str]) -> Lake {
+    let lake = Lake::start(&[container]).await;
+    let client = lake.lake(container);
+    for name in names {
+        support::upload(&client, name, format!("content of {name}").as_bytes()).await;
+    }
+    lake
 }
 
-impl Lake {
-    async fn new(container: &str, names: &[&str]) -> Lake {
-        let azurite = Azurite::start();
-        let settings = Settings::from_pairs(worker::settings(&azurite));
-        let source = StorageAccount::connect("SOURCE_STORAGE", &settings).unwrap();
-        let backup = StorageAccount::connect("BACKUP_STORAGE", &settings).unwrap();
-        let jobs = StorageAccount::connect("AzureWebJobsStorage", &settings).unwrap();
-        let client = source.container_client(container).unwrap();
-        client.create(None).await.unwrap();
-        for name in names {
-            support::upload(&client, name, format!("content of {name}").as_bytes()).await;
-        }
-        Lake {
-            azurite,
-            source,
-            backup,
-            jobs,
+/// Snapshot count per base name.
+async fn snapshots(lake: &Lake, container: &str) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for (name, snapshot) in support::list_all(&lake.lake(container)).await {
+        let count = counts.entry(name).or_insert(0);
+        if snapshot.is_some() {
+            *count += 1;
         }
     }
+    counts
+}
 
-    /// Snapshot count per base name.
-    async fn snapshots(&self, container: &str) -> BTreeMap<String, usize> {
-        let mut counts = BTreeMap::new();
-        for (name, snapshot) in
-            support::list_all(&self.source.container_client(container).unwrap()).await
-        {
-            let count = counts.entry(name).or_insert(0);
-            if snapshot.is_some() {
-                *count += 1;
-            }
-        }
-        counts
+/// The stamped backups in `{container}bak`: source name → the ETags they are stamped with.
+async fn backups(lake: &Lake, container: &str) -> BTreeMap<String, Vec<String>> {
+    let vault = lake.vault(container);
+    let mut backups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    if !vault.exists().await.unwrap() {
+        return backups;
     }
+    for (name, _) in support::list_all(&vault).await {
+        let (_, _, metadata) = support::properties(&vault, &name).await;
+        let source = naming::parse_backup_blob_name(&name).unwrap().source_name;
+        let etag = stamp::stamped_etag(&metadata).expect("stamped").to_owned();
+        backups.entry(source).or_default().push(etag);
+    }
+    backups
+}
 
-    /// The stamped backups in `{container}bak`: source name → the ETags they are stamped with.
-    async fn backups(&self, container: &str) -> BTreeMap<String, Vec<String>> {
-        let vault = self
-            .backup
-            .container_client(&format!("{container}bak"))
-            .unwrap();
-        let mut backups: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        if !vault.exists().await.unwrap() {
-            return backups;
-        }
-        for (name, _) in support::list_all(&vault).await {
-            let (_, _, metadata) = support::properties(&vault, &name).await;
-            let source = naming::parse_backup_blob_name(&name).unwrap().source_name;
-            let etag = stamp::stamped_etag(&metadata).expect("stamped").to_owned();
-            backups.entry(source).or_default().push(etag);
-        }
-        backups
-    }
+/// Nothing left on the per-blob backup queue (the direct engine copies in the shards).
+async fn no_requests(lake: &Lake) -> bool {
+    let queue = lake.queue("backup-requests");
+    !support::queue_exists(&queue).await || support::drain_queue(&queue).await.is_empty()
+}
 
-    /// Nothing left on the per-blob backup queue (the direct engine copies in the shards).
-    async fn no_requests(&self) -> bool {
-        let queue = self.jobs.queue_client("backup-requests").unwrap();
-        !queue.exists().await.unwrap() || support::drain_queue(&queue).await.is_empty()
-    }
-
-    async fn etag(&self, container: &str, name: &str) -> String {
-        use azure_storage_blob::models::BlobClientGetPropertiesResultHeaders;
-        let properties = self
-            .source
-            .container_client(container)
-            .unwrap()
-            .blob_client(name)
-            .get_properties(None)
-            .await
-            .unwrap();
-        properties
-            .etag()
-            .unwrap()
-            .unwrap()
-            .to_string()
-            .trim_matches('"')
-            .to_owned()
-    }
+async fn etag(lake: &Lake, container: &str, name: &str) -> String {
+    support::properties(&lake.lake(container), name).await.0
 }
 
 /// POSTs a host-shaped HTTP-trigger invocation; returns (invocation status, res binding).
@@ -161,16 +119,14 @@ async fn forwarded_get(worker: &Worker, query: &str) -> (u16, Value) {
 
 /// `lakebackup serve` on the lake, with the host's queue trigger for the shard function.
 fn serve_with_shards(lake: &Lake, extra: &[(&str, &str)]) -> (Worker, ShardPump) {
-    let mut settings = worker::settings(&lake.azurite);
-    settings.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let worker = Worker::serve(&settings);
-    let pump = ShardPump::start(&worker, &lake.jobs);
+    let worker = lake.serve(extra);
+    let pump = ShardPump::start(&worker, &lake.app.jobs);
     (worker, pump)
 }
 
 #[tokio::test]
 async fn host_post_snapshots_and_backs_up_every_awkward_blob_once() {
-    let lake = Lake::new("lake", &AWKWARD_NAMES).await;
+    let lake = lake_of("lake", &AWKWARD_NAMES).await;
     let (worker, _pump) = serve_with_shards(&lake, &[]);
 
     let (status, res) = invoke(&worker, post_body("lake")).await;
@@ -188,25 +144,25 @@ async fn host_post_snapshots_and_backs_up_every_awkward_blob_once() {
         "nested: {summary}"
     );
 
-    let snapshots = lake.snapshots("lake").await;
+    let snapshots = snapshots(&lake, "lake").await;
     let expected_names: BTreeSet<String> = AWKWARD_NAMES.iter().map(|s| s.to_string()).collect();
     assert_eq!(
         snapshots.keys().cloned().collect::<BTreeSet<_>>(),
         expected_names
     );
     assert!(snapshots.values().all(|&n| n == 1), "{snapshots:?}");
-    let backups = lake.backups("lake").await;
+    let backups = backups(&lake, "lake").await;
     for name in AWKWARD_NAMES {
-        assert_eq!(backups[name], [lake.etag("lake", name).await], "{name}");
+        assert_eq!(backups[name], [etag(&lake, "lake", name).await], "{name}");
     }
-    assert!(lake.no_requests().await);
+    assert!(no_requests(&lake).await);
 }
 
 #[tokio::test]
 async fn second_call_creates_nothing_and_changes_are_picked_up() {
-    let lake = Lake::new("lake", &AWKWARD_NAMES[..4]).await;
+    let lake = lake_of("lake", &AWKWARD_NAMES[..4]).await;
     let (worker, _pump) = serve_with_shards(&lake, &[]);
-    let container = lake.source.container_client("lake").unwrap();
+    let container = lake.lake("lake");
 
     let (_, first) = forwarded_get(&worker, "container=lake").await;
     assert_eq!(first["snapshots_created"], 4, "{first}");
@@ -227,19 +183,19 @@ async fn second_call_creates_nothing_and_changes_are_picked_up() {
         let (_, changed) = res_parts(&res);
         assert_eq!(changed["snapshots_created"], 2, "{changed}");
         assert_eq!(changed["backups_copied"], 2, "{changed}");
-        let backups = lake.backups("lake").await;
-        assert_eq!(backups[&new_name], [lake.etag("lake", &new_name).await]);
-        assert!(backups["plain.csv"].contains(&lake.etag("lake", "plain.csv").await));
+        let backups = backups(&lake, "lake").await;
+        assert_eq!(backups[&new_name], [etag(&lake, "lake", &new_name).await]);
+        assert!(backups["plain.csv"].contains(&etag(&lake, "lake", "plain.csv").await));
     }
-    let snapshots = lake.snapshots("lake").await;
+    let snapshots = snapshots(&lake, "lake").await;
     assert_eq!(snapshots["plain.csv"], 4);
     assert_eq!(snapshots["quote\"d/it's \"here\".json"], 1);
-    assert_eq!(lake.backups("lake").await["plain.csv"].len(), 4);
+    assert_eq!(backups(&lake, "lake").await["plain.csv"].len(), 4);
 }
 
 #[tokio::test]
 async fn a_prefix_limits_the_job_to_that_directory_tree() {
-    let lake = Lake::new("lake", &AWKWARD_NAMES).await;
+    let lake = lake_of("lake", &AWKWARD_NAMES).await;
     let (worker, _pump) = serve_with_shards(&lake, &[]);
     let mut req = post_body("lake");
     req["Body"] = json!({"container": "lake", "prefix": "deep/a/b"})
@@ -262,8 +218,7 @@ async fn a_prefix_limits_the_job_to_that_directory_tree() {
     )
     .await;
     assert_eq!(by_query["backups_copied"], 1, "{by_query}");
-    let snapshotted: Vec<String> = lake
-        .snapshots("lake")
+    let snapshotted: Vec<String> = snapshots(&lake, "lake")
         .await
         .into_iter()
         .filter(|(_, n)| *n > 0)
@@ -280,11 +235,9 @@ async fn a_prefix_limits_the_job_to_that_directory_tree() {
 
 #[tokio::test]
 async fn a_job_longer_than_the_wait_is_answered_202_and_its_status_url_leads_to_the_totals() {
-    let lake = Lake::new("lake", &AWKWARD_NAMES).await;
+    let lake = lake_of("lake", &AWKWARD_NAMES).await;
     // No wait at all, and at first nobody to run the shards: the job cannot be done.
-    let mut settings = worker::settings(&lake.azurite);
-    settings.insert("PRODUCER_WAIT_SECONDS".into(), "0".into());
-    let worker = Worker::serve(&settings);
+    let worker = lake.serve(&[("PRODUCER_WAIT_SECONDS", "0")]);
     let mut req = post_body("lake");
     req["Url"] = format!("https://app.azurewebsites.net/api/{FUNCTION}?code=key-1").into();
     req["Query"] = json!({"code": "key-1"});
@@ -340,24 +293,24 @@ async fn a_job_longer_than_the_wait_is_answered_202_and_its_status_url_leads_to_
         (Some(1), Some(0))
     );
 
-    let _pump = ShardPump::start(&worker, &lake.jobs);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let done = loop {
+    let _pump = ShardPump::start(&worker, &lake.app.jobs);
+    let within = std::time::Duration::from_secs(60);
+    let done = support::wait_for(within, "the job's end", || async {
         let res = get_status(location.clone()).await;
         let (code, body) = res_parts(&res);
         if code != 202 {
             assert_eq!(code, 200, "{body}");
-            break body;
+            return Some(body);
         }
         assert_eq!(res["headers"]["Location"], location.as_str());
-        assert!(std::time::Instant::now() < deadline, "{body}");
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    };
+        None
+    })
+    .await;
     assert_eq!(done["status"], "done");
     assert_eq!(done["job"], job.as_str());
     assert_eq!(done["backups_copied"], 9, "{done}");
     assert_eq!(done["shards_queued"], done["shards_finished"]);
-    assert_eq!(lake.backups("lake").await.len(), 9);
+    assert_eq!(backups(&lake, "lake").await.len(), 9);
 
     // Standalone's plain route answers with the header itself.
     let (status, unknown) = forwarded_get(&worker, "job=job-nope").await;
@@ -366,8 +319,8 @@ async fn a_job_longer_than_the_wait_is_answered_202_and_its_status_url_leads_to_
 
 #[tokio::test]
 async fn bad_requests_get_json_errors() {
-    let lake = Lake::new("lake", &["a.txt"]).await;
-    let worker = Worker::serve(&worker::settings(&lake.azurite));
+    let lake = lake_of("lake", &["a.txt"]).await;
+    let worker = lake.serve(&[]);
 
     let missing = json!({"Method": "POST", "Query": {}, "Headers": {}, "Body": ""});
     let invalid = post_body("Not_A_Container");
@@ -403,7 +356,7 @@ async fn bad_requests_get_json_errors() {
         .unwrap();
     assert_eq!(garbage.status().as_u16(), 400);
     assert!(
-        lake.snapshots("lake").await["a.txt"] == 0,
+        snapshots(&lake, "lake").await["a.txt"] == 0,
         "nothing was done"
     );
 }

@@ -6,18 +6,16 @@ use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use azure_core::http::RequestContent;
-use azure_storage_blob::models::BlobClientUploadOptions;
 use lakebackup::{
     app::App,
     core::{naming, stamp::Stamp},
     engine::restore::{self, RestoreFrom, RestoreRequest},
-    functions::producer::ProduceRequest,
+    storage::testing::NewBlob,
 };
 use serde_json::Value;
 use support::{
     proxy::{FaultKind, Faults, OpClass, ProxiedAzurite, ProxyConfig},
-    worker, Azurite,
+    worker, Azurite, Lake,
 };
 use time::{Date, Duration, Month, OffsetDateTime, Time, Weekday};
 
@@ -50,57 +48,37 @@ fn content(date: Date) -> Vec<u8> {
 /// A complete, stamped backup of `name`'s version `etag` written at `at`, as the consumer
 /// leaves one.
 async fn backdated_backup(app: &App, name: &str, etag: &str, at: OffsetDateTime, bytes: &[u8]) {
-    let vault = app.backup.container_client("lakebak").unwrap();
-    let metadata = Stamp::new("lake", name, etag, at).backup_metadata(&HashMap::new());
-    vault
-        .blob_client(&naming::backup_blob_name(name, at, etag).unwrap())
-        .upload(
-            RequestContent::from(bytes.to_vec()),
-            Some(BlobClientUploadOptions {
-                metadata: Some(metadata),
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap();
+    let vault = app.backup.container("lakebak").unwrap();
+    let stamped = NewBlob {
+        metadata: Stamp::new("lake", name, etag, at).backup_metadata(&HashMap::new()),
+        ..NewBlob::default()
+    };
+    let backup = naming::backup_blob_name(name, at, etag).unwrap();
+    support::upload_with(&vault, &backup, bytes, &stamped).await;
 }
 
 /// A lake container and its backup container, ready for backdated backups.
-async fn lake_with_vault() -> (Azurite, App) {
-    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
-    app.backup
-        .container_client("lakebak")
-        .unwrap()
-        .create(None)
-        .await
-        .unwrap();
-    (azurite, app)
+async fn lake_with_vault() -> Lake {
+    let lake = Lake::start(&["lake"]).await;
+    lake.vault("lake").create().await.unwrap();
+    lake
 }
 
 /// The record that `name`'s life ending at `etag` was seen deleted at `seen`.
 async fn marker(app: &App, name: &str, etag: &str, seen: OffsetDateTime) {
-    let vault = app.backup.container_client("lakebak").unwrap();
+    let vault = app.backup.container("lakebak").unwrap();
     support::record_deletion(&vault, name, etag, seen).await;
 }
 
 fn prune(azurite: &Azurite, args: &[&str]) -> (i32, Vec<Value>, Value) {
-    let mut settings = worker::settings(azurite);
-    settings.extend(POLICY.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let settings = support::with(worker::settings(azurite), &POLICY);
     let mut full = vec!["prune", "--container", "lake"];
     full.extend(args);
-    let (code, stdout, stderr) = worker::run_once(&settings, &full);
-    let mut lines: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}\n{stderr}")))
-        .collect();
-    let summary = lines
-        .pop()
-        .unwrap_or_else(|| panic!("no summary: {stderr}"));
-    (code, lines, summary)
+    worker::run_lines(&settings, &full)
 }
 
 async fn backup_names(app: &App) -> BTreeSet<String> {
-    let vault = app.backup.container_client("lakebak").unwrap();
+    let vault = app.backup.container("lakebak").unwrap();
     support::list_all(&vault)
         .await
         .into_iter()
@@ -114,19 +92,12 @@ async fn restore_as_of(
     into: &str,
 ) -> BTreeMap<String, Vec<u8>> {
     let request = RestoreRequest {
-        to_account: false,
-        container: "lake".into(),
         prefix: Some("tables/".into()),
-        blob: None,
-        as_of: Some(instant),
-        from: RestoreFrom::Backup,
-        to_container: Some(into.into()),
-        dry_run: false,
-        verify_content: false,
+        ..support::restore_request("lake", RestoreFrom::Backup, Some(into), Some(instant))
     };
     let summary = restore::restore(app, &request, &mut |_| {}).await;
     assert!(summary.succeeded(), "{summary:?}");
-    let target = app.source.container_client(into).unwrap();
+    let target = app.source.container(into).unwrap();
     let mut contents = BTreeMap::new();
     for (name, _) in support::list_all(&target).await {
         contents.insert(name.clone(), support::download(&target, &name).await);
@@ -136,23 +107,18 @@ async fn restore_as_of(
 
 #[tokio::test]
 async fn a_year_of_daily_versions_keeps_exactly_what_the_policy_promises() {
-    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
-    let lake = app.source.container_client("lake").unwrap();
+    let fixture = lake_with_vault().await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    let lake = fixture.lake("lake");
     let today = OffsetDateTime::now_utc().date();
     let name = "tables/sales.csv";
-    app.backup
-        .container_client("lakebak")
-        .unwrap()
-        .create(None)
-        .await
-        .unwrap();
 
     // A year of daily versions, each backed up at noon; then today's, backed up for real.
     let mut versions: BTreeMap<Date, String> = BTreeMap::new();
     for k in 1..=DAYS {
         let day = today - Duration::days(k);
         let etag = format!("0xDAY{}", day.to_julian_day());
-        backdated_backup(&app, name, &etag, noon(day), &content(day)).await;
+        backdated_backup(app, name, &etag, noon(day), &content(day)).await;
         versions.insert(
             day,
             naming::backup_blob_name(name, noon(day), &etag).unwrap(),
@@ -172,28 +138,15 @@ async fn a_year_of_daily_versions_keeps_exactly_what_the_policy_promises() {
             OffsetDateTime::now_utc() - Duration::days(5),
         ),
     ] {
-        backdated_backup(&app, gone, "0xGONE", noon(long_ago), b"gone").await;
-        marker(&app, gone, "0xGONE", seen).await;
+        backdated_backup(app, gone, "0xGONE", noon(long_ago), b"gone").await;
+        marker(app, gone, "0xGONE", seen).await;
     }
     // An unstamped blob under a version's name: not a version, never deleted.
     let unstamped =
         naming::backup_blob_name(name, noon(today - Duration::days(300)), "0xHALF").unwrap();
-    support::upload(
-        &app.backup.container_client("lakebak").unwrap(),
-        &unstamped,
-        b"half",
-    )
-    .await;
-    lakebackup::functions::producer::run_here(
-        &app,
-        &ProduceRequest {
-            container: "lake".into(),
-            prefix: String::new(),
-        },
-    )
-    .await
-    .unwrap();
-    let before = backup_names(&app).await;
+    support::upload(&fixture.vault("lake"), &unstamped, b"half").await;
+    support::produce(app, "lake").await;
+    let before = backup_names(app).await;
 
     // The table: which day's version each rule keeps (the version current at an instant is
     // the one written at noon the day before it).
@@ -241,13 +194,9 @@ async fn a_year_of_daily_versions_keeps_exactly_what_the_policy_promises() {
     let kept_days: BTreeSet<&String> = expected.keys().map(|day| &versions[day]).collect();
 
     // Dry run: the plan, and nothing deleted.
-    let (code, planned, summary) = prune(&azurite, &["--dry-run"]);
+    let (code, planned, summary) = prune(azurite, &["--dry-run"]);
     assert_eq!(code, 0, "{summary}");
-    assert_eq!(
-        backup_names(&app).await,
-        before,
-        "a dry run deletes nothing"
-    );
+    assert_eq!(backup_names(app).await, before, "a dry run deletes nothing");
     let planned: BTreeSet<String> = planned
         .iter()
         .map(|a| {
@@ -267,14 +216,13 @@ async fn a_year_of_daily_versions_keeps_exactly_what_the_policy_promises() {
 
     // One doomed version is leased by someone: refused, reported, kept; the run goes on.
     let leased = doomed_days.iter().next().unwrap().clone();
-    app.backup
-        .container_client("lakebak")
-        .unwrap()
-        .blob_client(&leased)
-        .acquire_lease(-1, None)
+    fixture
+        .vault("lake")
+        .blob(&leased)
+        .acquire_lease(-1)
         .await
         .unwrap();
-    let (code, actions, summary) = prune(&azurite, &[]);
+    let (code, actions, summary) = prune(azurite, &[]);
     assert_eq!(code, 0, "{summary}");
     let refused: Vec<&Value> = actions
         .iter()
@@ -298,7 +246,7 @@ async fn a_year_of_daily_versions_keeps_exactly_what_the_policy_promises() {
     assert_eq!(total["refused"], 1);
     assert!(total["bytes_freed"].as_u64().unwrap() > 0);
 
-    let after = backup_names(&app).await;
+    let after = backup_names(app).await;
     let expected_after: BTreeSet<String> = before
         .iter()
         .filter(|n| !expected_doomed.contains(*n) || **n == leased)
@@ -313,7 +261,7 @@ async fn a_year_of_daily_versions_keeps_exactly_what_the_policy_promises() {
     // Every instant the policy promises restores what was current then.
     let inside_window = OffsetDateTime::now_utc() - Duration::days(3) - Duration::hours(5);
     let day_before = (inside_window - Duration::hours(12)).date();
-    let restored = restore_as_of(&app, inside_window, "window").await;
+    let restored = restore_as_of(app, inside_window, "window").await;
     assert_eq!(restored.get(name), Some(&content(day_before)));
     let first_of_month =
         midnight(Date::from_calendar_date(today.year(), today.month(), 1).unwrap())
@@ -321,7 +269,7 @@ async fn a_year_of_daily_versions_keeps_exactly_what_the_policy_promises() {
     let first_of_month = midnight(
         Date::from_calendar_date(first_of_month.year(), first_of_month.month(), 1).unwrap(),
     );
-    let restored = restore_as_of(&app, first_of_month, "monthly").await;
+    let restored = restore_as_of(app, first_of_month, "monthly").await;
     assert_eq!(
         restored.get(name),
         Some(&content(first_of_month.date() - Duration::days(1))),
@@ -329,37 +277,35 @@ async fn a_year_of_daily_versions_keeps_exactly_what_the_policy_promises() {
     );
     let sunday_week = midnight(monday - Duration::weeks(3));
     assert_eq!(sunday_week.weekday(), Weekday::Monday);
-    let restored = restore_as_of(&app, sunday_week, "weekly").await;
+    let restored = restore_as_of(app, sunday_week, "weekly").await;
     assert_eq!(
         restored.get(name),
         Some(&content(sunday_week.date() - Duration::days(1)))
     );
 
     // Again: nothing more to prune.
-    let (_, again, summary) = prune(&azurite, &[]);
+    let (_, again, summary) = prune(azurite, &[]);
     assert!(again.iter().all(|a| a["action"] == "refused"), "{again:?}");
     assert_eq!(summary["total"]["versions_deleted"], 0);
 }
 
 #[tokio::test]
 async fn snapshots_of_replaced_versions_go_after_their_days_and_the_current_ones_stay() {
-    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
-    let lake = app.source.container_client("lake").unwrap();
+    let fixture = support::Lake::start(&["lake"]).await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    let lake = app.source.container("lake").unwrap();
     // Each version is backed up (a snapshot is never the last copy of a version pruned here).
-    let plain = worker::settings(&azurite);
+    let plain = worker::settings(azurite);
     for round in 1..=3 {
         support::upload(&lake, "s.csv", format!("v{round}").as_bytes()).await;
         let (code, stdout, stderr) = worker::run_once(&plain, &["produce", "--container", "lake"]);
         assert_eq!(code, 0, "{stdout}\n{stderr}");
     }
     // A second snapshot of the current version.
-    lake.blob_client("s.csv")
-        .create_snapshot(None)
-        .await
-        .unwrap();
+    lake.blob("s.csv").take_snapshot(None).await.unwrap();
     // Lives end at whole seconds (+0.999): let v2's end be past.
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    let mut settings = worker::settings(&azurite);
+    support::next_second().await;
+    let mut settings = worker::settings(azurite);
     settings.insert("RETENTION_SNAPSHOT_DAYS".into(), "0".into());
     let (code, stdout, stderr) = worker::run_once(&settings, &["prune", "--container", "lake"]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
@@ -380,17 +326,18 @@ async fn snapshots_of_replaced_versions_go_after_their_days_and_the_current_ones
 
 #[tokio::test]
 async fn a_reconciliation_prunes_each_directory_as_it_goes() {
-    let (azurite, app) = lake_with_vault().await;
-    let lake = app.source.container_client("lake").unwrap();
+    let fixture = lake_with_vault().await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    let lake = app.source.container("lake").unwrap();
     let today = OffsetDateTime::now_utc().date();
     // Twenty daily versions in a nested directory, then the current one.
     let name = "a/b/daily.csv";
     for k in 1..=20 {
         let day = today - Duration::days(k);
-        backdated_backup(&app, name, &format!("0x{k}"), noon(day), &content(day)).await;
+        backdated_backup(app, name, &format!("0x{k}"), noon(day), &content(day)).await;
     }
     support::upload(&lake, name, b"now").await;
-    let mut settings = worker::settings(&azurite);
+    let mut settings = worker::settings(azurite);
     settings.insert("RETENTION_KEEP_DAYS".into(), "7".into());
     let (code, stdout, stderr) = worker::run_once(&settings, &["reconcile", "--container", "lake"]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
@@ -403,41 +350,34 @@ async fn a_reconciliation_prunes_each_directory_as_it_goes() {
         .count() as u64;
     assert_eq!(summary["total"]["backups_copied"], 1, "{summary}");
     assert_eq!(summary["total"]["versions_pruned"], 20 - alive, "{summary}");
-    let left = backup_names(&app).await;
+    let left = backup_names(app).await;
     assert_eq!(left.len() as u64, alive + 1, "{left:?}");
     // A producer's job does not prune, even under a policy that would.
     settings.insert("RETENTION_KEEP_DAYS".into(), "1".into());
     let strict = App::from_settings(&lakebackup::settings::Settings::from_pairs(settings)).unwrap();
-    let produced = lakebackup::functions::producer::run_here(
-        &strict,
-        &ProduceRequest {
-            container: "lake".into(),
-            prefix: String::new(),
-        },
-    )
-    .await
-    .unwrap();
-    assert_eq!(produced.totals.versions_pruned, 0);
-    assert_eq!(backup_names(&app).await, left);
+    let produced = support::produce(&strict, "lake").await;
+    assert_eq!(produced.totals.get("versions_pruned"), 0);
+    assert_eq!(backup_names(app).await, left);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_distributed_prune_over_many_parts_with_workers_killed_deletes_exactly_what_a_dry_run_plans(
 ) {
-    let (azurite, app) = lake_with_vault().await;
-    let lake = app.source.container_client("lake").unwrap();
+    let fixture = lake_with_vault().await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    let lake = app.source.container("lake").unwrap();
     let today = OffsetDateTime::now_utc().date();
     // Forty daily versions of three blobs, at levels whose names cross Unicode; each blob's
     // current version in the lake.
     for name in ["root.csv", "日本/データ.csv", "x｡y/🦀/z.csv"] {
         for k in 1..=40 {
             let day = today - Duration::days(k);
-            backdated_backup(&app, name, &format!("0x{k}"), noon(day), &content(day)).await;
+            backdated_backup(app, name, &format!("0x{k}"), noon(day), &content(day)).await;
         }
         support::upload(&lake, name, b"now").await;
     }
-    let before = backup_names(&app).await;
-    let mut policy = worker::settings(&azurite);
+    let before = backup_names(app).await;
+    let mut policy = worker::settings(azurite);
     policy.insert("RETENTION_KEEP_DAYS".into(), "7".into());
     let prune_with = |settings: &HashMap<String, String>, args: &[&str]| {
         let mut full = vec!["prune", "--container", "lake"];
@@ -460,7 +400,7 @@ async fn a_distributed_prune_over_many_parts_with_workers_killed_deletes_exactly
     // Deletions slowed to ~70 ms, one at a time, with a one-second budget: each level takes
     // several parts, each judging the level again and going on after the last deletion done.
     let proxied = ProxiedAzurite::start(
-        &azurite,
+        azurite,
         ProxyConfig::azurite().faults(
             Faults::new(7, 1.0)
                 .classes([OpClass::Delete])
@@ -490,11 +430,7 @@ async fn a_distributed_prune_over_many_parts_with_workers_killed_deletes_exactly
         (&started["work"], &started["status"]),
         (&Value::from("prune"), &Value::from("running"))
     );
-    assert_eq!(
-        backup_names(&app).await,
-        before,
-        "--distributed only queues"
-    );
+    assert_eq!(backup_names(app).await, before, "--distributed only queues");
     let job = started["job"].as_str().unwrap();
     let expected: BTreeSet<String> = before.difference(&planned).cloned().collect();
     // Workers killed at ten random points: a part redone after a crash carries out the plan the
@@ -506,7 +442,7 @@ async fn a_distributed_prune_over_many_parts_with_workers_killed_deletes_exactly
         .unwrap();
         let expected = expected.clone();
         move || {
-            let vault = app.backup.container_client("lakebak").unwrap();
+            let vault = app.backup.container("lakebak").unwrap();
             let expected = expected.clone();
             async move {
                 let left: BTreeSet<String> = support::list_all(&vault)
@@ -554,25 +490,26 @@ async fn a_distributed_prune_over_many_parts_with_workers_killed_deletes_exactly
         (&status["refused"], &status["errors"]),
         (&Value::from(0), &Value::from(0))
     );
-    assert_eq!(backup_names(&app).await, expected);
+    assert_eq!(backup_names(app).await, expected);
 }
 
 #[tokio::test]
 async fn a_queued_prune_keeps_versions_written_after_it_started_and_judges_by_its_own_policy() {
-    let (azurite, app) = lake_with_vault().await;
-    let lake = app.source.container_client("lake").unwrap();
+    let fixture = lake_with_vault().await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    let lake = app.source.container("lake").unwrap();
     let today = OffsetDateTime::now_utc().date();
     let name = "表/t.csv";
     let mut backdated = BTreeMap::new();
     for k in 1..=3 {
         let day = today - Duration::days(k);
-        backdated_backup(&app, name, &format!("0x{k}"), noon(day), &content(day)).await;
+        backdated_backup(app, name, &format!("0x{k}"), noon(day), &content(day)).await;
         backdated.insert(
             k,
             naming::backup_blob_name(name, noon(day), &format!("0x{k}")).unwrap(),
         );
     }
-    let plain = worker::settings(&azurite);
+    let plain = worker::settings(azurite);
     let produce = || {
         let (code, out, err) = worker::run_once(&plain, &["produce", "--container", "lake"]);
         assert_eq!(code, 0, "{out}{err}");
@@ -590,12 +527,12 @@ async fn a_queued_prune_keeps_versions_written_after_it_started_and_judges_by_it
     // Two versions written after the job started, while it waits on the queue: v1 is no
     // longer current, and its life covers no instant the policy keeps, judged at the job's
     // start. It is younger than that judgement: kept.
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    support::next_second().await;
     for version in [&b"v1"[..], b"v2"] {
         support::upload(&lake, name, version).await;
         produce();
     }
-    let before = backup_names(&app).await;
+    let before = backup_names(app).await;
     // The worker has no RETENTION_* setting: the job's own policy decides.
     let (code, lines, status) =
         worker::work_off_job(&plain, job, std::time::Duration::from_secs(60)).await;
@@ -609,7 +546,7 @@ async fn a_queued_prune_keeps_versions_written_after_it_started_and_judges_by_it
         .cloned()
         .collect();
     assert_eq!(deleted, expected, "{lines:?}");
-    let after = backup_names(&app).await;
+    let after = backup_names(app).await;
     assert_eq!(
         after,
         before

@@ -5,109 +5,90 @@ use crate::support;
 
 use std::collections::{BTreeMap, HashMap};
 
-use azure_storage_blob::models::{BlobClientDeleteOptions, DeleteSnapshotsOptionType};
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
-use lakebackup::{
-    app::{App, WorkQueue},
-    engine::backup::BackupOutcome,
-};
+use lakebackup::{app::WorkQueue, engine::backup::BackupOutcome};
 use serde_json::Value;
-use support::{
-    worker::{self, Worker},
-    Azurite,
-};
+use support::{worker, Lake};
 
-struct Lake {
-    azurite: Azurite,
-    app: App,
+/// The common lake, with containers `lake` and `other`.
+async fn lake_with_other() -> Lake {
+    Lake::start(&["lake", "other"]).await
 }
 
-impl Lake {
-    async fn new() -> Lake {
-        let (azurite, app) = support::app_on_azurite(&["lake", "other"]).await;
-        Lake { azurite, app }
-    }
+async fn put(lake: &Lake, name: &str, bytes: &[u8]) {
+    support::upload(&lake.lake("lake"), name, bytes).await;
+}
 
-    fn container(&self, name: &str) -> azure_storage_blob::BlobContainerClient {
-        self.app.source.container_client(name).unwrap()
-    }
+async fn snapshot(lake: &Lake, name: &str) {
+    lake.lake("lake")
+        .blob(name)
+        .take_snapshot(None)
+        .await
+        .unwrap();
+}
 
-    async fn put(&self, name: &str, bytes: &[u8]) {
-        support::upload(&self.container("lake"), name, bytes).await;
-    }
+/// Backs up the current version of `name` with the real consumer.
+async fn back_up(lake: &Lake, name: &str) {
+    let text = support::request_for(&lake.lake("lake"), name).await;
+    let outcome = consume(lake, &text).await;
+    assert!(
+        matches!(outcome, BackupOutcome::BackedUp { .. }),
+        "{outcome:?}"
+    );
+}
 
-    async fn snapshot(&self, name: &str) {
-        self.container("lake")
-            .blob_client(name)
-            .create_snapshot(None)
-            .await
-            .unwrap();
-    }
+async fn consume(lake: &Lake, text: &str) -> BackupOutcome {
+    support::deliver_to(&lake.app, WorkQueue::Backups, text, 1)
+        .await
+        .unwrap()
+        .done()
+}
 
-    /// Backs up the current version of `name` with the real consumer.
-    async fn back_up(&self, name: &str) {
-        let text = support::request_for(&self.container("lake"), "lake", name).await;
-        let outcome = self.consume(&text).await;
-        assert!(
-            matches!(outcome, BackupOutcome::BackedUp { .. }),
-            "{outcome:?}"
-        );
+/// Takes the queued requests off the queue: blob name → etag.
+async fn take_requests(lake: &Lake) -> BTreeMap<String, String> {
+    let queue = lake.queue("backup-requests");
+    if !support::queue_exists(&queue).await {
+        return BTreeMap::new();
     }
+    support::drain_queue(&queue)
+        .await
+        .into_iter()
+        .map(|t| {
+            let v: Value = serde_json::from_slice(&BASE64.decode(t).unwrap()).unwrap();
+            (
+                v["blob_name"].as_str().unwrap().to_owned(),
+                v["etag"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
 
-    async fn consume(&self, text: &str) -> BackupOutcome {
-        support::deliver_to(&self.app, WorkQueue::Backups, text, 1)
-            .await
-            .unwrap()
-            .done()
-    }
-
-    /// Takes the queued requests off the queue: blob name → etag.
-    async fn take_requests(&self) -> BTreeMap<String, String> {
-        let queue = self.app.jobs.queue_client("backup-requests").unwrap();
-        if !queue.exists().await.unwrap() {
-            return BTreeMap::new();
+/// Base name → whether some snapshot carries its current ETag (checked independently of
+/// the diff under test: current ETags come from the blobs' own properties).
+async fn snapshots_of_current(lake: &Lake, container: &str) -> HashMap<String, bool> {
+    let client = lake.lake(container);
+    let versions = support::list_versions(&client).await;
+    let mut has = HashMap::new();
+    for (name, snapshot, _) in &versions {
+        if snapshot.is_none() {
+            let (etag, _, _) = support::properties(&client, name).await;
+            let covered = versions
+                .iter()
+                .any(|(n, s, e)| n == name && s.is_some() && *e == etag);
+            has.insert(name.clone(), covered);
         }
-        support::drain_queue(&queue)
-            .await
-            .into_iter()
-            .map(|t| {
-                let v: Value = serde_json::from_slice(&BASE64.decode(t).unwrap()).unwrap();
-                (
-                    v["blob_name"].as_str().unwrap().to_owned(),
-                    v["etag"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect()
     }
+    has
+}
 
-    /// Base name → whether some snapshot carries its current ETag (checked independently of
-    /// the diff under test: current ETags come from the blobs' own properties).
-    async fn snapshots_of_current(&self, container: &str) -> HashMap<String, bool> {
-        let client = self.container(container);
-        let versions = support::list_versions(&client).await;
-        let mut has = HashMap::new();
-        for (name, snapshot, _) in &versions {
-            if snapshot.is_none() {
-                let (etag, _, _) = support::properties(&client, name).await;
-                let covered = versions
-                    .iter()
-                    .any(|(n, s, e)| n == name && s.is_some() && *e == etag);
-                has.insert(name.clone(), covered);
-            }
-        }
-        has
-    }
-
-    fn reconcile(&self, args: &[&str], extra: &[(&str, &str)]) -> (i32, Value) {
-        let mut settings = worker::settings(&self.azurite);
-        settings.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let mut full = vec!["reconcile"];
-        full.extend(args);
-        let (code, stdout, stderr) = worker::run_once(&settings, &full);
-        let summary = serde_json::from_str(&stdout)
-            .unwrap_or_else(|e| panic!("summary is JSON ({e}): {stdout}\n{stderr}"));
-        (code, summary)
-    }
+fn reconcile(lake: &Lake, args: &[&str], extra: &[(&str, &str)]) -> (i32, Value) {
+    let settings = lake.settings_with(extra);
+    let mut full = vec!["reconcile"];
+    full.extend(args);
+    let (code, stdout, stderr) = worker::run_once(&settings, &full);
+    let summary = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("summary is JSON ({e}): {stdout}\n{stderr}"));
+    (code, summary)
 }
 
 fn container<'a>(summary: &'a Value, name: &str) -> &'a Value {
@@ -121,55 +102,53 @@ fn container<'a>(summary: &'a Value, name: &str) -> &'a Value {
 
 /// Every state a blob can be in before a reconcile.
 async fn lake_in_disrepair() -> Lake {
-    let lake = Lake::new().await;
-    lake.put("new.csv", b"never seen").await;
+    let lake = lake_with_other().await;
+    put(&lake, "new.csv", b"never seen").await;
 
-    lake.put("changed.csv", b"v1").await;
-    lake.snapshot("changed.csv").await;
-    lake.back_up("changed.csv").await;
-    lake.put("changed.csv", b"v2").await;
+    put(&lake, "changed.csv", b"v1").await;
+    snapshot(&lake, "changed.csv").await;
+    back_up(&lake, "changed.csv").await;
+    put(&lake, "changed.csv", b"v2").await;
 
-    lake.put("same.csv", b"steady").await;
-    lake.snapshot("same.csv").await;
-    lake.back_up("same.csv").await;
+    put(&lake, "same.csv", b"steady").await;
+    snapshot(&lake, "same.csv").await;
+    back_up(&lake, "same.csv").await;
 
-    lake.put("nobackup.csv", b"snapshotted only").await;
-    lake.snapshot("nobackup.csv").await;
+    put(&lake, "nobackup.csv", b"snapshotted only").await;
+    snapshot(&lake, "nobackup.csv").await;
 
-    lake.put("nosnap.csv", b"backed up only").await;
-    lake.back_up("nosnap.csv").await;
+    put(&lake, "nosnap.csv", b"backed up only").await;
+    back_up(&lake, "nosnap.csv").await;
 
     // Many snapshots around the base: Azurite interleaves them in the listing.
     for round in 0..3 {
-        lake.put("interleaved.csv", format!("round {round}").as_bytes())
-            .await;
-        lake.snapshot("interleaved.csv").await;
+        put(
+            &lake,
+            "interleaved.csv",
+            format!("round {round}").as_bytes(),
+        )
+        .await;
+        snapshot(&lake, "interleaved.csv").await;
     }
-    lake.snapshot("interleaved.csv").await;
-    lake.back_up("interleaved.csv").await;
+    snapshot(&lake, "interleaved.csv").await;
+    back_up(&lake, "interleaved.csv").await;
 
     // A backup blob without its stamp is an unfinished copy, not a backup.
-    lake.put("incomplete.csv", b"half copied").await;
-    lake.snapshot("incomplete.csv").await;
-    let (etag, last_modified, _) =
-        support::properties(&lake.container("lake"), "incomplete.csv").await;
+    put(&lake, "incomplete.csv", b"half copied").await;
+    snapshot(&lake, "incomplete.csv").await;
+    let (etag, last_modified, _) = support::properties(&lake.lake("lake"), "incomplete.csv").await;
     let backup_name =
         lakebackup::core::naming::backup_blob_name("incomplete.csv", last_modified, &etag).unwrap();
-    support::upload(
-        &lake.app.backup.container_client("lakebak").unwrap(),
-        &backup_name,
-        b"half",
-    )
-    .await;
+    support::upload(&lake.vault("lake"), &backup_name, b"half").await;
 
-    support::upload(&lake.container("other"), "x/y.bin", b"other").await;
+    support::upload(&lake.lake("other"), "x/y.bin", b"other").await;
     lake
 }
 
 #[tokio::test]
 async fn one_pass_repairs_everything_and_a_second_finds_nothing() {
     let lake = lake_in_disrepair().await;
-    let (code, summary) = lake.reconcile(&[], &[]);
+    let (code, summary) = reconcile(&lake, &[], &[]);
     assert_eq!(code, 0, "{summary}");
     assert_eq!(summary["status"], "ok");
     let report = container(&summary, "lake");
@@ -200,36 +179,28 @@ async fn one_pass_repairs_everything_and_a_second_finds_nothing() {
     );
 
     assert!(
-        lake.take_requests().await.is_empty(),
+        take_requests(&lake).await.is_empty(),
         "nothing left to a queue"
     );
-    assert!(lake
-        .snapshots_of_current("lake")
+    assert!(snapshots_of_current(&lake, "lake")
         .await
         .values()
         .all(|&has| has));
 
-    let (code, last) = lake.reconcile(&[], &[]);
+    let (code, last) = reconcile(&lake, &[], &[]);
     assert_eq!(code, 0);
     assert_eq!(last["total"]["snapshots_created"], 0, "{last}");
     assert_eq!(last["total"]["backups_copied"], 0, "{last}");
     assert_eq!(last["total"]["backups_present"], 8, "{last}");
     // The versions copied are the current ones, stamped (the index counts only those).
-    let (_, dry) = lake.reconcile(&["--dry-run"], &[]);
+    let (_, dry) = reconcile(&lake, &["--dry-run"], &[]);
     assert_eq!(dry["total"]["backup_requests"], 0, "{dry}");
 
     // A blob deleted from the lake is recorded as deleted, once.
-    lake.container("lake")
-        .blob_client("same.csv")
-        .delete(Some(BlobClientDeleteOptions {
-            delete_snapshots: Some(DeleteSnapshotsOptionType::Include),
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
-    let (_, seen) = lake.reconcile(&["--container", "lake"], &[]);
+    support::delete_with_snapshots(&lake.lake("lake"), "same.csv").await;
+    let (_, seen) = reconcile(&lake, &["--container", "lake"], &[]);
     assert_eq!(container(&seen, "lake")["deletions_recorded"], 1, "{seen}");
-    let (_, again) = lake.reconcile(&["--container", "lake"], &[]);
+    let (_, again) = reconcile(&lake, &["--container", "lake"], &[]);
     assert_eq!(
         container(&again, "lake")["deletions_recorded"],
         0,
@@ -240,23 +211,23 @@ async fn one_pass_repairs_everything_and_a_second_finds_nothing() {
 #[tokio::test]
 async fn dry_run_reports_and_changes_nothing() {
     let lake = lake_in_disrepair().await;
-    let before = support::list_all(&lake.container("lake")).await;
-    let (code, summary) = lake.reconcile(&["--dry-run", "--container", "lake"], &[]);
+    let before = support::list_all(&lake.lake("lake")).await;
+    let (code, summary) = reconcile(&lake, &["--dry-run", "--container", "lake"], &[]);
     assert_eq!(code, 0);
     assert_eq!(summary["dry_run"], true);
     let report = container(&summary, "lake");
     assert_eq!(report["snapshots_created"], 3, "{report}");
     assert_eq!(report["backup_requests"], 4, "{report}");
     assert_eq!(summary["total"]["containers"], 1);
-    assert_eq!(support::list_all(&lake.container("lake")).await, before);
-    assert!(lake.take_requests().await.is_empty());
+    assert_eq!(support::list_all(&lake.lake("lake")).await, before);
+    assert!(take_requests(&lake).await.is_empty());
 }
 
 #[tokio::test]
 async fn unknown_containers_are_reported_not_fatal() {
-    let lake = Lake::new().await;
-    lake.put("a.csv", b"a").await;
-    let (code, summary) = lake.reconcile(&[], &[("RECONCILE_CONTAINERS", "lake, ghost")]);
+    let lake = lake_with_other().await;
+    put(&lake, "a.csv", b"a").await;
+    let (code, summary) = reconcile(&lake, &[], &[("RECONCILE_CONTAINERS", "lake, ghost")]);
     assert_eq!(code, 0, "{summary}");
     assert_eq!(summary["not_found"], serde_json::json!(["ghost"]));
     assert_eq!(container(&summary, "ghost")["status"], "not_found");
@@ -266,11 +237,11 @@ async fn unknown_containers_are_reported_not_fatal() {
 
 #[tokio::test]
 async fn unreachable_backup_account_fails_loudly_and_writes_nothing() {
-    let lake = Lake::new().await;
-    lake.put("a.csv", b"a").await;
-    lake.put("b.csv", b"b").await;
+    let lake = lake_with_other().await;
+    put(&lake, "a.csv", b"a").await;
+    put(&lake, "b.csv", b"b").await;
     let unreachable = support::unreachable_connection("backup", support::azurite::BACKUP_KEY);
-    let (code, summary) = lake.reconcile(&[], &[("BACKUP_STORAGE", &unreachable)]);
+    let (code, summary) = reconcile(&lake, &[], &[("BACKUP_STORAGE", &unreachable)]);
     assert_eq!(code, 1, "{summary}");
     assert_eq!(summary["status"], "failed");
     let mut failed = summary["failed_containers"].as_array().unwrap().clone();
@@ -293,15 +264,15 @@ async fn unreachable_backup_account_fails_loudly_and_writes_nothing() {
 
 #[tokio::test]
 async fn blobs_deleted_while_it_runs_are_no_error() {
-    let lake = Lake::new().await;
-    let client = lake.container("lake");
+    let lake = lake_with_other().await;
+    let client = lake.lake("lake");
     let names: Vec<String> = (0..240)
         .map(|i| format!("d{}/blob-{i:03}.bin", i % 7))
         .collect();
     futures::future::join_all(names.iter().map(|n| support::upload(&client, n, b"x"))).await;
 
-    let reconcile = {
-        let settings = worker::settings(&lake.azurite);
+    let running = {
+        let settings = lake.settings();
         std::thread::spawn(move || {
             worker::run_once(&settings, &["reconcile", "--container", "lake"])
         })
@@ -313,13 +284,13 @@ async fn blobs_deleted_while_it_runs_are_no_error() {
         support::delete_with_snapshots(&client, n).await;
     }))
     .await;
-    let (code, stdout, stderr) = reconcile.join().unwrap();
+    let (code, stdout, stderr) = running.join().unwrap();
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     let summary: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(summary["status"], "ok");
 
     // Every survivor was repaired by the one pass; the deleted ones are simply gone.
-    let (_, last) = lake.reconcile(&["--container", "lake"], &[]);
+    let (_, last) = reconcile(&lake, &["--container", "lake"], &[]);
     let report = container(&last, "lake");
     assert_eq!(report["blobs"], 120, "{last}");
     assert_eq!(report["snapshots_created"], 0, "{last}");
@@ -329,10 +300,10 @@ async fn blobs_deleted_while_it_runs_are_no_error() {
 
 #[tokio::test]
 async fn the_timer_queues_root_shards_that_the_shard_function_works_off() {
-    let lake = Lake::new().await;
-    lake.put("a.csv", b"a").await;
-    lake.put("dir/b.csv", b"b").await;
-    let worker = Worker::serve(&worker::settings(&lake.azurite));
+    let lake = lake_with_other().await;
+    put(&lake, "a.csv", b"a").await;
+    put(&lake, "dir/b.csv", b"b").await;
+    let worker = lake.serve(&[]);
     let client = reqwest::Client::new();
     let response = client
         .post(worker.url("/HttpSnapshotIncBackupStorageReconciliation"))
@@ -356,11 +327,7 @@ async fn the_timer_queues_root_shards_that_the_shard_function_works_off() {
     );
 
     // The host delivers each shard to QueueSnapshotBackupShard; sub-directories fan out.
-    let shards = lake
-        .app
-        .jobs
-        .queue_client("backup-requests-shards")
-        .unwrap();
+    let shards = lake.queue("backup-requests-shards");
     let mut reports = Vec::new();
     loop {
         let texts = support::drain_queue(&shards).await;
@@ -404,7 +371,7 @@ async fn the_timer_queues_root_shards_that_the_shard_function_works_off() {
         .map(|r| r["snapshots_created"].as_u64().unwrap())
         .sum();
     assert_eq!((copied, snapshots), (2, 2), "{reports:?}");
-    let (_, after) = lake.reconcile(&["--container", "lake", "--dry-run"], &[]);
+    let (_, after) = reconcile(&lake, &["--container", "lake", "--dry-run"], &[]);
     let report = container(&after, "lake");
     assert_eq!(report["backups_present"], 2, "{after}");
     assert_eq!(report["snapshots_created"], 0, "{after}");

@@ -4,18 +4,12 @@
 
 use crate::support;
 
-use std::{collections::BTreeMap, time::Duration};
+use std::collections::BTreeMap;
 
-use lakebackup::{
-    app::App, engine::jobs::restore::RestoreStep, functions::producer::ProduceRequest,
-};
+use lakebackup::{app::App, engine::jobs::restore::RestoreStep, storage::Container};
 use serde_json::Value;
-use support::{worker, Azurite};
 
-struct Lake {
-    azurite: Azurite,
-    app: App,
-}
+use support::{worker, Lake};
 
 /// The state the tests restore to.
 struct Before {
@@ -23,92 +17,60 @@ struct Before {
     contents: BTreeMap<String, Vec<u8>>,
 }
 
-impl Lake {
-    async fn new() -> Lake {
-        let (azurite, app) = support::app_on_azurite(&["lake"]).await;
-        Lake { azurite, app }
-    }
+/// The common lake with a container `lake`.
+async fn new_lake() -> Lake {
+    Lake::start(&["lake"]).await
+}
 
-    fn lake(&self) -> azure_storage_blob::BlobContainerClient {
-        self.app.source.container_client("lake").unwrap()
-    }
+/// A producer job over the whole lake, in-process: a snapshot and a backup of every new
+/// version.
+async fn back_up(lake: &Lake) {
+    support::produce(&lake.app, "lake").await;
+}
 
-    /// A producer job over the whole lake, in-process: a snapshot and a backup of every new
-    /// version.
-    async fn back_up(&self) {
-        let request = ProduceRequest {
-            container: "lake".into(),
-            prefix: String::new(),
-        };
-        lakebackup::functions::producer::run_here(&self.app, &request)
-            .await
-            .unwrap();
-    }
+async fn contents(lake: &Lake, container: &str) -> BTreeMap<String, Vec<u8>> {
+    support::contents(&lake.lake(container)).await
+}
 
-    async fn contents(&self, container: &str) -> BTreeMap<String, Vec<u8>> {
-        let client = self.app.source.container_client(container).unwrap();
-        let mut contents = BTreeMap::new();
-        for (name, snapshot) in support::list_all(&client).await {
-            if snapshot.is_none() {
-                let bytes = support::download(&client, &name).await;
-                contents.insert(name, bytes);
-            }
-        }
-        contents
+/// A lake with history: v1 of everything backed up, then (after the returned instant) a
+/// corruption, a deletion and a new blob, all of which the Function App also backed up.
+async fn with_an_incident() -> (Lake, Before) {
+    let lake = new_lake().await;
+    let client = lake.lake("lake");
+    for (name, bytes) in [
+        ("a.csv", b"a,b\n1,2\n".to_vec()),
+        ("dir/b.bin", (0..=255u8).collect::<Vec<_>>()),
+        ("dir/c \"quoted\" #1.txt", b"c v1".to_vec()),
+        ("keep.txt", b"never touched".to_vec()),
+    ] {
+        support::upload(&client, name, &bytes).await;
     }
+    back_up(&lake).await;
+    let contents = contents(&lake, "lake").await;
+    // Versions are told apart by Last-Modified, which has one-second resolution.
+    let instant = support::instant_after_writes().await;
+    support::next_second().await;
 
-    /// A lake with history: v1 of everything backed up, then (after the returned instant) a
-    /// corruption, a deletion and a new blob, all of which the Function App also backed up.
-    async fn with_an_incident() -> (Lake, Before) {
-        let lake = Lake::new().await;
-        let client = lake.lake();
-        for (name, bytes) in [
-            ("a.csv", b"a,b\n1,2\n".to_vec()),
-            ("dir/b.bin", (0..=255u8).collect::<Vec<_>>()),
-            ("dir/c \"quoted\" #1.txt", b"c v1".to_vec()),
-            ("keep.txt", b"never touched".to_vec()),
-        ] {
-            support::upload(&client, name, &bytes).await;
-        }
-        lake.back_up().await;
-        let contents = lake.contents("lake").await;
-        // Versions are told apart by Last-Modified, which has one-second resolution.
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        let instant = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+    support::upload(&client, "a.csv", b"CORRUPTED").await;
+    support::upload(&client, "dir/c \"quoted\" #1.txt", b"c v2, also bad").await;
+    support::upload(&client, "new.txt", b"created after the instant").await;
+    back_up(&lake).await;
+    support::delete_with_snapshots(&client, "dir/b.bin").await;
+    (lake, Before { instant, contents })
+}
 
-        support::upload(&client, "a.csv", b"CORRUPTED").await;
-        support::upload(&client, "dir/c \"quoted\" #1.txt", b"c v2, also bad").await;
-        support::upload(&client, "new.txt", b"created after the instant").await;
-        lake.back_up().await;
-        support::delete_with_snapshots(&client, "dir/b.bin").await;
-        (lake, Before { instant, contents })
-    }
-
-    fn restore(&self, args: &[&str]) -> (i32, Value) {
-        let mut full = vec!["restore", "--container", "lake"];
-        full.extend(args);
-        let (code, stdout, stderr) = worker::run_once(&worker::settings(&self.azurite), &full);
-        // One JSON line per action, then the summary's: gathered here as one value.
-        let mut lines: Vec<Value> = stdout
-            .lines()
-            .map(|line| {
-                serde_json::from_str(line)
-                    .unwrap_or_else(|e| panic!("a JSON line ({e}): {line}\n{stderr}"))
-            })
-            .collect();
-        let mut summary = lines
-            .pop()
-            .unwrap_or_else(|| panic!("no summary: {stderr}"));
-        assert!(
-            summary.get("status").is_some(),
-            "the last line is the summary: {summary}"
-        );
-        summary["actions"] = Value::Array(lines);
-        (code, summary)
-    }
+/// `lakebackup restore --container lake ARGS`: the exit code and the summary, with the lines of
+/// its actions gathered under `actions`.
+fn restore(lake: &Lake, args: &[&str]) -> (i32, Value) {
+    let mut full = vec!["restore", "--container", "lake"];
+    full.extend(args);
+    let (code, lines, mut summary) = worker::run_lines(&lake.settings(), &full);
+    assert!(
+        summary.get("status").is_some(),
+        "the last line is the summary: {summary}"
+    );
+    summary["actions"] = Value::Array(lines);
+    (code, summary)
 }
 
 fn actions(summary: &Value) -> BTreeMap<String, String> {
@@ -127,9 +89,12 @@ fn actions(summary: &Value) -> BTreeMap<String, String> {
 
 #[tokio::test]
 async fn from_backup_to_an_instant_brings_back_corrupted_and_deleted_blobs() {
-    let (lake, before) = Lake::with_an_incident().await;
+    let (lake, before) = with_an_incident().await;
 
-    let (code, dry) = lake.restore(&["--from", "backup", "--as-of", &before.instant, "--dry-run"]);
+    let (code, dry) = restore(
+        &lake,
+        &["--from", "backup", "--as-of", &before.instant, "--dry-run"],
+    );
     assert_eq!(code, 0, "{dry}");
     let planned = actions(&dry);
     assert_eq!(planned["a.csv"], "restore");
@@ -138,16 +103,16 @@ async fn from_backup_to_an_instant_brings_back_corrupted_and_deleted_blobs() {
     assert_eq!(planned["new.txt"], "missing_version");
     assert_eq!(dry["unchanged"], 1, "keep.txt: {dry}");
     assert_eq!(
-        lake.contents("lake").await["a.csv"],
+        contents(&lake, "lake").await["a.csv"],
         b"CORRUPTED",
         "dry run changes nothing"
     );
 
-    let (code, summary) = lake.restore(&["--from", "backup", "--as-of", &before.instant]);
+    let (code, summary) = restore(&lake, &["--from", "backup", "--as-of", &before.instant]);
     assert_eq!(code, 0, "{summary}");
     assert_eq!(summary["restored"], 3, "{summary}");
     assert_eq!(summary["errors"], 0);
-    let after = lake.contents("lake").await;
+    let after = contents(&lake, "lake").await;
     for (name, bytes) in &before.contents {
         assert!(
             after[name] == *bytes,
@@ -160,82 +125,85 @@ async fn from_backup_to_an_instant_brings_back_corrupted_and_deleted_blobs() {
     );
 
     // Once restored, a second restore finds nothing to do.
-    let (_, again) = lake.restore(&["--from", "backup", "--as-of", &before.instant]);
+    let (_, again) = restore(&lake, &["--from", "backup", "--as-of", &before.instant]);
     assert_eq!(again["restored"], 0, "{again}");
     assert_eq!(again["unchanged"], 4, "{again}");
 }
 
 #[tokio::test]
 async fn from_snapshots_promotes_the_version_of_the_instant_within_a_prefix() {
-    let (lake, before) = Lake::with_an_incident().await;
-    let (code, summary) = lake.restore(&[
-        "--from",
-        "snapshots",
-        "--as-of",
-        &before.instant,
-        "--prefix",
-        "dir/",
-    ]);
+    let (lake, before) = with_an_incident().await;
+    let (code, summary) = restore(
+        &lake,
+        &[
+            "--from",
+            "snapshots",
+            "--as-of",
+            &before.instant,
+            "--prefix",
+            "dir/",
+        ],
+    );
     assert_eq!(code, 0, "{summary}");
     // Only dir/ is in scope; b.bin's snapshots went with it, so only c comes back.
     assert_eq!(
         actions(&summary),
         BTreeMap::from([("dir/c \"quoted\" #1.txt".to_owned(), "restore".to_owned())])
     );
-    let after = lake.contents("lake").await;
+    let after = contents(&lake, "lake").await;
     assert_eq!(
         after["dir/c \"quoted\" #1.txt"],
         before.contents["dir/c \"quoted\" #1.txt"]
     );
     assert_eq!(after["a.csv"], b"CORRUPTED", "outside the prefix");
 
-    let (code, summary) = lake.restore(&["--from", "snapshots", "--as-of", &before.instant]);
+    let (code, summary) = restore(&lake, &["--from", "snapshots", "--as-of", &before.instant]);
     assert_eq!(code, 0, "{summary}");
     assert_eq!(actions(&summary)["a.csv"], "restore");
     assert_eq!(actions(&summary)["new.txt"], "missing_version");
     assert_eq!(
-        lake.contents("lake").await["a.csv"],
+        contents(&lake, "lake").await["a.csv"],
         before.contents["a.csv"]
     );
 }
 
 #[tokio::test]
 async fn to_another_container_leaves_the_source_alone() {
-    let (lake, before) = Lake::with_an_incident().await;
-    let (code, summary) = lake.restore(&[
-        "--from",
-        "backup",
-        "--as-of",
-        &before.instant,
-        "--to-container",
-        "lake-restored",
-    ]);
+    let (lake, before) = with_an_incident().await;
+    let (code, summary) = restore(
+        &lake,
+        &[
+            "--from",
+            "backup",
+            "--as-of",
+            &before.instant,
+            "--to-container",
+            "lake-restored",
+        ],
+    );
     assert_eq!(code, 0, "{summary}");
     assert_eq!(summary["target_container"], "lake-restored");
-    assert_eq!(lake.contents("lake-restored").await, before.contents);
-    assert_eq!(lake.contents("lake").await["a.csv"], b"CORRUPTED");
+    assert_eq!(contents(&lake, "lake-restored").await, before.contents);
+    assert_eq!(contents(&lake, "lake").await["a.csv"], b"CORRUPTED");
 }
 
 #[tokio::test]
 async fn a_failure_is_reported_and_exits_non_zero() {
-    let lake = Lake::new().await;
+    let lake = new_lake().await;
     // A name Azure refuses is a usage error: exit 2, nothing on stdout, the reason on stderr.
-    let (code, stdout, stderr) = worker::run_once(
-        &worker::settings(&lake.azurite),
-        &[
-            "restore",
-            "--container",
-            "lake",
-            "--to-container",
-            "Bad_Name",
-        ],
-    );
+    let (code, stdout, stderr) = lake.run(&[
+        "restore",
+        "--container",
+        "lake",
+        "--to-container",
+        "Bad_Name",
+    ]);
     assert_eq!(code, 2, "{stdout}{stderr}");
     assert!(stdout.is_empty(), "{stdout}");
     assert!(stderr.contains("invalid container name"), "{stderr}");
 
     // Never backed up: there is nothing to restore from, and it says so.
-    let (code, summary) = lake.restore(&["--from", "backup"]);
+    let (code, summary) = restore(&lake, &["--from", "backup"]);
     assert_eq!(code, 1, "{summary}");
     assert!(
         summary["error"].as_str().unwrap().contains("lakebak"),
@@ -254,59 +222,41 @@ type Properties = (
     BTreeMap<String, String>,
 );
 
-async fn blob_properties(
-    container: &azure_storage_blob::BlobContainerClient,
-    name: &str,
-) -> Properties {
-    use azure_storage_blob::models::BlobClientGetPropertiesResultHeaders;
-    let p = container
-        .blob_client(name)
-        .get_properties(None)
-        .await
-        .unwrap();
+async fn blob_properties(container: &Container, name: &str) -> Properties {
+    let version = container.blob(name).probe().await.unwrap().unwrap().version;
+    let headers = version.properties.headers;
     (
-        p.content_type().unwrap(),
-        p.content_encoding().unwrap(),
-        p.content_language().unwrap(),
-        p.content_disposition().unwrap(),
-        p.cache_control().unwrap(),
-        p.metadata().unwrap().into_iter().collect(),
+        headers.content_type,
+        headers.content_encoding,
+        headers.content_language,
+        headers.content_disposition,
+        headers.cache_control,
+        version.metadata.unwrap_or_default().into_iter().collect(),
     )
 }
 
 #[tokio::test]
 async fn metadata_and_content_properties_come_back_and_the_stamp_never_does() {
-    use azure_core::http::RequestContent;
-    use azure_storage_blob::models::BlobClientUploadOptions;
-    let lake = Lake::new().await;
-    let client = lake.lake();
-    let described = BlobClientUploadOptions {
-        blob_content_type: Some("text/csv; charset=utf-8".into()),
-        blob_content_encoding: Some("identity".into()),
-        blob_content_language: Some("en-GB".into()),
-        blob_content_disposition: Some("attachment; filename=\"sales.csv\"".into()),
-        blob_cache_control: Some("no-cache".into()),
-        metadata: Some(
-            [
-                ("owner", "team-a"),
-                ("pii", "false"),
-                ("hdi_isfolder", "false"),
-            ]
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .into(),
-        ),
-        ..Default::default()
+    use lakebackup::{core::properties::ContentHeaders, storage::testing::NewBlob};
+    let lake = new_lake().await;
+    let client = lake.lake("lake");
+    let described = NewBlob {
+        headers: ContentHeaders {
+            content_type: Some("text/csv; charset=utf-8".into()),
+            content_encoding: Some("identity".into()),
+            content_language: Some("en-GB".into()),
+            content_disposition: Some("attachment; filename=\"sales.csv\"".into()),
+            cache_control: Some("no-cache".into()),
+        },
+        ..NewBlob::with_metadata([
+            ("owner", "team-a"),
+            ("pii", "false"),
+            ("hdi_isfolder", "false"),
+        ])
     };
-    client
-        .blob_client("sales.csv")
-        .upload(
-            RequestContent::from(b"a,b\n1,2\n".to_vec()),
-            Some(described),
-        )
-        .await
-        .unwrap();
+    support::upload_with(&client, "sales.csv", b"a,b\n1,2\n", &described).await;
     support::upload(&client, "plain.bin", b"no metadata at all").await;
-    lake.back_up().await;
+    back_up(&lake).await;
     support::next_second().await;
     let instant = support::now_rfc3339();
     support::next_second().await;
@@ -317,16 +267,16 @@ async fn metadata_and_content_properties_come_back_and_the_stamp_never_does() {
     assert_eq!(originals[0].5["owner"], "team-a");
 
     // Into a fresh container, and in place after the lake lost both.
-    let (code, summary) = lake.restore(&["--to-container", "fresh"]);
+    let (code, summary) = restore(&lake, &["--to-container", "fresh"]);
     assert_eq!(code, 0, "{summary}");
     for (name, bytes) in [("sales.csv", b"OOPS".as_slice()), ("plain.bin", b"OOPS")] {
         support::upload(&client, name, bytes).await;
     }
     // As of the instant before: the lake's OOPS versions, written since, are its newest.
-    let (code, in_place) = lake.restore(&["--as-of", &instant]);
+    let (code, in_place) = restore(&lake, &["--as-of", &instant]);
     assert_eq!(code, 0, "{in_place}");
     assert_eq!(in_place["restored"], 2, "{in_place}");
-    let fresh = lake.app.source.container_client("fresh").unwrap();
+    let fresh = lake.lake("fresh");
     for target in [&fresh, &client] {
         for (name, original) in ["sales.csv", "plain.bin"].iter().zip(&originals) {
             let restored = blob_properties(target, name).await;
@@ -342,25 +292,13 @@ async fn metadata_and_content_properties_come_back_and_the_stamp_never_does() {
 
 #[tokio::test]
 async fn as_of_an_instant_leaves_out_what_had_been_seen_deleted_and_brings_back_later_deletions() {
-    let lake = Lake::new().await;
-    let client = lake.lake();
-    let pass = || async {
-        let request = ProduceRequest {
-            container: "lake".into(),
-            prefix: String::new(),
-        };
-        lakebackup::functions::producer::run_here(&lake.app, &request)
-            .await
-            .unwrap()
-            .totals
-    };
+    let lake = new_lake().await;
+    let client = lake.lake("lake");
+    let pass = || async { support::produce(&lake.app, "lake").await.totals };
     let instant = || async {
         // Last-Modified has one-second resolution: keep versions clearly on either side.
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        let t = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let t = support::instant_after_writes().await;
+        support::next_second().await;
         t
     };
     for (name, bytes) in [
@@ -399,11 +337,11 @@ async fn as_of_an_instant_leaves_out_what_had_been_seen_deleted_and_brings_back_
     assert_eq!(pass().await.deletions_recorded, 1);
     let t2 = instant().await;
 
-    let (code, at_t1) = lake.restore(&["--as-of", &t1, "--to-container", "att1"]);
+    let (code, at_t1) = restore(&lake, &["--as-of", &t1, "--to-container", "att1"]);
     assert_eq!(code, 0, "{at_t1}");
     assert_eq!(at_t1["deleted"], 3, "{at_t1}");
     assert_eq!(
-        lake.contents("att1").await,
+        contents(&lake, "att1").await,
         BTreeMap::from([
             ("dir/a.csv".to_owned(), b"a v1".to_vec()),
             (
@@ -415,10 +353,10 @@ async fn as_of_an_instant_leaves_out_what_had_been_seen_deleted_and_brings_back_
         "the lake as it was at T1: b had been deleted, a not yet"
     );
 
-    let (code, at_t2) = lake.restore(&["--as-of", &t2, "--to-container", "att2"]);
+    let (code, at_t2) = restore(&lake, &["--as-of", &t2, "--to-container", "att2"]);
     assert_eq!(code, 0, "{at_t2}");
     assert_eq!(
-        lake.contents("att2").await,
+        contents(&lake, "att2").await,
         BTreeMap::from([
             ("dir/b.csv".to_owned(), b"b v2, a new life".to_vec()),
             (
@@ -432,27 +370,21 @@ async fn as_of_an_instant_leaves_out_what_had_been_seen_deleted_and_brings_back_
 
 #[tokio::test]
 async fn a_deletion_marker_names_the_newest_complete_backup_never_an_unfinished_copy() {
-    let lake = Lake::new().await;
-    let client = lake.lake();
+    let lake = new_lake().await;
+    let client = lake.lake("lake");
     support::upload(&client, "c.csv", b"c v1").await;
-    lake.back_up().await;
+    back_up(&lake).await;
     let (v1, _, _) = support::properties(&client, "c.csv").await;
     // v2 is written, and a copy of it starts but never finishes (no stamp), before the blob is
     // deleted: its newest *complete* backup is still v1.
     support::upload(&client, "c.csv", b"c v2").await;
     let (v2, v2_written, _) = support::properties(&client, "c.csv").await;
-    let vault = lake.app.backup.container_client("lakebak").unwrap();
+    let vault = lake.vault("lake");
     let unfinished = lakebackup::core::naming::backup_blob_name("c.csv", v2_written, &v2).unwrap();
     support::upload(&vault, &unfinished, b"c v").await;
     support::delete_with_snapshots(&client, "c.csv").await;
-    let request = ProduceRequest {
-        container: "lake".into(),
-        prefix: String::new(),
-    };
-    let pass = lakebackup::functions::producer::run_here(&lake.app, &request)
-        .await
-        .unwrap();
-    assert_eq!(pass.totals.deletions_recorded, 1);
+    let pass = support::produce(&lake.app, "lake").await;
+    assert_eq!(pass.totals.get("deletions_recorded"), 1);
     let records: Vec<(String, String)> = support::life_records(&vault)
         .await
         .into_iter()
@@ -465,11 +397,8 @@ async fn a_deletion_marker_names_the_newest_complete_backup_never_an_unfinished_
 
     // So a restore of the lake as it is now does not bring the deleted blob back (a marker for
     // v2 would match no complete version, and v1 would come back).
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let now = time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap();
-    let (code, now) = lake.restore(&["--as-of", &now, "--to-container", "now"]);
+    let now = support::instant_after_writes().await;
+    let (code, now) = restore(&lake, &["--as-of", &now, "--to-container", "now"]);
     assert_eq!(code, 0, "{now}");
     assert_eq!(now["restored"], 0, "{now}");
     assert_eq!(now["deleted"], 1, "{now}");
@@ -477,11 +406,11 @@ async fn a_deletion_marker_names_the_newest_complete_backup_never_an_unfinished_
 
 #[tokio::test]
 async fn verify_content_reads_both_sides_where_no_md5_can_tell() {
-    let lake = Lake::new().await;
-    let client = lake.lake();
+    let lake = new_lake().await;
+    let client = lake.lake("lake");
     support::upload(&client, "x.csv", b"the same bytes").await;
     support::upload(&client, "y.csv", b"y as backed up").await;
-    lake.back_up().await;
+    back_up(&lake).await;
     support::next_second().await;
     let instant = support::now_rfc3339();
     support::next_second().await;
@@ -490,7 +419,7 @@ async fn verify_content_reads_both_sides_where_no_md5_can_tell() {
     support::put_block_list(&client, "y.csv", b"y, corrupted!!", None).await;
     let (etag_before, _, _) = support::properties(&client, "x.csv").await;
 
-    let (code, dry) = lake.restore(&["--dry-run", "--as-of", &instant]);
+    let (code, dry) = restore(&lake, &["--dry-run", "--as-of", &instant]);
     assert_eq!(code, 0, "{dry}");
     assert_eq!(
         actions(&dry)["x.csv"],
@@ -498,7 +427,7 @@ async fn verify_content_reads_both_sides_where_no_md5_can_tell() {
         "without an MD5 an ETag differs: {dry}"
     );
 
-    let (code, checked) = lake.restore(&["--verify-content", "--as-of", &instant]);
+    let (code, checked) = restore(&lake, &["--verify-content", "--as-of", &instant]);
     assert_eq!(code, 0, "{checked}");
     assert_eq!(
         (checked["unchanged"].as_u64(), checked["restored"].as_u64()),
@@ -517,14 +446,14 @@ async fn verify_content_reads_both_sides_where_no_md5_can_tell() {
 /// is left alone: each write is conditional on what the plan saw.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blob_written_between_plan_and_copy_is_left_alone() {
-    use lakebackup::engine::restore::{self, RestoreFrom, RestoreRequest};
+    use lakebackup::engine::restore::{self, RestoreFrom};
 
-    let lake = Lake::new().await;
-    let client = lake.lake();
+    let lake = new_lake().await;
+    let client = lake.lake("lake");
     for name in ["a.csv", "b.csv"] {
         support::upload(&client, name, format!("{name} v1").as_bytes()).await;
     }
-    lake.back_up().await;
+    back_up(&lake).await;
     support::next_second().await;
     let instant = time::OffsetDateTime::now_utc();
     support::next_second().await;
@@ -532,20 +461,9 @@ async fn a_blob_written_between_plan_and_copy_is_left_alone() {
         support::upload(&client, name, b"corrupted").await;
     }
     // One write at a time, in name order: a.csv is written before b.csv.
-    let mut settings = worker::settings(&lake.azurite);
-    settings.insert("SNAPSHOT_CONCURRENCY".into(), "1".into());
+    let settings = lake.settings_with(&[("SNAPSHOT_CONCURRENCY", "1")]);
     let app = App::from_settings(&lakebackup::settings::Settings::from_pairs(settings)).unwrap();
-    let request = RestoreRequest {
-        to_account: false,
-        container: "lake".into(),
-        prefix: None,
-        blob: None,
-        as_of: Some(instant),
-        from: RestoreFrom::Backup,
-        to_container: None,
-        dry_run: false,
-        verify_content: false,
-    };
+    let request = support::restore_request("lake", RestoreFrom::Backup, None, Some(instant));
     let mut actions = Vec::new();
     let summary = restore::restore(&app, &request, &mut |action| {
         if action.blob == "a.csv" {

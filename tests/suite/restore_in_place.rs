@@ -15,34 +15,18 @@ use lakebackup::{
     engine::{
         backup,
         jobs::{self, ledger},
-        restore::{self, RestoreRequest},
+        restore::{self},
     },
-    functions::producer::ProduceRequest,
 };
 use serde_json::Value;
 use support::{worker, Azurite};
-
-async fn back_up(app: &App) {
-    let request = ProduceRequest {
-        container: "lake".into(),
-        prefix: String::new(),
-    };
-    lakebackup::functions::producer::run_here(app, &request)
-        .await
-        .unwrap();
-}
 
 /// `lakebackup restore --container lake ARGS`: the actions by blob, and the summary.
 fn restore(azurite: &Azurite, args: &[&str]) -> (BTreeMap<String, String>, Value) {
     let mut full = vec!["restore", "--container", "lake"];
     full.extend(args);
-    let (code, out, err) = worker::run_once(&worker::settings(azurite), &full);
-    let mut lines: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}\n{err}")))
-        .collect();
-    let summary = lines.pop().unwrap_or_else(|| panic!("no summary: {err}"));
-    assert_eq!(code, 0, "{summary}\n{err}");
+    let (code, lines, summary) = worker::run_lines(&worker::settings(azurite), &full);
+    assert_eq!(code, 0, "{summary}");
     let actions = lines
         .iter()
         .map(|a| {
@@ -57,7 +41,7 @@ fn restore(azurite: &Azurite, args: &[&str]) -> (BTreeMap<String, String>, Value
 
 /// The source versions the backup container holds complete, stamped backups of: (name, ETag).
 async fn backed_up_versions(app: &App) -> Vec<(String, String)> {
-    let backup = app.backup.container_client("lakebak").unwrap();
+    let backup = app.backup.container("lakebak").unwrap();
     let mut versions = Vec::new();
     for (name, _) in support::list_all(&backup).await {
         if let Ok(parsed) = lakebackup::core::naming::parse_backup_blob_name(&name) {
@@ -72,12 +56,13 @@ async fn backed_up_versions(app: &App) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn in_place_a_version_of_the_instant_stays_and_one_overwritten_is_backed_up_first() {
-    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
-    let lake = app.source.container_client("lake").unwrap();
+    let fixture = support::Lake::start(&["lake"]).await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    let lake = app.source.container("lake").unwrap();
     for name in ["early.csv", "late.csv"] {
         support::upload(&lake, name, format!("{name} v1").as_bytes()).await;
     }
-    back_up(&app).await;
+    support::produce(app, "lake").await;
     // After the last backup pass, before the instant: early.csv's v2 is the instant's version,
     // which no backup has caught up with.
     support::next_second().await;
@@ -93,7 +78,7 @@ async fn in_place_a_version_of_the_instant_stays_and_one_overwritten_is_backed_u
     let before_restore = support::now_rfc3339();
     support::next_second().await;
 
-    let (actions, summary) = restore(&azurite, &["--from", "backup", "--as-of", &instant]);
+    let (actions, summary) = restore(azurite, &["--from", "backup", "--as-of", &instant]);
     assert_eq!(summary["restored"], 1, "{summary}");
     assert_eq!(actions.get("late.csv").map(String::as_str), Some("restore"));
     assert!(!actions.contains_key("early.csv"), "{actions:?}");
@@ -106,14 +91,14 @@ async fn in_place_a_version_of_the_instant_stays_and_one_overwritten_is_backed_u
     assert_eq!(support::download(&lake, "late.csv").await, b"late.csv v1");
     // The version the restore overwrote is in the backup, stamped as any backup.
     assert!(
-        backed_up_versions(&app)
+        backed_up_versions(app)
             .await
             .contains(&("late.csv".to_owned(), late_etag.clone())),
         "late.csv v2 was backed up before it was overwritten"
     );
 
     // A later restore as of just before the first one brings that version back.
-    let (actions, summary) = restore(&azurite, &["--from", "backup", "--as-of", &before_restore]);
+    let (actions, summary) = restore(azurite, &["--from", "backup", "--as-of", &before_restore]);
     assert_eq!(
         actions.get("late.csv").map(String::as_str),
         Some("restore"),
@@ -125,18 +110,19 @@ async fn in_place_a_version_of_the_instant_stays_and_one_overwritten_is_backed_u
 
 #[tokio::test]
 async fn in_place_without_an_instant_nothing_is_reverted_and_deleted_blobs_come_back() {
-    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
-    let lake = app.source.container_client("lake").unwrap();
+    let fixture = support::Lake::start(&["lake"]).await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    let lake = app.source.container("lake").unwrap();
     for name in ["changed.csv", "deleted.csv", "same.csv"] {
         support::upload(&lake, name, format!("{name} v1").as_bytes()).await;
     }
-    back_up(&app).await;
+    support::produce(app, "lake").await;
     support::next_second().await;
     // Changed since the last pass, not backed up yet.
     support::upload(&lake, "changed.csv", b"changed.csv v2").await;
     support::delete_with_snapshots(&lake, "deleted.csv").await;
 
-    let (actions, summary) = restore(&azurite, &["--from", "backup"]);
+    let (actions, summary) = restore(azurite, &["--from", "backup"]);
     assert_eq!(
         actions.get("deleted.csv").map(String::as_str),
         Some("restore"),
@@ -157,17 +143,18 @@ async fn in_place_without_an_instant_nothing_is_reverted_and_deleted_blobs_come_
 
 #[tokio::test]
 async fn in_place_from_snapshots_an_overwritten_version_is_backed_up_first() {
-    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
-    let lake = app.source.container_client("lake").unwrap();
+    let fixture = support::Lake::start(&["lake"]).await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    let lake = app.source.container("lake").unwrap();
     support::upload(&lake, "s.csv", b"s.csv v1").await;
-    back_up(&app).await;
+    support::produce(app, "lake").await;
     support::next_second().await;
     let instant = support::now_rfc3339();
     support::next_second().await;
     support::upload(&lake, "s.csv", b"s.csv v2").await;
     let (v2, _, _) = support::properties(&lake, "s.csv").await;
 
-    let (actions, summary) = restore(&azurite, &["--from", "snapshots", "--as-of", &instant]);
+    let (actions, summary) = restore(azurite, &["--from", "snapshots", "--as-of", &instant]);
     assert_eq!(
         actions.get("s.csv").map(String::as_str),
         Some("restore"),
@@ -175,7 +162,7 @@ async fn in_place_from_snapshots_an_overwritten_version_is_backed_up_first() {
     );
     assert_eq!(support::download(&lake, "s.csv").await, b"s.csv v1");
     assert!(
-        backed_up_versions(&app)
+        backed_up_versions(app)
             .await
             .contains(&("s.csv".to_owned(), v2)),
         "s.csv v2 was backed up before it was overwritten"
@@ -186,26 +173,17 @@ async fn in_place_from_snapshots_an_overwritten_version_is_backed_up_first() {
 /// no blob the restore wrote: not counted restored.
 #[tokio::test]
 async fn a_lake_version_written_after_the_job_started_is_not_counted_restored_by_it() {
-    let (_azurite, app) = support::app_on_azurite(&["lake"]).await;
-    let lake = app.source.container_client("lake").unwrap();
+    let fixture = support::Lake::start(&["lake"]).await;
+    let (_azurite, app) = (&fixture.azurite, &fixture.app);
+    let lake = app.source.container("lake").unwrap();
     support::upload(&lake, "old.txt", b"old").await;
     let (etag, _, _) = support::properties(&lake, "old.txt").await;
-    backup::back_up(&app, &BackupRequest::new("lake", "old.txt", &etag))
+    backup::back_up(app, &BackupRequest::new("lake", "old.txt", &etag))
         .await
         .unwrap();
     let queued = restore::start(
-        &app,
-        &RestoreRequest {
-            container: "lake".into(),
-            prefix: None,
-            blob: None,
-            as_of: None,
-            from: RestoreFrom::Backup,
-            to_container: None,
-            to_account: false,
-            dry_run: false,
-            verify_content: false,
-        },
+        app,
+        &support::restore_request("lake", RestoreFrom::Backup, None, None),
     )
     .await
     .unwrap();
@@ -213,21 +191,18 @@ async fn a_lake_version_written_after_the_job_started_is_not_counted_restored_by
     support::next_second().await;
     support::upload(&lake, "new.txt", b"new").await;
     let (etag, _, _) = support::properties(&lake, "new.txt").await;
-    backup::back_up(&app, &BackupRequest::new("lake", "new.txt", &etag))
+    backup::back_up(app, &BackupRequest::new("lake", "new.txt", &etag))
         .await
         .unwrap();
     let (etag_before, _, _) = support::properties(&lake, "new.txt").await;
-    support::deliver_all_shards(&app).await;
+    support::deliver_all_shards(app).await;
     let (etag_after, _, _) = support::properties(&lake, "new.txt").await;
     assert_eq!(
         etag_before, etag_after,
         "the restore wrote nothing to new.txt"
     );
-    let status = jobs::status(&app, &queued.job).await.unwrap().unwrap();
-    let report = ledger::job_report(&app, &queued.job)
-        .await
-        .unwrap()
-        .unwrap();
+    let status = jobs::status(app, &queued.job).await.unwrap().unwrap();
+    let report = ledger::job_report(app, &queued.job).await.unwrap().unwrap();
     assert_eq!(
         status.progress.totals.get("restored"),
         0,

@@ -6,43 +6,17 @@ use crate::support;
 
 use std::{collections::BTreeMap, time::Duration};
 
-use azure_storage_blob::BlobContainerClient;
-use lakebackup::{app::App, functions::producer::ProduceRequest, settings::Settings};
+use lakebackup::{app::App, settings::Settings};
 use serde_json::Value;
 use support::worker::{self, Standalone};
 
-async fn back_up(app: &App) {
-    let request = ProduceRequest {
-        container: "lake".into(),
-        prefix: String::new(),
-    };
-    lakebackup::functions::producer::run_here(app, &request)
-        .await
-        .unwrap();
-}
-
-async fn contents(client: &BlobContainerClient) -> BTreeMap<String, Vec<u8>> {
-    let mut contents = BTreeMap::new();
-    for (name, snapshot) in support::list_all(client).await {
-        if snapshot.is_none() {
-            let bytes = support::download(client, &name).await;
-            contents.insert(name, bytes);
-        }
-    }
-    contents
-}
+use support::contents;
 
 fn json_lines(stdout: &str) -> Vec<Value> {
     stdout
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("JSON ({e}): {line}")))
         .collect()
-}
-
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap()
 }
 
 /// The names of the test lake: one large directory (its shards run out of budget and go on)
@@ -57,18 +31,18 @@ fn lake_names() -> Vec<String> {
 
 #[tokio::test]
 async fn a_distributed_restore_on_two_run_workers_brings_back_the_lake_of_the_instant() {
-    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
-    let client = app.source.container_client("lake").unwrap();
+    let fixture = support::Lake::start(&["lake"]).await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    let client = app.source.container("lake").unwrap();
     let names = lake_names();
     for name in &names {
         support::upload(&client, name, format!("{name} v1").as_bytes()).await;
     }
-    back_up(&app).await;
+    support::produce(app, "lake").await;
     let before = contents(&client).await;
     // Versions are told apart by Last-Modified, which has one-second resolution.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let instant = now_rfc3339();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let instant = support::instant_after_writes().await;
+    support::next_second().await;
 
     // The incident: the large directory and every 7th other blob corrupted, every 11th other
     // one deleted, five created.
@@ -88,9 +62,9 @@ async fn a_distributed_restore_on_two_run_workers_brings_back_the_lake_of_the_in
     }
     // The Function App keeps working: the corrupt versions are backed up, the deletions
     // recorded.
-    back_up(&app).await;
+    support::produce(app, "lake").await;
 
-    let mut settings = worker::settings(&azurite);
+    let mut settings = worker::settings(azurite);
     for (key, value) in [
         ("SHARD_TIME_BUDGET_SECONDS", "1"),
         // One write at a time: the large directory takes several one-second parts.
@@ -103,18 +77,8 @@ async fn a_distributed_restore_on_two_run_workers_brings_back_the_lake_of_the_in
     ] {
         settings.insert(key.into(), value.into());
     }
-    let (code, out, err) = worker::run_once(
-        &settings,
-        &[
-            "restore",
-            "--container",
-            "lake",
-            "--as-of",
-            &instant,
-            "--distributed",
-        ],
-    );
-    assert_eq!(code, 0, "{out}{err}");
+    let command = format!("restore --container lake --as-of {instant} --distributed");
+    let out = worker::run_ok(&settings, &command);
     let started = json_lines(&out);
     assert_eq!(started.len(), 1, "one JSON line: {out}");
     assert_eq!(
@@ -135,12 +99,7 @@ async fn a_distributed_restore_on_two_run_workers_brings_back_the_lake_of_the_in
         r#"{"version": "2.0", "functionTimeout": "00:01:00", "extensions": {"queues": {"batchSize": 4, "maxPollingInterval": "00:00:00.2"}}}"#,
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let address = format!("127.0.0.1:{port}");
+    let address = format!("127.0.0.1:{}", support::closed_port());
     let first = Standalone::start(&settings, dir.path(), &["--http", &address]);
     let second = Standalone::start(&settings, dir.path(), &[]);
     let waited = {
@@ -234,17 +193,18 @@ async fn a_distributed_restore_on_two_run_workers_brings_back_the_lake_of_the_in
 
 #[tokio::test]
 async fn a_restore_into_another_account_and_the_refusals() {
-    let (azurite, app) = support::app_on_azurite(&["lake", "empty"]).await;
-    let client = app.source.container_client("lake").unwrap();
+    let fixture = support::Lake::start(&["lake", "empty"]).await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    let client = app.source.container("lake").unwrap();
     let names = ["top.csv", "dir/日本.txt", "dir/🦀.bin"];
     for name in names {
         support::upload(&client, name, format!("{name} bytes").as_bytes()).await;
     }
-    back_up(&app).await;
+    support::produce(app, "lake").await;
     let before = contents(&client).await;
 
     // Into a clean account (here the jobs account stands in for it): the lake is left alone.
-    let mut settings = worker::settings(&azurite);
+    let mut settings = worker::settings(azurite);
     settings.insert("RESTORE_TARGET_STORAGE".into(), azurite.jobs());
     let (code, out, err) = worker::run_once(
         &settings,
@@ -265,7 +225,7 @@ async fn a_restore_into_another_account_and_the_refusals() {
         .unwrap()
         .restore_target
         .expect("RESTORE_TARGET_STORAGE is read")
-        .container_client("clean")
+        .container("clean")
         .unwrap();
     assert_eq!(
         contents(&target).await,
@@ -275,14 +235,14 @@ async fn a_restore_into_another_account_and_the_refusals() {
     assert_eq!(contents(&client).await, before, "the lake is untouched");
 
     // --to-account without RESTORE_TARGET_STORAGE: one clear error naming the setting.
-    let plain = worker::settings(&azurite);
+    let plain = worker::settings(azurite);
     let (code, out, _) =
         worker::run_once(&plain, &["restore", "--container", "lake", "--to-account"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("RESTORE_TARGET_STORAGE is not set"), "{out}");
 
     // An unreachable target account: one clear error naming it, and no key in it.
-    let mut unreachable = worker::settings(&azurite);
+    let mut unreachable = worker::settings(azurite);
     let key = "Zm9yIHRlc3RzIG9ubHksIG5vdCBhIHJlYWwga2V5IQ==";
     unreachable.insert(
         "RESTORE_TARGET_STORAGE".into(),
@@ -349,13 +309,14 @@ async fn a_restore_into_another_account_and_the_refusals() {
 
 #[tokio::test]
 async fn a_terminal_shows_a_progress_line_and_a_pipe_gets_clean_output() {
-    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
-    let client = app.source.container_client("lake").unwrap();
+    let fixture = support::Lake::start(&["lake"]).await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    let client = app.source.container("lake").unwrap();
     for name in ["a.csv", "dir/b.csv"] {
         support::upload(&client, name, b"bytes").await;
     }
-    back_up(&app).await;
-    let settings = worker::settings(&azurite);
+    support::produce(app, "lake").await;
+    let settings = worker::settings(azurite);
     let args = ["restore", "--container", "lake", "--to-container", "copy"];
 
     // Piped (as in every other test): JSON lines on stdout, and no progress line anywhere.
@@ -396,20 +357,20 @@ async fn a_terminal_shows_a_progress_line_and_a_pipe_gets_clean_output() {
 
 #[tokio::test]
 async fn an_in_place_restore_keeps_the_version_it_overwrites() {
-    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
-    let client = app.source.container_client("lake").unwrap();
+    let fixture = support::Lake::start(&["lake"]).await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    let client = app.source.container("lake").unwrap();
     support::upload(&client, "a.csv", b"v1, backed up").await;
     support::upload(&client, "b.csv", b"b v1, backed up").await;
-    back_up(&app).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let instant = now_rfc3339();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    support::produce(app, "lake").await;
+    let instant = support::instant_after_writes().await;
+    support::next_second().await;
     // Written after the last pass: neither snapshotted nor backed up. A restore to the instant
     // must not make this the version nobody can get back.
     support::upload(&client, "a.csv", b"v2, written since, nowhere else").await;
 
     let (code, out, err) = worker::run_once(
-        &worker::settings(&azurite),
+        &worker::settings(azurite),
         &["restore", "--container", "lake", "--as-of", &instant],
     );
     assert_eq!(code, 0, "{out}{err}");
@@ -422,7 +383,7 @@ async fn an_in_place_restore_keeps_the_version_it_overwrites() {
     assert_eq!(support::download(&client, "a.csv").await, b"v1, backed up");
     // The version overwritten is in the backup, with its usual stamp: a restore as of now
     // brings it back.
-    let vault = app.backup.container_client("lakebak").unwrap();
+    let vault = app.backup.container("lakebak").unwrap();
     let mut kept = Vec::new();
     for (name, _) in support::list_all(&vault).await {
         if name.starts_with("a_") {

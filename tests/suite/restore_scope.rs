@@ -6,7 +6,6 @@ use crate::support;
 
 use std::collections::BTreeSet;
 
-use lakebackup::functions::producer::ProduceRequest;
 use serde_json::Value;
 use support::worker;
 
@@ -21,19 +20,11 @@ fn restore(
 ) -> (i32, Vec<Value>, Value) {
     let mut full = vec!["restore", "--container", "lake"];
     full.extend(args);
-    let (code, stdout, stderr) = worker::run_once(settings, &full);
-    let mut lines: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}\n{stderr}")))
-        .collect();
-    let summary = lines
-        .pop()
-        .unwrap_or_else(|| panic!("no summary: {stderr}"));
-    (code, lines, summary)
+    worker::run_lines(settings, &full)
 }
 
 async fn names_in(app: &lakebackup::app::App, container: &str) -> BTreeSet<String> {
-    let client = app.source.container_client(container).unwrap();
+    let client = app.source.container(container).unwrap();
     support::list_all(&client)
         .await
         .into_iter()
@@ -44,19 +35,14 @@ async fn names_in(app: &lakebackup::app::App, container: &str) -> BTreeSet<Strin
 
 #[tokio::test]
 async fn blob_restores_exactly_one_name_and_prefix_every_name_it_starts() {
-    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
-    let client = app.source.container_client("lake").unwrap();
+    let fixture = support::Lake::start(&["lake"]).await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    let client = app.source.container("lake").unwrap();
     for name in NAMES {
         support::upload(&client, name, format!("{name} v1").as_bytes()).await;
     }
-    let request = ProduceRequest {
-        container: "lake".into(),
-        prefix: String::new(),
-    };
-    lakebackup::functions::producer::run_here(&app, &request)
-        .await
-        .unwrap();
-    let settings = worker::settings(&azurite);
+    support::produce(app, "lake").await;
+    let settings = worker::settings(azurite);
     let exactly = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>();
 
     for (from, into) in [
@@ -72,12 +58,12 @@ async fn blob_restores_exactly_one_name_and_prefix_every_name_it_starts() {
         assert_eq!(lines.len(), 1, "one action: {lines:?}");
         assert_eq!(lines[0]["blob"], "a.csv");
         assert_eq!(
-            names_in(&app, into).await,
+            names_in(app, into).await,
             exactly(&["a.csv"]),
             "--from {from}"
         );
         assert_eq!(
-            support::download(&app.source.container_client(into).unwrap(), "a.csv").await,
+            support::download(&app.source.container(into).unwrap(), "a.csv").await,
             b"a.csv v1"
         );
     }
@@ -89,7 +75,7 @@ async fn blob_restores_exactly_one_name_and_prefix_every_name_it_starts() {
     );
     assert_eq!(code, 0, "{summary}");
     assert_eq!(
-        names_in(&app, "by-prefix").await,
+        names_in(app, "by-prefix").await,
         exactly(&["a.csv", "a.csv.old", "a.csv/x"])
     );
 
@@ -99,7 +85,7 @@ async fn blob_restores_exactly_one_name_and_prefix_every_name_it_starts() {
         &["--prefix", "a.csv/", "--to-container", "by-directory"],
     );
     assert_eq!(code, 0, "{summary}");
-    assert_eq!(names_in(&app, "by-directory").await, exactly(&["a.csv/x"]));
+    assert_eq!(names_in(app, "by-directory").await, exactly(&["a.csv/x"]));
 
     // A name with no backup is refused, never "done, 0".
     let (code, _, summary) = restore(&settings, &["--blob", "a.cs", "--to-container", "none"]);

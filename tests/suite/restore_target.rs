@@ -13,34 +13,29 @@ use crate::support;
 
 use std::{collections::BTreeMap, time::Duration};
 
-use azure_storage_blob::BlobContainerClient;
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use lakebackup::{
-    app::App, functions::producer::ProduceRequest, settings::Settings, storage::StorageAccount,
+    app::App,
+    settings::Settings,
+    storage::{Container, StorageAccount},
 };
 use serde_json::Value;
 use support::{
     azurite::{BACKUP_KEY, DEV_KEY, JOBS_KEY, SOURCE_KEY},
-    worker, Azurite,
+    worker, Lake,
 };
 
 const NAMES: [&str; 4] = ["top.csv", "dir/日本.txt", "dir/🦀.bin", "dir/x｡y/deep.txt"];
 
 /// The lake with `NAMES` backed up.
-async fn lake_backed_up() -> (Azurite, App) {
-    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
-    let client = app.source.container_client("lake").unwrap();
+async fn lake_backed_up() -> Lake {
+    let lake = Lake::start(&["lake"]).await;
+    let client = lake.lake("lake");
     for name in NAMES {
         support::upload(&client, name, format!("{name} bytes").as_bytes()).await;
     }
-    let request = ProduceRequest {
-        container: "lake".into(),
-        prefix: String::new(),
-    };
-    lakebackup::functions::producer::run_here(&app, &request)
-        .await
-        .unwrap();
-    (azurite, app)
+    support::produce(&lake.app, "lake").await;
+    lake
 }
 
 fn account(connection: &str) -> StorageAccount {
@@ -49,7 +44,7 @@ fn account(connection: &str) -> StorageAccount {
 }
 
 /// Every blob of `container` (none when it does not exist), snapshots included, with its bytes.
-async fn blobs(client: &BlobContainerClient) -> BTreeMap<String, Vec<u8>> {
+async fn blobs(client: &Container) -> BTreeMap<String, Vec<u8>> {
     let mut blobs = BTreeMap::new();
     if !client.exists().await.unwrap() {
         return blobs;
@@ -101,7 +96,7 @@ async fn assert_refused(
     for key in [SOURCE_KEY, BACKUP_KEY, JOBS_KEY, DEV_KEY] {
         assert!(!text.contains(key), "no key in the status: {text}");
     }
-    let ledger = app.jobs.container_client("backup-requests-jobs").unwrap();
+    let ledger = app.jobs.container("backup-requests-jobs").unwrap();
     let entries: Vec<String> = support::list_all(&ledger)
         .await
         .into_iter()
@@ -112,10 +107,7 @@ async fn assert_refused(
         !entries.iter().any(|e| e.contains("/last/")),
         "refused at its first delivery, no retry spent: {entries:?}"
     );
-    let poisoned = app
-        .jobs
-        .queue_client("backup-requests-shards-poison")
-        .unwrap();
+    let poisoned = app.jobs.queue("backup-requests-shards-poison").unwrap();
     let poisoned = support::drain_queue(&poisoned).await;
     assert!(
         poisoned.iter().any(|raw| {
@@ -128,16 +120,17 @@ async fn assert_refused(
 
 #[tokio::test]
 async fn a_restore_into_another_account_is_written_only_by_a_worker_of_that_account() {
-    let (azurite, app) = lake_backed_up().await;
+    let fixture = lake_backed_up().await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
     let x = azurite.connection_string("devstoreaccount1", DEV_KEY);
     let x_url = azurite.blob_endpoint("devstoreaccount1");
     let y = azurite.jobs();
     let y_url = azurite.blob_endpoint("jobs");
-    let target_in = |connection: &str| account(connection).container_client("restored").unwrap();
+    let target_in = |connection: &str| account(connection).container("restored").unwrap();
     let (in_x, in_y) = (target_in(&x), target_in(&y));
-    in_y.create(None).await.unwrap();
+    in_y.create().await.unwrap();
 
-    let mut caller = worker::settings(&azurite);
+    let mut caller = worker::settings(azurite);
     caller.insert("RESTORE_TARGET_STORAGE".into(), x.clone());
     let args = [
         "--to-account",
@@ -151,18 +144,18 @@ async fn a_restore_into_another_account_is_written_only_by_a_worker_of_that_acco
     assert_eq!(line["target"], target, "the job names its target: {line}");
 
     // A worker whose RESTORE_TARGET_STORAGE is Y: refused, nothing written in Y nor X.
-    let mut on_y = worker::settings(&azurite);
+    let mut on_y = worker::settings(azurite);
     on_y.insert("RESTORE_TARGET_STORAGE".into(), y.clone());
     let ended = worker::work_off_job(&on_y, &job, Duration::from_secs(120)).await;
     assert_eq!(ended.2["target"], target, "the status names the target");
     let setting = "RESTORE_TARGET_STORAGE";
-    assert_refused(&app, &job, ended, (&x_url, &y_url, setting)).await;
+    assert_refused(app, &job, ended, (&x_url, &y_url, setting)).await;
     assert!(blobs(&in_y).await.is_empty(), "nothing written into Y");
     assert!(blobs(&in_x).await.is_empty(), "nor into X");
 
     // A worker without RESTORE_TARGET_STORAGE: refused too.
     let (job, _) = start(&caller, &args);
-    let plain = worker::settings(&azurite);
+    let plain = worker::settings(azurite);
     let ended = worker::work_off_job(&plain, &job, Duration::from_secs(120)).await;
     assert_eq!(ended.0, 1, "{}", ended.2);
     let reason = ended.2["failures"][0]["reason"]
@@ -176,7 +169,7 @@ async fn a_restore_into_another_account_is_written_only_by_a_worker_of_that_acco
 
     // A worker of X, its endpoint spelled another way: the job is done, in X only.
     let (job, _) = start(&caller, &args);
-    let mut on_x = worker::settings(&azurite);
+    let mut on_x = worker::settings(azurite);
     on_x.insert(
         "RESTORE_TARGET_STORAGE".into(),
         format!("AccountName=devstoreaccount1;AccountKey={DEV_KEY};BlobEndpoint={x_url}/"),
@@ -205,33 +198,34 @@ async fn a_restore_into_another_account_is_written_only_by_a_worker_of_that_acco
 
 #[tokio::test]
 async fn a_restore_into_the_lake_is_refused_by_another_lakes_worker() {
-    let (azurite, app) = lake_backed_up().await;
+    let fixture = lake_backed_up().await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
     let lake_url = azurite.blob_endpoint("source");
     let other_lake = azurite.connection_string("devstoreaccount1", DEV_KEY);
     let other_url = azurite.blob_endpoint("devstoreaccount1");
     let other = account(&other_lake);
-    let mut on_other = worker::settings(&azurite);
+    let mut on_other = worker::settings(azurite);
     on_other.insert("SOURCE_STORAGE".into(), other_lake.clone());
-    let caller = worker::settings(&azurite);
+    let caller = worker::settings(azurite);
 
     // In place, and into another container of the lake: the other lake holds both containers,
     // so a worker that wrote there would succeed.
     for (args, container) in [(&[][..], "lake"), (&["--to-container", "copy"][..], "copy")] {
-        let there = other.container_client(container).unwrap();
-        there.create(None).await.unwrap();
+        let there = other.container(container).unwrap();
+        there.create().await.unwrap();
         let (job, line) = start(&caller, args);
         let target = serde_json::json!({"account": lake_url, "container": container, "prefix": ""});
         assert_eq!(line["target"], target, "{line}");
         let ended = worker::work_off_job(&on_other, &job, Duration::from_secs(120)).await;
         assert_eq!(ended.2["target"], target, "{}", ended.2);
         let accounts = (lake_url.as_str(), other_url.as_str(), "SOURCE_STORAGE");
-        assert_refused(&app, &job, ended, accounts).await;
+        assert_refused(app, &job, ended, accounts).await;
         assert!(
             blobs(&there).await.is_empty(),
             "nothing written in the other lake"
         );
     }
-    let copy = app.source.container_client("copy").unwrap();
+    let copy = app.source.container("copy").unwrap();
     assert!(blobs(&copy).await.is_empty(), "nor in the lake's copy");
 }
 
@@ -242,13 +236,14 @@ async fn a_shard_of_an_earlier_release_into_another_account_is_refused_never_gue
         engine::jobs::{self, restore::RestoreKind, JobOrigin, NewJob, Root},
         functions::{shards, Delivery, Handled},
     };
-    let (azurite, _) = lake_backed_up().await;
+    let fixture = lake_backed_up().await;
+    let azurite = &fixture.azurite;
     let x = azurite.connection_string("devstoreaccount1", DEV_KEY);
-    let mut settings = worker::settings(&azurite);
+    let mut settings = worker::settings(azurite);
     settings.insert("RESTORE_TARGET_STORAGE".into(), x.clone());
     let app = App::from_settings(&Settings::from_pairs(settings)).unwrap();
-    let in_x = account(&x).container_client("restored").unwrap();
-    in_x.create(None).await.unwrap();
+    let in_x = account(&x).container("restored").unwrap();
+    in_x.create().await.unwrap();
 
     // Its shards said "another account", never which.
     let options: RestoreOptions = serde_json::from_value(serde_json::json!({

@@ -13,23 +13,11 @@
 
 use crate::support;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use azure_core::{credentials::SecretBytes, http::RequestContent};
-use azure_storage_blob::{
-    models::{
-        AppendBlobClientCreateOptions, BlobClientGetPropertiesResultHeaders,
-        BlobClientUploadOptions, BlockBlobClientCommitBlockListOptions, BlockLookupList, HttpRange,
-        PageBlobClientCreateOptions,
-    },
-    BlobContainerClient,
-};
-use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
-use futures::TryStreamExt;
 use lakebackup::{
-    core::naming,
-    functions::producer::ProduceRequest,
-    storage::sas::{account_sas, AccountSasGrant},
+    core::{naming, properties::ContentHeaders},
+    storage::{testing::NewBlob, Container},
 };
 use md5::{Digest, Md5};
 use support::{
@@ -41,35 +29,21 @@ const MIB: usize = 1 << 20;
 
 /// A connection string with the account's SAS and no key, as a deployment gives a SAS setting.
 fn sas_connection(azurite: &Azurite, account: &str, key: &str) -> String {
-    let sas = account_sas(
-        account,
-        &SecretBytes::new(BASE64.decode(key).unwrap()),
-        AccountSasGrant {
-            services: "bq",
-            resource_types: "sco",
-            permissions: "rwdlacupt",
-            expiry: time::OffsetDateTime::now_utc() + time::Duration::hours(2),
-        },
-    );
-    format!(
-        "BlobEndpoint={};QueueEndpoint={};SharedAccessSignature={}",
-        azurite.blob_endpoint(account),
-        azurite.queue_endpoint(account),
-        sas.secret()
-    )
+    let expiry = time::OffsetDateTime::now_utc() + time::Duration::hours(2);
+    support::sas_connection(azurite, account, key, "bq", "rwdlacupt", expiry)
 }
 
-fn settings(azurite: &Azurite) -> HashMap<String, String> {
-    let mut settings = worker::settings(azurite);
-    settings.insert(
-        "SOURCE_STORAGE".into(),
-        sas_connection(azurite, "source", SOURCE_KEY),
-    );
-    settings.insert(
-        "BACKUP_STORAGE".into(),
-        sas_connection(azurite, "backup", BACKUP_KEY),
-    );
-    settings
+/// The lake, with a container `lake`, and a Function App whose lake and backup accounts are
+/// connected by SAS.
+async fn sas_lake() -> support::Lake {
+    let azurite = Azurite::start();
+    let source = sas_connection(&azurite, "source", SOURCE_KEY);
+    let backup = sas_connection(&azurite, "backup", BACKUP_KEY);
+    let extra = [
+        ("SOURCE_STORAGE", source.as_str()),
+        ("BACKUP_STORAGE", backup.as_str()),
+    ];
+    support::Lake::on(azurite, &["lake"], &extra).await
 }
 
 /// Bytes that differ at every offset of a chunk (a misplaced chunk cannot pass for another).
@@ -97,27 +71,25 @@ struct Held {
 
 /// What `name` holds, and the credential-bearing properties it must not have: its copy source
 /// and every metadata value.
-async fn held(container: &BlobContainerClient, name: &str) -> (Held, Vec<String>) {
-    let blob = container.blob_client(name);
-    let properties = blob
-        .get_properties(None)
+async fn held(container: &Container, name: &str) -> (Held, Vec<String>) {
+    let blob = container.blob(name);
+    let state = blob
+        .probe()
         .await
-        .unwrap_or_else(|e| panic!("properties of {name}: {e}"));
-    let metadata = properties.metadata().unwrap();
+        .unwrap_or_else(|e| panic!("properties of {name}: {e}"))
+        .unwrap_or_else(|| panic!("properties of {name}: no such blob"));
+    let version = state.version;
+    let metadata = version.metadata.clone().unwrap_or_default();
     let mut exposed: Vec<String> = metadata.values().cloned().collect();
-    exposed.extend(properties.copy_source().unwrap());
-    exposed.extend(properties.copy_status_description().unwrap());
-    let blob_type = format!("{:?}", properties.blob_type().unwrap().unwrap());
+    exposed.extend(state.copy_source);
+    exposed.extend(state.copy_status_description);
+    let blob_type = format!("{:?}", version.properties.blob_type);
     let pages = if blob_type.contains("Page") {
         let mut ranges: Vec<(u64, u64)> = Vec::new();
-        let mut pager = blob.page_blob_client().list_page_ranges(None).unwrap();
-        while let Some(page) = pager.try_next().await.unwrap() {
-            for range in page.into_model().unwrap().page_ranges {
-                let (start, end) = (range.start.unwrap() as u64, range.end.unwrap() as u64 + 1);
-                match ranges.last_mut() {
-                    Some(last) if last.1 == start => last.1 = end,
-                    _ => ranges.push((start, end)),
-                }
+        for (start, end) in blob.valid_page_ranges().await.unwrap() {
+            match ranges.last_mut() {
+                Some(last) if last.1 == start => last.1 = end,
+                _ => ranges.push((start, end)),
             }
         }
         ranges
@@ -128,9 +100,9 @@ async fn held(container: &BlobContainerClient, name: &str) -> (Held, Vec<String>
     let tags = crate::exactness::common::tags(container, name).await;
     let held = Held {
         blob_type,
-        content_type: properties.content_type().unwrap(),
-        cache_control: properties.cache_control().unwrap(),
-        content_md5: properties.content_md5().unwrap().filter(|m| !m.is_empty()),
+        content_type: version.properties.headers.content_type,
+        cache_control: version.properties.headers.cache_control,
+        content_md5: version.content_md5,
         metadata: metadata
             .into_iter()
             .filter(|(k, _)| !k.to_ascii_lowercase().starts_with("lakebackup_"))
@@ -146,92 +118,60 @@ async fn held(container: &BlobContainerClient, name: &str) -> (Held, Vec<String>
 /// The lake: block blobs above the worker's copy size (one of several chunks committed without
 /// an MD5, one with Put Blob's), an append blob of several chunks and a sparse page blob whose
 /// written ranges cross chunk boundaries; with content headers, metadata and tags.
-async fn seed(lake: &BlobContainerClient) {
-    let metadata = |name: &str| HashMap::from([("owner".to_owned(), name.to_owned())]);
-    let tags = "project=lake&tier=gold".to_owned();
+async fn seed(lake: &Container) {
+    let described = |name: &str, content_type: &str, tags: &[(&str, &str)]| NewBlob {
+        headers: ContentHeaders {
+            content_type: Some(content_type.into()),
+            ..ContentHeaders::default()
+        },
+        tags: NewBlob::with_tags(tags.iter().copied()).tags,
+        ..NewBlob::with_metadata([("owner", name)])
+    };
+    let tags = [("project", "lake"), ("tier", "gold")];
 
     let name = "big/blocks.bin";
-    let block = lake.blob_client(name).block_blob_client();
     let bytes = pattern(9 * MIB + 123, 1);
-    let mut ids = Vec::new();
-    for (index, part) in bytes.chunks(3 * MIB).enumerate() {
-        let id = format!("seed-{index:04}").into_bytes();
-        block
-            .stage_block(
-                &id,
-                part.len() as u64,
-                RequestContent::from(part.to_vec()),
-                None,
-            )
-            .await
-            .unwrap();
-        ids.push(id);
-    }
-    let list = BlockLookupList {
-        latest: Some(ids),
-        ..Default::default()
+    let blocks: Vec<&[u8]> = bytes.chunks(3 * MIB).collect();
+    let new = NewBlob {
+        headers: ContentHeaders {
+            content_type: Some("application/x-parquet".into()),
+            cache_control: Some("no-cache".into()),
+            ..ContentHeaders::default()
+        },
+        ..described(name, "", &tags)
     };
-    block
-        .commit_block_list(
-            list.try_into().unwrap(),
-            Some(BlockBlobClientCommitBlockListOptions {
-                blob_content_type: Some("application/x-parquet".into()),
-                blob_cache_control: Some("no-cache".into()),
-                metadata: Some(metadata(name)),
-                blob_tags_string: Some(tags.clone()),
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap();
+    lake.blob(name).put_block_list(&blocks, &new).await.unwrap();
 
     // Small (copied through the worker whatever the connection), and without an MD5.
     support::put_block_list(lake, "small/no-md5.csv", &pattern(3000, 4), None).await;
 
     let name = "big/put.bin";
-    lake.blob_client(name)
-        .upload(
-            RequestContent::from(pattern(2 * MIB + 5, 2)),
-            Some(BlobClientUploadOptions {
-                blob_content_type: Some("text/csv".into()),
-                metadata: Some(metadata(name)),
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap();
+    support::upload_with(
+        lake,
+        name,
+        &pattern(2 * MIB + 5, 2),
+        &described(name, "text/csv", &[]),
+    )
+    .await;
 
     let name = "logs/app.log";
-    let append = lake.blob_client(name).append_blob_client();
+    let append = lake.blob(name);
     append
-        .create(Some(AppendBlobClientCreateOptions {
-            blob_content_type: Some("text/plain".into()),
-            metadata: Some(metadata(name)),
-            blob_tags_string: Some(tags.clone()),
-            ..Default::default()
-        }))
+        .create_append_blob(&described(name, "text/plain", &tags))
         .await
         .unwrap();
     for seed in 0..3u8 {
-        let part = pattern(2 * MIB + 1000, 10 + seed);
         append
-            .append_block(RequestContent::from(part.clone()), part.len() as u64, None)
+            .append(&pattern(2 * MIB + 1000, 10 + seed))
             .await
             .unwrap();
     }
 
     let name = "disk/sparse.vhd";
-    let pages = lake.blob_client(name).page_blob_client();
+    let pages = lake.blob(name);
     let size = 12 * MIB as u64;
     pages
-        .create(
-            size,
-            Some(PageBlobClientCreateOptions {
-                blob_content_type: Some("application/octet-stream".into()),
-                metadata: Some(metadata(name)),
-                ..Default::default()
-            }),
-        )
+        .create_page_blob(size, &described(name, "application/octet-stream", &[]))
         .await
         .unwrap();
     let four = 4 * MIB as u64;
@@ -241,21 +181,15 @@ async fn seed(lake: &BlobContainerClient) {
         (2 * four + 4096, 5 * 512, 22),
         (size - 512, 512, 23),
     ] {
-        let part = pattern(length as usize, seed);
         pages
-            .upload_pages(
-                RequestContent::from(part),
-                length,
-                HttpRange::new(offset, length),
-                None,
-            )
+            .put_pages(offset, &pattern(length as usize, seed))
             .await
             .unwrap();
     }
 }
 
 /// The lake's blobs, each with what it holds.
-async fn lake_blobs(lake: &BlobContainerClient) -> BTreeMap<String, Held> {
+async fn lake_blobs(lake: &Container) -> BTreeMap<String, Held> {
     let mut blobs = BTreeMap::new();
     for (name, snapshot) in support::list_all(lake).await {
         if snapshot.is_none() {
@@ -267,7 +201,7 @@ async fn lake_blobs(lake: &BlobContainerClient) -> BTreeMap<String, Held> {
 
 /// Every blob `name` of `container` holds what `expected` says, and no credential.
 async fn assert_copies(
-    container: &BlobContainerClient,
+    container: &Container,
     names: &BTreeMap<String, String>,
     expected: &BTreeMap<String, Held>,
 ) {
@@ -289,27 +223,16 @@ async fn assert_copies(
 
 #[tokio::test]
 async fn copies_from_sas_connections_keep_every_version_exactly_and_record_no_signature() {
-    let azurite = Azurite::start();
-    let settings = settings(&azurite);
-    let app = lakebackup::app::App::from_settings(&lakebackup::settings::Settings::from_pairs(
-        settings.clone(),
-    ))
-    .unwrap();
-    let lake = app.source.container_client("lake").unwrap();
-    lake.create(None).await.unwrap();
+    let fixture = sas_lake().await;
+    let (app, settings) = (&fixture.app, fixture.settings());
+    let lake = fixture.lake("lake");
     seed(&lake).await;
     let before = lake_blobs(&lake).await;
 
     // A backup of every version.
-    let request = ProduceRequest {
-        container: "lake".into(),
-        prefix: String::new(),
-    };
-    let pass = lakebackup::functions::producer::run_here(&app, &request)
-        .await
-        .unwrap();
+    let pass = support::produce(app, "lake").await;
     assert!(pass.succeeded(), "{:?} {:?}", pass.totals, pass.notes);
-    let vault = app.backup.container_client("lakebak").unwrap();
+    let vault = fixture.vault("lake");
     let backups: BTreeMap<String, String> = support::list_all(&vault)
         .await
         .into_iter()
@@ -322,18 +245,11 @@ async fn copies_from_sas_connections_keep_every_version_exactly_and_record_no_si
 
     // A restore into another container, then one in place over changed blobs (each write an
     // overwrite of the blob the plan saw).
-    let (code, out, err) = worker::run_once(
+    worker::run_ok(
         &settings,
-        &[
-            "restore",
-            "--container",
-            "lake",
-            "--to-container",
-            "restored",
-        ],
+        "restore --container lake --to-container restored",
     );
-    assert_eq!(code, 0, "{out}\n{err}");
-    let restored = app.source.container_client("restored").unwrap();
+    let restored = fixture.lake("restored");
     let same_names = before.keys().map(|n| (n.clone(), n.clone())).collect();
     assert_copies(&restored, &same_names, &before).await;
 
@@ -343,43 +259,25 @@ async fn copies_from_sas_connections_keep_every_version_exactly_and_record_no_si
     let instant = support::now_rfc3339();
     support::next_second().await;
     change_every_blob(&lake).await;
-    let (code, out, err) = worker::run_once(
+    let out = worker::run_ok(
         &settings,
-        &["restore", "--container", "lake", "--as-of", &instant],
+        &format!("restore --container lake --as-of {instant}"),
     );
-    assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(out.matches("\"action\":\"restore\"").count(), 5, "{out}");
     assert_copies(&lake, &same_names, &before).await;
 }
 
 /// A new version of every blob, of the same type (a restore overwrites only its own type).
-async fn change_every_blob(lake: &BlobContainerClient) {
-    lake.blob_client("small/no-md5.csv")
-        .upload(RequestContent::from(b"changed".to_vec()), None)
+async fn change_every_blob(lake: &Container) {
+    support::upload(lake, "small/no-md5.csv", b"changed").await;
+    support::upload(lake, "big/blocks.bin", b"overwritten").await;
+    support::upload(lake, "big/put.bin", &pattern(3 * MIB, 9)).await;
+    lake.blob("logs/app.log")
+        .append(b"one more line\n")
         .await
         .unwrap();
-    lake.blob_client("big/blocks.bin")
-        .upload(RequestContent::from(b"overwritten".to_vec()), None)
-        .await
-        .unwrap();
-    lake.blob_client("big/put.bin")
-        .upload(RequestContent::from(pattern(3 * MIB, 9)), None)
-        .await
-        .unwrap();
-    let more = b"one more line\n".to_vec();
-    lake.blob_client("logs/app.log")
-        .append_blob_client()
-        .append_block(RequestContent::from(more.clone()), more.len() as u64, None)
-        .await
-        .unwrap();
-    lake.blob_client("disk/sparse.vhd")
-        .page_blob_client()
-        .upload_pages(
-            RequestContent::from(vec![0xEE; 1024]),
-            1024,
-            HttpRange::new(6 * MIB as u64, 1024),
-            None,
-        )
+    lake.blob("disk/sparse.vhd")
+        .put_pages(6 * MIB as u64, &[0xEE; 1024])
         .await
         .unwrap();
 }
@@ -390,47 +288,31 @@ async fn change_every_blob(lake: &BlobContainerClient) {
 /// rather than stamping zeros as the version.
 #[tokio::test]
 async fn a_copy_through_the_worker_cut_short_is_never_taken_for_a_backup() {
-    let azurite = Azurite::start();
-    let settings = settings(&azurite);
-    let app =
-        lakebackup::app::App::from_settings(&lakebackup::settings::Settings::from_pairs(settings))
-            .unwrap();
-    let lake = app.source.container_client("lake").unwrap();
-    lake.create(None).await.unwrap();
+    let fixture = sas_lake().await;
+    let app = &fixture.app;
+    let lake = fixture.lake("lake");
     let name = "disk/a.vhd";
-    let pages = lake.blob_client(name).page_blob_client();
-    pages.create(MIB as u64, None).await.unwrap();
+    let pages = lake.blob(name);
     pages
-        .upload_pages(
-            RequestContent::from(pattern(4096, 3)),
-            4096,
-            HttpRange::new(8192, 4096),
-            None,
-        )
+        .create_page_blob(MIB as u64, &NewBlob::default())
         .await
         .unwrap();
+    pages.put_pages(8192, &pattern(4096, 3)).await.unwrap();
     let (etag, last_modified, _) = support::properties(&lake, name).await;
     let backup_name = naming::backup_blob_name(name, last_modified, &etag).unwrap();
-    let vault = app.backup.container_client("lakebak").unwrap();
-    vault.create(None).await.unwrap();
+    let vault = fixture.vault("lake");
+    vault.create().await.unwrap();
     vault
-        .blob_client(&backup_name)
-        .page_blob_client()
-        .create(
+        .blob(&backup_name)
+        .create_page_blob(
             MIB as u64,
-            Some(PageBlobClientCreateOptions {
-                metadata: Some(HashMap::from([(
-                    "lakebackup_incomplete".to_owned(),
-                    "true".to_owned(),
-                )])),
-                ..Default::default()
-            }),
+            &NewBlob::with_metadata([("lakebackup_incomplete", "true")]),
         )
         .await
         .unwrap();
 
     let outcome = lakebackup::engine::backup::back_up(
-        &app,
+        app,
         &lakebackup::core::message::BackupRequest::new("lake", name, &etag),
     )
     .await

@@ -21,7 +21,7 @@ use lakebackup::{
 };
 use support::{
     worker::{self, Standalone},
-    Azurite,
+    Azurite, Lake,
 };
 
 /// Blobs in the lake's widest directory.
@@ -47,7 +47,7 @@ fn lake_layout() -> Vec<(String, Vec<u8>)> {
 }
 
 async fn seed(app: &App) -> Vec<(String, Vec<u8>)> {
-    let lake = app.source.container_client("lake").unwrap();
+    let lake = app.source.container("lake").unwrap();
     let blobs = lake_layout();
     for (name, bytes) in &blobs {
         support::upload(&lake, name, bytes).await;
@@ -63,14 +63,14 @@ async fn assert_each_version_once(app: &App, blobs: &[(String, Vec<u8>)]) {
 /// Checks every blob has a snapshot (exactly one when `one_snapshot`) and exactly one stamped
 /// backup holding its bytes.
 async fn assert_versions(app: &App, blobs: &[(String, Vec<u8>)], one_snapshot: bool) {
-    let lake = app.source.container_client("lake").unwrap();
+    let lake = app.source.container("lake").unwrap();
     let mut snapshots: BTreeMap<String, usize> = BTreeMap::new();
     for (name, snapshot) in support::list_all(&lake).await {
         if snapshot.is_some() {
             *snapshots.entry(name).or_default() += 1;
         }
     }
-    let backup = app.backup.container_client("lakebak").unwrap();
+    let backup = app.backup.container("lakebak").unwrap();
     let mut backups: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (name, _) in support::list_all(&backup).await {
         let parsed = naming::parse_backup_blob_name(&name).unwrap();
@@ -100,22 +100,10 @@ async fn assert_versions(app: &App, blobs: &[(String, Vec<u8>)], one_snapshot: b
     assert_eq!(backups.len(), blobs.len());
 }
 
-fn settings(azurite: &Azurite, extra: &[(&str, &str)]) -> Settings {
-    let mut pairs = worker::settings(azurite);
-    pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    Settings::from_pairs(pairs)
-}
-
-/// The worker's `App` on `azurite` with `extra` settings, and the container `lake`.
-async fn lake_app(azurite: &Azurite, extra: &[(&str, &str)]) -> App {
-    let app = App::from_settings(&settings(azurite, extra)).unwrap();
-    app.source
-        .container_client("lake")
-        .unwrap()
-        .create(None)
-        .await
-        .unwrap();
-    app
+/// The worker's `App` on `azurite` with the Function App's settings and `extra`.
+fn app_with(azurite: &Azurite, extra: &[(&str, &str)]) -> App {
+    let settings = support::with(worker::settings(azurite), extra);
+    App::from_settings(&Settings::from_pairs(settings)).unwrap()
 }
 
 /// Starts job `job` at `prefix`, then, as the host would, takes its shards off the queue and
@@ -126,7 +114,7 @@ async fn run_job_in_process(app: &App, job: &str, prefix: &str) -> (Vec<PartRepo
     ledger::start_job(app, JobOrigin::Command, &[root], None)
         .await
         .unwrap();
-    let queue = app.queue(WorkQueue::Shards).await.unwrap().sdk();
+    let queue = app.queue(WorkQueue::Shards).await.unwrap();
     let mut reports = Vec::new();
     loop {
         let status = ledger::job_status(app, job).await.unwrap().unwrap();
@@ -154,16 +142,16 @@ fn total(reports: &[PartReport], count: fn(&Counts) -> u64) -> u64 {
 
 #[tokio::test]
 async fn a_job_fans_out_over_directories_and_continues_within_its_budget() {
-    let azurite = Azurite::start();
-    let app = lake_app(
-        &azurite,
+    let lake = Lake::start_with(
+        &["lake"],
         &[("SHARD_TIME_BUDGET_SECONDS", "1"), ("SHARD_PAGE_SIZE", "2")],
     )
     .await;
-    let blobs = seed(&app).await;
+    let app = &lake.app;
+    let blobs = seed(app).await;
 
-    let (reports, status) = run_job_in_process(&app, "job-1", "").await;
-    assert_each_version_once(&app, &blobs).await;
+    let (reports, status) = run_job_in_process(app, "job-1", "").await;
+    assert_each_version_once(app, &blobs).await;
 
     let prefixes: Vec<&str> = reports.iter().map(|r| r.prefix.as_str()).collect();
     for directory in ["", "a/", "a/b/", "a/b/c/", "ünï/", "wide/"] {
@@ -202,7 +190,7 @@ async fn a_job_fans_out_over_directories_and_continues_within_its_budget() {
     // Again: everything is there; a pass costs listings only. (With default pages: Azurite's
     // listing marker is a blob name, so a page ending between a blob's snapshot and its base
     // skips the rest of that name; Azure's marker is opaque and does not.)
-    let app = App::from_settings(&settings(&azurite, &[])).unwrap();
+    let app = app_with(&lake.azurite, &[]);
     let (again, _) = run_job_in_process(&app, "job-2", "").await;
     assert!(
         again
@@ -219,13 +207,13 @@ async fn a_job_fans_out_over_directories_and_continues_within_its_budget() {
 
 #[tokio::test]
 async fn a_prefix_limits_the_job_to_that_directory_tree() {
-    let azurite = Azurite::start();
-    let app = lake_app(&azurite, &[]).await;
-    seed(&app).await;
-    let (reports, _) = run_job_in_process(&app, "job-a", "a/").await;
+    let lake = Lake::start(&["lake"]).await;
+    let app = &lake.app;
+    seed(app).await;
+    let (reports, _) = run_job_in_process(app, "job-a", "a/").await;
     let copied = total(&reports, |c| c.get("backups_copied"));
     assert_eq!(copied, 3, "a/one.csv, a/b/two.bin, a/b/c/deep: {reports:?}");
-    let backup = app.backup.container_client("lakebak").unwrap();
+    let backup = lake.vault("lake");
     let names: Vec<String> = support::list_all(&backup)
         .await
         .into_iter()
@@ -236,27 +224,27 @@ async fn a_prefix_limits_the_job_to_that_directory_tree() {
 
 #[tokio::test]
 async fn an_unreachable_backup_account_fails_the_shard_and_marks_nothing_done() {
-    let azurite = Azurite::start();
     let unreachable = support::unreachable_connection("backup", support::azurite::BACKUP_KEY);
-    let app = lake_app(&azurite, &[("BACKUP_STORAGE", &unreachable)]).await;
-    support::upload(&app.source.container_client("lake").unwrap(), "x.csv", b"x").await;
+    let fixture = Lake::start_with(&["lake"], &[("BACKUP_STORAGE", &unreachable)]).await;
+    let app = &fixture.app;
+    let lake = fixture.lake("lake");
+    support::upload(&lake, "x.csv", b"x").await;
     let root = Shard::root("job-x", "lake", "", Work::backup());
-    ledger::start_job(&app, JobOrigin::Command, std::slice::from_ref(&root), None)
+    ledger::start_job(app, JobOrigin::Command, std::slice::from_ref(&root), None)
         .await
         .unwrap();
     let deliver = |dequeue_count| {
-        let (app, text) = (&app, root.to_json());
+        let text = root.to_json();
         async move {
             support::deliver_to::<serde_json::Value>(app, WorkQueue::Shards, &text, dequeue_count)
                 .await
         }
     };
-    let status = || async { ledger::job_status(&app, "job-x").await.unwrap().unwrap() };
+    let status = || async { ledger::job_status(app, "job-x").await.unwrap().unwrap() };
 
     // A failed delivery fails the invocation (the host retries it) and marks nothing done.
     let error = deliver(1).await.unwrap_err();
     assert!(error.to_string().contains("lakebak"), "{error}");
-    let lake = app.source.container_client("lake").unwrap();
     assert!(
         support::list_all(&lake)
             .await
@@ -282,7 +270,6 @@ async fn an_unreachable_backup_account_fails_the_shard_and_marks_nothing_done() 
 
 #[tokio::test]
 async fn two_run_processes_share_one_job_and_a_killed_one_loses_nothing() {
-    let azurite = Azurite::start();
     let extra = [
         ("SHARD_TIME_BUDGET_SECONDS", "1"),
         // Default pages: a shard taken again after the dead worker's snapshots exist must not
@@ -290,16 +277,16 @@ async fn two_run_processes_share_one_job_and_a_killed_one_loses_nothing() {
         ("RUN_VISIBILITY_SECONDS", "3"),
         ("COPY_TIMEOUT_SECONDS", "20"),
     ];
-    let app = lake_app(&azurite, &extra).await;
-    let blobs = seed(&app).await;
+    let lake = Lake::start_with(&["lake"], &extra).await;
+    let app = &lake.app;
+    let blobs = seed(app).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("host.json"),
         r#"{"version": "2.0", "functionTimeout": "00:01:00", "extensions": {"queues": {"batchSize": 4, "maxPollingInterval": "00:00:00.2"}}}"#,
     )
     .unwrap();
-    let mut process_settings = worker::settings(&azurite);
-    process_settings.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let process_settings = lake.settings();
 
     let (code, out, err) = worker::run_once(&process_settings, &["shard", "--container", "lake"]);
     assert_eq!(code, 0, "{out}{err}");
@@ -307,51 +294,43 @@ async fn two_run_processes_share_one_job_and_a_killed_one_loses_nothing() {
     let job = queued["job"].as_str().unwrap().to_owned();
     let first = Standalone::start(&process_settings, dir.path(), &[]);
     let second = Standalone::start(&process_settings, dir.path(), &[]);
-    // One worker dies early, mid-job; its shards reappear and the other finishes them.
+    // One worker dies early, mid-job; its shards reappear and the other finishes them. (The
+    // kill point, 1.5 s in, is the behaviour under test: no wait for anything.)
     tokio::time::sleep(Duration::from_millis(1500)).await;
     first.kill();
     // The job's ledger says when it is done: every shard queued, the dead worker's included,
     // has finished.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        let status = ledger::job_status(&app, &job).await.unwrap().unwrap();
-        if status.progress.state != JobState::Running {
-            break status;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{status:?}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let status = support::wait_for(Duration::from_secs(120), "the job's end", || async {
+        let status = ledger::job_status(app, &job).await.unwrap().unwrap();
+        (status.progress.state != JobState::Running).then_some(status)
+    })
+    .await;
     assert_eq!(status.progress.state, JobState::Done, "{status:?}");
     assert_eq!(second.terminate(), 0);
     // A shard taken again after its worker died may run beside a copy of one of its
     // sub-directories' shards: a backup is still made once (If-None-Match: *), a snapshot may
     // be taken twice.
-    assert_versions(&app, &blobs, false).await;
+    assert_versions(app, &blobs, false).await;
     assert!(
-        support::drain_queue(app.queue(WorkQueue::Shards).await.unwrap().sdk())
+        support::drain_queue(app.queue(WorkQueue::Shards).await.unwrap())
             .await
             .is_empty()
     );
-    let poison = app
-        .jobs
-        .queue_client("backup-requests-shards-poison")
-        .unwrap();
-    assert!(!poison.exists().await.unwrap() || support::drain_queue(&poison).await.is_empty());
+    let poison = lake.queue("backup-requests-shards-poison");
+    assert!(
+        !support::queue_exists(&poison).await || support::drain_queue(&poison).await.is_empty()
+    );
 }
 
 #[tokio::test]
 async fn an_archived_blob_is_counted_not_copied() {
-    let azurite = Azurite::start();
-    let app = lake_app(&azurite, &[]).await;
-    let lake = app.source.container_client("lake").unwrap();
+    let fixture = Lake::start(&["lake"]).await;
+    let lake = fixture.lake("lake");
     support::upload(&lake, "cold/old.bin", b"archived").await;
     support::upload(&lake, "cold/new.bin", b"hot").await;
-    lake.blob_client("cold/old.bin")
-        .set_tier(azure_storage_blob::models::AccessTier::Archive, None)
-        .await
-        .unwrap();
+    lake.blob("cold/old.bin").set_tier("Archive").await.unwrap();
     let report = run_part(
-        &app,
+        &fixture.app,
         &Shard::root("job-c", "lake", "cold/", Work::backup()),
         &Fanout::Queue,
     )
@@ -372,12 +351,11 @@ const DROPPED: usize = 600;
 
 #[tokio::test]
 async fn a_directory_deleted_whole_is_recorded_within_budgets_and_only_once() {
-    use azure_storage_blob::models::{BlobClientDeleteOptions, DeleteSnapshotsOptionType};
-
     let azurite =
         Azurite::start_counting(std::path::Path::new(env!("CARGO_MANIFEST_DIR")), &[]).unwrap();
-    let app = lake_app(&azurite, &[]).await;
-    let lake = app.source.container_client("lake").unwrap();
+    let fixture = Lake::on(azurite, &["lake"], &[]).await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    let lake = fixture.lake("lake");
     support::upload(&lake, "kept.csv", b"kept").await;
     let names: Vec<String> = (0..DROPPED)
         .map(|i| format!("dropped/part-{i:04}.bin"))
@@ -388,7 +366,7 @@ async fn a_directory_deleted_whole_is_recorded_within_budgets_and_only_once() {
             .map(|name| support::upload(&lake, name, name.as_bytes())),
     )
     .await;
-    let (first, _) = run_job_in_process(&app, "job-1", "").await;
+    let (first, _) = run_job_in_process(app, "job-1", "").await;
     assert_eq!(
         total(&first, |c| c.get("backups_copied")),
         DROPPED as u64 + 1
@@ -396,25 +374,18 @@ async fn a_directory_deleted_whole_is_recorded_within_budgets_and_only_once() {
     let mut etags = BTreeMap::new();
     for name in &names {
         etags.insert(name.clone(), support::properties(&lake, name).await.0);
-        lake.blob_client(name)
-            .delete(Some(BlobClientDeleteOptions {
-                delete_snapshots: Some(DeleteSnapshotsOptionType::Include),
-                ..Default::default()
-            }))
-            .await
-            .unwrap();
+        support::delete_with_snapshots(&lake, name).await;
     }
 
     // One marker at a time in a 1 s budget: the directory's one page of names is cut, and its
     // continuations record the rest.
-    let slow = App::from_settings(&settings(
-        &azurite,
+    let slow = app_with(
+        azurite,
         &[
             ("SHARD_TIME_BUDGET_SECONDS", "1"),
             ("SNAPSHOT_CONCURRENCY", "1"),
         ],
-    ))
-    .unwrap();
+    );
     let (second, status) = run_job_in_process(&slow, "job-2", "").await;
     assert_eq!(status.progress.state, JobState::Done, "{status:?}");
     assert_eq!(
@@ -432,7 +403,7 @@ async fn a_directory_deleted_whole_is_recorded_within_budgets_and_only_once() {
             "far over its budget: {report:?}"
         );
     }
-    let vault = app.backup.container_client("lakebak").unwrap();
+    let vault = fixture.vault("lake");
     let mut recorded = BTreeMap::new();
     for (record, _) in support::life_records(&vault).await {
         assert_eq!(record.change, lakebackup::core::life::Change::Deleted);
@@ -453,7 +424,7 @@ async fn a_directory_deleted_whole_is_recorded_within_budgets_and_only_once() {
 
     // A later pass finds them recorded: it lists them, and writes nothing.
     let before = azurite.requests_served();
-    let (third, _) = run_job_in_process(&app, "job-3", "").await;
+    let (third, _) = run_job_in_process(app, "job-3", "").await;
     let served = azurite.requests_served() - before;
     assert_eq!(total(&third, |c| c.get("deletions_recorded")), 0);
     assert!(

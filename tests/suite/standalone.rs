@@ -3,51 +3,53 @@
 
 use crate::support;
 
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
 
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
-use lakebackup::{
-    app::{App, WorkQueue},
-    core::message::BackupRequest,
-};
-use support::{
-    worker::{self, Standalone},
-    Azurite,
-};
+use lakebackup::{app::WorkQueue, core::message::BackupRequest};
+use support::worker::Standalone;
 
+/// The common lake, with a container `lake`, worked off by `lakebackup run` processes in a
+/// directory whose `host.json` the test gives.
 struct Lake {
-    azurite: Azurite,
-    app: App,
+    lake: support::Lake,
     dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Lake {
+    type Target = support::Lake;
+
+    fn deref(&self) -> &support::Lake {
+        &self.lake
+    }
 }
 
 impl Lake {
     async fn new(host_json: &str) -> Lake {
-        let (azurite, app) = support::app_on_azurite(&["lake"]).await;
+        let lake = support::Lake::start_with(
+            &["lake"],
+            &[
+                ("COPY_POLL_INTERVAL_MS", "50"),
+                ("COPY_TIMEOUT_SECONDS", "20"),
+                // A shard's budget and a copy must fit the 30 s functionTimeout below.
+                ("SHARD_TIME_BUDGET_SECONDS", "5"),
+                // A taken message stays hidden 3 s at a time (renewed while it is worked on),
+                // so one taken by a worker that died reappears quickly.
+                ("RUN_VISIBILITY_SECONDS", "3"),
+            ],
+        )
+        .await;
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("host.json"), host_json).unwrap();
-        Lake { azurite, app, dir }
-    }
-
-    fn settings(&self, extra: &[(&str, &str)]) -> HashMap<String, String> {
-        let mut settings = worker::settings(&self.azurite);
-        settings.insert("COPY_POLL_INTERVAL_MS".into(), "50".into());
-        settings.insert("COPY_TIMEOUT_SECONDS".into(), "20".into());
-        // A shard's budget and a copy must fit the 30 s functionTimeout below.
-        settings.insert("SHARD_TIME_BUDGET_SECONDS".into(), "5".into());
-        // A taken message stays hidden 3 s at a time (renewed while it is worked on), so one
-        // taken by a worker that died reappears quickly.
-        settings.insert("RUN_VISIBILITY_SECONDS".into(), "3".into());
-        settings.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        settings
+        Lake { lake, dir }
     }
 
     fn start(&self, extra: &[(&str, &str)], args: &[&str]) -> Standalone {
-        Standalone::start(&self.settings(extra), self.dir.path(), args)
+        Standalone::start(&self.settings_with(extra), self.dir.path(), args)
     }
 
     async fn upload_many(&self, prefix: &str, count: usize) {
-        let client = self.app.source.container_client("lake").unwrap();
+        let client = self.lake("lake");
         for i in 0..count {
             support::upload(
                 &client,
@@ -61,7 +63,7 @@ impl Lake {
     /// Queues one backup request per blob of the lake, as an external producer (or the ADF
     /// engine's shards) would.
     async fn request_backups(&self) {
-        let client = self.app.source.container_client("lake").unwrap();
+        let client = self.lake("lake");
         for (name, _) in support::list_all(&client).await {
             let (etag, _, _) = support::properties(&client, &name).await;
             self.app
@@ -73,7 +75,7 @@ impl Lake {
 
     /// Complete backups (stamped by the consumer) in lakebak.
     async fn backups(&self) -> usize {
-        let container = self.app.backup.container_client("lakebak").unwrap();
+        let container = self.vault("lake");
         if !container.exists().await.unwrap() {
             return 0;
         }
@@ -86,49 +88,43 @@ impl Lake {
     }
 
     async fn wait_for_backups(&self, at_least: usize, within: Duration) -> usize {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
+        let what = format!("{at_least} backups");
+        support::wait_for(within, &what, || async {
             let count = self.backups().await;
-            if count >= at_least {
-                return count;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "only {count} of {at_least} backups after {within:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            (count >= at_least).then_some(count)
+        })
+        .await
     }
 
     /// Waits until `queue` holds no message, hidden ones included (a message a killed worker
     /// took reappears when its visibility ends, and is then handled and deleted).
     async fn wait_for_empty_queue(&self, queue: &str, within: Duration) {
-        use azure_storage_queue::models::QueueClientGetPropertiesResultHeaders;
-        let client = self.app.jobs.queue_client(queue).unwrap();
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let left = client
-                .get_properties(None)
-                .await
-                .ok()
-                .and_then(|r| r.approximate_messages_count().ok().flatten());
-            if left == Some(0) {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{queue} still holds {left:?} messages"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let client = self.queue(queue);
+        let what = format!("{queue} empty");
+        support::eventually(within, &what, || async {
+            client.depth().await.ok().flatten() == Some(0)
+        })
+        .await
     }
 
     async fn queue_texts(&self, queue: &str) -> Vec<String> {
-        let client = self.app.jobs.queue_client(queue).unwrap();
-        if !client.exists().await.unwrap() {
+        let client = self.queue(queue);
+        if !support::queue_exists(&client).await {
             return Vec::new();
         }
         support::drain_queue(&client).await
+    }
+
+    /// Waits until the poison queue has held at least `count` messages, and returns them.
+    async fn wait_for_poisoned(&self, count: usize, within: Duration) -> Vec<String> {
+        let poisoned = std::cell::RefCell::new(Vec::new());
+        support::wait_for(within, "poisoned messages", || async {
+            let texts = self.queue_texts("backup-requests-poison").await;
+            let mut poisoned = poisoned.borrow_mut();
+            poisoned.extend(texts);
+            (poisoned.len() >= count).then(|| poisoned.clone())
+        })
+        .await
     }
 }
 
@@ -139,12 +135,7 @@ const FAST_HOST_JSON: &str = r#"{"version": "2.0", "functionTimeout": "00:00:30"
 async fn runs_the_timer_queue_and_http_producer_until_everything_is_backed_up() {
     let lake = Lake::new(FAST_HOST_JSON).await;
     lake.upload_many("timer", 5).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let address = format!("127.0.0.1:{port}");
+    let address = format!("127.0.0.1:{}", support::closed_port());
     let runner = lake.start(
         &[("RECONCILE_SCHEDULE", "*/2 * * * * *")],
         &["--http", &address],
@@ -175,39 +166,19 @@ async fn failing_and_malformed_messages_end_in_the_poison_queue_unchanged() {
     .await;
     lake.upload_many("p", 1).await;
     let request = BackupRequest::new("lake", "p/blob-000.bin", "0x1");
-    let (etag, _, _) = support::properties(
-        &lake.app.source.container_client("lake").unwrap(),
-        "p/blob-000.bin",
-    )
-    .await;
+    let (etag, _, _) = support::properties(&lake.lake("lake"), "p/blob-000.bin").await;
     let request = BackupRequest { etag, ..request };
     lake.app.enqueue_backup(&request).await.unwrap();
-    let queue = lake.app.queue(WorkQueue::Backups).await.unwrap().sdk();
+    let queue = lake.app.queue(WorkQueue::Backups).await.unwrap();
     queue
-        .send_message(
-            azure_storage_queue::models::QueueMessage {
-                message_text: Some(BASE64.encode("this is no request")),
-            }
-            .try_into()
-            .unwrap(),
-            None,
-        )
+        .send(BASE64.encode("this is no request"), None, "a message")
         .await
         .unwrap();
 
     // The backup account is unreachable: every attempt at the real request fails.
     let unreachable = support::unreachable_connection("backup", support::azurite::BACKUP_KEY);
     let runner = lake.start(&[("BACKUP_STORAGE", &unreachable)], &[]);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    let mut poisoned = Vec::new();
-    while poisoned.len() < 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "poisoned so far: {poisoned:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        poisoned.extend(lake.queue_texts("backup-requests-poison").await);
-    }
+    let poisoned = lake.wait_for_poisoned(2, Duration::from_secs(90)).await;
     assert_eq!(runner.terminate(), 0);
     let mut decoded: Vec<String> = poisoned
         .iter()
@@ -265,22 +236,8 @@ async fn a_copy_longer_than_the_visibility_window_is_kept_hidden_and_taken_once(
         r#"{"version": "2.0", "functionTimeout": "-1", "extensions": {"queues": {"maxPollingInterval": "00:00:00.2"}}}"#,
     )
     .await;
-    let standin = support::adf::AdfStandIn::start(
-        lakebackup::storage::StorageAccount::connect(
-            "SOURCE_STORAGE",
-            &lakebackup::settings::Settings::from_pairs(worker::settings(&lake.azurite)),
-        )
-        .unwrap(),
-        lakebackup::storage::StorageAccount::connect(
-            "BACKUP_STORAGE",
-            &lakebackup::settings::Settings::from_pairs(worker::settings(&lake.azurite)),
-        )
-        .unwrap(),
-        // About 6 s of polls at 50 ms: three visibility windows of 2 s.
-        120,
-        support::adf::RunEnd::Succeeded,
-    )
-    .await;
+    // About 6 s of polls at 50 ms: three visibility windows of 2 s.
+    let standin = support::adf::AdfStandIn::on(&lake, 120, support::adf::RunEnd::Succeeded).await;
     lake.upload_many("long", 1).await;
     lake.request_backups().await;
     let mut extra: Vec<(String, String)> = standin.settings().into_iter().collect();
@@ -293,7 +250,9 @@ async fn a_copy_longer_than_the_visibility_window_is_kept_hidden_and_taken_once(
         .collect();
     let runner = lake.start(&extra, &[]);
     lake.wait_for_backups(1, Duration::from_secs(60)).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Deleted once handled: a message taken again would be held until its second run ended.
+    lake.wait_for_empty_queue("backup-requests", Duration::from_secs(60))
+        .await;
     assert_eq!(runner.terminate(), 0);
     assert_eq!(
         standin.record(|r| r.runs.len()),
@@ -310,28 +269,12 @@ async fn a_poisoned_message_is_byte_identical_to_what_was_queued() {
         r#"{"version": "2.0", "extensions": {"queues": {"maxPollingInterval": "00:00:00.2"}}}"#,
     )
     .await;
-    let queue = lake.app.queue(WorkQueue::Backups).await.unwrap().sdk();
+    let queue = lake.app.queue(WorkQueue::Backups).await.unwrap();
     // Plain text, not base64: re-encoding it would change its bytes.
     let raw = r#"{"container": "lake", "blob_name": "x.csv"}"#;
-    queue
-        .send_message(
-            azure_storage_queue::models::QueueMessage {
-                message_text: Some(raw.to_owned()),
-            }
-            .try_into()
-            .unwrap(),
-            None,
-        )
-        .await
-        .unwrap();
+    queue.send(raw.to_owned(), None, "a message").await.unwrap();
     let runner = lake.start(&[], &[]);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let mut poisoned = Vec::new();
-    while poisoned.is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "nothing poisoned");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        poisoned = lake.queue_texts("backup-requests-poison").await;
-    }
+    let poisoned = lake.wait_for_poisoned(1, Duration::from_secs(30)).await;
     assert_eq!(runner.terminate(), 0);
     assert_eq!(poisoned, [raw.to_owned()]);
     assert!(lake.queue_texts("backup-requests").await.is_empty());

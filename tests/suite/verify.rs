@@ -5,9 +5,7 @@ use crate::support;
 
 use std::{collections::BTreeMap, time::Duration};
 
-use azure_core::http::RequestContent;
-use azure_storage_blob::models::BlobClientUploadOptions;
-use lakebackup::functions::producer::ProduceRequest;
+use lakebackup::storage::testing::NewBlob;
 use serde_json::Value;
 use support::{
     proxy::{FaultKind, Faults, OpClass, ProxiedAzurite, ProxyConfig},
@@ -17,19 +15,12 @@ use support::{
 fn verify(azurite: &support::Azurite, args: &[&str]) -> (i32, Value) {
     let mut full = vec!["verify", "--container", "lake"];
     full.extend(args);
-    let (code, stdout, stderr) = worker::run_once(&worker::settings(azurite), &full);
     // One JSON line per gap or warning as found, then the summary, which lists them too.
-    let lines: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("JSON ({e}): {l}\n{stderr}")))
-        .collect();
-    let (summary, found) = lines
-        .split_last()
-        .unwrap_or_else(|| panic!("no summary: {stderr}"));
+    let (code, found, summary) = worker::run_lines(&worker::settings(azurite), &full);
     let listed = summary["gaps"].as_array().unwrap().len()
         + summary["warnings"].as_array().map_or(0, Vec::len);
-    assert_eq!(found.len(), listed, "a line per gap and warning: {stdout}");
-    (code, summary.clone())
+    assert_eq!(found.len(), listed, "a line per gap and warning: {found:?}");
+    (code, summary)
 }
 
 fn gaps(summary: &Value) -> BTreeMap<String, Vec<String>> {
@@ -44,20 +35,15 @@ fn gaps(summary: &Value) -> BTreeMap<String, Vec<String>> {
 
 #[tokio::test]
 async fn deep_verify_catches_missing_corrupted_and_stale_backups_and_reports_the_rpo() {
-    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
-    let lake = app.source.container_client("lake").unwrap();
+    let fixture = support::Lake::start(&["lake"]).await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    let lake = app.source.container("lake").unwrap();
     for name in ["a.csv", "dir/b.csv", "dir/c.csv", "d.csv"] {
         support::upload(&lake, name, format!("content of {name}").as_bytes()).await;
     }
-    let request = ProduceRequest {
-        container: "lake".into(),
-        prefix: String::new(),
-    };
-    lakebackup::functions::producer::run_here(&app, &request)
-        .await
-        .unwrap();
+    support::produce(app, "lake").await;
 
-    let (code, clean) = verify(&azurite, &["--deep"]);
+    let (code, clean) = verify(azurite, &["--deep"]);
     assert_eq!(code, 0, "{clean}");
     assert_eq!(
         (
@@ -68,7 +54,7 @@ async fn deep_verify_catches_missing_corrupted_and_stale_backups_and_reports_the
     );
     assert!(clean["rpo_seconds"].is_null(), "{clean}");
 
-    let vault = app.backup.container_client("lakebak").unwrap();
+    let vault = app.backup.container("lakebak").unwrap();
     let backup_of = |name: &str| {
         let stem = name.trim_end_matches(".csv").to_owned();
         let vault = &vault;
@@ -84,31 +70,25 @@ async fn deep_verify_catches_missing_corrupted_and_stale_backups_and_reports_the
     // a: its backup is deleted. b: its backup corrupted, same length, stamp kept. c: changed
     // in the lake since its backup.
     let a = backup_of("a.csv").await;
-    vault.blob_client(&a).delete(None).await.unwrap();
+    vault.blob(&a).delete(None).await.unwrap();
     let b = backup_of("dir/b.csv").await;
     let (_, _, stamp) = support::properties(&vault, &b).await;
     let corrupted = "content of dir/b.csX".as_bytes().to_vec();
-    vault
-        .blob_client(&b)
-        .upload(
-            RequestContent::from(corrupted),
-            Some(BlobClientUploadOptions {
-                metadata: Some(stamp),
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap();
+    let stamped = NewBlob {
+        metadata: stamp,
+        ..NewBlob::default()
+    };
+    support::upload_with(&vault, &b, &corrupted, &stamped).await;
     support::upload(&lake, "dir/c.csv", b"changed since its backup").await;
 
-    let (code, shallow) = verify(&azurite, &[]);
+    let (code, shallow) = verify(azurite, &[]);
     assert_eq!(code, 1, "{shallow}");
     assert!(
         !gaps(&shallow).contains_key("dir/b.csv"),
         "bytes are read only when deep"
     );
 
-    let (code, deep) = verify(&azurite, &["--deep"]);
+    let (code, deep) = verify(azurite, &["--deep"]);
     assert_eq!(code, 1, "{deep}");
     assert_eq!(deep["status"], "gaps");
     let found = gaps(&deep);
@@ -124,8 +104,9 @@ async fn deep_verify_catches_missing_corrupted_and_stale_backups_and_reports_the
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_distributed_deep_verify_over_many_parts_finds_exactly_what_a_run_here_finds() {
-    let (azurite, app) = support::app_on_azurite(&["lake"]).await;
-    let lake = app.source.container_client("lake").unwrap();
+    let fixture = support::Lake::start(&["lake"]).await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    let lake = app.source.container("lake").unwrap();
     let names: Vec<String> = ["", "日本/", "x｡y/🦀/"]
         .iter()
         .flat_map(|dir| (0..12).map(move |i| format!("{dir}f{i}.txt")))
@@ -133,25 +114,19 @@ async fn a_distributed_deep_verify_over_many_parts_finds_exactly_what_a_run_here
     for name in &names {
         support::upload(&lake, name, format!("content of {name}").as_bytes()).await;
     }
-    let request = ProduceRequest {
-        container: "lake".into(),
-        prefix: String::new(),
-    };
-    lakebackup::functions::producer::run_here(&app, &request)
-        .await
-        .unwrap();
+    support::produce(app, "lake").await;
     // Two gaps: a backup deleted, a blob changed since its backup.
-    let vault = app.backup.container_client("lakebak").unwrap();
+    let vault = app.backup.container("lakebak").unwrap();
     let backup_of_f3 = support::list_all(&vault)
         .await
         .into_iter()
         .map(|(n, _)| n)
         .find(|n| n.starts_with("日本/f3_"))
         .unwrap();
-    vault.blob_client(&backup_of_f3).delete(None).await.unwrap();
+    vault.blob(&backup_of_f3).delete(None).await.unwrap();
     support::upload(&lake, "x｡y/🦀/f5.txt", b"changed since its backup").await;
 
-    let (code, here) = verify(&azurite, &["--deep"]);
+    let (code, here) = verify(azurite, &["--deep"]);
     assert_eq!(code, 1, "{here}");
     let mut found_here = gaps(&here);
     assert_eq!(found_here.len(), 2, "{here}");
@@ -162,7 +137,7 @@ async fn a_distributed_deep_verify_over_many_parts_finds_exactly_what_a_run_here
     // Reads slowed to ~100 ms, one at a time, with a one-second budget: each level's deep
     // checks take several parts.
     let proxied = ProxiedAzurite::start(
-        &azurite,
+        azurite,
         ProxyConfig::azurite().faults(
             Faults::new(11, 1.0)
                 .classes([OpClass::Read])
@@ -171,14 +146,14 @@ async fn a_distributed_deep_verify_over_many_parts_finds_exactly_what_a_run_here
         ),
     )
     .expect("proxies start");
-    let mut settings = proxied.settings();
-    for (key, value) in [
-        ("SHARD_TIME_BUDGET_SECONDS", "1"),
-        ("SNAPSHOT_CONCURRENCY", "1"),
-        ("RUN_VISIBILITY_SECONDS", "30"),
-    ] {
-        settings.insert(key.into(), value.into());
-    }
+    let settings = support::with(
+        proxied.settings(),
+        &[
+            ("SHARD_TIME_BUDGET_SECONDS", "1"),
+            ("SNAPSHOT_CONCURRENCY", "1"),
+            ("RUN_VISIBILITY_SECONDS", "30"),
+        ],
+    );
     let (code, out, err) = worker::run_once(
         &settings,
         &["verify", "--container", "lake", "--deep", "--distributed"],

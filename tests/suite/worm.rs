@@ -42,8 +42,8 @@ async fn every_function_works_on_immutable_backup_containers_and_none_changes_a_
     let mut settings = proxied.settings();
     settings.insert("EVENTS_QUEUE_NAME".into(), "lake-events".into());
     let app = App::from_settings(&Settings::from_pairs(settings.clone())).unwrap();
-    let lake = app.source.container_client("lake").unwrap();
-    lake.create(None).await.unwrap();
+    let lake = app.source.container("lake").unwrap();
+    lake.create().await.unwrap();
     let names = ["a.csv", "dir/b.csv", "日本/c.txt", "x｡y/🦀.txt"];
     for name in names {
         support::upload(&lake, name, format!("v1 of {name}").as_bytes()).await;
@@ -53,7 +53,7 @@ async fn every_function_works_on_immutable_backup_containers_and_none_changes_a_
     // A first backup.
     let (code, out) = run(&settings, &["produce", "--container", "lake"]);
     assert_eq!(code, 0, "{out}");
-    let vault = app.backup.container_client("lakebak").unwrap();
+    let vault = app.backup.container("lakebak").unwrap();
     assert_eq!(unprotected(&lake, &vault).await, Vec::<String>::new());
     let (code, out) = run(&settings, &["doctor", "--json"]);
     let report = last_json(&out);
@@ -72,11 +72,8 @@ async fn every_function_works_on_immutable_backup_containers_and_none_changes_a_
         }
         contents
     };
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let instant = time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let instant = support::instant_after_writes().await;
+    support::next_second().await;
 
     // Changes, then a reconcile: the new versions backed up, the deletion recorded.
     support::upload(&lake, "a.csv", b"v2 of a.csv").await;
@@ -138,28 +135,11 @@ async fn every_function_works_on_immutable_backup_containers_and_none_changes_a_
     assert_eq!(support::list_all(&vault).await, backups_before);
 
     // A restore of the instant before the changes, byte-identical.
-    let (code, out) = run(
-        &settings,
-        &[
-            "restore",
-            "--container",
-            "lake",
-            "--as-of",
-            &instant,
-            "--to-container",
-            "restored",
-        ],
-    );
+    let command = format!("restore --container lake --as-of {instant} --to-container restored");
+    let (code, out) = run(&settings, &command.split(' ').collect::<Vec<_>>());
     assert_eq!(code, 0, "{out}");
-    let restored = app.source.container_client("restored").unwrap();
-    let mut contents = BTreeMap::new();
-    for (name, snapshot) in support::list_all(&restored).await {
-        if snapshot.is_none() {
-            let bytes = support::download(&restored, &name).await;
-            contents.insert(name, bytes);
-        }
-    }
-    assert_eq!(contents, before_changes);
+    let restored = app.source.container("restored").unwrap();
+    assert_eq!(support::contents(&restored).await, before_changes);
 
     // Nothing asked to change an existing backup but prune's deletions and verify's record.
     let refusals = proxied.stats().azure_refusals;
@@ -190,15 +170,15 @@ async fn a_writer_that_cannot_delete_goes_on_and_prune_storage_deletes() {
     // Only the version current at today's midnight is kept, besides the current one.
     settings.insert("RETENTION_KEEP_DAILY".into(), "1".into());
     let app = App::from_settings(&Settings::from_pairs(settings.clone())).unwrap();
-    let lake = app.source.container_client("lake").unwrap();
-    lake.create(None).await.unwrap();
+    let lake = app.source.container("lake").unwrap();
+    lake.create().await.unwrap();
     support::upload(&lake, "表/a.csv", b"v1").await;
     let (code, out) = run(&settings, &["produce", "--container", "lake"]);
     assert_eq!(code, 0, "{out}");
     // A second apart: versions of one second are ordered by ETag, and Azurite's do not grow.
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    support::next_second().await;
     support::upload(&lake, "表/a.csv", b"v2").await;
-    let vault = app.backup.container_client("lakebak").unwrap();
+    let vault = app.backup.container("lakebak").unwrap();
 
     // The pass backs v2 up, would prune v1, is refused: it goes on, and its summary says so.
     let (code, out) = run(&settings, &["reconcile", "--container", "lake"]);

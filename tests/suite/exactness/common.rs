@@ -4,33 +4,14 @@
 
 use std::collections::BTreeMap;
 
-use azure_storage_blob::{
-    models::{BlobClientDeleteOptions, DeleteSnapshotsOptionType},
-    BlobContainerClient,
-};
-use lakebackup::core::naming;
+use lakebackup::{core::naming, storage::Container};
 
 use crate::support;
 
-/// Every base blob's bytes; nothing for a container that does not exist.
-pub async fn contents(container: &BlobContainerClient) -> BTreeMap<String, Vec<u8>> {
-    let mut contents = BTreeMap::new();
-    if !container.exists().await.unwrap() {
-        return contents;
-    }
-    for (name, snapshot) in support::list_all(container).await {
-        if snapshot.is_none() {
-            let bytes = support::download(container, &name).await;
-            contents.insert(name, bytes);
-        }
-    }
-    contents
-}
+pub use support::contents;
 
 /// Per source name, its stamped backups in `vault`: (backup name, the source ETag it holds).
-pub async fn stamped_backups(
-    vault: &BlobContainerClient,
-) -> BTreeMap<String, Vec<(String, String)>> {
+pub async fn stamped_backups(vault: &Container) -> BTreeMap<String, Vec<(String, String)>> {
     let mut backups: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     if !vault.exists().await.unwrap() {
         return backups;
@@ -51,7 +32,7 @@ pub async fn stamped_backups(
 }
 
 /// The names whose current version lacks a stamped backup holding its bytes, or a snapshot.
-pub async fn unprotected(lake: &BlobContainerClient, vault: &BlobContainerClient) -> Vec<String> {
+pub async fn unprotected(lake: &Container, vault: &Container) -> Vec<String> {
     let entries = support::list_versions(lake).await;
     let backups = stamped_backups(vault).await;
     let mut gaps = Vec::new();
@@ -81,11 +62,7 @@ pub async fn unprotected(lake: &BlobContainerClient, vault: &BlobContainerClient
 }
 
 /// The backup of the current version of `name`.
-pub async fn backup_of_current(
-    lake: &BlobContainerClient,
-    vault: &BlobContainerClient,
-    name: &str,
-) -> String {
+pub async fn backup_of_current(lake: &Container, vault: &Container, name: &str) -> String {
     let (etag, _, _) = support::properties(lake, name).await;
     stamped_backups(vault)
         .await
@@ -97,29 +74,15 @@ pub async fn backup_of_current(
         .unwrap_or_else(|| panic!("{name}: no stamped backup of its current version {etag}"))
 }
 
-pub async fn tags(container: &BlobContainerClient, name: &str) -> BTreeMap<String, String> {
+pub async fn tags(container: &Container, name: &str) -> BTreeMap<String, String> {
     container
-        .blob_client(name)
-        .get_tags(None)
+        .blob(name)
+        .tags()
         .await
         .unwrap_or_else(|e| panic!("tags of {name}: {e}"))
-        .into_model()
-        .unwrap()
-        .blob_tag_set
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|tag| Some((tag.key?, tag.value.unwrap_or_default())))
-        .collect()
 }
 
 /// Deletes a blob with its snapshots, as a user deletes a file.
-pub async fn delete(container: &BlobContainerClient, name: &str) {
-    container
-        .blob_client(name)
-        .delete(Some(BlobClientDeleteOptions {
-            delete_snapshots: Some(DeleteSnapshotsOptionType::Include),
-            ..Default::default()
-        }))
-        .await
-        .unwrap_or_else(|e| panic!("delete {name}: {e}"));
+pub async fn delete(container: &Container, name: &str) {
+    support::delete_with_snapshots(container, name).await
 }

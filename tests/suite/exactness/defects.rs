@@ -14,65 +14,22 @@ use std::{
     time::{Duration, Instant},
 };
 
-use azure_core::http::RequestContent;
-use azure_storage_blob::{
-    models::{
-        AccessTier, BlobClientGetPropertiesResultHeaders, BlobClientUploadOptions, BlobType,
-        HttpRange,
-    },
-    BlobContainerClient,
+use lakebackup::{
+    core::properties::BlobType,
+    storage::{testing::NewBlob, BlobState, Container},
 };
-use lakebackup::app::App;
 use md5::{Digest, Md5};
 use serde_json::{json, Value};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
 use super::common::{backup_of_current, contents, stamped_backups, tags, unprotected};
 use crate::support::{
-    self,
+    self, noise,
     proxy::{FaultKind, Faults, OpClass, ProxiedAzurite, ProxyConfig},
+    with,
     worker::{self, Standalone, Worker},
-    Azurite,
+    Lake,
 };
-
-/// Versions are told apart by Last-Modified, which has one-second resolution.
-const NEXT_SECOND: Duration = Duration::from_millis(1100);
-
-/// Azurite with the three accounts, the worker's `App` on it (direct, for arranging and
-/// checking) and `containers` created in the lake.
-struct Lake {
-    azurite: Azurite,
-    app: App,
-}
-
-impl Lake {
-    async fn new(containers: &[&str]) -> Lake {
-        let (azurite, app) = support::app_on_azurite(containers).await;
-        Lake { azurite, app }
-    }
-
-    /// The Function App's settings, straight to Azurite, with `extra`.
-    fn settings(&self, extra: &[(&str, &str)]) -> HashMap<String, String> {
-        with(worker::settings(&self.azurite), extra)
-    }
-
-    fn lake(&self, container: &str) -> BlobContainerClient {
-        self.app.source.container_client(container).unwrap()
-    }
-
-    /// The backup container of `container`.
-    fn vault(&self, container: &str) -> BlobContainerClient {
-        self.app
-            .backup
-            .container_client(&format!("{container}bak"))
-            .unwrap()
-    }
-}
-
-fn with(mut settings: HashMap<String, String>, extra: &[(&str, &str)]) -> HashMap<String, String> {
-    settings.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    settings
-}
 
 /// The settings of a Function App whose storage goes through `proxied`, with `extra`.
 fn proxied_settings(proxied: &ProxiedAzurite, extra: &[(&str, &str)]) -> HashMap<String, String> {
@@ -83,12 +40,7 @@ fn now_text() -> String {
     OffsetDateTime::now_utc().format(&Rfc3339).unwrap()
 }
 
-/// An instant after every write so far: restore reads a version's whole-second time as the end
-/// of its second, so a version written in the current second is not current yet.
-async fn instant_after_writes() -> String {
-    tokio::time::sleep(NEXT_SECOND).await;
-    now_text()
-}
+use support::instant_after_writes;
 
 /// `lakebackup produce --container C [--prefix P]`: exit code, its JSON summary, and the log.
 fn produce(settings: &HashMap<String, String>, container: &str) -> (i32, Value, String) {
@@ -130,41 +82,31 @@ fn restore_ok(settings: &HashMap<String, String>, container: &str, args: &[&str]
     summary
 }
 
-async fn blob_type(container: &BlobContainerClient, name: &str) -> BlobType {
+/// What Get Blob Properties says of `name`.
+async fn state(container: &Container, name: &str) -> BlobState {
     container
-        .blob_client(name)
-        .get_properties(None)
+        .blob(name)
+        .probe()
         .await
         .unwrap_or_else(|e| panic!("properties of {name}: {e}"))
-        .blob_type()
-        .unwrap()
-        .unwrap()
+        .unwrap_or_else(|| panic!("properties of {name}: no such blob"))
+}
+
+async fn blob_type(container: &Container, name: &str) -> BlobType {
+    state(container, name).await.version.properties.blob_type
 }
 
 /// The stored Content-MD5; `None` for none (Azure lists an empty one as empty).
-async fn stored_md5(container: &BlobContainerClient, name: &str) -> Option<Vec<u8>> {
-    container
-        .blob_client(name)
-        .get_properties(None)
-        .await
-        .unwrap_or_else(|e| panic!("properties of {name}: {e}"))
-        .content_md5()
-        .unwrap()
-        .filter(|md5| !md5.is_empty())
+async fn stored_md5(container: &Container, name: &str) -> Option<Vec<u8>> {
+    state(container, name).await.version.content_md5
 }
 
-async fn tier(container: &BlobContainerClient, name: &str) -> Option<String> {
-    container
-        .blob_client(name)
-        .get_properties(None)
-        .await
-        .unwrap_or_else(|e| panic!("properties of {name}: {e}"))
-        .access_tier()
-        .unwrap()
+async fn tier(container: &Container, name: &str) -> Option<String> {
+    state(container, name).await.access_tier
 }
 
 /// The user metadata (the stamp aside).
-async fn user_metadata(container: &BlobContainerClient, name: &str) -> BTreeMap<String, String> {
+async fn user_metadata(container: &Container, name: &str) -> BTreeMap<String, String> {
     let (_, _, metadata) = support::properties(container, name).await;
     metadata
         .into_iter()
@@ -173,57 +115,28 @@ async fn user_metadata(container: &BlobContainerClient, name: &str) -> BTreeMap<
 }
 
 /// An append blob of `blocks`, appended one by one.
-async fn append_blob(container: &BlobContainerClient, name: &str, blocks: &[Vec<u8>]) {
-    let append = container.blob_client(name).append_blob_client();
+async fn append_blob(container: &Container, name: &str, blocks: &[Vec<u8>]) {
+    let append = container.blob(name);
     append
-        .create(None)
+        .create_append_blob(&NewBlob::default())
         .await
         .unwrap_or_else(|e| panic!("create append blob {name}: {e}"));
     for block in blocks {
         append
-            .append_block(
-                RequestContent::from(block.clone()),
-                block.len() as u64,
-                None,
-            )
+            .append(block)
             .await
             .unwrap_or_else(|e| panic!("append to {name}: {e}"));
     }
 }
 
-/// `len` bytes that do not repeat.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn wait_listening(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "nothing listens on {port} after 20 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("a listener on {port}");
+    support::eventually(Duration::from_secs(20), &what, || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await
 }
 
 /// A directory with a `host.json` for `lakebackup run`.
@@ -238,7 +151,7 @@ async fn run_with_http(
     settings: &HashMap<String, String>,
     dir: &tempfile::TempDir,
 ) -> (Standalone, String) {
-    let port = free_port();
+    let port = support::closed_port();
     let address = format!("127.0.0.1:{port}");
     let runner = Standalone::start(settings, dir.path(), &["--http", &address]);
     wait_listening(port).await;
@@ -310,13 +223,13 @@ const ORDER_NAMES: [&str; 40] = [
 
 #[tokio::test(flavor = "multi_thread")]
 async fn listing_order_is_the_services_at_every_page_size() {
-    let lake = Lake::new(&[]).await;
+    let lake = Lake::start(&[]).await;
     let proxied = ProxiedAzurite::start(&lake.azurite, ProxyConfig::default()).unwrap();
     let settings = proxied_settings(&proxied, &[]);
     const PAGE_SIZES: [u32; 4] = [1, 2, 3, 7];
     for page_size in PAGE_SIZES {
         let client = lake.lake(&format!("order{page_size}"));
-        client.create(None).await.unwrap();
+        client.create().await.unwrap();
         for name in ORDER_NAMES {
             support::upload(
                 &client,
@@ -380,7 +293,7 @@ async fn listing_order_is_the_services_at_every_page_size() {
 
 #[tokio::test]
 async fn a_blob_with_a_wrong_stored_md5_is_backed_up_as_stored_and_blocks_nothing() {
-    let lake = Lake::new(&["lake"]).await;
+    let lake = Lake::start(&["lake"]).await;
     let client = lake.lake("lake");
     for name in ["dir/a.csv", "dir/c.csv", "dir/d.csv", "dir/sub/e.csv"] {
         support::upload(&client, name, name.as_bytes()).await;
@@ -394,7 +307,7 @@ async fn a_blob_with_a_wrong_stored_md5_is_backed_up_as_stored_and_blocks_nothin
         Some(wrong_md5.clone())
     );
 
-    let (code, summary, stderr) = produce(&lake.settings(&[]), "lake");
+    let (code, summary, stderr) = produce(&lake.settings(), "lake");
     assert_eq!(
         code, 0,
         "a mismatched MD5 is a warning, not a failure: {summary}\n{stderr}"
@@ -414,7 +327,7 @@ async fn a_blob_with_a_wrong_stored_md5_is_backed_up_as_stored_and_blocks_nothin
     assert_eq!(stored_md5(&vault, &backup).await, Some(wrong_md5));
     // `verify --deep` lists it, as a warning: its backup is good.
     let (code, stdout, stderr) = worker::run_once(
-        &lake.settings(&[]),
+        &lake.settings(),
         &["verify", "--container", "lake", "--deep"],
     );
     assert_eq!(code, 0, "{stdout}\n{stderr}");
@@ -443,7 +356,7 @@ async fn a_blob_with_a_wrong_stored_md5_is_backed_up_as_stored_and_blocks_nothin
 /// proxy's Azure rules reproduce, so the large one must take a path Azure accepts.
 #[tokio::test(flavor = "multi_thread")]
 async fn append_and_page_blobs_are_backed_up_and_restored_as_themselves() {
-    let lake = Lake::new(&["typed"]).await;
+    let lake = Lake::start(&["typed"]).await;
     let proxied =
         ProxiedAzurite::start(&lake.azurite, ProxyConfig::default().azure_rules(true)).unwrap();
     let settings = proxied_settings(&proxied, &[]);
@@ -456,20 +369,15 @@ async fn append_and_page_blobs_are_backed_up_and_restored_as_themselves() {
     .await;
     let big = [noise(1 << 20, 1), noise(1 << 20, 2)];
     append_blob(&client, "logs/big.log", &big).await;
-    let page = client.blob_client("disks/disk.vhd").page_blob_client();
-    page.create(1024, None).await.unwrap();
-    page.upload_pages(
-        RequestContent::from(noise(512, 3)),
-        512,
-        HttpRange::new(0, 512),
-        None,
-    )
-    .await
-    .unwrap();
+    let page = client.blob("disks/disk.vhd");
+    page.create_page_blob(1024, &NewBlob::default())
+        .await
+        .unwrap();
+    page.put_pages(0, &noise(512, 3)).await.unwrap();
     let expected = [
-        ("logs/app.log", BlobType::AppendBlob),
-        ("logs/big.log", BlobType::AppendBlob),
-        ("disks/disk.vhd", BlobType::PageBlob),
+        ("logs/app.log", BlobType::Append),
+        ("logs/big.log", BlobType::Append),
+        ("disks/disk.vhd", BlobType::Page),
     ];
 
     let summary = produce_ok(&settings, "typed");
@@ -507,9 +415,8 @@ async fn append_and_page_blobs_are_backed_up_and_restored_as_themselves() {
     }
     // The application that owns the log can go on appending to it.
     restored
-        .blob_client("logs/app.log")
-        .append_blob_client()
-        .append_block(RequestContent::from(b"line 3\n".to_vec()), 7, None)
+        .blob("logs/app.log")
+        .append(b"line 3\n")
         .await
         .expect("the restored append blob takes an Append Block");
     assert_eq!(
@@ -522,40 +429,18 @@ async fn append_and_page_blobs_are_backed_up_and_restored_as_themselves() {
 
 #[tokio::test]
 async fn tags_tier_absent_md5_and_metadata_survive_backup_and_restore() {
-    let lake = Lake::new(&["props"]).await;
-    let settings = lake.settings(&[]);
+    let lake = Lake::start(&["props"]).await;
+    let settings = lake.settings();
     let client = lake.lake("props");
-    client
-        .blob_client("p/tagged.csv")
-        .upload(
-            RequestContent::from(b"tagged".to_vec()),
-            Some(BlobClientUploadOptions {
-                blob_tags_string: Some("project=lake&stage=gold".into()),
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap();
+    let labelled = NewBlob::with_tags([("project", "lake"), ("stage", "gold")]);
+    support::upload_with(&client, "p/tagged.csv", b"tagged", &labelled).await;
     support::upload(&client, "p/cool.csv", b"cool").await;
     // Azurite supports Set Blob Tier on block blobs (it changes neither ETag nor Last-Modified).
-    client
-        .blob_client("p/cool.csv")
-        .set_tier(AccessTier::Cool, None)
-        .await
-        .unwrap();
+    client.blob("p/cool.csv").set_tier("Cool").await.unwrap();
     support::put_block_list(&client, "p/nomd5.csv", b"no md5 here", None).await;
     assert_eq!(stored_md5(&client, "p/nomd5.csv").await, None);
-    client
-        .blob_client("p/meta.csv")
-        .upload(
-            RequestContent::from(b"meta".to_vec()),
-            Some(BlobClientUploadOptions {
-                metadata: Some(HashMap::from([("owner".into(), "alice".into())])),
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap();
+    let owned = NewBlob::with_metadata([("owner", "alice")]);
+    support::upload_with(&client, "p/meta.csv", b"meta", &owned).await;
     let tagged = BTreeMap::from([
         ("project".to_owned(), "lake".to_owned()),
         ("stage".to_owned(), "gold".to_owned()),
@@ -577,12 +462,12 @@ async fn tags_tier_absent_md5_and_metadata_survive_backup_and_restore() {
     );
 
     // A change to metadata alone, after a backup, backed up by the next pass.
-    tokio::time::sleep(NEXT_SECOND).await;
+    support::next_second().await;
     let before_change = now_text();
-    tokio::time::sleep(NEXT_SECOND).await;
+    support::next_second().await;
     client
-        .blob_client("p/meta.csv")
-        .set_metadata(&HashMap::from([("owner".into(), "mallory".into())]), None)
+        .blob("p/meta.csv")
+        .replace_metadata(&HashMap::from([("owner".into(), "mallory".into())]))
         .await
         .unwrap();
     produce_ok(&settings, "props");
@@ -684,7 +569,7 @@ async fn deliver_ok(worker: &Worker, text: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_late_deletion_event_never_hides_a_later_version() {
-    let lake = Lake::new(&["events"]).await;
+    let lake = Lake::start(&["events"]).await;
     let proxied = ProxiedAzurite::start(&lake.azurite, ProxyConfig::default()).unwrap();
     let settings = proxied_settings(&proxied, &[("EVENTS_QUEUE_NAME", "lake-events")]);
     let worker = Worker::serve(&settings);
@@ -703,17 +588,17 @@ async fn a_late_deletion_event_never_hides_a_later_version() {
     support::upload(&client, name, b"v1").await;
     let (v1, _, _) = support::properties(&client, name).await;
     deliver_ok(&worker, &created(&v1)).await;
-    tokio::time::sleep(NEXT_SECOND).await;
+    support::next_second().await;
     support::delete_with_snapshots(&client, name).await;
     let deleted_at = OffsetDateTime::now_utc();
     let late_deletion = blob_event("BlobDeleted", "events", name, None, deleted_at);
-    tokio::time::sleep(NEXT_SECOND).await;
+    support::next_second().await;
     support::upload(&client, name, b"v2").await;
     let (v2, _, _) = support::properties(&client, name).await;
     deliver_ok(&worker, &created(&v2)).await;
-    tokio::time::sleep(NEXT_SECOND).await;
+    support::next_second().await;
     let while_v2 = now_text();
-    tokio::time::sleep(NEXT_SECOND).await;
+    support::next_second().await;
     support::upload(&client, name, b"v3").await;
     let (v3, _, _) = support::properties(&client, name).await;
     // V1's deletion event arrives after V3 was written, before and again after V3's backup.
@@ -760,7 +645,7 @@ async fn a_late_deletion_event_never_hides_a_later_version() {
     )
     .await;
     // After the second the version was written in, so that the event can concern it.
-    tokio::time::sleep(NEXT_SECOND).await;
+    support::next_second().await;
     let spurious = blob_event(
         "BlobDeleted",
         "events",
@@ -813,30 +698,19 @@ async fn a_late_deletion_event_never_hides_a_later_version() {
 /// soft-deleted.
 #[tokio::test]
 async fn a_version_recorded_deleted_by_an_earlier_release_comes_back_once_seen_again() {
-    let lake = Lake::new(&["undel"]).await;
-    let settings = lake.settings(&[]);
+    let lake = Lake::start(&["undel"]).await;
+    let settings = lake.settings();
     let client = lake.lake("undel");
     support::upload(&client, "m/x.csv", b"undeleted").await;
     support::upload(&client, "m/y.csv", b"never deleted").await;
     produce_ok(&settings, "undel");
     let (etag, _, _) = support::properties(&client, "m/x.csv").await;
-    tokio::time::sleep(NEXT_SECOND).await;
+    support::next_second().await;
     let seen = now_text();
-    lake.vault("undel")
-        .blob_client(&format!(".lakebackup-deleted/m/x.csv@{etag}"))
-        .upload(
-            RequestContent::from(Vec::new()),
-            Some(BlobClientUploadOptions {
-                metadata: Some(HashMap::from([(
-                    "lakebackup_deleted_seen".into(),
-                    seen.clone(),
-                )])),
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap();
-    tokio::time::sleep(NEXT_SECOND).await;
+    let marker = NewBlob::with_metadata([("lakebackup_deleted_seen", seen.as_str())]);
+    let name = format!(".lakebackup-deleted/m/x.csv@{etag}");
+    support::upload_with(&lake.vault("undel"), &name, b"", &marker).await;
+    support::next_second().await;
 
     produce_ok(&settings, "undel");
     let now = instant_after_writes().await;
@@ -860,25 +734,21 @@ async fn a_version_recorded_deleted_by_an_earlier_release_comes_back_once_seen_a
 /// only copy may keep it.
 #[tokio::test]
 async fn pruning_keeps_a_snapshot_that_is_its_versions_only_copy() {
-    let lake = Lake::new(&["keep"]).await;
+    let lake = Lake::start(&["keep"]).await;
     let client = lake.lake("keep");
     support::upload(&client, "k/only.csv", b"only in a snapshot").await;
     let (only_v1, _, _) = support::properties(&client, "k/only.csv").await;
-    client
-        .blob_client("k/only.csv")
-        .create_snapshot(None)
-        .await
-        .unwrap();
+    client.blob("k/only.csv").take_snapshot(None).await.unwrap();
     support::upload(&client, "k/backed.csv", b"backed v1").await;
-    tokio::time::sleep(NEXT_SECOND).await;
+    support::next_second().await;
     support::upload(&client, "k/only.csv", b"only v2").await;
-    produce_ok(&lake.settings(&[]), "keep");
+    produce_ok(&lake.settings(), "keep");
     let (backed_v1, _, _) = support::properties(&client, "k/backed.csv").await;
-    tokio::time::sleep(NEXT_SECOND).await;
+    support::next_second().await;
     support::upload(&client, "k/backed.csv", b"backed v2").await;
-    produce_ok(&lake.settings(&[]), "keep");
+    produce_ok(&lake.settings(), "keep");
     // Versions' lives end at the next version's second: let it pass.
-    tokio::time::sleep(NEXT_SECOND).await;
+    support::next_second().await;
     let versions = support::list_versions(&client).await;
     let snapshot_of = |name: &str, etag: &str| {
         versions
@@ -895,7 +765,7 @@ async fn pruning_keeps_a_snapshot_that_is_its_versions_only_copy() {
     );
 
     let (code, stdout, stderr) = worker::run_once(
-        &lake.settings(&[("RETENTION_SNAPSHOT_DAYS", "0")]),
+        &lake.settings_with(&[("RETENTION_SNAPSHOT_DAYS", "0")]),
         &["prune", "--container", "keep"],
     );
     assert_eq!(code, 0, "{stdout}\n{stderr}");
@@ -934,7 +804,7 @@ fn shard_durations(log: &str) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_shard_part_ends_within_its_budget_plus_one_copy() {
     const COPY_DELAY: Duration = Duration::from_millis(700);
-    let lake = Lake::new(&["budget"]).await;
+    let lake = Lake::start(&["budget"]).await;
     let client = lake.lake("budget");
     for i in 0..15 {
         support::upload(
@@ -991,7 +861,7 @@ async fn a_shard_part_ends_within_its_budget_plus_one_copy() {
 /// after `maxDequeueCount` deliveries; its job must then say failed, with why.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_shard_given_up_fails_its_job_with_a_reason() {
-    let lake = Lake::new(&["stuck"]).await;
+    let lake = Lake::start(&["stuck"]).await;
     support::upload(&lake.lake("stuck"), "s/a.csv", b"a").await;
     // Every listing of the lake and the backup account takes 5 s; the jobs' account (ledger and
     // queues) is reached directly, so the status stays quick to read.
@@ -1028,7 +898,7 @@ async fn a_shard_given_up_fails_its_job_with_a_reason() {
     let (_runner, url) = run_with_http(&settings, &dir).await;
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(16);
-    let (status, body) = loop {
+    let (status, body) = support::wait_for(Duration::from_secs(20), "the job's end", || async {
         let status_url = format!(
             "{url}?{}",
             url::form_urlencoded::Serializer::new(String::new())
@@ -1038,11 +908,9 @@ async fn a_shard_given_up_fails_its_job_with_a_reason() {
         let response = client.get(&status_url).send().await.unwrap();
         let status = response.status().as_u16();
         let body: Value = response.json().await.unwrap_or(Value::Null);
-        if status != 202 || Instant::now() >= deadline {
-            break (status, body);
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+        (status != 202 || Instant::now() >= deadline).then_some((status, body))
+    })
+    .await;
     assert_eq!(body["status"], "failed", "{status} {body}");
     assert_eq!(status, 500, "{body}");
     let reasons: Vec<&str> = body["failures"]
@@ -1059,12 +927,12 @@ async fn a_shard_given_up_fails_its_job_with_a_reason() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_producer_prefix_naming_a_blob_protects_it_and_an_empty_one_is_404() {
-    let lake = Lake::new(&["named"]).await;
+    let lake = Lake::start(&["named"]).await;
     let client = lake.lake("named");
     support::upload(&client, "data/file.csv", b"the file").await;
     support::upload(&client, "data/other.csv", b"another").await;
     let dir = host_dir(QUICK_HOST_JSON);
-    let (_runner, url) = run_with_http(&lake.settings(&QUICK_RUN_SETTINGS), &dir).await;
+    let (_runner, url) = run_with_http(&lake.settings_with(&QUICK_RUN_SETTINGS), &dir).await;
     let http = reqwest::Client::new();
 
     let response = http
@@ -1107,8 +975,8 @@ async fn a_producer_prefix_naming_a_blob_protects_it_and_an_empty_one_is_404() {
 
 #[tokio::test]
 async fn a_lake_directory_named_lakebackup_deleted_round_trips() {
-    let lake = Lake::new(&["shadow"]).await;
-    let settings = lake.settings(&[]);
+    let lake = Lake::start(&["shadow"]).await;
+    let settings = lake.settings();
     let client = lake.lake("shadow");
     for (name, bytes) in [
         (".lakebackup-deleted/a.csv", b"a in the lake".as_slice()),

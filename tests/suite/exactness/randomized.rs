@@ -32,23 +32,13 @@ use std::{
     time::Duration,
 };
 
-use azure_core::http::RequestContent;
-use azure_storage_blob::{
-    models::{
-        AppendBlobClientCreateOptions, BlobClientDeleteOptions,
-        BlobClientGetPropertiesResultHeaders, BlobClientUploadOptions,
-        BlockBlobClientCommitBlockListOptions, BlockLookupList, DeleteSnapshotsOptionType,
-        HttpRange, PageBlobClientCreateOptions,
-    },
-    BlobContainerClient,
-};
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use lakebackup::{
     app::{App, WorkQueue},
     core::{
         job::JobState,
         naming,
-        properties::{tags_header, Tags},
+        properties::{ContentHeaders, Tags},
         shard::new_job_id,
         stamp,
     },
@@ -56,11 +46,15 @@ use lakebackup::{
         events::EventOutcome,
         jobs::{ledger, JobOrigin, Shard, Work},
         reconcile,
-        restore::{self, RestoreFrom, RestoreRequest},
+        restore::{self, RestoreFrom},
     },
     functions::producer::ProduceRequest,
     settings::Settings,
-    storage::listing::{list_directory_with_snapshots, ListedEntry, ListingScope},
+    storage::{
+        listing::{list_directory_with_snapshots, ListedEntry, ListingScope},
+        testing::NewBlob,
+        Container,
+    },
 };
 use md5::{Digest, Md5};
 use time::OffsetDateTime;
@@ -224,8 +218,8 @@ async fn run_seed(seed: u64) -> Result<String, String> {
     // The harness's own view of the lake, past the proxy: no faults, Azurite's own pages.
     let direct = App::from_settings(&Settings::from_pairs(support::worker::settings(&azurite)))
         .map_err(|e| format!("settings: {e}"))?;
-    let lake = direct.source.container_client("lake").unwrap();
-    lake.create(None).await.map_err(|e| e.to_string())?;
+    let lake = direct.source.container("lake").unwrap();
+    lake.create().await.map_err(|e| e.to_string())?;
     let context = |what: &str| format!("seed {seed} {plan:?}: {what}");
 
     let mut rng = Rng::new(seed);
@@ -254,7 +248,7 @@ async fn run_seed(seed: u64) -> Result<String, String> {
         }
         // Every version of this round lies in an earlier second than the instant recorded
         // after the pass (times are kept to the second).
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        support::next_second().await;
         let hidden = azurite_hidden(&direct, plan.page_size).await;
         proxied.set_faults(faults(seed, round, &plan));
         events.deliver(&mut rng, &app).await;
@@ -287,7 +281,7 @@ async fn run_seed(seed: u64) -> Result<String, String> {
                 excused.insert(name.clone());
             }
         }
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        support::next_second().await;
         let instant = OffsetDateTime::now_utc();
         history.push((instant, model.expected(), excused.clone()));
         summary.push(format!(
@@ -299,7 +293,7 @@ async fn run_seed(seed: u64) -> Result<String, String> {
                 format!(", {} hidden by Azurite", excused.len())
             }
         ));
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        support::next_second().await;
     }
     // Late events: every deletion again, after all of it.
     proxied.set_faults(faults(seed, ROUNDS, &plan));
@@ -421,7 +415,7 @@ async fn run_queued_job(app: &App) -> BTreeSet<String> {
     };
     let mut attempts: HashMap<String, u64> = HashMap::new();
     for _ in 0..200 {
-        let texts = support::drain_queue(queue.sdk()).await;
+        let texts = support::drain_queue(queue).await;
         if texts.is_empty() {
             break;
         }
@@ -462,17 +456,8 @@ async fn restore_until_clean(
     instant: OffsetDateTime,
     target: &str,
 ) -> Result<(), String> {
-    let request = RestoreRequest {
-        to_account: false,
-        container: "lake".into(),
-        prefix: None,
-        blob: None,
-        as_of: Some(instant),
-        from: RestoreFrom::Backup,
-        to_container: Some(target.to_owned()),
-        dry_run: false,
-        verify_content: false,
-    };
+    let request =
+        support::restore_request("lake", RestoreFrom::Backup, Some(target), Some(instant));
     let mut last = None;
     for _ in 0..4 {
         let summary = restore::restore(app, &request, &mut |_| {}).await;
@@ -496,6 +481,51 @@ struct Expected {
     /// A tier set on the version itself.
     tier: Option<String>,
     md5: Option<Vec<u8>>,
+}
+
+/// What a write gives a blob besides its bytes.
+struct Attributes {
+    metadata: BTreeMap<String, String>,
+    content_type: Option<String>,
+    cache_control: Option<String>,
+    tags: Tags,
+}
+
+impl Attributes {
+    /// As written, with `tier` (block blobs only).
+    fn written(&self, tier: Option<String>) -> NewBlob {
+        NewBlob {
+            metadata: self.metadata.clone().into_iter().collect(),
+            headers: ContentHeaders {
+                content_type: self.content_type.clone(),
+                cache_control: self.cache_control.clone(),
+                ..ContentHeaders::default()
+            },
+            tags: self.tags.clone(),
+            tier,
+            md5: None,
+        }
+    }
+
+    /// What the blob written so holds.
+    fn expected(
+        self,
+        bytes: Vec<u8>,
+        blob_type: &str,
+        tier: Option<String>,
+        md5: Option<Vec<u8>>,
+    ) -> Expected {
+        Expected {
+            bytes,
+            blob_type: blob_type.into(),
+            metadata: self.metadata,
+            content_type: self.content_type,
+            cache_control: self.cache_control,
+            tags: self.tags,
+            tier,
+            md5,
+        }
+    }
 }
 
 /// One blob of the lake as the harness wrote it.
@@ -528,7 +558,7 @@ impl Model {
     async fn change(
         &mut self,
         rng: &mut Rng,
-        lake: &BlobContainerClient,
+        lake: &Container,
         events: &mut Events,
     ) -> Result<(), String> {
         let existing: Vec<String> = self.blobs.keys().cloned().collect();
@@ -543,7 +573,9 @@ impl Model {
             35..=49 => {
                 // In place: the old snapshots stay beside the new version.
                 if kind == "BlockBlob" {
-                    self.write_block(rng, lake, &name, events).await
+                    let expected = Self::write_block(rng, &lake.blob(&name)).await?;
+                    self.written(lake, &name, expected, events).await;
+                    Ok(())
                 } else {
                     self.delete(lake, &name, events).await?;
                     self.write(rng, lake, &name, events).await
@@ -567,8 +599,8 @@ impl Model {
                 // Metadata alone: a new ETag over the same bytes, and no event.
                 let metadata =
                     HashMap::from([("label".to_owned(), format!("v{}", rng.below(1000)))]);
-                let blob = lake.blob_client(&name);
-                blob.set_metadata(&metadata, None)
+                let blob = lake.blob(&name);
+                blob.replace_metadata(&metadata)
                     .await
                     .map_err(|e| format!("metadata of {name}: {e}"))?;
                 let entry = self.blobs.get_mut(&name).unwrap();
@@ -580,9 +612,8 @@ impl Model {
                 // Appends make a new ETag and no event.
                 let length = 1 + rng.below(300) as usize;
                 let more = rng.bytes(length);
-                lake.blob_client(&name)
-                    .append_blob_client()
-                    .append_block(RequestContent::from(more.clone()), more.len() as u64, None)
+                lake.blob(&name)
+                    .append(&more)
                     .await
                     .map_err(|e| format!("append to {name}: {e}"))?;
                 let entry = self.blobs.get_mut(&name).unwrap();
@@ -659,25 +690,21 @@ impl Model {
     async fn write(
         &mut self,
         rng: &mut Rng,
-        lake: &BlobContainerClient,
+        lake: &Container,
         name: &str,
         events: &mut Events,
     ) -> Result<(), String> {
-        match rng.below(10) {
-            0..=6 => self.write_block(rng, lake, name, events).await,
-            7..=8 => self.write_append(rng, lake, name, events).await,
-            _ => self.write_page(rng, lake, name, events).await,
-        }
+        let blob = lake.blob(name);
+        let expected = match rng.below(10) {
+            0..=6 => Self::write_block(rng, &blob).await?,
+            7..=8 => Self::write_append(rng, &blob).await?,
+            _ => Self::write_page(rng, &blob).await?,
+        };
+        self.written(lake, name, expected, events).await;
+        Ok(())
     }
 
-    fn attributes(
-        rng: &mut Rng,
-    ) -> (
-        BTreeMap<String, String>,
-        Option<String>,
-        Option<String>,
-        Tags,
-    ) {
+    fn attributes(rng: &mut Rng) -> Attributes {
         let metadata = if rng.chance(0.4) {
             BTreeMap::from([("owner".to_owned(), format!("team-{}", rng.below(9)))])
         } else {
@@ -693,186 +720,96 @@ impl Model {
         } else {
             Tags::new()
         };
-        (metadata, content_type, cache_control, tags)
+        Attributes {
+            metadata,
+            content_type,
+            cache_control,
+            tags,
+        }
     }
 
     /// A block blob: by Put Blob (an MD5 computed), or by a block list with no MD5 or a wrong
     /// one (stored unchecked, as in Azure).
     async fn write_block(
-        &mut self,
         rng: &mut Rng,
-        lake: &BlobContainerClient,
-        name: &str,
-        events: &mut Events,
-    ) -> Result<(), String> {
+        blob: &lakebackup::storage::Blob,
+    ) -> Result<Expected, String> {
+        let name = blob.name();
         let length = rng.below(3000) as usize;
         let bytes = rng.bytes(length);
-        let (metadata, content_type, cache_control, tags) = Self::attributes(rng);
+        let attributes = Self::attributes(rng);
         let tier = rng.chance(0.2).then(|| "Cool".to_owned());
-        let blob = lake.blob_client(name);
+        let new = attributes.written(tier.clone());
         let md5 = match rng.below(3) {
             0 => {
                 let computed = Md5::digest(&bytes).to_vec();
-                blob.upload(
-                    RequestContent::from(bytes.clone()),
-                    Some(BlobClientUploadOptions {
-                        metadata: Some(metadata.clone().into_iter().collect()),
-                        blob_content_type: content_type.clone(),
-                        blob_cache_control: cache_control.clone(),
-                        blob_tags_string: (!tags.is_empty()).then(|| tags_header(&tags)),
-                        tier: tier.as_deref().and_then(|t| t.parse().ok()),
-                        ..Default::default()
-                    }),
-                )
-                .await
-                .map_err(|e| format!("put {name}: {e}"))?;
+                blob.upload_with(bytes.clone(), &new)
+                    .await
+                    .map_err(|e| format!("put {name}: {e}"))?;
                 Some(computed)
             }
             choice => {
                 let stored = (choice == 2).then(|| vec![7u8; 16]);
-                let block_blob = blob.block_blob_client();
-                block_blob
-                    .stage_block(
-                        b"b0",
-                        bytes.len() as u64,
-                        RequestContent::from(bytes.clone()),
-                        None,
-                    )
-                    .await
-                    .map_err(|e| format!("stage {name}: {e}"))?;
-                let list = BlockLookupList {
-                    latest: Some(vec![b"b0".to_vec()]),
-                    ..Default::default()
+                let new = NewBlob {
+                    md5: stored.clone(),
+                    ..new
                 };
-                block_blob
-                    .commit_block_list(
-                        list.try_into().unwrap(),
-                        Some(BlockBlobClientCommitBlockListOptions {
-                            metadata: Some(metadata.clone().into_iter().collect()),
-                            blob_content_type: content_type.clone(),
-                            blob_cache_control: cache_control.clone(),
-                            blob_content_md5: stored.clone(),
-                            blob_tags_string: (!tags.is_empty()).then(|| tags_header(&tags)),
-                            tier: tier.as_deref().and_then(|t| t.parse().ok()),
-                            ..Default::default()
-                        }),
-                    )
+                blob.put_block_list(&[&bytes], &new)
                     .await
                     .map_err(|e| format!("commit {name}: {e}"))?;
                 stored
             }
         };
-        let expected = Expected {
-            bytes,
-            blob_type: "BlockBlob".into(),
-            metadata,
-            content_type,
-            cache_control,
-            tags,
-            tier,
-            md5,
-        };
-        self.written(lake, name, expected, events).await;
-        Ok(())
+        Ok(attributes.expected(bytes, "BlockBlob", tier, md5))
     }
 
     async fn write_append(
-        &mut self,
         rng: &mut Rng,
-        lake: &BlobContainerClient,
-        name: &str,
-        events: &mut Events,
-    ) -> Result<(), String> {
-        let (metadata, content_type, cache_control, tags) = Self::attributes(rng);
-        let client = lake.blob_client(name).append_blob_client();
-        client
-            .create(Some(AppendBlobClientCreateOptions {
-                metadata: Some(metadata.clone().into_iter().collect()),
-                blob_content_type: content_type.clone(),
-                blob_cache_control: cache_control.clone(),
-                blob_tags_string: (!tags.is_empty()).then(|| tags_header(&tags)),
-                ..Default::default()
-            }))
+        blob: &lakebackup::storage::Blob,
+    ) -> Result<Expected, String> {
+        let name = blob.name();
+        let attributes = Self::attributes(rng);
+        let new = attributes.written(None);
+        blob.create_append_blob(&new)
             .await
             .map_err(|e| format!("create {name}: {e}"))?;
         let length = 1 + rng.below(2000) as usize;
         let bytes = rng.bytes(length);
-        client
-            .append_block(
-                RequestContent::from(bytes.clone()),
-                bytes.len() as u64,
-                None,
-            )
+        blob.append(&bytes)
             .await
             .map_err(|e| format!("append {name}: {e}"))?;
-        let expected = Expected {
-            bytes,
-            blob_type: "AppendBlob".into(),
-            metadata,
-            content_type,
-            cache_control,
-            tags,
-            tier: None,
-            md5: None,
-        };
-        self.written(lake, name, expected, events).await;
-        Ok(())
+        Ok(attributes.expected(bytes, "AppendBlob", None, None))
     }
 
     async fn write_page(
-        &mut self,
         rng: &mut Rng,
-        lake: &BlobContainerClient,
-        name: &str,
-        events: &mut Events,
-    ) -> Result<(), String> {
-        let (metadata, content_type, cache_control, _) = Self::attributes(rng);
+        blob: &lakebackup::storage::Blob,
+    ) -> Result<Expected, String> {
+        let name = blob.name();
+        // Azure does not keep tags given when a page blob is created: none are given.
+        let attributes = Attributes {
+            tags: Tags::new(),
+            ..Self::attributes(rng)
+        };
         let pages = 1 + rng.below(4);
         let size = pages * 512;
-        let client = lake.blob_client(name).page_blob_client();
-        client
-            .create(
-                size,
-                Some(PageBlobClientCreateOptions {
-                    metadata: Some(metadata.clone().into_iter().collect()),
-                    blob_content_type: content_type.clone(),
-                    blob_cache_control: cache_control.clone(),
-                    ..Default::default()
-                }),
-            )
+        let new = attributes.written(None);
+        blob.create_page_blob(size, &new)
             .await
             .map_err(|e| format!("create {name}: {e}"))?;
         // Only the first page written: the rest reads as zeros, as in Azure.
         let first = rng.bytes(512);
-        client
-            .upload_pages(
-                RequestContent::from(first.clone()),
-                512,
-                HttpRange::new(0, 512),
-                None,
-            )
+        blob.put_pages(0, &first)
             .await
             .map_err(|e| format!("pages of {name}: {e}"))?;
         let mut bytes = first;
         bytes.resize(size as usize, 0);
-        let expected = Expected {
-            bytes,
-            blob_type: "PageBlob".into(),
-            metadata,
-            content_type,
-            cache_control,
-            // Azure does not keep tags given when a page blob is created: none are given.
-            tags: Tags::new(),
-            tier: None,
-            md5: None,
-        };
-        self.written(lake, name, expected, events).await;
-        Ok(())
+        Ok(attributes.expected(bytes, "PageBlob", None, None))
     }
 
     async fn written(
         &mut self,
-        lake: &BlobContainerClient,
+        lake: &Container,
         name: &str,
         expected: Expected,
         events: &mut Events,
@@ -885,15 +822,12 @@ impl Model {
 
     async fn delete(
         &mut self,
-        lake: &BlobContainerClient,
+        lake: &Container,
         name: &str,
         events: &mut Events,
     ) -> Result<(), String> {
-        lake.blob_client(name)
-            .delete(Some(BlobClientDeleteOptions {
-                delete_snapshots: Some(DeleteSnapshotsOptionType::Include),
-                ..Default::default()
-            }))
+        lake.blob(name)
+            .delete_with_snapshots()
             .await
             .map_err(|e| format!("delete {name}: {e}"))?;
         events.push(blob_event("BlobDeleted", name, None));
@@ -903,7 +837,7 @@ impl Model {
     }
 }
 
-async fn etag_of(lake: &BlobContainerClient, name: &str) -> String {
+async fn etag_of(lake: &Container, name: &str) -> String {
     support::properties(lake, name).await.0
 }
 
@@ -991,8 +925,8 @@ async fn unprotected(direct: &App, model: &Model) -> Vec<String> {
 }
 
 async fn unprotected_now(direct: &App, model: &Model) -> Vec<String> {
-    let lake = direct.source.container_client("lake").unwrap();
-    let vault = direct.backup.container_client("lakebak").unwrap();
+    let lake = direct.source.container("lake").unwrap();
+    let vault = direct.backup.container("lakebak").unwrap();
     let snapshots: BTreeSet<(String, String)> = support::list_versions(&lake)
         .await
         .into_iter()
@@ -1000,7 +934,7 @@ async fn unprotected_now(direct: &App, model: &Model) -> Vec<String> {
         .map(|(name, _, etag)| (name, etag))
         .collect();
     let mut backups = BTreeSet::new();
-    if vault.get_properties(None).await.is_ok() {
+    if vault.exists().await.unwrap_or(false) {
         for (name, _) in support::list_all(&vault).await {
             let Ok(parsed) = naming::parse_backup_blob_name(&name) else {
                 continue;
@@ -1070,17 +1004,17 @@ async fn azurite_hidden(direct: &App, page_size: u32) -> BTreeSet<String> {
 
 /// Every blob of `container` as a restore made it.
 async fn read_container(direct: &App, container: &str) -> BTreeMap<String, Expected> {
-    let client = direct.source.container_client(container).unwrap();
+    let client = direct.source.container(container).unwrap();
     let mut blobs = BTreeMap::new();
-    if client.get_properties(None).await.is_err() {
+    if !client.exists().await.unwrap_or(false) {
         return blobs;
     }
     for (name, snapshot) in support::list_all(&client).await {
         if snapshot.is_some() {
             continue;
         }
-        let blob = client.blob_client(&name);
-        let properties = blob.get_properties(None).await.unwrap();
+        let blob = client.blob(&name);
+        let state = blob.probe().await.unwrap().unwrap();
         let tags = direct
             .source
             .container(container)
@@ -1091,21 +1025,20 @@ async fn read_container(direct: &App, container: &str) -> BTreeMap<String, Expec
             .unwrap();
         // Azurite leaves `AccessTierInferred` true after a copy that set a tier (Azure marks
         // the tier set): the tier itself is read, and a plain `Hot` counts as no tier of its own.
-        let tier = properties.access_tier().unwrap();
+        let tier = state.access_tier;
+        let version = state.version;
+        let headers = version.properties.headers;
         blobs.insert(
             name.clone(),
             Expected {
                 bytes: support::download(&client, &name).await,
-                blob_type: format!("{:?}", properties.blob_type().unwrap().unwrap()),
-                metadata: properties.metadata().unwrap().into_iter().collect(),
-                content_type: properties.content_type().unwrap().filter(|t| !t.is_empty()),
-                cache_control: properties
-                    .cache_control()
-                    .unwrap()
-                    .filter(|t| !t.is_empty()),
+                blob_type: version.properties.blob_type.as_str().to_owned(),
+                metadata: version.metadata.unwrap_or_default().into_iter().collect(),
+                content_type: headers.content_type,
+                cache_control: headers.cache_control,
                 tags,
                 tier,
-                md5: properties.content_md5().unwrap().filter(|m| !m.is_empty()),
+                md5: version.content_md5,
             },
         );
     }

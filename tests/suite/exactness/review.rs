@@ -10,27 +10,22 @@
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
     },
     time::Duration,
 };
 
-use azure_core::http::RequestContent;
-use azure_storage_blob::{
-    models::{BlobClientUploadOptions, BlobTags},
-    BlobContainerClient,
-};
 use lakebackup::{
     app::App,
     core::{life::Change, message::BackupRequest, naming, shard::Phase},
     engine::{
         backup::{self, BackupOutcome},
-        jobs::{backup::BackupKind, run_part, Fanout, LocalJob, Shard, Work},
-        restore::{restore, RestoreFrom, RestoreRequest, RestoreSummary},
+        jobs::{run_part, Fanout, Shard, Work},
+        restore::{restore, RestoreFrom, RestoreSummary},
     },
-    functions::producer::ProduceRequest,
     settings::Settings,
+    storage::{testing::NewBlob, Container},
 };
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -42,28 +37,14 @@ use crate::support::{
     worker,
 };
 
-/// Versions are told apart by Last-Modified, which has one-second resolution, and restore reads
-/// a version's time as the end of its second.
-const NEXT_SECOND: Duration = Duration::from_millis(1100);
-
-/// An instant after every write so far (see [`NEXT_SECOND`]).
+/// An instant after every write so far: versions are told apart by Last-Modified, which has
+/// one-second resolution, and restore reads a version's time as the end of its second.
 async fn instant_after_writes() -> OffsetDateTime {
-    tokio::time::sleep(NEXT_SECOND).await;
+    support::next_second().await;
     OffsetDateTime::now_utc()
 }
 
-/// `lakebackup produce` of a whole container, in this process.
-async fn produce(app: &App, container: &str) -> LocalJob<BackupKind> {
-    lakebackup::functions::producer::run_here(
-        app,
-        &ProduceRequest {
-            container: container.into(),
-            prefix: String::new(),
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("produce {container}: {e}"))
-}
+use support::produce;
 
 /// Restores `container` as of `as_of` (the newest versions when `None`) from `from` into `to`
 /// (in place when `None`).
@@ -76,34 +57,15 @@ async fn restore_into(
 ) -> RestoreSummary {
     restore(
         app,
-        &RestoreRequest {
-            to_account: false,
-            container: container.into(),
-            prefix: None,
-            blob: None,
-            as_of,
-            from,
-            to_container: to.map(str::to_owned),
-            dry_run: false,
-            verify_content: false,
-        },
+        &support::restore_request(container, from, to, as_of),
         &mut |_| {},
     )
     .await
 }
 
-async fn upload_tagged(container: &BlobContainerClient, name: &str, bytes: &[u8], tags: &str) {
-    container
-        .blob_client(name)
-        .upload(
-            RequestContent::from(bytes.to_vec()),
-            Some(BlobClientUploadOptions {
-                blob_tags_string: Some(tags.into()),
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("upload {name}: {e}"));
+async fn upload_tagged(container: &Container, name: &str, bytes: &[u8], tags: &[(&str, &str)]) {
+    let new = NewBlob::with_tags(tags.iter().copied());
+    support::upload_with(container, name, bytes, &new).await;
 }
 
 /// `lakebackup produce --container C` through the binary: exit code, JSON summary, log.
@@ -144,22 +106,23 @@ fn says_tags(reason: &str) -> bool {
 /// copied through the worker, so no copy needs both behind one host.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lake_identity_without_the_tags_right_is_backed_up_and_told() {
-    let (azurite, app) = support::app_on_azurite(&["tagged"]).await;
-    let lake = app.source.container_client("tagged").unwrap();
-    let vault = app.backup.container_client("taggedbak").unwrap();
+    let fixture = support::Lake::start(&["tagged"]).await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    let lake = app.source.container("tagged").unwrap();
+    let vault = app.backup.container("taggedbak").unwrap();
     support::upload(&lake, "plain.csv", b"plain").await;
     upload_tagged(
         &lake,
         "dir/tagged.csv",
         b"tagged",
-        "project=lake&stage=gold",
+        &[("project", "lake"), ("stage", "gold")],
     )
     .await;
     support::upload(&lake, "dir/sub/deep.csv", b"deep").await;
 
     let refusing = || ProxyConfig::azurite().refuse_tags(true);
-    let lake_side = ProxiedAzurite::start(&azurite, refusing()).unwrap();
-    let vault_side = ProxiedAzurite::start(&azurite, ProxyConfig::azurite()).unwrap();
+    let lake_side = ProxiedAzurite::start(azurite, refusing()).unwrap();
+    let vault_side = ProxiedAzurite::start(azurite, ProxyConfig::azurite()).unwrap();
     let settings = HashMap::from([
         ("SOURCE_STORAGE".to_owned(), lake_side.source()),
         ("BACKUP_STORAGE".to_owned(), vault_side.backup()),
@@ -189,7 +152,7 @@ async fn a_lake_identity_without_the_tags_right_is_backed_up_and_told() {
     // without its tags, and the job names it.
     lake_side.set_config(ProxyConfig::azurite());
     vault_side.set_config(refusing());
-    upload_tagged(&lake, "dir/later.csv", b"later", "stage=silver").await;
+    upload_tagged(&lake, "dir/later.csv", b"later", &[("stage", "silver")]).await;
     let (code, summary, stderr) = produce_cli(&settings, "tagged");
     assert_eq!(code, 0, "produce exits 0: {summary}\n{stderr}");
     assert_eq!(summary["status"], "done", "{summary}");
@@ -210,7 +173,7 @@ async fn a_lake_identity_without_the_tags_right_is_backed_up_and_told() {
 
     // Both refuse: the same.
     lake_side.set_config(refusing());
-    upload_tagged(&lake, "dir/last.csv", b"last", "stage=bronze").await;
+    upload_tagged(&lake, "dir/last.csv", b"last", &[("stage", "bronze")]).await;
     let (code, summary, stderr) = produce_cli(&settings, "tagged");
     assert_eq!(code, 0, "produce exits 0: {summary}\n{stderr}");
     assert_eq!(summary["status"], "done", "{summary}");
@@ -233,23 +196,24 @@ async fn a_lake_identity_without_the_tags_right_is_backed_up_and_told() {
 /// without copying it anywhere.
 #[tokio::test(flavor = "multi_thread")]
 async fn restore_from_snapshots_to_another_container_copies_current_versions() {
-    let (_azurite, app) = support::app_on_azurite(&["snaps"]).await;
-    let lake = app.source.container_client("snaps").unwrap();
+    let fixture = support::Lake::start(&["snaps"]).await;
+    let (_azurite, app) = (&fixture.azurite, &fixture.app);
+    let lake = app.source.container("snaps").unwrap();
     support::upload(&lake, "a.csv", b"alpha").await;
     support::upload(&lake, "dir/b.csv", b"beta").await;
-    let pass = produce(&app, "snaps").await;
+    let pass = produce(app, "snaps").await;
     assert!(pass.succeeded(), "{:?}", pass.notes);
-    tokio::time::sleep(NEXT_SECOND).await;
+    support::next_second().await;
 
     let summary = restore_into(
-        &app,
+        app,
         "snaps",
         RestoreFrom::Snapshots,
         Some("snapscopy"),
         None,
     )
     .await;
-    let copy = contents(&app.source.container_client("snapscopy").unwrap()).await;
+    let copy = contents(&app.source.container("snapscopy").unwrap()).await;
     assert_eq!(
         copy,
         contents(&lake).await,
@@ -268,34 +232,39 @@ async fn restore_from_snapshots_to_another_container_copies_current_versions() {
 /// (both conditional on the listed ETag), so every pass skipped it and said done.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_busy_append_blob_is_protected() {
-    let (_azurite, app) = support::app_on_azurite(&["logs"]).await;
-    let lake = app.source.container_client("logs").unwrap();
-    lake.blob_client("app.log")
-        .append_blob_client()
-        .create(None)
+    let fixture = support::Lake::start(&["logs"]).await;
+    let (_azurite, app) = (&fixture.azurite, &fixture.app);
+    let lake = app.source.container("logs").unwrap();
+    let append = lake.blob("app.log");
+    append
+        .create_append_blob(&NewBlob::default())
         .await
         .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
+    let appended = Arc::new(AtomicU64::new(0));
     let writer = {
-        let stop = stop.clone();
-        let append = lake.blob_client("app.log").append_blob_client();
+        let (stop, appended) = (stop.clone(), appended.clone());
         tokio::spawn(async move {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let line = format!("line {n}\n").into_bytes();
-                let length = line.len() as u64;
                 append
-                    .append_block(RequestContent::from(line), length, None)
+                    .append(format!("line {n}\n").as_bytes())
                     .await
                     .unwrap();
                 n += 1;
+                appended.store(n, Ordering::Relaxed);
+                // The writer's pace, a line every few milliseconds: the behaviour under test.
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             n
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let pass = produce(&app, "logs").await;
+    // The log is busy when the pass starts.
+    support::eventually(Duration::from_secs(10), "the writer's lines", || async {
+        appended.load(Ordering::Relaxed) >= 10
+    })
+    .await;
+    let pass = produce(app, "logs").await;
     stop.store(true, Ordering::Relaxed);
     let lines = writer.await.unwrap();
     let log = support::download(&lake, "app.log").await;
@@ -317,7 +286,7 @@ async fn a_busy_append_blob_is_protected() {
         "the log has a snapshot ({lines} lines written): {:?}",
         pass.totals
     );
-    let vault = app.backup.container_client("logsbak").unwrap();
+    let vault = app.backup.container("logsbak").unwrap();
     let backups = stamped_backups(&vault)
         .await
         .remove("app.log")
@@ -350,9 +319,10 @@ async fn a_busy_append_blob_is_protected() {
 /// Azure), so only the agreement between the deletion and the restore is asserted.
 #[tokio::test(flavor = "multi_thread")]
 async fn two_versions_in_one_second_agree_between_shard_and_restore() {
-    let (_azurite, app) = support::app_on_azurite(&["tie"]).await;
-    let lake = app.source.container_client("tie").unwrap();
-    let vault = app.backup.container_client("tiebak").unwrap();
+    let fixture = support::Lake::start(&["tie"]).await;
+    let (_azurite, app) = (&fixture.azurite, &fixture.app);
+    let lake = app.source.container("tie").unwrap();
+    let vault = app.backup.container("tiebak").unwrap();
     let name = "t/f.csv";
     let (one, two): (&[u8], &[u8]) = (b"version one", b"version two, the last");
     let mut tries = 0;
@@ -360,14 +330,10 @@ async fn two_versions_in_one_second_agree_between_shard_and_restore() {
         tries += 1;
         assert!(tries <= 5, "could not write two versions in one second");
         // Early in a second, so both versions fall into it.
-        let into_second = OffsetDateTime::now_utc().nanosecond() as u64;
-        tokio::time::sleep(Duration::from_nanos(
-            1_000_000_000 - into_second + 20_000_000,
-        ))
-        .await;
+        support::next_second().await;
         support::upload(&lake, name, one).await;
         let (first, written_first, _) = support::properties(&lake, name).await;
-        let outcome = backup::back_up(&app, &BackupRequest::new("tie", name, &first))
+        let outcome = backup::back_up(app, &BackupRequest::new("tie", name, &first))
             .await
             .unwrap();
         assert!(
@@ -380,7 +346,7 @@ async fn two_versions_in_one_second_agree_between_shard_and_restore() {
             break;
         }
     }
-    let pass = produce(&app, "tie").await;
+    let pass = produce(app, "tie").await;
     assert!(pass.succeeded(), "{:?}", pass.notes);
     let versions = stamped_backups(&vault)
         .await
@@ -389,34 +355,27 @@ async fn two_versions_in_one_second_agree_between_shard_and_restore() {
     assert_eq!(versions.len(), 2, "premise: both versions backed up");
 
     let alive = instant_after_writes().await;
-    tokio::time::sleep(NEXT_SECOND).await;
+    support::next_second().await;
     delete(&lake, name).await;
-    let pass = produce(&app, "tie").await;
+    let pass = produce(app, "tie").await;
     assert!(pass.succeeded(), "{:?}", pass.notes);
     let gone = instant_after_writes().await;
 
     restore_into(
-        &app,
+        app,
         "tie",
         RestoreFrom::Backup,
         Some("tiealive"),
         Some(alive),
     )
     .await;
-    let restored = contents(&app.source.container_client("tiealive").unwrap()).await;
+    let restored = contents(&app.source.container("tiealive").unwrap()).await;
     assert!(
         restored.get(name).is_some_and(|b| b == one || b == two),
         "while it was alive, one of its versions comes back: {restored:?}"
     );
-    let summary = restore_into(
-        &app,
-        "tie",
-        RestoreFrom::Backup,
-        Some("tiegone"),
-        Some(gone),
-    )
-    .await;
-    let restored = contents(&app.source.container_client("tiegone").unwrap()).await;
+    let summary = restore_into(app, "tie", RestoreFrom::Backup, Some("tiegone"), Some(gone)).await;
+    let restored = contents(&app.source.container("tiegone").unwrap()).await;
     assert!(
         restored.is_empty(),
         "the deletion recorded before {gone} is the deletion of the version restore chooses, yet \
@@ -433,9 +392,10 @@ async fn two_versions_in_one_second_agree_between_shard_and_restore() {
 /// no record: its deletion was never recorded and `restore --as-of` after it brought it back.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_name_near_the_limit_is_recorded_deleted() {
-    let (_azurite, app) = support::app_on_azurite(&["limit"]).await;
-    let lake = app.source.container_client("limit").unwrap();
-    let vault = app.backup.container_client("limitbak").unwrap();
+    let fixture = support::Lake::start(&["limit"]).await;
+    let (_azurite, app) = (&fixture.azurite, &fixture.app);
+    let lake = app.source.container("limit").unwrap();
+    let vault = app.backup.container("limitbak").unwrap();
     // A backup name is the source name with `_{YYYYMMDDTHHMMSSZ}_{etag}` before the extension.
     let marker = "_20260101T000000Z_".len();
     let mut etag_length = {
@@ -467,7 +427,7 @@ async fn a_name_near_the_limit_is_recorded_deleted() {
             }
         }
     };
-    let pass = produce(&app, "limit").await;
+    let pass = produce(app, "limit").await;
     assert!(pass.succeeded(), "{:?}", pass.notes);
     assert_eq!(
         pass.totals.get("backups_copied"),
@@ -476,9 +436,9 @@ async fn a_name_near_the_limit_is_recorded_deleted() {
     );
 
     let alive = instant_after_writes().await;
-    tokio::time::sleep(NEXT_SECOND).await;
+    support::next_second().await;
     delete(&lake, &name).await;
-    let pass = produce(&app, "limit").await;
+    let pass = produce(app, "limit").await;
     let gone = instant_after_writes().await;
     let recorded = support::life_records(&vault)
         .await
@@ -493,28 +453,28 @@ async fn a_name_near_the_limit_is_recorded_deleted() {
     );
 
     restore_into(
-        &app,
+        app,
         "limit",
         RestoreFrom::Backup,
         Some("limitalive"),
         Some(alive),
     )
     .await;
-    let restored = contents(&app.source.container_client("limitalive").unwrap()).await;
+    let restored = contents(&app.source.container("limitalive").unwrap()).await;
     assert_eq!(
         restored.get(&name).map(Vec::as_slice),
         Some(&b"precious"[..]),
         "while it was alive, it comes back"
     );
     restore_into(
-        &app,
+        app,
         "limit",
         RestoreFrom::Backup,
         Some("limitgone"),
         Some(gone),
     )
     .await;
-    let restored = contents(&app.source.container_client("limitgone").unwrap()).await;
+    let restored = contents(&app.source.container("limitgone").unwrap()).await;
     assert!(
         restored.is_empty(),
         "the lake held nothing at {gone}, yet restore brought back {} name(s)",
@@ -534,8 +494,8 @@ async fn a_deletions_part_records_even_when_listing_takes_longer_than_its_budget
     let mut settings = proxied.settings();
     settings.insert("SHARD_TIME_BUDGET_SECONDS".into(), "1".into());
     let app = App::from_settings(&Settings::from_pairs(settings)).unwrap();
-    let lake = app.source.container_client("big").unwrap();
-    lake.create(None).await.unwrap();
+    let lake = app.source.container("big").unwrap();
+    lake.create().await.unwrap();
     support::upload(&lake, "d/x.csv", b"x").await;
     let pass = produce(&app, "big").await;
     assert!(pass.succeeded(), "{:?}", pass.notes);
@@ -572,7 +532,7 @@ async fn a_deletions_part_records_even_when_listing_takes_longer_than_its_budget
         }
     }
     proxied.set_faults(Faults::off());
-    let recorded = support::life_records(&app.backup.container_client("bigbak").unwrap())
+    let recorded = support::life_records(&app.backup.container("bigbak").unwrap())
         .await
         .into_iter()
         .any(|(record, _)| record.name == "d/x.csv" && record.change == Change::Deleted);
@@ -591,7 +551,7 @@ async fn a_deletions_part_records_even_when_listing_takes_longer_than_its_budget
         Some(gone),
     )
     .await;
-    let restored = contents(&app.source.container_client("bigback").unwrap()).await;
+    let restored = contents(&app.source.container("bigback").unwrap()).await;
     assert!(restored.is_empty(), "{:?}", restored.keys());
 }
 
@@ -602,43 +562,44 @@ async fn a_deletions_part_records_even_when_listing_takes_longer_than_its_budget
 /// and `restore --as-of` after its deletion brought all of it back.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lake_container_deleted_whole_is_recorded() {
-    let (azurite, app) = support::app_on_azurite(&["doomed", "other"]).await;
-    let lake = app.source.container_client("doomed").unwrap();
+    let fixture = support::Lake::start(&["doomed", "other"]).await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    let lake = app.source.container("doomed").unwrap();
     support::upload(&lake, "a.csv", b"alpha").await;
     support::upload(&lake, "dir/b.csv", b"beta").await;
-    let settings = worker::settings(&azurite);
+    let settings = worker::settings(azurite);
     let (code, out, err) = worker::run_once(&settings, &["reconcile"]);
     assert_eq!(code, 0, "{out}\n{err}");
 
     let alive = instant_after_writes().await;
-    tokio::time::sleep(NEXT_SECOND).await;
-    lake.delete(None).await.unwrap();
+    support::next_second().await;
+    lake.delete().await.unwrap();
     let (code, out, err) = worker::run_once(&settings, &["reconcile"]);
     let gone = instant_after_writes().await;
 
     restore_into(
-        &app,
+        app,
         "doomed",
         RestoreFrom::Backup,
         Some("doomedalive"),
         Some(alive),
     )
     .await;
-    let restored = contents(&app.source.container_client("doomedalive").unwrap()).await;
+    let restored = contents(&app.source.container("doomedalive").unwrap()).await;
     assert_eq!(
         restored.keys().collect::<Vec<_>>(),
         ["a.csv", "dir/b.csv"],
         "while it existed, the container comes back"
     );
     let summary = restore_into(
-        &app,
+        app,
         "doomed",
         RestoreFrom::Backup,
         Some("doomedgone"),
         Some(gone),
     )
     .await;
-    let restored = contents(&app.source.container_client("doomedgone").unwrap()).await;
+    let restored = contents(&app.source.container("doomedgone").unwrap()).await;
     assert!(
         restored.is_empty(),
         "the container was deleted before {gone}, yet restore brought back {:?} (deleted: {}); \
@@ -654,28 +615,21 @@ async fn a_lake_container_deleted_whole_is_recorded() {
 /// own metadata whose keys start with `lakebackup_`, so restore could not write it back.
 #[tokio::test(flavor = "multi_thread")]
 async fn user_metadata_in_the_bookkeeping_namespace_is_restored() {
-    let (_azurite, app) = support::app_on_azurite(&["meta"]).await;
-    let lake = app.source.container_client("meta").unwrap();
-    lake.blob_client("m.csv")
-        .upload(
-            RequestContent::from(b"abc".to_vec()),
-            Some(BlobClientUploadOptions {
-                metadata: Some(HashMap::from([
-                    ("LakeBackup_owner".to_owned(), "finance".to_owned()),
-                    ("lakebackup_etag".to_owned(), "from-the-app".to_owned()),
-                    ("plain".to_owned(), "kept".to_owned()),
-                ])),
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap();
-    let pass = produce(&app, "meta").await;
+    let fixture = support::Lake::start(&["meta"]).await;
+    let (_azurite, app) = (&fixture.azurite, &fixture.app);
+    let lake = app.source.container("meta").unwrap();
+    let metadata = NewBlob::with_metadata([
+        ("LakeBackup_owner", "finance"),
+        ("lakebackup_etag", "from-the-app"),
+        ("plain", "kept"),
+    ]);
+    support::upload_with(&lake, "m.csv", b"abc", &metadata).await;
+    let pass = produce(app, "meta").await;
     assert!(pass.succeeded(), "{:?}", pass.notes);
-    tokio::time::sleep(NEXT_SECOND).await;
+    support::next_second().await;
 
-    restore_into(&app, "meta", RestoreFrom::Backup, Some("metaback"), None).await;
-    let restored = app.source.container_client("metaback").unwrap();
+    restore_into(app, "meta", RestoreFrom::Backup, Some("metaback"), None).await;
+    let restored = app.source.container("metaback").unwrap();
     assert_eq!(support::download(&restored, "m.csv").await, b"abc");
     // Metadata names are case-insensitive in Azure.
     let lower = |metadata: HashMap<String, String>| -> BTreeMap<String, String> {
@@ -700,20 +654,18 @@ async fn user_metadata_in_the_bookkeeping_namespace_is_restored() {
 /// which is the very version it was restoring (new ETag, new Last-Modified).
 #[tokio::test(flavor = "multi_thread")]
 async fn in_place_restore_leaves_the_same_version_alone_whatever_its_tags() {
-    let (_azurite, app) = support::app_on_azurite(&["tagz"]).await;
-    let lake = app.source.container_client("tagz").unwrap();
-    upload_tagged(&lake, "t.csv", b"same bytes", "stage=raw").await;
-    let pass = produce(&app, "tagz").await;
+    let fixture = support::Lake::start(&["tagz"]).await;
+    let (_azurite, app) = (&fixture.azurite, &fixture.app);
+    let lake = app.source.container("tagz").unwrap();
+    upload_tagged(&lake, "t.csv", b"same bytes", &[("stage", "raw")]).await;
+    let pass = produce(app, "tagz").await;
     assert!(pass.succeeded(), "{:?}", pass.notes);
-    let blob = lake.blob_client("t.csv");
-    let retagged: BlobTags = HashMap::from([("stage".to_owned(), "curated".to_owned())]).into();
-    blob.set_tags(retagged.try_into().unwrap(), None)
-        .await
-        .unwrap();
+    let retagged = BTreeMap::from([("stage".to_owned(), "curated".to_owned())]);
+    lake.blob("t.csv").set_tags(&retagged).await.unwrap();
     let (etag, _, _) = support::properties(&lake, "t.csv").await;
     let now = instant_after_writes().await;
 
-    let summary = restore_into(&app, "tagz", RestoreFrom::Backup, None, Some(now)).await;
+    let summary = restore_into(app, "tagz", RestoreFrom::Backup, None, Some(now)).await;
     let (after, _, _) = support::properties(&lake, "t.csv").await;
     assert_eq!(
         (summary.restored, after.as_str()),

@@ -14,9 +14,10 @@ use axum::{
     routing::{get, post},
     Json, Router,
 };
-use azure_core::http::RequestContent;
-use azure_storage_blob::models::{BlobClientGetPropertiesResultHeaders, LeaseState};
-use lakebackup::{adf::PipelineParameters, storage::StorageAccount};
+use lakebackup::{
+    adf::PipelineParameters,
+    storage::{testing::LeaseState, StorageAccount},
+};
 use serde_json::{json, Value};
 
 pub const IDENTITY_HEADER: &str = "identity-header-secret";
@@ -112,6 +113,19 @@ impl AdfStandIn {
             base_url,
             server,
         }
+    }
+
+    /// The stand-in copying between the source and backup accounts of `lake`.
+    pub async fn on(lake: &super::Lake, polls_before_done: usize, end: RunEnd) -> AdfStandIn {
+        let settings = lakebackup::settings::Settings::from_pairs(lake.settings());
+        let account = |name| StorageAccount::connect(name, &settings).unwrap();
+        AdfStandIn::start(
+            account("SOURCE_STORAGE"),
+            account("BACKUP_STORAGE"),
+            polls_before_done,
+            end,
+        )
+        .await
     }
 
     /// The worker settings that point the ADF engine and managed identity here.
@@ -319,13 +333,13 @@ async fn run_status_of(inner: Arc<Inner>, run_id: String) -> Result<Json<Value>,
     };
     let source_blob = inner
         .source
-        .container_client(&parameters.container)
+        .container(&parameters.container)
         .unwrap()
-        .blob_client(&parameters.blob_name);
-    let source_leased = match source_blob.get_properties(None).await {
-        Ok(properties) => properties.lease_state().ok().flatten() == Some(LeaseState::Leased),
-        Err(_) => false,
-    };
+        .blob(&parameters.blob_name);
+    let source_leased = matches!(
+        source_blob.lease_state().await,
+        Ok(Some(LeaseState::Leased))
+    );
     let polls_so_far = {
         let mut record = inner.record.lock().unwrap();
         record.polls.push(Poll {
@@ -347,23 +361,15 @@ async fn run_status_of(inner: Arc<Inner>, run_id: String) -> Result<Json<Value>,
         })));
     }
     // Do what the pipeline's Copy activity does: read the source, write the sink.
-    let bytes = source_blob
-        .download(None)
-        .await
-        .unwrap()
-        .body
-        .collect()
-        .await
-        .unwrap()
-        .to_vec();
+    let bytes = source_blob.read(None).await.unwrap().bytes;
     let backup_container = inner
         .backup
-        .container_client(&parameters.container_backup)
+        .container(&parameters.container_backup)
         .unwrap();
-    let _ = backup_container.create(None).await;
+    let _ = backup_container.create().await;
     backup_container
-        .blob_client(&parameters.blob_name_backup)
-        .upload(RequestContent::from(bytes), None)
+        .blob(&parameters.blob_name_backup)
+        .upload(bytes)
         .await
         .unwrap();
     Ok(Json(

@@ -6,7 +6,7 @@ use std::{
     net::TcpListener,
     os::unix::process::CommandExt,
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use super::Azurite;
@@ -69,17 +69,18 @@ impl Worker {
             .spawn()
             .expect("lakebackup starts");
         let mut worker = Worker { child, port };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = worker.child.try_wait() {
-                panic!("lakebackup serve exited early with {status}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "lakebackup serve did not listen in 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        super::wait_for_blocking(
+            Duration::from_secs(30),
+            "lakebackup serve listening",
+            || {
+                if let Ok(Some(status)) = worker.child.try_wait() {
+                    panic!("lakebackup serve exited early with {status}");
+                }
+                std::net::TcpStream::connect(("127.0.0.1", port))
+                    .is_ok()
+                    .then_some(())
+            },
+        );
         worker
     }
 
@@ -106,6 +107,45 @@ pub fn run_once(settings: &HashMap<String, String>, args: &[&str]) -> (i32, Stri
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// `lakebackup COMMAND` (its arguments separated by single spaces, none holding one) to
+/// completion, which must exit 0: its stdout.
+pub fn run_ok(settings: &HashMap<String, String>, command: &str) -> String {
+    let args: Vec<&str> = command.split(' ').collect();
+    let (code, stdout, stderr) = run_once(settings, &args);
+    assert_eq!(code, 0, "lakebackup {command}: {stdout}{stderr}");
+    stdout
+}
+
+/// `lakebackup COMMAND` that queues a job (`shard`, `restore --distributed`, ...; arguments as
+/// for [`run_ok`]), which must exit 0: the job's id, from its first line.
+pub fn queue_job(settings: &HashMap<String, String>, command: &str) -> String {
+    let stdout = run_ok(settings, command);
+    let first: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("lakebackup {command}: a JSON line ({e}): {stdout}"));
+    first["job"]
+        .as_str()
+        .unwrap_or_else(|| panic!("lakebackup {command}: no job in {first}"))
+        .to_owned()
+}
+
+/// `lakebackup ARGS` to completion, its stdout read as JSON lines, the summary last: (exit
+/// code, the lines before the summary, the summary). Panics, showing stderr, on a line that is
+/// not JSON or on no line at all.
+pub fn run_lines(
+    settings: &HashMap<String, String>,
+    args: &[&str],
+) -> (i32, Vec<serde_json::Value>, serde_json::Value) {
+    let (code, stdout, stderr) = run_once(settings, args);
+    let mut lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}\n{stderr}")))
+        .collect();
+    let summary = lines
+        .pop()
+        .unwrap_or_else(|| panic!("{args:?}: no summary\n{stderr}"));
+    (code, lines, summary)
 }
 
 /// `lakebackup run` (standalone mode) in `dir`, whose `host.json` configures the queue trigger.
@@ -135,17 +175,11 @@ impl Standalone {
     /// SIGTERM, then the exit code once it has drained (at most 60 s).
     pub fn terminate(mut self) -> i32 {
         self.signal(libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "lakebackup run did not stop within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let status =
+            super::wait_for_blocking(Duration::from_secs(60), "lakebackup run stopped", || {
+                self.child.try_wait().ok().flatten()
+            });
+        status.code().unwrap_or(-1)
     }
 
     /// SIGKILL: the worker dies mid-work, as on a crash or eviction.
@@ -162,22 +196,15 @@ impl Drop for Standalone {
     }
 }
 
-/// A queued job worked off by one `lakebackup run` process with `settings`: `job JOB --wait`
-/// (at most `within`), then `job JOB --report`. Returns the exit code of `--wait`, the report's
-/// per-blob lines and the job's final status.
-pub async fn work_off_job(
+/// A directory whose `host.json` is `host_json` (a one-minute `functionTimeout`), for
+/// `lakebackup run`; and `settings` with a shard's budget and a copy's timeout that fit it
+/// (unless `settings` set them), or `run` refuses to start.
+fn run_setup(
     settings: &HashMap<String, String>,
-    job: &str,
-    within: Duration,
-) -> (i32, Vec<serde_json::Value>, serde_json::Value) {
+    host_json: &str,
+) -> (tempfile::TempDir, HashMap<String, String>) {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("host.json"),
-        r#"{"version": "2.0", "functionTimeout": "00:01:00", "extensions": {"queues": {"batchSize": 4, "maxPollingInterval": "00:00:00.2"}}}"#,
-    )
-    .unwrap();
-    // A shard's budget and a copy must fit host.json's one-minute functionTimeout, or `run`
-    // refuses to start.
+    std::fs::write(dir.path().join("host.json"), host_json).unwrap();
     let mut worker_settings = settings.clone();
     for (key, value) in [
         ("COPY_TIMEOUT_SECONDS", "20"),
@@ -187,6 +214,21 @@ pub async fn work_off_job(
             .entry(key.into())
             .or_insert_with(|| value.into());
     }
+    (dir, worker_settings)
+}
+
+/// A queued job worked off by one `lakebackup run` process with `settings`: `job JOB --wait`
+/// (at most `within`), then `job JOB --report`. Returns the exit code of `--wait`, the report's
+/// per-blob lines and the job's final status.
+pub async fn work_off_job(
+    settings: &HashMap<String, String>,
+    job: &str,
+    within: Duration,
+) -> (i32, Vec<serde_json::Value>, serde_json::Value) {
+    let (dir, worker_settings) = run_setup(
+        settings,
+        r#"{"version": "2.0", "functionTimeout": "00:01:00", "extensions": {"queues": {"batchSize": 4, "maxPollingInterval": "00:00:00.2"}}}"#,
+    );
     let worker = Standalone::start(&worker_settings, dir.path(), &[]);
     let waiting = {
         let (settings, job) = (settings.clone(), job.to_owned());
@@ -235,27 +277,14 @@ pub async fn work_off_killing<F, Fut>(
     complete: F,
 ) -> (serde_json::Value, Vec<serde_json::Value>)
 where
-    F: Fn() -> Fut + Send + 'static,
+    F: Fn() -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + Send,
 {
-    let dir = tempfile::tempdir().unwrap();
     // Kills must not exhaust a shard's deliveries: in Azure a worker dies rarely.
-    std::fs::write(
-        dir.path().join("host.json"),
+    let (dir, worker_settings) = run_setup(
+        settings,
         r#"{"version": "2.0", "functionTimeout": "00:01:00", "extensions": {"queues": {"batchSize": 4, "maxDequeueCount": 100, "maxPollingInterval": "00:00:00.2"}}}"#,
-    )
-    .unwrap();
-    // A shard's budget and a copy must fit host.json's one-minute functionTimeout, or `run`
-    // refuses to start.
-    let mut worker_settings = settings.clone();
-    for (key, value) in [
-        ("COPY_TIMEOUT_SECONDS", "20"),
-        ("SHARD_TIME_BUDGET_SECONDS", "30"),
-    ] {
-        worker_settings
-            .entry(key.into())
-            .or_insert_with(|| value.into());
-    }
+    );
     let settings = &worker_settings;
     let app = lakebackup::app::App::from_settings(&lakebackup::settings::Settings::from_pairs(
         settings.clone(),
@@ -264,17 +293,20 @@ where
     let watcher = {
         let job = job.to_owned();
         tokio::spawn(async move {
-            loop {
+            // Longer than the wait below, which says more when it gives up.
+            super::wait_for(Duration::from_secs(300), "the job's end", || async {
                 let status = lakebackup::engine::jobs::status(&app, &job)
                     .await
                     .unwrap()
                     .unwrap();
-                if status.progress.state != lakebackup::core::job::JobState::Running {
-                    // Read the moment the job stopped running: its work must all be there.
-                    return (status.progress.state, complete().await);
+                let state = status.progress.state;
+                // Read the moment the job stopped running: its work must all be there.
+                match state {
+                    lakebackup::core::job::JobState::Running => None,
+                    _ => Some((state, complete().await)),
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            })
+            .await
         })
     };
     let steady = Standalone::start(settings, dir.path(), &[]);
@@ -283,6 +315,7 @@ where
     for _ in 0..kills {
         let victim = Standalone::start(settings, dir.path(), &[]);
         let after = points.next();
+        // The kill point itself, drawn from the seed: no wait for anything.
         tokio::time::sleep(Duration::from_millis(after)).await;
         victim.kill();
         killed.push(after);
