@@ -18,7 +18,7 @@ python3 -m venv target/package-venv
 target/package-venv/bin/pip install --quiet "ziglang==0.17.*" "cargo-zigbuild==0.24.*"
 export PATH="$PWD/target/package-venv/bin:$PATH"
 cargo zigbuild --locked --release --target "$TARGET.$MAX_GLIBC"
-binary="target/$TARGET/release/lakebackup"
+binary="${CARGO_TARGET_DIR:-target}/$TARGET/release/lakebackup"
 
 needed=$(objdump -T "$binary" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -1)
 if [ "$(printf '%s\n%s\n' "$needed" "$MAX_GLIBC" | sort -V | tail -1)" != "$MAX_GLIBC" ]; then

@@ -15,6 +15,7 @@
 pub mod backup;
 pub mod events;
 pub mod jobs;
+pub mod lake;
 pub mod lives;
 pub mod protect;
 pub mod prune;

@@ -29,5 +29,6 @@ mod restore_target;
 mod sas_copies;
 mod shards;
 mod standalone;
+mod tidy;
 mod verify;
 mod worm;

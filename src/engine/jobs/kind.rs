@@ -7,7 +7,7 @@
 use futures::future::BoxFuture;
 use serde::{de::DeserializeOwned, Serialize};
 
-use super::{registry::Work, runner::Fanout, JobError, Shard, Stop};
+use super::{runner::Fanout, JobError, Shard, Stop, Work};
 use crate::{
     app::App,
     core::{counts::KindCounts, job::Notes},

@@ -15,17 +15,29 @@
 //! current blob's backup and snapshot, and with `deep` its bytes) and `prune` (delete what the
 //! retention policy no longer keeps). A kind imports the runner, never another kind.
 
-pub mod backup;
 pub mod budget;
 pub mod kind;
 pub mod ledger;
 pub mod local;
-pub mod prune;
 pub mod registry;
-pub mod restore;
 pub mod runner;
 pub mod scope;
-pub mod verify;
+
+// Every kind of job work, one line each (see `registry`): a new kind is its own module and one
+// line here.
+registry::registry! {
+    backup::BackupKind => Backup,
+    restore::RestoreKind => Restore,
+    verify::VerifyKind => Verify,
+    prune::PruneKind => Prune,
+}
+
+impl Work {
+    /// A backup's work, with no options but the defaults (no pruning).
+    pub fn backup() -> Self {
+        Work::Backup(Default::default())
+    }
+}
 
 use serde::Serialize;
 use thiserror::Error;
@@ -34,7 +46,6 @@ pub use budget::{each_within_budget, RecordedStop, Stop};
 pub use kind::{Kind, LineSink, Part, PartDone, Registered};
 pub use ledger::JobStatus;
 pub use local::LocalJob;
-pub use registry::{run_delivered, run_part, Work};
 pub use runner::{Delivered, Fanout, PartReport};
 
 use crate::{

@@ -1,29 +1,16 @@
-//! The registry: every kind of job work, named once. From this one list come the shard's
-//! [`Work`] (the kind and its options, read from and written to a shard's message), and the
+//! The registry: every kind of job work, named once. From that one list (the `registry!` call
+//! in [`super`], `module::Type => Variant` per kind) come the kinds' modules, the shard's
+//! [`Work`](super::Work) (the kind and its options, read from and written to a shard's message), and the
 //! only places that go from a kind's name or a shard's work to its type: running a delivered
-//! shard, and reading a status's counts. A new kind is its own file and one line here.
+//! shard, and reading a status's counts. A new kind is its own file and one line there.
 
-use serde_json::{Map, Value};
-
-use super::{
-    backup::BackupKind,
-    kind::{Kind, Registered},
-    prune::PruneKind,
-    restore::RestoreKind,
-    runner::{self, Delivered, Fanout, PartReport},
-    verify::VerifyKind,
-    JobError, Shard,
-};
-use crate::{
-    app::App,
-    core::{
-        counts::{Counts, KindCounts},
-        shard::{read_options, write_options, ShardWork},
-    },
-};
+/// The kind of a shard that names none: every earlier release wrote backup shards without one.
+pub(super) const KIND_OF_UNNAMED: &str = "backup";
 
 macro_rules! registry {
-    ($($variant:ident => $kind:ty),+ $(,)?) => {
+    ($($module:ident :: $kind:ident => $variant:ident),+ $(,)?) => {
+        $(pub mod $module;)+
+        $(pub use self::$module::$kind;)+
         /// The work a shard does: one kind of work, with its options. A shard can carry no
         /// other kind's.
         #[derive(Debug, Clone, PartialEq)]
@@ -31,30 +18,32 @@ macro_rules! registry {
             $($variant(<$kind as Kind>::Options),)+
         }
 
-        impl ShardWork for Work {
+        impl $crate::core::shard::ShardWork for Work {
             fn kind(&self) -> &'static str {
                 match self {
                     $(Work::$variant(_) => <$kind as Kind>::NAME,)+
                 }
             }
 
-            fn write(&self, object: &mut Map<String, Value>) {
+            fn write(&self, object: &mut ::serde_json::Map<String, ::serde_json::Value>) {
                 match self {
-                    $(Work::$variant(options) => write_options(<$kind as Kind>::FIELD, options, object),)+
+                    $(Work::$variant(options) => $crate::core::shard::write_options(<$kind as Kind>::FIELD, options, object),)+
                 }
             }
 
-            fn read(kind: Option<&str>, object: &Map<String, Value>) -> Result<Self, String> {
-                // A shard without a kind is a backup's, as every earlier release wrote them.
-                let kind = kind.unwrap_or(BackupKind::NAME);
+            fn read(
+                kind: Option<&str>,
+                object: &::serde_json::Map<String, ::serde_json::Value>,
+            ) -> Result<Self, String> {
+                let kind = kind.unwrap_or($crate::engine::jobs::registry::KIND_OF_UNNAMED);
                 $(if kind == <$kind as Kind>::NAME {
-                    return Ok(Work::$variant(read_options(kind, <$kind as Kind>::FIELD, object)?));
+                    return Ok(Work::$variant($crate::core::shard::read_options(kind, <$kind as Kind>::FIELD, object)?));
                 })+
                 Err(format!("no kind of work is named {kind:?}"))
             }
         }
 
-        $(impl Registered for $kind {
+        $(impl $crate::engine::jobs::kind::Registered for $kind {
             fn wrap(options: Self::Options) -> Work {
                 Work::$variant(options)
             }
@@ -62,26 +51,26 @@ macro_rules! registry {
 
         /// Runs a shard the queue delivered, of whatever kind (see [`runner::run_delivered`]).
         pub async fn run_delivered(
-            app: &App,
+            app: &$crate::app::App,
             shard: &Shard,
             last_attempt: bool,
-        ) -> Result<Delivered, JobError> {
+        ) -> Result<$crate::engine::jobs::runner::Delivered, JobError> {
             match &shard.work {
                 $(Work::$variant(options) => {
-                    runner::run_delivered::<$kind>(app, shard, options, last_attempt).await
+                    $crate::engine::jobs::runner::run_delivered::<$kind>(app, shard, options, last_attempt).await
                 })+
             }
         }
 
         /// Runs one part of a shard of whatever kind, its lines kept in the report.
         pub async fn run_part(
-            app: &App,
+            app: &$crate::app::App,
             shard: &Shard,
-            fanout: &Fanout<'_>,
-        ) -> Result<PartReport, JobError> {
+            fanout: &$crate::engine::jobs::runner::Fanout<'_>,
+        ) -> Result<$crate::engine::jobs::runner::PartReport, JobError> {
             match &shard.work {
                 $(Work::$variant(options) => {
-                    runner::run_part_reported::<$kind>(app, shard, options, fanout, None).await
+                    $crate::engine::jobs::runner::run_part_reported::<$kind>(app, shard, options, fanout, None).await
                 })+
             }
         }
@@ -89,16 +78,18 @@ macro_rules! registry {
         /// The names of the counts the kind named `kind` keeps (none for an unknown one).
         pub fn count_names(kind: &str) -> &'static [&'static str] {
             $(if kind == <$kind as Kind>::NAME {
-                return <<$kind as Kind>::Counts as KindCounts>::NAMES;
+                return <<$kind as Kind>::Counts as $crate::core::counts::KindCounts>::NAMES;
             })+
             &[]
         }
 
         /// How many units the counts of a job of the kind named `kind` say were not done.
-        pub fn not_done(kind: &str, counts: &Counts) -> u64 {
+        pub fn not_done(kind: &str, counts: &$crate::core::counts::Counts) -> u64 {
             $(if kind == <$kind as Kind>::NAME {
                 return <$kind as Kind>::not_done(
-                    &<<$kind as Kind>::Counts as KindCounts>::from_counts(counts),
+                    &<<$kind as Kind>::Counts as $crate::core::counts::KindCounts>::from_counts(
+                        counts,
+                    ),
                 );
             })+
             0
@@ -106,16 +97,4 @@ macro_rules! registry {
     };
 }
 
-impl Work {
-    /// A backup's work, with no options but the defaults (no pruning).
-    pub fn backup() -> Self {
-        Work::Backup(Default::default())
-    }
-}
-
-registry! {
-    Backup => BackupKind,
-    Restore => RestoreKind,
-    Verify => VerifyKind,
-    Prune => PruneKind,
-}
+pub(super) use registry;

@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use futures::TryStreamExt;
 use tracing::info;
 
 use super::{DirectoryScope, Doomed, PruneCounts, PrunePlan, VersionKind};
@@ -15,11 +14,11 @@ use crate::{
         retention::{self, Fate, RetentionPolicy, VersionTime},
         version::Version,
     },
-    engine::vault::{BackupVersion, Names, VaultLevel},
-    storage::{
-        listing::{list_directory_with_snapshots, until_container_missing, ListingScope},
-        Container, StorageError,
+    engine::{
+        lake::{LakeLevel, Missing},
+        vault::{BackupVersion, Names, VaultLevel},
     },
+    storage::StorageError,
 };
 
 /// Judges one directory level by the policy: lists `{c}bak`'s level and the lake's, and says
@@ -35,7 +34,11 @@ pub async fn judge_level(app: &App, scope: &DirectoryScope<'_>) -> Result<PruneP
     })
     .await?;
     let source = app.source.container(scope.container)?;
-    let lake = lake_level(&source, scope.directory, scope.prefix).await?;
+    let lake = LakeLevel::list(&source, scope.directory, Missing::IsEmpty, |name| {
+        name.starts_with(scope.prefix)
+    })
+    .await?
+    .names;
     let mut judged = Judged::default();
     judged.backups(app, scope, &versions, &vault.lives, &lake);
     if scope.policy.prunes_snapshots() {
@@ -231,30 +234,4 @@ fn kept_of_name(
             kept || current.as_deref() == Some(normalize_etag(&b.parsed.etag))
         })
         .collect()
-}
-
-/// The lake's blobs directly in `directory` (names under `prefix`): each name's base and
-/// snapshots.
-async fn lake_level(
-    source: &Container,
-    directory: &str,
-    prefix: &str,
-) -> Result<BTreeMap<String, Vec<Version>>, StorageError> {
-    let pages = until_container_missing(list_directory_with_snapshots(
-        source,
-        ListingScope {
-            prefix: (!directory.is_empty()).then_some(directory),
-            ..Default::default()
-        },
-    )?);
-    futures::pin_mut!(pages);
-    let mut lake: BTreeMap<String, Vec<Version>> = BTreeMap::new();
-    while let Some(page) = pages.try_next().await? {
-        for entry in page.into_items() {
-            if entry.name.starts_with(prefix) {
-                lake.entry(entry.name.clone()).or_default().push(entry);
-            }
-        }
-    }
-    Ok(lake)
 }

@@ -16,7 +16,7 @@ use crate::{
         job::{JobProgress, LedgerEntry, Notes},
         shard::is_job_id,
     },
-    engine::jobs::registry,
+    engine::jobs,
     storage::{listing::list_with_metadata, Container, StorageError},
 };
 
@@ -73,7 +73,7 @@ pub async fn job_status_in(
         "" => "backup".to_owned(),
         work => work.to_owned(),
     };
-    let not_done = |counts: &Counts| registry::not_done(&work, counts);
+    let not_done = |counts: &Counts| jobs::not_done(&work, counts);
     // The notes of shards that failed blobs first: a status names what was not protected before
     // it lists warnings.
     with_notes.sort_by_key(|(_, _, counts)| not_done(counts) == 0);
@@ -91,7 +91,7 @@ pub async fn job_status_in(
     }
     let mut progress = JobProgress::from_ledger(entries, time::OffsetDateTime::now_utc(), not_done);
     // Every count of the job's kind is shown, those still at zero too.
-    let mut totals = Counts::zero(registry::count_names(&work));
+    let mut totals = Counts::zero(jobs::count_names(&work));
     totals.add(&progress.totals);
     progress.totals = totals;
     let decoded = |name: &str| {

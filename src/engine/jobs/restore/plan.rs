@@ -19,9 +19,12 @@ use crate::{
         stamp,
         version::Version,
     },
-    engine::vault::{BackupVersion, Names, VaultLevel},
+    engine::{
+        lake::{LakeLevel, Missing},
+        vault::{BackupVersion, Names, VaultLevel},
+    },
     storage::{
-        listing::{list_directory, list_directory_with_snapshots, ListedEntry, ListingScope},
+        listing::{list_directory, ListingScope},
         Container, ErrorCode, StorageError,
     },
 };
@@ -323,32 +326,14 @@ impl Part<'_> {
     async fn lake_versions(
         &self,
     ) -> Result<(BTreeMap<String, Vec<Version>>, Vec<String>), StorageError> {
-        let pages = list_directory_with_snapshots(
+        let level = LakeLevel::list(
             &self.lake,
-            ListingScope {
-                prefix: self.listing_prefix(false).as_deref(),
-                ..Default::default()
-            },
-        )?;
-        futures::pin_mut!(pages);
-        let mut names: BTreeMap<String, Vec<Version>> = BTreeMap::new();
-        let mut subdirectories = Vec::new();
-        while let Some(page) = pages.try_next().await? {
-            for entry in page.entries {
-                match entry {
-                    ListedEntry::Directory(sub) => subdirectories.push(sub),
-                    // A hierarchical namespace's directory is no blob to write back.
-                    ListedEntry::Item(version)
-                        if self.options.in_scope(&version.name)
-                            && !version.is_directory_placeholder() =>
-                    {
-                        names.entry(version.name.clone()).or_default().push(version);
-                    }
-                    ListedEntry::Item(_) => {}
-                }
-            }
-        }
-        Ok((names, subdirectories))
+            self.listing_prefix(false).as_deref().unwrap_or(""),
+            Missing::Fails,
+            |name| self.options.in_scope(name),
+        )
+        .await?;
+        Ok((level.names, level.subdirectories))
     }
 
     /// What the target's level holds, by name (with tags when they can be read); nothing when

@@ -19,7 +19,7 @@ mod check;
 
 use std::collections::BTreeMap;
 
-use futures::{future::BoxFuture, TryStreamExt};
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use tracing::Instrument;
@@ -36,12 +36,12 @@ use crate::{
         restore_plan::{filter_reaches, level_prefix},
         version::Version,
     },
-    engine::vault::VaultLevel,
-    kind_counts,
-    storage::{
-        listing::{list_directory_with_snapshots, ListingScope},
-        Container, StorageError,
+    engine::{
+        lake::{LakeLevel, Missing},
+        vault::VaultLevel,
     },
+    kind_counts,
+    storage::{Container, StorageError},
 };
 
 /// The verify kind.
@@ -282,29 +282,16 @@ async fn lake_level(
     directory: &str,
     filter: &str,
 ) -> Result<(BTreeMap<String, Vec<Version>>, Vec<String>), StorageError> {
-    let listing_prefix = level_prefix(directory, filter);
-    let pages = list_directory_with_snapshots(
+    let LakeLevel {
+        names,
+        mut subdirectories,
+    } = LakeLevel::list(
         source,
-        ListingScope {
-            prefix: (!listing_prefix.is_empty()).then_some(listing_prefix.as_str()),
-            ..Default::default()
-        },
-    )?;
-    futures::pin_mut!(pages);
-    let mut names: BTreeMap<String, Vec<Version>> = BTreeMap::new();
-    let mut subdirectories = Vec::new();
-    while let Some(page) = pages.try_next().await? {
-        subdirectories.extend(
-            page.directories()
-                .filter(|sub| filter_reaches(filter, sub))
-                .map(str::to_owned),
-        );
-        for entry in page.into_items() {
-            // A hierarchical namespace's directory is no blob to back up.
-            if entry.name.starts_with(filter) && !entry.is_directory_placeholder() {
-                names.entry(entry.name.clone()).or_default().push(entry);
-            }
-        }
-    }
+        &level_prefix(directory, filter),
+        Missing::Fails,
+        |name| name.starts_with(filter),
+    )
+    .await?;
+    subdirectories.retain(|sub| filter_reaches(filter, sub));
     Ok((names, subdirectories))
 }
