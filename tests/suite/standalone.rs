@@ -9,7 +9,7 @@ use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use lakebackup::{app::WorkQueue, core::message::BackupRequest};
 use support::worker::Standalone;
 
-/// The common lake, with a container `lake`, worked off by `lakebackup run` processes in a
+/// The common lake, with containers `lake` and `called`, worked off by `lakebackup run` processes in a
 /// directory whose `host.json` the test gives.
 struct Lake {
     lake: support::Lake,
@@ -27,7 +27,7 @@ impl std::ops::Deref for Lake {
 impl Lake {
     async fn new(host_json: &str) -> Lake {
         let lake = support::Lake::start_with(
-            &["lake"],
+            &["lake", "called"],
             &[
                 ("COPY_POLL_INTERVAL_MS", "50"),
                 ("COPY_TIMEOUT_SECONDS", "20"),
@@ -49,7 +49,11 @@ impl Lake {
     }
 
     async fn upload_many(&self, prefix: &str, count: usize) {
-        let client = self.lake("lake");
+        self.upload_many_to("lake", prefix, count).await
+    }
+
+    async fn upload_many_to(&self, container: &str, prefix: &str, count: usize) {
+        let client = self.lake(container);
         for i in 0..count {
             support::upload(
                 &client,
@@ -75,7 +79,12 @@ impl Lake {
 
     /// Complete backups (stamped by the consumer) in lakebak.
     async fn backups(&self) -> usize {
-        let container = self.vault("lake");
+        self.backups_of("lake").await
+    }
+
+    /// Complete backups (stamped by the consumer) in `{container}bak`.
+    async fn backups_of(&self, container: &str) -> usize {
+        let container = self.vault(container);
         if !container.exists().await.unwrap() {
             return 0;
         }
@@ -136,8 +145,13 @@ async fn runs_the_timer_queue_and_http_producer_until_everything_is_backed_up() 
     let lake = Lake::new(FAST_HOST_JSON).await;
     lake.upload_many("timer", 5).await;
     let address = format!("127.0.0.1:{}", support::closed_port());
+    // The timer reconciles `lake` only: the producer's container is the producer's alone, so
+    // what it answers cannot depend on whether a reconciliation came first.
     let runner = lake.start(
-        &[("RECONCILE_SCHEDULE", "*/2 * * * * *")],
+        &[
+            ("RECONCILE_SCHEDULE", "*/2 * * * * *"),
+            ("RECONCILE_CONTAINERS", "lake"),
+        ],
         &["--http", &address],
     );
 
@@ -145,17 +159,19 @@ async fn runs_the_timer_queue_and_http_producer_until_everything_is_backed_up() 
     // loop backs them up.
     lake.wait_for_backups(5, Duration::from_secs(60)).await;
 
-    lake.upload_many("http", 3).await;
-    let url = format!("http://{address}/api/HttpSnapshotIncBackupContainerProducer?container=lake");
+    lake.upload_many_to("called", "http", 3).await;
+    let url =
+        format!("http://{address}/api/HttpSnapshotIncBackupContainerProducer?container=called");
     let reply: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
     // The producer's job ran on this process's shard queue: answered done, with its totals.
     assert_eq!(reply["status"], "done", "{reply}");
     assert_eq!(reply["backups_copied"], 3, "{reply}");
-    assert_eq!(lake.backups().await, 8);
+    assert_eq!(lake.backups_of("called").await, 3);
 
     assert_eq!(runner.terminate(), 0, "clean shutdown");
     assert!(lake.queue_texts("backup-requests").await.is_empty());
-    assert_eq!(lake.backups().await, 8, "one backup per version");
+    assert_eq!(lake.backups().await, 5, "one backup per version");
+    assert_eq!(lake.backups_of("called").await, 3, "one backup per version");
 }
 
 #[tokio::test]
