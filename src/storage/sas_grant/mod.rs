@@ -8,12 +8,13 @@
 //! permission letters, resource types, services and times are read: the signature is never
 //! looked at, copied or shown.
 
+mod right;
+
 use std::fmt;
 
-mod right;
-pub use right::{Right, Service};
-
 use time::{format_description::well_known::Rfc3339, Date, OffsetDateTime, PrimitiveDateTime};
+
+pub use right::{Right, Service};
 
 /// Whether a SAS is an account SAS or a service SAS (of a blob, container, directory or queue).
 #[derive(Debug, Clone, PartialEq, Eq)]
