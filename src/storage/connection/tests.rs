@@ -17,9 +17,7 @@ fn development_storage_points_at_azurite_defaults() {
         c.queue_endpoint.unwrap().as_str(),
         "http://127.0.0.1:10001/devstoreaccount1"
     );
-    assert!(
-        matches!(c.auth, StorageAuth::SharedKey { ref account, .. } if account == DEV_ACCOUNT)
-    );
+    assert!(matches!(c.auth, StorageAuth::SharedKey { ref account, .. } if account == DEV_ACCOUNT));
 }
 
 #[test]
@@ -63,7 +61,10 @@ fn explicit_endpoints_win() {
 
 #[test]
 fn sas_connection_keeps_the_signature_secret() {
-    let c = parse("BlobEndpoint=https://lake.blob.core.windows.net;SharedAccessSignature=?sv=2024&sig=abc%3D").unwrap();
+    let c = parse(
+        "BlobEndpoint=https://lake.blob.core.windows.net;SharedAccessSignature=?sv=2024&sig=abc%3D",
+    )
+    .unwrap();
     match &c.auth {
         StorageAuth::Sas { query } => assert_eq!(query.secret(), "sv=2024&sig=abc%3D"),
         other => panic!("unexpected {other:?}"),
@@ -87,9 +88,7 @@ fn identity_based_settings() {
         c.queue_endpoint.unwrap().as_str(),
         "https://lake.queue.core.windows.net/"
     );
-    assert!(
-        matches!(c.auth, StorageAuth::Identity { client_id: Some(ref id) } if id == "1234")
-    );
+    assert!(matches!(c.auth, StorageAuth::Identity { client_id: Some(ref id) } if id == "1234"));
     let http = Settings::from_pairs([("CONN__blobServiceUri", "http://lake")]);
     assert!(StorageConnection::from_settings("CONN", &http).is_err());
 }
@@ -112,9 +111,8 @@ fn a_connection_string_beside_identity_settings_is_named_as_the_one_used() {
     assert!(matches!(used.auth, StorageAuth::SharedKey { .. }));
     let warning = StorageConnection::shadowed("AzureWebJobsStorage", &both).unwrap();
     assert!(
-        warning.contains(
-            "AzureWebJobsStorage__accountName, AzureWebJobsStorage__credential ignored"
-        ),
+        warning
+            .contains("AzureWebJobsStorage__accountName, AzureWebJobsStorage__credential ignored"),
         "{warning}"
     );
     assert!(
@@ -127,8 +125,7 @@ fn a_connection_string_beside_identity_settings_is_named_as_the_one_used() {
         StorageConnection::shadowed("AzureWebJobsStorage", &identity_only),
         None
     );
-    let string_only =
-        Settings::from_pairs([("AzureWebJobsStorage", "UseDevelopmentStorage=true")]);
+    let string_only = Settings::from_pairs([("AzureWebJobsStorage", "UseDevelopmentStorage=true")]);
     assert_eq!(
         StorageConnection::shadowed("AzureWebJobsStorage", &string_only),
         None
