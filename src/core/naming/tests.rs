@@ -1,3 +1,5 @@
+//! Unit tests of the names: which Azure accepts, and backup names that parse back to their version.
+
 use super::*;
 use time::macros::datetime;
 

@@ -1,3 +1,5 @@
+//! Unit tests of the restore decisions and the restore options' level prefixes.
+
 use super::*;
 use time::macros::datetime;
 

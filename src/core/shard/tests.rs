@@ -1,3 +1,5 @@
+//! Unit tests of the shard: its message, its ids, its continuations.
+
 use super::*;
 
 /// Two kinds of work, for the tests: one written beside the position, one under a field.

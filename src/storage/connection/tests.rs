@@ -1,3 +1,5 @@
+//! Unit tests of the connections read as Azure Functions reads them.
+
 use super::*;
 
 const KEY: &str = "c2VjcmV0LWtleS1ieXRlcw==";

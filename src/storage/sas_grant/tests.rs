@@ -1,3 +1,5 @@
+//! Unit tests of what a SAS grants, read from its fields.
+
 use super::*;
 use time::macros::datetime;
 
