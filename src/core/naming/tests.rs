@@ -1,4 +1,4 @@
-//! Unit tests of the names: which Azure accepts, and backup names that parse back to their version.
+//! Unit tests of the names: which Azure accepts, and backup names that parse back.
 
 use super::*;
 use time::macros::datetime;
