@@ -183,51 +183,12 @@ impl Config {
     }
 
     pub fn from_settings(settings: &Settings) -> Result<Self, SettingsError> {
-        let backup_queue = settings
-            .get_or("BACKUP_QUEUE_NAME", "backup-requests")
-            .to_owned();
-        // The host's poison queues are `{queue}-poison` and `{queue}-shards-poison`, so those
-        // names must be valid too.
-        naming::validate_container_name(&format!("{backup_queue}-shards-poison")).map_err(
-            |_| {
-                SettingsError::new(
-                "BACKUP_QUEUE_NAME",
-                "must be 3 to 49 lowercase letters, digits and single hyphens (the shard queue's \
-                 poison queue adds -shards-poison)",
-            )
-            },
-        )?;
-        let backup_container_suffix = settings.get_or("BACKUP_CONTAINER_SUFFIX", "bak").to_owned();
-        naming::backup_container_name("abc", &backup_container_suffix).map_err(|_| {
-            SettingsError::new(
-                "BACKUP_CONTAINER_SUFFIX",
-                "must be lowercase letters, digits and hyphens that keep container names valid",
-            )
-        })?;
+        let backup_queue = backup_queue_name(settings)?;
+        let backup_container_suffix = backup_container_suffix(settings)?;
         let snapshot_concurrency =
             settings.get_number("SNAPSHOT_CONCURRENCY", 16, 1..=256)? as usize;
         let adf = AdfConfig::from_settings(settings)?;
-        let copy_engine =
-            match settings
-                .get("BACKUP_COPY_ENGINE")
-                .map(str::to_ascii_lowercase)
-            {
-                None if adf.is_some() => CopyEngine::Adf,
-                None => CopyEngine::Direct,
-                Some(engine) if engine == "direct" => CopyEngine::Direct,
-                Some(engine) if engine == "adf" && adf.is_some() => CopyEngine::Adf,
-                Some(engine) if engine == "adf" => return Err(SettingsError::new(
-                    "BACKUP_COPY_ENGINE",
-                    "is adf, but ADF_SUBSCRIPTION_ID, ADF_RESOURCE_GROUP, ADF_FACTORY_NAME and \
-                     ADF_PIPELINE_NAME are not set",
-                )),
-                Some(_) => {
-                    return Err(SettingsError::new(
-                        "BACKUP_COPY_ENGINE",
-                        "must be adf or direct",
-                    ))
-                }
-            };
+        let copy_engine = copy_engine(settings, adf.is_some())?;
         // A direct copy needs no lock: its source condition pins the version.
         let use_lease =
             copy_engine == CopyEngine::Adf && settings.get_bool("BACKUP_USE_LEASE", true)?;
@@ -252,18 +213,7 @@ impl Config {
                 10..=60_000,
             )?),
             retention: retention_policy(settings)?,
-            events: EventsConfig {
-                queue: settings
-                    .get("EVENTS_QUEUE_NAME")
-                    .map(str::trim)
-                    .filter(|name| !name.is_empty())
-                    .map(str::to_owned),
-                containers: settings.get("EVENTS_CONTAINERS").map(name_list),
-                prefix: settings
-                    .get("EVENTS_PREFIX")
-                    .map(|p| p.trim_start_matches('/').to_owned())
-                    .filter(|p| !p.is_empty()),
-            },
+            events: events_config(settings),
             copy_through_max_bytes: settings.get_number(
                 "COPY_THROUGH_WORKER_MAX_BYTES",
                 DEFAULT_COPY_THROUGH_MAX_BYTES,
@@ -297,6 +247,79 @@ impl Config {
             list_tags: settings.get_bool("BACKUP_TAGS", true)?,
             backup_queue,
         })
+    }
+}
+
+/// `BACKUP_QUEUE_NAME`, checked so that the queues named after it are valid too.
+fn backup_queue_name(settings: &Settings) -> Result<String, SettingsError> {
+    let backup_queue = settings
+        .get_or("BACKUP_QUEUE_NAME", "backup-requests")
+        .to_owned();
+    // The host's poison queues are `{queue}-poison` and `{queue}-shards-poison`, so those
+    // names must be valid too.
+    naming::validate_container_name(&format!("{backup_queue}-shards-poison")).map_err(|_| {
+        SettingsError::new(
+            "BACKUP_QUEUE_NAME",
+            "must be 3 to 49 lowercase letters, digits and single hyphens (the shard queue's \
+             poison queue adds -shards-poison)",
+        )
+    })?;
+    Ok(backup_queue)
+}
+
+/// `BACKUP_CONTAINER_SUFFIX`, checked so that every `{c}{suffix}` is a valid container name.
+fn backup_container_suffix(settings: &Settings) -> Result<String, SettingsError> {
+    let backup_container_suffix = settings.get_or("BACKUP_CONTAINER_SUFFIX", "bak").to_owned();
+    naming::backup_container_name("abc", &backup_container_suffix).map_err(|_| {
+        SettingsError::new(
+            "BACKUP_CONTAINER_SUFFIX",
+            "must be lowercase letters, digits and hyphens that keep container names valid",
+        )
+    })?;
+    Ok(backup_container_suffix)
+}
+
+/// `BACKUP_COPY_ENGINE`: `adf` where the `ADF_*` settings are set (`has_adf`) and it says
+/// nothing, else `direct`.
+fn copy_engine(settings: &Settings, has_adf: bool) -> Result<CopyEngine, SettingsError> {
+    let copy_engine = match settings
+        .get("BACKUP_COPY_ENGINE")
+        .map(str::to_ascii_lowercase)
+    {
+        None if has_adf => CopyEngine::Adf,
+        None => CopyEngine::Direct,
+        Some(engine) if engine == "direct" => CopyEngine::Direct,
+        Some(engine) if engine == "adf" && has_adf => CopyEngine::Adf,
+        Some(engine) if engine == "adf" => {
+            return Err(SettingsError::new(
+                "BACKUP_COPY_ENGINE",
+                "is adf, but ADF_SUBSCRIPTION_ID, ADF_RESOURCE_GROUP, ADF_FACTORY_NAME and \
+                 ADF_PIPELINE_NAME are not set",
+            ))
+        }
+        Some(_) => {
+            return Err(SettingsError::new(
+                "BACKUP_COPY_ENGINE",
+                "must be adf or direct",
+            ))
+        }
+    };
+    Ok(copy_engine)
+}
+
+/// `EVENTS_QUEUE_NAME`, `EVENTS_CONTAINERS` and `EVENTS_PREFIX`.
+fn events_config(settings: &Settings) -> EventsConfig {
+    EventsConfig {
+        queue: settings
+            .get("EVENTS_QUEUE_NAME")
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map(str::to_owned),
+        containers: settings.get("EVENTS_CONTAINERS").map(name_list),
+        prefix: settings
+            .get("EVENTS_PREFIX")
+            .map(|p| p.trim_start_matches('/').to_owned())
+            .filter(|p| !p.is_empty()),
     }
 }
 

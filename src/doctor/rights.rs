@@ -10,30 +10,31 @@
 //! missing right (a network rule, a signature not accepted) is a failure that says so; neither a
 //! SAS nor a key is ever shown.
 
+mod needs;
 mod queues;
+mod sas;
+
+use needs::Need;
+pub(super) use sas::sas_validity;
 
 use std::collections::HashMap;
 
 use futures::{future::join_all, StreamExt};
-use time::{format_description::well_known::Rfc3339, Duration, OffsetDateTime};
 
 use super::{
     check,
     reach::{connections, Places, Presence},
     Check, Status,
 };
+use time::OffsetDateTime;
+
 use crate::{
-    app::{App, BACKUP_STORAGE, JOBS_STORAGE, SOURCE_STORAGE},
-    config::{CopyEngine, PRUNE_STORAGE, RESTORE_TARGET_STORAGE},
+    app::{App, JOBS_STORAGE},
     storage::{
-        connection::StorageAuth,
         sas_grant::{Right, Service, Validity},
         Probed, StorageAccount,
     },
 };
-
-/// A SAS that expires sooner than this is a warning: renew it before every request fails.
-const SAS_RENEWAL_WARNING: Duration = Duration::days(14);
 
 /// A container name to try blob rights in at the account, where no container is in scope (it
 /// need not exist: an allowed request meets 404 `ContainerNotFound`).
@@ -41,22 +42,6 @@ const NO_CONTAINER: &str = "lakebackup-doctor-probe";
 
 /// How many rights are tried at once per connection.
 const PROBES_AT_ONCE: usize = 16;
-
-/// One right a connection needs, what fails without it, and how much that matters.
-struct Need {
-    right: Right,
-    fails: String,
-    /// Fail where the product's own work fails; warn where only an admin's action does.
-    missing: Status,
-}
-
-fn need(right: Right, fails: impl Into<String>) -> Need {
-    Need {
-        right,
-        fails: fails.into(),
-        missing: Status::Fail,
-    }
-}
 
 /// What checking one right found in one place.
 #[derive(Debug, Clone)]
@@ -75,62 +60,6 @@ enum Found {
 /// Where a right was checked: a container or queue, or the account (`None`).
 type Place = Option<String>;
 
-/// A check per SAS connection: can be read, and is valid now (expired or not yet valid: fail;
-/// expiring within two weeks: warn). Made whether or not the account answered.
-pub(super) fn sas_validity(app: &App) -> Vec<Check> {
-    let now = OffsetDateTime::now_utc();
-    connections(app)
-        .into_iter()
-        .filter_map(|(setting, account)| {
-            let grant = account.sas_grant()?;
-            let title = format!("{setting}: its SAS");
-            let when = |t: OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
-            Some(match grant.map(|g| g.validity(now)) {
-                Err(e) => check(
-                    title,
-                    Status::Warn,
-                    format!("could not be read as a SAS ({e}): its rights are tried instead"),
-                ),
-                Ok(Validity::Expired(at)) => check(
-                    title,
-                    Status::Fail,
-                    format!(
-                        "expired at {}: the service refuses every request made with it; give \
-                         {setting} a new SAS",
-                        when(at)
-                    ),
-                ),
-                Ok(Validity::NotYet(from)) => check(
-                    title,
-                    Status::Fail,
-                    format!(
-                        "valid only from {} (st): the service refuses every request made with it \
-                         until then",
-                        when(from)
-                    ),
-                ),
-                Ok(Validity::Valid(Some(until))) if until - now < SAS_RENEWAL_WARNING => check(
-                    title,
-                    Status::Warn,
-                    format!(
-                        "expires at {}: every request made with it fails from then; give \
-                         {setting} a new SAS before",
-                        when(until)
-                    ),
-                ),
-                Ok(Validity::Valid(Some(until))) => {
-                    check(title, Status::Ok, format!("valid until {}", when(until)))
-                }
-                Ok(Validity::Valid(None)) => check(
-                    title,
-                    Status::Ok,
-                    "valid (its stored access policy sets its expiry)",
-                ),
-            })
-        })
-        .collect()
-}
-
 /// The rights of each connection that answered, where it answered.
 pub(super) async fn rights(app: &App, places: &HashMap<&'static str, Places>) -> Vec<Check> {
     let checked = join_all(
@@ -138,201 +67,12 @@ pub(super) async fn rights(app: &App, places: &HashMap<&'static str, Places>) ->
             .into_iter()
             .filter_map(|(setting, account)| Some((setting, account, places.get(setting)?)))
             .map(|(setting, account, places)| async move {
-                let needs = needs(app, setting, account);
+                let needs = needs::needs(app, setting, account);
                 connection_rights(app, setting, account, needs, places).await
             }),
     )
     .await;
     checked.into_iter().flatten().collect()
-}
-
-/// What `setting` is used for under the current settings.
-fn needs(app: &App, setting: &str, account: &StorageAccount) -> Vec<Need> {
-    let identity = matches!(account.connection().auth, StorageAuth::Identity { .. });
-    match setting {
-        SOURCE_STORAGE => lake_needs(app, identity),
-        BACKUP_STORAGE => backup_needs(app, identity),
-        JOBS_STORAGE => jobs_needs(&app.config.job_ledger),
-        RESTORE_TARGET_STORAGE => restore_target_needs(app),
-        PRUNE_STORAGE => vec![need(
-            Right::DeleteBlobs,
-            "prune deletes backups as PRUNE_STORAGE: every deletion is refused",
-        )],
-        _ => Vec::new(),
-    }
-}
-
-/// Why a missing tags right may be meant.
-const TAGS_OFF: &str = "(BACKUP_TAGS=false says that is intended)";
-
-fn lake_needs(app: &App, identity: bool) -> Vec<Need> {
-    let config = &app.config;
-    let mut needs = vec![
-        need(
-            Right::ListBlobs,
-            "no pass can list the lake: nothing is backed up",
-        ),
-        need(
-            Right::ReadBlobs,
-            "no version can be read or copied: nothing is backed up",
-        ),
-        need(
-            Right::Snapshot,
-            "no snapshot can be taken: every pass fails to protect the versions it finds",
-        ),
-        // Backups never write into the lake; a restore into it does. Restores are an admin's
-        // action, which may run with another identity or into another account: a warning.
-        Need {
-            right: Right::WriteBlobs,
-            fails: "restores into the lake (in place, or into another of its containers) fail: \
-                    restore into another account (RESTORE_TARGET_STORAGE, restore \
-                    --to-account), or grant it before restoring"
-                .into(),
-            missing: Status::Warn,
-        },
-    ];
-    if config.list_tags {
-        needs.push(need(
-            Right::ReadTags,
-            format!(
-                "listings refuse tags: blobs are backed up without their index tags {TAGS_OFF}"
-            ),
-        ));
-    }
-    if config.copy_engine == CopyEngine::Adf && config.use_lease {
-        needs.push(need(
-            Right::Lease,
-            "BACKUP_USE_LEASE: no Data Factory copy can lease its source",
-        ));
-    }
-    // What the code deletes in the lake: snapshots past RETENTION_SNAPSHOT_DAYS, nothing else.
-    if config.retention.prunes_snapshots() {
-        needs.push(need(
-            Right::DeleteBlobs,
-            "RETENTION_SNAPSHOT_DAYS: no snapshot in the lake can be pruned",
-        ));
-    }
-    if identity {
-        needs.push(need(
-            Right::DelegationKey,
-            "versions above COPY_THROUGH_WORKER_MAX_BYTES are copied server-side through a \
-             user-delegation SAS: their backups fail",
-        ));
-    }
-    needs
-}
-
-fn backup_needs(app: &App, identity: bool) -> Vec<Need> {
-    let config = &app.config;
-    let mut needs = vec![
-        need(
-            Right::CreateContainers,
-            "each process creates the {c}bak containers it writes into: every backup fails",
-        ),
-        need(
-            Right::ListBlobs,
-            "{c}bak cannot be listed: every pass fails",
-        ),
-        need(
-            Right::ReadBlobs,
-            "backups cannot be read: a backup already there cannot be judged, and verify and \
-             restore fail",
-        ),
-        need(Right::WriteBlobs, "no backup can be written or stamped"),
-    ];
-    if config.list_tags {
-        needs.push(need(
-            Right::WriteTags,
-            format!("backups cannot carry their index tags {TAGS_OFF}"),
-        ));
-        needs.push(need(
-            Right::ReadTags,
-            format!("restore and verify cannot read the backups' tags {TAGS_OFF}"),
-        ));
-    }
-    if config.retention.prunes_backups() && app.prune_account.is_none() {
-        needs.push(need(
-            Right::DeleteBlobs,
-            "RETENTION_* prunes backups as BACKUP_STORAGE (PRUNE_STORAGE is unset): every \
-             deletion is refused. Grant delete, or set PRUNE_STORAGE to an identity that may \
-             delete and prune there",
-        ));
-    }
-    if identity {
-        needs.push(need(
-            Right::DelegationKey,
-            "restores copy large backups server-side through a user-delegation SAS: they fail",
-        ));
-    }
-    needs
-}
-
-fn restore_target_needs(app: &App) -> Vec<Need> {
-    let fails = |what: &str| format!("restore --to-account cannot {what}");
-    let mut needs = vec![
-        need(
-            Right::CreateContainers,
-            fails("create its target container"),
-        ),
-        need(Right::ListBlobs, fails("list the target")),
-        need(Right::ReadBlobs, fails("read the target")),
-        need(Right::WriteBlobs, fails("write any blob")),
-        need(
-            Right::Snapshot,
-            fails("snapshot a blob before overwriting it, so it overwrites nothing"),
-        ),
-    ];
-    if app.config.list_tags {
-        needs.push(need(
-            Right::WriteTags,
-            format!("restore --to-account cannot write blobs' index tags {TAGS_OFF}"),
-        ));
-    }
-    needs
-}
-
-fn jobs_needs(ledger: &str) -> Vec<Need> {
-    vec![
-        need(
-            Right::CreateQueues,
-            "each process creates the queues it sends to: no shard, request or poison message \
-             can be queued",
-        ),
-        need(
-            Right::SendMessages,
-            "no shard, backup request or poison message can be queued: no job runs",
-        ),
-        need(
-            Right::ReceiveMessages,
-            "no queued work can be taken: nothing runs",
-        ),
-        need(
-            Right::DeleteMessages,
-            "work done cannot be removed from its queue: every message comes back until it is \
-             poisoned",
-        ),
-        need(
-            Right::UpdateMessages,
-            "a message being worked on cannot be kept hidden (lakebackup run, and the Functions \
-             host on long invocations): it is delivered again meanwhile",
-        ),
-        need(
-            Right::CreateContainers,
-            format!("each process creates the jobs' ledger ({ledger}): no job can start"),
-        ),
-        need(
-            Right::ListBlobs,
-            format!("the jobs' ledger ({ledger}) cannot be listed: no job's status"),
-        ),
-        need(
-            Right::ReadBlobs,
-            format!("the jobs' ledger ({ledger}) cannot be read: no job's status"),
-        ),
-        need(
-            Right::WriteBlobs,
-            format!("the jobs' ledger ({ledger}) cannot be written: no job can start"),
-        ),
-    ]
 }
 
 /// One connection's rights: a check of those granted, one per right missing or unknown.

@@ -105,45 +105,31 @@ impl StorageConnection {
     }
 }
 
+/// The fields of a connection string, as written (Table and File endpoints left out).
+#[derive(Default)]
+struct Fields {
+    account: Option<String>,
+    key: Option<String>,
+    sas: Option<String>,
+    blob_endpoint: Option<Url>,
+    queue_endpoint: Option<Url>,
+    protocol: Option<String>,
+    suffix: Option<String>,
+    development: bool,
+}
+
 fn parse_connection_string(setting: &str, text: &str) -> Result<StorageConnection, SettingsError> {
     let error = |reason: &str| SettingsError::new(setting, reason);
-    let mut account = None;
-    let mut key = None;
-    let mut sas = None;
-    let mut blob_endpoint = None;
-    let mut queue_endpoint = None;
-    let mut protocol = None;
-    let mut suffix = None;
-    let mut development = false;
-    for part in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-        // Split at the first '=' only: keys and signatures end in '=' padding.
-        let Some((field, value)) = part.split_once('=') else {
-            return Err(error(
-                "is not a connection string: expected Name=Value pairs separated by ';'",
-            ));
-        };
-        let value = value.trim();
-        match field.trim().to_ascii_lowercase().as_str() {
-            "usedevelopmentstorage" => development = value.eq_ignore_ascii_case("true"),
-            "accountname" => account = Some(value.to_owned()),
-            "accountkey" => key = Some(value.to_owned()),
-            "sharedaccesssignature" => sas = Some(value.trim_start_matches('?').to_owned()),
-            "blobendpoint" => blob_endpoint = Some(parse_endpoint(setting, "BlobEndpoint", value)?),
-            "queueendpoint" => {
-                queue_endpoint = Some(parse_endpoint(setting, "QueueEndpoint", value)?)
-            }
-            "defaultendpointsprotocol" => protocol = Some(value.to_ascii_lowercase()),
-            "endpointsuffix" => suffix = Some(value.to_owned()),
-            // Table/File endpoints and the proxy URI concern services this worker does not use.
-            "tableendpoint" | "fileendpoint" | "developmentstorageproxyuri" => {}
-            _ => {
-                return Err(error(&format!(
-                    "has an unknown connection string field {:?}",
-                    field.trim()
-                )))
-            }
-        }
-    }
+    let Fields {
+        account,
+        key,
+        sas,
+        mut blob_endpoint,
+        mut queue_endpoint,
+        protocol,
+        suffix,
+        development,
+    } = read_fields(setting, text)?;
 
     if development {
         let at = |port: u16| Url::parse(&format!("http://127.0.0.1:{port}/{DEV_ACCOUNT}")).ok();
@@ -169,7 +155,67 @@ fn parse_connection_string(setting: &str, text: &str) -> Result<StorageConnectio
         )?);
     }
 
-    let auth = match (key, sas) {
+    let auth = key_or_sas(setting, account, key, sas)?;
+    if blob_endpoint.is_none() && queue_endpoint.is_none() {
+        return Err(error(
+            "names no endpoint: give AccountName or BlobEndpoint/QueueEndpoint",
+        ));
+    }
+    Ok(StorageConnection {
+        name: setting.to_owned(),
+        blob_endpoint,
+        queue_endpoint,
+        auth,
+    })
+}
+
+/// The `Name=Value` pairs of a connection string; an unknown name is an error.
+fn read_fields(setting: &str, text: &str) -> Result<Fields, SettingsError> {
+    let error = |reason: &str| SettingsError::new(setting, reason);
+    let mut fields = Fields::default();
+    for part in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        // Split at the first '=' only: keys and signatures end in '=' padding.
+        let Some((field, value)) = part.split_once('=') else {
+            return Err(error(
+                "is not a connection string: expected Name=Value pairs separated by ';'",
+            ));
+        };
+        let value = value.trim();
+        match field.trim().to_ascii_lowercase().as_str() {
+            "usedevelopmentstorage" => fields.development = value.eq_ignore_ascii_case("true"),
+            "accountname" => fields.account = Some(value.to_owned()),
+            "accountkey" => fields.key = Some(value.to_owned()),
+            "sharedaccesssignature" => fields.sas = Some(value.trim_start_matches('?').to_owned()),
+            "blobendpoint" => {
+                fields.blob_endpoint = Some(parse_endpoint(setting, "BlobEndpoint", value)?)
+            }
+            "queueendpoint" => {
+                fields.queue_endpoint = Some(parse_endpoint(setting, "QueueEndpoint", value)?)
+            }
+            "defaultendpointsprotocol" => fields.protocol = Some(value.to_ascii_lowercase()),
+            "endpointsuffix" => fields.suffix = Some(value.to_owned()),
+            // Table/File endpoints and the proxy URI concern services this worker does not use.
+            "tableendpoint" | "fileendpoint" | "developmentstorageproxyuri" => {}
+            _ => {
+                return Err(error(&format!(
+                    "has an unknown connection string field {:?}",
+                    field.trim()
+                )))
+            }
+        }
+    }
+    Ok(fields)
+}
+
+/// The credential of a connection string: its account key or its SAS, exactly one of them.
+fn key_or_sas(
+    setting: &str,
+    account: Option<String>,
+    key: Option<String>,
+    sas: Option<String>,
+) -> Result<StorageAuth, SettingsError> {
+    let error = |reason: &str| SettingsError::new(setting, reason);
+    Ok(match (key, sas) {
         (Some(_), Some(_)) => {
             return Err(error(
                 "has both AccountKey and SharedAccessSignature; keep one",
@@ -198,17 +244,6 @@ fn parse_connection_string(setting: &str, text: &str) -> Result<StorageConnectio
                 "has neither AccountKey nor SharedAccessSignature (nor UseDevelopmentStorage=true)",
             ))
         }
-    };
-    if blob_endpoint.is_none() && queue_endpoint.is_none() {
-        return Err(error(
-            "names no endpoint: give AccountName or BlobEndpoint/QueueEndpoint",
-        ));
-    }
-    Ok(StorageConnection {
-        name: setting.to_owned(),
-        blob_endpoint,
-        queue_endpoint,
-        auth,
     })
 }
 
@@ -315,178 +350,4 @@ fn derived_endpoint(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const KEY: &str = "c2VjcmV0LWtleS1ieXRlcw==";
-
-    fn parse(value: &str) -> Result<StorageConnection, SettingsError> {
-        StorageConnection::from_settings("CONN", &Settings::from_pairs([("CONN", value)]))
-    }
-
-    #[test]
-    fn development_storage_points_at_azurite_defaults() {
-        let c = parse("UseDevelopmentStorage=true").unwrap();
-        assert_eq!(
-            c.blob_endpoint.unwrap().as_str(),
-            "http://127.0.0.1:10000/devstoreaccount1"
-        );
-        assert_eq!(
-            c.queue_endpoint.unwrap().as_str(),
-            "http://127.0.0.1:10001/devstoreaccount1"
-        );
-        assert!(
-            matches!(c.auth, StorageAuth::SharedKey { ref account, .. } if account == DEV_ACCOUNT)
-        );
-    }
-
-    #[test]
-    fn account_key_with_protocol_and_suffix_derives_endpoints() {
-        let c = parse(&format!(
-            "DefaultEndpointsProtocol=https;AccountName=lake;AccountKey={KEY};EndpointSuffix=core.chinacloudapi.cn"
-        ))
-        .unwrap();
-        assert_eq!(
-            c.blob_endpoint.unwrap().as_str(),
-            "https://lake.blob.core.chinacloudapi.cn/"
-        );
-        assert_eq!(
-            c.queue_endpoint.unwrap().as_str(),
-            "https://lake.queue.core.chinacloudapi.cn/"
-        );
-        match c.auth {
-            StorageAuth::SharedKey { account, key } => {
-                assert_eq!(account, "lake");
-                assert_eq!(key.bytes(), b"secret-key-bytes");
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-
-    #[test]
-    fn explicit_endpoints_win() {
-        let c = parse(&format!(
-            "AccountName=source;AccountKey={KEY};BlobEndpoint=http://127.0.0.1:5000/source;"
-        ))
-        .unwrap();
-        assert_eq!(
-            c.blob_endpoint.unwrap().as_str(),
-            "http://127.0.0.1:5000/source"
-        );
-        assert_eq!(
-            c.queue_endpoint.unwrap().as_str(),
-            "https://source.queue.core.windows.net/"
-        );
-    }
-
-    #[test]
-    fn sas_connection_keeps_the_signature_secret() {
-        let c = parse("BlobEndpoint=https://lake.blob.core.windows.net;SharedAccessSignature=?sv=2024&sig=abc%3D").unwrap();
-        match &c.auth {
-            StorageAuth::Sas { query } => assert_eq!(query.secret(), "sv=2024&sig=abc%3D"),
-            other => panic!("unexpected {other:?}"),
-        }
-        assert!(!format!("{c:?}").contains("abc"));
-    }
-
-    #[test]
-    fn identity_based_settings() {
-        let settings = Settings::from_pairs([
-            ("CONN__blobServiceUri", "https://lake.blob.core.windows.net"),
-            ("CONN__accountName", "lake"),
-            ("CONN__clientId", "1234"),
-        ]);
-        let c = StorageConnection::from_settings("CONN", &settings).unwrap();
-        assert_eq!(
-            c.blob_endpoint.unwrap().as_str(),
-            "https://lake.blob.core.windows.net/"
-        );
-        assert_eq!(
-            c.queue_endpoint.unwrap().as_str(),
-            "https://lake.queue.core.windows.net/"
-        );
-        assert!(
-            matches!(c.auth, StorageAuth::Identity { client_id: Some(ref id) } if id == "1234")
-        );
-        let http = Settings::from_pairs([("CONN__blobServiceUri", "http://lake")]);
-        assert!(StorageConnection::from_settings("CONN", &http).is_err());
-    }
-
-    #[test]
-    fn a_connection_string_beside_identity_settings_is_named_as_the_one_used() {
-        let key = "a2V5IGZvciB0ZXN0cw==";
-        let both = Settings::from_pairs([
-            (
-                "AzureWebJobsStorage",
-                format!("AccountName=f;AccountKey={key}"),
-            ),
-            ("AzureWebJobsStorage__accountName", "f".to_owned()),
-            (
-                "AzureWebJobsStorage__credential",
-                "managedidentity".to_owned(),
-            ),
-        ]);
-        let used = StorageConnection::from_settings("AzureWebJobsStorage", &both).unwrap();
-        assert!(matches!(used.auth, StorageAuth::SharedKey { .. }));
-        let warning = StorageConnection::shadowed("AzureWebJobsStorage", &both).unwrap();
-        assert!(
-            warning.contains(
-                "AzureWebJobsStorage__accountName, AzureWebJobsStorage__credential ignored"
-            ),
-            "{warning}"
-        );
-        assert!(
-            warning.contains("--setting-names AzureWebJobsStorage"),
-            "{warning}"
-        );
-        assert!(!warning.contains(key), "{warning}");
-        let identity_only = Settings::from_pairs([("AzureWebJobsStorage__accountName", "f")]);
-        assert_eq!(
-            StorageConnection::shadowed("AzureWebJobsStorage", &identity_only),
-            None
-        );
-        let string_only =
-            Settings::from_pairs([("AzureWebJobsStorage", "UseDevelopmentStorage=true")]);
-        assert_eq!(
-            StorageConnection::shadowed("AzureWebJobsStorage", &string_only),
-            None
-        );
-    }
-
-    #[test]
-    fn bad_settings_name_the_setting_and_hide_the_value() {
-        let cases = [
-            (
-                "AccountName=lake;AccountKey=not*base64!",
-                "not valid base64",
-            ),
-            ("AccountName=lake", "neither AccountKey"),
-            ("just some text", "Name=Value"),
-            (&format!("AccountKey={KEY}"), "no AccountName"),
-            (
-                &format!("AccountName=Lake_1;AccountKey={KEY}"),
-                "account name",
-            ),
-            (
-                &format!("AccountName=lake;AccountKey={KEY};BlobEndpoint=not a url"),
-                "BlobEndpoint",
-            ),
-            (
-                &format!("AccountName=lake;AccountKey={KEY};Colour=blue"),
-                "Colour",
-            ),
-        ];
-        for (value, expected) in cases {
-            let err = parse(value).unwrap_err();
-            let text = err.to_string();
-            assert!(text.starts_with("setting CONN: "), "{text}");
-            assert!(text.contains(expected), "{text}");
-            assert!(
-                !text.contains(KEY) && !text.contains("not*base64"),
-                "{text}"
-            );
-        }
-        let missing = StorageConnection::from_settings("CONN", &Settings::default()).unwrap_err();
-        assert!(missing.to_string().contains("is not set"));
-    }
-}
+mod tests;

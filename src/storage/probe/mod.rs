@@ -31,13 +31,18 @@
 //! signature or token not accepted), `AccountIsDisabled` — and says nothing of the right: it is
 //! reported as such ([`Probed::Blocked`]). Anything else cannot say, and is reported as such.
 
+mod queue;
+mod verdict;
+
 use azure_core::http::RequestContent;
-use azure_storage_blob::models::{
-    BlobClientAcquireLeaseOptions, BlobClientCreateSnapshotOptions, BlobClientDeleteOptions,
-    BlobClientSetMetadataOptions, BlobClientSetTagsOptions, BlobContainerClientListBlobsOptions,
-    BlobServiceClientListContainersOptions, BlobTags,
+use azure_storage_blob::{
+    models::{
+        BlobClientAcquireLeaseOptions, BlobClientCreateSnapshotOptions, BlobClientDeleteOptions,
+        BlobClientSetMetadataOptions, BlobClientSetTagsOptions,
+        BlobContainerClientListBlobsOptions, BlobServiceClientListContainersOptions, BlobTags,
+    },
+    BlobClient,
 };
-use azure_storage_queue::models::{QueueClientPeekMessagesOptions, QueueMessage};
 use futures::TryStreamExt;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -46,6 +51,9 @@ use super::{
     sas_grant::{Right, SasGrant, SasGrantError},
     StorageAccount, StorageAuth, StorageError, StorageResultExt,
 };
+pub use queue::QueueProbe;
+use verdict::judged;
+pub use verdict::{Probed, Refusal};
 
 /// Where probe blobs are named: no product blob is ever written under it.
 pub const PROBE_PREFIX: &str = "lakebackup-doctor-probe/";
@@ -53,77 +61,6 @@ pub const PROBE_PREFIX: &str = "lakebackup-doctor-probe/";
 pub const PROBE_QUEUE_PREFIX: &str = "lakebackup-doctor-probe-";
 /// The condition of every probe that could change a blob: no blob's ETag is this.
 const NO_SUCH_ETAG: &str = "\"lakebackup-doctor-no-such-etag\"";
-
-/// What trying a right found.
-#[derive(Debug)]
-pub enum Probed {
-    /// The service let the request through: what it answered (a missing resource, a condition).
-    Allowed(String),
-    /// Refused for want of the right: 403 with a code that says a permission is missing.
-    Refused(StorageError),
-    /// Refused for another reason than a missing right (a network rule, a signature or token not
-    /// accepted, a disabled account): the error, and that reason in words.
-    Blocked(StorageError, &'static str),
-    /// Failed another way (unreachable, busy, an answer that says nothing of the right).
-    Inconclusive(StorageError),
-    /// Not tried: why it could not be without changing something.
-    NotTried(&'static str),
-}
-
-/// What a refusal (401 or 403) says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// The credential was accepted, and lacks the permission (a role's action, a SAS's `sp`,
-    /// `ss` or `srt`).
-    MissingRight,
-    /// Refused for another reason, in words.
-    Other(&'static str),
-}
-
-/// Why a request was refused, by its error code, when no permission is what is missing.
-fn refused_because(code: &str) -> &'static str {
-    match code {
-        "AuthorizationFailure" => {
-            "the account's network rules (firewall, virtual networks, private endpoints) do not \
-             let this client in, or another rule than a permission refuses it"
-        }
-        "AuthorizationSourceIPMismatch" => "its SAS allows other IP addresses only (sip)",
-        "AuthorizationProtocolMismatch" => {
-            "its SAS allows HTTPS only (spr=https), and the endpoint is http"
-        }
-        "AuthenticationFailed" | "InvalidAuthenticationInfo" | "NoAuthenticationInformation" => {
-            "its key, SAS signature or token is not accepted (a wrong or rotated key, a SAS signed \
-             for another resource or with another key, an expired token)"
-        }
-        "AccountIsDisabled" => "the account is disabled",
-        _ => "the service refused it without naming a missing permission",
-    }
-}
-
-impl StorageError {
-    /// What a refusal says: a right missing, or another reason; `None` when this is no refusal.
-    pub fn refusal(&self) -> Option<Refusal> {
-        if !matches!(self.status, Some(401 | 403)) {
-            return None;
-        }
-        let code = self.code_name();
-        Some(match code.as_str() {
-            "AuthorizationPermissionMismatch"
-            | "AuthorizationServiceMismatch"
-            | "AuthorizationResourceTypeMismatch" => Refusal::MissingRight,
-            other => Refusal::Other(refused_because(other)),
-        })
-    }
-
-    /// The service's error code as it sent it; empty when it sent none.
-    pub fn code_name(&self) -> String {
-        match &self.code {
-            Some(super::ErrorCode::Other(code)) => code.clone(),
-            Some(code) => format!("{code:?}"),
-            None => String::new(),
-        }
-    }
-}
 
 /// A name no one else uses: the time, the process and a counter, hashed.
 fn unique_suffix() -> String {
@@ -144,50 +81,6 @@ fn unique_suffix() -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// A message id no queue holds: a random one, shaped as the service's (a GUID).
-fn no_such_message() -> String {
-    let hex = unique_suffix();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
-}
-
-/// What an operation that was let through, or refused, says of the right.
-fn judged<T>(answer: Result<T, StorageError>) -> Probed {
-    match answer {
-        Ok(_) => Probed::Allowed("it succeeded".into()),
-        Err(e) => match e.refusal() {
-            Some(Refusal::MissingRight) => Probed::Refused(e),
-            Some(Refusal::Other(why)) => Probed::Blocked(e, why),
-            None if matches!(e.status, Some(404 | 409 | 412)) => Probed::Allowed(format!(
-                "answered {} {}",
-                e.status.unwrap_or_default(),
-                e.code_name()
-            )),
-            None => Probed::Inconclusive(e),
-        },
-    }
-}
-
-/// A harmless request on a queue named by the caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QueueProbe {
-    /// Peek Messages: reads the first message, changes nothing (RBAC `messages/read`; SAS `r`).
-    Peek,
-    /// Delete Message of an id no queue holds (RBAC `messages/process/action` or
-    /// `messages/delete`; SAS `p`).
-    DeleteMessage,
-    /// Update Message of an id no queue holds (RBAC `messages/write`; SAS `u`).
-    UpdateMessage,
-    /// Create Queue on a queue the caller saw exist (RBAC `queues/write`).
-    Create,
 }
 
 impl StorageAccount {
@@ -247,7 +140,6 @@ impl StorageAccount {
         let blob = container.blob(&name);
         let client = blob.sdk();
         let operation = || format!("trying to {} in {}", right.describe(), container.name());
-        let no_such_etag = || Some(NO_SUCH_ETAG.to_owned().into());
         match right {
             Right::ListBlobs => {
                 let mut pages = container
@@ -264,118 +156,11 @@ impl StorageAccount {
             Right::ReadBlobs => {
                 client.get_properties(None).await.during(operation)?;
             }
-            Right::WriteBlobs => {
-                let options = BlobClientSetMetadataOptions {
-                    if_match: no_such_etag(),
-                    ..Default::default()
-                };
-                let metadata = Default::default();
-                client
-                    .set_metadata(&metadata, Some(options))
-                    .await
-                    .during(operation)?;
-            }
-            Right::Snapshot => {
-                let options = BlobClientCreateSnapshotOptions {
-                    if_match: no_such_etag(),
-                    ..Default::default()
-                };
-                client
-                    .create_snapshot(Some(options))
-                    .await
-                    .during(operation)?;
-            }
-            Right::Lease => {
-                let options = BlobClientAcquireLeaseOptions {
-                    if_match: no_such_etag(),
-                    ..Default::default()
-                };
-                client
-                    .acquire_lease(15, Some(options))
-                    .await
-                    .during(operation)?;
-            }
-            Right::DeleteBlobs => {
-                let options = BlobClientDeleteOptions {
-                    if_match: no_such_etag(),
-                    ..Default::default()
-                };
-                client.delete(Some(options)).await.during(operation)?;
-            }
             Right::ReadTags => {
                 client.get_tags(None).await.during(operation)?;
             }
-            Right::WriteTags => {
-                let tags: RequestContent<_, _> = BlobTags {
-                    blob_tag_set: Some(Vec::new()),
-                }
-                .try_into()
-                .during(operation)?;
-                let options = BlobClientSetTagsOptions {
-                    if_match: no_such_etag(),
-                    ..Default::default()
-                };
-                client
-                    .set_tags(tags, Some(options))
-                    .await
-                    .during(operation)?;
-            }
-            _ => return Err(StorageError::other(operation(), "not a blob right")),
+            _ => try_blob_write(client, right, operation).await?,
         }
-        Ok(())
-    }
-
-    /// A harmless request on `name`: nothing is added, taken, hidden or removed.
-    async fn try_queue(&self, probe: QueueProbe, name: &str) -> Result<(), StorageError> {
-        let queue = self.queue(name)?;
-        let client = queue.sdk();
-        let operation = || format!("trying {probe:?} on queue {name}");
-        // Shaped as the service's own: a GUID and a base64 receipt.
-        let (id, receipt) = (no_such_message(), "AgAAAAMAAAAAAAAA");
-        match probe {
-            QueueProbe::Peek => {
-                let options = QueueClientPeekMessagesOptions {
-                    number_of_messages: Some(1),
-                    ..Default::default()
-                };
-                client
-                    .peek_messages(Some(options))
-                    .await
-                    .during(operation)?;
-            }
-            QueueProbe::DeleteMessage => {
-                client
-                    .delete_message(&id, receipt, None)
-                    .await
-                    .during(operation)?;
-            }
-            QueueProbe::UpdateMessage => {
-                client
-                    .update_message(&id, receipt, 0, None)
-                    .await
-                    .during(operation)?;
-            }
-            QueueProbe::Create => {
-                client.create(None).await.during(operation)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Put Message on `name`, which the caller made sure no one uses (a random name).
-    async fn try_send(&self, name: &str) -> Result<(), StorageError> {
-        let queue = self.queue(name)?;
-        let operation = || "trying to send messages (a queue that does not exist)".to_owned();
-        let message: RequestContent<_, _> = QueueMessage {
-            message_text: Some(String::new()),
-        }
-        .try_into()
-        .during(operation)?;
-        queue
-            .sdk()
-            .send_message(message, None)
-            .await
-            .during(operation)?;
         Ok(())
     }
 
@@ -406,9 +191,76 @@ impl StorageAccount {
     }
 }
 
+/// A blob operation that could write, conditional on an ETag no blob has, on a blob that does
+/// not exist.
+async fn try_blob_write(
+    client: &BlobClient,
+    right: Right,
+    operation: impl Fn() -> String + Copy,
+) -> Result<(), StorageError> {
+    let no_such_etag = || Some(NO_SUCH_ETAG.to_owned().into());
+    match right {
+        Right::WriteBlobs => {
+            let options = BlobClientSetMetadataOptions {
+                if_match: no_such_etag(),
+                ..Default::default()
+            };
+            let metadata = Default::default();
+            client
+                .set_metadata(&metadata, Some(options))
+                .await
+                .during(operation)?;
+        }
+        Right::Snapshot => {
+            let options = BlobClientCreateSnapshotOptions {
+                if_match: no_such_etag(),
+                ..Default::default()
+            };
+            client
+                .create_snapshot(Some(options))
+                .await
+                .during(operation)?;
+        }
+        Right::Lease => {
+            let options = BlobClientAcquireLeaseOptions {
+                if_match: no_such_etag(),
+                ..Default::default()
+            };
+            client
+                .acquire_lease(15, Some(options))
+                .await
+                .during(operation)?;
+        }
+        Right::DeleteBlobs => {
+            let options = BlobClientDeleteOptions {
+                if_match: no_such_etag(),
+                ..Default::default()
+            };
+            client.delete(Some(options)).await.during(operation)?;
+        }
+        Right::WriteTags => {
+            let tags: RequestContent<_, _> = BlobTags {
+                blob_tag_set: Some(Vec::new()),
+            }
+            .try_into()
+            .during(operation)?;
+            let options = BlobClientSetTagsOptions {
+                if_match: no_such_etag(),
+                ..Default::default()
+            };
+            client
+                .set_tags(tags, Some(options))
+                .await
+                .during(operation)?;
+        }
+        _ => return Err(StorageError::other(operation(), "not a blob right")),
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{queue::no_such_message, *};
     use crate::storage::ErrorCode;
 
     #[test]
