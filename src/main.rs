@@ -96,7 +96,7 @@ async fn run(cli: Cli) -> ExitCode {
                 prefix,
                 blob,
                 as_of,
-                from,
+                from: from.into(),
                 to_container,
                 to_account,
                 dry_run,

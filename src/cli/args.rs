@@ -79,7 +79,7 @@ pub enum Command {
         #[arg(long, value_parser = parse_instant)]
         as_of: Option<time::OffsetDateTime>,
         #[arg(long, value_enum, default_value = "backup")]
-        from: RestoreFrom,
+        from: RestoreFromArg,
         /// Restore into this container instead of in place.
         #[arg(long, value_parser = container_name)]
         to_container: Option<String>,
@@ -177,4 +177,23 @@ fn blob_name(text: &str) -> Result<String, String> {
 fn parse_instant(text: &str) -> Result<time::OffsetDateTime, String> {
     time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
         .map_err(|e| format!("not an RFC 3339 instant like 2026-11-24T14:00:00Z: {e}"))
+}
+
+/// `--from`: where a restore takes its versions from (the command line's spelling of
+/// [`RestoreFrom`], which the pure core keeps free of the CLI).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RestoreFromArg {
+    /// The source container's own snapshots (same account).
+    Snapshots,
+    /// The backup container in the backup account; also brings back deleted blobs.
+    Backup,
+}
+
+impl From<RestoreFromArg> for RestoreFrom {
+    fn from(arg: RestoreFromArg) -> Self {
+        match arg {
+            RestoreFromArg::Snapshots => RestoreFrom::Snapshots,
+            RestoreFromArg::Backup => RestoreFrom::Backup,
+        }
+    }
 }

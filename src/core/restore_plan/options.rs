@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use crate::core::naming;
 
 /// Where a restore takes its versions from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RestoreFrom {
     /// The source container's own snapshots (same account).
