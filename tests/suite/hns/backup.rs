@@ -1,0 +1,1 @@
+//! The snapshot-free backup of a lake with a hierarchical namespace.
