@@ -16,6 +16,7 @@ pub(crate) mod identity;
 pub mod lease;
 pub mod listing;
 mod metadata_case;
+mod namespace;
 mod probe;
 mod queue;
 mod read;
@@ -48,6 +49,7 @@ use azure_storage_queue::{QueueClient, QueueClientOptions};
 pub use connection::{StorageAuth, StorageConnection};
 pub use container::{Blob, BlobState, Container, Downloaded, Taken};
 pub use error::{ErrorCode, StorageError, StorageResultExt};
+pub use namespace::Namespace;
 pub use probe::{Probed, QueueProbe, Refusal, PROBE_PREFIX, PROBE_QUEUE_PREFIX};
 pub use queue::{Queue, TakenMessage};
 pub use read::{ChunkedRead, READ_CHUNK_BYTES};
@@ -86,6 +88,8 @@ pub struct StorageAccount {
     delegation_keys: delegation::DelegationKeyCache,
     /// The account refused to show blob index tags to this identity: listings go without.
     tags_refused: std::sync::atomic::AtomicBool,
+    /// Its namespace, once asked ([`StorageAccount::namespace`]).
+    namespace: tokio::sync::OnceCell<Namespace>,
 }
 
 impl std::fmt::Debug for StorageAccount {
@@ -153,6 +157,7 @@ impl StorageAccount {
             token_credential,
             delegation_keys: delegation::DelegationKeyCache::default(),
             tags_refused: std::sync::atomic::AtomicBool::new(false),
+            namespace: tokio::sync::OnceCell::new(),
         })
     }
 

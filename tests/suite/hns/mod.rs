@@ -3,6 +3,7 @@
 //! backup of such a lake.
 
 mod backup;
+mod namespace;
 mod stand_in;
 
 use lakebackup::storage::shared_key;
