@@ -13,6 +13,11 @@
 //! When the blob has moved on, the version is not simply "outdated": a backup already under its
 //! name is settled first, and a version that lives on in a snapshot is backed up from the
 //! snapshot. The queue consumer, the shards and the events function all back up through here.
+//!
+//! A lake with a hierarchical namespace (`storage::Namespace`) has no snapshots and no index
+//! tags: neither is asked of it. Every copy is pinned to the version's ETag all the same (reads
+//! with `If-Match`, server-side copies with `x-ms-source-if-match`), so a file that moves on
+//! while it is copied is refused (412) and never recorded as a backup.
 
 mod adf;
 
@@ -228,6 +233,12 @@ impl<'a> VersionBackup<'a> {
         })
     }
 
+    /// Whether the lake has a hierarchical namespace (asked once per process).
+    async fn hierarchical(&self) -> Result<bool, StorageError> {
+        let namespace = self.app.source.namespace(&self.request.container).await?;
+        Ok(namespace.is_hierarchical())
+    }
+
     fn unusable(&self, reason: String) -> BackupError {
         BackupError::Unusable {
             what: format!("{}/{}", self.request.container, self.request.blob_name),
@@ -320,7 +331,12 @@ impl<'a> VersionBackup<'a> {
         state: BlobState,
     ) -> Result<BackupOutcome, BackupError> {
         let mut version = state.version.clone();
-        if state.tag_count > 0 && self.app.config.list_tags && !self.app.source.tags_refused() {
+        let hierarchical = self.hierarchical().await?;
+        if state.tag_count > 0
+            && self.app.config.list_tags
+            && !self.app.source.tags_refused()
+            && !hierarchical
+        {
             version.properties.tags = match source.tags().await {
                 Ok(tags) => Some(tags),
                 // Without the right to read tags the version is backed up all the same.
@@ -353,7 +369,13 @@ impl<'a> VersionBackup<'a> {
     /// and backs the version up from a snapshot of it when one exists; otherwise it is outdated.
     async fn back_up_past(&self, reason: String) -> Result<BackupOutcome, BackupError> {
         let container = self.app.source.container(&self.request.container)?;
-        let snapshot = match find_snapshot(&container, &self.request.blob_name, &self.etag).await {
+        let snapshot = if self.hierarchical().await? {
+            // No snapshots to look for.
+            Ok(None)
+        } else {
+            find_snapshot(&container, &self.request.blob_name, &self.etag).await
+        };
+        let snapshot = match snapshot {
             Ok(snapshot) => snapshot,
             Err(e) if e.is(ErrorCode::ContainerNotFound) => None,
             Err(e) => return Err(e.into()),

@@ -47,7 +47,9 @@ enum NextPage {
 impl LakePages {
     fn new(part: &Part<'_>) -> Result<Self, StorageError> {
         let app = part.app;
-        let tags = app.config.list_tags && !app.source.tags_refused();
+        // A hierarchical namespace has no index tags: it is never asked for them.
+        let tags =
+            app.config.list_tags && !app.source.tags_refused() && !part.namespace.is_hierarchical();
         Ok(Self {
             pages: Box::pin(Self::list(part, tags)?),
             tags,
@@ -312,7 +314,7 @@ impl<'a> Part<'a> {
                 }
                 SlotWork::Blob(verdict) => {
                     self.app.progress.saw(1);
-                    let needs = Needs::of(&verdict, level);
+                    let needs = Needs::of(&verdict, level, self.namespace);
                     if needs.nothing() {
                         walk.mark_started();
                         self.app.progress.did(1);

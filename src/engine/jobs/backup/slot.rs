@@ -1,6 +1,10 @@
 //! Protecting one listed blob in a backup part: what it needs ([`Needs`]: a backup, a snapshot,
 //! the record of its return), done with a few attempts where the service was busy, and what it
 //! came to ([`SlotOutcome`]). A blob that cannot be protected is named, never a blocker.
+//!
+//! On a lake with a hierarchical namespace no snapshot is taken: a file that moved on since it
+//! was listed has its version now backed up instead (pinned to that version's ETag), and one
+//! that moves on again meanwhile is left to the next pass and named in a warning.
 
 use std::time::Duration;
 
@@ -16,7 +20,7 @@ use crate::{
         protect::{CopiedNote, Moving, Protected},
         vault::VaultLevel,
     },
-    storage::StorageError,
+    storage::{Namespace, StorageError},
 };
 
 /// What one blob needs.
@@ -26,15 +30,19 @@ pub(super) struct Needs {
     snapshot: bool,
     /// Its version's life was recorded ended, and here it is again.
     revival: bool,
+    /// The lake has a hierarchical namespace: no snapshots.
+    hierarchical: bool,
 }
 
 impl Needs {
-    pub(super) fn of(verdict: &BlobVerdict, level: &VaultLevel) -> Self {
+    pub(super) fn of(verdict: &BlobVerdict, level: &VaultLevel, namespace: Namespace) -> Self {
         let blob = &verdict.blob;
+        let hierarchical = namespace.is_hierarchical();
         Needs {
             backup: !level.index.contains(&blob.name, &blob.etag),
-            snapshot: verdict.needs_snapshot,
+            snapshot: verdict.needs_snapshot && !hierarchical,
             revival: level.lives.ended_now(&blob.name, &blob.etag),
+            hierarchical,
         }
     }
 
@@ -90,6 +98,19 @@ impl SlotOutcome {
                 }
             }
             Moving::Gone => self.counts.backups_skipped = 1,
+            Moving::BackedUpNow(Protected::Moved(reason)) => {
+                self.counts.backups_skipped = 1;
+                self.warnings.push((
+                    blob.to_owned(),
+                    format!(
+                        "it changed again while its newer version was copied ({reason}): left \
+                         to the next pass (a hierarchical namespace takes no snapshots)"
+                    ),
+                ));
+            }
+            Moving::BackedUpNow(protected) => {
+                self.note_backup(blob, protected);
+            }
         }
     }
 
@@ -182,7 +203,12 @@ async fn protect_listed(
             Err(reason) => failed.push(format!("snapshot: {reason}")),
         }
     }
-    if moved {
+    if moved && needs.hierarchical {
+        match retried(|| protect::back_up_now(app, container, &blob.name)).await {
+            Ok(moving) => outcome.note_moving(&blob.name, moving),
+            Err(reason) => failed.push(format!("its version now: {reason}")),
+        }
+    } else if moved {
         match retried(|| protect::protect_moving(app, container, &blob.name)).await {
             Ok(moving) => outcome.note_moving(&blob.name, moving),
             Err(reason) => failed.push(format!("its version now: {reason}")),
