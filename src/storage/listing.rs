@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::{Container, ErrorCode, StorageAccount, StorageError, StorageResultExt};
 use crate::core::{
     etag::normalize_etag,
-    properties::{BlobProperties, BlobType, ContentHeaders, Tags},
+    properties::{Access, BlobProperties, BlobType, ContentHeaders, Tags},
     version::{CopyStatus, Version},
 };
 
@@ -268,6 +268,9 @@ pub struct ListingScope<'a> {
     pub tags: bool,
     /// Ask for the state of the copy each blob is the destination of.
     pub copy: bool,
+    /// Ask for each path's owner, group, permissions and ACL (`include=permissions`, service
+    /// version 2020-06-12 and later; a hierarchical namespace only).
+    pub permissions: bool,
 }
 
 /// One directory level of a container with snapshots, a page at a time, from `scope.marker`.
@@ -459,6 +462,27 @@ struct ListedProperties {
     cache_control: Option<String>,
     #[serde(rename = "CustomerProvidedKeySha256", default)]
     customer_provided_key_sha256: Option<String>,
+    /// With `include=permissions`, on a hierarchical namespace.
+    #[serde(rename = "Owner", default)]
+    owner: Option<String>,
+    #[serde(rename = "Group", default)]
+    group: Option<String>,
+    #[serde(rename = "Permissions", default)]
+    permissions: Option<String>,
+    #[serde(rename = "Acl", default)]
+    acl: Option<String>,
+}
+
+impl ListedProperties {
+    /// The path's access control, when the listing said all of it.
+    fn access(&self) -> Option<Access> {
+        Some(Access {
+            owner: self.owner.clone()?,
+            group: self.group.clone()?,
+            permissions: self.permissions.clone()?,
+            acl: self.acl.clone()?,
+        })
+    }
 }
 
 impl ListedItem {
@@ -505,6 +529,7 @@ impl ListedItem {
                 .customer_provided_key_sha256
                 .as_deref()
                 .is_some_and(|sha| !sha.is_empty()),
+            access: p.access(),
         }
     }
 }
@@ -567,6 +592,10 @@ fn list_scoped_pages<T: Send + 'static>(
     let mut context = azure_core::http::Context::new();
     if scope.one_level {
         context.insert(super::RequestQuery(vec![("delimiter", "/".into())]));
+    }
+    if scope.permissions {
+        // The SDK's `include` has no `permissions`: added to the request's own.
+        context.insert(super::IncludeAlso("permissions"));
     }
     let options = BlobContainerClientListBlobsOptions {
         // An empty `include=` would be signed as one and refused.

@@ -178,3 +178,126 @@ async fn a_file_rewritten_while_it_is_copied_is_never_backed_up_with_other_bytes
         Some(&twice.1)
     );
 }
+
+/// The access control a backup records, as the stand-in's strings.
+fn recorded(
+    metadata: &std::collections::HashMap<String, String>,
+) -> Option<(String, String, String, String)> {
+    let access = lakebackup::core::stamp::stamped_access(metadata)?;
+    Some((access.owner, access.group, access.permissions, access.acl))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_backup_keeps_its_files_acl_and_an_acl_only_change_is_backed_up() {
+    let (lake, proxied) = lake_on_stand_in(&[]).await;
+    let default_acl = "user::rwx,group::r-x,other::---,default:user::rwx,default:user:5d0e-u1:r-x,\
+                       default:group::r-x,default:mask::r-x,default:other::---";
+    let made = super::dfs(
+        &proxied,
+        "PUT",
+        "lake/🦀",
+        "resource=directory",
+        &[("x-ms-acl", default_acl)],
+    )
+    .await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let container = lake.lake("lake");
+    for name in ["🦀/a.csv", "🦀/日本/b.csv", "x｡y.csv"] {
+        support::upload(&container, name, name.as_bytes()).await;
+    }
+    let set = super::dfs(
+        &proxied,
+        "PATCH",
+        "lake/x｡y.csv",
+        "action=setAccessControl",
+        &[
+            ("x-ms-owner", "o-1"),
+            ("x-ms-group", "g-1"),
+            ("x-ms-permissions", "rw-r--r--"),
+        ],
+    )
+    .await;
+    assert_eq!(set.status, 200);
+
+    let first = support::produce(&lake.app, "lake").await;
+    assert!(first.succeeded(), "{:?}", first.notes);
+    assert_eq!(first.totals.backups_copied, 3);
+    let vault = lake.vault("lake");
+    let stand_in = hns(&proxied);
+    let expected = |name: &str| {
+        let access = stand_in.access_control("source", "lake", name).unwrap();
+        Some((
+            access.owner.clone(),
+            access.group.clone(),
+            access.permissions(),
+            access.acl(),
+        ))
+    };
+    for (backup, _) in support::contents(&vault).await {
+        let source = parse_backup_blob_name(&backup).unwrap().source_name;
+        let state = vault.blob(&backup).state().await.unwrap().unwrap();
+        assert_eq!(recorded(state.metadata()), expected(&source), "{backup}");
+    }
+    assert_eq!(
+        expected("🦀/日本/b.csv").unwrap().3,
+        "user::rw-,user:5d0e-u1:r-x,group::r-x,mask::r--,other::---",
+        "inherited from the directory's default ACL"
+    );
+
+    // An ACL-only change keeps the ETag, and is a version to back up.
+    let etag = container
+        .blob("🦀/a.csv")
+        .state()
+        .await
+        .unwrap()
+        .unwrap()
+        .version
+        .etag;
+    support::next_second().await;
+    let changed = super::dfs(
+        &proxied,
+        "PATCH",
+        "lake/🦀/a.csv",
+        "action=setAccessControl",
+        &[(
+            "x-ms-acl",
+            "user::rw-,user:5d0e-u2:rw-,group::r--,mask::rw-,other::---",
+        )],
+    )
+    .await;
+    assert_eq!(changed.status, 200);
+    assert_eq!(
+        container
+            .blob("🦀/a.csv")
+            .state()
+            .await
+            .unwrap()
+            .unwrap()
+            .version
+            .etag,
+        etag
+    );
+    let second = support::produce(&lake.app, "lake").await;
+    assert!(second.succeeded(), "{:?}", second.notes);
+    assert_eq!(second.totals.backups_copied, 1);
+    let mut of_a = Vec::new();
+    for (backup, bytes) in support::contents(&vault).await {
+        let parsed = parse_backup_blob_name(&backup).unwrap();
+        if parsed.source_name == "🦀/a.csv" {
+            assert_eq!(parsed.etag, etag);
+            assert_eq!(bytes, b"\xf0\x9f\xa6\x80/a.csv");
+            let state = vault.blob(&backup).state().await.unwrap().unwrap();
+            of_a.push(recorded(state.metadata()).unwrap().3);
+        }
+    }
+    of_a.sort();
+    assert_eq!(
+        of_a,
+        [
+            "user::rw-,user:5d0e-u1:r-x,group::r-x,mask::r--,other::---",
+            "user::rw-,user:5d0e-u2:rw-,group::r--,mask::rw-,other::---",
+        ]
+    );
+    let third = support::produce(&lake.app, "lake").await;
+    assert_eq!(third.totals.backups_copied, 0, "{:?}", third.totals);
+}

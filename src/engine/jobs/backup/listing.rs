@@ -74,6 +74,8 @@ impl LakePages {
                 marker: shard.marker.as_deref(),
                 page_size: Some(app.config.shard_page_size as i32),
                 tags,
+                // A hierarchical namespace's owners, groups, permissions and ACLs, in bulk.
+                permissions: part.namespace.is_hierarchical(),
                 ..Default::default()
             },
         )

@@ -13,7 +13,7 @@ use tracing::{info, warn, Instrument};
 use super::BackupCounts;
 use crate::{
     app::App,
-    core::diff::BlobVerdict,
+    core::{diff::BlobVerdict, version::Version},
     engine::{
         backup::BackupError,
         lives, protect,
@@ -32,17 +32,26 @@ pub(super) struct Needs {
     revival: bool,
     /// The lake has a hierarchical namespace: no snapshots.
     hierarchical: bool,
+    /// Its version has a complete backup, with another access control (an ACL change keeps
+    /// the ETag): backed up again, as seen now.
+    access_changed: bool,
 }
 
 impl Needs {
     pub(super) fn of(verdict: &BlobVerdict, level: &VaultLevel, namespace: Namespace) -> Self {
         let blob = &verdict.blob;
         let hierarchical = namespace.is_hierarchical();
+        let access = blob.properties.access.as_ref();
+        let backed_up = level.index.contains(&blob.name, &blob.etag);
+        let with_access = level
+            .index
+            .contains_with_access(&blob.name, &blob.etag, access);
         Needs {
-            backup: !level.index.contains(&blob.name, &blob.etag),
+            backup: !with_access,
             snapshot: verdict.needs_snapshot && !hierarchical,
             revival: level.lives.ended_now(&blob.name, &blob.etag),
             hierarchical,
+            access_changed: backed_up && !with_access,
         }
     }
 
@@ -188,6 +197,18 @@ async fn protect_listed(
     // The blob changed since it was listed (an append log, a writer at work): its listed
     // version is gone, so the version it has now is protected instead.
     let mut moved = false;
+    // Its bytes were backed up under this ETag; what changed is its access control, which
+    // changes no time the service keeps: the version is backed up as seen now.
+    let seen_now;
+    let blob = if needs.access_changed {
+        seen_now = Version {
+            last_modified: seen_at(),
+            ..blob.clone()
+        };
+        &seen_now
+    } else {
+        blob
+    };
     if needs.backup {
         match retried(|| protect::back_up_listed(app, container, blob)).await {
             Ok(protected) => moved = outcome.note_backup(&blob.name, protected),
@@ -230,6 +251,12 @@ async fn protect_listed(
         outcome.failure = Some((blob.name.clone(), reason));
     }
     outcome
+}
+
+/// Now, to the second (a backup's name keeps seconds).
+fn seen_at() -> time::OffsetDateTime {
+    let now = time::OffsetDateTime::now_utc();
+    now.replace_nanosecond(0).unwrap_or(now)
 }
 
 /// Runs `attempt` until it succeeds, fails for good, or [`BLOB_ATTEMPTS`] are spent.
