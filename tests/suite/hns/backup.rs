@@ -301,3 +301,54 @@ async fn each_backup_keeps_its_files_acl_and_an_acl_only_change_is_backed_up() {
     let third = support::produce(&lake.app, "lake").await;
     assert_eq!(third.totals.backups_copied, 0, "{:?}", third.totals);
 }
+
+/// Blob requests per file of a first backup of `files` files in 4 directories, through `proxied`
+/// (the lake's and the backup account's requests together).
+async fn first_backup_requests_per_file(
+    lake: &Lake,
+    proxied: &ProxiedAzurite,
+    files: usize,
+) -> f64 {
+    let container = lake.lake("lake");
+    for i in 0..files {
+        support::upload(
+            &container,
+            &format!("d{}/f{i}.csv", i % 4),
+            format!("{i}").as_bytes(),
+        )
+        .await;
+    }
+    proxied.reset_stats();
+    let job = support::produce(&lake.app, "lake").await;
+    assert!(job.succeeded(), "{:?}", job.notes);
+    assert_eq!(job.totals.backups_copied, files as u64);
+    proxied.blob.stats().total_requests() as f64 / files as f64
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_hns_first_backup_costs_fewer_requests_per_file_than_a_flat_one() {
+    const FILES: usize = 40;
+    let (hns_lake, hns_proxied) = lake_on_stand_in(&[]).await;
+    let hns_cost = first_backup_requests_per_file(&hns_lake, &hns_proxied, FILES).await;
+    let azurite = Azurite::start();
+    let flat_proxied =
+        ProxiedAzurite::start(&azurite, crate::support::proxy::ProxyConfig::azurite()).unwrap();
+    let settings = flat_proxied.settings();
+    let extra: Vec<(&str, &str)> = settings
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let flat_lake = Lake::on(azurite, &["lake"], &extra).await;
+    let flat_cost = first_backup_requests_per_file(&flat_lake, &flat_proxied, FILES).await;
+    eprintln!("blob requests per file of a first backup: HNS {hns_cost:.2}, flat {flat_cost:.2}");
+    // The flat lake's one snapshot per file is what the HNS lake never asks for.
+    assert!(
+        hns_cost + 0.9 < flat_cost,
+        "HNS {hns_cost}, flat {flat_cost}"
+    );
+    assert_eq!(hns_proxied.blob.stats().requests_of(OpClass::Snapshot), 0);
+    assert_eq!(
+        flat_proxied.blob.stats().requests_of(OpClass::Snapshot),
+        FILES as u64
+    );
+}
