@@ -6,7 +6,7 @@
 //! was listed has its version now backed up instead (pinned to that version's ETag), and one
 //! that moves on again meanwhile is left to the next pass and named in a warning.
 
-use std::time::Duration;
+use std::{borrow::Cow, time::Duration};
 
 use tracing::{info, warn, Instrument};
 
@@ -30,8 +30,6 @@ pub(super) struct Needs {
     snapshot: bool,
     /// Its version's life was recorded ended, and here it is again.
     revival: bool,
-    /// The lake has a hierarchical namespace: no snapshots.
-    hierarchical: bool,
     /// Its version has a complete backup, with another access control (an ACL change keeps
     /// the ETag): backed up again, as seen now.
     access_changed: bool,
@@ -50,7 +48,6 @@ impl Needs {
             backup: !with_access,
             snapshot: verdict.needs_snapshot && !hierarchical,
             revival: level.lives.ended_now(&blob.name, &blob.etag),
-            hierarchical,
             access_changed: backed_up && !with_access,
         }
     }
@@ -197,18 +194,7 @@ async fn protect_listed(
     // The blob changed since it was listed (an append log, a writer at work): its listed
     // version is gone, so the version it has now is protected instead.
     let mut moved = false;
-    // Its bytes were backed up under this ETag; what changed is its access control, which
-    // changes no time the service keeps: the version is backed up as seen now.
-    let seen_now;
-    let blob = if needs.access_changed {
-        seen_now = Version {
-            last_modified: seen_at(),
-            ..blob.clone()
-        };
-        &seen_now
-    } else {
-        blob
-    };
+    let blob = &*as_seen(blob, &needs);
     if needs.backup {
         match retried(|| protect::back_up_listed(app, container, blob)).await {
             Ok(protected) => moved = outcome.note_backup(&blob.name, protected),
@@ -224,12 +210,8 @@ async fn protect_listed(
             Err(reason) => failed.push(format!("snapshot: {reason}")),
         }
     }
-    if moved && needs.hierarchical {
-        match retried(|| protect::back_up_now(app, container, &blob.name)).await {
-            Ok(moving) => outcome.note_moving(&blob.name, moving),
-            Err(reason) => failed.push(format!("its version now: {reason}")),
-        }
-    } else if moved {
+    // On a hierarchical namespace, its version now backed up without a snapshot.
+    if moved {
         match retried(|| protect::protect_moving(app, container, &blob.name)).await {
             Ok(moving) => outcome.note_moving(&blob.name, moving),
             Err(reason) => failed.push(format!("its version now: {reason}")),
@@ -251,6 +233,18 @@ async fn protect_listed(
         outcome.failure = Some((blob.name.clone(), reason));
     }
     outcome
+}
+
+/// The version to back up: as listed, or, when only its access control changed (its bytes were
+/// backed up under this ETag, and an ACL change moves no time the service keeps), as seen now.
+fn as_seen<'a>(blob: &'a Version, needs: &Needs) -> Cow<'a, Version> {
+    if !needs.access_changed {
+        return Cow::Borrowed(blob);
+    }
+    Cow::Owned(Version {
+        last_modified: seen_at(),
+        ..blob.clone()
+    })
 }
 
 /// Now, to the second (a backup's name keeps seconds).
