@@ -40,6 +40,9 @@ async fn backups(lake: &Lake) -> BTreeMap<(String, String), Vec<u8>> {
         .collect()
 }
 
+/// The bytes a file is rewritten with, one rewrite per read.
+type Rewrites = Vec<Vec<u8>>;
+
 fn hns(proxied: &ProxiedAzurite) -> std::sync::Arc<HnsLake> {
     proxied.blob.hns().expect("the stand-in")
 }
@@ -95,7 +98,7 @@ async fn a_file_rewritten_while_it_is_copied_is_never_backed_up_with_other_bytes
     let container = lake.lake("lake");
     // (name, first bytes, rewrites on read): through the worker and server-side, rewritten
     // once (the newer version is backed up in the same pass) or twice (left to the next).
-    let cases: Vec<(&str, Vec<u8>, Vec<Vec<u8>>)> = vec![
+    let cases: Vec<(&str, Vec<u8>, Rewrites)> = vec![
         (
             "🦀/small.csv",
             b"v1 small".to_vec(),
