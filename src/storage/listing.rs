@@ -151,6 +151,42 @@ pub(super) async fn metadata_as_listed(
     Ok(None)
 }
 
+/// The access control of path `name` of a hierarchical namespace (owner, group, permissions,
+/// ACL) as a listing shows it (`include=permissions`), when the listing shows it at version
+/// `etag`; `None` when it shows another version, none, or no access control. One request, as
+/// [`metadata_as_listed`]: what Get Blob Properties cannot say.
+pub async fn access_as_listed(
+    container: &Container,
+    name: &str,
+    etag: &str,
+) -> Result<Option<Access>, StorageError> {
+    let pages = list_scoped_pages(
+        container,
+        format!("listing the access control of {}/{name}", container.name()),
+        &[ListBlobsIncludeItem::Metadata],
+        ListingScope {
+            prefix: Some(name),
+            one_level: true,
+            permissions: true,
+            ..Default::default()
+        },
+        listed_version_with_metadata,
+    )?;
+    let pages = until_container_missing(pages);
+    futures::pin_mut!(pages);
+    while let Some(page) = pages.try_next().await? {
+        let found = page
+            .into_items()
+            .into_iter()
+            .find(|version| version.name == name && version.snapshot.is_none());
+        if let Some(version) = found {
+            let same = version.etag == normalize_etag(etag);
+            return Ok(version.properties.access.filter(|_| same));
+        }
+    }
+    Ok(None)
+}
+
 /// The blobs of a backup container (under `prefix`, if given) with their metadata and copy
 /// status, one listing page per item.
 pub fn list_backups(

@@ -41,7 +41,7 @@ use crate::{
             copy_version, copy_version_through, wait_for_copy, Copied, CopyAttributes, CopyStart,
             Overwrite, ServerCopy, SourceVersion,
         },
-        listing::{find_snapshot, list_backups},
+        listing::{access_as_listed, find_snapshot, list_backups},
         Blob, BlobState, ErrorCode, StorageError,
     },
 };
@@ -143,6 +143,7 @@ pub async fn back_up_listed(
     }
     let backup = VersionBackup::new(app, &request, &listed.etag)?;
     let copied = async {
+        let listed = &backup.with_access(listed.clone()).await?;
         let name = backup.backup_name(listed)?;
         app.ensure_backup_container(&backup.backup_container)
             .await?;
@@ -239,6 +240,18 @@ impl<'a> VersionBackup<'a> {
         Ok(namespace.is_hierarchical())
     }
 
+    /// `version` with its access control, on a hierarchical namespace, when what read it did
+    /// not say it (Get Blob Properties, a listing without permissions): read by listing it, at
+    /// its ETag (a version that moved on keeps none, and its copy is refused all the same).
+    async fn with_access(&self, mut version: Version) -> Result<Version, StorageError> {
+        if version.properties.access.is_none() && self.hierarchical().await? {
+            let container = self.app.source.container(&self.request.container)?;
+            version.properties.access =
+                access_as_listed(&container, &self.request.blob_name, &version.etag).await?;
+        }
+        Ok(version)
+    }
+
     fn unusable(&self, reason: String) -> BackupError {
         BackupError::Unusable {
             what: format!("{}/{}", self.request.container, self.request.blob_name),
@@ -330,7 +343,7 @@ impl<'a> VersionBackup<'a> {
         source: Blob,
         state: BlobState,
     ) -> Result<BackupOutcome, BackupError> {
-        let mut version = state.version.clone();
+        let mut version = self.with_access(state.version.clone()).await?;
         let hierarchical = self.hierarchical().await?;
         if state.tag_count > 0
             && self.app.config.list_tags
