@@ -2,13 +2,16 @@
 //! so the reconciler never asks per blob.
 //!
 //! Each version is kept as a 16-byte digest of `(source name, ETag)`: memory grows by one compact
-//! entry per backed-up version (about 30 bytes with the table's overhead), never by names.
+//! entry per backed-up version (about 30 bytes with the table's overhead), never by names. A
+//! backup that records its version's access control (a hierarchical namespace's) is kept a second
+//! time with it, `(source name, ETag, access)`: an ACL change leaves the ETag as it was, and is a
+//! version to back up all the same.
 
 use std::collections::HashSet;
 
 use sha2::{Digest, Sha256};
 
-use super::{etag::normalize_etag, naming::parse_backup_blob_name};
+use super::{etag::normalize_etag, naming::parse_backup_blob_name, properties::Access};
 
 #[derive(Debug, Default)]
 pub struct BackupIndex {
@@ -24,6 +27,17 @@ impl BackupIndex {
     /// its `source_etag` stamp (written after the copy is verified) agrees. Returns whether it
     /// counted.
     pub fn insert_backup(&mut self, backup_name: &str, stamped_etag: Option<&str>) -> bool {
+        self.insert_backup_with_access(backup_name, stamped_etag, None)
+    }
+
+    /// As [`BackupIndex::insert_backup`], for a backup whose stamp records its version's access
+    /// control: the version counts with it too.
+    pub fn insert_backup_with_access(
+        &mut self,
+        backup_name: &str,
+        stamped_etag: Option<&str>,
+        access: Option<&Access>,
+    ) -> bool {
         let Ok(parsed) = parse_backup_blob_name(backup_name) else {
             return false;
         };
@@ -31,13 +45,29 @@ impl BackupIndex {
             return false;
         }
         self.versions
-            .insert(version_key(&parsed.source_name, &parsed.etag));
+            .insert(version_key(&parsed.source_name, &parsed.etag, None));
+        if access.is_some() {
+            self.versions
+                .insert(version_key(&parsed.source_name, &parsed.etag, access));
+        }
         true
     }
 
     pub fn contains(&self, source_name: &str, etag: &str) -> bool {
         self.versions
-            .contains(&version_key(source_name, normalize_etag(etag)))
+            .contains(&version_key(source_name, normalize_etag(etag), None))
+    }
+
+    /// Whether a complete backup holds this version with exactly this access control
+    /// (`None`: whatever it records, as [`BackupIndex::contains`]).
+    pub fn contains_with_access(
+        &self,
+        source_name: &str,
+        etag: &str,
+        access: Option<&Access>,
+    ) -> bool {
+        self.versions
+            .contains(&version_key(source_name, normalize_etag(etag), access))
     }
 
     pub fn len(&self) -> usize {
@@ -49,12 +79,23 @@ impl BackupIndex {
     }
 }
 
-fn version_key(source_name: &str, etag: &str) -> [u8; 16] {
+fn version_key(source_name: &str, etag: &str, access: Option<&Access>) -> [u8; 16] {
     let mut hasher = Sha256::new();
     hasher.update(source_name.as_bytes());
     // A separator no blob name or ETag contains keeps ("ab","c") apart from ("a","bc").
     hasher.update([0u8]);
     hasher.update(etag.as_bytes());
+    if let Some(access) = access {
+        for part in [
+            &access.owner,
+            &access.group,
+            &access.permissions,
+            &access.acl,
+        ] {
+            hasher.update([0u8]);
+            hasher.update(part.as_bytes());
+        }
+    }
     let digest = hasher.finalize();
     let mut key = [0u8; 16];
     key.copy_from_slice(&digest[..16]);
@@ -85,5 +126,31 @@ mod tests {
         assert!(!index.contains(name, "0x2"));
         assert!(!index.contains("dir.v1/a \"b\"", "0x1"));
         assert_eq!(index.len(), 1);
+    }
+
+    #[test]
+    fn a_version_counts_with_its_access_control_only_when_a_backup_records_that_one() {
+        let when = datetime!(2026-11-24 14:17:34 UTC);
+        let access = |acl: &str| Access {
+            owner: "$superuser".into(),
+            group: "g".into(),
+            permissions: "rw-r-----".into(),
+            acl: acl.into(),
+        };
+        let (old, new) = (
+            access("user::rw-,group::r--,other::---"),
+            access("user::rw-,group::---,other::---"),
+        );
+        let mut index = BackupIndex::new();
+        let backup = backup_blob_name("a.csv", when, "0x1").unwrap();
+        assert!(index.insert_backup_with_access(&backup, Some("0x1"), Some(&old)));
+        assert!(index.contains("a.csv", "0x1"));
+        assert!(index.contains_with_access("a.csv", "0x1", Some(&old)));
+        assert!(!index.contains_with_access("a.csv", "0x1", Some(&new)));
+        assert!(index.contains_with_access("a.csv", "0x1", None));
+        // A backup that records no access control holds the bytes, not an ACL.
+        let legacy = backup_blob_name("b.csv", when, "0x2").unwrap();
+        assert!(index.insert_backup(&legacy, Some("0x2")));
+        assert!(!index.contains_with_access("b.csv", "0x2", Some(&old)));
     }
 }

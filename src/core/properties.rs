@@ -1,6 +1,7 @@
-//! What a blob version is besides its bytes: its type, its access tier, its content headers and
-//! its index tags. A backup keeps them and a restore brings them back, so a restored blob is the
-//! blob that was lost, not just its bytes. Pure.
+//! What a blob version is besides its bytes: its type, its access tier, its content headers,
+//! its index tags and, in a hierarchical namespace, its owner, group, permissions and ACL. A
+//! backup keeps them and a restore brings them back, so a restored blob is the blob that was
+//! lost, not just its bytes. Pure.
 
 use std::collections::BTreeMap;
 
@@ -76,6 +77,22 @@ pub struct BlobProperties {
     /// Encrypted with a customer-provided key: nobody can read it without that key, so it
     /// cannot be backed up by this worker.
     pub customer_key: bool,
+    /// In a hierarchical namespace, its access control, when it was read (`None`: not known,
+    /// or a flat account, which has none).
+    pub access: Option<Access>,
+}
+
+/// The access control of a file or directory of a hierarchical namespace (ADLS Gen2), as the
+/// service says it (Get Access Control, or a listing with `include=permissions`): owner and
+/// owning group (object ids, or `$superuser`), permissions (`rwxr-x---`, `+` when an ACL extends
+/// them, `t`/`T` for the sticky bit) and the ACL (access entries, then a directory's
+/// `default:` entries). Changing it may leave the ETag as it was: it is compared itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Access {
+    pub owner: String,
+    pub group: String,
+    pub permissions: String,
+    pub acl: String,
 }
 
 impl BlobProperties {

@@ -12,7 +12,7 @@ use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
 use super::{
     etag::normalize_etag,
-    properties::{BlobProperties, BlobType},
+    properties::{Access, BlobProperties, BlobType},
 };
 
 /// What every bookkeeping key starts with (metadata names are case-insensitive in Azure).
@@ -32,6 +32,13 @@ pub const STAMP_ACCESS_TIER: &str = "lakebackup_access_tier";
 /// The MD5 (base64) of the backup's bytes, recorded when they were read to copy or to verify
 /// them; lets `verify --deep` check a backup without reading its source again.
 pub const COPIED_MD5_KEY: &str = "lakebackup_md5";
+/// In a hierarchical namespace, the version's access control (`core::properties::Access`):
+/// owner, owning group, permissions and ACL, as the service says them (ASCII: object ids,
+/// `$superuser`, the ACL grammar).
+pub const STAMP_OWNER: &str = "lakebackup_owner";
+pub const STAMP_GROUP: &str = "lakebackup_group";
+pub const STAMP_PERMISSIONS: &str = "lakebackup_permissions";
+pub const STAMP_ACL: &str = "lakebackup_acl";
 
 /// On a blob this worker writes in several requests (an append or page blob copied through the
 /// worker: created, then filled, then given its metadata): its bytes are not all there until the
@@ -74,6 +81,8 @@ pub struct Stamp {
     pub blob_type: BlobType,
     /// The tier set on the source, when one was.
     pub access_tier: Option<String>,
+    /// Its access control, in a hierarchical namespace.
+    pub access: Option<Access>,
 }
 
 impl Stamp {
@@ -85,13 +94,16 @@ impl Stamp {
             last_modified,
             blob_type: BlobType::Block,
             access_tier: None,
+            access: None,
         }
     }
 
-    /// The stamp of a version with these properties (its type and tier are recorded).
+    /// The stamp of a version with these properties (its type, tier and access control are
+    /// recorded).
     pub fn with_properties(mut self, properties: &BlobProperties) -> Self {
         self.blob_type = properties.blob_type;
         self.access_tier = properties.access_tier.clone();
+        self.access = properties.access.clone();
         self
     }
 
@@ -131,6 +143,14 @@ impl Stamp {
         ]);
         if let Some(tier) = &self.access_tier {
             metadata.insert(STAMP_ACCESS_TIER.to_owned(), tier.clone());
+        }
+        if let Some(access) = &self.access {
+            metadata.extend([
+                (STAMP_OWNER.to_owned(), access.owner.clone()),
+                (STAMP_GROUP.to_owned(), access.group.clone()),
+                (STAMP_PERMISSIONS.to_owned(), access.permissions.clone()),
+                (STAMP_ACL.to_owned(), access.acl.clone()),
+            ]);
         }
         metadata
     }
@@ -184,6 +204,17 @@ pub fn stamped_blob_type(metadata: &HashMap<String, String>) -> BlobType {
     stamp_field(metadata, STAMP_BLOB_TYPE)
         .and_then(BlobType::parse)
         .unwrap_or_default()
+}
+
+/// The access control of the source version (a hierarchical namespace's), when the stamp
+/// records one.
+pub fn stamped_access(metadata: &HashMap<String, String>) -> Option<Access> {
+    Some(Access {
+        owner: stamp_field(metadata, STAMP_OWNER)?.to_owned(),
+        group: stamp_field(metadata, STAMP_GROUP)?.to_owned(),
+        permissions: stamp_field(metadata, STAMP_PERMISSIONS)?.to_owned(),
+        acl: stamp_field(metadata, STAMP_ACL)?.to_owned(),
+    })
 }
 
 /// The access tier the source version had set, when the stamp records one.
@@ -280,5 +311,26 @@ mod tests {
         assert_eq!(stamped_etag(&users), Some("0x1"));
         assert_eq!(user_metadata(&users)["source_etag"], "mine");
         assert_eq!(stamped_etag(&HashMap::new()), None);
+    }
+
+    #[test]
+    fn a_stamp_records_a_hierarchical_namespaces_access_control() {
+        let access = Access {
+            owner: "$superuser".into(),
+            group: "5d0e-g".into(),
+            permissions: "rwxr-x--T+".into(),
+            acl: "user::rwx,user:5d0e-u1:r-x,group::r-x,mask::r-x,other::---".into(),
+        };
+        let properties = BlobProperties {
+            access: Some(access.clone()),
+            ..BlobProperties::default()
+        };
+        let metadata = stamp()
+            .with_properties(&properties)
+            .backup_metadata(&HashMap::new());
+        assert_eq!(stamped_access(&metadata), Some(access));
+        let flat = stamp().backup_metadata(&HashMap::new());
+        assert_eq!(stamped_access(&flat), None);
+        assert!(!flat.contains_key(STAMP_ACL));
     }
 }

@@ -2,6 +2,10 @@
 //! (copied by the backup engine, or requested on the queue for the ADF engine), then a snapshot
 //! of exactly that version; and, for a blob that moves under us, a snapshot of whatever it is
 //! now and that version's backup.
+//!
+//! A lake with a hierarchical namespace takes no snapshots (Azure has none to offer new
+//! customers there): no snapshot is ever asked of it, and a file that moves under us has its
+//! version now backed up instead ([`back_up_now`]), pinned to that version's ETag.
 
 use tracing::info;
 
@@ -67,13 +71,17 @@ pub async fn back_up_listed(
 }
 
 /// A snapshot of exactly version `etag` of `container/name`; `false` when the blob changed (or
-/// went) since: that version is no longer there to snapshot.
+/// went) since: that version is no longer there to snapshot — or when the lake has a
+/// hierarchical namespace, which takes none (nothing is asked of it).
 pub async fn snapshot_version(
     app: &App,
     container: &str,
     name: &str,
     etag: &str,
 ) -> Result<bool, StorageError> {
+    if app.source.namespace(container).await?.is_hierarchical() {
+        return Ok(false);
+    }
     let taken = app
         .source
         .container(container)?
@@ -98,12 +106,18 @@ pub enum Moving {
     /// A snapshot was taken; its version was copied (with what the copy said), or had a backup
     /// already, or was requested (ADF): `None`.
     Snapshotted(Option<CopiedNote>),
+    /// A hierarchical namespace (no snapshots): its version now, backed up as a listed one is
+    /// ([`back_up_listed`]); `Protected::Moved` when that one moved on too.
+    BackedUpNow(Protected),
 }
 
 /// Protects a blob that moves under us: a snapshot now — whatever its ETag, a snapshot is one
 /// consistent version — and that version's backup (from the snapshot, once the blob has moved
 /// on again).
 pub async fn protect_moving(app: &App, container: &str, name: &str) -> Result<Moving, BackupError> {
+    if app.source.namespace(container).await?.is_hierarchical() {
+        return back_up_now(app, container, name).await;
+    }
     let taken = app
         .source
         .container(container)?
@@ -135,4 +149,18 @@ pub async fn protect_moving(app: &App, container: &str, name: &str) -> Result<Mo
             detail: format!("its snapshot was taken but not backed up: {other:?}"),
         }),
     }
+}
+
+/// Backs up the version a blob has now, as a listed version is backed up: every copy pinned to
+/// its ETag, so a blob that moves on again meanwhile is refused (412), never copied torn or
+/// mixed, and comes back `Protected::Moved`. For a lake with a hierarchical namespace, which
+/// offers no snapshot to hold a version still.
+pub async fn back_up_now(app: &App, container: &str, name: &str) -> Result<Moving, BackupError> {
+    let source = app.source.container(container)?.blob(name);
+    let Some(state) = source.state().await? else {
+        return Ok(Moving::Gone);
+    };
+    Ok(Moving::BackedUpNow(
+        back_up_listed(app, container, &state.version).await?,
+    ))
 }

@@ -163,8 +163,16 @@ impl VaultLevel {
                     ListedEntry::Item(backup) => backup,
                 };
                 if let Some(version) = self.take_entry(backup, names) {
-                    self.index
-                        .insert_backup(&version.backup.name, version.backup.stamped_etag());
+                    let access = version
+                        .backup
+                        .metadata
+                        .as_ref()
+                        .and_then(stamp::stamped_access);
+                    self.index.insert_backup_with_access(
+                        &version.backup.name,
+                        version.backup.stamped_etag(),
+                        access.as_ref(),
+                    );
                     each(version);
                 }
             }

@@ -302,6 +302,8 @@ impl Blob {
                     .encryption_key_sha256()
                     .during(read)?
                     .is_some_and(|sha| !sha.is_empty()),
+                // Get Blob Properties does not say it.
+                access: None,
             },
             copy_status,
         };

@@ -16,6 +16,7 @@ pub(crate) mod identity;
 pub mod lease;
 pub mod listing;
 mod metadata_case;
+mod namespace;
 mod probe;
 mod queue;
 mod read;
@@ -48,6 +49,7 @@ use azure_storage_queue::{QueueClient, QueueClientOptions};
 pub use connection::{StorageAuth, StorageConnection};
 pub use container::{Blob, BlobState, Container, Downloaded, Taken};
 pub use error::{ErrorCode, StorageError, StorageResultExt};
+pub use namespace::Namespace;
 pub use probe::{Probed, QueueProbe, Refusal, PROBE_PREFIX, PROBE_QUEUE_PREFIX};
 pub use queue::{Queue, TakenMessage};
 pub use read::{ChunkedRead, READ_CHUNK_BYTES};
@@ -86,6 +88,8 @@ pub struct StorageAccount {
     delegation_keys: delegation::DelegationKeyCache,
     /// The account refused to show blob index tags to this identity: listings go without.
     tags_refused: std::sync::atomic::AtomicBool,
+    /// Its namespace, once asked ([`StorageAccount::namespace`]).
+    namespace: tokio::sync::OnceCell<Namespace>,
 }
 
 impl std::fmt::Debug for StorageAccount {
@@ -153,6 +157,7 @@ impl StorageAccount {
             token_credential,
             delegation_keys: delegation::DelegationKeyCache::default(),
             tags_refused: std::sync::atomic::AtomicBool::new(false),
+            namespace: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -356,7 +361,12 @@ pub struct RequestHeaders(pub Vec<(&'static str, String)>);
 #[derive(Debug, Clone, Default)]
 pub struct RequestQuery(pub Vec<(&'static str, String)>);
 
-/// Adds a call's [`RequestHeaders`] and [`RequestQuery`], and marks a call that writes metadata
+/// An item a listing's `include` takes that the SDK does not know (`permissions`): added to
+/// the request's own `include`, for each of its pages.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IncludeAlso(pub &'static str);
+
+/// Adds a call's [`RequestHeaders`], [`RequestQuery`] and [`IncludeAlso`], and marks a call that writes metadata
 /// names with capitals (`metadata_case`); runs per call, before signing.
 #[derive(Debug)]
 struct RequestHeadersPolicy;
@@ -382,6 +392,26 @@ impl Policy for RequestHeadersPolicy {
                 for (name, value) in pairs {
                     query.append_pair(name, value);
                 }
+            }
+            *request.url_mut() = url;
+        }
+        if let Some(IncludeAlso(item)) = ctx.value::<IncludeAlso>() {
+            let url = request.url().clone();
+            let mut found = false;
+            let pairs: Vec<(String, String)> = url
+                .query_pairs()
+                .map(|(name, value)| match name.as_ref() {
+                    "include" => {
+                        found = true;
+                        (name.into_owned(), format!("{value},{item}"))
+                    }
+                    _ => (name.into_owned(), value.into_owned()),
+                })
+                .collect();
+            let mut url = url;
+            url.query_pairs_mut().clear().extend_pairs(pairs);
+            if !found {
+                url.query_pairs_mut().append_pair("include", item);
             }
             *request.url_mut() = url;
         }

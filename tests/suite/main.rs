@@ -17,6 +17,7 @@ mod doctor_scope;
 mod error_lines;
 mod events;
 mod exactness;
+mod hns;
 mod metadata_case;
 mod producer;
 mod prune;

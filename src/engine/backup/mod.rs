@@ -13,6 +13,11 @@
 //! When the blob has moved on, the version is not simply "outdated": a backup already under its
 //! name is settled first, and a version that lives on in a snapshot is backed up from the
 //! snapshot. The queue consumer, the shards and the events function all back up through here.
+//!
+//! A lake with a hierarchical namespace (`storage::Namespace`) has no snapshots and no index
+//! tags: neither is asked of it. Every copy is pinned to the version's ETag all the same (reads
+//! with `If-Match`, server-side copies with `x-ms-source-if-match`), so a file that moves on
+//! while it is copied is refused (412) and never recorded as a backup.
 
 mod adf;
 
@@ -36,7 +41,7 @@ use crate::{
             copy_version, copy_version_through, wait_for_copy, Copied, CopyAttributes, CopyStart,
             Overwrite, ServerCopy, SourceVersion,
         },
-        listing::{find_snapshot, list_backups},
+        listing::{access_as_listed, find_snapshot, list_backups},
         Blob, BlobState, ErrorCode, StorageError,
     },
 };
@@ -138,6 +143,7 @@ pub async fn back_up_listed(
     }
     let backup = VersionBackup::new(app, &request, &listed.etag)?;
     let copied = async {
+        let listed = &backup.with_access(listed.clone()).await?;
         let name = backup.backup_name(listed)?;
         app.ensure_backup_container(&backup.backup_container)
             .await?;
@@ -226,6 +232,24 @@ impl<'a> VersionBackup<'a> {
             etag: etag.to_owned(),
             backup_container,
         })
+    }
+
+    /// Whether the lake has a hierarchical namespace (asked once per process).
+    async fn hierarchical(&self) -> Result<bool, StorageError> {
+        let namespace = self.app.source.namespace(&self.request.container).await?;
+        Ok(namespace.is_hierarchical())
+    }
+
+    /// `version` with its access control, on a hierarchical namespace, when what read it did
+    /// not say it (Get Blob Properties, a listing without permissions): read by listing it, at
+    /// its ETag (a version that moved on keeps none, and its copy is refused all the same).
+    async fn with_access(&self, mut version: Version) -> Result<Version, StorageError> {
+        if version.properties.access.is_none() && self.hierarchical().await? {
+            let container = self.app.source.container(&self.request.container)?;
+            version.properties.access =
+                access_as_listed(&container, &self.request.blob_name, &version.etag).await?;
+        }
+        Ok(version)
     }
 
     fn unusable(&self, reason: String) -> BackupError {
@@ -319,8 +343,13 @@ impl<'a> VersionBackup<'a> {
         source: Blob,
         state: BlobState,
     ) -> Result<BackupOutcome, BackupError> {
-        let mut version = state.version.clone();
-        if state.tag_count > 0 && self.app.config.list_tags && !self.app.source.tags_refused() {
+        let mut version = self.with_access(state.version.clone()).await?;
+        let hierarchical = self.hierarchical().await?;
+        if state.tag_count > 0
+            && self.app.config.list_tags
+            && !self.app.source.tags_refused()
+            && !hierarchical
+        {
             version.properties.tags = match source.tags().await {
                 Ok(tags) => Some(tags),
                 // Without the right to read tags the version is backed up all the same.
@@ -353,7 +382,13 @@ impl<'a> VersionBackup<'a> {
     /// and backs the version up from a snapshot of it when one exists; otherwise it is outdated.
     async fn back_up_past(&self, reason: String) -> Result<BackupOutcome, BackupError> {
         let container = self.app.source.container(&self.request.container)?;
-        let snapshot = match find_snapshot(&container, &self.request.blob_name, &self.etag).await {
+        let snapshot = if self.hierarchical().await? {
+            // No snapshots to look for.
+            Ok(None)
+        } else {
+            find_snapshot(&container, &self.request.blob_name, &self.etag).await
+        };
+        let snapshot = match snapshot {
             Ok(snapshot) => snapshot,
             Err(e) if e.is(ErrorCode::ContainerNotFound) => None,
             Err(e) => return Err(e.into()),

@@ -47,7 +47,9 @@ enum NextPage {
 impl LakePages {
     fn new(part: &Part<'_>) -> Result<Self, StorageError> {
         let app = part.app;
-        let tags = app.config.list_tags && !app.source.tags_refused();
+        // A hierarchical namespace has no index tags: it is never asked for them.
+        let tags =
+            app.config.list_tags && !app.source.tags_refused() && !part.namespace.is_hierarchical();
         Ok(Self {
             pages: Box::pin(Self::list(part, tags)?),
             tags,
@@ -72,6 +74,8 @@ impl LakePages {
                 marker: shard.marker.as_deref(),
                 page_size: Some(app.config.shard_page_size as i32),
                 tags,
+                // A hierarchical namespace's owners, groups, permissions and ACLs, in bulk.
+                permissions: part.namespace.is_hierarchical(),
                 ..Default::default()
             },
         )
@@ -312,7 +316,7 @@ impl<'a> Part<'a> {
                 }
                 SlotWork::Blob(verdict) => {
                     self.app.progress.saw(1);
-                    let needs = Needs::of(&verdict, level);
+                    let needs = Needs::of(&verdict, level, self.namespace);
                     if needs.nothing() {
                         walk.mark_started();
                         self.app.progress.did(1);

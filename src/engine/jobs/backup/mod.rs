@@ -45,7 +45,7 @@ use crate::{
     kind_counts,
     storage::{
         listing::{list_directory_names, ListedEntry},
-        ErrorCode,
+        ErrorCode, Namespace,
     },
 };
 
@@ -139,6 +139,7 @@ async fn run_part(part: KindPart<'_, BackupKind>) -> Result<PartDone<BackupKind>
         notes: Notes::default(),
         continuation: None,
         last_done: None,
+        namespace: Namespace::Flat,
     };
     part.run().await?;
     Ok(PartDone {
@@ -172,6 +173,8 @@ struct Part<'a> {
     continuation: Option<Shard>,
     /// The last entry dealt with before that cut, in the service's order.
     last_done: Option<String>,
+    /// The lake's namespace: a hierarchical one takes no snapshots and lists no tags.
+    namespace: Namespace,
 }
 
 impl<'a> Part<'a> {
@@ -180,6 +183,7 @@ impl<'a> Part<'a> {
     }
 
     async fn run(&mut self) -> Result<(), JobError> {
+        self.namespace = self.app.source.namespace(&self.shard.container).await?;
         let level = match &self.shard.only {
             Some(name) => VaultLevel::of_name(self.app, &self.shard.container, name).await?,
             None => {

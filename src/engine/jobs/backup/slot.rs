@@ -1,22 +1,26 @@
 //! Protecting one listed blob in a backup part: what it needs ([`Needs`]: a backup, a snapshot,
 //! the record of its return), done with a few attempts where the service was busy, and what it
 //! came to ([`SlotOutcome`]). A blob that cannot be protected is named, never a blocker.
+//!
+//! On a lake with a hierarchical namespace no snapshot is taken: a file that moved on since it
+//! was listed has its version now backed up instead (pinned to that version's ETag), and one
+//! that moves on again meanwhile is left to the next pass and named in a warning.
 
-use std::time::Duration;
+use std::{borrow::Cow, time::Duration};
 
 use tracing::{info, warn, Instrument};
 
 use super::BackupCounts;
 use crate::{
     app::App,
-    core::diff::BlobVerdict,
+    core::{diff::BlobVerdict, version::Version},
     engine::{
         backup::BackupError,
         lives, protect,
         protect::{CopiedNote, Moving, Protected},
         vault::VaultLevel,
     },
-    storage::StorageError,
+    storage::{Namespace, StorageError},
 };
 
 /// What one blob needs.
@@ -26,15 +30,25 @@ pub(super) struct Needs {
     snapshot: bool,
     /// Its version's life was recorded ended, and here it is again.
     revival: bool,
+    /// Its version has a complete backup, with another access control (an ACL change keeps
+    /// the ETag): backed up again, as seen now.
+    access_changed: bool,
 }
 
 impl Needs {
-    pub(super) fn of(verdict: &BlobVerdict, level: &VaultLevel) -> Self {
+    pub(super) fn of(verdict: &BlobVerdict, level: &VaultLevel, namespace: Namespace) -> Self {
         let blob = &verdict.blob;
+        let hierarchical = namespace.is_hierarchical();
+        let access = blob.properties.access.as_ref();
+        let backed_up = level.index.contains(&blob.name, &blob.etag);
+        let with_access = level
+            .index
+            .contains_with_access(&blob.name, &blob.etag, access);
         Needs {
-            backup: !level.index.contains(&blob.name, &blob.etag),
-            snapshot: verdict.needs_snapshot,
+            backup: !with_access,
+            snapshot: verdict.needs_snapshot && !hierarchical,
             revival: level.lives.ended_now(&blob.name, &blob.etag),
+            access_changed: backed_up && !with_access,
         }
     }
 
@@ -90,6 +104,19 @@ impl SlotOutcome {
                 }
             }
             Moving::Gone => self.counts.backups_skipped = 1,
+            Moving::BackedUpNow(Protected::Moved(reason)) => {
+                self.counts.backups_skipped = 1;
+                self.warnings.push((
+                    blob.to_owned(),
+                    format!(
+                        "it changed again while its newer version was copied ({reason}): left \
+                         to the next pass (a hierarchical namespace takes no snapshots)"
+                    ),
+                ));
+            }
+            Moving::BackedUpNow(protected) => {
+                self.note_backup(blob, protected);
+            }
         }
     }
 
@@ -167,6 +194,7 @@ async fn protect_listed(
     // The blob changed since it was listed (an append log, a writer at work): its listed
     // version is gone, so the version it has now is protected instead.
     let mut moved = false;
+    let blob = &*as_seen(blob, &needs);
     if needs.backup {
         match retried(|| protect::back_up_listed(app, container, blob)).await {
             Ok(protected) => moved = outcome.note_backup(&blob.name, protected),
@@ -182,6 +210,7 @@ async fn protect_listed(
             Err(reason) => failed.push(format!("snapshot: {reason}")),
         }
     }
+    // On a hierarchical namespace, its version now backed up without a snapshot.
     if moved {
         match retried(|| protect::protect_moving(app, container, &blob.name)).await {
             Ok(moving) => outcome.note_moving(&blob.name, moving),
@@ -204,6 +233,24 @@ async fn protect_listed(
         outcome.failure = Some((blob.name.clone(), reason));
     }
     outcome
+}
+
+/// The version to back up: as listed, or, when only its access control changed (its bytes were
+/// backed up under this ETag, and an ACL change moves no time the service keeps), as seen now.
+fn as_seen<'a>(blob: &'a Version, needs: &Needs) -> Cow<'a, Version> {
+    if !needs.access_changed {
+        return Cow::Borrowed(blob);
+    }
+    Cow::Owned(Version {
+        last_modified: seen_at(),
+        ..blob.clone()
+    })
+}
+
+/// Now, to the second (a backup's name keeps seconds).
+fn seen_at() -> time::OffsetDateTime {
+    let now = time::OffsetDateTime::now_utc();
+    now.replace_nanosecond(0).unwrap_or(now)
 }
 
 /// Runs `attempt` until it succeeds, fails for good, or [`BLOB_ATTEMPTS`] are spent.

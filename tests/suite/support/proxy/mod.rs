@@ -20,7 +20,9 @@
 //!   another code ([`ProxyConfig::deny_code`]) a client refused for another reason;
 //! - with [`ProxyConfig::role_scope`], answers as Azure does an identity whose roles are
 //!   assigned on some containers and queues only;
-//! - counts what it saw and did.
+//! - counts what it saw and did;
+//! - started with [`ProxiedAzurite::start_hns`], is the dfs stand-in ([`hns`]): the accounts it
+//!   names answer as Azure documents a lake with a hierarchical namespace (ADLS Gen2).
 //!
 //! It runs on its own thread and runtime, so it serves whatever the test's runtime is doing
 //! (current-thread runtimes blocked in synchronous code included); dropping it stops it.
@@ -37,6 +39,7 @@
 mod classes;
 mod config;
 mod faults;
+pub mod hns;
 mod refusals;
 mod serve;
 mod stats;
@@ -118,6 +121,8 @@ impl State {
 struct Shared {
     service: Service,
     upstream: SocketAddr,
+    /// The accounts played as lakes with a hierarchical namespace (the dfs stand-in, [`hns`]).
+    hns: Option<Arc<hns::HnsLake>>,
     state: Mutex<State>,
     /// Idle upstream connections, newest last.
     pool: Mutex<Vec<(Wire, Instant)>>,
@@ -156,6 +161,16 @@ impl Proxy {
     /// Starts a proxy for `upstream` (`http://127.0.0.1:PORT`, Azurite's blob or queue port)
     /// on a free loopback port.
     pub fn start(upstream: &str, service: Service, config: ProxyConfig) -> io::Result<Proxy> {
+        Proxy::start_with(upstream, service, config, None)
+    }
+
+    /// As [`Proxy::start`], playing `hns`'s accounts as lakes with a hierarchical namespace.
+    fn start_with(
+        upstream: &str,
+        service: Service,
+        config: ProxyConfig,
+        hns: Option<Arc<hns::HnsLake>>,
+    ) -> io::Result<Proxy> {
         let upstream = upstream_address(upstream)?;
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
@@ -163,6 +178,7 @@ impl Proxy {
         let shared = Arc::new(Shared {
             service,
             upstream,
+            hns,
             state: Mutex::new(State::new(config)),
             pool: Mutex::new(Vec::new()),
         });
@@ -208,6 +224,11 @@ impl Proxy {
 
     pub fn stats(&self) -> ProxyStats {
         self.shared.state().stats.clone()
+    }
+
+    /// The hierarchical namespace this proxy plays, when it is the dfs stand-in.
+    pub fn hns(&self) -> Option<Arc<hns::HnsLake>> {
+        self.shared.hns.clone()
     }
 
     pub fn reset_stats(&self) {
@@ -266,14 +287,34 @@ impl ProxiedAzurite {
     /// Proxies for `azurite`'s blob and queue ports; `config`'s keys are completed with those
     /// of Azurite's accounts.
     pub fn start(azurite: &Azurite, config: ProxyConfig) -> io::Result<ProxiedAzurite> {
+        ProxiedAzurite::start_with(azurite, config, None)
+    }
+
+    /// As [`ProxiedAzurite::start`], the blob proxy the dfs stand-in ([`hns`]) that plays
+    /// `accounts` as lakes with a hierarchical namespace (ADLS Gen2).
+    pub fn start_hns(
+        azurite: &Azurite,
+        config: ProxyConfig,
+        accounts: &[&str],
+    ) -> io::Result<ProxiedAzurite> {
+        let lake = Arc::new(hns::HnsLake::new(accounts.iter().copied()));
+        ProxiedAzurite::start_with(azurite, config, Some(lake))
+    }
+
+    fn start_with(
+        azurite: &Azurite,
+        config: ProxyConfig,
+        hns: Option<Arc<hns::HnsLake>>,
+    ) -> io::Result<ProxiedAzurite> {
         let mut config = config;
         for (account, key) in ProxyConfig::azurite().keys {
             config.keys.entry(account).or_insert(key);
         }
-        let blob = Proxy::start(
+        let blob = Proxy::start_with(
             &format!("http://127.0.0.1:{}", azurite.blob_port),
             Service::Blob,
             config.clone(),
+            hns,
         )?;
         let queue = Proxy::start(
             &format!("http://127.0.0.1:{}", azurite.queue_port),

@@ -16,6 +16,7 @@ use tokio::{
 use super::{
     classify,
     faults::{bad_gateway, error_answer},
+    hns,
     refusals::{
         azure_refusal, is_container_properties, role_refusal, tags_refusal, with_header,
         worm_container, worm_refusal,
@@ -155,14 +156,14 @@ pub(super) async fn serve(mut client: Wire, shared: Arc<Shared>) {
                 return;
             }
             // Paused above, before the rules were applied.
-            Some((FaultKind::Delay, _, _)) => forward(&shared, &request, &head).await,
+            Some((FaultKind::Delay, _, _)) => Box::pin(hns::answer(&shared, &request, &head)).await,
             Some((FaultKind::ResetAfterForwarding, _, _)) => {
                 // Whatever Azurite answered, the client learns nothing of it.
                 let _ = forward(&shared, &request, &head).await;
                 client.reset();
                 return;
             }
-            None => forward(&shared, &request, &head).await,
+            None => Box::pin(hns::answer(&shared, &request, &head)).await,
         };
         let mut answer = match answer {
             Ok(answer) => answer,

@@ -1,0 +1,373 @@
+//! The dfs operations the stand-in answers itself: Create Path, Get and Set Access Control,
+//! Delete Path; and the parent directories a new file needs.
+
+use std::io;
+
+use super::{
+    super::{
+        refusals::{azure_error, query_value},
+        wire::{Answer, Request},
+        Shared,
+    },
+    acl::{AccessControl, DEFAULT_UMASK, SUPERUSER},
+    own, upstream, HnsLake, PathKey,
+};
+
+/// A SharedKey signature checked with the account's key; `None` when it holds (or the request
+/// carries a SAS or bearer token, which the stand-in does not check), else Azure's refusal.
+fn authentication_refusal(shared: &Shared, request: &Request, key: &PathKey) -> Option<Vec<u8>> {
+    let authorization = request.head.header("authorization");
+    let sas = query_value(request, "sig").is_some();
+    let Some(authorization) = authorization else {
+        return (!sas).then(|| {
+            azure_error(
+                "401 Server failed to authenticate the request.",
+                "NoAuthenticationInformation",
+                "Server failed to authenticate the request. Please refer to the information in the www-authenticate header.",
+                request,
+                &[],
+            )
+        });
+    };
+    if !authorization.starts_with("SharedKey ") {
+        return None;
+    }
+    let secret = shared.state().keys.get(&key.account).cloned()?;
+    let url = url::Url::parse(&format!("http://proxy{}", request.target)).ok()?;
+    let expected = lakebackup::storage::shared_key::authorization(
+        &key.account,
+        &secret,
+        &request.method,
+        &url,
+        request
+            .head
+            .headers
+            .iter()
+            .filter(|(n, _)| !n.eq_ignore_ascii_case("authorization"))
+            .map(|(n, v)| (n.as_str(), v.as_str())),
+    );
+    (expected != authorization).then(|| {
+        azure_error(
+            "403 Server failed to authenticate the request.",
+            "AuthenticationFailed",
+            "Server failed to authenticate the request. Make sure the value of Authorization header is formed correctly including the signature.",
+            request,
+            &[],
+        )
+    })
+}
+
+fn ok(request: &Request, status: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut text =
+        format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nServer: lakebackup-dfs-stand-in\r\n");
+    if let Some(version) = request.head.header("x-ms-version") {
+        text.push_str(&format!("x-ms-version: {version}\r\n"));
+    }
+    for (name, value) in headers {
+        text.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if request.close {
+        text.push_str("Connection: close\r\n");
+    }
+    text.push_str("\r\n");
+    own(text.into_bytes(), request)
+}
+
+fn error(request: &Request, status: &str, code: &str, message: &str) -> Answer {
+    own(azure_error(status, code, message, request, &[]), request)
+}
+
+fn path_not_found(request: &Request) -> Answer {
+    error(
+        request,
+        "404 The specified path does not exist.",
+        "PathNotFound",
+        "The specified path does not exist.",
+    )
+}
+
+fn invalid(request: &Request, why: &str) -> Answer {
+    error(
+        request,
+        "400 An HTTP header that's mandatory for this request is not specified or invalid.",
+        "InvalidHeaderValue",
+        why,
+    )
+}
+
+/// Creates the missing parent directories of `key` (placeholders, each with the access
+/// control a new directory gets under its parent), top down.
+pub(super) async fn ensure_parents(
+    shared: &Shared,
+    lake: &HnsLake,
+    request: &Request,
+    key: &PathKey,
+) -> io::Result<()> {
+    let _ = request;
+    let mut parents = Vec::new();
+    let mut at = key.parent();
+    while let Some(parent) = at {
+        if lake.knows_directory(&parent) {
+            break;
+        }
+        at = parent.parent();
+        parents.push(parent);
+    }
+    for parent in parents.into_iter().rev() {
+        let placed = upstream::put_blob(
+            shared,
+            &parent,
+            Vec::new(),
+            &[("x-ms-meta-hdi_isfolder", "true"), ("If-None-Match", "*")],
+        )
+        .await?;
+        if (200..300).contains(&placed.status) {
+            lake.count(|c| c.directories_created += 1);
+        }
+        lake.access_or_new(&parent, true);
+    }
+    Ok(())
+}
+
+/// Create Path (`resource=directory|file`).
+pub(super) async fn create_path(
+    shared: &Shared,
+    lake: &HnsLake,
+    request: &Request,
+    key: &PathKey,
+    directory: bool,
+) -> io::Result<Answer> {
+    if let Some(refusal) = authentication_refusal(shared, request, key) {
+        return Ok(own(refusal, request));
+    }
+    if key.path.is_empty() {
+        return Ok(invalid(request, "a path is needed"));
+    }
+    let header = |name: &str| request.head.header(name).map(str::trim);
+    let umask = match header("x-ms-umask").map(|u| u32::from_str_radix(u, 8)) {
+        None => DEFAULT_UMASK,
+        Some(Ok(umask)) if umask <= 0o777 => umask,
+        Some(_) => return Ok(invalid(request, "x-ms-umask")),
+    };
+    if header("if-none-match") == Some("*") {
+        let existing = upstream::properties(shared, key).await?;
+        if existing.status == 200 {
+            return Ok(error(
+                request,
+                "409 The specified path already exists.",
+                "PathAlreadyExists",
+                "The specified path already exists.",
+            ));
+        }
+    }
+    let parent = key.parent().map(|p| lake.access_or_new(&p, true));
+    let parent = parent.unwrap_or_else(AccessControl::root);
+    let mut access = AccessControl::child_of(&parent, SUPERUSER, directory, umask);
+    if let Some(owner) = header("x-ms-owner") {
+        access.owner = owner.to_owned();
+    }
+    if let Some(group) = header("x-ms-group") {
+        access.group = group.to_owned();
+    }
+    let changed = match (header("x-ms-permissions"), header("x-ms-acl")) {
+        (Some(_), Some(_)) => {
+            return Ok(invalid(
+                request,
+                "x-ms-permissions and x-ms-acl are exclusive",
+            ))
+        }
+        (Some(permissions), None) => access.set_permissions(permissions),
+        (None, Some(acl)) => access.set_acl(acl),
+        (None, None) => Ok(()),
+    };
+    if let Err(why) = changed {
+        return Ok(invalid(request, &why.0));
+    }
+    ensure_parents(shared, lake, request, key).await?;
+    let metadata: &[(&str, &str)] = if directory {
+        &[("x-ms-meta-hdi_isfolder", "true")]
+    } else {
+        &[]
+    };
+    let placed = upstream::put_blob(shared, key, Vec::new(), metadata).await?;
+    if !(200..300).contains(&placed.status) {
+        return Ok(error(
+            request,
+            "500 The stand-in could not write the path.",
+            "InternalError",
+            &format!("Azurite answered {}", placed.status),
+        ));
+    }
+    let keep = lake.lake().paths.get(key).cloned();
+    lake.set_access(
+        key,
+        keep.filter(|a| a.directory == directory).unwrap_or(access),
+    );
+    if directory {
+        lake.count(|c| c.directories_created += 1);
+    }
+    let etag = placed.header("etag").unwrap_or("").to_owned();
+    let modified = placed.header("last-modified").unwrap_or("").to_owned();
+    Ok(ok(
+        request,
+        "201 Created",
+        &[("ETag", &etag), ("Last-Modified", &modified)],
+    ))
+}
+
+/// The path's access control and its properties' ETag and Last-Modified; `None` when the path
+/// does not exist. The root directory always exists.
+async fn access_of(
+    shared: &Shared,
+    lake: &HnsLake,
+    key: &PathKey,
+) -> io::Result<Option<(AccessControl, String, String)>> {
+    if key.path.is_empty() {
+        let root = lake
+            .access_control(&key.account, &key.container, "")
+            .unwrap_or_else(AccessControl::root);
+        return Ok(Some((root, String::new(), String::new())));
+    }
+    let properties = upstream::properties(shared, key).await?;
+    if properties.status != 200 {
+        lake.forget(key);
+        return Ok(None);
+    }
+    let directory = properties.header("x-ms-meta-hdi_isfolder") == Some("true");
+    let access = lake.access_or_new(key, directory);
+    let etag = properties.header("etag").unwrap_or("").to_owned();
+    let modified = properties.header("last-modified").unwrap_or("").to_owned();
+    Ok(Some((access, etag, modified)))
+}
+
+/// Get Access Control (`action=getAccessControl`).
+pub(super) async fn get_access_control(
+    shared: &Shared,
+    lake: &HnsLake,
+    request: &Request,
+    key: &PathKey,
+) -> io::Result<Answer> {
+    if let Some(refusal) = authentication_refusal(shared, request, key) {
+        return Ok(own(refusal, request));
+    }
+    let Some((access, etag, modified)) = access_of(shared, lake, key).await? else {
+        return Ok(path_not_found(request));
+    };
+    lake.count(|c| c.access_reads += 1);
+    let (permissions, acl) = (access.permissions(), access.acl());
+    let resource = if access.directory {
+        "directory"
+    } else {
+        "file"
+    };
+    Ok(ok(
+        request,
+        "200 OK",
+        &[
+            ("ETag", &etag),
+            ("Last-Modified", &modified),
+            ("x-ms-owner", &access.owner),
+            ("x-ms-group", &access.group),
+            ("x-ms-permissions", &permissions),
+            ("x-ms-acl", &acl),
+            ("x-ms-resource-type", resource),
+        ],
+    ))
+}
+
+/// Set Access Control (`action=setAccessControl`): owner, group, and permissions or ACL.
+pub(super) async fn set_access_control(
+    shared: &Shared,
+    lake: &HnsLake,
+    request: &Request,
+    key: &PathKey,
+) -> io::Result<Answer> {
+    if let Some(refusal) = authentication_refusal(shared, request, key) {
+        return Ok(own(refusal, request));
+    }
+    let Some((mut access, etag, modified)) = access_of(shared, lake, key).await? else {
+        return Ok(path_not_found(request));
+    };
+    let header = |name: &str| request.head.header(name).map(str::trim);
+    let changed = match (header("x-ms-permissions"), header("x-ms-acl")) {
+        (Some(_), Some(_)) => {
+            return Ok(invalid(
+                request,
+                "x-ms-permissions and x-ms-acl are exclusive",
+            ))
+        }
+        (Some(permissions), None) => access.set_permissions(permissions),
+        (None, Some(acl)) => access.set_acl(acl),
+        (None, None) => Ok(()),
+    };
+    if let Err(why) = changed {
+        return Ok(invalid(request, &why.0));
+    }
+    if let Some(owner) = header("x-ms-owner") {
+        access.owner = owner.to_owned();
+    }
+    if let Some(group) = header("x-ms-group") {
+        access.group = group.to_owned();
+    }
+    lake.set_access(key, access);
+    lake.count(|c| c.access_writes += 1);
+    Ok(ok(
+        request,
+        "200 OK",
+        &[
+            ("ETag", &etag),
+            ("Last-Modified", &modified),
+            ("x-ms-namespace-enabled", "true"),
+        ],
+    ))
+}
+
+/// Delete Path: a directory with everything under it (`recursive=true`; else only when
+/// empty), or a file.
+pub(super) async fn delete_path(
+    shared: &Shared,
+    lake: &HnsLake,
+    request: &Request,
+    key: &PathKey,
+    recursive: bool,
+) -> io::Result<Answer> {
+    if let Some(refusal) = authentication_refusal(shared, request, key) {
+        return Ok(own(refusal, request));
+    }
+    if key.path.is_empty() {
+        return Ok(invalid(
+            request,
+            "the root directory is deleted with its container",
+        ));
+    }
+    let Some((access, _, _)) = access_of(shared, lake, key).await? else {
+        return Ok(path_not_found(request));
+    };
+    let under = if access.directory {
+        lake.under(key)
+    } else {
+        Vec::new()
+    };
+    if !under.is_empty() && !recursive {
+        return Ok(error(
+            request,
+            "409 The recursive query parameter value must be true to delete a non-empty directory.",
+            "DirectoryNotEmpty",
+            "The recursive query parameter value must be true to delete a non-empty directory.",
+        ));
+    }
+    for path in under.iter().chain(std::iter::once(key)) {
+        let deleted = upstream::delete(shared, path).await?;
+        if deleted.status != 404 && !(200..300).contains(&deleted.status) {
+            return Ok(error(
+                request,
+                "500 The stand-in could not delete a path.",
+                "InternalError",
+                &format!("Azurite answered {} for {}", deleted.status, path.path),
+            ));
+        }
+        lake.forget(path);
+        lake.count(|c| c.paths_deleted += 1);
+    }
+    Ok(ok(request, "200 OK", &[]))
+}
