@@ -6,6 +6,7 @@
 //! [`Queue`], reads listings as [`crate::core::version::Version`]s, and gets failures as a
 //! [`StorageError`] with a typed [`ErrorCode`], whose text never contains a key or signature.
 
+mod blob;
 pub mod connection;
 mod container;
 pub mod copy;
@@ -46,8 +47,9 @@ use azure_storage_blob::{
 };
 use azure_storage_queue::{QueueClient, QueueClientOptions};
 
+pub use blob::{Blob, BlobState, Downloaded, Taken};
 pub use connection::{StorageAuth, StorageConnection};
-pub use container::{Blob, BlobState, Container, Downloaded, Taken};
+pub use container::Container;
 pub use error::{ErrorCode, StorageError, StorageResultExt};
 pub use namespace::Namespace;
 pub use probe::{Probed, QueueProbe, Refusal, PROBE_PREFIX, PROBE_QUEUE_PREFIX};

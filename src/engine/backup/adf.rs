@@ -6,7 +6,11 @@
 
 use tracing::info;
 
-use super::{outdated, BackupError, BackupOutcome, Judgement, VersionBackup, MAX_DEFERRALS};
+use super::{
+    outdated,
+    settle::{judge, Judgement},
+    BackupError, BackupOutcome, VersionBackup, MAX_DEFERRALS,
+};
 use crate::{
     adf::PipelineParameters,
     core::version::Version,
@@ -89,7 +93,7 @@ impl VersionBackup<'_> {
                 detail: "the pipeline run succeeded but the backup does not exist".into(),
             });
         };
-        match super::judge(&landed.version, version, source_unchanged) {
+        match judge(&landed.version, version, source_unchanged) {
             Judgement::Same => {
                 self.write_stamp(backup, &landed, version).await?;
                 Ok(self.backed_up(name, None, &Copied::default()))

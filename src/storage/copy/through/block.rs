@@ -19,7 +19,7 @@ use super::{
 use crate::{
     core::properties::{ContentHeaders, Tags},
     storage::{
-        container::names_as_written,
+        blob::names_as_written,
         read::{ChunkedRead, READ_CHUNK_BYTES},
         StorageError, StorageResultExt,
     },

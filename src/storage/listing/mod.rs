@@ -2,18 +2,19 @@
 //! with its metadata (for the backup index and the lives of its names), and the containers of an
 //! account. Entries come in the service's order, which nothing here compares names against.
 
-use std::collections::HashMap;
-
-use azure_storage_blob::models::{
-    BlobContainerClientListBlobsOptions, BlobName, ListBlobsIncludeItem,
-};
+use azure_storage_blob::models::{BlobContainerClientListBlobsOptions, ListBlobsIncludeItem};
 use futures::{Stream, StreamExt, TryStreamExt};
-use serde::Deserialize;
+mod one_name;
+mod xml;
+
+pub(in crate::storage) use self::one_name::metadata_as_listed;
+pub use self::one_name::{access_as_listed, find_snapshot};
+
+use self::xml::*;
 
 use super::{Container, ErrorCode, StorageAccount, StorageError, StorageResultExt};
 use crate::core::{
     etag::normalize_etag,
-    properties::{Access, BlobProperties, BlobType, ContentHeaders, Tags},
     version::{CopyStatus, Version},
 };
 
@@ -75,118 +76,6 @@ fn listed_version(item: ListedItem, operation: &str) -> Result<Option<Version>, 
     }))
 }
 
-/// The newest snapshot of `name` in `container` that carries `etag` (a snapshot keeps the ETag
-/// of the version it was taken of), found by listing that one name.
-pub async fn find_snapshot(
-    container: &Container,
-    name: &str,
-    etag: &str,
-) -> Result<Option<Version>, StorageError> {
-    let pages = list_pages(
-        container,
-        format!("listing the snapshots of {}/{name}", container.name()),
-        &[
-            ListBlobsIncludeItem::Snapshots,
-            ListBlobsIncludeItem::Metadata,
-        ],
-        Some(name),
-        listed_version_with_metadata,
-    )?;
-    futures::pin_mut!(pages);
-    let mut newest: Option<Version> = None;
-    while let Some(page) = pages.try_next().await? {
-        for version in page {
-            let Some(snapshot) = &version.snapshot else {
-                continue;
-            };
-            if version.name == name
-                && version.etag == normalize_etag(etag)
-                && newest
-                    .as_ref()
-                    .is_none_or(|n| n.snapshot.as_ref() < Some(snapshot))
-            {
-                newest = Some(version);
-            }
-        }
-    }
-    Ok(newest)
-}
-
-/// The metadata of blob `name` (or of its snapshot `snapshot`) as a listing shows it — names as
-/// written, which response headers cannot carry — when the listing shows it at version `etag`;
-/// `None` when it shows another version or none. Lists one directory level by the name as its
-/// prefix: one request, unless siblings sharing the prefix fill pages before it.
-pub(super) async fn metadata_as_listed(
-    container: &Container,
-    name: &str,
-    snapshot: Option<&str>,
-    etag: &str,
-) -> Result<Option<HashMap<String, String>>, StorageError> {
-    let mut include = vec![ListBlobsIncludeItem::Metadata];
-    if snapshot.is_some() {
-        include.push(ListBlobsIncludeItem::Snapshots);
-    }
-    let pages = list_scoped_pages(
-        container,
-        format!("listing the metadata of {}/{name}", container.name()),
-        &include,
-        ListingScope {
-            prefix: Some(name),
-            one_level: true,
-            ..Default::default()
-        },
-        listed_version_with_metadata,
-    )?;
-    let pages = until_container_missing(pages);
-    futures::pin_mut!(pages);
-    while let Some(page) = pages.try_next().await? {
-        let found = page
-            .into_items()
-            .into_iter()
-            .find(|version| version.name == name && version.snapshot.as_deref() == snapshot);
-        if let Some(version) = found {
-            return Ok((version.etag == normalize_etag(etag)).then(|| version.metadata_or_empty()));
-        }
-    }
-    Ok(None)
-}
-
-/// The access control of path `name` of a hierarchical namespace (owner, group, permissions,
-/// ACL) as a listing shows it (`include=permissions`), when the listing shows it at version
-/// `etag`; `None` when it shows another version, none, or no access control. One request, as
-/// [`metadata_as_listed`]: what Get Blob Properties cannot say.
-pub async fn access_as_listed(
-    container: &Container,
-    name: &str,
-    etag: &str,
-) -> Result<Option<Access>, StorageError> {
-    let pages = list_scoped_pages(
-        container,
-        format!("listing the access control of {}/{name}", container.name()),
-        &[ListBlobsIncludeItem::Metadata],
-        ListingScope {
-            prefix: Some(name),
-            one_level: true,
-            permissions: true,
-            ..Default::default()
-        },
-        listed_version_with_metadata,
-    )?;
-    let pages = until_container_missing(pages);
-    futures::pin_mut!(pages);
-    while let Some(page) = pages.try_next().await? {
-        let found = page
-            .into_items()
-            .into_iter()
-            .find(|version| version.name == name && version.snapshot.is_none());
-        if let Some(version) = found {
-            let same = version.etag == normalize_etag(etag);
-            return Ok(version.properties.access.filter(|_| same));
-        }
-    }
-    Ok(None)
-}
-
 /// The blobs of a backup container (under `prefix`, if given) with their metadata and copy
 /// status, one listing page per item.
 pub fn list_backups(
@@ -215,35 +104,6 @@ pub fn list_with_metadata(
         (!prefix.is_empty()).then_some(prefix),
         listed_version_with_metadata,
     )
-}
-
-/// One listing page, reading only what the functions use: the SDK's full model costs about a
-/// kilobyte per entry, which at 5,000 entries a page dominated the reconciler's memory.
-#[derive(Deserialize)]
-struct ListedPage {
-    #[serde(rename = "Blobs", default)]
-    blobs: ListedItems,
-    #[serde(rename = "NextMarker", default)]
-    next_marker: Option<String>,
-}
-
-#[derive(Default, Deserialize)]
-struct ListedItems {
-    /// Blobs and (with a delimiter) directory prefixes, interleaved in the service's order.
-    #[serde(rename = "$value", default)]
-    entries: Vec<RawEntry>,
-}
-
-#[derive(Deserialize)]
-enum RawEntry {
-    Blob(Box<ListedItem>),
-    BlobPrefix(ListedPrefix),
-}
-
-#[derive(Deserialize)]
-struct ListedPrefix {
-    #[serde(rename = "Name", default)]
-    name: Option<BlobName>,
 }
 
 /// One entry of a listing page, in the service's order.
@@ -425,175 +285,6 @@ pub fn list_backup_directory(
         },
         listed_version_with_metadata,
     )
-}
-
-#[derive(Deserialize)]
-struct ListedItem {
-    #[serde(rename = "Name", default)]
-    name: Option<BlobName>,
-    #[serde(rename = "Snapshot", default)]
-    snapshot: Option<String>,
-    #[serde(rename = "Properties", default)]
-    properties: ListedProperties,
-    #[serde(rename = "Metadata", default)]
-    metadata: Option<HashMap<String, String>>,
-    #[serde(rename = "Tags", default)]
-    tags: Option<ListedTags>,
-    /// The listing asked for tags: a blob listed without them has none.
-    #[serde(skip)]
-    tags_listed: bool,
-}
-
-#[derive(Default, Deserialize)]
-struct ListedTags {
-    #[serde(rename = "TagSet", default)]
-    tag_set: Option<ListedTagSet>,
-}
-
-#[derive(Default, Deserialize)]
-struct ListedTagSet {
-    #[serde(rename = "Tag", default)]
-    tags: Vec<ListedTag>,
-}
-
-#[derive(Default, Deserialize)]
-struct ListedTag {
-    #[serde(rename = "Key", default)]
-    key: Option<String>,
-    #[serde(rename = "Value", default)]
-    value: Option<String>,
-}
-
-#[derive(Default, Deserialize)]
-struct ListedProperties {
-    #[serde(rename = "Etag", default)]
-    etag: Option<String>,
-    #[serde(
-        rename = "Last-Modified",
-        default,
-        with = "azure_core::time::rfc7231::option"
-    )]
-    last_modified: Option<time::OffsetDateTime>,
-    #[serde(rename = "Content-Length", default)]
-    content_length: Option<u64>,
-    #[serde(rename = "Content-MD5", default, deserialize_with = "base64_bytes")]
-    content_md5: Option<Vec<u8>>,
-    #[serde(rename = "CopyStatus", default)]
-    copy_status: Option<String>,
-    #[serde(rename = "BlobType", default)]
-    blob_type: Option<String>,
-    #[serde(rename = "AccessTier", default)]
-    access_tier: Option<String>,
-    #[serde(rename = "AccessTierInferred", default)]
-    access_tier_inferred: Option<bool>,
-    #[serde(rename = "Content-Type", default)]
-    content_type: Option<String>,
-    #[serde(rename = "Content-Encoding", default)]
-    content_encoding: Option<String>,
-    #[serde(rename = "Content-Language", default)]
-    content_language: Option<String>,
-    #[serde(rename = "Content-Disposition", default)]
-    content_disposition: Option<String>,
-    #[serde(rename = "Cache-Control", default)]
-    cache_control: Option<String>,
-    #[serde(rename = "CustomerProvidedKeySha256", default)]
-    customer_provided_key_sha256: Option<String>,
-    /// With `include=permissions`, on a hierarchical namespace.
-    #[serde(rename = "Owner", default)]
-    owner: Option<String>,
-    #[serde(rename = "Group", default)]
-    group: Option<String>,
-    #[serde(rename = "Permissions", default)]
-    permissions: Option<String>,
-    #[serde(rename = "Acl", default)]
-    acl: Option<String>,
-}
-
-impl ListedProperties {
-    /// The path's access control, when the listing said all of it.
-    fn access(&self) -> Option<Access> {
-        Some(Access {
-            owner: self.owner.clone()?,
-            group: self.group.clone()?,
-            permissions: self.permissions.clone()?,
-            acl: self.acl.clone()?,
-        })
-    }
-}
-
-impl ListedItem {
-    fn name(&self, operation: &str) -> Result<String, StorageError> {
-        decoded_name(self.name.as_ref(), operation)
-    }
-
-    /// Type, tier, content headers and (when the listing included them) tags.
-    fn blob_properties(&self) -> BlobProperties {
-        let p = &self.properties;
-        BlobProperties {
-            blob_type: p
-                .blob_type
-                .as_deref()
-                .and_then(BlobType::parse)
-                .unwrap_or_default(),
-            // A tier the account's default gave is not the blob's own.
-            access_tier: p
-                .access_tier
-                .clone()
-                .filter(|tier| !tier.is_empty() && p.access_tier_inferred != Some(true)),
-            headers: ContentHeaders {
-                content_type: p.content_type.clone(),
-                content_encoding: p.content_encoding.clone(),
-                content_language: p.content_language.clone(),
-                content_disposition: p.content_disposition.clone(),
-                cache_control: p.cache_control.clone(),
-            }
-            .normalized(),
-            tags: match &self.tags {
-                Some(tags) => Some(
-                    tags.tag_set
-                        .iter()
-                        .flat_map(|set| &set.tags)
-                        .filter_map(|tag| {
-                            Some((tag.key.clone()?, tag.value.clone().unwrap_or_default()))
-                        })
-                        .collect::<Tags>(),
-                ),
-                None if self.tags_listed => Some(Tags::new()),
-                None => None,
-            },
-            customer_key: p
-                .customer_provided_key_sha256
-                .as_deref()
-                .is_some_and(|sha| !sha.is_empty()),
-            access: p.access(),
-        }
-    }
-}
-
-/// The name, percent-decoded when the service marked it `Encoded` (names with characters XML
-/// cannot carry).
-fn decoded_name(name: Option<&BlobName>, operation: &str) -> Result<String, StorageError> {
-    let missing = || StorageError::other(operation, "the service listed an entry without a name");
-    let name = name.ok_or_else(missing)?;
-    let content = name.content.clone().ok_or_else(missing)?;
-    if !name.encoded.unwrap_or_default() {
-        return Ok(content);
-    }
-    percent_encoding::percent_decode_str(&content)
-        .decode_utf8()
-        .map(|decoded| decoded.into_owned())
-        .map_err(|_| StorageError::other(operation, "an encoded blob name is not UTF-8"))
-}
-
-fn base64_bytes<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<Vec<u8>>, D::Error> {
-    use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
-    let text = Option::<String>::deserialize(deserializer)?;
-    // Azure lists a blob without an MD5 as an empty `<Content-MD5 />`: that is no digest at all.
-    Ok(text
-        .and_then(|t| BASE64.decode(t.trim()).ok())
-        .filter(|digest| !digest.is_empty()))
 }
 
 /// A blob listing as a stream of pages, each entry turned into `T` by `convert` (`None` skips
