@@ -281,15 +281,15 @@ pub fn read_blob_sas(
     expiry: time::OffsetDateTime,
     protocol: SasProtocol,
 ) -> String {
-    super::sas::read_blob_sas(
+    super::sas::ReadBlobSas {
         account,
-        &SecretBytes::new(key.to_vec()),
         container,
         blob,
         snapshot,
         expiry,
         protocol,
-    )
+    }
+    .signed_with_account_key(&SecretBytes::new(key.to_vec()))
     .secret()
     .to_owned()
 }
