@@ -32,7 +32,7 @@ use azure_storage_blob::{
 use futures::TryStreamExt;
 
 use super::{
-    sas::{AccountSasGrant, SasProtocol},
+    sas::{AccountSasGrant, ReadBlobSas},
     Container, StorageAccount, StorageError, StorageResultExt,
 };
 #[cfg(doc)]
@@ -270,28 +270,13 @@ pub fn account_sas(account: &str, key: &[u8], grant: AccountSasGrant<'_>) -> Str
         .to_owned()
 }
 
-/// A read-only service SAS query string (without `?`) for one blob or snapshot, signed with
-/// `key` (the account key's bytes).
-pub fn read_blob_sas(
-    account: &str,
-    key: &[u8],
-    container: &str,
-    blob: &str,
-    snapshot: Option<&str>,
-    expiry: time::OffsetDateTime,
-    protocol: SasProtocol,
-) -> String {
-    super::sas::ReadBlobSas {
-        account,
-        container,
-        blob,
-        snapshot,
-        expiry,
-        protocol,
-    }
-    .signed_with_account_key(&SecretBytes::new(key.to_vec()))
-    .secret()
-    .to_owned()
+/// A read-only service SAS query string (without `?`) for `grant`'s blob or snapshot, signed
+/// with `key` (the account key's bytes).
+pub fn read_blob_sas(grant: ReadBlobSas<'_>, key: &[u8]) -> String {
+    grant
+        .signed_with_account_key(&SecretBytes::new(key.to_vec()))
+        .secret()
+        .to_owned()
 }
 
 /// `instant` as an HTTP date (RFC 7231), as `x-ms-date` and `Date` carry it.
