@@ -75,16 +75,12 @@ impl AdfConfig {
             factory_name: value(2),
             pipeline_name: value(3),
             client_id: settings.get("ADF_CLIENT_ID").map(str::to_owned),
-            poll_interval: Duration::from_millis(settings.get_number(
-                "ADF_POLL_INTERVAL_MS",
-                15_000,
-                10..=600_000,
-            )?),
-            run_timeout: Duration::from_secs(settings.get_number(
+            poll_interval: settings.get_duration("ADF_POLL_INTERVAL_MS", 15_000, 10..=600_000)?,
+            run_timeout: settings.get_duration(
                 "ADF_RUN_TIMEOUT_SECONDS",
                 DEFAULT_RUN_TIMEOUT_SECONDS,
                 1..=86_400,
-            )?),
+            )?,
         }))
     }
 

@@ -197,21 +197,17 @@ impl Config {
             snapshot_concurrency,
             copy_engine,
             use_lease,
-            lease_wait: Duration::from_secs(settings.get_number(
-                "BACKUP_LEASE_WAIT_SECONDS",
-                30,
-                1..=600,
-            )?),
-            copy_timeout: Duration::from_secs(settings.get_number(
+            lease_wait: settings.get_duration("BACKUP_LEASE_WAIT_SECONDS", 30, 1..=600)?,
+            copy_timeout: settings.get_duration(
                 "COPY_TIMEOUT_SECONDS",
                 DEFAULT_COPY_TIMEOUT_SECONDS,
                 1..=86_400,
-            )?),
-            copy_poll_interval: Duration::from_millis(settings.get_number(
+            )?,
+            copy_poll_interval: settings.get_duration(
                 "COPY_POLL_INTERVAL_MS",
                 1_000,
                 10..=60_000,
-            )?),
+            )?,
             retention: retention_policy(settings)?,
             events: events_config(settings),
             copy_through_max_bytes: settings.get_number(
@@ -228,20 +224,12 @@ impl Config {
             )? as usize,
             restore_concurrency: settings.get_number("RESTORE_CONCURRENCY", 4, 1..=64)? as usize,
             shard_queue: format!("{backup_queue}-shards"),
-            shard_budget: Duration::from_secs(settings.get_number(
-                "SHARD_TIME_BUDGET_SECONDS",
-                120,
-                1..=3_600,
-            )?),
+            shard_budget: settings.get_duration("SHARD_TIME_BUDGET_SECONDS", 120, 1..=3_600)?,
             shard_page_size: settings.get_number("SHARD_PAGE_SIZE", 1_000, 1..=5_000)? as u32,
             job_ledger: format!("{backup_queue}-jobs"),
             // ADF's Azure Function activity and Azure's front end give up on an HTTP call after
             // 230 s.
-            producer_wait: Duration::from_secs(settings.get_number(
-                "PRODUCER_WAIT_SECONDS",
-                200,
-                0..=220,
-            )?),
+            producer_wait: settings.get_duration("PRODUCER_WAIT_SECONDS", 200, 0..=220)?,
             max_dequeue_count: 5,
             function_timeout: Some(Duration::from_secs(600)),
             list_tags: settings.get_bool("BACKUP_TAGS", true)?,

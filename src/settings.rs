@@ -85,6 +85,22 @@ impl Settings {
         }
     }
 
+    /// A duration within `range`, or `default` when unset, in the unit the setting's name
+    /// ends with (`_SECONDS` or `_MS`), so that the name and the reading never disagree.
+    pub fn get_duration(
+        &self,
+        name: &str,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<std::time::Duration, SettingsError> {
+        let unit = match name {
+            _ if name.ends_with("_SECONDS") => std::time::Duration::from_secs,
+            _ if name.ends_with("_MS") => std::time::Duration::from_millis,
+            _ => return Err(SettingsError::new(name, "names no unit (_SECONDS or _MS)")),
+        };
+        self.get_number(name, default, range).map(unit)
+    }
+
     pub fn get_bool(&self, name: &str, default: bool) -> Result<bool, SettingsError> {
         match self.get(name).map(str::to_ascii_lowercase).as_deref() {
             None => Ok(default),
@@ -131,5 +147,25 @@ mod tests {
         assert_eq!(s.get_bool("B", false), Ok(true));
         assert!(s.get_bool("BAD", false).is_err());
         assert_eq!(s.get("E"), None);
+    }
+
+    #[test]
+    fn durations_are_read_in_the_unit_their_name_says() {
+        use std::time::Duration;
+        let s = Settings::from_pairs([("WAIT_SECONDS", "3"), ("POLL_MS", "3"), ("WAIT", "3")]);
+        assert_eq!(
+            s.get_duration("WAIT_SECONDS", 1, 1..=9),
+            Ok(Duration::from_secs(3))
+        );
+        assert_eq!(
+            s.get_duration("POLL_MS", 1, 1..=9),
+            Ok(Duration::from_millis(3))
+        );
+        assert_eq!(
+            s.get_duration("GONE_MS", 7, 1..=9),
+            Ok(Duration::from_millis(7))
+        );
+        assert!(s.get_duration("WAIT_SECONDS", 1, 5..=9).is_err());
+        assert!(s.get_duration("WAIT", 1, 1..=9).is_err());
     }
 }

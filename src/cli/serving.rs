@@ -60,11 +60,8 @@ pub async fn run_standalone(
     signalled: Option<impl std::future::Future<Output = ()> + Send + 'static>,
 ) -> ExitCode {
     let prepared = QueueBehaviour::from_host_json(host_json).and_then(|mut behaviour| {
-        behaviour.visibility_window = std::time::Duration::from_secs(settings.get_number(
-            "RUN_VISIBILITY_SECONDS",
-            600,
-            2..=7 * 86_400,
-        )?);
+        behaviour.visibility_window =
+            settings.get_duration("RUN_VISIBILITY_SECONDS", 600, 2..=7 * 86_400)?;
         app.config
             .check_fits_invocation(behaviour.function_timeout)?;
         Ok((behaviour, standalone::reconcile_schedule(settings)?))

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use url::Url;
 
 use super::{
-    sas::{read_blob_delegation_sas, read_blob_sas, SasProtocol},
+    sas::{ReadBlobSas, SasProtocol},
     StorageAccount, StorageAuth, StorageError,
 };
 
@@ -41,10 +41,16 @@ impl StorageAccount {
         }
         let mut url = addressed.url().clone();
         let protocol = SasProtocol::for_url(&url);
+        let grant = |account| ReadBlobSas {
+            account,
+            container,
+            blob,
+            snapshot,
+            expiry,
+            protocol,
+        };
         let sas = match &self.connection().auth {
-            StorageAuth::SharedKey { account, key } => {
-                read_blob_sas(account, key, container, blob, snapshot, expiry, protocol)
-            }
+            StorageAuth::SharedKey { account, key } => grant(account).signed_with_account_key(key),
             StorageAuth::Sas { .. } => {
                 return Err(StorageError::other(
                     authorizing(),
@@ -60,9 +66,7 @@ impl StorageAccount {
                     StorageError::other(authorizing(), "the blob endpoint names no account")
                 })?;
                 let key = self.delegation_key(expiry).await?;
-                read_blob_delegation_sas(
-                    &account, &key, container, blob, snapshot, expiry, protocol,
-                )
+                grant(&account).signed_with_delegation_key(&key)
             }
         };
         let query = match url.query() {

@@ -1,5 +1,5 @@
 //! User delegation keys for keys-off accounts. An identity-based connection authorizes a copy
-//! source with a user-delegation SAS ([`super::sas::read_blob_delegation_sas`]), signed with a
+//! source with a user-delegation SAS ([`super::sas::ReadBlobSas::signed_with_delegation_key`]), signed with a
 //! key the account issues to the app's own identity (Get User Delegation Key; the role Storage
 //! Blob Delegator). One key signs every SAS until shortly before it expires, so a copy costs no
 //! extra request.

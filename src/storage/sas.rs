@@ -102,25 +102,16 @@ impl SasProtocol {
     }
 }
 
-/// A read-only service SAS query string (without `?`) for blob `container/blob` of `account`,
-/// or for its snapshot `snapshot` (`sr=bs`); valid from now until `expiry`, over `protocol`.
-pub fn read_blob_sas(
-    account: &str,
-    key: &SecretBytes,
-    container: &str,
-    blob: &str,
-    snapshot: Option<&str>,
-    expiry: OffsetDateTime,
-    protocol: SasProtocol,
-) -> Secret {
-    let one_blob = OneBlob {
-        canonical: format!("/blob/{account}/{container}/{blob}"),
-        snapshot,
-        expiry: sas_time(expiry),
-        protocol,
-    };
-    // Signed by the account key, the only field between resource and IP: no stored policy.
-    one_blob.sign(key, &[""], &[])
+/// A read-only SAS for blob `container/blob` of `account`, or for its snapshot `snapshot`
+/// (`sr=bs`); valid from now until `expiry`, over `protocol`: what it grants, whoever signs it.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadBlobSas<'a> {
+    pub account: &'a str,
+    pub container: &'a str,
+    pub blob: &'a str,
+    pub snapshot: Option<&'a str>,
+    pub expiry: OffsetDateTime,
+    pub protocol: SasProtocol,
 }
 
 /// A user delegation key: what the account issued to an identity (Get User Delegation Key),
@@ -148,63 +139,51 @@ impl std::fmt::Debug for DelegationKey {
     }
 }
 
-/// A read-only user delegation SAS query string (without `?`) for blob `container/blob` of
-/// `account`, or for its snapshot `snapshot`: the keys-off counterpart of [`read_blob_sas`],
-/// signed with a delegation key instead of the account key ("Create a user delegation SAS",
-/// string to sign of version 2020-12-06 and later). It never outlives the key.
-pub fn read_blob_delegation_sas(
-    account: &str,
-    key: &DelegationKey,
-    container: &str,
-    blob: &str,
-    snapshot: Option<&str>,
-    expiry: OffsetDateTime,
-    protocol: SasProtocol,
-) -> Secret {
-    let one_blob = OneBlob {
-        canonical: format!("/blob/{account}/{container}/{blob}"),
-        snapshot,
-        expiry: sas_time(expiry.min(key.expiry)),
-        protocol,
-    };
-    let (key_start, key_expiry) = (sas_time(key.start), sas_time(key.expiry));
-    let key_fields = [
-        ("skoid", key.object_id.as_str()),
-        ("sktid", &key.tenant_id),
-        ("skt", &key_start),
-        ("ske", &key_expiry),
-        ("sks", &key.service),
-        ("skv", &key.version),
-    ];
-    let signed: Vec<&str> = key_fields
-        .iter()
-        .map(|(_, value)| *value)
-        // No authorized or unauthorized user object id, no correlation id.
-        .chain(["", "", ""])
-        .collect();
-    one_blob.sign(&key.value, &signed, &key_fields)
-}
+impl ReadBlobSas<'_> {
+    /// The service SAS query string (without `?`), signed with the account key.
+    pub fn signed_with_account_key(&self, key: &SecretBytes) -> Secret {
+        // The only field between resource and IP: no stored policy.
+        self.sign(self.expiry, key, &[""], &[])
+    }
 
-/// What a read-only SAS for one blob (or snapshot) signs, whoever signs it.
-struct OneBlob<'a> {
-    canonical: String,
-    snapshot: Option<&'a str>,
-    /// `se`, already in SAS form.
-    expiry: String,
-    protocol: SasProtocol,
-}
+    /// The user delegation SAS query string (without `?`): the keys-off counterpart of
+    /// [`ReadBlobSas::signed_with_account_key`], signed with a delegation key instead of the
+    /// account key ("Create a user delegation SAS", string to sign of version 2020-12-06 and
+    /// later). It never outlives the key.
+    pub fn signed_with_delegation_key(&self, key: &DelegationKey) -> Secret {
+        let (key_start, key_expiry) = (sas_time(key.start), sas_time(key.expiry));
+        let key_fields = [
+            ("skoid", key.object_id.as_str()),
+            ("sktid", &key.tenant_id),
+            ("skt", &key_start),
+            ("ske", &key_expiry),
+            ("sks", &key.service),
+            ("skv", &key.version),
+        ];
+        let signed: Vec<&str> = key_fields
+            .iter()
+            .map(|(_, value)| *value)
+            // No authorized or unauthorized user object id, no correlation id.
+            .chain(["", "", ""])
+            .collect();
+        let expiry = self.expiry.min(key.expiry);
+        self.sign(expiry, &key.value, &signed, &key_fields)
+    }
 
-impl OneBlob<'_> {
     /// The query string: `signer_fields` are the lines the signer puts between the canonical
     /// resource and the IP range in the string to sign, `signer_query` the pairs it adds.
+    /// `expiry` is the one signed and sent.
     fn sign(
         &self,
+        expiry: OffsetDateTime,
         key: &SecretBytes,
         signer_fields: &[&str],
         signer_query: &[(&str, &str)],
     ) -> Secret {
         let resource = if self.snapshot.is_some() { "bs" } else { "b" };
-        let mut lines = vec!["r", "", &self.expiry, &self.canonical]; // start: valid from now
+        let expiry = sas_time(expiry);
+        let canonical = format!("/blob/{}/{}/{}", self.account, self.container, self.blob);
+        let mut lines = vec!["r", "", &expiry, &canonical]; // start: valid from now
         lines.extend_from_slice(signer_fields);
         lines.extend_from_slice(&[
             "", // any IP
@@ -224,7 +203,7 @@ impl OneBlob<'_> {
             .append_pair("sv", SAS_VERSION)
             .append_pair("sr", resource)
             .append_pair("sp", "r")
-            .append_pair("se", &self.expiry);
+            .append_pair("se", &expiry);
         if self.protocol != SasProtocol::Any {
             query.append_pair("spr", self.protocol.field());
         }
@@ -240,41 +219,40 @@ mod tests {
     use super::*;
     use time::macros::datetime;
 
+    /// A read-only SAS for `blob` in container `lake` of account `source`.
+    fn lake_blob<'a>(
+        blob: &'a str,
+        snapshot: Option<&'a str>,
+        expiry: OffsetDateTime,
+        protocol: SasProtocol,
+    ) -> ReadBlobSas<'a> {
+        ReadBlobSas {
+            account: "source",
+            container: "lake",
+            blob,
+            snapshot,
+            expiry,
+            protocol,
+        }
+    }
+
     #[test]
     fn blob_sas_grants_read_on_one_blob_only() {
         let key = SecretBytes::new(b"key".to_vec());
         let when = datetime!(2026-11-25 15:00:00.5 UTC);
-        let sas = read_blob_sas(
-            "source",
-            &key,
-            "lake",
-            "a b.csv",
-            None,
-            when,
-            SasProtocol::Any,
-        );
+        let sas = lake_blob("a b.csv", None, when, SasProtocol::Any).signed_with_account_key(&key);
         assert!(sas
             .secret()
             .starts_with("sv=2022-11-02&sr=b&sp=r&se=2026-11-25T15%3A00%3A00Z&sig="));
-        let other = read_blob_sas(
-            "source",
-            &key,
-            "lake",
-            "c.csv",
-            None,
-            when,
-            SasProtocol::Any,
-        );
+        let other = lake_blob("c.csv", None, when, SasProtocol::Any).signed_with_account_key(&key);
         assert_ne!(sas.secret(), other.secret(), "the signature binds the blob");
-        let snapshot = read_blob_sas(
-            "source",
-            &key,
-            "lake",
+        let snapshot = lake_blob(
             "a b.csv",
             Some("2026-11-25T14:00:00.1234567Z"),
             when,
             SasProtocol::Any,
-        );
+        )
+        .signed_with_account_key(&key);
         assert!(snapshot.secret().contains("sr=bs&sp=r"));
     }
 
@@ -293,15 +271,9 @@ mod tests {
     #[test]
     fn delegation_sas_names_its_key_and_never_outlives_it() {
         let key = delegation_key();
-        let sas = read_blob_delegation_sas(
-            "source",
-            &key,
-            "lake",
-            "a b.csv",
-            None,
-            datetime!(2026-11-25 17:00:00 UTC),
-            SasProtocol::Any,
-        );
+        let expiry = datetime!(2026-11-25 17:00:00 UTC);
+        let sas = lake_blob("a b.csv", None, expiry, SasProtocol::Any);
+        let sas = sas.signed_with_delegation_key(&key);
         let pairs: std::collections::HashMap<_, _> =
             url::form_urlencoded::parse(sas.secret().as_bytes())
                 .into_owned()
@@ -323,15 +295,13 @@ mod tests {
         let mut mac = Hmac::<Sha256>::new_from_slice(b"delegated").unwrap();
         mac.update(string_to_sign.as_bytes());
         assert_eq!(pairs["sig"], BASE64.encode(mac.finalize().into_bytes()));
-        let snapshot = read_blob_delegation_sas(
-            "source",
-            &key,
-            "lake",
+        let snapshot = lake_blob(
             "a b.csv",
             Some("2026-11-25T14:30:00.1234567Z"),
             datetime!(2026-11-25 15:00:00 UTC),
             SasProtocol::Any,
-        );
+        )
+        .signed_with_delegation_key(&key);
         assert!(snapshot.secret().contains("sr=bs"));
         assert_ne!(snapshot.secret(), sas.secret());
         assert!(!format!("{key:?}").contains("delegated"));
@@ -357,15 +327,13 @@ mod tests {
     fn an_https_service_sas_signs_and_sends_spr_https_in_the_documented_place() {
         let key = SecretBytes::new(b"account key".to_vec());
         let expiry = datetime!(2026-11-25 15:00:00 UTC);
-        let sas = read_blob_sas(
-            "source",
-            &key,
-            "lake",
+        let sas = lake_blob(
             "raw/a b.csv",
             Some("2026-11-25T14:00:00.1234567Z"),
             expiry,
             SasProtocol::HttpsOnly,
-        );
+        )
+        .signed_with_account_key(&key);
         let pairs = query_pairs(&sas);
         assert_eq!(pairs["spr"], "https");
         assert_eq!(pairs["sp"], "r");
@@ -391,15 +359,8 @@ mod tests {
         .join("\n");
         assert_eq!(pairs["sig"], hmac(b"account key", &string_to_sign));
         // Over plain http (the emulator) the field is absent, signed and sent alike.
-        let plain = read_blob_sas(
-            "source",
-            &key,
-            "lake",
-            "raw/a b.csv",
-            None,
-            expiry,
-            SasProtocol::Any,
-        );
+        let plain =
+            lake_blob("raw/a b.csv", None, expiry, SasProtocol::Any).signed_with_account_key(&key);
         let pairs = query_pairs(&plain);
         assert!(!pairs.contains_key("spr"));
         let string_to_sign = "r\n\n2026-11-25T15:00:00Z\n/blob/source/lake/raw/a b.csv\n\n\n\n\
@@ -412,15 +373,9 @@ mod tests {
     #[test]
     fn an_https_delegation_sas_signs_and_sends_spr_https_in_the_documented_place() {
         let key = delegation_key();
-        let sas = read_blob_delegation_sas(
-            "source",
-            &key,
-            "lake",
-            "a b.csv",
-            None,
-            datetime!(2026-11-25 15:30:00 UTC),
-            SasProtocol::HttpsOnly,
-        );
+        let expiry = datetime!(2026-11-25 15:30:00 UTC);
+        let sas = lake_blob("a b.csv", None, expiry, SasProtocol::HttpsOnly);
+        let sas = sas.signed_with_delegation_key(&key);
         let pairs = query_pairs(&sas);
         assert_eq!(pairs["spr"], "https");
         let string_to_sign = [

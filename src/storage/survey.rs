@@ -3,10 +3,11 @@
 //! reaches no further), its blob soft delete and hierarchical namespace, a container's
 //! immutability policy or legal hold, a queue's depth. Each is one read-only request.
 
-use azure_core::http::StatusCode;
+use azure_core::http::{PageIterator, Response, StatusCode, XmlFormat};
 use azure_storage_blob::models::{
     BlobContainerClientGetPropertiesResultHeaders, BlobContainerClientListBlobsOptions,
     BlobServiceClientGetAccountInfoResultHeaders, BlobServiceClientListContainersOptions,
+    ListContainersResponse,
 };
 use azure_storage_queue::models::QueueClientGetPropertiesResultHeaders;
 use futures::TryStreamExt;
@@ -36,16 +37,26 @@ impl StorageAccount {
     /// container or without `srt=s`, may not do).
     pub async fn reach(&self) -> Result<(), StorageError> {
         let operation = || "listing containers".to_owned();
-        let mut pages = self
+        self.container_pages(operation)?
+            .try_next()
+            .await
+            .during(operation)?;
+        Ok(())
+    }
+
+    /// List Containers, one container a page.
+    pub(super) fn container_pages(
+        &self,
+        operation: impl Fn() -> String + Copy,
+    ) -> Result<PageIterator<Response<ListContainersResponse, XmlFormat>>, StorageError> {
+        let pager = self
             .blob_service()?
             .list_containers(Some(BlobServiceClientListContainersOptions {
                 maxresults: Some(1),
                 ..Default::default()
             }))
-            .during(operation)?
-            .into_pages();
-        pages.try_next().await.during(operation)?;
-        Ok(())
+            .during(operation)?;
+        Ok(pager.into_pages())
     }
 
     /// The blob service's properties (Get Blob Service Properties).

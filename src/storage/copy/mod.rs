@@ -9,6 +9,26 @@ mod through;
 
 pub use through::{copy_version_through, SourceVersion};
 
+/// The SDK options of a request that makes a blob (Put Blob, Put Block List, Create Append or
+/// Page Blob: each its own type, with the same field names and no trait in common), carrying
+/// `headers` (a [`ContentHeaders`](crate::core::properties::ContentHeaders)) as the blob's
+/// content headers, the fields given, and defaults for the rest.
+macro_rules! with_content_headers {
+    ($options:ident { $($field:ident: $value:expr),* $(,)? }, $headers:expr) => {{
+        let headers: $crate::core::properties::ContentHeaders = $headers;
+        $options {
+            $($field: $value,)*
+            blob_content_type: headers.content_type,
+            blob_content_encoding: headers.content_encoding,
+            blob_content_language: headers.content_language,
+            blob_content_disposition: headers.content_disposition,
+            blob_cache_control: headers.cache_control,
+            ..Default::default()
+        }
+    }};
+}
+pub(crate) use with_content_headers;
+
 use std::collections::HashMap;
 
 use azure_core::http::{ClientMethodOptions, Context};

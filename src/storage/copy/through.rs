@@ -19,6 +19,36 @@
 //! Memory is a few chunks ([`READ_CHUNK_BYTES`](crate::storage::read::READ_CHUNK_BYTES))
 //! whatever the blob's size.
 
+/// The options of a request of this copy that makes the destination blob (as
+/// [`with_content_headers`](super::with_content_headers)): conditional as the copy was asked,
+/// with `headers` as its content headers, `tags` (none when empty), and the fields given.
+macro_rules! making {
+    ($copy:expr, $options:ident { $($field:ident: $value:expr),* $(,)? }, $headers:expr, $tags:expr) => {
+        $crate::storage::copy::with_content_headers!($options {
+            if_match: $copy.condition.if_match.clone().map(Into::into),
+            if_none_match: $copy.condition.if_none_match.clone().map(Into::into),
+            blob_tags_string: Through::tags($tags),
+            $($field: $value,)*
+        }, $headers)
+    };
+}
+
+/// The options of the request that creates an append or page blob (as [`making`]): marked
+/// incomplete until its last write, with the version's Content-MD5 as stored.
+macro_rules! making_incomplete {
+    ($copy:expr, $options:ident, $headers:expr, $tags:expr) => {
+        making!(
+            $copy,
+            $options {
+                metadata: Some(Through::incomplete()),
+                blob_content_md5: $copy.stored_md5(),
+            },
+            $headers,
+            $tags
+        )
+    };
+}
+
 mod append;
 mod block;
 mod page;

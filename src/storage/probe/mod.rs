@@ -39,7 +39,7 @@ use azure_storage_blob::{
     models::{
         BlobClientAcquireLeaseOptions, BlobClientCreateSnapshotOptions, BlobClientDeleteOptions,
         BlobClientSetMetadataOptions, BlobClientSetTagsOptions,
-        BlobContainerClientListBlobsOptions, BlobServiceClientListContainersOptions, BlobTags,
+        BlobContainerClientListBlobsOptions, BlobTags,
     },
     BlobClient,
 };
@@ -167,14 +167,7 @@ impl StorageAccount {
     /// The first container the account lists (one page of one), if any.
     pub async fn first_container(&self) -> Result<Option<String>, StorageError> {
         let operation = || "listing containers".to_owned();
-        let mut pages = self
-            .blob_service()?
-            .list_containers(Some(BlobServiceClientListContainersOptions {
-                maxresults: Some(1),
-                ..Default::default()
-            }))
-            .during(operation)?
-            .into_pages();
+        let mut pages = self.container_pages(operation)?;
         // Azure may answer a page with none and a marker: a second page is enough here.
         for _ in 0..2 {
             match pages.try_next().await.during(operation)? {

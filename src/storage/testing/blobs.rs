@@ -19,7 +19,7 @@ use futures::TryStreamExt;
 use super::{LeaseState, NewBlob, Uploaded};
 use crate::{
     core::{etag::normalize_etag, properties::Tags},
-    storage::{Blob, StorageError, StorageResultExt},
+    storage::{copy::with_content_headers, Blob, StorageError, StorageResultExt},
 };
 
 impl Blob {
@@ -39,19 +39,15 @@ impl Blob {
         bytes: impl Into<Vec<u8>>,
         new: &NewBlob,
     ) -> Result<Uploaded, StorageError> {
-        let headers = new.headers.clone();
-        let options = BlobClientUploadOptions {
-            metadata: new.metadata(),
-            blob_content_type: headers.content_type,
-            blob_content_encoding: headers.content_encoding,
-            blob_content_language: headers.content_language,
-            blob_content_disposition: headers.content_disposition,
-            blob_cache_control: headers.cache_control,
-            blob_content_md5: new.md5.clone(),
-            blob_tags_string: new.tags(),
-            tier: new.tier(),
-            ..Default::default()
-        };
+        let options = with_content_headers!(
+            BlobClientUploadOptions {
+                metadata: new.metadata(),
+                blob_content_md5: new.md5.clone(),
+                blob_tags_string: new.tags(),
+                tier: new.tier(),
+            },
+            new.headers.clone()
+        );
         let what = || format!("uploading {}", self.what());
         let uploaded = self
             .client()
@@ -98,19 +94,15 @@ impl Blob {
             latest: Some(ids),
             ..Default::default()
         };
-        let headers = new.headers.clone();
-        let options = BlockBlobClientCommitBlockListOptions {
-            metadata: new.metadata(),
-            blob_content_type: headers.content_type,
-            blob_content_encoding: headers.content_encoding,
-            blob_content_language: headers.content_language,
-            blob_content_disposition: headers.content_disposition,
-            blob_cache_control: headers.cache_control,
-            blob_content_md5: new.md5.clone(),
-            blob_tags_string: new.tags(),
-            tier: new.tier(),
-            ..Default::default()
-        };
+        let options = with_content_headers!(
+            BlockBlobClientCommitBlockListOptions {
+                metadata: new.metadata(),
+                blob_content_md5: new.md5.clone(),
+                blob_tags_string: new.tags(),
+                tier: new.tier(),
+            },
+            new.headers.clone()
+        );
         let commit = || format!("committing the block list of {}", self.what());
         block_blob
             .commit_block_list(list.try_into().during(commit)?, Some(options))
@@ -121,17 +113,13 @@ impl Blob {
 
     /// Creates an empty append blob with `new`'s metadata, headers and tags.
     pub async fn create_append_blob(&self, new: &NewBlob) -> Result<(), StorageError> {
-        let headers = new.headers.clone();
-        let options = AppendBlobClientCreateOptions {
-            metadata: new.metadata(),
-            blob_content_type: headers.content_type,
-            blob_content_encoding: headers.content_encoding,
-            blob_content_language: headers.content_language,
-            blob_content_disposition: headers.content_disposition,
-            blob_cache_control: headers.cache_control,
-            blob_tags_string: new.tags(),
-            ..Default::default()
-        };
+        let options = with_content_headers!(
+            AppendBlobClientCreateOptions {
+                metadata: new.metadata(),
+                blob_tags_string: new.tags(),
+            },
+            new.headers.clone()
+        );
         self.client()
             .append_blob_client()
             .create(Some(options))
@@ -157,17 +145,13 @@ impl Blob {
     /// Creates a page blob of `size` bytes (a multiple of 512), all zeros, with `new`'s
     /// metadata, headers and tags.
     pub async fn create_page_blob(&self, size: u64, new: &NewBlob) -> Result<(), StorageError> {
-        let headers = new.headers.clone();
-        let options = PageBlobClientCreateOptions {
-            metadata: new.metadata(),
-            blob_content_type: headers.content_type,
-            blob_content_encoding: headers.content_encoding,
-            blob_content_language: headers.content_language,
-            blob_content_disposition: headers.content_disposition,
-            blob_cache_control: headers.cache_control,
-            blob_tags_string: new.tags(),
-            ..Default::default()
-        };
+        let options = with_content_headers!(
+            PageBlobClientCreateOptions {
+                metadata: new.metadata(),
+                blob_tags_string: new.tags(),
+            },
+            new.headers.clone()
+        );
         self.client()
             .page_blob_client()
             .create(size, Some(options))

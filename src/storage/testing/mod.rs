@@ -25,14 +25,14 @@ use azure_core::{
 use azure_storage_blob::{
     models::{
         AccessTier, BlobContainerClientListBlobsOptions, BlobServiceClientListContainersOptions,
-        BlobServiceProperties, ListBlobsIncludeItem, RetentionPolicy,
+        BlobServiceProperties, ListBlobsIncludeItem, ListBlobsResponse, RetentionPolicy,
     },
     BlobClient, BlobContainerClient,
 };
 use futures::TryStreamExt;
 
 use super::{
-    sas::{AccountSasGrant, SasProtocol},
+    sas::{AccountSasGrant, ReadBlobSas},
     Container, StorageAccount, StorageError, StorageResultExt,
 };
 #[cfg(doc)]
@@ -181,19 +181,13 @@ impl Container {
 
     /// Every entry, snapshots included, in the service's order.
     pub async fn entries(&self) -> Result<Vec<Entry>, StorageError> {
-        let operation = || format!("listing {}", self.name());
         let options = BlobContainerClientListBlobsOptions {
             include: Some(vec![ListBlobsIncludeItem::Snapshots]),
             ..Default::default()
         };
-        let mut pages = self
-            .sdk()
-            .list_blobs(Some(options))
-            .during(operation)?
-            .into_pages();
         let mut entries = Vec::new();
-        while let Some(page) = pages.try_next().await.during(operation)? {
-            for item in page.into_model().during(operation)?.blob_items {
+        for page in self.listing_pages(options).await? {
+            for item in page.blob_items {
                 let etag = item
                     .properties
                     .and_then(|p| p.etag)
@@ -215,22 +209,33 @@ impl Container {
         &self,
         maxresults: Option<u32>,
     ) -> Result<Vec<Vec<String>>, StorageError> {
-        let operation = || format!("listing {}", self.name());
         let options = BlobContainerClientListBlobsOptions {
             maxresults: maxresults.map(|n| n as i32),
             ..Default::default()
         };
+        let pages = self.listing_pages(options).await?;
+        Ok(pages
+            .into_iter()
+            .map(|page| page.blob_items.into_iter().filter_map(|b| b.name).collect())
+            .collect())
+    }
+
+    /// Every page of a listing with `options`, in the service's order.
+    async fn listing_pages(
+        &self,
+        options: BlobContainerClientListBlobsOptions<'_>,
+    ) -> Result<Vec<ListBlobsResponse>, StorageError> {
+        let operation = || format!("listing {}", self.name());
         let mut pages = self
             .sdk()
             .list_blobs(Some(options))
             .during(operation)?
             .into_pages();
-        let mut names = Vec::new();
+        let mut models = Vec::new();
         while let Some(page) = pages.try_next().await.during(operation)? {
-            let page = page.into_model().during(operation)?;
-            names.push(page.blob_items.into_iter().filter_map(|b| b.name).collect());
+            models.push(page.into_model().during(operation)?);
         }
-        Ok(names)
+        Ok(models)
     }
 }
 
@@ -265,28 +270,13 @@ pub fn account_sas(account: &str, key: &[u8], grant: AccountSasGrant<'_>) -> Str
         .to_owned()
 }
 
-/// A read-only service SAS query string (without `?`) for one blob or snapshot, signed with
-/// `key` (the account key's bytes).
-pub fn read_blob_sas(
-    account: &str,
-    key: &[u8],
-    container: &str,
-    blob: &str,
-    snapshot: Option<&str>,
-    expiry: time::OffsetDateTime,
-    protocol: SasProtocol,
-) -> String {
-    super::sas::read_blob_sas(
-        account,
-        &SecretBytes::new(key.to_vec()),
-        container,
-        blob,
-        snapshot,
-        expiry,
-        protocol,
-    )
-    .secret()
-    .to_owned()
+/// A read-only service SAS query string (without `?`) for `grant`'s blob or snapshot, signed
+/// with `key` (the account key's bytes).
+pub fn read_blob_sas(grant: ReadBlobSas<'_>, key: &[u8]) -> String {
+    grant
+        .signed_with_account_key(&SecretBytes::new(key.to_vec()))
+        .secret()
+        .to_owned()
 }
 
 /// `instant` as an HTTP date (RFC 7231), as `x-ms-date` and `Date` carry it.

@@ -19,7 +19,7 @@ use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use lakebackup::{
     settings::Settings,
     storage::{
-        sas::{AccountSasGrant, SasProtocol},
+        sas::{AccountSasGrant, ReadBlobSas, SasProtocol},
         shared_key,
         testing::{account_sas, read_blob_sas, NewBlob},
         Container, StorageAccount,
@@ -519,15 +519,15 @@ async fn with_faults_off_nothing_is_injected_and_every_class_is_counted() {
     // A cross-account copy whose source URL is the proxy's: Azurite checks the source with a
     // HEAD through the proxy.
     let heads_before = proxied.stats().requests_of(OpClass::Head);
-    let sas = read_blob_sas(
-        "source",
-        &source_key(),
-        "lake",
-        "a.csv",
-        None,
-        time::OffsetDateTime::now_utc() + time::Duration::minutes(10),
-        SasProtocol::Any,
-    );
+    let grant = ReadBlobSas {
+        account: "source",
+        container: "lake",
+        blob: "a.csv",
+        snapshot: None,
+        expiry: time::OffsetDateTime::now_utc() + time::Duration::minutes(10),
+        protocol: SasProtocol::Any,
+    };
+    let sas = read_blob_sas(grant, &source_key());
     let copy_source = format!("{}/source/lake/a.csv?{sas}", proxied.blob.url());
     let bak = backup.container("lakebak").unwrap();
     bak.create().await.unwrap();

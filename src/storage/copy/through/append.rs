@@ -44,24 +44,13 @@ impl Through<'_> {
         headers: &ContentHeaders,
         tags: Option<&Tags>,
     ) -> Result<String, StorageError> {
-        let headers = headers.clone();
+        let options =
+            making_incomplete!(self, AppendBlobClientCreateOptions, headers.clone(), tags);
         let created = self
             .destination
             .sdk()
             .append_blob_client()
-            .create(Some(AppendBlobClientCreateOptions {
-                if_match: self.condition.if_match.clone().map(Into::into),
-                if_none_match: self.condition.if_none_match.clone().map(Into::into),
-                metadata: Some(Self::incomplete()),
-                blob_content_md5: self.stored_md5(),
-                blob_content_type: headers.content_type,
-                blob_content_encoding: headers.content_encoding,
-                blob_content_language: headers.content_language,
-                blob_content_disposition: headers.content_disposition,
-                blob_cache_control: headers.cache_control,
-                blob_tags_string: Self::tags(tags),
-                ..Default::default()
-            }))
+            .create(Some(options))
             .await
             .during(|| self.copying())?;
         self.written_etag(created.etag().during(|| self.copying())?)

@@ -122,30 +122,22 @@ impl Through<'_> {
         md5: &[u8],
         tags: Option<&Tags>,
     ) -> Result<(), StorageError> {
-        let length = bytes.len();
-        let headers = headers.clone();
+        let options = making!(
+            self,
+            BlobClientUploadOptions {
+                method_options: names_as_written(metadata),
+                metadata: Some(metadata.clone()),
+                blob_content_md5: Some(md5.to_vec()),
+                tier: self.tier(),
+                // One request whatever the size: the SDK would otherwise split larger content.
+                partition_size: std::num::NonZero::new(bytes.len().max(1) as u64),
+            },
+            headers.clone(),
+            tags
+        );
         self.destination
             .sdk()
-            .upload(
-                bytes.into(),
-                Some(BlobClientUploadOptions {
-                    if_match: self.condition.if_match.clone().map(Into::into),
-                    if_none_match: self.condition.if_none_match.clone().map(Into::into),
-                    method_options: names_as_written(metadata),
-                    metadata: Some(metadata.clone()),
-                    blob_content_md5: Some(md5.to_vec()),
-                    blob_content_type: headers.content_type,
-                    blob_content_encoding: headers.content_encoding,
-                    blob_content_language: headers.content_language,
-                    blob_content_disposition: headers.content_disposition,
-                    blob_cache_control: headers.cache_control,
-                    blob_tags_string: Self::tags(tags),
-                    tier: self.tier(),
-                    // One request whatever the size: the SDK would otherwise split larger content.
-                    partition_size: std::num::NonZero::new(length.max(1) as u64),
-                    ..Default::default()
-                }),
-            )
+            .upload(bytes.into(), Some(options))
             .await
             .during(|| self.copying())?;
         Ok(())
@@ -165,32 +157,25 @@ impl Through<'_> {
         md5: Option<Vec<u8>>,
         tags: Option<&Tags>,
     ) -> Result<(), StorageError> {
-        let headers = headers.clone();
         let list = BlockLookupList {
             latest: Some(blocks),
             ..Default::default()
         };
+        let options = making!(
+            self,
+            BlockBlobClientCommitBlockListOptions {
+                method_options: names_as_written(metadata),
+                metadata: Some(metadata.clone()),
+                blob_content_md5: md5,
+                tier: self.tier(),
+            },
+            headers.clone(),
+            tags
+        );
         self.destination
             .sdk()
             .block_blob_client()
-            .commit_block_list(
-                list.try_into().during(|| self.copying())?,
-                Some(BlockBlobClientCommitBlockListOptions {
-                    if_match: self.condition.if_match.clone().map(Into::into),
-                    if_none_match: self.condition.if_none_match.clone().map(Into::into),
-                    method_options: names_as_written(metadata),
-                    metadata: Some(metadata.clone()),
-                    blob_content_md5: md5,
-                    blob_content_type: headers.content_type,
-                    blob_content_encoding: headers.content_encoding,
-                    blob_content_language: headers.content_language,
-                    blob_content_disposition: headers.content_disposition,
-                    blob_cache_control: headers.cache_control,
-                    blob_tags_string: Self::tags(tags),
-                    tier: self.tier(),
-                    ..Default::default()
-                }),
-            )
+            .commit_block_list(list.try_into().during(|| self.copying())?, Some(options))
             .await
             .during(|| self.copying())?;
         Ok(())
