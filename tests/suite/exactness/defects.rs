@@ -846,9 +846,10 @@ async fn a_shard_part_ends_within_its_budget_plus_one_copy() {
         "the log names each shard part:\n{log}"
     );
     eprintln!("shard parts took {durations:?} ms");
-    // Budget 1 s, plus one copy (0.7 s) that may start just before it ends, plus a second for
-    // the part's listings and its last snapshot.
-    let limit = 1_000 + COPY_DELAY.as_millis() as u64 + 1_000;
+    // Budget 1 s, plus one copy (0.7 s) that may start just before it ends, plus two seconds for
+    // the part's listings and its last snapshot on a loaded machine (2.9 s was seen with builds
+    // beside it). A part that ignored its budget would take all fifteen copies: 10.5 s.
+    let limit = 1_000 + COPY_DELAY.as_millis() as u64 + 2_000;
     assert!(
         durations.iter().all(|&ms| ms <= limit),
         "each part within {limit} ms: {durations:?}"
