@@ -1,8 +1,9 @@
 //! Lakes with a hierarchical namespace (ADLS Gen2), against the dfs stand-in
-//! (`support::proxy::hns`): the stand-in itself, the namespace detected, and the snapshot-free
-//! backup of such a lake.
+//! (`support::proxy::hns`): the stand-in itself, the namespace detected (and said by `doctor`),
+//! and the snapshot-free backup of such a lake.
 
 mod backup;
+mod doctor;
 mod namespace;
 mod stand_in;
 
