@@ -4,9 +4,9 @@
 //! unset); each connection reachable and authorised where lakebackup works with it — in each
 //! container in scope, or at the account where it needs the account (`reach`; its identity's
 //! token obtained where it uses one) — and granted each right the settings make it need there
-//! (`rights`); the backup account apart from the lake; soft delete and a hierarchical namespace
-//! on the lake; an immutability policy or legal hold on each `{c}bak` in scope and soft delete on
-//! the backup account; the queues and the depth of each poison queue; the recent jobs; the ADF
+//! (`rights`); the backup account apart from the lake; soft delete and the namespace (and
+//! what is protected in it) on the lake; an immutability policy or legal hold on each `{c}bak`
+//! in scope and soft delete on the backup account; the queues and the depth of each poison queue; the recent jobs; the ADF
 //! pipeline. It never writes: no container, queue, blob or ledger is created, and a right is
 //! tried only where trying changes nothing.
 
@@ -110,7 +110,7 @@ pub async fn doctor(settings: &Settings, host_json: &Path, app_dir: &Path) -> Re
     checks.extend(rights::sas_validity(app));
     let reached = |setting: &str| places.contains_key(setting);
     let groups = join_all([
-        Box::pin(accounts::lake_account(app, reached(SOURCE_STORAGE)))
+        Box::pin(accounts::lake_account(app, reached(SOURCE_STORAGE), &scope))
             as std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Check>> + Send + '_>>,
         Box::pin(accounts::backup_account(
             app,

@@ -1,6 +1,6 @@
 //! The doctor's checks of the accounts: the backup account (and `PRUNE_STORAGE`,
-//! `RESTORE_TARGET_STORAGE`) apart from the lake's; soft delete and a hierarchical namespace on
-//! the lake; soft delete on the backup account and an immutability policy or legal hold on each
+//! `RESTORE_TARGET_STORAGE`) apart from the lake's; soft delete and the namespace (flat or
+//! hierarchical, and what is protected in it) on the lake; soft delete on the backup account and an immutability policy or legal hold on each
 //! `{c}bak` in scope.
 
 use futures::StreamExt;
@@ -9,7 +9,7 @@ use super::{check, reach, Check, Status};
 use crate::{
     app::{App, BACKUP_STORAGE, SOURCE_STORAGE},
     config::CopyEngine,
-    storage::{ContainerProtection, StorageAccount, StorageError},
+    storage::{ContainerProtection, Namespace, StorageAccount, StorageError},
 };
 
 /// The backup account is not the lake's, and `PRUNE_STORAGE` is the backup account.
@@ -72,8 +72,8 @@ pub(super) fn restore_target_apart(app: &App) -> Option<Check> {
     })
 }
 
-/// Soft delete and a hierarchical namespace on the lake's account (when it answers).
-pub(super) async fn lake_account(app: &App, reached: bool) -> Vec<Check> {
+/// Soft delete and the namespace on the lake's account (when it answers).
+pub(super) async fn lake_account(app: &App, reached: bool, scope: &reach::LakeScope) -> Vec<Check> {
     if !reached {
         return Vec::new();
     }
@@ -83,42 +83,51 @@ pub(super) async fn lake_account(app: &App, reached: bool) -> Vec<Check> {
             &app.source,
             "a blob deleted or overwritten between two passes (without events) is lost for good",
         ),
-        app.source.hierarchical_namespace()
+        namespace(app, scope)
     );
-    let mut checks = vec![soft_delete];
-    checks.push(check(
-        "SOURCE_STORAGE: container soft delete",
-        Status::Warn,
-        "not visible to the data plane: check it with `az storage account blob-service-properties \
-         show -n <account> -g <resource-group> --query containerDeleteRetentionPolicy`; without \
-         it a deleted container is gone at \
-         once (its backups stay in {c}bak)",
-    ));
-    checks.push(match namespace {
-        Ok(Some(true)) => check(
-            "SOURCE_STORAGE: hierarchical namespace",
+    vec![
+        soft_delete,
+        check(
+            "SOURCE_STORAGE: container soft delete",
             Status::Warn,
-            "on: blobs, their properties, metadata and tags are backed up, but not POSIX ACLs, \
-             owners or groups, nor empty directories; a directory rename is followed through \
-             events (EVENTS_QUEUE_NAME) or the next pass",
+            "not visible to the data plane: check it with `az storage account \
+             blob-service-properties show -n <account> -g <resource-group> --query \
+             containerDeleteRetentionPolicy`; without it a deleted container is gone at once \
+             (its backups stay in {c}bak)",
         ),
-        Ok(Some(false)) => check(
-            "SOURCE_STORAGE: hierarchical namespace",
+        namespace,
+    ]
+}
+
+/// Which namespace the lake runs in (`storage::namespace`, the answer every backup uses), and
+/// what lakebackup protects in it.
+async fn namespace(app: &App, scope: &reach::LakeScope) -> Check {
+    let title = "SOURCE_STORAGE: namespace";
+    // Asked at the account, or where a connection may not ask there, in a container in scope.
+    let container = scope
+        .containers()
+        .and_then(|names| names.first())
+        .map_or("", String::as_str);
+    match app.source.namespace(container).await {
+        Ok(Namespace::Flat) => check(
+            title,
             Status::Ok,
-            "off (a flat namespace: everything lakebackup backs up is all there is)",
+            "flat (Blob Storage): each version is kept by a snapshot in the lake and a \
+             version-keeping backup in BACKUP_STORAGE, with its properties, metadata and index \
+             tags",
         ),
-        Ok(None) => check(
-            "SOURCE_STORAGE: hierarchical namespace",
+        Ok(Namespace::Hierarchical) => check(
+            title,
             Status::Ok,
-            "the service did not say (an emulator): taken as off",
+            "hierarchical (ADLS Gen2): each version is kept by a version-keeping backup in \
+             BACKUP_STORAGE pinned to the ETag listed, with its properties, metadata and access \
+             control (owner, group, permissions, ACL) kept per version; no snapshots and no \
+             index tags (Azure has none here), so a version that lives shorter than one pass or \
+             event can be missed; directories themselves (empty ones, default ACLs) are not yet \
+             backed up, nor ACLs written back by a restore",
         ),
-        Err(e) => check(
-            "SOURCE_STORAGE: hierarchical namespace",
-            Status::Warn,
-            format!("could not be read: {e}"),
-        ),
-    });
-    checks
+        Err(e) => check(title, Status::Warn, format!("could not be read: {e}")),
+    }
 }
 
 pub(super) async fn soft_delete(name: &str, account: &StorageAccount, protects: &str) -> Check {

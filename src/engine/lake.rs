@@ -40,10 +40,23 @@ impl LakeLevel {
         missing: Missing,
         in_scope: impl Fn(&str) -> bool,
     ) -> Result<LakeLevel, StorageError> {
+        Self::list_with_access(container, listing_prefix, missing, false, in_scope).await
+    }
+
+    /// As [`LakeLevel::list`], with each path's access control (owner, group, permissions,
+    /// ACL: a hierarchical namespace's, read in bulk with the listing) when `access`.
+    pub async fn list_with_access(
+        container: &Container,
+        listing_prefix: &str,
+        missing: Missing,
+        access: bool,
+        in_scope: impl Fn(&str) -> bool,
+    ) -> Result<LakeLevel, StorageError> {
         let pages = list_directory_with_snapshots(
             container,
             ListingScope {
                 prefix: (!listing_prefix.is_empty()).then_some(listing_prefix),
+                permissions: access,
                 ..Default::default()
             },
         )?;

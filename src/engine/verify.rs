@@ -1,6 +1,6 @@
 //! `lakebackup verify`: proof that the backups are there. For every current blob of a container
 //! (or a directory tree): is there a complete backup of its current version, and a snapshot of
-//! it? The age of the oldest current version without a backup is the recovery point the lake
+//! it (on a hierarchical namespace, no snapshot, and the backup records its access control)? The age of the oldest current version without a backup is the recovery point the lake
 //! actually has. With `deep`, each backup's bytes are read and checked (see `jobs::verify`).
 //!
 //! A verify is a job on the job engine, of the verify kind: one shard per directory level. This
@@ -50,6 +50,9 @@ pub struct VerifySummary {
     /// Backups whose bytes were checked (deep).
     pub checked: u64,
     pub mismatched: u64,
+    /// On a hierarchical namespace, files whose access control (owner, group, permissions,
+    /// ACL) differs from the one their backup recorded.
+    pub access_differs: u64,
     /// Seconds since the oldest current version without a backup was written: the data a loss
     /// now would take with it. `None` when every current version has a backup.
     pub rpo_seconds: Option<i64>,
@@ -89,6 +92,7 @@ pub async fn verify(
             without_snapshot: 0,
             checked: 0,
             mismatched: 0,
+            access_differs: 0,
             rpo_seconds: None,
             gaps: Vec::new(),
             warnings: Vec::new(),
@@ -121,6 +125,7 @@ pub async fn verify(
         summary.without_snapshot = totals.without_snapshot;
         summary.checked = totals.checked;
         summary.mismatched = totals.mismatched;
+        summary.access_differs = totals.access_differs;
         let oldest_unprotected = summary
             .gaps
             .iter()

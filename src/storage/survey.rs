@@ -1,13 +1,12 @@
 //! What an account, a container and a queue say about their own set-up, for `lakebackup doctor`:
 //! whether the account answers (at the account, or in one container, for a role or SAS that
-//! reaches no further), its blob soft delete and hierarchical namespace, a container's
-//! immutability policy or legal hold, a queue's depth. Each is one read-only request.
+//! reaches no further), its blob soft delete (its namespace is `storage::namespace`'s), a
+//! container's immutability policy or legal hold, a queue's depth. Each is one read-only request.
 
 use azure_core::http::{PageIterator, Response, StatusCode, XmlFormat};
 use azure_storage_blob::models::{
     BlobContainerClientGetPropertiesResultHeaders, BlobContainerClientListBlobsOptions,
-    BlobServiceClientGetAccountInfoResultHeaders, BlobServiceClientListContainersOptions,
-    ListContainersResponse,
+    BlobServiceClientListContainersOptions, ListContainersResponse,
 };
 use azure_storage_queue::models::QueueClientGetPropertiesResultHeaders;
 use futures::TryStreamExt;
@@ -76,18 +75,6 @@ impl StorageAccount {
         Ok(BlobServiceSetup {
             blob_soft_delete_days: soft_delete,
         })
-    }
-
-    /// Whether the account has a hierarchical namespace (Get Account Information); `None` when
-    /// the service does not say.
-    pub async fn hierarchical_namespace(&self) -> Result<Option<bool>, StorageError> {
-        let operation = || "reading the account's information".to_owned();
-        let info = self
-            .blob_service()?
-            .get_account_info(None)
-            .await
-            .during(operation)?;
-        info.is_hierarchical_namespace_enabled().during(operation)
     }
 }
 

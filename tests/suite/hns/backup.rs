@@ -15,7 +15,7 @@ use crate::support::{
 
 /// The lake (`lake`, on the stand-in) with the Function App's settings through the proxies,
 /// and `extra`.
-async fn lake_on_stand_in(extra: &[(&str, &str)]) -> (Lake, ProxiedAzurite) {
+pub(super) async fn lake_on_stand_in(extra: &[(&str, &str)]) -> (Lake, ProxiedAzurite) {
     let azurite = Azurite::start();
     let proxied = hns_lake(&azurite);
     let settings = proxied.settings();

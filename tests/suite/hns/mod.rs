@@ -1,10 +1,12 @@
 //! Lakes with a hierarchical namespace (ADLS Gen2), against the dfs stand-in
-//! (`support::proxy::hns`): the stand-in itself, the namespace detected, and the snapshot-free
-//! backup of such a lake.
+//! (`support::proxy::hns`): the stand-in itself, the namespace detected (and said by `doctor`),
+//! the snapshot-free backup of such a lake, and its verify (ACLs compared).
 
 mod backup;
+mod doctor;
 mod namespace;
 mod stand_in;
+mod verify;
 
 use lakebackup::storage::shared_key;
 

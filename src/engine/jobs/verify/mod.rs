@@ -8,6 +8,11 @@
 //! check the MD5 a block list or Set Blob Properties sets) is a warning: its backup holds the
 //! bytes as the lake does, with the stored MD5 as is.
 //!
+//! On a lake with a hierarchical namespace (no snapshots there), a blob needs no snapshot, and
+//! each file's access control, listed in bulk with the level, is compared with the one its
+//! backup recorded ([`access`]): an ACL change keeps the ETag, and a difference is a problem of
+//! its own (`access_differs`).
+//!
 //! Each problem is one line ([`VerifyLine`]); a blob with any is counted `failed` and named in
 //! the notes, so a job that found one ends failed. A blob whose check failed on the service is a
 //! problem of its own (`unchecked`, with the reason), never a blocker. The first part fans out
@@ -15,6 +20,7 @@
 //! continuation lists the level again and goes on after the last name checked, in the part's own
 //! name order.
 
+mod access;
 mod check;
 
 use std::collections::BTreeMap;
@@ -24,7 +30,10 @@ use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use tracing::Instrument;
 
-use self::check::{check_bytes, Checked};
+use self::{
+    access::RecordedAccess,
+    check::{check_bytes, Checked},
+};
 use super::{
     budget::each_within_budget,
     kind::{Kind, Part, PartDone},
@@ -38,7 +47,7 @@ use crate::{
     },
     engine::{
         lake::{LakeLevel, Missing},
-        vault::VaultLevel,
+        vault::{Names, VaultLevel},
     },
     kind_counts,
     storage::{Container, StorageError},
@@ -61,8 +70,9 @@ pub struct VerifyOptions {
 
 kind_counts! {
     /// What a verify counts, per current blob of the lake. `failed`: blobs with any gap (no
-    /// backup, no snapshot, a backup that does not match, one that could not be checked), each
-    /// named in the notes, so a job that found one ends failed.
+    /// backup, no snapshot, a backup that does not match, one that could not be checked, an
+    /// access control other than its backup's), each named in the notes, so a job that found
+    /// one ends failed.
     pub struct VerifyCounts {
         blobs,
         backed_up,
@@ -71,6 +81,7 @@ kind_counts! {
         checked,
         mismatched,
         unchecked,
+        access_differs,
         failed,
     }
 }
@@ -83,6 +94,9 @@ pub enum Problem {
     NoSnapshot,
     BackupMismatch,
     Unchecked,
+    /// A hierarchical namespace's file whose owner, group, permissions or ACL differ from those
+    /// its version's backup recorded.
+    AccessDiffers,
     /// A warning: the blob is protected; the lake's own stored MD5 is wrong.
     StoredMd5Mismatch,
 }
@@ -94,6 +108,7 @@ impl Problem {
             Problem::NoSnapshot => "no_snapshot",
             Problem::BackupMismatch => "backup_mismatch",
             Problem::Unchecked => "unchecked",
+            Problem::AccessDiffers => "access_differs",
             Problem::StoredMd5Mismatch => "stored_md5_mismatch",
         }
     }
@@ -155,8 +170,18 @@ async fn run_part(part: Part<'_, VerifyKind>) -> Result<PartDone<VerifyKind>, Jo
     } = part;
     let source = app.source.container(&shard.container)?;
     let vault = app.vault_of(&shard.container)?;
-    let backups = VaultLevel::of_directory(app, &shard.container, &shard.prefix).await?;
-    let (names, subdirectories) = lake_level(&source, &shard.prefix, &options.filter).await?;
+    // A hierarchical namespace takes no snapshots; its files' access control is compared.
+    let hierarchical = app.source.namespace(&shard.container).await?.is_hierarchical();
+    let mut recorded = RecordedAccess::default();
+    let all = Names::Prefix("");
+    let backups = VaultLevel::list(app, &shard.container, &shard.prefix, all, false, |backup| {
+        if hierarchical {
+            recorded.note(&backup);
+        }
+    })
+    .await?;
+    let (names, subdirectories) =
+        lake_level(&source, &shard.prefix, &options.filter, hierarchical).await?;
     if shard.part == 0 {
         for sub in subdirectories {
             fanout.push(app, shard.child(&sub)).await?;
@@ -168,6 +193,10 @@ async fn run_part(part: Part<'_, VerifyKind>) -> Result<PartDone<VerifyKind>, Jo
         .into_iter()
         .filter(|(name, _)| after.is_none_or(|after| name.as_str() > after) && stop.admits(name))
         .flat_map(|(_, entries)| diff_listing(entries))
+        .map(|mut verdict| {
+            verdict.needs_snapshot &= !hierarchical;
+            verdict
+        })
         .collect();
     if shard.part == 0 {
         app.progress.saw(verdicts.len() as u64);
@@ -195,7 +224,10 @@ async fn run_part(part: Part<'_, VerifyKind>) -> Result<PartDone<VerifyKind>, Jo
         },
         |(verdict, backed_up, checked)| {
             app.progress.did(1);
-            judge(&mut done, sink, &verdict, backed_up, checked);
+            let access = backed_up
+                .then(|| recorded.differs(&verdict.blob))
+                .flatten();
+            judge(&mut done, sink, &verdict, backed_up, checked, access);
             last_done = Some(verdict.blob.name);
         },
     )
@@ -206,13 +238,15 @@ async fn run_part(part: Part<'_, VerifyKind>) -> Result<PartDone<VerifyKind>, Jo
     Ok(done)
 }
 
-/// Counts one blob and reports its problems.
+/// Counts one blob and reports its problems; `access` says how its access control differs from
+/// its backup's.
 fn judge(
     done: &mut PartDone<VerifyKind>,
     sink: Option<super::kind::LineSink<'_, VerifyLine>>,
     verdict: &BlobVerdict,
     backed_up: bool,
     checked: Option<Result<Checked, StorageError>>,
+    access: Option<String>,
 ) {
     let blob = &verdict.blob;
     let counts = &mut done.counts;
@@ -231,40 +265,19 @@ fn judge(
             ..VerifyLine::new(&blob.name, Problem::NoBackup, None)
         });
     }
+    if let Some(detail) = access {
+        counts.access_differs += 1;
+        problems.push(VerifyLine::new(
+            &blob.name,
+            Problem::AccessDiffers,
+            Some(detail),
+        ));
+    }
     let checked = checked.map(|checked| {
         checked
             .unwrap_or_else(|e| Checked::Unchecked(format!("the check failed on the service: {e}")))
     });
-    match checked {
-        None => {}
-        Some(Checked::Matches) => counts.checked += 1,
-        Some(Checked::StoredMd5Mismatch) => {
-            counts.checked += 1;
-            let detail = "the lake's stored Content-MD5 does not match the blob's bytes; the \
-                          backup holds the bytes, and the stored MD5 as the lake has it";
-            let line = VerifyLine::new(&blob.name, Problem::StoredMd5Mismatch, Some(detail.into()));
-            done.notes
-                .warn(&blob.name, Problem::StoredMd5Mismatch.as_str());
-            done.line(sink, line);
-        }
-        Some(Checked::Mismatch(detail)) => {
-            counts.checked += 1;
-            counts.mismatched += 1;
-            problems.push(VerifyLine::new(
-                &blob.name,
-                Problem::BackupMismatch,
-                Some(detail),
-            ));
-        }
-        Some(Checked::Unchecked(detail)) => {
-            counts.unchecked += 1;
-            problems.push(VerifyLine::new(
-                &blob.name,
-                Problem::Unchecked,
-                Some(detail),
-            ));
-        }
-    }
+    judge_bytes(done, sink, &blob.name, checked, &mut problems);
     if !problems.is_empty() {
         done.counts.failed += 1;
         let reasons: Vec<&str> = problems.iter().map(|p| p.problem.as_str()).collect();
@@ -275,20 +288,55 @@ fn judge(
     }
 }
 
-/// The lake's level under `filter`: each name's base and snapshots, by name, and the
-/// sub-directories the filter reaches into.
+/// Counts what a deep check of `blob`'s backup found: a warning reported at once, a problem
+/// added to `problems`.
+fn judge_bytes(
+    done: &mut PartDone<VerifyKind>,
+    sink: Option<super::kind::LineSink<'_, VerifyLine>>,
+    blob: &str,
+    checked: Option<Checked>,
+    problems: &mut Vec<VerifyLine>,
+) {
+    let counts = &mut done.counts;
+    match checked {
+        None => {}
+        Some(Checked::Matches) => counts.checked += 1,
+        Some(Checked::StoredMd5Mismatch) => {
+            counts.checked += 1;
+            let detail = "the lake's stored Content-MD5 does not match the blob's bytes; the \
+                          backup holds the bytes, and the stored MD5 as the lake has it";
+            let line = VerifyLine::new(blob, Problem::StoredMd5Mismatch, Some(detail.into()));
+            done.notes.warn(blob, Problem::StoredMd5Mismatch.as_str());
+            done.line(sink, line);
+        }
+        Some(Checked::Mismatch(detail)) => {
+            counts.checked += 1;
+            counts.mismatched += 1;
+            problems.push(VerifyLine::new(blob, Problem::BackupMismatch, Some(detail)));
+        }
+        Some(Checked::Unchecked(detail)) => {
+            counts.unchecked += 1;
+            problems.push(VerifyLine::new(blob, Problem::Unchecked, Some(detail)));
+        }
+    }
+}
+
+/// The lake's level under `filter`: each name's base and snapshots, by name (with their
+/// access control when `access`), and the sub-directories the filter reaches into.
 async fn lake_level(
     source: &Container,
     directory: &str,
     filter: &str,
+    access: bool,
 ) -> Result<(BTreeMap<String, Vec<Version>>, Vec<String>), StorageError> {
     let LakeLevel {
         names,
         mut subdirectories,
-    } = LakeLevel::list(
+    } = LakeLevel::list_with_access(
         source,
         &level_prefix(directory, filter),
         Missing::Fails,
+        access,
         |name| name.starts_with(filter),
     )
     .await?;

@@ -1,0 +1,65 @@
+//! `lakebackup doctor` says which namespace the lake runs in, and what is protected in it: on the
+//! dfs stand-in (hierarchical) and on plain Azurite (flat), the real binary.
+
+use crate::{
+    doctor::{doctor, verdict},
+    support::{
+        self,
+        proxy::{FaultKind, Faults, OpClass},
+        Azurite,
+    },
+};
+
+const NAMESPACE: &str = "SOURCE_STORAGE: namespace";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_says_an_hns_lake_runs_without_snapshots_and_keeps_its_acls() {
+    let azurite = Azurite::start();
+    let proxied = super::hns_lake(&azurite);
+    let settings = proxied.settings();
+    let _lake = support::Lake::on(azurite, &["lake"], &[]).await;
+
+    let (_, report, _) = doctor(&settings);
+    let (status, detail) = verdict(&report, NAMESPACE);
+    assert_eq!(status, "ok", "{detail}");
+    assert!(detail.starts_with("hierarchical (ADLS Gen2)"), "{detail}");
+    for said in [
+        "pinned to the ETag listed",
+        "owner, group, permissions, ACL",
+        "no snapshots and no index tags",
+        "shorter than one pass or event can be missed",
+    ] {
+        assert!(detail.contains(said), "{said:?} not in {detail}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_says_a_flat_lake_is_kept_by_snapshots_and_backups() {
+    let lake = support::Lake::start(&["lake"]).await;
+    let (_, report, _) = doctor(&lake.settings());
+    let (status, detail) = verdict(&report, NAMESPACE);
+    assert_eq!(status, "ok", "{detail}");
+    assert!(detail.starts_with("flat (Blob Storage)"), "{detail}");
+    for said in ["snapshot", "version-keeping backup", "index tags"] {
+        assert!(detail.contains(said), "{said:?} not in {detail}");
+    }
+    assert!(!detail.contains("ACL"), "{detail}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_warns_when_the_lakes_namespace_cannot_be_asked() {
+    let azurite = Azurite::start();
+    let proxied = super::hns_lake(&azurite);
+    let settings = proxied.settings();
+    let _lake = support::Lake::on(azurite, &["lake"], &[]).await;
+    // Every account-level call (Get Account Information among them) answered 500, retries too.
+    proxied.set_faults(
+        Faults::new(31, 1.0)
+            .classes([OpClass::Other])
+            .kinds([FaultKind::InternalError]),
+    );
+    let (_, report, _) = doctor(&settings);
+    let (status, detail) = verdict(&report, NAMESPACE);
+    assert_eq!(status, "warn", "{detail}");
+    assert!(detail.starts_with("could not be read: "), "{detail}");
+}
