@@ -2,12 +2,13 @@
 //! so the reconciler never asks per blob.
 //!
 //! Each version is kept as a 16-byte digest of `(source name, ETag)`: memory grows by one compact
-//! entry per backed-up version (about 30 bytes with the table's overhead), never by names. A
-//! backup that records its version's access control (a hierarchical namespace's) is kept a second
-//! time with it, `(source name, ETag, access)`: an ACL change leaves the ETag as it was, and is a
-//! version to back up all the same.
+//! entry per backed-up version (about 30 bytes with the table's overhead), never by names. For a
+//! version whose backups record its access control (a hierarchical namespace's), the access its
+//! newest backup records is kept beside it, by the instant in the backup's name (never by listing
+//! order): an ACL change leaves the ETag as it was and is a version to back up all the same, and
+//! an ACL changed back (A, B, then A again) is one too, since a restore brings back the newest.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use sha2::{Digest, Sha256};
 
@@ -16,6 +17,9 @@ use super::{etag::normalize_etag, naming::parse_backup_blob_name, properties::Ac
 #[derive(Debug, Default)]
 pub struct BackupIndex {
     versions: HashSet<[u8; 16]>,
+    /// Per version, the instant of its newest backup that records access control, and that
+    /// access (as a digest with the version).
+    newest_access: HashMap<[u8; 16], (i64, [u8; 16])>,
 }
 
 impl BackupIndex {
@@ -44,11 +48,17 @@ impl BackupIndex {
         if stamped_etag.map(normalize_etag) != Some(parsed.etag.as_str()) {
             return false;
         }
-        self.versions
-            .insert(version_key(&parsed.source_name, &parsed.etag, None));
+        let version = version_key(&parsed.source_name, &parsed.etag, None);
+        self.versions.insert(version);
         if access.is_some() {
-            self.versions
-                .insert(version_key(&parsed.source_name, &parsed.etag, access));
+            let with_access = version_key(&parsed.source_name, &parsed.etag, access);
+            let seen = (parsed.last_modified.unix_timestamp(), with_access);
+            // The newest wins; two of one second are told apart by their digest, so the
+            // outcome never depends on the order they were listed in.
+            let newest = self.newest_access.entry(version).or_insert(seen);
+            if seen > *newest {
+                *newest = seen;
+            }
         }
         true
     }
@@ -58,16 +68,23 @@ impl BackupIndex {
             .contains(&version_key(source_name, normalize_etag(etag), None))
     }
 
-    /// Whether a complete backup holds this version with exactly this access control
-    /// (`None`: whatever it records, as [`BackupIndex::contains`]).
+    /// Whether the newest complete backup of this version that records access control records
+    /// exactly this one (`None`: whatever it records, as [`BackupIndex::contains`]).
     pub fn contains_with_access(
         &self,
         source_name: &str,
         etag: &str,
         access: Option<&Access>,
     ) -> bool {
-        self.versions
-            .contains(&version_key(source_name, normalize_etag(etag), access))
+        let etag = normalize_etag(etag);
+        let version = version_key(source_name, etag, None);
+        match access {
+            None => self.versions.contains(&version),
+            Some(access) => {
+                self.newest_access.get(&version).map(|(_, digest)| *digest)
+                    == Some(version_key(source_name, etag, Some(access)))
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -152,5 +169,28 @@ mod tests {
         let legacy = backup_blob_name("b.csv", when, "0x2").unwrap();
         assert!(index.insert_backup(&legacy, Some("0x2")));
         assert!(!index.contains_with_access("b.csv", "0x2", Some(&old)));
+    }
+
+    #[test]
+    fn an_acl_changed_back_counts_by_the_newest_backup_whatever_the_listing_order() {
+        let access = |acl: &str| Access {
+            owner: "o".into(),
+            group: "g".into(),
+            permissions: "rw-------".into(),
+            acl: acl.into(),
+        };
+        let (a, b) = (access("user::rw-"), access("user::r--"));
+        // Backed up with A, then B (an ACL-only change), the ETag the same throughout.
+        let first = backup_blob_name("f.csv", datetime!(2026-11-24 10:00:00 UTC), "0x1").unwrap();
+        let second = backup_blob_name("f.csv", datetime!(2026-11-24 11:00:00 UTC), "0x1").unwrap();
+        for order in [[(&first, &a), (&second, &b)], [(&second, &b), (&first, &a)]] {
+            let mut index = BackupIndex::new();
+            for (name, acl) in order {
+                assert!(index.insert_backup_with_access(name, Some("0x1"), Some(acl)));
+            }
+            // Now A again: the newest backup records B, so A is a version to back up.
+            assert!(!index.contains_with_access("f.csv", "0x1", Some(&a)));
+            assert!(index.contains_with_access("f.csv", "0x1", Some(&b)));
+        }
     }
 }
