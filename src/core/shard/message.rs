@@ -32,6 +32,10 @@ struct Position {
     only: Option<String>,
 }
 
+/// The kind of a shard whose message names none: backup's, as every earlier release wrote them
+/// (the registry checks that its backup kind has this name).
+pub const UNNAMED_KIND: &str = "backup";
+
 impl<W: ShardWork> Serialize for Shard<W> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.to_value().serialize(serializer)
@@ -97,7 +101,7 @@ impl<W: ShardWork> Shard<W> {
         };
         let kind = self.work.kind();
         // Backup, the first kind, is written without its name, as every earlier release did.
-        if kind != "backup" {
+        if kind != UNNAMED_KIND {
             object.insert("kind".to_owned(), Value::String(kind.to_owned()));
         }
         self.work.write(&mut object);

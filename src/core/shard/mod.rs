@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use super::naming::{self, NamingError};
 use ids::hex_id;
 pub use ids::{directory_prefix, is_job_id, new_job_id};
-pub use message::{read_options, write_options};
+pub use message::{read_options, write_options, UNNAMED_KIND};
 
 /// The work a shard does: one kind of work, with its options. The job engine's registry
 /// implements it for the one enum of the kinds there are.

@@ -4,9 +4,6 @@
 //! only places that go from a kind's name or a shard's work to its type: running a delivered
 //! shard, and reading a status's counts. A new kind is its own file and one line there.
 
-/// The kind of a shard that names none: every earlier release wrote backup shards without one.
-pub(super) const KIND_OF_UNNAMED: &str = "backup";
-
 macro_rules! registry {
     ($($module:ident :: $kind:ident => $variant:ident),+ $(,)?) => {
         $(pub mod $module;)+
@@ -35,7 +32,7 @@ macro_rules! registry {
                 kind: Option<&str>,
                 object: &::serde_json::Map<String, ::serde_json::Value>,
             ) -> Result<Self, String> {
-                let kind = kind.unwrap_or($crate::engine::jobs::registry::KIND_OF_UNNAMED);
+                let kind = kind.unwrap_or($crate::core::shard::UNNAMED_KIND);
                 $(if kind == <$kind as Kind>::NAME {
                     return Ok(Work::$variant($crate::core::shard::read_options(kind, <$kind as Kind>::FIELD, object)?));
                 })+
@@ -98,3 +95,22 @@ macro_rules! registry {
 }
 
 pub(super) use registry;
+
+#[cfg(test)]
+mod tests {
+    use crate::{
+        core::shard::UNNAMED_KIND,
+        engine::jobs::{backup::BackupKind, Kind, Shard, Work},
+    };
+
+    #[test]
+    fn a_shard_that_names_no_kind_is_a_backup_and_a_backup_names_none() {
+        assert_eq!(BackupKind::NAME, UNNAMED_KIND);
+        let earlier = r#"{"job":"job-1","container":"lake","prefix":"d/"}"#;
+        let shard = Shard::parse(earlier).unwrap();
+        assert_eq!(shard.work, Work::backup());
+        let written = serde_json::to_value(&shard).unwrap();
+        assert!(written.get("kind").is_none(), "{written}");
+        assert_eq!(Shard::parse(&written.to_string()).unwrap(), shard);
+    }
+}
