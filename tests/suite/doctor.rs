@@ -20,6 +20,13 @@ pub(crate) fn doctor(settings: &HashMap<String, String>) -> (i32, Value, String)
 }
 
 /// The check named `name`: (status, detail).
+/// The detail of check `name`, which must have `status`.
+pub(crate) fn detail_of(report: &Value, name: &str, status: &str) -> String {
+    let (found, detail) = verdict(report, name);
+    assert_eq!(found, status, "{name}: {detail}");
+    detail
+}
+
 pub(crate) fn verdict(report: &Value, name: &str) -> (String, String) {
     let check = report["checks"]
         .as_array()
@@ -112,8 +119,11 @@ async fn doctor_finds_what_is_set_up_wrong_and_changes_nothing() {
     same.insert("BACKUP_STORAGE".into(), settings["SOURCE_STORAGE"].clone());
     let (code, report, _) = doctor(&same);
     assert_eq!(code, 1);
-    let (status, detail) = verdict(&report, "BACKUP_STORAGE: another account than the lake's");
-    assert_eq!(status, "fail", "{detail}");
+    detail_of(
+        &report,
+        "BACKUP_STORAGE: another account than the lake's",
+        "fail",
+    );
 
     // A missing setting is named.
     let mut missing = settings.clone();
@@ -128,8 +138,7 @@ async fn doctor_finds_what_is_set_up_wrong_and_changes_nothing() {
     let (code, report, out) = doctor(&fresh);
     assert_eq!(code, 0, "{out}");
     assert_eq!(verdict(&report, "host bindings (%Setting%)").0, "ok");
-    let (status, detail) = verdict(&report, "AzureWebJobsStorage: queue never-made");
-    assert_eq!(status, "warn", "{detail}");
+    detail_of(&report, "AzureWebJobsStorage: queue never-made", "warn");
     assert!(
         app.jobs
             .queue("never-made")
@@ -152,8 +161,7 @@ async fn with_the_adf_engine_doctor_reads_the_pipeline_through_arm() {
     settings.insert("BACKUP_COPY_ENGINE".into(), "adf".into());
     let (_, report, _) = doctor(&settings);
     let title = "ADF_PIPELINE_NAME: the pipeline reachable through ARM";
-    let (status, detail) = verdict(&report, title);
-    assert_eq!(status, "ok", "{detail}");
+    detail_of(&report, title, "ok");
     assert!(
         standin.record(|r| r.violations.is_empty()),
         "the calls were ARM's"

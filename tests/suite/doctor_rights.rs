@@ -15,7 +15,7 @@ use lakebackup::storage::{
 use time::{Duration, OffsetDateTime};
 
 use crate::{
-    doctor::{doctor, verdict},
+    doctor::{detail_of, doctor, verdict},
     support::{
         self,
         azurite::{Azurite, BACKUP_KEY, JOBS_KEY, SOURCE_KEY},
@@ -139,8 +139,7 @@ async fn a_sas_that_lacks_a_right_fails_naming_it_and_a_full_one_passes() {
         let (status, detail) = verdict(&report, &format!("{setting}: rights"));
         assert_eq!(status, "ok", "{setting}: {detail}");
         assert!(detail.contains("its SAS grants them"), "{detail}");
-        let (status, detail) = verdict(&report, &format!("{setting}: its SAS"));
-        assert_eq!(status, "ok", "{detail}");
+        detail_of(&report, &format!("{setting}: its SAS"), "ok");
     }
     let (_, detail) = verdict(&report, "SOURCE_STORAGE: rights");
     assert!(
@@ -176,15 +175,13 @@ async fn a_sas_that_lacks_a_right_fails_naming_it_and_a_full_one_passes() {
         detail.contains("w (write)") && detail.contains("no backup can be written"),
         "{detail}"
     );
-    let (status, detail) = verdict(&report, "BACKUP_STORAGE: may create containers");
-    assert_eq!(status, "fail", "{detail}");
+    let detail = detail_of(&report, "BACKUP_STORAGE: may create containers", "fail");
     assert!(detail.contains("c (create) or w (write)"), "{detail}");
     assert_eq!(
         verdict(&report, "BACKUP_STORAGE: may write blob index tags").0,
         "fail"
     );
-    let (status, detail) = verdict(&report, "SOURCE_STORAGE: may take snapshots");
-    assert_eq!(status, "fail", "{detail}");
+    let detail = detail_of(&report, "SOURCE_STORAGE: may take snapshots", "fail");
     assert!(detail.contains("no snapshot can be taken"), "{detail}");
     let (status, detail) = verdict(&report, "SOURCE_STORAGE: rights");
     assert_eq!(status, "ok");
@@ -214,8 +211,7 @@ async fn a_sas_that_lacks_a_right_fails_naming_it_and_a_full_one_passes() {
     jobs.insert("AzureWebJobsStorage".into(), no_process);
     let (code, report, _) = doctor(&jobs);
     assert_eq!(code, 1);
-    let (status, detail) = verdict(&report, "AzureWebJobsStorage: may receive messages");
-    assert_eq!(status, "fail", "{detail}");
+    let detail = detail_of(&report, "AzureWebJobsStorage: may receive messages", "fail");
     assert!(detail.contains("p (process)"), "{detail}");
     assert_eq!(
         verdict(&report, "AzureWebJobsStorage: may delete messages").0,
@@ -224,8 +220,7 @@ async fn a_sas_that_lacks_a_right_fails_naming_it_and_a_full_one_passes() {
     let (blob_only, _) = sas("jobs", JOBS_KEY, "b", "racwdlup");
     jobs.insert("AzureWebJobsStorage".into(), blob_only);
     let (_, report, _) = doctor(&jobs);
-    let (status, detail) = verdict(&report, "AzureWebJobsStorage: may send messages");
-    assert_eq!(status, "fail", "{detail}");
+    let detail = detail_of(&report, "AzureWebJobsStorage: may send messages", "fail");
     assert!(detail.contains("ss lacks q"), "{detail}");
 
     // An expired SAS: one clear failure, with when.
@@ -241,8 +236,7 @@ async fn a_sas_that_lacks_a_right_fails_naming_it_and_a_full_one_passes() {
     stale.insert("BACKUP_STORAGE".into(), expired.0);
     let (code, report, out) = doctor(&stale);
     assert_eq!(code, 1);
-    let (status, detail) = verdict(&report, "BACKUP_STORAGE: its SAS");
-    assert_eq!(status, "fail", "{detail}");
+    let detail = detail_of(&report, "BACKUP_STORAGE: its SAS", "fail");
     assert!(detail.starts_with("expired at "), "{detail}");
     assert!(!out.contains(&expired.1));
 }
@@ -285,15 +279,13 @@ async fn rights_are_tried_without_changing_anything_and_a_refusal_fails() {
 
     let (code, report, out) = doctor(&settings);
     assert_eq!(code, 1, "{out}");
-    let (status, detail) = verdict(&report, "SOURCE_STORAGE: may take snapshots");
-    assert_eq!(status, "fail", "{detail}");
+    let detail = detail_of(&report, "SOURCE_STORAGE: may take snapshots", "fail");
     assert!(
         detail.contains("403 AuthorizationPermissionMismatch")
             && detail.contains("no snapshot can be taken"),
         "{detail}"
     );
-    let (status, detail) = verdict(&report, "SOURCE_STORAGE: rights");
-    assert_eq!(status, "ok", "{detail}");
+    let detail = detail_of(&report, "SOURCE_STORAGE: rights", "ok");
     assert!(
         detail.starts_with("may list blobs, read blobs (each tried by a request"),
         "{detail}"
@@ -309,14 +301,11 @@ async fn rights_are_tried_without_changing_anything_and_a_refusal_fails() {
         "{detail}"
     );
     // Retention prunes backups, as BACKUP_STORAGE: its identity must delete.
-    let (status, detail) = verdict(&report, "BACKUP_STORAGE: may delete blobs");
-    assert_eq!(status, "fail", "{detail}");
+    let detail = detail_of(&report, "BACKUP_STORAGE: may delete blobs", "fail");
     assert!(detail.contains("PRUNE_STORAGE is unset"), "{detail}");
-    let (status, detail) = verdict(&report, "BACKUP_STORAGE: rights");
-    assert_eq!(status, "ok", "{detail}");
+    let detail = detail_of(&report, "BACKUP_STORAGE: rights", "ok");
     assert!(detail.contains("create containers"), "{detail}");
-    let (status, detail) = verdict(&report, "AzureWebJobsStorage: rights");
-    assert_eq!(status, "ok", "{detail}");
+    let detail = detail_of(&report, "AzureWebJobsStorage: rights", "ok");
     for right in [
         "create queues",
         "send messages",
@@ -350,8 +339,7 @@ async fn rights_are_tried_without_changing_anything_and_a_refusal_fails() {
             .any(|name| name.starts_with("BACKUP_STORAGE")),
         "{failures:?}"
     );
-    let (status, detail) = verdict(&report, "PRUNE_STORAGE: rights");
-    assert_eq!(status, "ok", "{detail}");
+    let detail = detail_of(&report, "PRUNE_STORAGE: rights", "ok");
     assert!(detail.contains("delete blobs"), "{detail}");
     // No retention: nothing is deleted, by anyone.
     settings.remove("RETENTION_KEEP_DAYS");

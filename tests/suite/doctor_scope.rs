@@ -13,7 +13,7 @@ use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use hmac::{Hmac, Mac};
 
 use crate::{
-    doctor::{doctor, verdict},
+    doctor::{detail_of, doctor, verdict},
     doctor_rights::{deployment, everything, failed, in_a_year, sas_connection},
     support::{
         self,
@@ -151,8 +151,7 @@ async fn a_role_on_the_containers_and_queues_it_uses_passes_and_each_is_judged()
     }
     // RECONCILE_CONTAINERS names them, so listing the lake's containers is no need: a warning
     // only (a container added to the lake could go unnoticed).
-    let (status, detail) = verdict(&report, "SOURCE_STORAGE: the lake's containers");
-    assert_eq!(status, "warn", "{detail}");
+    let detail = detail_of(&report, "SOURCE_STORAGE: the lake's containers", "warn");
     assert!(
         detail.contains("AuthorizationPermissionMismatch"),
         "{detail}"
@@ -162,11 +161,9 @@ async fn a_role_on_the_containers_and_queues_it_uses_passes_and_each_is_judged()
     settings.insert("RECONCILE_CONTAINERS".into(), "lake,lake2".into());
     let (code, report, out) = doctor(&settings);
     assert_eq!(code, 1, "{out}");
-    let (status, detail) = verdict(&report, "SOURCE_STORAGE: reachable and authorised");
-    assert_eq!(status, "ok", "{detail}");
+    let detail = detail_of(&report, "SOURCE_STORAGE: reachable and authorised", "ok");
     assert!(detail.contains("may not list blobs in lake2"), "{detail}");
-    let (status, detail) = verdict(&report, "SOURCE_STORAGE: may take snapshots");
-    assert_eq!(status, "fail", "{detail}");
+    let detail = detail_of(&report, "SOURCE_STORAGE: may take snapshots", "fail");
     assert!(
         detail.contains("403 AuthorizationPermissionMismatch") && detail.contains("(in lake2)"),
         "{detail}"
@@ -182,8 +179,7 @@ async fn a_role_on_the_containers_and_queues_it_uses_passes_and_each_is_judged()
     settings.remove("RECONCILE_CONTAINERS");
     let (code, report, out) = doctor(&settings);
     assert_eq!(code, 1, "{out}");
-    let (status, detail) = verdict(&report, "SOURCE_STORAGE: the lake's containers");
-    assert_eq!(status, "fail", "{detail}");
+    let detail = detail_of(&report, "SOURCE_STORAGE: the lake's containers", "fail");
     assert!(
         detail.contains("RECONCILE_CONTAINERS is unset") && detail.contains("every reconciliation"),
         "{detail}"
@@ -212,8 +208,7 @@ async fn a_role_on_the_work_queues_alone_may_use_them() {
     let (code, report, out) = doctor(&settings);
     assert_eq!(failed(&report), BTreeSet::new(), "{out}");
     assert_eq!(code, 0, "{out}");
-    let (status, detail) = verdict(&report, "AzureWebJobsStorage: rights");
-    assert_eq!(status, "ok", "{detail}");
+    let detail = detail_of(&report, "AzureWebJobsStorage: rights", "ok");
     for right in [
         "create queues",
         "send messages",
@@ -258,10 +253,8 @@ async fn a_container_sas_passes_in_its_container_and_is_refused_in_another() {
     let (code, report, out) = doctor(&settings);
     assert_eq!(failed(&report), BTreeSet::new(), "{out}");
     assert_eq!(code, 0, "{out}");
-    let (status, detail) = verdict(&report, "SOURCE_STORAGE: reachable and authorised");
-    assert_eq!(status, "ok", "{detail}");
-    let (status, detail) = verdict(&report, "SOURCE_STORAGE: rights");
-    assert_eq!(status, "ok", "{detail}");
+    detail_of(&report, "SOURCE_STORAGE: reachable and authorised", "ok");
+    let detail = detail_of(&report, "SOURCE_STORAGE: rights", "ok");
     assert!(
         detail.contains("take snapshots") && detail.contains("its SAS grants them"),
         "{detail}"
@@ -273,8 +266,7 @@ async fn a_container_sas_passes_in_its_container_and_is_refused_in_another() {
     settings.insert("RECONCILE_CONTAINERS".into(), "lake,lake2".into());
     let (code, report, out) = doctor(&settings);
     assert_eq!(code, 1, "{out}");
-    let (status, detail) = verdict(&report, "SOURCE_STORAGE: reachable and authorised");
-    assert_eq!(status, "fail", "{detail}");
+    let detail = detail_of(&report, "SOURCE_STORAGE: reachable and authorised", "fail");
     assert!(
         detail.contains("in lake2, refused for another reason than a missing right")
             && detail.contains("sr=c")
@@ -307,16 +299,14 @@ async fn a_refusal_for_another_reason_is_said_so_never_as_a_missing_right() {
     settings.insert("BACKUP_STORAGE".into(), firewalled.backup());
     let (code, report, out) = doctor(&settings);
     assert_eq!(code, 1, "{out}");
-    let (status, detail) = verdict(&report, "SOURCE_STORAGE: may take snapshots");
-    assert_eq!(status, "fail", "{detail}");
+    let detail = detail_of(&report, "SOURCE_STORAGE: may take snapshots", "fail");
     assert!(
         detail.contains("refused for another reason than a missing right: AuthorizationFailure")
             && detail.contains("network rules")
             && !detail.contains("AuthorizationPermissionMismatch"),
         "{detail}"
     );
-    let (status, detail) = verdict(&report, "BACKUP_STORAGE: reachable and authorised");
-    assert_eq!(status, "fail", "{detail}");
+    let detail = detail_of(&report, "BACKUP_STORAGE: reachable and authorised", "fail");
     assert!(
         detail.contains("refused for another reason than a missing right: AuthorizationFailure")
             && detail.contains("network rules"),

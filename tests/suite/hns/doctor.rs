@@ -2,7 +2,7 @@
 //! dfs stand-in (hierarchical) and on plain Azurite (flat), the real binary.
 
 use crate::{
-    doctor::{doctor, verdict},
+    doctor::{detail_of, doctor},
     support::{
         self,
         proxy::{FaultKind, Faults, OpClass},
@@ -20,8 +20,7 @@ async fn doctor_says_an_hns_lake_runs_without_snapshots_and_keeps_its_acls() {
     let _lake = support::Lake::on(azurite, &["lake"], &[]).await;
 
     let (_, report, _) = doctor(&settings);
-    let (status, detail) = verdict(&report, NAMESPACE);
-    assert_eq!(status, "ok", "{detail}");
+    let detail = detail_of(&report, NAMESPACE, "ok");
     assert!(detail.starts_with("hierarchical (ADLS Gen2)"), "{detail}");
     for said in [
         "pinned to the ETag listed",
@@ -37,8 +36,7 @@ async fn doctor_says_an_hns_lake_runs_without_snapshots_and_keeps_its_acls() {
 async fn doctor_says_a_flat_lake_is_kept_by_snapshots_and_backups() {
     let lake = support::Lake::start(&["lake"]).await;
     let (_, report, _) = doctor(&lake.settings());
-    let (status, detail) = verdict(&report, NAMESPACE);
-    assert_eq!(status, "ok", "{detail}");
+    let detail = detail_of(&report, NAMESPACE, "ok");
     assert!(detail.starts_with("flat (Blob Storage)"), "{detail}");
     for said in ["snapshot", "version-keeping backup", "index tags"] {
         assert!(detail.contains(said), "{said:?} not in {detail}");
@@ -59,7 +57,6 @@ async fn doctor_warns_when_the_lakes_namespace_cannot_be_asked() {
             .kinds([FaultKind::InternalError]),
     );
     let (_, report, _) = doctor(&settings);
-    let (status, detail) = verdict(&report, NAMESPACE);
-    assert_eq!(status, "warn", "{detail}");
+    let detail = detail_of(&report, NAMESPACE, "warn");
     assert!(detail.starts_with("could not be read: "), "{detail}");
 }

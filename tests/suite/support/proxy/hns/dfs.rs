@@ -169,19 +169,8 @@ pub(super) async fn create_path(
     if let Some(group) = header("x-ms-group") {
         access.group = group.to_owned();
     }
-    let changed = match (header("x-ms-permissions"), header("x-ms-acl")) {
-        (Some(_), Some(_)) => {
-            return Ok(invalid(
-                request,
-                "x-ms-permissions and x-ms-acl are exclusive",
-            ))
-        }
-        (Some(permissions), None) => access.set_permissions(permissions),
-        (None, Some(acl)) => access.set_acl(acl),
-        (None, None) => Ok(()),
-    };
-    if let Err(why) = changed {
-        return Ok(invalid(request, &why.0));
+    if let Some(refused) = set_mode(request, &mut access, header) {
+        return Ok(refused);
     }
     ensure_parents(shared, lake, request, key).await?;
     let metadata: &[(&str, &str)] = if directory {
@@ -289,19 +278,8 @@ pub(super) async fn set_access_control(
         return Ok(path_not_found(request));
     };
     let header = |name: &str| request.head.header(name).map(str::trim);
-    let changed = match (header("x-ms-permissions"), header("x-ms-acl")) {
-        (Some(_), Some(_)) => {
-            return Ok(invalid(
-                request,
-                "x-ms-permissions and x-ms-acl are exclusive",
-            ))
-        }
-        (Some(permissions), None) => access.set_permissions(permissions),
-        (None, Some(acl)) => access.set_acl(acl),
-        (None, None) => Ok(()),
-    };
-    if let Err(why) = changed {
-        return Ok(invalid(request, &why.0));
+    if let Some(refused) = set_mode(request, &mut access, header) {
+        return Ok(refused);
     }
     if let Some(owner) = header("x-ms-owner") {
         access.owner = owner.to_owned();
@@ -370,4 +348,25 @@ pub(super) async fn delete_path(
         lake.count(|c| c.paths_deleted += 1);
     }
     Ok(ok(request, "200 OK", &[]))
+}
+
+/// Applies `x-ms-permissions` or `x-ms-acl` (never both: Azure refuses that) to `access`; the
+/// answer to give instead when they are refused.
+fn set_mode<'a>(
+    request: &Request,
+    access: &mut AccessControl,
+    header: impl Fn(&str) -> Option<&'a str>,
+) -> Option<Answer> {
+    let changed = match (header("x-ms-permissions"), header("x-ms-acl")) {
+        (Some(_), Some(_)) => {
+            return Some(invalid(
+                request,
+                "x-ms-permissions and x-ms-acl are exclusive",
+            ))
+        }
+        (Some(permissions), None) => access.set_permissions(permissions),
+        (None, Some(acl)) => access.set_acl(acl),
+        (None, None) => Ok(()),
+    };
+    changed.err().map(|why| invalid(request, &why.0))
 }
