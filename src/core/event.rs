@@ -20,6 +20,11 @@ pub enum EventKind {
     Renamed,
     /// `Microsoft.Storage.DirectoryRenamed` (ADLS Gen2): the subject is the new directory.
     DirectoryRenamed,
+    /// `Microsoft.Storage.DirectoryCreated` (ADLS Gen2).
+    DirectoryCreated,
+    /// `Microsoft.Storage.DirectoryDeleted` (ADLS Gen2): one event for the whole tree when
+    /// recursive, never one per file.
+    DirectoryDeleted,
 }
 
 /// One blob event, read.
@@ -101,6 +106,8 @@ pub fn parse_event(text: &str) -> Result<BlobEvent, String> {
         "Microsoft.Storage.BlobDeleted" => EventKind::Deleted,
         "Microsoft.Storage.BlobRenamed" => EventKind::Renamed,
         "Microsoft.Storage.DirectoryRenamed" => EventKind::DirectoryRenamed,
+        "Microsoft.Storage.DirectoryCreated" => EventKind::DirectoryCreated,
+        "Microsoft.Storage.DirectoryDeleted" => EventKind::DirectoryDeleted,
         other => return Err(format!("event type {other:?} is not handled")),
     };
     let topic = raw
@@ -115,7 +122,10 @@ pub fn parse_event(text: &str) -> Result<BlobEvent, String> {
     // cuts the name), so it is read only for what the subject lacks: the snapshot it names.
     let url = match kind {
         EventKind::Renamed | EventKind::DirectoryRenamed => data.destination_url.as_deref(),
-        EventKind::Created | EventKind::Deleted => data.url.as_deref(),
+        EventKind::Created
+        | EventKind::Deleted
+        | EventKind::DirectoryCreated
+        | EventKind::DirectoryDeleted => data.url.as_deref(),
     };
     let from_url = url.map(parse_url);
     let (container, path) = match (&raw.subject, &from_url) {
@@ -289,6 +299,30 @@ mod tests {
         assert!(parse_event(&no_subject.to_string())
             .unwrap_err()
             .contains("data.url"));
+    }
+
+    #[test]
+    fn directory_events_of_adls_gen2_are_read() {
+        for (event_type, kind) in [
+            (
+                "Microsoft.Storage.DirectoryCreated",
+                EventKind::DirectoryCreated,
+            ),
+            (
+                "Microsoft.Storage.DirectoryDeleted",
+                EventKind::DirectoryDeleted,
+            ),
+        ] {
+            let grid = event_grid(
+                event_type,
+                "/blobServices/default/containers/lake/blobs/t/日本",
+            );
+            let event = parse_event(&grid.to_string()).unwrap();
+            assert_eq!(
+                (event.kind, event.container.as_str(), event.path.as_str()),
+                (kind, "lake", "t/日本")
+            );
+        }
     }
 
     #[test]

@@ -9,6 +9,10 @@
 //! - `BlobDeleted`: the end of the life of the version the lake held then, with the event's time.
 //! - `DirectoryRenamed`: a job over the new directory. The old names are left to the next pass,
 //!   which records the end of their lives.
+//! - `DirectoryDeleted` (one event for a whole tree): a job over the directory, whose pass records
+//!   the end of the life of every version the backup holds under it, at the pass's time (seconds
+//!   after the event), as a reconciliation would. `DirectoryCreated` is ignored: its files have
+//!   events of their own.
 //!
 //! Events for other accounts and invalid names are unusable (the trigger poisons them); events
 //! for the backup account, `{c}bak`, the jobs' ledger, filtered-out names, snapshots and
@@ -110,23 +114,39 @@ pub async fn handle(app: &App, event: &BlobEvent) -> Result<EventOutcome, EventE
     match event.kind {
         EventKind::Created | EventKind::Renamed => protect_current(app, event).await,
         EventKind::Deleted => record_deletion(app, event).await,
-        EventKind::DirectoryRenamed => {
-            let prefix = directory_prefix(&event.path);
-            let new = NewJob::<BackupKind> {
-                origin: JobOrigin::Event,
-                container: event.container.clone(),
-                roots: vec![Root::directory(&prefix)],
-                options: BackupOptions::default(),
-            };
-            let job = jobs::queue(app, new).await?.job;
-            info!(job, prefix, "directory renamed: a job over its new name");
-            Ok(EventOutcome::DirectoryQueued {
-                container: event.container.clone(),
-                prefix,
-                job,
-            })
-        }
+        EventKind::DirectoryRenamed => queue_directory(app, event, "renamed: its new name").await,
+        // The whole tree in one event: a job over the directory, whose pass records the end of
+        // the life of every version the backup holds under it that the lake no longer lists.
+        EventKind::DirectoryDeleted => queue_directory(app, event, "deleted").await,
+        // Its files have their own events; a directory holds no bytes.
+        EventKind::DirectoryCreated => Ok(EventOutcome::Ignored {
+            reason: "a directory created: its files' own events back them up (a directory \
+                     itself, with its ACL, is not kept yet)"
+                .into(),
+        }),
     }
+}
+
+/// A backup job over the event's directory, queued.
+async fn queue_directory(
+    app: &App,
+    event: &BlobEvent,
+    what: &str,
+) -> Result<EventOutcome, EventError> {
+    let prefix = directory_prefix(&event.path);
+    let new = NewJob::<BackupKind> {
+        origin: JobOrigin::Event,
+        container: event.container.clone(),
+        roots: vec![Root::directory(&prefix)],
+        options: BackupOptions::default(),
+    };
+    let job = jobs::queue(app, new).await?.job;
+    info!(job, prefix, "directory {what}: a job over it");
+    Ok(EventOutcome::DirectoryQueued {
+        container: event.container.clone(),
+        prefix,
+        job,
+    })
 }
 
 /// Why an event is none of this worker's business, if it is not.

@@ -341,6 +341,59 @@ async fn directory_placeholders_are_skipped_and_a_renamed_directory_gets_a_job()
     );
 }
 
+/// ADLS Gen2 sends one `DirectoryDeleted` for a whole tree deleted recursively, never one per
+/// file: the job it queues records the end of every version the backup holds under it, and no
+/// other. `DirectoryCreated` holds no bytes: ignored, never poisoned.
+#[tokio::test]
+async fn a_deleted_directory_ends_the_lives_of_everything_backed_up_under_it() {
+    let fixture = lake().await;
+    let (app, lake) = (&fixture.app, fixture.lake("lake"));
+    let under = ["t/日本/a.csv", "t/日本/x｡y/🦀.csv"];
+    for blob in under.iter().chain(&["t/keep.csv"]) {
+        support::upload(&lake, blob, blob.as_bytes()).await;
+        let (etag, _, _) = support::properties(&lake, blob).await;
+        let event = event_grid("BlobCreated", "source", "lake", blob, &etag);
+        deliver(app, event.to_string()).await;
+    }
+    let created = event_grid("DirectoryCreated", "source", "lake", "t/日本", "");
+    assert!(
+        matches!(
+            deliver(app, created.to_string()).await,
+            EventOutcome::Ignored { .. }
+        ),
+        "a created directory is no version"
+    );
+    let mut etags = BTreeMap::new();
+    for blob in under {
+        etags.insert(blob, support::properties(&lake, blob).await.0);
+    }
+    // The tree deleted in a later second than its files were written (Azurite has no recursive
+    // Delete Path: its blobs are deleted one by one, and one event says it all, as on Azure).
+    support::next_second().await;
+    for blob in under {
+        support::delete_with_snapshots(&lake, blob).await;
+    }
+    let deleted = event_grid("DirectoryDeleted", "source", "lake", "t/日本", "");
+    let outcome = deliver(app, deleted.to_string()).await;
+    let EventOutcome::DirectoryQueued { prefix, .. } = &outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(prefix, "t/日本/");
+    assert!(support::deliver_all_shards(app).await >= 1);
+    let mut records: Vec<Record> = support::life_records(&fixture.vault("lake"))
+        .await
+        .into_iter()
+        .map(|(record, _)| record)
+        .collect();
+    records.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut expected: Vec<Record> = under
+        .iter()
+        .map(|blob| Record::new(blob, &etags[blob], Change::Deleted, 1))
+        .collect();
+    expected.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(records, expected, "t/keep.csv lives on");
+}
+
 #[tokio::test]
 async fn events_outside_the_containers_and_prefix_filters_are_ignored() {
     let fixture = lake().await;
