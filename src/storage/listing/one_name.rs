@@ -67,29 +67,11 @@ pub(in crate::storage) async fn metadata_as_listed(
     if snapshot.is_some() {
         include.push(ListBlobsIncludeItem::Snapshots);
     }
-    let pages = list_scoped_pages(
-        container,
-        format!("listing the metadata of {}/{name}", container.name()),
-        &include,
-        ListingScope {
-            prefix: Some(name),
-            one_level: true,
-            ..Default::default()
-        },
-        listed_version_with_metadata,
-    )?;
-    let pages = until_container_missing(pages);
-    futures::pin_mut!(pages);
-    while let Some(page) = pages.try_next().await? {
-        let found = page
-            .into_items()
-            .into_iter()
-            .find(|version| version.name == name && version.snapshot.as_deref() == snapshot);
-        if let Some(version) = found {
-            return Ok((version.etag == normalize_etag(etag)).then(|| version.metadata_or_empty()));
-        }
-    }
-    Ok(None)
+    let what = format!("listing the metadata of {}/{name}", container.name());
+    let listed = listed_entry(container, what, &include, false, name, snapshot).await?;
+    Ok(listed
+        .filter(|version| version.etag == normalize_etag(etag))
+        .map(|version| version.metadata_or_empty()))
 }
 
 /// The access control of path `name` of a hierarchical namespace (owner, group, permissions,
@@ -101,14 +83,32 @@ pub async fn access_as_listed(
     name: &str,
     etag: &str,
 ) -> Result<Option<Access>, StorageError> {
+    let what = format!("listing the access control of {}/{name}", container.name());
+    let include = [ListBlobsIncludeItem::Metadata];
+    let listed = listed_entry(container, what, &include, true, name, None).await?;
+    Ok(listed
+        .filter(|version| version.etag == normalize_etag(etag))
+        .and_then(|version| version.properties.access))
+}
+
+/// The entry of exactly `name` (at `snapshot`, or the base blob) that a listing narrowed to the
+/// name shows, if any; `permissions` asks for its access control too.
+async fn listed_entry(
+    container: &Container,
+    operation: String,
+    include: &[ListBlobsIncludeItem],
+    permissions: bool,
+    name: &str,
+    snapshot: Option<&str>,
+) -> Result<Option<Version>, StorageError> {
     let pages = list_scoped_pages(
         container,
-        format!("listing the access control of {}/{name}", container.name()),
-        &[ListBlobsIncludeItem::Metadata],
+        operation,
+        include,
         ListingScope {
             prefix: Some(name),
             one_level: true,
-            permissions: true,
+            permissions,
             ..Default::default()
         },
         listed_version_with_metadata,
@@ -119,10 +119,9 @@ pub async fn access_as_listed(
         let found = page
             .into_items()
             .into_iter()
-            .find(|version| version.name == name && version.snapshot.is_none());
-        if let Some(version) = found {
-            let same = version.etag == normalize_etag(etag);
-            return Ok(version.properties.access.filter(|_| same));
+            .find(|version| version.name == name && version.snapshot.as_deref() == snapshot);
+        if found.is_some() {
+            return Ok(found);
         }
     }
     Ok(None)
