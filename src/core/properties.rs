@@ -80,6 +80,10 @@ pub struct BlobProperties {
     /// In a hierarchical namespace, its access control, when it was read (`None`: not known,
     /// or a flat account, which has none).
     pub access: Option<Access>,
+    /// A directory of a hierarchical namespace (listed as `ResourceType` `directory`, or a
+    /// backup stamped as one), not a file: it has no bytes, and on a directory the ACL carries
+    /// its default entries too.
+    pub directory: bool,
 }
 
 /// The access control of a file or directory of a hierarchical namespace (ADLS Gen2), as the

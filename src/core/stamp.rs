@@ -13,6 +13,7 @@ use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use super::{
     etag::normalize_etag,
     properties::{Access, BlobProperties, BlobType},
+    version::is_folder_mark,
 };
 
 /// What every bookkeeping key starts with (metadata names are case-insensitive in Azure).
@@ -39,6 +40,12 @@ pub const STAMP_OWNER: &str = "lakebackup_owner";
 pub const STAMP_GROUP: &str = "lakebackup_group";
 pub const STAMP_PERMISSIONS: &str = "lakebackup_permissions";
 pub const STAMP_ACL: &str = "lakebackup_acl";
+/// `directory` on the backup of a directory of a hierarchical namespace: an empty backup that
+/// holds the directory's existence and its access control (ACL with its `default:` entries).
+/// Its user metadata leaves out the blob endpoint's folder mark (`hdi_isfolder`), which on a
+/// backup account with a namespace would make the backup a directory itself.
+pub const STAMP_RESOURCE_TYPE: &str = "lakebackup_resource_type";
+const DIRECTORY: &str = "directory";
 
 /// On a blob this worker writes in several requests (an append or page blob copied through the
 /// worker: created, then filled, then given its metadata): its bytes are not all there until the
@@ -83,6 +90,8 @@ pub struct Stamp {
     pub access_tier: Option<String>,
     /// Its access control, in a hierarchical namespace.
     pub access: Option<Access>,
+    /// A directory of a hierarchical namespace.
+    pub directory: bool,
 }
 
 impl Stamp {
@@ -95,6 +104,7 @@ impl Stamp {
             blob_type: BlobType::Block,
             access_tier: None,
             access: None,
+            directory: false,
         }
     }
 
@@ -104,6 +114,7 @@ impl Stamp {
         self.blob_type = properties.blob_type;
         self.access_tier = properties.access_tier.clone();
         self.access = properties.access.clone();
+        self.directory = properties.directory;
         self
     }
 
@@ -117,6 +128,7 @@ impl Stamp {
         // every name it can use.
         let mut metadata: HashMap<String, String> = source_metadata
             .iter()
+            .filter(|(k, v)| !(self.directory && is_folder_mark(k, v)))
             .map(|(k, v)| match is_stamp_key(k) {
                 true => (format!("{USER_KEY_PREFIX}{k}"), v.clone()),
                 false => (k.clone(), v.clone()),
@@ -151,6 +163,9 @@ impl Stamp {
                 (STAMP_PERMISSIONS.to_owned(), access.permissions.clone()),
                 (STAMP_ACL.to_owned(), access.acl.clone()),
             ]);
+        }
+        if self.directory {
+            metadata.insert(STAMP_RESOURCE_TYPE.to_owned(), DIRECTORY.to_owned());
         }
         metadata
     }
@@ -215,6 +230,11 @@ pub fn stamped_access(metadata: &HashMap<String, String>) -> Option<Access> {
         permissions: stamp_field(metadata, STAMP_PERMISSIONS)?.to_owned(),
         acl: stamp_field(metadata, STAMP_ACL)?.to_owned(),
     })
+}
+
+/// Whether the stamp holds a directory of a hierarchical namespace.
+pub fn stamped_directory(metadata: &HashMap<String, String>) -> bool {
+    stamp_field(metadata, STAMP_RESOURCE_TYPE).is_some_and(|t| t.eq_ignore_ascii_case(DIRECTORY))
 }
 
 /// The access tier the source version had set, when the stamp records one.
@@ -332,5 +352,36 @@ mod tests {
         let flat = stamp().backup_metadata(&HashMap::new());
         assert_eq!(stamped_access(&flat), None);
         assert!(!flat.contains_key(STAMP_ACL));
+        assert!(!stamped_directory(&flat) && !stamped_directory(&metadata));
+    }
+
+    #[test]
+    fn a_directorys_backup_is_stamped_so_without_the_folder_mark() {
+        let access = Access {
+            owner: "$superuser".into(),
+            group: "$superuser".into(),
+            permissions: "rwxr-x---+".into(),
+            acl: "user::rwx,group::r-x,mask::r-x,other::---,default:user::rwx,default:group::r-x,\
+                  default:other::---"
+                .into(),
+        };
+        let properties = BlobProperties {
+            access: Some(access.clone()),
+            directory: true,
+            ..BlobProperties::default()
+        };
+        let source = HashMap::from([
+            ("HDI_IsFolder".to_owned(), "true".to_owned()),
+            ("team".to_owned(), "a".to_owned()),
+        ]);
+        let metadata = stamp()
+            .with_properties(&properties)
+            .backup_metadata(&source);
+        assert!(stamped_directory(&metadata));
+        assert_eq!(stamped_access(&metadata), Some(access));
+        assert_eq!(
+            user_metadata(&metadata),
+            HashMap::from([("team".to_owned(), "a".to_owned())])
+        );
     }
 }

@@ -62,15 +62,35 @@ impl Version {
         self.metadata.clone().unwrap_or_default()
     }
 
-    /// Whether the version is a directory of a hierarchical namespace (an empty blob marked
-    /// `hdi_isfolder`), not data.
+    /// Whether the version is a directory of a hierarchical namespace (listed as one, or an
+    /// empty blob marked `hdi_isfolder`, as the blob endpoint shows a directory), not data.
     pub fn is_directory_placeholder(&self) -> bool {
-        self.content_length == 0
-            && self.metadata.as_ref().is_some_and(|metadata| {
-                metadata.iter().any(|(k, v)| {
-                    k.eq_ignore_ascii_case("hdi_isfolder") && v.eq_ignore_ascii_case("true")
-                })
-            })
+        self.properties.directory
+            || (self.content_length == 0
+                && self
+                    .metadata
+                    .as_ref()
+                    .is_some_and(|metadata| metadata.iter().any(|(k, v)| is_folder_mark(k, v))))
+    }
+}
+
+/// The metadata the blob endpoint marks a directory of a hierarchical namespace with.
+pub const FOLDER_MARK: &str = "hdi_isfolder";
+
+/// Whether `key: value` is [`FOLDER_MARK`] set (names are case-blind).
+pub fn is_folder_mark(key: &str, value: &str) -> bool {
+    key.eq_ignore_ascii_case(FOLDER_MARK) && value.eq_ignore_ascii_case("true")
+}
+
+impl Version {
+    /// As a directory of a hierarchical namespace: marked so, its user metadata without the
+    /// folder mark (the blob endpoint's way of saying directory, which the mark now says).
+    pub fn as_directory(mut self) -> Version {
+        self.properties.directory = true;
+        if let Some(metadata) = &mut self.metadata {
+            metadata.retain(|k, v| !is_folder_mark(k, v));
+        }
+        self
     }
 }
 

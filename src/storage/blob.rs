@@ -210,6 +210,8 @@ impl Blob {
                     .is_some_and(|sha| !sha.is_empty()),
                 // Get Blob Properties does not say it.
                 access: None,
+                // A directory says it only by its folder mark (`Version::is_directory_placeholder`).
+                directory: false,
             },
             copy_status,
         };

@@ -14,6 +14,9 @@
 //! name is settled first, and a version that lives on in a snapshot is backed up from the
 //! snapshot. The queue consumer, the shards and the events function all back up through here.
 //!
+//! A directory of a hierarchical namespace is a version too ([`back_up_directory`]): an empty
+//! backup stamped as a directory, with its access control.
+//!
 //! A lake with a hierarchical namespace (`storage::Namespace`) has no snapshots and no index
 //! tags: neither is asked of it. Every copy is pinned to the version's ETag all the same (reads
 //! with `If-Match`, server-side copies with `x-ms-source-if-match`), so a file that moves on
@@ -21,8 +24,10 @@
 
 mod adf;
 mod direct;
+mod directory;
 mod settle;
 
+pub use self::directory::back_up_directory;
 use self::settle::Settled;
 
 use serde::{Deserialize, Serialize};

@@ -119,6 +119,9 @@ pub(super) struct ListedProperties {
     pub(super) permissions: Option<String>,
     #[serde(rename = "Acl", default)]
     pub(super) acl: Option<String>,
+    /// `file` or `directory`, with `include=permissions`.
+    #[serde(rename = "ResourceType", default)]
+    pub(super) resource_type: Option<String>,
 }
 
 impl ListedProperties {
@@ -178,6 +181,10 @@ impl ListedItem {
                 .as_deref()
                 .is_some_and(|sha| !sha.is_empty()),
             access: p.access(),
+            directory: p
+                .resource_type
+                .as_deref()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("directory")),
         }
     }
 }

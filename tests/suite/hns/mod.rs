@@ -3,6 +3,7 @@
 //! the snapshot-free backup of such a lake, and its verify (ACLs compared).
 
 mod backup;
+mod directories;
 mod doctor;
 mod namespace;
 mod stand_in;

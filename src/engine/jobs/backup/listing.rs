@@ -320,8 +320,7 @@ impl<'a> Part<'a> {
                     if needs.nothing() {
                         walk.mark_started();
                         self.app.progress.did(1);
-                        self.counts.blobs += 1;
-                        self.counts.backups_present += 1;
+                        KindCounts::add(&mut self.counts, &needs.present());
                         self.settle(walk, index, SlotOutcome::default());
                         continue;
                     }

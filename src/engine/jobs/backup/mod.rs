@@ -94,6 +94,11 @@ kind_counts! {
         md5_mismatches,
         /// Names seen again with a version whose deletion had been recorded (an undelete).
         revivals_recorded,
+        /// Directories of a hierarchical namespace judged (empty ones included; not in `blobs`).
+        directories,
+        /// Directory versions backed up (a new directory, or a new access control on one; not
+        /// in `backups_copied`).
+        directory_backups,
     }
 }
 

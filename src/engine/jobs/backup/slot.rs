@@ -15,7 +15,7 @@ use crate::{
     app::App,
     core::{diff::BlobVerdict, version::Version},
     engine::{
-        backup::BackupError,
+        backup::{self, BackupError, BackupOutcome},
         lives, protect,
         protect::{CopiedNote, Moving, Protected},
         vault::VaultLevel,
@@ -33,12 +33,38 @@ pub(super) struct Needs {
     /// Its version has a complete backup, with another access control (an ACL change keeps
     /// the ETag): backed up again, as seen now.
     access_changed: bool,
+    /// What the listed entry is.
+    path: PathKind,
+}
+
+/// What a listed entry is to a backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PathKind {
+    File,
+    /// A directory of a hierarchical namespace: a version of its own (its access control).
+    Directory,
+    /// A directory placeholder (`hdi_isfolder`) on a flat lake: not data, left alone as ever.
+    FlatPlaceholder,
 }
 
 impl Needs {
     pub(super) fn of(verdict: &BlobVerdict, level: &VaultLevel, namespace: Namespace) -> Self {
         let blob = &verdict.blob;
         let hierarchical = namespace.is_hierarchical();
+        let path = match (blob.is_directory_placeholder(), hierarchical) {
+            (false, _) => PathKind::File,
+            (true, true) => PathKind::Directory,
+            (true, false) => PathKind::FlatPlaceholder,
+        };
+        if path == PathKind::FlatPlaceholder {
+            return Needs {
+                backup: false,
+                snapshot: false,
+                revival: false,
+                access_changed: false,
+                path,
+            };
+        }
         let access = blob.properties.access.as_ref();
         let backed_up = level.index.contains(&blob.name, &blob.etag);
         let with_access = level
@@ -46,14 +72,31 @@ impl Needs {
             .contains_with_access(&blob.name, &blob.etag, access);
         Needs {
             backup: !with_access,
-            snapshot: verdict.needs_snapshot && !hierarchical,
+            snapshot: verdict.needs_snapshot && !hierarchical && path == PathKind::File,
             revival: level.lives.ended_now(&blob.name, &blob.etag),
             access_changed: backed_up && !with_access,
+            path,
         }
     }
 
     pub(super) fn nothing(&self) -> bool {
         !(self.backup || self.snapshot || self.revival)
+    }
+
+    /// What an entry that needs nothing counts toward.
+    pub(super) fn present(&self) -> BackupCounts {
+        match self.path {
+            PathKind::File => BackupCounts {
+                blobs: 1,
+                backups_present: 1,
+                ..Default::default()
+            },
+            PathKind::Directory => BackupCounts {
+                directories: 1,
+                ..Default::default()
+            },
+            PathKind::FlatPlaceholder => BackupCounts::default(),
+        }
     }
 }
 
@@ -174,9 +217,11 @@ async fn protect_listed(
 ) -> SlotOutcome {
     let blob = &verdict.blob;
     let mut outcome = SlotOutcome::default();
-    if blob.is_directory_placeholder() {
-        // A hierarchical namespace lists its directories as empty blobs: not data.
-        return outcome;
+    match needs.path {
+        // A flat lake's `hdi_isfolder` blobs are left alone, as ever.
+        PathKind::FlatPlaceholder => return outcome,
+        PathKind::Directory => return protect_directory(app, container, blob, needs).await,
+        PathKind::File => {}
     }
     outcome.counts.blobs = 1;
     if blob.properties.customer_key {
@@ -231,6 +276,40 @@ async fn protect_listed(
         );
         outcome.counts.failed = 1;
         outcome.failure = Some((blob.name.clone(), reason));
+    }
+    outcome
+}
+
+/// Protects one directory of a hierarchical namespace: its version (existence and access
+/// control) backed up, and the record of its return.
+async fn protect_directory(
+    app: &App,
+    container: &str,
+    listed: &Version,
+    needs: Needs,
+) -> SlotOutcome {
+    let mut outcome = SlotOutcome::default();
+    outcome.counts.directories = 1;
+    let directory = &*as_seen(listed, &needs);
+    let mut failed = Vec::new();
+    if needs.backup {
+        match retried(|| backup::back_up_directory(app, container, directory)).await {
+            Ok(BackupOutcome::BackedUp { .. }) => outcome.counts.directory_backups = 1,
+            Ok(_) => {}
+            Err(reason) => failed.push(format!("backup: {reason}")),
+        }
+    }
+    if needs.revival {
+        match retried(|| lives::record_revival(app, container, &listed.name, &listed.etag)).await {
+            Ok(new) => outcome.counts.revivals_recorded = u64::from(new),
+            Err(reason) => failed.push(format!("recording its return: {reason}")),
+        }
+    }
+    if !failed.is_empty() {
+        let reason = failed.join("; ");
+        warn!(reason, "directory not protected; the rest goes on");
+        outcome.counts.failed = 1;
+        outcome.failure = Some((listed.name.clone(), reason));
     }
     outcome
 }

@@ -98,6 +98,8 @@ fn restorable_backup(b: BackupVersion) -> Restorable {
         metadata: Some(stamp::user_metadata(&metadata)),
         properties: BlobProperties {
             access_tier: stamp::stamped_access_tier(&metadata),
+            access: stamp::stamped_access(&metadata),
+            directory: stamp::stamped_directory(&metadata),
             ..b.backup.properties.clone()
         },
         copy_status: None,
