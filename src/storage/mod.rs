@@ -12,6 +12,7 @@ mod container;
 pub mod copy;
 mod copy_source;
 mod delegation;
+pub mod dfs;
 mod error;
 pub(crate) mod identity;
 pub mod lease;
@@ -92,6 +93,8 @@ pub struct StorageAccount {
     tags_refused: std::sync::atomic::AtomicBool,
     /// Its namespace, once asked ([`StorageAccount::namespace`]).
     namespace: tokio::sync::OnceCell<Namespace>,
+    /// The pipeline of its dfs calls, once made (`dfs`).
+    dfs_pipeline: std::sync::OnceLock<azure_core::http::Pipeline>,
 }
 
 impl std::fmt::Debug for StorageAccount {
@@ -160,6 +163,7 @@ impl StorageAccount {
             delegation_keys: delegation::DelegationKeyCache::default(),
             tags_refused: std::sync::atomic::AtomicBool::new(false),
             namespace: tokio::sync::OnceCell::new(),
+            dfs_pipeline: std::sync::OnceLock::new(),
         })
     }
 

@@ -2,7 +2,8 @@
 //!
 //! A connection named `X` is either the setting `X` holding a connection string (development
 //! storage, account key, or shared access signature), or identity-based settings
-//! `X__blobServiceUri` / `X__queueServiceUri` / `X__accountName` with an optional `X__clientId`.
+//! `X__blobServiceUri` / `X__queueServiceUri` / `X__accountName` with an optional `X__clientId`
+//! (and, for a lake with a hierarchical namespace, an optional `X__dfsServiceUri`).
 //! Parsing is pure; errors name the setting and never echo a value.
 
 use std::fmt;
@@ -45,6 +46,9 @@ pub struct StorageConnection {
     pub name: String,
     pub blob_endpoint: Option<Url>,
     pub queue_endpoint: Option<Url>,
+    /// The dfs endpoint of an identity-based connection when `{name}__dfsServiceUri` says it;
+    /// otherwise it is derived from the blob endpoint (`storage::dfs`).
+    pub dfs_endpoint: Option<Url>,
     pub auth: StorageAuth,
 }
 
@@ -137,6 +141,7 @@ fn parse_connection_string(setting: &str, text: &str) -> Result<StorageConnectio
             name: setting.to_owned(),
             blob_endpoint: blob_endpoint.or_else(|| at(10000)),
             queue_endpoint: queue_endpoint.or_else(|| at(10001)),
+            dfs_endpoint: None,
             auth: StorageAuth::SharedKey {
                 account: DEV_ACCOUNT.to_owned(),
                 key: SecretBytes::new(BASE64.decode(DEV_KEY).unwrap_or_default()),
@@ -165,6 +170,7 @@ fn parse_connection_string(setting: &str, text: &str) -> Result<StorageConnectio
         name: setting.to_owned(),
         blob_endpoint,
         queue_endpoint,
+        dfs_endpoint: None,
         auth,
     })
 }
@@ -275,7 +281,12 @@ fn identity_connection(
         Some(url) => Some(url),
         None => from_account("queue")?,
     };
-    for url in blob_endpoint.iter().chain(&queue_endpoint) {
+    let dfs_endpoint = endpoint("dfsServiceUri")?;
+    for url in blob_endpoint
+        .iter()
+        .chain(&queue_endpoint)
+        .chain(&dfs_endpoint)
+    {
         if url.scheme() != "https" {
             return Err(SettingsError::new(
                 name,
@@ -297,6 +308,7 @@ fn identity_connection(
         name: name.to_owned(),
         blob_endpoint,
         queue_endpoint,
+        dfs_endpoint,
         auth: StorageAuth::Identity {
             client_id: settings.get(&setting("clientId")).map(str::to_owned),
         },
