@@ -22,6 +22,7 @@ use crate::{
     app::App,
     config::RESTORE_TARGET_STORAGE,
     core::{
+        job::BlobNote,
         naming,
         restore_plan::{stem_prefix, RestoreOptions},
     },
@@ -72,14 +73,34 @@ pub struct RestoreSummary {
     /// Blobs written to (or created) in the target between planning and copying: left alone.
     pub changed_since_plan: u64,
     pub errors: u64,
+    /// A hierarchical namespace's directories created, paths given their exact access control,
+    /// paths whose access control was not all set (named in `failures`), and paths whose access
+    /// control a flat target cannot hold (said once in `warnings`): absent when none.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub directories_created: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub access_set: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub access_failed: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub access_not_applied: u64,
+    /// The paths whose access control was not all set, each with why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<BlobNote>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<BlobNote>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub duration_ms: u64,
 }
 
+fn is_zero(count: &u64) -> bool {
+    *count == 0
+}
+
 impl RestoreSummary {
     pub fn succeeded(&self) -> bool {
-        self.errors == 0 && self.error.is_none()
+        self.errors == 0 && self.access_failed == 0 && self.error.is_none()
     }
 }
 
@@ -125,6 +146,13 @@ pub async fn restore(
         summary.deleted = totals.deleted;
         summary.changed_since_plan = totals.changed_since_plan;
         summary.errors = totals.errors + job.shards_failed;
+        summary.directories_created = totals.directories_created;
+        summary.access_set = totals.access_set;
+        summary.access_failed = totals.access_failed;
+        summary.access_not_applied = totals.access_not_applied;
+        // Each path that failed, with why (access control has no line of its own).
+        summary.failures = job.notes.failures.clone();
+        summary.warnings = job.notes.warnings.clone();
         if job.shards_failed > 0 {
             summary.error = job.shard_failure();
         }
@@ -169,6 +197,12 @@ fn empty_summary(request: &RestoreRequest) -> RestoreSummary {
         deleted: 0,
         changed_since_plan: 0,
         errors: 0,
+        directories_created: 0,
+        access_set: 0,
+        access_failed: 0,
+        access_not_applied: 0,
+        failures: Vec::new(),
+        warnings: Vec::new(),
         error: None,
         duration_ms: 0,
     }

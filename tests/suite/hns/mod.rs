@@ -6,6 +6,7 @@ mod backup;
 mod directories;
 mod doctor;
 mod namespace;
+mod restore;
 mod stand_in;
 mod verify;
 

@@ -15,6 +15,7 @@
 //! overwritten. Nothing is ever deleted: a blob created after the instant stays. The account
 //! written to is exactly the one the job names ([`target`]).
 
+mod access;
 mod copy;
 mod plan;
 mod target;
@@ -34,7 +35,7 @@ use super::{
 pub use crate::core::restore_plan::RestoreOptions;
 use crate::{
     app::App,
-    core::restore_plan::RestoreFrom,
+    core::{counts::KindCounts, restore_plan::RestoreFrom},
     kind_counts,
     storage::{Container, StorageAccount},
 };
@@ -53,8 +54,25 @@ kind_counts! {
         deleted,
         changed_since_plan,
         errors,
+        /// Directories of a hierarchical namespace created (empty ones included; each also
+        /// counted `restored` or `unchanged`).
+        directories_created,
+        /// Paths given their exact access control (owner, group, permissions, ACL).
+        access_set,
+        /// Paths whose access control was not all set (an owner or group refused, or the
+        /// call failed): named in the notes; their bytes stay restored.
+        access_failed,
+        /// Paths whose backup records an access control that a target without a hierarchical
+        /// namespace cannot hold (said once in the notes); directories are not written there.
+        access_not_applied,
     }
 }
+
+/// What a restore into a flat target from a hierarchical lake's backups says, once.
+const ACCESS_NOT_APPLIED: &str =
+    "the target account has no hierarchical namespace: the files were restored, but their \
+     owners, groups, permissions and ACLs (kept by their backups) were not applied, and \
+     directories were not created";
 
 /// What a restore did with one blob (or, in a dry run, would do).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,7 +119,7 @@ impl Kind for RestoreKind {
     }
 
     fn not_done(counts: &RestoreCounts) -> u64 {
-        counts.errors
+        counts.errors + counts.access_failed
     }
 
     fn about(options: &RestoreOptions, container: &str) -> Option<serde_json::Value> {
@@ -129,6 +147,9 @@ struct Part<'a> {
     /// The target is a container of the lake's account (itself or another): its blobs are the
     /// lake's, backed up by the backup engine.
     target_in_lake_account: bool,
+    /// The target account has a hierarchical namespace: directories are created and every
+    /// path is given its exact access control.
+    target_hierarchical: bool,
 }
 
 /// Runs one part of a restore shard.
@@ -144,6 +165,10 @@ async fn run_part(part: KindPart<'_, RestoreKind>) -> Result<PartDone<RestoreKin
     let target_account = target::restore_account(app, options)?;
     let target_name = options.target_container(&shard.container);
     let target_in_lake_account = target_account.same_blob_service(&app.source);
+    let target_hierarchical = target_account
+        .namespace(target_name)
+        .await?
+        .is_hierarchical();
     let part = Part {
         app,
         shard,
@@ -156,6 +181,7 @@ async fn run_part(part: KindPart<'_, RestoreKind>) -> Result<PartDone<RestoreKin
         target_account,
         in_place: target_in_lake_account && target_name == shard.container,
         target_in_lake_account,
+        target_hierarchical,
     };
     let level = match options.from {
         RestoreFrom::Backup => part.plan_from_backup().await?,
@@ -171,7 +197,7 @@ async fn run_part(part: KindPart<'_, RestoreKind>) -> Result<PartDone<RestoreKin
         }
         app.progress.saw(level.candidates.len() as u64);
     }
-    let mut done = PartDone::new();
+    let mut done: PartDone<RestoreKind> = PartDone::new();
     for warning in &level.warnings {
         done.notes.warn("", warning.clone());
     }
@@ -193,6 +219,10 @@ async fn run_part(part: KindPart<'_, RestoreKind>) -> Result<PartDone<RestoreKin
         |outcome| {
             app.progress.did(1);
             outcome.counted.count(&mut done.counts);
+            KindCounts::add(&mut done.counts, &outcome.also);
+            if let Some(reason) = outcome.access_failure {
+                done.notes.fail(&outcome.blob, reason);
+            }
             if let Some(action) = outcome.action {
                 if let Some(error) = &action.error {
                     done.notes.fail(&action.blob, error.clone());
@@ -203,6 +233,9 @@ async fn run_part(part: KindPart<'_, RestoreKind>) -> Result<PartDone<RestoreKin
         },
     )
     .await;
+    if done.counts.access_not_applied > 0 {
+        done.notes.warn("", ACCESS_NOT_APPLIED.to_owned());
+    }
     if !finished {
         done.continuation = Some(shard.continuation(None, last_done.as_deref()));
     }

@@ -12,7 +12,7 @@ use crate::{
     core::{
         etag::normalize_etag,
         life::Lives,
-        properties::BlobProperties,
+        properties::{Access, BlobProperties},
         restore_plan::{
             plan, version_at, version_with_lake, written_by_job, Plan, Restorable, VersionSource,
         },
@@ -49,6 +49,11 @@ pub(super) struct Candidate {
     /// The target holds the chosen version because this job wrote it (a delivery that died
     /// before it recorded the write): reported restored.
     pub(super) written_by_job: bool,
+    /// The chosen version's access control (a hierarchical namespace's, from its backup's
+    /// stamp), which a target with a hierarchical namespace is given exactly.
+    pub(super) access: Option<Access>,
+    /// The chosen version is a directory of a hierarchical namespace.
+    pub(super) directory: bool,
 }
 
 /// One directory level of the backup container, as a restore chooses from it.
@@ -185,6 +190,8 @@ impl Part<'_> {
                 });
             candidates.push(Candidate {
                 written_by_job: written_by_this_job(&plan),
+                access: chosen.and_then(|c| c.version.properties.access.clone()),
+                directory: chosen.is_some_and(|c| c.version.properties.directory),
                 blob,
                 plan,
                 target: current,
@@ -216,7 +223,7 @@ impl Part<'_> {
         &self,
         warnings: &mut Vec<String>,
     ) -> Result<HashMap<String, Version>, StorageError> {
-        match self.list_level(&self.lake, false).await {
+        match self.list_level(&self.lake, false, false).await {
             // A blob still being copied into, or whose copy failed, is no version of the lake.
             Ok(mut level) => {
                 level.retain(|_, version| version.copy_complete());
@@ -313,6 +320,9 @@ impl Part<'_> {
                 // Whether the version now current has a backup is the backup engine's to find
                 // out, before anything overwrites it.
                 current_kept: false,
+                // A lake with snapshots has no hierarchical namespace.
+                access: None,
+                directory: false,
                 blob,
             });
         }
@@ -341,9 +351,12 @@ impl Part<'_> {
     /// What the target's level holds, by name (with tags when they can be read); nothing when
     /// the target container does not exist yet.
     async fn target_level(&self) -> Result<HashMap<String, Version>, StorageError> {
-        let mut tags = self.app.config.list_tags && !self.target_account.tags_refused();
+        // A hierarchical namespace has no index tags: it is never asked for them.
+        let mut tags = self.app.config.list_tags
+            && !self.target_account.tags_refused()
+            && !self.target_hierarchical;
         loop {
-            match self.list_level(&self.target, tags).await {
+            match self.list_level(&self.target, tags, self.target_hierarchical).await {
                 Err(e) if tags && e.is_tags_refusal() => {
                     warn!(error = %e, "the target refused to show tags: comparing without them");
                     self.target_account.refuse_tags();
@@ -355,12 +368,15 @@ impl Part<'_> {
         }
     }
 
-    /// What `container`'s level holds, by name, narrowed to the filter (directories of a
-    /// hierarchical namespace are no blobs to restore).
+    /// What `container`'s level holds, by name, narrowed to the filter. With `hierarchical`
+    /// (a target with a hierarchical namespace) each path's access control is listed too, and
+    /// its directories are kept (a restore gives them their access control); otherwise
+    /// directory placeholders are no blobs to restore.
     async fn list_level(
         &self,
         container: &Container,
         tags: bool,
+        hierarchical: bool,
     ) -> Result<HashMap<String, Version>, StorageError> {
         let pages = list_directory(
             container,
@@ -368,6 +384,7 @@ impl Part<'_> {
                 prefix: self.listing_prefix(false).as_deref(),
                 tags,
                 copy: true,
+                permissions: hierarchical,
                 ..Default::default()
             },
         )?;
@@ -375,7 +392,8 @@ impl Part<'_> {
         let mut level = HashMap::new();
         while let Some(page) = pages.try_next().await? {
             for version in page.into_items() {
-                if self.options.in_scope(&version.name) && !version.is_directory_placeholder() {
+                let keep = hierarchical || !version.is_directory_placeholder();
+                if self.options.in_scope(&version.name) && keep {
                     level.insert(version.name.clone(), version);
                 }
             }

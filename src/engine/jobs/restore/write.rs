@@ -48,22 +48,30 @@ pub(super) struct Outcome {
     pub(super) blob: String,
     pub(super) counted: Counted,
     pub(super) action: Option<RestoreAction>,
+    /// What it counts toward besides (a directory created, its access control set...).
+    pub(super) also: RestoreCounts,
+    /// Why its access control was not all set, for the job's failures.
+    pub(super) access_failure: Option<String>,
 }
 
 impl Outcome {
-    fn line(counted: Counted, action: RestoreAction) -> Self {
+    pub(super) fn line(counted: Counted, action: RestoreAction) -> Self {
         Self {
             blob: action.blob.clone(),
             counted,
             action: Some(action),
+            also: RestoreCounts::default(),
+            access_failure: None,
         }
     }
 
-    fn unchanged(blob: String) -> Self {
+    pub(super) fn unchanged(blob: String) -> Self {
         Self {
             blob,
             counted: Counted::Unchanged,
             action: None,
+            also: RestoreCounts::default(),
+            access_failure: None,
         }
     }
 }
@@ -77,9 +85,28 @@ enum Obstacle {
 }
 
 impl Part<'_> {
+    /// Carries out one path's plan — a directory's ([`Part::restore_directory`]) or a blob's —
+    /// then gives it its access control ([`Part::restore_access`]).
+    pub(super) async fn act(&self, candidate: Candidate) -> Outcome {
+        if candidate.directory {
+            return self.restore_directory(candidate).await;
+        }
+        let access = candidate.access.clone();
+        let target_access = candidate
+            .target
+            .as_ref()
+            .and_then(|t| t.properties.access.clone());
+        let blob = candidate.blob.clone();
+        let outcome = self.act_on_blob(candidate).await;
+        let written = outcome.counted == Counted::Restored;
+        let current = if written { None } else { target_access };
+        self.restore_access(outcome, &blob, access.as_ref(), current.as_ref())
+            .await
+    }
+
     /// Carries out one blob's plan: counts what needs nothing, compares content where asked,
     /// then writes the version back.
-    pub(super) async fn act(&self, candidate: Candidate) -> Outcome {
+    async fn act_on_blob(&self, candidate: Candidate) -> Outcome {
         let blob = candidate.blob.clone();
         match &candidate.plan {
             Plan::Unchanged if candidate.written_by_job => {

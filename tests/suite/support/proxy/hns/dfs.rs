@@ -278,6 +278,17 @@ pub(super) async fn set_access_control(
         return Ok(path_not_found(request));
     };
     let header = |name: &str| request.head.header(name).map(str::trim);
+    let changes_owner = header("x-ms-owner").is_some_and(|o| o != access.owner)
+        || header("x-ms-group").is_some_and(|g| g != access.group);
+    if changes_owner && lake.lake().owner_changes_refused {
+        lake.count(|c| c.owner_refusals += 1);
+        return Ok(error(
+            request,
+            "403 This request is not authorized to perform this operation using this permission.",
+            "AuthorizationPermissionMismatch",
+            "This request is not authorized to perform this operation using this permission.",
+        ));
+    }
     if let Some(refused) = set_mode(request, &mut access, header) {
         return Ok(refused);
     }

@@ -42,7 +42,9 @@
 //!   stand-in deletes it.
 //!
 //! For tests, [`HnsLake::rewrite_when_read`] rewrites a file the first time anyone reads or
-//! copies it (a writer racing the backup), and [`HnsLake::counts`] says what reached the lake.
+//! copies it (a writer racing the backup), [`HnsLake::refuse_owner_changes`] makes it refuse
+//! owner and group changes (403), as Azure refuses them to a caller that is no superuser, and
+//! [`HnsLake::counts`] says what reached the lake.
 
 mod acl;
 mod dfs;
@@ -149,6 +151,8 @@ pub struct HnsCounts {
     pub paths_deleted: u64,
     /// Files rewritten by [`HnsLake::rewrite_when_read`].
     pub rewrites: u64,
+    /// Owner or group changes refused ([`HnsLake::refuse_owner_changes`]).
+    pub owner_refusals: u64,
 }
 
 /// A file to rewrite with `bytes` when it is first read or copied.
@@ -161,6 +165,8 @@ struct Lake {
     paths: BTreeMap<PathKey, AccessControl>,
     counts: HnsCounts,
     rewrites: Vec<Rewrite>,
+    /// [`HnsLake::refuse_owner_changes`].
+    owner_changes_refused: bool,
 }
 
 /// The hierarchical namespace of the accounts a stand-in proxy plays as ADLS Gen2 lakes.
@@ -185,6 +191,7 @@ impl HnsLake {
                 paths: BTreeMap::new(),
                 counts: HnsCounts::default(),
                 rewrites: Vec::new(),
+                owner_changes_refused: false,
             }),
         }
     }
@@ -219,6 +226,14 @@ impl HnsLake {
             );
         }
         self.lake().paths.get(&key).cloned()
+    }
+
+    /// From now on, answers a setAccessControl that would change a path's owner or owning group
+    /// with 403 `AuthorizationPermissionMismatch`, as Azure answers a caller that is neither a
+    /// superuser nor Storage Blob Data Owner. The stand-in's simplification: every caller is
+    /// `$superuser` otherwise, so the refusal is a switch, not a principal.
+    pub fn refuse_owner_changes(&self) {
+        self.lake().owner_changes_refused = true;
     }
 
     /// Rewrites `container/path` of `account` with `bytes` (a Put Blob straight to Azurite,

@@ -1,0 +1,144 @@
+//! What a restore does for a hierarchical namespace (ADLS Gen2): a directory version created
+//! as a directory (empty ones included; Path - Create, create-only), and every path given its
+//! exact owner, group, permissions and ACL — default ACL included — from its backup's stamp,
+//! after its own write.
+//!
+//! Why "after its own write" is "ACLs last": default-ACL inheritance applies to a path only when
+//! it is created. A path's access control is set right after the request that created (or
+//! rewrote) it, so nothing afterwards inherits onto it: its children's creation changes only
+//! the children, each of which is set exactly by its own shard after its own write. A child
+//! written before its parent's ACL is set (levels run in parallel; writing a file creates its
+//! missing parents, which then inherit their parent's default ACL) is set exactly all the
+//! same, and a parent created that way is found by its own level (Create Path refused: it
+//! stands) and set exactly there. A redelivered part sets the same access again: harmless.
+//!
+//! Into a target without a hierarchical namespace, directories are not written (an
+//! `hdi_isfolder` blob there would be junk), files are, and the job says once that access
+//! control was not applied.
+
+use tracing::warn;
+
+use super::{
+    plan::Candidate,
+    write::{Counted, Outcome},
+    Part, RestoreAction, RestoreStep,
+};
+use crate::{
+    core::{properties::Access, restore_plan::Plan},
+    storage::dfs::AccessRefused,
+};
+
+impl Part<'_> {
+    /// Carries out a directory's plan: created where the target has no such path, then given
+    /// its access control.
+    pub(super) async fn restore_directory(&self, candidate: Candidate) -> Outcome {
+        let name = candidate.blob.clone();
+        let line = |step| RestoreAction {
+            blob: name.clone(),
+            action: step,
+            version_etag: None,
+            version_last_modified: None,
+            from: None,
+            error: None,
+        };
+        match candidate.plan {
+            Plan::Deleted => return Outcome::line(Counted::Deleted, line(RestoreStep::Deleted)),
+            Plan::MissingVersion => {
+                return Outcome::line(Counted::MissingVersion, line(RestoreStep::MissingVersion))
+            }
+            Plan::Restore(_) | Plan::Unchanged => {}
+        }
+        if !self.target_hierarchical {
+            let mut outcome = Outcome::unchanged(name);
+            outcome.also.access_not_applied = 1;
+            return outcome;
+        }
+        let current = candidate
+            .target
+            .as_ref()
+            .and_then(|t| t.properties.access.clone());
+        let mut outcome = match &candidate.target {
+            Some(_) => Outcome::unchanged(name.clone()),
+            None if self.options.dry_run => {
+                Outcome::line(Counted::Restored, line(RestoreStep::Restore))
+            }
+            None => match self
+                .target_account
+                .create_directory(self.target_name, &name)
+                .await
+            {
+                Ok(created) => {
+                    let mut outcome = Outcome::line(Counted::Restored, line(RestoreStep::Restore));
+                    outcome.also.directories_created = u64::from(created);
+                    outcome
+                }
+                Err(e) => {
+                    warn!(directory = name, error = %e, "creating the directory failed");
+                    let mut failed = line(RestoreStep::Error);
+                    failed.error = Some(e.to_string());
+                    return Outcome::line(Counted::Error, failed);
+                }
+            },
+        };
+        // A directory created now has the access its parent's default ACL gave it.
+        let current = if outcome.counted == Counted::Restored {
+            None
+        } else {
+            current
+        };
+        outcome = self
+            .restore_access(outcome, &name, candidate.access.as_ref(), current.as_ref())
+            .await;
+        outcome
+    }
+
+    /// Gives path `name` the access control `access` its chosen version had (where `current`,
+    /// what it has now when known, differs), after what `outcome` did to it. Into a target
+    /// without a hierarchical namespace it is counted as not applied; a dry run sets nothing.
+    pub(super) async fn restore_access(
+        &self,
+        mut outcome: Outcome,
+        name: &str,
+        access: Option<&Access>,
+        current: Option<&Access>,
+    ) -> Outcome {
+        let Some(access) = access else {
+            return outcome;
+        };
+        if !matches!(outcome.counted, Counted::Restored | Counted::Unchanged) {
+            return outcome;
+        }
+        if !self.target_hierarchical {
+            outcome.also.access_not_applied = 1;
+            return outcome;
+        }
+        if self.options.dry_run || current == Some(access) {
+            return outcome;
+        }
+        let set = self
+            .target_account
+            .set_access_control(self.target_name, name, access, current)
+            .await;
+        let failure = match set {
+            Ok(()) => {
+                outcome.also.access_set = 1;
+                return outcome;
+            }
+            Err(AccessRefused::Owner(e)) => {
+                outcome.also.access_set = 1;
+                format!(
+                    "its bytes are restored and its ACL set, but its owner {} and group {} were \
+                     refused: {e}",
+                    access.owner, access.group
+                )
+            }
+            Err(AccessRefused::Storage(e)) => {
+                format!("its bytes are restored, but its access control could not be set: {e}")
+            }
+        };
+        warn!(path = name, reason = failure, "access control not all set");
+        outcome.also.access_failed = 1;
+        outcome.access_failure = Some(failure);
+        outcome
+    }
+}
