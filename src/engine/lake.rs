@@ -1,7 +1,8 @@
 //! What the lake holds for one directory level: each name's base blob and snapshots, grouped by
 //! name (by equality, never by listing order), and the level's sub-directories. The lake's twin
 //! of [`super::vault::VaultLevel`]; the restore, verify and prune kinds read a level through it.
-//! A hierarchical namespace's directory (a placeholder blob) is never a version of a file.
+//! A hierarchical namespace's directory (a placeholder blob) is never a version of a file; it is
+//! listed as a version of its own only where access control is asked for.
 
 use std::collections::BTreeMap;
 
@@ -44,7 +45,8 @@ impl LakeLevel {
     }
 
     /// As [`LakeLevel::list`], with each path's access control (owner, group, permissions,
-    /// ACL: a hierarchical namespace's, read in bulk with the listing) when `access`.
+    /// ACL: a hierarchical namespace's, read in bulk with the listing) when `access` — and then
+    /// with the namespace's directories too, each a version of its own (its access control).
     pub async fn list_with_access(
         container: &Container,
         listing_prefix: &str,
@@ -72,7 +74,8 @@ impl LakeLevel {
                 .subdirectories
                 .extend(page.directories().map(str::to_owned));
             for entry in page.into_items() {
-                if in_scope(&entry.name) && !entry.is_directory_placeholder() {
+                let keep = access || !entry.is_directory_placeholder();
+                if in_scope(&entry.name) && keep {
                     level
                         .names
                         .entry(entry.name.clone())

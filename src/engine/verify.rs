@@ -50,9 +50,13 @@ pub struct VerifySummary {
     /// Backups whose bytes were checked (deep).
     pub checked: u64,
     pub mismatched: u64,
-    /// On a hierarchical namespace, files whose access control (owner, group, permissions,
-    /// ACL) differs from the one their backup recorded.
+    /// On a hierarchical namespace, paths (files and directories) whose access control
+    /// (owner, group, permissions, ACL) differs from the one their backup recorded.
     pub access_differs: u64,
+    /// On a hierarchical namespace, directories judged (not in `blobs` or `backed_up`; a
+    /// directory without a backup is counted in `without_backup`). Absent when none.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub directories: u64,
     /// Seconds since the oldest current version without a backup was written: the data a loss
     /// now would take with it. `None` when every current version has a backup.
     pub rpo_seconds: Option<i64>,
@@ -93,6 +97,7 @@ pub async fn verify(
             checked: 0,
             mismatched: 0,
             access_differs: 0,
+            directories: 0,
             rpo_seconds: None,
             gaps: Vec::new(),
             warnings: Vec::new(),
@@ -126,6 +131,7 @@ pub async fn verify(
         summary.checked = totals.checked;
         summary.mismatched = totals.mismatched;
         summary.access_differs = totals.access_differs;
+        summary.directories = totals.directories;
         let oldest_unprotected = summary
             .gaps
             .iter()
@@ -189,4 +195,8 @@ async fn prepare(app: &App, request: &VerifyRequest) -> Result<NewJob<VerifyKind
             deep: request.deep,
         },
     })
+}
+
+fn is_zero(count: &u64) -> bool {
+    *count == 0
 }

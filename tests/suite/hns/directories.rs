@@ -187,3 +187,49 @@ async fn an_acl_only_change_on_a_directory_is_a_new_version() {
     assert_eq!(recorded, expected);
     assert!(expected.iter().any(|a| a.3 == changed));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_reports_a_directory_whose_acl_changed_and_one_never_backed_up() {
+    let (lake, proxied) = lake_on_stand_in(&[]).await;
+    make_directory(&proxied, "🦀/空", &[("x-ms-acl", DEFAULT_ACL)]).await;
+    support::upload(&lake.lake("lake"), "日本/a.csv", b"a").await;
+    let first = support::produce(&lake.app, "lake").await;
+    assert!(first.succeeded(), "{:?}", first.notes);
+    let verify = || {
+        let (code, _, summary) =
+            crate::support::worker::run_lines(&lake.settings(), &["verify", "--container", "lake"]);
+        let mut gaps: Vec<(String, String)> = summary["gaps"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{summary}"))
+            .iter()
+            .map(|g| {
+                let field = |f: &str| g[f].as_str().unwrap().to_owned();
+                (field("blob"), field("problem"))
+            })
+            .collect();
+        gaps.sort();
+        (code, summary, gaps)
+    };
+    let (code, clean, gaps) = verify();
+    assert_eq!((code, gaps), (0, Vec::new()), "{clean}");
+    assert_eq!(clean["directories"], 3, "{clean}");
+    assert_eq!(clean["blobs"], 1, "{clean}");
+
+    set_access(
+        &proxied,
+        "🦀/空",
+        &[("x-ms-acl", "user::rwx,group::---,other::---")],
+    )
+    .await;
+    make_directory(&proxied, "🦀/新", &[]).await;
+    let (code, found, gaps) = verify();
+    assert_eq!(code, 1, "{found}");
+    assert_eq!(
+        gaps,
+        [
+            ("🦀/新".to_owned(), "no_backup".to_owned()),
+            ("🦀/空".to_owned(), "access_differs".to_owned()),
+        ],
+        "{found}"
+    );
+}

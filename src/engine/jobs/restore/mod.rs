@@ -14,6 +14,11 @@
 //! writes in place and writes nothing twice, and a write by ingestion meanwhile is never
 //! overwritten. Nothing is ever deleted: a blob created after the instant stays. The account
 //! written to is exactly the one the job names ([`target`]).
+//!
+//! Into an account with a hierarchical namespace, directory versions are created as directories
+//! and every path is given its exact access control after its own write ([`access`], which
+//! says why that is "ACLs last"); into a flat one, directories are left out and the job says
+//! once that access control was not applied.
 
 mod access;
 mod copy;

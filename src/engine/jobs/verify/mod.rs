@@ -83,6 +83,10 @@ kind_counts! {
         unchecked,
         access_differs,
         failed,
+        /// Directories of a hierarchical namespace judged (a backup of their version, with
+        /// their access control); not in `blobs` nor `backed_up`, their gaps counted with the
+        /// files'.
+        directories,
     }
 }
 
@@ -214,7 +218,9 @@ async fn run_part(part: Part<'_, VerifyKind>) -> Result<PartDone<VerifyKind>, Jo
             let span = tracing::info_span!("blob", blob = %verdict.blob.name);
             let (source, vault) = (&source, &vault);
             async move {
-                let checked = match backed_up && options.deep {
+                // A directory has no bytes to check.
+                let deep = options.deep && !verdict.blob.is_directory_placeholder();
+                let checked = match backed_up && deep {
                     true => Some(check_bytes(source, vault, &verdict.blob).await),
                     false => None,
                 };
@@ -251,13 +257,17 @@ fn judge(
     let blob = &verdict.blob;
     let counts = &mut done.counts;
     let mut problems = Vec::new();
-    counts.blobs += 1;
+    let directory = blob.is_directory_placeholder();
+    match directory {
+        true => counts.directories += 1,
+        false => counts.blobs += 1,
+    }
     if verdict.needs_snapshot {
         counts.without_snapshot += 1;
         problems.push(VerifyLine::new(&blob.name, Problem::NoSnapshot, None));
     }
     if backed_up {
-        counts.backed_up += 1;
+        counts.backed_up += u64::from(!directory);
     } else {
         counts.without_backup += 1;
         problems.push(VerifyLine {

@@ -160,6 +160,10 @@ pub(super) async fn create_path(
             ));
         }
     }
+    // Its missing parents first: asking for the parent's access control registers the parent
+    // as known, and a known directory is not placed in Azurite again. (A request refused below
+    // for a bad header leaves them made; Azure would not.)
+    ensure_parents(shared, lake, request, key).await?;
     let parent = key.parent().map(|p| lake.access_or_new(&p, true));
     let parent = parent.unwrap_or_else(AccessControl::root);
     let mut access = AccessControl::child_of(&parent, SUPERUSER, directory, umask);
@@ -172,7 +176,6 @@ pub(super) async fn create_path(
     if let Some(refused) = set_mode(request, &mut access, header) {
         return Ok(refused);
     }
-    ensure_parents(shared, lake, request, key).await?;
     let metadata: &[(&str, &str)] = if directory {
         &[("x-ms-meta-hdi_isfolder", "true")]
     } else {
