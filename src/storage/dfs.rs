@@ -135,11 +135,12 @@ impl StorageAccount {
     }
 
     /// Sets exactly `access` on `container/path`, where `current` (what the path has now, when
-    /// known) differs: its ACL (access and, on a directory, default entries), then the sticky
-    /// bit where the permissions have one (`x-ms-permissions`; the ACL cannot say it, and the
-    /// two never go in one request), then its owner and group — last, so a refused owner (403:
-    /// it takes a superuser) leaves the ACL set. Setting what is already set changes nothing, so
-    /// a redelivery may do it again.
+    /// known) differs: its ACL (access and, on a directory, default entries) with its owner and
+    /// group in one request, then the sticky bit where the permissions have one
+    /// (`x-ms-permissions`; the ACL cannot say it, and the two never go in one request). Where
+    /// the owner or group is refused (403: it takes a superuser), the ACL is set alone and the
+    /// refusal returned. Setting what is already set changes nothing, so a redelivery may do it
+    /// again.
     pub async fn set_access_control(
         &self,
         container: &str,
@@ -150,31 +151,40 @@ impl StorageAccount {
         let url = || self.dfs_url(container, path, &[("action", "setAccessControl")]);
         let what = || format!("setting the access control of {container}/{path}");
         let same = |field: fn(&Access) -> &str| current.is_some_and(|c| field(c) == field(access));
-        if !(same(|a| &a.acl) && same(|a| &a.permissions)) {
-            let acl = [("x-ms-acl", access.acl.as_str())];
-            self.dfs_send(Method::Patch, url()?, &acl, &[200], what)
+        let mode_same = same(|a| &a.acl) && same(|a| &a.permissions);
+        let owner_same = same(|a| &a.owner) && same(|a| &a.group);
+        let acl = ("x-ms-acl", access.acl.as_str());
+        let owner = [
+            ("x-ms-owner", access.owner.as_str()),
+            ("x-ms-group", access.group.as_str()),
+        ];
+        let mut refused = None;
+        if !owner_same {
+            let all = [acl, owner[0], owner[1]];
+            match self
+                .dfs_send(Method::Patch, url()?, &all, &[200], what)
+                .await
+            {
+                Ok(()) => {}
+                // Refused for the owner or group: the ACL alone, below.
+                Err(e) if e.status == Some(403) => refused = Some(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if refused.is_some() || (owner_same && !mode_same) {
+            self.dfs_send(Method::Patch, url()?, &[acl], &[200], what)
                 .await?;
+        }
+        if !mode_same {
             if let Some(permissions) = sticky_permissions(&access.permissions) {
                 let sticky = [("x-ms-permissions", permissions)];
                 self.dfs_send(Method::Patch, url()?, &sticky, &[200], what)
                     .await?;
             }
         }
-        if same(|a| &a.owner) && same(|a| &a.group) {
-            return Ok(());
-        }
-        let owner = [
-            ("x-ms-owner", access.owner.as_str()),
-            ("x-ms-group", access.group.as_str()),
-        ];
-        let sent = self
-            .dfs_send(Method::Patch, url()?, &owner, &[200], || {
-                format!("setting the owner and group of {container}/{path}")
-            })
-            .await;
-        match sent {
-            Err(e) if e.status == Some(403) => Err(AccessRefused::Owner(e)),
-            other => Ok(other?),
+        match refused {
+            Some(e) => Err(AccessRefused::Owner(e)),
+            None => Ok(()),
         }
     }
 }

@@ -5,6 +5,7 @@
 mod backup;
 mod directories;
 mod doctor;
+mod figure;
 mod namespace;
 mod restore;
 mod stand_in;
