@@ -11,8 +11,10 @@
 //!   which records the end of their lives.
 //! - `DirectoryDeleted` (one event for a whole tree): a job over the directory, whose pass records
 //!   the end of the life of every version the backup holds under it, at the pass's time (seconds
-//!   after the event), as a reconciliation would. `DirectoryCreated` is ignored: its files have
-//!   events of their own.
+//!   after the event), as a reconciliation would.
+//! - `DirectoryCreated` (a hierarchical namespace's): the directory's version — its owner,
+//!   group, permissions and ACL, default ACL included — backed up as it is now; ignored on a
+//!   flat lake.
 //!
 //! Events for other accounts and invalid names are unusable (the trigger poisons them); events
 //! for the backup account, `{c}bak`, the jobs' ledger, filtered-out names, snapshots and
@@ -118,13 +120,50 @@ pub async fn handle(app: &App, event: &BlobEvent) -> Result<EventOutcome, EventE
         // The whole tree in one event: a job over the directory, whose pass records the end of
         // the life of every version the backup holds under it that the lake no longer lists.
         EventKind::DirectoryDeleted => queue_directory(app, event, "deleted").await,
-        // Its files have their own events; a directory holds no bytes.
-        EventKind::DirectoryCreated => Ok(EventOutcome::Ignored {
-            reason: "a directory created: its files' own events back them up (a directory \
-                     itself, with its ACL, is not kept yet)"
-                .into(),
-        }),
+        EventKind::DirectoryCreated => protect_directory(app, event).await,
     }
+}
+
+/// A created directory of a hierarchical namespace: its version (its access control) backed
+/// up as it is now. On a flat lake (which has no directories) it is ignored.
+async fn protect_directory(app: &App, event: &BlobEvent) -> Result<EventOutcome, EventError> {
+    let (container, name) = (&event.container, &event.path);
+    if !app.source.namespace(container).await?.is_hierarchical() {
+        return Ok(EventOutcome::Ignored {
+            reason: "a directory created on a lake without a hierarchical namespace: its files' \
+                     own events back them up"
+                .into(),
+        });
+    }
+    let stale = |reason: &str| EventOutcome::Stale {
+        container: container.clone(),
+        blob: name.clone(),
+        reason: reason.to_owned(),
+    };
+    let state = match app.source.container(container)?.blob(name).probe().await {
+        Ok(Some(state)) => state,
+        Ok(None) => return Ok(stale("the directory no longer exists")),
+        Err(e) if e.is(ErrorCode::ContainerNotFound) => return Ok(stale("the container is gone")),
+        Err(e) => return Err(e.into()),
+    };
+    if !state.version.is_directory_placeholder() {
+        return Ok(stale(
+            "a file stands under the name now: its own event protects it",
+        ));
+    }
+    let etag = state.version.etag.clone();
+    let backup = match backup::back_up_directory(app, container, &state.version).await? {
+        BackupOutcome::BackedUp { .. } => "backed_up",
+        _ => "already_backed_up",
+    };
+    info!(etag, backup, "directory protected");
+    Ok(EventOutcome::Protected {
+        container: container.clone(),
+        blob: name.clone(),
+        etag,
+        backup: backup.to_owned(),
+        snapshot_taken: false,
+    })
 }
 
 /// A backup job over the event's directory, queued.

@@ -233,3 +233,45 @@ async fn verify_reports_a_directory_whose_acl_changed_and_one_never_backed_up() 
         "{found}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_directory_created_event_backs_up_the_directory_with_its_acl() {
+    use lakebackup::{app::WorkQueue, engine::events::EventOutcome};
+    let (lake, proxied) = lake_on_stand_in(&[]).await;
+    make_directory(&proxied, "🦀/空｡", &[("x-ms-acl", DEFAULT_ACL)]).await;
+    let event = serde_json::json!({
+        "topic": "/subscriptions/0000/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/source",
+        "subject": "/blobServices/default/containers/lake/blobs/🦀/空｡",
+        "eventType": "Microsoft.Storage.DirectoryCreated",
+        "eventTime": support::now_rfc3339(),
+        "id": "created-1",
+        "data": {
+            "api": "CreateDirectory",
+            "url": "https://source.dfs.core.windows.net/lake/%F0%9F%A6%80/%E7%A9%BA%EF%BD%A1",
+            "sequencer": "00000000000000000000000000000001"
+        },
+        "dataVersion": "", "metadataVersion": "1"
+    })
+    .to_string();
+    let deliver = || async {
+        support::deliver_to::<EventOutcome>(&lake.app, WorkQueue::Events, &event, 1)
+            .await
+            .unwrap()
+            .done()
+    };
+    let outcome = deliver().await;
+    assert!(
+        matches!(&outcome, EventOutcome::Protected { backup, .. } if backup == "backed_up"),
+        "{outcome:?}"
+    );
+    let backed_up = directory_backups(&lake).await;
+    assert_eq!(backed_up.keys().collect::<Vec<_>>(), ["🦀/空｡"]);
+    assert_eq!(backed_up["🦀/空｡"][0].0, access_now(&proxied, "🦀/空｡"));
+    // A repeated event writes nothing new.
+    let again = deliver().await;
+    assert!(
+        matches!(&again, EventOutcome::Protected { backup, .. } if backup == "already_backed_up"),
+        "{again:?}"
+    );
+    assert_eq!(directory_backups(&lake).await["🦀/空｡"].len(), 1);
+}
