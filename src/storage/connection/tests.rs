@@ -96,6 +96,32 @@ fn identity_based_settings() {
 }
 
 #[test]
+fn an_identity_connection_may_name_its_dfs_endpoint() {
+    let settings = Settings::from_pairs([
+        ("CONN__blobServiceUri", "https://lake.blob.core.windows.net"),
+        ("CONN__dfsServiceUri", "https://lake-dfs.example.net"),
+    ]);
+    let c = StorageConnection::from_settings("CONN", &settings).unwrap();
+    assert_eq!(
+        c.dfs_endpoint.unwrap().as_str(),
+        "https://lake-dfs.example.net/"
+    );
+    let unset =
+        Settings::from_pairs([("CONN__blobServiceUri", "https://lake.blob.core.windows.net")]);
+    assert!(StorageConnection::from_settings("CONN", &unset)
+        .unwrap()
+        .dfs_endpoint
+        .is_none());
+    // A token never goes over http, to the dfs endpoint either.
+    let http = Settings::from_pairs([
+        ("CONN__blobServiceUri", "https://lake.blob.core.windows.net"),
+        ("CONN__dfsServiceUri", "http://lake-dfs.example.net"),
+    ]);
+    let refused = StorageConnection::from_settings("CONN", &http).unwrap_err();
+    assert!(refused.to_string().contains("https"), "{refused}");
+}
+
+#[test]
 fn a_connection_string_beside_identity_settings_is_named_as_the_one_used() {
     let key = "a2V5IGZvciB0ZXN0cw==";
     let both = Settings::from_pairs([
