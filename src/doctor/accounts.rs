@@ -123,8 +123,10 @@ async fn namespace(app: &App, scope: &reach::LakeScope) -> Check {
              BACKUP_STORAGE pinned to the ETag listed, with its properties, metadata and access \
              control (owner, group, permissions, ACL) kept per version; no snapshots and no \
              index tags (Azure has none here), so a version that lives shorter than one pass or \
-             event can be missed; directories themselves (empty ones, default ACLs) are not yet \
-             backed up, nor ACLs written back by a restore",
+             event can be missed; every directory (empty ones included) is a version with its \
+             access control and default ACL, and a restore into such an account sets each path's \
+             owner, group, permissions and ACLs back exactly (owners and groups take a superuser \
+             or Storage Blob Data Owner)",
         ),
         Err(e) => check(title, Status::Warn, format!("could not be read: {e}")),
     }

@@ -27,6 +27,8 @@ async fn doctor_says_an_hns_lake_runs_without_snapshots_and_keeps_its_acls() {
         "owner, group, permissions, ACL",
         "no snapshots and no index tags",
         "shorter than one pass or event can be missed",
+        "every directory (empty ones included) is a version",
+        "sets each path's owner, group, permissions and ACLs back exactly",
     ] {
         assert!(detail.contains(said), "{said:?} not in {detail}");
     }
