@@ -16,6 +16,7 @@ mod doctor_rights;
 mod doctor_scope;
 mod error_lines;
 mod events;
+mod events_renamed;
 mod exactness;
 mod hns;
 mod metadata_case;
