@@ -104,7 +104,13 @@ async fn run(cli: Cli) -> ExitCode {
             };
             commands::restore(&app, &request, distributed).await
         }
-        Command::Job { job, wait, report } => jobs::job_status(&app, &job, wait, report).await,
+        Command::Job {
+            list: Some(list),
+            ..
+        } => jobs::job_list(&app, list).await,
+        Command::Job {
+            job, wait, report, ..
+        } => jobs::job_status(&app, job.as_deref().unwrap_or_default(), wait, report).await,
         // Run above, before the worker's state is built; here only for completeness.
         Command::Doctor { json } => commands::doctor(&settings, &host_json, json).await,
         Command::Verify {

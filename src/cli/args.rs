@@ -106,10 +106,14 @@ pub enum Command {
         json: bool,
     },
     /// Print a job's status (backup, reconcile, restore, verify or prune) as JSON: exit 0 unless
-    /// it failed (a verify job that found a gap failed).
+    /// it failed (a verify job that found a gap failed). `job list` lists the jobs.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Job {
+        #[command(subcommand)]
+        list: Option<JobCommand>,
         /// The job's id, as `restore --distributed`, `shard` or the producer printed it.
-        job: String,
+        #[arg(required = true)]
+        job: Option<String>,
         /// Wait until the job is done or failed; exit 0 when done, 1 when failed.
         #[arg(long)]
         wait: bool,
@@ -153,6 +157,49 @@ pub enum Command {
         #[arg(long, default_value = "")]
         prefix: String,
     },
+}
+
+/// `job list`: the jobs of the ledger.
+#[derive(Subcommand)]
+pub enum JobCommand {
+    /// List the jobs of the ledger, newest first (reads the ledger only): a table, or with
+    /// `--json` one JSON line per job and a summary.
+    List {
+        /// Only jobs in this state.
+        #[arg(long, value_enum)]
+        state: Option<JobStateArg>,
+        /// Only jobs over this container.
+        #[arg(long, value_parser = container_name)]
+        container: Option<String>,
+        /// Only jobs started by this (producer, reconcile, command, event, restore, verify,
+        /// prune) or doing this work (backup, restore, verify, prune).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only jobs started at or after this instant (RFC 3339).
+        #[arg(long, value_parser = parse_instant)]
+        since: Option<time::OffsetDateTime>,
+        /// JSON lines (one per job, then a summary) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `job list --state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum JobStateArg {
+    Running,
+    Done,
+    Failed,
+}
+
+impl From<JobStateArg> for lakebackup::core::job::JobState {
+    fn from(arg: JobStateArg) -> Self {
+        match arg {
+            JobStateArg::Running => Self::Running,
+            JobStateArg::Done => Self::Done,
+            JobStateArg::Failed => Self::Failed,
+        }
+    }
 }
 
 /// A container name Azure accepts; any other is a usage error (exit 2), found before anything

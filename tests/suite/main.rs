@@ -18,6 +18,7 @@ mod error_lines;
 mod events;
 mod exactness;
 mod hns;
+mod job_list;
 mod metadata_case;
 mod producer;
 mod prune;
