@@ -30,7 +30,9 @@ use lakebackup_devtools::azurite::Azurite;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let what = args.iter().find(|a| !a.starts_with('-') && a.parse::<usize>().is_err());
+    let what = args
+        .iter()
+        .find(|a| !a.starts_with('-') && a.parse::<usize>().is_err());
     let n = args.iter().find_map(|a| a.parse::<usize>().ok());
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     match what.map(String::as_str) {
@@ -121,7 +123,10 @@ async fn job_list(n: usize) {
         .buffer_unordered(32)
         .collect::<Vec<()>>()
         .await;
-    eprintln!("{n} jobs in the ledger in {:.1} s", seeding.elapsed().as_secs_f64());
+    eprintln!(
+        "{n} jobs in the ledger in {:.1} s",
+        seeding.elapsed().as_secs_f64()
+    );
     let mut times = Vec::new();
     for _ in 0..rounds() {
         let (took, stdout) = timed_run(&bench.settings, &["job", "list", "--json"]);
@@ -131,7 +136,10 @@ async fn job_list(n: usize) {
         times.push(took);
     }
     times.sort();
-    println!("{:>8} {:>14} {:>14} {:>10}", "jobs", "median s", "worst s", "bound s");
+    println!(
+        "{:>8} {:>14} {:>14} {:>10}",
+        "jobs", "median s", "worst s", "bound s"
+    );
     println!(
         "{:>8} {:>14.3} {:>14.3} {:>10}",
         n,

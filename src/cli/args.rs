@@ -121,6 +121,12 @@ pub enum Command {
         #[arg(long)]
         report: bool,
     },
+    /// Read the poison queues, and move their messages back to their work queues once the
+    /// cause is fixed.
+    Poison {
+        #[command(subcommand)]
+        command: PoisonCommand,
+    },
     /// Check that every current blob has a complete backup of its current version and a
     /// snapshot of it; report the gaps and the RPO (the age of the oldest change without a
     /// backup). Exit 1 on any gap or mismatch.
@@ -182,6 +188,61 @@ pub enum JobCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `poison list|show|replay`.
+#[derive(Subcommand)]
+pub enum PoisonCommand {
+    /// The messages at the front of each poison queue (at most 32 each: Azure's limit for
+    /// reading without taking), read without taking them, each with the reason recorded when
+    /// it was poisoned; one JSON line each, then the depth of each queue.
+    List {
+        /// Only the poison queue of this work queue.
+        #[arg(long, value_enum)]
+        queue: Option<QueueArg>,
+    },
+    /// One message, by its id, among those `list` can see.
+    Show {
+        id: String,
+        /// Only the poison queue of this work queue.
+        #[arg(long, value_enum)]
+        queue: Option<QueueArg>,
+    },
+    /// Move messages back to their work queue, byte for byte: each sent there first, then
+    /// deleted from the poison queue (a crash leaves a duplicate, never a loss). A message the
+    /// function could not read is refused, with why, and left in the poison queue.
+    Replay {
+        /// The work queue whose poison queue to replay.
+        #[arg(long, value_enum)]
+        queue: QueueArg,
+        /// At most this many messages.
+        #[arg(long, default_value_t = u64::MAX, hide_default_value = true)]
+        count: u64,
+        /// Say what would be replayed or refused (of the first 32), and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// A work queue, by what it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum QueueArg {
+    /// BACKUP_QUEUE_NAME: backup requests.
+    Backups,
+    /// {BACKUP_QUEUE_NAME}-shards: the shards of jobs.
+    Shards,
+    /// EVENTS_QUEUE_NAME: blob events.
+    Events,
+}
+
+impl From<QueueArg> for lakebackup::app::WorkQueue {
+    fn from(arg: QueueArg) -> Self {
+        match arg {
+            QueueArg::Backups => Self::Backups,
+            QueueArg::Shards => Self::Shards,
+            QueueArg::Events => Self::Events,
+        }
+    }
 }
 
 /// `job list --state`.

@@ -261,7 +261,15 @@ pub async fn job_list(app: &App, command: super::args::JobCommand) -> ExitCode {
 /// The jobs as a table: one row each, the counts that are not zero last.
 fn job_table(listed: &[jobs::ledger::ListedJob]) -> String {
     let mut rows = vec![[
-        "job", "kind", "work", "container", "status", "started", "finished", "shards", "counts",
+        "job",
+        "kind",
+        "work",
+        "container",
+        "status",
+        "started",
+        "finished",
+        "shards",
+        "counts",
     ]
     .map(str::to_owned)];
     for job in listed {
@@ -293,7 +301,12 @@ fn job_table(listed: &[jobs::ledger::ListedJob]) -> String {
         ]);
     }
     let widths: Vec<usize> = (0..rows[0].len())
-        .map(|column| rows.iter().map(|r| r[column].chars().count()).max().unwrap_or(0))
+        .map(|column| {
+            rows.iter()
+                .map(|r| r[column].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut table = String::new();
     for row in &rows {

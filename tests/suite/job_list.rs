@@ -53,33 +53,67 @@ async fn job_list_shows_every_job_of_the_ledger_newest_first_and_filters_them() 
     assert_eq!(code, 0, "{summary}");
     assert_eq!(summary["status"], "ok");
     assert_eq!(summary["jobs"], 3);
-    assert_eq!(ids(&lines), [running.as_str(), failed.as_str(), done.as_str()], "newest first");
+    assert_eq!(
+        ids(&lines),
+        [running.as_str(), failed.as_str(), done.as_str()],
+        "newest first"
+    );
     let by_id = |id: &str| lines.iter().find(|l| l["job"] == id).unwrap().clone();
     let (d, f, r) = (by_id(&done), by_id(&failed), by_id(&running));
     assert_eq!(
         (&d["status"], &d["work"], &d["kind"], &d["container"]),
-        (&"done".into(), &"backup".into(), &"command".into(), &"lake".into())
+        (
+            &"done".into(),
+            &"backup".into(),
+            &"command".into(),
+            &"lake".into()
+        )
     );
     assert_eq!(d["blobs"], 2, "the job's counts: {d}");
     assert_eq!(d["shards_finished"], d["shards_queued"]);
     assert!(d["finished"].is_string() && d["started"].is_string(), "{d}");
-    assert_eq!((&f["status"], &f["work"]), (&"failed".into(), &"verify".into()));
+    assert_eq!(
+        (&f["status"], &f["work"]),
+        (&"failed".into(), &"verify".into())
+    );
     assert_eq!(f["without_backup"], 1, "{f}");
     assert!(f["finished"].is_string(), "{f}");
     assert_eq!(r["status"], "running");
-    assert!(r["finished"].is_null(), "a running job has not finished: {r}");
+    assert!(
+        r["finished"].is_null(),
+        "a running job has not finished: {r}"
+    );
 
     let filtered = |args: &[&str]| ids(&list(&fixture, args).1);
     assert_eq!(filtered(&["--state", "failed"]), [failed.as_str()]);
     assert_eq!(filtered(&["--state", "running"]), [running.as_str()]);
     assert_eq!(filtered(&["--state", "done"]), [done.as_str()]);
-    assert_eq!(filtered(&["--container", "other"]), [running.as_str(), failed.as_str()]);
-    assert_eq!(filtered(&["--kind", "verify"]), [failed.as_str()]);
-    assert_eq!(filtered(&["--kind", "backup"]), [running.as_str(), done.as_str()]);
-    assert_eq!(filtered(&["--kind", "command"]), [running.as_str(), done.as_str()]);
-    assert_eq!(filtered(&["--since", &between]), [running.as_str(), failed.as_str()]);
     assert_eq!(
-        filtered(&["--since", &between, "--kind", "backup", "--container", "other"]),
+        filtered(&["--container", "other"]),
+        [running.as_str(), failed.as_str()]
+    );
+    assert_eq!(filtered(&["--kind", "verify"]), [failed.as_str()]);
+    assert_eq!(
+        filtered(&["--kind", "backup"]),
+        [running.as_str(), done.as_str()]
+    );
+    assert_eq!(
+        filtered(&["--kind", "command"]),
+        [running.as_str(), done.as_str()]
+    );
+    assert_eq!(
+        filtered(&["--since", &between]),
+        [running.as_str(), failed.as_str()]
+    );
+    assert_eq!(
+        filtered(&[
+            "--since",
+            &between,
+            "--kind",
+            "backup",
+            "--container",
+            "other"
+        ]),
         [running.as_str()]
     );
 
@@ -87,9 +121,15 @@ async fn job_list_shows_every_job_of_the_ledger_newest_first_and_filters_them() 
     let (code, table, stderr) = fixture.run(&["job", "list", "--state", "failed"]);
     assert_eq!(code, 0, "{stderr}");
     let rows: Vec<&str> = table.lines().collect();
-    assert!(rows[0].starts_with("job") && rows[0].contains("status"), "{table}");
+    assert!(
+        rows[0].starts_with("job") && rows[0].contains("status"),
+        "{table}"
+    );
     assert_eq!(rows.len(), 3, "{table}");
-    assert!(rows[1].starts_with(&failed) && rows[1].contains("failed"), "{table}");
+    assert!(
+        rows[1].starts_with(&failed) && rows[1].contains("failed"),
+        "{table}"
+    );
     assert_eq!(rows[2], "1 jobs");
 
     // A usage error: an unknown state is exit 2 with nothing on stdout.
@@ -103,5 +143,8 @@ async fn job_list_only_reads_a_ledger_that_does_not_exist_yet() {
     let (code, lines, summary) = list(&fixture, &[]);
     assert_eq!((code, lines.len(), &summary["jobs"]), (0, 0, &0.into()));
     let ledger = fixture.app.jobs.container("backup-requests-jobs").unwrap();
-    assert!(!ledger.exists().await.unwrap(), "job list created the ledger");
+    assert!(
+        !ledger.exists().await.unwrap(),
+        "job list created the ledger"
+    );
 }

@@ -20,6 +20,7 @@ mod exactness;
 mod hns;
 mod job_list;
 mod metadata_case;
+mod poison;
 mod producer;
 mod prune;
 mod reconciler;

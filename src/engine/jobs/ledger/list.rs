@@ -47,7 +47,8 @@ pub struct JobFilter {
 impl JobFilter {
     pub fn admits(&self, job: &ListedJob) -> bool {
         let status = &job.status;
-        self.state.is_none_or(|state| status.progress.state == state)
+        self.state
+            .is_none_or(|state| status.progress.state == state)
             && self
                 .container
                 .as_ref()
