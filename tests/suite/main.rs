@@ -32,6 +32,7 @@ mod restore_target;
 mod sas_copies;
 mod shards;
 mod standalone;
+mod template;
 mod tidy;
 mod verify;
 mod worm;
