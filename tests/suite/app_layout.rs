@@ -170,7 +170,10 @@ fn the_web_activity_pipeline_posts_what_the_producer_reads_and_follows_its_202()
     // No function key in the pipeline: it is read from Key Vault with the factory's identity,
     // and that read's output is secure (never logged).
     let text = pipeline.to_string();
-    assert!(!text.contains("code=<") && !text.contains("<function-key>"), "{text}");
+    assert!(
+        !text.contains("code=<") && !text.contains("<function-key>"),
+        "{text}"
+    );
     let read = &pipeline["properties"]["activities"][1];
     assert_eq!(read["typeProperties"]["authentication"]["type"], "MSI");
     assert_eq!(read["policy"]["secureOutput"], true);
