@@ -28,8 +28,11 @@ use serde_json::Value;
 ///   `authorization.RoleAssignment`: "Uses Azure REST API version 2022-04-01").
 /// - Microsoft.EventGrid/systemTopics and systemTopics/eventSubscriptions 2022-06-15:
 ///   learn.microsoft.com/azure/templates/microsoft.eventgrid/2022-06-15/systemtopics/eventsubscriptions.
-/// - Microsoft.Insights/scheduledQueryRules 2023-03-15-preview, 2021-08-01 and
-///   Microsoft.Insights/actionGroups 2023-01-01, 2022-06-01 (for an alerts template).
+/// - Microsoft.Insights/scheduledQueryRules 2018-04-16, 2021-08-01, 2022-06-15,
+///   2023-03-15-preview, 2023-12-01: "API version change log for deployment of
+///   Microsoft.insights/scheduledQueryRules"; Microsoft.Insights/actionGroups 2021-09-01,
+///   2022-04-01, 2022-06-01, 2023-01-01: the same change log of actionGroups (for an alerts
+///   template in deploy/).
 const PUBLISHED: &[(&str, &[&str])] = &[
     ("Microsoft.Web/sites", &["2023-12-01", "2024-04-01"]),
     ("Microsoft.Web/serverfarms", &["2023-12-01", "2024-04-01"]),
@@ -63,11 +66,17 @@ const PUBLISHED: &[(&str, &[&str])] = &[
     ),
     (
         "Microsoft.Insights/scheduledQueryRules",
-        &["2021-08-01", "2023-03-15-preview"],
+        &[
+            "2018-04-16",
+            "2021-08-01",
+            "2022-06-15",
+            "2023-03-15-preview",
+            "2023-12-01",
+        ],
     ),
     (
         "Microsoft.Insights/actionGroups",
-        &["2022-06-01", "2023-01-01"],
+        &["2021-09-01", "2022-04-01", "2022-06-01", "2023-01-01"],
     ),
 ];
 
