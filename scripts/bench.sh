@@ -16,6 +16,10 @@
 #                                              2,000) in N/10 directories, backed up, ACLs changed,
 #                                              a subtree deleted, restored --as-of and checked; blob
 #                                              requests per file beside a flat lake's
+#   scripts/bench.sh ops job-list [N]         `lakebackup job list` over a ledger of N jobs
+#                                              (default 1,000; bound 2 s)
+#   scripts/bench.sh ops poison-replay [N]    `lakebackup poison replay` of N messages killed
+#                                              mid-way: none lost (default 1,000)
 #   scripts/bench.sh fuzz [N]                  N more randomized lakes (default 8) through the
 #                                              fault-injecting proxy, each checked against the
 #                                              oracle; a failure prints its seed (replay it with
@@ -40,6 +44,10 @@ fi
 if [ "${1:-}" = "verify-deep" ]; then
   shift
   exec cargo bench --locked --bench verify_deep -- "$@"
+fi
+if [ "${1:-}" = "ops" ]; then
+  shift
+  exec cargo bench --locked --bench ops -- "$@"
 fi
 if [ "${1:-}" = "events" ]; then
   shift

@@ -162,8 +162,15 @@ impl App {
     }
 
     /// Puts a message that can never succeed on `{queue}-poison`, exactly as it was on the
-    /// queue: byte for byte, so nothing about it is lost.
-    pub async fn poison(&self, queue: WorkQueue, raw: &str) -> Result<(), StorageError> {
+    /// queue: byte for byte, so nothing about it is lost. Then records `reason` in the jobs'
+    /// ledger ([`poison_reason_name`]), where `lakebackup poison list` finds it: a record that
+    /// cannot be written is logged, never a reason to fail (the message is safe already).
+    pub async fn poison(
+        &self,
+        queue: WorkQueue,
+        raw: &str,
+        reason: &str,
+    ) -> Result<(), StorageError> {
         let name = queue.name(&self.config).ok_or_else(|| {
             StorageError::other("poisoning a message", "EVENTS_QUEUE_NAME is not set")
         })?;
@@ -173,7 +180,23 @@ impl App {
             .await?;
         poison
             .send(raw.to_owned(), None, "a message to the poison queue")
-            .await
+            .await?;
+        let recorded = async {
+            let reason: String = reason.chars().take(1_000).collect();
+            let encoded =
+                percent_encoding::utf8_percent_encode(&reason, percent_encoding::NON_ALPHANUMERIC)
+                    .to_string();
+            let metadata = std::collections::HashMap::from([("reason".to_owned(), encoded)]);
+            self.job_ledger()
+                .await?
+                .blob(&poison_reason_name(&name, raw))
+                .put(Vec::new(), metadata)
+                .await
+        };
+        if let Err(e) = recorded.await {
+            tracing::warn!(error = %e, "could not record why a message was poisoned");
+        }
+        Ok(())
     }
 
     /// The container of the jobs' ledgers, created on first use (once per process).
@@ -309,6 +332,21 @@ impl App {
         time::OffsetDateTime::now_utc() + self.config.copy_timeout + time::Duration::minutes(5)
     }
 }
+
+/// Where the jobs' ledger keeps why a message went to poison queue `poison`: one empty blob per
+/// message text (its SHA-256), the reason percent-encoded in its metadata. Not a job id's
+/// shape's concern: `poisoned/` holds no `job` entry, so no job is read from it.
+pub fn poison_reason_name(poison: &str, raw: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest: String = Sha256::digest(raw.as_bytes())[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{POISON_REASONS}/{poison}/{digest}")
+}
+
+/// The directory of the jobs' ledger that holds why messages were poisoned.
+pub const POISON_REASONS: &str = "poisoned";
 
 #[cfg(test)]
 mod tests {

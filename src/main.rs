@@ -1,6 +1,6 @@
 //! The `lakebackup` command: `serve` runs the Functions custom handler, `run` the same functions
-//! without the host; `produce`, `shard`, `reconcile`, `prune`, `restore`, `verify` and `job` are
-//! for admins. One function per command; each prints JSON lines on stdout — one object per
+//! without the host; `produce`, `shard`, `reconcile`, `prune`, `restore`, `verify`, `job` and
+//! `poison` are for admins. One function per command; each prints JSON lines on stdout — one object per
 //! line, the summary last — and says by its exit code how it went: 0 done, 1 failed (a job, a
 //! check, a gap, storage), 2 nothing done because the command line or the settings are wrong
 //! (clap's usage errors exit 2 too). `serve`, `run` and `doctor`'s table are the exceptions.
@@ -22,7 +22,7 @@ use cli::{
     args::{Cli, Command},
     commands, jobs,
     output::settings_error,
-    progress_line, serving,
+    poison, progress_line, serving,
 };
 
 fn main() -> ExitCode {
@@ -104,7 +104,13 @@ async fn run(cli: Cli) -> ExitCode {
             };
             commands::restore(&app, &request, distributed).await
         }
-        Command::Job { job, wait, report } => jobs::job_status(&app, &job, wait, report).await,
+        Command::Job {
+            list: Some(list), ..
+        } => jobs::job_list(&app, list).await,
+        Command::Job {
+            job, wait, report, ..
+        } => jobs::job_status(&app, job.as_deref().unwrap_or_default(), wait, report).await,
+        Command::Poison { command } => poison::poison(&app, command).await,
         // Run above, before the worker's state is built; here only for completeness.
         Command::Doctor { json } => commands::doctor(&settings, &host_json, json).await,
         Command::Verify {

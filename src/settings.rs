@@ -4,7 +4,10 @@
 //! Every failure names the setting and says what is wrong with it, never what it contains: a
 //! connection string holds an account key.
 
-use std::collections::HashMap;
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::{Arc, Mutex},
+};
 
 use thiserror::Error;
 
@@ -25,17 +28,70 @@ impl SettingsError {
     }
 }
 
+/// Every app setting the worker reads, by name: a connection by its own name (its identity
+/// form, `NAME__blobServiceUri` and the like, belongs to it). The deployment template sets
+/// these and no others (`tests/suite/template.rs`), and a test checks that the worker asks for
+/// no name outside it ([`Settings::names_read`]).
+pub const SETTING_NAMES: &[&str] = &[
+    "SOURCE_STORAGE",
+    "BACKUP_STORAGE",
+    "AzureWebJobsStorage",
+    "PRUNE_STORAGE",
+    "RESTORE_TARGET_STORAGE",
+    "BACKUP_QUEUE_NAME",
+    "BACKUP_CONTAINER_SUFFIX",
+    "SNAPSHOT_CONCURRENCY",
+    "EVENTS_QUEUE_NAME",
+    "EVENTS_CONTAINERS",
+    "EVENTS_PREFIX",
+    "RETENTION_KEEP_DAYS",
+    "RETENTION_KEEP_DAILY",
+    "RETENTION_KEEP_WEEKLY",
+    "RETENTION_KEEP_MONTHLY",
+    "RETENTION_KEEP_YEARLY",
+    "RETENTION_DELETED_DAYS",
+    "RETENTION_SNAPSHOT_DAYS",
+    "COPY_THROUGH_WORKER_MAX_BYTES",
+    "BACKUP_COPY_ENGINE",
+    "BACKUP_USE_LEASE",
+    "BACKUP_LEASE_WAIT_SECONDS",
+    "COPY_TIMEOUT_SECONDS",
+    "COPY_POLL_INTERVAL_MS",
+    "ADF_SUBSCRIPTION_ID",
+    "ADF_RESOURCE_GROUP",
+    "ADF_FACTORY_NAME",
+    "ADF_PIPELINE_NAME",
+    "ADF_MANAGEMENT_ENDPOINT",
+    "ADF_CLIENT_ID",
+    "ADF_POLL_INTERVAL_MS",
+    "ADF_RUN_TIMEOUT_SECONDS",
+    "RECONCILE_SCHEDULE",
+    "RECONCILE_CONTAINERS",
+    "RECONCILE_CONTAINER_CONCURRENCY",
+    "RESTORE_CONCURRENCY",
+    "SHARD_TIME_BUDGET_SECONDS",
+    "SHARD_PAGE_SIZE",
+    "BACKUP_TAGS",
+    "PRODUCER_WAIT_SECONDS",
+    "LAKEBACKUP_HTTP",
+    "RUN_VISIBILITY_SECONDS",
+    "FUNCTIONS_CUSTOMHANDLER_PORT",
+];
+
 /// A snapshot of the settings, so that reading them is pure and tests need not touch the
 /// process environment.
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
     values: HashMap<String, String>,
+    /// The names asked for (a prefix asked for as `NAME__`), shared by clones.
+    read: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl Settings {
     pub fn from_env() -> Self {
         Self {
             values: std::env::vars().collect(),
+            read: Arc::default(),
         }
     }
 
@@ -47,11 +103,13 @@ impl Settings {
                 .into_iter()
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
+            read: Arc::default(),
         }
     }
 
     /// The value, with surrounding white space removed; `None` when unset or blank.
     pub fn get(&self, name: &str) -> Option<&str> {
+        self.asked(name);
         self.values
             .get(name)
             .map(|v| v.trim())
@@ -118,6 +176,7 @@ impl Settings {
 
     /// The names of the settings (not blank) that start with `prefix`, sorted.
     pub fn names_with_prefix(&self, prefix: &str) -> Vec<&str> {
+        self.asked(prefix);
         let mut names: Vec<&str> = self
             .values
             .iter()
@@ -126,6 +185,26 @@ impl Settings {
             .collect();
         names.sort_unstable();
         names
+    }
+}
+
+impl Settings {
+    fn asked(&self, name: &str) {
+        if let Ok(mut read) = self.read.lock() {
+            read.insert(name.to_owned());
+        }
+    }
+
+    /// Every name asked for so far by anything holding these settings (or a clone), a prefix
+    /// (`NAME__`) by the name before it: what a test compares with [`SETTING_NAMES`].
+    pub fn names_read(&self) -> BTreeSet<String> {
+        let read = self.read.lock().map(|r| r.clone()).unwrap_or_default();
+        read.into_iter()
+            .map(|name| match name.split_once("__") {
+                Some((base, _)) => base.to_owned(),
+                None => name,
+            })
+            .collect()
     }
 }
 

@@ -216,6 +216,11 @@ impl Azurite {
         command
             .arg(script)
             .args(["--inMemoryPersistence", "--disableProductStyleUrl"])
+            // Azurite's own telemetry (on by default since 3.35) tracks every request with the
+            // Application Insights SDK and tries to send it to Microsoft: off, so the tests'
+            // traffic stays on this machine and Azurite spends nothing on it (measured: a
+            // request-heavy test ran in about 20% less time, with 10–15% less CPU).
+            .arg("--disableTelemetry")
             .args((!access_log).then_some("--silent"))
             .args(["--blobHost", "127.0.0.1", "--blobPort", "0"])
             .args(["--queueHost", "127.0.0.1", "--queuePort", "0"])

@@ -106,16 +106,26 @@ pub enum Command {
         json: bool,
     },
     /// Print a job's status (backup, reconcile, restore, verify or prune) as JSON: exit 0 unless
-    /// it failed (a verify job that found a gap failed).
+    /// it failed (a verify job that found a gap failed). `job list` lists the jobs.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Job {
+        #[command(subcommand)]
+        list: Option<JobCommand>,
         /// The job's id, as `restore --distributed`, `shard` or the producer printed it.
-        job: String,
+        #[arg(required = true)]
+        job: Option<String>,
         /// Wait until the job is done or failed; exit 0 when done, 1 when failed.
         #[arg(long)]
         wait: bool,
         /// First print the per-blob lines the job's shards recorded (a restore's actions).
         #[arg(long)]
         report: bool,
+    },
+    /// Read the poison queues, and move their messages back to their work queues once the
+    /// cause is fixed.
+    Poison {
+        #[command(subcommand)]
+        command: PoisonCommand,
     },
     /// Check that every current blob has a complete backup of its current version and a
     /// snapshot of it; report the gaps and the RPO (the age of the oldest change without a
@@ -153,6 +163,104 @@ pub enum Command {
         #[arg(long, default_value = "")]
         prefix: String,
     },
+}
+
+/// `job list`: the jobs of the ledger.
+#[derive(Subcommand)]
+pub enum JobCommand {
+    /// List the jobs of the ledger, newest first (reads the ledger only): a table, or with
+    /// `--json` one JSON line per job and a summary.
+    List {
+        /// Only jobs in this state.
+        #[arg(long, value_enum)]
+        state: Option<JobStateArg>,
+        /// Only jobs over this container.
+        #[arg(long, value_parser = container_name)]
+        container: Option<String>,
+        /// Only jobs started by this (producer, reconcile, command, event, restore, verify,
+        /// prune) or doing this work (backup, restore, verify, prune).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only jobs started at or after this instant (RFC 3339).
+        #[arg(long, value_parser = parse_instant)]
+        since: Option<time::OffsetDateTime>,
+        /// JSON lines (one per job, then a summary) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `poison list|show|replay`.
+#[derive(Subcommand)]
+pub enum PoisonCommand {
+    /// The messages at the front of each poison queue (at most 32 each: Azure's limit for
+    /// reading without taking), read without taking them, each with the reason recorded when
+    /// it was poisoned; one JSON line each, then the depth of each queue.
+    List {
+        /// Only the poison queue of this work queue.
+        #[arg(long, value_enum)]
+        queue: Option<QueueArg>,
+    },
+    /// One message, by its id, among those `list` can see.
+    Show {
+        id: String,
+        /// Only the poison queue of this work queue.
+        #[arg(long, value_enum)]
+        queue: Option<QueueArg>,
+    },
+    /// Move messages back to their work queue, byte for byte: each sent there first, then
+    /// deleted from the poison queue (a crash leaves a duplicate, never a loss). A message the
+    /// function could not read is refused, with why, and left in the poison queue.
+    Replay {
+        /// The work queue whose poison queue to replay.
+        #[arg(long, value_enum)]
+        queue: QueueArg,
+        /// At most this many messages.
+        #[arg(long, default_value_t = u64::MAX, hide_default_value = true)]
+        count: u64,
+        /// Say what would be replayed or refused (of the first 32), and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// A work queue, by what it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum QueueArg {
+    /// BACKUP_QUEUE_NAME: backup requests.
+    Backups,
+    /// {BACKUP_QUEUE_NAME}-shards: the shards of jobs.
+    Shards,
+    /// EVENTS_QUEUE_NAME: blob events.
+    Events,
+}
+
+impl From<QueueArg> for lakebackup::app::WorkQueue {
+    fn from(arg: QueueArg) -> Self {
+        match arg {
+            QueueArg::Backups => Self::Backups,
+            QueueArg::Shards => Self::Shards,
+            QueueArg::Events => Self::Events,
+        }
+    }
+}
+
+/// `job list --state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum JobStateArg {
+    Running,
+    Done,
+    Failed,
+}
+
+impl From<JobStateArg> for lakebackup::core::job::JobState {
+    fn from(arg: JobStateArg) -> Self {
+        match arg {
+            JobStateArg::Running => Self::Running,
+            JobStateArg::Done => Self::Done,
+            JobStateArg::Failed => Self::Failed,
+        }
+    }
 }
 
 /// A container name Azure accepts; any other is a usage error (exit 2), found before anything

@@ -216,3 +216,108 @@ pub async fn queue_job(app: &App, container: String, prefix: String) -> ExitCode
         }
     }
 }
+
+/// `job list`: the ledger's jobs, newest first, that the filters admit — a table for people, or
+/// with `--json` a JSON line per job and a summary. Reads the ledger only (it is not created).
+pub async fn job_list(app: &App, command: super::args::JobCommand) -> ExitCode {
+    let super::args::JobCommand::List {
+        state,
+        container,
+        kind,
+        since,
+        json,
+    } = command;
+    let filter = jobs::ledger::JobFilter {
+        state: state.map(Into::into),
+        container,
+        kind,
+        since,
+    };
+    let listed = match app.jobs.container(&app.config.job_ledger) {
+        Ok(ledger) => jobs::ledger::list_jobs(&ledger, &filter).await,
+        Err(e) => Err(e),
+    };
+    let listed = match listed {
+        Ok(listed) => listed,
+        Err(e) => {
+            let error = e.to_string();
+            if json {
+                print_json_line(serde_json::json!({"status": "failed", "error": error}));
+            } else {
+                eprintln!("lakebackup: {error}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        listed.iter().for_each(print_json_line);
+        let summary = serde_json::json!({"status": "ok", "jobs": listed.len()});
+        return print_last_line(&summary, true);
+    }
+    print!("{}", job_table(&listed));
+    ExitCode::SUCCESS
+}
+
+/// The jobs as a table: one row each, the counts that are not zero last.
+fn job_table(listed: &[jobs::ledger::ListedJob]) -> String {
+    let mut rows = vec![[
+        "job",
+        "kind",
+        "work",
+        "container",
+        "status",
+        "started",
+        "finished",
+        "shards",
+        "counts",
+    ]
+    .map(str::to_owned)];
+    for job in listed {
+        let status = &job.status;
+        let progress = &status.progress;
+        let state = serde_json::to_value(progress.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let counts: Vec<String> = progress
+            .totals
+            .iter()
+            .filter(|(_, value)| **value > 0)
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        rows.push([
+            status.job.clone(),
+            status.kind.clone(),
+            status.work.clone(),
+            status.container.clone(),
+            state,
+            status.started.clone(),
+            job.finished.clone().unwrap_or_else(|| "-".to_owned()),
+            format!(
+                "{}/{} ({} failed)",
+                progress.shards_finished, progress.shards_queued, progress.shards_failed
+            ),
+            counts.join(" "),
+        ]);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|column| {
+            rows.iter()
+                .map(|r| r[column].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut table = String::new();
+    for row in &rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        table.push_str(cells.join("  ").trim_end());
+        table.push('\n');
+    }
+    table.push_str(&format!("{} jobs\n", listed.len()));
+    table
+}

@@ -5,5 +5,6 @@ pub mod args;
 pub mod commands;
 pub mod jobs;
 pub mod output;
+pub mod poison;
 pub mod progress_line;
 pub mod serving;

@@ -42,6 +42,17 @@ pub struct BlobEvent {
     pub time: Option<OffsetDateTime>,
     /// The event is about a snapshot or a version of the blob (its URL names one), not the blob.
     pub of_snapshot: bool,
+    /// A rename's old name (`BlobRenamed`, `DirectoryRenamed`), from `data.sourceUrl`; `Err`
+    /// with the reason where the event has none that can be read.
+    pub renamed_from: Option<Result<RenameSource, String>>,
+}
+
+/// Where a renamed file or directory was before (ADLS Gen2 renames within one file system).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenameSource {
+    pub container: String,
+    /// Percent-decoded.
+    pub path: String,
 }
 
 /// The fields both schemas share under one name or another.
@@ -79,6 +90,9 @@ struct RawData {
     /// A rename's new URL (`BlobRenamed`, `DirectoryRenamed`): the name now.
     #[serde(rename = "destinationUrl", default)]
     destination_url: Option<String>,
+    /// A rename's old URL: the name before.
+    #[serde(rename = "sourceUrl", default)]
+    source_url: Option<String>,
 }
 
 /// Reads one queue message as a blob event; the reason it is not one otherwise.
@@ -135,6 +149,15 @@ pub fn parse_event(text: &str) -> Result<BlobEvent, String> {
         (None, None) => return Err("the event has no subject or data.url".into()),
     };
     let of_snapshot = matches!(from_url, Some(Ok((_, _, true))));
+    let renamed_from =
+        matches!(kind, EventKind::Renamed | EventKind::DirectoryRenamed).then(|| {
+            let source = data
+                .source_url
+                .as_deref()
+                .ok_or("the rename event has no data.sourceUrl")?;
+            let (container, path) = parse_source_url(source)?;
+            Ok(RenameSource { container, path })
+        });
     let time = raw
         .event_time
         .or(raw.time)
@@ -151,6 +174,7 @@ pub fn parse_event(text: &str) -> Result<BlobEvent, String> {
             .filter(|e| !e.is_empty()),
         time,
         of_snapshot,
+        renamed_from,
     })
 }
 
@@ -196,6 +220,17 @@ fn parse_url(text: &str) -> Result<(String, String, bool), String> {
         key.eq_ignore_ascii_case("snapshot") || key.eq_ignore_ascii_case("versionid")
     });
     Ok((container.to_owned(), path, of_snapshot))
+}
+
+/// A rename's `sourceUrl` (a dfs or blob URL of a path, never of a snapshot) → (`c`, `path`
+/// percent-decoded). A `#` or `?` in it can only be part of the name (such URLs carry no
+/// fragment or query, and a raw `#` has been seen in event URLs): read as the name's, never as
+/// the end of the path.
+fn parse_source_url(text: &str) -> Result<(String, String), String> {
+    let literal = text.replace('#', "%23").replace('?', "%3F");
+    let (container, path, _) = parse_url(&literal)
+        .map_err(|_| format!("the event's data.sourceUrl {text:?} is not a path's URL"))?;
+    Ok((container, path))
 }
 
 /// `/blobServices/default/containers/{c}/blobs/{path}` → (`c`, `path`), the path exactly as
@@ -323,6 +358,68 @@ mod tests {
                 (kind, "lake", "t/日本")
             );
         }
+    }
+
+    /// Azure's `BlobRenamed` and `DirectoryRenamed` (Event Grid schema): the subject is the new
+    /// name, `data.sourceUrl` and `data.destinationUrl` are dfs URLs of the old and new paths.
+    #[test]
+    fn a_renames_old_name_is_read_from_its_source_url_whatever_its_characters() {
+        let names = [
+            ("raw/a b.csv", "raw/a%20b.csv"),
+            (
+                "t/日本/🦀｡x.csv",
+                "t/%E6%97%A5%E6%9C%AC/%F0%9F%A6%80%EF%BD%A1x.csv",
+            ),
+            // Raw, as data.url has been seen: still the name, never a fragment or a query.
+            ("odd/#1?.csv", "odd/#1?.csv"),
+            ("pct/100%.csv", "pct/100%25.csv"),
+        ];
+        for (event_type, kind) in [
+            ("Microsoft.Storage.BlobRenamed", EventKind::Renamed),
+            (
+                "Microsoft.Storage.DirectoryRenamed",
+                EventKind::DirectoryRenamed,
+            ),
+        ] {
+            for (old_name, encoded) in names {
+                let mut grid = event_grid(
+                    event_type,
+                    "/blobServices/default/containers/lake/blobs/new/n",
+                );
+                grid["data"]["sourceUrl"] =
+                    format!("https://lakeacct.dfs.core.windows.net/lake/{encoded}").into();
+                grid["data"]["destinationUrl"] =
+                    "https://lakeacct.dfs.core.windows.net/lake/new/n".into();
+                let event = parse_event(&grid.to_string()).unwrap();
+                assert_eq!(
+                    (event.kind.clone(), event.path.as_str()),
+                    (kind.clone(), "new/n")
+                );
+                assert_eq!(
+                    event.renamed_from,
+                    Some(Ok(RenameSource {
+                        container: "lake".into(),
+                        path: old_name.into()
+                    })),
+                    "{encoded}"
+                );
+            }
+            // Without a source the event still names the new path; the old one is unknown.
+            let grid = event_grid(
+                event_type,
+                "/blobServices/default/containers/lake/blobs/new/n",
+            );
+            let event = parse_event(&grid.to_string()).unwrap();
+            assert!(matches!(event.renamed_from, Some(Err(_))), "{event:?}");
+        }
+        let created = event_grid(
+            "Microsoft.Storage.BlobCreated",
+            "/blobServices/default/containers/lake/blobs/a",
+        );
+        assert_eq!(
+            parse_event(&created.to_string()).unwrap().renamed_from,
+            None
+        );
     }
 
     #[test]

@@ -80,6 +80,66 @@ impl RetentionPolicy {
     }
 }
 
+impl RetentionPolicy {
+    /// Whether this policy keeps at least every version `bound` keeps: each of its rules equal
+    /// to `bound`'s or keeping more. A prune shard from the queue must be, against the worker's
+    /// own `RETENTION_*`, so that whoever can write the queue cannot ask for more deletions than
+    /// the admin configured.
+    pub fn is_at_least_as_strict_as(&self, bound: &RetentionPolicy) -> bool {
+        self.looser_rules_than(bound).is_empty()
+    }
+
+    /// The settings whose rule in this policy keeps less than in `bound` (empty: none does).
+    /// Every rule is monotone: a longer window, more periods or a longer grace keeps a superset,
+    /// so rule by rule is exact. An unset window, grace or snapshot rule keeps everything; a
+    /// policy that sets no rule for versions keeps every version.
+    pub fn looser_rules_than(&self, bound: &RetentionPolicy) -> Vec<&'static str> {
+        let mut looser = Vec::new();
+        // For versions: no rule keeps all; against a bound with rules, each is compared (an
+        // unset window there is a window of none).
+        if self.limits_versions() {
+            if !bound.limits_versions() {
+                looser.push("RETENTION_KEEP_* (none is set here: every version is kept)");
+            } else {
+                let rules = [
+                    (
+                        "RETENTION_KEEP_DAYS",
+                        self.keep_days.unwrap_or(0),
+                        bound.keep_days.unwrap_or(0),
+                    ),
+                    ("RETENTION_KEEP_DAILY", self.keep_daily, bound.keep_daily),
+                    ("RETENTION_KEEP_WEEKLY", self.keep_weekly, bound.keep_weekly),
+                    (
+                        "RETENTION_KEEP_MONTHLY",
+                        self.keep_monthly,
+                        bound.keep_monthly,
+                    ),
+                    ("RETENTION_KEEP_YEARLY", self.keep_yearly, bound.keep_yearly),
+                ];
+                looser.extend(
+                    rules
+                        .iter()
+                        .filter(|(_, ours, theirs)| ours < theirs)
+                        .map(|r| r.0),
+                );
+            }
+        }
+        // Unset: kept for ever.
+        let shorter = |ours: Option<u32>, theirs: Option<u32>| match (ours, theirs) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(ours), Some(theirs)) => ours < theirs,
+        };
+        if shorter(self.deleted_days, bound.deleted_days) {
+            looser.push("RETENTION_DELETED_DAYS");
+        }
+        if shorter(self.snapshot_days, bound.snapshot_days) {
+            looser.push("RETENTION_SNAPSHOT_DAYS");
+        }
+        looser
+    }
+}
+
 /// One complete version of a blob: when it was written, per its stamp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VersionTime {
@@ -268,5 +328,102 @@ mod tests {
             keep(&policy, &v, Fate::Present, NOW, &instants),
             [true, false, true]
         );
+    }
+
+    #[test]
+    fn a_policy_is_as_strict_as_a_bound_only_when_every_rule_keeps_as_much() {
+        let bound = RetentionPolicy {
+            keep_days: Some(30),
+            keep_daily: 7,
+            keep_monthly: 12,
+            deleted_days: Some(90),
+            snapshot_days: Some(7),
+            ..Default::default()
+        };
+        assert!(bound.is_at_least_as_strict_as(&bound));
+        let stricter = RetentionPolicy {
+            keep_days: Some(31),
+            keep_weekly: 4,
+            deleted_days: None,
+            snapshot_days: None,
+            ..bound.clone()
+        };
+        assert!(stricter.is_at_least_as_strict_as(&bound));
+        assert!(!bound.is_at_least_as_strict_as(&stricter));
+        // Nothing pruned keeps everything: as strict as any bound.
+        assert!(RetentionPolicy::default().is_at_least_as_strict_as(&bound));
+        for (looser, rule) in [
+            (
+                RetentionPolicy {
+                    keep_days: Some(29),
+                    ..bound.clone()
+                },
+                "RETENTION_KEEP_DAYS",
+            ),
+            (
+                RetentionPolicy {
+                    keep_days: None,
+                    ..bound.clone()
+                },
+                "RETENTION_KEEP_DAYS",
+            ),
+            (
+                RetentionPolicy {
+                    keep_daily: 6,
+                    ..bound.clone()
+                },
+                "RETENTION_KEEP_DAILY",
+            ),
+            (
+                RetentionPolicy {
+                    keep_monthly: 0,
+                    ..bound.clone()
+                },
+                "RETENTION_KEEP_MONTHLY",
+            ),
+            (
+                RetentionPolicy {
+                    deleted_days: Some(89),
+                    ..bound.clone()
+                },
+                "RETENTION_DELETED_DAYS",
+            ),
+            (
+                RetentionPolicy {
+                    snapshot_days: Some(1),
+                    ..bound.clone()
+                },
+                "RETENTION_SNAPSHOT_DAYS",
+            ),
+        ] {
+            assert!(!looser.is_at_least_as_strict_as(&bound), "{looser:?}");
+            assert_eq!(looser.looser_rules_than(&bound), [rule], "{looser:?}");
+        }
+        // Against a bound that prunes nothing (no RETENTION_* set), only a policy that prunes
+        // nothing is as strict.
+        let unset = RetentionPolicy::default();
+        assert!(unset.is_at_least_as_strict_as(&unset));
+        assert!(!bound.is_at_least_as_strict_as(&unset));
+        let only_deleted = RetentionPolicy {
+            deleted_days: Some(365),
+            ..Default::default()
+        };
+        assert_eq!(
+            only_deleted.looser_rules_than(&unset),
+            ["RETENTION_DELETED_DAYS"]
+        );
+        let only_versions = RetentionPolicy {
+            keep_yearly: 10,
+            ..Default::default()
+        };
+        assert_eq!(only_versions.looser_rules_than(&unset).len(), 1);
+        // A bound with version rules, a policy with none: every version kept, stricter.
+        let keeps_versions = RetentionPolicy {
+            keep_days: None,
+            keep_daily: 0,
+            keep_monthly: 0,
+            ..bound.clone()
+        };
+        assert!(keeps_versions.is_at_least_as_strict_as(&bound));
     }
 }

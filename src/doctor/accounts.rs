@@ -128,6 +128,14 @@ async fn namespace(app: &App, scope: &reach::LakeScope) -> Check {
              owner, group, permissions and ACLs back exactly (owners and groups take a superuser \
              or Storage Blob Data Owner)",
         ),
+        Ok(Namespace::Unknown) => check(
+            title,
+            Status::Warn,
+            "unknown: this connection may not read the account's information (Get Account \
+             Information, at the account or in the container); backups run as on a flat account \
+             (a hierarchical one refuses their snapshots and tags, loudly), and a restore into \
+             this account refuses to run: grant a role that may read the account's properties",
+        ),
         Err(e) => check(title, Status::Warn, format!("could not be read: {e}")),
     }
 }

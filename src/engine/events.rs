@@ -7,8 +7,11 @@
 //!   the blob has already moved past costs one HEAD: the newer version's own event (or the next
 //!   pass) protects it.
 //! - `BlobDeleted`: the end of the life of the version the lake held then, with the event's time.
-//! - `DirectoryRenamed`: a job over the new directory. The old names are left to the next pass,
-//!   which records the end of their lives.
+//! - `BlobRenamed` and `DirectoryRenamed` (ADLS Gen2): a deletion of the old name and a write of
+//!   the new one. The new file is protected as a created one (a new directory gets a job); the
+//!   old file's life ends at the event's time as a deleted one's (an old directory gets a job,
+//!   as a deleted one does). An old name the event does not give, or that is none of this
+//!   worker's business, is left to the next pass.
 //! - `DirectoryDeleted` (one event for a whole tree): a job over the directory, whose pass records
 //!   the end of the life of every version the backup holds under it, at the pass's time (seconds
 //!   after the event), as a reconciliation would.
@@ -71,7 +74,12 @@ pub enum EventOutcome {
         /// `false`: the record was there already.
         new: bool,
     },
-    /// A job over a renamed directory.
+    /// A rename: what became of its old name and of its new one.
+    Renamed {
+        from: Box<EventOutcome>,
+        to: Box<EventOutcome>,
+    },
+    /// A job over a directory (renamed or deleted).
     DirectoryQueued {
         container: String,
         prefix: String,
@@ -95,9 +103,25 @@ pub enum EventError {
 
 /// Acts on one event. A failure (other than [`EventError::Unusable`]) is worth a retry.
 pub async fn handle(app: &App, event: &BlobEvent) -> Result<EventOutcome, EventError> {
+    if let Some(outcome) = screened(app, event)? {
+        return Ok(outcome);
+    }
+    match event.kind {
+        EventKind::Created => protect_current(app, event).await,
+        EventKind::Deleted => record_deletion(app, event).await,
+        EventKind::Renamed | EventKind::DirectoryRenamed => renamed(app, event).await,
+        // The whole tree in one event: a job over the directory, whose pass records the end of
+        // the life of every version the backup holds under it that the lake no longer lists.
+        EventKind::DirectoryDeleted => queue_directory(app, event, "deleted").await,
+        EventKind::DirectoryCreated => protect_directory(app, event).await,
+    }
+}
+
+/// `Some` outcome for an event that is not to be acted on; an error for one that never can be.
+fn screened(app: &App, event: &BlobEvent) -> Result<Option<EventOutcome>, EventError> {
     if let Some(ignored) = ignored(app, event) {
         info!(reason = ignored, "event ignored");
-        return Ok(EventOutcome::Ignored { reason: ignored });
+        return Ok(Some(EventOutcome::Ignored { reason: ignored }));
     }
     if event.account != app.source.account_name().unwrap_or_default() {
         return Err(EventError::Unusable(format!(
@@ -109,19 +133,58 @@ pub async fn handle(app: &App, event: &BlobEvent) -> Result<EventOutcome, EventE
         .and_then(|()| naming::validate_blob_name(&event.path))
         .map_err(|e| EventError::Unusable(e.to_string()))?;
     if event.of_snapshot {
-        return Ok(EventOutcome::Ignored {
+        return Ok(Some(EventOutcome::Ignored {
             reason: "an event about a snapshot or version, not the blob".into(),
-        });
+        }));
     }
-    match event.kind {
-        EventKind::Created | EventKind::Renamed => protect_current(app, event).await,
-        EventKind::Deleted => record_deletion(app, event).await,
-        EventKind::DirectoryRenamed => queue_directory(app, event, "renamed: its new name").await,
-        // The whole tree in one event: a job over the directory, whose pass records the end of
-        // the life of every version the backup holds under it that the lake no longer lists.
-        EventKind::DirectoryDeleted => queue_directory(app, event, "deleted").await,
-        EventKind::DirectoryCreated => protect_directory(app, event).await,
-    }
+    Ok(None)
+}
+
+/// A rename: the new name written (a file protected, a directory given a job), the old one
+/// deleted (a file's life ended at the event's time, a directory given a job whose pass ends
+/// the lives under it). Each half is idempotent, so a redelivery redoes both safely.
+async fn renamed(app: &App, event: &BlobEvent) -> Result<EventOutcome, EventError> {
+    let directory = event.kind == EventKind::DirectoryRenamed;
+    let to = match directory {
+        true => queue_directory(app, event, "renamed: its new name").await?,
+        false => protect_current(app, event).await?,
+    };
+    let from = match &event.renamed_from {
+        Some(Ok(source)) => {
+            let gone = BlobEvent {
+                kind: match directory {
+                    true => EventKind::DirectoryDeleted,
+                    false => EventKind::Deleted,
+                },
+                container: source.container.clone(),
+                path: source.path.clone(),
+                etag: None,
+                renamed_from: None,
+                ..event.clone()
+            };
+            match screened(app, &gone) {
+                Ok(Some(outcome)) => outcome,
+                Ok(None) if directory => {
+                    queue_directory(app, &gone, "renamed: its old name").await?
+                }
+                Ok(None) => record_deletion(app, &gone).await?,
+                // The new name was acted on: an old one that can never be is no reason to poison.
+                Err(EventError::Unusable(reason)) => EventOutcome::Ignored { reason },
+                Err(e) => return Err(e),
+            }
+        }
+        Some(Err(reason)) => EventOutcome::Ignored {
+            reason: format!("{reason}: the next pass records the end of the old name's life"),
+        },
+        // Not a rename (never so: `handle` sends only renames here).
+        None => EventOutcome::Ignored {
+            reason: "the event gives no old name".into(),
+        },
+    };
+    Ok(EventOutcome::Renamed {
+        from: Box::new(from),
+        to: Box::new(to),
+    })
 }
 
 /// A created directory of a hierarchical namespace: its version (its access control) backed
@@ -261,10 +324,15 @@ async fn protect_current(app: &App, event: &BlobEvent) -> Result<EventOutcome, E
             }
         }
     };
-    let snapshot_taken = match find_snapshot(&source, name, &etag).await? {
-        Some(_) => false,
-        // Replaced meanwhile: that version's own event snapshots it.
-        None => protect::snapshot_version(app, container, name, &etag).await?,
+    let snapshot_taken = if app.source.namespace(container).await?.is_hierarchical() {
+        // No snapshots on a hierarchical namespace: not even a listing of them is asked for.
+        false
+    } else {
+        match find_snapshot(&source, name, &etag).await? {
+            Some(_) => false,
+            // Replaced meanwhile: that version's own event snapshots it.
+            None => protect::snapshot_version(app, container, name, &etag).await?,
+        }
     };
     info!(etag, backup, snapshot_taken, "version protected");
     Ok(EventOutcome::Protected {

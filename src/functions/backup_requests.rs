@@ -34,7 +34,7 @@ pub async fn handle(app: &App, delivery: &Delivery) -> Result<Handled<BackupOutc
 
 /// Reads the contract `{"container","blob_name","etag"}`; also accepts it base64-encoded (a
 /// message queued with another encoding setting).
-fn parse_request(text: &str) -> Result<BackupRequest, String> {
+pub fn parse_request(text: &str) -> Result<BackupRequest, String> {
     let parse = |t: &str| serde_json::from_str::<BackupRequest>(t.trim());
     let request = parse(text)
         .or_else(|first| {

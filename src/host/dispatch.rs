@@ -104,7 +104,7 @@ pub async fn invoke_queue_function(
         match handled {
             Handled::Done(outcome) => Ok(outcome),
             Handled::Unusable(reason) => {
-                app.poison(queue, &message.raw)
+                app.poison(queue, &message.raw, &reason)
                     .await
                     .map_err(|e| e.to_string())?;
                 warn!(reason, "message moved to the poison queue unchanged");
@@ -128,9 +128,34 @@ pub async fn give_up(
     if queue == WorkQueue::Shards {
         shards::given_up(app, &message.text, reason).await;
     }
-    app.poison(queue, &message.raw)
+    app.poison(queue, &message.raw, reason)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// The text the function of a queue reads from a message as it stands on the queue: the
+/// queue trigger decodes base64; text that is not base64 is handed over as it is.
+pub fn decoded_text(raw: &str) -> String {
+    use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
+    BASE64
+        .decode(raw.trim())
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .unwrap_or_else(|| raw.to_owned())
+}
+
+/// Whether the function of `queue` could read the message `raw` (as it stands on the queue):
+/// the same typed parse it does first, so a message that fails it would only be poisoned again.
+/// `Err` says why, as the function would.
+pub fn readable(queue: WorkQueue, raw: &str) -> Result<(), String> {
+    let text = decoded_text(raw);
+    match queue {
+        WorkQueue::Backups => backup_requests::parse_request(&text).map(drop),
+        WorkQueue::Shards => {
+            crate::core::shard::Shard::<crate::engine::jobs::Work>::parse(&text).map(drop)
+        }
+        WorkQueue::Events => crate::core::event::parse_event(&text).map(drop),
+    }
 }
 
 fn function_of(queue: WorkQueue) -> &'static str {

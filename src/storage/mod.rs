@@ -54,7 +54,7 @@ pub use container::Container;
 pub use error::{ErrorCode, StorageError, StorageResultExt};
 pub use namespace::Namespace;
 pub use probe::{Probed, QueueProbe, Refusal, PROBE_PREFIX, PROBE_QUEUE_PREFIX};
-pub use queue::{Queue, TakenMessage};
+pub use queue::{PeekedMessage, Queue, TakenMessage, MAX_PEEK};
 pub use read::{ChunkedRead, READ_CHUNK_BYTES};
 pub use survey::{BlobServiceSetup, ContainerProtection};
 

@@ -19,6 +19,11 @@ pub enum Namespace {
     /// ADLS Gen2: directories and files with owners, groups, permissions and ACLs; no blob
     /// snapshots (a preview closed to new customers) and no index tags.
     Hierarchical,
+    /// This connection may not ask (Get Account Information refused at the account and in the
+    /// container). Backups run as on a flat account — a hierarchical one refuses their
+    /// snapshots and tags loudly (409), blob by blob, never silently — but what must know
+    /// (a restore's target: are there directories and ACLs to write?) refuses to guess.
+    Unknown,
 }
 
 impl Namespace {
@@ -41,10 +46,9 @@ impl StorageAccount {
     /// This account's namespace, asked once per process (Get Account Information) and kept.
     ///
     /// Asked at the account; where this connection may not ask there (a role assigned on a
-    /// container, a SAS of a container), asked in `container`. Where it may ask nowhere, the
-    /// account is taken as flat, said once in the log and kept: a hierarchical lake taken as
-    /// flat has its snapshots and tags refused loudly (409), blob by blob, never silently. A
-    /// failure that may pass (busy, unreachable) is returned and not kept.
+    /// container, a SAS of a container), asked in `container`. Where it may ask nowhere, it is
+    /// [`Namespace::Unknown`], said once in the log and kept. A failure that may pass (busy,
+    /// unreachable) is returned and not kept.
     pub async fn namespace(&self, container: &str) -> Result<Namespace, StorageError> {
         self.namespace
             .get_or_try_init(|| self.detect_namespace(container))
@@ -84,10 +88,11 @@ impl StorageAccount {
                     connection = self.connection.name,
                     error = %refused,
                     "this connection may not read the account's information, at the account or \
-                     in container {container}: its namespace is taken as flat (snapshots and \
-                     index tags are used; a hierarchical namespace refuses them)"
+                     in container {container}: its namespace is unknown (backups use snapshots \
+                     and index tags, which a hierarchical namespace refuses; a restore into it \
+                     refuses to run)"
                 );
-                Ok(Namespace::Flat)
+                Ok(Namespace::Unknown)
             }
             Err(e) => Err(e),
         }

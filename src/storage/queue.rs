@@ -1,11 +1,15 @@
 //! A storage queue, as the worker uses one: messages put on it that never expire, taken with a
-//! visibility window that can be renewed, deleted once handled. The SDK's client stays behind it.
+//! visibility window that can be renewed, deleted once handled; and, for the operators' `poison`
+//! commands, read without being taken (peeked). The SDK's client stays behind it.
 
 use std::time::Duration;
 
 use azure_core::http::RequestContent;
 use azure_storage_queue::{
-    models::{QueueClientReceiveMessagesOptions, QueueClientSendMessageOptions, QueueMessage},
+    models::{
+        QueueClientPeekMessagesOptions, QueueClientReceiveMessagesOptions,
+        QueueClientSendMessageOptions, QueueMessage,
+    },
     QueueClient,
 };
 
@@ -33,7 +37,24 @@ pub struct TakenMessage {
     pub text: String,
     /// How many times it has been taken, this time included.
     pub dequeue_count: u64,
+    /// When it was put on the queue.
+    pub inserted: Option<time::OffsetDateTime>,
 }
+
+/// A message read without being taken: it stays visible, and its dequeue count is unchanged.
+#[derive(Debug, Clone)]
+pub struct PeekedMessage {
+    pub id: String,
+    /// The text exactly as it stands on the queue.
+    pub text: String,
+    /// How many times it has been taken so far.
+    pub dequeue_count: u64,
+    /// When it was put on the queue.
+    pub inserted: Option<time::OffsetDateTime>,
+}
+
+/// The most messages one peek returns (Azure's limit for Peek Messages).
+pub const MAX_PEEK: usize = 32;
 
 /// The longest a message may stay invisible (Azure's limit).
 const MAX_INVISIBLE_SECONDS: u64 = 7 * 86_400;
@@ -123,6 +144,38 @@ impl Queue {
                     pop_receipt: message.pop_receipt?,
                     text: message.message_text.unwrap_or_default(),
                     dequeue_count: message.dequeue_count.unwrap_or(1).max(1) as u64,
+                    inserted: message.insertion_time,
+                })
+            })
+            .collect())
+    }
+
+    /// Reads up to `count` messages from the front of the queue (at most [`MAX_PEEK`]) without
+    /// taking them; none when the queue does not exist. Messages others have taken (invisible)
+    /// are not among them.
+    pub async fn peek(&self, count: usize) -> Result<Vec<PeekedMessage>, StorageError> {
+        let operation = || format!("reading messages of {}", self.name);
+        let options = QueueClientPeekMessagesOptions {
+            number_of_messages: Some(count.clamp(1, MAX_PEEK) as i32),
+            ..Default::default()
+        };
+        let peeked = match self.client.peek_messages(Some(options)).await {
+            Ok(response) => response.into_model().during(operation)?,
+            Err(e) if e.http_status() == Some(azure_core::http::StatusCode::NotFound) => {
+                return Ok(Vec::new())
+            }
+            Err(e) => return Err(StorageError::new(operation(), e)),
+        };
+        Ok(peeked
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|message| {
+                Some(PeekedMessage {
+                    id: message.message_id?,
+                    text: message.message_text.unwrap_or_default(),
+                    dequeue_count: message.dequeue_count.unwrap_or(0).max(0) as u64,
+                    inserted: message.insertion_time,
                 })
             })
             .collect())

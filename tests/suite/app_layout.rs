@@ -167,6 +167,17 @@ fn the_web_activity_pipeline_posts_what_the_producer_reads_and_follows_its_202()
         .map(|part| part.parse::<u64>().unwrap())
         .fold(0, |total, part| total * 60 + part);
     assert!((210..=600).contains(&seconds), "{timeout}");
+    // No function key in the pipeline: it is read from Key Vault with the factory's identity,
+    // and that read's output is secure (never logged).
+    let text = pipeline.to_string();
+    assert!(
+        !text.contains("code=<") && !text.contains("<function-key>"),
+        "{text}"
+    );
+    let read = &pipeline["properties"]["activities"][1];
+    assert_eq!(read["typeProperties"]["authentication"]["type"], "MSI");
+    assert_eq!(read["policy"]["secureOutput"], true);
+    assert_eq!(web["dependsOn"][0]["activity"], read["name"]);
 }
 
 /// The `%Setting%` names the Functions host resolves in host.json and each function.json.

@@ -202,6 +202,9 @@ fn exit_codes_follow_the_table() {
         &["verify", "--container", "lake"],
         &["verify", "--container", "lake", "--distributed"],
         &["job", "job-1"],
+        &["job", "list", "--json"],
+        &["poison", "list"],
+        &["poison", "replay", "--queue", "backups"],
     ];
     std::thread::scope(|scope| {
         for args in failing {

@@ -78,6 +78,30 @@ pub(crate) fn failed(report: &serde_json::Value) -> BTreeSet<String> {
         .collect()
 }
 
+/// That Azurite's three accounts hold exactly `before`: the doctor changed nothing.
+pub(crate) async fn assert_changed_nothing(azurite: &Azurite, before: &BTreeSet<String>) {
+    assert_eq!(
+        &everything(azurite).await,
+        before,
+        "the doctor changed nothing"
+    );
+}
+
+/// That the rights check's `detail` names each of the queue rights the worker needs (and
+/// `also`).
+pub(crate) fn assert_queue_rights(detail: &str, also: &[&str]) {
+    let queue_rights = [
+        "create queues",
+        "send messages",
+        "receive messages",
+        "delete messages",
+        "update messages",
+    ];
+    for right in queue_rights.iter().chain(also) {
+        assert!(detail.contains(right), "{right}: {detail}");
+    }
+}
+
 /// Every container, blob (with snapshots) and queue of Azurite's three accounts.
 pub(crate) async fn everything(azurite: &Azurite) -> BTreeSet<String> {
     let settings = lakebackup::settings::Settings::from_pairs(worker::settings(azurite));
@@ -146,11 +170,7 @@ async fn a_sas_that_lacks_a_right_fails_naming_it_and_a_full_one_passes() {
         detail.contains("take snapshots") && detail.contains("read blob index tags"),
         "{detail}"
     );
-    assert_eq!(
-        everything(azurite).await,
-        before,
-        "the doctor changed nothing"
-    );
+    assert_changed_nothing(azurite, &before).await;
 
     // May read and list only, as before this check passed: the doctor fails and names what is
     // missing, and the backup it predicts fails indeed.
@@ -306,16 +326,7 @@ async fn rights_are_tried_without_changing_anything_and_a_refusal_fails() {
     let detail = detail_of(&report, "BACKUP_STORAGE: rights", "ok");
     assert!(detail.contains("create containers"), "{detail}");
     let detail = detail_of(&report, "AzureWebJobsStorage: rights", "ok");
-    for right in [
-        "create queues",
-        "send messages",
-        "receive messages",
-        "delete messages",
-        "update messages",
-        "create containers",
-    ] {
-        assert!(detail.contains(right), "{right}: {detail}");
-    }
+    assert_queue_rights(&detail, &["create containers"]);
     // Each refusal was of a probe, under its reserved name.
     let refusals = reader.stats().azure_refusals;
     assert!(!refusals.is_empty());

@@ -29,7 +29,7 @@ use support::{worker::Standalone, Lake};
 const EVENTS_QUEUE: &str = "lake-events";
 
 /// The common lake, with container `lake`, its events delivered on `lake-events`.
-async fn lake() -> Lake {
+pub(crate) async fn lake() -> Lake {
     Lake::start_with(&["lake"], &[("EVENTS_QUEUE_NAME", EVENTS_QUEUE)]).await
 }
 
@@ -43,7 +43,7 @@ fn subject(container: &str, blob: &str) -> String {
 }
 
 /// A blob's URL with its path percent-encoded.
-fn url(account: &str, container: &str, blob: &str) -> String {
+pub(crate) fn url(account: &str, container: &str, blob: &str) -> String {
     let path: String =
         percent_encoding::utf8_percent_encode(blob, percent_encoding::NON_ALPHANUMERIC)
             .to_string()
@@ -52,7 +52,13 @@ fn url(account: &str, container: &str, blob: &str) -> String {
 }
 
 /// An event in the Event Grid schema.
-fn event_grid(event_type: &str, account: &str, container: &str, blob: &str, etag: &str) -> Value {
+pub(crate) fn event_grid(
+    event_type: &str,
+    account: &str,
+    container: &str,
+    blob: &str,
+    etag: &str,
+) -> Value {
     json!({
         "topic": topic(account),
         "subject": subject(container, blob),
@@ -81,7 +87,7 @@ fn cloud_event(event_type: &str, account: &str, container: &str, blob: &str, eta
     })
 }
 
-async fn deliver(app: &App, text: String) -> EventOutcome {
+pub(crate) async fn deliver(app: &App, text: String) -> EventOutcome {
     delivered(app, &text).await.done()
 }
 
@@ -92,7 +98,7 @@ async fn delivered(app: &App, text: &str) -> support::Delivered<EventOutcome> {
 }
 
 /// Per blob, the ETags of its snapshots; and the source ETags its stamped backups hold.
-async fn protection(app: &App, blob: &str) -> (Vec<String>, Vec<String>) {
+pub(crate) async fn protection(app: &App, blob: &str) -> (Vec<String>, Vec<String>) {
     let lake = app.source.container("lake").unwrap();
     let snapshots = support::list_versions(&lake)
         .await
@@ -327,10 +333,16 @@ async fn directory_placeholders_are_skipped_and_a_renamed_directory_gets_a_job()
     );
     assert_eq!(protection(app, "part=1").await, (vec![], vec![]));
 
+    // A rename without its data.sourceUrl: the new name still gets its job; the old one is left
+    // to the next pass.
     let renamed = event_grid("DirectoryRenamed", "source", "lake", "tables/new", "");
     let outcome = deliver(app, renamed.to_string()).await;
-    let EventOutcome::DirectoryQueued { prefix, .. } = &outcome else {
+    let EventOutcome::Renamed { from, to } = &outcome else {
         panic!("{outcome:?}")
+    };
+    assert!(matches!(**from, EventOutcome::Ignored { .. }), "{from:?}");
+    let EventOutcome::DirectoryQueued { prefix, .. } = &**to else {
+        panic!("{to:?}")
     };
     assert_eq!(prefix, "tables/new/");
     let shards = support::drain_queue(app.queue(WorkQueue::Shards).await.unwrap()).await;

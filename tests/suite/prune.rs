@@ -533,9 +533,10 @@ async fn a_queued_prune_keeps_versions_written_after_it_started_and_judges_by_it
         produce();
     }
     let before = backup_names(app).await;
-    // The worker has no RETENTION_* setting: the job's own policy decides.
+    // The worker's RETENTION_* bounds the job's policy (the same here); the job's own instant
+    // decides.
     let (code, lines, status) =
-        worker::work_off_job(&plain, job, std::time::Duration::from_secs(60)).await;
+        worker::work_off_job(&policy, job, std::time::Duration::from_secs(60)).await;
     assert_eq!(code, 0, "{status}");
     let deleted: BTreeSet<String> = lines
         .iter()
@@ -556,4 +557,134 @@ async fn a_queued_prune_keeps_versions_written_after_it_started_and_judges_by_it
     );
     // Yesterday's (current at midnight), v0, v1 and v2.
     assert_eq!(status["versions_kept"], 4, "{status}");
+}
+
+/// Sets every `key` in `value` (at any depth) to `to`.
+fn set_everywhere(value: &mut Value, key: &str, to: &Value) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if k == key {
+                    *v = to.clone();
+                } else {
+                    set_everywhere(v, key, to);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| set_everywhere(v, key, to)),
+        _ => {}
+    }
+}
+
+/// `prune --distributed` with `policy`, its root shard taken off the queue and put back as
+/// `craft` rewrites it: (the job, the text put on the queue).
+async fn crafted_prune_job(
+    fixture: &Lake,
+    policy: &HashMap<String, String>,
+    craft: impl Fn(&mut Value),
+) -> (String, String) {
+    use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
+    let (code, out, err) =
+        worker::run_once(policy, &["prune", "--container", "lake", "--distributed"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let started: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    let shards = fixture.queue("backup-requests-shards");
+    let taken = support::drain_queue(&shards).await;
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    let mut shard: Value =
+        serde_json::from_slice(&BASE64.decode(taken[0].trim()).unwrap()).unwrap();
+    craft(&mut shard);
+    let text = BASE64.encode(shard.to_string());
+    shards
+        .send(text.clone(), None, "a crafted shard")
+        .await
+        .unwrap();
+    (started["job"].as_str().unwrap().to_owned(), text)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prune_shard_asking_for_more_than_the_workers_policy_is_poisoned_and_deletes_nothing() {
+    let fixture = lake_with_vault().await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    let today = OffsetDateTime::now_utc().date();
+    for k in 1..=20 {
+        let day = today - Duration::days(k);
+        backdated_backup(app, "t.csv", &format!("0x{k}"), noon(day), &content(day)).await;
+    }
+    support::upload(&fixture.lake("lake"), "t.csv", b"now").await;
+    let before = backup_names(app).await;
+    let plain = worker::settings(azurite);
+    let workers = support::with(plain.clone(), &[("RETENTION_KEEP_DAYS", "14")]);
+    let poison = fixture.queue("backup-requests-shards-poison");
+    let within = std::time::Duration::from_secs(60);
+
+    // Whoever can write the shard queue asks for a 1-day window; the workers keep 14 days.
+    let (job, crafted) = crafted_prune_job(&fixture, &workers, |shard| {
+        set_everywhere(shard, "keep_days", &Value::from(1));
+    })
+    .await;
+    let (code, _, status) = worker::work_off_job(&workers, &job, within).await;
+    assert_eq!((code, &status["status"]), (1, &"failed".into()), "{status}");
+    let why = status["failures"].to_string();
+    assert!(
+        why.contains("RETENTION_KEEP_DAYS") && why.contains("nothing was deleted"),
+        "{why}"
+    );
+    assert_eq!(status["versions_deleted"], 0, "{status}");
+    assert_eq!(
+        support::drain_queue(&poison).await,
+        [crafted],
+        "poisoned unchanged"
+    );
+    assert_eq!(backup_names(app).await, before, "nothing deleted");
+
+    // An instant in the future makes more look old: refused too.
+    let in_a_year = OffsetDateTime::now_utc().unix_timestamp() + 365 * 86_400;
+    let (job, crafted) = crafted_prune_job(&fixture, &workers, |shard| {
+        set_everywhere(shard, "judged_at", &Value::from(in_a_year));
+    })
+    .await;
+    let (code, _, status) = worker::work_off_job(&workers, &job, within).await;
+    assert_eq!(code, 1, "{status}");
+    assert!(
+        status["failures"].to_string().contains("future"),
+        "{status}"
+    );
+    assert_eq!(support::drain_queue(&poison).await, [crafted]);
+    assert_eq!(backup_names(app).await, before);
+
+    // Workers with no RETENTION_* setting prune nothing: any shard that would prune is refused.
+    let (job, untouched) = crafted_prune_job(&fixture, &workers, |_| {}).await;
+    let (code, _, status) = worker::work_off_job(&plain, &job, within).await;
+    assert_eq!(code, 1, "{status}");
+    assert!(
+        status["failures"].to_string().contains("RETENTION_KEEP_"),
+        "{status}"
+    );
+    assert_eq!(support::drain_queue(&poison).await, [untouched]);
+    assert_eq!(backup_names(app).await, before);
+
+    // A stricter shard (a longer window) than the workers' is carried out, by its own policy.
+    let (job, _) = crafted_prune_job(&fixture, &workers, |shard| {
+        set_everywhere(shard, "keep_days", &Value::from(17));
+    })
+    .await;
+    let (code, lines, status) = worker::work_off_job(&workers, &job, within).await;
+    assert_eq!(code, 0, "{status}");
+    // Days 1..=17 are alive in a 17-day window (day 17's life ends at day 16's noon), and so is
+    // day 18 before noon; 19 and 20 go.
+    let deleted: BTreeSet<String> = lines
+        .iter()
+        .map(|a| a["version"].as_str().unwrap().to_owned())
+        .collect();
+    let day = |k: i64| {
+        naming::backup_blob_name("t.csv", noon(today - Duration::days(k)), &format!("0x{k}"))
+            .unwrap()
+    };
+    assert!(
+        deleted.contains(&day(19)) && deleted.contains(&day(20)),
+        "{deleted:?}"
+    );
+    assert!((1..=17).all(|k| !deleted.contains(&day(k))), "{deleted:?}");
+    assert_eq!(backup_names(app).await.len(), before.len() - deleted.len());
 }

@@ -17,6 +17,14 @@ use crate::{
     storage::{copy::Copied, lease::HeldLease, Blob, ErrorCode},
 };
 
+/// One version's copy by the pipeline: from the lake's blob to its backup under `name`.
+pub(super) struct AdfCopy<'a> {
+    pub source: &'a Blob,
+    pub backup: &'a Blob,
+    pub name: String,
+    pub version: &'a Version,
+}
+
 enum Leased {
     Held(HeldLease),
     Done(BackupOutcome),
@@ -28,11 +36,9 @@ impl VersionBackup<'_> {
     /// What landed is then judged against the version before it is stamped.
     pub(super) async fn copy_with_adf(
         &self,
-        source: &Blob,
-        backup: &Blob,
-        name: String,
-        version: &Version,
+        copy: AdfCopy<'_>,
     ) -> Result<BackupOutcome, BackupError> {
+        let (source, backup) = (copy.source, copy.backup);
         let Some(adf) = &self.app.adf else {
             return Err(BackupError::Copy {
                 what: backup.what(),
@@ -40,7 +46,7 @@ impl VersionBackup<'_> {
             });
         };
         let lease = if self.app.config.use_lease {
-            match self.lease_source(source, backup, &name).await? {
+            match self.lease_source(source, backup, &copy.name).await? {
                 Leased::Held(lease) => Some(lease),
                 Leased::Done(outcome) => return Ok(outcome),
             }
@@ -51,7 +57,7 @@ impl VersionBackup<'_> {
             container: self.request.container.clone(),
             container_backup: self.backup_container.clone(),
             blob_name: self.request.blob_name.clone(),
-            blob_name_backup: name.clone(),
+            blob_name_backup: copy.name.clone(),
         };
         let run = async {
             let run_id = adf.create_run(&parameters).await?;
@@ -64,7 +70,7 @@ impl VersionBackup<'_> {
         // Judged and stamped while the lease still pins the source, so that a duplicate request
         // waiting for the lease finds the backup complete.
         let judged = match run {
-            Ok(()) => self.judge_adf_copy(source, backup, name, version).await,
+            Ok(()) => self.judge_adf_copy(copy).await,
             Err(e) => Err(e.into()),
         };
         let released = match lease {
@@ -76,13 +82,13 @@ impl VersionBackup<'_> {
         Ok(outcome)
     }
 
-    async fn judge_adf_copy(
-        &self,
-        source: &Blob,
-        backup: &Blob,
-        name: String,
-        version: &Version,
-    ) -> Result<BackupOutcome, BackupError> {
+    async fn judge_adf_copy(&self, copy: AdfCopy<'_>) -> Result<BackupOutcome, BackupError> {
+        let AdfCopy {
+            source,
+            backup,
+            name,
+            version,
+        } = copy;
         let what = backup.what();
         // ETags never repeat: a source that carries the version's ETag now carried it throughout.
         let now = source.probe().await?;

@@ -347,7 +347,15 @@ impl<'a> VersionBackup<'a> {
         }
         match self.app.config.copy_engine {
             CopyEngine::Direct => self.copy_direct(&backup, name, &version).await,
-            CopyEngine::Adf => self.copy_with_adf(&source, &backup, name, &version).await,
+            CopyEngine::Adf => {
+                let copy = adf::AdfCopy {
+                    source: &source,
+                    backup: &backup,
+                    name,
+                    version: &version,
+                };
+                self.copy_with_adf(copy).await
+            }
         }
     }
 

@@ -61,6 +61,37 @@ impl Kind for PruneKind {
     }
 }
 
+/// How far past this worker's clock a shard's instant may be (clocks differ a little).
+const CLOCK_SKEW_SECONDS: i64 = 300;
+
+/// A prune shard asks for no more than this worker's `RETENTION_*` (`bound`) allows: its policy
+/// keeps at least as much, and its instant is not in the future (judged later, more looks
+/// old). Anyone who can write the shard queue can write a shard; only the admin sets the
+/// worker's settings. Otherwise it is refused: recorded failed and poisoned, nothing deleted.
+fn within_the_workers_policy(
+    bound: &RetentionPolicy,
+    options: &PruneOptions,
+) -> Result<(), JobError> {
+    let looser = options.policy.looser_rules_than(bound);
+    if !looser.is_empty() {
+        return Err(JobError::Refused(format!(
+            "the prune shard's retention policy keeps less than this worker's RETENTION_* \
+             settings allow ({}): a shard may only be as strict or stricter; nothing was \
+             deleted. Set RETENTION_* on the workers to the policy you mean, or prune in \
+             process (`lakebackup prune` without --distributed)",
+            looser.join(", ")
+        )));
+    }
+    let latest = OffsetDateTime::now_utc().unix_timestamp() + CLOCK_SKEW_SECONDS;
+    if options.judged_at > latest {
+        return Err(JobError::Refused(format!(
+            "the prune shard is judged at an instant in the future ({} s from now): nothing was deleted",
+            options.judged_at - OffsetDateTime::now_utc().unix_timestamp()
+        )));
+    }
+    Ok(())
+}
+
 async fn run_part(part: Part<'_, PruneKind>) -> Result<PartDone<PruneKind>, JobError> {
     let Part {
         app,
@@ -71,11 +102,12 @@ async fn run_part(part: Part<'_, PruneKind>) -> Result<PartDone<PruneKind>, JobE
         stop,
     } = part;
     let mut done = PartDone::new();
-    // The policy of the job's start travels with it: a worker's own settings never decide.
+    // The policy of the job's start travels with it, bounded by the worker's own.
     let policy = &options.policy;
     if !policy.prunes_backups() && !policy.prunes_snapshots() {
         return Ok(done);
     }
+    within_the_workers_policy(&app.config.retention, options)?;
     let now = OffsetDateTime::from_unix_timestamp(options.judged_at).map_err(|e| {
         StorageError::other(
             format!("pruning {}", shard.container),

@@ -22,7 +22,6 @@ mod behaviour;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use croner::Cron;
 use thiserror::Error;
 use tokio::{
@@ -226,12 +225,7 @@ async fn handle_message(
     let span = tracing::info_span!("queue_trigger", message_id = %taken.id, dequeue_count);
     async {
         let raw = taken.text;
-        // The queue trigger decodes base64; text that is not base64 is handed over as it is.
-        let text = BASE64
-            .decode(raw.trim())
-            .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok())
-            .unwrap_or_else(|| raw.clone());
+        let text = super::dispatch::decoded_text(&raw);
         let message = QueueMessage {
             text,
             raw,

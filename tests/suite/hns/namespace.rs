@@ -43,3 +43,21 @@ async fn a_connection_that_may_not_ask_the_account_asks_in_its_container() {
     assert_eq!(proxied.stats().requests_of(OpClass::Container), 1);
     assert_eq!(proxied.stats().azure_refusals.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_that_may_ask_nowhere_knows_it_does_not_know() {
+    let azurite = Azurite::start();
+    // No role on the lake at all: Get Account Information refused at the account and in the
+    // container. Not taken as flat: a restore must not guess whether ACLs apply.
+    let config = ProxyConfig::azurite().role_scope(["backup/lakebak"]);
+    let proxied = ProxiedAzurite::start_hns(&azurite, config, &["source"]).unwrap();
+    let app = App::from_settings(&Settings::from_pairs(proxied.settings())).unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            app.source.namespace("lake").await.unwrap(),
+            Namespace::Unknown
+        );
+    }
+    // Asked once at the account and once in the container, then kept.
+    assert_eq!(proxied.stats().azure_refusals.len(), 2);
+}

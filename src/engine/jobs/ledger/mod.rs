@@ -37,8 +37,10 @@ use std::collections::HashMap;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde::Serialize;
 
+mod list;
 mod status;
 
+pub use list::{list_jobs, JobFilter, ListedJob};
 pub use status::{job_report, job_status, job_status_in, JobStatus};
 
 use super::{budget::RecordedStop, JobOrigin, Shard};

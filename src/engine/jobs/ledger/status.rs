@@ -67,16 +67,10 @@ pub async fn job_status_in(
     let Some(record) = record else {
         return Ok(None);
     };
-    let field = |name: &str| field_of(&record, name);
-    // Jobs of releases before the kind was recorded were backups.
-    let work = match field("work").as_str() {
-        "" => "backup".to_owned(),
-        work => work.to_owned(),
-    };
-    let not_done = |counts: &Counts| jobs::not_done(&work, counts);
+    let work = work_of(&record);
     // The notes of shards that failed blobs first: a status names what was not protected before
     // it lists warnings.
-    with_notes.sort_by_key(|(_, _, counts)| not_done(counts) == 0);
+    with_notes.sort_by_key(|(_, _, counts)| jobs::not_done(&work, counts) == 0);
     for (index, (shard, name, counts)) in with_notes.into_iter().enumerate() {
         let notes = if index < MAX_NOTES_READ {
             read_notes(ledger, &name).await
@@ -89,6 +83,27 @@ pub async fn job_status_in(
             notes,
         });
     }
+    Ok(Some(status_of(job, &record, entries)))
+}
+
+/// What a job does, from its record: jobs of releases before the kind was recorded were
+/// backups.
+fn work_of(record: &HashMap<String, String>) -> String {
+    match field_of(record, "work").as_str() {
+        "" => "backup".to_owned(),
+        work => work.to_owned(),
+    }
+}
+
+/// The status of `job` from its record and its entries (with whatever notes were read).
+pub(super) fn status_of(
+    job: &str,
+    record: &HashMap<String, String>,
+    entries: Vec<LedgerEntry>,
+) -> JobStatus {
+    let field = |name: &str| field_of(record, name);
+    let work = work_of(record);
+    let not_done = |counts: &Counts| jobs::not_done(&work, counts);
     let mut progress = JobProgress::from_ledger(entries, time::OffsetDateTime::now_utc(), not_done);
     // Every count of the job's kind is shown, those still at zero too.
     let mut totals = Counts::zero(jobs::count_names(&work));
@@ -103,7 +118,7 @@ pub async fn job_status_in(
         Ok(serde_json::Value::Object(about)) => about,
         _ => serde_json::Map::new(),
     };
-    Ok(Some(JobStatus {
+    JobStatus {
         job: job.to_owned(),
         kind: field("kind"),
         work,
@@ -112,25 +127,22 @@ pub async fn job_status_in(
         started: field("started"),
         about,
         progress,
-    }))
+    }
 }
 
 /// A job's ledger entries as listed: its record, the entries, and the finished entries whose
 /// notes are to be read (name, shard, counts).
-struct Listed {
-    record: Option<HashMap<String, String>>,
-    entries: Vec<LedgerEntry>,
-    with_notes: Vec<(String, String, Counts)>,
+#[derive(Default)]
+pub(super) struct Listed {
+    pub(super) record: Option<HashMap<String, String>>,
+    pub(super) entries: Vec<LedgerEntry>,
+    pub(super) with_notes: Vec<(String, String, Counts)>,
 }
 
 async fn list_entries(ledger: &Container, job: &str) -> Result<Listed, StorageError> {
     let pages = list_with_metadata(ledger, &format!("{job}/"))?;
     futures::pin_mut!(pages);
-    let mut listed = Listed {
-        record: None,
-        entries: Vec::new(),
-        with_notes: Vec::new(),
-    };
+    let mut listed = Listed::default();
     while let Some(page) = pages.try_next().await? {
         for blob in page {
             let metadata = blob.metadata.clone().unwrap_or_default();
@@ -149,7 +161,7 @@ async fn list_entries(ledger: &Container, job: &str) -> Result<Listed, StorageEr
 
 impl Listed {
     /// One entry, `rest` its name after `{job}/`.
-    fn take(&mut self, rest: &str, name: &str, metadata: HashMap<String, String>) {
+    pub(super) fn take(&mut self, rest: &str, name: &str, metadata: HashMap<String, String>) {
         let entries = &mut self.entries;
         match rest.split_once('/') {
             None if rest == "job" => self.record = Some(metadata),
