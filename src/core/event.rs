@@ -149,15 +149,7 @@ pub fn parse_event(text: &str) -> Result<BlobEvent, String> {
         (None, None) => return Err("the event has no subject or data.url".into()),
     };
     let of_snapshot = matches!(from_url, Some(Ok((_, _, true))));
-    let renamed_from =
-        matches!(kind, EventKind::Renamed | EventKind::DirectoryRenamed).then(|| {
-            let source = data
-                .source_url
-                .as_deref()
-                .ok_or("the rename event has no data.sourceUrl")?;
-            let (container, path) = parse_source_url(source)?;
-            Ok(RenameSource { container, path })
-        });
+    let renamed_from = rename_source(&kind, &data);
     let time = raw
         .event_time
         .or(raw.time)
@@ -220,6 +212,18 @@ fn parse_url(text: &str) -> Result<(String, String, bool), String> {
         key.eq_ignore_ascii_case("snapshot") || key.eq_ignore_ascii_case("versionid")
     });
     Ok((container.to_owned(), path, of_snapshot))
+}
+
+/// A rename's old name, from its `data.sourceUrl`; `None` for an event that is no rename.
+fn rename_source(kind: &EventKind, data: &RawData) -> Option<Result<RenameSource, String>> {
+    matches!(kind, EventKind::Renamed | EventKind::DirectoryRenamed).then(|| {
+        let source = data
+            .source_url
+            .as_deref()
+            .ok_or("the rename event has no data.sourceUrl")?;
+        let (container, path) = parse_source_url(source)?;
+        Ok(RenameSource { container, path })
+    })
 }
 
 /// A rename's `sourceUrl` (a dfs or blob URL of a path, never of a snapshot) → (`c`, `path`

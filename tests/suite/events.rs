@@ -87,6 +87,17 @@ fn cloud_event(event_type: &str, account: &str, container: &str, blob: &str, eta
     })
 }
 
+/// The lake's life records, in name order, without their times.
+pub(crate) async fn records(fixture: &Lake) -> Vec<Record> {
+    let mut records: Vec<Record> = support::life_records(&fixture.vault("lake"))
+        .await
+        .into_iter()
+        .map(|(record, _)| record)
+        .collect();
+    records.sort_by(|a, b| a.name.cmp(&b.name));
+    records
+}
+
 pub(crate) async fn deliver(app: &App, text: String) -> EventOutcome {
     delivered(app, &text).await.done()
 }
@@ -392,12 +403,7 @@ async fn a_deleted_directory_ends_the_lives_of_everything_backed_up_under_it() {
     };
     assert_eq!(prefix, "t/日本/");
     assert!(support::deliver_all_shards(app).await >= 1);
-    let mut records: Vec<Record> = support::life_records(&fixture.vault("lake"))
-        .await
-        .into_iter()
-        .map(|(record, _)| record)
-        .collect();
-    records.sort_by(|a, b| a.name.cmp(&b.name));
+    let records = records(&fixture).await;
     let mut expected: Vec<Record> = under
         .iter()
         .map(|blob| Record::new(blob, &etags[blob], Change::Deleted, 1))

@@ -12,7 +12,7 @@ use lakebackup::{
 use serde_json::Value;
 
 use crate::{
-    events::{deliver, event_grid, lake, protection, url},
+    events::{deliver, event_grid, lake, protection, records, url},
     support,
 };
 
@@ -24,17 +24,6 @@ fn rename_event(event_type: &str, from: &str, to: &str, etag: &str) -> Value {
     event["data"]["sourceUrl"] = dfs(from).into();
     event["data"]["destinationUrl"] = dfs(to).into();
     event
-}
-
-/// The lake's life records, in name order, without their times.
-async fn records(fixture: &support::Lake) -> Vec<Record> {
-    let mut records: Vec<Record> = support::life_records(&fixture.vault("lake"))
-        .await
-        .into_iter()
-        .map(|(record, _)| record)
-        .collect();
-    records.sort_by(|a, b| a.name.cmp(&b.name));
-    records
 }
 
 /// A file written and protected by its BlobCreated event; its ETag.
