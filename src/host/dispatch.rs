@@ -12,6 +12,7 @@ use crate::{
     functions::{
         backup_requests, blob_events, producer, reconciliation, shards, Delivery, Handled,
     },
+    telemetry,
 };
 
 /// What triggers a function.
@@ -87,6 +88,7 @@ pub async fn invoke_queue_function(
     let span = tracing::info_span!(
         "function",
         function,
+        otel.kind = "server",
         message_id = %message.message_id,
         dequeue_count = message.dequeue_count,
     );
@@ -100,13 +102,12 @@ pub async fn invoke_queue_function(
             WorkQueue::Backups => reply(backup_requests::handle(app, &delivery).await),
             WorkQueue::Shards => reply(shards::handle(app, &delivery).await),
             WorkQueue::Events => reply(blob_events::handle(app, &delivery).await),
-        }?;
+        }
+        .inspect_err(|_| telemetry::record::failures(function, "invocation", 1))?;
         match handled {
             Handled::Done(outcome) => Ok(outcome),
             Handled::Unusable(reason) => {
-                app.poison(queue, &message.raw)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                poison(app, queue, message, "unusable").await?;
                 warn!(reason, "message moved to the poison queue unchanged");
                 Ok(json!({"outcome": "poisoned", "reason": reason}))
             }
@@ -128,9 +129,23 @@ pub async fn give_up(
     if queue == WorkQueue::Shards {
         shards::given_up(app, &message.text, reason).await;
     }
+    poison(app, queue, message, "given_up").await
+}
+
+/// The one way a message goes to its poison queue, counted by queue and why (`unusable`,
+/// `given_up`).
+async fn poison(
+    app: &App,
+    queue: WorkQueue,
+    message: &QueueMessage,
+    why: &'static str,
+) -> Result<(), String> {
     app.poison(queue, &message.raw)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    let name = queue.name(&app.config).unwrap_or_default();
+    telemetry::record::poisoned(&name, why);
+    Ok(())
 }
 
 fn function_of(queue: WorkQueue) -> &'static str {

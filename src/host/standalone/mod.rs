@@ -314,7 +314,11 @@ async fn run_timer(app: Arc<App>, cron: Cron, mut stop: watch::Receiver<bool>) {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let span = tracing::info_span!("function", function = reconciliation::FUNCTION_NAME);
+        let span = tracing::info_span!(
+            "function",
+            function = reconciliation::FUNCTION_NAME,
+            otel.kind = "server"
+        );
         let scheduled = reconciliation::handle(&app, false).instrument(span).await;
         if scheduled.status != "queued" {
             error!(error = ?scheduled.error, "scheduling the reconciliation failed");
