@@ -88,6 +88,7 @@ pub async fn invoke_queue_function(
     let span = tracing::info_span!(
         "function",
         function,
+        otel.name = function,
         otel.kind = "server",
         message_id = %message.message_id,
         dequeue_count = message.dequeue_count,

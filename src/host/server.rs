@@ -210,6 +210,7 @@ async fn run_producer(app: &App, request: &HttpTriggerRequest) -> JsonReply {
     let span = tracing::info_span!(
         "function",
         function = producer::FUNCTION_NAME,
+        otel.name = producer::FUNCTION_NAME,
         otel.kind = "server"
     );
     match producer::produce(app, &request_for).instrument(span).await {
@@ -338,6 +339,7 @@ async fn reconciler_invocation(State(app): State<Arc<App>>, body: Bytes) -> Resp
     let span = tracing::info_span!(
         "function",
         function = reconciliation::FUNCTION_NAME,
+        otel.name = reconciliation::FUNCTION_NAME,
         otel.kind = "server"
     );
     let summary = reconciliation::handle(&app, past_due)

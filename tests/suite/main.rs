@@ -30,6 +30,7 @@ mod restore_target;
 mod sas_copies;
 mod shards;
 mod standalone;
+mod telemetry;
 mod tidy;
 mod verify;
 mod worm;

@@ -190,6 +190,7 @@ pub async fn run_here_reporting<K: Registered>(
         job = %job,
         kind = K::NAME,
         container = %new.container,
+        otel.name = %format_args!("{} job", K::NAME),
         otel.kind = "server",
     );
     let started = std::time::Instant::now();

@@ -317,6 +317,7 @@ async fn run_timer(app: Arc<App>, cron: Cron, mut stop: watch::Receiver<bool>) {
         let span = tracing::info_span!(
             "function",
             function = reconciliation::FUNCTION_NAME,
+            otel.name = reconciliation::FUNCTION_NAME,
             otel.kind = "server"
         );
         let scheduled = reconciliation::handle(&app, false).instrument(span).await;
