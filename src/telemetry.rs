@@ -133,6 +133,7 @@ struct Instruments {
     job_duration: Histogram<f64>,
     part_duration: Histogram<f64>,
     poisoned: Counter<u64>,
+    poison_depth: Gauge<u64>,
     rpo: Gauge<f64>,
 }
 
@@ -168,6 +169,10 @@ impl Instruments {
                 .u64_counter(names::POISONED)
                 .with_description("Messages moved to a poison queue")
                 .build(),
+            poison_depth: meter
+                .u64_gauge(names::POISON_DEPTH)
+                .with_description("Messages in a poison queue, read at each reconciliation timer")
+                .build(),
             rpo: meter
                 .f64_gauge(names::RPO)
                 .with_unit("s")
@@ -188,7 +193,13 @@ pub mod names {
     pub const JOB_DURATION: &str = "lakebackup.job.duration";
     pub const PART_DURATION: &str = "lakebackup.part.duration";
     pub const POISONED: &str = "lakebackup.poisoned";
+    pub const POISON_DEPTH: &str = "lakebackup.poison.depth";
     pub const RPO: &str = "lakebackup.rpo";
+}
+
+/// Telemetry is on: what only telemetry reads (a poison queue's depth) is worth reading.
+pub fn enabled() -> bool {
+    INSTRUMENTS.get().is_some()
 }
 
 /// Where the engines record what they count; each is a no-op while telemetry is off.
@@ -248,6 +259,15 @@ pub mod record {
         if let Some(instruments) = INSTRUMENTS.get() {
             let attributes = [attribute("queue", queue), KeyValue::new("why", why)];
             instruments.poisoned.add(1, &attributes);
+        }
+    }
+
+    /// How many messages `queue`'s poison queue holds now.
+    pub fn poison_depth(queue: &str, depth: u64) {
+        if let Some(instruments) = INSTRUMENTS.get() {
+            instruments
+                .poison_depth
+                .record(depth, &[attribute("queue", queue)]);
         }
     }
 

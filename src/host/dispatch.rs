@@ -90,6 +90,7 @@ pub async fn invoke_queue_function(
         function,
         otel.name = function,
         otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
         message_id = %message.message_id,
         dequeue_count = message.dequeue_count,
     );
@@ -104,7 +105,10 @@ pub async fn invoke_queue_function(
             WorkQueue::Shards => reply(shards::handle(app, &delivery).await),
             WorkQueue::Events => reply(blob_events::handle(app, &delivery).await),
         }
-        .inspect_err(|_| telemetry::record::failures(function, "invocation", 1))?;
+        .inspect_err(|_| {
+            telemetry::record::failures(function, "invocation", 1);
+            tracing::Span::current().record("otel.status_code", "error");
+        })?;
         match handled {
             Handled::Done(outcome) => Ok(outcome),
             Handled::Unusable(reason) => {

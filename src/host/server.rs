@@ -340,11 +340,15 @@ async fn reconciler_invocation(State(app): State<Arc<App>>, body: Bytes) -> Resp
         "function",
         function = reconciliation::FUNCTION_NAME,
         otel.name = reconciliation::FUNCTION_NAME,
-        otel.kind = "server"
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
     );
     let summary = reconciliation::handle(&app, past_due)
-        .instrument(span)
+        .instrument(span.clone())
         .await;
+    if summary.status != "queued" {
+        span.record("otel.status_code", "error");
+    }
     let return_value = serde_json::to_value(&summary).unwrap_or(Value::Null);
     let status = if summary.status == "queued" {
         StatusCode::OK

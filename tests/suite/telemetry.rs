@@ -166,12 +166,13 @@ async fn backups_that_fail_show_in_the_rpo_and_the_failures() {
         .find(|r| r["name"] == "backup job")
         .unwrap_or_else(|| panic!("the job's request: {requests:#?}"));
     assert_eq!(property(job, "container"), "lake", "{job}");
+    assert_eq!(job["success"], false, "{job}");
     let failed = ingestion.metric_points("lakebackup.job.duration", &[("succeeded", "false")]);
     assert_eq!(failed.len(), 1, "{failed:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_sends_while_it_runs_and_counts_a_poisoned_message() {
+async fn serve_sends_while_it_runs_counts_a_poisoned_message_and_reads_poison_depths() {
     let azurite = support::Azurite::start();
     let ingestion = Ingestion::start().await;
     let mut settings = worker::settings(&azurite);
@@ -218,6 +219,37 @@ async fn serve_sends_while_it_runs_and_counts_a_poisoned_message() {
         ),
         "{traces:#?}"
     );
+
+    // The timer reads each poison queue's depth (the alert on a non-empty one), and its
+    // invocation is a successful request.
+    let response = reqwest::Client::new()
+        .post(worker.url("/HttpSnapshotIncBackupStorageReconciliation"))
+        .json(&serde_json::json!({
+            "Data": {"timer": {"IsPastDue": false}},
+            "Metadata": {"sys": {"MethodName": "HttpSnapshotIncBackupStorageReconciliation"}}
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    support::wait_for(
+        Duration::from_secs(20),
+        "the poison queue's depth",
+        || async {
+            let depths =
+                ingestion.metric_points("lakebackup.poison.depth", &[("queue", "backup-requests")]);
+            depths.iter().any(|(depth, _)| *depth == 1.0).then_some(())
+        },
+    )
+    .await;
+    let timer = support::wait_for(Duration::from_secs(20), "the timer's request", || async {
+        ingestion
+            .items("RequestData")
+            .into_iter()
+            .find(|r| r["name"] == "HttpSnapshotIncBackupStorageReconciliation")
+    })
+    .await;
+    assert_eq!(timer["success"], true, "{timer}");
     assert_eq!(ingestion.problems(), Vec::<String>::new());
 }
 
@@ -231,4 +263,61 @@ async fn a_malformed_connection_string_is_refused_naming_the_setting_never_its_v
     assert_eq!(code, 2, "{output}");
     assert!(output.contains(CONNECTION_STRING), "{output}");
     assert!(!output.contains(INSTRUMENTATION_KEY), "{output}");
+}
+
+/// The alert rules run the shipped queries word for word, and the queries name only metrics the
+/// worker sends (and each alert's metric is one it sends).
+#[test]
+fn the_alert_rules_run_the_shipped_queries_over_metrics_the_worker_sends() {
+    use lakebackup::telemetry::names;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let template: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("deploy/alerts.json")).unwrap())
+            .unwrap();
+    let queries: Vec<String> = template["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["type"] == "Microsoft.Insights/scheduledQueryRules")
+        .map(|r| {
+            r["properties"]["criteria"]["allOf"][0]["query"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(queries.len(), 4, "four alert rules");
+    let sent = [
+        names::VERSIONS_BACKED_UP,
+        names::BYTES_COPIED,
+        names::FAILURES,
+        names::JOB_DURATION,
+        names::PART_DURATION,
+        names::POISONED,
+        names::POISON_DEPTH,
+        names::RPO,
+    ];
+    let mut shipped = Vec::new();
+    for entry in std::fs::read_dir(root.join("deploy/telemetry")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "kql") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            for quoted in text.split('"').skip(1).step_by(2) {
+                if quoted.starts_with("lakebackup.") {
+                    assert!(
+                        sent.contains(&quoted),
+                        "{}: {quoted} is not sent",
+                        path.display()
+                    );
+                }
+            }
+            shipped.push(text);
+        }
+    }
+    for query in &queries {
+        assert!(
+            shipped.contains(query),
+            "an alert's query is not one of deploy/telemetry/*.kql: {query}"
+        );
+    }
 }

@@ -189,9 +189,11 @@ pub async fn run_here_reporting<K: Registered>(
         "job",
         job = %job,
         kind = K::NAME,
+        origin = new.origin.as_str(),
         container = %new.container,
         otel.name = %format_args!("{} job", K::NAME),
         otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
     );
     let started = std::time::Instant::now();
     let mut local = LocalJob::<K>::default();
@@ -200,6 +202,9 @@ pub async fn run_here_reporting<K: Registered>(
         local.add(run.instrument(span.clone()).await);
     }
     crate::telemetry::record::job_finished(K::NAME, local.succeeded(), started.elapsed());
+    if !local.succeeded() {
+        span.record("otel.status_code", "error");
+    }
     local
 }
 
