@@ -134,7 +134,7 @@ struct Instruments {
     part_duration: Histogram<f64>,
     poisoned: Counter<u64>,
     poison_depth: Gauge<u64>,
-    rpo: Gauge<f64>,
+    rpo: Histogram<f64>,
 }
 
 static INSTRUMENTS: OnceLock<Instruments> = OnceLock::new();
@@ -173,8 +173,10 @@ impl Instruments {
                 .u64_gauge(names::POISON_DEPTH)
                 .with_description("Messages in a poison queue, read at each reconciliation timer")
                 .build(),
+            // A histogram, not a gauge: a pass records one value per directory level, and an
+            // export must keep the worst of them (its max), not the last.
             rpo: meter
-                .f64_gauge(names::RPO)
+                .f64_histogram(names::RPO)
                 .with_unit("s")
                 .with_description(
                     "Age of the oldest lake version a backup part found and left without a \

@@ -154,6 +154,20 @@ impl Ingestion {
             .collect()
     }
 
+    /// The largest value metric `name` recorded (a histogram's `max`, else its value).
+    pub fn metric_max(&self, name: &str, with: &[(&str, &str)]) -> Option<f64> {
+        self.items("MetricData")
+            .into_iter()
+            .filter(|data| {
+                with.iter()
+                    .all(|(key, value)| data["properties"][*key] == *value)
+            })
+            .flat_map(|data| data["metrics"].as_array().cloned().unwrap_or_default())
+            .filter(|point| point["name"] == name)
+            .filter_map(|point| point["max"].as_f64().or(point["value"].as_f64()))
+            .reduce(f64::max)
+    }
+
     /// The sum of metric `name`'s values (a counter's deltas add up to its total).
     pub fn metric_total(&self, name: &str, with: &[(&str, &str)]) -> f64 {
         self.metric_points(name, with).iter().map(|(v, _)| v).sum()
