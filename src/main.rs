@@ -16,7 +16,7 @@ use lakebackup::{
     settings::Settings,
     telemetry::Telemetry,
 };
-use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, EnvFilter};
+use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer as _};
 
 mod cli;
 use cli::{
@@ -41,21 +41,30 @@ fn main() -> ExitCode {
         Ok(telemetry) => telemetry,
         Err(e) => return settings_error(e),
     };
+    // RUST_LOG filters the log only: telemetry always gets what the default log shows, so a
+    // quiet log (RUST_LOG=warn) leaves the traces in Application Insights whole.
     let log = tracing_subscriber::fmt::layer()
         .with_writer(progress_line::LogWriter)
-        .with_ansi(std::io::stderr().is_terminal());
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter()));
     tracing_subscriber::registry()
-        .with(EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-            EnvFilter::new("info,azure_core=warn,azure_identity=warn,typespec_client_core=warn")
-        }))
         .with(log)
-        .with(telemetry.as_ref().map(Telemetry::layer))
+        .with(
+            telemetry
+                .as_ref()
+                .map(|telemetry| telemetry.layer().with_filter(default_filter())),
+        )
         .init();
     let code = runtime.block_on(run(cli));
     if let Some(telemetry) = telemetry {
         telemetry.shutdown();
     }
     code
+}
+
+/// What the log shows unless `RUST_LOG` says otherwise, and what telemetry always gets.
+fn default_filter() -> EnvFilter {
+    EnvFilter::new("info,azure_core=warn,azure_identity=warn,typespec_client_core=warn")
 }
 
 async fn run(cli: Cli) -> ExitCode {

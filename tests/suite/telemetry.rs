@@ -49,9 +49,12 @@ async fn a_backup_run_sends_its_request_its_blobs_and_its_metrics() {
     let bytes: usize = blobs.iter().map(|(_, b)| b.len()).sum();
     let mut settings = fixture.settings();
     settings.extend(ingestion.settings());
+    // A quiet log leaves the telemetry whole.
+    settings.insert("RUST_LOG".into(), "warn".into());
 
     let (code, output) = run(&settings, &["produce", "--container", "lake"]).await;
     assert_eq!(code, 0, "{output}");
+    assert!(!output.contains("INFO"), "RUST_LOG=warn: {output}");
     assert!(
         !output.contains(INSTRUMENTATION_KEY),
         "the instrumentation key in the output: {output}"
