@@ -4,6 +4,10 @@
 #                                              (default N: 10,000 and 100,000)
 #   scripts/bench.sh first-backup [NxSIZE ...] first full backup (shards + `lakebackup run`) vs
 #                                              `rclone copy` (default 10000x1024 100x8388608)
+#   scripts/bench.sh first-backup-telemetry [NxSIZE ...]
+#                                              the same first backup with telemetry off and on
+#                                              (to a local HTTPS ingestion sink), medians of
+#                                              BENCH_REPEATS runs each (default 10000x1024, 2)
 #   scripts/bench.sh restore [NxSIZE ...]      a restore into an empty container vs `rclone copy`
 #                                              of the backup container (default 10000x1024
 #                                              100x8388608)
@@ -37,6 +41,10 @@ if [ "${1:-}" = "first-backup" ] || [ "${1:-}" = "restore" ]; then
 fi
 if [ "${1:-}" = "hns" ]; then
   LAKEBACKUP_HNS_FILES="${2:-2000}" exec cargo test --locked --test suite hns::figure -- --ignored --nocapture
+fi
+if [ "${1:-}" = "first-backup-telemetry" ]; then
+  shift
+  exec cargo bench --locked --bench first_backup_telemetry -- "$@"
 fi
 if [ "${1:-}" = "fuzz" ]; then
   LAKEBACKUP_FUZZ_RUNS="${2:-8}" exec cargo test --locked --test suite exactness::randomized -- --ignored --nocapture

@@ -11,3 +11,4 @@ pub mod functions;
 pub mod host;
 pub mod settings;
 pub mod storage;
+pub mod telemetry;

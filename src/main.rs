@@ -14,8 +14,9 @@ use lakebackup::{
     engine::{restore::RestoreRequest, verify::VerifyRequest},
     host::standalone::QueueBehaviour,
     settings::Settings,
+    telemetry::Telemetry,
 };
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer as _};
 
 mod cli;
 use cli::{
@@ -26,13 +27,6 @@ use cli::{
 };
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-            EnvFilter::new("info,azure_core=warn,azure_identity=warn,typespec_client_core=warn")
-        }))
-        .with_writer(progress_line::LogWriter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -41,7 +35,36 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(cli))
+    // Telemetry when APPLICATIONINSIGHTS_CONNECTION_STRING is set: its spans from the same
+    // `tracing` spans the log shows; flushed after the command, while the runtime still runs.
+    let telemetry = match Telemetry::start(&Settings::from_env(), runtime.handle().clone()) {
+        Ok(telemetry) => telemetry,
+        Err(e) => return settings_error(e),
+    };
+    // RUST_LOG filters the log only: telemetry always gets what the default log shows, so a
+    // quiet log (RUST_LOG=warn) leaves the traces in Application Insights whole.
+    let log = tracing_subscriber::fmt::layer()
+        .with_writer(progress_line::LogWriter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter()));
+    tracing_subscriber::registry()
+        .with(log)
+        .with(
+            telemetry
+                .as_ref()
+                .map(|telemetry| telemetry.layer().with_filter(default_filter())),
+        )
+        .init();
+    let code = runtime.block_on(run(cli));
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
+    code
+}
+
+/// What the log shows unless `RUST_LOG` says otherwise, and what telemetry always gets.
+fn default_filter() -> EnvFilter {
+    EnvFilter::new("info,azure_core=warn,azure_identity=warn,typespec_client_core=warn")
 }
 
 async fn run(cli: Cli) -> ExitCode {

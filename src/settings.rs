@@ -76,6 +76,7 @@ pub const SETTING_NAMES: &[&str] = &[
     "LAKEBACKUP_HTTP",
     "RUN_VISIBILITY_SECONDS",
     "FUNCTIONS_CUSTOMHANDLER_PORT",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING",
 ];
 
 /// A snapshot of the settings, so that reading them is pure and tests need not touch the

@@ -18,7 +18,7 @@ use super::{
     sweep::{survey, Repair, SweepCounts, SweepError},
 };
 use crate::{
-    app::App,
+    app::{App, WorkQueue},
     core::{
         backup_index::BackupIndex,
         counts::KindCounts,
@@ -29,6 +29,7 @@ use crate::{
         listing::{list_backups, list_container_names, until_container_missing},
         StorageError,
     },
+    telemetry,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -194,10 +195,34 @@ pub async fn schedule(app: &App, scope: Option<&[String]>) -> ScheduledReconcili
             scheduled.error = Some(e.to_string());
         }
         info!(containers = ?scheduled.containers, status = scheduled.status, "reconciliation scheduled as shards");
+        if telemetry::enabled() {
+            record_poison_depths(app).await;
+        }
         scheduled
     }
     .instrument(span)
     .await
+}
+
+/// Each poison queue's depth, for the alert on a non-empty one: read at every timer, as the
+/// doctor reads it (a queue not created yet holds nothing).
+async fn record_poison_depths(app: &App) {
+    for queue in [WorkQueue::Backups, WorkQueue::Shards, WorkQueue::Events] {
+        let Some(name) = queue.name(&app.config) else {
+            continue;
+        };
+        let poison = format!("{name}-poison");
+        let depth = match app.jobs.queue(&poison) {
+            Ok(queue) => queue.depth().await,
+            Err(e) => Err(e),
+        };
+        match depth {
+            Ok(depth) => telemetry::record::poison_depth(&name, depth.unwrap_or(0)),
+            Err(e) => {
+                warn!(error = %e, queue = poison, "the poison queue's depth could not be read")
+            }
+        }
+    }
 }
 
 /// The containers to reconcile. A named container that does not exist is found out by its

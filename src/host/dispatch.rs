@@ -12,6 +12,7 @@ use crate::{
     functions::{
         backup_requests, blob_events, producer, reconciliation, shards, Delivery, Handled,
     },
+    telemetry,
 };
 
 /// What triggers a function.
@@ -87,6 +88,9 @@ pub async fn invoke_queue_function(
     let span = tracing::info_span!(
         "function",
         function,
+        otel.name = function,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
         message_id = %message.message_id,
         dequeue_count = message.dequeue_count,
     );
@@ -100,13 +104,15 @@ pub async fn invoke_queue_function(
             WorkQueue::Backups => reply(backup_requests::handle(app, &delivery).await),
             WorkQueue::Shards => reply(shards::handle(app, &delivery).await),
             WorkQueue::Events => reply(blob_events::handle(app, &delivery).await),
-        }?;
+        }
+        .inspect_err(|_| {
+            telemetry::record::failures(function, "invocation", 1);
+            tracing::Span::current().record("otel.status_code", "error");
+        })?;
         match handled {
             Handled::Done(outcome) => Ok(outcome),
             Handled::Unusable(reason) => {
-                app.poison(queue, &message.raw, &reason)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                poison(app, queue, message, &reason, "unusable").await?;
                 warn!(reason, "message moved to the poison queue unchanged");
                 Ok(json!({"outcome": "poisoned", "reason": reason}))
             }
@@ -128,9 +134,24 @@ pub async fn give_up(
     if queue == WorkQueue::Shards {
         shards::given_up(app, &message.text, reason).await;
     }
+    poison(app, queue, message, reason, "given_up").await
+}
+
+/// The one way a message goes to its poison queue (with its `reason` recorded), counted by
+/// queue and why (`unusable`, `given_up`).
+async fn poison(
+    app: &App,
+    queue: WorkQueue,
+    message: &QueueMessage,
+    reason: &str,
+    why: &'static str,
+) -> Result<(), String> {
     app.poison(queue, &message.raw, reason)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    let name = queue.name(&app.config).unwrap_or_default();
+    telemetry::record::poisoned(&name, why);
+    Ok(())
 }
 
 /// The text the function of a queue reads from a message as it stands on the queue: the

@@ -207,7 +207,12 @@ async fn run_producer(app: &App, request: &HttpTriggerRequest) -> JsonReply {
         (Err(reply), _) | (_, Err(reply)) => return reply,
     };
     let request_for = ProduceRequest { container, prefix };
-    let span = tracing::info_span!("function", function = producer::FUNCTION_NAME);
+    let span = tracing::info_span!(
+        "function",
+        function = producer::FUNCTION_NAME,
+        otel.name = producer::FUNCTION_NAME,
+        otel.kind = "server"
+    );
     match producer::produce(app, &request_for).instrument(span).await {
         Ok(status) => job_reply(request, status),
         Err(e) => producer_error(e),
@@ -331,10 +336,19 @@ async fn reconciler_invocation(State(app): State<Arc<App>>, body: Bytes) -> Resp
         .values()
         .find_map(|timer| timer.get("IsPastDue").and_then(Value::as_bool))
         .unwrap_or(false);
-    let span = tracing::info_span!("function", function = reconciliation::FUNCTION_NAME);
+    let span = tracing::info_span!(
+        "function",
+        function = reconciliation::FUNCTION_NAME,
+        otel.name = reconciliation::FUNCTION_NAME,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+    );
     let summary = reconciliation::handle(&app, past_due)
-        .instrument(span)
+        .instrument(span.clone())
         .await;
+    if summary.status != "queued" {
+        span.record("otel.status_code", "error");
+    }
     let return_value = serde_json::to_value(&summary).unwrap_or(Value::Null);
     let status = if summary.status == "queued" {
         StatusCode::OK

@@ -33,6 +33,7 @@ mod restore_target;
 mod sas_copies;
 mod shards;
 mod standalone;
+mod telemetry;
 mod template;
 mod tidy;
 mod verify;

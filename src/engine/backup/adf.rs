@@ -102,7 +102,7 @@ impl VersionBackup<'_> {
         match judge(&landed.version, version, source_unchanged) {
             Judgement::Same => {
                 self.write_stamp(backup, &landed, version).await?;
-                Ok(self.backed_up(name, None, &Copied::default()))
+                Ok(self.backed_up(name, version, None, &Copied::default()))
             }
             Judgement::Different if source_unchanged => {
                 self.remove(backup, &landed, "an incomplete copy").await?;

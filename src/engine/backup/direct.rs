@@ -44,7 +44,7 @@ impl VersionBackup<'_> {
             let copied =
                 copy_version_through(&source, backup, read, &attributes, Overwrite::Never).await;
             return match copied {
-                Ok(copied) => Ok(self.backed_up(name, version.snapshot.clone(), &copied)),
+                Ok(copied) => Ok(self.backed_up(name, version, version.snapshot.clone(), &copied)),
                 Err(e) if e.is(ErrorCode::BlobArchived) => Ok(archived_refused(&e)),
                 Err(e) => Err(e.into()),
             };
@@ -63,7 +63,7 @@ impl VersionBackup<'_> {
         let started = copy_version(backup, &source_url, &self.etag, &attributes, path).await;
         match started {
             Ok(copied) if copied.state == CopyStart::Done => {
-                Ok(self.backed_up(name, version.snapshot.clone(), &copied))
+                Ok(self.backed_up(name, version, version.snapshot.clone(), &copied))
             }
             Ok(copied) => self.copy_finished(backup, name, version, &copied).await,
             Err(e) if e.is(ErrorCode::BlobArchived) => Ok(archived_refused(&e)),
@@ -84,7 +84,7 @@ impl VersionBackup<'_> {
         let what = backup.what();
         match self.wait_for_copy(backup).await? {
             Some(state) if state.version.copy_status == Some(CopyStatus::Success) => {
-                Ok(self.backed_up(name, version.snapshot.clone(), copied))
+                Ok(self.backed_up(name, version, version.snapshot.clone(), copied))
             }
             Some(state) if state.version.copy_status == Some(CopyStatus::Pending) => {
                 Err(BackupError::Copy {

@@ -53,6 +53,7 @@ use crate::{
         listing::{access_as_listed, find_snapshot, list_backups},
         Blob, BlobState, ErrorCode, StorageError,
     },
+    telemetry,
 };
 
 /// What became of one version.
@@ -263,12 +264,15 @@ impl<'a> VersionBackup<'a> {
             .blob(name))
     }
 
+    /// The one place a version is counted backed up, whichever engine copied it.
     fn backed_up(
         &self,
         name: String,
+        version: &Version,
         from_snapshot: Option<String>,
         copied: &Copied,
     ) -> BackupOutcome {
+        telemetry::record::version_backed_up(&self.request.container, version.content_length);
         info!(
             backup = name,
             from_snapshot,

@@ -41,6 +41,7 @@ impl Work {
 
 use serde::Serialize;
 use thiserror::Error;
+use tracing::Instrument;
 
 pub use budget::{each_within_budget, RecordedStop, Stop};
 pub use kind::{Kind, LineSink, Part, PartDone, Registered};
@@ -183,10 +184,26 @@ pub async fn run_here_reporting<K: Registered>(
     on_line: LineSink<'_, K::Line>,
 ) -> LocalJob<K> {
     let job = new_job_id();
+    // The job's request in Application Insights, when telemetry is on.
+    let span = tracing::info_span!(
+        "job",
+        job = %job,
+        kind = K::NAME,
+        origin = new.origin.as_str(),
+        container = %new.container,
+        otel.name = %format_args!("{} job", K::NAME),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+    );
+    let started = std::time::Instant::now();
     let mut local = LocalJob::<K>::default();
     for root in new.shards(&job) {
         let run = local::run_here::<K>(app, root, &new.options, shards_at_once, on_line);
-        local.add(run.await);
+        local.add(run.instrument(span.clone()).await);
+    }
+    crate::telemetry::record::job_finished(K::NAME, local.succeeded(), started.elapsed());
+    if !local.succeeded() {
+        span.record("otel.status_code", "error");
     }
     local
 }

@@ -21,6 +21,7 @@ use crate::{
         shard::ShardWork,
     },
     storage::{lease::SHORTEST_LEASE_SECONDS, StorageError},
+    telemetry,
 };
 
 /// What one shard part did; the shard function's return value.
@@ -101,7 +102,18 @@ pub async fn run_part<K: Kind>(
             sink,
             stop: Stop(stop),
         };
-        let mut done = K::run_part(part).await?;
+        let mut done = match K::run_part(part).await {
+            Ok(done) => done,
+            Err(e) => {
+                let reason = match e {
+                    JobError::Refused(_) => "refused",
+                    _ => "part",
+                };
+                telemetry::record::failures(K::NAME, reason, 1);
+                return Err(e);
+            }
+        };
+        telemetry::record::failures(K::NAME, "unit", K::not_done(&done.counts));
         let continuation = match stop {
             Some(recorded) => Some(recorded.next.clone()),
             None => done.continuation.take(),
@@ -117,7 +129,9 @@ pub async fn run_part<K: Kind>(
             }
             fanout.push(app, next).await?;
         }
-        let duration_ms = started.elapsed().as_millis() as u64;
+        let took = started.elapsed();
+        telemetry::record::part_finished(K::NAME, took);
+        let duration_ms = took.as_millis() as u64;
         info!(
             report = %format_args!(
                 "counts: {:?}, notes: {:?}, lines: {}, continued: {continued}, duration_ms: \

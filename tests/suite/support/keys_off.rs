@@ -45,8 +45,9 @@ impl TestTls {
     }
 
     /// A CA, and a leaf for `IP:127.0.0.1` signed by it (rustls refuses a self-signed
-    /// certificate that is its own CA).
-    fn make() -> TestTls {
+    /// certificate that is its own CA). Trusted by no one until told (the App Insights
+    /// stand-in, `support::ingestion`, gives it to the worker only).
+    pub fn make() -> TestTls {
         let dir = tempfile::tempdir().unwrap();
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();

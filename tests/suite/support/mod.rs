@@ -7,6 +7,7 @@ pub mod adf;
 pub mod azurite;
 mod blobs;
 mod deliver;
+pub mod ingestion;
 pub mod keys_off;
 pub mod proxy;
 mod wait;

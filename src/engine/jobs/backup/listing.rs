@@ -347,6 +347,9 @@ impl<'a> Part<'a> {
     fn settle(&mut self, walk: &mut Walk, index: usize, outcome: SlotOutcome) {
         self.app.progress.did(outcome.counts.blobs);
         KindCounts::add(&mut self.counts, &outcome.counts);
+        if let Some(since) = outcome.behind_since {
+            self.behind_since = Some(self.behind_since.map_or(since, |oldest| oldest.min(since)));
+        }
         if let Some((blob, reason)) = outcome.failure {
             self.notes.fail(&blob, reason);
         }

@@ -47,6 +47,7 @@ use crate::{
         listing::{list_directory_names, ListedEntry},
         ErrorCode, Namespace,
     },
+    telemetry,
 };
 
 /// The backup kind.
@@ -145,8 +146,12 @@ async fn run_part(part: KindPart<'_, BackupKind>) -> Result<PartDone<BackupKind>
         continuation: None,
         last_done: None,
         namespace: Namespace::Flat,
+        behind_since: None,
     };
     part.run().await?;
+    if part.shard.phase == Phase::Listing {
+        part.record_rpo();
+    }
     Ok(PartDone {
         counts: part.counts,
         notes: part.notes,
@@ -180,9 +185,22 @@ struct Part<'a> {
     last_done: Option<String>,
     /// The lake's namespace: a hierarchical one takes no snapshots and lists no tags.
     namespace: Namespace,
+    /// The oldest Last-Modified of the listed versions this part left without a backup.
+    behind_since: Option<OffsetDateTime>,
 }
 
 impl<'a> Part<'a> {
+    /// The RPO as this part saw it: now less the oldest Last-Modified among the versions it
+    /// listed that needed a backup and were left without one; zero when it left none.
+    fn record_rpo(&self) {
+        let behind = self.behind_since.map_or(std::time::Duration::ZERO, |since| {
+            (OffsetDateTime::now_utc() - since)
+                .try_into()
+                .unwrap_or_default()
+        });
+        telemetry::record::rpo(&self.shard.container, behind);
+    }
+
     fn budget_spent(&self) -> bool {
         Instant::now() >= self.deadline
     }

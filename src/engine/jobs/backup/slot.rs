@@ -106,6 +106,9 @@ pub(super) struct SlotOutcome {
     pub(super) counts: BackupCounts,
     pub(super) failure: Option<(String, String)>,
     pub(super) warnings: Vec<(String, String)>,
+    /// The listed version's Last-Modified, when it needed a backup and this part left it
+    /// without one (failed, archived, requested from ADF, left to the next pass): the RPO.
+    pub(super) behind_since: Option<time::OffsetDateTime>,
 }
 
 impl SlotOutcome {
@@ -204,9 +207,14 @@ pub(super) async fn protect_blob(
     needs: Needs,
 ) -> SlotOutcome {
     let span = tracing::info_span!("blob", blob = %verdict.blob.name, etag = %verdict.blob.etag);
-    protect_listed(app, container, &verdict, needs)
+    let mut outcome = protect_listed(app, container, &verdict, needs)
         .instrument(span)
-        .await
+        .await;
+    let backed_up = outcome.counts.backups_copied + outcome.counts.backups_present > 0;
+    if needs.backup && outcome.counts.blobs > 0 && !backed_up {
+        outcome.behind_since = Some(verdict.blob.last_modified);
+    }
+    outcome
 }
 
 async fn protect_listed(
