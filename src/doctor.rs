@@ -95,6 +95,7 @@ pub async fn doctor(settings: &Settings, host_json: &Path, app_dir: &Path) -> Re
     let mut checks = vec![
         settings::timeouts(&mut app, host_json),
         settings::host_bindings(&app, settings, app_dir),
+        settings::telemetry(settings),
     ];
     let app = &app;
     let scope = lake_scope(app).await;

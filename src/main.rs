@@ -37,10 +37,13 @@ fn main() -> ExitCode {
     };
     // Telemetry when APPLICATIONINSIGHTS_CONNECTION_STRING is set: its spans from the same
     // `tracing` spans the log shows; flushed after the command, while the runtime still runs.
-    let telemetry = match Telemetry::start(&Settings::from_env(), runtime.handle().clone()) {
-        Ok(telemetry) => telemetry,
-        Err(e) => return settings_error(e),
-    };
+    // A malformed connection string never stops a command (a restore during an incident least
+    // of all): it runs without telemetry, says so, and `doctor` fails the setting.
+    let (telemetry, refused) =
+        match Telemetry::start(&Settings::from_env(), runtime.handle().clone()) {
+            Ok(telemetry) => (telemetry, None),
+            Err(e) => (None, Some(e)),
+        };
     // RUST_LOG filters the log only: telemetry always gets what the default log shows, so a
     // quiet log (RUST_LOG=warn) leaves the traces in Application Insights whole.
     let log = tracing_subscriber::fmt::layer()
@@ -55,6 +58,9 @@ fn main() -> ExitCode {
                 .map(|telemetry| telemetry.layer().with_filter(default_filter())),
         )
         .init();
+    if let Some(e) = refused {
+        tracing::warn!("{e}: running without telemetry");
+    }
     let code = runtime.block_on(run(cli));
     if let Some(telemetry) = telemetry {
         telemetry.shutdown();

@@ -85,6 +85,22 @@ impl Telemetry {
         }))
     }
 
+    /// Whether the connection string, where set, is one the exporter takes (`Ok(false)`: not
+    /// set): what `doctor` reports. Starts nothing.
+    pub fn check(settings: &Settings) -> Result<bool, SettingsError> {
+        let Some(connection_string) = settings.get(CONNECTION_STRING) else {
+            return Ok(false);
+        };
+        Exporter::new_from_connection_string(connection_string, reqwest::Client::new())
+            .map(|_| true)
+            .map_err(|e| {
+                SettingsError::new(
+                    CONNECTION_STRING,
+                    format!("is not an Application Insights connection string: {e}"),
+                )
+            })
+    }
+
     /// The `tracing` layer that turns spans and their events into OpenTelemetry spans.
     pub fn layer<S>(&self) -> OpenTelemetryLayer<S, SdkTracer>
     where

@@ -9,6 +9,7 @@ use crate::{
     app::App,
     host::{bindings, standalone},
     settings::Settings,
+    telemetry::Telemetry,
 };
 
 /// The settings' timeouts against host.json's `functionTimeout`, which `app` takes on.
@@ -33,6 +34,30 @@ pub(super) fn timeouts(app: &mut App, host_json: &Path) -> Check {
             "settings: host.json",
             Status::Warn,
             format!("{e}: the timeouts were not checked against functionTimeout"),
+        ),
+    }
+}
+
+/// Telemetry's connection string, where set: one the exporter takes, or the worker runs
+/// without telemetry (it says so at start, and nothing reaches Application Insights).
+pub(super) fn telemetry(settings: &Settings) -> Check {
+    match Telemetry::check(settings) {
+        Ok(true) => check(
+            "settings: telemetry",
+            Status::Ok,
+            "APPLICATIONINSIGHTS_CONNECTION_STRING is set: traces and metrics go to Application \
+             Insights",
+        ),
+        Ok(false) => check(
+            "settings: telemetry",
+            Status::Warn,
+            "APPLICATIONINSIGHTS_CONNECTION_STRING is unset: no traces, metrics or alerts \
+             (deploy/alerts.json) from the worker",
+        ),
+        Err(e) => check(
+            format!("settings: {}", e.setting),
+            Status::Fail,
+            format!("{e}: the worker runs without telemetry"),
         ),
     }
 }
