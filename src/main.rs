@@ -76,13 +76,10 @@ fn default_filter() -> EnvFilter {
 async fn run(cli: Cli) -> ExitCode {
     // Only the long-running commands take SIGINT/SIGTERM over (to stop cleanly), and from the
     // start; the others keep the default, so Ctrl-C ends them.
-    let takes_signals = matches!(cli.command, Command::Serve { .. } | Command::Run { .. });
-    let signalled = takes_signals.then(serving::shutdown_signal);
+    let signalled = matches!(cli.command, Command::Serve { .. } | Command::Run { .. })
+        .then(serving::shutdown_signal);
     let settings = Settings::from_env();
-    let host_json = match &cli.command {
-        Command::Run { host_json, .. } => host_json.clone(),
-        _ => "host.json".into(),
-    };
+    let host_json = host_json_of(&cli.command);
     // The doctor reports bad settings among its checks, so it runs without a worker's state.
     if let Command::Doctor { json } = cli.command {
         return commands::doctor(&settings, &host_json, json).await;
@@ -140,8 +137,7 @@ async fn run(cli: Cli) -> ExitCode {
             job, wait, report, ..
         } => jobs::job_status(&app, job.as_deref().unwrap_or_default(), wait, report).await,
         Command::Poison { command } => poison::poison(&app, command).await,
-        // Run above, before the worker's state is built; here only for completeness.
-        Command::Doctor { json } => commands::doctor(&settings, &host_json, json).await,
+        Command::Doctor { json } => commands::doctor(&settings, &host_json, json).await, // (above)
         Command::Verify {
             container,
             prefix,
@@ -155,6 +151,14 @@ async fn run(cli: Cli) -> ExitCode {
             };
             commands::verify(&app, &request, distributed).await
         }
+    }
+}
+
+/// Where host.json is: `run --host-json`, or the working directory's.
+fn host_json_of(command: &Command) -> std::path::PathBuf {
+    match command {
+        Command::Run { host_json, .. } => host_json.clone(),
+        _ => "host.json".into(),
     }
 }
 
