@@ -75,17 +75,10 @@ impl VerifySummary {
     }
 }
 
-/// Verifies `request` in this process, up to four directory levels at once, handing each gap
-/// and warning to `report` as it is found.
-pub async fn verify(
-    app: &App,
-    request: &VerifyRequest,
-    report: &(dyn Fn(&Gap) + Send + Sync),
-) -> VerifySummary {
-    let span = tracing::info_span!("verify", container = %request.container, deep = request.deep);
-    async {
-        let started = Instant::now();
-        let mut summary = VerifySummary {
+impl VerifySummary {
+    /// The summary of `request` before anything is verified: `ok`, every count 0.
+    fn nothing_yet(request: &VerifyRequest) -> Self {
+        VerifySummary {
             status: "ok",
             container: request.container.clone(),
             prefix: request.prefix.clone(),
@@ -103,7 +96,21 @@ pub async fn verify(
             warnings: Vec::new(),
             error: None,
             duration_ms: 0,
-        };
+        }
+    }
+}
+
+/// Verifies `request` in this process, up to four directory levels at once, handing each gap
+/// and warning to `report` as it is found.
+pub async fn verify(
+    app: &App,
+    request: &VerifyRequest,
+    report: &(dyn Fn(&Gap) + Send + Sync),
+) -> VerifySummary {
+    let span = tracing::info_span!("verify", container = %request.container, deep = request.deep);
+    async {
+        let started = Instant::now();
+        let mut summary = VerifySummary::nothing_yet(request);
         let new = match prepare(app, request).await {
             Ok(new) => new,
             Err(error) => {
