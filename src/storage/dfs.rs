@@ -136,8 +136,9 @@ impl StorageAccount {
 
     /// Sets exactly `access` on `container/path`, where `current` (what the path has now, when
     /// known) differs: its ACL (access and, on a directory, default entries) with its owner and
-    /// group in one request, then the sticky bit where the permissions have one
-    /// (`x-ms-permissions`; the ACL cannot say it, and the two never go in one request). Where
+    /// group in one request, then its permissions (`x-ms-permissions`) wherever the sticky bit
+    /// the path has now (`sticky_now`) is not the one wanted — set or cleared: the ACL cannot
+    /// say it, a new ACL keeps the path's, and the two headers never go in one request. Where
     /// the owner or group is refused (403: it takes a superuser), the ACL is set alone and the
     /// refusal returned. Setting what is already set changes nothing, so a redelivery may do it
     /// again.
@@ -146,10 +147,11 @@ impl StorageAccount {
         container: &str,
         path: &str,
         access: &Access,
-        current: Option<&Access>,
+        now: AccessNow<'_>,
     ) -> Result<(), AccessRefused> {
         let url = || self.dfs_url(container, path, &[("action", "setAccessControl")]);
         let what = || format!("setting the access control of {container}/{path}");
+        let current = now.current;
         let same = |field: fn(&Access) -> &str| current.is_some_and(|c| field(c) == field(access));
         let mode_same = same(|a| &a.acl) && same(|a| &a.permissions);
         let owner_same = same(|a| &a.owner) && same(|a| &a.group);
@@ -175,18 +177,28 @@ impl StorageAccount {
             self.dfs_send(Method::Patch, url()?, &[acl], &[200], what)
                 .await?;
         }
-        if !mode_same {
-            if let Some(permissions) = sticky_permissions(&access.permissions) {
-                let sticky = [("x-ms-permissions", permissions)];
-                self.dfs_send(Method::Patch, url()?, &sticky, &[200], what)
-                    .await?;
-            }
+        if !mode_same && access.sticky() != now.sticky {
+            let permissions = [(
+                "x-ms-permissions",
+                symbolic_permissions(&access.permissions),
+            )];
+            self.dfs_send(Method::Patch, url()?, &permissions, &[200], what)
+                .await?;
         }
         match refused {
             Some(e) => Err(AccessRefused::Owner(e)),
             None => Ok(()),
         }
     }
+}
+
+/// What a path's access control is now, as far as a restore knows it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AccessNow<'a> {
+    /// Its whole access control, when known (listed, and not rewritten since).
+    pub current: Option<&'a Access>,
+    /// Whether it has the sticky bit (a path just created has none).
+    pub sticky: bool,
 }
 
 /// Why an access control was not all set.
@@ -216,15 +228,10 @@ fn dfs_of_blob_endpoint(blob: &Url) -> Url {
     url
 }
 
-/// `x-ms-permissions` for a path whose permissions carry the sticky bit (`t`/`T` last): the
-/// symbolic form without the `+` an extended ACL adds (the service does not take it); `None`
-/// without a sticky bit (the ACL says the rest).
-fn sticky_permissions(permissions: &str) -> Option<&str> {
-    let symbolic = permissions.trim_end_matches('+');
-    symbolic
-        .ends_with(['t', 'T'])
-        .then_some(symbolic)
-        .filter(|p| p.len() == 9)
+/// `x-ms-permissions` of `permissions` as a listing gives them: the symbolic form without the
+/// `+` an extended ACL adds (the service takes `rwxr-x--T` or 4-digit octal, not the `+`).
+fn symbolic_permissions(permissions: &str) -> &str {
+    permissions.trim_end_matches('+')
 }
 
 #[cfg(test)]
@@ -250,10 +257,9 @@ mod tests {
     }
 
     #[test]
-    fn only_a_sticky_bit_needs_its_own_permissions() {
-        assert_eq!(sticky_permissions("rwxr-x---+"), None);
-        assert_eq!(sticky_permissions("rwxr-x--t+"), Some("rwxr-x--t"));
-        assert_eq!(sticky_permissions("rwxrwxrwT"), Some("rwxrwxrwT"));
-        assert_eq!(sticky_permissions("t"), None);
+    fn permissions_are_sent_without_the_extended_acl_mark() {
+        assert_eq!(symbolic_permissions("rwxr-x---+"), "rwxr-x---");
+        assert_eq!(symbolic_permissions("rwxr-x--t+"), "rwxr-x--t");
+        assert_eq!(symbolic_permissions("rwxrwxrwT"), "rwxrwxrwT");
     }
 }

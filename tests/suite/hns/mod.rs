@@ -8,6 +8,7 @@ mod doctor;
 mod figure;
 mod namespace;
 mod restore;
+mod restore_exact;
 mod stand_in;
 mod verify;
 

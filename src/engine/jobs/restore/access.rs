@@ -25,7 +25,7 @@ use super::{
 };
 use crate::{
     core::{properties::Access, restore_plan::Plan},
-    storage::dfs::AccessRefused,
+    storage::dfs::{AccessNow, AccessRefused},
 };
 
 impl Part<'_> {
@@ -80,27 +80,32 @@ impl Part<'_> {
                 }
             },
         };
-        // A directory created now has the access its parent's default ACL gave it.
+        // A directory created now has the access its parent's default ACL gave it, and no
+        // sticky bit.
         let current = if outcome.counted == Counted::Restored {
             None
         } else {
             current
         };
+        let now = AccessNow {
+            current: current.as_ref(),
+            sticky: current.as_ref().is_some_and(Access::sticky),
+        };
         outcome = self
-            .restore_access(outcome, &name, candidate.access.as_ref(), current.as_ref())
+            .restore_access(outcome, &name, candidate.access.as_ref(), now)
             .await;
         outcome
     }
 
-    /// Gives path `name` the access control `access` its chosen version had (where `current`,
-    /// what it has now when known, differs), after what `outcome` did to it. Into a target
+    /// Gives path `name` the access control `access` its chosen version had (where what it has
+    /// `now` differs), after what `outcome` did to it. Into a target
     /// without a hierarchical namespace it is counted as not applied; a dry run sets nothing.
     pub(super) async fn restore_access(
         &self,
         mut outcome: Outcome,
         name: &str,
         access: Option<&Access>,
-        current: Option<&Access>,
+        now: AccessNow<'_>,
     ) -> Outcome {
         let Some(access) = access else {
             return outcome;
@@ -112,12 +117,12 @@ impl Part<'_> {
             outcome.also.access_not_applied = 1;
             return outcome;
         }
-        if self.options.dry_run || current == Some(access) {
+        if self.options.dry_run || now.current == Some(access) {
             return outcome;
         }
         let set = self
             .target_account
-            .set_access_control(self.target_name, name, access, current)
+            .set_access_control(self.target_name, name, access, now)
             .await;
         let failure = match set {
             Ok(()) => {

@@ -1,0 +1,45 @@
+//! A restore into an HNS lake that must not report success for what it did not restore: a sticky
+//! bit gained after the instant is cleared; a target whose namespace cannot be read is refused
+//! before any write; an ingestion write between the restore's write and its access control is
+//! never given the instant's ACL.
+
+use serde_json::Value;
+
+use super::{
+    backup::lake_on_stand_in,
+    directories::{access_now, make_directory, set_access},
+};
+use crate::support::{self, worker};
+
+/// `lakebackup restore --container lake --from backup ARGS` with `settings`.
+fn restore(settings: &std::collections::HashMap<String, String>, args: &[&str]) -> (i32, Value) {
+    let mut full = vec!["restore", "--container", "lake", "--from", "backup"];
+    full.extend(args);
+    let (code, _, summary) = worker::run_lines(settings, &full);
+    (code, summary)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sticky_bit_gained_after_the_instant_is_cleared_by_a_restore_as_of_it() {
+    let (lake, proxied) = lake_on_stand_in(&[]).await;
+    make_directory(&proxied, "d", &[]).await;
+    support::upload(&lake.lake("lake"), "d/f.csv", b"bytes").await;
+    let first = support::produce(&lake.app, "lake").await;
+    assert!(first.succeeded(), "{:?}", first.notes);
+    let before = [access_now(&proxied, "d"), access_now(&proxied, "d/f.csv")];
+    assert!(!before[0].2.contains(['t', 'T']), "{before:?}");
+    let instant = support::instant_after_writes().await;
+
+    // After the instant: the directory and the file gain the sticky bit (and nothing else).
+    set_access(&proxied, "d", &[("x-ms-permissions", "1750")]).await;
+    set_access(&proxied, "d/f.csv", &[("x-ms-permissions", "1640")]).await;
+    assert_eq!(access_now(&proxied, "d").2, "rwxr-x--T");
+    let second = support::produce(&lake.app, "lake").await;
+    assert!(second.succeeded(), "{:?}", second.notes);
+
+    let (code, summary) = restore(&lake.settings(), &["--as-of", &instant]);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["access_set"], 2, "{summary}");
+    let after = [access_now(&proxied, "d"), access_now(&proxied, "d/f.csv")];
+    assert_eq!(after, before, "the sticky bits are cleared");
+}
