@@ -43,3 +43,31 @@ async fn a_sticky_bit_gained_after_the_instant_is_cleared_by_a_restore_as_of_it(
     let after = [access_now(&proxied, "d"), access_now(&proxied, "d/f.csv")];
     assert_eq!(after, before, "the sticky bits are cleared");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_whose_namespace_cannot_be_read_is_refused_before_any_write() {
+    let (lake, proxied) = lake_on_stand_in(&[]).await;
+    make_directory(&proxied, "d", &[]).await;
+    support::upload(&lake.lake("lake"), "d/f.csv", b"bytes").await;
+    let first = support::produce(&lake.app, "lake").await;
+    assert!(first.succeeded(), "{:?}", first.notes);
+    let deleted = super::dfs(&proxied, "DELETE", "lake/d", "recursive=true", &[]).await;
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    // The restore's connection may not read the account's information, anywhere.
+    let stand_in = proxied.blob.hns().unwrap();
+    stand_in.refuse_account_information();
+    stand_in.reset_counts();
+
+    let (code, summary) = restore(&lake.settings(), &[]);
+    assert_ne!(code, 0, "{summary}");
+    assert!(
+        summary.to_string().contains("Get Account Information"),
+        "the missing right is named: {summary}"
+    );
+    // Nothing written: no directory, no file, no access control.
+    assert!(stand_in.access_control("source", "lake", "d").is_none());
+    assert!(stand_in
+        .access_control("source", "lake", "d/f.csv")
+        .is_none());
+    assert_eq!(stand_in.counts().access_writes, 0);
+}

@@ -170,10 +170,7 @@ async fn run_part(part: KindPart<'_, RestoreKind>) -> Result<PartDone<RestoreKin
     let target_account = target::restore_account(app, options)?;
     let target_name = options.target_container(&shard.container);
     let target_in_lake_account = target_account.same_blob_service(&app.source);
-    let target_hierarchical = target_account
-        .namespace(target_name)
-        .await?
-        .is_hierarchical();
+    let target_hierarchical = target::hierarchical(target_account, target_name).await?;
     let part = Part {
         app,
         shard,

@@ -73,7 +73,7 @@ fn ok(request: &Request, status: &str, headers: &[(&str, &str)]) -> Answer {
     own(text.into_bytes(), request)
 }
 
-fn error(request: &Request, status: &str, code: &str, message: &str) -> Answer {
+pub(super) fn error(request: &Request, status: &str, code: &str, message: &str) -> Answer {
     own(azure_error(status, code, message, request, &[]), request)
 }
 

@@ -167,6 +167,8 @@ struct Lake {
     rewrites: Vec<Rewrite>,
     /// [`HnsLake::refuse_owner_changes`].
     owner_changes_refused: bool,
+    /// [`HnsLake::refuse_account_information`].
+    account_information_refused: bool,
 }
 
 /// The hierarchical namespace of the accounts a stand-in proxy plays as ADLS Gen2 lakes.
@@ -192,6 +194,7 @@ impl HnsLake {
                 counts: HnsCounts::default(),
                 rewrites: Vec::new(),
                 owner_changes_refused: false,
+                account_information_refused: false,
             }),
         }
     }
@@ -234,6 +237,12 @@ impl HnsLake {
     /// `$superuser` otherwise, so the refusal is a switch, not a principal.
     pub fn refuse_owner_changes(&self) {
         self.lake().owner_changes_refused = true;
+    }
+
+    /// From now on, answers Get Account Information (at the account and in a container) with
+    /// 403 `AuthorizationPermissionMismatch`, as Azure answers a caller not allowed to read it.
+    pub fn refuse_account_information(&self) {
+        self.lake().account_information_refused = true;
     }
 
     /// Rewrites `container/path` of `account` with `bytes` (a Put Blob straight to Azurite,
@@ -343,6 +352,14 @@ pub(super) async fn answer(shared: &Shared, request: &Request, head: &[u8]) -> i
     }
     let operation = operation(request);
     if let Operation::AccountInformation = operation {
+        if lake.lake().account_information_refused {
+            return Ok(dfs::error(
+                request,
+                "403 This request is not authorized to perform this operation using this permission.",
+                "AuthorizationPermissionMismatch",
+                "This request is not authorized to perform this operation using this permission.",
+            ));
+        }
         let mut answer = forward(shared, request, head).await?;
         if status_of(&answer) == 200 {
             answer.head = with_header(&answer.head, "x-ms-is-hns-enabled", "true");
