@@ -23,13 +23,14 @@
 use std::sync::Arc;
 
 use azure_core::http::{
+    headers::HeaderName,
     policies::{auth::BearerTokenAuthorizationPolicy, Policy},
     Context, Method, Pipeline, PipelineSendOptions, Request, Url,
 };
 use azure_storage_blob::BlobContainerClientOptions;
 
 use super::{StorageAccount, StorageError, StorageResultExt};
-use crate::core::properties::Access;
+use crate::core::{etag::quoted_etag, properties::Access};
 
 /// The service version the dfs calls are sent with: the blob client's own.
 fn service_version() -> String {
@@ -84,7 +85,8 @@ impl StorageAccount {
         Ok(url)
     }
 
-    /// Sends one dfs request with `headers`, success being one of `success`.
+    /// Sends one dfs request with `headers`, success being one of `success`: the ETag it
+    /// answers with, where it does.
     async fn dfs_send(
         &self,
         method: Method,
@@ -92,7 +94,7 @@ impl StorageAccount {
         headers: &[(&'static str, &str)],
         success: &'static [u16],
         operation: impl FnOnce() -> String,
-    ) -> Result<(), StorageError> {
+    ) -> Result<Option<String>, StorageError> {
         let mut request = Request::new(url, method);
         request.insert_header("x-ms-version", service_version());
         request.insert_header("content-length", "0");
@@ -105,22 +107,25 @@ impl StorageAccount {
             },
             ..Default::default()
         };
-        self.dfs_pipeline()
+        let response = self
+            .dfs_pipeline()
             .send(&Context::new(), &mut request, Some(options))
             .await
             .during(operation)?;
-        Ok(())
+        Ok(response
+            .headers()
+            .get_optional_string(&HeaderName::from_static("etag")))
     }
 
     /// Creates directory `path` of `container` (its missing parents with it, as Path - Create
-    /// does), only where no path stands: `false` when one does (a redelivery, or the lake's
-    /// own). It is created with the service's defaults (the parent's default ACL, or the umask);
+    /// does), only where no path stands: its ETag when created (empty where the answer had
+    /// none), `None` when a path stands (a redelivery, or the lake's own). It is created with the service's defaults (the parent's default ACL, or the umask);
     /// its own access control is set afterwards ([`StorageAccount::set_access_control`]).
     pub async fn create_directory(
         &self,
         container: &str,
         path: &str,
-    ) -> Result<bool, StorageError> {
+    ) -> Result<Option<String>, StorageError> {
         let url = self.dfs_url(container, path, &[("resource", "directory")])?;
         let sent = self
             .dfs_send(Method::Put, url, &[("if-none-match", "*")], &[201], || {
@@ -128,8 +133,8 @@ impl StorageAccount {
             })
             .await;
         match sent {
-            Ok(()) => Ok(true),
-            Err(e) if e.status == Some(409) => Ok(false),
+            Ok(etag) => Ok(Some(etag.unwrap_or_default())),
+            Err(e) if e.status == Some(409) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -140,8 +145,9 @@ impl StorageAccount {
     /// the path has now (`sticky_now`) is not the one wanted — set or cleared: the ACL cannot
     /// say it, a new ACL keeps the path's, and the two headers never go in one request. Where
     /// the owner or group is refused (403: it takes a superuser), the ACL is set alone and the
-    /// refusal returned. Setting what is already set changes nothing, so a redelivery may do it
-    /// again.
+    /// refusal returned. Each request is sent `If-Match` the ETag in `now` (where known): a
+    /// path written since is left alone ([`AccessRefused::Changed`]). Setting what is already
+    /// set changes nothing, so a redelivery may do it again.
     pub async fn set_access_control(
         &self,
         container: &str,
@@ -149,8 +155,6 @@ impl StorageAccount {
         access: &Access,
         now: AccessNow<'_>,
     ) -> Result<(), AccessRefused> {
-        let url = || self.dfs_url(container, path, &[("action", "setAccessControl")]);
-        let what = || format!("setting the access control of {container}/{path}");
         let current = now.current;
         let same = |field: fn(&Access) -> &str| current.is_some_and(|c| field(c) == field(access));
         let mode_same = same(|a| &a.acl) && same(|a| &a.permissions);
@@ -160,34 +164,76 @@ impl StorageAccount {
             ("x-ms-owner", access.owner.as_str()),
             ("x-ms-group", access.group.as_str()),
         ];
+        let mut set = Conditional {
+            account: self,
+            container,
+            path,
+            etag: now.if_match.map(str::to_owned),
+        };
         let mut refused = None;
         if !owner_same {
-            let all = [acl, owner[0], owner[1]];
-            match self
-                .dfs_send(Method::Patch, url()?, &all, &[200], what)
-                .await
-            {
+            match set.patch(&[acl, owner[0], owner[1]]).await {
                 Ok(()) => {}
                 // Refused for the owner or group: the ACL alone, below.
-                Err(e) if e.status == Some(403) => refused = Some(e),
-                Err(e) => return Err(e.into()),
+                Err(AccessRefused::Storage(e)) if e.status == Some(403) => refused = Some(e),
+                Err(e) => return Err(e),
             }
         }
         if refused.is_some() || (owner_same && !mode_same) {
-            self.dfs_send(Method::Patch, url()?, &[acl], &[200], what)
-                .await?;
+            set.patch(&[acl]).await?;
         }
         if !mode_same && access.sticky() != now.sticky {
-            let permissions = [(
-                "x-ms-permissions",
-                symbolic_permissions(&access.permissions),
-            )];
-            self.dfs_send(Method::Patch, url()?, &permissions, &[200], what)
-                .await?;
+            let permissions = symbolic_permissions(&access.permissions);
+            set.patch(&[("x-ms-permissions", permissions)]).await?;
         }
         match refused {
             Some(e) => Err(AccessRefused::Owner(e)),
             None => Ok(()),
+        }
+    }
+}
+
+/// Set Access Control requests on one path, each sent `If-Match` the ETag the path had when
+/// the restore wrote or listed it (then the one each answer gives), so that a path rewritten
+/// since (an ingestion's write) is never given the instant's access control: 412 is
+/// [`AccessRefused::Changed`].
+struct Conditional<'a> {
+    account: &'a StorageAccount,
+    container: &'a str,
+    path: &'a str,
+    etag: Option<String>,
+}
+
+impl Conditional<'_> {
+    async fn patch(&mut self, headers: &[(&'static str, &str)]) -> Result<(), AccessRefused> {
+        let (container, path) = (self.container, self.path);
+        let url = self
+            .account
+            .dfs_url(container, path, &[("action", "setAccessControl")])?;
+        let if_match = self
+            .etag
+            .as_deref()
+            .filter(|e| !e.is_empty())
+            .map(quoted_etag);
+        let mut all = headers.to_vec();
+        if let Some(etag) = &if_match {
+            all.push(("if-match", etag.as_str()));
+        }
+        let sent = self
+            .account
+            .dfs_send(Method::Patch, url, &all, &[200], || {
+                format!("setting the access control of {container}/{path}")
+            })
+            .await;
+        match sent {
+            Ok(etag) => {
+                if self.etag.is_some() {
+                    self.etag = etag.or(self.etag.take());
+                }
+                Ok(())
+            }
+            Err(e) if e.status == Some(412) && if_match.is_some() => Err(AccessRefused::Changed),
+            Err(e) => Err(e.into()),
         }
     }
 }
@@ -199,6 +245,9 @@ pub struct AccessNow<'a> {
     pub current: Option<&'a Access>,
     /// Whether it has the sticky bit (a path just created has none).
     pub sticky: bool,
+    /// The ETag it had when the restore wrote or listed it, where known: its access control
+    /// is set only while it has it.
+    pub if_match: Option<&'a str>,
 }
 
 /// Why an access control was not all set.
@@ -210,6 +259,10 @@ pub enum AccessRefused {
         "its owner and group were refused (it takes a superuser or Storage Blob Data Owner): {0}"
     )]
     Owner(StorageError),
+    /// The path was written since the restore wrote or listed it (412 to `If-Match`): its
+    /// access control was left as the writer's.
+    #[error("it was written since the restore saw it: its access control was left alone")]
+    Changed,
     #[error(transparent)]
     Storage(#[from] StorageError),
 }

@@ -71,3 +71,45 @@ async fn a_target_whose_namespace_cannot_be_read_is_refused_before_any_write() {
         .is_none());
     assert_eq!(stand_in.counts().access_writes, 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_an_ingestion_rewrites_before_its_access_is_set_keeps_the_writers_access() {
+    let (lake, proxied) = lake_on_stand_in(&[]).await;
+    support::upload(&lake.lake("lake"), "f.csv", b"at the instant").await;
+    set_access(
+        &proxied,
+        "f.csv",
+        &[("x-ms-acl", "user::rw-,group::r--,other::r--")],
+    )
+    .await;
+    let first = support::produce(&lake.app, "lake").await;
+    assert!(first.succeeded(), "{:?}", first.notes);
+    let instant = support::instant_after_writes().await;
+    // After the instant an ACL-only change (backed up), which the restore undoes...
+    set_access(
+        &proxied,
+        "f.csv",
+        &[("x-ms-acl", "user::rw-,group::---,other::---")],
+    )
+    .await;
+    let second = support::produce(&lake.app, "lake").await;
+    assert!(second.succeeded(), "{:?}", second.notes);
+    let writers = access_now(&proxied, "f.csv");
+    // ...but an ingestion rewrites the file between the restore's listing and its ACL call.
+    let stand_in = proxied.blob.hns().unwrap();
+    stand_in.rewrite_before_access_set("source", "lake", "f.csv", b"ingested".to_vec());
+
+    let (code, summary) = restore(&lake.settings(), &["--as-of", &instant]);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(stand_in.counts().rewrites, 1, "{summary}");
+    assert_eq!(summary["changed_since_plan"], 1, "{summary}");
+    assert_eq!(
+        support::download(&lake.lake("lake"), "f.csv").await,
+        b"ingested"
+    );
+    assert_eq!(
+        access_now(&proxied, "f.csv"),
+        writers,
+        "the ingested file is never given the instant's ACL"
+    );
+}

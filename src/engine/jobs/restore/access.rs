@@ -16,7 +16,7 @@
 //! `hdi_isfolder` blob there would be junk), files are, and the job says once that access
 //! control was not applied.
 
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::{
     plan::Candidate,
@@ -57,6 +57,8 @@ impl Part<'_> {
             .target
             .as_ref()
             .and_then(|t| t.properties.access.clone());
+        // The ETag its access control is set under: the listed one, or Create Path's.
+        let mut etag = candidate.target.as_ref().map(|t| t.etag.clone());
         let mut outcome = match &candidate.target {
             Some(_) => Outcome::unchanged(name.clone()),
             None if self.options.dry_run => {
@@ -69,7 +71,8 @@ impl Part<'_> {
             {
                 Ok(created) => {
                     let mut outcome = Outcome::line(Counted::Restored, line(RestoreStep::Restore));
-                    outcome.also.directories_created = u64::from(created);
+                    outcome.also.directories_created = u64::from(created.is_some());
+                    etag = created;
                     outcome
                 }
                 Err(e) => {
@@ -90,6 +93,7 @@ impl Part<'_> {
         let now = AccessNow {
             current: current.as_ref(),
             sticky: current.as_ref().is_some_and(Access::sticky),
+            if_match: etag.as_deref(),
         };
         outcome = self
             .restore_access(outcome, &name, candidate.access.as_ref(), now)
@@ -136,6 +140,19 @@ impl Part<'_> {
                      refused: {e}",
                     access.owner, access.group
                 )
+            }
+            Err(AccessRefused::Changed) => {
+                info!(path = name, "written since the restore saw it: its access left alone");
+                outcome.counted = Counted::ChangedSincePlan;
+                outcome.action = Some(RestoreAction {
+                    blob: name.to_owned(),
+                    action: RestoreStep::ChangedSincePlan,
+                    version_etag: None,
+                    version_last_modified: None,
+                    from: None,
+                    error: None,
+                });
+                return outcome;
             }
             Err(AccessRefused::Storage(e)) => {
                 format!("its bytes are restored, but its access control could not be set: {e}")

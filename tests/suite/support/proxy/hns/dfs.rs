@@ -277,10 +277,22 @@ pub(super) async fn set_access_control(
     if let Some(refusal) = authentication_refusal(shared, request, key) {
         return Ok(own(refusal, request));
     }
+    if let Some(bytes) = lake.take_rewrite(key, true) {
+        upstream::put_blob(shared, key, bytes, &[]).await?;
+    }
     let Some((mut access, etag, modified)) = access_of(shared, lake, key).await? else {
         return Ok(path_not_found(request));
     };
     let header = |name: &str| request.head.header(name).map(str::trim);
+    let unquoted = |e: &str| e.trim_matches('"').to_owned();
+    if header("if-match").is_some_and(|m| m != "*" && unquoted(m) != unquoted(&etag)) {
+        return Ok(error(
+            request,
+            "412 The condition specified using HTTP conditional header(s) is not met.",
+            "ConditionNotMet",
+            "The condition specified using HTTP conditional header(s) is not met.",
+        ));
+    }
     let changes_owner = header("x-ms-owner").is_some_and(|o| o != access.owner)
         || header("x-ms-group").is_some_and(|g| g != access.group);
     if changes_owner && lake.lake().owner_changes_refused {

@@ -159,6 +159,9 @@ pub struct HnsCounts {
 struct Rewrite {
     key: PathKey,
     bytes: Vec<u8>,
+    /// Before a setAccessControl of it ([`HnsLake::rewrite_before_access_set`]) rather than
+    /// a read.
+    before_access: bool,
 }
 
 struct Lake {
@@ -252,6 +255,24 @@ impl HnsLake {
         self.lake().rewrites.push(Rewrite {
             key: PathKey::new(account, container, path),
             bytes,
+            before_access: false,
+        });
+    }
+
+    /// Rewrites `container/path` of `account` with `bytes` (as [`HnsLake::rewrite_when_read`])
+    /// just before the first setAccessControl of it is answered: an ingestion's write landing
+    /// between a restore's write (or listing) and its access control.
+    pub fn rewrite_before_access_set(
+        &self,
+        account: &str,
+        container: &str,
+        path: &str,
+        bytes: Vec<u8>,
+    ) {
+        self.lake().rewrites.push(Rewrite {
+            key: PathKey::new(account, container, path),
+            bytes,
+            before_access: true,
         });
     }
 
@@ -308,9 +329,12 @@ impl HnsLake {
         self.lake().paths.remove(key);
     }
 
-    fn take_rewrite(&self, key: &PathKey) -> Option<Vec<u8>> {
+    fn take_rewrite(&self, key: &PathKey, before_access: bool) -> Option<Vec<u8>> {
         let mut lake = self.lake();
-        let at = lake.rewrites.iter().position(|r| &r.key == key)?;
+        let at = lake
+            .rewrites
+            .iter()
+            .position(|r| &r.key == key && r.before_access == before_access)?;
         lake.counts.rewrites += 1;
         Some(lake.rewrites.remove(at).bytes)
     }
@@ -416,7 +440,7 @@ pub(super) async fn answer(shared: &Shared, request: &Request, head: &[u8]) -> i
             Ok(answer)
         }
         Operation::Read => {
-            if let Some(bytes) = lake.take_rewrite(&key) {
+            if let Some(bytes) = lake.take_rewrite(&key, false) {
                 upstream::put_blob(shared, &key, bytes, &[]).await?;
             }
             forward(shared, request, head).await
@@ -436,7 +460,7 @@ async fn before_copy(shared: &Shared, lake: &HnsLake, request: &Request) -> io::
     else {
         return Ok(());
     };
-    if let Some(bytes) = lake.take_rewrite(&key) {
+    if let Some(bytes) = lake.take_rewrite(&key, false) {
         upstream::put_blob(shared, &key, bytes, &[]).await?;
     }
     Ok(())
