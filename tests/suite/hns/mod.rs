@@ -4,6 +4,7 @@
 
 mod backup;
 mod directories;
+mod directory_events;
 mod doctor;
 mod figure;
 mod namespace;
