@@ -118,22 +118,50 @@ impl StorageAccount {
     }
 
     /// Creates directory `path` of `container` (its missing parents with it, as Path - Create
-    /// does), only where no path stands: its ETag when created (empty where the answer had
-    /// none), `None` when a path stands (a redelivery, or the lake's own). It is created with the service's defaults (the parent's default ACL, or the umask);
-    /// its own access control is set afterwards ([`StorageAccount::set_access_control`]).
+    /// does), only where no path stands: `None` when one does (a redelivery, or the lake's own).
+    /// With `access`, in one request with its owner, group and ACL (`x-ms-umask: 0000`, so
+    /// nothing narrows the ACL given), so that no moment leaves it with the access its parent's
+    /// default ACL would give; where that request is refused (403: the owner takes a superuser;
+    /// 400: headers the service does not take), created plainly, its access to be set after.
     pub async fn create_directory(
         &self,
         container: &str,
         path: &str,
-    ) -> Result<Option<String>, StorageError> {
-        let url = self.dfs_url(container, path, &[("resource", "directory")])?;
+        access: Option<&Access>,
+    ) -> Result<Option<CreatedDirectory>, StorageError> {
+        let url = || self.dfs_url(container, path, &[("resource", "directory")]);
+        let what = || format!("creating directory {container}/{path}");
+        let created = |etag: Option<String>, with_access| {
+            Ok(Some(CreatedDirectory {
+                etag: etag.unwrap_or_default(),
+                with_access,
+            }))
+        };
+        if let Some(access) = access {
+            let headers = [
+                ("if-none-match", "*"),
+                ("x-ms-owner", access.owner.as_str()),
+                ("x-ms-group", access.group.as_str()),
+                ("x-ms-acl", access.acl.as_str()),
+                ("x-ms-umask", "0000"),
+            ];
+            match self
+                .dfs_send(Method::Put, url()?, &headers, &[201], what)
+                .await
+            {
+                Ok(etag) => return created(etag, true),
+                Err(e) if e.status == Some(409) => return Ok(None),
+                Err(e) if matches!(e.status, Some(400 | 403)) => {
+                    tracing::info!(path, error = %e, "created without its access, set after")
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let sent = self
-            .dfs_send(Method::Put, url, &[("if-none-match", "*")], &[201], || {
-                format!("creating directory {container}/{path}")
-            })
+            .dfs_send(Method::Put, url()?, &[("if-none-match", "*")], &[201], what)
             .await;
         match sent {
-            Ok(etag) => Ok(Some(etag.unwrap_or_default())),
+            Ok(etag) => created(etag, false),
             Err(e) if e.status == Some(409) => Ok(None),
             Err(e) => Err(e),
         }
@@ -236,6 +264,15 @@ impl Conditional<'_> {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// A directory Path - Create made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedDirectory {
+    /// Its ETag (empty where the answer had none).
+    pub etag: String,
+    /// Created with the owner, group and ACL asked (its sticky bit, if any, is still to set).
+    pub with_access: bool,
 }
 
 /// What a path's access control is now, as far as a restore knows it.

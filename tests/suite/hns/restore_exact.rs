@@ -113,3 +113,42 @@ async fn a_file_an_ingestion_rewrites_before_its_access_is_set_keeps_the_writers
         "the ingested file is never given the instant's ACL"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_directory_is_created_with_its_exact_access_in_one_request() {
+    let (lake, proxied) = lake_on_stand_in(&[]).await;
+    make_directory(
+        &proxied,
+        "d",
+        &[
+            ("x-ms-owner", "o-1"),
+            ("x-ms-group", "g-1"),
+            ("x-ms-acl", "user::rwx,group::---,other::---"),
+        ],
+    )
+    .await;
+    let first = support::produce(&lake.app, "lake").await;
+    assert!(first.succeeded(), "{:?}", first.notes);
+    let was = access_now(&proxied, "d");
+    // No access control call lands after the create (as if the worker died right after it).
+    let stand_in = proxied.blob.hns().unwrap();
+    stand_in.refuse_access_sets();
+
+    let (code, summary) = restore(&lake.settings(), &["--to-container", "back"]);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["directories_created"], 1, "{summary}");
+    let restored = stand_in
+        .access_control("source", "back", "d")
+        .expect("the directory is created");
+    assert_eq!(
+        (
+            restored.owner.clone(),
+            restored.group.clone(),
+            restored.permissions(),
+            restored.acl()
+        ),
+        was,
+        "never a moment with a broader access than its own"
+    );
+    assert_eq!(stand_in.counts().access_writes, 0);
+}

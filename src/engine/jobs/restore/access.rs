@@ -59,6 +59,7 @@ impl Part<'_> {
             .and_then(|t| t.properties.access.clone());
         // The ETag its access control is set under: the listed one, or Create Path's.
         let mut etag = candidate.target.as_ref().map(|t| t.etag.clone());
+        let mut with_access = false;
         let mut outcome = match &candidate.target {
             Some(_) => Outcome::unchanged(name.clone()),
             None if self.options.dry_run => {
@@ -66,13 +67,16 @@ impl Part<'_> {
             }
             None => match self
                 .target_account
-                .create_directory(self.target_name, &name)
+                .create_directory(self.target_name, &name, candidate.access.as_ref())
                 .await
             {
                 Ok(created) => {
                     let mut outcome = Outcome::line(Counted::Restored, line(RestoreStep::Restore));
                     outcome.also.directories_created = u64::from(created.is_some());
-                    etag = created;
+                    if let Some(created) = created {
+                        etag = Some(created.etag);
+                        with_access = created.with_access;
+                    }
                     outcome
                 }
                 Err(e) => {
@@ -90,6 +94,11 @@ impl Part<'_> {
         } else {
             current
         };
+        if with_access && !candidate.access.as_ref().is_some_and(Access::sticky) {
+            // Created with its exact access, in the one request.
+            outcome.also.access_set = 1;
+            return outcome;
+        }
         let now = AccessNow {
             current: current.as_ref(),
             sticky: current.as_ref().is_some_and(Access::sticky),

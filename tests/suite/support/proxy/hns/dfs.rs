@@ -167,6 +167,17 @@ pub(super) async fn create_path(
     let parent = key.parent().map(|p| lake.access_or_new(&p, true));
     let parent = parent.unwrap_or_else(AccessControl::root);
     let mut access = AccessControl::child_of(&parent, SUPERUSER, directory, umask);
+    let changes_owner = header("x-ms-owner").is_some_and(|o| o != access.owner)
+        || header("x-ms-group").is_some_and(|g| g != access.group);
+    if changes_owner && lake.lake().owner_changes_refused {
+        lake.count(|c| c.owner_refusals += 1);
+        return Ok(error(
+            request,
+            "403 This request is not authorized to perform this operation using this permission.",
+            "AuthorizationPermissionMismatch",
+            "This request is not authorized to perform this operation using this permission.",
+        ));
+    }
     if let Some(owner) = header("x-ms-owner") {
         access.owner = owner.to_owned();
     }
@@ -276,6 +287,14 @@ pub(super) async fn set_access_control(
 ) -> io::Result<Answer> {
     if let Some(refusal) = authentication_refusal(shared, request, key) {
         return Ok(own(refusal, request));
+    }
+    if lake.lake().access_sets_refused {
+        return Ok(error(
+            request,
+            "403 This request is not authorized to perform this operation using this permission.",
+            "AuthorizationPermissionMismatch",
+            "This request is not authorized to perform this operation using this permission.",
+        ));
     }
     if let Some(bytes) = lake.take_rewrite(key, true) {
         upstream::put_blob(shared, key, bytes, &[]).await?;

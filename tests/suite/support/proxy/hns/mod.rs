@@ -172,6 +172,8 @@ struct Lake {
     owner_changes_refused: bool,
     /// [`HnsLake::refuse_account_information`].
     account_information_refused: bool,
+    /// [`HnsLake::refuse_access_sets`].
+    access_sets_refused: bool,
 }
 
 /// The hierarchical namespace of the accounts a stand-in proxy plays as ADLS Gen2 lakes.
@@ -198,6 +200,7 @@ impl HnsLake {
                 rewrites: Vec::new(),
                 owner_changes_refused: false,
                 account_information_refused: false,
+                access_sets_refused: false,
             }),
         }
     }
@@ -240,6 +243,13 @@ impl HnsLake {
     /// `$superuser` otherwise, so the refusal is a switch, not a principal.
     pub fn refuse_owner_changes(&self) {
         self.lake().owner_changes_refused = true;
+    }
+
+    /// From now on, answers every setAccessControl with 403 `AuthorizationPermissionMismatch`
+    /// (a worker that dies before its access control call lands looks the same): what a path
+    /// has is then what it was created with.
+    pub fn refuse_access_sets(&self) {
+        self.lake().access_sets_refused = true;
     }
 
     /// From now on, answers Get Account Information (at the account and in a container) with
