@@ -152,3 +152,41 @@ async fn a_directory_is_created_with_its_exact_access_in_one_request() {
     );
     assert_eq!(stand_in.counts().access_writes, 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn directories_without_a_version_at_the_instant_are_counted_and_named_once() {
+    let (lake, proxied) = lake_on_stand_in(&[]).await;
+    make_directory(
+        &proxied,
+        "d",
+        &[("x-ms-acl", "user::rwx,group::---,other::---")],
+    )
+    .await;
+    support::upload(&lake.lake("lake"), "d/f.csv", b"bytes").await;
+    let first = support::produce(&lake.app, "lake").await;
+    assert!(first.succeeded(), "{:?}", first.notes);
+    // As an earlier release backed it up: the file's versions, none of the directory's.
+    let vault = lake.vault("lake");
+    let directory_versions: Vec<String> = support::contents(&vault)
+        .await
+        .into_keys()
+        .filter(|name| name.starts_with("d_"))
+        .collect();
+    assert_eq!(directory_versions.len(), 1, "{directory_versions:?}");
+    for name in &directory_versions {
+        support::delete_with_snapshots(&vault, name).await;
+    }
+
+    let (code, summary) = restore(&lake.settings(), &["--to-container", "back"]);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["directories_without_version"], 1, "{summary}");
+    let warnings: Vec<&str> = summary["warnings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{summary}"))
+        .iter()
+        .filter_map(|w| w["reason"].as_str())
+        .filter(|r| r.contains("no version at the instant"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{summary}");
+    assert!(warnings[0].contains("\"d\""), "{summary}");
+}
