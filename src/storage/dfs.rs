@@ -20,7 +20,7 @@
 //! exclusive; changing the owner, or the group to one the caller is not in, takes a superuser:
 //! the account key, or Storage Blob Data Owner).
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use azure_core::http::{
     headers::HeaderName,
@@ -128,8 +128,11 @@ impl StorageAccount {
         container: &str,
         path: &str,
         access: Option<&Access>,
+        metadata: &HashMap<String, String>,
     ) -> Result<Option<CreatedDirectory>, StorageError> {
         let url = || self.dfs_url(container, path, &[("resource", "directory")]);
+        let properties = x_ms_properties(metadata);
+        let properties = ("x-ms-properties", properties.as_str());
         let what = || format!("creating directory {container}/{path}");
         let created = |etag: Option<String>, with_access| {
             Ok(Some(CreatedDirectory {
@@ -138,13 +141,16 @@ impl StorageAccount {
             }))
         };
         if let Some(access) = access {
-            let headers = [
+            let mut headers = vec![
                 ("if-none-match", "*"),
                 ("x-ms-owner", access.owner.as_str()),
                 ("x-ms-group", access.group.as_str()),
                 ("x-ms-acl", access.acl.as_str()),
                 ("x-ms-umask", "0000"),
             ];
+            if !metadata.is_empty() {
+                headers.push(properties);
+            }
             match self
                 .dfs_send(Method::Put, url()?, &headers, &[201], what)
                 .await
@@ -157,8 +163,12 @@ impl StorageAccount {
                 Err(e) => return Err(e),
             }
         }
+        let mut headers = vec![("if-none-match", "*")];
+        if !metadata.is_empty() {
+            headers.push(properties);
+        }
         let sent = self
-            .dfs_send(Method::Put, url()?, &[("if-none-match", "*")], &[201], what)
+            .dfs_send(Method::Put, url()?, &headers, &[201], what)
             .await;
         match sent {
             Ok(etag) => created(etag, false),
@@ -318,6 +328,17 @@ fn dfs_of_blob_endpoint(blob: &Url) -> Url {
     url
 }
 
+/// `x-ms-properties` of user metadata: `name=base64(value)`, comma-separated (Path - Create).
+fn x_ms_properties(metadata: &HashMap<String, String>) -> String {
+    use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
+    let mut pairs: Vec<String> = metadata
+        .iter()
+        .map(|(name, value)| format!("{name}={}", BASE64.encode(value)))
+        .collect();
+    pairs.sort();
+    pairs.join(",")
+}
+
 /// `x-ms-permissions` of `permissions` as a listing gives them: the symbolic form without the
 /// `+` an extended ACL adds (the service takes `rwxr-x--T` or 4-digit octal, not the `+`).
 fn symbolic_permissions(permissions: &str) -> &str {
@@ -344,6 +365,15 @@ mod tests {
             "http://127.0.0.1:10000/devstoreaccount1"
         );
         assert_eq!(dfs("http://localhost:9/acct"), "http://localhost:9/acct");
+    }
+
+    #[test]
+    fn user_metadata_is_sent_as_base64_properties() {
+        let metadata = HashMap::from([
+            ("b".to_owned(), "東京".to_owned()),
+            ("a".to_owned(), "x".to_owned()),
+        ]);
+        assert_eq!(x_ms_properties(&metadata), "a=eA==,b=5p2x5Lqs");
     }
 
     #[test]

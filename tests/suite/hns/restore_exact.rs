@@ -190,3 +190,37 @@ async fn directories_without_a_version_at_the_instant_are_counted_and_named_once
     assert_eq!(warnings.len(), 1, "{summary}");
     assert!(warnings[0].contains("\"d\""), "{summary}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_directorys_user_metadata_comes_back_with_it() {
+    let (lake, proxied) = lake_on_stand_in(&[]).await;
+    // owner=team, city=Tokyo (base64 values, as Path - Create takes them; metadata values are
+    // ASCII header values on Azure).
+    make_directory(
+        &proxied,
+        "d",
+        &[("x-ms-properties", "owner=dGVhbQ==,city=VG9reW8=")],
+    )
+    .await;
+    let first = support::produce(&lake.app, "lake").await;
+    assert!(first.succeeded(), "{:?}", first.notes);
+
+    let (code, summary) = restore(&lake.settings(), &["--to-container", "back"]);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["directories_created"], 1, "{summary}");
+    let (_, _, metadata) = support::properties(&lake.lake("back"), "d").await;
+    assert_eq!(
+        metadata.get("owner").map(String::as_str),
+        Some("team"),
+        "{metadata:?}"
+    );
+    assert_eq!(
+        metadata.get("city").map(String::as_str),
+        Some("Tokyo"),
+        "{metadata:?}"
+    );
+    assert_eq!(
+        metadata.get("hdi_isfolder").map(String::as_str),
+        Some("true")
+    );
+}

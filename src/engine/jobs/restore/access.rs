@@ -60,6 +60,12 @@ impl Part<'_> {
         // The ETag its access control is set under: the listed one, or Create Path's.
         let mut etag = candidate.target.as_ref().map(|t| t.etag.clone());
         let mut with_access = false;
+        // Its user metadata, as its version kept it (the folder mark left out).
+        let mut metadata = match &candidate.plan {
+            Plan::Restore(version) => version.version.metadata_or_empty(),
+            _ => Default::default(),
+        };
+        metadata.retain(|name, _| !name.eq_ignore_ascii_case("hdi_isfolder"));
         let mut outcome = match &candidate.target {
             Some(_) => Outcome::unchanged(name.clone()),
             None if self.options.dry_run => {
@@ -67,7 +73,12 @@ impl Part<'_> {
             }
             None => match self
                 .target_account
-                .create_directory(self.target_name, &name, candidate.access.as_ref())
+                .create_directory(
+                    self.target_name,
+                    &name,
+                    candidate.access.as_ref(),
+                    &metadata,
+                )
                 .await
             {
                 Ok(created) => {

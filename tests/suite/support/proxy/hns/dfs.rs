@@ -187,12 +187,30 @@ pub(super) async fn create_path(
     if let Some(refused) = set_mode(request, &mut access, header) {
         return Ok(refused);
     }
-    let metadata: &[(&str, &str)] = if directory {
-        &[("x-ms-meta-hdi_isfolder", "true")]
-    } else {
-        &[]
-    };
-    let placed = upstream::put_blob(shared, key, Vec::new(), metadata).await?;
+    // x-ms-properties: `name=base64(value)`, comma-separated: the path's user metadata.
+    let mut metadata: Vec<(String, String)> = Vec::new();
+    for pair in header("x-ms-properties").unwrap_or("").split(',') {
+        use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
+        let Some((name, value)) = pair.trim().split_once('=') else {
+            continue;
+        };
+        let Some(value) = BASE64
+            .decode(value)
+            .ok()
+            .and_then(|v| String::from_utf8(v).ok())
+        else {
+            return Ok(invalid(request, "x-ms-properties"));
+        };
+        metadata.push((format!("x-ms-meta-{name}"), value));
+    }
+    if directory {
+        metadata.push(("x-ms-meta-hdi_isfolder".into(), "true".into()));
+    }
+    let metadata: Vec<(&str, &str)> = metadata
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let placed = upstream::put_blob(shared, key, Vec::new(), &metadata).await?;
     if !(200..300).contains(&placed.status) {
         return Ok(error(
             request,
