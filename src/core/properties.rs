@@ -99,6 +99,14 @@ pub struct Access {
     pub acl: String,
 }
 
+impl Access {
+    /// Whether the permissions carry the sticky bit (`t`/`T` last, before any `+`): the one
+    /// part of them the ACL cannot say.
+    pub fn sticky(&self) -> bool {
+        self.permissions.trim_end_matches('+').ends_with(['t', 'T'])
+    }
+}
+
 impl BlobProperties {
     /// Whether the tier is Archive: such a blob cannot be read until it is rehydrated.
     pub fn is_archived(&self) -> bool {

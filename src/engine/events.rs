@@ -12,9 +12,11 @@
 //!   old file's life ends at the event's time as a deleted one's (an old directory gets a job,
 //!   as a deleted one does). An old name the event does not give, or that is none of this
 //!   worker's business, is left to the next pass.
-//! - `DirectoryDeleted` (one event for a whole tree): a job over the directory, whose pass records
-//!   the end of the life of every version the backup holds under it, at the pass's time (seconds
-//!   after the event), as a reconciliation would.
+//! - `DirectoryDeleted` (one event for a whole tree): the end of the life of the directory's own
+//!   version at the event's time, and a job over the directory, whose pass records the end of the
+//!   life of every version the backup holds under it, at the pass's time (seconds after the
+//!   event), as a reconciliation would. A renamed directory's old name is deleted so; its new
+//!   name's own version is backed up as a created directory's, and a job covers what is under it.
 //! - `DirectoryCreated` (a hierarchical namespace's): the directory's version — its owner,
 //!   group, permissions and ACL, default ACL included — backed up as it is now; ignored on a
 //!   flat lake.
@@ -112,7 +114,7 @@ pub async fn handle(app: &App, event: &BlobEvent) -> Result<EventOutcome, EventE
         EventKind::Renamed | EventKind::DirectoryRenamed => renamed(app, event).await,
         // The whole tree in one event: a job over the directory, whose pass records the end of
         // the life of every version the backup holds under it that the lake no longer lists.
-        EventKind::DirectoryDeleted => queue_directory(app, event, "deleted").await,
+        EventKind::DirectoryDeleted => directory_deleted(app, event, "deleted").await,
         EventKind::DirectoryCreated => protect_directory(app, event).await,
     }
 }
@@ -146,7 +148,13 @@ fn screened(app: &App, event: &BlobEvent) -> Result<Option<EventOutcome>, EventE
 async fn renamed(app: &App, event: &BlobEvent) -> Result<EventOutcome, EventError> {
     let directory = event.kind == EventKind::DirectoryRenamed;
     let to = match directory {
-        true => queue_directory(app, event, "renamed: its new name").await?,
+        true => {
+            // The new directory itself (its access control) as a created one; what is under
+            // it by a job (whose pass lists below the directory, not the directory).
+            let itself = protect_directory(app, event).await?;
+            info!(?itself, "renamed directory: its new name");
+            queue_directory(app, event, "renamed: its new name").await?
+        }
         false => protect_current(app, event).await?,
     };
     let from = match &event.renamed_from {
@@ -165,7 +173,7 @@ async fn renamed(app: &App, event: &BlobEvent) -> Result<EventOutcome, EventErro
             match screened(app, &gone) {
                 Ok(Some(outcome)) => outcome,
                 Ok(None) if directory => {
-                    queue_directory(app, &gone, "renamed: its old name").await?
+                    directory_deleted(app, &gone, "renamed: its old name").await?
                 }
                 Ok(None) => record_deletion(app, &gone).await?,
                 // The new name was acted on: an old one that can never be is no reason to poison.
@@ -227,6 +235,27 @@ async fn protect_directory(app: &App, event: &BlobEvent) -> Result<EventOutcome,
         backup: backup.to_owned(),
         snapshot_taken: false,
     })
+}
+
+/// A deleted directory (or a renamed one's old name): the life of the directory's own version
+/// ended at the event's time, as a deleted file's (it lives one level up, where a job over the
+/// directory does not look), then a job over the directory for everything under it.
+async fn directory_deleted(
+    app: &App,
+    event: &BlobEvent,
+    what: &str,
+) -> Result<EventOutcome, EventError> {
+    let deleted_at = event.time.unwrap_or_else(time::OffsetDateTime::now_utc);
+    match lives::record_deletion(app, &event.container, &event.path, deleted_at).await? {
+        Deletion::Recorded { etag, new } => {
+            info!(
+                etag,
+                new, "directory {what}: the life of its own version ended"
+            )
+        }
+        Deletion::Nothing(reason) => info!(reason, "directory {what}: no own version to end"),
+    }
+    queue_directory(app, event, what).await
 }
 
 /// A backup job over the event's directory, queued.

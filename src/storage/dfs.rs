@@ -20,16 +20,17 @@
 //! exclusive; changing the owner, or the group to one the caller is not in, takes a superuser:
 //! the account key, or Storage Blob Data Owner).
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use azure_core::http::{
+    headers::HeaderName,
     policies::{auth::BearerTokenAuthorizationPolicy, Policy},
     Context, Method, Pipeline, PipelineSendOptions, Request, Url,
 };
 use azure_storage_blob::BlobContainerClientOptions;
 
 use super::{StorageAccount, StorageError, StorageResultExt};
-use crate::core::properties::Access;
+use crate::core::{etag::quoted_etag, properties::Access};
 
 /// The service version the dfs calls are sent with: the blob client's own.
 fn service_version() -> String {
@@ -84,7 +85,8 @@ impl StorageAccount {
         Ok(url)
     }
 
-    /// Sends one dfs request with `headers`, success being one of `success`.
+    /// Sends one dfs request with `headers`, success being one of `success`: the ETag it
+    /// answers with, where it does.
     async fn dfs_send(
         &self,
         method: Method,
@@ -92,7 +94,7 @@ impl StorageAccount {
         headers: &[(&'static str, &str)],
         success: &'static [u16],
         operation: impl FnOnce() -> String,
-    ) -> Result<(), StorageError> {
+    ) -> Result<Option<String>, StorageError> {
         let mut request = Request::new(url, method);
         request.insert_header("x-ms-version", service_version());
         request.insert_header("content-length", "0");
@@ -105,51 +107,93 @@ impl StorageAccount {
             },
             ..Default::default()
         };
-        self.dfs_pipeline()
+        let response = self
+            .dfs_pipeline()
             .send(&Context::new(), &mut request, Some(options))
             .await
             .during(operation)?;
-        Ok(())
+        Ok(response
+            .headers()
+            .get_optional_string(&HeaderName::from_static("etag")))
     }
 
     /// Creates directory `path` of `container` (its missing parents with it, as Path - Create
-    /// does), only where no path stands: `false` when one does (a redelivery, or the lake's
-    /// own). It is created with the service's defaults (the parent's default ACL, or the umask);
-    /// its own access control is set afterwards ([`StorageAccount::set_access_control`]).
+    /// does), only where no path stands: `None` when one does (a redelivery, or the lake's own).
+    /// With `access`, in one request with its owner, group and ACL (`x-ms-umask: 0000`, so
+    /// nothing narrows the ACL given), so that no moment leaves it with the access its parent's
+    /// default ACL would give; where that request is refused (403: the owner takes a superuser;
+    /// 400: headers the service does not take), created plainly, its access to be set after.
     pub async fn create_directory(
         &self,
         container: &str,
         path: &str,
-    ) -> Result<bool, StorageError> {
-        let url = self.dfs_url(container, path, &[("resource", "directory")])?;
+        access: Option<&Access>,
+        metadata: &HashMap<String, String>,
+    ) -> Result<Option<CreatedDirectory>, StorageError> {
+        let url = || self.dfs_url(container, path, &[("resource", "directory")]);
+        let properties = x_ms_properties(metadata);
+        let properties = ("x-ms-properties", properties.as_str());
+        let what = || format!("creating directory {container}/{path}");
+        let created = |etag: Option<String>, with_access| {
+            Ok(Some(CreatedDirectory {
+                etag: etag.unwrap_or_default(),
+                with_access,
+            }))
+        };
+        if let Some(access) = access {
+            let mut headers = vec![
+                ("if-none-match", "*"),
+                ("x-ms-owner", access.owner.as_str()),
+                ("x-ms-group", access.group.as_str()),
+                ("x-ms-acl", access.acl.as_str()),
+                ("x-ms-umask", "0000"),
+            ];
+            if !metadata.is_empty() {
+                headers.push(properties);
+            }
+            match self
+                .dfs_send(Method::Put, url()?, &headers, &[201], what)
+                .await
+            {
+                Ok(etag) => return created(etag, true),
+                Err(e) if e.status == Some(409) => return Ok(None),
+                Err(e) if matches!(e.status, Some(400 | 403)) => {
+                    tracing::info!(path, error = %e, "created without its access, set after")
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut headers = vec![("if-none-match", "*")];
+        if !metadata.is_empty() {
+            headers.push(properties);
+        }
         let sent = self
-            .dfs_send(Method::Put, url, &[("if-none-match", "*")], &[201], || {
-                format!("creating directory {container}/{path}")
-            })
+            .dfs_send(Method::Put, url()?, &headers, &[201], what)
             .await;
         match sent {
-            Ok(()) => Ok(true),
-            Err(e) if e.status == Some(409) => Ok(false),
+            Ok(etag) => created(etag, false),
+            Err(e) if e.status == Some(409) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
     /// Sets exactly `access` on `container/path`, where `current` (what the path has now, when
     /// known) differs: its ACL (access and, on a directory, default entries) with its owner and
-    /// group in one request, then the sticky bit where the permissions have one
-    /// (`x-ms-permissions`; the ACL cannot say it, and the two never go in one request). Where
+    /// group in one request, then its permissions (`x-ms-permissions`) wherever the sticky bit
+    /// the path has now (`sticky_now`) is not the one wanted — set or cleared: the ACL cannot
+    /// say it, a new ACL keeps the path's, and the two headers never go in one request. Where
     /// the owner or group is refused (403: it takes a superuser), the ACL is set alone and the
-    /// refusal returned. Setting what is already set changes nothing, so a redelivery may do it
-    /// again.
+    /// refusal returned. Each request is sent `If-Match` the ETag in `now` (where known): a
+    /// path written since is left alone ([`AccessRefused::Changed`]). Setting what is already
+    /// set changes nothing, so a redelivery may do it again.
     pub async fn set_access_control(
         &self,
         container: &str,
         path: &str,
         access: &Access,
-        current: Option<&Access>,
+        now: AccessNow<'_>,
     ) -> Result<(), AccessRefused> {
-        let url = || self.dfs_url(container, path, &[("action", "setAccessControl")]);
-        let what = || format!("setting the access control of {container}/{path}");
+        let current = now.current;
         let same = |field: fn(&Access) -> &str| current.is_some_and(|c| field(c) == field(access));
         let mode_same = same(|a| &a.acl) && same(|a| &a.permissions);
         let owner_same = same(|a| &a.owner) && same(|a| &a.group);
@@ -158,35 +202,99 @@ impl StorageAccount {
             ("x-ms-owner", access.owner.as_str()),
             ("x-ms-group", access.group.as_str()),
         ];
+        let mut set = Conditional {
+            account: self,
+            container,
+            path,
+            etag: now.if_match.map(str::to_owned),
+        };
         let mut refused = None;
         if !owner_same {
-            let all = [acl, owner[0], owner[1]];
-            match self
-                .dfs_send(Method::Patch, url()?, &all, &[200], what)
-                .await
-            {
+            match set.patch(&[acl, owner[0], owner[1]]).await {
                 Ok(()) => {}
                 // Refused for the owner or group: the ACL alone, below.
-                Err(e) if e.status == Some(403) => refused = Some(e),
-                Err(e) => return Err(e.into()),
+                Err(AccessRefused::Storage(e)) if e.status == Some(403) => refused = Some(e),
+                Err(e) => return Err(e),
             }
         }
         if refused.is_some() || (owner_same && !mode_same) {
-            self.dfs_send(Method::Patch, url()?, &[acl], &[200], what)
-                .await?;
+            set.patch(&[acl]).await?;
         }
-        if !mode_same {
-            if let Some(permissions) = sticky_permissions(&access.permissions) {
-                let sticky = [("x-ms-permissions", permissions)];
-                self.dfs_send(Method::Patch, url()?, &sticky, &[200], what)
-                    .await?;
-            }
+        if !mode_same && access.sticky() != now.sticky {
+            let permissions = symbolic_permissions(&access.permissions);
+            set.patch(&[("x-ms-permissions", permissions)]).await?;
         }
         match refused {
             Some(e) => Err(AccessRefused::Owner(e)),
             None => Ok(()),
         }
     }
+}
+
+/// Set Access Control requests on one path, each sent `If-Match` the ETag the path had when
+/// the restore wrote or listed it (then the one each answer gives), so that a path rewritten
+/// since (an ingestion's write) is never given the instant's access control: 412 is
+/// [`AccessRefused::Changed`].
+struct Conditional<'a> {
+    account: &'a StorageAccount,
+    container: &'a str,
+    path: &'a str,
+    etag: Option<String>,
+}
+
+impl Conditional<'_> {
+    async fn patch(&mut self, headers: &[(&'static str, &str)]) -> Result<(), AccessRefused> {
+        let (container, path) = (self.container, self.path);
+        let url = self
+            .account
+            .dfs_url(container, path, &[("action", "setAccessControl")])?;
+        let if_match = self
+            .etag
+            .as_deref()
+            .filter(|e| !e.is_empty())
+            .map(quoted_etag);
+        let mut all = headers.to_vec();
+        if let Some(etag) = &if_match {
+            all.push(("if-match", etag.as_str()));
+        }
+        let sent = self
+            .account
+            .dfs_send(Method::Patch, url, &all, &[200], || {
+                format!("setting the access control of {container}/{path}")
+            })
+            .await;
+        match sent {
+            Ok(etag) => {
+                if self.etag.is_some() {
+                    self.etag = etag.or(self.etag.take());
+                }
+                Ok(())
+            }
+            Err(e) if e.status == Some(412) && if_match.is_some() => Err(AccessRefused::Changed),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// A directory Path - Create made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedDirectory {
+    /// Its ETag (empty where the answer had none).
+    pub etag: String,
+    /// Created with the owner, group and ACL asked (its sticky bit, if any, is still to set).
+    pub with_access: bool,
+}
+
+/// What a path's access control is now, as far as a restore knows it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AccessNow<'a> {
+    /// Its whole access control, when known (listed, and not rewritten since).
+    pub current: Option<&'a Access>,
+    /// Whether it has the sticky bit (a path just created has none).
+    pub sticky: bool,
+    /// The ETag it had when the restore wrote or listed it, where known: its access control
+    /// is set only while it has it.
+    pub if_match: Option<&'a str>,
 }
 
 /// Why an access control was not all set.
@@ -198,6 +306,10 @@ pub enum AccessRefused {
         "its owner and group were refused (it takes a superuser or Storage Blob Data Owner): {0}"
     )]
     Owner(StorageError),
+    /// The path was written since the restore wrote or listed it (412 to `If-Match`): its
+    /// access control was left as the writer's.
+    #[error("it was written since the restore saw it: its access control was left alone")]
+    Changed,
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -216,15 +328,21 @@ fn dfs_of_blob_endpoint(blob: &Url) -> Url {
     url
 }
 
-/// `x-ms-permissions` for a path whose permissions carry the sticky bit (`t`/`T` last): the
-/// symbolic form without the `+` an extended ACL adds (the service does not take it); `None`
-/// without a sticky bit (the ACL says the rest).
-fn sticky_permissions(permissions: &str) -> Option<&str> {
-    let symbolic = permissions.trim_end_matches('+');
-    symbolic
-        .ends_with(['t', 'T'])
-        .then_some(symbolic)
-        .filter(|p| p.len() == 9)
+/// `x-ms-properties` of user metadata: `name=base64(value)`, comma-separated (Path - Create).
+fn x_ms_properties(metadata: &HashMap<String, String>) -> String {
+    use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
+    let mut pairs: Vec<String> = metadata
+        .iter()
+        .map(|(name, value)| format!("{name}={}", BASE64.encode(value)))
+        .collect();
+    pairs.sort();
+    pairs.join(",")
+}
+
+/// `x-ms-permissions` of `permissions` as a listing gives them: the symbolic form without the
+/// `+` an extended ACL adds (the service takes `rwxr-x--T` or 4-digit octal, not the `+`).
+fn symbolic_permissions(permissions: &str) -> &str {
+    permissions.trim_end_matches('+')
 }
 
 #[cfg(test)]
@@ -250,10 +368,18 @@ mod tests {
     }
 
     #[test]
-    fn only_a_sticky_bit_needs_its_own_permissions() {
-        assert_eq!(sticky_permissions("rwxr-x---+"), None);
-        assert_eq!(sticky_permissions("rwxr-x--t+"), Some("rwxr-x--t"));
-        assert_eq!(sticky_permissions("rwxrwxrwT"), Some("rwxrwxrwT"));
-        assert_eq!(sticky_permissions("t"), None);
+    fn user_metadata_is_sent_as_base64_properties() {
+        let metadata = HashMap::from([
+            ("b".to_owned(), "東京".to_owned()),
+            ("a".to_owned(), "x".to_owned()),
+        ]);
+        assert_eq!(x_ms_properties(&metadata), "a=eA==,b=5p2x5Lqs");
+    }
+
+    #[test]
+    fn permissions_are_sent_without_the_extended_acl_mark() {
+        assert_eq!(symbolic_permissions("rwxr-x---+"), "rwxr-x---");
+        assert_eq!(symbolic_permissions("rwxr-x--t+"), "rwxr-x--t");
+        assert_eq!(symbolic_permissions("rwxrwxrwT"), "rwxrwxrwT");
     }
 }

@@ -4,10 +4,12 @@
 
 mod backup;
 mod directories;
+mod directory_events;
 mod doctor;
 mod figure;
 mod namespace;
 mod restore;
+mod restore_exact;
 mod stand_in;
 mod verify;
 

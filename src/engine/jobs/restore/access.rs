@@ -16,7 +16,7 @@
 //! `hdi_isfolder` blob there would be junk), files are, and the job says once that access
 //! control was not applied.
 
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::{
     plan::Candidate,
@@ -25,7 +25,7 @@ use super::{
 };
 use crate::{
     core::{properties::Access, restore_plan::Plan},
-    storage::dfs::AccessRefused,
+    storage::dfs::{AccessNow, AccessRefused},
 };
 
 impl Part<'_> {
@@ -57,6 +57,15 @@ impl Part<'_> {
             .target
             .as_ref()
             .and_then(|t| t.properties.access.clone());
+        // The ETag its access control is set under: the listed one, or Create Path's.
+        let mut etag = candidate.target.as_ref().map(|t| t.etag.clone());
+        let mut with_access = false;
+        // Its user metadata, as its version kept it (the folder mark left out).
+        let mut metadata = match &candidate.plan {
+            Plan::Restore(version) => version.version.metadata_or_empty(),
+            _ => Default::default(),
+        };
+        metadata.retain(|name, _| !name.eq_ignore_ascii_case("hdi_isfolder"));
         let mut outcome = match &candidate.target {
             Some(_) => Outcome::unchanged(name.clone()),
             None if self.options.dry_run => {
@@ -64,12 +73,21 @@ impl Part<'_> {
             }
             None => match self
                 .target_account
-                .create_directory(self.target_name, &name)
+                .create_directory(
+                    self.target_name,
+                    &name,
+                    candidate.access.as_ref(),
+                    &metadata,
+                )
                 .await
             {
                 Ok(created) => {
                     let mut outcome = Outcome::line(Counted::Restored, line(RestoreStep::Restore));
-                    outcome.also.directories_created = u64::from(created);
+                    outcome.also.directories_created = u64::from(created.is_some());
+                    if let Some(created) = created {
+                        etag = Some(created.etag);
+                        with_access = created.with_access;
+                    }
                     outcome
                 }
                 Err(e) => {
@@ -80,27 +98,38 @@ impl Part<'_> {
                 }
             },
         };
-        // A directory created now has the access its parent's default ACL gave it.
+        // A directory created now has the access its parent's default ACL gave it, and no
+        // sticky bit.
         let current = if outcome.counted == Counted::Restored {
             None
         } else {
             current
         };
+        if with_access && !candidate.access.as_ref().is_some_and(Access::sticky) {
+            // Created with its exact access, in the one request.
+            outcome.also.access_set = 1;
+            return outcome;
+        }
+        let now = AccessNow {
+            current: current.as_ref(),
+            sticky: current.as_ref().is_some_and(Access::sticky),
+            if_match: etag.as_deref(),
+        };
         outcome = self
-            .restore_access(outcome, &name, candidate.access.as_ref(), current.as_ref())
+            .restore_access(outcome, &name, candidate.access.as_ref(), now)
             .await;
         outcome
     }
 
-    /// Gives path `name` the access control `access` its chosen version had (where `current`,
-    /// what it has now when known, differs), after what `outcome` did to it. Into a target
+    /// Gives path `name` the access control `access` its chosen version had (where what it has
+    /// `now` differs), after what `outcome` did to it. Into a target
     /// without a hierarchical namespace it is counted as not applied; a dry run sets nothing.
     pub(super) async fn restore_access(
         &self,
         mut outcome: Outcome,
         name: &str,
         access: Option<&Access>,
-        current: Option<&Access>,
+        now: AccessNow<'_>,
     ) -> Outcome {
         let Some(access) = access else {
             return outcome;
@@ -112,12 +141,12 @@ impl Part<'_> {
             outcome.also.access_not_applied = 1;
             return outcome;
         }
-        if self.options.dry_run || current == Some(access) {
+        if self.options.dry_run || now.current == Some(access) {
             return outcome;
         }
         let set = self
             .target_account
-            .set_access_control(self.target_name, name, access, current)
+            .set_access_control(self.target_name, name, access, now)
             .await;
         let failure = match set {
             Ok(()) => {
@@ -131,6 +160,19 @@ impl Part<'_> {
                      refused: {e}",
                     access.owner, access.group
                 )
+            }
+            Err(AccessRefused::Changed) => {
+                info!(path = name, "written since the restore saw it: its access left alone");
+                outcome.counted = Counted::ChangedSincePlan;
+                outcome.action = Some(RestoreAction {
+                    blob: name.to_owned(),
+                    action: RestoreStep::ChangedSincePlan,
+                    version_etag: None,
+                    version_last_modified: None,
+                    from: None,
+                    error: None,
+                });
+                return outcome;
             }
             Err(AccessRefused::Storage(e)) => {
                 format!("its bytes are restored, but its access control could not be set: {e}")

@@ -70,6 +70,11 @@ kind_counts! {
         /// Paths whose backup records an access control that a target without a hierarchical
         /// namespace cannot hold (said once in the notes); directories are not written there.
         access_not_applied,
+        /// Directories a restore into a hierarchical namespace reaches (files at the instant
+        /// under them) that have no directory version at the instant (backed up by an earlier
+        /// release, or created after the instant): they come back only as their files' parents,
+        /// with the access their parent's default ACL gives. Said once per level.
+        directories_without_version,
     }
 }
 
@@ -170,10 +175,7 @@ async fn run_part(part: KindPart<'_, RestoreKind>) -> Result<PartDone<RestoreKin
     let target_account = target::restore_account(app, options)?;
     let target_name = options.target_container(&shard.container);
     let target_in_lake_account = target_account.same_blob_service(&app.source);
-    let target_hierarchical = target_account
-        .namespace(target_name)
-        .await?
-        .is_hierarchical();
+    let target_hierarchical = target::hierarchical(target_account, target_name).await?;
     let part = Part {
         app,
         shard,
@@ -194,6 +196,14 @@ async fn run_part(part: KindPart<'_, RestoreKind>) -> Result<PartDone<RestoreKin
     };
     // The first part fans the level out; a continuation's names and sub-directories were seen
     // by the part before it.
+    let mut done: PartDone<RestoreKind> = PartDone::new();
+    if shard.part == 0 && part.target_hierarchical && !level.subdirectories.is_empty() {
+        let unversioned = without_version(&level.subdirectories, &level.candidates, options);
+        if !unversioned.is_empty() {
+            done.counts.directories_without_version = unversioned.len() as u64;
+            done.notes.warn("", without_version_warning(&unversioned));
+        }
+    }
     if shard.part == 0 {
         for sub in &level.subdirectories {
             if options.reaches(sub) {
@@ -202,7 +212,6 @@ async fn run_part(part: KindPart<'_, RestoreKind>) -> Result<PartDone<RestoreKin
         }
         app.progress.saw(level.candidates.len() as u64);
     }
-    let mut done: PartDone<RestoreKind> = PartDone::new();
     for warning in &level.warnings {
         done.notes.warn("", warning.clone());
     }
@@ -245,4 +254,42 @@ async fn run_part(part: KindPart<'_, RestoreKind>) -> Result<PartDone<RestoreKin
         done.continuation = Some(shard.continuation(None, last_done.as_deref()));
     }
     Ok(done)
+}
+
+/// The sub-directories (`a/b/`) a restore reaches that have no directory version at the
+/// instant among `candidates` (none at all, or none then; one deleted then is no such).
+fn without_version<'a>(
+    subdirectories: &'a [String],
+    candidates: &[Candidate],
+    options: &RestoreOptions,
+) -> Vec<&'a str> {
+    subdirectories
+        .iter()
+        .filter(|sub| options.reaches(sub))
+        .map(|sub| sub.trim_end_matches('/'))
+        .filter(|name| {
+            !candidates.iter().any(|c| {
+                c.directory
+                    && c.blob == *name
+                    && !matches!(c.plan, crate::core::restore_plan::Plan::MissingVersion)
+            })
+        })
+        .collect()
+}
+
+/// The one warning of a level about its directories without a version, naming a few.
+fn without_version_warning(names: &[&str]) -> String {
+    const NAMED: usize = 3;
+    let shown: Vec<String> = names.iter().take(NAMED).map(|n| format!("{n:?}")).collect();
+    let more = match names.len().saturating_sub(NAMED) {
+        0 => String::new(),
+        more => format!(" and {more} more"),
+    };
+    format!(
+        "{} directories have no version at the instant ({}{more}): backed up before directories \
+         were versions, or created after it, they come back only as their files' parents, with \
+         the access their parent's default ACL gives, not their own",
+        names.len(),
+        shown.join(", ")
+    )
 }

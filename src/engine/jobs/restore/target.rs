@@ -9,8 +9,31 @@ use crate::{
     app::App,
     config::RESTORE_TARGET_STORAGE,
     core::restore_plan::RestoreOptions,
-    storage::{AccountIdentity, StorageAccount},
+    storage::{AccountIdentity, Namespace, StorageAccount},
 };
+
+/// Whether the target account has a hierarchical namespace (directories to create, access
+/// control to set). Where this worker may not ask ([`Namespace::Unknown`]), the shard is
+/// refused before anything is written: taken as flat, a restore into an HNS account would
+/// leave out every directory and ACL and report success.
+pub(super) async fn hierarchical(
+    account: &StorageAccount,
+    container: &str,
+) -> Result<bool, JobError> {
+    match account.namespace(container).await? {
+        Namespace::Hierarchical => Ok(true),
+        Namespace::Flat => Ok(false),
+        Namespace::Unknown => Err(JobError::Refused(format!(
+            "the restore target's namespace is unknown: this worker's connection to it may not \
+             read its account information (Get Account Information, refused at the account and \
+             in container {container}), so whether its directories and access control must be \
+             restored cannot be told; nothing was written. Give the connection a right to read \
+             it (the account key, a SAS of the account or the container, or a data role such as \
+             Storage Blob Data Reader or Owner on the account or the container), then restore \
+             again"
+        ))),
+    }
+}
 
 /// The account a restore shard writes into: exactly the one its job names, through whichever of
 /// this worker's connections reaches it (`RESTORE_TARGET_STORAGE` for a restore into another

@@ -12,11 +12,12 @@ use crate::{
     core::{
         etag::normalize_etag,
         message::BackupRequest,
+        properties::Access,
         restore_plan::{holds_besides_bytes, Plan, Restorable, VersionSource},
         version::Version,
     },
     engine::backup::{self, BackupOutcome},
-    storage::{ErrorCode, StorageError},
+    storage::{dfs::AccessNow, ErrorCode, StorageError},
 };
 
 /// What one blob counts toward.
@@ -96,11 +97,23 @@ impl Part<'_> {
             .target
             .as_ref()
             .and_then(|t| t.properties.access.clone());
+        let target_etag = candidate.target.as_ref().map(|t| t.etag.clone());
         let blob = candidate.blob.clone();
         let outcome = self.act_on_blob(candidate).await;
         let written = outcome.counted == Counted::Restored;
-        let current = if written { None } else { target_access };
-        self.restore_access(outcome, &blob, access.as_ref(), current.as_ref())
+        let current = if written { None } else { target_access.clone() };
+        // A file rewritten keeps the sticky bit its path had; a new one has none.
+        // Set only while the path is what the restore saw: listed, where it wrote nothing.
+        let if_match = match written {
+            false => target_etag.as_deref(),
+            true => None,
+        };
+        let now = AccessNow {
+            current: current.as_ref(),
+            sticky: target_access.as_ref().is_some_and(Access::sticky),
+            if_match,
+        };
+        self.restore_access(outcome, &blob, access.as_ref(), now)
             .await
     }
 

@@ -73,7 +73,7 @@ fn ok(request: &Request, status: &str, headers: &[(&str, &str)]) -> Answer {
     own(text.into_bytes(), request)
 }
 
-fn error(request: &Request, status: &str, code: &str, message: &str) -> Answer {
+pub(super) fn error(request: &Request, status: &str, code: &str, message: &str) -> Answer {
     own(azure_error(status, code, message, request, &[]), request)
 }
 
@@ -167,6 +167,17 @@ pub(super) async fn create_path(
     let parent = key.parent().map(|p| lake.access_or_new(&p, true));
     let parent = parent.unwrap_or_else(AccessControl::root);
     let mut access = AccessControl::child_of(&parent, SUPERUSER, directory, umask);
+    let changes_owner = header("x-ms-owner").is_some_and(|o| o != access.owner)
+        || header("x-ms-group").is_some_and(|g| g != access.group);
+    if changes_owner && lake.lake().owner_changes_refused {
+        lake.count(|c| c.owner_refusals += 1);
+        return Ok(error(
+            request,
+            "403 This request is not authorized to perform this operation using this permission.",
+            "AuthorizationPermissionMismatch",
+            "This request is not authorized to perform this operation using this permission.",
+        ));
+    }
     if let Some(owner) = header("x-ms-owner") {
         access.owner = owner.to_owned();
     }
@@ -176,12 +187,30 @@ pub(super) async fn create_path(
     if let Some(refused) = set_mode(request, &mut access, header) {
         return Ok(refused);
     }
-    let metadata: &[(&str, &str)] = if directory {
-        &[("x-ms-meta-hdi_isfolder", "true")]
-    } else {
-        &[]
-    };
-    let placed = upstream::put_blob(shared, key, Vec::new(), metadata).await?;
+    // x-ms-properties: `name=base64(value)`, comma-separated: the path's user metadata.
+    let mut metadata: Vec<(String, String)> = Vec::new();
+    for pair in header("x-ms-properties").unwrap_or("").split(',') {
+        use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
+        let Some((name, value)) = pair.trim().split_once('=') else {
+            continue;
+        };
+        let Some(value) = BASE64
+            .decode(value)
+            .ok()
+            .and_then(|v| String::from_utf8(v).ok())
+        else {
+            return Ok(invalid(request, "x-ms-properties"));
+        };
+        metadata.push((format!("x-ms-meta-{name}"), value));
+    }
+    if directory {
+        metadata.push(("x-ms-meta-hdi_isfolder".into(), "true".into()));
+    }
+    let metadata: Vec<(&str, &str)> = metadata
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let placed = upstream::put_blob(shared, key, Vec::new(), &metadata).await?;
     if !(200..300).contains(&placed.status) {
         return Ok(error(
             request,
@@ -277,10 +306,30 @@ pub(super) async fn set_access_control(
     if let Some(refusal) = authentication_refusal(shared, request, key) {
         return Ok(own(refusal, request));
     }
+    if lake.lake().access_sets_refused {
+        return Ok(error(
+            request,
+            "403 This request is not authorized to perform this operation using this permission.",
+            "AuthorizationPermissionMismatch",
+            "This request is not authorized to perform this operation using this permission.",
+        ));
+    }
+    if let Some(bytes) = lake.take_rewrite(key, true) {
+        upstream::put_blob(shared, key, bytes, &[]).await?;
+    }
     let Some((mut access, etag, modified)) = access_of(shared, lake, key).await? else {
         return Ok(path_not_found(request));
     };
     let header = |name: &str| request.head.header(name).map(str::trim);
+    let unquoted = |e: &str| e.trim_matches('"').to_owned();
+    if header("if-match").is_some_and(|m| m != "*" && unquoted(m) != unquoted(&etag)) {
+        return Ok(error(
+            request,
+            "412 The condition specified using HTTP conditional header(s) is not met.",
+            "ConditionNotMet",
+            "The condition specified using HTTP conditional header(s) is not met.",
+        ));
+    }
     let changes_owner = header("x-ms-owner").is_some_and(|o| o != access.owner)
         || header("x-ms-group").is_some_and(|g| g != access.group);
     if changes_owner && lake.lake().owner_changes_refused {

@@ -159,6 +159,9 @@ pub struct HnsCounts {
 struct Rewrite {
     key: PathKey,
     bytes: Vec<u8>,
+    /// Before a setAccessControl of it ([`HnsLake::rewrite_before_access_set`]) rather than
+    /// a read.
+    before_access: bool,
 }
 
 struct Lake {
@@ -167,6 +170,10 @@ struct Lake {
     rewrites: Vec<Rewrite>,
     /// [`HnsLake::refuse_owner_changes`].
     owner_changes_refused: bool,
+    /// [`HnsLake::refuse_account_information`].
+    account_information_refused: bool,
+    /// [`HnsLake::refuse_access_sets`].
+    access_sets_refused: bool,
 }
 
 /// The hierarchical namespace of the accounts a stand-in proxy plays as ADLS Gen2 lakes.
@@ -192,6 +199,8 @@ impl HnsLake {
                 counts: HnsCounts::default(),
                 rewrites: Vec::new(),
                 owner_changes_refused: false,
+                account_information_refused: false,
+                access_sets_refused: false,
             }),
         }
     }
@@ -236,6 +245,19 @@ impl HnsLake {
         self.lake().owner_changes_refused = true;
     }
 
+    /// From now on, answers every setAccessControl with 403 `AuthorizationPermissionMismatch`
+    /// (a worker that dies before its access control call lands looks the same): what a path
+    /// has is then what it was created with.
+    pub fn refuse_access_sets(&self) {
+        self.lake().access_sets_refused = true;
+    }
+
+    /// From now on, answers Get Account Information (at the account and in a container) with
+    /// 403 `AuthorizationPermissionMismatch`, as Azure answers a caller not allowed to read it.
+    pub fn refuse_account_information(&self) {
+        self.lake().account_information_refused = true;
+    }
+
     /// Rewrites `container/path` of `account` with `bytes` (a Put Blob straight to Azurite,
     /// not counted by the proxy) just before the first request that reads it (a GET of it) or
     /// copies it (a copy whose source it is) is forwarded.
@@ -243,6 +265,24 @@ impl HnsLake {
         self.lake().rewrites.push(Rewrite {
             key: PathKey::new(account, container, path),
             bytes,
+            before_access: false,
+        });
+    }
+
+    /// Rewrites `container/path` of `account` with `bytes` (as [`HnsLake::rewrite_when_read`])
+    /// just before the first setAccessControl of it is answered: an ingestion's write landing
+    /// between a restore's write (or listing) and its access control.
+    pub fn rewrite_before_access_set(
+        &self,
+        account: &str,
+        container: &str,
+        path: &str,
+        bytes: Vec<u8>,
+    ) {
+        self.lake().rewrites.push(Rewrite {
+            key: PathKey::new(account, container, path),
+            bytes,
+            before_access: true,
         });
     }
 
@@ -299,9 +339,12 @@ impl HnsLake {
         self.lake().paths.remove(key);
     }
 
-    fn take_rewrite(&self, key: &PathKey) -> Option<Vec<u8>> {
+    fn take_rewrite(&self, key: &PathKey, before_access: bool) -> Option<Vec<u8>> {
         let mut lake = self.lake();
-        let at = lake.rewrites.iter().position(|r| &r.key == key)?;
+        let at = lake
+            .rewrites
+            .iter()
+            .position(|r| &r.key == key && r.before_access == before_access)?;
         lake.counts.rewrites += 1;
         Some(lake.rewrites.remove(at).bytes)
     }
@@ -343,6 +386,14 @@ pub(super) async fn answer(shared: &Shared, request: &Request, head: &[u8]) -> i
     }
     let operation = operation(request);
     if let Operation::AccountInformation = operation {
+        if lake.lake().account_information_refused {
+            return Ok(dfs::error(
+                request,
+                "403 This request is not authorized to perform this operation using this permission.",
+                "AuthorizationPermissionMismatch",
+                "This request is not authorized to perform this operation using this permission.",
+            ));
+        }
         let mut answer = forward(shared, request, head).await?;
         if status_of(&answer) == 200 {
             answer.head = with_header(&answer.head, "x-ms-is-hns-enabled", "true");
@@ -399,7 +450,7 @@ pub(super) async fn answer(shared: &Shared, request: &Request, head: &[u8]) -> i
             Ok(answer)
         }
         Operation::Read => {
-            if let Some(bytes) = lake.take_rewrite(&key) {
+            if let Some(bytes) = lake.take_rewrite(&key, false) {
                 upstream::put_blob(shared, &key, bytes, &[]).await?;
             }
             forward(shared, request, head).await
@@ -419,7 +470,7 @@ async fn before_copy(shared: &Shared, lake: &HnsLake, request: &Request) -> io::
     else {
         return Ok(());
     };
-    if let Some(bytes) = lake.take_rewrite(&key) {
+    if let Some(bytes) = lake.take_rewrite(&key, false) {
         upstream::put_blob(shared, &key, bytes, &[]).await?;
     }
     Ok(())
