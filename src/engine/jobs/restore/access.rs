@@ -25,7 +25,10 @@ use super::{
 };
 use crate::{
     core::{properties::Access, restore_plan::Plan},
-    storage::dfs::{AccessNow, AccessRefused},
+    storage::{
+        dfs::{AccessNow, AccessRefused, CreatedDirectory},
+        StorageError,
+    },
 };
 
 impl Part<'_> {
@@ -60,27 +63,12 @@ impl Part<'_> {
         // The ETag its access control is set under: the listed one, or Create Path's.
         let mut etag = candidate.target.as_ref().map(|t| t.etag.clone());
         let mut with_access = false;
-        // Its user metadata, as its version kept it (the folder mark left out).
-        let mut metadata = match &candidate.plan {
-            Plan::Restore(version) => version.version.metadata_or_empty(),
-            _ => Default::default(),
-        };
-        metadata.retain(|name, _| !name.eq_ignore_ascii_case("hdi_isfolder"));
         let mut outcome = match &candidate.target {
             Some(_) => Outcome::unchanged(name.clone()),
             None if self.options.dry_run => {
                 Outcome::line(Counted::Restored, line(RestoreStep::Restore))
             }
-            None => match self
-                .target_account
-                .create_directory(
-                    self.target_name,
-                    &name,
-                    candidate.access.as_ref(),
-                    &metadata,
-                )
-                .await
-            {
+            None => match self.create_directory(&candidate).await {
                 Ok(created) => {
                     let mut outcome = Outcome::line(Counted::Restored, line(RestoreStep::Restore));
                     outcome.also.directories_created = u64::from(created.is_some());
@@ -119,6 +107,27 @@ impl Part<'_> {
             .restore_access(outcome, &name, candidate.access.as_ref(), now)
             .await;
         outcome
+    }
+
+    /// Creates the directory of `candidate`, with its version's user metadata (the folder
+    /// mark left out) and, where the service takes it at create, its access control.
+    async fn create_directory(
+        &self,
+        candidate: &Candidate,
+    ) -> Result<Option<CreatedDirectory>, StorageError> {
+        let mut metadata = match &candidate.plan {
+            Plan::Restore(version) => version.version.metadata_or_empty(),
+            _ => Default::default(),
+        };
+        metadata.retain(|name, _| !name.eq_ignore_ascii_case("hdi_isfolder"));
+        self.target_account
+            .create_directory(
+                self.target_name,
+                &candidate.blob,
+                candidate.access.as_ref(),
+                &metadata,
+            )
+            .await
     }
 
     /// Gives path `name` the access control `access` its chosen version had (where what it has

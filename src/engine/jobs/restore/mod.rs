@@ -197,20 +197,8 @@ async fn run_part(part: KindPart<'_, RestoreKind>) -> Result<PartDone<RestoreKin
     // The first part fans the level out; a continuation's names and sub-directories were seen
     // by the part before it.
     let mut done: PartDone<RestoreKind> = PartDone::new();
-    if shard.part == 0 && part.target_hierarchical && !level.subdirectories.is_empty() {
-        let unversioned = without_version(&level.subdirectories, &level.candidates, options);
-        if !unversioned.is_empty() {
-            done.counts.directories_without_version = unversioned.len() as u64;
-            done.notes.warn("", without_version_warning(&unversioned));
-        }
-    }
     if shard.part == 0 {
-        for sub in &level.subdirectories {
-            if options.reaches(sub) {
-                fanout.push(app, shard.child(sub)).await?;
-            }
-        }
-        app.progress.saw(level.candidates.len() as u64);
+        part.open_level(&level, fanout, &mut done).await?;
     }
     for warning in &level.warnings {
         done.notes.warn("", warning.clone());
@@ -254,6 +242,34 @@ async fn run_part(part: KindPart<'_, RestoreKind>) -> Result<PartDone<RestoreKin
         done.continuation = Some(shard.continuation(None, last_done.as_deref()));
     }
     Ok(done)
+}
+
+impl Part<'_> {
+    /// What only a level's first part does: its sub-directories' shards queued, the level
+    /// counted for the progress line, and on a hierarchical target the sub-directories with no
+    /// version at the instant counted and named once.
+    async fn open_level(
+        &self,
+        level: &plan::Level,
+        fanout: &super::runner::Fanout<'_>,
+        done: &mut PartDone<RestoreKind>,
+    ) -> Result<(), JobError> {
+        let (app, shard, options) = (self.app, self.shard, self.options);
+        if self.target_hierarchical && !level.subdirectories.is_empty() {
+            let unversioned = without_version(&level.subdirectories, &level.candidates, options);
+            if !unversioned.is_empty() {
+                done.counts.directories_without_version = unversioned.len() as u64;
+                done.notes.warn("", without_version_warning(&unversioned));
+            }
+        }
+        for sub in &level.subdirectories {
+            if options.reaches(sub) {
+                fanout.push(app, shard.child(sub)).await?;
+            }
+        }
+        app.progress.saw(level.candidates.len() as u64);
+        Ok(())
+    }
 }
 
 /// The sub-directories (`a/b/`) a restore reaches that have no directory version at the
