@@ -688,3 +688,45 @@ async fn a_prune_shard_asking_for_more_than_the_workers_policy_is_poisoned_and_d
     assert!((1..=17).all(|k| !deleted.contains(&day(k))), "{deleted:?}");
     assert_eq!(backup_names(app).await.len(), before.len() - deleted.len());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prune_shard_with_no_keep_rules_but_a_deletion_grace_is_refused_where_the_workers_keep_versions(
+) {
+    let fixture = lake_with_vault().await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    let today = OffsetDateTime::now_utc().date();
+    // A blob with three versions, its last seen deleted 10 days ago: the workers' 30-day
+    // window keeps all three (each alive within it), their 7-day grace notwithstanding.
+    for k in [40, 20, 12] {
+        let day = today - Duration::days(k);
+        backdated_backup(app, "gone.csv", &format!("0x{k}"), noon(day), &content(day)).await;
+    }
+    marker(app, "gone.csv", "0x12", noon(today - Duration::days(10))).await;
+    let before = backup_names(app).await;
+    let workers = support::with(
+        worker::settings(azurite),
+        &[
+            ("RETENTION_KEEP_DAYS", "30"),
+            ("RETENTION_DELETED_DAYS", "7"),
+        ],
+    );
+    // The crafted shard drops every rule for versions and keeps the grace: with no rule,
+    // a blob deleted past its grace keeps nothing.
+    let (job, crafted) = crafted_prune_job(&fixture, &workers, |shard| {
+        set_everywhere(shard, "keep_days", &Value::Null);
+    })
+    .await;
+    let within = std::time::Duration::from_secs(60);
+    let (code, _, status) = worker::work_off_job(&workers, &job, within).await;
+    assert_eq!((code, &status["status"]), (1, &"failed".into()), "{status}");
+    assert!(
+        status["failures"]
+            .to_string()
+            .contains("RETENTION_KEEP_DAYS"),
+        "{status}"
+    );
+    assert_eq!(status["versions_deleted"], 0, "{status}");
+    let poison = fixture.queue("backup-requests-shards-poison");
+    assert_eq!(support::drain_queue(&poison).await, [crafted]);
+    assert_eq!(backup_names(app).await, before, "nothing deleted");
+}
