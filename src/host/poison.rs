@@ -205,7 +205,11 @@ pub async fn replay(
                     continue;
                 }
                 if summary.replayed >= count {
-                    // Left for its window to lapse: not this run's.
+                    // Not this run's: visible again at once (failing that, after its window).
+                    poison
+                        .hide(&message.id, &message.pop_receipt, Duration::ZERO)
+                        .await
+                        .ok();
                     continue;
                 }
                 let Ok(receipt) = poison
