@@ -182,10 +182,7 @@ impl App {
             .send(raw.to_owned(), None, "a message to the poison queue")
             .await?;
         let recorded = async {
-            let reason: String = reason.chars().take(1_000).collect();
-            let encoded =
-                percent_encoding::utf8_percent_encode(&reason, percent_encoding::NON_ALPHANUMERIC)
-                    .to_string();
+            let encoded = crate::core::job::encoded_reason(reason);
             let metadata = std::collections::HashMap::from([("reason".to_owned(), encoded)]);
             self.job_ledger()
                 .await?

@@ -98,6 +98,11 @@ async fn replay(app: &App, queue: QueueArg, count: u64, dry_run: bool) -> ExitCo
         Ok(done) => {
             summary["replayed"] = done.replayed.into();
             summary["refused"] = done.refused.into();
+            if let Some(unseen) = done.unseen {
+                // A dry run's counts are a floor, not a forecast.
+                summary["complete"] = false.into();
+                summary["unseen"] = unseen.into();
+            }
             let refused = done.refused > 0 && !dry_run;
             summary["status"] = if refused { "refused" } else { "done" }.into();
             done.refused == 0 || dry_run

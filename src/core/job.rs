@@ -217,9 +217,43 @@ impl JobProgress {
     }
 }
 
+/// How long a recorded reason may be once percent-encoded: Azure allows a blob 8 KiB of
+/// metadata, names and values together, and a reason shares it.
+pub const MAX_ENCODED_REASON: usize = 4_096;
+
+/// `reason` percent-encoded for a metadata value (headers are ASCII), cut at a character so that
+/// the encoding is at most [`MAX_ENCODED_REASON`] bytes: a character outside ASCII takes up to
+/// 12, so a count of characters bounds nothing.
+pub fn encoded_reason(reason: &str) -> String {
+    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    let mut encoded = String::new();
+    let mut buffer = [0u8; 4];
+    for c in reason.chars() {
+        let piece = utf8_percent_encode(c.encode_utf8(&mut buffer), NON_ALPHANUMERIC).to_string();
+        if encoded.len() + piece.len() > MAX_ENCODED_REASON {
+            break;
+        }
+        encoded.push_str(&piece);
+    }
+    encoded
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reason_is_cut_by_its_encoded_length_at_a_character() {
+        let long: String = "数据 ✗ 🦀".repeat(1_000);
+        let encoded = encoded_reason(&long);
+        assert!(encoded.len() <= MAX_ENCODED_REASON, "{}", encoded.len());
+        assert!(encoded.len() > MAX_ENCODED_REASON - 12);
+        let decoded = percent_encoding::percent_decode_str(&encoded)
+            .decode_utf8()
+            .unwrap();
+        assert!(long.starts_with(decoded.as_ref()));
+        assert_eq!(encoded_reason("short: ok"), "short%3A%20ok");
+    }
 
     fn counts(blobs: u64, failed: u64) -> Counts {
         let mut counts = Counts::default();

@@ -89,24 +89,40 @@ impl RetentionPolicy {
         self.looser_rules_than(bound).is_empty()
     }
 
-    /// The settings whose rule in this policy keeps less than in `bound` (empty: none does).
-    /// Every rule is monotone: a longer window, more periods or a longer grace keeps a superset,
-    /// so rule by rule is exact. An unset window, grace or snapshot rule keeps everything; a
-    /// policy that sets no rule for versions keeps every version.
+    /// The settings whose rule in this policy may keep less than in `bound` (empty: none
+    /// does). Sound rule by rule, as [`keep`] reads a policy:
+    /// - a policy that sets no rule for versions and no `deleted_days` keeps every backup
+    ///   version of every blob: it keeps at least what any bound keeps;
+    /// - otherwise, against a bound with no rule for versions (every version of a blob not
+    ///   expired kept), it may set none either; against a bound with rules, each rule the bound
+    ///   sets must be set here at least as large (a window unset here is no window, and a
+    ///   policy without rules keeps nothing of an expired deleted blob, however recently it was
+    ///   alive);
+    /// - `deleted_days` and `snapshot_days` unset (for ever) or at least the bound's.
+    ///
+    /// Then each version the bound keeps is kept: the newest (its grace is as long or longer),
+    /// every version alive in its window (the window is as long or longer), and every version
+    /// current at one of its instants (the instants here are a superset: the same series, as
+    /// many or more). A snapshot the bound keeps only because the bound drops that version's
+    /// backup may go here when the backup stays: the version stays recoverable either way.
     pub fn looser_rules_than(&self, bound: &RetentionPolicy) -> Vec<&'static str> {
         let mut looser = Vec::new();
-        // For versions: no rule keeps all; against a bound with rules, each is compared (an
-        // unset window there is a window of none).
-        if self.limits_versions() {
+        let keeps_every_version = !self.limits_versions() && self.deleted_days.is_none();
+        if !keeps_every_version {
             if !bound.limits_versions() {
-                looser.push("RETENTION_KEEP_* (none is set here: every version is kept)");
+                if self.limits_versions() {
+                    looser.push("RETENTION_KEEP_* (none is set here: every version is kept)");
+                }
             } else {
-                let rules = [
-                    (
-                        "RETENTION_KEEP_DAYS",
-                        self.keep_days.unwrap_or(0),
-                        bound.keep_days.unwrap_or(0),
-                    ),
+                let window_shorter = match (self.keep_days, bound.keep_days) {
+                    (_, None) => false,
+                    (None, Some(_)) => true,
+                    (Some(ours), Some(theirs)) => ours < theirs,
+                };
+                if window_shorter {
+                    looser.push("RETENTION_KEEP_DAYS");
+                }
+                let periods = [
                     ("RETENTION_KEEP_DAILY", self.keep_daily, bound.keep_daily),
                     ("RETENTION_KEEP_WEEKLY", self.keep_weekly, bound.keep_weekly),
                     (
@@ -117,7 +133,7 @@ impl RetentionPolicy {
                     ("RETENTION_KEEP_YEARLY", self.keep_yearly, bound.keep_yearly),
                 ];
                 looser.extend(
-                    rules
+                    periods
                         .iter()
                         .filter(|(_, ours, theirs)| ours < theirs)
                         .map(|r| r.0),
@@ -417,13 +433,109 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(only_versions.looser_rules_than(&unset).len(), 1);
-        // A bound with version rules, a policy with none: every version kept, stricter.
+        // A bound with version rules, a policy with none and no deletion grace: every version
+        // of every blob kept, stricter.
         let keeps_versions = RetentionPolicy {
             keep_days: None,
             keep_daily: 0,
             keep_monthly: 0,
+            deleted_days: None,
             ..bound.clone()
         };
         assert!(keeps_versions.is_at_least_as_strict_as(&bound));
+        // With a grace, though, a deleted blob past it loses every version, even those alive
+        // in the bound's window or current at its instants: looser.
+        let no_rules_but_a_grace = RetentionPolicy {
+            deleted_days: Some(90),
+            ..keeps_versions.clone()
+        };
+        assert_eq!(
+            no_rules_but_a_grace.looser_rules_than(&bound),
+            [
+                "RETENTION_KEEP_DAYS",
+                "RETENTION_KEEP_DAILY",
+                "RETENTION_KEEP_MONTHLY"
+            ]
+        );
+        // Against a bound that only sets a window, an unset window is none.
+        let window_only = RetentionPolicy {
+            keep_days: Some(0),
+            deleted_days: Some(1),
+            ..Default::default()
+        };
+        let daily_only = RetentionPolicy {
+            keep_daily: 30,
+            deleted_days: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(
+            daily_only.looser_rules_than(&window_only),
+            ["RETENTION_KEEP_DAYS"]
+        );
+        assert_eq!(
+            window_only.looser_rules_than(&daily_only),
+            ["RETENTION_KEEP_DAILY"]
+        );
+    }
+
+    /// The comparison is sound: over many policies, versions and deletions, whenever a policy
+    /// is judged at least as strict as a bound, it keeps every version the bound keeps.
+    #[test]
+    fn a_policy_judged_as_strict_keeps_everything_the_bound_keeps() {
+        let options = |seed: u64| -> RetentionPolicy {
+            let pick = |shift: u32, choices: &[Option<u32>]| {
+                choices[((seed >> shift) % choices.len() as u64) as usize]
+            };
+            let some = [None, Some(0), Some(3), Some(40)];
+            let count = [Some(0), Some(1), Some(5)];
+            RetentionPolicy {
+                keep_days: pick(0, &some),
+                keep_daily: pick(3, &count).unwrap_or(0),
+                keep_weekly: pick(6, &count).unwrap_or(0),
+                keep_monthly: pick(9, &count).unwrap_or(0),
+                keep_yearly: pick(12, &count).unwrap_or(0),
+                deleted_days: pick(15, &some),
+                snapshot_days: None,
+            }
+        };
+        let histories: Vec<Vec<VersionTime>> = vec![
+            versions(&[datetime!(2026-11-26 0:00 UTC)]),
+            versions(&[
+                datetime!(2025-06-01 0:00 UTC),
+                datetime!(2026-09-20 0:00 UTC),
+                datetime!(2026-10-30 0:00 UTC),
+                datetime!(2026-11-20 0:00 UTC),
+                datetime!(2026-11-25 0:00 UTC),
+            ]),
+        ];
+        let fates = [
+            Fate::Present,
+            Fate::DeletedAt(datetime!(2026-11-26 12:00 UTC)),
+            Fate::DeletedAt(datetime!(2026-11-10 0:00 UTC)),
+            Fate::DeletedAt(datetime!(2026-01-01 0:00 UTC)),
+        ];
+        let mut checked = 0;
+        for a in (0..1u64 << 18).step_by(97) {
+            for b in (0..1u64 << 18).step_by(89).take(40) {
+                let (ours, bound) = (options(a), options(b.wrapping_mul(31) ^ a));
+                if !ours.is_at_least_as_strict_as(&bound) {
+                    continue;
+                }
+                checked += 1;
+                for history in &histories {
+                    for &fate in &fates {
+                        let kept = keep(&ours, history, fate, NOW, &ours.kept_instants(NOW));
+                        let promised = keep(&bound, history, fate, NOW, &bound.kept_instants(NOW));
+                        for (k, p) in kept.iter().zip(&promised) {
+                            assert!(
+                                *k || !*p,
+                                "{ours:?} vs {bound:?}, {fate:?}: {kept:?} {promised:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 100, "{checked}");
     }
 }

@@ -19,9 +19,14 @@ use crate::{
 };
 
 /// How long a message taken for a replay stays hidden from others: far longer than its send
-/// and delete take. A process killed mid-replay leaves its taken messages to reappear in the
-/// poison queue after it.
+/// and delete take, and renewed for each message just before its send (a batch's last message
+/// waits for the others' sends: the take's window alone could lapse). A process killed
+/// mid-replay leaves its taken messages to reappear in the poison queue after it.
 pub const REPLAY_WINDOW: Duration = Duration::from_secs(30);
+
+/// How long a refused message stays hidden while the replay runs on, so that it is not taken
+/// again (renewed whenever it is); made visible again at the end.
+pub const REFUSED_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 /// One poison queue and the work queue its messages came from.
 #[derive(Debug, Clone)]
@@ -133,11 +138,23 @@ pub struct ReplayLine {
 pub struct ReplaySummary {
     pub replayed: u64,
     pub refused: u64,
+    /// A dry run sees only the front of the queue (Azure reads at most [`MAX_PEEK`] messages
+    /// without taking them, and cannot page): what it could not see, said so. `None` when it
+    /// saw every message it was asked about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unseen: Option<String>,
 }
 
 /// Moves up to `count` messages of `queue` back to its work queue (byte for byte; sent, then
 /// deleted), refusing those the function could not read; each line handed to `on_line` when
 /// done. A dry run reads the front of the queue (up to [`MAX_PEEK`]) and changes nothing.
+///
+/// Messages are taken a batch at a time; each one's window is renewed just before its send
+/// (so a slow batch never loses a receipt), and a message whose renewal fails (its window
+/// lapsed and another reader took it) is left to that reader, unsent. A refused message is
+/// hidden for [`REFUSED_WINDOW`] (renewed when it comes back), and all of them made visible
+/// at the end. The replay ends when `count` are replayed or a take comes back empty: never
+/// while a readable message may be left.
 pub async fn replay(
     app: &App,
     queue: &PoisonQueue,
@@ -152,80 +169,133 @@ pub async fn replay(
         action,
         reason,
     };
-    let mut summary = ReplaySummary::default();
     if dry_run {
-        let (_, messages) = peek(app, queue, MAX_PEEK).await?;
-        for message in messages {
-            if summary.replayed >= count {
-                break;
-            }
-            let (action, reason) = match message.unreadable {
-                Some(reason) => ("would_refuse", Some(reason)),
-                None => ("would_replay", None),
-            };
-            if action == "would_replay" {
-                summary.replayed += 1;
-            } else {
-                summary.refused += 1;
-            }
-            on_line(&line(&message.id, action, reason));
-        }
-        return Ok(summary);
+        return preview(app, queue, count, &|id, action, reason| {
+            on_line(&line(id, action, reason))
+        })
+        .await;
     }
+    let mut summary = ReplaySummary::default();
     let poison = app.jobs.queue(&queue.name)?;
     if poison.depth().await?.is_none() {
         return Ok(summary);
     }
     let work = app.queue(queue.work).await?;
-    // Refused messages stay hidden until the end (so this run does not take them again), then
-    // are made visible at once.
     let mut refused: HashMap<String, String> = HashMap::new();
-    while summary.replayed < count {
-        // A batch never holds more than is left to replay.
-        let wanted = (count - summary.replayed).min(MAX_PEEK as u64) as usize;
-        let taken = poison.take(wanted, REPLAY_WINDOW).await?;
-        // Only refused messages again (their window lapsed during a long run): the rest is done.
-        if taken.iter().all(|m| refused.contains_key(&m.id)) {
+    let outcome = async {
+        while summary.replayed < count {
+            // A batch never holds more than is left to replay.
+            let wanted = (count - summary.replayed).min(MAX_PEEK as u64) as usize;
+            let taken = poison.take(wanted, REPLAY_WINDOW).await?;
+            if taken.is_empty() {
+                break;
+            }
             for message in taken {
-                refused.insert(message.id, message.pop_receipt);
-            }
-            break;
-        }
-        for message in taken {
-            if let Err(reason) = dispatch::readable(queue.work, &message.text) {
-                if !refused.contains_key(&message.id) {
-                    summary.refused += 1;
-                    on_line(&line(&message.id, "refused", Some(reason)));
+                if let Err(reason) = dispatch::readable(queue.work, &message.text) {
+                    if !refused.contains_key(&message.id) {
+                        summary.refused += 1;
+                        on_line(&line(&message.id, "refused", Some(reason)));
+                    }
+                    // Failing this, it comes back after its window and is hidden again then.
+                    let receipt = poison
+                        .hide(&message.id, &message.pop_receipt, REFUSED_WINDOW)
+                        .await
+                        .unwrap_or(message.pop_receipt);
+                    refused.insert(message.id, receipt);
+                    continue;
                 }
-                refused.insert(message.id, message.pop_receipt);
-                continue;
+                if summary.replayed >= count {
+                    // Not this run's: visible again at once (failing that, after its window).
+                    poison
+                        .hide(&message.id, &message.pop_receipt, Duration::ZERO)
+                        .await
+                        .ok();
+                    continue;
+                }
+                let Ok(receipt) = poison
+                    .hide(&message.id, &message.pop_receipt, REPLAY_WINDOW)
+                    .await
+                else {
+                    // Its window lapsed: another reader may hold it now.
+                    continue;
+                };
+                move_back(&poison, work, &message.text, &message.id, &receipt).await?;
+                summary.replayed += 1;
+                on_line(&line(&message.id, "replayed", None));
+                if let Ok(ledger) = app.jobs.container(&app.config.job_ledger) {
+                    forget_reason(&ledger, &queue.name, &message.text).await;
+                }
             }
-            move_back(&poison, work, &message).await?;
-            summary.replayed += 1;
-            on_line(&line(&message.id, "replayed", None));
         }
+        Ok::<(), StorageError>(())
     }
+    .await;
     for (id, receipt) in refused {
         // Failing this, it reappears by itself after the window.
         poison.hide(&id, &receipt, Duration::ZERO).await.ok();
     }
+    outcome.map(|()| summary)
+}
+
+/// A dry run: the front of the queue, each message as a replay would take it, and what the
+/// peek could not reach said so.
+async fn preview(
+    app: &App,
+    queue: &PoisonQueue,
+    count: u64,
+    on_line: &(dyn Fn(&str, &'static str, Option<String>) + Sync),
+) -> Result<ReplaySummary, StorageError> {
+    let mut summary = ReplaySummary::default();
+    let (depth, messages) = peek(app, queue, MAX_PEEK).await?;
+    let seen = messages.len() as u64;
+    for message in messages {
+        if summary.replayed >= count {
+            break;
+        }
+        match message.unreadable {
+            Some(reason) => {
+                summary.refused += 1;
+                on_line(&message.id, "would_refuse", Some(reason));
+            }
+            None => {
+                summary.replayed += 1;
+                on_line(&message.id, "would_replay", None);
+            }
+        }
+    }
+    let depth = depth.unwrap_or(0);
+    if summary.replayed < count && depth > seen {
+        summary.unseen = Some(format!(
+            "a dry run reads only the first {MAX_PEEK} messages (Azure's limit for reading              without taking, which cannot page); the queue holds about {depth}: at least {}              would be replayed, and the other {} are unseen",
+            summary.replayed,
+            depth - seen
+        ));
+    }
     Ok(summary)
 }
 
-/// Sends `message` to the work queue exactly as it stands, then deletes it from the poison
-/// queue: never the other way round.
+/// The reason recorded when `raw` was poisoned into `poison`, deleted once it is replayed
+/// (failing that, it stays: a reason for a message no longer there is harmless).
+async fn forget_reason(ledger: &crate::storage::Container, poison: &str, raw: &str) {
+    ledger
+        .blob(&poison_reason_name(poison, raw))
+        .delete(None)
+        .await
+        .ok();
+}
+
+/// Sends a message's text to the work queue exactly as it stands, then deletes it from the
+/// poison queue (with the receipt of its latest window): never the other way round.
 async fn move_back(
     poison: &Queue,
     work: &Queue,
-    message: &crate::storage::TakenMessage,
+    text: &str,
+    id: &str,
+    receipt: &str,
 ) -> Result<(), StorageError> {
-    work.send(
-        message.text.clone(),
-        None,
-        "a message back to its work queue",
-    )
-    .await?;
-    poison.delete(&message.id, &message.pop_receipt).await
+    work.send(text.to_owned(), None, "a message back to its work queue")
+        .await?;
+    poison.delete(id, receipt).await
 }
 
 fn rfc3339(instant: time::OffsetDateTime) -> String {

@@ -265,3 +265,45 @@ async fn a_replay_killed_mid_way_loses_no_message() {
         .collect();
     assert!(unknown.is_empty(), "changed on the way: {unknown:?}");
 }
+
+/// A dry run reads at most 32 messages (Azure's peek cannot page): past them it says what it
+/// could not see instead of a forecast. A replay removes the reason recorded for a message it
+/// moves back (a message poisoned again records its new reason).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_run_says_what_it_could_not_see_and_a_replay_forgets_the_reason() {
+    let fixture = support::Lake::start(&["lake"]).await;
+    let poison = fixture.queue(POISON);
+    let texts: Vec<String> = (0..40)
+        .map(|i| BASE64.encode(request(&format!("{i}.csv"))))
+        .collect();
+    put(&poison, &texts).await;
+    let ledger = fixture.app.job_ledger().await.unwrap();
+    let reason = lakebackup::app::poison_reason_name(POISON, &texts[3]);
+    let with_reason = lakebackup::storage::testing::NewBlob {
+        metadata: [("reason".to_owned(), "why%20not".to_owned())].into(),
+        ..Default::default()
+    };
+    support::upload_with(ledger, &reason, b"", &with_reason).await;
+
+    let dry = ["poison", "replay", "--queue", "backups", "--dry-run"];
+    let (code, lines) = run(&fixture, &[&dry[..], &["--count", "100"]].concat());
+    assert_eq!(code, 0, "{lines:?}");
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["replayed"], 32, "{summary}");
+    assert_eq!(summary["complete"], false, "{summary}");
+    let unseen = summary["unseen"].as_str().unwrap();
+    assert!(unseen.contains("at least 32"), "{unseen}");
+    // Within what it sees, its count is the replay's.
+    let (_, lines) = run(&fixture, &[&dry[..], &["--count", "5"]].concat());
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["replayed"], 5, "{summary}");
+    assert!(summary.get("complete").is_none(), "{summary}");
+
+    let (code, lines) = run(&fixture, &["poison", "replay", "--queue", "backups"]);
+    assert_eq!(code, 0, "{lines:?}");
+    assert_eq!(lines.last().unwrap()["replayed"], 40);
+    assert!(
+        ledger.blob(&reason).probe().await.unwrap().is_none(),
+        "the replayed message's reason is gone"
+    );
+}

@@ -688,3 +688,96 @@ async fn a_prune_shard_asking_for_more_than_the_workers_policy_is_poisoned_and_d
     assert!((1..=17).all(|k| !deleted.contains(&day(k))), "{deleted:?}");
     assert_eq!(backup_names(app).await.len(), before.len() - deleted.len());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prune_shard_with_no_keep_rules_but_a_deletion_grace_is_refused_where_the_workers_keep_versions(
+) {
+    let fixture = lake_with_vault().await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    let today = OffsetDateTime::now_utc().date();
+    // A blob with three versions, its last seen deleted 10 days ago: the workers' 30-day
+    // window keeps all three (each alive within it), their 7-day grace notwithstanding.
+    for k in [40, 20, 12] {
+        let day = today - Duration::days(k);
+        backdated_backup(app, "gone.csv", &format!("0x{k}"), noon(day), &content(day)).await;
+    }
+    marker(app, "gone.csv", "0x12", noon(today - Duration::days(10))).await;
+    let before = backup_names(app).await;
+    let workers = support::with(
+        worker::settings(azurite),
+        &[
+            ("RETENTION_KEEP_DAYS", "30"),
+            ("RETENTION_DELETED_DAYS", "7"),
+        ],
+    );
+    // The crafted shard drops every rule for versions and keeps the grace: with no rule,
+    // a blob deleted past its grace keeps nothing.
+    let (job, crafted) = crafted_prune_job(&fixture, &workers, |shard| {
+        set_everywhere(shard, "keep_days", &Value::Null);
+    })
+    .await;
+    let within = std::time::Duration::from_secs(60);
+    let (code, _, status) = worker::work_off_job(&workers, &job, within).await;
+    assert_eq!((code, &status["status"]), (1, &"failed".into()), "{status}");
+    assert!(
+        status["failures"]
+            .to_string()
+            .contains("RETENTION_KEEP_DAYS"),
+        "{status}"
+    );
+    assert_eq!(status["versions_deleted"], 0, "{status}");
+    let poison = fixture.queue("backup-requests-shards-poison");
+    assert_eq!(support::drain_queue(&poison).await, [crafted]);
+    assert_eq!(backup_names(app).await, before, "nothing deleted");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recorded_plan_naming_a_version_the_policy_keeps_deletes_only_what_the_level_dooms() {
+    use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
+    use lakebackup::engine::jobs::{ledger, Shard};
+    let fixture = lake_with_vault().await;
+    let (azurite, app) = (&fixture.azurite, &fixture.app);
+    let today = OffsetDateTime::now_utc().date();
+    for k in [3, 5, 20] {
+        let day = today - Duration::days(k);
+        backdated_backup(app, "t.csv", &format!("0x{k}"), noon(day), &content(day)).await;
+    }
+    support::upload(&fixture.lake("lake"), "t.csv", b"now").await;
+    let name = |k: i64| {
+        naming::backup_blob_name("t.csv", noon(today - Duration::days(k)), &format!("0x{k}"))
+            .unwrap()
+    };
+    let before = backup_names(app).await;
+    let workers = support::with(worker::settings(azurite), &[("RETENTION_KEEP_DAYS", "4")]);
+    let (job, text) = crafted_prune_job(&fixture, &workers, |_| {}).await;
+    // Whoever can write the ledger records a plan for the root shard, as if a delivery had
+    // judged it and died: day 3's version (the newest backup, in the 4-day window) and day
+    // 20's (replaced 5 days ago: doomed), with no ETag to condition on.
+    let json = String::from_utf8(BASE64.decode(text.trim()).unwrap()).unwrap();
+    let shard = Shard::parse(&json).unwrap();
+    let doomed = |k: i64| {
+        serde_json::json!({
+            "blob": "t.csv", "kind": "backup", "version": name(k), "etag": null, "bytes": 1
+        })
+    };
+    let forged = serde_json::json!({
+        "kept": lakebackup::engine::retention::PruneCounts::default(),
+        "doomed": [doomed(3), doomed(20)],
+        "subdirectories": []
+    });
+    ledger::record_plan(app, &shard, &forged).await.unwrap();
+    let within = std::time::Duration::from_secs(60);
+    let (code, lines, status) = worker::work_off_job(&workers, &job, within).await;
+    assert_eq!(code, 0, "{status}");
+    let deleted: Vec<&str> = lines
+        .iter()
+        .map(|a| a["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(deleted, [name(20).as_str()], "{lines:?}");
+    let mut expected = before.clone();
+    expected.remove(&name(20));
+    assert_eq!(backup_names(app).await, expected, "day 3's version kept");
+    // Counted kept, as the level judged it: day 3's (the forged plan counted no kept ones).
+    assert_eq!(status["versions_kept"], 1, "{status}");
+    assert_eq!(status["versions_deleted"], 1, "{status}");
+}

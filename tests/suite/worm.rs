@@ -206,3 +206,35 @@ async fn a_writer_that_cannot_delete_goes_on_and_prune_storage_deletes() {
     assert_eq!(unprotected(&lake, &vault).await, Vec::<String>::new());
     assert_eq!(support::list_all(&vault).await.len(), 1);
 }
+
+/// A writer without delete rights cannot clear a backup's name of a blob that is not the
+/// version (an aborted or half-written copy): the consumer deletes it as `PRUNE_STORAGE`, the
+/// identity that may, and backs the version up.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_that_is_not_the_version_is_removed_as_the_pruner_when_the_writer_cannot_delete() {
+    let azurite = Azurite::start();
+    let proxied = ProxiedAzurite::start(&azurite, ProxyConfig::azurite().deny_deletes("bak"))
+        .expect("proxies start");
+    let mut settings = proxied.settings();
+    settings.insert("PRUNE_STORAGE".into(), azurite.backup());
+    let app = App::from_settings(&Settings::from_pairs(settings.clone())).unwrap();
+    let lake = app.source.container("lake").unwrap();
+    lake.create().await.unwrap();
+    support::upload(&lake, "表/a.csv", b"the version").await;
+    let vault = app.backup.container("lakebak").unwrap();
+    vault.create().await.unwrap();
+    let (etag, last_modified, _) = support::properties(&lake, "表/a.csv").await;
+    let name =
+        lakebackup::core::naming::backup_blob_name("表/a.csv", last_modified, &etag).unwrap();
+    // Under the version's backup name, unstamped: a copy of something else.
+    support::upload(&vault, &name, b"half").await;
+
+    let (code, out) = run(&settings, &["reconcile", "--container", "lake"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        unprotected(&lake, &vault).await,
+        Vec::<String>::new(),
+        "{out}"
+    );
+    assert_eq!(support::download(&vault, &name).await, b"the version");
+}

@@ -142,7 +142,16 @@ impl VersionBackup<'_> {
             why,
             "removing a backup blob that is not this version"
         );
-        match backup.delete(Some(existing.etag())).await {
+        // Deleted as the pruning identity (`PRUNE_STORAGE` when set, else the backup
+        // connection's): a writer without delete rights (deploy/backup-writer-role.json) could
+        // never clear the name, and the version would never be backed up. Conditional on the
+        // ETag judged, so only this blob, never a backup that replaced it, goes.
+        let doomed = self
+            .app
+            .pruner()
+            .container(backup.container())?
+            .blob(backup.name());
+        match doomed.delete(Some(existing.etag())).await {
             Ok(()) => Ok(()),
             // Changed or removed meanwhile by another invocation: judged again next time.
             Err(e) if e.is_not_found() => Ok(()),

@@ -5,7 +5,8 @@
 //! continuation judges the level again and goes on after the last deletion done, in the part's
 //! own order (blob, kind, version). Queued, a part records its plan in the job's ledger before
 //! it deletes anything, so a delivery redone after a crash carries out the same plan and
-//! reports what the one before deleted too.
+//! reports what the one before deleted too; the plan is checked against the level judged again
+//! first (the ledger is no authority): only what both doom is deleted.
 
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -18,7 +19,7 @@ use super::{
 use crate::{
     core::{restore_plan::filter_reaches, retention::RetentionPolicy},
     engine::retention::{
-        carry_out, judge_level, DirectoryScope, PruneAction, PruneCounts, PruneOutcome, PrunePlan,
+        carry_out, confirm_plan, judge_level, DirectoryScope, PruneAction, PruneCounts, PruneOutcome, PrunePlan,
         Replay,
     },
     storage::StorageError,
@@ -131,7 +132,9 @@ async fn run_part(part: Part<'_, PruneKind>) -> Result<PartDone<PruneKind>, JobE
         false => None,
     };
     let (plan, replay) = match recorded {
-        Some(plan) => (plan, Replay::Yes),
+        // The ledger is no authority: what the delivery before planned is deleted only where
+        // the level judged again dooms it too.
+        Some(recorded) => (confirm_plan(app, &scope, recorded).await?, Replay::Yes),
         None => {
             let plan = judge_level(app, &scope).await?;
             if queued {

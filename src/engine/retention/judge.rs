@@ -1,11 +1,11 @@
 //! Judging one level by the policy: which backup versions and snapshots it keeps, and which it
 //! no longer does ([`judge_level`]).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use tracing::info;
 
-use super::{DirectoryScope, Doomed, PruneCounts, PrunePlan, VersionKind};
+use super::{DirectoryScope, Doomed, PruneCounts, PrunePlan, VersionKey, VersionKind};
 use crate::{
     app::App,
     core::{
@@ -24,6 +24,15 @@ use crate::{
 /// Judges one directory level by the policy: lists `{c}bak`'s level and the lake's, and says
 /// what stays and what goes.
 pub async fn judge_level(app: &App, scope: &DirectoryScope<'_>) -> Result<PrunePlan, StorageError> {
+    Ok(judge_with_kept(app, scope).await?.0)
+}
+
+/// Judges one level as [`judge_level`] does, and says which versions it keeps (with their
+/// bytes), so that a recorded plan can be checked against it.
+pub(super) async fn judge_with_kept(
+    app: &App,
+    scope: &DirectoryScope<'_>,
+) -> Result<(PrunePlan, HashMap<VersionKey, u64>), StorageError> {
     let mut versions: BTreeMap<String, Vec<BackupVersion>> = BTreeMap::new();
     let names = Names::Prefix(scope.prefix);
     let vault = VaultLevel::list(app, scope.container, scope.directory, names, false, |b| {
@@ -47,6 +56,7 @@ pub async fn judge_level(app: &App, scope: &DirectoryScope<'_>) -> Result<PruneP
     let Judged {
         mut counts,
         mut doomed,
+        kept,
         ..
     } = judged;
     // The part's own order, so a continuation goes on after the last deletion done.
@@ -60,11 +70,12 @@ pub async fn judge_level(app: &App, scope: &DirectoryScope<'_>) -> Result<PruneP
     }
     let mut subdirectories: Vec<String> = vault.subdirectories.into_iter().collect();
     subdirectories.sort();
-    Ok(PrunePlan {
+    let plan = PrunePlan {
         kept: counts,
         doomed,
         subdirectories,
-    })
+    };
+    Ok((plan, kept))
 }
 
 /// A level's judgement as it is made.
@@ -74,6 +85,8 @@ struct Judged {
     doomed: Vec<Doomed>,
     /// The versions whose backup stays: a snapshot of any other version may be its only copy.
     kept_backups: HashSet<(String, String)>,
+    /// Every backup version and snapshot kept, with its bytes.
+    kept: HashMap<VersionKey, u64>,
 }
 
 impl Judged {
@@ -98,6 +111,12 @@ impl Judged {
                     self.counts.bytes_kept += bytes;
                     self.kept_backups
                         .insert((name.clone(), backup.parsed.etag.clone()));
+                    let key = (
+                        name.clone(),
+                        VersionKind::Backup,
+                        backup.backup.name.clone(),
+                    );
+                    self.kept.insert(key, bytes);
                 } else {
                     self.doomed.push(Doomed {
                         blob: name.clone(),
@@ -105,6 +124,7 @@ impl Judged {
                         version: backup.backup.name.clone(),
                         etag: Some(backup.backup.etag.clone()),
                         bytes,
+                        gone: false,
                     });
                 }
             }
@@ -142,9 +162,20 @@ impl Judged {
             for ((etag, snapshots), kept) in older.iter().zip(kept) {
                 self.snapshots_of_version(scope, name, etag, snapshots, kept);
             }
-            let current = by_etag.get(base.etag.as_str()).map_or(0, Vec::len) as u64;
-            self.counts.snapshots_kept += current;
+            let current = by_etag
+                .get(base.etag.as_str())
+                .map_or(&[][..], Vec::as_slice);
+            self.counts.snapshots_kept += current.len() as u64;
+            for snapshot in current {
+                self.keep_snapshot(name, snapshot);
+            }
         }
+    }
+
+    fn keep_snapshot(&mut self, name: &str, snapshot: &Version) {
+        let version = snapshot.snapshot.clone().unwrap_or_default();
+        let key = (name.to_owned(), VersionKind::Snapshot, version);
+        self.kept.insert(key, snapshot.content_length);
     }
 
     /// The snapshots of one older version of `name`, `kept` or not by the policy.
@@ -172,6 +203,7 @@ impl Judged {
             if kept || only_copy {
                 self.counts.snapshots_kept += 1;
                 self.counts.bytes_kept += snapshot.content_length;
+                self.keep_snapshot(name, snapshot);
             } else {
                 self.doomed.push(Doomed {
                     blob: name.to_owned(),
@@ -179,6 +211,7 @@ impl Judged {
                     version: snapshot.snapshot.clone().unwrap_or_default(),
                     etag: None,
                     bytes: snapshot.content_length,
+                    gone: false,
                 });
             }
         }

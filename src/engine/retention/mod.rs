@@ -12,7 +12,10 @@
 
 mod judge;
 
-use std::time::Instant;
+use std::{
+    collections::{HashMap, HashSet},
+    time::Instant,
+};
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -42,7 +45,7 @@ kind_counts! {
 }
 
 /// What kind of version a deletion is of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VersionKind {
     /// A backup blob in `{c}bak`.
@@ -139,13 +142,85 @@ struct Doomed {
     /// The backup blob's ETag, for the condition (snapshots never change).
     etag: Option<String>,
     bytes: u64,
+    /// Planned by the delivery before, and no longer in the level: only looked at (gone: that
+    /// delivery deleted it), never deleted.
+    #[serde(skip)]
+    gone: bool,
 }
+
+/// A backup version or snapshot of a level: its blob, kind and version.
+pub(super) type VersionKey = (String, VersionKind, String);
 
 impl Doomed {
     /// Where it comes in a part's deletions.
     fn order(&self) -> (&str, &str, &str) {
         (&self.blob, self.kind.as_str(), &self.version)
     }
+
+    fn key(&self) -> VersionKey {
+        (self.blob.clone(), self.kind, self.version.clone())
+    }
+}
+
+impl PrunePlan {
+    /// A recorded plan checked against the level judged again (`judged`, keeping `kept`): the
+    /// ledger is writable by whoever can write the shard queue, so a recorded plan is no
+    /// authority. A deletion is carried out only when the new judgement dooms it too (under
+    /// the same bounded policy and instant, with the ETag it lists now); a version the new
+    /// judgement keeps is kept and counted kept; one the level no longer holds was deleted by
+    /// the delivery before, and is only looked at, so that it is reported once, as it was
+    /// planned. A level's judgement stands when doomed versions go (a version's life grows only
+    /// over lives that were doomed too), so an honest replay deletes exactly its plan.
+    fn confirmed_by(self, judged: PrunePlan, kept: &HashMap<VersionKey, u64>) -> PrunePlan {
+        let mut doomed_now: HashMap<VersionKey, Doomed> =
+            judged.doomed.into_iter().map(|d| (d.key(), d)).collect();
+        let mut counts = self.kept;
+        let mut doomed = Vec::with_capacity(self.doomed.len());
+        let mut seen = HashSet::new();
+        for recorded in self.doomed {
+            let key = recorded.key();
+            if !seen.insert(key.clone()) {
+                continue;
+            }
+            if let Some(confirmed) = doomed_now.remove(&key) {
+                doomed.push(confirmed);
+            } else if let Some(&bytes) = kept.get(&key) {
+                info!(
+                    blob = recorded.blob,
+                    version = recorded.version,
+                    "a recorded deletion the policy keeps: kept"
+                );
+                match recorded.kind {
+                    VersionKind::Backup => counts.versions_kept += 1,
+                    VersionKind::Snapshot => counts.snapshots_kept += 1,
+                }
+                counts.bytes_kept += bytes;
+            } else {
+                doomed.push(Doomed {
+                    gone: true,
+                    ..recorded
+                });
+            }
+        }
+        PrunePlan {
+            kept: counts,
+            doomed,
+            // A recorded sub-directory only queues a shard of the same bounded policy, which
+            // judges its own level: kept as the delivery before queued them.
+            subdirectories: self.subdirectories,
+        }
+    }
+}
+
+/// A queued part's recorded plan, carried out again by a later delivery: checked against the
+/// level judged again ([`PrunePlan::confirmed_by`]), then carried out.
+pub async fn confirm_plan(
+    app: &App,
+    scope: &DirectoryScope<'_>,
+    recorded: PrunePlan,
+) -> Result<PrunePlan, StorageError> {
+    let (judged, kept) = judge::judge_with_kept(app, scope).await?;
+    Ok(recorded.confirmed_by(judged, &kept))
 }
 
 /// Whether a plan is carried out again, after a delivery that died part-way through it.
@@ -248,6 +323,9 @@ async fn delete(
     if scope.dry_run {
         return action;
     }
+    if doomed.gone {
+        return looked_at(app, scope, vault, action).await;
+    }
     let deleted = async {
         let doomed_blob = match doomed.kind {
             // Deleted as the pruning identity (PRUNE_STORAGE), which may differ from the writer.
@@ -300,6 +378,49 @@ async fn delete(
                 action.reason = Some(reason.to_owned());
             }
             action.action = verdict;
+        }
+    }
+    action
+}
+
+/// A version a recorded plan dooms that the level no longer lists: deleted by the delivery
+/// before when it is gone, else left alone (it is not this level's to delete).
+async fn looked_at(
+    app: &App,
+    scope: &DirectoryScope<'_>,
+    vault: &Container,
+    mut action: PruneAction,
+) -> PruneAction {
+    let probed = async {
+        match action.kind {
+            VersionKind::Backup => {
+                let blob = app.pruner().container(vault.name())?.blob(&action.version);
+                blob.probe().await.map(|found| found.is_some())
+            }
+            VersionKind::Snapshot => {
+                let blob = app
+                    .source
+                    .container(scope.container)?
+                    .blob(&action.blob)
+                    .at_snapshot(&action.version)?;
+                blob.probe().await.map(|found| found.is_some())
+            }
+        }
+    }
+    .await;
+    match probed {
+        Ok(false) => action.action = PruneOutcome::Deleted,
+        Ok(true) => {
+            warn!(
+                version = action.version,
+                "a recorded deletion not in the level judged: left alone"
+            );
+            action.action = PruneOutcome::Changed;
+            action.reason = Some("not judged doomed in this level: left alone".to_owned());
+        }
+        Err(e) => {
+            action.action = PruneOutcome::Error;
+            action.reason = Some(e.context("looking for a planned deletion").to_string());
         }
     }
     action

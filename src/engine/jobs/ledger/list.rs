@@ -1,12 +1,16 @@
-//! Every job of the ledger at once (`lakebackup job list`): one flat listing of the ledger's
-//! container with metadata — a page holds up to 5,000 entries, so 1,000 jobs of a few entries
-//! each take a page or two, where a listing per job would take a request per job — parsed into
-//! each job's entries and added up as [`super::job_status`] does. No entry's body is read (a
-//! list names no failed blob: `lakebackup job JOB` does), and nothing is written.
+//! Every job of the ledger (`lakebackup job list`). Every job id starts `job-` (the start time
+//! in nanoseconds, in hex), so the listing is of that prefix only: `poisoned/` (the poison
+//! queues' reasons) is never read. Without `--since`, one flat listing with metadata — a page
+//! holds up to 5,000 entries, where a listing per job would take a request per job; with it,
+//! the jobs' directories first (one level, a `/` delimiter), narrowed by the start time each id
+//! carries, then each job left listed, [`JOBS_AT_ONCE`] at a time: a ledger's old jobs, however
+//! many entries they hold, cost a name each. Entries are added up as [`super::job_status`]
+//! does; no entry's body is read (a list names no failed blob: `lakebackup job JOB` does), and
+//! nothing is written.
 
 use std::collections::BTreeMap;
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -17,7 +21,7 @@ use crate::{
         shard::is_job_id,
     },
     storage::{
-        listing::{list_with_metadata, until_container_missing},
+        listing::{list_directory_names, list_with_metadata, until_container_missing},
         Container, StorageError,
     },
 };
@@ -63,15 +67,64 @@ impl JobFilter {
     }
 }
 
+/// How many jobs' entries are listed at once.
+pub const JOBS_AT_ONCE: usize = 32;
+
+/// What every job id starts with ([`crate::core::shard::new_job_id`]).
+const JOB_PREFIX: &str = "job-";
+
+/// How long before its recorded start a job's id may have been made (the id is taken first,
+/// then the record written).
+const ID_BEFORE_START: time::Duration = time::Duration::minutes(1);
+
+/// Each job's entries as listed, and when its last shard ended.
+type Entries = BTreeMap<String, (Listed, Option<OffsetDateTime>)>;
+
 /// The jobs of `ledger` that `filter` admits, newest first. A ledger that does not exist yet
 /// holds no job.
 pub async fn list_jobs(
     ledger: &Container,
     filter: &JobFilter,
 ) -> Result<Vec<ListedJob>, StorageError> {
-    let pages = until_container_missing(list_with_metadata(ledger, "")?);
+    let mut jobs = Entries::new();
+    match filter.since {
+        None => take_listing(ledger, JOB_PREFIX, &mut jobs).await?,
+        Some(since) => {
+            let ids = job_ids(ledger, since).await?;
+            let each: Vec<Entries> = futures::stream::iter(ids)
+                .map(|job| async move {
+                    let mut one = Entries::new();
+                    take_listing(ledger, &format!("{job}/"), &mut one)
+                        .await
+                        .map(|()| one)
+                })
+                .buffer_unordered(JOBS_AT_ONCE)
+                .try_collect()
+                .await?;
+            each.into_iter().for_each(|one| jobs.extend(one));
+        }
+    }
+    let mut listed: Vec<ListedJob> = jobs
+        .into_iter()
+        .filter_map(|(job, (listed, ended))| listed_job(&job, listed, ended))
+        .filter(|job| filter.admits(job))
+        .collect();
+    // Newest first; ids (the start in hex) order jobs started in the same second.
+    listed.sort_by(|a, b| {
+        let key = |j: &ListedJob| (parse_instant(&j.status.started), j.status.job.clone());
+        key(b).cmp(&key(a))
+    });
+    Ok(listed)
+}
+
+/// The entries under `prefix`, with metadata, into `jobs`.
+async fn take_listing(
+    ledger: &Container,
+    prefix: &str,
+    jobs: &mut Entries,
+) -> Result<(), StorageError> {
+    let pages = until_container_missing(list_with_metadata(ledger, prefix)?);
     futures::pin_mut!(pages);
-    let mut jobs: BTreeMap<String, (Listed, Option<OffsetDateTime>)> = BTreeMap::new();
     while let Some(page) = pages.try_next().await? {
         for blob in page {
             let Some((job, rest)) = blob.name.split_once('/') else {
@@ -88,35 +141,55 @@ pub async fn list_jobs(
             listed.take(rest, &blob.name, metadata);
         }
     }
-    let mut listed: Vec<ListedJob> = jobs
-        .into_iter()
-        .filter_map(|(job, (listed, ended))| {
-            let record = listed.record?;
-            let mut entries = listed.entries;
-            // The notes stay unread: the counts say how many blobs failed.
-            entries.extend(listed.with_notes.into_iter().map(|(shard, _, counts)| {
-                LedgerEntry::Finished {
-                    shard,
-                    counts,
-                    notes: Notes::default(),
-                }
-            }));
-            let mut status = status_of(&job, &record, entries);
-            status.progress.failures.clear();
-            status.progress.warnings.clear();
-            let finished = (status.progress.state != JobState::Running)
-                .then(|| ended.map(rfc3339))
-                .flatten();
-            Some(ListedJob { status, finished })
-        })
-        .filter(|job| filter.admits(job))
-        .collect();
-    // Newest first; ids (the start in hex) order jobs started in the same second.
-    listed.sort_by(|a, b| {
-        let key = |j: &ListedJob| (parse_instant(&j.status.started), j.status.job.clone());
-        key(b).cmp(&key(a))
-    });
-    Ok(listed)
+    Ok(())
+}
+
+/// The ledger's job ids, one directory level, without those whose id says they started before
+/// `since` (an id that carries no time is kept: its record decides).
+async fn job_ids(ledger: &Container, since: OffsetDateTime) -> Result<Vec<String>, StorageError> {
+    let pages = until_container_missing(list_directory_names(ledger, Some(JOB_PREFIX))?);
+    futures::pin_mut!(pages);
+    let mut jobs = Vec::new();
+    while let Some(page) = pages.try_next().await? {
+        for directory in page.directories() {
+            let job = directory.trim_end_matches('/');
+            let too_old = started_by_id(job).is_some_and(|by_id| by_id < since - ID_BEFORE_START);
+            if is_job_id(job) && !too_old {
+                jobs.push(job.to_owned());
+            }
+        }
+    }
+    Ok(jobs)
+}
+
+/// When a job id made by [`crate::core::shard::new_job_id`] was made.
+fn started_by_id(job: &str) -> Option<OffsetDateTime> {
+    let nanos = u128::from_str_radix(job.strip_prefix("job-")?, 16).ok()?;
+    OffsetDateTime::from_unix_timestamp_nanos(i128::try_from(nanos).ok()?).ok()
+}
+
+/// One job's entries added up; `None` without its record.
+fn listed_job(job: &str, listed: Listed, ended: Option<OffsetDateTime>) -> Option<ListedJob> {
+    let record = listed.record?;
+    let mut entries = listed.entries;
+    // The notes stay unread: the counts say how many blobs failed.
+    entries.extend(
+        listed
+            .with_notes
+            .into_iter()
+            .map(|(shard, _, counts)| LedgerEntry::Finished {
+                shard,
+                counts,
+                notes: Notes::default(),
+            }),
+    );
+    let mut status = status_of(job, &record, entries);
+    status.progress.failures.clear();
+    status.progress.warnings.clear();
+    let finished = (status.progress.state != JobState::Running)
+        .then(|| ended.map(rfc3339))
+        .flatten();
+    Some(ListedJob { status, finished })
 }
 
 fn parse_instant(text: &str) -> Option<OffsetDateTime> {
@@ -127,4 +200,23 @@ fn rfc3339(instant: OffsetDateTime) -> String {
     instant
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_id_says_when_it_was_made() {
+        let made = OffsetDateTime::from_unix_timestamp_nanos(1_765_000_000_123_456_789).unwrap();
+        let id = format!("job-{:x}", made.unix_timestamp_nanos());
+        assert_eq!(started_by_id(&id), Some(made));
+        assert_eq!(
+            started_by_id(&crate::core::shard::new_job_id()).map(|t| t.year()),
+            Some(OffsetDateTime::now_utc().year())
+        );
+        for other in ["job-", "job-xyz", "reconcile-1", "poisoned"] {
+            assert_eq!(started_by_id(other), None, "{other}");
+        }
+    }
 }

@@ -279,8 +279,8 @@ const NOTES_KEY: &str = "notes";
 /// Records that `shard` has failed for good (its message goes to the poison queue), and why.
 pub async fn record_failed(app: &App, shard: &Shard, reason: &str) -> Result<(), StorageError> {
     let ledger = app.job_ledger().await?;
-    let reason: String = reason.chars().take(MAX_REASON_CHARS).collect();
-    let metadata = HashMap::from([("reason".to_owned(), encode(&reason))]);
+    let reason = crate::core::job::encoded_reason(reason);
+    let metadata = HashMap::from([("reason".to_owned(), reason)]);
     write(ledger, &entry_name(shard, "failed"), metadata).await
 }
 
@@ -298,8 +298,6 @@ pub async fn record_last_attempt(app: &App, shard: &Shard) -> Result<(), Storage
     write(ledger, &entry_name(shard, "last"), metadata).await
 }
 
-/// How much of a failure's reason the ledger keeps (metadata is limited to 8 KiB in all).
-const MAX_REASON_CHARS: usize = 1_000;
 fn entry_name(shard: &Shard, event: &str) -> String {
     format!("{}/{event}/{}", shard.job, shard.id())
 }
