@@ -122,6 +122,28 @@ pub async fn invoke_queue_function(
     .await
 }
 
+/// The timer's invocation (the host's, or `lakebackup run`'s clock): reconciliation jobs
+/// queued under a `function` span, a request in telemetry that fails when they could not be.
+pub async fn reconciliation_timer(
+    app: &App,
+    past_due: bool,
+) -> crate::engine::reconcile::ScheduledReconciliation {
+    let span = tracing::info_span!(
+        "function",
+        function = reconciliation::FUNCTION_NAME,
+        otel.name = reconciliation::FUNCTION_NAME,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+    );
+    let scheduled = reconciliation::handle(app, past_due)
+        .instrument(span.clone())
+        .await;
+    if scheduled.status != "queued" {
+        span.record("otel.status_code", "error");
+    }
+    scheduled
+}
+
 /// The host gives a message up after its last allowed delivery failed (`lakebackup run` does
 /// what the host does): a shard's job is told first; then the message goes to the poison queue,
 /// byte for byte.

@@ -222,9 +222,7 @@ pub async fn replay(
                 move_back(&poison, work, &message.text, &message.id, &receipt).await?;
                 summary.replayed += 1;
                 on_line(&line(&message.id, "replayed", None));
-                if let Ok(ledger) = app.jobs.container(&app.config.job_ledger) {
-                    forget_reason(&ledger, &queue.name, &message.text).await;
-                }
+                forget_reason(app, &queue.name, &message.text).await;
             }
         }
         Ok::<(), StorageError>(())
@@ -276,12 +274,14 @@ async fn preview(
 
 /// The reason recorded when `raw` was poisoned into `poison`, deleted once it is replayed
 /// (failing that, it stays: a reason for a message no longer there is harmless).
-async fn forget_reason(ledger: &crate::storage::Container, poison: &str, raw: &str) {
-    ledger
-        .blob(&poison_reason_name(poison, raw))
-        .delete(None)
-        .await
-        .ok();
+async fn forget_reason(app: &App, poison: &str, raw: &str) {
+    if let Ok(ledger) = app.jobs.container(&app.config.job_ledger) {
+        ledger
+            .blob(&poison_reason_name(poison, raw))
+            .delete(None)
+            .await
+            .ok();
+    }
 }
 
 /// Sends a message's text to the work queue exactly as it stands, then deletes it from the

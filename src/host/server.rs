@@ -336,19 +336,7 @@ async fn reconciler_invocation(State(app): State<Arc<App>>, body: Bytes) -> Resp
         .values()
         .find_map(|timer| timer.get("IsPastDue").and_then(Value::as_bool))
         .unwrap_or(false);
-    let span = tracing::info_span!(
-        "function",
-        function = reconciliation::FUNCTION_NAME,
-        otel.name = reconciliation::FUNCTION_NAME,
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-    );
-    let summary = reconciliation::handle(&app, past_due)
-        .instrument(span.clone())
-        .await;
-    if summary.status != "queued" {
-        span.record("otel.status_code", "error");
-    }
+    let summary = dispatch::reconciliation_timer(&app, past_due).await;
     let return_value = serde_json::to_value(&summary).unwrap_or(Value::Null);
     let status = if summary.status == "queued" {
         StatusCode::OK

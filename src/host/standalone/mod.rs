@@ -40,7 +40,6 @@ use super::{
 };
 use crate::{
     app::{App, WorkQueue},
-    functions::reconciliation,
     settings::SettingsError,
     storage::{Queue, StorageError, TakenMessage},
 };
@@ -308,18 +307,8 @@ async fn run_timer(app: Arc<App>, cron: Cron, mut stop: watch::Receiver<bool>) {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let span = tracing::info_span!(
-            "function",
-            function = reconciliation::FUNCTION_NAME,
-            otel.name = reconciliation::FUNCTION_NAME,
-            otel.kind = "server",
-            otel.status_code = tracing::field::Empty,
-        );
-        let scheduled = reconciliation::handle(&app, false)
-            .instrument(span.clone())
-            .await;
+        let scheduled = dispatch::reconciliation_timer(&app, false).await;
         if scheduled.status != "queued" {
-            span.record("otel.status_code", "error");
             error!(error = ?scheduled.error, "scheduling the reconciliation failed");
         }
     }
