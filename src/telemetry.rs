@@ -38,6 +38,15 @@ pub const CONNECTION_STRING: &str = "APPLICATIONINSIGHTS_CONNECTION_STRING";
 /// tracer's name.
 const SERVICE: &str = "lakebackup";
 
+/// The setting refused, with the exporter's reason (fixed texts such as "invalid format",
+/// "missing instrumentation key": never the value).
+fn not_a_connection_string(reason: String) -> SettingsError {
+    SettingsError::new(
+        CONNECTION_STRING,
+        format!("is not an Application Insights connection string: {reason}"),
+    )
+}
+
 /// Telemetry on: the providers whose threads batch and send spans and metrics.
 pub struct Telemetry {
     tracer_provider: SdkTracerProvider,
@@ -53,20 +62,13 @@ impl Telemetry {
         let Some(connection_string) = settings.get(CONNECTION_STRING) else {
             return Ok(None);
         };
-        let invalid = |reason: String| {
-            SettingsError::new(
-                CONNECTION_STRING,
-                format!("is not an Application Insights connection string: {reason}"),
-            )
-        };
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
-            .map_err(|e| invalid(e.to_string()))?;
+            .map_err(|e| not_a_connection_string(e.to_string()))?;
         let client = OnRuntime { client, runtime };
-        // Its errors are fixed texts ("invalid format", "missing instrumentation key", ...).
         let exporter = Exporter::new_from_connection_string(connection_string, client)
-            .map_err(|e| invalid(e.to_string()))?;
+            .map_err(|e| not_a_connection_string(e.to_string()))?;
         let resource = Resource::builder().with_service_name(SERVICE).build();
         let tracer_provider = SdkTracerProvider::builder()
             .with_resource(resource.clone())
@@ -93,12 +95,7 @@ impl Telemetry {
         };
         Exporter::new_from_connection_string(connection_string, reqwest::Client::new())
             .map(|_| true)
-            .map_err(|e| {
-                SettingsError::new(
-                    CONNECTION_STRING,
-                    format!("is not an Application Insights connection string: {e}"),
-                )
-            })
+            .map_err(|e| not_a_connection_string(e.to_string()))
     }
 
     /// The `tracing` layer that turns spans and their events into OpenTelemetry spans.
