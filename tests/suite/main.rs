@@ -24,6 +24,7 @@ mod metadata_case;
 mod poison;
 mod producer;
 mod prune;
+mod prune_replay;
 mod reconciler;
 mod restore;
 mod restore_in_place;

@@ -10,6 +10,7 @@
 //! changed meanwhile is left alone; one the service refuses (an immutability policy, a legal
 //! hold, a lease, a writer without delete rights) is reported `refused` and kept.
 
+mod deletion;
 mod judge;
 
 use std::{
@@ -17,17 +18,15 @@ use std::{
     time::Instant,
 };
 
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
-pub use self::judge::judge_level;
+pub use self::{deletion::judge_refusal, judge::judge_level};
 use crate::{
-    app::App,
-    core::retention::RetentionPolicy,
-    engine::jobs::each_within_budget,
-    kind_counts,
-    storage::{Container, ErrorCode, StorageError},
+    app::App, core::retention::RetentionPolicy, engine::jobs::each_within_budget, kind_counts,
+    storage::StorageError,
 };
 
 kind_counts! {
@@ -267,12 +266,24 @@ pub async fn carry_out(
     if let Some(until) = scope.until.and_then(|u| position(u, "a recorded stop")) {
         doomed.retain(|d| d.order() <= (&until.0, &until.1, &until.2));
     }
+    // What the delivery before deleted is reported whatever the budget: the continuation judges
+    // the level again and no longer lists it, so a deletion left unreported here never would be.
+    // Only a look each (no deletion), and no more of them than that delivery had time to delete.
+    let (gone, doomed): (Vec<Doomed>, Vec<Doomed>) = doomed.into_iter().partition(|d| d.gone);
+    let mut looks = futures::stream::iter(gone)
+        .map(|gone| deletion::delete(app, scope, &vault, gone, replay))
+        .buffered(app.config.snapshot_concurrency.max(1));
+    while let Some(action) = looks.next().await {
+        count(&mut counts, &action);
+        report(action);
+    }
+    drop(looks);
     let mut last_done = None;
     let finished = each_within_budget(
         doomed,
         scope.deadline,
         app.config.snapshot_concurrency,
-        |doomed| delete(app, scope, &vault, doomed, replay),
+        |doomed| deletion::delete(app, scope, &vault, doomed, replay),
         |action| {
             count(&mut counts, &action);
             last_done = serde_json::to_string(&(&action.blob, action.kind, &action.version)).ok();
@@ -302,188 +313,5 @@ fn count(counts: &mut PruneCounts, action: &PruneAction) {
             counts.bytes_kept += action.bytes;
         }
         (PruneOutcome::Error, _) => counts.errors += 1,
-    }
-}
-
-async fn delete(
-    app: &App,
-    scope: &DirectoryScope<'_>,
-    vault: &Container,
-    doomed: Doomed,
-    replay: Replay,
-) -> PruneAction {
-    let mut action = PruneAction {
-        blob: doomed.blob,
-        kind: doomed.kind,
-        version: doomed.version,
-        action: PruneOutcome::Delete,
-        bytes: doomed.bytes,
-        reason: None,
-    };
-    if scope.dry_run {
-        return action;
-    }
-    if doomed.gone {
-        return looked_at(app, scope, vault, action).await;
-    }
-    let deleted = async {
-        let doomed_blob = match doomed.kind {
-            // Deleted as the pruning identity (PRUNE_STORAGE), which may differ from the writer.
-            VersionKind::Backup => app.pruner().container(vault.name())?.blob(&action.version),
-            VersionKind::Snapshot => app
-                .source
-                .container(scope.container)?
-                .blob(&action.blob)
-                .at_snapshot(&action.version)?,
-        };
-        let what = || format!("pruning {} {}", action.kind.as_str(), action.version);
-        match doomed_blob.delete(doomed.etag.as_deref()).await {
-            Ok(()) => Ok(Gone::Now),
-            // A conditional delete of a blob that is gone answers 412 (Azure's contract for
-            // If-Match on a missing resource) or 404: only a look tells whether the delivery
-            // before deleted it or it is another blob now.
-            Err(e)
-                if replay == Replay::Yes
-                    && (e.is(ErrorCode::ConditionNotMet) || e.is(ErrorCode::BlobNotFound)) =>
-            {
-                match doomed_blob.probe().await {
-                    Ok(None) => Ok(Gone::Before),
-                    Ok(Some(_)) => Err(e.context(what())),
-                    Err(probe) => Err(probe.context(what())),
-                }
-            }
-            Err(e) => Err(e.context(what())),
-        }
-    }
-    .await;
-    match deleted {
-        Ok(gone) => {
-            if gone == Gone::Now {
-                info!(
-                    blob = action.blob,
-                    kind = action.kind.as_str(),
-                    version = action.version,
-                    "pruned"
-                );
-            }
-            action.action = PruneOutcome::Deleted;
-        }
-        Err(e) => {
-            let (verdict, reason) = judge_refusal(&e);
-            if verdict == PruneOutcome::Error {
-                warn!(error = %e, version = action.version, "pruning a version failed");
-                action.reason = Some(e.to_string());
-            } else {
-                info!(version = action.version, reason, "not pruned");
-                action.reason = Some(reason.to_owned());
-            }
-            action.action = verdict;
-        }
-    }
-    action
-}
-
-/// A version a recorded plan dooms that the level no longer lists: deleted by the delivery
-/// before when it is gone, else left alone (it is not this level's to delete).
-async fn looked_at(
-    app: &App,
-    scope: &DirectoryScope<'_>,
-    vault: &Container,
-    mut action: PruneAction,
-) -> PruneAction {
-    let probed = async {
-        match action.kind {
-            VersionKind::Backup => {
-                let blob = app.pruner().container(vault.name())?.blob(&action.version);
-                blob.probe().await.map(|found| found.is_some())
-            }
-            VersionKind::Snapshot => {
-                let blob = app
-                    .source
-                    .container(scope.container)?
-                    .blob(&action.blob)
-                    .at_snapshot(&action.version)?;
-                blob.probe().await.map(|found| found.is_some())
-            }
-        }
-    }
-    .await;
-    match probed {
-        Ok(false) => action.action = PruneOutcome::Deleted,
-        Ok(true) => {
-            warn!(
-                version = action.version,
-                "a recorded deletion not in the level judged: left alone"
-            );
-            action.action = PruneOutcome::Changed;
-            action.reason = Some("not judged doomed in this level: left alone".to_owned());
-        }
-        Err(e) => {
-            action.action = PruneOutcome::Error;
-            action.reason = Some(e.context("looking for a planned deletion").to_string());
-        }
-    }
-    action
-}
-
-/// Who deleted a planned version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Gone {
-    Now,
-    /// The delivery before, which died part-way through the same plan.
-    Before,
-}
-
-/// How a refused deletion counts: `refused` (immutable, held, leased, not this identity's to
-/// delete), `changed` (not the blob judged, or gone already) or `error`.
-pub fn judge_refusal(error: &StorageError) -> (PruneOutcome, &'static str) {
-    if error.is_immutable() {
-        (
-            PruneOutcome::Refused,
-            "immutable (a WORM policy or legal hold): kept",
-        )
-    } else if error.is_leased() {
-        (PruneOutcome::Refused, "leased: kept")
-    } else if error.is_permission_refusal() {
-        (
-            PruneOutcome::Refused,
-            "this identity may not delete (a writer without delete rights): kept; prune with \
-             PRUNE_STORAGE set to an identity that may",
-        )
-    } else if error.is(ErrorCode::ConditionNotMet) || error.is(ErrorCode::BlobNotFound) {
-        (
-            PruneOutcome::Changed,
-            "changed or gone since it was judged: left alone",
-        )
-    } else {
-        (PruneOutcome::Error, "")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn refusal(status: u16, code: &str) -> StorageError {
-        StorageError::refused("pruning", status, ErrorCode::parse(code))
-    }
-
-    #[test]
-    fn immutable_held_or_leased_blobs_are_refusals_not_errors() {
-        for (status, code, verdict) in [
-            (409, "BlobImmutableDueToPolicy", PruneOutcome::Refused),
-            (409, "BlobImmutableDueToLegalHold", PruneOutcome::Refused),
-            (412, "LeaseIdMissing", PruneOutcome::Refused),
-            (412, "ConditionNotMet", PruneOutcome::Changed),
-            (404, "BlobNotFound", PruneOutcome::Changed),
-            (
-                403,
-                "AuthorizationPermissionMismatch",
-                PruneOutcome::Refused,
-            ),
-            (403, "AuthenticationFailed", PruneOutcome::Error),
-        ] {
-            assert_eq!(judge_refusal(&refusal(status, code)).0, verdict, "{code}");
-        }
     }
 }
