@@ -32,7 +32,7 @@ use crate::{
     app::{App, JOBS_STORAGE},
     storage::{
         sas_grant::{Right, Service, Validity},
-        Probed, StorageAccount,
+        Namespace, Probed, StorageAccount,
     },
 };
 
@@ -67,12 +67,28 @@ pub(super) async fn rights(app: &App, places: &HashMap<&'static str, Places>) ->
             .into_iter()
             .filter_map(|(setting, account)| Some((setting, account, places.get(setting)?)))
             .map(|(setting, account, places)| async move {
-                let needs = needs::needs(app, setting, account);
+                let hierarchical = hierarchical(account, places).await;
+                let needs = needs::needs(app, setting, account, hierarchical);
                 connection_rights(app, setting, account, needs, places).await
             }),
     )
     .await;
     checked.into_iter().flatten().collect()
+}
+
+/// Whether the account has a hierarchical namespace (the answer the product itself uses, asked
+/// in a container in scope where the account may not be asked): no snapshot or index tag is
+/// used there, so no right to them is needed. Unknown or unreadable counts as flat, which
+/// checks more (the namespace's own check says why it could not be told).
+async fn hierarchical(account: &StorageAccount, places: &Places) -> bool {
+    let container = places
+        .containers
+        .first()
+        .map_or("", |(name, _)| name.as_str());
+    matches!(
+        account.namespace(container).await,
+        Ok(Namespace::Hierarchical)
+    )
 }
 
 /// One connection's rights: a check of those granted, one per right missing or unknown.

@@ -25,14 +25,20 @@ fn need(right: Right, fails: impl Into<String>) -> Need {
     }
 }
 
-/// What `setting` is used for under the current settings.
-pub(super) fn needs(app: &App, setting: &str, account: &StorageAccount) -> Vec<Need> {
+/// What `setting` is used for under the current settings, in an account whose namespace is
+/// `hierarchical` or flat.
+pub(super) fn needs(
+    app: &App,
+    setting: &str,
+    account: &StorageAccount,
+    hierarchical: bool,
+) -> Vec<Need> {
     let identity = matches!(account.connection().auth, StorageAuth::Identity { .. });
     match setting {
-        SOURCE_STORAGE => lake_needs(app, identity),
+        SOURCE_STORAGE => lake_needs(app, identity, hierarchical),
         BACKUP_STORAGE => backup_needs(app, identity),
         JOBS_STORAGE => jobs_needs(&app.config.job_ledger),
-        RESTORE_TARGET_STORAGE => restore_target_needs(app),
+        RESTORE_TARGET_STORAGE => restore_target_needs(app, hierarchical),
         PRUNE_STORAGE => vec![need(
             Right::DeleteBlobs,
             "prune deletes backups as PRUNE_STORAGE: every deletion is refused",
@@ -44,7 +50,9 @@ pub(super) fn needs(app: &App, setting: &str, account: &StorageAccount) -> Vec<N
 /// Why a missing tags right may be meant.
 const TAGS_OFF: &str = "(BACKUP_TAGS=false says that is intended)";
 
-fn lake_needs(app: &App, identity: bool) -> Vec<Need> {
+/// A hierarchical lake takes no snapshots and has no index tags: its copies are pinned to the
+/// listed ETag instead, so neither right is needed (nor the deletion of snapshots).
+fn lake_needs(app: &App, identity: bool, hierarchical: bool) -> Vec<Need> {
     let config = &app.config;
     let mut needs = vec![
         need(
@@ -55,10 +63,14 @@ fn lake_needs(app: &App, identity: bool) -> Vec<Need> {
             Right::ReadBlobs,
             "no version can be read or copied: nothing is backed up",
         ),
-        need(
+    ];
+    if !hierarchical {
+        needs.push(need(
             Right::Snapshot,
             "no snapshot can be taken: every pass fails to protect the versions it finds",
-        ),
+        ));
+    }
+    needs.push(
         // Backups never write into the lake; a restore into it does. Restores are an admin's
         // action, which may run with another identity or into another account: a warning.
         Need {
@@ -69,8 +81,8 @@ fn lake_needs(app: &App, identity: bool) -> Vec<Need> {
                 .into(),
             missing: Status::Warn,
         },
-    ];
-    if config.list_tags {
+    );
+    if config.list_tags && !hierarchical {
         needs.push(need(
             Right::ReadTags,
             format!(
@@ -85,7 +97,7 @@ fn lake_needs(app: &App, identity: bool) -> Vec<Need> {
         ));
     }
     // What the code deletes in the lake: snapshots past RETENTION_SNAPSHOT_DAYS, nothing else.
-    if config.retention.prunes_snapshots() {
+    if config.retention.prunes_snapshots() && !hierarchical {
         needs.push(need(
             Right::DeleteBlobs,
             "RETENTION_SNAPSHOT_DAYS: no snapshot in the lake can be pruned",
@@ -146,7 +158,7 @@ fn backup_needs(app: &App, identity: bool) -> Vec<Need> {
     needs
 }
 
-fn restore_target_needs(app: &App) -> Vec<Need> {
+fn restore_target_needs(app: &App, hierarchical: bool) -> Vec<Need> {
     let fails = |what: &str| format!("restore --to-account cannot {what}");
     let mut needs = vec![
         need(
@@ -156,11 +168,14 @@ fn restore_target_needs(app: &App) -> Vec<Need> {
         need(Right::ListBlobs, fails("list the target")),
         need(Right::ReadBlobs, fails("read the target")),
         need(Right::WriteBlobs, fails("write any blob")),
-        need(
-            Right::Snapshot,
-            fails("snapshot a blob before overwriting it, so it overwrites nothing"),
-        ),
     ];
+    if hierarchical {
+        return needs;
+    }
+    needs.push(need(
+        Right::Snapshot,
+        fails("snapshot a blob before overwriting it, so it overwrites nothing"),
+    ));
     if app.config.list_tags {
         needs.push(need(
             Right::WriteTags,

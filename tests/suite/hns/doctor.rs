@@ -32,6 +32,24 @@ async fn doctor_says_an_hns_lake_runs_without_snapshots_and_keeps_its_acls() {
     ] {
         assert!(detail.contains(said), "{said:?} not in {detail}");
     }
+    // The lake's rights are those an HNS lake's backups use: no snapshot and no tags right is
+    // needed (the stand-in refuses both, as Azure does), so none is missing.
+    let lake_checks: Vec<&serde_json::Value> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| {
+            c["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("SOURCE_STORAGE: may")
+        })
+        .collect();
+    assert!(lake_checks.is_empty(), "{lake_checks:#?}");
+    let rights = detail_of(&report, "SOURCE_STORAGE: rights", "ok");
+    for unused in ["snapshot", "tag"] {
+        assert!(!rights.contains(unused), "{unused:?} in {rights}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
