@@ -6,20 +6,21 @@ use crate::support;
 use std::collections::{BTreeSet, HashMap};
 
 use lakebackup::{
-    core::{naming, stamp::Stamp},
-    engine::retention::{self, DirectoryScope, Replay},
+    core::{naming, retention::RetentionPolicy, stamp::Stamp},
+    engine::retention::{self, DirectoryScope, PruneAction, PruneOutcome, PrunePlan, Replay},
     storage::testing::NewBlob,
 };
+use std::time::Instant;
 use support::Lake;
 use time::{Duration, OffsetDateTime, Time};
 
 /// A delivery deleted a whole level's doomed versions and died before it reported them. The
 /// redo starts with its budget already spent (a loaded worker): the continuation it would queue
 /// judges the level again and never sees those versions, so the redo must report every one.
-#[tokio::test]
-async fn a_redone_part_reports_every_deletion_of_the_delivery_before_even_out_of_budget() {
+/// A lake whose `日本/` level holds twelve daily backups of one blob, with a policy (seven days)
+/// that dooms some of them; and the blob's name.
+async fn level_with_doomed_versions() -> (Lake, &'static str) {
     let fixture = Lake::start_with(&["lake"], &[("RETENTION_KEEP_DAYS", "7")]).await;
-    let app = &fixture.app;
     let vault = fixture.vault("lake");
     vault.create().await.unwrap();
     let name = "日本/x｡y🦀.csv";
@@ -36,53 +37,141 @@ async fn a_redone_part_reports_every_deletion_of_the_delivery_before_even_out_of
         let backup = naming::backup_blob_name(name, at, &etag).unwrap();
         support::upload_with(&vault, &backup, format!("v{k}").as_bytes(), &stamped).await;
     }
-    support::upload(&app.source.container("lake").unwrap(), name, b"now").await;
-    let policy = app.config.retention.clone();
-    let scope = |deadline| DirectoryScope {
+    let lake = fixture.app.source.container("lake").unwrap();
+    support::upload(&lake, name, b"now").await;
+    (fixture, name)
+}
+
+/// The scope of the `日本/` level, judged now, with `deadline` and a recorded stop `until`.
+fn scope<'a>(
+    policy: &'a RetentionPolicy,
+    deadline: Instant,
+    until: Option<&'a str>,
+) -> DirectoryScope<'a> {
+    DirectoryScope {
         container: "lake",
         directory: "日本/",
         prefix: "",
         dry_run: false,
-        policy: &policy,
+        policy,
         now: OffsetDateTime::now_utc(),
         deadline,
         after: None,
-        until: None,
-    };
-    let roomy = std::time::Instant::now() + std::time::Duration::from_secs(600);
-    let plan = retention::judge_level(app, &scope(roomy)).await.unwrap();
-    // The delivery before: it deletes everything it planned, and dies before reporting.
-    let mut first = Vec::new();
-    retention::carry_out(app, &scope(roomy), plan.clone(), Replay::No, &mut |a| {
-        first.push(a)
-    })
-    .await
-    .unwrap();
-    let deleted_first: BTreeSet<String> = first.iter().map(|a| a.version.clone()).collect();
-    assert!(deleted_first.len() >= 4, "{first:?}");
+        until,
+    }
+}
 
-    // The redo, its budget spent before it starts.
-    let spent = std::time::Instant::now();
-    let confirmed = retention::confirm_plan(app, &scope(spent), plan)
+fn roomy() -> Instant {
+    Instant::now() + std::time::Duration::from_secs(600)
+}
+
+fn versions(actions: &[PruneAction]) -> BTreeSet<String> {
+    actions.iter().map(|a| a.version.clone()).collect()
+}
+
+/// A delivery deleted a whole level's doomed versions and died before it reported them. The
+/// redo starts with its budget already spent (a loaded worker): the continuation it would queue
+/// judges the level again and never sees those versions, so the redo must report every one.
+#[tokio::test]
+async fn a_redone_part_reports_every_deletion_of_the_delivery_before_even_out_of_budget() {
+    let (fixture, _) = level_with_doomed_versions().await;
+    let app = &fixture.app;
+    let policy = app.config.retention.clone();
+    let plan = retention::judge_level(app, &scope(&policy, roomy(), None))
         .await
         .unwrap();
-    let mut redone = Vec::new();
-    let level = retention::carry_out(app, &scope(spent), confirmed, Replay::Yes, &mut |a| {
-        redone.push(a)
-    })
+    // The delivery before: it deletes everything it planned, and dies before reporting.
+    let mut first = Vec::new();
+    let mut keep = |a| first.push(a);
+    retention::carry_out(
+        app,
+        &scope(&policy, roomy(), None),
+        plan.clone(),
+        Replay::No,
+        &mut keep,
+    )
     .await
     .unwrap();
-    let reported: BTreeSet<String> = redone.iter().map(|a| a.version.clone()).collect();
-    assert_eq!(reported, deleted_first, "{redone:?}");
+    assert!(first.len() >= 4, "{first:?}");
+
+    // The redo, its budget spent before it starts.
+    let spent = scope(&policy, Instant::now(), None);
+    let confirmed = retention::confirm_plan(app, &spent, plan).await.unwrap();
+    let mut redone = Vec::new();
+    let mut keep = |a| redone.push(a);
+    let level = retention::carry_out(app, &spent, confirmed, Replay::Yes, &mut keep)
+        .await
+        .unwrap();
+    assert_eq!(versions(&redone), versions(&first), "{redone:?}");
     assert!(
-        redone
-            .iter()
-            .all(|a| a.action == retention::PruneOutcome::Deleted),
+        redone.iter().all(|a| a.action == PruneOutcome::Deleted),
         "{redone:?}"
     );
-    assert_eq!(level.counts.versions_deleted, deleted_first.len() as u64);
+    assert_eq!(level.counts.versions_deleted, first.len() as u64);
     assert_eq!(
         level.stopped_after, None,
         "nothing is left for a continuation"
+    );
+}
+
+/// The delivery before could not delete the first doomed version (it stays) but deleted the
+/// next two, and died. The redo, out of budget, reports those two, and records where it stopped;
+/// it dies too, and a third delivery carries out the plan up to that stop. The stop must lie past
+/// both deletions, or the third (and the continuation, which no longer lists them) drops them.
+#[tokio::test]
+async fn a_stop_recorded_by_a_redo_lies_past_every_deletion_of_the_delivery_before() {
+    let (fixture, _) = level_with_doomed_versions().await;
+    let app = &fixture.app;
+    let policy = app.config.retention.clone();
+    let plan = retention::judge_level(app, &scope(&policy, roomy(), None))
+        .await
+        .unwrap();
+    // The first delivery's deletions: the plan's second and third.
+    let mut partial = serde_json::to_value(&plan).unwrap();
+    let doomed = partial["doomed"].as_array_mut().unwrap();
+    assert!(doomed.len() >= 4, "{doomed:?}");
+    doomed.remove(0);
+    doomed.truncate(2);
+    let partial: PrunePlan = serde_json::from_value(partial).unwrap();
+    let mut first = Vec::new();
+    let mut keep = |a| first.push(a);
+    retention::carry_out(
+        app,
+        &scope(&policy, roomy(), None),
+        partial,
+        Replay::No,
+        &mut keep,
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.len(), 2, "{first:?}");
+
+    // The second, out of budget: it dies after recording its stop.
+    let spent = scope(&policy, Instant::now(), None);
+    let confirmed = retention::confirm_plan(app, &spent, plan.clone())
+        .await
+        .unwrap();
+    let mut second = Vec::new();
+    let mut keep = |a| second.push(a);
+    let level = retention::carry_out(app, &spent, confirmed, Replay::Yes, &mut keep)
+        .await
+        .unwrap();
+    assert!(
+        versions(&second).is_superset(&versions(&first)),
+        "{second:?}"
+    );
+
+    // The third, up to that stop.
+    let stop = level.stopped_after;
+    let until = scope(&policy, Instant::now(), stop.as_deref());
+    let confirmed = retention::confirm_plan(app, &until, plan).await.unwrap();
+    let mut third = Vec::new();
+    let mut keep = |a| third.push(a);
+    retention::carry_out(app, &until, confirmed, Replay::Yes, &mut keep)
+        .await
+        .unwrap();
+    assert!(
+        versions(&third).is_superset(&versions(&first)),
+        "the stop {stop:?} drops the first delivery's deletions: {third:?}"
     );
 }

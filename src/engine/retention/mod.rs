@@ -15,10 +15,9 @@ mod judge;
 
 use std::{
     collections::{HashMap, HashSet},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tracing::{info, warn};
@@ -266,31 +265,27 @@ pub async fn carry_out(
     if let Some(until) = scope.until.and_then(|u| position(u, "a recorded stop")) {
         doomed.retain(|d| d.order() <= (&until.0, &until.1, &until.2));
     }
-    // What the delivery before deleted is reported whatever the budget: the continuation judges
-    // the level again and no longer lists it, so a deletion left unreported here never would be.
-    // Only a look each (no deletion), and no more of them than that delivery had time to delete.
-    let (gone, doomed): (Vec<Doomed>, Vec<Doomed>) = doomed.into_iter().partition(|d| d.gone);
-    let mut looks = futures::stream::iter(gone)
-        .map(|gone| deletion::delete(app, scope, &vault, gone, replay))
-        .buffered(app.config.snapshot_concurrency.max(1));
-    while let Some(action) = looks.next().await {
-        count(&mut counts, &action);
-        report(action);
-    }
-    drop(looks);
+    // A redo first goes as far as the delivery before got (its furthest deletion, gone now),
+    // whatever the budget: the continuation judges the level again and no longer lists what
+    // that delivery deleted, so a deletion left unreported here never would be, and a stop
+    // recorded short of it would leave what lies between to no part at all. That delivery got
+    // there within one budget, and most of it is a look each now.
+    let reach = doomed
+        .iter()
+        .rposition(|d| d.gone)
+        .map_or(0, |last| last + 1);
+    let beyond = doomed.split_off(reach);
     let mut last_done = None;
-    let finished = each_within_budget(
-        doomed,
-        scope.deadline,
-        app.config.snapshot_concurrency,
-        |doomed| deletion::delete(app, scope, &vault, doomed, replay),
-        |action| {
-            count(&mut counts, &action);
-            last_done = serde_json::to_string(&(&action.blob, action.kind, &action.version)).ok();
-            report(action);
-        },
-    )
-    .await;
+    let mut done = |action: PruneAction| {
+        count(&mut counts, &action);
+        last_done = serde_json::to_string(&(&action.blob, action.kind, &action.version)).ok();
+        report(action);
+    };
+    let delete = |doomed| deletion::delete(app, scope, &vault, doomed, replay);
+    let unbounded = Instant::now() + Duration::from_secs(86_400 * 365);
+    let concurrency = app.config.snapshot_concurrency;
+    each_within_budget(doomed, unbounded, concurrency, delete, &mut done).await;
+    let finished = each_within_budget(beyond, scope.deadline, concurrency, delete, &mut done).await;
     Ok(PrunedLevel {
         counts,
         subdirectories,
