@@ -24,6 +24,7 @@ use lakebackup::{
             ledger, Delivered, JobOrigin, NewJob, RecordedStop, Root, Shard,
         },
         restore::{self, RestoreFrom},
+        verify::{self, VerifyRequest},
     },
     settings::Settings,
     storage::StorageAccount,
@@ -331,5 +332,47 @@ async fn an_in_place_restore_redone_after_a_crash_counts_what_it_restored() {
         (1, 0),
         "the blob the job brought back is counted restored: {:?}",
         redo.counts
+    );
+}
+
+/// A verify part's delivery wrote its gaps and died before it finished; the gap was closed
+/// before the redo, which finds none. The job's report is the redo's (empty), not the dead
+/// delivery's: a report and a status that say different things is a report that lies.
+#[tokio::test]
+async fn a_verify_part_redone_without_gaps_leaves_no_gap_of_the_dead_delivery_in_the_report() {
+    let fixture = Lake::start(&["lake"]).await;
+    let (app, lake) = (&fixture.app, fixture.lake("lake"));
+    support::upload(&lake, "x｡🦀表.csv", b"v1").await;
+    // Snapshotted, as a pass leaves it: its one gap is the backup.
+    lake.blob("x｡🦀表.csv").take_snapshot(None).await.unwrap();
+    let request = VerifyRequest {
+        container: "lake".into(),
+        prefix: None,
+        deep: false,
+    };
+    let queued = verify::start(app, &request).await.unwrap();
+    support::drain_queue(&app.jobs.queue("backup-requests-shards").unwrap()).await;
+    let root = queued.roots[0].clone();
+    // The first delivery finds the blob without a backup, writes that, and is killed.
+    let first = jobs::run_part(app, &root, &jobs::Fanout::Queue)
+        .await
+        .unwrap();
+    assert!(!first.lines.is_empty(), "{:?}", first.lines);
+    ledger::record_report(app, &root, &first.lines)
+        .await
+        .unwrap();
+    // The gap is closed (a backup pass) before the redo comes.
+    let (etag, _, _) = support::properties(&lake, "x｡🦀表.csv").await;
+    backup::back_up(app, &BackupRequest::new("lake", "x｡🦀表.csv", &etag))
+        .await
+        .unwrap();
+    match jobs::run_delivered(app, &root, false).await.unwrap() {
+        Delivered::Ran(redo) => assert!(redo.lines.is_empty(), "{:?}", redo.lines),
+        other => panic!("{other:?}"),
+    }
+    let report = ledger::job_report(app, &queued.job).await.unwrap().unwrap();
+    assert!(
+        report.is_empty(),
+        "the dead delivery's gap is still reported: {report:?}"
     );
 }

@@ -27,6 +27,8 @@ pub trait Kind: Sized + Send + Sync + 'static {
     type Counts: KindCounts;
     /// One unit's line in the job's report (none for a kind that reports none).
     type Line: Serialize + Send + 'static;
+    /// Whether its parts report lines at all (a kind whose `Line` is [`NoLine`] does not).
+    const REPORTS_LINES: bool = true;
 
     /// Runs one part of a shard of this kind: its share of one directory level, within the
     /// shard's budget (or up to a recorded stop), fanning out the level's sub-directories.

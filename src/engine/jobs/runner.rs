@@ -229,7 +229,7 @@ pub async fn run_delivered<K: Kind>(
         }
         let report =
             run_part_reported::<K>(app, shard, options, &Fanout::Queue, lock.stop.as_ref()).await?;
-        record_ran(app, shard, report).await
+        record_ran(app, shard, report, K::REPORTS_LINES).await
     };
     let finished = tokio::select! {
         biased;
@@ -256,10 +256,19 @@ pub async fn run_delivered<K: Kind>(
     }
 }
 
-/// Records what a part did: its per-unit lines, then its finished entry.
-async fn record_ran(app: &App, shard: &Shard, report: PartReport) -> Result<PartReport, JobError> {
+/// Records what a part did: its per-unit lines, then its finished entry. A part of a kind that
+/// reports lines and has none removes any report a delivery before it left (one that died
+/// after writing its lines): the report is this part's, whole, as its counts are.
+async fn record_ran(
+    app: &App,
+    shard: &Shard,
+    report: PartReport,
+    reports_lines: bool,
+) -> Result<PartReport, JobError> {
     if !report.lines.is_empty() {
         ledger::record_report(app, shard, &report.lines).await?;
+    } else if reports_lines {
+        ledger::forget_report(app, shard).await?;
     }
     ledger::record_finished(app, shard, &report.counts, &report.notes).await?;
     Ok(report)

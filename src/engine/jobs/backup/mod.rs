@@ -109,6 +109,7 @@ impl Kind for BackupKind {
     type Options = BackupOptions;
     type Counts = BackupCounts;
     type Line = NoLine;
+    const REPORTS_LINES: bool = false;
 
     fn run_part(part: KindPart<'_, Self>) -> BoxFuture<'_, Result<PartDone<Self>, JobError>> {
         Box::pin(run_part(part))

@@ -271,6 +271,15 @@ pub async fn record_report(app: &App, shard: &Shard, lines: &[String]) -> Result
     write_with_body(ledger, &entry_name(shard, REPORT), HashMap::new(), body).await
 }
 
+/// Removes the lines a delivery of `shard` before this one reported, if any.
+pub async fn forget_report(app: &App, shard: &Shard) -> Result<(), StorageError> {
+    let ledger = app.job_ledger().await?;
+    match ledger.blob(&entry_name(shard, REPORT)).delete(None).await {
+        Err(e) if e.is(ErrorCode::BlobNotFound) => Ok(()),
+        deleted => deleted,
+    }
+}
+
 const REPORT: &str = "report";
 
 /// Marks a finished entry whose body holds notes.
