@@ -9,6 +9,7 @@ use crate::support;
 use std::{
     collections::{BTreeMap, HashMap},
     sync::Arc,
+    time::Duration,
 };
 
 use futures::{future::BoxFuture, StreamExt};
@@ -29,7 +30,10 @@ use lakebackup::{
     settings::Settings,
     storage::StorageAccount,
 };
-use support::{worker, Lake};
+use support::{
+    proxy::{FaultKind, Faults, OpClass, ProxiedAzurite, ProxyConfig},
+    worker, Lake,
+};
 
 /// Blobs of one directory level, written 16 at a time.
 async fn seed(app: &App, names: &[String]) {
@@ -374,5 +378,68 @@ async fn a_verify_part_redone_without_gaps_leaves_no_gap_of_the_dead_delivery_in
     assert!(
         report.is_empty(),
         "the dead delivery's gap is still reported: {report:?}"
+    );
+}
+
+/// A backup part's delivery failed one blob (its backup missing), recorded its continuation and
+/// died before it finished. The redo must reach where that delivery stopped, or say it did not:
+/// the recorded continuation goes on past that point, so a redo cut short that ended well would
+/// leave the blob between unprotected, and its job `done`. Here the lake's listings are slow
+/// (half a second a page of two, through the proxy) and the budget one second: the redo reaches
+/// the stop (or fails, for a retry) rather than end short of it.
+#[tokio::test]
+async fn a_backup_part_redone_reaches_the_recorded_stop_or_fails_rather_than_skip_blobs() {
+    let fixture = Lake::start(&["lake"]).await;
+    let (app, lake) = (&fixture.app, fixture.lake("lake"));
+    let names: Vec<String> = (0..20).map(|i| format!("big/f{i:03}.txt")).collect();
+    for name in &names {
+        support::upload(&lake, name, name.as_bytes()).await;
+        lake.blob(name).take_snapshot(None).await.unwrap();
+        if name != "big/f015.txt" {
+            let (etag, _, _) = support::properties(&lake, name).await;
+            backup::back_up(app, &BackupRequest::new("lake", name, &etag))
+                .await
+                .unwrap();
+        }
+    }
+    let (_, root) = queued_by_hand(app, JobOrigin::Command, "big/").await;
+    // The first delivery went through f017 (f015 failed), recorded its continuation, and died.
+    let next = root
+        .continuation(None, Some("big/f017.txt"))
+        .resuming_at(Some("big/f018.txt".into()));
+    let stop = RecordedStop {
+        next,
+        last_done: Some("big/f017.txt".into()),
+    };
+    ledger::record_continuation(app, &root, &stop)
+        .await
+        .unwrap();
+
+    let proxied = ProxiedAzurite::start(
+        &fixture.azurite,
+        ProxyConfig::azurite().page_size(2).faults(
+            Faults::new(5, 1.0)
+                .classes([OpClass::List])
+                .kinds([FaultKind::Delay])
+                .delay(Duration::from_millis(500), Duration::from_millis(600)),
+        ),
+    )
+    .expect("proxies start");
+    // Only the lake is slow: the backup level and the ledger answer at once.
+    let mut settings = fixture.settings();
+    settings.insert(
+        "SOURCE_STORAGE".into(),
+        proxied.settings()["SOURCE_STORAGE"].clone(),
+    );
+    settings.insert("SHARD_TIME_BUDGET_SECONDS".into(), "1".into());
+    let slow = App::from_settings(&Settings::from_pairs(settings)).unwrap();
+    let redone = jobs::run_delivered(&slow, &root, false).await;
+    let f015 = support::list_all(&fixture.vault("lake"))
+        .await
+        .into_iter()
+        .any(|(name, _)| name.starts_with("big/f015"));
+    assert!(
+        redone.is_err() || f015,
+        "the redo ended without reaching the recorded stop, f015 unprotected: {redone:?}"
     );
 }

@@ -23,7 +23,10 @@ mod listing;
 mod slot;
 mod walk;
 
-use std::{collections::HashSet, time::Instant};
+use std::{
+    collections::HashSet,
+    time::{Duration, Instant},
+};
 
 use futures::{future::BoxFuture, TryStreamExt};
 use serde::{Deserialize, Serialize};
@@ -45,7 +48,7 @@ use crate::{
     kind_counts,
     storage::{
         listing::{list_directory_names, ListedEntry},
-        ErrorCode, Namespace,
+        ErrorCode, Namespace, StorageError,
     },
     telemetry,
 };
@@ -194,7 +197,7 @@ impl<'a> Part<'a> {
     /// The RPO as this part saw it: now less the oldest Last-Modified among the versions it
     /// listed that needed a backup and were left without one; zero when it left none.
     fn record_rpo(&self) {
-        let behind = self.behind_since.map_or(std::time::Duration::ZERO, |since| {
+        let behind = self.behind_since.map_or(Duration::ZERO, |since| {
             (OffsetDateTime::now_utc() - since)
                 .try_into()
                 .unwrap_or_default()
@@ -218,9 +221,11 @@ impl<'a> Part<'a> {
         // The budget is the part's work, after the listing of its `{c}bak` level: a level that
         // takes longer to list than a budget must not leave a part with nothing done.
         let budget = self.app.config.shard_budget;
+        // A redo gets twice that (and half a minute more at least) to reach the stop the dead
+        // delivery reached in one: it does again what that delivery had done, mostly found done.
         self.deadline = Instant::now()
             + if self.stop.is_some() {
-                budget * 2
+                (budget * 2).max(budget + REDO_LEEWAY)
             } else {
                 budget
             };
@@ -228,6 +233,16 @@ impl<'a> Part<'a> {
             Phase::Listing => Some(self.list_and_repair(&level).await?),
             Phase::Deletions => None,
         };
+        // A redo cut short of the recorded stop fails, for a retry: the recorded continuation
+        // goes on past that stop, so what lies between (a blob the dead delivery failed,
+        // whose failure died with it) would be left to no part, and the job end `done`.
+        if self.stop.is_some() && matches!(listed, Some(Listed::Cut)) && !self.reached_stop {
+            return Err(StorageError::other(
+                format!("redoing a part of {}", self.shard.prefix),
+                "the redo did not reach where the delivery before it stopped within twice the                  shard's budget (SHARD_TIME_BUDGET_SECONDS): it is retried",
+            )
+            .into());
+        }
         // What lies beyond a recorded stop (the rest of the listing, or the deletions) is the
         // recorded continuation's.
         if self.shard.only.is_some() || self.stop.is_some() {
@@ -361,6 +376,9 @@ impl<'a> Part<'a> {
         Ok(())
     }
 }
+
+/// The least time a redo has beyond its budget to reach the recorded stop.
+const REDO_LEEWAY: Duration = Duration::from_secs(30);
 
 /// How far a part's listing went.
 enum Listed {
