@@ -329,7 +329,9 @@ async fn a_panicking_lease_holder_still_releases_the_lease() {
         panic!("the work under the lease panicked");
     });
     assert!(task.await.unwrap_err().is_panic());
-    support::eventually(Duration::from_secs(5), "the lease released", || async {
+    // Released by the guard's drop, in a task of its own: soon, however loaded the machine. The
+    // lease (60 s) would read `expired`, not `available`, had it only lapsed.
+    support::eventually(Duration::from_secs(30), "the lease released", || async {
         setup.lease_state("p.csv").await == Some(LeaseState::Available)
     })
     .await;

@@ -12,6 +12,7 @@ use std::{collections::BTreeMap, time::Duration};
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use lakebackup::{app::WorkQueue, storage::Queue};
 use serde_json::Value;
+use support::proxy::{FaultKind, Faults, OpClass, ProxiedAzurite, ProxyConfig};
 
 const POISON: &str = "backup-requests-poison";
 const WORK: &str = "backup-requests";
@@ -225,10 +226,26 @@ async fn a_replay_killed_mid_way_loses_no_message() {
     futures::future::join_all(texts.chunks(20).map(|chunk| put(&poison, chunk))).await;
     work.create_if_missing().await.unwrap();
 
+    // Its queue requests are slowed (30 ms each, through the proxy), so that the replay is
+    // surely still running when a quarter has moved, however slowly this test looks.
+    let proxied = ProxiedAzurite::start(
+        &fixture.azurite,
+        ProxyConfig::azurite().faults(
+            Faults::new(3, 1.0)
+                .classes([OpClass::Queue])
+                .kinds([FaultKind::Delay])
+                .delay(Duration::from_millis(30), Duration::from_millis(40)),
+        ),
+    )
+    .expect("proxies start");
+    let slowed = fixture.settings_with(&[(
+        "AzureWebJobsStorage",
+        &proxied.settings()["AzureWebJobsStorage"],
+    )]);
     let mut replay = std::process::Command::new(support::worker::binary())
         .args(["poison", "replay", "--queue", "backups"])
         .env_clear()
-        .envs(fixture.settings())
+        .envs(slowed)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -244,9 +261,32 @@ async fn a_replay_killed_mid_way_loses_no_message() {
     replay.kill().unwrap(); // SIGKILL
     replay.wait().unwrap();
 
-    // Messages it had taken reappear in the poison queue when their window ends.
-    tokio::time::sleep(lakebackup::host::poison::REPLAY_WINDOW + Duration::from_secs(1)).await;
-    let (on_work, in_poison) = (texts_on(&work).await, texts_on(&poison).await);
+    // Messages it had taken reappear in the poison queue when their window ends: taken off
+    // both queues (hidden from here on) until every message is found, or the window has
+    // surely ended and one never is.
+    let found = std::sync::Mutex::new((BTreeMap::new(), BTreeMap::new()));
+    let within = lakebackup::host::poison::REPLAY_WINDOW + Duration::from_secs(30);
+    let _ = tokio::time::timeout(
+        within,
+        // Outlasted by the timeout around it: a message never found is named below.
+        support::wait_for(within * 2, "every message on a queue", || async {
+            let (work_now, poison_now) = (texts_on(&work).await, texts_on(&poison).await);
+            let mut found = found.lock().unwrap();
+            for (text, n) in work_now {
+                *found.0.entry(text).or_insert(0) += n;
+            }
+            for (text, n) in poison_now {
+                *found.1.entry(text).or_insert(0) += n;
+            }
+            texts
+                .iter()
+                .all(|t| found.0.contains_key(t) || found.1.contains_key(t))
+                .then_some(())
+        }),
+    )
+    .await;
+    let (on_work, in_poison): (BTreeMap<String, usize>, BTreeMap<String, usize>) =
+        found.into_inner().unwrap();
     let moved: usize = on_work.values().sum();
     assert!(
         (N / 4..N).contains(&moved),

@@ -165,9 +165,11 @@ async fn a_job_fans_out_over_directories_and_continues_within_its_budget() {
         reports.iter().any(|r| r.continued),
         "{WIDE} blobs two a page in a 1 s budget must continue: {reports:?}"
     );
+    // That a part stops at its budget is the continuation above; its time only bounds what a
+    // loaded machine may stretch a 1 s budget to (a part that kept on would copy every blob).
     for report in &reports {
         assert!(
-            report.duration_ms < 6_000,
+            report.duration_ms < 20_000,
             "far over its 1 s budget: {report:?}"
         );
     }
@@ -311,7 +313,8 @@ async fn two_run_processes_share_one_job_and_a_killed_one_loses_nothing() {
     // worker takes it, finds the shard finished, and deletes it: the queue empties, invisible
     // messages included, while the worker still runs.
     let shards = app.queue(WorkQueue::Shards).await.unwrap();
-    support::wait_for(Duration::from_secs(30), "an empty shards queue", || async {
+    // (A copy deferred while its shard was locked comes back after the lock's lease, 15 s.)
+    support::wait_for(Duration::from_secs(90), "an empty shards queue", || async {
         (shards.depth().await.unwrap() == Some(0)).then_some(())
     })
     .await;
@@ -404,7 +407,7 @@ async fn a_directory_deleted_whole_is_recorded_within_budgets_and_only_once() {
     );
     for report in &second {
         assert!(
-            report.duration_ms < 6_000,
+            report.duration_ms < 20_000,
             "far over its budget: {report:?}"
         );
     }

@@ -787,12 +787,13 @@ async fn pruning_keeps_a_snapshot_that_is_its_versions_only_copy() {
 
 // 8. Budgets and job status ------------------------------------------------------------------------
 
-/// The `duration_ms` of each "shard finished" line in a log.
-fn shard_durations(log: &str) -> Vec<u64> {
+/// The number after `field: ` in each "shard finished" line of a log.
+fn shard_figures(log: &str, field: &str) -> Vec<u64> {
+    let field = format!("{field}: ");
     log.lines()
         .filter(|line| line.contains("shard finished"))
         .filter_map(|line| {
-            let rest = &line[line.find("duration_ms: ")? + "duration_ms: ".len()..];
+            let rest = &line[line.find(&field)? + field.len()..];
             rest.split(|c: char| !c.is_ascii_digit())
                 .next()?
                 .parse()
@@ -840,20 +841,21 @@ async fn a_shard_part_ends_within_its_budget_plus_one_copy() {
         proxied.stats().faults_in_class(OpClass::Copy) >= 15,
         "every copy was delayed"
     );
-    let durations = shard_durations(&log);
-    assert!(
-        !durations.is_empty(),
-        "the log names each shard part:\n{log}"
+    let copies = shard_figures(&log, "backups_copied");
+    eprintln!(
+        "shard parts copied {copies:?}, in {:?} ms",
+        shard_figures(&log, "duration_ms")
     );
-    eprintln!("shard parts took {durations:?} ms");
-    // Budget 1 s, plus one copy (0.7 s) that may start just before it ends, plus two seconds for
-    // the part's listings and its last snapshot on a loaded machine (2.9 s was seen with builds
-    // beside it). A part that ignored its budget would take all fifteen copies: 10.5 s.
-    let limit = 1_000 + COPY_DELAY.as_millis() as u64 + 2_000;
+    // Counted, not timed (a loaded machine stretches every part): one at a time, each copy
+    // 0.7 s or more, a part starts copies for its 1 s budget — two at most, the second just
+    // before the budget ends — and one more is slack. A part that ignored its budget would
+    // take all fifteen; so the fifteen take five parts at least.
     assert!(
-        durations.iter().all(|&ms| ms <= limit),
-        "each part within {limit} ms: {durations:?}"
+        copies.iter().all(|&n| n <= 3),
+        "each part stops starting copies at its budget: {copies:?}\n{log}"
     );
+    assert_eq!(copies.iter().sum::<u64>(), 15, "{copies:?}");
+    assert!(copies.len() >= 5, "{copies:?}");
     let gaps = unprotected(&client, &lake.vault("budget")).await;
     assert!(gaps.is_empty(), "{gaps:#?}\n{summary}");
 }
@@ -898,8 +900,11 @@ async fn a_shard_given_up_fails_its_job_with_a_reason() {
     );
     let (_runner, url) = run_with_http(&settings, &dir).await;
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(16);
-    let (status, body) = support::wait_for(Duration::from_secs(20), "the job's end", || async {
+    // Two deliveries of 3 s each, and their retries, take about 10 s; a loaded machine may take
+    // several times that. Well before the last attempt's own deadline (two minutes), so the
+    // failure read is the giving up, not that deadline.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (status, body) = support::wait_for(Duration::from_secs(65), "the job's end", || async {
         let status_url = format!(
             "{url}?{}",
             url::form_urlencoded::Serializer::new(String::new())
