@@ -91,9 +91,8 @@ pub fn version_with_lake(
 
 /// Whether `target` holds `original` — the version a restore chose from its backups or
 /// snapshots, the lake's own set aside — because this restore wrote it: it holds that version's
-/// content, under another ETag (a write made it), written at or after `job_started` (a
-/// Last-Modified to the second stands for any instant of it, [`written_by`]: a write in the
-/// job's first second is listed at that second's start, before the job's instant). A delivery that died
+/// content, under another ETag (a write made it), written at or after `job_started` (Last-Modified
+/// is a second's start, so such a write was certainly not before the job). A delivery that died
 /// before it recorded its writes is redone, and what it wrote is reported restored, not
 /// unchanged; a version the lake wrote itself (same ETag) never is.
 pub fn written_by_job(
@@ -105,7 +104,7 @@ pub fn written_by_job(
         return false;
     };
     normalize_etag(&target.etag) != normalize_etag(&original.version.etag)
-        && written_by(target.last_modified) >= started
+        && target.last_modified >= started
         && plan(Some(original), Some(target)) == Plan::Unchanged
 }
 

@@ -247,18 +247,6 @@ fn a_write_of_this_job_is_told_from_the_lakes_own_version() {
         started
     ));
     assert!(!written_by_job(Some(&original), Some(&written), None));
-    // Written in the job's first second (at 09:00:00.7, the job at 09:00:00.3): listed at
-    // 09:00:00, the second's start, and the job's all the same.
-    let first_second = Version {
-        last_modified: datetime!(2026-11-25 09:00 UTC),
-        ..target("0x7", Some(1))
-    };
-    let started_within = Some(datetime!(2026-11-25 09:00:00.3 UTC));
-    assert!(written_by_job(
-        Some(&original),
-        Some(&first_second),
-        started_within
-    ));
 }
 
 #[test]
