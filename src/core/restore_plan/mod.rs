@@ -92,7 +92,9 @@ pub fn version_with_lake(
 /// Whether `target` holds `original` — the version a restore chose from its backups or
 /// snapshots, the lake's own set aside — because this restore wrote it: it holds that version's
 /// content, under another ETag (a write made it), written at or after `job_started` (Last-Modified
-/// is a second's start, so such a write was certainly not before the job). A delivery that died
+/// is a second's start, so such a write was certainly not before the job; one in the job's first
+/// second cannot be told from one just before it — a job before, or another writer — and is not
+/// counted the job's: a redo may then report such a write unchanged). A delivery that died
 /// before it recorded its writes is redone, and what it wrote is reported restored, not
 /// unchanged; a version the lake wrote itself (same ETag) never is.
 pub fn written_by_job(
