@@ -1,6 +1,7 @@
 //! The few calls of the Data Lake Storage Gen2 (dfs) REST API a restore into an account with a
-//! hierarchical namespace needs, and no more: Path - Create of a directory, and Path - Update
-//! `action=setAccessControl`. There is no datalake crate in Azure's Rust SDK, so they are sent
+//! hierarchical namespace needs, and no more: Path - Create of a directory, Path - Get
+//! Properties `action=getAccessControl` (the file system's root directory, `{fs}/`, is read so:
+//! no listing shows it), and Path - Update `action=setAccessControl`. There is no datalake crate in Azure's Rust SDK, so they are sent
 //! on `azure_core`'s pipeline with this account's own client options: the same retries,
 //! transport, SharedKey signing (`shared_key`), SAS (appended to the URL) or bearer token
 //! (`https://storage.azure.com/.default`, as the blob calls ask) — so keys-off works here as
@@ -23,7 +24,7 @@
 use std::{collections::HashMap, sync::Arc};
 
 use azure_core::http::{
-    headers::HeaderName,
+    headers::{HeaderName, Headers},
     policies::{auth::BearerTokenAuthorizationPolicy, Policy},
     Context, Method, Pipeline, PipelineSendOptions, Request, Url,
 };
@@ -95,6 +96,22 @@ impl StorageAccount {
         success: &'static [u16],
         operation: impl FnOnce() -> String,
     ) -> Result<Option<String>, StorageError> {
+        let answer = self
+            .dfs_answer(method, url, headers, success, operation)
+            .await?;
+        Ok(answer.get_optional_string(&HeaderName::from_static("etag")))
+    }
+
+    /// Sends one dfs request with `headers`, success being one of `success`: the answer's
+    /// headers.
+    async fn dfs_answer(
+        &self,
+        method: Method,
+        url: Url,
+        headers: &[(&'static str, &str)],
+        success: &'static [u16],
+        operation: impl FnOnce() -> String,
+    ) -> Result<Headers, StorageError> {
         let mut request = Request::new(url, method);
         request.insert_header("x-ms-version", service_version());
         request.insert_header("content-length", "0");
@@ -112,9 +129,45 @@ impl StorageAccount {
             .send(&Context::new(), &mut request, Some(options))
             .await
             .during(operation)?;
-        Ok(response
-            .headers()
-            .get_optional_string(&HeaderName::from_static("etag")))
+        Ok(response.headers().clone())
+    }
+
+    /// The access control of `container/path` (`""`: the file system's root directory), its
+    /// ETag and Last-Modified, as Path - Get Properties `action=getAccessControl` answers
+    /// (`HEAD {fs}/{path}?action=getAccessControl`; the root is `HEAD {fs}/?action=...`); `None`
+    /// when no such path stands (404).
+    pub async fn get_access_control(
+        &self,
+        container: &str,
+        path: &str,
+    ) -> Result<Option<PathAccess>, StorageError> {
+        let url = self.dfs_url(container, path, &[("action", "getAccessControl")])?;
+        let sent = self
+            .dfs_answer(Method::Head, url, &[], &[200], || {
+                format!("reading the access control of {container}/{path}")
+            })
+            .await;
+        let headers = match sent {
+            Ok(headers) => headers,
+            Err(e) if e.status == Some(404) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let header = |name: &'static str| {
+            headers
+                .get_optional_string(&HeaderName::from_static(name))
+                .unwrap_or_default()
+        };
+        let last_modified = azure_core::time::parse_rfc7231(&header("last-modified")).ok();
+        Ok(Some(PathAccess {
+            access: Access {
+                owner: header("x-ms-owner"),
+                group: header("x-ms-group"),
+                permissions: header("x-ms-permissions"),
+                acl: header("x-ms-acl"),
+            },
+            etag: crate::core::etag::normalize_etag(&header("etag")).to_owned(),
+            last_modified,
+        }))
     }
 
     /// Creates directory `path` of `container` (its missing parents with it, as Path - Create
@@ -274,6 +327,16 @@ impl Conditional<'_> {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// A path's access control as Get Access Control answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathAccess {
+    pub access: Access,
+    /// Its ETag, unquoted (empty where the answer had none).
+    pub etag: String,
+    /// Its Last-Modified, where the answer had one.
+    pub last_modified: Option<time::OffsetDateTime>,
 }
 
 /// A directory Path - Create made.

@@ -46,3 +46,40 @@ pub async fn back_up_directory(
         }),
     }
 }
+
+/// The root directory of `container` (a hierarchical namespace's `/`: its owner, group,
+/// permissions, access and default ACL) as a directory version named `""`, read with Get
+/// Access Control on the file system's root, at the ETag and Last-Modified that answer gives.
+/// The root is not listed (List Blobs shows what is under it), so this is its one reading.
+pub async fn root_directory(app: &App, container: &str) -> Result<Version, StorageError> {
+    let what = || format!("reading the root directory of {container}");
+    let root = app
+        .source
+        .get_access_control(container, "")
+        .await?
+        .ok_or_else(|| StorageError::other(what(), "the service says it does not exist"))?;
+    let (etag, last_modified) = match (root.etag.is_empty(), root.last_modified) {
+        (false, Some(at)) => (root.etag, at),
+        _ => {
+            return Err(StorageError::other(
+                what(),
+                "the answer had no ETag or Last-Modified to name its version by",
+            ))
+        }
+    };
+    Ok(Version {
+        name: String::new(),
+        snapshot: None,
+        etag,
+        last_modified,
+        content_length: 0,
+        content_md5: None,
+        metadata: Some(Default::default()),
+        properties: crate::core::properties::BlobProperties {
+            access: Some(root.access),
+            directory: true,
+            ..Default::default()
+        },
+        copy_status: None,
+    })
+}

@@ -27,7 +27,7 @@ mod direct;
 mod directory;
 mod settle;
 
-pub use self::directory::back_up_directory;
+pub use self::directory::{back_up_directory, root_directory};
 use self::settle::Settled;
 
 use serde::{Deserialize, Serialize};

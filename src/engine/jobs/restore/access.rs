@@ -18,6 +18,9 @@
 
 use tracing::{info, warn};
 
+/// How lines and failures name the container's root directory (its version is named `""`).
+const ROOT: &str = "/";
+
 use super::{
     plan::Candidate,
     write::{Counted, Outcome},
@@ -35,6 +38,9 @@ impl Part<'_> {
     /// Carries out a directory's plan: created where the target has no such path, then given
     /// its access control.
     pub(super) async fn restore_directory(&self, candidate: Candidate) -> Outcome {
+        if candidate.blob.is_empty() {
+            return self.restore_root(candidate).await;
+        }
         let name = candidate.blob.clone();
         let line = |step| RestoreAction {
             blob: name.clone(),
@@ -106,6 +112,44 @@ impl Part<'_> {
         outcome = self
             .restore_access(outcome, &name, candidate.access.as_ref(), now)
             .await;
+        outcome
+    }
+
+    /// Gives the target container's root directory (`/`, which always stands) the access
+    /// control of the root's version chosen, where what it has now (read with Get Access
+    /// Control) differs, `If-Match` the ETag that read gave. Named `/` in lines and failures.
+    async fn restore_root(&self, candidate: Candidate) -> Outcome {
+        let access = candidate.access.as_ref();
+        let mut outcome = Outcome::unchanged(ROOT.to_owned());
+        if !self.target_hierarchical || self.options.dry_run || access.is_none() {
+            return self.restore_access(outcome, "", access, AccessNow::default()).await;
+        }
+        let now = match self
+            .target_account
+            .get_access_control(self.target_name, "")
+            .await
+        {
+            Ok(Some(now)) => now,
+            Ok(None) => return outcome,
+            Err(e) => {
+                warn!(error = %e, "reading the root directory's access control failed");
+                outcome.also.access_failed = 1;
+                outcome.access_failure = Some(format!(
+                    "its access control could not be read, so it was not set: {e}"
+                ));
+                return outcome;
+            }
+        };
+        let current = AccessNow {
+            current: Some(&now.access),
+            sticky: now.access.sticky(),
+            if_match: Some(&now.etag),
+        };
+        outcome = self.restore_access(outcome, "", access, current).await;
+        outcome.blob = ROOT.to_owned();
+        if let Some(action) = &mut outcome.action {
+            action.blob = ROOT.to_owned();
+        }
         outcome
     }
 

@@ -66,6 +66,9 @@ struct BackupChoices {
     /// Every version of the level with a complete backup: `(name, ETag)`.
     backed_up: HashSet<(String, String)>,
     subdirectories: Vec<String>,
+    /// The root directory's version current at the instant (a hierarchical namespace's `/`,
+    /// named `""`), where the level is the container's root and the restore covers it all.
+    root: Option<Restorable>,
 }
 
 /// A listed entry of the lake (the blob, or one of its snapshots) as a version to restore. A
@@ -154,6 +157,18 @@ impl Part<'_> {
             names.entry(name.clone()).or_insert(None);
         }
         let mut candidates = Vec::new();
+        // The root directory first (it always stands: only its access control is restored).
+        if let Some(root) = level.root.filter(|_| self.still_to_do("")) {
+            candidates.push(Candidate {
+                blob: String::new(),
+                access: root.version.properties.access.clone(),
+                plan: Plan::Restore(Box::new(root)),
+                target: None,
+                current_kept: false,
+                written_by_job: false,
+                directory: true,
+            });
+        }
         for (blob, backup_choice) in names {
             if !self.still_to_do(&blob) {
                 continue;
@@ -275,11 +290,13 @@ impl Part<'_> {
         .await?;
         let mut subdirectories: Vec<String> = level.subdirectories.into_iter().collect();
         subdirectories.sort();
+        let roots: Vec<Restorable> = level.root.into_iter().map(restorable_backup).collect();
         Ok(BackupChoices {
             choices: best,
             backed_up,
             lives: level.lives,
             subdirectories,
+            root: version_at(&roots, as_of).cloned(),
         })
     }
 

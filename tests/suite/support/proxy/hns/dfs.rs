@@ -237,22 +237,25 @@ pub(super) async fn create_path(
 }
 
 /// The path's access control and its properties' ETag and Last-Modified; `None` when the path
-/// does not exist. The root directory always exists.
+/// does not exist. The root directory (`""`) stands as long as its container, with the file
+/// system's ETag and Last-Modified.
 async fn access_of(
     shared: &Shared,
     lake: &HnsLake,
     key: &PathKey,
 ) -> io::Result<Option<(AccessControl, String, String)>> {
-    if key.path.is_empty() {
-        let root = lake
-            .access_control(&key.account, &key.container, "")
-            .unwrap_or_else(AccessControl::root);
-        return Ok(Some((root, String::new(), String::new())));
-    }
     let properties = upstream::properties(shared, key).await?;
     if properties.status != 200 {
         lake.forget(key);
         return Ok(None);
+    }
+    if key.path.is_empty() {
+        let root = lake
+            .access_control(&key.account, &key.container, "")
+            .unwrap_or_else(AccessControl::root);
+        let etag = properties.header("etag").unwrap_or("").to_owned();
+        let modified = properties.header("last-modified").unwrap_or("").to_owned();
+        return Ok(Some((root, etag, modified)));
     }
     let directory = properties.header("x-ms-meta-hdi_isfolder") == Some("true");
     let access = lake.access_or_new(key, directory);

@@ -19,7 +19,9 @@
 //!   `x-ms-group`, and `x-ms-permissions` or `x-ms-acl`), kept per path by the stand-in, a
 //!   directory's default ACL inherited by a child when it is created (with the create mode
 //!   0666/0777 masking the base entries; without a default ACL the umask, 0027 unless
-//!   `x-ms-umask` says otherwise), the owning group copied from the parent;
+//!   `x-ms-umask` says otherwise), the owning group copied from the parent; the file system's
+//!   root directory (`{fs}/?action=...`) answers Get and Set Access Control with the
+//!   container's ETag and Last-Modified (the file system's), and 404 once its container is gone;
 //! - List Blobs with `include=permissions` (service version 2020-06-12 and later): `Owner`,
 //!   `Group`, `Permissions`, `Acl` and `ResourceType` (`file`/`directory`) in each entry's
 //!   `Properties`;
