@@ -10,6 +10,7 @@ mod figure;
 mod namespace;
 mod restore;
 mod restore_exact;
+mod restore_pinned;
 mod root;
 mod stand_in;
 mod verify;

@@ -12,7 +12,10 @@ use super::{
 use crate::support::{self, worker};
 
 /// `lakebackup restore --container lake --from backup ARGS` with `settings`.
-fn restore(settings: &std::collections::HashMap<String, String>, args: &[&str]) -> (i32, Value) {
+pub(super) fn restore(
+    settings: &std::collections::HashMap<String, String>,
+    args: &[&str],
+) -> (i32, Value) {
     let mut full = vec!["restore", "--container", "lake", "--from", "backup"];
     full.extend(args);
     let (code, _, summary) = worker::run_lines(settings, &full);
