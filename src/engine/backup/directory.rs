@@ -20,9 +20,7 @@ pub async fn back_up_directory(
     let name = backup.backup_name(&directory)?;
     app.ensure_backup_container(&backup.backup_container)
         .await?;
-    let metadata = backup
-        .stamp(&directory)
-        .backup_metadata(&directory.metadata_or_empty());
+    let metadata = backup.backup_metadata(&directory)?;
     let destination = backup.backup_blob(&name)?;
     if destination.create(Vec::new(), metadata).await? {
         info!(backup = name, "directory backed up");
