@@ -7,6 +7,7 @@ mod directories;
 mod directory_events;
 mod doctor;
 mod figure;
+mod live;
 mod metadata_limit;
 mod namespace;
 mod restore;
