@@ -13,12 +13,20 @@ use super::{
     own, upstream, HnsLake, PathKey,
 };
 
-/// A SharedKey signature checked with the account's key; `None` when it holds (or the request
-/// carries a SAS or bearer token, which the stand-in does not check), else Azure's refusal.
-fn authentication_refusal(shared: &Shared, request: &Request, key: &PathKey) -> Option<Vec<u8>> {
+/// A SharedKey signature checked with the account's key, a bearer token's claims checked as
+/// Azurite's OAuth mode checks them (`aud` storage, `iss` an Entra issuer, unexpired; its
+/// signature is not); `None` when it holds (or the request carries a SAS, which is not
+/// checked), else Azure's refusal. Each is counted by kind.
+fn authentication_refusal(
+    shared: &Shared,
+    lake: &HnsLake,
+    request: &Request,
+    key: &PathKey,
+) -> Option<Vec<u8>> {
     let authorization = request.head.header("authorization");
     let sas = query_value(request, "sig").is_some();
     let Some(authorization) = authorization else {
+        lake.count(|c| c.dfs_sas += u64::from(sas));
         return (!sas).then(|| {
             azure_error(
                 "401 Server failed to authenticate the request.",
@@ -29,9 +37,22 @@ fn authentication_refusal(shared: &Shared, request: &Request, key: &PathKey) -> 
             )
         });
     };
+    if let Some(token) = authorization.strip_prefix("Bearer ") {
+        lake.count(|c| c.dfs_bearer += 1);
+        return bearer_refusal(token).map(|why| {
+            azure_error(
+                "401 Server failed to authenticate the request.",
+                "InvalidAuthenticationInfo",
+                &why,
+                request,
+                &[],
+            )
+        });
+    }
     if !authorization.starts_with("SharedKey ") {
         return None;
     }
+    lake.count(|c| c.dfs_shared_key += 1);
     let secret = shared.state().keys.get(&key.account).cloned()?;
     let url = url::Url::parse(&format!("http://proxy{}", request.target)).ok()?;
     let expected = lakebackup::storage::shared_key::authorization(
@@ -55,6 +76,31 @@ fn authentication_refusal(shared: &Shared, request: &Request, key: &PathKey) -> 
             &[],
         )
     })
+}
+
+/// Why a bearer token is refused: its claims (JWT payload) as Azurite's OAuth mode checks them.
+fn bearer_refusal(token: &str) -> Option<String> {
+    use base64::{engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL, Engine as _};
+    let Some(payload) = token.split('.').nth(1) else {
+        return Some("the bearer token is no JWT".into());
+    };
+    let Some(claims) = BASE64URL
+        .decode(payload.trim_end_matches('='))
+        .ok()
+        .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok())
+    else {
+        return Some("the bearer token is no JWT".into());
+    };
+    let aud = claims["aud"].as_str().unwrap_or_default();
+    let iss = claims["iss"].as_str().unwrap_or_default();
+    let exp = claims["exp"].as_i64().unwrap_or_default();
+    if aud.trim_end_matches('/') != "https://storage.azure.com" {
+        return Some(format!("audience {aud:?} is not storage"));
+    }
+    if !iss.starts_with("https://sts.windows.net/") {
+        return Some(format!("issuer {iss:?} is no Entra issuer"));
+    }
+    (exp <= time::OffsetDateTime::now_utc().unix_timestamp()).then(|| "expired".into())
 }
 
 fn ok(request: &Request, status: &str, headers: &[(&str, &str)]) -> Answer {
@@ -137,7 +183,7 @@ pub(super) async fn create_path(
     key: &PathKey,
     directory: bool,
 ) -> io::Result<Answer> {
-    if let Some(refusal) = authentication_refusal(shared, request, key) {
+    if let Some(refusal) = authentication_refusal(shared, lake, request, key) {
         return Ok(own(refusal, request));
     }
     if key.path.is_empty() {
@@ -271,7 +317,7 @@ pub(super) async fn get_access_control(
     request: &Request,
     key: &PathKey,
 ) -> io::Result<Answer> {
-    if let Some(refusal) = authentication_refusal(shared, request, key) {
+    if let Some(refusal) = authentication_refusal(shared, lake, request, key) {
         return Ok(own(refusal, request));
     }
     let Some((access, etag, modified)) = access_of(shared, lake, key).await? else {
@@ -306,7 +352,7 @@ pub(super) async fn set_access_control(
     request: &Request,
     key: &PathKey,
 ) -> io::Result<Answer> {
-    if let Some(refusal) = authentication_refusal(shared, request, key) {
+    if let Some(refusal) = authentication_refusal(shared, lake, request, key) {
         return Ok(own(refusal, request));
     }
     if lake.lake().access_sets_refused {
@@ -375,7 +421,7 @@ pub(super) async fn delete_path(
     key: &PathKey,
     recursive: bool,
 ) -> io::Result<Answer> {
-    if let Some(refusal) = authentication_refusal(shared, request, key) {
+    if let Some(refusal) = authentication_refusal(shared, lake, request, key) {
         return Ok(own(refusal, request));
     }
     if key.path.is_empty() {

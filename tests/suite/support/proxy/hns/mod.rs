@@ -30,7 +30,10 @@
 //!
 //! Where it simplifies Azure:
 //! - the dfs operations are answered on the blob port (as on an IP-style endpoint, where the dfs
-//!   URL is the blob URL); a SharedKey signature is checked, a SAS or bearer token is not;
+//!   URL is the blob URL); a SharedKey signature is checked, a bearer token's claims are (as
+//!   Azurite's OAuth mode checks them: audience, issuer, expiry; not its signature), a SAS is
+//!   not; each dfs request is counted by how it was authorized ([`HnsCounts`]); over HTTPS in
+//!   front of Azurite in OAuth mode with [`super::ProxiedAzurite::start_hns_tls`] (keys off);
 //! - a path's ACL lives in the stand-in (in memory), from the write that created it; a blob
 //!   written straight to Azurite has the defaults of a file created under its parent when first
 //!   asked for; every principal of a key, SAS or token is `$superuser`; `x-ms-umask` is not
@@ -155,6 +158,11 @@ pub struct HnsCounts {
     pub rewrites: u64,
     /// Owner or group changes refused ([`HnsLake::refuse_owner_changes`]).
     pub owner_refusals: u64,
+    /// dfs requests (Create Path, Get/Set Access Control, Delete Path) by how they were
+    /// authorized: a SharedKey signature (checked), a bearer token (its claims checked), a SAS.
+    pub dfs_shared_key: u64,
+    pub dfs_bearer: u64,
+    pub dfs_sas: u64,
 }
 
 /// A file to rewrite with `bytes` when it is first read or copied.
