@@ -31,7 +31,10 @@ use azure_core::http::{
 use azure_storage_blob::BlobContainerClientOptions;
 
 use super::{StorageAccount, StorageError, StorageResultExt};
-use crate::core::{etag::quoted_etag, properties::Access};
+use crate::core::{
+    etag::{normalize_etag, quoted_etag},
+    properties::Access,
+};
 
 /// The service version the dfs calls are sent with: the blob client's own.
 fn service_version() -> String {
@@ -238,7 +241,10 @@ impl StorageAccount {
     /// the owner or group is refused (403: it takes a superuser), the ACL is set alone and the
     /// refusal returned. Each request is sent `If-Match` the ETag in `now` (where known): a
     /// path written since is left alone ([`AccessRefused::Changed`]). Setting what is already
-    /// set changes nothing, so a redelivery may do it again.
+    /// set changes nothing, so a redelivery may do it again. What was set is read back (Get
+    /// Access Control): a path that does not hold it then (a service that answered 200 and
+    /// kept something else) is [`AccessRefused::NotHeld`]; one whose ETag moved on since the
+    /// last answer was written by someone else ([`AccessRefused::Changed`]).
     pub async fn set_access_control(
         &self,
         container: &str,
@@ -260,6 +266,7 @@ impl StorageAccount {
             container,
             path,
             etag: now.if_match.map(str::to_owned),
+            sent: false,
         };
         let mut refused = None;
         if !owner_same {
@@ -277,6 +284,9 @@ impl StorageAccount {
             let permissions = symbolic_permissions(&access.permissions);
             set.patch(&[("x-ms-permissions", permissions)]).await?;
         }
+        if set.sent {
+            set.read_back(access, refused.is_none()).await?;
+        }
         match refused {
             Some(e) => Err(AccessRefused::Owner(e)),
             None => Ok(()),
@@ -293,9 +303,34 @@ struct Conditional<'a> {
     container: &'a str,
     path: &'a str,
     etag: Option<String>,
+    /// A request was sent (and answered 200).
+    sent: bool,
 }
 
 impl Conditional<'_> {
+    /// Reads back what the path holds now: `access` (its owner and group only where
+    /// `with_owner`), at the ETag the last answer gave where it is known.
+    async fn read_back(&self, access: &Access, with_owner: bool) -> Result<(), AccessRefused> {
+        let held = self
+            .account
+            .get_access_control(self.container, self.path)
+            .await?
+            .ok_or(AccessRefused::Changed)?;
+        let known = self.etag.as_deref().filter(|e| !e.is_empty());
+        if known.is_some_and(|etag| normalize_etag(etag) != held.etag) {
+            return Err(AccessRefused::Changed);
+        }
+        let owner_held = held.access.owner == access.owner && held.access.group == access.group;
+        // Permissions not given (a caller that sets an ACL only) are not asked for.
+        let permissions_held =
+            access.permissions.is_empty() || held.access.permissions == access.permissions;
+        let mode_held = held.access.acl == access.acl && permissions_held;
+        match mode_held && (owner_held || !with_owner) {
+            true => Ok(()),
+            false => Err(AccessRefused::NotHeld(held.access)),
+        }
+    }
+
     async fn patch(&mut self, headers: &[(&'static str, &str)]) -> Result<(), AccessRefused> {
         let (container, path) = (self.container, self.path);
         let url = self
@@ -318,6 +353,7 @@ impl Conditional<'_> {
             .await;
         match sent {
             Ok(etag) => {
+                self.sent = true;
                 if self.etag.is_some() {
                     self.etag = etag.or(self.etag.take());
                 }
@@ -373,6 +409,13 @@ pub enum AccessRefused {
     /// access control was left as the writer's.
     #[error("it was written since the restore saw it: its access control was left alone")]
     Changed,
+    /// Set (the service answered 200), yet read back the path holds this access control.
+    #[error(
+        "the service accepted its access control, yet it holds owner {} group {} permissions {} \
+         ACL {}",
+        .0.owner, .0.group, .0.permissions, .0.acl
+    )]
+    NotHeld(Access),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }

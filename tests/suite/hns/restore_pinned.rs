@@ -61,3 +61,31 @@ async fn a_file_rewritten_after_the_restore_wrote_it_never_gets_the_instants_acl
     );
     assert_eq!(access_now(&proxied, "quiet.csv").3, AT_INSTANT);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_access_control_the_service_accepts_but_does_not_hold_is_a_failure_of_its_path() {
+    let (lake, proxied) = lake_on_stand_in(&[]).await;
+    support::upload(&lake.lake("lake"), "f.csv", b"bytes").await;
+    set_access(&proxied, "f.csv", &[("x-ms-acl", AT_INSTANT)]).await;
+    let first = support::produce(&lake.app, "lake").await;
+    assert!(first.succeeded(), "{:?}", first.notes);
+    let instant = support::instant_after_writes().await;
+    set_access(&proxied, "f.csv", &[("x-ms-acl", LATER)]).await;
+    let second = support::produce(&lake.app, "lake").await;
+    assert!(second.succeeded(), "{:?}", second.notes);
+    // The service answers 200 to every Set Access Control from now on, and keeps nothing.
+    proxied.blob.hns().unwrap().ignore_access_sets();
+
+    let (code, summary) = restore(&lake.settings(), &["--as-of", &instant]);
+    assert_eq!(code, 1, "{summary}");
+    assert_eq!(summary["access_failed"], 1, "{summary}");
+    let failures = summary["failures"].as_array().expect("failures");
+    assert_eq!(failures.len(), 1, "{summary}");
+    assert_eq!(failures[0]["blob"], "f.csv");
+    let reason = failures[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("read back") && reason.contains(LATER),
+        "{reason}"
+    );
+    assert_eq!(access_now(&proxied, "f.csv").3, LATER);
+}

@@ -230,6 +230,10 @@ impl Part<'_> {
             Err(AccessRefused::Storage(e)) => {
                 format!("its bytes are restored, but its access control could not be set: {e}")
             }
+            Err(e @ AccessRefused::NotHeld(_)) => format!(
+                "its bytes are restored, but read back its access control is not its version's                  (owner {} group {} permissions {} ACL {}): {e}",
+                access.owner, access.group, access.permissions, access.acl
+            ),
         };
         warn!(path = name, reason = failure, "access control not all set");
         outcome.also.access_failed = 1;

@@ -184,6 +184,8 @@ struct Lake {
     account_information_refused: bool,
     /// [`HnsLake::refuse_access_sets`].
     access_sets_refused: bool,
+    /// [`HnsLake::ignore_access_sets`].
+    access_sets_ignored: bool,
 }
 
 /// The hierarchical namespace of the accounts a stand-in proxy plays as ADLS Gen2 lakes.
@@ -211,6 +213,7 @@ impl HnsLake {
                 owner_changes_refused: false,
                 account_information_refused: false,
                 access_sets_refused: false,
+                access_sets_ignored: false,
             }),
         }
     }
@@ -260,6 +263,12 @@ impl HnsLake {
     /// has is then what it was created with.
     pub fn refuse_access_sets(&self) {
         self.lake().access_sets_refused = true;
+    }
+
+    /// From now on, answers every setAccessControl with 200 and keeps nothing of it (a service
+    /// that accepted a change it did not make): only reading it back tells.
+    pub fn ignore_access_sets(&self) {
+        self.lake().access_sets_ignored = true;
     }
 
     /// From now on, answers Get Account Information (at the account and in a container) with
