@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::{
     backup::lake_on_stand_in,
     directories::{access_now, set_access},
+    restore_exact::restore,
 };
 use crate::support::{self, worker, Lake};
 
@@ -85,25 +86,11 @@ async fn the_root_directory_is_backed_up_verified_and_restored_as_of_an_instant(
     let later = access_now(&proxied, "");
     assert_ne!(later, at_instant);
 
-    let (code, _, restored) = worker::run_lines(
-        &settings,
-        &[
-            "restore",
-            "--container",
-            "lake",
-            "--from",
-            "backup",
-            "--as-of",
-            &instant,
-        ],
-    );
+    let (code, restored) = restore(&settings, &["--as-of", &instant]);
     assert_eq!(code, 0, "{restored}");
     assert_eq!(access_now(&proxied, ""), at_instant, "{restored}");
     // And a restore to now brings the later access control back.
-    let (code, _, now) = worker::run_lines(
-        &settings,
-        &["restore", "--container", "lake", "--from", "backup"],
-    );
+    let (code, now) = restore(&settings, &[]);
     assert_eq!(code, 0, "{now}");
     assert_eq!(access_now(&proxied, ""), later, "{now}");
 }

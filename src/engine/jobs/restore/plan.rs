@@ -116,6 +116,19 @@ fn restorable_backup(b: BackupVersion) -> Restorable {
     Restorable { version, source }
 }
 
+/// The root directory's version chosen, as a candidate named `""`.
+fn root_candidate(root: Restorable) -> Candidate {
+    Candidate {
+        blob: String::new(),
+        access: root.version.properties.access.clone(),
+        plan: Plan::Restore(Box::new(root)),
+        target: None,
+        current_kept: false,
+        written_by_job: false,
+        directory: true,
+    }
+}
+
 impl Part<'_> {
     /// The names of the level still to do, in name order: those after the previous part's last
     /// (the order is this part's own, over a complete listing of the level).
@@ -156,19 +169,9 @@ impl Part<'_> {
         for name in lake_now.keys() {
             names.entry(name.clone()).or_insert(None);
         }
-        let mut candidates = Vec::new();
         // The root directory first (it always stands: only its access control is restored).
-        if let Some(root) = level.root.filter(|_| self.still_to_do("")) {
-            candidates.push(Candidate {
-                blob: String::new(),
-                access: root.version.properties.access.clone(),
-                plan: Plan::Restore(Box::new(root)),
-                target: None,
-                current_kept: false,
-                written_by_job: false,
-                directory: true,
-            });
-        }
+        let root = level.root.filter(|_| self.still_to_do(""));
+        let mut candidates: Vec<Candidate> = root.map(root_candidate).into_iter().collect();
         for (blob, backup_choice) in names {
             if !self.still_to_do(&blob) {
                 continue;

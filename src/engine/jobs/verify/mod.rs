@@ -176,14 +176,8 @@ async fn run_part(part: Part<'_, VerifyKind>) -> Result<PartDone<VerifyKind>, Jo
     let vault = app.vault_of(&shard.container)?;
     // A hierarchical namespace takes no snapshots; its files' access control is compared.
     let hierarchical = app.source.namespace(&shard.container).await?.is_hierarchical();
-    let mut recorded = RecordedAccess::default();
-    let all = Names::Prefix("");
-    let backups = VaultLevel::list(app, &shard.container, &shard.prefix, all, false, |backup| {
-        if hierarchical {
-            recorded.note(&backup);
-        }
-    })
-    .await?;
+    let (backups, recorded) = level_backups(app, &shard.container, &shard.prefix, hierarchical)
+        .await?;
     let (names, subdirectories) =
         lake_level(&source, &shard.prefix, &options.filter, hierarchical).await?;
     if shard.part == 0 {
@@ -207,9 +201,6 @@ async fn run_part(part: Part<'_, VerifyKind>) -> Result<PartDone<VerifyKind>, Jo
     }
     let mut done = PartDone::new();
     if hierarchical && shard.starts_container() && options.filter.is_empty() {
-        for root in &backups.root {
-            recorded.note(root);
-        }
         judge_root(app, &shard.container, &backups, &recorded, &mut done, sink).await;
     }
     let mut last_done = None;
@@ -302,6 +293,30 @@ fn judge(
     for problem in problems {
         done.line(sink, problem);
     }
+}
+
+/// The level's backups, and (on a hierarchical namespace) the access control each version's
+/// newest backup records, the root directory's included.
+async fn level_backups(
+    app: &crate::app::App,
+    container: &str,
+    directory: &str,
+    hierarchical: bool,
+) -> Result<(VaultLevel, RecordedAccess), StorageError> {
+    let mut recorded = RecordedAccess::default();
+    let all = Names::Prefix("");
+    let backups = VaultLevel::list(app, container, directory, all, false, |backup| {
+        if hierarchical {
+            recorded.note(&backup);
+        }
+    })
+    .await?;
+    if hierarchical {
+        for root in &backups.root {
+            recorded.note(root);
+        }
+    }
+    Ok((backups, recorded))
 }
 
 /// Judges the container's root directory (a hierarchical namespace's `/`, read with Get

@@ -123,6 +123,44 @@ pub(super) fn error(request: &Request, status: &str, code: &str, message: &str) 
     own(azure_error(status, code, message, request, &[]), request)
 }
 
+/// Azure's refusal of a caller without the right (403 `AuthorizationPermissionMismatch`).
+pub(super) fn permission_mismatch(request: &Request) -> Answer {
+    let message = "This request is not authorized to perform this operation using this permission.";
+    error(
+        request,
+        &format!("403 {message}"),
+        "AuthorizationPermissionMismatch",
+        message,
+    )
+}
+
+/// The refusal of a request that would change `access`'s owner or group while such changes
+/// are refused ([`HnsLake::refuse_owner_changes`]), counted.
+fn owner_change_refused<'a>(
+    lake: &HnsLake,
+    request: &Request,
+    access: &AccessControl,
+    header: impl Fn(&str) -> Option<&'a str>,
+) -> Option<Answer> {
+    let changes_owner = header("x-ms-owner").is_some_and(|o| o != access.owner)
+        || header("x-ms-group").is_some_and(|g| g != access.group);
+    if !(changes_owner && lake.lake().owner_changes_refused) {
+        return None;
+    }
+    lake.count(|c| c.owner_refusals += 1);
+    Some(permission_mismatch(request))
+}
+
+/// `x-ms-owner` and `x-ms-group`, where the request has them, onto `access`.
+fn set_owner<'a>(access: &mut AccessControl, header: impl Fn(&str) -> Option<&'a str>) {
+    if let Some(owner) = header("x-ms-owner") {
+        access.owner = owner.to_owned();
+    }
+    if let Some(group) = header("x-ms-group") {
+        access.group = group.to_owned();
+    }
+}
+
 fn path_not_found(request: &Request) -> Answer {
     error(
         request,
@@ -213,23 +251,10 @@ pub(super) async fn create_path(
     let parent = key.parent().map(|p| lake.access_or_new(&p, true));
     let parent = parent.unwrap_or_else(AccessControl::root);
     let mut access = AccessControl::child_of(&parent, SUPERUSER, directory, umask);
-    let changes_owner = header("x-ms-owner").is_some_and(|o| o != access.owner)
-        || header("x-ms-group").is_some_and(|g| g != access.group);
-    if changes_owner && lake.lake().owner_changes_refused {
-        lake.count(|c| c.owner_refusals += 1);
-        return Ok(error(
-            request,
-            "403 This request is not authorized to perform this operation using this permission.",
-            "AuthorizationPermissionMismatch",
-            "This request is not authorized to perform this operation using this permission.",
-        ));
+    if let Some(refused) = owner_change_refused(lake, request, &access, header) {
+        return Ok(refused);
     }
-    if let Some(owner) = header("x-ms-owner") {
-        access.owner = owner.to_owned();
-    }
-    if let Some(group) = header("x-ms-group") {
-        access.group = group.to_owned();
-    }
+    set_owner(&mut access, header);
     if let Some(refused) = set_mode(request, &mut access, header) {
         return Ok(refused);
     }
@@ -356,12 +381,7 @@ pub(super) async fn set_access_control(
         return Ok(own(refusal, request));
     }
     if lake.lake().access_sets_refused {
-        return Ok(error(
-            request,
-            "403 This request is not authorized to perform this operation using this permission.",
-            "AuthorizationPermissionMismatch",
-            "This request is not authorized to perform this operation using this permission.",
-        ));
+        return Ok(permission_mismatch(request));
     }
     if let Some(bytes) = lake.take_rewrite(key, true) {
         upstream::put_blob(shared, key, bytes, &[]).await?;
@@ -379,26 +399,13 @@ pub(super) async fn set_access_control(
             "The condition specified using HTTP conditional header(s) is not met.",
         ));
     }
-    let changes_owner = header("x-ms-owner").is_some_and(|o| o != access.owner)
-        || header("x-ms-group").is_some_and(|g| g != access.group);
-    if changes_owner && lake.lake().owner_changes_refused {
-        lake.count(|c| c.owner_refusals += 1);
-        return Ok(error(
-            request,
-            "403 This request is not authorized to perform this operation using this permission.",
-            "AuthorizationPermissionMismatch",
-            "This request is not authorized to perform this operation using this permission.",
-        ));
+    if let Some(refused) = owner_change_refused(lake, request, &access, header) {
+        return Ok(refused);
     }
     if let Some(refused) = set_mode(request, &mut access, header) {
         return Ok(refused);
     }
-    if let Some(owner) = header("x-ms-owner") {
-        access.owner = owner.to_owned();
-    }
-    if let Some(group) = header("x-ms-group") {
-        access.group = group.to_owned();
-    }
+    set_owner(&mut access, header);
     if !lake.lake().access_sets_ignored {
         lake.set_access(key, access);
     }

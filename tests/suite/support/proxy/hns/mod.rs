@@ -406,12 +406,7 @@ pub(super) async fn answer(shared: &Shared, request: &Request, head: &[u8]) -> i
     let operation = operation(request);
     if let Operation::AccountInformation = operation {
         if lake.lake().account_information_refused {
-            return Ok(dfs::error(
-                request,
-                "403 This request is not authorized to perform this operation using this permission.",
-                "AuthorizationPermissionMismatch",
-                "This request is not authorized to perform this operation using this permission.",
-            ));
+            return Ok(dfs::permission_mismatch(request));
         }
         let mut answer = forward(shared, request, head).await?;
         if status_of(&answer) == 200 {
