@@ -17,7 +17,7 @@ use super::{
 /// Azurite's OAuth mode checks them (`aud` storage, `iss` an Entra issuer, unexpired; its
 /// signature is not); `None` when it holds (or the request carries a SAS, which is not
 /// checked), else Azure's refusal. Each is counted by kind.
-fn authentication_refusal(
+pub(super) fn authentication_refusal(
     shared: &Shared,
     lake: &HnsLake,
     request: &Request,
@@ -221,9 +221,6 @@ pub(super) async fn create_path(
     key: &PathKey,
     directory: bool,
 ) -> io::Result<Answer> {
-    if let Some(refusal) = authentication_refusal(shared, lake, request, key) {
-        return Ok(own(refusal, request));
-    }
     if key.path.is_empty() {
         return Ok(invalid(request, "a path is needed"));
     }
@@ -342,9 +339,6 @@ pub(super) async fn get_access_control(
     request: &Request,
     key: &PathKey,
 ) -> io::Result<Answer> {
-    if let Some(refusal) = authentication_refusal(shared, lake, request, key) {
-        return Ok(own(refusal, request));
-    }
     let Some((access, etag, modified)) = access_of(shared, lake, key).await? else {
         return Ok(path_not_found(request));
     };
@@ -377,9 +371,6 @@ pub(super) async fn set_access_control(
     request: &Request,
     key: &PathKey,
 ) -> io::Result<Answer> {
-    if let Some(refusal) = authentication_refusal(shared, lake, request, key) {
-        return Ok(own(refusal, request));
-    }
     if lake.lake().access_sets_refused {
         return Ok(permission_mismatch(request));
     }
@@ -430,9 +421,6 @@ pub(super) async fn delete_path(
     key: &PathKey,
     recursive: bool,
 ) -> io::Result<Answer> {
-    if let Some(refusal) = authentication_refusal(shared, lake, request, key) {
-        return Ok(own(refusal, request));
-    }
     if key.path.is_empty() {
         return Ok(invalid(
             request,

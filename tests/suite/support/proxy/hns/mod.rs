@@ -417,6 +417,20 @@ pub(super) async fn answer(shared: &Shared, request: &Request, head: &[u8]) -> i
     let Some(key) = PathKey::of(request) else {
         return forward(shared, request, head).await;
     };
+    // The dfs operations the stand-in answers itself: their authorization checked first.
+    let dfs = matches!(
+        operation,
+        Operation::CreatePath { .. }
+            | Operation::GetAccessControl
+            | Operation::SetAccessControl
+            | Operation::DeletePath { .. }
+    );
+    if let Some(refusal) = dfs
+        .then(|| dfs::authentication_refusal(shared, lake, request, &key))
+        .flatten()
+    {
+        return Ok(own(refusal, request));
+    }
     match operation {
         Operation::AccountInformation => forward(shared, request, head).await,
         Operation::Refused(what) => {
