@@ -47,7 +47,8 @@ pub async fn back_up_directory(
 
 /// The root directory of `container` (a hierarchical namespace's `/`: its owner, group,
 /// permissions, access and default ACL) as a directory version named `""`, read with Get
-/// Access Control on the file system's root, at the ETag and Last-Modified that answer gives.
+/// Access Control on the file system's root, at the ETag and Last-Modified that answer gives
+/// (the file system's where it gives none).
 /// The root is not listed (List Blobs shows what is under it), so this is its one reading.
 pub async fn root_directory(app: &App, container: &str) -> Result<Version, StorageError> {
     let what = || format!("reading the root directory of {container}");
@@ -56,14 +57,16 @@ pub async fn root_directory(app: &App, container: &str) -> Result<Version, Stora
         .get_access_control(container, "")
         .await?
         .ok_or_else(|| StorageError::other(what(), "the service says it does not exist"))?;
+    // Named by the ETag and Last-Modified Get Access Control answers with; where it has
+    // none, by the file system's (Get Container Properties): the root is the file system's.
     let (etag, last_modified) = match (root.etag.is_empty(), root.last_modified) {
         (false, Some(at)) => (root.etag, at),
-        _ => {
-            return Err(StorageError::other(
-                what(),
-                "the answer had no ETag or Last-Modified to name its version by",
-            ))
-        }
+        _ => app
+            .source
+            .container(container)?
+            .etag_and_modified()
+            .await?
+            .ok_or_else(|| StorageError::other(what(), "its file system does not exist"))?,
     };
     Ok(Version {
         name: String::new(),

@@ -94,3 +94,32 @@ async fn the_root_directory_is_backed_up_verified_and_restored_as_of_an_instant(
     assert_eq!(code, 0, "{now}");
     assert_eq!(access_now(&proxied, ""), later, "{now}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_root_answered_without_an_etag_is_named_by_its_file_systems() {
+    let (lake, proxied) = lake_on_stand_in(&[]).await;
+    // Azure does not document an ETag on the root's Get Access Control answer.
+    proxied.blob.hns().unwrap().root_without_etag();
+    set_access(&proxied, "", &[("x-ms-acl", FIRST_ACL)]).await;
+    let at_instant = access_now(&proxied, "");
+    let first = support::produce(&lake.app, "lake").await;
+    assert!(first.succeeded(), "{:?}", first.notes);
+    let (etag, _) = lake
+        .lake("lake")
+        .etag_and_modified()
+        .await
+        .unwrap()
+        .unwrap();
+    let roots = root_backups(&lake).await;
+    assert_eq!(roots.len(), 1, "{roots:?}");
+    let parsed = lakebackup::core::naming::parse_backup_blob_name(&roots[0]).unwrap();
+    assert_eq!(parsed.etag, etag, "named by the file system's ETag");
+    let instant = support::instant_after_writes().await;
+    set_access(&proxied, "", &[("x-ms-acl", LATER_ACL)]).await;
+    let second = support::produce(&lake.app, "lake").await;
+    assert!(second.succeeded(), "{:?}", second.notes);
+
+    let (code, restored) = restore(&lake.settings(), &["--as-of", &instant]);
+    assert_eq!(code, 0, "{restored}");
+    assert_eq!(access_now(&proxied, ""), at_instant, "{restored}");
+}

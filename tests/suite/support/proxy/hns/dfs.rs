@@ -321,6 +321,9 @@ async fn access_of(
         let root = lake
             .access_control(&key.account, &key.container, "")
             .unwrap_or_else(AccessControl::root);
+        if lake.lake().root_without_etag {
+            return Ok(Some((root, String::new(), String::new())));
+        }
         let etag = properties.header("etag").unwrap_or("").to_owned();
         let modified = properties.header("last-modified").unwrap_or("").to_owned();
         return Ok(Some((root, etag, modified)));

@@ -186,6 +186,8 @@ struct Lake {
     access_sets_refused: bool,
     /// [`HnsLake::ignore_access_sets`].
     access_sets_ignored: bool,
+    /// [`HnsLake::root_without_etag`].
+    root_without_etag: bool,
 }
 
 /// The hierarchical namespace of the accounts a stand-in proxy plays as ADLS Gen2 lakes.
@@ -214,6 +216,7 @@ impl HnsLake {
                 account_information_refused: false,
                 access_sets_refused: false,
                 access_sets_ignored: false,
+                root_without_etag: false,
             }),
         }
     }
@@ -269,6 +272,12 @@ impl HnsLake {
     /// that accepted a change it did not make): only reading it back tells.
     pub fn ignore_access_sets(&self) {
         self.lake().access_sets_ignored = true;
+    }
+
+    /// From now on, answers Get Access Control on the root directory without an ETag or
+    /// Last-Modified (Azure's answer there is not documented to carry them).
+    pub fn root_without_etag(&self) {
+        self.lake().root_without_etag = true;
     }
 
     /// From now on, answers Get Account Information (at the account and in a container) with
