@@ -171,6 +171,60 @@ impl Stamp {
     }
 }
 
+/// Azure's limit on a blob's metadata: names and values together, 8 KiB.
+pub const METADATA_LIMIT_BYTES: usize = 8 * 1024;
+
+/// The size of `metadata` as Azure counts it against [`METADATA_LIMIT_BYTES`]: every name and
+/// value, in bytes.
+pub fn metadata_bytes(metadata: &HashMap<String, String>) -> usize {
+    metadata.iter().map(|(k, v)| k.len() + v.len()).sum()
+}
+
+/// A backup whose metadata (the version's own, and the stamp with its access control) would
+/// pass Azure's 8 KiB: it is never written (the service would refuse it, or keep it without
+/// what makes it a backup).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "its backup's metadata would be {total} bytes, over Azure's limit of 8 KiB ({limit} bytes):      its own user metadata is {user} bytes, its access control (owner, group, permissions,      ACL) {access} bytes and the rest of the stamp {stamp} bytes; it is not backed up (a backup      without its access control would restore it wrongly): shorten its metadata or its ACL",
+    limit = METADATA_LIMIT_BYTES
+)]
+pub struct MetadataTooLarge {
+    pub total: usize,
+    pub user: usize,
+    pub access: usize,
+    pub stamp: usize,
+}
+
+impl Stamp {
+    /// [`Stamp::backup_metadata`], refused where it would pass Azure's 8 KiB limit.
+    pub fn checked_backup_metadata(
+        &self,
+        source_metadata: &HashMap<String, String>,
+    ) -> Result<HashMap<String, String>, MetadataTooLarge> {
+        let metadata = self.backup_metadata(source_metadata);
+        let total = metadata_bytes(&metadata);
+        if total <= METADATA_LIMIT_BYTES {
+            return Ok(metadata);
+        }
+        let access_keys = [STAMP_OWNER, STAMP_GROUP, STAMP_PERMISSIONS, STAMP_ACL];
+        let (mut access, mut stamp, mut user) = (0, 0, 0);
+        for (key, value) in &metadata {
+            let size = key.len() + value.len();
+            match key.as_str() {
+                k if access_keys.contains(&k) => access += size,
+                k if is_stamp_key(k) && !k.starts_with(USER_KEY_PREFIX) => stamp += size,
+                _ => user += size,
+            }
+        }
+        Err(MetadataTooLarge {
+            total,
+            user,
+            access,
+            stamp,
+        })
+    }
+}
+
 /// Where a backup keeps a user's own metadata key that starts with [`STAMP_PREFIX`].
 const USER_KEY_PREFIX: &str = "lakebackup_user_";
 
@@ -383,5 +437,37 @@ mod tests {
             user_metadata(&metadata),
             HashMap::from([("team".to_owned(), "a".to_owned())])
         );
+    }
+
+    #[test]
+    fn a_backup_whose_metadata_would_pass_8_kib_is_refused_saying_why() {
+        let access = Access {
+            owner: "5d0e".repeat(9),
+            group: "$superuser".into(),
+            permissions: "rwxr-x---+".into(),
+            acl: "user:5d0e5d0e-5d0e-5d0e-5d0e-5d0e5d0e5d0e:rwx,".repeat(60),
+        };
+        let properties = BlobProperties {
+            access: Some(access.clone()),
+            ..Default::default()
+        };
+        let stamped = stamp().with_properties(&properties);
+        let small = HashMap::from([("team".to_owned(), "a".to_owned())]);
+        let fits = stamped.checked_backup_metadata(&small).unwrap();
+        assert_eq!(stamped_access(&fits), Some(access), "the ACL is kept whole");
+        let large = HashMap::from([("notes".to_owned(), "x".repeat(6_000))]);
+        let refused = stamped.checked_backup_metadata(&large).unwrap_err();
+        assert!(refused.total > METADATA_LIMIT_BYTES);
+        assert_eq!(refused.user, "notes".len() + 6_000);
+        assert!(refused.access > 2_700, "{refused:?}");
+        assert_eq!(refused.total, refused.user + refused.access + refused.stamp);
+        let said = refused.to_string();
+        assert!(
+            said.contains("8 KiB") && said.contains("access control"),
+            "{said}"
+        );
+        // Without its access control the same metadata fits: the limit is the whole's.
+        let flat = stamp().checked_backup_metadata(&large).unwrap();
+        assert!(metadata_bytes(&flat) <= METADATA_LIMIT_BYTES);
     }
 }

@@ -78,6 +78,11 @@ pub struct VaultLevel {
     pub legacy_markers: Vec<LegacyMarker>,
     /// Its sub-directories: one the lake no longer has is visited all the same.
     pub subdirectories: HashSet<String>,
+    /// At the root of `{c}bak`: the complete backups of the lake's root directory (a
+    /// hierarchical namespace's `/`, the directory whose name is empty:
+    /// `_{time}_{etag}`). The root is no name of the level: it is never "gone", never handed
+    /// to a lister, never pruned; it is in the index.
+    pub root: Vec<BackupVersion>,
 }
 
 impl VaultLevel {
@@ -173,6 +178,10 @@ impl VaultLevel {
                         version.backup.stamped_etag(),
                         access.as_ref(),
                     );
+                    if version.parsed.source_name.is_empty() {
+                        self.root.push(version);
+                        continue;
+                    }
                     each(version);
                 }
             }

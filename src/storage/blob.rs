@@ -300,7 +300,18 @@ impl Blob {
         metadata: &HashMap<String, String>,
         if_match: &str,
     ) -> Result<(), StorageError> {
-        self.client
+        self.set_metadata_etag(metadata, if_match).await.map(drop)
+    }
+
+    /// [`Blob::set_metadata`], answering with the blob's ETag after it (where the service
+    /// sent one).
+    pub async fn set_metadata_etag(
+        &self,
+        metadata: &HashMap<String, String>,
+        if_match: &str,
+    ) -> Result<Option<String>, StorageError> {
+        let response = self
+            .client
             .set_metadata(
                 metadata,
                 Some(BlobClientSetMetadataOptions {
@@ -311,7 +322,10 @@ impl Blob {
             )
             .await
             .during(|| format!("setting the metadata of {}", self.what()))?;
-        Ok(())
+        let etag = response
+            .headers()
+            .get_optional_str(&azure_core::http::headers::ETAG);
+        Ok(etag.map(|e| normalize_etag(e).to_owned()))
     }
 
     /// The blob's bytes (of version `if_match` only, when given), with its ETag and metadata

@@ -57,6 +57,32 @@ impl Container {
         }
     }
 
+    /// The container's ETag (unquoted) and Last-Modified (Get Container Properties); `None`
+    /// when it does not exist.
+    pub async fn etag_and_modified(
+        &self,
+    ) -> Result<Option<(String, time::OffsetDateTime)>, StorageError> {
+        use azure_storage_blob::models::BlobContainerClientGetPropertiesResultHeaders as _;
+        let what = || format!("reading container {}", self.name);
+        let response = match self.client.get_properties(None).await {
+            Ok(response) => response,
+            Err(e) if e.http_status() == Some(StatusCode::NotFound) => return Ok(None),
+            Err(e) => return Err(StorageError::new(what(), e)),
+        };
+        let etag = response.etag().ok().flatten();
+        let modified = response.last_modified().ok().flatten();
+        match (etag, modified) {
+            (Some(etag), Some(modified)) => Ok(Some((
+                crate::core::etag::normalize_etag(etag.as_ref()).to_owned(),
+                modified,
+            ))),
+            _ => Err(StorageError::other(
+                what(),
+                "the answer had no ETag or Last-Modified",
+            )),
+        }
+    }
+
     /// Creates the container unless it exists already (another instance may have just made it).
     pub async fn create_if_missing(&self) -> Result<(), StorageError> {
         match self.client.create(None).await {

@@ -1,6 +1,7 @@
 //! The few calls of the Data Lake Storage Gen2 (dfs) REST API a restore into an account with a
-//! hierarchical namespace needs, and no more: Path - Create of a directory, and Path - Update
-//! `action=setAccessControl`. There is no datalake crate in Azure's Rust SDK, so they are sent
+//! hierarchical namespace needs, and no more: Path - Create of a directory, Path - Get
+//! Properties `action=getAccessControl` (the file system's root directory, `{fs}/`, is read so:
+//! no listing shows it), and Path - Update `action=setAccessControl`. There is no datalake crate in Azure's Rust SDK, so they are sent
 //! on `azure_core`'s pipeline with this account's own client options: the same retries,
 //! transport, SharedKey signing (`shared_key`), SAS (appended to the URL) or bearer token
 //! (`https://storage.azure.com/.default`, as the blob calls ask) — so keys-off works here as
@@ -23,14 +24,17 @@
 use std::{collections::HashMap, sync::Arc};
 
 use azure_core::http::{
-    headers::HeaderName,
+    headers::{HeaderName, Headers},
     policies::{auth::BearerTokenAuthorizationPolicy, Policy},
     Context, Method, Pipeline, PipelineSendOptions, Request, Url,
 };
 use azure_storage_blob::BlobContainerClientOptions;
 
 use super::{StorageAccount, StorageError, StorageResultExt};
-use crate::core::{etag::quoted_etag, properties::Access};
+use crate::core::{
+    etag::{normalize_etag, quoted_etag},
+    properties::Access,
+};
 
 /// The service version the dfs calls are sent with: the blob client's own.
 fn service_version() -> String {
@@ -95,6 +99,22 @@ impl StorageAccount {
         success: &'static [u16],
         operation: impl FnOnce() -> String,
     ) -> Result<Option<String>, StorageError> {
+        let answer = self
+            .dfs_answer(method, url, headers, success, operation)
+            .await?;
+        Ok(answer.get_optional_string(&HeaderName::from_static("etag")))
+    }
+
+    /// Sends one dfs request with `headers`, success being one of `success`: the answer's
+    /// headers.
+    async fn dfs_answer(
+        &self,
+        method: Method,
+        url: Url,
+        headers: &[(&'static str, &str)],
+        success: &'static [u16],
+        operation: impl FnOnce() -> String,
+    ) -> Result<Headers, StorageError> {
         let mut request = Request::new(url, method);
         request.insert_header("x-ms-version", service_version());
         request.insert_header("content-length", "0");
@@ -112,9 +132,45 @@ impl StorageAccount {
             .send(&Context::new(), &mut request, Some(options))
             .await
             .during(operation)?;
-        Ok(response
-            .headers()
-            .get_optional_string(&HeaderName::from_static("etag")))
+        Ok(response.headers().clone())
+    }
+
+    /// The access control of `container/path` (`""`: the file system's root directory), its
+    /// ETag and Last-Modified, as Path - Get Properties `action=getAccessControl` answers
+    /// (`HEAD {fs}/{path}?action=getAccessControl`; the root is `HEAD {fs}/?action=...`); `None`
+    /// when no such path stands (404).
+    pub async fn get_access_control(
+        &self,
+        container: &str,
+        path: &str,
+    ) -> Result<Option<PathAccess>, StorageError> {
+        let url = self.dfs_url(container, path, &[("action", "getAccessControl")])?;
+        let sent = self
+            .dfs_answer(Method::Head, url, &[], &[200], || {
+                format!("reading the access control of {container}/{path}")
+            })
+            .await;
+        let headers = match sent {
+            Ok(headers) => headers,
+            Err(e) if e.status == Some(404) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let header = |name: &'static str| {
+            headers
+                .get_optional_string(&HeaderName::from_static(name))
+                .unwrap_or_default()
+        };
+        let last_modified = azure_core::time::parse_rfc7231(&header("last-modified")).ok();
+        Ok(Some(PathAccess {
+            access: Access {
+                owner: header("x-ms-owner"),
+                group: header("x-ms-group"),
+                permissions: header("x-ms-permissions"),
+                acl: header("x-ms-acl"),
+            },
+            etag: crate::core::etag::normalize_etag(&header("etag")).to_owned(),
+            last_modified,
+        }))
     }
 
     /// Creates directory `path` of `container` (its missing parents with it, as Path - Create
@@ -185,7 +241,10 @@ impl StorageAccount {
     /// the owner or group is refused (403: it takes a superuser), the ACL is set alone and the
     /// refusal returned. Each request is sent `If-Match` the ETag in `now` (where known): a
     /// path written since is left alone ([`AccessRefused::Changed`]). Setting what is already
-    /// set changes nothing, so a redelivery may do it again.
+    /// set changes nothing, so a redelivery may do it again. What was set is read back (Get
+    /// Access Control): a path that does not hold it then (a service that answered 200 and
+    /// kept something else) is [`AccessRefused::NotHeld`]; one whose ETag moved on since the
+    /// last answer was written by someone else ([`AccessRefused::Changed`]).
     pub async fn set_access_control(
         &self,
         container: &str,
@@ -207,6 +266,7 @@ impl StorageAccount {
             container,
             path,
             etag: now.if_match.map(str::to_owned),
+            sent: false,
         };
         let mut refused = None;
         if !owner_same {
@@ -224,6 +284,9 @@ impl StorageAccount {
             let permissions = symbolic_permissions(&access.permissions);
             set.patch(&[("x-ms-permissions", permissions)]).await?;
         }
+        if set.sent {
+            set.read_back(access, refused.is_none()).await?;
+        }
         match refused {
             Some(e) => Err(AccessRefused::Owner(e)),
             None => Ok(()),
@@ -240,9 +303,34 @@ struct Conditional<'a> {
     container: &'a str,
     path: &'a str,
     etag: Option<String>,
+    /// A request was sent (and answered 200).
+    sent: bool,
 }
 
 impl Conditional<'_> {
+    /// Reads back what the path holds now: `access` (its owner and group only where
+    /// `with_owner`), at the ETag the last answer gave where it is known.
+    async fn read_back(&self, access: &Access, with_owner: bool) -> Result<(), AccessRefused> {
+        let held = self
+            .account
+            .get_access_control(self.container, self.path)
+            .await?
+            .ok_or(AccessRefused::Changed)?;
+        let known = self.etag.as_deref().filter(|e| !e.is_empty());
+        if known.is_some_and(|etag| normalize_etag(etag) != held.etag) {
+            return Err(AccessRefused::Changed);
+        }
+        let owner_held = held.access.owner == access.owner && held.access.group == access.group;
+        // Permissions not given (a caller that sets an ACL only) are not asked for.
+        let permissions_held =
+            access.permissions.is_empty() || held.access.permissions == access.permissions;
+        let mode_held = held.access.acl == access.acl && permissions_held;
+        match mode_held && (owner_held || !with_owner) {
+            true => Ok(()),
+            false => Err(AccessRefused::NotHeld(held.access)),
+        }
+    }
+
     async fn patch(&mut self, headers: &[(&'static str, &str)]) -> Result<(), AccessRefused> {
         let (container, path) = (self.container, self.path);
         let url = self
@@ -265,6 +353,7 @@ impl Conditional<'_> {
             .await;
         match sent {
             Ok(etag) => {
+                self.sent = true;
                 if self.etag.is_some() {
                     self.etag = etag.or(self.etag.take());
                 }
@@ -274,6 +363,16 @@ impl Conditional<'_> {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// A path's access control as Get Access Control answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathAccess {
+    pub access: Access,
+    /// Its ETag, unquoted (empty where the answer had none).
+    pub etag: String,
+    /// Its Last-Modified, where the answer had one.
+    pub last_modified: Option<time::OffsetDateTime>,
 }
 
 /// A directory Path - Create made.
@@ -310,6 +409,13 @@ pub enum AccessRefused {
     /// access control was left as the writer's.
     #[error("it was written since the restore saw it: its access control was left alone")]
     Changed,
+    /// Set (the service answered 200), yet read back the path holds this access control.
+    #[error(
+        "the service accepted its access control, yet it holds owner {} group {} permissions {} \
+         ACL {}",
+        .0.owner, .0.group, .0.permissions, .0.acl
+    )]
+    NotHeld(Access),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }

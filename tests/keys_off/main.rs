@@ -8,6 +8,8 @@
 #[path = "../suite/support/mod.rs"]
 mod support;
 
+mod hns;
+
 use std::{collections::HashMap, time::Duration};
 
 use lakebackup::{app::App, core::message::BackupRequest, settings::Settings};

@@ -102,13 +102,17 @@ pub fn backup_container_name(container: &str, suffix: &str) -> Result<String, Na
     Ok(name)
 }
 
-/// The blob name of the backup of one version of `name`.
+/// The blob name of the backup of one version of `name`; `""` is a hierarchical namespace's
+/// root directory (`_{time}_{etag}`: no blob has an empty name, so no other version's backup
+/// is named so, and it parses back to the empty name).
 pub fn backup_blob_name(
     name: &str,
     last_modified: OffsetDateTime,
     etag: &str,
 ) -> Result<String, NamingError> {
-    validate_blob_name(name)?;
+    if !name.is_empty() {
+        validate_blob_name(name)?;
+    }
     let etag = normalize_etag(etag);
     check_etag_fits_name(etag)?;
     let (stem, ext) = split_extension(name);

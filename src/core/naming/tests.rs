@@ -259,3 +259,18 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn the_root_directory_has_the_empty_name_and_parses_back_to_it() {
+    let root = backup_blob_name("", WHEN, ETAG).unwrap();
+    assert_eq!(root, "_20261124T141734Z_0x8DC12AB34CD56EF");
+    let parsed = parse_backup_blob_name(&root).unwrap();
+    assert_eq!(parsed.source_name, "");
+    assert_eq!(parsed.etag, ETAG);
+    // A file whose name looks like it is not the root.
+    let lookalike = backup_blob_name(&root, WHEN, "0x2").unwrap();
+    assert_eq!(
+        parse_backup_blob_name(&lookalike).unwrap().source_name,
+        root
+    );
+}

@@ -178,7 +178,7 @@ pub fn holds_besides_bytes(target: &Version, version: &Version) -> bool {
 /// made before names kept their case hold them lowercased, so comparing case would rewrite —
 /// and lowercase — blobs that hold the version. Whatever a restore writes, it writes with the
 /// version's names as they were written.
-fn same_metadata(a: &HashMap<String, String>, b: &HashMap<String, String>) -> bool {
+pub fn same_metadata(a: &HashMap<String, String>, b: &HashMap<String, String>) -> bool {
     let lower = |m: &HashMap<String, String>| -> std::collections::BTreeMap<String, String> {
         m.iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))

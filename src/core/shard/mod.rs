@@ -107,6 +107,15 @@ impl<W: ShardWork> Shard<W> {
         }
     }
 
+    /// The first part of a listing of the container's root level (a job over the whole
+    /// container): where the container's root directory itself is dealt with, once a pass.
+    pub fn starts_container(&self) -> bool {
+        self.prefix.is_empty()
+            && self.part == 0
+            && self.only.is_none()
+            && self.phase == Phase::Listing
+    }
+
     /// The shard over the one blob `name`, of `work`.
     pub fn one_blob(job: &str, container: &str, name: &str, work: W) -> Self {
         let directory = naming::directory_of(name).unwrap_or("");

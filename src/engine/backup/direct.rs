@@ -20,9 +20,7 @@ impl VersionBackup<'_> {
         version: &Version,
     ) -> Result<BackupOutcome, BackupError> {
         let attributes = CopyAttributes {
-            metadata: self
-                .stamp(version)
-                .backup_metadata(&version.metadata_or_empty()),
+            metadata: self.backup_metadata(version)?,
             tags: version.properties.tags.clone(),
             tier: None,
             stored_md5: version.content_md5.clone(),

@@ -20,9 +20,7 @@ pub async fn back_up_directory(
     let name = backup.backup_name(&directory)?;
     app.ensure_backup_container(&backup.backup_container)
         .await?;
-    let metadata = backup
-        .stamp(&directory)
-        .backup_metadata(&directory.metadata_or_empty());
+    let metadata = backup.backup_metadata(&directory)?;
     let destination = backup.backup_blob(&name)?;
     if destination.create(Vec::new(), metadata).await? {
         info!(backup = name, "directory backed up");
@@ -45,4 +43,44 @@ pub async fn back_up_directory(
             detail: format!("{name} stands in the backup container and is not its backup"),
         }),
     }
+}
+
+/// The root directory of `container` (a hierarchical namespace's `/`: its owner, group,
+/// permissions, access and default ACL) as a directory version named `""`, read with Get
+/// Access Control on the file system's root, at the ETag and Last-Modified that answer gives
+/// (the file system's where it gives none).
+/// The root is not listed (List Blobs shows what is under it), so this is its one reading.
+pub async fn root_directory(app: &App, container: &str) -> Result<Version, StorageError> {
+    let what = || format!("reading the root directory of {container}");
+    let root = app
+        .source
+        .get_access_control(container, "")
+        .await?
+        .ok_or_else(|| StorageError::other(what(), "the service says it does not exist"))?;
+    // Named by the ETag and Last-Modified Get Access Control answers with; where it has
+    // none, by the file system's (Get Container Properties): the root is the file system's.
+    let (etag, last_modified) = match (root.etag.is_empty(), root.last_modified) {
+        (false, Some(at)) => (root.etag, at),
+        _ => app
+            .source
+            .container(container)?
+            .etag_and_modified()
+            .await?
+            .ok_or_else(|| StorageError::other(what(), "its file system does not exist"))?,
+    };
+    Ok(Version {
+        name: String::new(),
+        snapshot: None,
+        etag,
+        last_modified,
+        content_length: 0,
+        content_md5: None,
+        metadata: Some(Default::default()),
+        properties: crate::core::properties::BlobProperties {
+            access: Some(root.access),
+            directory: true,
+            ..Default::default()
+        },
+        copy_status: None,
+    })
 }

@@ -27,7 +27,7 @@ mod direct;
 mod directory;
 mod settle;
 
-pub use self::directory::back_up_directory;
+pub use self::directory::{back_up_directory, root_directory};
 use self::settle::Settled;
 
 use serde::{Deserialize, Serialize};
@@ -251,6 +251,18 @@ impl<'a> VersionBackup<'a> {
         .with_properties(&version.properties)
     }
 
+    /// The backup's whole metadata (the version's own and its stamp, access control
+    /// included), refused as [`BackupError::Unusable`] where it would pass Azure's 8 KiB: a
+    /// backup never loses its access control to the limit.
+    fn backup_metadata(
+        &self,
+        version: &Version,
+    ) -> Result<std::collections::HashMap<String, String>, BackupError> {
+        self.stamp(version)
+            .checked_backup_metadata(&version.metadata_or_empty())
+            .map_err(|e| self.unusable(e.to_string()))
+    }
+
     fn backup_name(&self, version: &Version) -> Result<String, BackupError> {
         naming::backup_blob_name(&self.request.blob_name, version.last_modified, &self.etag)
             .map_err(|e| self.unusable(e.to_string()))
@@ -352,6 +364,8 @@ impl<'a> VersionBackup<'a> {
         match self.app.config.copy_engine {
             CopyEngine::Direct => self.copy_direct(&backup, name, &version).await,
             CopyEngine::Adf => {
+                // Refused before a pipeline copies what could never be stamped.
+                self.backup_metadata(&version)?;
                 let copy = adf::AdfCopy {
                     source: &source,
                     backup: &backup,

@@ -168,7 +168,10 @@ impl VersionBackup<'_> {
     ) -> Result<(), StorageError> {
         let metadata = self
             .stamp(version)
-            .backup_metadata(&version.metadata_or_empty());
+            .checked_backup_metadata(&version.metadata_or_empty())
+            .map_err(|e| {
+                StorageError::other(format!("stamping {}", backup.what()), e.to_string())
+            })?;
         backup
             .set_metadata(&metadata, judged.etag())
             .await

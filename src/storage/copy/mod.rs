@@ -77,6 +77,9 @@ pub struct Copied {
     pub md5_mismatch: bool,
     /// The destination's account refused to set tags; the copy was made without them.
     pub tags_refused: bool,
+    /// The destination's ETag after this copy's last write, where the service sent one (a
+    /// server-side copy still pending: its ETag at the copy's start).
+    pub etag: Option<String>,
 }
 
 /// How a copy request ended at the service.
@@ -179,12 +182,15 @@ pub async fn copy_server_side(
                 .start_copy_from_url(source_url.to_string(), Some(options))
                 .await
                 .during(|| format!("copying to {what}"))?;
-            response
+            let etag = response.etag().ok().flatten();
+            let status = response
                 .copy_status()
-                .during(|| format!("copying to {what}"))
+                .during(|| format!("copying to {what}"))?;
+            let etag = etag.map(|e| crate::core::etag::normalize_etag(e.as_ref()).to_owned());
+            Ok((status, etag))
         }
     };
-    let (status, tags_refused) = with_tags(attributes.tags.as_ref(), attempt).await?;
+    let ((status, etag), tags_refused) = with_tags(attributes.tags.as_ref(), attempt).await?;
     let state = match status {
         Some(CopyStatus::Success) => CopyStart::Done,
         _ if path == ServerCopy::Sync => {
@@ -198,6 +204,7 @@ pub async fn copy_server_side(
     Ok(Copied {
         state,
         tags_refused,
+        etag,
         ..Default::default()
     })
 }

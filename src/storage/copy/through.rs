@@ -160,7 +160,7 @@ impl Through<'_> {
         metadata
     }
 
-    fn copied(&self, digest: Vec<u8>, tags_refused: bool) -> Copied {
+    fn copied(&self, digest: Vec<u8>, tags_refused: bool, etag: Option<String>) -> Copied {
         let md5_mismatch = self.stored_md5().is_some_and(|stored| stored != digest);
         if md5_mismatch {
             tracing::warn!(
@@ -173,6 +173,7 @@ impl Through<'_> {
             md5: Some(digest),
             md5_mismatch,
             tags_refused,
+            etag,
         }
     }
 
@@ -193,9 +194,9 @@ impl Through<'_> {
 
     /// The last write of an append or page blob: its metadata, in place of the mark, if it is
     /// still the blob this copy wrote.
-    async fn finish(&self, etag: &str, digest: &[u8]) -> Result<(), StorageError> {
+    async fn finish(&self, etag: &str, digest: &[u8]) -> Result<Option<String>, StorageError> {
         self.destination
-            .set_metadata(&self.final_metadata(digest), etag)
+            .set_metadata_etag(&self.final_metadata(digest), etag)
             .await
             .map_err(|e| e.context(self.copying()))
     }

@@ -83,10 +83,10 @@ async fn a_first_backup_of_an_hns_lake_takes_no_snapshot_and_no_tag_and_keeps_ev
         assert_eq!(found, vec![bytes], "{name}");
     }
     // Beside the files, each directory they made is a version of its own (empty, with its
-    // access control: `hns::directories`).
+    // access control: `hns::directories`), and so is the root directory (`""`: `hns::root`).
     let mut sources: Vec<&str> = backed_up.keys().map(|(s, _)| s.as_str()).collect();
     sources.sort_unstable();
-    let mut expected = vec!["🦀", "🦀/日本", "日本", "日本/東京"];
+    let mut expected = vec!["", "🦀", "🦀/日本", "日本", "日本/東京"];
     expected.extend(files.iter().map(|(name, _)| *name));
     expected.sort_unstable();
     assert_eq!(sources, expected);

@@ -104,13 +104,15 @@ async fn every_directory_empty_ones_included_is_a_version_with_its_default_acl()
 
     let first = support::produce(&lake.app, "lake").await;
     assert!(first.succeeded(), "{:?}", first.notes);
+    // And the root directory (`""`: `hns::root`).
+    let directories = listed.len() as u64 + 1;
     assert_eq!(
         first.totals.get("directories"),
-        listed.len() as u64,
+        directories,
         "{:?}",
         first.totals
     );
-    assert_eq!(first.totals.get("directory_backups"), listed.len() as u64);
+    assert_eq!(first.totals.get("directory_backups"), directories);
     assert_eq!(
         first.totals.blobs, 1,
         "directories are not counted as files"
@@ -121,6 +123,7 @@ async fn every_directory_empty_ones_included_is_a_version_with_its_default_acl()
     let mut names: Vec<&str> = backed_up.keys().map(String::as_str).collect();
     names.sort_unstable();
     let mut expected = listed.to_vec();
+    expected.push("");
     expected.sort_unstable();
     assert_eq!(names, expected);
     for (name, versions) in &backed_up {
@@ -152,7 +155,7 @@ async fn every_directory_empty_ones_included_is_a_version_with_its_default_acl()
         "{:?}",
         again.totals
     );
-    assert_eq!(again.totals.get("directories"), listed.len() as u64);
+    assert_eq!(again.totals.get("directories"), directories);
     let counts = proxied.blob.hns().unwrap().counts();
     assert_eq!((counts.snapshots, counts.tag_requests), (0, 0));
 }
@@ -212,7 +215,7 @@ async fn verify_reports_a_directory_whose_acl_changed_and_one_never_backed_up() 
     };
     let (code, clean, gaps) = verify();
     assert_eq!((code, gaps), (0, Vec::new()), "{clean}");
-    assert_eq!(clean["directories"], 3, "{clean}");
+    assert_eq!(clean["directories"], 3 + 1, "and the root: {clean}");
     assert_eq!(clean["blobs"], 1, "{clean}");
 
     set_access(

@@ -7,9 +7,13 @@ mod directories;
 mod directory_events;
 mod doctor;
 mod figure;
+mod live;
+mod metadata_limit;
 mod namespace;
 mod restore;
 mod restore_exact;
+mod restore_pinned;
+mod root;
 mod stand_in;
 mod verify;
 

@@ -12,7 +12,10 @@ use super::{
 use crate::support::{self, worker};
 
 /// `lakebackup restore --container lake --from backup ARGS` with `settings`.
-fn restore(settings: &std::collections::HashMap<String, String>, args: &[&str]) -> (i32, Value) {
+pub(super) fn restore(
+    settings: &std::collections::HashMap<String, String>,
+    args: &[&str],
+) -> (i32, Value) {
     let mut full = vec!["restore", "--container", "lake", "--from", "backup"];
     full.extend(args);
     let (code, _, summary) = worker::run_lines(settings, &full);
@@ -222,5 +225,46 @@ async fn a_directorys_user_metadata_comes_back_with_it() {
     assert_eq!(
         metadata.get("hdi_isfolder").map(String::as_str),
         Some("true")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_directory_that_stands_gets_its_versions_user_metadata_back() {
+    let (lake, proxied) = lake_on_stand_in(&[]).await;
+    make_directory(&proxied, "d", &[("x-ms-properties", "owner=dGVhbQ==")]).await;
+    let first = support::produce(&lake.app, "lake").await;
+    assert!(first.succeeded(), "{:?}", first.notes);
+    let instant = support::instant_after_writes().await;
+    // After the instant the directory's metadata changes (a new version of it, backed up).
+    let directory = lake.lake("lake").blob("d");
+    let later = std::collections::HashMap::from([
+        ("owner".to_owned(), "other".to_owned()),
+        ("hdi_isfolder".to_owned(), "true".to_owned()),
+    ]);
+    directory.replace_metadata(&later).await.unwrap();
+    let second = support::produce(&lake.app, "lake").await;
+    assert!(second.succeeded(), "{:?}", second.notes);
+
+    let (code, summary) = restore(&lake.settings(), &["--as-of", &instant]);
+    assert_eq!(code, 0, "{summary}");
+    let (_, _, metadata) = support::properties(&lake.lake("lake"), "d").await;
+    assert_eq!(
+        metadata.get("owner").map(String::as_str),
+        Some("team"),
+        "{metadata:?}: {summary}"
+    );
+    assert_eq!(
+        metadata.get("hdi_isfolder").map(String::as_str),
+        Some("true"),
+        "still a directory"
+    );
+    assert!(
+        proxied
+            .blob
+            .hns()
+            .unwrap()
+            .access_control("source", "lake", "d")
+            .unwrap()
+            .directory
     );
 }

@@ -20,6 +20,7 @@
 //! retried.
 
 mod listing;
+mod root;
 mod slot;
 mod walk;
 
@@ -229,6 +230,10 @@ impl<'a> Part<'a> {
             } else {
                 budget
             };
+        if self.namespace.is_hierarchical() && self.shard.starts_container() && self.stop.is_none()
+        {
+            self.back_up_root(&level).await;
+        }
         let listed = match self.shard.phase {
             Phase::Listing => Some(self.list_and_repair(&level).await?),
             Phase::Deletions => None,

@@ -335,7 +335,7 @@ fn as_seen<'a>(blob: &'a Version, needs: &Needs) -> Cow<'a, Version> {
 }
 
 /// Now, to the second (a backup's name keeps seconds).
-fn seen_at() -> time::OffsetDateTime {
+pub(super) fn seen_at() -> time::OffsetDateTime {
     let now = time::OffsetDateTime::now_utc();
     now.replace_nanosecond(0).unwrap_or(now)
 }

@@ -16,6 +16,8 @@
 //! `hdi_isfolder` blob there would be junk), files are, and the job says once that access
 //! control was not applied.
 
+use std::collections::HashMap;
+
 use tracing::{info, warn};
 
 use super::{
@@ -24,17 +26,38 @@ use super::{
     Part, RestoreAction, RestoreStep,
 };
 use crate::{
-    core::{properties::Access, restore_plan::Plan},
+    core::{
+        properties::Access,
+        restore_plan::{same_metadata, Plan},
+        version::{is_folder_mark, FOLDER_MARK},
+    },
     storage::{
         dfs::{AccessNow, AccessRefused, CreatedDirectory},
-        StorageError,
+        ErrorCode, StorageError,
     },
 };
+
+/// What writing a directory came to, before its access control is set.
+struct DirectoryWritten {
+    outcome: Outcome,
+    /// The ETag its access control is set under: the listed one, or what its write left.
+    etag: Option<String>,
+    /// Created with its owner, group and ACL in the one request.
+    with_access: bool,
+    /// It stood, and its user metadata was written back.
+    rewritten: bool,
+}
+
+/// How lines and failures name the container's root directory (its version is named `""`).
+const ROOT: &str = "/";
 
 impl Part<'_> {
     /// Carries out a directory's plan: created where the target has no such path, then given
     /// its access control.
     pub(super) async fn restore_directory(&self, candidate: Candidate) -> Outcome {
+        if candidate.blob.is_empty() {
+            return self.restore_root(candidate).await;
+        }
         let name = candidate.blob.clone();
         let line = |step| RestoreAction {
             blob: name.clone(),
@@ -60,35 +83,19 @@ impl Part<'_> {
             .target
             .as_ref()
             .and_then(|t| t.properties.access.clone());
-        // The ETag its access control is set under: the listed one, or Create Path's.
-        let mut etag = candidate.target.as_ref().map(|t| t.etag.clone());
-        let mut with_access = false;
-        let mut outcome = match &candidate.target {
-            Some(_) => Outcome::unchanged(name.clone()),
-            None if self.options.dry_run => {
-                Outcome::line(Counted::Restored, line(RestoreStep::Restore))
-            }
-            None => match self.create_directory(&candidate).await {
-                Ok(created) => {
-                    let mut outcome = Outcome::line(Counted::Restored, line(RestoreStep::Restore));
-                    outcome.also.directories_created = u64::from(created.is_some());
-                    if let Some(created) = created {
-                        etag = Some(created.etag);
-                        with_access = created.with_access;
-                    }
-                    outcome
-                }
-                Err(e) => {
-                    warn!(directory = name, error = %e, "creating the directory failed");
-                    let mut failed = line(RestoreStep::Error);
-                    failed.error = Some(e.to_string());
-                    return Outcome::line(Counted::Error, failed);
-                }
-            },
+        let written = match self.write_directory(&candidate, &line).await {
+            Ok(written) => written,
+            Err(outcome) => return outcome,
         };
+        let DirectoryWritten {
+            mut outcome,
+            etag,
+            with_access,
+            rewritten,
+        } = written;
         // A directory created now has the access its parent's default ACL gave it, and no
         // sticky bit.
-        let current = if outcome.counted == Counted::Restored {
+        let current = if outcome.counted == Counted::Restored && !rewritten {
             None
         } else {
             current
@@ -107,6 +114,139 @@ impl Part<'_> {
             .restore_access(outcome, &name, candidate.access.as_ref(), now)
             .await;
         outcome
+    }
+
+    /// Writes the directory of `candidate`: created where the target has none, its user
+    /// metadata written back where it stands with other metadata; or the outcome that ends
+    /// its restore (changed since the plan, an error).
+    async fn write_directory(
+        &self,
+        candidate: &Candidate,
+        line: &(dyn Fn(RestoreStep) -> RestoreAction + Sync),
+    ) -> Result<DirectoryWritten, Outcome> {
+        let name = &candidate.blob;
+        let failed = |e: StorageError, what: &str| {
+            warn!(directory = name, error = %e, "{what}");
+            let mut failed = line(RestoreStep::Error);
+            failed.error = Some(e.to_string());
+            Outcome::line(Counted::Error, failed)
+        };
+        let restored = || Outcome::line(Counted::Restored, line(RestoreStep::Restore));
+        // The ETag its access control is set under: the listed one, or what its write left.
+        let mut written = DirectoryWritten {
+            outcome: Outcome::unchanged(name.clone()),
+            etag: candidate.target.as_ref().map(|t| t.etag.clone()),
+            with_access: false,
+            rewritten: false,
+        };
+        match &candidate.target {
+            Some(target) => match self.restore_directory_metadata(candidate, target).await {
+                Ok(None) => {}
+                Ok(Some(etag)) => {
+                    written.etag = Some(etag);
+                    written.rewritten = true;
+                    written.outcome = restored();
+                }
+                Err(e) if e.is(ErrorCode::ConditionNotMet) => {
+                    info!(directory = name, "written since the plan: its metadata left alone");
+                    let changed = line(RestoreStep::ChangedSincePlan);
+                    return Err(Outcome::line(Counted::ChangedSincePlan, changed));
+                }
+                Err(e) => return Err(failed(e, "restoring its metadata failed")),
+            },
+            None if self.options.dry_run => written.outcome = restored(),
+            None => match self.create_directory(candidate).await {
+                Ok(created) => {
+                    written.outcome = restored();
+                    written.outcome.also.directories_created = u64::from(created.is_some());
+                    if let Some(created) = created {
+                        written.etag = Some(created.etag);
+                        written.with_access = created.with_access;
+                    }
+                }
+                Err(e) => return Err(failed(e, "creating the directory failed")),
+            },
+        }
+        Ok(written)
+    }
+
+    /// Gives the target container's root directory (`/`, which always stands) the access
+    /// control of the root's version chosen, where what it has now (read with Get Access
+    /// Control) differs, `If-Match` the ETag that read gave. Named `/` in lines and failures.
+    async fn restore_root(&self, candidate: Candidate) -> Outcome {
+        let access = candidate.access.as_ref();
+        let mut outcome = Outcome::unchanged(ROOT.to_owned());
+        if !self.target_hierarchical || self.options.dry_run || access.is_none() {
+            return self.restore_access(outcome, "", access, AccessNow::default()).await;
+        }
+        let now = match self
+            .target_account
+            .get_access_control(self.target_name, "")
+            .await
+        {
+            Ok(Some(now)) => now,
+            Ok(None) => return outcome,
+            Err(e) => {
+                warn!(error = %e, "reading the root directory's access control failed");
+                outcome.also.access_failed = 1;
+                outcome.access_failure = Some(format!(
+                    "its access control could not be read, so it was not set: {e}"
+                ));
+                return outcome;
+            }
+        };
+        let current = AccessNow {
+            current: Some(&now.access),
+            sticky: now.access.sticky(),
+            if_match: Some(&now.etag),
+        };
+        outcome = self.restore_access(outcome, "", access, current).await;
+        outcome.blob = ROOT.to_owned();
+        if let Some(action) = &mut outcome.action {
+            action.blob = ROOT.to_owned();
+        }
+        outcome
+    }
+
+    /// Writes the user metadata of the directory version chosen back onto the directory that
+    /// stands (`target`, as listed), where it differs (names compared case-blind), `If-Match`
+    /// its listed ETag, with the folder mark kept: the ETag it has after, or `None` where
+    /// nothing was to write (or a dry run).
+    async fn restore_directory_metadata(
+        &self,
+        candidate: &Candidate,
+        target: &crate::core::version::Version,
+    ) -> Result<Option<String>, StorageError> {
+        let (Plan::Restore(version), Some(theirs)) = (&candidate.plan, &target.metadata) else {
+            return Ok(None);
+        };
+        let user = |metadata: &HashMap<String, String>| -> HashMap<String, String> {
+            let mut user = metadata.clone();
+            user.retain(|name, value| !is_folder_mark(name, value));
+            user
+        };
+        let wanted = user(&version.version.metadata_or_empty());
+        if same_metadata(&wanted, &user(theirs)) || self.options.dry_run {
+            return Ok(None);
+        }
+        // A restore never destroys a version: the directory's version now is backed up first
+        // (in the lake's account, where backups are) unless a backup holds it.
+        if !candidate.current_kept && self.target_in_lake_account {
+            let kept = crate::engine::backup::back_up_directory(self.app, self.target_name, target)
+                .await
+                .map_err(|e| {
+                    StorageError::other(
+                        format!("keeping the version {} holds now", candidate.blob),
+                        format!("it could not be backed up ({e}); the directory was left as it is"),
+                    )
+                })?;
+            info!(directory = candidate.blob, ?kept, "its version now is kept before the restore rewrites it");
+        }
+        let mut metadata = wanted;
+        metadata.insert(FOLDER_MARK.to_owned(), "true".to_owned());
+        let blob = self.target.blob(&candidate.blob);
+        let written = blob.set_metadata_etag(&metadata, &target.etag).await?;
+        Ok(Some(written.unwrap_or_default()))
     }
 
     /// Creates the directory of `candidate`, with its version's user metadata (the folder
@@ -186,6 +326,10 @@ impl Part<'_> {
             Err(AccessRefused::Storage(e)) => {
                 format!("its bytes are restored, but its access control could not be set: {e}")
             }
+            Err(e @ AccessRefused::NotHeld(_)) => format!(
+                "its bytes are restored, but read back its access control is not its version's                  (owner {} group {} permissions {} ACL {}): {e}",
+                access.owner, access.group, access.permissions, access.acl
+            ),
         };
         warn!(path = name, reason = failure, "access control not all set");
         outcome.also.access_failed = 1;

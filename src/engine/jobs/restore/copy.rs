@@ -25,7 +25,9 @@ use crate::{
 
 /// What writing a version back came to.
 pub(super) enum CopyBack {
-    Written,
+    /// Written: the target's ETag as this write left it, where known (the access control the
+    /// restore sets after is pinned to it).
+    Written(Option<String>),
     /// The target blob is no longer what the plan saw: nothing was written.
     ChangedSincePlan,
 }
@@ -93,7 +95,7 @@ impl Part<'_> {
     ) -> Result<CopyBack, StorageError> {
         let version = &restorable.version;
         if restorable.source == VersionSource::Base && self.in_place {
-            return Ok(CopyBack::Written);
+            return Ok(CopyBack::Written(planned_target.map(|t| t.etag.clone())));
         }
         let planned_against = planned_target.map(|t| t.etag.as_str());
         let destination = self.target.blob(blob);
@@ -155,7 +157,7 @@ impl Part<'_> {
                         "the target refused the version's tags: restored without them"
                     );
                 }
-                Ok(CopyBack::Written)
+                Ok(CopyBack::Written(copied.etag))
             }
             Err(e) if e.is(ErrorCode::ConditionNotMet) || e.is(ErrorCode::BlobAlreadyExists) => {
                 // The source moved on (its read is pinned), or the target was written: our own
@@ -175,7 +177,7 @@ impl Part<'_> {
                     || (holds_besides_bytes(&now.version, version)
                         && self.same_bytes(blob, restorable).await?);
                 Ok(match holds {
-                    true => CopyBack::Written,
+                    true => CopyBack::Written(Some(now.version.etag)),
                     false => CopyBack::ChangedSincePlan,
                 })
             }
@@ -203,6 +205,7 @@ impl Part<'_> {
             }
         };
         let pinned = pinned_etag(restorable);
+        let mut answered = None;
         match copy_server_side(
             destination,
             &source_url,
@@ -220,6 +223,7 @@ impl Part<'_> {
                         "the target refused the version's tags: restored without them"
                     );
                 }
+                answered = copied.etag;
             }
             Err(e) if e.is(ErrorCode::ConditionNotMet) || e.is(ErrorCode::BlobAlreadyExists) => {
                 // Our own copy, whose answer was lost and which the retry then found, looks the
@@ -237,7 +241,7 @@ impl Part<'_> {
         // Copy Blob copies the source's metadata when the request names none: a version without
         // user metadata is cleared after the copy, so no stamp key stays behind.
         let clear_metadata = attributes.metadata.is_empty();
-        self.copied(destination, &source_url, version, clear_metadata)
+        self.copied(destination, &source_url, version, clear_metadata, answered)
             .await
     }
 
@@ -267,13 +271,15 @@ impl Part<'_> {
     }
 
     /// Waits for a server-side copy to end and checks what landed: the version's length, and
-    /// no bookkeeping metadata left behind where the version had none.
+    /// no bookkeeping metadata left behind where the version had none. `answered`: the ETag
+    /// the copy request answered with.
     async fn copied(
         &self,
         destination: &Blob,
         source_url: &Url,
         version: &Version,
         clear_metadata: bool,
+        answered: Option<String>,
     ) -> Result<CopyBack, StorageError> {
         let config = &self.app.config;
         let what = destination.what();
@@ -305,20 +311,24 @@ impl Part<'_> {
                 state.version.content_length, version.content_length
             )));
         }
+        // The copy as it ended is ours while it still says it is this copy's destination (a
+        // write since clears the copy's properties): its ETag is the version written.
+        let ours = (state.copied_from(source_url) || answered.as_deref() == Some(state.etag()))
+            .then(|| state.etag().to_owned());
         if !clear_metadata || state.metadata().is_empty() {
-            return Ok(CopyBack::Written);
+            return Ok(CopyBack::Written(ours));
         }
         let cleared = destination
-            .set_metadata(&Default::default(), state.etag())
+            .set_metadata_etag(&Default::default(), state.etag())
             .await
             .map_err(|e| e.context(format!("clearing the bookkeeping metadata of {what}")));
         match cleared {
-            Ok(()) => Ok(CopyBack::Written),
+            Ok(etag) => Ok(CopyBack::Written(etag)),
             // Cleared by a try whose answer was lost, or written by someone since: the blob as
             // it is now says which.
             Err(e) if e.is(ErrorCode::ConditionNotMet) => match destination.probe().await? {
                 Some(now) if now.metadata().is_empty() && now.copied_from(source_url) => {
-                    Ok(CopyBack::Written)
+                    Ok(CopyBack::Written(Some(now.etag().to_owned())))
                 }
                 _ => Ok(CopyBack::ChangedSincePlan),
             },

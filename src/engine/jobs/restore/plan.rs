@@ -66,6 +66,9 @@ struct BackupChoices {
     /// Every version of the level with a complete backup: `(name, ETag)`.
     backed_up: HashSet<(String, String)>,
     subdirectories: Vec<String>,
+    /// The root directory's version current at the instant (a hierarchical namespace's `/`,
+    /// named `""`), where the level is the container's root and the restore covers it all.
+    root: Option<Restorable>,
 }
 
 /// A listed entry of the lake (the blob, or one of its snapshots) as a version to restore. A
@@ -113,6 +116,19 @@ fn restorable_backup(b: BackupVersion) -> Restorable {
     Restorable { version, source }
 }
 
+/// The root directory's version chosen, as a candidate named `""`.
+fn root_candidate(root: Restorable) -> Candidate {
+    Candidate {
+        blob: String::new(),
+        access: root.version.properties.access.clone(),
+        plan: Plan::Restore(Box::new(root)),
+        target: None,
+        current_kept: false,
+        written_by_job: false,
+        directory: true,
+    }
+}
+
 impl Part<'_> {
     /// The names of the level still to do, in name order: those after the previous part's last
     /// (the order is this part's own, over a complete listing of the level).
@@ -153,7 +169,9 @@ impl Part<'_> {
         for name in lake_now.keys() {
             names.entry(name.clone()).or_insert(None);
         }
-        let mut candidates = Vec::new();
+        // The root directory first (it always stands: only its access control is restored).
+        let root = level.root.filter(|_| self.still_to_do(""));
+        let mut candidates: Vec<Candidate> = root.map(root_candidate).into_iter().collect();
         for (blob, backup_choice) in names {
             if !self.still_to_do(&blob) {
                 continue;
@@ -275,11 +293,13 @@ impl Part<'_> {
         .await?;
         let mut subdirectories: Vec<String> = level.subdirectories.into_iter().collect();
         subdirectories.sort();
+        let roots: Vec<Restorable> = level.root.into_iter().map(restorable_backup).collect();
         Ok(BackupChoices {
             choices: best,
             backed_up,
             lives: level.lives,
             subdirectories,
+            root: version_at(&roots, as_of).cloned(),
         })
     }
 

@@ -53,6 +53,9 @@ pub(super) struct Outcome {
     pub(super) also: RestoreCounts,
     /// Why its access control was not all set, for the job's failures.
     pub(super) access_failure: Option<String>,
+    /// The ETag the target had once this restore wrote it, where known: its access control is
+    /// set only while it has it.
+    pub(super) written_etag: Option<String>,
 }
 
 impl Outcome {
@@ -63,6 +66,7 @@ impl Outcome {
             action: Some(action),
             also: RestoreCounts::default(),
             access_failure: None,
+            written_etag: None,
         }
     }
 
@@ -73,6 +77,7 @@ impl Outcome {
             action: None,
             also: RestoreCounts::default(),
             access_failure: None,
+            written_etag: None,
         }
     }
 }
@@ -100,14 +105,19 @@ impl Part<'_> {
         let target_etag = candidate.target.as_ref().map(|t| t.etag.clone());
         let blob = candidate.blob.clone();
         let outcome = self.act_on_blob(candidate).await;
+        let written_etag = outcome.written_etag.clone();
         let written = outcome.counted == Counted::Restored;
         let current = if written { None } else { target_access.clone() };
         // A file rewritten keeps the sticky bit its path had; a new one has none.
-        // Set only while the path is what the restore saw: listed, where it wrote nothing.
+        // Set only while the path is what the restore saw: listed where it wrote nothing, as
+        // written where it wrote (an ingestion's write since is never given the instant's ACL).
         let if_match = match written {
             false => target_etag.as_deref(),
-            true => None,
+            true => written_etag.as_deref(),
         };
+        if written && if_match.is_none() && access.is_some() {
+            warn!(blob, "the write answered with no ETag: its access is set unconditionally");
+        }
         let now = AccessNow {
             current: current.as_ref(),
             sticky: target_access.as_ref().is_some_and(Access::sticky),
@@ -124,10 +134,14 @@ impl Part<'_> {
         match &candidate.plan {
             Plan::Unchanged if candidate.written_by_job => {
                 let mut restored = action(blob, RestoreStep::Restore, None);
-                if let Some(target) = &candidate.target {
-                    restored.version_etag = Some(normalize_etag(&target.etag).to_owned());
+                let etag = candidate.target.as_ref().map(|t| t.etag.clone());
+                if let Some(etag) = &etag {
+                    restored.version_etag = Some(normalize_etag(etag).to_owned());
                 }
-                Outcome::line(Counted::Restored, restored)
+                Outcome {
+                    written_etag: etag,
+                    ..Outcome::line(Counted::Restored, restored)
+                }
             }
             Plan::Unchanged => Outcome::unchanged(blob),
             Plan::Deleted => {
@@ -171,9 +185,10 @@ impl Part<'_> {
             .copy_back(&blob, &version, target, candidate.current_kept)
             .await
         {
-            Ok(CopyBack::Written) => {
-                Outcome::line(Counted::Restored, restored(RestoreStep::Restore))
-            }
+            Ok(CopyBack::Written(etag)) => Outcome {
+                written_etag: etag,
+                ..Outcome::line(Counted::Restored, restored(RestoreStep::Restore))
+            },
             Ok(CopyBack::ChangedSincePlan) => {
                 info!(blob, "written to since the plan was made; left alone");
                 Outcome::line(

@@ -176,14 +176,8 @@ async fn run_part(part: Part<'_, VerifyKind>) -> Result<PartDone<VerifyKind>, Jo
     let vault = app.vault_of(&shard.container)?;
     // A hierarchical namespace takes no snapshots; its files' access control is compared.
     let hierarchical = app.source.namespace(&shard.container).await?.is_hierarchical();
-    let mut recorded = RecordedAccess::default();
-    let all = Names::Prefix("");
-    let backups = VaultLevel::list(app, &shard.container, &shard.prefix, all, false, |backup| {
-        if hierarchical {
-            recorded.note(&backup);
-        }
-    })
-    .await?;
+    let (backups, recorded) = level_backups(app, &shard.container, &shard.prefix, hierarchical)
+        .await?;
     let (names, subdirectories) =
         lake_level(&source, &shard.prefix, &options.filter, hierarchical).await?;
     if shard.part == 0 {
@@ -206,6 +200,9 @@ async fn run_part(part: Part<'_, VerifyKind>) -> Result<PartDone<VerifyKind>, Jo
         app.progress.saw(verdicts.len() as u64);
     }
     let mut done = PartDone::new();
+    if hierarchical && shard.starts_container() && options.filter.is_empty() {
+        judge_root(app, &shard.container, &backups, &recorded, &mut done, sink).await;
+    }
     let mut last_done = None;
     let finished = each_within_budget(
         verdicts,
@@ -296,6 +293,67 @@ fn judge(
     for problem in problems {
         done.line(sink, problem);
     }
+}
+
+/// The level's backups, and (on a hierarchical namespace) the access control each version's
+/// newest backup records, the root directory's included.
+async fn level_backups(
+    app: &crate::app::App,
+    container: &str,
+    directory: &str,
+    hierarchical: bool,
+) -> Result<(VaultLevel, RecordedAccess), StorageError> {
+    let mut recorded = RecordedAccess::default();
+    let all = Names::Prefix("");
+    let backups = VaultLevel::list(app, container, directory, all, false, |backup| {
+        if hierarchical {
+            recorded.note(&backup);
+        }
+    })
+    .await?;
+    if hierarchical {
+        for root in &backups.root {
+            recorded.note(root);
+        }
+    }
+    Ok((backups, recorded))
+}
+
+/// Judges the container's root directory (a hierarchical namespace's `/`, read with Get
+/// Access Control) as any directory: a backup of its version, with its access control. Named
+/// `/` in lines and notes.
+async fn judge_root(
+    app: &crate::app::App,
+    container: &str,
+    backups: &VaultLevel,
+    recorded: &RecordedAccess,
+    done: &mut PartDone<VerifyKind>,
+    sink: Option<super::kind::LineSink<'_, VerifyLine>>,
+) {
+    const ROOT: &str = "/";
+    let root = match crate::engine::backup::root_directory(app, container).await {
+        Ok(root) => root,
+        Err(e) => {
+            done.counts.directories += 1;
+            done.counts.unchecked += 1;
+            done.counts.failed += 1;
+            let detail = format!("its access control could not be read: {e}");
+            done.notes.fail(ROOT, Problem::Unchecked.as_str());
+            done.line(sink, VerifyLine::new(ROOT, Problem::Unchecked, Some(detail)));
+            return;
+        }
+    };
+    let backed_up = backups.index.contains("", &root.etag);
+    let access = backed_up.then(|| recorded.differs(&root)).flatten();
+    let verdict = BlobVerdict {
+        blob: Version {
+            name: ROOT.to_owned(),
+            ..root
+        },
+        needs_snapshot: false,
+        snapshots: 0,
+    };
+    judge(done, sink, &verdict, backed_up, None, access);
 }
 
 /// Counts what a deep check of `blob`'s backup found: a warning reported at once, a problem

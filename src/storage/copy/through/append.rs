@@ -35,8 +35,8 @@ impl Through<'_> {
             offset += length;
         }
         let digest = md5.finalize().to_vec();
-        self.finish(&etag, &digest).await?;
-        Ok(self.copied(digest, refused))
+        let written = self.finish(&etag, &digest).await?;
+        Ok(self.copied(digest, refused, written))
     }
 
     async fn create_append(

@@ -37,8 +37,8 @@ impl Through<'_> {
                 // Put Blob checks the MD5 it is given against the bytes: here they agree.
                 let metadata = self.final_metadata(&digest);
                 let put = |tags| self.put_blob(bytes.clone(), &metadata, &headers, &digest, tags);
-                let ((), refused) = with_tags(self.attributes.tags.as_ref(), put).await?;
-                return Ok(self.copied(digest, refused));
+                let (written, refused) = with_tags(self.attributes.tags.as_ref(), put).await?;
+                return Ok(self.copied(digest, refused, written));
             }
             let blocks = match bytes.is_empty() {
                 true => Vec::new(),
@@ -59,8 +59,8 @@ impl Through<'_> {
                 tags,
             )
         };
-        let ((), refused) = with_tags(self.attributes.tags.as_ref(), commit).await?;
-        Ok(self.copied(digest, refused))
+        let (written, refused) = with_tags(self.attributes.tags.as_ref(), commit).await?;
+        Ok(self.copied(digest, refused, written))
     }
 
     /// Stages the read's bytes as blocks (chunk-sized, or as many chunks per block as keep
@@ -121,7 +121,7 @@ impl Through<'_> {
         headers: &ContentHeaders,
         md5: &[u8],
         tags: Option<&Tags>,
-    ) -> Result<(), StorageError> {
+    ) -> Result<Option<String>, StorageError> {
         let options = making!(
             self,
             BlobClientUploadOptions {
@@ -135,12 +135,13 @@ impl Through<'_> {
             headers.clone(),
             tags
         );
-        self.destination
+        let response = self
+            .destination
             .sdk()
             .upload(bytes.into(), Some(options))
             .await
             .during(|| self.copying())?;
-        Ok(())
+        Ok(written_etag(response.etag))
     }
 
     fn tier(&self) -> Option<AccessTier> {
@@ -156,7 +157,7 @@ impl Through<'_> {
         headers: &ContentHeaders,
         md5: Option<Vec<u8>>,
         tags: Option<&Tags>,
-    ) -> Result<(), StorageError> {
+    ) -> Result<Option<String>, StorageError> {
         let list = BlockLookupList {
             latest: Some(blocks),
             ..Default::default()
@@ -172,14 +173,26 @@ impl Through<'_> {
             headers.clone(),
             tags
         );
-        self.destination
+        let response = self
+            .destination
             .sdk()
             .block_blob_client()
             .commit_block_list(list.try_into().during(|| self.copying())?, Some(options))
             .await
             .during(|| self.copying())?;
-        Ok(())
+        Ok(written_etag(
+            response
+                .headers()
+                .get_optional_as(&azure_core::http::headers::ETAG)
+                .ok()
+                .flatten(),
+        ))
     }
+}
+
+/// The ETag a write answered with, unquoted.
+fn written_etag(etag: Option<azure_core::http::Etag>) -> Option<String> {
+    etag.map(|e| crate::core::etag::normalize_etag(e.as_ref()).to_owned())
 }
 
 /// Azure's limit on the blocks of one block blob.

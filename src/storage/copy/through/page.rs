@@ -67,8 +67,8 @@ impl Through<'_> {
         }
         hash_zeros(&mut md5, length - position);
         let digest = md5.finalize().to_vec();
-        self.finish(&etag, &digest).await?;
-        Ok(self.copied(digest, refused))
+        let written = self.finish(&etag, &digest).await?;
+        Ok(self.copied(digest, refused, written))
     }
 
     async fn create_page(

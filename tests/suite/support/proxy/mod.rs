@@ -38,6 +38,7 @@
 
 mod classes;
 mod config;
+mod conn;
 mod faults;
 pub mod hns;
 mod refusals;
@@ -59,6 +60,7 @@ use tokio::{net::TcpListener, sync::oneshot};
 use super::azurite::{Azurite, BACKUP_KEY, JOBS_KEY, SOURCE_KEY};
 pub use classes::{classify, OpClass};
 pub use config::{ProxyConfig, Service};
+pub use conn::ProxyTls;
 use faults::{streams, SplitMix64};
 pub use faults::{FaultKind, Faults, Injected};
 use serve::accept;
@@ -123,6 +125,8 @@ struct Shared {
     upstream: SocketAddr,
     /// The accounts played as lakes with a hierarchical namespace (the dfs stand-in, [`hns`]).
     hns: Option<Arc<hns::HnsLake>>,
+    /// HTTPS on both sides (a keys-off test's), else plain HTTP.
+    tls: Option<ProxyTls>,
     state: Mutex<State>,
     /// Idle upstream connections, newest last.
     pool: Mutex<Vec<(Wire, Instant)>>,
@@ -161,15 +165,17 @@ impl Proxy {
     /// Starts a proxy for `upstream` (`http://127.0.0.1:PORT`, Azurite's blob or queue port)
     /// on a free loopback port.
     pub fn start(upstream: &str, service: Service, config: ProxyConfig) -> io::Result<Proxy> {
-        Proxy::start_with(upstream, service, config, None)
+        Proxy::start_with(upstream, service, config, None, None)
     }
 
-    /// As [`Proxy::start`], playing `hns`'s accounts as lakes with a hierarchical namespace.
+    /// As [`Proxy::start`], playing `hns`'s accounts as lakes with a hierarchical namespace,
+    /// over HTTPS on both sides with `tls`.
     fn start_with(
         upstream: &str,
         service: Service,
         config: ProxyConfig,
         hns: Option<Arc<hns::HnsLake>>,
+        tls: Option<ProxyTls>,
     ) -> io::Result<Proxy> {
         let upstream = upstream_address(upstream)?;
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -179,6 +185,7 @@ impl Proxy {
             service,
             upstream,
             hns,
+            tls,
             state: Mutex::new(State::new(config)),
             pool: Mutex::new(Vec::new()),
         });
@@ -217,9 +224,15 @@ impl Proxy {
         self.port
     }
 
-    /// `http://127.0.0.1:PORT`, to put where Azurite's endpoint would go.
+    /// `http://127.0.0.1:PORT` (`https` when it speaks TLS), to put where Azurite's endpoint
+    /// would go.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.shared.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub fn stats(&self) -> ProxyStats {
@@ -301,6 +314,21 @@ impl ProxiedAzurite {
         ProxiedAzurite::start_with(azurite, config, Some(lake))
     }
 
+    /// The dfs stand-in (as [`ProxiedAzurite::start_hns`]) in front of Azurite in OAuth mode
+    /// over HTTPS (keys off): its blob proxy speaks HTTPS to clients and to Azurite with `tls`;
+    /// its queue proxy is a plain one (keys-off workers reach Azurite's queues directly).
+    pub fn start_hns_tls(azurite: &Azurite, tls: ProxyTls, accounts: &[&str]) -> io::Result<Proxy> {
+        let config = ProxyConfig::azurite();
+        let lake = Arc::new(hns::HnsLake::new(accounts.iter().copied()));
+        Proxy::start_with(
+            &format!("http://127.0.0.1:{}", azurite.blob_port),
+            Service::Blob,
+            config,
+            Some(lake),
+            Some(tls),
+        )
+    }
+
     fn start_with(
         azurite: &Azurite,
         config: ProxyConfig,
@@ -315,6 +343,7 @@ impl ProxiedAzurite {
             Service::Blob,
             config.clone(),
             hns,
+            None,
         )?;
         let queue = Proxy::start(
             &format!("http://127.0.0.1:{}", azurite.queue_port),

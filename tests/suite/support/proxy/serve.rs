@@ -15,6 +15,7 @@ use tokio::{
 
 use super::{
     classify,
+    conn::Conn,
     faults::{bad_gateway, error_answer},
     hns,
     refusals::{
@@ -44,8 +45,13 @@ pub(super) async fn forward(shared: &Shared, request: &Request, head: &[u8]) -> 
             Err((error, _)) => return Err(error),
         }
     }
-    let mut wire = Wire::new(TcpStream::connect(shared.upstream).await?);
-    let _ = wire.stream.set_nodelay(true);
+    let tcp = TcpStream::connect(shared.upstream).await?;
+    let _ = tcp.set_nodelay(true);
+    let conn = match &shared.tls {
+        Some(tls) => tls.connect(tcp).await?,
+        None => Conn::Plain(tcp),
+    };
+    let mut wire = Wire::new(conn);
     match exchange(&mut wire, request, head).await {
         Ok(answer) => finish(shared, wire, answer),
         Err((error, _)) => Err(error),
@@ -87,7 +93,17 @@ pub(super) async fn accept(listener: TcpListener, shared: Arc<Shared>) {
         };
         let _ = stream.set_nodelay(true);
         shared.state().stats.connections_accepted += 1;
-        tokio::spawn(serve(Wire::new(stream), shared.clone()));
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let conn = match &shared.tls {
+                Some(tls) => match tls.accept(stream).await {
+                    Ok(conn) => conn,
+                    Err(_) => return,
+                },
+                None => Conn::Plain(stream),
+            };
+            serve(Wire::new(conn), shared).await
+        });
     }
 }
 

@@ -4,14 +4,13 @@
 
 use std::io;
 
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::conn::Conn;
 
 /// A connection with what has been read from it but not yet used.
 pub(super) struct Wire {
-    pub(super) stream: TcpStream,
+    pub(super) stream: Conn,
     pub(super) buffer: Vec<u8>,
     /// Bytes received since the last request was sent: a failure after any of them means the
     /// peer did answer.
@@ -23,7 +22,7 @@ pub(super) struct Wire {
 pub(super) const MAX_HEAD: usize = 1 << 20;
 
 impl Wire {
-    pub(super) fn new(stream: TcpStream) -> Wire {
+    pub(super) fn new(stream: Conn) -> Wire {
         Wire {
             stream,
             buffer: Vec::new(),

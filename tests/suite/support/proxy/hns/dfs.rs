@@ -13,12 +13,20 @@ use super::{
     own, upstream, HnsLake, PathKey,
 };
 
-/// A SharedKey signature checked with the account's key; `None` when it holds (or the request
-/// carries a SAS or bearer token, which the stand-in does not check), else Azure's refusal.
-fn authentication_refusal(shared: &Shared, request: &Request, key: &PathKey) -> Option<Vec<u8>> {
+/// A SharedKey signature checked with the account's key, a bearer token's claims checked as
+/// Azurite's OAuth mode checks them (`aud` storage, `iss` an Entra issuer, unexpired; its
+/// signature is not); `None` when it holds (or the request carries a SAS, which is not
+/// checked), else Azure's refusal. Each is counted by kind.
+pub(super) fn authentication_refusal(
+    shared: &Shared,
+    lake: &HnsLake,
+    request: &Request,
+    key: &PathKey,
+) -> Option<Vec<u8>> {
     let authorization = request.head.header("authorization");
     let sas = query_value(request, "sig").is_some();
     let Some(authorization) = authorization else {
+        lake.count(|c| c.dfs_sas += u64::from(sas));
         return (!sas).then(|| {
             azure_error(
                 "401 Server failed to authenticate the request.",
@@ -29,9 +37,22 @@ fn authentication_refusal(shared: &Shared, request: &Request, key: &PathKey) -> 
             )
         });
     };
+    if let Some(token) = authorization.strip_prefix("Bearer ") {
+        lake.count(|c| c.dfs_bearer += 1);
+        return bearer_refusal(token).map(|why| {
+            azure_error(
+                "401 Server failed to authenticate the request.",
+                "InvalidAuthenticationInfo",
+                &why,
+                request,
+                &[],
+            )
+        });
+    }
     if !authorization.starts_with("SharedKey ") {
         return None;
     }
+    lake.count(|c| c.dfs_shared_key += 1);
     let secret = shared.state().keys.get(&key.account).cloned()?;
     let url = url::Url::parse(&format!("http://proxy{}", request.target)).ok()?;
     let expected = lakebackup::storage::shared_key::authorization(
@@ -57,6 +78,31 @@ fn authentication_refusal(shared: &Shared, request: &Request, key: &PathKey) -> 
     })
 }
 
+/// Why a bearer token is refused: its claims (JWT payload) as Azurite's OAuth mode checks them.
+fn bearer_refusal(token: &str) -> Option<String> {
+    use base64::{engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL, Engine as _};
+    let Some(payload) = token.split('.').nth(1) else {
+        return Some("the bearer token is no JWT".into());
+    };
+    let Some(claims) = BASE64URL
+        .decode(payload.trim_end_matches('='))
+        .ok()
+        .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok())
+    else {
+        return Some("the bearer token is no JWT".into());
+    };
+    let aud = claims["aud"].as_str().unwrap_or_default();
+    let iss = claims["iss"].as_str().unwrap_or_default();
+    let exp = claims["exp"].as_i64().unwrap_or_default();
+    if aud.trim_end_matches('/') != "https://storage.azure.com" {
+        return Some(format!("audience {aud:?} is not storage"));
+    }
+    if !iss.starts_with("https://sts.windows.net/") {
+        return Some(format!("issuer {iss:?} is no Entra issuer"));
+    }
+    (exp <= time::OffsetDateTime::now_utc().unix_timestamp()).then(|| "expired".into())
+}
+
 fn ok(request: &Request, status: &str, headers: &[(&str, &str)]) -> Answer {
     let mut text =
         format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nServer: lakebackup-dfs-stand-in\r\n");
@@ -75,6 +121,44 @@ fn ok(request: &Request, status: &str, headers: &[(&str, &str)]) -> Answer {
 
 pub(super) fn error(request: &Request, status: &str, code: &str, message: &str) -> Answer {
     own(azure_error(status, code, message, request, &[]), request)
+}
+
+/// Azure's refusal of a caller without the right (403 `AuthorizationPermissionMismatch`).
+pub(super) fn permission_mismatch(request: &Request) -> Answer {
+    let message = "This request is not authorized to perform this operation using this permission.";
+    error(
+        request,
+        &format!("403 {message}"),
+        "AuthorizationPermissionMismatch",
+        message,
+    )
+}
+
+/// The refusal of a request that would change `access`'s owner or group while such changes
+/// are refused ([`HnsLake::refuse_owner_changes`]), counted.
+fn owner_change_refused<'a>(
+    lake: &HnsLake,
+    request: &Request,
+    access: &AccessControl,
+    header: impl Fn(&str) -> Option<&'a str>,
+) -> Option<Answer> {
+    let changes_owner = header("x-ms-owner").is_some_and(|o| o != access.owner)
+        || header("x-ms-group").is_some_and(|g| g != access.group);
+    if !(changes_owner && lake.lake().owner_changes_refused) {
+        return None;
+    }
+    lake.count(|c| c.owner_refusals += 1);
+    Some(permission_mismatch(request))
+}
+
+/// `x-ms-owner` and `x-ms-group`, where the request has them, onto `access`.
+fn set_owner<'a>(access: &mut AccessControl, header: impl Fn(&str) -> Option<&'a str>) {
+    if let Some(owner) = header("x-ms-owner") {
+        access.owner = owner.to_owned();
+    }
+    if let Some(group) = header("x-ms-group") {
+        access.group = group.to_owned();
+    }
 }
 
 fn path_not_found(request: &Request) -> Answer {
@@ -137,9 +221,6 @@ pub(super) async fn create_path(
     key: &PathKey,
     directory: bool,
 ) -> io::Result<Answer> {
-    if let Some(refusal) = authentication_refusal(shared, request, key) {
-        return Ok(own(refusal, request));
-    }
     if key.path.is_empty() {
         return Ok(invalid(request, "a path is needed"));
     }
@@ -167,23 +248,10 @@ pub(super) async fn create_path(
     let parent = key.parent().map(|p| lake.access_or_new(&p, true));
     let parent = parent.unwrap_or_else(AccessControl::root);
     let mut access = AccessControl::child_of(&parent, SUPERUSER, directory, umask);
-    let changes_owner = header("x-ms-owner").is_some_and(|o| o != access.owner)
-        || header("x-ms-group").is_some_and(|g| g != access.group);
-    if changes_owner && lake.lake().owner_changes_refused {
-        lake.count(|c| c.owner_refusals += 1);
-        return Ok(error(
-            request,
-            "403 This request is not authorized to perform this operation using this permission.",
-            "AuthorizationPermissionMismatch",
-            "This request is not authorized to perform this operation using this permission.",
-        ));
+    if let Some(refused) = owner_change_refused(lake, request, &access, header) {
+        return Ok(refused);
     }
-    if let Some(owner) = header("x-ms-owner") {
-        access.owner = owner.to_owned();
-    }
-    if let Some(group) = header("x-ms-group") {
-        access.group = group.to_owned();
-    }
+    set_owner(&mut access, header);
     if let Some(refused) = set_mode(request, &mut access, header) {
         return Ok(refused);
     }
@@ -237,22 +305,28 @@ pub(super) async fn create_path(
 }
 
 /// The path's access control and its properties' ETag and Last-Modified; `None` when the path
-/// does not exist. The root directory always exists.
+/// does not exist. The root directory (`""`) stands as long as its container, with the file
+/// system's ETag and Last-Modified.
 async fn access_of(
     shared: &Shared,
     lake: &HnsLake,
     key: &PathKey,
 ) -> io::Result<Option<(AccessControl, String, String)>> {
-    if key.path.is_empty() {
-        let root = lake
-            .access_control(&key.account, &key.container, "")
-            .unwrap_or_else(AccessControl::root);
-        return Ok(Some((root, String::new(), String::new())));
-    }
     let properties = upstream::properties(shared, key).await?;
     if properties.status != 200 {
         lake.forget(key);
         return Ok(None);
+    }
+    if key.path.is_empty() {
+        let root = lake
+            .access_control(&key.account, &key.container, "")
+            .unwrap_or_else(AccessControl::root);
+        if lake.lake().root_without_etag {
+            return Ok(Some((root, String::new(), String::new())));
+        }
+        let etag = properties.header("etag").unwrap_or("").to_owned();
+        let modified = properties.header("last-modified").unwrap_or("").to_owned();
+        return Ok(Some((root, etag, modified)));
     }
     let directory = properties.header("x-ms-meta-hdi_isfolder") == Some("true");
     let access = lake.access_or_new(key, directory);
@@ -268,9 +342,6 @@ pub(super) async fn get_access_control(
     request: &Request,
     key: &PathKey,
 ) -> io::Result<Answer> {
-    if let Some(refusal) = authentication_refusal(shared, request, key) {
-        return Ok(own(refusal, request));
-    }
     let Some((access, etag, modified)) = access_of(shared, lake, key).await? else {
         return Ok(path_not_found(request));
     };
@@ -303,16 +374,8 @@ pub(super) async fn set_access_control(
     request: &Request,
     key: &PathKey,
 ) -> io::Result<Answer> {
-    if let Some(refusal) = authentication_refusal(shared, request, key) {
-        return Ok(own(refusal, request));
-    }
     if lake.lake().access_sets_refused {
-        return Ok(error(
-            request,
-            "403 This request is not authorized to perform this operation using this permission.",
-            "AuthorizationPermissionMismatch",
-            "This request is not authorized to perform this operation using this permission.",
-        ));
+        return Ok(permission_mismatch(request));
     }
     if let Some(bytes) = lake.take_rewrite(key, true) {
         upstream::put_blob(shared, key, bytes, &[]).await?;
@@ -330,27 +393,16 @@ pub(super) async fn set_access_control(
             "The condition specified using HTTP conditional header(s) is not met.",
         ));
     }
-    let changes_owner = header("x-ms-owner").is_some_and(|o| o != access.owner)
-        || header("x-ms-group").is_some_and(|g| g != access.group);
-    if changes_owner && lake.lake().owner_changes_refused {
-        lake.count(|c| c.owner_refusals += 1);
-        return Ok(error(
-            request,
-            "403 This request is not authorized to perform this operation using this permission.",
-            "AuthorizationPermissionMismatch",
-            "This request is not authorized to perform this operation using this permission.",
-        ));
+    if let Some(refused) = owner_change_refused(lake, request, &access, header) {
+        return Ok(refused);
     }
     if let Some(refused) = set_mode(request, &mut access, header) {
         return Ok(refused);
     }
-    if let Some(owner) = header("x-ms-owner") {
-        access.owner = owner.to_owned();
+    set_owner(&mut access, header);
+    if !lake.lake().access_sets_ignored {
+        lake.set_access(key, access);
     }
-    if let Some(group) = header("x-ms-group") {
-        access.group = group.to_owned();
-    }
-    lake.set_access(key, access);
     lake.count(|c| c.access_writes += 1);
     Ok(ok(
         request,
@@ -372,9 +424,6 @@ pub(super) async fn delete_path(
     key: &PathKey,
     recursive: bool,
 ) -> io::Result<Answer> {
-    if let Some(refusal) = authentication_refusal(shared, request, key) {
-        return Ok(own(refusal, request));
-    }
     if key.path.is_empty() {
         return Ok(invalid(
             request,

@@ -19,7 +19,9 @@
 //!   `x-ms-group`, and `x-ms-permissions` or `x-ms-acl`), kept per path by the stand-in, a
 //!   directory's default ACL inherited by a child when it is created (with the create mode
 //!   0666/0777 masking the base entries; without a default ACL the umask, 0027 unless
-//!   `x-ms-umask` says otherwise), the owning group copied from the parent;
+//!   `x-ms-umask` says otherwise), the owning group copied from the parent; the file system's
+//!   root directory (`{fs}/?action=...`) answers Get and Set Access Control with the
+//!   container's ETag and Last-Modified (the file system's), and 404 once its container is gone;
 //! - List Blobs with `include=permissions` (service version 2020-06-12 and later): `Owner`,
 //!   `Group`, `Permissions`, `Acl` and `ResourceType` (`file`/`directory`) in each entry's
 //!   `Properties`;
@@ -28,7 +30,10 @@
 //!
 //! Where it simplifies Azure:
 //! - the dfs operations are answered on the blob port (as on an IP-style endpoint, where the dfs
-//!   URL is the blob URL); a SharedKey signature is checked, a SAS or bearer token is not;
+//!   URL is the blob URL); a SharedKey signature is checked, a bearer token's claims are (as
+//!   Azurite's OAuth mode checks them: audience, issuer, expiry; not its signature), a SAS is
+//!   not; each dfs request is counted by how it was authorized ([`HnsCounts`]); over HTTPS in
+//!   front of Azurite in OAuth mode with [`super::ProxiedAzurite::start_hns_tls`] (keys off);
 //! - a path's ACL lives in the stand-in (in memory), from the write that created it; a blob
 //!   written straight to Azurite has the defaults of a file created under its parent when first
 //!   asked for; every principal of a key, SAS or token is `$superuser`; `x-ms-umask` is not
@@ -153,6 +158,11 @@ pub struct HnsCounts {
     pub rewrites: u64,
     /// Owner or group changes refused ([`HnsLake::refuse_owner_changes`]).
     pub owner_refusals: u64,
+    /// dfs requests (Create Path, Get/Set Access Control, Delete Path) by how they were
+    /// authorized: a SharedKey signature (checked), a bearer token (its claims checked), a SAS.
+    pub dfs_shared_key: u64,
+    pub dfs_bearer: u64,
+    pub dfs_sas: u64,
 }
 
 /// A file to rewrite with `bytes` when it is first read or copied.
@@ -174,6 +184,10 @@ struct Lake {
     account_information_refused: bool,
     /// [`HnsLake::refuse_access_sets`].
     access_sets_refused: bool,
+    /// [`HnsLake::ignore_access_sets`].
+    access_sets_ignored: bool,
+    /// [`HnsLake::root_without_etag`].
+    root_without_etag: bool,
 }
 
 /// The hierarchical namespace of the accounts a stand-in proxy plays as ADLS Gen2 lakes.
@@ -201,6 +215,8 @@ impl HnsLake {
                 owner_changes_refused: false,
                 account_information_refused: false,
                 access_sets_refused: false,
+                access_sets_ignored: false,
+                root_without_etag: false,
             }),
         }
     }
@@ -250,6 +266,18 @@ impl HnsLake {
     /// has is then what it was created with.
     pub fn refuse_access_sets(&self) {
         self.lake().access_sets_refused = true;
+    }
+
+    /// From now on, answers every setAccessControl with 200 and keeps nothing of it (a service
+    /// that accepted a change it did not make): only reading it back tells.
+    pub fn ignore_access_sets(&self) {
+        self.lake().access_sets_ignored = true;
+    }
+
+    /// From now on, answers Get Access Control on the root directory without an ETag or
+    /// Last-Modified (Azure's answer there is not documented to carry them).
+    pub fn root_without_etag(&self) {
+        self.lake().root_without_etag = true;
     }
 
     /// From now on, answers Get Account Information (at the account and in a container) with
@@ -387,12 +415,7 @@ pub(super) async fn answer(shared: &Shared, request: &Request, head: &[u8]) -> i
     let operation = operation(request);
     if let Operation::AccountInformation = operation {
         if lake.lake().account_information_refused {
-            return Ok(dfs::error(
-                request,
-                "403 This request is not authorized to perform this operation using this permission.",
-                "AuthorizationPermissionMismatch",
-                "This request is not authorized to perform this operation using this permission.",
-            ));
+            return Ok(dfs::permission_mismatch(request));
         }
         let mut answer = forward(shared, request, head).await?;
         if status_of(&answer) == 200 {
@@ -403,6 +426,20 @@ pub(super) async fn answer(shared: &Shared, request: &Request, head: &[u8]) -> i
     let Some(key) = PathKey::of(request) else {
         return forward(shared, request, head).await;
     };
+    // The dfs operations the stand-in answers itself: their authorization checked first.
+    let dfs = matches!(
+        operation,
+        Operation::CreatePath { .. }
+            | Operation::GetAccessControl
+            | Operation::SetAccessControl
+            | Operation::DeletePath { .. }
+    );
+    if let Some(refusal) = dfs
+        .then(|| dfs::authentication_refusal(shared, lake, request, &key))
+        .flatten()
+    {
+        return Ok(own(refusal, request));
+    }
     match operation {
         Operation::AccountInformation => forward(shared, request, head).await,
         Operation::Refused(what) => {

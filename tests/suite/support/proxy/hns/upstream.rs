@@ -110,9 +110,14 @@ pub(super) async fn put_blob(
     send(shared, key, "PUT", "", &headers, bytes).await
 }
 
-/// Get Blob Properties of `key`.
+/// Get Blob Properties of `key`; of its container for the root directory (`""`), whose
+/// ETag and Last-Modified are the file system's.
 pub(super) async fn properties(shared: &Shared, key: &PathKey) -> io::Result<Reply> {
-    send(shared, key, "HEAD", "", &[], Vec::new()).await
+    let query = match key.path.is_empty() {
+        true => "restype=container",
+        false => "",
+    };
+    send(shared, key, "HEAD", query, &[], Vec::new()).await
 }
 
 /// Delete Blob of `key` (its snapshots with it).
