@@ -13,6 +13,7 @@ mod namespace;
 mod restore;
 mod restore_exact;
 mod restore_pinned;
+mod restore_target;
 mod root;
 mod stand_in;
 mod verify;

@@ -242,7 +242,7 @@ impl Part<'_> {
     /// Keeps the version `target` holds now before the restore overwrites it. In the lake's
     /// account it is backed up through the backup engine, with its usual stamp (a later restore
     /// as of just before this one brings it back); in another account, which no backup covers,
-    /// it is snapshotted. `Some(ChangedSincePlan)` when it moved on since the plan (nothing is
+    /// it is snapshotted — or, that account hierarchical (no snapshots), not overwritten at all. `Some(ChangedSincePlan)` when it moved on since the plan (nothing is
     /// written then); an error when it cannot be kept, and the blob is left as it is.
     pub(super) async fn keep_current(
         &self,
@@ -255,6 +255,16 @@ impl Part<'_> {
                 format!("{detail}; the blob was left as it is"),
             )
         };
+        if !self.target_in_lake_account && self.target_hierarchical {
+            // An HNS account takes no snapshots (Azure refuses them), and no backup covers
+            // another account: nothing can keep the version, so it is not overwritten.
+            return Err(left_alone(
+                "the target account has a hierarchical namespace, where no snapshot can keep \
+                 the version it holds, and no backup covers another account; restore into a \
+                 container or prefix that does not hold it, or move it away first"
+                    .to_owned(),
+            ));
+        }
         if !self.target_in_lake_account {
             let snapshot = self
                 .target
