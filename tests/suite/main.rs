@@ -20,6 +20,7 @@ mod events_renamed;
 mod exactness;
 mod hns;
 mod job_list;
+mod job_summaries;
 mod metadata_case;
 mod poison;
 mod producer;

@@ -1,0 +1,267 @@
+//! A job's summary: what `job list` shows of a job that has ended, in one small blob
+//! `summaries/{job}` whose metadata holds it (the job's record — kind, work, container, prefix,
+//! start, what its kind says about it — its state, when it ended, its shard counts and totals),
+//! so that `job list` reads every ended job in one listing of `summaries/` rather than each
+//! job's entries.
+//!
+//! The summary is written only from the full reading of the job's entries, never from what one
+//! worker did: after every shard's end (finished, failed, given up) and after a duplicate
+//! delivery of a finished shard, the worker reads the job's entries ([`note_end`]) and, when the
+//! job is no longer running, writes the summary: create-only the first time (that worker, and
+//! only it, records the job's duration), else over the summary it read before the reading
+//! (`If-Match`), so a write from an older reading never replaces one from a newer. A job that
+//! runs again after its end (a shard's message replayed from its poison queue) has its summary
+//! marked stale by the delivery that claims the shard ([`mark_stale`]), before it writes
+//! anything; a stale summary is no summary: `job list` reads that job's entries.
+//!
+//! A worker that dies between a shard's end and the summary leaves none: the host delivers the
+//! message again, and that delivery, finding the shard finished, writes it. Until then, and for
+//! a job whose entries are more than [`MAX_ENTRIES_READ`] (a reading per shard's end that large
+//! would cost more than it saves), or one that fails only because a shard's last delivery passed
+//! its deadline (no worker ends it), `job list` reads the job's entries: slower, never different.
+
+use std::collections::HashMap;
+
+use futures::TryStreamExt;
+
+use super::{
+    field_of,
+    list::{listed_job, Entries, ListedJob},
+    status::status_of,
+};
+use crate::{
+    core::{counts::Counts, job::JobState},
+    storage::{
+        listing::{list_with_metadata, until_container_missing},
+        BlobState, Container, StorageError,
+    },
+};
+
+/// Where the summaries are: one blob per job, `summaries/{job}`.
+pub(super) const SUMMARIES: &str = "summaries/";
+
+/// A job whose ledger holds more entries than this gets no summary.
+pub const MAX_ENTRIES_READ: usize = 10_000;
+
+/// The metadata that marks a summary, and says whether it is current (`1`) or stale.
+const MARK: &str = "summary";
+const CURRENT: &str = "1";
+const STALE: &str = "stale";
+
+/// The job's record fields a summary carries, as `{job}/job` holds them.
+const RECORD_FIELDS: [&str; 6] = ["kind", "work", "container", "prefix", "started", "about"];
+
+/// The prefix of a total's name in a summary's metadata.
+const COUNT: &str = "count_";
+
+fn summary_name(job: &str) -> String {
+    format!("{SUMMARIES}{job}")
+}
+
+/// Reads `job`'s entries and, when the job has ended, writes its summary (see the module);
+/// when it has not (or no longer has), marks a summary found there stale. A write that finds
+/// the summary changed since it was read reads the entries again.
+pub(super) async fn note_end(ledger: &Container, job: &str) -> Result<(), StorageError> {
+    let blob = ledger.blob(&summary_name(job));
+    for _ in 0..4 {
+        let before = blob.probe().await?;
+        let ended = read_whole(ledger, job)
+            .await?
+            .filter(|listed| listed.status.progress.state != JobState::Running);
+        let written = match (ended, &before) {
+            (Some(listed), None) => {
+                let created = blob.create(Vec::new(), to_metadata(&listed)).await?;
+                if created {
+                    record_duration(&listed);
+                }
+                created
+            }
+            (Some(listed), Some(state)) => {
+                blob.replace_if_match(Vec::new(), to_metadata(&listed), state.etag())
+                    .await?
+            }
+            (None, Some(state)) if !is_stale(state) => {
+                blob.replace_if_match(Vec::new(), stale(), state.etag())
+                    .await?
+            }
+            (None, _) => true,
+        };
+        if written {
+            return Ok(());
+        }
+    }
+    Err(StorageError::other(
+        format!("writing the summary of {job}"),
+        "it kept changing between reading the job's entries and writing it",
+    ))
+}
+
+/// Marks `job`'s summary stale, if it has one: a delivery is about to change the job's
+/// entries (see the module).
+pub(super) async fn mark_stale(ledger: &Container, job: &str) -> Result<(), StorageError> {
+    let blob = ledger.blob(&summary_name(job));
+    for _ in 0..4 {
+        match blob.probe().await? {
+            None => return Ok(()),
+            Some(state) if is_stale(&state) => return Ok(()),
+            Some(state) => {
+                if blob
+                    .replace_if_match(Vec::new(), stale(), state.etag())
+                    .await?
+                {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Err(StorageError::other(
+        format!("marking the summary of {job} stale"),
+        "it kept changing",
+    ))
+}
+
+/// Every current summary of `ledger`, by job, in one listing.
+pub(super) async fn read_summaries(
+    ledger: &Container,
+) -> Result<HashMap<String, ListedJob>, StorageError> {
+    let pages = until_container_missing(list_with_metadata(ledger, SUMMARIES)?);
+    futures::pin_mut!(pages);
+    let mut summaries = HashMap::new();
+    while let Some(page) = pages.try_next().await? {
+        for blob in page {
+            let Some(job) = blob.name.strip_prefix(SUMMARIES) else {
+                continue;
+            };
+            let metadata = blob.metadata.unwrap_or_default();
+            if let Some(listed) = from_metadata(job, &metadata) {
+                summaries.insert(job.to_owned(), listed);
+            }
+        }
+    }
+    Ok(summaries)
+}
+
+/// The job's entries read whole, as `job list` reads a job without a summary; `None` without
+/// its record, or past [`MAX_ENTRIES_READ`].
+async fn read_whole(ledger: &Container, job: &str) -> Result<Option<ListedJob>, StorageError> {
+    let mut entries = Entries::new();
+    let complete =
+        super::list::take_listing(ledger, &format!("{job}/"), &mut entries, MAX_ENTRIES_READ)
+            .await?;
+    if !complete {
+        return Ok(None);
+    }
+    Ok(entries
+        .remove(job)
+        .and_then(|(listed, ended)| listed_job(job, listed, ended)))
+}
+
+fn is_stale(state: &BlobState) -> bool {
+    field_of(state.metadata(), MARK) != CURRENT
+}
+
+fn stale() -> HashMap<String, String> {
+    HashMap::from([(MARK.to_owned(), STALE.to_owned())])
+}
+
+/// An ended job as a summary's metadata (ASCII: the record's fields are encoded already).
+fn to_metadata(listed: &ListedJob) -> HashMap<String, String> {
+    let status = &listed.status;
+    let progress = &status.progress;
+    let mut metadata = HashMap::from([
+        (MARK.to_owned(), CURRENT.to_owned()),
+        ("state".to_owned(), state_name(progress.state).to_owned()),
+        (
+            "finished".to_owned(),
+            listed.finished.clone().unwrap_or_default(),
+        ),
+        (
+            "shards_queued".to_owned(),
+            progress.shards_queued.to_string(),
+        ),
+        (
+            "shards_finished".to_owned(),
+            progress.shards_finished.to_string(),
+        ),
+        (
+            "shards_failed".to_owned(),
+            progress.shards_failed.to_string(),
+        ),
+    ]);
+    for field in RECORD_FIELDS {
+        let value = field_of(&listed.record, field);
+        if !value.is_empty() {
+            metadata.insert(field.to_owned(), value);
+        }
+    }
+    for (name, value) in progress.totals.iter() {
+        metadata.insert(format!("{COUNT}{name}"), value.to_string());
+    }
+    metadata
+}
+
+/// A current summary read back; `None` when it is stale or not one this release wrote.
+fn from_metadata(job: &str, metadata: &HashMap<String, String>) -> Option<ListedJob> {
+    if field_of(metadata, MARK) != CURRENT {
+        return None;
+    }
+    let number = |name: &str| field_of(metadata, name).parse::<u64>().ok();
+    let record: HashMap<String, String> = RECORD_FIELDS
+        .iter()
+        .map(|field| ((*field).to_owned(), field_of(metadata, field)))
+        .filter(|(_, value)| !value.is_empty())
+        .collect();
+    let mut status = status_of(job, &record, Vec::new());
+    let progress = &mut status.progress;
+    progress.state = match field_of(metadata, "state").as_str() {
+        "done" => JobState::Done,
+        "failed" => JobState::Failed,
+        _ => return None,
+    };
+    progress.shards_queued = number("shards_queued")?;
+    progress.shards_finished = number("shards_finished")?;
+    progress.shards_failed = number("shards_failed")?;
+    let mut totals = Counts::default();
+    for (key, value) in metadata {
+        let lower = key.to_ascii_lowercase();
+        if let Some(name) = lower.strip_prefix(COUNT) {
+            totals.set(name, value.parse().ok()?);
+        }
+    }
+    progress.totals.add(&totals);
+    let finished = Some(field_of(metadata, "finished")).filter(|f| !f.is_empty());
+    Some(ListedJob {
+        status,
+        finished,
+        record,
+    })
+}
+
+fn state_name(state: JobState) -> &'static str {
+    match state {
+        JobState::Running => "running",
+        JobState::Done => "done",
+        JobState::Failed => "failed",
+    }
+}
+
+/// The job's duration, by its work and how it ended, recorded once: by the worker that wrote
+/// its first summary.
+fn record_duration(listed: &ListedJob) {
+    let instant = |text: &str| {
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+    };
+    let status = &listed.status;
+    let (Some(started), Some(finished)) = (
+        instant(&status.started),
+        listed.finished.as_deref().and_then(instant),
+    ) else {
+        return;
+    };
+    let took = (finished - started).max(time::Duration::ZERO);
+    crate::telemetry::record::job_finished(
+        &status.work,
+        status.progress.state == JobState::Done,
+        std::time::Duration::from_secs_f64(took.as_seconds_f64()),
+    );
+}
