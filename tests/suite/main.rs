@@ -35,6 +35,7 @@ mod sas_copies;
 mod shards;
 mod standalone;
 mod telemetry;
+mod telemetry_jobs;
 mod template;
 mod tidy;
 mod verify;

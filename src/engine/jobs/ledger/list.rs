@@ -161,7 +161,7 @@ pub(super) async fn take_listing(
 
 /// The ledger's job ids, one directory level, without those whose id says they started before
 /// `since` (an id that carries no time is kept: its record decides).
-async fn job_ids(
+pub(super) async fn job_ids(
     ledger: &Container,
     since: Option<OffsetDateTime>,
 ) -> Result<Vec<String>, StorageError> {

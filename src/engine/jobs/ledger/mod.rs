@@ -277,7 +277,8 @@ pub async fn record_finished(
 /// summary not written costs `job list` a reading of the job's entries, nothing else: the
 /// shard's own record stands.
 async fn note_end(app: &App, job: &str) {
-    let noted = async { summary::note_end(app.job_ledger().await?, job).await };
+    let noted =
+        async { summary::note_end(app.job_ledger().await?, job, summary::MAX_ENTRIES_READ).await };
     if let Err(e) = noted.await {
         tracing::warn!(error = %e, job, "could not write the job's summary");
     }

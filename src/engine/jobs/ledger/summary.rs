@@ -15,10 +15,13 @@
 //! anything; a stale summary is no summary: `job list` reads that job's entries.
 //!
 //! A worker that dies between a shard's end and the summary leaves none: the host delivers the
-//! message again, and that delivery, finding the shard finished, writes it. Until then, and for
-//! a job whose entries are more than [`MAX_ENTRIES_READ`] (a reading per shard's end that large
-//! would cost more than it saves), or one that fails only because a shard's last delivery passed
-//! its deadline (no worker ends it), `job list` reads the job's entries: slower, never different.
+//! message again, and that delivery, finding the shard finished, writes it. A job whose entries
+//! are more than [`MAX_ENTRIES_READ`] gets none after a shard's end (a reading that large after
+//! every shard's end would cost more than the work), nor does one that fails only because a
+//! shard's last delivery passed its deadline (no worker ends it): the reconciliation timer
+//! writes theirs, reading each job without a current summary whole, newest first, within a
+//! budget ([`summarize_ended`]); so it does for jobs that ended before summaries existed. Until
+//! a summary is written, `job list` reads the job's entries: slower, never different.
 
 use std::collections::HashMap;
 
@@ -61,11 +64,15 @@ fn summary_name(job: &str) -> String {
 /// Reads `job`'s entries and, when the job has ended, writes its summary (see the module);
 /// when it has not (or no longer has), marks a summary found there stale. A write that finds
 /// the summary changed since it was read reads the entries again.
-pub(super) async fn note_end(ledger: &Container, job: &str) -> Result<(), StorageError> {
+pub(super) async fn note_end(
+    ledger: &Container,
+    job: &str,
+    most: usize,
+) -> Result<(), StorageError> {
     let blob = ledger.blob(&summary_name(job));
     for _ in 0..4 {
         let before = blob.probe().await?;
-        let ended = read_whole(ledger, job)
+        let ended = read_whole(ledger, job, most)
             .await?
             .filter(|listed| listed.status.progress.state != JobState::Running);
         let written = match (ended, &before) {
@@ -141,13 +148,40 @@ pub(super) async fn read_summaries(
     Ok(summaries)
 }
 
+/// Writes the summary of each job of `ledger` without a current one that has ended (see
+/// [`note_end`]), newest first, reading each job whole, until `budget` is spent: the
+/// reconciliation timer's. How many jobs it read.
+pub async fn summarize_ended(
+    ledger: &Container,
+    budget: std::time::Duration,
+) -> Result<usize, StorageError> {
+    let started = std::time::Instant::now();
+    let summaries = read_summaries(ledger).await?;
+    let mut jobs = super::list::job_ids(ledger, None).await?;
+    jobs.retain(|job| !summaries.contains_key(job));
+    // Newest first: ids are the start in hex (of one length for centuries).
+    jobs.sort_by(|a, b| (b.len(), b).cmp(&(a.len(), a)));
+    let mut read = 0;
+    for job in jobs {
+        if started.elapsed() >= budget {
+            break;
+        }
+        note_end(ledger, &job, usize::MAX).await?;
+        read += 1;
+    }
+    Ok(read)
+}
+
 /// The job's entries read whole, as `job list` reads a job without a summary; `None` without
-/// its record, or past [`MAX_ENTRIES_READ`].
-async fn read_whole(ledger: &Container, job: &str) -> Result<Option<ListedJob>, StorageError> {
+/// its record, or past `most` entries.
+async fn read_whole(
+    ledger: &Container,
+    job: &str,
+    most: usize,
+) -> Result<Option<ListedJob>, StorageError> {
     let mut entries = Entries::new();
     let complete =
-        super::list::take_listing(ledger, &format!("{job}/"), &mut entries, MAX_ENTRIES_READ)
-            .await?;
+        super::list::take_listing(ledger, &format!("{job}/"), &mut entries, most).await?;
     if !complete {
         return Ok(None);
     }
@@ -245,8 +279,12 @@ fn state_name(state: JobState) -> &'static str {
     }
 }
 
-/// The job's duration, by its work and how it ended, recorded once: by the worker that wrote
-/// its first summary.
+/// How long after its end a job's duration is still recorded: a summary written later (a
+/// ledger's jobs from before summaries, found by the timer) would put it in the wrong day.
+const LATEST_RECORD: time::Duration = time::Duration::days(2);
+
+/// The job's duration, by its work, what started it and how it ended, recorded once: by the
+/// worker that wrote its first summary.
 fn record_duration(listed: &ListedJob) {
     let instant = |text: &str| {
         time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
@@ -258,9 +296,13 @@ fn record_duration(listed: &ListedJob) {
     ) else {
         return;
     };
+    if time::OffsetDateTime::now_utc() - finished > LATEST_RECORD {
+        return;
+    }
     let took = (finished - started).max(time::Duration::ZERO);
     crate::telemetry::record::job_finished(
         &status.work,
+        &status.kind,
         status.progress.state == JobState::Done,
         std::time::Duration::from_secs_f64(took.as_seconds_f64()),
     );
