@@ -3,7 +3,11 @@
 //! parameter and variable used is defined (and every one defined is used); each `dependsOn` and
 //! `resourceId` names a resource of the template; each resource type carries an API version
 //! Azure publishes (cited below); and the Function App's settings are exactly names the worker
-//! reads (`lakebackup::settings::SETTING_NAMES`), with those the host must resolve all set.
+//! reads (`lakebackup::settings::SETTING_NAMES`), with those the host must resolve all set. A
+//! nested deployment's own template (inner scope) is checked as a template of its own. Then
+//! what the deployment grants: no broad role; each role assignment named after its scope, its
+//! principal and its role; the event subscription's dead letters in a container of the app's
+//! storage that only the topic's identity may write; the factory's data roles.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -28,6 +32,9 @@ use serde_json::Value;
 ///   `authorization.RoleAssignment`: "Uses Azure REST API version 2022-04-01").
 /// - Microsoft.EventGrid/systemTopics and systemTopics/eventSubscriptions 2022-06-15:
 ///   learn.microsoft.com/azure/templates/microsoft.eventgrid/2022-06-15/systemtopics/eventsubscriptions.
+/// - Microsoft.Resources/deployments 2022-09-01, 2024-03-01: "API version change log for
+///   deployment of Microsoft.Resources/deployments" (expressionEvaluationOptions since
+///   2019-07-01).
 /// - Microsoft.Insights/scheduledQueryRules 2018-04-16, 2021-08-01, 2022-06-15,
 ///   2023-03-15-preview, 2023-12-01: "API version change log for deployment of
 ///   Microsoft.insights/scheduledQueryRules"; Microsoft.Insights/actionGroups 2021-09-01,
@@ -60,6 +67,10 @@ const PUBLISHED: &[(&str, &[&str])] = &[
     ("Microsoft.Authorization/roleAssignments", &["2022-04-01"]),
     ("Microsoft.Authorization/roleDefinitions", &["2022-04-01"]),
     ("Microsoft.EventGrid/systemTopics", &["2022-06-15"]),
+    (
+        "Microsoft.Resources/deployments",
+        &["2022-09-01", "2024-03-01"],
+    ),
     (
         "Microsoft.EventGrid/systemTopics/eventSubscriptions",
         &["2022-06-15"],
@@ -117,6 +128,7 @@ fn templates() -> Vec<(String, Value)> {
             serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name} is not JSON: {e}"));
         let schema = value["$schema"].as_str().unwrap_or_default();
         if schema.contains("deploymentTemplate.json") {
+            found.extend(nested(&name, &value));
             found.push((name, value));
         }
     }
@@ -128,13 +140,41 @@ fn templates() -> Vec<(String, Value)> {
     found
 }
 
-/// Every string of `value` that is a template expression (`[...]`, not `[[`).
+/// The templates of `template`'s nested deployments whose expressions are their own (inner
+/// scope): (`file#deployment`, the template).
+fn nested(file: &str, template: &Value) -> Vec<(String, Value)> {
+    template["resources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| is_inner_deployment(r))
+        .map(|r| {
+            let name = r["name"].as_str().unwrap_or_default();
+            (
+                format!("{file}#{name}"),
+                r["properties"]["template"].clone(),
+            )
+        })
+        .collect()
+}
+
+fn is_inner_deployment(resource: &Value) -> bool {
+    resource["type"] == "Microsoft.Resources/deployments"
+        && resource["properties"]["expressionEvaluationOptions"]["scope"] == "inner"
+}
+
+/// Every string of `value` that is a template expression (`[...]`, not `[[`); an inner-scope
+/// deployment's template is its own (see [`nested`]), its parameters' values are this one's.
 fn expressions(value: &Value, out: &mut Vec<String>) {
     match value {
         Value::String(s) if s.starts_with('[') && !s.starts_with("[[") && s.ends_with(']') => {
             out.push(s[1..s.len() - 1].to_owned())
         }
         Value::Array(items) => items.iter().for_each(|v| expressions(v, out)),
+        Value::Object(map) if map.contains_key("expressionEvaluationOptions") => map
+            .iter()
+            .filter(|(key, _)| *key != "template")
+            .for_each(|(_, v)| expressions(v, out)),
         Value::Object(map) => map.values().for_each(|v| expressions(v, out)),
         _ => {}
     }
@@ -258,7 +298,11 @@ fn every_template_uses_only_what_it_defines_and_names_only_its_own_resources() {
                 );
             }
         }
-        assert!(named > 0, "{file}: no resourceId checked");
+        // A nested template names none: its deployment's dependsOn holds what it needs.
+        assert!(
+            named > 0 || file.contains('#'),
+            "{file}: no resourceId checked"
+        );
         for resource in template["resources"].as_array().unwrap() {
             for dependency in resource["dependsOn"].as_array().into_iter().flatten() {
                 let text = dependency.as_str().unwrap();
@@ -303,6 +347,224 @@ fn every_resource_type_carries_an_api_version_azure_publishes() {
             );
         }
     }
+}
+
+/// Every resource of `template`, its nested deployments' (inner scope) too.
+fn all_resources(template: &Value) -> Vec<Value> {
+    let own = template["resources"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let inner = own
+        .iter()
+        .filter(|r| is_inner_deployment(r))
+        .flat_map(|r| all_resources(&r["properties"]["template"]));
+    inner.chain(own.iter().cloned()).collect()
+}
+
+/// An expression's text without its brackets.
+fn bare(value: &Value) -> String {
+    let text = value.as_str().unwrap_or_default();
+    text.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned()
+}
+
+fn azuredeploy() -> Value {
+    templates()
+        .into_iter()
+        .find(|(name, _)| name == "azuredeploy.json")
+        .unwrap()
+        .1
+}
+
+/// The nested deployment that holds the role assignments, and its template.
+fn roles_deployment(template: &Value) -> (Value, Value) {
+    let deployment = template["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| is_inner_deployment(r))
+        .expect("the role assignments' deployment")
+        .clone();
+    let inner = deployment["properties"]["template"].clone();
+    (deployment, inner)
+}
+
+/// The (scope, role) of each role assignment of `principal` (a parameter of the roles'
+/// deployment), and the condition each carries.
+fn grants_of(inner: &Value, principal: &str) -> Vec<(String, String, Option<String>)> {
+    inner["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| bare(&r["properties"]["principalId"]) == format!("parameters('{principal}')"))
+        .map(|r| {
+            (
+                bare(&r["scope"]),
+                bare(&r["properties"]["roleDefinitionId"]),
+                r["condition"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn each_role_assignment_is_named_after_its_scope_principal_and_role() {
+    let template = azuredeploy();
+    let (deployment, inner) = roles_deployment(&template);
+    let assignments = inner["resources"].as_array().unwrap();
+    for assignment in assignments {
+        let name = bare(&assignment["name"]);
+        let args = calls(&name, "guid");
+        assert!(name.starts_with("guid(") && args.len() == 1, "{name}");
+        for part in [
+            bare(&assignment["scope"]),
+            bare(&assignment["properties"]["principalId"]),
+            bare(&assignment["properties"]["roleDefinitionId"]),
+        ] {
+            assert!(args[0].contains(&part), "{name} does not hold {part}");
+        }
+    }
+    // The principals are the deployment's parameters, read from the identities it depends on.
+    let parameters = &deployment["properties"]["parameters"];
+    for (principal, of) in [
+        ("appPrincipalId", "Microsoft.Web/sites"),
+        ("topicPrincipalId", "Microsoft.EventGrid/systemTopics"),
+    ] {
+        let value = bare(&parameters[principal]["value"]);
+        assert!(
+            value.starts_with(&format!("reference(resourceId('{of}'"))
+                && value.ends_with(".identity.principalId"),
+            "{principal}: {value}"
+        );
+        assert!(
+            deployment["dependsOn"].as_array().unwrap().iter().any(|d| d
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("[resourceId('{of}'"))),
+            "the roles' deployment waits for {of}"
+        );
+    }
+    // Every assignment of the template is in it: none names a principal it cannot know.
+    let top = template["resources"].as_array().unwrap();
+    assert!(top
+        .iter()
+        .all(|r| r["type"] != "Microsoft.Authorization/roleAssignments"));
+}
+
+#[test]
+fn undeliverable_events_go_to_a_container_only_the_topic_may_write() {
+    let template = azuredeploy();
+    let top = template["resources"].as_array().unwrap();
+    let subscription = top
+        .iter()
+        .find(|r| r["type"] == "Microsoft.EventGrid/systemTopics/eventSubscriptions")
+        .unwrap();
+    let dead_letter = &subscription["properties"]["deadLetterWithResourceIdentity"];
+    assert_eq!(dead_letter["identity"]["type"], "SystemAssigned");
+    let destination = &dead_letter["deadLetterDestination"];
+    assert_eq!(destination["endpointType"], "StorageBlob");
+    assert_eq!(
+        bare(&destination["properties"]["resourceId"]),
+        "resourceId('Microsoft.Storage/storageAccounts', parameters('functionStorageName'))"
+    );
+    let container = bare(&destination["properties"]["blobContainerName"]);
+    // A container of the template, in the app's storage.
+    let own = resources(&template);
+    let containers = &own["Microsoft.Storage/storageAccounts/blobServices/containers"];
+    assert!(
+        containers.contains(&vec![
+            "parameters('functionStorageName')".to_owned(),
+            "default".to_owned(),
+            container.clone(),
+        ]),
+        "{containers:?}"
+    );
+    // The topic's identity: send to the events queue, write the dead-letter container; nothing
+    // else. Its scopes are that queue and that container.
+    let (deployment, inner) = roles_deployment(&template);
+    assert_eq!(
+        bare(&deployment["properties"]["parameters"]["deadLetterContainer"]["value"]),
+        container
+    );
+    let mut grants: Vec<(String, String)> = grants_of(&inner, "topicPrincipalId")
+        .into_iter()
+        .map(|(scope, role, condition)| {
+            assert_eq!(condition, None);
+            (scope, role)
+        })
+        .collect();
+    grants.sort();
+    let role = |name: &str| {
+        format!("subscriptionResourceId('Microsoft.Authorization/roleDefinitions', variables('roles').{name})")
+    };
+    assert_eq!(
+        grants,
+        [
+            (
+                "variables('deadLetterScope')".to_owned(),
+                role("blobDataContributor")
+            ),
+            (
+                "variables('eventsQueueScope')".to_owned(),
+                role("queueDataMessageSender")
+            ),
+        ]
+    );
+    let variables = &inner["variables"];
+    assert!(bare(&variables["deadLetterScope"])
+        .contains("/blobServices/default/containers/{1}', parameters('functionStorageName'), parameters('deadLetterContainer')"));
+    assert_eq!(
+        variables["roles"]["blobDataContributor"],
+        "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
+    );
+    // Delivery is retried before an event is dead-lettered.
+    assert!(subscription["properties"]["retryPolicy"]["maxDeliveryAttempts"].as_u64() > Some(1));
+}
+
+#[test]
+fn the_factory_may_read_the_lake_and_write_backups_and_delete_nothing() {
+    let template = azuredeploy();
+    let (deployment, inner) = roles_deployment(&template);
+    assert_eq!(
+        bare(&deployment["properties"]["parameters"]["factoryPrincipalId"]["value"]),
+        "parameters('dataFactoryPrincipalId')"
+    );
+    let mut grants = grants_of(&inner, "factoryPrincipalId");
+    grants.sort();
+    let only_when_given = Some("[not(empty(parameters('factoryPrincipalId')))]".to_owned());
+    assert_eq!(
+        grants,
+        [
+            ("variables('backupScope')".to_owned(), "parameters('writerRoleId')".to_owned(), only_when_given.clone()),
+            (
+                "variables('lakeScope')".to_owned(),
+                "subscriptionResourceId('Microsoft.Authorization/roleDefinitions', variables('roles').blobDataReader)".to_owned(),
+                only_when_given,
+            ),
+        ]
+    );
+    // Storage Blob Data Reader; the writer role has no delete.
+    assert_eq!(
+        inner["variables"]["roles"]["blobDataReader"],
+        "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"
+    );
+    let writer = template["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| {
+            r["type"] == "Microsoft.Authorization/roleDefinitions"
+                && r["name"] == "[variables('writerRoleName')]"
+        })
+        .unwrap();
+    let actions = writer["properties"]["permissions"].to_string();
+    assert!(!actions.contains("delete"), "{actions}");
+    assert_eq!(
+        bare(&deployment["properties"]["parameters"]["writerRoleId"]["value"]),
+        "subscriptionResourceId('Microsoft.Authorization/roleDefinitions', variables('writerRoleName'))"
+    );
 }
 
 /// The Function App's settings in a template: name → value.
@@ -379,11 +641,14 @@ fn the_app_settings_are_exactly_names_the_worker_reads() {
             && r["properties"]["deleteRetentionPolicy"]["enabled"] == true
             && r["properties"]["isVersioningEnabled"] == true
     }));
-    // No role assignment grants Owner or Contributor (control plane).
-    for resource in resources
+    // No role assignment grants Owner or Contributor (control plane), nested ones included.
+    let all = all_resources(&template);
+    let assignments: Vec<&Value> = all
         .iter()
         .filter(|r| r["type"] == "Microsoft.Authorization/roleAssignments")
-    {
+        .collect();
+    assert!(assignments.len() >= 8, "{assignments:#?}");
+    for resource in assignments {
         let role = resource["properties"]["roleDefinitionId"].to_string();
         for broad in [
             "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
