@@ -194,3 +194,46 @@ async fn a_job_that_runs_again_after_its_end_has_its_summary_rewritten_from_its_
     let listed = job_list(&fixture);
     assert_agrees(app, &listed, &queued.job).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_reconciliation_timer_writes_the_summaries_no_shards_end_wrote() {
+    let fixture = support::Lake::start(&["lake"]).await;
+    let app = &fixture.app;
+    support::upload(&fixture.lake("lake"), "a.csv", b"a").await;
+    // Two jobs that ended, one done and one failed, whose summaries are not there (jobs from
+    // before summaries, or too large for the reading after a shard's end).
+    let done = backup_job(app, "lake").await.job;
+    support::deliver_all_shards(app).await;
+    let failed = backup_job(app, "lake").await;
+    ledger::record_failed(app, &failed.roots[0], "given up")
+        .await
+        .unwrap();
+    support::drain_queue(&app.jobs.queue("backup-requests-shards").unwrap()).await;
+    let running = backup_job(app, "lake").await.job;
+    let ledger = app.job_ledger().await.unwrap();
+    for job in [&done, &failed.job] {
+        ledger
+            .blob(&format!("summaries/{job}"))
+            .delete(None)
+            .await
+            .unwrap();
+        assert!(summary_of(app, job).await.is_none());
+    }
+
+    let scheduled = lakebackup::engine::reconcile::schedule(app, Some(&[])).await;
+    assert_eq!(scheduled.status, "queued", "{scheduled:?}");
+    let (current, metadata) = summary_of(app, &done).await.expect("written by the timer");
+    assert!(current && metadata["state"] == "done", "{metadata:?}");
+    let (current, metadata) = summary_of(app, &failed.job)
+        .await
+        .expect("written by the timer");
+    assert!(current && metadata["state"] == "failed", "{metadata:?}");
+    assert!(
+        summary_of(app, &running).await.is_none(),
+        "a running job has none"
+    );
+    let listed = job_list(&fixture);
+    for job in [&done, &failed.job, &running] {
+        assert_agrees(app, &listed, job).await;
+    }
+}

@@ -125,8 +125,8 @@ pub async fn list_jobs(
     Ok(listed)
 }
 
-/// The entries under `prefix`, with metadata, into `jobs`; `false` (and stopped) once more than
-/// `most` were listed.
+/// The entries under `prefix`, with metadata, into `jobs`; `false` (and stopped) once `most`
+/// or more were listed.
 pub(super) async fn take_listing(
     ledger: &Container,
     prefix: &str,
@@ -138,7 +138,7 @@ pub(super) async fn take_listing(
     let mut taken = 0usize;
     while let Some(page) = pages.try_next().await? {
         taken = taken.saturating_add(page.len());
-        if taken > most {
+        if taken >= most {
             return Ok(false);
         }
         for blob in page {

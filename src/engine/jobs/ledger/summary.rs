@@ -43,8 +43,9 @@ use crate::{
 /// Where the summaries are: one blob per job, `summaries/{job}`.
 pub(super) const SUMMARIES: &str = "summaries/";
 
-/// A job whose ledger holds more entries than this gets no summary.
-pub const MAX_ENTRIES_READ: usize = 10_000;
+/// A job whose ledger holds this many entries or more (a full listing page: about 1,400 shards)
+/// gets no summary after a shard's end: that reading costs one request whatever the job's size.
+pub const MAX_ENTRIES_READ: usize = 5_000;
 
 /// The metadata that marks a summary, and says whether it is current (`1`) or stale.
 const MARK: &str = "summary";
@@ -173,7 +174,7 @@ pub async fn summarize_ended(
 }
 
 /// The job's entries read whole, as `job list` reads a job without a summary; `None` without
-/// its record, or past `most` entries.
+/// its record, or at `most` entries or more.
 async fn read_whole(
     ledger: &Container,
     job: &str,
