@@ -6,11 +6,13 @@
 //!   claimed by a delivery — its lock entry — and ended, a plan and a report: 36 entries a job,
 //!   as a real 11-shard job leaves; the root 90% finished with counts, 5% failed, the rest still
 //!   running; each end followed by the job's end check, so an ended job has its summary), and
-//!   as many poison reasons; the last tenth started a minute after the rest. Then `lakebackup
+//!   as many poison reasons; the last tenth started a minute after the rest; then the
+//!   reconciliation timer's pass over the jobs without a summary, which marks the index
+//!   complete (in Azure it runs daily). Then `lakebackup
 //!   job list --json` timed, and with `--since` between the two (a tenth listed),
-//!   `BENCH_ROUNDS` times (default 3): median and worst, against the floor — the two listings
-//!   any `job list` needs at the least, in this process: one entry per job with metadata (the
-//!   summaries) and the jobs' ids. The figure to meet is under 2 s at 1,000 jobs. With
+//!   `BENCH_ROUNDS` times (default 3): median and worst, against the floor — the listing any
+//!   `job list` needs at the least, in this process: one entry per job with metadata (the
+//!   summaries and index). The figure to meet is under 2 s at 1,000 jobs. With
 //!   `LAKEBACKUP_BASELINE=/path/to/lakebackup` (an earlier build), that binary is timed on the
 //!   same ledger too.
 //!
@@ -180,18 +182,13 @@ async fn one_job(app: &App, i: usize) {
     }
 }
 
-/// The floor: the two listings any `job list` needs at the least (one entry per job with
-/// metadata, the jobs' ids), in this process.
+/// The floor: the listing any `job list` needs at the least (one entry per job, with
+/// metadata), in this process.
 async fn floor(app: &App) -> Duration {
-    use lakebackup::storage::listing::{list_directory_names, list_with_metadata};
+    use lakebackup::storage::listing::list_with_metadata;
     let ledger = app.job_ledger().await.unwrap();
     let started = Instant::now();
     let pages = list_with_metadata(ledger, "summaries/").unwrap();
-    futures::pin_mut!(pages);
-    while let Some(page) = pages.next().await {
-        page.unwrap();
-    }
-    let pages = list_directory_names(ledger, Some("job-")).unwrap();
     futures::pin_mut!(pages);
     while let Some(page) = pages.next().await {
         page.unwrap();
@@ -221,6 +218,12 @@ async fn job_list(n: usize) {
         "{n} jobs in the ledger in {:.1} s",
         seeding.elapsed().as_secs_f64()
     );
+    // The reconciliation timer has run since (daily, in Azure): it marks the index complete.
+    let ledger = bench.app.job_ledger().await.unwrap();
+    let read = ledger::summary::summarize_ended(ledger, Duration::from_secs(3_600))
+        .await
+        .unwrap();
+    eprintln!("the timer read {read} jobs without a summary (the running ones)");
     let baseline = std::env::var("LAKEBACKUP_BASELINE").ok();
     println!(
         "{:>8} {:>10} {:>10} {:>12} {:>12} {:>10} {:>8} {:>8}",

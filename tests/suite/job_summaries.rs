@@ -2,7 +2,7 @@
 //! its summary, and what it shows is always what the full reading of the job's entries says
 //! (`lakebackup job JOB`), for done, failed and running jobs, a job without a summary (ended
 //! before summaries, or whose worker died before writing it), and a job that ended, ran again
-//! and ended otherwise.
+//! and ended otherwise; and the timer writes the summaries and index entries no shard wrote.
 
 use std::collections::HashMap;
 
@@ -111,10 +111,8 @@ async fn job_list_reads_ended_jobs_from_their_summaries_and_agrees_with_the_full
         .await
         .expect("a failed job's summary");
     assert!(current && metadata["state"] == "failed", "{metadata:?}");
-    assert!(
-        summary_of(app, &running.job).await.is_none(),
-        "a running job has none"
-    );
+    let (current, metadata) = summary_of(app, &running.job).await.expect("indexed");
+    assert!(!current && metadata["summary"] == "running", "{metadata:?}");
 
     let listed = job_list(&fixture);
     assert_eq!(listed.len(), 3);
@@ -211,13 +209,18 @@ async fn the_reconciliation_timer_writes_the_summaries_no_shards_end_wrote() {
     support::drain_queue(&app.jobs.queue("backup-requests-shards").unwrap()).await;
     let running = backup_job(app, "lake").await.job;
     let ledger = app.job_ledger().await.unwrap();
-    for job in [&done, &failed.job] {
+    for job in [&done, &failed.job, &running] {
         ledger
             .blob(&format!("summaries/{job}"))
             .delete(None)
             .await
             .unwrap();
         assert!(summary_of(app, job).await.is_none());
+    }
+    // Until the timer has indexed every job, `job list` finds them in the ledger's directories.
+    let listed = job_list(&fixture);
+    for job in [&done, &failed.job, &running] {
+        assert_agrees(app, &listed, job).await;
     }
 
     let scheduled = lakebackup::engine::reconcile::schedule(app, Some(&[])).await;
@@ -228,10 +231,18 @@ async fn the_reconciliation_timer_writes_the_summaries_no_shards_end_wrote() {
         .await
         .expect("written by the timer");
     assert!(current && metadata["state"] == "failed", "{metadata:?}");
+    let (current, _) = summary_of(app, &running).await.expect("indexed");
     assert!(
-        summary_of(app, &running).await.is_none(),
-        "a running job has none"
+        !current,
+        "a running job has no summary, only its index entry"
     );
+    // Every job is indexed now: `job list` reads the index, not the ledger's directories.
+    let marker = ledger
+        .blob("summaries/index-complete")
+        .probe()
+        .await
+        .unwrap();
+    assert!(marker.is_some(), "the timer marks the index complete");
     let listed = job_list(&fixture);
     for job in [&done, &failed.job, &running] {
         assert_agrees(app, &listed, job).await;

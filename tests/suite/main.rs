@@ -37,6 +37,7 @@ mod standalone;
 mod telemetry;
 mod telemetry_jobs;
 mod template;
+mod template_grants;
 mod tidy;
 mod verify;
 mod worm;

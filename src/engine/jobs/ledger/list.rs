@@ -89,14 +89,23 @@ pub async fn list_jobs(
     ledger: &Container,
     filter: &JobFilter,
 ) -> Result<Vec<ListedJob>, StorageError> {
-    let mut summaries = super::summary::read_summaries(ledger).await?;
-    let ids = job_ids(ledger, filter.since).await?;
+    let summaries = super::summary::read_summaries(ledger).await?;
+    let mut current = summaries.current;
+    let ids = match summaries.complete {
+        // Every job is in the index: no scan of the ledger's entries.
+        true => summaries
+            .indexed
+            .into_iter()
+            .filter(|job| !too_old(job, filter.since))
+            .collect(),
+        false => job_ids(ledger, filter.since).await?,
+    };
     let mut listed = Vec::with_capacity(ids.len());
     let mut unsummarized = Vec::new();
     for job in ids {
         // A summary counts only beside its job's entries: a job whose entries were removed is
         // no job, whatever summary is left.
-        match summaries.remove(&job) {
+        match current.remove(&job) {
             Some(summary) => listed.push(summary),
             None => unsummarized.push(job),
         }
@@ -171,15 +180,20 @@ pub(super) async fn job_ids(
     while let Some(page) = pages.try_next().await? {
         for directory in page.directories() {
             let job = directory.trim_end_matches('/');
-            let too_old = since.is_some_and(|since| {
-                started_by_id(job).is_some_and(|by_id| by_id < since - ID_BEFORE_START)
-            });
-            if is_job_id(job) && !too_old {
+            if is_job_id(job) && !too_old(job, since) {
                 jobs.push(job.to_owned());
             }
         }
     }
     Ok(jobs)
+}
+
+/// Whether `job`'s id says it started before `since` (an id that carries no time is kept: its
+/// record decides).
+fn too_old(job: &str, since: Option<OffsetDateTime>) -> bool {
+    since.is_some_and(|since| {
+        started_by_id(job).is_some_and(|by_id| by_id < since - ID_BEFORE_START)
+    })
 }
 
 /// When a job id made by [`crate::core::shard::new_job_id`] was made.

@@ -85,6 +85,7 @@ pub async fn start_job(
         metadata.insert(ABOUT.to_owned(), encode(&about.to_string()));
     }
     write(ledger, &format!("{}/job", first.job), metadata).await?;
+    summary::index_job(ledger, &first.job).await?;
     for root in roots {
         app.enqueue_shard(root).await?;
     }

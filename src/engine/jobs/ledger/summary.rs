@@ -47,10 +47,17 @@ pub(super) const SUMMARIES: &str = "summaries/";
 /// gets no summary after a shard's end: that reading costs one request whatever the job's size.
 pub const MAX_ENTRIES_READ: usize = 5_000;
 
-/// The metadata that marks a summary, and says whether it is current (`1`) or stale.
+/// The metadata that marks a summary, and says whether it is current (`1`), stale (the job
+/// ended, then a delivery reopened it) or only an index entry (the job has not ended yet).
 const MARK: &str = "summary";
 const CURRENT: &str = "1";
 const STALE: &str = "stale";
+const RUNNING: &str = "running";
+
+/// Written by the timer once every job of the ledger has an entry under `summaries/` (see
+/// [`summarize_ended`]): from then on `job list` finds every job in that one listing, with no
+/// listing of the ledger's job directories (which costs a scan of every entry).
+const COMPLETE: &str = "summaries/index-complete";
 
 /// The job's record fields a summary carries, as `{job}/job` holds them.
 const RECORD_FIELDS: [&str; 6] = ["kind", "work", "container", "prefix", "started", "about"];
@@ -60,6 +67,17 @@ const COUNT: &str = "count_";
 
 fn summary_name(job: &str) -> String {
     format!("{SUMMARIES}{job}")
+}
+
+/// Enters a job that starts in the index (`summaries/{job}`, not yet a summary), so that `job
+/// list` finds it in the one listing of `summaries/`.
+pub(super) async fn index_job(ledger: &Container, job: &str) -> Result<(), StorageError> {
+    let marker = HashMap::from([(MARK.to_owned(), RUNNING.to_owned())]);
+    ledger
+        .blob(&summary_name(job))
+        .create(Vec::new(), marker)
+        .await
+        .map(|_| ())
 }
 
 /// Reads `job`'s entries and, when the job has ended, writes its summary (see the module);
@@ -85,14 +103,25 @@ pub(super) async fn note_end(
                 created
             }
             (Some(listed), Some(state)) => {
-                blob.replace_if_match(Vec::new(), to_metadata(&listed), state.etag())
-                    .await?
+                let replaced = blob
+                    .replace_if_match(Vec::new(), to_metadata(&listed), state.etag())
+                    .await?;
+                // Its first summary: the job's end, once.
+                if replaced && mark_of(state) == RUNNING {
+                    record_duration(&listed);
+                }
+                replaced
             }
-            (None, Some(state)) if !is_stale(state) => {
+            (None, Some(state)) if mark_of(state) == CURRENT => {
                 blob.replace_if_match(Vec::new(), stale(), state.etag())
                     .await?
             }
-            (None, _) => true,
+            // A job from before the index: entered now.
+            (None, None) => {
+                index_job(ledger, job).await?;
+                true
+            }
+            (None, Some(_)) => true,
         };
         if written {
             return Ok(());
@@ -111,7 +140,7 @@ pub(super) async fn mark_stale(ledger: &Container, job: &str) -> Result<(), Stor
     for _ in 0..4 {
         match blob.probe().await? {
             None => return Ok(()),
-            Some(state) if is_stale(&state) => return Ok(()),
+            Some(state) if mark_of(&state) != CURRENT => return Ok(()),
             Some(state) => {
                 if blob
                     .replace_if_match(Vec::new(), stale(), state.etag())
@@ -128,21 +157,38 @@ pub(super) async fn mark_stale(ledger: &Container, job: &str) -> Result<(), Stor
     ))
 }
 
-/// Every current summary of `ledger`, by job, in one listing.
-pub(super) async fn read_summaries(
-    ledger: &Container,
-) -> Result<HashMap<String, ListedJob>, StorageError> {
+/// What one listing of `summaries/` holds.
+#[derive(Default)]
+pub(super) struct Summaries {
+    /// Each job's current summary.
+    pub(super) current: HashMap<String, ListedJob>,
+    /// Every job with an entry (a summary, stale or current, or an index entry).
+    pub(super) indexed: Vec<String>,
+    /// Every job of the ledger has an entry (the timer said so).
+    pub(super) complete: bool,
+}
+
+/// The summaries and index of `ledger`, in one listing.
+pub(super) async fn read_summaries(ledger: &Container) -> Result<Summaries, StorageError> {
     let pages = until_container_missing(list_with_metadata(ledger, SUMMARIES)?);
     futures::pin_mut!(pages);
-    let mut summaries = HashMap::new();
+    let mut summaries = Summaries::default();
     while let Some(page) = pages.try_next().await? {
         for blob in page {
+            if blob.name == COMPLETE {
+                summaries.complete = true;
+                continue;
+            }
             let Some(job) = blob.name.strip_prefix(SUMMARIES) else {
                 continue;
             };
+            if !crate::core::shard::is_job_id(job) {
+                continue;
+            }
+            summaries.indexed.push(job.to_owned());
             let metadata = blob.metadata.unwrap_or_default();
             if let Some(listed) = from_metadata(job, &metadata) {
-                summaries.insert(job.to_owned(), listed);
+                summaries.current.insert(job.to_owned(), listed);
             }
         }
     }
@@ -159,16 +205,22 @@ pub async fn summarize_ended(
     let started = std::time::Instant::now();
     let summaries = read_summaries(ledger).await?;
     let mut jobs = super::list::job_ids(ledger, None).await?;
-    jobs.retain(|job| !summaries.contains_key(job));
+    jobs.retain(|job| !summaries.current.contains_key(job));
     // Newest first: ids are the start in hex (of one length for centuries).
     jobs.sort_by(|a, b| (b.len(), b).cmp(&(a.len(), a)));
-    let mut read = 0;
+    let (mut read, total) = (0, jobs.len());
     for job in jobs {
         if started.elapsed() >= budget {
             break;
         }
         note_end(ledger, &job, usize::MAX).await?;
         read += 1;
+    }
+    // Every job has an entry now (each read one has): `job list` may trust the index. Written
+    // at every timer, so a lifecycle rule on the ledger never ages it out.
+    if read == total {
+        let marker = HashMap::from([(MARK.to_owned(), "index".to_owned())]);
+        ledger.blob(COMPLETE).put(Vec::new(), marker).await?;
     }
     Ok(read)
 }
@@ -191,8 +243,9 @@ async fn read_whole(
         .and_then(|(listed, ended)| listed_job(job, listed, ended)))
 }
 
-fn is_stale(state: &BlobState) -> bool {
-    field_of(state.metadata(), MARK) != CURRENT
+/// A summary's mark: [`CURRENT`], [`STALE`] or [`RUNNING`].
+fn mark_of(state: &BlobState) -> String {
+    field_of(state.metadata(), MARK)
 }
 
 fn stale() -> HashMap<String, String> {
