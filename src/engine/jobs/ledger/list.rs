@@ -1,12 +1,13 @@
 //! Every job of the ledger (`lakebackup job list`). Every job id starts `job-` (the start time
-//! in nanoseconds, in hex). A job that has ended has a summary ([`super::summary`]): all of them
-//! are read in one listing of `summaries/`, with metadata. The jobs' ids come from one listing of
-//! the ledger's directories (a `/` delimiter), narrowed with `--since` by the start time each id
-//! carries; each job left without a current summary (running, or ended before summaries were
-//! written) has its entries listed, [`JOBS_AT_ONCE`] at a time, and added up as
-//! [`super::job_status`] does. So a ledger's ended jobs cost an entry each, however many entries
-//! they hold. No entry's body is read (a list names no failed blob: `lakebackup job JOB` does),
-//! and nothing is written.
+//! in nanoseconds, in hex). Every job has an entry under `summaries/` ([`super::summary`]): its
+//! summary once it has ended, an index entry before; all are read in one listing, with metadata.
+//! Once the timer has marked that index complete, it names every job; until then the jobs' ids
+//! come from a listing of the ledger's directories (a `/` delimiter, which scans every entry).
+//! With `--since`, the ids are narrowed by the start time each carries. Each job left without a
+//! current summary (running, reopened, or ended before summaries were written) has its entries
+//! listed, [`JOBS_AT_ONCE`] at a time, and added up as [`super::job_status`] does. So a ledger's
+//! ended jobs cost an entry each, however many entries they hold. No entry's body is read (a
+//! list names no failed blob: `lakebackup job JOB` does), and nothing is written.
 
 use std::collections::{BTreeMap, HashMap};
 

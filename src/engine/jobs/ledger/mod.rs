@@ -20,9 +20,9 @@
 //! {job}/report/{shard}    the per-blob lines a shard reports (a restore's actions, a verify's
 //!                         problems, a prune's deletions), one JSON
 //!                         object per line, written before its finished entry
-//! summaries/{job}         what `job list` shows of a job that has ended (metadata), written
-//!                         from the full reading of its entries after a shard's end
-//!                         ([`summary`])
+//! summaries/{job}         the job's index entry from its start; once it has ended, what
+//!                         `job list` shows of it (metadata), written from the full reading of
+//!                         its entries after a shard's end ([`summary`])
 //! ```
 //!
 //! A shard's id names its exact position (container, directory, part, and where a continuation

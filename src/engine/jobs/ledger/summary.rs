@@ -2,26 +2,32 @@
 //! `summaries/{job}` whose metadata holds it (the job's record — kind, work, container, prefix,
 //! start, what its kind says about it — its state, when it ended, its shard counts and totals),
 //! so that `job list` reads every ended job in one listing of `summaries/` rather than each
-//! job's entries.
+//! job's entries. The same blob indexes the job from its start (`summary=running`), so that
+//! listing names every job: once the reconciliation timer has entered every job of the ledger
+//! (jobs from before the index too) it writes `summaries/index-complete`, and `job list` no
+//! longer lists the ledger's job directories, a listing that scans every entry.
 //!
 //! The summary is written only from the full reading of the job's entries, never from what one
 //! worker did: after every shard's end (finished, failed, given up) and after a duplicate
 //! delivery of a finished shard, the worker reads the job's entries ([`note_end`]) and, when the
-//! job is no longer running, writes the summary: create-only the first time (that worker, and
-//! only it, records the job's duration), else over the summary it read before the reading
-//! (`If-Match`), so a write from an older reading never replaces one from a newer. A job that
-//! runs again after its end (a shard's message replayed from its poison queue) has its summary
-//! marked stale by the delivery that claims the shard ([`mark_stale`]), before it writes
-//! anything; a stale summary is no summary: `job list` reads that job's entries.
+//! job is no longer running, writes the summary over the entry it read before the reading
+//! (`If-Match`, or create-only when there was none), so a write from an older reading never
+//! replaces one from a newer. The worker whose write turns the job's index entry into its first
+//! summary, and only it, records the job's duration. A job that runs again after its end (a
+//! shard's message replayed from its poison queue) has its summary marked stale by the delivery
+//! that claims the shard ([`mark_stale`]), before it writes anything; a stale summary is no
+//! summary: `job list` reads that job's entries.
 //!
 //! A worker that dies between a shard's end and the summary leaves none: the host delivers the
 //! message again, and that delivery, finding the shard finished, writes it. A job whose entries
-//! are more than [`MAX_ENTRIES_READ`] gets none after a shard's end (a reading that large after
+//! are [`MAX_ENTRIES_READ`] or more gets none after a shard's end (a reading that large after
 //! every shard's end would cost more than the work), nor does one that fails only because a
 //! shard's last delivery passed its deadline (no worker ends it): the reconciliation timer
 //! writes theirs, reading each job without a current summary whole, newest first, within a
-//! budget ([`summarize_ended`]); so it does for jobs that ended before summaries existed. Until
-//! a summary is written, `job list` reads the job's entries: slower, never different.
+//! budget ([`summarize_ended`]). Until a summary is written, `job list` reads the job's entries:
+//! slower, never different. A lifecycle rule that removes the ledger's old blobs removes a
+//! job's summary after its entries (it is written after them): for up to a day `job list` may
+//! still show an ended job whose entries are gone.
 
 use std::collections::HashMap;
 
