@@ -171,7 +171,9 @@ impl Instruments {
             job_duration: meter
                 .f64_histogram(names::JOB_DURATION)
                 .with_unit("s")
-                .with_description("Jobs run to their end in this process")
+                .with_description(
+                    "Jobs from their start to their end, queued or run in one process",
+                )
                 .build(),
             part_duration: meter
                 .f64_histogram(names::PART_DURATION)
@@ -246,11 +248,14 @@ pub mod record {
         }
     }
 
-    /// A job of `kind` run to its end in this process.
-    pub fn job_finished(kind: &str, succeeded: bool, took: Duration) {
+    /// A job of `kind` (its work: `backup`, `restore`, …), started by `origin` (`reconcile`,
+    /// `producer`, …), from its start to its end: run in this process, or queued (recorded by
+    /// the worker that wrote its summary).
+    pub fn job_finished(kind: &str, origin: &str, succeeded: bool, took: Duration) {
         if let Some(instruments) = INSTRUMENTS.get() {
             let attributes = [
                 attribute("kind", kind),
+                attribute("origin", origin),
                 KeyValue::new("succeeded", succeeded),
             ];
             instruments

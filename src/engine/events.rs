@@ -340,15 +340,22 @@ async fn protect_current(app: &App, event: &BlobEvent) -> Result<EventOutcome, E
         return Ok(stale("the blob changed since: its newer event protects it"));
     }
     let request = BackupRequest::new(container, name, &etag);
+    // The RPO as this event sees it, when it leaves its version without a backup.
+    let left_behind = || left_without_backup(container, state.version.last_modified);
     let backup = if app.config.copy_engine == CopyEngine::Adf {
         app.enqueue_backup(&request).await?;
+        left_behind();
         "requested".to_owned()
     } else {
-        match backup::back_up(app, &request).await? {
+        let backed_up = backup::back_up(app, &request)
+            .await
+            .inspect_err(|_| left_behind());
+        match backed_up? {
             BackupOutcome::BackedUp { .. } => "backed_up".to_owned(),
             BackupOutcome::AlreadyBackedUp { .. } => "already_backed_up".to_owned(),
             other => {
                 info!(outcome = ?other, "not backed up");
+                left_behind();
                 return Ok(stale(&format!("{other:?}")));
             }
         }
@@ -371,6 +378,17 @@ async fn protect_current(app: &App, event: &BlobEvent) -> Result<EventOutcome, E
         backup,
         snapshot_taken,
     })
+}
+
+/// The RPO an event sees (`lakebackup.rpo`): the age of the one version it leaves without a
+/// backup (its copy failed, was only requested from ADF, or could not be made: archived, …).
+/// An event that backs its version up records nothing: it sees one blob, not what else is left
+/// behind, so a 0 from it would say nothing of the container.
+fn left_without_backup(container: &str, last_modified: time::OffsetDateTime) {
+    let behind = (time::OffsetDateTime::now_utc() - last_modified)
+        .try_into()
+        .unwrap_or_default();
+    crate::telemetry::record::rpo(container, behind);
 }
 
 /// A deleted blob: the end of its life, at the event's time.

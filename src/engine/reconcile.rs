@@ -198,10 +198,29 @@ pub async fn schedule(app: &App, scope: Option<&[String]>) -> ScheduledReconcili
         if telemetry::enabled() {
             record_poison_depths(app).await;
         }
+        summarize_ended_jobs(app).await;
         scheduled
     }
     .instrument(span)
     .await
+}
+
+/// How long the timer spends on jobs' summaries after queuing its jobs.
+const SUMMARIES_BUDGET: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The summaries no shard's end wrote (jobs too large for its reading, jobs failed by a
+/// deadline, jobs from before summaries): each job without one read whole, newest first,
+/// within [`SUMMARIES_BUDGET`] (see [`jobs::ledger::summary`]). A failure is logged: the jobs
+/// are queued already, and `job list` reads a job without a summary all the same.
+async fn summarize_ended_jobs(app: &App) {
+    let summarized = async {
+        let ledger = app.job_ledger().await?;
+        jobs::ledger::summary::summarize_ended(ledger, SUMMARIES_BUDGET).await
+    };
+    match summarized.await {
+        Ok(read) => info!(jobs_read = read, "jobs without a summary read"),
+        Err(e) => warn!(error = %e, "the jobs' summaries could not be written"),
+    }
 }
 
 /// Each poison queue's depth, for the alert on a non-empty one: read at every timer, as the

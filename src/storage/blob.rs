@@ -386,6 +386,36 @@ impl Blob {
         }
     }
 
+    /// Writes `bytes` with `metadata` over the blob, only if it is still version `if_match`;
+    /// `false` when it is another version (or was deleted) by now.
+    pub async fn replace_if_match(
+        &self,
+        bytes: Vec<u8>,
+        metadata: HashMap<String, String>,
+        if_match: &str,
+    ) -> Result<bool, StorageError> {
+        let written = self
+            .client
+            .upload(
+                RequestContent::from(bytes),
+                Some(BlobClientUploadOptions {
+                    if_match: Some(quoted_etag(if_match).into()),
+                    method_options: names_as_written(&metadata),
+                    metadata: Some(metadata),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .during(|| format!("writing {}", self.what()));
+        match written {
+            Ok(_) => Ok(true),
+            Err(e) if e.is(ErrorCode::ConditionNotMet) || e.is(ErrorCode::BlobNotFound) => {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Writes `bytes` with `metadata`, replacing whatever stands under the name.
     pub async fn put(
         &self,

@@ -3,7 +3,9 @@
 //! parameter and variable used is defined (and every one defined is used); each `dependsOn` and
 //! `resourceId` names a resource of the template; each resource type carries an API version
 //! Azure publishes (cited below); and the Function App's settings are exactly names the worker
-//! reads (`lakebackup::settings::SETTING_NAMES`), with those the host must resolve all set.
+//! reads (`lakebackup::settings::SETTING_NAMES`), with those the host must resolve all set. A
+//! nested deployment's own template (inner scope) is checked as a template of its own; no role
+//! assignment grants a broad role (what else it grants: `template_grants`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -28,6 +30,9 @@ use serde_json::Value;
 ///   `authorization.RoleAssignment`: "Uses Azure REST API version 2022-04-01").
 /// - Microsoft.EventGrid/systemTopics and systemTopics/eventSubscriptions 2022-06-15:
 ///   learn.microsoft.com/azure/templates/microsoft.eventgrid/2022-06-15/systemtopics/eventsubscriptions.
+/// - Microsoft.Resources/deployments 2022-09-01, 2024-03-01: "API version change log for
+///   deployment of Microsoft.Resources/deployments" (expressionEvaluationOptions since
+///   2019-07-01).
 /// - Microsoft.Insights/scheduledQueryRules 2018-04-16, 2021-08-01, 2022-06-15,
 ///   2023-03-15-preview, 2023-12-01: "API version change log for deployment of
 ///   Microsoft.insights/scheduledQueryRules"; Microsoft.Insights/actionGroups 2021-09-01,
@@ -60,6 +65,10 @@ const PUBLISHED: &[(&str, &[&str])] = &[
     ("Microsoft.Authorization/roleAssignments", &["2022-04-01"]),
     ("Microsoft.Authorization/roleDefinitions", &["2022-04-01"]),
     ("Microsoft.EventGrid/systemTopics", &["2022-06-15"]),
+    (
+        "Microsoft.Resources/deployments",
+        &["2022-09-01", "2024-03-01"],
+    ),
     (
         "Microsoft.EventGrid/systemTopics/eventSubscriptions",
         &["2022-06-15"],
@@ -103,7 +112,7 @@ const REFUSED_ON_FLEX: &[&str] = &[
 ];
 
 /// Every ARM template in `deploy/`: (file name, parsed).
-fn templates() -> Vec<(String, Value)> {
+pub(crate) fn templates() -> Vec<(String, Value)> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
     let mut found = Vec::new();
     for entry in std::fs::read_dir(&dir).unwrap().flatten() {
@@ -117,6 +126,7 @@ fn templates() -> Vec<(String, Value)> {
             serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name} is not JSON: {e}"));
         let schema = value["$schema"].as_str().unwrap_or_default();
         if schema.contains("deploymentTemplate.json") {
+            found.extend(nested(&name, &value));
             found.push((name, value));
         }
     }
@@ -128,13 +138,41 @@ fn templates() -> Vec<(String, Value)> {
     found
 }
 
-/// Every string of `value` that is a template expression (`[...]`, not `[[`).
+/// The templates of `template`'s nested deployments whose expressions are their own (inner
+/// scope): (`file#deployment`, the template).
+fn nested(file: &str, template: &Value) -> Vec<(String, Value)> {
+    template["resources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| is_inner_deployment(r))
+        .map(|r| {
+            let name = r["name"].as_str().unwrap_or_default();
+            (
+                format!("{file}#{name}"),
+                r["properties"]["template"].clone(),
+            )
+        })
+        .collect()
+}
+
+pub(crate) fn is_inner_deployment(resource: &Value) -> bool {
+    resource["type"] == "Microsoft.Resources/deployments"
+        && resource["properties"]["expressionEvaluationOptions"]["scope"] == "inner"
+}
+
+/// Every string of `value` that is a template expression (`[...]`, not `[[`); an inner-scope
+/// deployment's template is its own (see [`nested`]), its parameters' values are this one's.
 fn expressions(value: &Value, out: &mut Vec<String>) {
     match value {
         Value::String(s) if s.starts_with('[') && !s.starts_with("[[") && s.ends_with(']') => {
             out.push(s[1..s.len() - 1].to_owned())
         }
         Value::Array(items) => items.iter().for_each(|v| expressions(v, out)),
+        Value::Object(map) if map.contains_key("expressionEvaluationOptions") => map
+            .iter()
+            .filter(|(key, _)| *key != "template")
+            .for_each(|(_, v)| expressions(v, out)),
         Value::Object(map) => map.values().for_each(|v| expressions(v, out)),
         _ => {}
     }
@@ -142,7 +180,7 @@ fn expressions(value: &Value, out: &mut Vec<String>) {
 
 /// The arguments of each call of `function` in `expression` (not of a function whose name ends
 /// with it, like `subscriptionResourceId`), split at their top-level commas.
-fn calls(expression: &str, function: &str) -> Vec<Vec<String>> {
+pub(crate) fn calls(expression: &str, function: &str) -> Vec<Vec<String>> {
     let mut found = Vec::new();
     let bytes = expression.as_bytes();
     let mut from = 0;
@@ -206,7 +244,7 @@ fn name_segments(name: &str) -> Vec<String> {
 }
 
 /// The resources of a template: type → the name segments of each.
-fn resources(template: &Value) -> BTreeMap<String, Vec<Vec<String>>> {
+pub(crate) fn resources(template: &Value) -> BTreeMap<String, Vec<Vec<String>>> {
     let mut by_type: BTreeMap<String, Vec<Vec<String>>> = BTreeMap::new();
     for resource in template["resources"].as_array().unwrap() {
         let kind = resource["type"].as_str().unwrap().to_owned();
@@ -258,7 +296,11 @@ fn every_template_uses_only_what_it_defines_and_names_only_its_own_resources() {
                 );
             }
         }
-        assert!(named > 0, "{file}: no resourceId checked");
+        // A nested template names none: its deployment's dependsOn holds what it needs.
+        assert!(
+            named > 0 || file.contains('#'),
+            "{file}: no resourceId checked"
+        );
         for resource in template["resources"].as_array().unwrap() {
             for dependency in resource["dependsOn"].as_array().into_iter().flatten() {
                 let text = dependency.as_str().unwrap();
@@ -303,6 +345,19 @@ fn every_resource_type_carries_an_api_version_azure_publishes() {
             );
         }
     }
+}
+
+/// Every resource of `template`, its nested deployments' (inner scope) too.
+fn all_resources(template: &Value) -> Vec<Value> {
+    let own = template["resources"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let inner = own
+        .iter()
+        .filter(|r| is_inner_deployment(r))
+        .flat_map(|r| all_resources(&r["properties"]["template"]));
+    inner.chain(own.iter().cloned()).collect()
 }
 
 /// The Function App's settings in a template: name → value.
@@ -379,11 +434,14 @@ fn the_app_settings_are_exactly_names_the_worker_reads() {
             && r["properties"]["deleteRetentionPolicy"]["enabled"] == true
             && r["properties"]["isVersioningEnabled"] == true
     }));
-    // No role assignment grants Owner or Contributor (control plane).
-    for resource in resources
+    // No role assignment grants Owner or Contributor (control plane), nested ones included.
+    let all = all_resources(&template);
+    let assignments: Vec<&Value> = all
         .iter()
         .filter(|r| r["type"] == "Microsoft.Authorization/roleAssignments")
-    {
+        .collect();
+    assert!(assignments.len() >= 8, "{assignments:#?}");
+    for resource in assignments {
         let role = resource["properties"]["roleDefinitionId"].to_string();
         for broad in [
             "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",

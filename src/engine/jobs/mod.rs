@@ -201,7 +201,12 @@ pub async fn run_here_reporting<K: Registered>(
         let run = local::run_here::<K>(app, root, &new.options, shards_at_once, on_line);
         local.add(run.instrument(span.clone()).await);
     }
-    crate::telemetry::record::job_finished(K::NAME, local.succeeded(), started.elapsed());
+    crate::telemetry::record::job_finished(
+        K::NAME,
+        new.origin.as_str(),
+        local.succeeded(),
+        started.elapsed(),
+    );
     if !local.succeeded() {
         span.record("otel.status_code", "error");
     }

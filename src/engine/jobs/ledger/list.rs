@@ -1,14 +1,15 @@
 //! Every job of the ledger (`lakebackup job list`). Every job id starts `job-` (the start time
-//! in nanoseconds, in hex), so the listing is of that prefix only: `poisoned/` (the poison
-//! queues' reasons) is never read. Without `--since`, one flat listing with metadata — a page
-//! holds up to 5,000 entries, where a listing per job would take a request per job; with it,
-//! the jobs' directories first (one level, a `/` delimiter), narrowed by the start time each id
-//! carries, then each job left listed, [`JOBS_AT_ONCE`] at a time: a ledger's old jobs, however
-//! many entries they hold, cost a name each. Entries are added up as [`super::job_status`]
-//! does; no entry's body is read (a list names no failed blob: `lakebackup job JOB` does), and
-//! nothing is written.
+//! in nanoseconds, in hex). Every job has an entry under `summaries/` ([`super::summary`]): its
+//! summary once it has ended, an index entry before; all are read in one listing, with metadata.
+//! Once the timer has marked that index complete, it names every job; until then the jobs' ids
+//! come from a listing of the ledger's directories (a `/` delimiter, which scans every entry).
+//! With `--since`, the ids are narrowed by the start time each carries. Each job left without a
+//! current summary (running, reopened, or ended before summaries were written) has its entries
+//! listed, [`JOBS_AT_ONCE`] at a time, and added up as [`super::job_status`] does. So a ledger's
+//! ended jobs cost an entry each, however many entries they hold. No entry's body is read (a
+//! list names no failed blob: `lakebackup job JOB` does), and nothing is written.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -35,6 +36,9 @@ pub struct ListedJob {
     /// When its last shard ended (the newest finished or failed entry), for a job that is no
     /// longer running; `None` while it runs.
     pub finished: Option<String>,
+    /// Its record (`{job}/job`'s metadata), for its summary.
+    #[serde(skip)]
+    pub(super) record: HashMap<String, String>,
 }
 
 /// Which jobs `job list` shows; `None` lets every job through.
@@ -78,7 +82,7 @@ const JOB_PREFIX: &str = "job-";
 const ID_BEFORE_START: time::Duration = time::Duration::minutes(1);
 
 /// Each job's entries as listed, and when its last shard ended.
-type Entries = BTreeMap<String, (Listed, Option<OffsetDateTime>)>;
+pub(super) type Entries = BTreeMap<String, (Listed, Option<OffsetDateTime>)>;
 
 /// The jobs of `ledger` that `filter` admits, newest first. A ledger that does not exist yet
 /// holds no job.
@@ -86,29 +90,43 @@ pub async fn list_jobs(
     ledger: &Container,
     filter: &JobFilter,
 ) -> Result<Vec<ListedJob>, StorageError> {
-    let mut jobs = Entries::new();
-    match filter.since {
-        None => take_listing(ledger, JOB_PREFIX, &mut jobs).await?,
-        Some(since) => {
-            let ids = job_ids(ledger, since).await?;
-            let each: Vec<Entries> = futures::stream::iter(ids)
-                .map(|job| async move {
-                    let mut one = Entries::new();
-                    take_listing(ledger, &format!("{job}/"), &mut one)
-                        .await
-                        .map(|()| one)
-                })
-                .buffer_unordered(JOBS_AT_ONCE)
-                .try_collect()
-                .await?;
-            each.into_iter().for_each(|one| jobs.extend(one));
+    let summaries = super::summary::read_summaries(ledger).await?;
+    let mut current = summaries.current;
+    let ids = match summaries.complete {
+        // Every job is in the index: no scan of the ledger's entries.
+        true => summaries
+            .indexed
+            .into_iter()
+            .filter(|job| !too_old(job, filter.since))
+            .collect(),
+        false => job_ids(ledger, filter.since).await?,
+    };
+    let mut listed = Vec::with_capacity(ids.len());
+    let mut unsummarized = Vec::new();
+    for job in ids {
+        // A summary counts only beside its job's entries: a job whose entries were removed is
+        // no job, whatever summary is left.
+        match current.remove(&job) {
+            Some(summary) => listed.push(summary),
+            None => unsummarized.push(job),
         }
     }
-    let mut listed: Vec<ListedJob> = jobs
-        .into_iter()
-        .filter_map(|(job, (listed, ended))| listed_job(&job, listed, ended))
-        .filter(|job| filter.admits(job))
-        .collect();
+    let each: Vec<Entries> = futures::stream::iter(unsummarized)
+        .map(|job| async move {
+            let mut one = Entries::new();
+            take_listing(ledger, &format!("{job}/"), &mut one, usize::MAX)
+                .await
+                .map(|_| one)
+        })
+        .buffer_unordered(JOBS_AT_ONCE)
+        .try_collect()
+        .await?;
+    listed.extend(
+        each.into_iter()
+            .flatten()
+            .filter_map(|(job, (entries, ended))| listed_job(&job, entries, ended)),
+    );
+    listed.retain(|job| filter.admits(job));
     // Newest first; ids (the start in hex) order jobs started in the same second.
     listed.sort_by(|a, b| {
         let key = |j: &ListedJob| (parse_instant(&j.status.started), j.status.job.clone());
@@ -117,15 +135,22 @@ pub async fn list_jobs(
     Ok(listed)
 }
 
-/// The entries under `prefix`, with metadata, into `jobs`.
-async fn take_listing(
+/// The entries under `prefix`, with metadata, into `jobs`; `false` (and stopped) once `most`
+/// or more were listed.
+pub(super) async fn take_listing(
     ledger: &Container,
     prefix: &str,
     jobs: &mut Entries,
-) -> Result<(), StorageError> {
+    most: usize,
+) -> Result<bool, StorageError> {
     let pages = until_container_missing(list_with_metadata(ledger, prefix)?);
     futures::pin_mut!(pages);
+    let mut taken = 0usize;
     while let Some(page) = pages.try_next().await? {
+        taken = taken.saturating_add(page.len());
+        if taken >= most {
+            return Ok(false);
+        }
         for blob in page {
             let Some((job, rest)) = blob.name.split_once('/') else {
                 continue;
@@ -141,25 +166,35 @@ async fn take_listing(
             listed.take(rest, &blob.name, metadata);
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The ledger's job ids, one directory level, without those whose id says they started before
 /// `since` (an id that carries no time is kept: its record decides).
-async fn job_ids(ledger: &Container, since: OffsetDateTime) -> Result<Vec<String>, StorageError> {
+pub(super) async fn job_ids(
+    ledger: &Container,
+    since: Option<OffsetDateTime>,
+) -> Result<Vec<String>, StorageError> {
     let pages = until_container_missing(list_directory_names(ledger, Some(JOB_PREFIX))?);
     futures::pin_mut!(pages);
     let mut jobs = Vec::new();
     while let Some(page) = pages.try_next().await? {
         for directory in page.directories() {
             let job = directory.trim_end_matches('/');
-            let too_old = started_by_id(job).is_some_and(|by_id| by_id < since - ID_BEFORE_START);
-            if is_job_id(job) && !too_old {
+            if is_job_id(job) && !too_old(job, since) {
                 jobs.push(job.to_owned());
             }
         }
     }
     Ok(jobs)
+}
+
+/// Whether `job`'s id says it started before `since` (an id that carries no time is kept: its
+/// record decides).
+fn too_old(job: &str, since: Option<OffsetDateTime>) -> bool {
+    since.is_some_and(|since| {
+        started_by_id(job).is_some_and(|by_id| by_id < since - ID_BEFORE_START)
+    })
 }
 
 /// When a job id made by [`crate::core::shard::new_job_id`] was made.
@@ -169,7 +204,11 @@ fn started_by_id(job: &str) -> Option<OffsetDateTime> {
 }
 
 /// One job's entries added up; `None` without its record.
-fn listed_job(job: &str, listed: Listed, ended: Option<OffsetDateTime>) -> Option<ListedJob> {
+pub(super) fn listed_job(
+    job: &str,
+    listed: Listed,
+    ended: Option<OffsetDateTime>,
+) -> Option<ListedJob> {
     let record = listed.record?;
     let mut entries = listed.entries;
     // The notes stay unread: the counts say how many blobs failed.
@@ -189,7 +228,11 @@ fn listed_job(job: &str, listed: Listed, ended: Option<OffsetDateTime>) -> Optio
     let finished = (status.progress.state != JobState::Running)
         .then(|| ended.map(rfc3339))
         .flatten();
-    Some(ListedJob { status, finished })
+    Some(ListedJob {
+        status,
+        finished,
+        record,
+    })
 }
 
 fn parse_instant(text: &str) -> Option<OffsetDateTime> {

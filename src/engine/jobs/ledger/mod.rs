@@ -20,6 +20,9 @@
 //! {job}/report/{shard}    the per-blob lines a shard reports (a restore's actions, a verify's
 //!                         problems, a prune's deletions), one JSON
 //!                         object per line, written before its finished entry
+//! summaries/{job}         the job's index entry from its start; once it has ended, what
+//!                         `job list` shows of it (metadata), written from the full reading of
+//!                         its entries after a shard's end ([`summary`])
 //! ```
 //!
 //! A shard's id names its exact position (container, directory, part, and where a continuation
@@ -39,6 +42,7 @@ use serde::Serialize;
 
 mod list;
 mod status;
+pub mod summary;
 
 pub use list::{list_jobs, JobFilter, ListedJob};
 pub use status::{job_report, job_status, job_status_in, JobStatus};
@@ -81,6 +85,7 @@ pub async fn start_job(
         metadata.insert(ABOUT.to_owned(), encode(&about.to_string()));
     }
     write(ledger, &format!("{}/job", first.job), metadata).await?;
+    summary::index_job(ledger, &first.job).await?;
     for root in roots {
         app.enqueue_shard(root).await?;
     }
@@ -155,8 +160,14 @@ pub async fn claim(app: &App, shard: &Shard) -> Result<Claim, StorageError> {
         .is_some()
     {
         lease.release().await.ok();
+        // The delivery that finished it may have died before the job's summary: a
+        // duplicate writes it (one listing of the job, only ever for a duplicate).
+        note_end(app, &shard.job).await;
         return Ok(Claim::Finished);
     }
+    // The job may have ended before (this shard failed, and its message was replayed): its
+    // summary no longer holds once this delivery writes.
+    summary::mark_stale(ledger, &shard.job).await?;
     let stop = match ledger.blob(&entry_name(shard, NEXT)).read(None).await {
         Ok(read) => Some(RecordedStop::parse(&read.bytes).map_err(|reason| {
             StorageError::other("reading a shard's recorded continuation", reason)
@@ -259,7 +270,19 @@ pub async fn record_finished(
             .await?;
         }
     }
+    note_end(app, &shard.job).await;
     Ok(())
+}
+
+/// After a shard's end: the job's summary, when the job has ended ([`summary::note_end`]). A
+/// summary not written costs `job list` a reading of the job's entries, nothing else: the
+/// shard's own record stands.
+async fn note_end(app: &App, job: &str) {
+    let noted =
+        async { summary::note_end(app.job_ledger().await?, job, summary::MAX_ENTRIES_READ).await };
+    if let Err(e) = noted.await {
+        tracing::warn!(error = %e, job, "could not write the job's summary");
+    }
 }
 
 /// Records the per-blob lines `shard` reports (JSON objects), before its finished entry: a shard
@@ -290,7 +313,9 @@ pub async fn record_failed(app: &App, shard: &Shard, reason: &str) -> Result<(),
     let ledger = app.job_ledger().await?;
     let reason = crate::core::job::encoded_reason(reason);
     let metadata = HashMap::from([("reason".to_owned(), reason)]);
-    write(ledger, &entry_name(shard, "failed"), metadata).await
+    write(ledger, &entry_name(shard, "failed"), metadata).await?;
+    note_end(app, &shard.job).await;
+    Ok(())
 }
 
 /// Records that `shard`'s last allowed delivery has started: if it neither finishes nor fails
