@@ -65,6 +65,22 @@ fn roomy() -> Instant {
     Instant::now() + std::time::Duration::from_secs(600)
 }
 
+/// A delivery that carries out `plan` again after one before it died (`Replay::Yes`): what it
+/// reported, and the level as it left it.
+async fn redo(
+    app: &lakebackup::app::App,
+    scope: &DirectoryScope<'_>,
+    plan: PrunePlan,
+) -> (Vec<PruneAction>, retention::PrunedLevel) {
+    let confirmed = retention::confirm_plan(app, scope, plan).await.unwrap();
+    let mut reported = Vec::new();
+    let mut keep = |a| reported.push(a);
+    let level = retention::carry_out(app, scope, confirmed, Replay::Yes, &mut keep)
+        .await
+        .unwrap();
+    (reported, level)
+}
+
 fn versions(actions: &[PruneAction]) -> BTreeSet<String> {
     actions.iter().map(|a| a.version.clone()).collect()
 }
@@ -95,13 +111,7 @@ async fn a_redone_part_reports_every_deletion_of_the_delivery_before_even_out_of
     assert!(first.len() >= 4, "{first:?}");
 
     // The redo, its budget spent before it starts.
-    let spent = scope(&policy, Instant::now(), None);
-    let confirmed = retention::confirm_plan(app, &spent, plan).await.unwrap();
-    let mut redone = Vec::new();
-    let mut keep = |a| redone.push(a);
-    let level = retention::carry_out(app, &spent, confirmed, Replay::Yes, &mut keep)
-        .await
-        .unwrap();
+    let (redone, level) = redo(app, &scope(&policy, Instant::now(), None), plan).await;
     assert_eq!(versions(&redone), versions(&first), "{redone:?}");
     assert!(
         redone.iter().all(|a| a.action == PruneOutcome::Deleted),
@@ -148,14 +158,7 @@ async fn a_stop_recorded_by_a_redo_lies_past_every_deletion_of_the_delivery_befo
 
     // The second, out of budget: it dies after recording its stop.
     let spent = scope(&policy, Instant::now(), None);
-    let confirmed = retention::confirm_plan(app, &spent, plan.clone())
-        .await
-        .unwrap();
-    let mut second = Vec::new();
-    let mut keep = |a| second.push(a);
-    let level = retention::carry_out(app, &spent, confirmed, Replay::Yes, &mut keep)
-        .await
-        .unwrap();
+    let (second, level) = redo(app, &spent, plan.clone()).await;
     assert!(
         versions(&second).is_superset(&versions(&first)),
         "{second:?}"
@@ -164,12 +167,7 @@ async fn a_stop_recorded_by_a_redo_lies_past_every_deletion_of_the_delivery_befo
     // The third, up to that stop.
     let stop = level.stopped_after;
     let until = scope(&policy, Instant::now(), stop.as_deref());
-    let confirmed = retention::confirm_plan(app, &until, plan).await.unwrap();
-    let mut third = Vec::new();
-    let mut keep = |a| third.push(a);
-    retention::carry_out(app, &until, confirmed, Replay::Yes, &mut keep)
-        .await
-        .unwrap();
+    let (third, _) = redo(app, &until, plan).await;
     assert!(
         versions(&third).is_superset(&versions(&first)),
         "the stop {stop:?} drops the first delivery's deletions: {third:?}"

@@ -128,8 +128,8 @@ async fn backups_that_fail_show_in_the_rpo_and_the_failures() {
     for name in ["old.csv", "dir/new.csv"] {
         support::upload(&lake, name, name.as_bytes()).await;
     }
-    // The versions are at least this old when the pass sees them.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The oldest version's write, to the second: the RPO the pass sees is its age then.
+    let (_, written, _) = support::properties(&lake, "old.csv").await;
     // The backup account refuses every write and copy (as a role without write rights would).
     let refusing = ProxiedAzurite::start(
         &fixture.azurite,
@@ -140,7 +140,9 @@ async fn backups_that_fail_show_in_the_rpo_and_the_failures() {
     settings.extend(ingestion.settings());
     settings.insert("BACKUP_STORAGE".into(), refusing.backup());
 
+    let before = time::OffsetDateTime::now_utc();
     let (code, output) = run(&settings, &["produce", "--container", "lake"]).await;
+    let after = time::OffsetDateTime::now_utc();
     assert_eq!(code, 1, "the job failed: {output}");
     assert!(!output.contains(INSTRUMENTATION_KEY), "{output}");
     assert_eq!(ingestion.problems(), Vec::<String>::new());
@@ -157,11 +159,20 @@ async fn backups_that_fail_show_in_the_rpo_and_the_failures() {
         ),
         2.0
     );
-    // Each directory's part saw its own version left behind, at least 3 s old.
+    // Each directory's part saw its own version left behind: the worst is the oldest's age
+    // while the pass ran (written within the second its Last-Modified names).
     let worst = ingestion
         .metric_max("lakebackup.rpo", &lake_only)
         .expect("the RPO");
-    assert!((3.0..120.0).contains(&worst), "{worst}");
+    let seconds = |d: time::Duration| d.as_seconds_f64();
+    let (least, most) = (
+        seconds(before - written) - 1.0,
+        seconds(after - written) + 1.0,
+    );
+    assert!(
+        (least..=most).contains(&worst),
+        "{worst} not in {least}..={most}"
+    );
     let requests = ingestion.items("RequestData");
     let job = requests
         .iter()
