@@ -65,6 +65,27 @@ fn roomy() -> Instant {
     Instant::now() + std::time::Duration::from_secs(600)
 }
 
+/// The delivery before: it carries out `plan` in full (a roomy budget) and dies before it
+/// reports; what it did.
+async fn first_delivery(
+    app: &lakebackup::app::App,
+    policy: &RetentionPolicy,
+    plan: PrunePlan,
+) -> Vec<PruneAction> {
+    let mut done = Vec::new();
+    let mut keep = |a| done.push(a);
+    retention::carry_out(
+        app,
+        &scope(policy, roomy(), None),
+        plan,
+        Replay::No,
+        &mut keep,
+    )
+    .await
+    .unwrap();
+    done
+}
+
 /// A delivery that carries out `plan` again after one before it died (`Replay::Yes`): what it
 /// reported, and the level as it left it.
 async fn redo(
@@ -97,17 +118,7 @@ async fn a_redone_part_reports_every_deletion_of_the_delivery_before_even_out_of
         .await
         .unwrap();
     // The delivery before: it deletes everything it planned, and dies before reporting.
-    let mut first = Vec::new();
-    let mut keep = |a| first.push(a);
-    retention::carry_out(
-        app,
-        &scope(&policy, roomy(), None),
-        plan.clone(),
-        Replay::No,
-        &mut keep,
-    )
-    .await
-    .unwrap();
+    let first = first_delivery(app, &policy, plan.clone()).await;
     assert!(first.len() >= 4, "{first:?}");
 
     // The redo, its budget spent before it starts.
@@ -143,17 +154,7 @@ async fn a_stop_recorded_by_a_redo_lies_past_every_deletion_of_the_delivery_befo
     doomed.remove(0);
     doomed.truncate(2);
     let partial: PrunePlan = serde_json::from_value(partial).unwrap();
-    let mut first = Vec::new();
-    let mut keep = |a| first.push(a);
-    retention::carry_out(
-        app,
-        &scope(&policy, roomy(), None),
-        partial,
-        Replay::No,
-        &mut keep,
-    )
-    .await
-    .unwrap();
+    let first = first_delivery(app, &policy, partial).await;
     assert_eq!(first.len(), 2, "{first:?}");
 
     // The second, out of budget: it dies after recording its stop.
