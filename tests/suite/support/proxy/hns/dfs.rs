@@ -326,6 +326,7 @@ async fn access_of(
         }
         let etag = properties.header("etag").unwrap_or("").to_owned();
         let modified = properties.header("last-modified").unwrap_or("").to_owned();
+        let (etag, modified) = lake.moved_root(key, &etag).unwrap_or((etag, modified));
         return Ok(Some((root, etag, modified)));
     }
     let directory = properties.header("x-ms-meta-hdi_isfolder") == Some("true");

@@ -48,7 +48,8 @@
 //!
 //! For tests, [`HnsLake::rewrite_when_read`] rewrites a file the first time anyone reads or
 //! copies it (a writer racing the backup), [`HnsLake::refuse_owner_changes`] makes it refuse
-//! owner and group changes (403), as Azure refuses them to a caller that is no superuser, and
+//! owner and group changes (403), as Azure refuses them to a caller that is no superuser,
+//! [`HnsLake::root_moves_with_children`] moves the root's ETag with each write under it, and
 //! [`HnsLake::counts`] says what reached the lake.
 
 mod acl;
@@ -188,6 +189,9 @@ struct Lake {
     access_sets_ignored: bool,
     /// [`HnsLake::root_without_etag`].
     root_without_etag: bool,
+    /// [`HnsLake::root_moves_with_children`]: per (account, container), how many writes
+    /// moved its root directory, and the Last-Modified of the latest; `None` while off.
+    root_moves: Option<BTreeMap<(String, String), (u64, String)>>,
 }
 
 /// The hierarchical namespace of the accounts a stand-in proxy plays as ADLS Gen2 lakes.
@@ -217,6 +221,7 @@ impl HnsLake {
                 access_sets_refused: false,
                 access_sets_ignored: false,
                 root_without_etag: false,
+                root_moves: None,
             }),
         }
     }
@@ -272,6 +277,38 @@ impl HnsLake {
     /// that accepted a change it did not make): only reading it back tells.
     pub fn ignore_access_sets(&self) {
         self.lake().access_sets_ignored = true;
+    }
+
+    /// From now on, moves the root directory's ETag and Last-Modified with each blob written
+    /// or deleted in its container (as a POSIX directory's mtime moves when a child is created
+    /// or deleted; whether Azure moves a directory's ETag so is not documented).
+    pub fn root_moves_with_children(&self) {
+        self.lake().root_moves = Some(BTreeMap::new());
+    }
+
+    /// The root's ETag and Last-Modified as [`HnsLake::root_moves_with_children`] moved them
+    /// from the file system's `etag`; `None` when they were not moved.
+    fn moved_root(&self, key: &PathKey, etag: &str) -> Option<(String, String)> {
+        let lake = self.lake();
+        let (moves, modified) = lake
+            .root_moves
+            .as_ref()?
+            .get(&(key.account.clone(), key.container.clone()))?;
+        let etag = format!("\"{}{moves:X}\"", etag.trim_matches('"'));
+        Some((etag, modified.clone()))
+    }
+
+    /// A write or deletion of `key` that moves its container's root directory, if so told.
+    fn child_written(&self, key: &PathKey) {
+        let mut lake = self.lake();
+        let Some(moves) = lake.root_moves.as_mut() else {
+            return;
+        };
+        let now = lakebackup::storage::testing::http_date(time::OffsetDateTime::now_utc());
+        let entry = moves
+            .entry((key.account.clone(), key.container.clone()))
+            .or_insert((0, String::new()));
+        *entry = (entry.0 + 1, now);
     }
 
     /// From now on, answers Get Access Control on the root directory without an ETag or
@@ -474,6 +511,7 @@ pub(super) async fn answer(shared: &Shared, request: &Request, head: &[u8]) -> i
             let answer = forward(shared, request, head).await?;
             if (200..300).contains(&status_of(&answer)) {
                 lake.access_or_new(&key, directory);
+                lake.child_written(&key);
             }
             Ok(answer)
         }
@@ -483,6 +521,7 @@ pub(super) async fn answer(shared: &Shared, request: &Request, head: &[u8]) -> i
                 && query_value(request, "snapshot").is_none()
             {
                 lake.forget(&key);
+                lake.child_written(&key);
             }
             Ok(answer)
         }
