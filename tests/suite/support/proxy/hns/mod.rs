@@ -49,7 +49,8 @@
 //! For tests, [`HnsLake::rewrite_when_read`] rewrites a file the first time anyone reads or
 //! copies it (a writer racing the backup), [`HnsLake::refuse_owner_changes`] makes it refuse
 //! owner and group changes (403), as Azure refuses them to a caller that is no superuser,
-//! [`HnsLake::root_moves_with_children`] moves the root's ETag with each write under it, and
+//! [`HnsLake::root_moves_with_children`] moves the root's ETag with each write under it,
+//! [`HnsLake::refuse_directory_metadata`] refuses Set Blob Metadata on a directory, and
 //! [`HnsLake::counts`] says what reached the lake.
 
 mod acl;
@@ -192,6 +193,8 @@ struct Lake {
     /// [`HnsLake::root_moves_with_children`]: per (account, container), how many writes
     /// moved its root directory, and the Last-Modified of the latest; `None` while off.
     root_moves: Option<BTreeMap<(String, String), (u64, String)>>,
+    /// [`HnsLake::refuse_directory_metadata`].
+    directory_metadata_refused: bool,
 }
 
 /// The hierarchical namespace of the accounts a stand-in proxy plays as ADLS Gen2 lakes.
@@ -222,6 +225,7 @@ impl HnsLake {
                 access_sets_ignored: false,
                 root_without_etag: false,
                 root_moves: None,
+                directory_metadata_refused: false,
             }),
         }
     }
@@ -309,6 +313,13 @@ impl HnsLake {
             .entry((key.account.clone(), key.container.clone()))
             .or_insert((0, String::new()));
         *entry = (entry.0 + 1, now);
+    }
+
+    /// From now on, refuses Set Blob Metadata on a directory with 409
+    /// `OperationNotSupportedOnDirectory` (Azure's own Data Lake SDKs send it for a directory's
+    /// metadata, so Azure takes it; code must not depend on that).
+    pub fn refuse_directory_metadata(&self) {
+        self.lake().directory_metadata_refused = true;
     }
 
     /// From now on, answers Get Access Control on the root directory without an ETag or
@@ -531,7 +542,21 @@ pub(super) async fn answer(shared: &Shared, request: &Request, head: &[u8]) -> i
             }
             forward(shared, request, head).await
         }
-        Operation::Other => forward(shared, request, head).await,
+        Operation::Other => {
+            let sets_metadata = request.method.eq_ignore_ascii_case("PUT")
+                && query_value(request, "comp").is_some_and(|c| c.eq_ignore_ascii_case("metadata"));
+            let refused = lake.lake().directory_metadata_refused;
+            if sets_metadata && refused && lake.knows_directory(&key) {
+                let message = "The requested operation is not supported on a directory.";
+                return Ok(dfs::error(
+                    request,
+                    &format!("409 {message}"),
+                    "OperationNotSupportedOnDirectory",
+                    message,
+                ));
+            }
+            forward(shared, request, head).await
+        }
     }
 }
 
