@@ -195,6 +195,8 @@ struct Lake {
     root_moves: Option<BTreeMap<(String, String), (u64, String)>>,
     /// [`HnsLake::refuse_directory_metadata`].
     directory_metadata_refused: bool,
+    /// [`HnsLake::set_metadata_after_copy`]: the path, and its metadata's headers.
+    metadata_after_copy: Vec<(PathKey, Vec<(String, String)>)>,
 }
 
 /// The hierarchical namespace of the accounts a stand-in proxy plays as ADLS Gen2 lakes.
@@ -226,6 +228,7 @@ impl HnsLake {
                 root_without_etag: false,
                 root_moves: None,
                 directory_metadata_refused: false,
+                metadata_after_copy: Vec::new(),
             }),
         }
     }
@@ -313,6 +316,24 @@ impl HnsLake {
             .entry((key.account.clone(), key.container.clone()))
             .or_insert((0, String::new()));
         *entry = (entry.0 + 1, now);
+    }
+
+    /// Sets `container/path`'s user metadata to `metadata` (Set Blob Metadata, as another
+    /// writer would) right after the first copy to it ends, before the copy is answered: a
+    /// write the copy's properties (`x-ms-copy-*`) stay through.
+    pub fn set_metadata_after_copy(
+        &self,
+        account: &str,
+        container: &str,
+        path: &str,
+        metadata: &[(&str, &str)],
+    ) {
+        let headers = metadata
+            .iter()
+            .map(|(name, value)| (format!("x-ms-meta-{name}"), (*value).to_owned()))
+            .collect();
+        let key = PathKey::new(account, container, path);
+        self.lake().metadata_after_copy.push((key, headers));
     }
 
     /// From now on, refuses Set Blob Metadata on a directory with 409
@@ -523,6 +544,9 @@ pub(super) async fn answer(shared: &Shared, request: &Request, head: &[u8]) -> i
             if (200..300).contains(&status_of(&answer)) {
                 lake.access_or_new(&key, directory);
                 lake.child_written(&key);
+                if request.head.header("x-ms-copy-source").is_some() {
+                    after_copy(shared, lake, &key).await?;
+                }
             }
             Ok(answer)
         }
@@ -558,6 +582,26 @@ pub(super) async fn answer(shared: &Shared, request: &Request, head: &[u8]) -> i
             forward(shared, request, head).await
         }
     }
+}
+
+/// A copy to `key` just ended: its metadata set by another writer, where a test asked.
+async fn after_copy(shared: &Shared, lake: &HnsLake, key: &PathKey) -> io::Result<()> {
+    let headers = {
+        let mut inner = lake.lake();
+        let due = &mut inner.metadata_after_copy;
+        match due.iter().position(|(path, _)| path == key) {
+            Some(at) => due.remove(at).1,
+            None => return Ok(()),
+        }
+    };
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let set = upstream::send(shared, key, "PUT", "comp=metadata", &headers, Vec::new()).await?;
+    assert_eq!(set.status, 200, "the other writer's Set Blob Metadata");
+    lake.count(|c| c.rewrites += 1);
+    Ok(())
 }
 
 /// A copy (into any account) whose source is a lake's file due for a rewrite: rewritten first.
