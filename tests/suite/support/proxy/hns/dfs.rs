@@ -144,10 +144,23 @@ fn owner_change_refused<'a>(
 ) -> Option<Answer> {
     let changes_owner = header("x-ms-owner").is_some_and(|o| o != access.owner)
         || header("x-ms-group").is_some_and(|g| g != access.group);
-    if !(changes_owner && lake.lake().owner_changes_refused) {
+    let (forbidden, invalid) = {
+        let lake = lake.lake();
+        (lake.owner_changes_refused, lake.owner_values_refused)
+    };
+    if !changes_owner || !(forbidden || invalid) {
         return None;
     }
     lake.count(|c| c.owner_refusals += 1);
+    if invalid {
+        let message = "The value for one of the HTTP headers is not in the correct format.";
+        return Some(error(
+            request,
+            &format!("400 {message}"),
+            "InvalidHeaderValue",
+            message,
+        ));
+    }
     Some(permission_mismatch(request))
 }
 

@@ -182,6 +182,8 @@ struct Lake {
     rewrites: Vec<Rewrite>,
     /// [`HnsLake::refuse_owner_changes`].
     owner_changes_refused: bool,
+    /// [`HnsLake::refuse_owner_values`].
+    owner_values_refused: bool,
     /// [`HnsLake::refuse_account_information`].
     account_information_refused: bool,
     /// [`HnsLake::refuse_access_sets`].
@@ -222,6 +224,7 @@ impl HnsLake {
                 counts: HnsCounts::default(),
                 rewrites: Vec::new(),
                 owner_changes_refused: false,
+                owner_values_refused: false,
                 account_information_refused: false,
                 access_sets_refused: false,
                 access_sets_ignored: false,
@@ -271,6 +274,13 @@ impl HnsLake {
     /// `$superuser` otherwise, so the refusal is a switch, not a principal.
     pub fn refuse_owner_changes(&self) {
         self.lake().owner_changes_refused = true;
+    }
+
+    /// From now on, answers a setAccessControl that would change a path's owner or group
+    /// with 400 `InvalidHeaderValue` (Path - Update's answer to a header value it cannot
+    /// take: an owner or group that is no object ID or name the tenant knows), counted.
+    pub fn refuse_owner_values(&self) {
+        self.lake().owner_values_refused = true;
     }
 
     /// From now on, answers every setAccessControl with 403 `AuthorizationPermissionMismatch`
