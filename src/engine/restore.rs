@@ -84,6 +84,10 @@ pub struct RestoreSummary {
     pub access_failed: u64,
     #[serde(skip_serializing_if = "is_zero")]
     pub access_not_applied: u64,
+    /// Directories whose user metadata the service refused to set back (named in
+    /// `warnings`; their access control set all the same).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub directory_metadata_refused: u64,
     /// Directories reached with no version at the instant (said in `warnings`).
     #[serde(skip_serializing_if = "is_zero")]
     pub directories_without_version: u64,
@@ -153,6 +157,7 @@ pub async fn restore(
         summary.access_set = totals.access_set;
         summary.access_failed = totals.access_failed;
         summary.access_not_applied = totals.access_not_applied;
+        summary.directory_metadata_refused = totals.directory_metadata_refused;
         summary.directories_without_version = totals.directories_without_version;
         // Each path that failed, with why (access control has no line of its own).
         summary.failures = job.notes.failures.clone();
@@ -205,6 +210,7 @@ fn empty_summary(request: &RestoreRequest) -> RestoreSummary {
         access_set: 0,
         access_failed: 0,
         access_not_applied: 0,
+        directory_metadata_refused: 0,
         directories_without_version: 0,
         failures: Vec::new(),
         warnings: Vec::new(),

@@ -17,6 +17,7 @@ use crate::{
         backup_index::BackupIndex,
         life::{self, Lives, Record},
         naming::{self, ParsedBackupName},
+        properties::Access,
         stamp,
         version::Version,
     },
@@ -85,7 +86,26 @@ pub struct VaultLevel {
     pub root: Vec<BackupVersion>,
 }
 
+impl BackupVersion {
+    /// The access control (owner, group, permissions, ACL) its stamp records, if any.
+    pub fn recorded_access(&self) -> Option<Access> {
+        self.backup
+            .metadata
+            .as_ref()
+            .and_then(stamp::stamped_access)
+    }
+}
+
 impl VaultLevel {
+    /// The newest complete backup of the lake's root directory (by when its version was
+    /// written, then by name, as a restore orders versions): the one a restore to now brings
+    /// back.
+    pub fn newest_root(&self) -> Option<&BackupVersion> {
+        self.root
+            .iter()
+            .max_by(|a, b| (a.written, &a.backup.name).cmp(&(b.written, &b.backup.name)))
+    }
+
     /// Whether anything is backed up here that the lake might have lost.
     pub fn has_names(&self) -> bool {
         !self.newest.is_empty() || !self.subdirectories.is_empty()

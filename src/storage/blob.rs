@@ -218,6 +218,7 @@ impl Blob {
         Ok(Some(BlobState {
             version,
             copy_source: response.copy_source().during(read)?,
+            copy_id: response.copy_id().during(read)?,
             copy_status_description: response.copy_status_description().during(read)?,
             access_tier: response.access_tier().during(read)?,
             tag_count: response.tag_count().during(read)?.unwrap_or(0).max(0) as u64,
@@ -453,6 +454,8 @@ pub struct BlobState {
     pub version: Version,
     /// The URL it was copied from, when it is (or was) the destination of a copy.
     pub copy_source: Option<String>,
+    /// The id of the copy it is (or was) the destination of (`x-ms-copy-id`).
+    pub copy_id: Option<String>,
     pub copy_status_description: Option<String>,
     /// `Hot`, `Cool`, `Cold`, `Archive`, ... when the service says (set or inferred).
     pub access_tier: Option<String>,
@@ -476,6 +479,13 @@ impl BlobState {
             && copied.port_or_known_default() == source.port_or_known_default()
             && copied.path() == source.path()
             && snapshot(&copied) == snapshot(source)
+    }
+
+    /// Whether the blob is the result of the copy whose id is `copy_id` (a copy's properties
+    /// stay through a later Set Blob Metadata or Properties by anyone; its id names the copy):
+    /// `true` when the id is not known.
+    pub fn is_copy(&self, copy_id: Option<&str>) -> bool {
+        copy_id.is_none_or(|id| self.copy_id.as_deref() == Some(id))
     }
 
     /// An archived blob cannot be read (or copied) until it is rehydrated.

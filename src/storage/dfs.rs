@@ -30,7 +30,7 @@ use azure_core::http::{
 };
 use azure_storage_blob::BlobContainerClientOptions;
 
-use super::{StorageAccount, StorageError, StorageResultExt};
+use super::{ErrorCode, StorageAccount, StorageError, StorageResultExt};
 use crate::core::{
     etag::{normalize_etag, quoted_etag},
     properties::Access,
@@ -238,8 +238,8 @@ impl StorageAccount {
     /// group in one request, then its permissions (`x-ms-permissions`) wherever the sticky bit
     /// the path has now (`sticky_now`) is not the one wanted — set or cleared: the ACL cannot
     /// say it, a new ACL keeps the path's, and the two headers never go in one request. Where
-    /// the owner or group is refused (403: it takes a superuser), the ACL is set alone and the
-    /// refusal returned. Each request is sent `If-Match` the ETag in `now` (where known): a
+    /// the owner or group is refused (403: it takes a superuser; or a 400 for a header value the
+    /// service cannot take: [`owner_refusal`]), the ACL is set alone and the refusal returned. Each request is sent `If-Match` the ETag in `now` (where known): a
     /// path written since is left alone ([`AccessRefused::Changed`]). Setting what is already
     /// set changes nothing, so a redelivery may do it again. What was set is read back (Get
     /// Access Control): a path that does not hold it then (a service that answered 200 and
@@ -273,7 +273,7 @@ impl StorageAccount {
             match set.patch(&[acl, owner[0], owner[1]]).await {
                 Ok(()) => {}
                 // Refused for the owner or group: the ACL alone, below.
-                Err(AccessRefused::Storage(e)) if e.status == Some(403) => refused = Some(e),
+                Err(AccessRefused::Storage(e)) if owner_refusal(&e) => refused = Some(e),
                 Err(e) => return Err(e),
             }
         }
@@ -291,6 +291,20 @@ impl StorageAccount {
             Some(e) => Err(AccessRefused::Owner(e)),
             None => Ok(()),
         }
+    }
+}
+
+/// Whether a Set Access Control with an owner and group was refused for them: 403 (changing
+/// them takes a superuser), or 400 with a code Path - Update gives a header value it cannot
+/// take (`InvalidHeaderValue`, `InvalidInput`: an owner or group that is no object ID or name
+/// the tenant knows) — not any 400. Sent again without them, such a request sets the ACL or
+/// fails for its own reason.
+fn owner_refusal(e: &StorageError) -> bool {
+    let code = |name: &str| e.code == Some(ErrorCode::Other(name.to_owned()));
+    match e.status {
+        Some(403) => true,
+        Some(400) => code("InvalidHeaderValue") || code("InvalidInput"),
+        _ => false,
     }
 }
 
@@ -480,6 +494,23 @@ mod tests {
             ("a".to_owned(), "x".to_owned()),
         ]);
         assert_eq!(x_ms_properties(&metadata), "a=eA==,b=5p2x5Lqs");
+    }
+
+    #[test]
+    fn an_owner_is_taken_as_refused_on_403_or_a_bad_header_value_not_on_any_400() {
+        let answered = |status, code: &str| {
+            owner_refusal(&StorageError::refused(
+                "set",
+                status,
+                ErrorCode::parse(code),
+            ))
+        };
+        assert!(answered(403, "AuthorizationPermissionMismatch"));
+        assert!(answered(400, "InvalidHeaderValue"));
+        assert!(answered(400, "InvalidInput"));
+        assert!(!answered(400, "InvalidAccessControlList"));
+        assert!(!answered(409, "InvalidHeaderValue"));
+        assert!(!answered(412, "ConditionNotMet"));
     }
 
     #[test]

@@ -80,6 +80,8 @@ pub struct Copied {
     /// The destination's ETag after this copy's last write, where the service sent one (a
     /// server-side copy still pending: its ETag at the copy's start).
     pub etag: Option<String>,
+    /// A server-side copy's id (`x-ms-copy-id`), where the service sent one.
+    pub copy_id: Option<String>,
 }
 
 /// How a copy request ended at the service.
@@ -187,10 +189,12 @@ pub async fn copy_server_side(
                 .copy_status()
                 .during(|| format!("copying to {what}"))?;
             let etag = etag.map(|e| crate::core::etag::normalize_etag(e.as_ref()).to_owned());
-            Ok((status, etag))
+            let copy_id = response.copy_id().ok().flatten();
+            Ok((status, etag, copy_id))
         }
     };
-    let ((status, etag), tags_refused) = with_tags(attributes.tags.as_ref(), attempt).await?;
+    let ((status, etag, copy_id), tags_refused) =
+        with_tags(attributes.tags.as_ref(), attempt).await?;
     let state = match status {
         Some(CopyStatus::Success) => CopyStart::Done,
         _ if path == ServerCopy::Sync => {
@@ -205,6 +209,7 @@ pub async fn copy_server_side(
         state,
         tags_refused,
         etag,
+        copy_id,
         ..Default::default()
     })
 }

@@ -174,6 +174,7 @@ impl Through<'_> {
             md5_mismatch,
             tags_refused,
             etag,
+            copy_id: None,
         }
     }
 

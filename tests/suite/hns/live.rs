@@ -9,10 +9,15 @@
 //! The contracts checked (each one the stand-in plays): (a) a directory's listing `<Acl>`
 //! (`include=permissions`) carries its `default:` entries; (b) a directory is listed as a blob
 //! beside its prefix when it has children; (c) with named entries, the group triplet of the
-//! permissions is the mask; (d) whether Set Access Control moves the ETag (said, not judged:
-//! the product compares ACLs, never relies on the ETag); (e) whether the root directory
-//! (`{fs}/?action=getAccessControl`) answers with an ETag and Last-Modified (said: the root's
-//! version is named by the file system's where it does not).
+//! permissions is the mask; (d) Set Access Control keeps the ETag, or advances Last-Modified
+//! (an ACL change's version is named by the ETag and Last-Modified, as seen when the ETag
+//! stays: were the ETag to move and Last-Modified not, a restore could bring a later ACL back
+//! at an earlier instant); (e) whether the root directory (`{fs}/?action=getAccessControl`)
+//! answers with an ETag and Last-Modified (said: the root's version is named by the file
+//! system's where it does not); (f) a file's and a directory's access as listed
+//! (`include=permissions`) is, byte for byte, what Get Access Control answers (the restore's
+//! read-back compares the two), and the root's as its backup records it. The round trip also
+//! sets a standing directory's user metadata back (Set Blob Metadata on a directory).
 
 use std::{collections::HashMap, panic::AssertUnwindSafe};
 
@@ -94,8 +99,9 @@ async fn round_trip(app: &App, settings: &HashMap<String, String>, fs: &str) {
         .create_directory(fs, "d", None, &none)
         .await
         .unwrap();
+    let team = HashMap::from([("owner".to_owned(), "team".to_owned())]);
     account
-        .create_directory(fs, "e", None, &none)
+        .create_directory(fs, "e", None, &team)
         .await
         .unwrap();
     support::upload(
@@ -125,6 +131,7 @@ async fn round_trip(app: &App, settings: &HashMap<String, String>, fs: &str) {
 
     let first = support::produce(app, fs).await;
     assert!(first.succeeded(), "{:?}", first.notes);
+    root_as_backed_up(app, fs).await;
     let paths = ["", "d", "e", "d/f.csv"];
     let mut at_instant = Vec::new();
     for path in paths {
@@ -148,6 +155,13 @@ async fn round_trip(app: &App, settings: &HashMap<String, String>, fs: &str) {
     .await;
     set("e", access("$superuser", "user::rwx,group::---,other::---")).await;
     set("", access("$superuser", "user::rwx,group::r-x,other::--x")).await;
+    // And directory e's user metadata changes (Set Blob Metadata, the folder mark kept).
+    let later = HashMap::from([
+        ("owner".to_owned(), "other".to_owned()),
+        ("hdi_isfolder".to_owned(), "true".to_owned()),
+    ]);
+    let container = app.source.container(fs).unwrap();
+    container.blob("e").replace_metadata(&later).await.unwrap();
     let second = support::produce(app, fs).await;
     assert!(second.succeeded(), "{:?}", second.notes);
 
@@ -173,6 +187,36 @@ async fn round_trip(app: &App, settings: &HashMap<String, String>, fs: &str) {
             .access;
         assert_eq!(&now, was, "{path:?}: {summary}");
     }
+    // The standing directory's user metadata set back through the blob endpoint.
+    let (_, _, metadata) = support::properties(&container, "e").await;
+    assert_eq!(
+        metadata.get("owner").map(String::as_str),
+        Some("team"),
+        "directory e's metadata (Set Blob Metadata on a directory): {metadata:?}: {summary}"
+    );
+    assert_eq!(
+        metadata.get("hdi_isfolder").map(String::as_str),
+        Some("true"),
+        "{metadata:?}"
+    );
+}
+
+/// (f) for the root, which no listing shows: the access its backup records (read with Get
+/// Access Control) is what Get Access Control answers now.
+async fn root_as_backed_up(app: &App, fs: &str) {
+    let level = lakebackup::engine::vault::VaultLevel::of_directory(app, fs, "")
+        .await
+        .unwrap();
+    let recorded = level
+        .newest_root()
+        .expect("(f) the root is backed up")
+        .recorded_access();
+    let now = app.source.get_access_control(fs, "").await.unwrap();
+    assert_eq!(
+        recorded,
+        now.map(|root| root.access),
+        "(f) the root's access as its backup records it"
+    );
 }
 
 /// The contracts the stand-in plays, on the paths `round_trip` made.
@@ -225,7 +269,20 @@ async fn contracts(account: &StorageAccount, fs: &str) {
         "(c) {:?}",
         file.access
     );
-    // (d) whether Set Access Control moves the ETag.
+    // (f) a file's and a directory's access as listed is Get Access Control's, byte for byte.
+    let listed_file = listed(&container, "d/", "d/f.csv").await;
+    for (path, listed) in [("e", e.properties.access.clone()), ("d/f.csv", listed_file)] {
+        let answered = account.get_access_control(fs, path).await.unwrap();
+        assert_eq!(
+            listed,
+            answered.map(|a| a.access),
+            "(f) {path}: its access as listed (include=permissions) is what Get Access \
+             Control answers (the restore's read-back compares the two)"
+        );
+    }
+    // (d) Set Access Control keeps the ETag, or advances Last-Modified (in the next second,
+    // so that an advance shows).
+    support::next_second().await;
     let unchanged = access(
         &file.access.owner,
         &file.access.acl.replace("other::---", "other::r--"),
@@ -240,15 +297,31 @@ async fn contracts(account: &StorageAccount, fs: &str) {
         .await
         .unwrap()
         .unwrap();
+    let advanced = matches!(
+        (file.last_modified, after.last_modified),
+        (Some(before), Some(after)) if after > before
+    );
+    assert!(
+        after.etag == file.etag || advanced,
+        "(d) Set Access Control moved the ETag ({} → {}) without advancing Last-Modified \
+         ({:?} → {:?}): an ACL change's version is named by the ETag and Last-Modified, so a \
+         restore could bring the later ACL back at an earlier instant",
+        file.etag,
+        after.etag,
+        file.last_modified,
+        after.last_modified
+    );
     eprintln!(
-        "hns::live (d): Set Access Control {} the ETag ({} → {})",
+        "hns::live (d): Set Access Control {} the ETag ({} → {}), Last-Modified {:?} → {:?}",
         if after.etag == file.etag {
             "keeps"
         } else {
             "moves"
         },
         file.etag,
-        after.etag
+        after.etag,
+        file.last_modified,
+        after.last_modified
     );
     // (e) whether the root answers with an ETag and Last-Modified (else its version is named
     // by the file system's): said, not judged.
@@ -261,4 +334,31 @@ async fn contracts(account: &StorageAccount, fs: &str) {
         "hns::live (e): the root's Get Access Control answers ETag {:?}, Last-Modified {:?}",
         root.etag, root.last_modified
     );
+}
+
+/// The access control of `name` as listed (`include=permissions`) in directory `directory`.
+async fn listed(
+    container: &lakebackup::storage::Container,
+    directory: &str,
+    name: &str,
+) -> Option<Access> {
+    let pages = list_directory(
+        container,
+        ListingScope {
+            prefix: Some(directory),
+            permissions: true,
+            one_level: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let pages: Vec<ListingPage<_>> = pages.try_collect().await.unwrap();
+    pages
+        .into_iter()
+        .flat_map(|p| p.entries)
+        .find_map(|e| match e {
+            ListedEntry::Item(v) if v.name == name => Some(v.properties.access),
+            _ => None,
+        })
+        .expect("(f) listed")
 }

@@ -157,12 +157,24 @@ async fn an_hns_lake_comes_back_exactly_as_of_before_acl_changes_and_a_recursive
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_owner_the_service_refuses_fails_the_job_naming_the_path_with_its_bytes_restored() {
+    an_owner_refused(|stand_in| stand_in.refuse_owner_changes()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_owner_the_service_takes_for_an_invalid_value_is_refused_the_same_way() {
+    // 400 InvalidHeaderValue, as Path - Update answers a header value it cannot take.
+    an_owner_refused(|stand_in| stand_in.refuse_owner_values()).await;
+}
+
+/// A restore to now whose owner and group changes the stand-in refuses as `refuse` says: the
+/// two paths whose owner is no longer the creator's named, their ACLs set all the same.
+async fn an_owner_refused(refuse: impl FnOnce(&crate::support::proxy::hns::HnsLake)) {
     let (lake, proxied) = lake_on_stand_in(&[]).await;
     let files = a_lake_backed_up(&lake, &proxied).await;
     let at_the_instant = paths_now(&proxied, &PATHS[..6]);
     let deleted = super::dfs(&proxied, "DELETE", "lake/🦀/日本", "recursive=true", &[]).await;
     assert_eq!(deleted.status, 200, "{}", deleted.body);
-    proxied.blob.hns().unwrap().refuse_owner_changes();
+    refuse(&proxied.blob.hns().unwrap());
 
     let (code, summary) = restore(&lake.settings(), &[]);
     assert_eq!(code, 1, "{summary}");

@@ -268,3 +268,66 @@ async fn a_directory_that_stands_gets_its_versions_user_metadata_back() {
             .directory
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_directorys_metadata_refused_leaves_a_warning_and_its_access_control_is_set() {
+    let (lake, proxied) = lake_on_stand_in(&[]).await;
+    let first_acl = "user::rwx,group::r-x,other::---";
+    make_directory(
+        &proxied,
+        "d",
+        &[
+            ("x-ms-properties", "owner=dGVhbQ=="),
+            ("x-ms-acl", first_acl),
+        ],
+    )
+    .await;
+    let at_instant = super::directories::access_now(&proxied, "d");
+    let first = support::produce(&lake.app, "lake").await;
+    assert!(first.succeeded(), "{:?}", first.notes);
+    let instant = support::instant_after_writes().await;
+    // After the instant both its metadata and its ACL change.
+    let later = std::collections::HashMap::from([
+        ("owner".to_owned(), "other".to_owned()),
+        ("hdi_isfolder".to_owned(), "true".to_owned()),
+    ]);
+    lake.lake("lake")
+        .blob("d")
+        .replace_metadata(&later)
+        .await
+        .unwrap();
+    super::directories::set_access(
+        &proxied,
+        "d",
+        &[("x-ms-acl", "user::rwx,group::---,other::---")],
+    )
+    .await;
+    let second = support::produce(&lake.app, "lake").await;
+    assert!(second.succeeded(), "{:?}", second.notes);
+    assert_ne!(super::directories::access_now(&proxied, "d"), at_instant);
+
+    // Should Azure refuse Set Blob Metadata on a directory, its access control still comes back.
+    proxied.blob.hns().unwrap().refuse_directory_metadata();
+    let (code, summary) = restore(&lake.settings(), &["--as-of", &instant]);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(
+        super::directories::access_now(&proxied, "d"),
+        at_instant,
+        "{summary}"
+    );
+    assert_eq!(summary["directory_metadata_refused"], 1, "{summary}");
+    let warned = summary["warnings"].as_array().cloned().unwrap_or_default();
+    assert!(
+        warned.iter().any(|w| w["blob"] == "d"
+            && w["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("OperationNotSupportedOnDirectory"))),
+        "{summary}"
+    );
+    let (_, _, metadata) = support::properties(&lake.lake("lake"), "d").await;
+    assert_eq!(
+        metadata.get("owner").map(String::as_str),
+        Some("other"),
+        "left as it stood"
+    );
+}

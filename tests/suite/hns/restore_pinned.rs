@@ -89,3 +89,38 @@ async fn an_access_control_the_service_accepts_but_does_not_hold_is_a_failure_of
     );
     assert_eq!(access_now(&proxied, "f.csv").3, LATER);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metadata_set_by_another_writer_after_the_restores_copy_keeps_the_instants_acl_off() {
+    let (lake, proxied) = lake_on_stand_in(&[]).await;
+    let container = lake.lake("lake");
+    support::upload(&container, "kept.csv", b"at the instant").await;
+    set_access(&proxied, "kept.csv", &[("x-ms-acl", AT_INSTANT)]).await;
+    let first = support::produce(&lake.app, "lake").await;
+    assert!(first.succeeded(), "{:?}", first.notes);
+    let instant = support::instant_after_writes().await;
+    support::upload(&container, "kept.csv", b"later").await;
+    set_access(&proxied, "kept.csv", &[("x-ms-acl", LATER)]).await;
+    let second = support::produce(&lake.app, "lake").await;
+    assert!(second.succeeded(), "{:?}", second.notes);
+    // Another writer sets kept.csv's metadata right after the restore's server-side copy ends:
+    // the copy's properties (x-ms-copy-source, -id, -status) stay through it.
+    let stand_in = proxied.blob.hns().unwrap();
+    stand_in.set_metadata_after_copy("source", "lake", "kept.csv", &[("writer", "other")]);
+
+    let (code, summary) = restore(&lake.settings(), &["--as-of", &instant]);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(
+        stand_in.counts().rewrites,
+        1,
+        "the copy was server-side: {summary}"
+    );
+    assert_eq!(summary["changed_since_plan"], 1, "{summary}");
+    let (_, _, metadata) = support::properties(&container, "kept.csv").await;
+    assert_eq!(metadata.get("writer").map(String::as_str), Some("other"));
+    assert_ne!(
+        access_now(&proxied, "kept.csv").3,
+        AT_INSTANT,
+        "the other writer's version is never given the instant's ACL: {summary}"
+    );
+}

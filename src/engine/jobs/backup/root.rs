@@ -2,8 +2,11 @@
 //! permissions, access ACL and default ACL) backed up once a pass, by the first part of the
 //! container's root level. The root is no listed entry (List Blobs shows what is under it), so
 //! it is read with Get Access Control and kept as the directory version whose name is empty
-//! (`_{time}_{etag}` at the root of `{c}bak`), a new version when its ETag or its access
-//! control changes — as any directory's.
+//! (`_{time}_{etag}` at the root of `{c}bak`). A restore sets only the root's access control,
+//! so a new version is written only when that access control (owner, group, permissions, ACL
+//! with its default entries) differs from the newest root backup's, whatever the ETag: a
+//! directory's ETag may move when a child is created or deleted, and a version per such move
+//! would grow the vault every pass, never pruned.
 
 use tracing::warn;
 
@@ -29,17 +32,20 @@ impl Part<'_> {
             Err(e) => return self.root_failed(e.to_string()),
         };
         self.counts.directories += 1;
-        let access = root.properties.access.as_ref();
-        if level.index.contains_with_access("", &root.etag, access) {
+        let newest = level.newest_root();
+        let recorded = newest.map(|newest| newest.recorded_access());
+        if recorded.is_some() && recorded.flatten().as_ref() == root.properties.access.as_ref() {
             return;
         }
-        // Only its access control changed (the ETag may stay): a version as seen now.
-        let root = match level.index.contains_with_access("", &root.etag, None) {
-            true => Version {
+        // Its access control changed since the newest root backup (if any): when, nothing
+        // says (the ETag and Last-Modified may have moved with a child's write since), so a
+        // later version is named as seen now, never earlier than the change.
+        let root = match newest {
+            Some(_) => Version {
                 last_modified: seen_at(),
                 ..root
             },
-            false => root,
+            None => root,
         };
         match backup::back_up_directory(self.app, container, &root).await {
             Ok(BackupOutcome::BackedUp { .. }) => self.counts.directory_backups += 1,

@@ -48,6 +48,17 @@ struct DirectoryWritten {
     rewritten: bool,
 }
 
+/// What writing a standing directory's user metadata back did.
+enum MetadataWrite {
+    /// Nothing to write (the same metadata, or a dry run).
+    Nothing,
+    /// Written: the ETag the directory has after.
+    Written(String),
+    /// The service refused it (other than for a changed ETag): the directory is left as it
+    /// stood, its access control still to set.
+    Refused(StorageError),
+}
+
 /// How lines and failures name the container's root directory (its version is named `""`).
 const ROOT: &str = "/";
 
@@ -141,11 +152,22 @@ impl Part<'_> {
         };
         match &candidate.target {
             Some(target) => match self.restore_directory_metadata(candidate, target).await {
-                Ok(None) => {}
-                Ok(Some(etag)) => {
+                Ok(MetadataWrite::Nothing) => {}
+                Ok(MetadataWrite::Written(etag)) => {
                     written.etag = Some(etag);
                     written.rewritten = true;
                     written.outcome = restored();
+                }
+                Ok(MetadataWrite::Refused(e)) => {
+                    // Set Blob Metadata on a directory is what Azure's own Data Lake SDKs
+                    // send (DataLakePathClient.SetMetadata); were it refused, the directory's
+                    // access control matters more than its user metadata: set all the same.
+                    warn!(directory = name, error = %e, "its user metadata refused; its access control is set all the same");
+                    written.outcome.also.directory_metadata_refused = 1;
+                    written.outcome.warning = Some(format!(
+                        "its user metadata could not be set back ({e}); its access control is \
+                         set all the same"
+                    ));
                 }
                 Err(e) if e.is(ErrorCode::ConditionNotMet) => {
                     info!(directory = name, "written since the plan: its metadata left alone");
@@ -210,15 +232,16 @@ impl Part<'_> {
 
     /// Writes the user metadata of the directory version chosen back onto the directory that
     /// stands (`target`, as listed), where it differs (names compared case-blind), `If-Match`
-    /// its listed ETag, with the folder mark kept: the ETag it has after, or `None` where
-    /// nothing was to write (or a dry run).
+    /// its listed ETag, with the folder mark kept. An error is a changed ETag (412), or the
+    /// version it holds now not kept; a refusal of the write itself is
+    /// [`MetadataWrite::Refused`].
     async fn restore_directory_metadata(
         &self,
         candidate: &Candidate,
         target: &crate::core::version::Version,
-    ) -> Result<Option<String>, StorageError> {
+    ) -> Result<MetadataWrite, StorageError> {
         let (Plan::Restore(version), Some(theirs)) = (&candidate.plan, &target.metadata) else {
-            return Ok(None);
+            return Ok(MetadataWrite::Nothing);
         };
         let user = |metadata: &HashMap<String, String>| -> HashMap<String, String> {
             let mut user = metadata.clone();
@@ -227,7 +250,7 @@ impl Part<'_> {
         };
         let wanted = user(&version.version.metadata_or_empty());
         if same_metadata(&wanted, &user(theirs)) || self.options.dry_run {
-            return Ok(None);
+            return Ok(MetadataWrite::Nothing);
         }
         // A restore never destroys a version: the directory's version now is backed up first
         // (in the lake's account, where backups are) unless a backup holds it.
@@ -245,8 +268,11 @@ impl Part<'_> {
         let mut metadata = wanted;
         metadata.insert(FOLDER_MARK.to_owned(), "true".to_owned());
         let blob = self.target.blob(&candidate.blob);
-        let written = blob.set_metadata_etag(&metadata, &target.etag).await?;
-        Ok(Some(written.unwrap_or_default()))
+        match blob.set_metadata_etag(&metadata, &target.etag).await {
+            Ok(written) => Ok(MetadataWrite::Written(written.unwrap_or_default())),
+            Err(e) if e.is(ErrorCode::ConditionNotMet) => Err(e),
+            Err(e) => Ok(MetadataWrite::Refused(e)),
+        }
     }
 
     /// Creates the directory of `candidate`, with its version's user metadata (the folder

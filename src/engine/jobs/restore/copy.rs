@@ -16,8 +16,8 @@ use crate::{
     },
     storage::{
         copy::{
-            copy_server_side, copy_version_through, wait_for_copy, CopyAttributes, Overwrite,
-            ServerCopy, SourceVersion,
+            copy_server_side, copy_version_through, wait_for_copy, CopyAttributes, CopyStart,
+            Overwrite, ServerCopy, SourceVersion,
         },
         Blob, ErrorCode, StorageAccount, StorageError,
     },
@@ -205,7 +205,7 @@ impl Part<'_> {
             }
         };
         let pinned = pinned_etag(restorable);
-        let mut answered = None;
+        let mut answered = Answered::default();
         match copy_server_side(
             destination,
             &source_url,
@@ -223,7 +223,11 @@ impl Part<'_> {
                         "the target refused the version's tags: restored without them"
                     );
                 }
-                answered = copied.etag;
+                answered = Answered {
+                    done: copied.state == CopyStart::Done,
+                    etag: copied.etag,
+                    copy_id: copied.copy_id,
+                };
             }
             Err(e) if e.is(ErrorCode::ConditionNotMet) || e.is(ErrorCode::BlobAlreadyExists) => {
                 // Our own copy, whose answer was lost and which the retry then found, looks the
@@ -271,15 +275,15 @@ impl Part<'_> {
     }
 
     /// Waits for a server-side copy to end and checks what landed: the version's length, and
-    /// no bookkeeping metadata left behind where the version had none. `answered`: the ETag
-    /// the copy request answered with.
+    /// no bookkeeping metadata left behind where the version had none. `answered`: what the
+    /// copy request answered with (nothing where its answer was lost).
     async fn copied(
         &self,
         destination: &Blob,
         source_url: &Url,
         version: &Version,
         clear_metadata: bool,
-        answered: Option<String>,
+        answered: Answered,
     ) -> Result<CopyBack, StorageError> {
         let config = &self.app.config;
         let what = destination.what();
@@ -311,10 +315,26 @@ impl Part<'_> {
                 state.version.content_length, version.content_length
             )));
         }
+        // Another copy landed since ours (its id is not the one ours answered with): the
+        // blob is someone else's now.
+        if !state.is_copy(answered.copy_id.as_deref()) {
+            return Ok(CopyBack::ChangedSincePlan);
+        }
         // The copy as it ended is ours while it still says it is this copy's destination (a
-        // write since clears the copy's properties): its ETag is the version written.
-        let ours = (state.copied_from(source_url) || answered.as_deref() == Some(state.etag()))
-            .then(|| state.etag().to_owned());
+        // write since clears the copy's properties; Set Blob Metadata or Properties by anyone
+        // keeps them, and moves the ETag: no longer the one the copy answered with, once it
+        // is known): its ETag is the version written.
+        let ours = match answered.etag.as_deref() {
+            // Done when it answered: the ETag it answered with is the version written, any
+            // other a write since.
+            Some(etag) if answered.done => match etag == state.etag() {
+                true => Some(etag.to_owned()),
+                false => return Ok(CopyBack::ChangedSincePlan),
+            },
+            _ => state
+                .copied_from(source_url)
+                .then(|| state.etag().to_owned()),
+        };
         if !clear_metadata || state.metadata().is_empty() {
             return Ok(CopyBack::Written(ours));
         }
@@ -327,7 +347,11 @@ impl Part<'_> {
             // Cleared by a try whose answer was lost, or written by someone since: the blob as
             // it is now says which.
             Err(e) if e.is(ErrorCode::ConditionNotMet) => match destination.probe().await? {
-                Some(now) if now.metadata().is_empty() && now.copied_from(source_url) => {
+                Some(now)
+                    if now.metadata().is_empty()
+                        && now.copied_from(source_url)
+                        && now.is_copy(answered.copy_id.as_deref()) =>
+                {
                     Ok(CopyBack::Written(Some(now.etag().to_owned())))
                 }
                 _ => Ok(CopyBack::ChangedSincePlan),
@@ -361,4 +385,16 @@ fn pinned_etag(restorable: &Restorable) -> Option<&str> {
         VersionSource::Backup { etag, .. } => Some(etag.as_str()),
         VersionSource::Snapshot(_) => None,
     }
+}
+
+/// What a server-side copy request answered with (nothing, where its answer was lost).
+#[derive(Debug, Default)]
+struct Answered {
+    /// The copy was done when it answered (a synchronous copy, or a quick one).
+    done: bool,
+    /// The destination's ETag it answered with: the version written when `done`, else the
+    /// empty blob's the copy started on.
+    etag: Option<String>,
+    /// The copy's id (`x-ms-copy-id`).
+    copy_id: Option<String>,
 }

@@ -70,6 +70,9 @@ kind_counts! {
         /// Paths whose backup records an access control that a target without a hierarchical
         /// namespace cannot hold (said once in the notes); directories are not written there.
         access_not_applied,
+        /// Directories that stood with other user metadata, which the service refused to
+        /// set back (named in the warnings); their access control is set all the same.
+        directory_metadata_refused,
         /// Directories a restore into a hierarchical namespace reaches (files at the instant
         /// under them) that have no directory version at the instant (backed up by an earlier
         /// release, or created after the instant): they come back only as their files' parents,
@@ -224,6 +227,9 @@ async fn run_part(part: KindPart<'_, RestoreKind>) -> Result<PartDone<RestoreKin
             KindCounts::add(&mut done.counts, &outcome.also);
             if let Some(reason) = outcome.access_failure {
                 done.notes.fail(&outcome.blob, reason);
+            }
+            if let Some(warning) = outcome.warning {
+                done.notes.warn(&outcome.blob, warning);
             }
             if let Some(action) = outcome.action {
                 if let Some(error) = &action.error {

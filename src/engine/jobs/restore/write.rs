@@ -53,6 +53,9 @@ pub(super) struct Outcome {
     pub(super) also: RestoreCounts,
     /// Why its access control was not all set, for the job's failures.
     pub(super) access_failure: Option<String>,
+    /// What was left undone that is no failure (a directory's user metadata refused), for
+    /// the job's warnings.
+    pub(super) warning: Option<String>,
     /// The ETag the target had once this restore wrote it, where known: its access control is
     /// set only while it has it.
     pub(super) written_etag: Option<String>,
@@ -66,6 +69,7 @@ impl Outcome {
             action: Some(action),
             also: RestoreCounts::default(),
             access_failure: None,
+            warning: None,
             written_etag: None,
         }
     }
@@ -77,6 +81,7 @@ impl Outcome {
             action: None,
             also: RestoreCounts::default(),
             access_failure: None,
+            warning: None,
             written_etag: None,
         }
     }

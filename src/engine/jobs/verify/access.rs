@@ -56,31 +56,37 @@ impl RecordedAccess {
         let now = blob.properties.access.as_ref()?;
         let key = (blob.name.clone(), normalize_etag(&blob.etag).to_owned());
         let (_, recorded) = self.newest.get(&key)?;
-        let Some(recorded) = recorded else {
-            return Some(
-                "its backup records no access control (owner, group, permissions, ACL): a \
-                 restore would not bring it back"
-                    .into(),
-            );
-        };
-        let fields = [
-            ("owner", &now.owner, &recorded.owner),
-            ("group", &now.group, &recorded.group),
-            ("permissions", &now.permissions, &recorded.permissions),
-            ("ACL", &now.acl, &recorded.acl),
-        ];
-        let differing: Vec<String> = fields
-            .iter()
-            .filter(|(_, now, recorded)| now != recorded)
-            .map(|(what, now, recorded)| format!("{what} {now} (its backup records {recorded})"))
-            .collect();
-        (!differing.is_empty()).then(|| {
-            format!(
-                "its access control differs from its backup's: {}",
-                differing.join("; ")
-            )
-        })
+        differs_from(now, recorded.as_ref())
     }
+}
+
+/// What differs between access control `now` and `recorded` (a backup's; `None`: it records
+/// none), in words; `None` when they are equal.
+pub(super) fn differs_from(now: &Access, recorded: Option<&Access>) -> Option<String> {
+    let Some(recorded) = recorded else {
+        return Some(
+            "its backup records no access control (owner, group, permissions, ACL): a restore \
+             would not bring it back"
+                .into(),
+        );
+    };
+    let fields = [
+        ("owner", &now.owner, &recorded.owner),
+        ("group", &now.group, &recorded.group),
+        ("permissions", &now.permissions, &recorded.permissions),
+        ("ACL", &now.acl, &recorded.acl),
+    ];
+    let differing: Vec<String> = fields
+        .iter()
+        .filter(|(_, now, recorded)| now != recorded)
+        .map(|(what, now, recorded)| format!("{what} {now} (its backup records {recorded})"))
+        .collect();
+    (!differing.is_empty()).then(|| {
+        format!(
+            "its access control differs from its backup's: {}",
+            differing.join("; ")
+        )
+    })
 }
 
 #[cfg(test)]

@@ -201,7 +201,7 @@ async fn run_part(part: Part<'_, VerifyKind>) -> Result<PartDone<VerifyKind>, Jo
     }
     let mut done = PartDone::new();
     if hierarchical && shard.starts_container() && options.filter.is_empty() {
-        judge_root(app, &shard.container, &backups, &recorded, &mut done, sink).await;
+        judge_root(app, &shard.container, &backups, &mut done, sink).await;
     }
     let mut last_done = None;
     let finished = each_within_budget(
@@ -311,22 +311,18 @@ async fn level_backups(
         }
     })
     .await?;
-    if hierarchical {
-        for root in &backups.root {
-            recorded.note(root);
-        }
-    }
     Ok((backups, recorded))
 }
 
 /// Judges the container's root directory (a hierarchical namespace's `/`, read with Get
-/// Access Control) as any directory: a backup of its version, with its access control. Named
-/// `/` in lines and notes.
+/// Access Control): backed up when the root has a backup at all, and its access control
+/// against the newest one's, whatever the ETag (a restore sets only the root's access control,
+/// and the backup writes a root version only when that changes: a child's write may move the
+/// root's ETag). Named `/` in lines and notes.
 async fn judge_root(
     app: &crate::app::App,
     container: &str,
     backups: &VaultLevel,
-    recorded: &RecordedAccess,
     done: &mut PartDone<VerifyKind>,
     sink: Option<super::kind::LineSink<'_, VerifyLine>>,
 ) {
@@ -343,8 +339,12 @@ async fn judge_root(
             return;
         }
     };
-    let backed_up = backups.index.contains("", &root.etag);
-    let access = backed_up.then(|| recorded.differs(&root)).flatten();
+    let newest = backups.newest_root();
+    let backed_up = newest.is_some();
+    let access = match (newest, root.properties.access.as_ref()) {
+        (Some(newest), Some(now)) => access::differs_from(now, newest.recorded_access().as_ref()),
+        _ => None,
+    };
     let verdict = BlobVerdict {
         blob: Version {
             name: ROOT.to_owned(),

@@ -144,10 +144,23 @@ fn owner_change_refused<'a>(
 ) -> Option<Answer> {
     let changes_owner = header("x-ms-owner").is_some_and(|o| o != access.owner)
         || header("x-ms-group").is_some_and(|g| g != access.group);
-    if !(changes_owner && lake.lake().owner_changes_refused) {
+    let (forbidden, invalid) = {
+        let lake = lake.lake();
+        (lake.owner_changes_refused, lake.owner_values_refused)
+    };
+    if !changes_owner || !(forbidden || invalid) {
         return None;
     }
     lake.count(|c| c.owner_refusals += 1);
+    if invalid {
+        let message = "The value for one of the HTTP headers is not in the correct format.";
+        return Some(error(
+            request,
+            &format!("400 {message}"),
+            "InvalidHeaderValue",
+            message,
+        ));
+    }
     Some(permission_mismatch(request))
 }
 
@@ -326,6 +339,7 @@ async fn access_of(
         }
         let etag = properties.header("etag").unwrap_or("").to_owned();
         let modified = properties.header("last-modified").unwrap_or("").to_owned();
+        let (etag, modified) = lake.moved_root(key, &etag).unwrap_or((etag, modified));
         return Ok(Some((root, etag, modified)));
     }
     let directory = properties.header("x-ms-meta-hdi_isfolder") == Some("true");

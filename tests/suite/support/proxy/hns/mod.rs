@@ -48,7 +48,9 @@
 //!
 //! For tests, [`HnsLake::rewrite_when_read`] rewrites a file the first time anyone reads or
 //! copies it (a writer racing the backup), [`HnsLake::refuse_owner_changes`] makes it refuse
-//! owner and group changes (403), as Azure refuses them to a caller that is no superuser, and
+//! owner and group changes (403), as Azure refuses them to a caller that is no superuser,
+//! [`HnsLake::root_moves_with_children`] moves the root's ETag with each write under it,
+//! [`HnsLake::refuse_directory_metadata`] refuses Set Blob Metadata on a directory, and
 //! [`HnsLake::counts`] says what reached the lake.
 
 mod acl;
@@ -180,6 +182,8 @@ struct Lake {
     rewrites: Vec<Rewrite>,
     /// [`HnsLake::refuse_owner_changes`].
     owner_changes_refused: bool,
+    /// [`HnsLake::refuse_owner_values`].
+    owner_values_refused: bool,
     /// [`HnsLake::refuse_account_information`].
     account_information_refused: bool,
     /// [`HnsLake::refuse_access_sets`].
@@ -188,6 +192,13 @@ struct Lake {
     access_sets_ignored: bool,
     /// [`HnsLake::root_without_etag`].
     root_without_etag: bool,
+    /// [`HnsLake::root_moves_with_children`]: per (account, container), how many writes
+    /// moved its root directory, and the Last-Modified of the latest; `None` while off.
+    root_moves: Option<BTreeMap<(String, String), (u64, String)>>,
+    /// [`HnsLake::refuse_directory_metadata`].
+    directory_metadata_refused: bool,
+    /// [`HnsLake::set_metadata_after_copy`]: the path, and its metadata's headers.
+    metadata_after_copy: Vec<(PathKey, Vec<(String, String)>)>,
 }
 
 /// The hierarchical namespace of the accounts a stand-in proxy plays as ADLS Gen2 lakes.
@@ -213,10 +224,14 @@ impl HnsLake {
                 counts: HnsCounts::default(),
                 rewrites: Vec::new(),
                 owner_changes_refused: false,
+                owner_values_refused: false,
                 account_information_refused: false,
                 access_sets_refused: false,
                 access_sets_ignored: false,
                 root_without_etag: false,
+                root_moves: None,
+                directory_metadata_refused: false,
+                metadata_after_copy: Vec::new(),
             }),
         }
     }
@@ -261,6 +276,13 @@ impl HnsLake {
         self.lake().owner_changes_refused = true;
     }
 
+    /// From now on, answers a setAccessControl that would change a path's owner or group
+    /// with 400 `InvalidHeaderValue` (Path - Update's answer to a header value it cannot
+    /// take: an owner or group that is no object ID or name the tenant knows), counted.
+    pub fn refuse_owner_values(&self) {
+        self.lake().owner_values_refused = true;
+    }
+
     /// From now on, answers every setAccessControl with 403 `AuthorizationPermissionMismatch`
     /// (a worker that dies before its access control call lands looks the same): what a path
     /// has is then what it was created with.
@@ -272,6 +294,63 @@ impl HnsLake {
     /// that accepted a change it did not make): only reading it back tells.
     pub fn ignore_access_sets(&self) {
         self.lake().access_sets_ignored = true;
+    }
+
+    /// From now on, moves the root directory's ETag and Last-Modified with each blob written
+    /// or deleted in its container (as a POSIX directory's mtime moves when a child is created
+    /// or deleted; whether Azure moves a directory's ETag so is not documented).
+    pub fn root_moves_with_children(&self) {
+        self.lake().root_moves = Some(BTreeMap::new());
+    }
+
+    /// The root's ETag and Last-Modified as [`HnsLake::root_moves_with_children`] moved them
+    /// from the file system's `etag`; `None` when they were not moved.
+    fn moved_root(&self, key: &PathKey, etag: &str) -> Option<(String, String)> {
+        let lake = self.lake();
+        let (moves, modified) = lake
+            .root_moves
+            .as_ref()?
+            .get(&(key.account.clone(), key.container.clone()))?;
+        let etag = format!("\"{}{moves:X}\"", etag.trim_matches('"'));
+        Some((etag, modified.clone()))
+    }
+
+    /// A write or deletion of `key` that moves its container's root directory, if so told.
+    fn child_written(&self, key: &PathKey) {
+        let mut lake = self.lake();
+        let Some(moves) = lake.root_moves.as_mut() else {
+            return;
+        };
+        let now = lakebackup::storage::testing::http_date(time::OffsetDateTime::now_utc());
+        let entry = moves
+            .entry((key.account.clone(), key.container.clone()))
+            .or_insert((0, String::new()));
+        *entry = (entry.0 + 1, now);
+    }
+
+    /// Sets `container/path`'s user metadata to `metadata` (Set Blob Metadata, as another
+    /// writer would) right after the first copy to it ends, before the copy is answered: a
+    /// write the copy's properties (`x-ms-copy-*`) stay through.
+    pub fn set_metadata_after_copy(
+        &self,
+        account: &str,
+        container: &str,
+        path: &str,
+        metadata: &[(&str, &str)],
+    ) {
+        let headers = metadata
+            .iter()
+            .map(|(name, value)| (format!("x-ms-meta-{name}"), (*value).to_owned()))
+            .collect();
+        let key = PathKey::new(account, container, path);
+        self.lake().metadata_after_copy.push((key, headers));
+    }
+
+    /// From now on, refuses Set Blob Metadata on a directory with 409
+    /// `OperationNotSupportedOnDirectory` (Azure's own Data Lake SDKs send it for a directory's
+    /// metadata, so Azure takes it; code must not depend on that).
+    pub fn refuse_directory_metadata(&self) {
+        self.lake().directory_metadata_refused = true;
     }
 
     /// From now on, answers Get Access Control on the root directory without an ETag or
@@ -474,6 +553,10 @@ pub(super) async fn answer(shared: &Shared, request: &Request, head: &[u8]) -> i
             let answer = forward(shared, request, head).await?;
             if (200..300).contains(&status_of(&answer)) {
                 lake.access_or_new(&key, directory);
+                lake.child_written(&key);
+                if request.head.header("x-ms-copy-source").is_some() {
+                    after_copy(shared, lake, &key).await?;
+                }
             }
             Ok(answer)
         }
@@ -483,6 +566,7 @@ pub(super) async fn answer(shared: &Shared, request: &Request, head: &[u8]) -> i
                 && query_value(request, "snapshot").is_none()
             {
                 lake.forget(&key);
+                lake.child_written(&key);
             }
             Ok(answer)
         }
@@ -492,8 +576,42 @@ pub(super) async fn answer(shared: &Shared, request: &Request, head: &[u8]) -> i
             }
             forward(shared, request, head).await
         }
-        Operation::Other => forward(shared, request, head).await,
+        Operation::Other => {
+            let sets_metadata = request.method.eq_ignore_ascii_case("PUT")
+                && query_value(request, "comp").is_some_and(|c| c.eq_ignore_ascii_case("metadata"));
+            let refused = lake.lake().directory_metadata_refused;
+            if sets_metadata && refused && lake.knows_directory(&key) {
+                let message = "The requested operation is not supported on a directory.";
+                return Ok(dfs::error(
+                    request,
+                    &format!("409 {message}"),
+                    "OperationNotSupportedOnDirectory",
+                    message,
+                ));
+            }
+            forward(shared, request, head).await
+        }
     }
+}
+
+/// A copy to `key` just ended: its metadata set by another writer, where a test asked.
+async fn after_copy(shared: &Shared, lake: &HnsLake, key: &PathKey) -> io::Result<()> {
+    let headers = {
+        let mut inner = lake.lake();
+        let due = &mut inner.metadata_after_copy;
+        match due.iter().position(|(path, _)| path == key) {
+            Some(at) => due.remove(at).1,
+            None => return Ok(()),
+        }
+    };
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let set = upstream::send(shared, key, "PUT", "comp=metadata", &headers, Vec::new()).await?;
+    assert_eq!(set.status, 200, "the other writer's Set Blob Metadata");
+    lake.count(|c| c.rewrites += 1);
+    Ok(())
 }
 
 /// A copy (into any account) whose source is a lake's file due for a rewrite: rewritten first.
