@@ -16,6 +16,9 @@ use azure_storage_blob::{
 };
 use url::Url;
 
+mod state;
+
+pub use self::state::BlobState;
 use super::container::Container;
 use super::{ErrorCode, StorageError, StorageResultExt};
 use crate::core::{
@@ -157,15 +160,7 @@ impl Blob {
         };
         let missing =
             |field: &str| StorageError::other(read(), format!("the service sent no {field}"));
-        let copy_status = response
-            .copy_status()
-            .during(read)?
-            .map(|status| match status {
-                azure_storage_blob::models::CopyStatus::Pending => CopyStatus::Pending,
-                azure_storage_blob::models::CopyStatus::Success => CopyStatus::Success,
-                azure_storage_blob::models::CopyStatus::Aborted => CopyStatus::Aborted,
-                _ => CopyStatus::Failed,
-            });
+        let copy_status = response.copy_status().during(read)?.map(copy_status_of);
         let version = Version {
             name: self.name.clone(),
             snapshot: self.snapshot.clone(),
@@ -438,6 +433,16 @@ impl Blob {
     }
 }
 
+/// The core's word for the SDK's copy status.
+fn copy_status_of(status: azure_storage_blob::models::CopyStatus) -> CopyStatus {
+    match status {
+        azure_storage_blob::models::CopyStatus::Pending => CopyStatus::Pending,
+        azure_storage_blob::models::CopyStatus::Success => CopyStatus::Success,
+        azure_storage_blob::models::CopyStatus::Aborted => CopyStatus::Aborted,
+        _ => CopyStatus::Failed,
+    }
+}
+
 /// The options of a call that writes `metadata`: its names go out as written.
 pub(super) fn names_as_written(
     metadata: &HashMap<String, String>,
@@ -445,66 +450,4 @@ pub(super) fn names_as_written(
     let mut context = azure_core::http::Context::new();
     super::metadata_case::keep_case(&mut context, metadata);
     azure_core::http::ClientMethodOptions { context }
-}
-
-/// What a blob is now: its version, and the state of the blob object around it.
-#[derive(Debug, Clone)]
-pub struct BlobState {
-    /// Its current version (metadata read; tags not: see [`Blob::tags`]).
-    pub version: Version,
-    /// The URL it was copied from, when it is (or was) the destination of a copy.
-    pub copy_source: Option<String>,
-    /// The id of the copy it is (or was) the destination of (`x-ms-copy-id`).
-    pub copy_id: Option<String>,
-    pub copy_status_description: Option<String>,
-    /// `Hot`, `Cool`, `Cold`, `Archive`, ... when the service says (set or inferred).
-    pub access_tier: Option<String>,
-    /// How many index tags the blob has.
-    pub tag_count: u64,
-}
-
-impl BlobState {
-    /// Whether the blob is the result of a copy from `source` (the same blob or snapshot,
-    /// whatever signature authorized it): a copy whose answer was lost, found done.
-    pub fn copied_from(&self, source: &Url) -> bool {
-        let Some(copied) = self.copy_source.as_deref().and_then(|s| Url::parse(s).ok()) else {
-            return false;
-        };
-        let snapshot = |url: &Url| {
-            url.query_pairs()
-                .find(|(k, _)| k == "snapshot")
-                .map(|(_, v)| v.into_owned())
-        };
-        copied.host_str() == source.host_str()
-            && copied.port_or_known_default() == source.port_or_known_default()
-            && copied.path() == source.path()
-            && snapshot(&copied) == snapshot(source)
-    }
-
-    /// Whether the blob is the result of the copy whose id is `copy_id` (a copy's properties
-    /// stay through a later Set Blob Metadata or Properties by anyone; its id names the copy):
-    /// `true` when the id is not known.
-    pub fn is_copy(&self, copy_id: Option<&str>) -> bool {
-        copy_id.is_none_or(|id| self.copy_id.as_deref() == Some(id))
-    }
-
-    /// An archived blob cannot be read (or copied) until it is rehydrated.
-    pub fn is_archived(&self) -> bool {
-        self.access_tier
-            .as_deref()
-            .is_some_and(|tier| tier.eq_ignore_ascii_case("archive"))
-    }
-
-    pub fn etag(&self) -> &str {
-        &self.version.etag
-    }
-
-    /// The blob's user metadata (with any stamp).
-    pub fn metadata(&self) -> &HashMap<String, String> {
-        static NONE: std::sync::OnceLock<HashMap<String, String>> = std::sync::OnceLock::new();
-        self.version
-            .metadata
-            .as_ref()
-            .unwrap_or_else(|| NONE.get_or_init(HashMap::new))
-    }
 }

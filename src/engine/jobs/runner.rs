@@ -271,6 +271,9 @@ async fn record_ran(
         ledger::forget_report(app, shard).await?;
     }
     ledger::record_finished(app, shard, &report.counts, &report.notes).await?;
+    if !report.continued {
+        ledger::note_end(app, &shard.job).await;
+    }
     Ok(report)
 }
 

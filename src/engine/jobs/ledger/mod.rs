@@ -270,14 +270,14 @@ pub async fn record_finished(
             .await?;
         }
     }
-    note_end(app, &shard.job).await;
     Ok(())
 }
 
-/// After a shard's end: the job's summary, when the job has ended ([`summary::note_end`]). A
-/// summary not written costs `job list` a reading of the job's entries, nothing else: the
-/// shard's own record stands.
-async fn note_end(app: &App, job: &str) {
+/// After a shard's end that may end its job (one that queued no continuation: a continuation is
+/// a shard of the job still to run): the job's summary, when the job has ended
+/// ([`summary::note_end`]); a reading of the job's entries. A summary not written costs
+/// `job list` that reading, nothing else: the shard's own record stands.
+pub async fn note_end(app: &App, job: &str) {
     let noted =
         async { summary::note_end(app.job_ledger().await?, job, summary::MAX_ENTRIES_READ).await };
     if let Err(e) = noted.await {

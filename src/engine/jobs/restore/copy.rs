@@ -285,36 +285,8 @@ impl Part<'_> {
         clear_metadata: bool,
         answered: Answered,
     ) -> Result<CopyBack, StorageError> {
-        let config = &self.app.config;
+        let state = self.copy_ended(destination, version).await?;
         let what = destination.what();
-        let done =
-            wait_for_copy(destination, config.copy_timeout, config.copy_poll_interval).await?;
-        let failed = |detail: String| StorageError::other(format!("restoring {what}"), detail);
-        let state = match done {
-            Some(state)
-                if matches!(state.version.copy_status, Some(CopyStatus::Success) | None) =>
-            {
-                state
-            }
-            Some(state) => {
-                return Err(failed(format!(
-                    "the copy ended {:?}: {}",
-                    state.version.copy_status,
-                    state.copy_status_description.unwrap_or_default()
-                )))
-            }
-            None => {
-                return Err(failed(
-                    "the restored blob does not exist after the copy".into(),
-                ))
-            }
-        };
-        if state.version.content_length != version.content_length {
-            return Err(failed(format!(
-                "the restored blob has {} bytes, the version {}",
-                state.version.content_length, version.content_length
-            )));
-        }
         // Another copy landed since ours (its id is not the one ours answered with): the
         // blob is someone else's now.
         if !state.is_copy(answered.copy_id.as_deref()) {
@@ -358,6 +330,46 @@ impl Part<'_> {
             },
             Err(e) => Err(e),
         }
+    }
+
+    /// Waits for a server-side copy to `destination` to end, and checks that it ended well with
+    /// the version's length.
+    async fn copy_ended(
+        &self,
+        destination: &Blob,
+        version: &Version,
+    ) -> Result<crate::storage::BlobState, StorageError> {
+        let config = &self.app.config;
+        let what = destination.what();
+        let done =
+            wait_for_copy(destination, config.copy_timeout, config.copy_poll_interval).await?;
+        let failed = |detail: String| StorageError::other(format!("restoring {what}"), detail);
+        let state = match done {
+            Some(state)
+                if matches!(state.version.copy_status, Some(CopyStatus::Success) | None) =>
+            {
+                state
+            }
+            Some(state) => {
+                return Err(failed(format!(
+                    "the copy ended {:?}: {}",
+                    state.version.copy_status,
+                    state.copy_status_description.unwrap_or_default()
+                )))
+            }
+            None => {
+                return Err(failed(
+                    "the restored blob does not exist after the copy".into(),
+                ))
+            }
+        };
+        if state.version.content_length != version.content_length {
+            return Err(failed(format!(
+                "the restored blob has {} bytes, the version {}",
+                state.version.content_length, version.content_length
+            )));
+        }
+        Ok(state)
     }
 }
 

@@ -165,6 +165,33 @@ struct Part<'a> {
     target_hierarchical: bool,
 }
 
+impl<'a> Part<'a> {
+    /// The part of `shard` about to run: where it restores to, and what that target is.
+    async fn new(
+        app: &'a App,
+        shard: &'a Shard,
+        options: &'a RestoreOptions,
+    ) -> Result<Part<'a>, JobError> {
+        let target_account = target::restore_account(app, options)?;
+        let target_name = options.target_container(&shard.container);
+        let target_in_lake_account = target_account.same_blob_service(&app.source);
+        Ok(Part {
+            app,
+            shard,
+            options,
+            as_of: options.instant(),
+            job_started: options.job_started_at(),
+            lake: app.source.container(&shard.container)?,
+            target: target_account.container(target_name)?,
+            target_name,
+            target_account,
+            in_place: target_in_lake_account && target_name == shard.container,
+            target_in_lake_account,
+            target_hierarchical: target::hierarchical(target_account, target_name).await?,
+        })
+    }
+}
+
 /// Runs one part of a restore shard.
 async fn run_part(part: KindPart<'_, RestoreKind>) -> Result<PartDone<RestoreKind>, JobError> {
     let KindPart {
@@ -175,24 +202,7 @@ async fn run_part(part: KindPart<'_, RestoreKind>) -> Result<PartDone<RestoreKin
         sink,
         stop,
     } = part;
-    let target_account = target::restore_account(app, options)?;
-    let target_name = options.target_container(&shard.container);
-    let target_in_lake_account = target_account.same_blob_service(&app.source);
-    let target_hierarchical = target::hierarchical(target_account, target_name).await?;
-    let part = Part {
-        app,
-        shard,
-        options,
-        as_of: options.instant(),
-        job_started: options.job_started_at(),
-        lake: app.source.container(&shard.container)?,
-        target: target_account.container(target_name)?,
-        target_name,
-        target_account,
-        in_place: target_in_lake_account && target_name == shard.container,
-        target_in_lake_account,
-        target_hierarchical,
-    };
+    let part = Part::new(app, shard, options).await?;
     let level = match options.from {
         RestoreFrom::Backup => part.plan_from_backup().await?,
         RestoreFrom::Snapshots => part.plan_from_snapshots().await?,
